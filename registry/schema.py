@@ -12,6 +12,8 @@ from sqlmodel import SQLModel
 
 MODEL_MODULES = [
     "registry.models",
+    "registry.accounts",
+    "schedules.models",
 ]
 
 

@@ -1,0 +1,359 @@
+"""查询 Read models for pages and API: work list, 一历 (patient record), search, audit.
+
+Every function takes a :class:`~registry.web.scopes.Scope` and returns plain dicts shaped
+for the caller's role (rules.md §8: police / civil affairs never get diagnosis,
+medication or an unmasked ID). Queries are set-based: one query per kind of row.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from registry import codes, ids
+from registry.accounts import UserRole
+from registry.models import AuditLog, CareTeamAssignment, FollowUp, FollowUpParticipant, HealthCheck, Patient, TeamMember
+from registry.rules import classification_of, is_complete
+from registry.web.scopes import RegionTree, Scope, minus_months
+
+TASK_KIND_LABELS = {
+    "first_visit": "首次面访",
+    "follow_up": "随访",
+    "retry": "重访",
+    "locate": "查找失访",
+    "discharge_check": "出院随访",
+    "health_check": "健康体检",
+    "injection": "长效针剂注射",
+}
+ROLE_LABELS = {m.value: m.label for m in codes.TeamRole} | {"guardian": "监护人"}
+WORKLIST_HORIZON_DAYS = 7  # 随访任务单: due in the next 7 days and overdue (rules.md §7.1)
+
+
+def label(enum_cls, value) -> str:
+    if value is None or value == "":
+        return ""
+    try:
+        return enum_cls(value).label
+    except ValueError:
+        return str(value)
+
+
+def age_on(birth: date, today: date) -> int:
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+# ---------------------------------------------------------------- tasks
+
+def open_tasks(engine, *, as_of: date, region_code: str | None) -> list[dict]:
+    """Open tasks from the scheduler (schedules.worklist); empty until the scheduler is installed."""
+    try:
+        from schedules.worklist import open_tasks as scheduler_open_tasks  # noqa: PLC0415
+    except ImportError:
+        return []
+    return list(scheduler_open_tasks(engine, as_of=as_of, region_code=region_code))
+
+
+def worklist_sort_key(task: dict):
+    """rules.md §5: overdue first (issue 4), then risk level desc, days overdue desc, due date."""
+    risk = task.get("risk_level")
+    return (
+        0 if task.get("overdue") else 1,
+        -(risk if risk is not None else -1),
+        -(task.get("days_overdue") or 0),
+        str(task.get("due_on")),
+        str(task.get("patient_id")),
+    )
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def worklist(engine, scope: Scope, tree: RegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
+             limit: int | None = None) -> dict:
+    """今日工作清单 Tasks in the user's scope: overdue first, then due within the horizon.
+
+    Joint visits carry the team members to call for every required role besides the doctor.
+    """
+    tasks = open_tasks(engine, as_of=as_of, region_code=scope.user.region_code)
+    if horizon_days is not None:
+        last = as_of + timedelta(days=horizon_days)
+        tasks = [t for t in tasks if t.get("overdue") or _as_date(t["due_on"]) <= last]
+    with Session(engine) as session:
+        visible = _visible_ids(session, scope, {t["patient_id"] for t in tasks})
+        tasks = [t for t in tasks if t["patient_id"] in visible]
+        tasks.sort(key=worklist_sort_key)
+        total = len(tasks)
+        if limit is not None:
+            tasks = tasks[:limit]
+        pids = sorted({t["patient_id"] for t in tasks})
+        patients = {p.patient_id: p for p in session.exec(select(Patient).where(Patient.patient_id.in_(pids)))} if pids else {}
+        teams = teams_for(session, list(patients.values()), tree) if patients else {}
+    rows = []
+    for t in tasks:
+        p = patients.get(t["patient_id"])
+        if p is None:
+            continue
+        roles = list(t.get("roles") or [])
+        call = [m for m in teams.get(p.patient_id, []) if m["role"] in roles and m["role"] != "doctor"]
+        rows.append({
+            "patient_id": p.patient_id,
+            "name": p.name,
+            "village": tree.name(p.village_code),
+            "village_code": p.village_code,
+            "kind": t["kind"],
+            "kind_label": TASK_KIND_LABELS.get(t["kind"], t["kind"]),
+            "due_on": str(t["due_on"]),
+            "overdue": bool(t.get("overdue")),
+            "days_overdue": int(t.get("days_overdue") or 0),
+            "risk_level": t.get("risk_level"),
+            "roles": roles,
+            "role_labels": [ROLE_LABELS.get(r, r) for r in roles],
+            "joint": bool(t.get("joint")),
+            "call": call,
+            "rule": t.get("rule"),
+        })
+    return {"as_of": as_of.isoformat(), "total": total, "rows": rows,
+            "overdue": sum(1 for r in rows if r["overdue"])}
+
+
+def _visible_ids(session: Session, scope: Scope, pids: set[str]) -> set[str]:
+    if not pids:
+        return set()
+    if scope.full_record:
+        # the scheduler already filtered by region; doctors/admins see every patient in it
+        return pids
+    stmt = select(Patient.patient_id).where(scope.patient_clause())
+    return {pid for pid in session.exec(stmt) if pid in pids}
+
+
+# ---------------------------------------------------------------- team
+
+def teams_for(session: Session, patients: list[Patient], tree: RegionTree) -> dict[str, list[dict]]:
+    """个案管理团队 Each patient's team: explicit assignments, else the members serving the
+    patient's village and township (rules.md §6). Two queries for any number of patients."""
+    pids = [p.patient_id for p in patients]
+    explicit: dict[str, list[TeamMember]] = {}
+    for pid, member in session.exec(
+        select(CareTeamAssignment.patient_id, TeamMember).join(TeamMember, TeamMember.member_id == CareTeamAssignment.member_id)
+        .where(CareTeamAssignment.patient_id.in_(pids))
+    ):
+        explicit.setdefault(pid, []).append(member)
+    regions = set()
+    for p in patients:
+        regions.add(p.village_code)
+        township = tree.township_of(p.village_code)
+        if township:
+            regions.add(township)
+    by_region: dict[str, list[TeamMember]] = {}
+    for member in session.exec(select(TeamMember).where(TeamMember.region_code.in_(sorted(regions)))):
+        by_region.setdefault(member.region_code, []).append(member)
+    out: dict[str, list[dict]] = {}
+    order = {r: i for i, r in enumerate(m.value for m in codes.TeamRole)}
+    for p in patients:
+        members = explicit.get(p.patient_id)
+        if not members:
+            members = by_region.get(p.village_code, []) + by_region.get(tree.township_of(p.village_code) or "", [])
+        team = [{"member_id": m.member_id, "name": m.name, "role": m.role, "role_label": ROLE_LABELS.get(m.role, m.role),
+                 "phone": m.phone or ""} for m in sorted(members, key=lambda m: (order.get(m.role, 99), m.name))]
+        if p.guardian_name:
+            team.append({"member_id": None, "name": p.guardian_name, "role": "guardian", "role_label": "监护人",
+                         "phone": p.guardian_phone or ""})
+        out[p.patient_id] = team
+    return out
+
+
+# ---------------------------------------------------------------- the patient record (一历)
+
+def _medication(text: str | None) -> list[dict] | str:
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, list) else text
+
+
+def follow_up_view(fu: FollowUp, participants: list[FollowUpParticipant]) -> dict:
+    cls = classification_of(fu)
+    return {
+        "id": fu.id,
+        "visit_on": fu.visit_on.isoformat(),
+        "mode": fu.mode, "mode_label": label(codes.FollowUpMode, fu.mode),
+        "met_with": fu.met_with,
+        "complete": is_complete(fu.lost_reason, fu.risk_level, fu.hospital_status),
+        "lost_reason": fu.lost_reason, "lost_reason_label": label(codes.LostReason, fu.lost_reason),
+        "risk_level": fu.risk_level,
+        "insight_label": label(codes.Insight, fu.insight),
+        "symptoms_label": "、".join(label(codes.Symptom, int(s)) for s in (fu.symptoms or "").split(",") if s.strip().isdigit()),
+        "symptoms_obvious": fu.symptoms_obvious,
+        "hospital_status_label": label(codes.HospitalStatus, fu.hospital_status),
+        "adherence": fu.adherence, "adherence_label": label(codes.Adherence, fu.adherence),
+        "incidents": {"轻度滋事": fu.incidents_mild, "肇事": fu.incidents_disturbance, "肇祸": fu.incidents_crime,
+                      "其他危害行为": fu.incidents_other, "自伤": fu.self_harm, "自杀未遂": fu.suicide_attempt},
+        "classification": int(cls) if cls is not None else None,
+        "classification_label": cls.label if cls is not None else "",
+        "classification_recorded": fu.classification is not None,
+        "medication": _medication(fu.medication),
+        "advised_medication": _medication(fu.advised_medication),
+        "lai": {"drug": fu.lai_drug, "interval_weeks": fu.lai_interval_weeks, "dose": fu.lai_dose} if fu.lai_drug else None,
+        "psych_support_patient": fu.psych_support_patient,
+        "psych_support_family": fu.psych_support_family,
+        "rehabilitation": fu.rehabilitation,
+        "rehabilitation_measures": fu.rehabilitation_measures,
+        "referral": fu.referral,
+        "next_visit_on": fu.next_visit_on.isoformat() if fu.next_visit_on else None,
+        "doctor_signature": fu.doctor_signature,
+        "participants": [{"role": p.role, "role_label": ROLE_LABELS.get(p.role, p.role), "attended": p.attended}
+                         for p in participants],
+    }
+
+
+def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, as_of: date) -> dict:
+    """一历 The patient's longitudinal record, shaped for the caller's role (rules.md §7, §8)."""
+    with Session(engine) as session:
+        p = scope.check_patient(session, patient_id)
+        follow_ups = list(session.exec(select(FollowUp).where(FollowUp.patient_id == p.patient_id)
+                                       .order_by(FollowUp.visit_on.desc(), FollowUp.id.desc())))
+        fu_ids = [f.id for f in follow_ups]
+        parts: dict[int, list[FollowUpParticipant]] = {}
+        if fu_ids:
+            for row in session.exec(select(FollowUpParticipant).where(FollowUpParticipant.follow_up_id.in_(fu_ids))):
+                parts.setdefault(row.follow_up_id, []).append(row)
+        checks = [h.checked_on.isoformat() for h in session.exec(
+            select(HealthCheck).where(HealthCheck.patient_id == p.patient_id).order_by(HealthCheck.checked_on.desc()))]
+        team = teams_for(session, [p], tree)[p.patient_id]
+    tasks = [t for t in open_tasks(engine, as_of=as_of, region_code=p.village_code) if t["patient_id"] == p.patient_id]
+    for t in tasks:
+        t["kind_label"] = TASK_KIND_LABELS.get(t["kind"], t["kind"])
+        t["role_labels"] = [ROLE_LABELS.get(r, r) for r in t.get("roles") or []]
+        t["due_on"] = str(t["due_on"])
+    views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
+    latest_complete = next((v for v in views if v["complete"]), None)
+    since = minus_months(as_of, 12)
+    base = {
+        "patient_id": p.patient_id,
+        "name": p.name,
+        "sex_label": label(codes.Sex, p.sex),
+        "age": age_on(p.birth_date, as_of),
+        "id_number": (p.id_number or "") if scope.sees_unmasked_id else ids.mask(p.id_number),
+        "id_masked": not scope.sees_unmasked_id,
+        "village_code": p.village_code,
+        "village": tree.name(p.village_code),
+        "township": tree.name(tree.township_of(p.village_code)),
+        "address": p.address or "",
+        "phone": p.phone or "",
+        "guardian_name": p.guardian_name or "",
+        "guardian_phone": p.guardian_phone or "",
+        "status": p.status,
+        "status_label": label(codes.PatientStatus, p.status),
+        "status_on": p.status_on.isoformat() if p.status_on else None,
+        "tasks": tasks,
+        "team": team,
+    }
+    if scope.role == UserRole.POLICE.value:
+        # 风险预警单 fields only (rules.md §7.3): no diagnosis, no medication.
+        base.update({
+            "risk_level": latest_complete["risk_level"] if latest_complete else None,
+            "last_visit_on": views[0]["visit_on"] if views else None,
+            "lost": bool(views and views[0]["lost_reason"] is not None),
+            "incidents_12m": sum((f.incidents_disturbance or 0) + (f.incidents_crime or 0) for f in follow_ups
+                                 if since <= f.visit_on <= as_of),
+            "joint_visits": _joint_visits(views, scope.role),
+        })
+        return base
+    if scope.role == UserRole.CIVIL_AFFAIRS.value:
+        # 帮扶救助单 fields only (rules.md §7.5).
+        base.update({
+            "economic_status_label": label(codes.EconomicStatus, p.economic_status),
+            "guardian_reward": p.guardian_reward,
+            "rehabilitation": any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of),
+            "joint_visits": _joint_visits(views, scope.role),
+        })
+        return base
+    risk_history = [{"visit_on": v["visit_on"], "risk_level": v["risk_level"], "classification_label": v["classification_label"]}
+                    for v in reversed(views) if v["complete"]]
+    base.update({
+        "birth_date": p.birth_date.isoformat(),
+        "diagnosis": p.diagnosis,
+        "diagnosis_label": label(codes.Diagnosis, p.diagnosis),
+        "diagnosed_on": p.diagnosed_on.isoformat() if p.diagnosed_on else None,
+        "registered_on": p.registered_on.isoformat(),
+        "report_type_label": label(codes.ReportType, p.report_type),
+        "consent_label": label(codes.Consent, p.consent),
+        "economic_status_label": label(codes.EconomicStatus, p.economic_status),
+        "guardian_reward": p.guardian_reward,
+        "status_detail": p.status_detail or "",
+        "lai_plan": {"drug": p.lai_drug, "interval_weeks": p.lai_interval_weeks, "last_on": p.lai_last_on.isoformat()
+                     if p.lai_last_on else None, "dose": p.lai_dose} if p.lai_drug else None,
+        "follow_ups": views,
+        "risk_history": risk_history,
+        "latest_classification_label": latest_complete["classification_label"] if latest_complete else "",
+        "latest_risk_level": latest_complete["risk_level"] if latest_complete else None,
+        "health_checks": checks,
+        "assistance": {
+            "economic_status_label": label(codes.EconomicStatus, p.economic_status),
+            "guardian_reward": p.guardian_reward,
+            "psych_support": sum(1 for f in follow_ups if f.psych_support_patient or f.psych_support_family),
+            "rehabilitation": any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of),
+        },
+    })
+    return base
+
+
+def _joint_visits(views: list[dict], role: str) -> list[dict]:
+    """Follow-ups with a participant row for ``role`` (the joint visits this user takes part in)."""
+    out = []
+    for v in views:
+        mine = [p for p in v["participants"] if p["role"] == role]
+        if mine:
+            out.append({"follow_up_id": v["id"], "visit_on": v["visit_on"], "attended": mine[0]["attended"]})
+    return out
+
+
+# ---------------------------------------------------------------- search and lists
+
+def search_patients(engine, scope: Scope, tree: RegionTree, q: str, *, limit: int = 50) -> list[dict]:
+    """患者检索 By patient number, name (substring) or full ID number, within scope."""
+    q = q.strip()
+    clause = scope.patient_clause()
+    with Session(engine) as session:
+        stmt = select(Patient).where(clause)
+        if q:
+            stmt = stmt.where(sa.or_(Patient.patient_id == q, Patient.name.contains(q, autoescape=True), Patient.id_number == q.upper()))
+        stmt = stmt.order_by(Patient.patient_id).limit(limit)
+        rows = list(session.exec(stmt))
+    return [brief(p, scope, tree) for p in rows]
+
+
+def brief(p: Patient, scope: Scope, tree: RegionTree) -> dict:
+    return {
+        "patient_id": p.patient_id,
+        "name": p.name,
+        "sex_label": label(codes.Sex, p.sex),
+        "age": age_on(p.birth_date, scope.today),
+        "village": tree.name(p.village_code),
+        "id_number": ids.mask(p.id_number),
+        "status_label": label(codes.PatientStatus, p.status),
+        **({"diagnosis_label": label(codes.Diagnosis, p.diagnosis)} if scope.full_record else {}),
+    }
+
+
+def audit_rows(engine, scope: Scope, *, limit: int = 200, actor: str | None = None, action: str | None = None) -> list[dict]:
+    """审计日志 Latest audit rows for the admin's region (rows without a region are shown too)."""
+    with Session(engine) as session:
+        stmt = select(AuditLog).where(sa.or_(AuditLog.region_code.is_(None), AuditLog.region_code.in_(sorted(scope.region_codes))))
+        if actor:
+            stmt = stmt.where(AuditLog.actor == actor)
+        if action:
+            stmt = stmt.where(AuditLog.action == action)
+        rows = session.exec(stmt.order_by(AuditLog.at.desc(), AuditLog.id.desc()).limit(limit)).all()
+    from registry.config import LOCAL_TZ
+
+    return [{"id": r.id, "at": r.at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S"), "actor": r.actor, "action": r.action,
+             "object_type": r.object_type, "object_id": r.object_id, "region_code": r.region_code, "detail": r.detail,
+             "source": r.source} for r in rows]

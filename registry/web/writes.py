@@ -1,0 +1,224 @@
+"""录入 Writes from forms and the API: follow-ups, new patients, death/move-out, attendance.
+
+One validation path (``registry.validation``, shared with the importer); each write is ONE
+transaction together with its audit row; afterwards the scheduler refreshes the tasks so
+a done visit leaves the work list (rules.md §5 idempotency: the generator is re-runnable).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from registry import audit, codes
+from registry.accounts import UserRole
+from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
+from registry.models import FollowUp, FollowUpParticipant, Patient, Region, utcnow
+from registry.validation import FieldError, iso_date, text, validate_follow_up, validate_patient
+from registry.web.scopes import Scope
+
+JOINT_ROLES = ("police", "village", "civil_affairs")
+
+
+def _reject(issues: list[Issue]) -> InvalidInput:
+    first = issues[0]
+    more = f"（共 {len(issues)} 处问题）" if len(issues) > 1 else ""
+    return InvalidInput(message=first.message + more, code="INVALID_INPUT", issues=issues)
+
+
+def refresh_schedule(engine, *, today: date) -> None:
+    """Re-run the scheduler so tasks closed by this write leave the lists (schedules.generation)."""
+    try:
+        from schedules import generation  # noqa: PLC0415
+    except ImportError:
+        return
+    generation.generate(engine, as_of=today)
+
+
+def _clean(raw: dict[str, Any]) -> dict[str, str]:
+    """Form/API values as the stripped strings the validators take (JSON numbers/bools too)."""
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "1" if value else "0"
+        elif isinstance(value, (int, float, str)):
+            out[key] = str(value)
+        elif isinstance(value, list) and key in ("symptoms",):
+            out[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, (list, dict)) and key in ("medication", "advised_medication"):
+            out[key] = json.dumps(value, ensure_ascii=False)
+        else:
+            out[key] = "\x00invalid"
+    return out
+
+
+def _check_types(raw: dict[str, str], allowed: set[str]) -> list[Issue]:
+    issues = [Issue("UNKNOWN_FIELD", f"未知字段：{k[:40]}", column=k[:40]) for k in raw if k not in allowed]
+    issues += [Issue("BAD_VALUE", f"字段 {k} 的值类型无效", column=k) for k, v in raw.items() if v == "\x00invalid"]
+    return issues
+
+
+def follow_up_field_names() -> set[str]:
+    from registry.validation import FOLLOW_UP_EXTRA_FIELDS, FOLLOW_UP_FIELDS
+
+    return {f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in JOINT_ROLES}
+
+
+def patient_field_names() -> set[str]:
+    from registry.validation import PATIENT_EXTRA_FIELDS, PATIENT_FIELDS
+
+    return {f.name for f in PATIENT_FIELDS + PATIENT_EXTRA_FIELDS}
+
+
+def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None) -> FollowUp:
+    """随访录入 Validate and store one follow-up (+ joint-visit attendance), one transaction."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    raw = _clean(raw_in)
+    raw["patient_id"] = patient_id
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        issues = _check_types(raw, follow_up_field_names())
+        values, more = validate_follow_up(raw, today=today, birth_date=patient.birth_date, extra=True)
+        issues += more
+        visit_on = values.get("visit_on")
+        if visit_on is not None and visit_on < patient.registered_on:
+            issues.append(Issue("VISIT_BEFORE_REGISTRATION",
+                                f"随访日期(visit_on) {visit_on} 早于建档日期 {patient.registered_on}", column="visit_on"))
+        if patient.status != "active" and patient.status_on and visit_on and visit_on > patient.status_on:
+            issues.append(Issue("PATIENT_NOT_ACTIVE", f"患者已{codes.PatientStatus(patient.status).label}（{patient.status_on}），"
+                                f"不能录入之后的随访", column="visit_on"))
+        if values.get("lost_reason") is None and values.get("risk_level") is None and values.get("hospital_status") != 1 \
+                and visit_on is not None and not any(i.column == "risk_level" for i in issues):
+            issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性评估(risk_level)；未访到请填写失访原因(lost_reason)",
+                                column="risk_level"))
+        if values.get("medication"):
+            try:
+                json.loads(values["medication"])
+            except ValueError:
+                values["medication"] = json.dumps([{"drug": values["medication"]}], ensure_ascii=False)
+        if issues:
+            raise _reject(issues)
+        attended = {r: raw.pop(f"attended_{r}", None) for r in JOINT_ROLES}
+        seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
+                                                                    FollowUp.visit_on == visit_on)).one() or 0) + 1
+        columns = set(FollowUp.model_fields)
+        fu = FollowUp(**{k: v for k, v in values.items() if k in columns}, seq=seq)
+        session.add(fu)
+        session.flush()
+        for role, flag in attended.items():
+            if flag is not None:
+                session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, attended=flag in ("1", "on", "true", "是")))
+        if values.get("death_on"):
+            patient.status, patient.status_on = "dead", values["death_on"]
+            patient.status_detail = values.get("death_cause")
+            patient.updated_at = utcnow()
+            session.add(patient)
+        audit.record(session, actor=scope.user.username, action="write", object_type="follow_up", object_id=f"{patient_id}/{fu.id}",
+                     region_code=patient.village_code, detail=f"随访 {visit_on}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today)
+    return fu
+
+
+def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: date, source: str | None) -> Patient:
+    """新患者建档 Register a new patient in a village under the doctor's township."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    raw = _clean(raw_in)
+    issues = _check_types(raw, patient_field_names())
+    raw.pop("status", None)
+    raw.pop("status_on", None)  # a new registration is 在册; death/move-out is its own form
+    values, more = validate_patient(raw, today=today, extra=True)
+    issues += more
+    with Session(engine, expire_on_commit=False) as session:
+        village = values.get("village_code")
+        if village:
+            region = session.get(Region, village)
+            if region is None or region.level != "village":
+                issues.append(Issue("VILLAGE_UNKNOWN", f"村编码(village_code) {village} 不存在或不是村(社区)", column="village_code"))
+            elif village not in scope.region_codes:
+                issues.append(Issue("VILLAGE_OUT_OF_SCOPE", f"村编码(village_code) {village} 不在您的管辖范围内", column="village_code"))
+        pid = values.get("patient_id")
+        if pid and session.get(Patient, pid) is not None:
+            issues.append(Issue("PATIENT_EXISTS", f"患者编号(patient_id) {pid} 已存在", column="patient_id"))
+        if issues:
+            raise _reject(issues)
+        columns = set(Patient.model_fields)
+        patient = Patient(**{k: v for k, v in values.items() if k in columns and v is not None})
+        session.add(patient)
+        audit.record(session, actor=scope.user.username, action="write", object_type="patient", object_id=pid,
+                     region_code=village, detail="新患者建档", source=source)
+        try:
+            session.commit()
+        except sa.exc.IntegrityError:
+            raise Conflict(f"患者编号 {pid} 已存在", code="PATIENT_EXISTS") from None
+    refresh_schedule(engine, today=today)
+    return patient
+
+
+def record_status(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None) -> Patient:
+    """死亡/迁出 Record a death or a move-out; the scheduler cancels the open tasks (rules.md §5)."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    raw = _clean(raw_in)
+    issues = _check_types(raw, {"status", "status_on", "status_detail"})
+    status = raw.get("status", "").strip()
+    if status not in ("dead", "moved_out", "死亡", "迁出"):
+        issues.append(Issue("BAD_STATUS", "状态(status)应为 dead 死亡 / moved_out 迁出", column="status", value=status[:40]))
+    status = {"死亡": "dead", "迁出": "moved_out"}.get(status, status)
+    on = None
+    try:
+        on = iso_date(raw.get("status_on", "").strip())
+    except FieldError as err:
+        issues.append(Issue(err.code, f"状态日期(status_on): {err.message}", column="status_on"))
+    detail = raw.get("status_detail", "").strip() or None
+    try:
+        if detail:
+            text(255)(detail)
+    except FieldError as err:
+        issues.append(Issue(err.code, f"死亡原因/迁往地(status_detail): {err.message}", column="status_detail"))
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        if on is not None and on > today:
+            issues.append(Issue("FUTURE_DATE", f"状态日期(status_on) {on} 晚于今天 {today}", column="status_on"))
+        if on is not None and on < patient.registered_on:
+            issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期(status_on) {on} 早于建档日期 {patient.registered_on}",
+                                column="status_on"))
+        if patient.status != "active":
+            issues.append(Issue("ALREADY_INACTIVE", f"患者已为“{codes.PatientStatus(patient.status).label}”状态", column="status"))
+        if issues:
+            raise _reject(issues)
+        patient.status, patient.status_on, patient.status_detail = status, on, detail
+        patient.updated_at = utcnow()
+        session.add(patient)
+        audit.record(session, actor=scope.user.username, action="write", object_type="patient", object_id=patient_id,
+                     region_code=patient.village_code, detail=f"状态改为{codes.PatientStatus(status).label} {on}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today)
+    return patient
+
+
+def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *, source: str | None) -> FollowUpParticipant:
+    """联合入户到场 Police / civil affairs confirm their own attendance on a joint visit (rules.md §6)."""
+    role = {UserRole.POLICE.value: "police", UserRole.CIVIL_AFFAIRS.value: "civil_affairs"}.get(scope.role)
+    if role is None:
+        raise PermissionDenied("到场登记仅限民警和民政专干", code="ROLE_FORBIDDEN")
+    with Session(engine, expire_on_commit=False) as session:
+        fu = session.get(FollowUp, follow_up_id)
+        if fu is None:
+            raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN")
+        patient = scope.check_patient(session, fu.patient_id)
+        row = session.get(FollowUpParticipant, (follow_up_id, role))
+        if row is None:
+            raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
+        row.attended = attended
+        session.add(row)
+        audit.record(session, actor=scope.user.username, action="write", object_type="follow_up_participant",
+                     object_id=f"{fu.patient_id}/{follow_up_id}/{role}", region_code=patient.village_code,
+                     detail="到场" if attended else "未到场", source=source)
+        session.commit()
+        return row
