@@ -39,11 +39,25 @@ def refresh_schedule(engine, *, today: date) -> None:
     generation.generate(engine, as_of=today)
 
 
+def bad_text(value: str) -> bool:
+    """Text PostgreSQL cannot store (NUL, lone surrogates): refused before it reaches SQL."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _clean(raw: dict[str, Any]) -> dict[str, str]:
     """Form/API values as the stripped strings the validators take (JSON numbers/bools too)."""
     out: dict[str, str] = {}
     for key, value in raw.items():
         if value is None:
+            continue
+        if bad_text(str(key)) or (isinstance(value, str) and bad_text(value)):
+            out[str(key).encode("utf-8", "replace").decode().replace("\x00", "")[:40] or "?"] = "\x00invalid"
             continue
         if isinstance(value, bool):
             out[key] = "1" if value else "0"
@@ -60,8 +74,20 @@ def _clean(raw: dict[str, Any]) -> dict[str, str]:
 
 def _check_types(raw: dict[str, str], allowed: set[str]) -> list[Issue]:
     issues = [Issue("UNKNOWN_FIELD", f"未知字段：{k[:40]}", column=k[:40]) for k in raw if k not in allowed]
-    issues += [Issue("BAD_VALUE", f"字段 {k} 的值类型无效", column=k) for k, v in raw.items() if v == "\x00invalid"]
+    issues += [Issue("BAD_VALUE", f"字段 {k} 的值类型无效或含有无效字符", column=k) for k, v in raw.items() if v == "\x00invalid"]
     return issues
+
+
+def _medication_json(text_: str) -> str:
+    """Medication as stored: a JSON list of {drug, ...}; a form's lines become one entry each."""
+    try:
+        parsed = json.loads(text_)
+        if isinstance(parsed, list):
+            return text_
+    except ValueError:
+        pass
+    lines = [line.strip() for line in text_.splitlines() if line.strip()]
+    return json.dumps([{"drug": line} for line in lines], ensure_ascii=False)
 
 
 def follow_up_field_names() -> set[str]:
@@ -97,11 +123,11 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                 and visit_on is not None and not any(i.column == "risk_level" for i in issues):
             issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性评估(risk_level)；未访到请填写失访原因(lost_reason)",
                                 column="risk_level"))
-        if values.get("medication"):
-            try:
-                json.loads(values["medication"])
-            except ValueError:
-                values["medication"] = json.dumps([{"drug": values["medication"]}], ensure_ascii=False)
+        for key in ("medication", "advised_medication"):
+            if values.get(key):
+                values[key] = _medication_json(values[key])
+                if len(values[key]) > 1000:
+                    issues.append(Issue("TOO_LONG", f"{key}: 用药记录过长（超过1000个字符）", column=key))
         if issues:
             raise _reject(issues)
         attended = {r: raw.pop(f"attended_{r}", None) for r in JOINT_ROLES}

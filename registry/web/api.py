@@ -1,0 +1,234 @@
+"""JSON 接口 The JSON API under /api/ (OpenAPI at /openapi.json).
+
+Authentication: ``POST /api/session`` with username and password returns a bearer token;
+send ``Authorization: Bearer <token>``. A browser session cookie also works, with the
+session's CSRF token in an ``X-CSRF-Token`` header on writes. Errors are
+``{"error": CODE, "message": 中文}`` with a 4xx status; codes are stable.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Session
+
+from registry import audit
+from registry.accounts import UserRole, authenticate, end_session, start_session
+from registry.errors import InvalidInput
+from registry.web import queries, writes
+from registry.web.auth import Current, client_ip, current, require_api_csrf, token_from
+from registry.web.reports import compute_rates_safe, month_arg
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="稳定的错误代码")
+    message: str = Field(description="中文说明")
+    issues: list[dict] | None = None
+
+
+ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422)}
+router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+
+
+class AttendanceBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    attended: bool
+
+
+class SessionOut(BaseModel):
+    token: str
+    csrf_token: str
+    username: str
+    role: str
+    region_code: str
+
+
+def bad_text(value: str) -> bool:
+    """Text PostgreSQL cannot store (NUL, lone surrogates) is refused before it reaches SQL."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def checked(value: str, field: str) -> str:
+    if bad_text(value):
+        raise InvalidInput.single("BAD_TEXT", f"{field} 含有无效字符", column=field)
+    return value
+
+
+def body_checked(body: dict[str, Any]) -> dict[str, Any]:
+    for key, value in body.items():
+        checked(str(key), "字段名")
+        if isinstance(value, str):
+            checked(value, str(key)[:40])
+        elif isinstance(value, list):
+            for item in value:
+                checked(str(item), str(key)[:40])
+    return body
+
+
+def api_user(request: Request) -> Current:
+    cur = current(request)
+    require_api_csrf(request, cur)
+    return cur
+
+
+def _as_of(ctx, as_of: date | None) -> date:
+    if as_of is None:
+        return ctx.today()
+    if not (date(2000, 1, 1) <= as_of <= date(2100, 12, 31)):
+        raise InvalidInput.single("BAD_DATE", "日期(as_of)应在 2000-01-01 至 2100-12-31 之间", column="as_of")
+    return as_of
+
+
+PatientId = Annotated[str, Path(min_length=1, max_length=64, description="患者编号")]
+
+
+@router.post("/session", response_model=SessionOut, summary="登录，取得令牌")
+def login(request: Request, body: LoginBody):
+    ctx = request.app.state.ctx
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        checked(body.username, "username")
+        checked(body.password, "password")
+        try:
+            user = authenticate(session, body.username, body.password)
+        except Exception:
+            audit.record(session, actor=body.username or "?", action="login", object_type="session", detail="接口登录失败",
+                         source=client_ip(request))
+            session.commit()
+            raise
+        token, row = start_session(session, user, source=client_ip(request))
+        audit.record(session, actor=user.username, action="login", object_type="session", region_code=user.region_code,
+                     detail="接口登录", source=client_ip(request))
+        session.commit()
+    return SessionOut(token=token, csrf_token=row.csrf_token, username=user.username, role=user.role, region_code=user.region_code)
+
+
+@router.delete("/session", summary="退出登录")
+def logout(request: Request) -> dict:
+    cur = api_user(request)
+    token, _via = token_from(request)
+    with Session(request.app.state.ctx.engine) as session:
+        end_session(session, token or "")
+        audit.record(session, actor=cur.user.username, action="logout", object_type="session", source=client_ip(request))
+        session.commit()
+    return {"ok": True}
+
+
+@router.get("/me", summary="当前用户")
+def me(request: Request) -> dict:
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    return {"username": cur.user.username, "display_name": cur.user.display_name, "role": cur.user.role,
+            "role_label": UserRole(cur.user.role).label, "region_code": cur.user.region_code,
+            "region_name": ctx.tree.name(cur.user.region_code)}
+
+
+@router.get("/worklist", summary="工作清单（逾期优先，按危险性、逾期天数、到期日排序）")
+def worklist(request: Request, as_of: date | None = None, all: bool = False,
+             limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict:
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    day = _as_of(ctx, as_of)
+    data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=day, horizon_days=None if all else 7, limit=limit)
+    audit.record_now(ctx.engine, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
+                     region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
+    return data
+
+
+@router.get("/patients", summary="检索患者（编号、姓名或身份证号）")
+def search(request: Request, q: Annotated[str, Query(max_length=100)] = "",
+           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    checked(q, "q")
+    rows = queries.search_patients(ctx.engine, cur.scope, ctx.tree, q, limit=limit)
+    audit.record_now(ctx.engine, actor=cur.user.username, action="search", object_type="patient", region_code=cur.user.region_code,
+                     detail=f"检索“{q}”，{len(rows)} 条", source=client_ip(request))
+    return {"q": q, "patients": rows}
+
+
+@router.post("/patients", status_code=201, summary="新患者建档（乡镇精防医生）")
+def register(request: Request, body: Annotated[dict[str, Any], Body()]) -> dict:
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    patient = writes.register_patient(ctx.engine, cur.scope, body_checked(body), today=ctx.today(), source=client_ip(request))
+    return {"patient_id": patient.patient_id}
+
+
+@router.get("/patients/{patient_id}", summary="患者一历（按角色裁剪字段）")
+def patient(request: Request, patient_id: PatientId) -> dict:
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    checked(patient_id, "patient_id")
+    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+    audit.record_now(ctx.engine, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
+                     region_code=record["village_code"], source=client_ip(request))
+    return record
+
+
+@router.post("/patients/{patient_id}/follow-ups", status_code=201, summary="录入随访（乡镇精防医生）")
+def follow_up(request: Request, patient_id: PatientId, body: Annotated[dict[str, Any], Body()]) -> dict:
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    checked(patient_id, "patient_id")
+    fu = writes.record_follow_up(ctx.engine, cur.scope, patient_id, body_checked(body), today=ctx.today(),
+                                 source=client_ip(request))
+    return {"id": fu.id, "patient_id": patient_id, "visit_on": fu.visit_on.isoformat()}
+
+
+@router.post("/patients/{patient_id}/status", summary="登记死亡或迁出（乡镇精防医生）")
+def status(request: Request, patient_id: PatientId, body: Annotated[dict[str, Any], Body()]) -> dict:
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    checked(patient_id, "patient_id")
+    p = writes.record_status(ctx.engine, cur.scope, patient_id, body_checked(body), today=ctx.today(), source=client_ip(request))
+    return {"patient_id": p.patient_id, "status": p.status, "status_on": p.status_on.isoformat()}
+
+
+@router.post("/follow-ups/{follow_up_id}/attendance", summary="联合入户到场登记（民警、民政专干）")
+def attendance(request: Request, follow_up_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: AttendanceBody) -> dict:
+    cur = api_user(request)
+    row = writes.record_attendance(request.app.state.ctx.engine, cur.scope, follow_up_id, body.attended, source=client_ip(request))
+    return {"follow_up_id": follow_up_id, "role": row.role, "attended": row.attended}
+
+
+@router.get("/rates", summary="月度指标（县级管理员）")
+def rates(request: Request, month: Annotated[str, Query(max_length=7)] = "") -> dict:
+    cur = api_user(request)
+    cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
+    ctx = request.app.state.ctx
+    today = ctx.today()
+    month = month_arg(month or f"{today.year:04d}-{today.month:02d}")
+    data = compute_rates_safe(ctx.engine, month=month, region_code=cur.user.region_code)
+    if data is None:
+        from registry.web.reports import Unavailable
+
+        raise Unavailable("指标模块尚未安装", code="RATES_UNAVAILABLE")
+    audit.record_now(ctx.engine, actor=cur.user.username, action="read", object_type="rates", object_id=month,
+                     region_code=cur.user.region_code, source=client_ip(request))
+    return data
+
+
+@router.get("/audit", summary="审计日志（县级管理员）")
+def audit_log(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+              actor: Annotated[str, Query(max_length=100)] = "", action: Annotated[str, Query(max_length=20)] = "") -> dict:
+    cur = api_user(request)
+    cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
+    checked(actor, "actor")
+    checked(action, "action")
+    return {"rows": queries.audit_rows(request.app.state.ctx.engine, cur.scope, limit=limit, actor=actor or None,
+                                       action=action or None)}

@@ -1,0 +1,131 @@
+"""网页应用 The FastAPI application: server-rendered Chinese pages and the JSON API under /api/.
+
+``create_app(engine)`` builds everything; errors are mapped ONCE here: JingfangError →
+``{"error": code, "message": …}`` with its HTTP status under /api/, an error page (or the
+login page for 401) elsewhere; request-validation errors → 422 ``INVALID_REQUEST``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from registry import clock
+from registry.errors import JingfangError, NotAuthenticated
+from registry.web.scopes import RegionTree
+
+STATIC_DIR = Path(__file__).with_name("static")
+TEMPLATE_DIRS = [Path(__file__).resolve().parents[2] / "templates" / "web", Path(__file__).with_name("templates")]
+
+_FIELD_NAMES = {"as_of": "日期(as_of)", "month": "月份(month)", "q": "检索词(q)", "limit": "条数(limit)",
+                "follow_up_id": "随访编号", "patient_id": "患者编号", "body": "请求体"}
+
+
+@dataclass
+class WebContext:
+    """应用上下文 What every request needs: the engine, the region tree, the clock, settings."""
+
+    engine: object
+    tree: RegionTree
+    today: Callable[[], date]
+    secure_cookies: bool
+    templates: Jinja2Templates
+
+
+def _templates() -> Jinja2Templates:
+    dirs = [str(d) for d in TEMPLATE_DIRS if d.is_dir()]
+    templates = Jinja2Templates(directory=dirs)
+    from registry.web.queries import ROLE_LABELS, TASK_KIND_LABELS
+
+    templates.env.globals.update(ROLE_LABELS=ROLE_LABELS, TASK_KIND_LABELS=TASK_KIND_LABELS)
+    templates.env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.1f}%"
+    return templates
+
+
+def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookies: bool | None = None) -> FastAPI:
+    """Build the web application on ``engine`` (SQLite or PostgreSQL, schema already upgraded)."""
+    from registry.config import get_settings
+    from registry.web import api, pages
+
+    if secure_cookies is None:
+        secure_cookies = get_settings().base_url.startswith("https://")
+    app = FastAPI(
+        title="精防 Jingfang API",
+        version="0.1.0",
+        description="严重精神障碍患者登记与随访：JSON 接口。认证：POST /api/session 取得令牌，"
+        "之后用 Authorization: Bearer <token>；或使用网页会话 Cookie 加 X-CSRF-Token 请求头。",
+        openapi_url="/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = WebContext(engine=engine, tree=RegionTree(engine), today=today or clock.local_today,
+                               secure_cookies=secure_cookies, templates=_templates())
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith("/static"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or request.url.path == "/api"
+
+
+def error_page(request: Request, status: int, code: str, message: str, issues=()):
+    ctx = request.app.state.ctx
+    cur = getattr(request.state, "current", None)
+    return ctx.templates.TemplateResponse(request, "error.html", {"status": status, "code": code, "message": message,
+                                                                 "issues": list(issues), "cur": cur}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(JingfangError)
+    async def jingfang_error(request: Request, exc: JingfangError):
+        if _is_api(request):
+            headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
+            return JSONResponse(exc.as_dict(), status_code=exc.http_status, headers=headers)
+        if isinstance(exc, NotAuthenticated):
+            return RedirectResponse("/login", status_code=303)
+        return error_page(request, exc.http_status, exc.code, exc.message, exc.issues)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        issues = []
+        for err in exc.errors():
+            loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body")]
+            name = loc[0] if loc else "body"
+            issues.append({"code": "INVALID_REQUEST", "column": ".".join(loc) or "body",
+                           "message": f"{_FIELD_NAMES.get(name, name)} 的值无效"})
+        message = issues[0]["message"] if issues else "请求无效"
+        body = {"error": "INVALID_REQUEST", "message": message, "issues": issues}
+        if _is_api(request):
+            return JSONResponse(body, status_code=422)
+        return error_page(request, 422, "INVALID_REQUEST", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code, message = {404: ("NOT_FOUND", "页面或接口不存在"), 405: ("METHOD_NOT_ALLOWED", "不支持此请求方法")}.get(
+            exc.status_code, ("HTTP_ERROR", str(exc.detail)))
+        if _is_api(request) or exc.status_code == 405:
+            return JSONResponse({"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
+        return error_page(request, exc.status_code, code, message)
