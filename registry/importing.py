@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+from itertools import repeat
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -38,7 +39,7 @@ from registry.validation import (
     FieldSpec,
     check_follow_up,
     check_patient,
-    parse_fields,
+    parse_columns,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -90,12 +91,15 @@ class ImportResult:
         return "导入完成：" + "；".join(parts) if parts else "没有可导入的文件"
 
 
-@dataclass
 class _Row:
-    line: int
-    raw: dict[str, str]
-    values: dict[str, Any] = field(default_factory=dict)
-    issues: list[Issue] = field(default_factory=list)
+    """One data row: its file line, parsed values and issues (light: there are millions)."""
+
+    __slots__ = ("line", "values", "issues")
+
+    def __init__(self, line: int, values: dict[str, Any]):
+        self.line = line
+        self.values = values
+        self.issues: list[Issue] = []
 
 
 # ---------------------------------------------------------------- reading
@@ -136,35 +140,50 @@ def _header_map(stem: str, header: list[str], file: str) -> tuple[list[str | Non
     return mapping, issues
 
 
-def _rows_from_table(stem: str, file: str, table: Iterable[tuple[int, list[str]]]) -> tuple[list[_Row], list[Issue]]:
+@dataclass
+class _Table:
+    """One file's cells by column, with the file line of every row."""
+
+    lines: list[int]
+    columns: dict[str, list[str]]
+
+
+def _rows_from_table(stem: str, file: str, table: Iterable[tuple[int, list[str]]]) -> tuple[_Table | None, list[Issue]]:
     it = iter(table)
     try:
         _, header = next(it)
     except StopIteration:
-        return [], [Issue("EMPTY_FILE", "文件为空（没有表头）", file=file, line=1)]
+        return None, [Issue("EMPTY_FILE", "文件为空（没有表头）", file=file, line=1)]
     mapping, issues = _header_map(stem, header, file)
     if issues:
-        return [], issues
-    rows = []
+        return None, issues
     width = len(mapping)
+    lines: list[int] = []
+    kept: list[list[str]] = []
     for line, cells in it:
-        if not any(c.strip() for c in cells):
-            continue  # blank line
-        if len(cells) > width and any(c.strip() for c in cells[width:]):
-            issues.append(Issue("EXTRA_CELLS", f"该行有 {len(cells)} 个单元格，多于表头的 {width} 列", file=file, line=line))
+        if len(cells) != width:
+            if not any(c.strip() for c in cells):
+                continue  # blank line
+            if len(cells) > width and any(c.strip() for c in cells[width:]):
+                issues.append(Issue("EXTRA_CELLS", f"该行有 {len(cells)} 个单元格，多于表头的 {width} 列", file=file, line=line))
+                continue
+            cells = (cells + [""] * width)[:width]
+        elif not any(cells):
             continue
-        raw = {name: cells[i] if i < len(cells) else "" for i, name in enumerate(mapping) if name}
-        rows.append(_Row(line=line, raw=raw))
-    return rows, issues
+        lines.append(line)
+        kept.append(cells)
+    by_column = list(zip(*kept)) if kept else [()] * width
+    columns = {name: list(by_column[i]) for i, name in enumerate(mapping) if name}
+    return _Table(lines, columns), issues
 
 
-def _read_csv(path: Path) -> tuple[list[_Row], list[Issue]]:
+def _read_csv(path: Path) -> tuple[_Table | None, list[Issue]]:
     data = path.read_bytes()
     try:
         content = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        return [], [Issue("ENCODING", f"文件不是 UTF-8 编码（第{line}行有无法识别的字节，可能是 GBK/GB18030），请另存为 UTF-8 后重新导入", file=path.name, line=line)]
+        return None, [Issue("ENCODING", f"文件不是 UTF-8 编码（第{line}行有无法识别的字节，可能是 GBK/GB18030），请另存为 UTF-8 后重新导入", file=path.name, line=line)]
     reader = csv.reader(io.StringIO(content, newline=""))
 
     def numbered():
@@ -174,7 +193,7 @@ def _read_csv(path: Path) -> tuple[list[_Row], list[Issue]]:
     try:
         return _rows_from_table(path.stem, path.name, numbered())
     except csv.Error as err:
-        return [], [Issue("BAD_CSV", f"CSV 格式错误：{err}", file=path.name, line=reader.line_num)]
+        return None, [Issue("BAD_CSV", f"CSV 格式错误：{err}", file=path.name, line=reader.line_num)]
 
 
 def _cell_text(value) -> str:
@@ -189,7 +208,7 @@ def _cell_text(value) -> str:
     return str(value)
 
 
-def _read_xlsx(path: Path) -> dict[str, tuple[list[_Row], list[Issue]]]:
+def _read_xlsx(path: Path) -> dict[str, tuple[_Table | None, list[Issue]]]:
     from openpyxl import load_workbook
 
     try:
@@ -201,7 +220,7 @@ def _read_xlsx(path: Path) -> dict[str, tuple[list[_Row], list[Issue]]]:
         for sheet in wb.worksheets:
             stem = sheet.title.strip().removesuffix(".csv")
             if stem not in FILE_SPECS:
-                out[sheet.title] = ([], [Issue("UNKNOWN_SHEET", f"未知的工作表“{sheet.title}”；应为 {'、'.join(FILE_SPECS)}", file=f"{path.name}:{sheet.title}")])
+                out[sheet.title] = (None, [Issue("UNKNOWN_SHEET", f"未知的工作表“{sheet.title}”；应为 {'、'.join(FILE_SPECS)}", file=f"{path.name}:{sheet.title}")])
                 continue
             rows = ((i, [_cell_text(v) for v in r]) for i, r in enumerate(sheet.iter_rows(values_only=True), start=1))
             out[stem] = _rows_from_table(stem, f"{path.name}:{sheet.title}", rows)
@@ -210,7 +229,7 @@ def _read_xlsx(path: Path) -> dict[str, tuple[list[_Row], list[Issue]]]:
     return out
 
 
-def read_sources(path: Path) -> dict[str, tuple[list[_Row], list[Issue]]]:
+def read_sources(path: Path) -> dict[str, tuple[_Table | None, list[Issue]]]:
     """Rows per file stem, with the issues found while reading (encoding, headers)."""
     path = Path(path)
     if path.is_dir():
@@ -241,8 +260,15 @@ class _Context:
         self.patients: dict[str, tuple[date, date]] = {}
         if patient_ids:
             t = models.Patient.__table__
-            for chunk in _chunks(sorted(patient_ids), 5000):
-                for pid, birth, reg in conn.execute(sa.select(t.c.patient_id, t.c.birth_date, t.c.registered_on).where(t.c.patient_id.in_(chunk))):
+            cols = sa.select(t.c.patient_id, t.c.birth_date, t.c.registered_on)
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import ARRAY
+
+                batches = [cols.where(t.c.patient_id == sa.any_(sa.literal(sorted(patient_ids), ARRAY(sa.String))))]
+            else:
+                batches = [cols.where(t.c.patient_id.in_(chunk)) for chunk in _chunks(sorted(patient_ids), 900)]
+            for stmt in batches:
+                for pid, birth, reg in conn.execute(stmt):
                     self.patients[pid] = (birth, reg)
 
 
@@ -251,25 +277,27 @@ def _chunks(items: list, size: int):
         yield items[i : i + size]
 
 
-def _validate(sources: dict[str, tuple[list[_Row], list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
+def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
     file_issues: list[Issue] = []
     rows: dict[str, list[_Row]] = {}
-    for stem, (srows, sissues) in sources.items():
-        file_issues += sissues
-        if stem in FILE_SPECS:
-            rows[stem] = srows
     names = {stem: f"{stem}.csv" for stem in FILE_SPECS}
 
     def tag(row: _Row, stem: str, issues: list[Issue]) -> None:
         for i in issues:
             row.issues.append(Issue(i.code, i.message, file=names[stem], line=row.line, column=i.column, value=i.value))
 
-    for stem, srows in rows.items():
+    for stem, (table, sissues) in sources.items():
+        file_issues += sissues
+        if stem not in FILE_SPECS or table is None:
+            continue
         specs = FILE_SPECS[stem]
-        for row in srows:
-            values, issues = parse_fields(row.raw, specs)
-            row.values = values
-            tag(row, stem, issues)
+        n = len(table.lines)
+        values, issues = parse_columns(table.columns, n, specs)
+        names_ = [s.name for s in specs]
+        srows = list(map(_Row, table.lines, map(dict, map(zip, repeat(names_), zip(*(values[k] for k in names_))))))
+        for i, row_issues in issues.items():
+            tag(srows[i], stem, row_issues)
+        rows[stem] = srows
 
     referenced = {r.values.get("patient_id") for s in ("followups", "health_checks") for r in rows.get(s, [])}
     ctx = _Context(conn, {p for p in referenced if p})

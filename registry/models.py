@@ -113,14 +113,14 @@ class Patient(SQLModel, table=True):
 class FollowUp(SQLModel, table=True):
     """随访 One follow-up attempt with every field of the 2018 随访服务记录表 (rules.md §3).
 
-    Rows are keyed by (patient, date, seq); ``id`` is the entry order, which breaks
+    Rows are keyed by (patient, date, seq) — whose unique index also serves every
+    "a patient's follow-ups by date" lookup; ``id`` is the entry order, which breaks
     same-day ties ("the one entered last").
     """
 
     __tablename__ = "follow_up"
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "visit_on", "seq", name="uq_follow_up_key"),
-        sa.Index("ix_follow_up_patient_date", "patient_id", "visit_on", "id"),
         in_check("mode", codes.FollowUpMode),
         in_check("lost_reason", codes.LostReason),
         in_check("risk_level", codes.RiskLevel),

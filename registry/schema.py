@@ -14,6 +14,7 @@ MODEL_MODULES = [
     "registry.models",
     "registry.accounts",
     "schedules.models",
+    "registry.snapshots",
 ]
 
 

@@ -164,8 +164,8 @@ def visit_roles(record: PatientRecord, profile: Profile, today: date, kind: str,
         )
     cutoff = add_months(today, -rules.police_incident_lookback_months)
     if any(
-        cutoff <= a.visit_on <= today and ((a.incidents_disturbance or 0) + (a.incidents_crime or 0)) > 0
-        for a in record.attempts
+        cutoff <= a.visit_on and ((a.incidents_disturbance or 0) + (a.incidents_crime or 0)) > 0
+        for a in _order(record.attempts, record.registered_on, today)
     ):
         police = True
     if kind == "locate" and rules.police_on_locate:

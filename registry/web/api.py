@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
@@ -29,7 +29,7 @@ class ErrorBody(BaseModel):
     issues: list[dict] | None = None
 
 
-ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422)}
+ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)}
 router = APIRouter(prefix="/api", responses=ERRORS)
 
 
@@ -86,6 +86,10 @@ def api_user(request: Request) -> Current:
     return cur
 
 
+# Authentication runs before body validation, so an anonymous call is 401 whatever it sends.
+authed = APIRouter(dependencies=[Depends(api_user)])
+
+
 def _as_of(ctx, as_of: date | None) -> date:
     if as_of is None:
         return ctx.today()
@@ -106,29 +110,29 @@ def login(request: Request, body: LoginBody):
         try:
             user = authenticate(session, body.username, body.password)
         except Exception:
-            audit.record(session, actor=body.username or "?", action="login", object_type="session", detail="接口登录失败",
+            audit.record(session.connection(), actor=body.username or "?", action="login", object_type="session", detail="接口登录失败",
                          source=client_ip(request))
             session.commit()
             raise
         token, row = start_session(session, user, source=client_ip(request))
-        audit.record(session, actor=user.username, action="login", object_type="session", region_code=user.region_code,
+        audit.record(session.connection(), actor=user.username, action="login", object_type="session", region_code=user.region_code,
                      detail="接口登录", source=client_ip(request))
         session.commit()
     return SessionOut(token=token, csrf_token=row.csrf_token, username=user.username, role=user.role, region_code=user.region_code)
 
 
-@router.delete("/session", summary="退出登录")
+@authed.delete("/session", summary="退出登录")
 def logout(request: Request) -> dict:
     cur = api_user(request)
     token, _via = token_from(request)
     with Session(request.app.state.ctx.engine) as session:
         end_session(session, token or "")
-        audit.record(session, actor=cur.user.username, action="logout", object_type="session", source=client_ip(request))
+        audit.record(session.connection(), actor=cur.user.username, action="logout", object_type="session", source=client_ip(request))
         session.commit()
     return {"ok": True}
 
 
-@router.get("/me", summary="当前用户")
+@authed.get("/me", summary="当前用户")
 def me(request: Request) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
@@ -137,31 +141,31 @@ def me(request: Request) -> dict:
             "region_name": ctx.tree.name(cur.user.region_code)}
 
 
-@router.get("/worklist", summary="工作清单（逾期优先，按危险性、逾期天数、到期日排序）")
+@authed.get("/worklist", summary="工作清单（逾期优先，按危险性、逾期天数、到期日排序）")
 def worklist(request: Request, as_of: date | None = None, all: bool = False,
              limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
     day = _as_of(ctx, as_of)
     data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=day, horizon_days=None if all else 7, limit=limit)
-    audit.record_now(ctx.engine, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
+    audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
                      region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
     return data
 
 
-@router.get("/patients", summary="检索患者（编号、姓名或身份证号）")
+@authed.get("/patients", summary="检索患者（编号、姓名或身份证号）")
 def search(request: Request, q: Annotated[str, Query(max_length=100)] = "",
            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
     checked(q, "q")
     rows = queries.search_patients(ctx.engine, cur.scope, ctx.tree, q, limit=limit)
-    audit.record_now(ctx.engine, actor=cur.user.username, action="search", object_type="patient", region_code=cur.user.region_code,
+    audit.record(ctx.engine, actor=cur.user.username, action="search", object_type="patient", region_code=cur.user.region_code,
                      detail=f"检索“{q}”，{len(rows)} 条", source=client_ip(request))
     return {"q": q, "patients": rows}
 
 
-@router.post("/patients", status_code=201, summary="新患者建档（乡镇精防医生）")
+@authed.post("/patients", status_code=201, summary="新患者建档（乡镇精防医生）")
 def register(request: Request, body: Annotated[dict[str, Any], Body()]) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
@@ -169,18 +173,18 @@ def register(request: Request, body: Annotated[dict[str, Any], Body()]) -> dict:
     return {"patient_id": patient.patient_id}
 
 
-@router.get("/patients/{patient_id}", summary="患者一历（按角色裁剪字段）")
+@authed.get("/patients/{patient_id}", summary="患者一历（按角色裁剪字段）")
 def patient(request: Request, patient_id: PatientId) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
     checked(patient_id, "patient_id")
     record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
-    audit.record_now(ctx.engine, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
+    audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
                      region_code=record["village_code"], source=client_ip(request))
     return record
 
 
-@router.post("/patients/{patient_id}/follow-ups", status_code=201, summary="录入随访（乡镇精防医生）")
+@authed.post("/patients/{patient_id}/follow-ups", status_code=201, summary="录入随访（乡镇精防医生）")
 def follow_up(request: Request, patient_id: PatientId, body: Annotated[dict[str, Any], Body()]) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
@@ -190,7 +194,7 @@ def follow_up(request: Request, patient_id: PatientId, body: Annotated[dict[str,
     return {"id": fu.id, "patient_id": patient_id, "visit_on": fu.visit_on.isoformat()}
 
 
-@router.post("/patients/{patient_id}/status", summary="登记死亡或迁出（乡镇精防医生）")
+@authed.post("/patients/{patient_id}/status", summary="登记死亡或迁出（乡镇精防医生）")
 def status(request: Request, patient_id: PatientId, body: Annotated[dict[str, Any], Body()]) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
@@ -199,14 +203,14 @@ def status(request: Request, patient_id: PatientId, body: Annotated[dict[str, An
     return {"patient_id": p.patient_id, "status": p.status, "status_on": p.status_on.isoformat()}
 
 
-@router.post("/follow-ups/{follow_up_id}/attendance", summary="联合入户到场登记（民警、民政专干）")
+@authed.post("/follow-ups/{follow_up_id}/attendance", summary="联合入户到场登记（民警、民政专干）")
 def attendance(request: Request, follow_up_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: AttendanceBody) -> dict:
     cur = api_user(request)
     row = writes.record_attendance(request.app.state.ctx.engine, cur.scope, follow_up_id, body.attended, source=client_ip(request))
     return {"follow_up_id": follow_up_id, "role": row.role, "attended": row.attended}
 
 
-@router.get("/rates", summary="月度指标（县级管理员）")
+@authed.get("/rates", summary="月度指标（县级管理员）")
 def rates(request: Request, month: Annotated[str, Query(max_length=7)] = "") -> dict:
     cur = api_user(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
@@ -218,12 +222,12 @@ def rates(request: Request, month: Annotated[str, Query(max_length=7)] = "") -> 
         from registry.web.reports import Unavailable
 
         raise Unavailable("指标模块尚未安装", code="RATES_UNAVAILABLE")
-    audit.record_now(ctx.engine, actor=cur.user.username, action="read", object_type="rates", object_id=month,
+    audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="rates", object_id=month,
                      region_code=cur.user.region_code, source=client_ip(request))
     return data
 
 
-@router.get("/audit", summary="审计日志（县级管理员）")
+@authed.get("/audit", summary="审计日志（县级管理员）")
 def audit_log(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
               actor: Annotated[str, Query(max_length=100)] = "", action: Annotated[str, Query(max_length=20)] = "") -> dict:
     cur = api_user(request)
@@ -232,3 +236,6 @@ def audit_log(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 20
     checked(action, "action")
     return {"rows": queries.audit_rows(request.app.state.ctx.engine, cur.scope, limit=limit, actor=actor or None,
                                        action=action or None)}
+
+
+router.include_router(authed)

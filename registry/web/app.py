@@ -129,3 +129,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         if _is_api(request) or exc.status_code == 405:
             return JSONResponse({"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
         return error_page(request, exc.status_code, code, message)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for multi-worker serving: the database URL comes from JINGFANG_DATABASE_URL."""
+    from registry.db import get_engine
+
+    return create_app(get_engine())

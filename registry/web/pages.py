@@ -58,7 +58,7 @@ async def form_data(request: Request, cur: Current) -> dict[str, str]:
 
 def _audit_read(request: Request, cur: Current, *, action: str, object_type: str, object_id: str | None,
                 region_code: str | None, detail: str | None = None) -> None:
-    audit.record_now(request.app.state.ctx.engine, actor=cur.user.username, action=action, object_type=object_type,
+    audit.record(request.app.state.ctx.engine, actor=cur.user.username, action=action, object_type=object_type,
                      object_id=object_id, region_code=region_code, detail=detail, source=client_ip(request))
 
 
@@ -98,13 +98,13 @@ async def login(request: Request):
         try:
             user = authenticate(session, username, password)
         except NotAuthenticated as exc:
-            audit.record(session, actor=username or "?", action="login", object_type="session", detail="登录失败",
+            audit.record(session.connection(), actor=username or "?", action="login", object_type="session", detail="登录失败",
                          source=client_ip(request))
             session.commit()
             response = render(request, "login.html", status_code=401, csrf_token=cookie, username=username, error=exc.message)
             return response
         token, _row = start_session(session, user, source=client_ip(request))
-        audit.record(session, actor=user.username, action="login", object_type="session", region_code=user.region_code,
+        audit.record(session.connection(), actor=user.username, action="login", object_type="session", region_code=user.region_code,
                      detail="登录成功", source=client_ip(request))
         session.commit()
     response = RedirectResponse(HOME[user.role], status_code=303)
@@ -120,7 +120,7 @@ async def logout(request: Request):
     ctx = request.app.state.ctx
     with Session(ctx.engine) as session:
         end_session(session, request.cookies.get(SESSION_COOKIE, ""))
-        audit.record(session, actor=cur.user.username, action="logout", object_type="session", region_code=cur.user.region_code,
+        audit.record(session.connection(), actor=cur.user.username, action="logout", object_type="session", region_code=cur.user.region_code,
                      source=client_ip(request))
         session.commit()
     response = RedirectResponse("/login", status_code=303)

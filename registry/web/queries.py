@@ -47,13 +47,35 @@ def age_on(birth: date, today: date) -> int:
 
 # ---------------------------------------------------------------- tasks
 
-def open_tasks(engine, *, as_of: date, region_code: str | None) -> list[dict]:
-    """Open tasks from the scheduler (schedules.worklist); empty until the scheduler is installed."""
+def open_tasks(engine, *, as_of: date, region_code: str | None, tree: RegionTree | None = None) -> list[dict]:
+    """Open tasks from the scheduler (``schedules.worklist.open_tasks``); before that module is
+    installed, read the scheduler's ``visit_task`` table directly; empty without either."""
     try:
         from schedules.worklist import open_tasks as scheduler_open_tasks  # noqa: PLC0415
     except ImportError:
-        return []
+        return _open_tasks_from_table(engine, as_of=as_of, region_code=region_code, tree=tree)
     return list(scheduler_open_tasks(engine, as_of=as_of, region_code=region_code))
+
+
+def _open_tasks_from_table(engine, *, as_of: date, region_code: str | None, tree: RegionTree | None) -> list[dict]:
+    try:
+        from schedules.models import VisitTask  # noqa: PLC0415
+    except ImportError:
+        return []
+    stmt = select(VisitTask, Patient.village_code).join(Patient, Patient.patient_id == VisitTask.patient_id).where(
+        VisitTask.status == "open")
+    if region_code is not None:
+        codes_ = sorted((tree or RegionTree(engine)).descendants(region_code))
+        stmt = stmt.where(Patient.village_code.in_(codes_))
+    out = []
+    with Session(engine) as session:
+        for task, village in session.exec(stmt):
+            overdue = as_of > task.due_on
+            out.append({"task_id": task.id, "patient_id": task.patient_id, "kind": task.kind, "due_on": task.due_on,
+                        "overdue": overdue, "days_overdue": (as_of - task.due_on).days if overdue else 0,
+                        "roles": [r for r in task.roles.split(",") if r], "joint": task.joint, "rule": task.rule,
+                        "risk_level": task.risk_level, "village_code": village})
+    return out
 
 
 def worklist_sort_key(task: dict):
@@ -78,7 +100,7 @@ def worklist(engine, scope: Scope, tree: RegionTree, *, as_of: date, horizon_day
 
     Joint visits carry the team members to call for every required role besides the doctor.
     """
-    tasks = open_tasks(engine, as_of=as_of, region_code=scope.user.region_code)
+    tasks = open_tasks(engine, as_of=as_of, region_code=scope.user.region_code, tree=tree)
     if horizon_days is not None:
         last = as_of + timedelta(days=horizon_days)
         tasks = [t for t in tasks if t.get("overdue") or _as_date(t["due_on"]) <= last]
@@ -227,7 +249,7 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
         checks = [h.checked_on.isoformat() for h in session.exec(
             select(HealthCheck).where(HealthCheck.patient_id == p.patient_id).order_by(HealthCheck.checked_on.desc()))]
         team = teams_for(session, [p], tree)[p.patient_id]
-    tasks = [t for t in open_tasks(engine, as_of=as_of, region_code=p.village_code) if t["patient_id"] == p.patient_id]
+    tasks = [dict(t) for t in open_tasks(engine, as_of=as_of, region_code=p.village_code, tree=tree) if t["patient_id"] == p.patient_id]
     for t in tasks:
         t["kind_label"] = TASK_KIND_LABELS.get(t["kind"], t["kind"])
         t["role_labels"] = [ROLE_LABELS.get(r, r) for r in t.get("roles") or []]

@@ -145,7 +145,7 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
             patient.status_detail = values.get("death_cause")
             patient.updated_at = utcnow()
             session.add(patient)
-        audit.record(session, actor=scope.user.username, action="write", object_type="follow_up", object_id=f"{patient_id}/{fu.id}",
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up", object_id=f"{patient_id}/{fu.id}",
                      region_code=patient.village_code, detail=f"随访 {visit_on}", source=source)
         session.commit()
     refresh_schedule(engine, today=today)
@@ -177,7 +177,7 @@ def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: dat
         columns = set(Patient.model_fields)
         patient = Patient(**{k: v for k, v in values.items() if k in columns and v is not None})
         session.add(patient)
-        audit.record(session, actor=scope.user.username, action="write", object_type="patient", object_id=pid,
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient", object_id=pid,
                      region_code=village, detail="新患者建档", source=source)
         try:
             session.commit()
@@ -221,7 +221,7 @@ def record_status(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any],
         patient.status, patient.status_on, patient.status_detail = status, on, detail
         patient.updated_at = utcnow()
         session.add(patient)
-        audit.record(session, actor=scope.user.username, action="write", object_type="patient", object_id=patient_id,
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient", object_id=patient_id,
                      region_code=patient.village_code, detail=f"状态改为{codes.PatientStatus(status).label} {on}", source=source)
         session.commit()
     refresh_schedule(engine, today=today)
@@ -243,7 +243,7 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
             raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
         row.attended = attended
         session.add(row)
-        audit.record(session, actor=scope.user.username, action="write", object_type="follow_up_participant",
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up_participant",
                      object_id=f"{fu.patient_id}/{follow_up_id}/{role}", region_code=patient.village_code,
                      detail="到场" if attended else "未到场", source=source)
         session.commit()

@@ -1,0 +1,544 @@
+"""考核指标 The national indicator set, as data, computed set-based for every region at once.
+
+Definitions: indicators.md (populations, indicators, 规范管理 variants, targets); JSON shape:
+contract.md ``jingfang rates --json``. A report is for a region and a month M of year Y:
+as-of date D = last day of M, window W = [Jan 1 of Y, D]; only follow-ups dated inside W and
+on or after the patient's registration count (indicators.md, first paragraph).
+
+How it is computed (one grouped query per population set, never a loop per patient):
+
+1. ``per_patient`` — ONE pass over the follow-up rows in W of 在册 patients, grouped by patient:
+   conditional aggregates (``MAX(CASE …)``) for 在管, 面访, 心理疏导, 康复, 肇事肇祸 and each
+   quarter of the 规范管理 ``quarterly`` variant, and the *latest complete follow-up* found
+   with a single ``MAX`` over a sortable key (day number, entry id, then four flag bits of
+   that row), so no window function and no self-join are needed. Same-day ties go to the
+   row entered last (highest ``id``), indicators.md "latest".
+2. the outer query joins 在册 patients (LEFT JOIN ``per_patient`` and the health checks in
+   W) and counts every numerator and denominator with ``SUM(CASE …)`` grouped by village.
+3. villages are rolled up to townships and the county in Python (a few hundred rows).
+
+Closed months can be frozen (``registry.snapshots``): a published report never changes
+silently; compute_rates reads the frozen counts when they exist.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from registry import models
+from registry.codes import Adherence, Classification, Diagnosis, FollowUpMode, HospitalStatus
+from registry.errors import InvalidInput, NotFound
+from registry.targets import TargetSet, load_target_set, meets
+
+VARIANTS = ("quarterly", "count")
+DEFAULT_VARIANT = "quarterly"
+VARIANT_LABELS = {
+    "quarterly": "按季度（quarterly）：当年每个已结束且在建档日期之后结束的季度内均有至少1次有效随访，"
+                 "且当年内至少有1次有效随访（建档不满14天者除外）",
+    "count": "按次数（count）：当年内有效随访次数 ≥ ⌈月份/3⌉（由“每年至少随访4次”按月折算）",
+}
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """指标 One indicator: key, Chinese name, numerator and denominator in plain Chinese, unit.
+
+    ``numerator_column`` / ``denominator_column`` name the counts of ``RegionCounts``;
+    ``unit`` is ``count`` (no rate), ``percent`` or ``permille`` (‰: the numerator is ×1000).
+    """
+
+    key: str
+    name: str
+    numerator: str
+    denominator: str
+    unit: str
+    numerator_column: str
+    denominator_column: str | None
+
+
+# indicators.md §Indicators, in the order of the table.
+INDICATORS: tuple[Indicator, ...] = (
+    Indicator("registered", "在册患者数", "截至月末在册的患者数（累计建档 − 死亡 − 迁出）", "—",
+              "count", "registered", None),
+    Indicator("reported_prevalence", "报告患病率", "在册患者数 × 1000", "辖区常住人口数",
+              "permille", "registered_permille", "population"),
+    Indicator("management_rate", "在册患者管理率", "当年内至少有1次有效随访的在册患者数（在管）", "在册患者数",
+              "percent", "managed", "registered"),
+    Indicator("standard_management_rate", "在册患者规范管理率", "规范管理的在册患者数（规则见脚注）", "在册患者数",
+              "percent", "standard", "registered"),
+    Indicator("treatment_rate", "在册患者治疗率（服药率）",
+              "最近一次有效随访服药依从性为规律或间断、或正在住院的在册患者数", "在册患者数",
+              "percent", "treated", "registered"),
+    Indicator("regular_medication_rate", "在册患者规律服药率", "最近一次有效随访服药依从性为规律服药的在册患者数",
+              "在册患者数", "percent", "regular", "registered"),
+    Indicator("schizophrenia_treatment_rate", "精神分裂症治疗率", "按治疗率口径计算的在册精神分裂症患者治疗人数",
+              "在册精神分裂症患者数", "percent", "schizophrenia_treated", "schizophrenia"),
+    Indicator("stable_rate", "病情稳定率", "最近一次有效随访分类为“稳定”的居家患者数",
+              "居家患者数（在管且最近一次有效随访未住院）", "percent", "stable", "at_home"),
+    Indicator("face_to_face_rate", "面访率", "当年内至少有1次有效面访（门诊或家庭访视）的在册患者数", "在册患者数",
+              "percent", "face_to_face", "registered"),
+    Indicator("health_check_rate", "体检率", "当年内有健康体检记录的在册患者数", "在册患者数",
+              "percent", "health_checked", "registered"),
+    Indicator("rehabilitation_rate", "居家患者社区康复参与率", "当年内随访记录参加社区康复的居家患者数", "居家患者数",
+              "percent", "rehabilitation", "at_home"),
+    Indicator("psych_support_rate", "患者及家属心理疏导率", "当年内随访记录对患者或家属进行心理疏导的在册患者数",
+              "在册患者数", "percent", "psych_support", "registered"),
+    Indicator("incident_rate", "肇事肇祸率", "当年内随访记录肇事或肇祸次数大于0的在册患者数", "在册患者数",
+              "percent", "incident", "registered"),
+)
+INDICATOR_KEYS = tuple(i.key for i in INDICATORS)
+BY_KEY = {i.key: i for i in INDICATORS}
+
+# Counts summed per village by the grouped query (population comes from the region table).
+COUNT_COLUMNS = (
+    "registered", "managed", "standard", "treated", "regular", "schizophrenia", "schizophrenia_treated",
+    "at_home", "stable", "face_to_face", "health_checked", "rehabilitation", "psych_support", "incident",
+)
+
+
+# --------------------------------------------------------------------------- periods
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Period:
+    """统计期 Month M of year Y: as-of date D (last day of M) and window W = [Jan 1 of Y, D]."""
+
+    year: int
+    month: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Period":
+        m = _MONTH.match(str(text or "").strip())
+        if not m or not 1 <= int(m.group(2)) <= 12 or not 2000 <= int(m.group(1)) <= 2100:
+            raise InvalidInput.single("BAD_MONTH", f"月份(month)“{str(text)[:20]}”无效，应为 YYYY-MM（2000-01 至 2100-12）",
+                                      column="month", value=str(text)[:20])
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    @property
+    def label(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+    @property
+    def start(self) -> date:
+        return date(self.year, 1, 1)
+
+    @property
+    def as_of(self) -> date:
+        return date(self.year, self.month, calendar.monthrange(self.year, self.month)[1])
+
+    def quarters(self) -> list[tuple[date, date]]:
+        """Calendar quarters of Y that end on or before D (indicators.md 规范管理 quarterly 1.)."""
+        out = []
+        for q in range(4):
+            first = date(self.year, 3 * q + 1, 1)
+            last = date(self.year, 3 * q + 3, calendar.monthrange(self.year, 3 * q + 3)[1])
+            if last <= self.as_of:
+                out.append((first, last))
+        return out
+
+    def previous(self, n: int = 1) -> "Period":
+        index = self.year * 12 + self.month - 1 - n
+        return Period(index // 12, index % 12 + 1)
+
+    def trailing(self, months: int = 12) -> list["Period"]:
+        """The ``months`` months up to and including this one, oldest first."""
+        return [self.previous(n) for n in range(months - 1, -1, -1)]
+
+
+# --------------------------------------------------------------------------- profile setting
+
+
+def _profile_document() -> dict:
+    """The selected rule profile's JSON (``JINGFANG_PROFILE``), or {} when there is none."""
+    from registry.config import get_settings  # noqa: PLC0415
+
+    name = os.environ.get("JINGFANG_PROFILE") or get_settings().profile
+    candidates = []
+    if name.endswith(".json") or os.sep in name:
+        candidates.append(Path(name))
+    else:
+        extra = os.environ.get("JINGFANG_PROFILE_DIR")
+        if extra:
+            candidates.append(Path(extra) / f"{name}.json")
+        candidates.append(Path(__file__).resolve().parent.parent / "schedules" / "profiles" / f"{name}.json")
+    for path in candidates:
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                return {}
+    return {}
+
+
+def resolve_variant(variant: str | None = None) -> str:
+    """规范管理口径 The argument, else the profile's ``standard_management_variant``, else quarterly."""
+    variant = variant or _profile_document().get("standard_management_variant") or DEFAULT_VARIANT
+    if variant not in VARIANTS:
+        raise InvalidInput.single("BAD_VARIANT", f"规范管理口径(variant)“{variant}”无效，应为 quarterly 或 count",
+                                  column="variant", value=variant)
+    return variant
+
+
+def resolve_target_set(name: str | None = None) -> TargetSet:
+    """目标集 The argument, else the profile's ``target_set``, else ``default``."""
+    return load_target_set(name or _profile_document().get("target_set"))
+
+
+# --------------------------------------------------------------------------- regions
+
+
+@dataclass
+class RegionTree:
+    """行政区划树 Every region with its parent, children and resident population."""
+
+    names: dict[str, str]
+    levels: dict[str, str]
+    parents: dict[str, str | None]
+    own_population: dict[str, int | None]
+    children: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, conn: sa.Connection) -> "RegionTree":
+        r = models.Region.__table__
+        rows = conn.execute(sa.select(r.c.code, r.c.name, r.c.level, r.c.parent_code, r.c.population)).all()
+        tree = cls({c: n for c, n, *_ in rows}, {c: lv for c, _, lv, *_ in rows},
+                   {c: p for c, _, _, p, _ in rows}, {c: pop for c, *_, pop in rows})
+        tree.children = {code: [] for code in tree.names}
+        for code, parent in tree.parents.items():
+            if parent in tree.children:
+                tree.children[parent].append(code)
+        for kids in tree.children.values():
+            kids.sort()
+        return tree
+
+    def roots(self) -> list[str]:
+        return sorted(c for c, p in self.parents.items() if p is None or p not in self.names)
+
+    def default_region(self) -> str:
+        roots = self.roots()
+        if not roots:
+            raise NotFound(message="尚未导入行政区划（regions.csv）", code="NO_REGIONS")
+        if len(roots) > 1:
+            raise InvalidInput.single("REGION_REQUIRED", f"有多个顶级地区（{'、'.join(roots[:5])}），请用 --region 指定",
+                                      column="region")
+        return roots[0]
+
+    def check(self, code: str) -> str:
+        if code not in self.names:
+            raise NotFound(message=f"地区编码(region)“{code}”不存在", code="REGION_NOT_FOUND")
+        return code
+
+    def ancestors_and_self(self, code: str) -> list[str]:
+        out, seen = [], set()
+        while code is not None and code in self.names and code not in seen:
+            out.append(code)
+            seen.add(code)
+            code = self.parents.get(code)
+        return out
+
+    def descendants_and_self(self, code: str) -> list[str]:
+        out, stack = [], [code]
+        while stack:
+            cur = stack.pop()
+            out.append(cur)
+            stack.extend(self.children.get(cur, ()))
+        return out
+
+    def population(self, code: str) -> int | None:
+        """常住人口 The region's own figure, or the sum of its children's when blank (indicators.md)."""
+        own = self.own_population.get(code)
+        if own is not None:
+            return own
+        kids = [self.population(c) for c in self.children.get(code, ())]
+        kids = [k for k in kids if k is not None]
+        return sum(kids) if kids else None
+
+    def path_name(self, code: str) -> str:
+        return "".join(self.names[c] for c in reversed(self.ancestors_and_self(code)))
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+class day_number(FunctionElement):
+    """日序号 Days since 2000-01-01 as an integer (portable: PostgreSQL date arithmetic, SQLite julianday)."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+    name = "day_number"
+
+
+@compiles(day_number)
+def _day_number_default(element, compiler, **kw):  # PostgreSQL and others with date − date = integer
+    return "(%s - DATE '2000-01-01')" % compiler.process(element.clauses, **kw)
+
+
+@compiles(day_number, "sqlite")
+def _day_number_sqlite(element, compiler, **kw):
+    return "CAST(julianday(%s) - 2451544.5 AS INTEGER)" % compiler.process(element.clauses, **kw)
+
+
+# Bits of the latest complete follow-up packed into its sort key (key = day·10¹² + id·100 + bits).
+BIT_TREATED, BIT_REGULAR, BIT_AT_HOME, BIT_STABLE = 1, 2, 4, 8
+DAY_FACTOR, ID_FACTOR = 10**12, 100
+
+
+def complete_condition(f) -> sa.ColumnElement[bool]:
+    """有效随访 Reached with a risk level recorded, or hospital status 1 (rules.md §3)."""
+    return sa.or_(
+        f.c.hospital_status == HospitalStatus.IN_HOSPITAL.value,
+        sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)),
+    )
+
+
+def stable_condition(f) -> sa.ColumnElement[bool]:
+    """稳定 Recorded classification 3, or blank and computed 稳定 (rules.md §4 via registry.rules).
+
+    Computed 稳定 = risk 0 and none of the 不稳定 / 基本稳定 criteria: insight 2 or 3, obvious
+    symptoms, symptoms present, a serious adverse reaction or physical illness, a social-function
+    item 3 (较差).
+    """
+    no_flags = [
+        f.c.risk_level == 0,
+        sa.or_(f.c.insight.is_(None), f.c.insight.not_in([2, 3])),
+        f.c.symptoms_obvious.is_not(True),
+        sa.or_(f.c.symptoms.is_(None), f.c.symptoms == ""),
+        f.c.adverse_reaction_serious.is_not(True),
+        f.c.physical_illness_serious.is_not(True),
+        *[sa.or_(f.c[name].is_(None), f.c[name] != 3)
+          for name in ("sf_self_care", "sf_housework", "sf_work", "sf_study", "sf_social")],
+    ]
+    return sa.or_(
+        f.c.classification == Classification.STABLE.value,
+        sa.and_(f.c.classification.is_(None), *no_flags),
+    )
+
+
+def _flag(cond, value: int = 1):
+    return sa.case((cond, value), else_=0)
+
+
+def in_register_condition(p, as_of: date) -> sa.ColumnElement[bool]:
+    """在册 at D: registered on or before D, not dead and not moved out on or before D (rules.md §1)."""
+    return sa.and_(
+        p.c.registered_on <= as_of,
+        sa.or_(p.c.status == "active", p.c.status_on.is_(None), p.c.status_on > as_of),
+    )
+
+
+def per_patient_query(period: Period, villages: list[str] | None):
+    """随访汇总 ONE grouped pass over the follow-ups in W of 在册 patients: one row per patient."""
+    p, f = models.Patient.__table__, models.FollowUp.__table__
+    complete = complete_condition(f)
+    bits = (
+        _flag(sa.or_(f.c.adherence.in_([Adherence.REGULAR.value, Adherence.INTERMITTENT.value]),
+                     f.c.hospital_status == HospitalStatus.IN_HOSPITAL.value), BIT_TREATED)
+        + _flag(f.c.adherence == Adherence.REGULAR.value, BIT_REGULAR)
+        + _flag(sa.or_(f.c.hospital_status.is_(None), f.c.hospital_status != HospitalStatus.IN_HOSPITAL.value), BIT_AT_HOME)
+        + _flag(stable_condition(f), BIT_STABLE)
+    )
+    key = day_number(f.c.visit_on) * DAY_FACTOR + sa.cast(f.c.id, sa.BigInteger) * ID_FACTOR + bits
+    columns = [
+        f.c.patient_id,
+        sa.func.max(_flag(complete)).label("managed"),
+        sa.func.sum(_flag(complete)).label("n_complete"),
+        sa.func.max(_flag(sa.and_(complete, f.c.mode.in_([FollowUpMode.CLINIC.value, FollowUpMode.HOME.value])))).label("f2f"),
+        sa.func.max(_flag(sa.or_(f.c.psych_support_patient.is_(True), f.c.psych_support_family.is_(True)))).label("psych"),
+        sa.func.max(_flag(f.c.rehabilitation.is_(True))).label("rehab"),
+        sa.func.max(_flag(sa.or_(f.c.incidents_disturbance > 0, f.c.incidents_crime > 0))).label("incident"),
+        sa.func.max(sa.case((complete, key), else_=None)).label("latest_key"),
+    ]
+    for i, (first, last) in enumerate(period.quarters(), start=1):
+        columns.append(sa.func.max(_flag(sa.and_(complete, f.c.visit_on >= first, f.c.visit_on <= last))).label(f"q{i}"))
+    where = [
+        f.c.visit_on >= period.start,
+        f.c.visit_on <= period.as_of,
+        f.c.visit_on >= p.c.registered_on,
+        in_register_condition(p, period.as_of),
+    ]
+    if villages is not None:
+        where.append(p.c.village_code.in_(villages))
+    return (
+        sa.select(*columns)
+        .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
+        .where(*where)
+        .group_by(f.c.patient_id)
+    )
+
+
+def _bit(latest_key, bit: int):
+    """1 when the latest complete follow-up has ``bit`` set (NULL key → 0)."""
+    return sa.case((((latest_key % ID_FACTOR) // bit) % 2 == 1, 1), else_=0)
+
+
+def standard_condition(pp, p, period: Period, variant: str) -> sa.ColumnElement[bool]:
+    """规范管理 at D (indicators.md §规范管理)."""
+    if variant == "count":
+        needed = math.ceil(period.month / 3)
+        return sa.func.coalesce(pp.c.n_complete, 0) >= needed
+    parts = [
+        sa.or_(p.c.registered_on > last, sa.func.coalesce(pp.c[f"q{i}"], 0) == 1)
+        for i, (_first, last) in enumerate(period.quarters(), start=1)
+    ]
+    parts.append(sa.or_(sa.func.coalesce(pp.c.managed, 0) == 1, p.c.registered_on >= period.as_of - timedelta(days=13)))
+    return sa.and_(*parts)
+
+
+def patient_state_query(period: Period, variant: str, villages: list[str] | None):
+    """患者月状态 One row per 在册 patient with 0/1 flags for every population and numerator."""
+    p, h = models.Patient.__table__, models.HealthCheck.__table__
+    pp = per_patient_query(period, villages).subquery("pp")
+    hc = (
+        sa.select(h.c.patient_id)
+        .where(h.c.checked_on >= period.start, h.c.checked_on <= period.as_of)
+        .group_by(h.c.patient_id)
+        .subquery("hc")
+    )
+    managed = sa.func.coalesce(pp.c.managed, 0) == 1
+    at_home = sa.and_(managed, _bit(pp.c.latest_key, BIT_AT_HOME) == 1)
+    treated = _bit(pp.c.latest_key, BIT_TREATED)
+    schizophrenia = p.c.diagnosis == Diagnosis.SCHIZOPHRENIA.value
+    columns = {
+        "registered": sa.literal(1),
+        "managed": _flag(managed),
+        "standard": _flag(standard_condition(pp, p, period, variant)),
+        "treated": treated,
+        "regular": _bit(pp.c.latest_key, BIT_REGULAR),
+        "schizophrenia": _flag(schizophrenia),
+        "schizophrenia_treated": sa.case((schizophrenia, treated), else_=0),
+        "at_home": _flag(at_home),
+        "stable": _flag(sa.and_(at_home, _bit(pp.c.latest_key, BIT_STABLE) == 1)),
+        "face_to_face": sa.func.coalesce(pp.c.f2f, 0),
+        "health_checked": _flag(hc.c.patient_id.is_not(None)),
+        "rehabilitation": _flag(sa.and_(at_home, sa.func.coalesce(pp.c.rehab, 0) == 1)),
+        "psych_support": sa.func.coalesce(pp.c.psych, 0),
+        "incident": sa.func.coalesce(pp.c.incident, 0),
+    }
+    where = [in_register_condition(p, period.as_of)]
+    if villages is not None:
+        where.append(p.c.village_code.in_(villages))
+    source = p.outerjoin(pp, pp.c.patient_id == p.c.patient_id).outerjoin(hc, hc.c.patient_id == p.c.patient_id)
+    return source, columns, where
+
+
+def village_counts_query(period: Period, variant: str, villages: list[str] | None):
+    """每村计数 Every numerator and denominator, SUM(CASE …) grouped by village, in one statement."""
+    p = models.Patient.__table__
+    source, columns, where = patient_state_query(period, variant, villages)
+    return (
+        sa.select(p.c.village_code, *[sa.func.sum(expr).label(name) for name, expr in columns.items()])
+        .select_from(source)
+        .where(*where)
+        .group_by(p.c.village_code)
+    )
+
+
+# --------------------------------------------------------------------------- counts → JSON
+
+
+def village_counts(conn: sa.Connection, period: Period, variant: str, villages: list[str] | None) -> dict[str, dict[str, int]]:
+    rows = conn.execute(village_counts_query(period, variant, villages)).mappings().all()
+    return {row["village_code"]: {c: int(row[c] or 0) for c in COUNT_COLUMNS} for row in rows}
+
+
+def roll_up(tree: RegionTree, per_village: dict[str, dict[str, int]], codes: list[str]) -> dict[str, dict[str, int]]:
+    """汇总 Sum village counts into every ancestor; every region in ``codes`` gets a row."""
+    totals = {code: dict.fromkeys(COUNT_COLUMNS, 0) for code in codes}
+    for village, counts in per_village.items():
+        for code in tree.ancestors_and_self(village):
+            if code in totals:
+                row = totals[code]
+                for c in COUNT_COLUMNS:
+                    row[c] += counts[c]
+    return totals
+
+
+def rate(numerator: int, denominator: int | None) -> float | None:
+    """率 numerator / denominator rounded to 4 decimals (contract.md); no denominator → None."""
+    if not denominator:
+        return None
+    return round(numerator / denominator, 4)
+
+
+def indicator_values(counts: dict[str, int], population: int | None, targets: TargetSet, region: str, year: int) -> dict:
+    """Every indicator's {numerator, denominator, rate, target, met} for one region."""
+    values = dict(counts, registered_permille=counts["registered"] * 1000, population=population)
+    out = {}
+    for ind in INDICATORS:
+        num = values[ind.numerator_column]
+        if ind.denominator_column is None:
+            out[ind.key] = {"numerator": num, "denominator": None, "rate": None, "target": None, "met": None}
+            continue
+        den = values[ind.denominator_column]
+        target = targets.target_for(ind.key, region, year)
+        out[ind.key] = {
+            "numerator": num,
+            "denominator": den,
+            "rate": rate(num, den),
+            "target": target,
+            "met": meets(num, den or 0, target),
+        }
+    return out
+
+
+def region_counts(engine: Engine, *, period: Period, variant: str, region_code: str, tree: RegionTree | None = None,
+                  use_snapshot: bool = True) -> dict[str, dict[str, int]]:
+    """Counts for ``region_code`` and every region below it (frozen ones when the month is frozen)."""
+    from registry import snapshots  # noqa: PLC0415
+
+    with engine.connect() as conn:
+        tree = tree or RegionTree.load(conn)
+        codes = tree.descendants_and_self(region_code)
+        if use_snapshot:
+            frozen = snapshots.read(conn, period.label, variant, codes)
+            if frozen is not None:
+                return frozen
+        whole = len(tree.roots()) == 1 and region_code == tree.roots()[0]
+        per_village = village_counts(conn, period, variant, None if whole else codes)
+    return roll_up(tree, per_village, codes)
+
+
+def compute_rates(engine: Engine, *, month: str, region_code: str | None = None, variant: str | None = None,
+                  targets: str | None = None) -> dict:
+    """月度指标 The contract.md ``rates --json`` object for a month and region (default: the top region).
+
+    ``variant``: 规范管理 variant (default from the rule profile, else ``quarterly``);
+    ``targets``: a target set name or JSON path (default from the profile, else ``default``).
+    """
+    period = Period.parse(month)
+    variant = resolve_variant(variant)
+    target_set = resolve_target_set(targets)
+    with engine.connect() as conn:
+        tree = RegionTree.load(conn)
+    region_code = tree.check(region_code) if region_code else tree.default_region()
+    counts = region_counts(engine, period=period, variant=variant, region_code=region_code, tree=tree)
+    return rates_document(tree, counts, period=period, variant=variant, region_code=region_code, targets=target_set)
+
+
+def rates_document(tree: RegionTree, counts: dict[str, dict[str, int]], *, period: Period, variant: str,
+                   region_code: str, targets: TargetSet) -> dict:
+    def values(code: str) -> dict:
+        return indicator_values(counts[code], tree.population(code), targets, code, period.year)
+
+    return {
+        "month": period.label,
+        "as_of": period.as_of.isoformat(),
+        "region": region_code,
+        "variant": variant,
+        "indicators": values(region_code),
+        "children": [{"region": c, "indicators": values(c)} for c in tree.children.get(region_code, [])],
+    }

@@ -1,0 +1,398 @@
+"""月报 The monthly PDF rate report: context as data, a Jinja2 template, WeasyPrint (issue 3).
+
+Contents (issue 3 "Monthly PDF"): a title page; the region's indicators against targets,
+coloured met / unmet; a ranked table of every child region with numerators, denominators
+and rates; a 12-month trend chart of 规范管理率 and 治疗率 (matplotlib SVG, embedded); the
+patients that keep the region off target (overdue task, not 规范管理, not treated) by patient
+id and village with ID numbers masked; definitions and the 规范管理 variant as footnotes;
+"第 N 页 / 共 M 页". ``publish_month`` (called by the scheduler on the 1st) freezes the closed
+month and writes the county's and every township's report.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from registry import models
+from registry.ids import mask
+from registry.indicators import (
+    BY_KEY,
+    INDICATORS,
+    VARIANT_LABELS,
+    Period,
+    RegionTree,
+    indicator_values,
+    patient_state_query,
+    region_counts,
+    resolve_target_set,
+    resolve_variant,
+)
+from registry.targets import TargetSet
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "report"
+FONT_FAMILY = "Noto Sans CJK SC"
+PATIENT_LIST_LIMIT = 200
+# The ranked child table shows the indicators that have a default target first.
+CHILD_TABLE_KEYS = (
+    "standard_management_rate", "treatment_rate", "management_rate", "schizophrenia_treatment_rate",
+    "rehabilitation_rate", "psych_support_rate",
+)
+CHILD_TABLE_MORE_KEYS = (
+    "regular_medication_rate", "stable_rate", "face_to_face_rate", "health_check_rate", "incident_rate",
+    "reported_prevalence",
+)
+TREND_KEYS = ("standard_management_rate", "treatment_rate")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """一格 One indicator value as printed: numerator, denominator, rate text, target text, met."""
+
+    key: str
+    name: str
+    numerator: int
+    denominator: int | None
+    rate: str
+    target: str
+    met: bool | None
+
+
+@dataclass(frozen=True)
+class ChildRow:
+    rank: int
+    code: str
+    name: str
+    registered: int
+    cells: dict[str, Cell]
+
+
+@dataclass(frozen=True)
+class ListedPatient:
+    """未达标患者 One patient keeping the region off target."""
+
+    patient_id: str
+    name: str
+    id_number: str
+    village: str
+    reasons: str
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """月报内容 Everything the template prints (plain data, no ORM objects)."""
+
+    title: str
+    org_name: str
+    region_code: str
+    region_name: str
+    month: str
+    as_of: str
+    window: str
+    generated_on: str
+    variant: str
+    variant_label: str
+    target_set: str
+    target_source: str
+    frozen: bool
+    headline: list[Cell]
+    child_level: str
+    children: list[ChildRow]
+    child_keys: list[tuple[str, str]]
+    child_more_keys: list[tuple[str, str]]
+    trend_svg: str
+    trend_rows: list[tuple[str, str, str]]
+    patients: list[ListedPatient]
+    patients_total: int
+    overdue_available: bool
+    definitions: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+
+def format_rate(value: float | None, unit: str) -> str:
+    """73.21% / 4.00‰ / — (no denominator)."""
+    if value is None:
+        return "—"
+    if unit == "permille":
+        return f"{value:.2f}‰"
+    return f"{value * 100:.2f}%"
+
+
+def format_target(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    return f"≥{value:.2f}‰" if unit == "permille" else f"≥{value * 100:g}%"
+
+
+def cells_for(values: dict) -> dict[str, Cell]:
+    out = {}
+    for ind in INDICATORS:
+        v = values[ind.key]
+        out[ind.key] = Cell(ind.key, ind.name, v["numerator"], v["denominator"],
+                            str(v["numerator"]) if ind.unit == "count" else format_rate(v["rate"], ind.unit),
+                            format_target(v["target"], ind.unit), v["met"])
+    return out
+
+
+def _rank_key(row: tuple[str, dict[str, Cell], dict]) -> tuple:
+    code, _cells, values = row
+    sm, tr = values["standard_management_rate"]["rate"], values["treatment_rate"]["rate"]
+    return (sm is None, -(sm or 0), tr is None, -(tr or 0), code)
+
+
+# --------------------------------------------------------------------------- trend chart
+
+
+@lru_cache(maxsize=1)
+def _matplotlib():
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("svg")
+    from matplotlib import font_manager  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    family = [FONT_FAMILY] if FONT_FAMILY in names else []
+    matplotlib.rcParams.update({
+        "font.family": "sans-serif",
+        "font.sans-serif": family + ["WenQuanYi Micro Hei", "DejaVu Sans"],
+        "svg.fonttype": "none",  # keep text as text: WeasyPrint sets it in the CJK font
+        "axes.unicode_minus": False,
+        "svg.hashsalt": "jingfang",  # stable ids → reproducible SVG
+    })
+    return plt
+
+
+def trend_chart(months: list[str], series: dict[str, list[float | None]], targets: dict[str, float | None]) -> str:
+    """趋势图 An SVG line chart of the given rate series (percent), targets dashed."""
+    plt = _matplotlib()
+    fig, ax = plt.subplots(figsize=(7.2, 2.8))
+    colours = {"standard_management_rate": "#1f5fa8", "treatment_rate": "#c8641e"}
+    x = list(range(len(months)))
+    for key, values in series.items():
+        ys = [None if v is None else v * 100 for v in values]
+        colour = colours.get(key, "#333333")
+        ax.plot(x, [float("nan") if y is None else y for y in ys], marker="o", markersize=3.5, linewidth=1.8,
+                color=colour, label=BY_KEY[key].name)
+        if targets.get(key) is not None:
+            ax.axhline(targets[key] * 100, color=colour, linewidth=0.9, linestyle="--", alpha=0.7)
+    ax.set_xticks(x)
+    ax.set_xticklabels([m[2:].replace("-", ".") for m in months], fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("%", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="y", color="#dddddd", linewidth=0.6)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(loc="lower left", fontsize=8, frameon=False, ncol=2)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def trend_series(engine: Engine, tree: RegionTree, period: Period, variant: str, region_code: str,
+                 current: dict[str, int]) -> tuple[list[str], dict[str, list[float | None]]]:
+    """12 months up to M for the region: frozen counts where published, else computed (one query each)."""
+    from registry import snapshots  # noqa: PLC0415
+
+    months = period.trailing(12)
+    with engine.connect() as conn:
+        frozen = snapshots.frozen_months(conn, region_code, variant, [m.label for m in months])
+    series: dict[str, list[float | None]] = {k: [] for k in TREND_KEYS}
+    for m in months:
+        if m == period:
+            counts = current
+        elif m.label in frozen:
+            counts = frozen[m.label]
+        else:
+            counts = region_counts(engine, period=m, variant=variant, region_code=region_code, tree=tree,
+                                   use_snapshot=False)[region_code]
+        for key in TREND_KEYS:
+            ind = BY_KEY[key]
+            den = counts.get(ind.denominator_column) or 0
+            series[key].append(round(counts.get(ind.numerator_column, 0) / den, 4) if den else None)
+    return [m.label for m in months], series
+
+
+# --------------------------------------------------------------------------- patient list
+
+
+def off_target_patients(engine: Engine, tree: RegionTree, period: Period, variant: str, region_code: str,
+                        as_of: date, limit: int = PATIENT_LIST_LIMIT) -> tuple[list[ListedPatient], int, bool]:
+    """未达标患者名单 在册 patients with an overdue open task, not 规范管理, or not treated.
+
+    One statement (the same per-patient state as the indicators, filtered), first ``limit`` rows
+    by village and patient id, with the total via ``COUNT(*) OVER ()``. Overdue = the
+    scheduler's open visit_task with due_on before ``as_of``, when that table exists.
+    """
+    p = models.Patient.__table__
+    whole = len(tree.roots()) == 1 and region_code == tree.roots()[0]
+    villages = None if whole else tree.descendants_and_self(region_code)
+    source, columns, where = patient_state_query(period, variant, villages)
+    with engine.connect() as conn:
+        has_tasks = sa.inspect(conn).has_table("visit_task")
+        overdue = None
+        if has_tasks:
+            t = sa.table("visit_task", sa.column("patient_id"), sa.column("status"), sa.column("due_on", sa.Date))
+            overdue = (sa.select(t.c.patient_id, sa.func.min(t.c.due_on).label("due_on"))
+                       .where(t.c.status == "open", t.c.due_on < as_of).group_by(t.c.patient_id).subquery("od"))
+            source = source.outerjoin(overdue, overdue.c.patient_id == p.c.patient_id)
+        standard, treated = columns["standard"], columns["treated"]
+        failing = [standard == 0, treated == 0]
+        cols = [p.c.patient_id, p.c.name, p.c.id_number, p.c.village_code, standard.label("standard"),
+                treated.label("treated"), sa.func.count().over().label("total")]
+        if overdue is not None:
+            failing.append(overdue.c.due_on.is_not(None))
+            cols.append(overdue.c.due_on.label("overdue_on"))
+        stmt = (sa.select(*cols).select_from(source).where(*where, sa.or_(*failing))
+                .order_by(p.c.village_code, p.c.patient_id).limit(limit))
+        rows = conn.execute(stmt).mappings().all()
+    out = []
+    for r in rows:
+        reasons = []
+        if r.get("overdue_on") is not None:
+            due = r["overdue_on"]
+            reasons.append(f"任务逾期（应于 {due.isoformat() if hasattr(due, 'isoformat') else due}）")
+        if not r["standard"]:
+            reasons.append("未规范管理")
+        if not r["treated"]:
+            reasons.append("未治疗")
+        name = r["name"] or ""
+        out.append(ListedPatient(r["patient_id"], (name[:1] + "*" * (len(name) - 1)) if name else "",
+                                 mask(r["id_number"]), tree.names.get(r["village_code"], r["village_code"]),
+                                 "；".join(reasons)))
+    total = int(rows[0]["total"]) if rows else 0
+    return out, total, has_tasks
+
+
+# --------------------------------------------------------------------------- context + render
+
+
+def build_context(engine: Engine, *, month: str, region_code: str | None = None, variant: str | None = None,
+                  targets: str | None = None, today: date | None = None) -> ReportContext:
+    from registry import snapshots  # noqa: PLC0415
+    from registry.clock import local_today  # noqa: PLC0415
+    from registry.config import get_settings  # noqa: PLC0415
+
+    period = Period.parse(month)
+    variant = resolve_variant(variant)
+    target_set: TargetSet = resolve_target_set(targets)
+    today = today or local_today()
+    with engine.connect() as conn:
+        tree = RegionTree.load(conn)
+        frozen = snapshots.is_frozen(conn, period.label, variant)
+    region_code = tree.check(region_code) if region_code else tree.default_region()
+    counts = region_counts(engine, period=period, variant=variant, region_code=region_code, tree=tree)
+
+    def values(code: str) -> dict:
+        return indicator_values(counts[code], tree.population(code), target_set, code, period.year)
+
+    headline = list(cells_for(values(region_code)).values())
+    kids = [(c, cells_for(v), v) for c in tree.children.get(region_code, []) for v in [values(c)]]
+    kids.sort(key=_rank_key)
+    children = [ChildRow(i, code, tree.names[code], cells["registered"].numerator, cells)
+                for i, (code, cells, _v) in enumerate(kids, start=1)]
+    levels = {tree.levels.get(c) for c in tree.children.get(region_code, [])}
+    child_level = "乡镇(街道)" if levels == {"township"} else "村(社区)" if levels == {"village"} else "下级地区"
+
+    months, series = trend_series(engine, tree, period, variant, region_code, counts[region_code])
+    trend_targets = {k: target_set.target_for(k, region_code, period.year) for k in TREND_KEYS}
+    svg = trend_chart(months, series, trend_targets)
+    trend_rows = [(m, *(format_rate(series[k][i], "percent") for k in TREND_KEYS)) for i, m in enumerate(months)]
+
+    as_of_list = min(period.as_of, today)
+    patients, total, has_tasks = off_target_patients(engine, tree, period, variant, region_code, as_of_list)
+    region_name = tree.path_name(region_code)
+    return ReportContext(
+        title=f"{region_name}严重精神障碍患者管理月报",
+        org_name=get_settings().org_name,
+        region_code=region_code,
+        region_name=region_name,
+        month=f"{period.year}年{period.month}月",
+        as_of=period.as_of.isoformat(),
+        window=f"{period.start.isoformat()} 至 {period.as_of.isoformat()}",
+        generated_on=today.isoformat(),
+        variant=variant,
+        variant_label=VARIANT_LABELS[variant],
+        target_set=target_set.title,
+        target_source=target_set.source,
+        frozen=frozen,
+        headline=headline,
+        child_level=child_level,
+        children=children,
+        child_keys=[(k, BY_KEY[k].name) for k in CHILD_TABLE_KEYS],
+        child_more_keys=[(k, BY_KEY[k].name) for k in CHILD_TABLE_MORE_KEYS],
+        trend_svg="data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii"),
+        trend_rows=trend_rows,
+        patients=patients,
+        patients_total=total,
+        overdue_available=has_tasks,
+        definitions=[(i.name, i.numerator, i.denominator, i.unit) for i in INDICATORS],
+    )
+
+
+@lru_cache(maxsize=1)
+def _environment():
+    import jinja2  # noqa: PLC0415
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(context: ReportContext) -> str:
+    return _environment().get_template("monthly.html").render(r=context, font=FONT_FAMILY)
+
+
+def write_monthly_report(engine: Engine, *, month: str, region_code: str | None, out_path: Path | str,
+                         variant: str | None = None, targets: str | None = None, today: date | None = None) -> Path:
+    """写月报 Render the month's PDF for a region (default: the top region) to ``out_path``."""
+    import weasyprint  # noqa: PLC0415
+
+    context = build_context(engine, month=month, region_code=region_code, variant=variant, targets=targets, today=today)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    weasyprint.HTML(string=render_html(context), base_url=str(TEMPLATE_DIR)).write_pdf(str(out_path))
+    return out_path
+
+
+def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = None, today: date | None = None,
+                  variant: str | None = None) -> list[Path]:
+    """发布月报 Freeze a closed month and write the top region's and every township's report.
+
+    Called by the scheduler on the 1st for the month just ended. Files go to ``out_dir``
+    (default ``$JINGFANG_REPORT_DIR`` or ``./out/reports``) as ``<month>/<month>-<region>.pdf``.
+    Publishing again reuses the frozen counts, so the files come out the same.
+    """
+    from registry import snapshots  # noqa: PLC0415
+    from registry.clock import local_today  # noqa: PLC0415
+
+    period = Period.parse(month)
+    variant = resolve_variant(variant)
+    today = today or local_today()
+    if period.as_of < today:
+        snapshots.freeze(engine, month=period.label, variant=variant, today=today)
+    base = Path(out_dir or os.environ.get("JINGFANG_REPORT_DIR") or "out/reports") / period.label
+    with engine.connect() as conn:
+        tree = RegionTree.load(conn)
+    written = []
+    for root in tree.roots():
+        regions = [root] + [c for c in tree.descendants_and_self(root) if tree.levels.get(c) == "township"]
+        for code in regions:
+            written.append(write_monthly_report(engine, month=period.label, region_code=code,
+                                                out_path=base / f"{period.label}-{code}.pdf", variant=variant,
+                                                today=today))
+    return written

@@ -1,0 +1,444 @@
+"""任务生成 Set-based generation of every task the rules owe, over the whole population.
+
+rules.md §5–§6 applied in SQL (one pass with window functions: latest attempt, latest and
+previous complete follow-up, unreached streak, recent 肇事/肇祸), written with
+``INSERT … SELECT … ON CONFLICT (patient_id, kind, basis) DO UPDATE … WHERE open and changed``:
+running twice changes nothing, two runs at once never duplicate (unique key; on PostgreSQL the
+runs are also serialised by an advisory lock, on SQLite by the database write lock). Everything
+happens in one transaction: a run killed midway leaves no trace and the next run redoes it.
+``schedules.planning`` states the same rules per patient in Python; the tests check agreement.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from registry.clock import now_utc
+from registry.models import FollowUp, HealthCheck, Patient
+from schedules.calendar import WorkCalendar, unknown_years
+from schedules.models import VISIT_KINDS, VisitTask
+from schedules.planning import add_months
+from schedules.profile import Profile, load_profile
+from schedules.sqldates import add_days, add_period
+
+log = logging.getLogger(__name__)
+
+ADVISORY_LOCK_KEY = 5_020_261_105  # pg_advisory_xact_lock key of the generation run
+VISIT_KIND_VALUES = [k.value for k in VISIT_KINDS]
+
+_work_day_meta = sa.MetaData()
+work_day = sa.Table(
+    "tmp_work_day",
+    _work_day_meta,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("shifted", sa.Date, nullable=False),
+    sa.Column("estimated", sa.Boolean, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+def _true(col):
+    return col == sa.true()
+
+
+def classification_sql(f) -> sa.ColumnElement:
+    """rules.md §4 in SQL: the recorded classification, else computed (first match wins).
+
+    Mirrors ``registry.rules.compute_classification``; tests compare both on random rows.
+    """
+    sf_poor = sa.or_(*[getattr(f.c, n) == 3 for n in ("sf_self_care", "sf_housework", "sf_work", "sf_study", "sf_social")])
+    computed = sa.case(
+        (
+            sa.or_(
+                f.c.risk_level >= 3,
+                f.c.insight == 3,
+                _true(f.c.symptoms_obvious),
+                _true(f.c.adverse_reaction_serious),
+                _true(f.c.physical_illness_serious),
+            ),
+            1,
+        ),
+        (
+            sa.or_(
+                f.c.risk_level.between(1, 2),
+                f.c.insight == 2,
+                sf_poor,
+                sa.and_(f.c.symptoms.is_not(None), f.c.symptoms != ""),
+            ),
+            2,
+        ),
+        (f.c.risk_level == 0, 3),
+        else_=sa.null(),
+    )
+    return sa.func.coalesce(f.c.classification, computed)
+
+
+def eligible_sql(p, as_of: date) -> sa.ColumnElement:
+    """在册且同意 Registered by ``as_of``, not dead/moved out, not a refusing type-2 patient (rules.md §1, §5)."""
+    return sa.and_(
+        p.c.registered_on <= as_of,
+        sa.not_(sa.and_(p.c.status != "active", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))),
+        sa.not_(sa.and_(p.c.report_type == 2, p.c.consent == 0)),
+    )
+
+
+def _calendar_range(conn: Connection, as_of: date) -> tuple[date, date]:
+    p = Patient.__table__
+    lo, lai_lo, lai_hi = conn.execute(
+        sa.select(sa.func.min(p.c.registered_on), sa.func.min(p.c.lai_last_on), sa.func.max(p.c.lai_last_on))
+    ).one()
+    start = min(d for d in (lo, lai_lo, date(as_of.year, 1, 1)) if d is not None)
+    end = max(d for d in (as_of, lai_hi) if d is not None) + timedelta(days=400)
+    return start, end
+
+
+def _fill_work_days(conn: Connection, profile: Profile, calendar: WorkCalendar, start: date, end: date) -> None:
+    work_day.drop(conn, checkfirst=True)
+    work_day.create(conn)
+    if profile.holiday_policy == "none":
+        rows = [{"day": start + timedelta(days=i), "shifted": start + timedelta(days=i), "estimated": False}
+                for i in range((end - start).days + 1)]
+    else:
+        rows = [{"day": d, "shifted": s, "estimated": e} for d, s, e in calendar.shift_map(start, end)]
+    conn.execute(work_day.insert(), rows)
+
+
+def _lock(conn: Connection) -> None:
+    """Serialise generation runs: advisory lock (PostgreSQL) / take the write lock now (SQLite)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    else:
+        conn.execute(sa.update(VisitTask).where(sa.false()).values(status=VisitTask.status))
+
+
+def plan_select(profile: Profile, as_of: date, stamp: datetime) -> sa.Select:
+    """The SELECT producing every task row owed as of ``as_of`` (visit, health check, injection)."""
+    p = Patient.__table__.alias("p")
+    f = FollowUp.__table__.alias("f")
+    order = (f.c.visit_on.desc(), f.c.id.desc())
+    complete = sa.or_(f.c.hospital_status == 1, sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)))
+    complete_i = sa.case((complete, 1), else_=0)
+    att = (
+        sa.select(
+            f.c.patient_id,
+            f.c.id,
+            f.c.visit_on,
+            f.c.lost_reason,
+            f.c.risk_level,
+            f.c.hospital_status,
+            (sa.func.coalesce(f.c.incidents_disturbance, 0) + sa.func.coalesce(f.c.incidents_crime, 0)).label("incidents"),
+            complete_i.label("complete"),
+            classification_sql(f).label("cls"),
+            sa.func.row_number().over(partition_by=f.c.patient_id, order_by=order).label("rn"),
+            sa.func.sum(complete_i).over(partition_by=f.c.patient_id, order_by=order, rows=(None, 0)).label("ccount"),
+        )
+        .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
+        .where(f.c.visit_on >= p.c.registered_on, f.c.visit_on <= as_of, eligible_sql(p, as_of))
+        .cte("att")
+    )
+    a = att.c
+    first = a.rn == 1
+    latest_complete = sa.and_(a.complete == 1, a.ccount == 1)
+    previous_complete = sa.and_(a.complete == 1, a.ccount == 2)
+    cutoff = add_months(as_of, -profile.roles.police_incident_lookback_months)
+    agg = (
+        sa.select(
+            a.patient_id,
+            sa.func.max(sa.case((first, a.id))).label("latest_id"),
+            sa.func.max(sa.case((first, a.visit_on))).label("latest_on"),
+            sa.func.max(sa.case((first, a.lost_reason))).label("latest_lost"),
+            sa.func.max(sa.case((first, a.complete))).label("latest_complete"),
+            sa.func.max(sa.case((first, a.hospital_status))).label("latest_hospital"),
+            sa.func.max(sa.case((first, a.cls))).label("latest_cls"),
+            sa.func.max(sa.case((latest_complete, a.risk_level))).label("lc_risk"),
+            sa.func.max(sa.case((latest_complete, a.cls))).label("lc_cls"),
+            sa.func.max(sa.case((previous_complete, a.cls))).label("prev_cls"),
+            sa.func.min(sa.case((a.lost_reason.is_(None), a.rn))).label("first_reached_rn"),
+            sa.func.count().label("n"),
+            sa.func.max(sa.case((sa.and_(a.visit_on >= cutoff, a.incidents > 0), 1), else_=0)).label("incident"),
+        )
+        .group_by(a.patient_id)
+        .cte("agg")
+    )
+    g = agg.c
+    streak = sa.func.coalesce(g.first_reached_rn, g.n + 1) - 1
+    situation = sa.case(
+        (g.latest_id.is_(None), "first_visit"),
+        (sa.and_(g.latest_complete == 1, g.latest_hospital == 1), "in_hospital"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == 1), "unstable"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == 2, sa.or_(g.prev_cls.is_(None), g.prev_cls == 3)), "fairly_stable_new"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == 2), "fairly_stable_continuing"),
+        (g.latest_complete == 1, "stable"),
+        (g.latest_lost.is_(None), "incomplete"),
+        (sa.or_(g.latest_lost == 4, streak >= profile.lost_after_misses), "locate"),
+        else_="retry",
+    )
+    has_guardian = sa.and_(p.c.guardian_name.is_not(None), sa.func.trim(p.c.guardian_name) != "")
+    sit = (
+        sa.select(
+            p.c.patient_id,
+            p.c.registered_on,
+            p.c.economic_status,
+            has_guardian.label("has_guardian"),
+            p.c.lai_drug,
+            p.c.lai_interval_weeks,
+            p.c.lai_last_on,
+            g.latest_id,
+            g.latest_on,
+            g.lc_risk,
+            g.lc_cls,
+            g.incident,
+            situation.label("situation"),
+        )
+        .select_from(p.outerjoin(agg, agg.c.patient_id == p.c.patient_id))
+        .where(eligible_sql(p, as_of))
+        .cte("sit")
+    )
+    s = sit.c
+    rules = profile.roles
+    kind = sa.case(
+        (s.situation == "first_visit", "first_visit"),
+        (s.situation == "in_hospital", "discharge_check"),
+        (s.situation.in_(["incomplete", "retry"]), "retry"),
+        (s.situation == "locate", "locate"),
+        else_="follow_up",
+    )
+    basis_on = sa.case((s.situation == "first_visit", s.registered_on), else_=s.latest_on)
+    basis = sa.case(
+        (s.situation == "first_visit", "registration:" + sa.cast(s.registered_on, sa.String)),
+        else_="follow_up:" + sa.cast(s.latest_id, sa.String),
+    )
+    nominal = sa.case(
+        *[(s.situation == key, add_period(basis_on, iv.months, iv.days)) for key, iv in profile.visit.items()],
+    )
+    rule = sa.case(*[(s.situation == key, sa.literal(profile.rule(iv.clause))) for key, iv in profile.visit.items()])
+    police_terms = [s.lc_risk >= rules.police_min_risk, s.incident == 1]
+    if rules.police_classifications:
+        police_terms.append(s.lc_cls.in_(list(rules.police_classifications)))
+    if rules.police_on_locate:
+        police_terms.append(s.situation == "locate")
+    police = sa.or_(*police_terms)
+    no_guardian = sa.not_(s.has_guardian)
+    village_terms, civil_terms = [], []
+    if rules.village_when_police:
+        village_terms.append(police)
+    if rules.village_when_no_guardian:
+        village_terms.append(no_guardian)
+    if rules.civil_affairs_when_poor:
+        civil_terms.append(s.economic_status == 1)
+    if rules.civil_affairs_when_no_guardian:
+        civil_terms.append(no_guardian)
+    village = sa.or_(*village_terms) if village_terms else sa.false()
+    civil = sa.or_(*civil_terms) if civil_terms else sa.false()
+    as_bool = lambda cond: sa.case((cond, True), else_=False)  # noqa: E731
+    roles = (
+        sa.literal("doctor")
+        + sa.case((police, ",police"), else_="")
+        + sa.case((village, ",village"), else_="")
+        + sa.case((civil, ",civil_affairs"), else_="")
+    )
+    visit_rows = sa.select(
+        s.patient_id.label("patient_id"),
+        kind.label("kind"),
+        basis.label("basis"),
+        basis_on.label("basis_on"),
+        nominal.label("nominal_due_on"),
+        sa.cast(sa.null(), sa.Date).label("window_start"),
+        sa.cast(sa.null(), sa.Date).label("window_end"),
+        roles.label("roles"),
+        as_bool(sa.or_(police, village, civil)).label("joint"),
+        rule.label("rule"),
+        s.lc_risk.label("risk_level"),
+    )
+    year = as_of.year
+    hc = HealthCheck.__table__
+    check_done = (
+        sa.select(hc.c.patient_id)
+        .where(hc.c.patient_id == s.patient_id, hc.c.checked_on.between(date(year, 1, 1), min(as_of, date(year, 12, 31))))
+        .exists()
+    )
+    health_rows = sa.select(
+        s.patient_id,
+        sa.literal("health_check"),
+        sa.literal(f"year:{year}"),
+        sa.literal(date(year, 1, 1), sa.Date),
+        sa.literal(date(year, profile.health_check_month, profile.health_check_day), sa.Date),
+        sa.cast(sa.null(), sa.Date),
+        sa.cast(sa.null(), sa.Date),
+        sa.literal("doctor"),
+        sa.literal(False),
+        sa.literal(profile.rule(profile.health_check_clause)),
+        s.lc_risk,
+    ).where(sa.not_(check_done))
+    interval_days = s.lai_interval_weeks * 7
+    lai_rows = sa.select(
+        s.patient_id,
+        sa.literal("injection"),
+        "lai:" + sa.cast(s.lai_last_on, sa.String),
+        s.lai_last_on,
+        add_days(s.lai_last_on, interval_days),
+        add_days(s.lai_last_on, interval_days - profile.lai_window_before),
+        add_days(s.lai_last_on, interval_days + profile.lai_window_after),
+        sa.literal("doctor"),
+        sa.literal(False),
+        sa.literal(profile.rule(profile.lai_clause)),
+        s.lc_risk,
+    ).where(
+        s.lai_drug.is_not(None), s.lai_drug != "", s.lai_interval_weeks.is_not(None), s.lai_last_on.is_not(None),
+        s.lai_last_on <= as_of,
+    )
+    u = sa.union_all(visit_rows, health_rows, lai_rows).subquery("u")
+    return (
+        sa.select(
+            u.c.patient_id,
+            u.c.kind,
+            u.c.basis,
+            u.c.basis_on,
+            work_day.c.shifted.label("due_on"),
+            u.c.nominal_due_on,
+            u.c.window_start,
+            u.c.window_end,
+            sa.literal("open").label("status"),
+            u.c.roles,
+            u.c.joint,
+            u.c.rule,
+            u.c.risk_level,
+            work_day.c.estimated.label("calendar_estimated"),
+            sa.literal(stamp, VisitTask.__table__.c.created_at.type).label("created_at"),
+        )
+        .select_from(u.join(work_day, work_day.c.day == u.c.nominal_due_on))
+        .where(u.c.patient_id.is_not(None))
+        .order_by(u.c.patient_id, u.c.kind)
+    )
+
+
+UPDATABLE = ("due_on", "nominal_due_on", "window_start", "window_end", "roles", "joint", "rule", "risk_level", "calendar_estimated")
+
+
+def _upsert(conn: Connection, select: sa.Select):
+    t = VisitTask.__table__
+    cols = [c.name for c in select.selected_columns]
+    ins_fn = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    ins = ins_fn(t).from_select(cols, select)
+    changed = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in UPDATABLE])
+    stmt = ins.on_conflict_do_update(
+        index_elements=["patient_id", "kind", "basis"],
+        set_={c: ins.excluded[c] for c in UPDATABLE},
+        where=sa.and_(t.c.status == "open", changed),
+    )
+    return conn.execute(stmt)
+
+
+def _close(conn: Connection, where, status: str, reason, now: datetime) -> int:
+    t = VisitTask.__table__
+    result = conn.execute(
+        sa.update(t).where(t.c.status == "open", where).values(status=status, closed_at=now, close_reason=reason)
+    )
+    return result.rowcount or 0
+
+
+def close_and_cancel(conn: Connection, as_of: date, stamp: datetime) -> dict:
+    """Cancel tasks of patients who left management; close tasks their events completed (rules.md §5)."""
+    t = VisitTask.__table__
+    p = Patient.__table__
+    hc = HealthCheck.__table__
+    counts = {"cancelled": 0, "closed": 0}
+    # dead / moved out / refused consent: cancelled with the reason
+    for reason, cond in (
+        ("dead", sa.and_(p.c.status == "dead", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))),
+        ("moved_out", sa.and_(p.c.status == "moved_out", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))),
+        ("consent_refused", sa.and_(p.c.report_type == 2, p.c.consent == 0)),
+    ):
+        who = sa.select(p.c.patient_id).where(cond)
+        counts["cancelled"] += _close(conn, t.c.patient_id.in_(who), "cancelled", reason, stamp)
+    # a later attempt closes older visit tasks: a newer visit task was created by this run
+    newer = t.alias("newer")
+    superseded = (
+        sa.select(newer.c.id)
+        .where(
+            newer.c.patient_id == t.c.patient_id,
+            newer.c.kind.in_(VISIT_KIND_VALUES),
+            newer.c.created_at == stamp,
+            newer.c.id != t.c.id,
+            sa.or_(newer.c.basis_on > t.c.basis_on, sa.and_(newer.c.basis_on == t.c.basis_on, newer.c.id > t.c.id)),
+        )
+        .exists()
+    )
+    counts["closed"] += _close(conn, sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), superseded), "done", "follow_up", stamp)
+    # health check done by any check dated in the task's year; past years' open tasks expire
+    year_start = date(as_of.year, 1, 1)
+    done_check = (
+        sa.select(hc.c.patient_id)
+        .where(hc.c.patient_id == t.c.patient_id, hc.c.checked_on >= t.c.basis_on,
+               hc.c.checked_on < add_period(t.c.basis_on, 12, 0), hc.c.checked_on <= as_of)
+        .exists()
+    )
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == "health_check", done_check), "done", "health_check", stamp)
+    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == "health_check", t.c.basis_on < year_start), "cancelled", "year_ended", stamp)
+    # LAI: a newer injection closes the older task; a stopped plan cancels it
+    newer_lai = sa.select(p.c.patient_id).where(
+        p.c.patient_id == t.c.patient_id, p.c.lai_last_on > t.c.basis_on, p.c.lai_last_on <= as_of
+    ).exists()
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == "injection", newer_lai), "done", "injection", stamp)
+    stopped = sa.select(p.c.patient_id).where(
+        p.c.patient_id == t.c.patient_id,
+        sa.or_(p.c.lai_drug.is_(None), p.c.lai_drug == "", p.c.lai_interval_weeks.is_(None), p.c.lai_last_on.is_(None)),
+    ).exists()
+    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == "injection", stopped), "cancelled", "lai_stopped", stamp)
+    return counts
+
+
+def generate(engine: Engine, *, as_of: date, profile: Profile | None = None) -> dict:
+    """生成任务 Generate every task owed as of ``as_of``; idempotent and safe when runs overlap.
+
+    Returns counts: created, closed, cancelled, open (by kind), calendar_estimated,
+    and warnings (years with no holiday table).
+    """
+    profile = profile or load_profile()
+    stamp = now_utc().replace(microsecond=0)
+    t = VisitTask.__table__
+    with engine.begin() as conn:
+        _lock(conn)
+        # the run's own stamp must be unique: bump by a second if an earlier run used it
+        while conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one():
+            stamp += timedelta(seconds=1)
+        calendar = WorkCalendar.load(conn)
+        start, end = _calendar_range(conn, as_of)
+        _fill_work_days(conn, profile, calendar, start, end)
+        _upsert(conn, plan_select(profile, as_of, stamp))
+        created = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one()
+        counts = close_and_cancel(conn, as_of, stamp)
+        work_day.drop(conn)
+        open_rows = conn.execute(
+            sa.select(t.c.kind, sa.func.count()).where(t.c.status == "open").group_by(t.c.kind)
+        ).all()
+        est_rows = conn.execute(
+            sa.select(t.c.nominal_due_on).where(t.c.status == "open", t.c.calendar_estimated == sa.true()).distinct()
+        ).scalars().all()
+        estimated = conn.execute(
+            sa.select(sa.func.count()).select_from(t).where(t.c.status == "open", t.c.calendar_estimated == sa.true())
+        ).scalar_one()
+    years = unknown_years(calendar, {d.year for d in est_rows})
+    warnings = [
+        f"{y}年节假日表未知：该年到期日只按周末顺延（calendar_estimated），导入该年节假日表后将重算"
+        for y in years
+    ]
+    for w in warnings:
+        log.warning(w)
+    by_kind = {k: n for k, n in sorted(open_rows)}
+    return {
+        "as_of": as_of.isoformat(),
+        "profile": profile.tag,
+        "created": created,
+        "closed": counts["closed"],
+        "cancelled": counts["cancelled"],
+        "open": sum(by_kind.values()),
+        "open_by_kind": by_kind,
+        "calendar_estimated": estimated,
+        "warnings": warnings,
+    }

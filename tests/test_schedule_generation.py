@@ -1,0 +1,246 @@
+"""Set-based generation on SQLite and PostgreSQL: acceptance example, agreement with the pure
+planner, idempotency (twice and concurrently), closing and cancelling, calendar recomputation."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from datetime import date
+
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from registry.cli import app
+from registry.db import make_engine
+from registry.models import FollowUp, HealthCheck, Patient
+from registry.rules import classification_of
+from schedules.calendar import WorkCalendar, load_calendar, parse_calendar_csv
+from schedules.generation import classification_sql, generate
+from schedules.models import VisitTask
+from schedules.planning import plan
+from schedules.profile import load_profile
+from schedules.worklist import open_tasks
+from tests.schedule_population import populate, records
+
+D = date.fromisoformat
+runner = CliRunner()
+PROFILE = load_profile()
+
+
+def cli(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def stored(engine, status="open"):
+    t = VisitTask.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t).where(t.c.status == status)).mappings().all()
+    return {
+        (r["patient_id"], r["kind"], r["basis"]): (
+            r["due_on"], r["nominal_due_on"], r["roles"], bool(r["joint"]), r["rule"], r["risk_level"],
+            r["window_start"], r["window_end"], bool(r["calendar_estimated"]),
+        )
+        for r in rows
+    }
+
+
+def planned(engine, today):
+    calendar = WorkCalendar.load(engine)
+    out = {}
+    for record in records(engine):
+        for t in plan(record, PROFILE, today, calendar):
+            out[(t.patient_id, t.kind, t.basis)] = (
+                t.due_on, t.nominal_due_on, ",".join(t.roles), t.joint, t.rule, t.risk_level,
+                t.window_start, t.window_end, t.calendar_estimated,
+            )
+    return out
+
+
+def test_small_county_acceptance(database, small_county):
+    cli("import", small_county, "--db", database.url)
+    out = cli("schedule", "--as-of", "2026-06-10", "--db", database.url).output
+    assert "新建 5" in out
+    got = json.loads(cli("tasks", "--as-of", "2026-06-10", "--json", "--db", database.url).stdout)
+    expected = json.loads((small_county / "expected-tasks-2026-06-10.json").read_text("utf-8"))
+    assert all(t["rule"].startswith("national-2018@1:") for t in got)
+    strip = lambda ts: sorted((json.dumps({k: v for k, v in t.items() if k != "rule"}, sort_keys=True) for t in ts))
+    assert strip(got) == strip(expected)
+    # sorted as rules.md §5: risk desc (C1 risk 3 first), then days overdue desc, then due date
+    assert [(t["patient_id"], t["kind"]) for t in got] == [
+        ("C1", "locate"), ("C1", "health_check"), ("A", "follow_up"), ("B", "first_visit"), ("B", "health_check")]
+
+
+def test_sql_agrees_with_pure_planner(database):
+    today = D("2026-10-05")
+    populate(database.engine, patients=250, seed=7, today=today)
+    counts = generate(database.engine, as_of=today)
+    expected = planned(database.engine, today)
+    assert stored(database.engine) == expected
+    assert counts["open"] == len(expected) and counts["created"] == len(expected)
+    kinds = {k[1] for k in expected}
+    assert kinds == {"first_visit", "follow_up", "retry", "locate", "discharge_check", "health_check", "injection"}
+
+
+def test_later_run_closes_and_recomputes(database):
+    populate(database.engine, patients=150, seed=11, today=D("2026-03-01"), start=D("2025-06-01"))
+    generate(database.engine, as_of=D("2026-03-01"))
+    # two more weeks of follow-ups arrive; the next run closes what they completed
+    populate(database.engine, patients=0, seed=12, today=D("2026-03-15"))
+    with database.engine.begin() as conn:
+        pids = conn.execute(sa.select(Patient.patient_id).order_by(Patient.patient_id).limit(60)).scalars().all()
+        conn.execute(sa.insert(FollowUp), [
+            {"patient_id": pid, "visit_on": D("2026-03-10"), "seq": 9, "mode": 2, "risk_level": i % 4} for i, pid in enumerate(pids)
+        ])
+    counts = generate(database.engine, as_of=D("2026-03-15"))
+    assert counts["closed"] > 0
+    assert stored(database.engine) == planned(database.engine, D("2026-03-15"))
+    done = stored(database.engine, "done")
+    assert done and all(k[1] != "injection" for k in done if k[0] in pids[:0])
+    t = VisitTask.__table__
+    with database.engine.connect() as conn:
+        reasons = set(conn.execute(sa.select(t.c.close_reason).where(t.c.status == "done")).scalars())
+    assert "follow_up" in reasons
+
+
+def test_run_twice_and_concurrently_no_duplicates(database):
+    today = D("2026-06-10")
+    populate(database.engine, patients=200, seed=3, today=today)
+    first = generate(database.engine, as_of=today)
+    second = generate(database.engine, as_of=today)
+    assert second["created"] == 0 and second["closed"] == 0 and second["open"] == first["open"]
+    with database.engine.begin() as conn:
+        conn.execute(sa.delete(VisitTask))
+    errors, results = [], []
+
+    def run():
+        engine = make_engine(database.url)
+        try:
+            results.append(generate(engine, as_of=today))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert sorted(r["created"] for r in results) == [0, 0, first["open"]]
+    t = VisitTask.__table__
+    with database.engine.connect() as conn:
+        dupes = conn.execute(
+            sa.select(t.c.patient_id, t.c.kind, t.c.basis).group_by(t.c.patient_id, t.c.kind, t.c.basis)
+            .having(sa.func.count() > 1)
+        ).all()
+        total = conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+    assert dupes == [] and total == first["open"]
+
+
+def test_death_move_and_refusal_cancel_with_reason(database, small_county):
+    cli("import", small_county, "--db", database.url)
+    generate(database.engine, as_of=D("2026-06-10"))
+    with database.engine.begin() as conn:
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "A").values(status="dead", status_on=D("2026-06-12")))
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "B").values(status="moved_out", status_on=D("2026-06-11")))
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "C1").values(consent=0))
+    generate(database.engine, as_of=D("2026-06-15"))
+    t = VisitTask.__table__
+    with database.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.patient_id, t.c.kind, t.c.status, t.c.close_reason).order_by(t.c.patient_id, t.c.kind)).all()
+    assert [tuple(r) for r in rows] == [
+        ("A", "follow_up", "cancelled", "dead"),
+        ("B", "first_visit", "cancelled", "moved_out"),
+        ("B", "health_check", "cancelled", "moved_out"),
+        ("C1", "health_check", "cancelled", "consent_refused"),
+        ("C1", "locate", "cancelled", "consent_refused"),
+    ]
+
+
+def test_health_check_and_injection_close_on_their_own_events(database, small_county):
+    cli("import", small_county, "--db", database.url)
+    with database.engine.begin() as conn:
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "A").values(
+            lai_drug="棕榈酸帕利哌酮", lai_interval_weeks=4, lai_last_on=D("2026-05-01")))
+    generate(database.engine, as_of=D("2026-06-10"))
+    with database.engine.begin() as conn:
+        conn.execute(sa.insert(HealthCheck).values(patient_id="B", checked_on=D("2026-06-12")))
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "A").values(lai_last_on=D("2026-06-01")))
+        conn.execute(sa.insert(FollowUp).values(patient_id="A", visit_on=D("2026-06-13"), mode=3, risk_level=0))
+    generate(database.engine, as_of=D("2026-06-15"))
+    t = VisitTask.__table__
+    with database.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.patient_id, t.c.kind, t.c.basis, t.c.status, t.c.due_on)
+                            .where(t.c.patient_id.in_(["A", "B"])).order_by(t.c.patient_id, t.c.kind, t.c.basis)).all()
+    assert [tuple(r) for r in rows] == [
+        ("A", "follow_up", "follow_up:3", "done", D("2026-05-29")),
+        ("A", "follow_up", "follow_up:8", "open", D("2026-09-11")),  # 06-13 稳定 → 09-13 (Sunday) → Fri 09-11
+        ("A", "injection", "lai:2026-05-01", "done", D("2026-05-29")),
+        ("A", "injection", "lai:2026-06-01", "open", D("2026-06-29")),
+        ("B", "first_visit", "registration:2026-05-20", "open", D("2026-06-03")),
+        ("B", "health_check", "year:2026", "done", D("2026-06-30")),
+    ]
+
+
+def test_unknown_year_estimated_then_recomputed_when_table_loaded(database, small_county):
+    cli("import", small_county, "--db", database.url)
+    with database.engine.begin() as conn:
+        conn.execute(sa.insert(FollowUp).values(patient_id="A", visit_on=D("2026-12-20"), mode=2, risk_level=0))
+    counts = generate(database.engine, as_of=D("2026-12-21"))
+    # 2026-12-20 稳定 + 3 months = 2027-03-20, a Saturday in a year no table knows → Fri 03-19, estimated
+    assert counts["calendar_estimated"] == 1 and any("2027" in w for w in counts["warnings"])
+    key = ("A", "follow_up", "follow_up:8")
+    assert stored(database.engine)[key][0] == D("2027-03-19") and stored(database.engine)[key][-1] is True
+    # the operator loads 2027 (a made-up holiday on 03-19 for the test): the open task is recomputed
+    result = load_calendar(database.engine, parse_calendar_csv("day,working,name\n2027-03-19,0,测试假日\n2027-01-01,0,元旦\n"))
+    assert result["recomputed"] == 1
+    assert stored(database.engine)[key][0] == D("2027-03-18") and stored(database.engine)[key][-1] is False
+    again = generate(database.engine, as_of=D("2026-12-21"))
+    assert again["calendar_estimated"] == 0 and again["warnings"] == []
+    assert stored(database.engine)[key][0] == D("2027-03-18")
+
+
+def test_region_filter_cascades(database):
+    populate(database.engine, patients=80, seed=5, today=D("2026-06-10"))
+    generate(database.engine, as_of=D("2026-06-10"))
+    everything = open_tasks(database.engine, as_of=D("2026-06-10"))
+    county = open_tasks(database.engine, as_of=D("2026-06-10"), region_code="C")
+    t1 = open_tasks(database.engine, as_of=D("2026-06-10"), region_code="T1")
+    v11 = open_tasks(database.engine, as_of=D("2026-06-10"), region_code="V11")
+    assert county == everything
+    assert {t["village_code"] for t in t1} == {"V11", "V12"} and {t["township_code"] for t in t1} == {"T1"}
+    assert v11 == [t for t in t1 if t["village_code"] == "V11"] and v11
+    keys = [(-(t["risk_level"] if t["risk_level"] is not None else -1), -t["days_overdue"], t["due_on"]) for t in everything]
+    assert keys == sorted(keys)
+    result = runner.invoke(app, ["tasks", "--region", "NOPE", "--json", "--db", database.url])
+    assert result.exit_code == 1 and "NOPE" in result.output
+
+
+def test_classification_sql_matches_rules(database):
+    rng = random.Random(1)
+    rows = []
+    for i in range(400):
+        risk = rng.choice([None, 0, 1, 2, 3, 4, 5])
+        cls = rng.choice([None, None, 1, 2, 3])
+        if cls is not None and risk is not None and ((cls == 3 and risk >= 1) or (risk >= 3 and cls != 1)):
+            cls = None
+        rows.append({
+            "patient_id": "X", "visit_on": D("2026-01-01"), "seq": i + 1, "risk_level": risk, "classification": cls,
+            "insight": rng.choice([None, 1, 2, 3]), "symptoms_obvious": rng.choice([None, True, False]),
+            "symptoms": rng.choice([None, "", "2"]), "sf_self_care": rng.choice([None, 1, 2, 3]),
+            "sf_work": rng.choice([None, 1, 3, 9]), "adverse_reaction_serious": rng.choice([None, True, False]),
+            "physical_illness_serious": rng.choice([None, True, False]),
+        })
+    with database.engine.begin() as conn:
+        conn.execute(sa.insert(sa.table("region", sa.column("code"), sa.column("name"), sa.column("level"))),
+                     [{"code": "V", "name": "村", "level": "village"}])
+        conn.execute(sa.insert(Patient).values(patient_id="X", name="x", sex=1, birth_date=D("1980-01-01"), village_code="V",
+                                               diagnosis="schizophrenia", registered_on=D("2025-01-01")))
+        conn.execute(sa.insert(FollowUp), rows)
+        f = FollowUp.__table__
+        got = conn.execute(sa.select(f, classification_sql(f).label("cls")).order_by(f.c.seq)).all()
+    assert [r.cls for r in got] == [None if classification_of(r) is None else int(classification_of(r)) for r in got]
