@@ -109,6 +109,13 @@ class Patient(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
+    @property
+    def id_number_masked(self) -> str:
+        """脱敏身份证号 The ID number as shown everywhere but the doctor's own patient page (rules.md §8)."""
+        from registry.ids import mask
+
+        return mask(self.id_number)
+
 
 class FollowUp(SQLModel, table=True):
     """随访 One follow-up attempt with every field of the 2018 随访服务记录表 (rules.md §3).

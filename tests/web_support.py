@@ -9,7 +9,6 @@ from datetime import date
 
 from sqlmodel import Session
 
-from registry.accounts import add_user
 from registry.models import FollowUp, FollowUpParticipant, Patient, Region, TeamMember
 
 TODAY = date(2026, 6, 10)
@@ -71,9 +70,33 @@ def seed(engine) -> dict:
         s.add(FollowUpParticipant(follow_up_id=f1.id, role="police", member_id="M-POL", attended=False))
         ids = {"f1": f1.id, "f2": f2.id}
         s.commit()
-    for username, (role, region) in USERS.items():
-        add_user(engine, username=username, password=PASSWORD, role=role, region_code=region, display_name=username)
+    add_users(engine)
     return ids
+
+
+_HASH: list[str] = []
+
+
+def add_users(engine) -> None:
+    """One user per role; the argon2 hash is computed once per test process (it is slow by design)."""
+    from registry.accounts import User, hash_password
+
+    if not _HASH:
+        _HASH.append(hash_password(PASSWORD))
+    with Session(engine) as s:
+        for username, (role, region) in USERS.items():
+            s.add(User(username=username, password_hash=_HASH[0], role=role, region_code=region, display_name=username))
+        s.commit()
+
+
+def session_token(engine, username: str) -> str:
+    """A logged-in session for ``username`` without going through the (slow) password check."""
+    from registry.accounts import User, start_session
+
+    with Session(engine) as s:
+        token, _row = start_session(s, s.get(User, username), source="test")
+        s.commit()
+    return token
 
 
 # Who may open which patient (rules.md §8, issue 4).
