@@ -89,4 +89,8 @@ def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date
     # [scheduler] generate today's tasks and write the week's 五单
     # [indicators] the month's rate report and rates against targets
     # [web] one login per role
+    from registry.web.demo import create_demo_users
+
+    create_demo_users(engine, echo=echo)
+    echo("")
     echo(f"输出目录：{out.resolve()}")

@@ -332,6 +332,37 @@ def _flag(cond, value: int = 1):
     return sa.case((cond, value), else_=0)
 
 
+class bit_or_agg(FunctionElement):
+    """按位或聚合 OR of an integer bit mask over a group: PostgreSQL ``bit_or``; SQLite has none,
+    so there it is ``MAX(x & 1) | MAX(x & 2) | …`` over the ``bits`` used."""
+
+    type = sa.Integer()
+    inherit_cache = True
+    name = "bit_or_agg"
+
+    def __init__(self, expr, bits: int):
+        self.bits = bits
+        super().__init__(expr)
+
+
+@compiles(bit_or_agg)
+def _bit_or_default(element, compiler, **kw):
+    return "bit_or(%s)" % compiler.process(element.clauses, **kw)
+
+
+@compiles(bit_or_agg, "sqlite")
+def _bit_or_sqlite(element, compiler, **kw):
+    arg = compiler.process(element.clauses, **kw)
+    return "(" + " | ".join(f"max(({arg}) & {1 << b})" for b in range(element.bits)) + ")"
+
+
+# Bits of the per-patient "any follow-up in W" mask (one bit_or per patient instead of one
+# aggregate per population set): 在管, 面访, 心理疏导, 康复, 肇事肇祸, then one bit per quarter.
+ANY_COMPLETE, ANY_F2F, ANY_PSYCH, ANY_REHAB, ANY_INCIDENT = 1, 2, 4, 8, 16
+QUARTER_BITS = (32, 64, 128, 256)
+MASK_BITS = 9
+
+
 def in_register_condition(p, as_of: date) -> sa.ColumnElement[bool]:
     """在册 at D: registered on or before D, not dead and not moved out on or before D (rules.md §1)."""
     return sa.and_(
@@ -340,43 +371,54 @@ def in_register_condition(p, as_of: date) -> sa.ColumnElement[bool]:
     )
 
 
-def per_patient_query(period: Period, villages: list[str] | None):
-    """随访汇总 ONE grouped pass over the follow-ups in W of 在册 patients: one row per patient."""
+def per_patient_query(period: Period, villages: list[str] | None, with_count: bool = False):
+    """患者汇总 ONE grouped pass: every 在册 patient LEFT JOIN their follow-ups in W, one row each.
+
+    Columns: the patient's village, registration date and diagnosis; ``mask`` = OR over their
+    follow-ups of the ANY_* / quarter bits; ``latest_key`` = MAX of the sortable key of their
+    complete follow-ups (NULL when none); ``n_complete`` for the ``count`` variant.
+    """
     p, f = models.Patient.__table__, models.FollowUp.__table__
     complete = complete_condition(f)
-    bits = (
+    latest_bits = (
         _flag(sa.or_(f.c.adherence.in_([Adherence.REGULAR.value, Adherence.INTERMITTENT.value]),
                      f.c.hospital_status == HospitalStatus.IN_HOSPITAL.value), BIT_TREATED)
         + _flag(f.c.adherence == Adherence.REGULAR.value, BIT_REGULAR)
         + _flag(sa.or_(f.c.hospital_status.is_(None), f.c.hospital_status != HospitalStatus.IN_HOSPITAL.value), BIT_AT_HOME)
         + _flag(stable_condition(f), BIT_STABLE)
     )
-    key = day_number(f.c.visit_on) * DAY_FACTOR + sa.cast(f.c.id, sa.BigInteger) * ID_FACTOR + bits
+    key = day_number(f.c.visit_on) * DAY_FACTOR + sa.cast(f.c.id, sa.BigInteger) * ID_FACTOR + latest_bits
+    quarter_whens = [(f.c.visit_on <= last, QUARTER_BITS[i]) for i, (_first, last) in enumerate(period.quarters())]
+    quarter_bit = sa.case(*quarter_whens, else_=0) if quarter_whens else sa.literal(0)
+    mask = (
+        sa.case((complete, ANY_COMPLETE + _flag(f.c.mode.in_([FollowUpMode.CLINIC.value, FollowUpMode.HOME.value]), ANY_F2F)
+                 + quarter_bit), else_=0)
+        + _flag(sa.or_(f.c.psych_support_patient.is_(True), f.c.psych_support_family.is_(True)), ANY_PSYCH)
+        + _flag(f.c.rehabilitation.is_(True), ANY_REHAB)
+        + _flag(sa.or_(f.c.incidents_disturbance > 0, f.c.incidents_crime > 0), ANY_INCIDENT)
+    )
+    latest = sa.case((complete, key), else_=None)
     columns = [
-        f.c.patient_id,
-        sa.func.max(_flag(complete)).label("managed"),
-        sa.func.sum(_flag(complete)).label("n_complete"),
-        sa.func.max(_flag(sa.and_(complete, f.c.mode.in_([FollowUpMode.CLINIC.value, FollowUpMode.HOME.value])))).label("f2f"),
-        sa.func.max(_flag(sa.or_(f.c.psych_support_patient.is_(True), f.c.psych_support_family.is_(True)))).label("psych"),
-        sa.func.max(_flag(f.c.rehabilitation.is_(True))).label("rehab"),
-        sa.func.max(_flag(sa.or_(f.c.incidents_disturbance > 0, f.c.incidents_crime > 0))).label("incident"),
-        sa.func.max(sa.case((complete, key), else_=None)).label("latest_key"),
+        p.c.patient_id, p.c.village_code, p.c.registered_on, p.c.diagnosis,
+        sa.func.coalesce(bit_or_agg(mask, MASK_BITS), 0).label("mask"),
+        sa.func.max(latest).label("latest_key"),
     ]
-    for i, (first, last) in enumerate(period.quarters(), start=1):
-        columns.append(sa.func.max(_flag(sa.and_(complete, f.c.visit_on >= first, f.c.visit_on <= last))).label(f"q{i}"))
-    where = [
+    if with_count:
+        columns.append(sa.func.count(latest).label("n_complete"))
+    on = sa.and_(
+        f.c.patient_id == p.c.patient_id,
         f.c.visit_on >= period.start,
         f.c.visit_on <= period.as_of,
         f.c.visit_on >= p.c.registered_on,
-        in_register_condition(p, period.as_of),
-    ]
+    )
+    where = [in_register_condition(p, period.as_of)]
     if villages is not None:
         where.append(p.c.village_code.in_(villages))
     return (
         sa.select(*columns)
-        .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
+        .select_from(p.outerjoin(f, on))
         .where(*where)
-        .group_by(f.c.patient_id)
+        .group_by(p.c.patient_id, p.c.village_code, p.c.registered_on, p.c.diagnosis)
     )
 
 
@@ -385,65 +427,66 @@ def _bit(latest_key, bit: int):
     return sa.case((((latest_key % ID_FACTOR) // bit) % 2 == 1, 1), else_=0)
 
 
-def standard_condition(pp, p, period: Period, variant: str) -> sa.ColumnElement[bool]:
+def _has(mask, bit: int):
+    return mask.op("&")(bit) != 0
+
+
+def standard_condition(pp, period: Period, variant: str) -> sa.ColumnElement[bool]:
     """规范管理 at D (indicators.md §规范管理)."""
     if variant == "count":
-        needed = math.ceil(period.month / 3)
-        return sa.func.coalesce(pp.c.n_complete, 0) >= needed
+        return pp.c.n_complete >= math.ceil(period.month / 3)
     parts = [
-        sa.or_(p.c.registered_on > last, sa.func.coalesce(pp.c[f"q{i}"], 0) == 1)
-        for i, (_first, last) in enumerate(period.quarters(), start=1)
+        sa.or_(pp.c.registered_on > last, _has(pp.c.mask, QUARTER_BITS[i]))
+        for i, (_first, last) in enumerate(period.quarters())
     ]
-    parts.append(sa.or_(sa.func.coalesce(pp.c.managed, 0) == 1, p.c.registered_on >= period.as_of - timedelta(days=13)))
+    parts.append(sa.or_(_has(pp.c.mask, ANY_COMPLETE), pp.c.registered_on >= period.as_of - timedelta(days=13)))
     return sa.and_(*parts)
 
 
 def patient_state_query(period: Period, variant: str, villages: list[str] | None):
-    """患者月状态 One row per 在册 patient with 0/1 flags for every population and numerator."""
-    p, h = models.Patient.__table__, models.HealthCheck.__table__
-    pp = per_patient_query(period, villages).subquery("pp")
+    """患者月状态 One row per 在册 patient with 0/1 flags for every population and numerator.
+
+    Returns (from-clause, {count name: 0/1 expression}, the per-patient subquery).
+    """
+    h = models.HealthCheck.__table__
+    pp = per_patient_query(period, villages, with_count=variant == "count").subquery("pp")
     hc = (
         sa.select(h.c.patient_id)
         .where(h.c.checked_on >= period.start, h.c.checked_on <= period.as_of)
         .group_by(h.c.patient_id)
         .subquery("hc")
     )
-    managed = sa.func.coalesce(pp.c.managed, 0) == 1
+    managed = _has(pp.c.mask, ANY_COMPLETE)
     at_home = sa.and_(managed, _bit(pp.c.latest_key, BIT_AT_HOME) == 1)
     treated = _bit(pp.c.latest_key, BIT_TREATED)
-    schizophrenia = p.c.diagnosis == Diagnosis.SCHIZOPHRENIA.value
+    schizophrenia = pp.c.diagnosis == Diagnosis.SCHIZOPHRENIA.value
     columns = {
         "registered": sa.literal(1),
         "managed": _flag(managed),
-        "standard": _flag(standard_condition(pp, p, period, variant)),
+        "standard": _flag(standard_condition(pp, period, variant)),
         "treated": treated,
         "regular": _bit(pp.c.latest_key, BIT_REGULAR),
         "schizophrenia": _flag(schizophrenia),
         "schizophrenia_treated": sa.case((schizophrenia, treated), else_=0),
         "at_home": _flag(at_home),
         "stable": _flag(sa.and_(at_home, _bit(pp.c.latest_key, BIT_STABLE) == 1)),
-        "face_to_face": sa.func.coalesce(pp.c.f2f, 0),
+        "face_to_face": _flag(_has(pp.c.mask, ANY_F2F)),
         "health_checked": _flag(hc.c.patient_id.is_not(None)),
-        "rehabilitation": _flag(sa.and_(at_home, sa.func.coalesce(pp.c.rehab, 0) == 1)),
-        "psych_support": sa.func.coalesce(pp.c.psych, 0),
-        "incident": sa.func.coalesce(pp.c.incident, 0),
+        "rehabilitation": _flag(sa.and_(at_home, _has(pp.c.mask, ANY_REHAB))),
+        "psych_support": _flag(_has(pp.c.mask, ANY_PSYCH)),
+        "incident": _flag(_has(pp.c.mask, ANY_INCIDENT)),
     }
-    where = [in_register_condition(p, period.as_of)]
-    if villages is not None:
-        where.append(p.c.village_code.in_(villages))
-    source = p.outerjoin(pp, pp.c.patient_id == p.c.patient_id).outerjoin(hc, hc.c.patient_id == p.c.patient_id)
-    return source, columns, where
+    source = pp.outerjoin(hc, hc.c.patient_id == pp.c.patient_id)
+    return source, columns, pp
 
 
 def village_counts_query(period: Period, variant: str, villages: list[str] | None):
     """每村计数 Every numerator and denominator, SUM(CASE …) grouped by village, in one statement."""
-    p = models.Patient.__table__
-    source, columns, where = patient_state_query(period, variant, villages)
+    source, columns, pp = patient_state_query(period, variant, villages)
     return (
-        sa.select(p.c.village_code, *[sa.func.sum(expr).label(name) for name, expr in columns.items()])
+        sa.select(pp.c.village_code, *[sa.func.sum(expr).label(name) for name, expr in columns.items()])
         .select_from(source)
-        .where(*where)
-        .group_by(p.c.village_code)
+        .group_by(pp.c.village_code)
     )
 
 

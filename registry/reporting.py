@@ -237,7 +237,8 @@ def off_target_patients(engine: Engine, tree: RegionTree, period: Period, varian
     p = models.Patient.__table__
     whole = len(tree.roots()) == 1 and region_code == tree.roots()[0]
     villages = None if whole else tree.descendants_and_self(region_code)
-    source, columns, where = patient_state_query(period, variant, villages)
+    source, columns, pp = patient_state_query(period, variant, villages)
+    source = source.join(p, p.c.patient_id == pp.c.patient_id)
     with engine.connect() as conn:
         has_tasks = sa.inspect(conn).has_table("visit_task")
         overdue = None
@@ -245,16 +246,16 @@ def off_target_patients(engine: Engine, tree: RegionTree, period: Period, varian
             t = sa.table("visit_task", sa.column("patient_id"), sa.column("status"), sa.column("due_on", sa.Date))
             overdue = (sa.select(t.c.patient_id, sa.func.min(t.c.due_on).label("due_on"))
                        .where(t.c.status == "open", t.c.due_on < as_of).group_by(t.c.patient_id).subquery("od"))
-            source = source.outerjoin(overdue, overdue.c.patient_id == p.c.patient_id)
+            source = source.outerjoin(overdue, overdue.c.patient_id == pp.c.patient_id)
         standard, treated = columns["standard"], columns["treated"]
         failing = [standard == 0, treated == 0]
-        cols = [p.c.patient_id, p.c.name, p.c.id_number, p.c.village_code, standard.label("standard"),
+        cols = [pp.c.patient_id, p.c.name, p.c.id_number, pp.c.village_code, standard.label("standard"),
                 treated.label("treated"), sa.func.count().over().label("total")]
         if overdue is not None:
             failing.append(overdue.c.due_on.is_not(None))
             cols.append(overdue.c.due_on.label("overdue_on"))
-        stmt = (sa.select(*cols).select_from(source).where(*where, sa.or_(*failing))
-                .order_by(p.c.village_code, p.c.patient_id).limit(limit))
+        stmt = (sa.select(*cols).select_from(source).where(sa.or_(*failing))
+                .order_by(pp.c.village_code, pp.c.patient_id).limit(limit))
         rows = conn.execute(stmt).mappings().all()
     out = []
     for r in rows:

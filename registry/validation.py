@@ -145,7 +145,8 @@ def count(raw: str) -> int:
 def _count_column(cells: list[str], default, required: bool) -> list:
     if required and "" in cells:
         raise ValueError
-    if not all(c.isdigit() and len(c) <= 3 for c in cells if c):
+    filled = list(filter(None, cells))
+    if not all(map(str.isdigit, filled)) or max(map(len, filled), default=0) > 3:
         raise ValueError
     return [int(c) if c else default for c in cells]
 

@@ -30,11 +30,13 @@ jf_venv() {
   local stamp="$VENV/.jingfang-installed"
   if ! grep -qx -- "$want" "$stamp" 2>/dev/null && ! grep -qx -- "${want%-*}-test" "$stamp" 2>/dev/null; then
     jf_log "installing Python packages (.[$extra])"
-    "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null
-    if [ "$extra" = "core" ]; then
-      "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT" >/dev/null
-    else
-      "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[$extra]" >/dev/null
+    local log="$VENV/pip-install.log" target="$ROOT"
+    [ "$extra" = "core" ] || target="$ROOT[$extra]"
+    if ! { "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip \
+           && "$VENV/bin/pip" install -q --disable-pip-version-check -e "$target"; } >"$log" 2>&1; then
+      cat "$log" >&2
+      jf_log "pip install failed"
+      exit 1
     fi
     echo "$want" > "$stamp"
   fi

@@ -48,12 +48,20 @@ def write_report_safe(engine, *, month: str, region_code: str, out_path: Path) -
 
 
 def write_lists_safe(engine, *, week: date, township: str, out_dir: Path) -> list[Path]:
+    """The township's 五单 for the week (schedules.lists): five PDFs and one XLSX.
+
+    Uses the list builder and writers directly, not ``write_township_lists``, so a download
+    from the web does not queue the weekly webhook notifications again; the web audits
+    the export itself (with the caller's IP).
+    """
     try:
-        from schedules import lists  # noqa: PLC0415
+        from schedules.lists import build_lists, write_pdfs, write_xlsx  # noqa: PLC0415
     except ImportError:
         raise Unavailable("五单模块尚未安装", code="LISTS_UNAVAILABLE") from None
-    writer = getattr(lists, "write_lists", None)
-    if writer is None:
-        raise Unavailable("五单模块尚未安装", code="LISTS_UNAVAILABLE")
-    writer(engine, week=week, township=township, out_dir=out_dir)
-    return sorted(p for p in out_dir.rglob("*") if p.is_file())
+    from registry.clock import now_utc
+    from registry.config import LOCAL_TZ
+
+    data = build_lists(engine, township_code=township, week=week)
+    generated = now_utc().astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [Path(f) for f in write_pdfs(data, out_dir, generated) + [write_xlsx(data, out_dir)]]

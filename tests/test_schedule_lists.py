@@ -1,0 +1,106 @@
+"""一历五单: PDFs (text via pdftotext, CJK font embedded via pdffonts), XLSX sheets, privacy of
+police and civil-affairs lists, masked ID numbers."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+from openpyxl import load_workbook
+from typer.testing import CliRunner
+
+from registry.cli import app
+from registry.models import AuditLog, FollowUp, Patient, TeamMember
+from schedules.generation import generate
+from schedules.lists import CLINICAL_KEYS, LIST_COLUMNS, build_lists
+
+D = date.fromisoformat
+runner = CliRunner()
+DIAGNOSIS_WORDS = ("精神分裂症", "双相", "分裂情感", "偏执性", "癫痫", "精神发育迟滞", "F20", "F31", "诊断")
+MEDICATION_WORDS = ("利培酮", "帕利哌酮", "药物", "服药", "mg")
+
+
+def pdftext(path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def prepare(database, small_county):
+    result = runner.invoke(app, ["import", str(small_county), "--db", database.url])
+    assert result.exit_code == 0, result.output
+    with database.engine.begin() as conn:
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "C1").values(
+            id_number="440781198001011234", address="幸福路8号", lai_drug="棕榈酸帕利哌酮", lai_interval_weeks=4,
+            lai_last_on=D("2026-05-14"), guardian_reward=True))
+        conn.execute(sa.update(FollowUp).where(FollowUp.patient_id == "A").values(medication='[{"drug": "利培酮", "dose": "2mg"}]'))
+        conn.execute(sa.insert(TeamMember), [
+            {"member_id": "M1", "name": "王医生", "role": "doctor", "phone": "13800000001", "region_code": "T"},
+            {"member_id": "M2", "name": "李警官", "role": "police", "phone": "13800000002", "region_code": "T"},
+            {"member_id": "M3", "name": "张网格", "role": "village", "phone": "13800000003", "region_code": "V"},
+        ])
+    generate(database.engine, as_of=D("2026-06-08"))
+
+
+def test_lists_as_data(database, small_county):
+    prepare(database, small_county)
+    data = build_lists(database.engine, township_code="T", week=D("2026-06-10"))
+    assert data["week"] == D("2026-06-08") and data["week_end"] == D("2026-06-14")
+    lists = {wl.slug: wl for wl in data["lists"]}
+    assert [(r["patient_id"], r["task"]) for r in lists["followup"].rows] == [
+        ("C1", "失访查找"), ("A", "随访"), ("B", "首次面访")]
+    joint = {r["patient_id"]: r for r in lists["joint"].rows}
+    assert set(joint) == {"C1", "B"}
+    assert "民警：李警官 13800000002" in joint["C1"]["team"] and "村(社区)干部/网格员：张网格 13800000003" in joint["C1"]["team"]
+    assert "民政专干：（未指定）" in joint["B"]["team"]
+    risk = {r["patient_id"]: r for r in lists["risk"].rows}
+    assert set(risk) == {"C1"} and risk["C1"]["reasons"] == "最近危险性3级；失访；不稳定且随访逾期"
+    assert risk["C1"]["id_number"] == "440781********1234"
+    med = sorted((r["patient_id"], r["item"]) for r in lists["medication"].rows)
+    assert med == [("A", "服药依从性差"), ("C1", "服药依从性差"), ("C1", "长效针剂注射")]
+    help_ = {r["patient_id"]: r["reasons"] for r in lists["assistance"].rows}
+    assert help_ == {"B": "贫困、无监护人", "C1": "以奖代补"}
+    for slug in ("joint", "risk", "assistance"):
+        assert not {c.key for c in LIST_COLUMNS[slug]} & CLINICAL_KEYS
+
+
+def test_lists_pdf_and_xlsx(database, small_county, tmp_path):
+    prepare(database, small_county)
+    result = runner.invoke(app, ["lists", "--week", "2026-06-10", "--township", "T", "--out", str(tmp_path), "--db", database.url])
+    assert result.exit_code == 0, result.output
+    pdfs = sorted(tmp_path.glob("*.pdf"))
+    assert [p.name for p in pdfs] == [
+        "2026-06-08_T_1_随访任务单.pdf", "2026-06-08_T_2_联合入户单.pdf", "2026-06-08_T_3_风险预警单.pdf",
+        "2026-06-08_T_4_服药与针剂单.pdf", "2026-06-08_T_5_帮扶救助单.pdf"]
+    texts = {p.name.split("_")[2]: pdftext(p) for p in pdfs}
+    for pdf in pdfs:
+        fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
+        assert "CJK" in fonts and " yes " in fonts.split("CJK", 1)[1].splitlines()[0]
+    assert "随访任务单" in texts["1"] and "精神分裂症" in texts["1"] and "失访查找" in texts["1"]
+    assert "联合入户单" in texts["2"] and "李警官" in texts["2"] and "到场签到" in texts["2"] and "签名" in texts["2"]
+    assert "风险预警单" in texts["3"] and "440781********1234" in texts["3"] and "440781198001011234" not in texts["3"]
+    assert "长效针剂注射" in texts["4"] and "利培酮" in texts["4"]
+    # police and civil-affairs lists: no diagnosis, no medication, no full ID number
+    for n in ("2", "3", "5"):
+        for word in DIAGNOSIS_WORDS + MEDICATION_WORDS:
+            assert word not in texts[n], (n, word)
+        assert "440781198001011234" not in texts[n]
+    book = load_workbook(tmp_path / "2026-06-08_T_五单.xlsx")
+    assert book.sheetnames == ["1随访任务单", "2联合入户单", "3风险预警单", "4服药与针剂单", "5帮扶救助单"]
+    risk_cells = [c.value for row in book["3风险预警单"].iter_rows() for c in row if c.value]
+    assert "440781********1234" in risk_cells and not any("精神分裂" in str(v) for v in risk_cells)
+    assert [c.value for c in book["2联合入户单"][2]][-3:] == ["签到", "签名", "备注"]
+    with database.engine.connect() as conn:
+        audit = conn.execute(sa.select(AuditLog.action, AuditLog.object_type, AuditLog.object_id)).all()
+    assert ("export", "lists", "T:2026-06-08") in [tuple(a) for a in audit]
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--week", "2026-06-10", "--township", "V"], 1),
+    (["--week", "2026-06-10", "--township", "NOPE"], 1),
+    (["--week", "10/06/2026", "--township", "T"], 2),
+])
+def test_lists_bad_input(database, small_county, tmp_path, args, code):
+    prepare(database, small_county)
+    result = runner.invoke(app, ["lists", *args, "--out", str(tmp_path), "--db", database.url])
+    assert result.exit_code == code and "错误" in result.output
