@@ -87,6 +87,10 @@ def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date
 
     # --- capability steps (each capability adds its own step below) ---
     # [scheduler] generate today's tasks and write the week's 五单
+    from schedules.demo import run_demo_step
+
+    run_demo_step(engine, out, today=today, echo=echo)
+    echo("")
     # [indicators] the month's rate report and rates against targets
     # [web] one login per role
     from registry.web.demo import create_demo_users

@@ -5,16 +5,17 @@ contract.md ``jingfang rates --json``. A report is for a region and a month M of
 as-of date D = last day of M, window W = [Jan 1 of Y, D]; only follow-ups dated inside W and
 on or after the patient's registration count (indicators.md, first paragraph).
 
-How it is computed (one grouped query per population set, never a loop per patient):
+How it is computed (one grouped statement for every region of the report, never a loop per
+patient; docs/indicators.md has the details):
 
-1. ``per_patient`` — ONE pass over the follow-up rows in W of 在册 patients, grouped by patient:
-   conditional aggregates (``MAX(CASE …)``) for 在管, 面访, 心理疏导, 康复, 肇事肇祸 and each
-   quarter of the 规范管理 ``quarterly`` variant, and the *latest complete follow-up* found
-   with a single ``MAX`` over a sortable key (day number, entry id, then four flag bits of
-   that row), so no window function and no self-join are needed. Same-day ties go to the
-   row entered last (highest ``id``), indicators.md "latest".
-2. the outer query joins 在册 patients (LEFT JOIN ``per_patient`` and the health checks in
-   W) and counts every numerator and denominator with ``SUM(CASE …)`` grouped by village.
+1. ``per_patient_query`` — every 在册 patient LEFT JOIN their follow-ups in W, grouped by
+   patient, in ONE pass: ``mask`` ORs per-row bits (在管, 面访, 心理疏导, 康复, 肇事肇祸, one bit
+   per quarter for the ``quarterly`` variant) and ``latest_key`` finds the *latest complete
+   follow-up* with a single ``MAX`` over a sortable key (day number, entry id, then four flag
+   bits of that row) — no window function, no self-join. Same-day ties go to the row entered
+   last (highest ``id``), indicators.md "latest".
+2. ``village_counts_query`` counts every numerator and denominator with ``SUM(CASE …)`` over
+   those rows (LEFT JOIN the health checks in W), grouped by village.
 3. villages are rolled up to townships and the county in Python (a few hundred rows).
 
 Closed months can be frozen (``registry.snapshots``): a published report never changes
@@ -493,7 +494,15 @@ def village_counts_query(period: Period, variant: str, villages: list[str] | Non
 # --------------------------------------------------------------------------- counts → JSON
 
 
+def tune_for_reporting(conn: sa.Connection) -> None:
+    """PostgreSQL: no JIT for this transaction. The indicator query is one large expression
+    list; LLVM inlining + optimisation of it costs several seconds, more than it saves."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL jit = off")
+
+
 def village_counts(conn: sa.Connection, period: Period, variant: str, villages: list[str] | None) -> dict[str, dict[str, int]]:
+    tune_for_reporting(conn)
     rows = conn.execute(village_counts_query(period, variant, villages)).mappings().all()
     return {row["village_code"]: {c: int(row[c] or 0) for c in COUNT_COLUMNS} for row in rows}
 

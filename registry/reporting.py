@@ -30,17 +30,19 @@ from registry.indicators import (
     VARIANT_LABELS,
     Period,
     RegionTree,
+    in_register_condition,
     indicator_values,
     patient_state_query,
     region_counts,
     resolve_target_set,
     resolve_variant,
+    tune_for_reporting,
 )
 from registry.targets import TargetSet
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "report"
 FONT_FAMILY = "Noto Sans CJK SC"
-PATIENT_LIST_LIMIT = 200
+PATIENT_LIST_LIMIT = 100
 # The ranked child table shows the indicators that have a default target first.
 CHILD_TABLE_KEYS = (
     "standard_management_rate", "treatment_rate", "management_rate", "schizophrenia_treatment_rate",
@@ -111,7 +113,10 @@ class ReportContext:
     trend_svg: str
     trend_rows: list[tuple[str, str, str]]
     patients: list[ListedPatient]
-    patients_total: int
+    patients_limit: int
+    not_standard: int
+    not_treated: int
+    overdue_total: int | None
     overdue_available: bool
     definitions: list[tuple[str, str, str, str]] = field(default_factory=list)
 
@@ -191,7 +196,7 @@ def trend_chart(months: list[str], series: dict[str, list[float | None]], target
     ax.grid(axis="y", color="#dddddd", linewidth=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(loc="lower left", fontsize=8, frameon=False, ncol=2)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False, ncol=2)
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
@@ -227,19 +232,23 @@ def trend_series(engine: Engine, tree: RegionTree, period: Period, variant: str,
 
 
 def off_target_patients(engine: Engine, tree: RegionTree, period: Period, variant: str, region_code: str,
-                        as_of: date, limit: int = PATIENT_LIST_LIMIT) -> tuple[list[ListedPatient], int, bool]:
+                        as_of: date, limit: int = PATIENT_LIST_LIMIT) -> tuple[list[ListedPatient], int | None, bool]:
     """未达标患者名单 在册 patients with an overdue open task, not 规范管理, or not treated.
 
-    One statement (the same per-patient state as the indicators, filtered), first ``limit`` rows
-    by village and patient id, with the total via ``COUNT(*) OVER ()``. Overdue = the
-    scheduler's open visit_task with due_on before ``as_of``, when that table exists.
+    The same per-patient state as the indicators, filtered, ordered by patient id and cut at
+    ``limit``: PostgreSQL streams it (merge join + group aggregate in patient-id order) and stops
+    after ``limit`` rows instead of scanning the whole register. Overdue = the scheduler's open
+    visit_task due before ``as_of``, when that table exists. Returns (rows, number of patients with
+    an overdue task or None without the table, whether the table exists).
     """
     p = models.Patient.__table__
     whole = len(tree.roots()) == 1 and region_code == tree.roots()[0]
     villages = None if whole else tree.descendants_and_self(region_code)
     source, columns, pp = patient_state_query(period, variant, villages)
     source = source.join(p, p.c.patient_id == pp.c.patient_id)
+    overdue_total = None
     with engine.connect() as conn:
+        tune_for_reporting(conn)
         has_tasks = sa.inspect(conn).has_table("visit_task")
         overdue = None
         if has_tasks:
@@ -247,15 +256,20 @@ def off_target_patients(engine: Engine, tree: RegionTree, period: Period, varian
             overdue = (sa.select(t.c.patient_id, sa.func.min(t.c.due_on).label("due_on"))
                        .where(t.c.status == "open", t.c.due_on < as_of).group_by(t.c.patient_id).subquery("od"))
             source = source.outerjoin(overdue, overdue.c.patient_id == pp.c.patient_id)
+            counted = (sa.select(sa.func.count()).select_from(overdue.join(p, p.c.patient_id == overdue.c.patient_id))
+                       .where(in_register_condition(p, period.as_of)))
+            if villages is not None:
+                counted = counted.where(p.c.village_code.in_(villages))
+            overdue_total = int(conn.execute(counted).scalar_one())
         standard, treated = columns["standard"], columns["treated"]
         failing = [standard == 0, treated == 0]
         cols = [pp.c.patient_id, p.c.name, p.c.id_number, pp.c.village_code, standard.label("standard"),
-                treated.label("treated"), sa.func.count().over().label("total")]
+                treated.label("treated")]
         if overdue is not None:
             failing.append(overdue.c.due_on.is_not(None))
             cols.append(overdue.c.due_on.label("overdue_on"))
         stmt = (sa.select(*cols).select_from(source).where(sa.or_(*failing))
-                .order_by(pp.c.village_code, pp.c.patient_id).limit(limit))
+                .order_by(pp.c.patient_id).limit(limit))
         rows = conn.execute(stmt).mappings().all()
     out = []
     for r in rows:
@@ -271,8 +285,7 @@ def off_target_patients(engine: Engine, tree: RegionTree, period: Period, varian
         out.append(ListedPatient(r["patient_id"], (name[:1] + "*" * (len(name) - 1)) if name else "",
                                  mask(r["id_number"]), tree.names.get(r["village_code"], r["village_code"]),
                                  "；".join(reasons)))
-    total = int(rows[0]["total"]) if rows else 0
-    return out, total, has_tasks
+    return out, overdue_total, has_tasks
 
 
 # --------------------------------------------------------------------------- context + render
@@ -311,7 +324,9 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
     trend_rows = [(m, *(format_rate(series[k][i], "percent") for k in TREND_KEYS)) for i, m in enumerate(months)]
 
     as_of_list = min(period.as_of, today)
-    patients, total, has_tasks = off_target_patients(engine, tree, period, variant, region_code, as_of_list)
+    patients, overdue_total, has_tasks = off_target_patients(engine, tree, period, variant, region_code, as_of_list,
+                                                             PATIENT_LIST_LIMIT)
+    mine = counts[region_code]
     region_name = tree.path_name(region_code)
     return ReportContext(
         title=f"{region_name}严重精神障碍患者管理月报",
@@ -335,7 +350,10 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
         trend_svg="data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii"),
         trend_rows=trend_rows,
         patients=patients,
-        patients_total=total,
+        patients_limit=PATIENT_LIST_LIMIT,
+        not_standard=mine["registered"] - mine["standard"],
+        not_treated=mine["registered"] - mine["treated"],
+        overdue_total=overdue_total,
         overdue_available=has_tasks,
         definitions=[(i.name, i.numerator, i.denominator, i.unit) for i in INDICATORS],
     )
@@ -397,3 +415,18 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
                                                 out_path=base / f"{period.label}-{code}.pdf", variant=variant,
                                                 today=today))
     return written
+
+
+def demo_step(engine: Engine, out_dir: Path | str, *, today: date, echo=print) -> Path:
+    """演示 ``jingfang demo``: write the current month's county report and print rates against targets."""
+    from registry.cli_rates import rates_table  # noqa: PLC0415
+    from registry.indicators import compute_rates  # noqa: PLC0415
+
+    month = f"{today.year:04d}-{today.month:02d}"
+    doc = compute_rates(engine, month=month)
+    for line in rates_table(doc):
+        echo(line)
+    path = write_monthly_report(engine, month=month, region_code=doc["region"],
+                                out_path=Path(out_dir) / f"月报-{month}-{doc['region']}.pdf", today=today)
+    echo(f"月报：{path}")
+    return path

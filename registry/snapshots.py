@@ -11,7 +11,7 @@ corrections of old follow-ups do not silently change a published month; ``unfree
 from __future__ import annotations
 
 import json
-from datetime import date, datetime  # noqa: F401
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine

@@ -56,7 +56,6 @@ class VisitTask(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "kind", "basis", name="uq_visit_task_key"),
         sa.Index("ix_visit_task_status_due", "status", "due_on"),
-        sa.Index("ix_visit_task_patient_status", "patient_id", "status"),
         in_check("kind", TaskKind, nullable=False),
         in_check("status", TaskStatus, nullable=False),
     )

@@ -71,6 +71,7 @@ def populate(engine, *, patients: int, seed: int, today: date, start: date | Non
     rng = random.Random(seed)
     start = start or today - timedelta(days=500)
     pats, fus, hcs = [], [], []
+    seqs: dict = {}
     villages = ["V11", "V12", "V21"]
     for i in range(patients):
         pid = f"P{seed % 1000:03d}{i:05d}"
@@ -98,7 +99,8 @@ def populate(engine, *, patients: int, seed: int, today: date, start: date | Non
             day += timedelta(days=rng.choice([0, 7, 7, 14, 30, 30, 90, 90]))
             if day > today + timedelta(days=10) or rng.random() < 0.08:
                 break
-            fus.append(_followup(rng, pid, day, seq=sum(1 for f in fus if f["patient_id"] == pid and f["visit_on"] == day) + 1))
+            seqs[(pid, day)] = seqs.get((pid, day), 0) + 1
+            fus.append(_followup(rng, pid, day, seq=seqs[(pid, day)]))
         if rng.random() < 0.5:
             hcs.append({"patient_id": pid, "checked_on": today - timedelta(days=rng.randrange(0, 400))})
     rng.shuffle(fus)  # entry order (id) independent of date order: ties on the same day

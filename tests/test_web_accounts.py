@@ -78,7 +78,8 @@ def test_expired_session_is_refused(client, database):
         s.commit()
     r = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401 and r.json()["error"] == "SESSION_EXPIRED"
-    page = client.get("/worklist", cookies={"jf_session": token})
+    client.cookies.set("jf_session", token)
+    page = client.get("/worklist")
     assert page.status_code == 303 and page.headers["location"] == "/login"
 
 
@@ -89,8 +90,11 @@ def test_pages_answer_errors_in_chinese_never_500(client, database):
     assert client.get("/dashboard").status_code == 403
     assert client.get("/no/such/page").status_code == 404
     assert "页面或接口不存在" in client.get("/no/such/page").text
-    bad_month = client.get("/dashboard?month=2026-13", cookies={"jf_session": session_token(database.engine, "admin")})
+    admin = TestClient(client.app)
+    admin.cookies.set("jf_session", session_token(database.engine, "admin"))
+    bad_month = admin.get("/dashboard?month=2026-13")
     assert bad_month.status_code == 422 and "月份(month)" in bad_month.text
+    assert admin.get("/worklist?page=abc").status_code == 422
     form = client.get("/patients/new")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
     r = client.post("/patients/new", data={"csrf_token": csrf, "patient_id": "P1", "name": "重复", "sex": "3",
@@ -119,3 +123,63 @@ def test_demo_accounts(database):
     c = TestClient(create_app(database.engine, today=lambda: TODAY))
     r = c.post("/api/session", json={"username": "doctor", "password": DEMO_PASSWORD})
     assert r.status_code == 200 and r.json()["role"] == "township_doctor"
+
+
+def _csrf(page_text: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page_text).group(1)
+
+
+def test_doctor_registers_a_patient_and_records_a_move_through_pages(client, database):
+    client.cookies.set("jf_session", session_token(database.engine, "doc"))
+    form = client.get("/patients/new")
+    assert form.status_code == 200 and "东坑村（V1）" in form.text  # only the doctor's villages
+    assert "江南村" not in form.text
+    r = client.post("/patients/new", data={"csrf_token": _csrf(form.text), "patient_id": "N1", "name": "吴六", "sex": "1",
+                                           "birth_date": "1975-05-05", "village_code": "V2", "diagnosis": "F31",
+                                           "registered_on": "2026-06-08", "guardian_name": "吴妻", "economic_status": "2"})
+    assert r.status_code == 303 and r.headers["location"] == "/patients/N1"
+    page = client.get("/patients/N1")
+    assert "吴六" in page.text and "双相(情感)障碍" in page.text
+    status = client.get("/patients/N1/status")
+    r = client.post("/patients/N1/status", data={"csrf_token": _csrf(status.text), "status": "moved_out",
+                                                 "status_on": "2026-06-09", "status_detail": "迁往广州"})
+    assert r.status_code == 303
+    assert "迁出" in client.get("/patients/N1").text
+    with database.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT object_id, detail, source FROM audit_log WHERE action = 'write' ORDER BY id").all()
+    assert [(r.object_id, r.source) for r in rows] == [("N1", "testclient"), ("N1", "testclient")]
+    assert "迁出" in rows[1].detail
+
+
+def test_week_lists_download(client, database):
+    import io
+    import zipfile
+
+    client.cookies.set("jf_session", session_token(database.engine, "doc"))
+    r = client.get("/lists/week")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert 'filename="wudan-T1-2026-06-08.zip"' in r.headers["content-disposition"]  # Monday of 2026-06-10
+    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    assert sum(n.endswith(".pdf") for n in names) == 5 and sum(n.endswith(".xlsx") for n in names) == 1
+    with database.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT actor, object_id, source FROM audit_log WHERE action = 'export'").one()
+    assert tuple(row) == ("doc", "T1/2026-06-08", "testclient")
+    police = TestClient(client.app)
+    police.cookies.set("jf_session", session_token(database.engine, "police"))
+    assert police.get("/lists/week", follow_redirects=False).status_code == 403
+
+
+@pytest.mark.parametrize("username", ["doc", "admin", "police"])
+def test_nasty_page_requests_never_500(client, database, username):
+    client.cookies.set("jf_session", session_token(database.engine, username))
+    urls = ["/patients/%00", "/patients/" + "x" * 300, "/patients/%ED%A0%80", "/search?q=%00", "/search?q=" + "甲" * 500,
+            "/audit?actor=%00", "/dashboard?month=%00", "/dashboard?month=9999-99", "/worklist?page=-5",
+            "/worklist?page=99999999999999999999", "/reports/monthly.pdf?month=abc", "/patients/P1/follow-ups/new?x=%00"]
+    for url in urls:
+        r = client.get(url)
+        assert r.status_code < 500, (url, r.status_code)
+    form = client.get("/login")
+    for data in ({"username": "a\x00b", "password": "x"}, {"username": "doc", "password": "\x00"}, {}):
+        assert client.post("/login", data={**data, "csrf_token": _csrf(form.text)}).status_code < 500
+    big = client.post("/follow-ups/99999999999999/attendance", data={"csrf_token": "x"})
+    assert big.status_code == 422

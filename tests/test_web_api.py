@@ -104,6 +104,8 @@ def _scope_matrix_reads(web, username):
     worklist = client.get("/api/worklist", params={"all": "true"}, headers=h)
     assert worklist.status_code == 200
     assert {r["patient_id"] for r in worklist.json()["rows"]} <= VISIBLE[username]
+    if role in ("police", "civil_affairs"):  # only the joint visits they take part in
+        assert worklist.json()["rows"] and all(role in r["roles"] for r in worklist.json()["rows"])
 
     for pid in VISIBLE[username]:
         text = client.get(f"/api/patients/{pid}", headers=h).text
@@ -222,7 +224,9 @@ def test_death_cancels_and_blocks_later_visits(web):
 def test_worklist_order_and_joint_members(web):
     """rules.md §5: overdue first, then risk desc, days overdue desc, due date; joint visits list who to call."""
     client, tokens, *_ = web
-    rows = client.get("/api/worklist", headers=auth(tokens, "doc")).json()["rows"]
+    data = client.get("/api/worklist", headers=auth(tokens, "doc")).json()
+    assert (data["total"], data["overdue"]) == (2, 1)
+    rows = data["rows"]
     assert [(r["patient_id"], r["overdue"], r["days_overdue"]) for r in rows] == [("P1", True, 7), ("P3", False, 0)]
     assert {(m["role"], m["name"]) for m in rows[0]["call"]} == {("police", "刘警官"), ("village", "赵网格员")}
     assert rows[1]["call"] == [{"member_id": "M-CIV", "name": "孙专干", "role": "civil_affairs", "role_label": "民政专干",
@@ -260,3 +264,21 @@ def test_cookie_session_needs_csrf_header_for_writes(web):
     assert denied.status_code == 403 and denied.json()["error"] == "CSRF_FAILED"
     ok = cookie_client.post("/api/patients/P2/follow-ups", json=body, headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 201
+
+
+def test_sql_worklist_matches_the_scheduler(web):
+    """The paged SQL work list returns the scheduler's open tasks (schedules.worklist.open_tasks), in
+    the order overdue first, then rules.md §5."""
+    from schedules.generation import generate
+    from schedules.worklist import open_tasks
+
+    from registry.web.queries import worklist_sort_key
+
+    client, tokens, _ids, database = web
+    generate(database.engine, as_of=TODAY)  # the real scheduler's tasks next to the seeded ones
+    for username, region in (("admin", "C"), ("doc", "T1")):
+        expected = sorted(open_tasks(database.engine, as_of=TODAY, region_code=region), key=worklist_sort_key)
+        rows = client.get("/api/worklist", params={"all": "true"}, headers=auth(tokens, username)).json()["rows"]
+        assert [(r["patient_id"], r["kind"], r["due_on"]) for r in rows] == \
+            [(t["patient_id"], t["kind"], t["due_on"]) for t in expected]
+        assert len(rows) > 4

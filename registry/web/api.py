@@ -143,11 +143,12 @@ def me(request: Request) -> dict:
 
 @authed.get("/worklist", summary="工作清单（逾期优先，按危险性、逾期天数、到期日排序）")
 def worklist(request: Request, as_of: date | None = None, all: bool = False,
-             limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict:
+             limit: Annotated[int, Query(ge=1, le=5000)] = 500, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
     day = _as_of(ctx, as_of)
-    data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=day, horizon_days=None if all else 7, limit=limit)
+    data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=day, horizon_days=None if all else 7, limit=limit,
+                            offset=offset)
     audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
                      region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
     return data

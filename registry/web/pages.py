@@ -12,7 +12,9 @@ import zipfile
 from datetime import date, timedelta
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path as PathParam, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, select
 
@@ -56,6 +58,13 @@ async def form_data(request: Request, cur: Current) -> dict[str, str]:
     return data
 
 
+def text_param(value: str, label: str, max_len: int = 100) -> str:
+    """A query-string value safe to pass to SQL, or a 422 naming the parameter."""
+    if writes.bad_text(value):
+        raise InvalidInput.single("BAD_TEXT", f"{label} 含有无效字符", column=label)
+    return value[:max_len]
+
+
 def _audit_read(request: Request, cur: Current, *, action: str, object_type: str, object_id: str | None,
                 region_code: str | None, detail: str | None = None) -> None:
     audit.record(request.app.state.ctx.engine, actor=cur.user.username, action=action, object_type=object_type,
@@ -87,6 +96,8 @@ async def login(request: Request):
     form = await request.form()
     username = str(form.get("username") or "").strip()[:64]
     password = str(form.get("password") or "")
+    if writes.bad_text(username) or writes.bad_text(password):
+        username, password = "", ""  # never reaches SQL; answered as a failed login
     sent, cookie = str(form.get("csrf_token") or ""), request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not sent or sent != cookie:
         token = new_login_csrf()
@@ -135,15 +146,21 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, *, 
 
 # ---------------------------------------------------------------- work lists
 
+PAGE_ROWS = 100
+
+
 @router.get("/worklist", response_class=HTMLResponse)
-def worklist_page(request: Request, all: int = 0):
+def worklist_page(request: Request, all: int = 0, page: int = 1):
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=ctx.today(), horizon_days=None if all else 7, limit=300)
+    page = min(max(page, 1), 100_000)
+    data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=ctx.today(), horizon_days=None if all else 7,
+                            limit=PAGE_ROWS, offset=(page - 1) * PAGE_ROWS)
     _audit_read(request, cur, action="read", object_type="worklist", object_id=cur.user.region_code,
                 region_code=cur.user.region_code, detail=f"{data['total']} 项")
-    return render(request, "worklist.html", data=data, show_all=bool(all))
+    pages = max(1, -(-data["total"] // PAGE_ROWS))
+    return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages)
 
 
 @router.get("/mylist", response_class=HTMLResponse)
@@ -153,6 +170,7 @@ def my_list_page(request: Request):
     cur.scope.require_role(UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
     ctx = request.app.state.ctx
     data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=ctx.today(), horizon_days=None, limit=300)
+    data["rows"] = [r for r in data["rows"] if cur.user.role in r["roles"]]  # the visits they take part in
     patients = queries.search_patients(ctx.engine, cur.scope, ctx.tree, "", limit=500)
     _audit_read(request, cur, action="read", object_type="list", object_id=cur.user.role, region_code=cur.user.region_code,
                 detail=f"{len(patients)} 名患者")
@@ -258,7 +276,7 @@ async def status_submit(request: Request, patient_id: str):
 
 
 @router.post("/follow-ups/{follow_up_id}/attendance")
-async def attendance_submit(request: Request, follow_up_id: int):
+async def attendance_submit(request: Request, follow_up_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]):
     cur = current(request)
     data = await form_data(request, cur)
     ctx = request.app.state.ctx
@@ -274,7 +292,7 @@ def search_page(request: Request, q: str = ""):
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    q = q[:100]
+    q = text_param(q, "检索词(q)")
     results = queries.search_patients(ctx.engine, cur.scope, ctx.tree, q) if q.strip() else []
     if q.strip():
         _audit_read(request, cur, action="search", object_type="patient", object_id=None, region_code=cur.user.region_code,
@@ -340,5 +358,6 @@ def audit_page(request: Request, actor: str = "", action: str = ""):
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    rows = queries.audit_rows(ctx.engine, cur.scope, actor=actor[:100] or None, action=action[:20] or None)
+    actor, action = text_param(actor, "用户(actor)"), text_param(action, "操作(action)", 20)
+    rows = queries.audit_rows(ctx.engine, cur.scope, actor=actor or None, action=action or None)
     return render(request, "audit.html", rows=rows, actor=actor, action=action)

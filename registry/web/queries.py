@@ -47,39 +47,9 @@ def age_on(birth: date, today: date) -> int:
 
 # ---------------------------------------------------------------- tasks
 
-def open_tasks(engine, *, as_of: date, region_code: str | None, tree: RegionTree | None = None) -> list[dict]:
-    """Open tasks from the scheduler (``schedules.worklist.open_tasks``); before that module is
-    installed, read the scheduler's ``visit_task`` table directly; empty without either."""
-    try:
-        from schedules.worklist import open_tasks as scheduler_open_tasks  # noqa: PLC0415
-    except ImportError:
-        return _open_tasks_from_table(engine, as_of=as_of, region_code=region_code, tree=tree)
-    return list(scheduler_open_tasks(engine, as_of=as_of, region_code=region_code))
-
-
-def _open_tasks_from_table(engine, *, as_of: date, region_code: str | None, tree: RegionTree | None) -> list[dict]:
-    try:
-        from schedules.models import VisitTask  # noqa: PLC0415
-    except ImportError:
-        return []
-    stmt = select(VisitTask, Patient.village_code).join(Patient, Patient.patient_id == VisitTask.patient_id).where(
-        VisitTask.status == "open")
-    if region_code is not None:
-        codes_ = sorted((tree or RegionTree(engine)).descendants(region_code))
-        stmt = stmt.where(Patient.village_code.in_(codes_))
-    out = []
-    with Session(engine) as session:
-        for task, village in session.exec(stmt):
-            overdue = as_of > task.due_on
-            out.append({"task_id": task.id, "patient_id": task.patient_id, "kind": task.kind, "due_on": task.due_on,
-                        "overdue": overdue, "days_overdue": (as_of - task.due_on).days if overdue else 0,
-                        "roles": [r for r in task.roles.split(",") if r], "joint": task.joint, "rule": task.rule,
-                        "risk_level": task.risk_level, "village_code": village})
-    return out
-
-
 def worklist_sort_key(task: dict):
-    """rules.md §5: overdue first (issue 4), then risk level desc, days overdue desc, due date."""
+    """The work-list order as a Python key (the SQL in ``_worklist_rows`` is the one used):
+    overdue first (issue 4), then rules.md §5: risk level desc, days overdue desc, due date."""
     risk = task.get("risk_level")
     return (
         0 if task.get("overdue") else 1,
@@ -95,32 +65,23 @@ def _as_date(value) -> date:
 
 
 def worklist(engine, scope: Scope, tree: RegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, offset: int = 0) -> dict:
     """今日工作清单 Tasks in the user's scope: overdue first, then due within the horizon.
 
     Joint visits carry the team members to call for every required role besides the doctor.
+    The page needs only the first ``limit`` rows, so the filter, the §5 order and the limit
+    run in SQL on the scheduler's ``visit_task`` table (the same rows as
+    ``schedules.worklist.open_tasks``: open, basis on or before ``as_of``, in the region).
     """
-    tasks = open_tasks(engine, as_of=as_of, region_code=scope.user.region_code, tree=tree)
-    if horizon_days is not None:
-        last = as_of + timedelta(days=horizon_days)
-        tasks = [t for t in tasks if t.get("overdue") or _as_date(t["due_on"]) <= last]
     with Session(engine) as session:
-        visible = _visible_ids(session, scope, {t["patient_id"] for t in tasks})
-        tasks = [t for t in tasks if t["patient_id"] in visible]
-        tasks.sort(key=worklist_sort_key)
-        total = len(tasks)
-        if limit is not None:
-            tasks = tasks[:limit]
-        pids = sorted({t["patient_id"] for t in tasks})
-        patients = {p.patient_id: p for p in session.exec(select(Patient).where(Patient.patient_id.in_(pids)))} if pids else {}
-        teams = teams_for(session, list(patients.values()), tree) if patients else {}
+        (total, overdue), tasks, patients = _worklist_rows(session, scope, as_of=as_of, horizon_days=horizon_days, limit=limit,
+                                                               offset=offset)
+        teams = teams_for(session, list(patients.values()), tree) if any(t["joint"] for t in tasks) else {}
     rows = []
     for t in tasks:
-        p = patients.get(t["patient_id"])
-        if p is None:
-            continue
+        p = patients[t["patient_id"]]
         roles = list(t.get("roles") or [])
-        call = [m for m in teams.get(p.patient_id, []) if m["role"] in roles and m["role"] != "doctor"]
+        call = [m for m in teams.get(p.patient_id, []) if m["role"] in roles and m["role"] != "doctor"] if t["joint"] else []
         rows.append({
             "patient_id": p.patient_id,
             "name": p.name,
@@ -138,18 +99,70 @@ def worklist(engine, scope: Scope, tree: RegionTree, *, as_of: date, horizon_day
             "call": call,
             "rule": t.get("rule"),
         })
-    return {"as_of": as_of.isoformat(), "total": total, "rows": rows,
-            "overdue": sum(1 for r in rows if r["overdue"])}
+    return {"as_of": as_of.isoformat(), "total": total, "overdue": overdue, "offset": offset, "rows": rows}
 
 
-def _visible_ids(session: Session, scope: Scope, pids: set[str]) -> set[str]:
-    if not pids:
-        return set()
-    if scope.full_record:
-        # the scheduler already filtered by region; doctors/admins see every patient in it
-        return pids
-    stmt = select(Patient.patient_id).where(scope.patient_clause())
-    return {pid for pid in session.exec(stmt) if pid in pids}
+def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days: int | None, limit: int | None,
+                   offset: int = 0):
+    """(total, first ``limit`` task dicts in work-list order, their patients) for the scope."""
+    try:
+        from schedules.models import VisitTask  # noqa: PLC0415
+    except ImportError:
+        return (0, 0), [], {}
+    t = VisitTask.__table__
+    where = [t.c.status == "open", t.c.basis_on <= as_of, scope.patient_clause()]
+    if not scope.full_record:  # police / civil affairs: only the visits they take part in (rules.md §6)
+        where.append(t.c.roles.contains(scope.role))
+    if horizon_days is not None:
+        where.append(t.c.due_on <= as_of + timedelta(days=horizon_days))
+    joined = t.join(Patient, Patient.patient_id == t.c.patient_id)
+    later = sa.case((t.c.due_on < as_of, 0), else_=1)  # 0 = overdue, sorts first
+    # one pass: narrow task rows with the totals as window aggregates; the patients are fetched
+    # afterwards for the page's rows only
+    stmt = (
+        sa.select(t.c.patient_id, t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level, t.c.id,
+                  sa.func.count().over().label("total"), sa.func.sum(1 - later).over().label("overdue_total"))
+        .select_from(joined).where(*where)
+        # issue 4: overdue first; then rules.md §5: risk desc (unknown last), days overdue desc, due date
+        .order_by(later, sa.func.coalesce(t.c.risk_level, -1).desc(), t.c.due_on, t.c.patient_id, t.c.kind)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+    tasks = []
+    total = overdue_total = None
+    for row in session.execute(stmt):
+        total, overdue_total = row.total, row.overdue_total
+        overdue = as_of > row.due_on
+        tasks.append({"patient_id": row.patient_id, "kind": row.kind, "due_on": row.due_on.isoformat(), "overdue": overdue,
+                      "days_overdue": (as_of - row.due_on).days if overdue else 0, "roles": row.roles.split(","),
+                      "joint": bool(row.joint), "rule": row.rule, "risk_level": row.risk_level, "task_id": row.id})
+    if total is None:  # an empty page (or none at all): count without the rows
+        total, overdue_total = session.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(1 - later), 0)).select_from(joined).where(*where)).one()
+    pids = sorted({task["patient_id"] for task in tasks})
+    patients = {p.patient_id: p for p in session.exec(select(Patient).where(Patient.patient_id.in_(pids)))} if pids else {}
+    return (int(total), int(overdue_total or 0)), tasks, patients
+
+
+def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dict]:
+    """One patient's open tasks (the rows ``schedules.worklist.open_tasks`` gives for them)."""
+    try:
+        from schedules.models import VisitTask  # noqa: PLC0415
+    except ImportError:
+        return []
+    t = VisitTask.__table__
+    rows = session.execute(sa.select(t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level).where(
+        t.c.patient_id == patient_id, t.c.status == "open", t.c.basis_on <= as_of).order_by(t.c.due_on, t.c.kind)).all()
+    out = []
+    for r in rows:
+        roles = r.roles.split(",")
+        out.append({"patient_id": patient_id, "kind": r.kind, "kind_label": TASK_KIND_LABELS.get(r.kind, r.kind),
+                    "due_on": r.due_on.isoformat(), "overdue": as_of > r.due_on, "roles": roles,
+                    "role_labels": [ROLE_LABELS.get(x, x) for x in roles], "joint": bool(r.joint), "rule": r.rule,
+                    "risk_level": r.risk_level})
+    return out
 
 
 # ---------------------------------------------------------------- team
@@ -157,30 +170,34 @@ def _visible_ids(session: Session, scope: Scope, pids: set[str]) -> set[str]:
 def teams_for(session: Session, patients: list[Patient], tree: RegionTree) -> dict[str, list[dict]]:
     """个案管理团队 Each patient's team: explicit assignments, else the members serving the
     patient's village and township (rules.md §6). Two queries for any number of patients."""
-    pids = [p.patient_id for p in patients]
-    explicit: dict[str, list[TeamMember]] = {}
-    for pid, member in session.exec(
-        select(CareTeamAssignment.patient_id, TeamMember).join(TeamMember, TeamMember.member_id == CareTeamAssignment.member_id)
-        .where(CareTeamAssignment.patient_id.in_(pids))
-    ):
-        explicit.setdefault(pid, []).append(member)
-    regions = set()
-    for p in patients:
-        regions.add(p.village_code)
-        township = tree.township_of(p.village_code)
-        if township:
-            regions.add(township)
-    by_region: dict[str, list[TeamMember]] = {}
-    for member in session.exec(select(TeamMember).where(TeamMember.region_code.in_(sorted(regions)))):
-        by_region.setdefault(member.region_code, []).append(member)
-    out: dict[str, list[dict]] = {}
     order = {r: i for i, r in enumerate(m.value for m in codes.TeamRole)}
+    m = TeamMember.__table__
+
+    def member(row) -> tuple:
+        return ((order.get(row.role, 99), row.name),
+                {"member_id": row.member_id, "name": row.name, "role": row.role,
+                 "role_label": ROLE_LABELS.get(row.role, row.role), "phone": row.phone or ""})
+
+    cols = (m.c.member_id, m.c.name, m.c.role, m.c.phone, m.c.region_code)
+    pids = [p.patient_id for p in patients]
+    explicit: dict[str, list[tuple]] = {}
+    a = CareTeamAssignment.__table__
+    for row in session.execute(sa.select(a.c.patient_id, *cols).join(m, m.c.member_id == a.c.member_id)
+                               .where(a.c.patient_id.in_(pids))):
+        explicit.setdefault(row.patient_id, []).append(member(row))
+    township_of = {p.village_code: tree.township_of(p.village_code) for p in patients}
+    regions = set(township_of) | {t for t in township_of.values() if t}
+    by_region: dict[str, list[tuple]] = {}
+    for row in session.execute(sa.select(*cols).where(m.c.region_code.in_(sorted(regions)))):
+        by_region.setdefault(row.region_code, []).append(member(row))
+    defaults: dict[str, list[dict]] = {}
+    for village, township in township_of.items():
+        merged = by_region.get(village, []) + by_region.get(township or "", [])
+        defaults[village] = [d for _k, d in sorted(merged, key=lambda kv: kv[0])]
+    out: dict[str, list[dict]] = {}
     for p in patients:
-        members = explicit.get(p.patient_id)
-        if not members:
-            members = by_region.get(p.village_code, []) + by_region.get(tree.township_of(p.village_code) or "", [])
-        team = [{"member_id": m.member_id, "name": m.name, "role": m.role, "role_label": ROLE_LABELS.get(m.role, m.role),
-                 "phone": m.phone or ""} for m in sorted(members, key=lambda m: (order.get(m.role, 99), m.name))]
+        own = explicit.get(p.patient_id)
+        team = [d for _k, d in sorted(own, key=lambda kv: kv[0])] if own else list(defaults[p.village_code])
         if p.guardian_name:
             team.append({"member_id": None, "name": p.guardian_name, "role": "guardian", "role_label": "监护人",
                          "phone": p.guardian_phone or ""})
@@ -249,11 +266,7 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
         checks = [h.checked_on.isoformat() for h in session.exec(
             select(HealthCheck).where(HealthCheck.patient_id == p.patient_id).order_by(HealthCheck.checked_on.desc()))]
         team = teams_for(session, [p], tree)[p.patient_id]
-    tasks = [dict(t) for t in open_tasks(engine, as_of=as_of, region_code=p.village_code, tree=tree) if t["patient_id"] == p.patient_id]
-    for t in tasks:
-        t["kind_label"] = TASK_KIND_LABELS.get(t["kind"], t["kind"])
-        t["role_labels"] = [ROLE_LABELS.get(r, r) for r in t.get("roles") or []]
-        t["due_on"] = str(t["due_on"])
+        tasks = patient_tasks(session, p.patient_id, as_of=as_of)
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     latest_complete = next((v for v in views if v["complete"]), None)
     since = minus_months(as_of, 12)
@@ -277,6 +290,8 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
         "tasks": tasks,
         "team": team,
     }
+    if not scope.full_record:  # list roles see only the tasks they take part in
+        base["tasks"] = [t for t in tasks if scope.role in t["roles"]]
     if scope.role == UserRole.POLICE.value:
         # 风险预警单 fields only (rules.md §7.3): no diagnosis, no medication.
         base.update({

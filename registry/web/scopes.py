@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlmodel import Session, select
 
 from registry.accounts import User, UserRole
@@ -37,7 +38,7 @@ LIST_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
 class RegionTree:
     """行政区划树 Region codes below each region (cached briefly; regions change rarely)."""
 
-    TTL_SECONDS = 60.0
+    TTL_SECONDS = 300.0
 
     def __init__(self, engine):
         self.engine = engine
@@ -113,6 +114,7 @@ class Scope:
     user: User
     region_codes: frozenset[str]
     today: date
+    region_level: str | None = None
 
     @property
     def role(self) -> str:
@@ -129,10 +131,14 @@ class Scope:
 
     def patient_clause(self):
         """A WHERE clause on Patient selecting exactly the patients this user may see."""
-        in_region = Patient.village_code.in_(sorted(self.region_codes))
+        in_region = Patient.village_code.in_(region_subquery(self.user.region_code, self.region_level))
         if self.full_record:
             return in_region
-        return sa.and_(in_region, Patient.status == "active", list_clause(self.role, self.today))
+        # the region's patients once (a CTE is materialised when used several times)
+        cte = sa.select(Patient.patient_id.label("patient_id")).where(
+            Patient.village_code.in_(region_subquery(self.user.region_code, self.region_level))).cte("scope_patients")
+        region_patients = sa.select(cte.c.patient_id)
+        return sa.and_(in_region, Patient.status == "active", list_clause(self.role, self.today, region_patients))
 
     def require_role(self, *roles: str) -> None:
         if self.role not in roles:
@@ -142,13 +148,35 @@ class Scope:
     def check_patient(self, session: Session, patient_id: str) -> Patient:
         """The patient, or PermissionDenied when outside scope (also when it does not exist,
         so a probe cannot learn which IDs exist elsewhere)."""
+        from registry.web.writes import bad_text  # noqa: PLC0415
+
+        if bad_text(patient_id) or len(patient_id) > 64:
+            raise PermissionDenied("无权查看该患者：患者编号无效", code="PATIENT_FORBIDDEN")
         patient = session.exec(select(Patient).where(Patient.patient_id == patient_id, self.patient_clause())).first()
         if patient is None:
             raise PermissionDenied(f"无权查看患者 {patient_id[:64]}：不在您的管辖范围或名单内", code="PATIENT_FORBIDDEN")
         return patient
 
 
-def _latest_complete():
+def region_subquery(code: str, level: str | None = None):
+    """The villages at or below region ``code`` as a subquery (county → township → village,
+    RegionLevel). Shaped by the region's level so the planner's row estimate is right (an OR over
+    levels makes PostgreSQL scan every patient)."""
+    if level == "village":
+        return sa.select(sa.literal(code))
+    if level == "township":
+        return sa.select(Region.code).where(Region.parent_code == code)
+    child = sa.orm.aliased(Region)
+    if level == "county":
+        return sa.select(Region.code).where(Region.parent_code.in_(sa.select(child.code).where(child.parent_code == code)))
+    return sa.select(Region.code).where(sa.or_(
+        Region.code == code,
+        Region.parent_code == code,
+        Region.parent_code.in_(sa.select(child.code).where(child.parent_code == code)),
+    ))
+
+
+def _latest_complete(among):
     """Each patient's latest complete follow-up (rules.md §3, §5 order: date, then entry order)."""
     complete = sa.or_(sa.and_(FollowUp.lost_reason.is_(None), FollowUp.risk_level.is_not(None)), FollowUp.hospital_status == 1)
     ranked = (
@@ -158,23 +186,23 @@ def _latest_complete():
             FollowUp.classification,
             sa.func.row_number().over(partition_by=FollowUp.patient_id, order_by=(FollowUp.visit_on.desc(), FollowUp.id.desc())).label("rn"),
         )
-        .where(complete)
+        .where(complete, FollowUp.patient_id.in_(among))
         .subquery()
     )
     return ranked
 
 
-def _latest_attempt():
+def _latest_attempt(among):
     return (
         sa.select(
             FollowUp.patient_id,
             FollowUp.lost_reason,
             sa.func.row_number().over(partition_by=FollowUp.patient_id, order_by=(FollowUp.visit_on.desc(), FollowUp.id.desc())).label("rn"),
-        ).subquery()
+        ).where(FollowUp.patient_id.in_(among)).subquery()
     )
 
 
-def _open_tasks_with_role(role: str):
+def _open_tasks_with_role(role: str, among):
     """patient_ids with an open scheduler task requiring ``role`` (when the table exists)."""
     try:
         from schedules import models as sched_models  # noqa: PLC0415
@@ -184,7 +212,7 @@ def _open_tasks_with_role(role: str):
     if task is None or not hasattr(task, "roles"):
         return None
     status_col = getattr(task, "status", None)
-    cond = [task.roles.contains(role)]
+    cond = [task.roles.contains(role), task.patient_id.in_(among)]
     if status_col is not None:
         cond.append(status_col == "open")
     return sa.select(task.patient_id).where(*cond)
@@ -198,47 +226,51 @@ def minus_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def police_patient_ids(today: date):
-    """民警名单 patient_ids on the 风险预警单 / police joint visits (rules.md §6, §7.3)."""
-    latest = _latest_complete()
-    attempt = _latest_attempt()
+def police_patient_ids(today: date, among):
+    """民警名单 patient_ids (of those in ``among``) on the 风险预警单 / police joint visits (rules.md §6, §7.3)."""
+    latest = _latest_complete(among)
+    attempt = _latest_attempt(among)
     since = minus_months(today, 12)
     parts = [
         sa.select(latest.c.patient_id).where(latest.c.rn == 1, sa.or_(latest.c.risk_level >= 3, latest.c.classification == 1)),
         sa.select(FollowUp.patient_id).where(
-            FollowUp.visit_on >= since, FollowUp.visit_on <= today,
+            FollowUp.visit_on >= since, FollowUp.visit_on <= today, FollowUp.patient_id.in_(among),
             sa.or_(FollowUp.incidents_disturbance > 0, FollowUp.incidents_crime > 0),
         ),
         sa.select(attempt.c.patient_id).where(attempt.c.rn == 1, attempt.c.lost_reason.is_not(None)),
     ]
-    tasks = _open_tasks_with_role("police")
+    tasks = _open_tasks_with_role("police", among)
     if tasks is not None:
         parts.append(tasks)
     return sa.union(*parts)
 
 
-def civil_affairs_patient_ids(today: date):
-    """民政名单 patient_ids on the 帮扶救助单 / civil-affairs joint visits (rules.md §6, §7.5)."""
+def civil_affairs_patient_ids(today: date, among):
+    """民政名单 patient_ids (of those in ``among``) on the 帮扶救助单 / civil-affairs joint visits (rules.md §6, §7.5)."""
     parts = [
         sa.select(Patient.patient_id).where(
             sa.or_(Patient.economic_status == 1, Patient.guardian_name.is_(None), Patient.guardian_name == "",
-                   Patient.guardian_reward.is_(True))
+                   Patient.guardian_reward.is_(True)),
+            Patient.patient_id.in_(among),
         ),
-        sa.select(FollowUp.patient_id).where(FollowUp.rehabilitation.is_(True), FollowUp.visit_on >= minus_months(today, 12)),
+        sa.select(FollowUp.patient_id).where(FollowUp.rehabilitation.is_(True), FollowUp.visit_on >= minus_months(today, 12),
+                                             FollowUp.patient_id.in_(among)),
     ]
-    tasks = _open_tasks_with_role("civil_affairs")
+    tasks = _open_tasks_with_role("civil_affairs", among)
     if tasks is not None:
         parts.append(tasks)
     return sa.union(*parts)
 
 
-def list_clause(role: str, today: date):
+def list_clause(role: str, today: date, among):
+    """Patients (of ``among``: a select of patient_ids) on the lists of ``role``."""
     if role == UserRole.POLICE.value:
-        return Patient.patient_id.in_(police_patient_ids(today))
+        return Patient.patient_id.in_(police_patient_ids(today, among))
     if role == UserRole.CIVIL_AFFAIRS.value:
-        return Patient.patient_id.in_(civil_affairs_patient_ids(today))
+        return Patient.patient_id.in_(civil_affairs_patient_ids(today, among))
     return sa.false()
 
 
 def scope_for(user: User, tree: RegionTree, today: date) -> Scope:
-    return Scope(user=user, region_codes=tree.descendants(user.region_code), today=today)
+    return Scope(user=user, region_codes=tree.descendants(user.region_code), today=today,
+                 region_level=tree.level(user.region_code))

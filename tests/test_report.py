@@ -1,0 +1,131 @@
+"""月报 PDF The monthly rate report: numbers present (pdftotext), a CJK font embedded (pdffonts),
+page numbers, masked ID numbers, the off-target patient list with overdue tasks, publish_month;
+one page rendered to PNG (tests/artifacts/) for a human look. Both databases."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from registry import models
+from registry.cli import app
+from registry.ids import make, mask
+from registry.importing import import_path
+from registry.reporting import build_context, format_rate, publish_month, write_monthly_report
+from registry.snapshots import is_frozen
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+ID_NUMBER = make("440781", date(1980, 1, 1), 17)
+
+
+@pytest.fixture
+def county(database, small_county):
+    engine = database.engine
+    import_path(engine, small_county, today=date(2026, 6, 10))
+    with engine.begin() as conn:
+        conn.execute(sa.update(models.Patient.__table__).where(models.Patient.__table__.c.patient_id == "B")
+                     .values(id_number=ID_NUMBER))
+        # an open task for A, overdue at the end of June (the scheduler's table, rules.md §5)
+        conn.execute(sa.text(
+            "INSERT INTO visit_task (patient_id, kind, basis, basis_on, due_on, nominal_due_on, status, roles, joint,"
+            " rule, calendar_estimated, created_at) VALUES ('A', 'follow_up', 'follow_up:3', :b, :d, :d, 'open',"
+            " 'doctor', :f, 'national-2018@1:§5 基本稳定(未稳定)+1月', :f, :now)"),
+            {"b": date(2026, 4, 29), "d": date(2026, 5, 29), "f": False, "now": models.utcnow()})
+    return database
+
+
+def text_of(pdf: Path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+
+
+def fonts_of(pdf: Path) -> str:
+    return subprocess.run(["pdffonts", str(pdf)], check=True, capture_output=True, text=True).stdout
+
+
+def test_monthly_pdf_has_the_numbers_fonts_and_page_numbers(county, tmp_path):
+    out = write_monthly_report(county.engine, month="2026-06", region_code=None, out_path=tmp_path / "county.pdf",
+                               today=date(2026, 7, 1))
+    text = text_of(out)
+    flat = re.sub(r"\s+", "", text)
+    assert "县严重精神障碍患者管理月报" in flat and "2026年6月" in flat
+    for number in ("25.00%", "33.33%", "50.00%", "4.00‰", "4000", "≥90%", "≥80%"):
+        assert number in text, number
+    assert "未达标" in text and "规范管理口径" in flat and "quarterly" in text
+    for name in ("在册患者规范管理率", "在册患者治疗率（服药率）", "居家患者社区康复参与率", "肇事肇祸率"):
+        assert name in flat
+    # the definitions footnote prints numerator and denominator in plain Chinese
+    assert "分母=在册患者数" in flat and "当年内至少有1次有效随访的在册患者数" in flat
+    pages = re.findall(r"第(\d+)页/共(\d+)页", flat)
+    assert pages and pages[0] == ("1", pages[0][1]) and len(pages) == int(pages[0][1])
+    # patients keeping the county off target: B, C1, D (not 规范管理) and A (overdue task); ID masked
+    assert "任务逾期（应于2026-05-29）" in flat
+    assert "未规范管理3人、未治疗3人、随访任务逾期1人" in flat and "共4人" in flat
+    assert mask(ID_NUMBER) in text and ID_NUMBER not in text
+    fonts = fonts_of(out)
+    assert re.search(r"Noto-Sans-CJK-SC\S*\s+CID Type 0C.*yes\s+yes", fonts), fonts
+    assert "Serif" not in fonts  # the page-number margin box uses the sans font too
+
+
+def test_one_page_rendered_to_png_for_a_look(county, tmp_path):
+    out = write_monthly_report(county.engine, month="2026-06", region_code="C", out_path=tmp_path / "c.pdf",
+                               today=date(2026, 7, 1))
+    ARTIFACTS.mkdir(exist_ok=True)
+    prefix = ARTIFACTS / f"report-{county.backend}"
+    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "2", "-l", "3", str(out), str(prefix)], check=True)
+    pngs = sorted(ARTIFACTS.glob(f"report-{county.backend}-*.png"))
+    assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+
+
+def test_context_ranks_children_and_lists_the_trend(county):
+    ctx = build_context(county.engine, month="2026-06", today=date(2026, 7, 1))
+    assert [c.code for c in ctx.children] == ["T"] and ctx.children[0].rank == 1
+    assert ctx.children[0].cells["standard_management_rate"].met is False
+    assert [m for m, *_ in ctx.trend_rows] == [f"2025-{m:02d}" for m in range(7, 13)] + [f"2026-{m:02d}" for m in range(1, 7)]
+    assert ctx.trend_rows[-1][1:] == ("25.00%", "25.00%")
+    assert {p.patient_id for p in ctx.patients} == {"A", "B", "C1", "D"}
+    assert format_rate(None, "percent") == "—"
+
+
+def test_report_command_and_publish_month(county, tmp_path):
+    out = tmp_path / "r.pdf"
+    result = CliRunner().invoke(app, ["report", "--month", "2026-06", "--region", "T", "--out", str(out),
+                                      "--db", county.url])
+    assert result.exit_code == 0, result.output
+    assert "镇严重精神障碍患者管理月报" in re.sub(r"\s+", "", text_of(out))
+    bad = CliRunner().invoke(app, ["report", "--month", "2026-00", "--out", str(out), "--db", county.url])
+    assert bad.exit_code == 1 and "BAD_MONTH" in bad.stderr
+    paths = publish_month(county.engine, month="2026-06", out_dir=tmp_path / "pub", today=date(2026, 7, 1))
+    assert [p.name for p in paths] == ["2026-06-C.pdf", "2026-06-T.pdf"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    with county.engine.connect() as conn:
+        assert is_frozen(conn, "2026-06", "quarterly")
+    assert "本月数据已冻结发布" in re.sub(r"\s+", "", text_of(paths[0]))
+
+
+def test_demo_step_writes_the_current_month_and_prints_rates(county, tmp_path):
+    from registry.reporting import demo_step
+
+    lines: list[str] = []
+    path = demo_step(county.engine, tmp_path, today=date(2026, 6, 15), echo=lines.append)
+    assert path.name == "月报-2026-06-C.pdf" and path.stat().st_size > 0
+    assert any("在册患者规范管理率" in line and "25.00%" in line for line in lines)
+
+
+def test_report_for_an_empty_township_prints_dashes_not_zero_percent(county, tmp_path):
+    with county.engine.begin() as conn:
+        conn.execute(sa.insert(models.Region.__table__),
+                     [dict(code="T2", name="新镇", level="township", parent_code="C", population=None)])
+    out = write_monthly_report(county.engine, month="2026-06", region_code="T2", out_path=tmp_path / "t2.pdf",
+                               today=date(2026, 7, 1))
+    flat = re.sub(r"\s+", "", text_of(out))
+    assert "新镇严重精神障碍患者管理月报" in flat and "本地区无下级地区" in flat
+    assert "0.00%" not in flat and "未规范管理0人、未治疗0人" in flat
+    ctx = build_context(county.engine, month="2026-06", region_code="C", today=date(2026, 7, 1))
+    assert [c.code for c in ctx.children] == ["T", "T2"]  # ranked: null rates last
+    assert ctx.children[1].cells["standard_management_rate"].rate == "—"

@@ -1,0 +1,168 @@
+"""The scheduler process: APScheduler job store in the project database, catch-up on start,
+run records, and SIGKILL mid-generation followed by a restart → no lost and no duplicate tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from registry.clock import local_today, now_utc
+from schedules.generation import generate
+from schedules.jobs import week_start
+from schedules.models import ScheduleRun, VisitTask
+from tests.schedule_population import populate
+from tests.test_schedule_generation import planned, stored
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_scheduler(url: str, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from registry.cli import main; main()", "scheduler", "--db", url, "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def wait_for(predicate, what: str, timeout: float = 90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_log(proc: subprocess.Popen, text: str) -> None:
+    """Read the scheduler's log until ``text`` appears (it has then finished its start-up)."""
+    for raw in iter(proc.stderr.readline, b""):
+        if text in raw.decode("utf-8", "replace"):
+            return
+    raise AssertionError(f"the scheduler exited before logging {text!r}")
+
+
+def runs(engine) -> list[dict]:
+    t = ScheduleRun.__table__
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(t).order_by(t.c.id)).mappings()]
+
+
+def skip_lists_this_week(engine, today: date) -> None:
+    """The weekly lists already ran this week: catch-up then only generates (keeps the test small)."""
+    with engine.begin() as conn:
+        conn.execute(sa.insert(ScheduleRun).values(job="lists", as_of=week_start(today), started_at=now_utc(),
+                                                   finished_at=now_utc(), status="ok", counts="{}", source="test"))
+
+
+def no_duplicates(engine) -> bool:
+    t = VisitTask.__table__
+    with engine.connect() as conn:
+        return not conn.execute(sa.select(t.c.patient_id).group_by(t.c.patient_id, t.c.kind, t.c.basis)
+                                .having(sa.func.count() > 1)).first()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_scheduler_catches_up_and_records_runs(database, tmp_path):
+    today = local_today()
+    populate(database.engine, patients=60, seed=21, today=today)
+    skip_lists_this_week(database.engine, today)
+    proc = start_scheduler(database.url, tmp_path)
+    try:
+        done = wait_for(lambda: [r for r in runs(database.engine) if r["job"] == "generate" and r["status"] == "ok"],
+                        "the catch-up generation")
+        assert done[0]["as_of"] == today and done[0]["source"] == "catch-up"
+        assert json.loads(done[0]["counts"])["created"] > 0
+        with database.engine.connect() as conn:
+            jobs = wait_for(lambda: set(conn.execute(sa.text("SELECT id FROM apscheduler_jobs")).scalars()) or None,
+                            "the stored jobs")
+        assert jobs == {"daily_generation", "weekly_lists", "deliver_notifications"}
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+    # a second start keeps the stored jobs and does not generate today again
+    proc = start_scheduler(database.url, tmp_path)
+    try:
+        wait_log(proc, "scheduler running")
+    finally:
+        stop(proc)
+    assert [r["job"] for r in runs(database.engine) if r["job"] == "generate"] == ["generate"]
+    assert stored(database.engine) == planned(database.engine, today)
+
+
+def test_sigkill_mid_generation_then_restart(database, tmp_path):
+    today = local_today()
+    engine = database.engine
+    if database.backend == "postgresql":
+        populate(engine, patients=400, seed=22, today=today)
+        generate(engine, as_of=today - timedelta(days=20))
+        before = stored(engine)
+        skip_lists_this_week(engine, today)
+        blocker = engine.connect()
+        t = VisitTask.__table__
+        tx = blocker.begin()
+        # hold one task row the run must update: the child blocks inside its INSERT … ON CONFLICT
+        blocker.execute(sa.select(t.c.id).where(t.c.kind == "health_check").order_by(t.c.patient_id.desc()).limit(1).with_for_update())
+        proc = start_scheduler(database.url, tmp_path)
+        try:
+            def blocked() -> int:
+                with engine.connect() as conn:  # a new transaction: pg_stat_activity is snapshotted per transaction
+                    return conn.execute(sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state = 'active' AND wait_event_type = 'Lock'"
+                    )).scalar_one()
+
+            wait_for(blocked, "the generation to block mid-transaction")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            tx.rollback()
+            blocker.close()
+    else:
+        populate(engine, patients=5000, seed=22, today=today)
+        before = stored(engine)
+        skip_lists_this_week(engine, today)
+        for delay in (0.2, 0.08, 0.0, 0.0):
+            proc = start_scheduler(database.url, tmp_path)
+            try:
+                wait_for(lambda: any(r["job"] == "generate" for r in runs(engine)), "the generation to start")
+                time.sleep(delay)
+                os.kill(proc.pid, signal.SIGSTOP)
+                caught = stored(engine) == before and [r["status"] for r in runs(engine) if r["job"] == "generate"] == ["running"]
+            finally:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+            if caught:
+                break
+            with engine.begin() as conn:  # finished before the kill: undo and try again sooner
+                conn.execute(sa.delete(VisitTask))
+                conn.execute(sa.delete(ScheduleRun).where(ScheduleRun.job == "generate"))
+        assert caught, "could not catch the generation mid-run"
+    assert proc.returncode == -signal.SIGKILL
+    assert stored(engine) == before  # nothing of the killed run is visible
+    assert [r["status"] for r in runs(engine) if r["job"] == "generate"][-1] == "running"
+    proc = start_scheduler(database.url, tmp_path)
+    try:
+        wait_for(lambda: [r for r in runs(engine) if r["job"] == "generate" and r["status"] == "ok"], "the restarted run")
+    finally:
+        stop(proc)
+    generate_runs = [r for r in runs(engine) if r["job"] == "generate"]
+    assert generate_runs[-2]["status"] == "error" and "interrupted" in generate_runs[-2]["error"]
+    assert no_duplicates(engine)
+    assert stored(engine) == planned(engine, today)
