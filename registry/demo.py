@@ -92,6 +92,10 @@ def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date
     run_demo_step(engine, out, today=today, echo=echo)
     echo("")
     # [indicators] the month's rate report and rates against targets
+    from registry.reporting import demo_step
+
+    demo_step(engine, out, today=today, echo=echo)
+    echo("")
     # [web] one login per role
     from registry.web.demo import create_demo_users
 

@@ -30,6 +30,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -523,7 +524,9 @@ def rate(numerator: int, denominator: int | None) -> float | None:
     """率 numerator / denominator rounded to 4 decimals (contract.md); no denominator → None."""
     if not denominator:
         return None
-    return round(numerator / denominator, 4)
+    # exact half-up rounding of the fraction (0.00005 → 0.0001), not binary-float round()
+    scaled = Fraction(numerator * 10_000, denominator)
+    return float(Fraction(math.floor(scaled + Fraction(1, 2)), 10_000))
 
 
 def indicator_values(counts: dict[str, int], population: int | None, targets: TargetSet, region: str, year: int) -> dict:

@@ -449,6 +449,8 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None) -> 
         _upsert(conn, plan_select(profile, as_of, stamp))
         created = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one()
         counts = close_and_cancel(conn, as_of, stamp, created=created)
+        if conn.dialect.name == "postgresql" and created > 10_000:
+            conn.exec_driver_sql("ANALYZE visit_task")  # fresh statistics for the next run's plan
         work_day.drop(conn)
         open_rows = conn.execute(
             sa.select(t.c.kind, sa.func.count()).where(t.c.status == "open").group_by(t.c.kind)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from registry import models
 from registry.errors import InvalidInput, NotFound
-from registry.indicators import INDICATOR_KEYS, INDICATORS, Period, compute_rates
+from registry.indicators import INDICATOR_KEYS, INDICATORS, Period, compute_rates, rate
 
 D = date.fromisoformat
 
@@ -178,7 +179,8 @@ def check_document(doc: dict) -> None:
             if v["denominator"] in (None, 0):
                 assert v["rate"] is None and v["met"] is None
             else:
-                assert v["rate"] == round(v["numerator"] / v["denominator"], 4)
+                exact = (Decimal(v["numerator"]) / Decimal(v["denominator"])).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+                assert v["rate"] == float(exact)
                 if ind.unit == "percent":
                     assert 0 <= v["numerator"] <= v["denominator"]
 
@@ -268,3 +270,11 @@ def test_variant_comes_from_the_rule_profile(database, tmp_path, monkeypatch):
     assert (doc["indicators"]["standard_management_rate"]["numerator"], doc["variant"]) == (1, "count")
     monkeypatch.setenv("JINGFANG_PROFILE", "national-2018")  # ships without the key → quarterly
     assert compute_rates(database.engine, month=JUN)["variant"] == "quarterly"
+
+
+@pytest.mark.parametrize("numerator, denominator, expected", [
+    (1, 3, 0.3333), (2, 3, 0.6667), (1, 20000, 0.0001), (3, 80000, 0.0), (4000, 1000, 4.0), (0, 4, 0.0),
+    (1, 0, None), (0, 0, None),
+])
+def test_rate_is_rounded_half_up_to_4_decimals_and_null_without_denominator(numerator, denominator, expected):
+    assert rate(numerator, denominator) == expected

@@ -115,10 +115,9 @@ def test_sigkill_mid_generation_then_restart(database, tmp_path):
         before = stored(engine)
         skip_lists_this_week(engine, today)
         blocker = engine.connect()
-        t = VisitTask.__table__
         tx = blocker.begin()
-        # hold one task row the run must update: the child blocks inside its INSERT … ON CONFLICT
-        blocker.execute(sa.select(t.c.id).where(t.c.kind == "health_check").order_by(t.c.patient_id.desc()).limit(1).with_for_update())
+        # hold every patient row: the child blocks inside its INSERT (the foreign-key check) mid-transaction
+        blocker.execute(sa.text("SELECT patient_id FROM patient FOR UPDATE")).all()
         proc = start_scheduler(database.url, tmp_path)
         try:
             def blocked() -> int:
