@@ -65,10 +65,12 @@ class WebSession(SQLModel, table=True):
 
 
 def hash_token(token: str) -> str:
+    """令牌摘要 SHA-256 of a session token (only the digest is stored)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def hash_password(password: str) -> str:
+    """密码哈希 argon2id hash of a password."""
     return _hasher.hash(password)
 
 
@@ -127,6 +129,7 @@ def start_session(session: Session, user: User, *, source: str | None = None) ->
 
 
 def end_session(session: Session, token: str) -> None:
+    """结束会话 Delete the session row of a token."""
     row = session.get(WebSession, hash_token(token))
     if row is not None:
         session.delete(row)
@@ -149,6 +152,7 @@ def resolve_session(session: Session, token: str) -> tuple[User, WebSession]:
 
 
 def get_user(session: Session, username: str) -> User:
+    """用户 The user, or NotFound."""
     user = session.get(User, username)
     if user is None:
         raise NotFound(f"用户不存在：{username}", code="USER_NOT_FOUND")

@@ -373,14 +373,9 @@ def in_register_condition(p, as_of: date) -> sa.ColumnElement[bool]:
     )
 
 
-def per_patient_query(period: Period, villages: list[str] | None, with_count: bool = False):
-    """患者汇总 ONE grouped pass: every 在册 patient LEFT JOIN their follow-ups in W, one row each.
-
-    Columns: the patient's village, registration date and diagnosis; ``mask`` = OR over their
-    follow-ups of the ANY_* / quarter bits; ``latest_key`` = MAX of the sortable key of their
-    complete follow-ups (NULL when none); ``n_complete`` for the ``count`` variant.
-    """
-    p, f = models.Patient.__table__, models.FollowUp.__table__
+def follow_up_aggregates(period: Period):
+    """随访汇总 Per-row ``mask`` and ``latest`` expressions over ``follow_up`` (shared by both plans)."""
+    f = models.FollowUp.__table__
     complete = complete_condition(f)
     latest_bits = (
         _flag(sa.or_(f.c.adherence.in_([Adherence.REGULAR.value, Adherence.INTERMITTENT.value]),
@@ -400,28 +395,81 @@ def per_patient_query(period: Period, villages: list[str] | None, with_count: bo
         + _flag(sa.or_(f.c.incidents_disturbance > 0, f.c.incidents_crime > 0), ANY_INCIDENT)
     )
     latest = sa.case((complete, key), else_=None)
-    columns = [
-        p.c.patient_id, p.c.village_code, p.c.registered_on, p.c.diagnosis,
-        sa.func.coalesce(bit_or_agg(mask, MASK_BITS), 0).label("mask"),
+    return f, mask, latest
+
+
+def per_patient_query(period: Period, villages: list[str] | None, with_count: bool = False, plain: bool = False):
+    """患者汇总 ONE grouped pass: every 在册 patient with the aggregates of their follow-ups in W, one row each.
+
+    Columns: the patient's village, registration date and diagnosis; ``mask`` = OR over their
+    follow-ups of the ANY_* / quarter bits; ``latest_key`` = MAX of the sortable key of their
+    complete follow-ups (NULL when none); ``n_complete`` for the ``count`` variant.
+
+    Default plan (docs/indicators.md "Plan"): the follow-ups in W are aggregated per patient
+    FIRST (``GROUP BY follow_up.patient_id`` — PostgreSQL runs it as a parallel partial
+    aggregate over the follow-up index), rows dated before their patient's registration are
+    dropped with an anti-join against only the patients registered inside Y (nobody else can
+    have such a row in W), and the ~1 row per patient result is joined to the register.
+    ``plain=True`` is the original formulation — register LEFT JOIN follow-ups ON
+    visit_on ≥ registered_on, grouped by patient — kept as the reference the tests compare
+    the default plan with.
+    """
+    p = models.Patient.__table__
+    f, mask, latest = follow_up_aggregates(period)
+    if plain:
+        columns = [
+            p.c.patient_id, p.c.village_code, p.c.registered_on, p.c.diagnosis,
+            sa.func.coalesce(bit_or_agg(mask, MASK_BITS), 0).label("mask"),
+            sa.func.max(latest).label("latest_key"),
+        ]
+        if with_count:
+            columns.append(sa.func.count(latest).label("n_complete"))
+        on = sa.and_(
+            f.c.patient_id == p.c.patient_id,
+            f.c.visit_on >= period.start,
+            f.c.visit_on <= period.as_of,
+            f.c.visit_on >= p.c.registered_on,
+        )
+        where = [in_register_condition(p, period.as_of)]
+        if villages is not None:
+            where.append(p.c.village_code.in_(villages))
+        return (
+            sa.select(*columns)
+            .select_from(p.outerjoin(f, on))
+            .where(*where)
+            .group_by(p.c.patient_id, p.c.village_code, p.c.registered_on, p.c.diagnosis)
+        )
+    # indicators.md: only follow-ups on or after the patient's registration count. Only a
+    # patient registered after Jan 1 of Y can have a follow-up in W before registration.
+    late = p.alias("late")
+    before_registration = (
+        sa.select(late.c.patient_id)
+        .where(late.c.patient_id == f.c.patient_id, late.c.registered_on > period.start,
+               late.c.registered_on > f.c.visit_on)
+        .exists()
+    )
+    agg_columns = [
+        f.c.patient_id,
+        bit_or_agg(mask, MASK_BITS).label("mask"),
         sa.func.max(latest).label("latest_key"),
     ]
     if with_count:
-        columns.append(sa.func.count(latest).label("n_complete"))
-    on = sa.and_(
-        f.c.patient_id == p.c.patient_id,
-        f.c.visit_on >= period.start,
-        f.c.visit_on <= period.as_of,
-        f.c.visit_on >= p.c.registered_on,
-    )
+        agg_columns.append(sa.func.count(latest).label("n_complete"))
+    agg_where = [f.c.visit_on >= period.start, f.c.visit_on <= period.as_of, ~before_registration]
+    if villages is not None:
+        agg_where.append(f.c.patient_id.in_(sa.select(p.c.patient_id).where(p.c.village_code.in_(villages))))
+    fa = sa.select(*agg_columns).where(*agg_where).group_by(f.c.patient_id).subquery("fa")
+    columns = [
+        p.c.patient_id, p.c.village_code, p.c.registered_on, p.c.diagnosis,
+        sa.func.coalesce(fa.c.mask, 0).label("mask"),
+        fa.c.latest_key.label("latest_key"),
+    ]
+    if with_count:
+        columns.append(sa.func.coalesce(fa.c.n_complete, 0).label("n_complete"))
     where = [in_register_condition(p, period.as_of)]
     if villages is not None:
         where.append(p.c.village_code.in_(villages))
-    return (
-        sa.select(*columns)
-        .select_from(p.outerjoin(f, on))
-        .where(*where)
-        .group_by(p.c.patient_id, p.c.village_code, p.c.registered_on, p.c.diagnosis)
-    )
+    return sa.select(*columns).select_from(p.outerjoin(fa, fa.c.patient_id == p.c.patient_id)).where(*where)
 
 
 def _bit(latest_key, bit: int):
@@ -445,13 +493,13 @@ def standard_condition(pp, period: Period, variant: str) -> sa.ColumnElement[boo
     return sa.and_(*parts)
 
 
-def patient_state_query(period: Period, variant: str, villages: list[str] | None):
+def patient_state_query(period: Period, variant: str, villages: list[str] | None, plain: bool = False):
     """患者月状态 One row per 在册 patient with 0/1 flags for every population and numerator.
 
     Returns (from-clause, {count name: 0/1 expression}, the per-patient subquery).
     """
     h = models.HealthCheck.__table__
-    pp = per_patient_query(period, villages, with_count=variant == "count").subquery("pp")
+    pp = per_patient_query(period, villages, with_count=variant == "count", plain=plain).subquery("pp")
     hc = (
         sa.select(h.c.patient_id)
         .where(h.c.checked_on >= period.start, h.c.checked_on <= period.as_of)
@@ -482,9 +530,9 @@ def patient_state_query(period: Period, variant: str, villages: list[str] | None
     return source, columns, pp
 
 
-def village_counts_query(period: Period, variant: str, villages: list[str] | None):
+def village_counts_query(period: Period, variant: str, villages: list[str] | None, plain: bool = False):
     """每村计数 Every numerator and denominator, SUM(CASE …) grouped by village, in one statement."""
-    source, columns, pp = patient_state_query(period, variant, villages)
+    source, columns, pp = patient_state_query(period, variant, villages, plain=plain)
     return (
         sa.select(pp.c.village_code, *[sa.func.sum(expr).label(name) for name, expr in columns.items()])
         .select_from(source)
@@ -496,15 +544,21 @@ def village_counts_query(period: Period, variant: str, villages: list[str] | Non
 
 
 def tune_for_reporting(conn: sa.Connection) -> None:
-    """PostgreSQL: no JIT for this transaction. The indicator query is one large expression
-    list; LLVM inlining + optimisation of it costs several seconds, more than it saves."""
+    """PostgreSQL settings for this transaction only.
+
+    ``jit = off``: the indicator query is one large expression list; LLVM inlining +
+    optimisation of it costs several seconds, more than it saves. ``work_mem`` is left at the
+    server default on purpose: with 64MB the planner hashed the whole per-patient aggregate in
+    every parallel worker (3× the work, 17 s on the benchmark instead of ~5).
+    """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL jit = off")
 
 
-def village_counts(conn: sa.Connection, period: Period, variant: str, villages: list[str] | None) -> dict[str, dict[str, int]]:
+def village_counts(conn: sa.Connection, period: Period, variant: str, villages: list[str] | None,
+                   plain: bool = False) -> dict[str, dict[str, int]]:
     tune_for_reporting(conn)
-    rows = conn.execute(village_counts_query(period, variant, villages)).mappings().all()
+    rows = conn.execute(village_counts_query(period, variant, villages, plain=plain)).mappings().all()
     return {row["village_code"]: {c: int(row[c] or 0) for c in COUNT_COLUMNS} for row in rows}
 
 
@@ -551,7 +605,7 @@ def indicator_values(counts: dict[str, int], population: int | None, targets: Ta
 
 
 def region_counts(engine: Engine, *, period: Period, variant: str, region_code: str, tree: RegionTree | None = None,
-                  use_snapshot: bool = True) -> dict[str, dict[str, int]]:
+                  use_snapshot: bool = True, plain: bool = False) -> dict[str, dict[str, int]]:
     """Counts for ``region_code`` and every region below it (frozen ones when the month is frozen)."""
     from registry import snapshots  # noqa: PLC0415
 
@@ -563,7 +617,7 @@ def region_counts(engine: Engine, *, period: Period, variant: str, region_code: 
             if frozen is not None:
                 return frozen
         whole = len(tree.roots()) == 1 and region_code == tree.roots()[0]
-        per_village = village_counts(conn, period, variant, None if whole else codes)
+        per_village = village_counts(conn, period, variant, None if whole else codes, plain=plain)
     return roll_up(tree, per_village, codes)
 
 
@@ -574,6 +628,13 @@ def compute_rates(engine: Engine, *, month: str, region_code: str | None = None,
     ``variant``: 规范管理 variant (default from the rule profile, else ``quarterly``);
     ``targets``: a target set name or JSON path (default from the profile, else ``default``).
     """
+    return compute_rates_and_counts(engine, month=month, region_code=region_code, variant=variant, targets=targets)[0]
+
+
+def compute_rates_and_counts(engine: Engine, *, month: str, region_code: str | None = None, variant: str | None = None,
+                             targets: str | None = None) -> tuple[dict, dict[str, dict[str, int]]]:
+    """``compute_rates`` plus the raw counts behind it (region → counts), which a caller can hand
+    to ``registry.reporting.write_monthly_report(counts=…)`` so the month is computed once."""
     period = Period.parse(month)
     variant = resolve_variant(variant)
     target_set = resolve_target_set(targets)
@@ -581,7 +642,8 @@ def compute_rates(engine: Engine, *, month: str, region_code: str | None = None,
         tree = RegionTree.load(conn)
     region_code = tree.check(region_code) if region_code else tree.default_region()
     counts = region_counts(engine, period=period, variant=variant, region_code=region_code, tree=tree)
-    return rates_document(tree, counts, period=period, variant=variant, region_code=region_code, targets=target_set)
+    doc = rates_document(tree, counts, period=period, variant=variant, region_code=region_code, targets=target_set)
+    return doc, counts
 
 
 def rates_document(tree: RegionTree, counts: dict[str, dict[str, int]], *, period: Period, variant: str,

@@ -292,7 +292,12 @@ def off_target_patients(engine: Engine, tree: RegionTree, period: Period, varian
 
 
 def build_context(engine: Engine, *, month: str, region_code: str | None = None, variant: str | None = None,
-                  targets: str | None = None, today: date | None = None) -> ReportContext:
+                  targets: str | None = None, today: date | None = None,
+                  counts: dict[str, dict[str, int]] | None = None) -> ReportContext:
+    """月报内容 Everything the PDF prints. ``counts``: the month's counts of the region and every region
+    below it when the caller has already computed them (``region_counts`` for the same month,
+    variant and region), so the report is rendered from those numbers instead of computing the
+    month a second time; default: frozen counts, else computed here."""
     from registry import snapshots  # noqa: PLC0415
     from registry.clock import local_today  # noqa: PLC0415
     from registry.config import get_settings  # noqa: PLC0415
@@ -305,7 +310,8 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
         tree = RegionTree.load(conn)
         frozen = snapshots.is_frozen(conn, period.label, variant)
     region_code = tree.check(region_code) if region_code else tree.default_region()
-    counts = region_counts(engine, period=period, variant=variant, region_code=region_code, tree=tree)
+    if counts is None or region_code not in counts:
+        counts = region_counts(engine, period=period, variant=variant, region_code=region_code, tree=tree)
 
     def values(code: str) -> dict:
         return indicator_values(counts[code], tree.population(code), target_set, code, period.year)
@@ -377,11 +383,15 @@ def render_html(context: ReportContext) -> str:
 
 
 def write_monthly_report(engine: Engine, *, month: str, region_code: str | None, out_path: Path | str,
-                         variant: str | None = None, targets: str | None = None, today: date | None = None) -> Path:
-    """写月报 Render the month's PDF for a region (default: the top region) to ``out_path``."""
+                         variant: str | None = None, targets: str | None = None, today: date | None = None,
+                         counts: dict[str, dict[str, int]] | None = None) -> Path:
+    """写月报 Render the month's PDF for a region (default: the top region) to ``out_path``.
+
+    ``counts``: already computed counts of the month (see ``build_context``)."""
     import weasyprint  # noqa: PLC0415
 
-    context = build_context(engine, month=month, region_code=region_code, variant=variant, targets=targets, today=today)
+    context = build_context(engine, month=month, region_code=region_code, variant=variant, targets=targets, today=today,
+                            counts=counts)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     weasyprint.HTML(string=render_html(context), base_url=str(TEMPLATE_DIR)).write_pdf(str(out_path))
@@ -420,13 +430,15 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
 def demo_step(engine: Engine, out_dir: Path | str, *, today: date, echo=print) -> Path:
     """演示 ``jingfang demo``: write the current month's county report and print rates against targets."""
     from registry.cli_rates import rates_table  # noqa: PLC0415
-    from registry.indicators import compute_rates  # noqa: PLC0415
+    from registry.indicators import compute_rates_and_counts  # noqa: PLC0415
 
     month = f"{today.year:04d}-{today.month:02d}"
-    doc = compute_rates(engine, month=month)
+    doc, counts = compute_rates_and_counts(engine, month=month)
     for line in rates_table(doc):
         echo(line)
+    # the report reuses the counts just computed (the month is computed once, not twice)
     path = write_monthly_report(engine, month=month, region_code=doc["region"],
-                                out_path=Path(out_dir) / f"月报-{month}-{doc['region']}.pdf", today=today)
+                                out_path=Path(out_dir) / f"月报-{month}-{doc['region']}.pdf", today=today,
+                                variant=doc["variant"], counts=counts)
     echo(f"月报：{path}")
     return path

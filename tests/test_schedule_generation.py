@@ -247,3 +247,23 @@ def test_classification_sql_matches_rules(database):
         f = FollowUp.__table__
         got = conn.execute(sa.select(f, classification_sql(f).label("cls")).order_by(f.c.seq)).all()
     assert [r.cls for r in got] == [None if classification_of(r) is None else int(classification_of(r)) for r in got]
+
+
+def test_no_change_run_is_detected_by_fingerprint(database, small_county):
+    cli("import", small_county, "--db", database.url)
+    from schedules.jobs import recorded
+
+    run = lambda: recorded(database.engine, "generate", D("2026-06-10"), "test", lambda: generate(database.engine, as_of=D("2026-06-10")))
+    first, second = run(), run()
+    assert first["skipped"] is False and first["created"] == 5
+    # PostgreSQL skips the pass when no input changed; SQLite always runs it (no hash function)
+    assert second["skipped"] is (database.backend == "postgresql")
+    assert (second["open"], second["open_by_kind"]) == (first["open"], first["open_by_kind"])
+    with database.engine.begin() as conn:
+        conn.execute(sa.insert(FollowUp).values(patient_id="B", visit_on=D("2026-06-05"), mode=2, risk_level=0))
+    third = run()
+    assert third["skipped"] is False and third["created"] == 1 and third["closed"] == 1
+    with database.engine.begin() as conn:  # a task edited behind the scheduler's back is noticed too
+        conn.execute(sa.update(VisitTask).where(VisitTask.patient_id == "A").values(due_on=D("2026-05-01")))
+    fourth = run()
+    assert fourth["skipped"] is False and stored(database.engine)[("A", "follow_up", "follow_up:3")][0] == D("2026-05-29")

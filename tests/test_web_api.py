@@ -55,6 +55,7 @@ ROUTES = [
     ("GET", "/api/me"), ("GET", "/api/worklist"), ("GET", "/api/patients"), ("GET", "/api/patients/P1"),
     ("POST", "/api/patients"), ("POST", "/api/patients/P1/follow-ups"), ("POST", "/api/patients/P1/status"),
     ("POST", "/api/follow-ups/1/attendance"), ("GET", "/api/rates"), ("GET", "/api/audit"), ("DELETE", "/api/session"),
+    ("POST", "/api/patients/P1/health-checks"), ("POST", "/api/patients/P1/injections"),
 ]
 
 
@@ -282,3 +283,68 @@ def test_sql_worklist_matches_the_scheduler(web):
         assert [(r["patient_id"], r["kind"], r["due_on"]) for r in rows] == \
             [(t["patient_id"], t["kind"], t["due_on"]) for t in expected]
         assert len(rows) > 4
+
+
+def test_worklist_cache_follows_scheduler_runs(web):
+    """Work-list pages are cached until the scheduler records a run (registry/web/cache.py)."""
+    from datetime import date
+
+    from sqlmodel import Session
+
+    from schedules.jobs import recorded
+    from schedules.models import VisitTask
+
+    client, tokens, _ids, database = web
+    h = auth(tokens, "doc")
+    first = client.get("/api/worklist", headers=h).json()
+    with Session(database.engine) as s:  # a task written behind the cache's back
+        s.add(VisitTask(patient_id="P2", kind="retry", basis="test:retry", basis_on=date(2026, 5, 1), due_on=date(2026, 6, 5),
+                        nominal_due_on=date(2026, 6, 5), roles="doctor", joint=False, rule="test", risk_level=0))
+        s.commit()
+    assert client.get("/api/worklist", headers=h).json() == first
+    recorded(database.engine, "generate", TODAY, "test", lambda: {})
+    rows = client.get("/api/worklist", headers=h).json()["rows"]
+    assert ("P2", "retry") in {(r["patient_id"], r["kind"]) for r in rows}
+
+
+def test_health_check_and_injection_close_their_tasks(web):
+    """A health check closes the year's health-check task; an injection moves the LAI plan on (rules.md §5)."""
+    from datetime import date
+
+    from sqlmodel import Session
+
+    from registry.models import Patient
+    from schedules.generation import generate
+
+    client, tokens, _ids, database = web
+    with Session(database.engine) as s:
+        p2 = s.get(Patient, "P2")
+        p2.lai_drug, p2.lai_interval_weeks, p2.lai_last_on = "棕榈酸帕利哌酮", 4, date(2026, 5, 1)
+        s.add(p2)
+        s.commit()
+    generate(database.engine, as_of=TODAY)
+    h = auth(tokens, "doc")
+
+    def kinds(pid):
+        rows = client.get("/api/worklist", params={"all": "true"}, headers=h).json()["rows"]
+        return {r["kind"] for r in rows if r["patient_id"] == pid}
+
+    assert "health_check" in kinds("P1") and "injection" in kinds("P2")
+    r = client.post("/api/patients/P1/health-checks", headers=h, json={"checked_on": "2026-06-01"})
+    assert r.status_code == 201 and r.json() == {"patient_id": "P1", "checked_on": "2026-06-01"}
+    assert "health_check" not in kinds("P1")
+    again = client.post("/api/patients/P1/health-checks", headers=h, json={"checked_on": "2026-06-01"})
+    assert again.status_code == 422 and again.json()["issues"][0]["code"] == "DUPLICATE"
+    future = client.post("/api/patients/P1/health-checks", headers=h, json={"checked_on": "2026-07-01"})
+    assert future.status_code == 422 and future.json()["issues"][0]["code"] == "FUTURE_DATE"
+    no_plan = client.post("/api/patients/P1/injections", headers=h, json={"given_on": "2026-06-01"})
+    assert no_plan.status_code == 422 and no_plan.json()["issues"][0]["code"] == "NO_LAI_PLAN"
+    given = client.post("/api/patients/P2/injections", headers=h, json={"given_on": "2026-05-29"})
+    assert given.status_code == 201
+    record = client.get("/api/patients/P2", headers=h).json()
+    assert record["lai_plan"]["last_on"] == "2026-05-29"
+    due = [t["due_on"] for t in record["tasks"] if t["kind"] == "injection"]
+    assert due and all(d > "2026-06-20" for d in due)  # next due 4 weeks after 05-29, not after 05-01
+    police = client.post("/api/patients/P1/health-checks", headers=auth(tokens, "police"), json={"checked_on": "2026-06-02"})
+    assert police.status_code == 403
+    assert {r.object_type for r in audit_rows(database, actor="doc", action="write")} == {"health_check", "injection"}

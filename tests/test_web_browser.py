@@ -6,7 +6,6 @@ Screenshots of the main pages go to tests/artifacts/.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import threading
@@ -144,8 +143,16 @@ def test_doctor_records_follow_up_and_task_leaves_the_list(server, browser):
     page.click("button[type=submit]")
     page.wait_for_load_state()
     assert page.url.endswith("/patients/P1?saved=1")
-    assert "随访已保存" in page.inner_text("[role=status]")
+    assert "已保存" in page.inner_text("[role=status]")
     assert "2026-06-09" in page.inner_text("#timeline")
+
+    page.fill("#f-checked_on input[name=checked_on]", "2026-06-30")  # in the future
+    page.click("#f-checked_on button")
+    assert "晚于今天" in page.inner_text("#f-checked_on .error")
+    page.fill("#f-checked_on input[name=checked_on]", "2026-06-08")
+    page.click("#f-checked_on button")
+    page.wait_for_load_state()
+    assert "已保存" in page.inner_text("[role=status]") and "2026-06-08" in page.inner_text("main")
 
     page.goto(base + "/worklist")
     assert page.locator("#worklist tr[data-patient=P1]").count() == 0

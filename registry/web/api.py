@@ -21,9 +21,11 @@ from registry.errors import InvalidInput
 from registry.web import queries, writes
 from registry.web.auth import Current, client_ip, current, require_api_csrf, token_from
 from registry.web.reports import compute_rates_safe, month_arg
+from registry.web.writes import bad_text
 
 
 class ErrorBody(BaseModel):
+    """错误 The JSON error body."""
     error: str = Field(description="稳定的错误代码")
     message: str = Field(description="中文说明")
     issues: list[dict] | None = None
@@ -34,17 +36,20 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 
 
 class LoginBody(BaseModel):
+    """登录 Username and password."""
     model_config = ConfigDict(strict=True, extra="forbid")
     username: str = Field(max_length=64)
     password: str = Field(max_length=256)
 
 
 class AttendanceBody(BaseModel):
+    """到场 Whether the caller attended."""
     model_config = ConfigDict(strict=True, extra="forbid")
     attended: bool
 
 
 class SessionOut(BaseModel):
+    """会话 A new session token and its CSRF token."""
     token: str
     csrf_token: str
     username: str
@@ -52,24 +57,15 @@ class SessionOut(BaseModel):
     region_code: str
 
 
-def bad_text(value: str) -> bool:
-    """Text PostgreSQL cannot store (NUL, lone surrogates) is refused before it reaches SQL."""
-    if "\x00" in value:
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def checked(value: str, field: str) -> str:
+    """文本校验 The value, or 422 BAD_TEXT when SQL cannot store it."""
     if bad_text(value):
         raise InvalidInput.single("BAD_TEXT", f"{field} 含有无效字符", column=field)
     return value
 
 
 def body_checked(body: dict[str, Any]) -> dict[str, Any]:
+    """请求体校验 Refuse text SQL cannot store anywhere in a body."""
     for key, value in body.items():
         checked(str(key), "字段名")
         if isinstance(value, str):
@@ -81,6 +77,7 @@ def body_checked(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def api_user(request: Request) -> Current:
+    """接口用户 The current user plus the CSRF check for cookie writes."""
     cur = current(request)
     require_api_csrf(request, cur)
     return cur
@@ -103,6 +100,7 @@ PatientId = Annotated[str, Path(min_length=1, max_length=64, description="患者
 
 @router.post("/session", response_model=SessionOut, summary="登录，取得令牌")
 def login(request: Request, body: LoginBody):
+    """登录 Username and password → bearer token."""
     ctx = request.app.state.ctx
     with Session(ctx.engine, expire_on_commit=False) as session:
         checked(body.username, "username")
@@ -123,6 +121,7 @@ def login(request: Request, body: LoginBody):
 
 @authed.delete("/session", summary="退出登录")
 def logout(request: Request) -> dict:
+    """退出 End this session."""
     cur = api_user(request)
     token, _via = token_from(request)
     with Session(request.app.state.ctx.engine) as session:
@@ -134,6 +133,7 @@ def logout(request: Request) -> dict:
 
 @authed.get("/me", summary="当前用户")
 def me(request: Request) -> dict:
+    """当前用户 Who is logged in, role and region."""
     cur = api_user(request)
     ctx = request.app.state.ctx
     return {"username": cur.user.username, "display_name": cur.user.display_name, "role": cur.user.role,
@@ -144,11 +144,11 @@ def me(request: Request) -> dict:
 @authed.get("/worklist", summary="工作清单（逾期优先，按危险性、逾期天数、到期日排序）")
 def worklist(request: Request, as_of: date | None = None, all: bool = False,
              limit: Annotated[int, Query(ge=1, le=5000)] = 500, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict:
+    """工作清单 Overdue first, then rules.md §5 order."""
     cur = api_user(request)
     ctx = request.app.state.ctx
     day = _as_of(ctx, as_of)
-    data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=day, horizon_days=None if all else 7, limit=limit,
-                            offset=offset)
+    data = ctx.worklist(cur.scope, as_of=day, horizon_days=None if all else 7, limit=limit, offset=offset)
     audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
                      region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
     return data
@@ -157,6 +157,7 @@ def worklist(request: Request, as_of: date | None = None, all: bool = False,
 @authed.get("/patients", summary="检索患者（编号、姓名或身份证号）")
 def search(request: Request, q: Annotated[str, Query(max_length=100)] = "",
            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+    """患者检索 By number, name or ID number, within scope."""
     cur = api_user(request)
     ctx = request.app.state.ctx
     checked(q, "q")
@@ -168,6 +169,7 @@ def search(request: Request, q: Annotated[str, Query(max_length=100)] = "",
 
 @authed.post("/patients", status_code=201, summary="新患者建档（乡镇精防医生）")
 def register(request: Request, body: Annotated[dict[str, Any], Body()]) -> dict:
+    """新患者建档 Register a patient (township doctor)."""
     cur = api_user(request)
     ctx = request.app.state.ctx
     patient = writes.register_patient(ctx.engine, cur.scope, body_checked(body), today=ctx.today(), source=client_ip(request))
@@ -176,6 +178,7 @@ def register(request: Request, body: Annotated[dict[str, Any], Body()]) -> dict:
 
 @authed.get("/patients/{patient_id}", summary="患者一历（按角色裁剪字段）")
 def patient(request: Request, patient_id: PatientId) -> dict:
+    """一历 The patient record, shaped by role."""
     cur = api_user(request)
     ctx = request.app.state.ctx
     checked(patient_id, "patient_id")
@@ -187,6 +190,7 @@ def patient(request: Request, patient_id: PatientId) -> dict:
 
 @authed.post("/patients/{patient_id}/follow-ups", status_code=201, summary="录入随访（乡镇精防医生）")
 def follow_up(request: Request, patient_id: PatientId, body: Annotated[dict[str, Any], Body()]) -> dict:
+    """随访录入 Record a follow-up (township doctor)."""
     cur = api_user(request)
     ctx = request.app.state.ctx
     checked(patient_id, "patient_id")
@@ -197,6 +201,7 @@ def follow_up(request: Request, patient_id: PatientId, body: Annotated[dict[str,
 
 @authed.post("/patients/{patient_id}/status", summary="登记死亡或迁出（乡镇精防医生）")
 def status(request: Request, patient_id: PatientId, body: Annotated[dict[str, Any], Body()]) -> dict:
+    """死亡/迁出 Record a death or move-out (township doctor)."""
     cur = api_user(request)
     ctx = request.app.state.ctx
     checked(patient_id, "patient_id")
@@ -204,8 +209,31 @@ def status(request: Request, patient_id: PatientId, body: Annotated[dict[str, An
     return {"patient_id": p.patient_id, "status": p.status, "status_on": p.status_on.isoformat()}
 
 
+@authed.post("/patients/{patient_id}/health-checks", status_code=201, summary="登记健康体检（乡镇精防医生）")
+def health_check(request: Request, patient_id: PatientId, body: Annotated[dict[str, Any], Body()]) -> dict:
+    """健康体检 Record a health check: {"checked_on": "YYYY-MM-DD"}."""
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    checked(patient_id, "patient_id")
+    on = writes.record_health_check(ctx.engine, cur.scope, patient_id, body_checked(body), today=ctx.today(),
+                                    source=client_ip(request))
+    return {"patient_id": patient_id, "checked_on": on.isoformat()}
+
+
+@authed.post("/patients/{patient_id}/injections", status_code=201, summary="登记长效针剂注射（乡镇精防医生）")
+def injection(request: Request, patient_id: PatientId, body: Annotated[dict[str, Any], Body()]) -> dict:
+    """长效针剂注射 Record an injection given: {"given_on": "YYYY-MM-DD"}."""
+    cur = api_user(request)
+    ctx = request.app.state.ctx
+    checked(patient_id, "patient_id")
+    on = writes.record_injection(ctx.engine, cur.scope, patient_id, body_checked(body), today=ctx.today(),
+                                 source=client_ip(request))
+    return {"patient_id": patient_id, "given_on": on.isoformat()}
+
+
 @authed.post("/follow-ups/{follow_up_id}/attendance", summary="联合入户到场登记（民警、民政专干）")
 def attendance(request: Request, follow_up_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: AttendanceBody) -> dict:
+    """到场登记 Police / civil affairs confirm their attendance."""
     cur = api_user(request)
     row = writes.record_attendance(request.app.state.ctx.engine, cur.scope, follow_up_id, body.attended, source=client_ip(request))
     return {"follow_up_id": follow_up_id, "role": row.role, "attended": row.attended}
@@ -213,6 +241,7 @@ def attendance(request: Request, follow_up_id: Annotated[int, Path(ge=1, le=2**3
 
 @authed.get("/rates", summary="月度指标（县级管理员）")
 def rates(request: Request, month: Annotated[str, Query(max_length=7)] = "") -> dict:
+    """月度指标 The month's indicators (county admin)."""
     cur = api_user(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
@@ -231,6 +260,7 @@ def rates(request: Request, month: Annotated[str, Query(max_length=7)] = "") -> 
 @authed.get("/audit", summary="审计日志（县级管理员）")
 def audit_log(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
               actor: Annotated[str, Query(max_length=100)] = "", action: Annotated[str, Query(max_length=20)] = "") -> dict:
+    """审计日志 The latest audit rows (county admin)."""
     cur = api_user(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     checked(actor, "actor")

@@ -39,6 +39,14 @@ class WebContext:
     today: Callable[[], date]
     secure_cookies: bool
     templates: Jinja2Templates
+    worklists: object = None  # registry.web.cache.WorklistCache
+
+    def worklist(self, scope, **kwargs) -> dict:
+        """工作清单 The work list for ``scope`` (cached until the scheduler runs again; see cache.py)."""
+        from registry.web import queries
+
+        key = (scope.user.role, scope.user.region_code, scope.today, tuple(sorted(kwargs.items())))
+        return self.worklists.get(key, lambda: queries.worklist(self.engine, scope, self.tree, **kwargs))
 
 
 def _templates() -> Jinja2Templates:
@@ -52,7 +60,7 @@ def _templates() -> Jinja2Templates:
 
 
 def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookies: bool | None = None) -> FastAPI:
-    """Build the web application on ``engine`` (SQLite or PostgreSQL, schema already upgraded)."""
+    """创建应用 Build the web application on ``engine`` (SQLite or PostgreSQL, schema already upgraded)."""
     from registry.config import get_settings
     from registry.web import api, pages
 
@@ -67,8 +75,10 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
         docs_url="/api/docs",
         redoc_url=None,
     )
+    from registry.web.cache import WorklistCache
+
     app.state.ctx = WebContext(engine=engine, tree=RegionTree(engine), today=today or clock.local_today,
-                               secure_cookies=secure_cookies, templates=_templates())
+                               secure_cookies=secure_cookies, templates=_templates(), worklists=WorklistCache(engine))
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(api.router)
     app.include_router(pages.router)
@@ -76,6 +86,7 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
+        """安全响应头 nosniff, no framing, same-origin referrer, no caching of pages."""
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -92,6 +103,7 @@ def _is_api(request: Request) -> bool:
 
 
 def error_page(request: Request, status: int, code: str, message: str, issues=()):
+    """错误页 The error template with the status, code and Chinese message."""
     ctx = request.app.state.ctx
     cur = getattr(request.state, "current", None)
     return ctx.templates.TemplateResponse(request, "error.html", {"status": status, "code": code, "message": message,
@@ -101,6 +113,7 @@ def error_page(request: Request, status: int, code: str, message: str, issues=()
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(JingfangError)
     async def jingfang_error(request: Request, exc: JingfangError):
+        """错误映射 JingfangError → JSON (API) or the error page."""
         if _is_api(request):
             headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
             return JSONResponse(exc.as_dict(), status_code=exc.http_status, headers=headers)
@@ -110,6 +123,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
+        """参数错误 Request validation → 422 INVALID_REQUEST in Chinese."""
         issues = []
         for err in exc.errors():
             loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body")]
@@ -124,6 +138,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        """路由错误 404 / 405 with stable codes."""
         code, message = {404: ("NOT_FOUND", "页面或接口不存在"), 405: ("METHOD_NOT_ALLOWED", "不支持此请求方法")}.get(
             exc.status_code, ("HTTP_ERROR", str(exc.detail)))
         if _is_api(request) or exc.status_code == 405:
@@ -132,7 +147,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory for multi-worker serving: the database URL comes from JINGFANG_DATABASE_URL."""
+    """多进程工厂 uvicorn factory for multi-worker serving: the database URL comes from JINGFANG_DATABASE_URL."""
     from registry.db import get_engine
 
     return create_app(get_engine())

@@ -37,14 +37,17 @@ class Current:
 
     @property
     def csrf_token(self) -> str:
+        """CSRF 令牌 The session's CSRF token."""
         return self.session.csrf_token
 
 
 def client_ip(request: Request) -> str:
+    """来源地址 The client's IP address for the audit log."""
     return request.client.host if request.client else "unknown"
 
 
 def token_from(request: Request) -> tuple[str | None, str]:
+    """会话令牌 The token from the Authorization header or the cookie."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip(), "bearer"
@@ -52,7 +55,7 @@ def token_from(request: Request) -> tuple[str | None, str]:
 
 
 def current(request: Request) -> Current:
-    """The current user (cached on the request) or NotAuthenticated."""
+    """当前用户 The current user (cached on the request) or NotAuthenticated."""
     cached = getattr(request.state, "current", None)
     if cached is not None:
         return cached
@@ -68,7 +71,7 @@ def current(request: Request) -> Current:
 
 
 def require_api_csrf(request: Request, cur: Current) -> None:
-    """Cookie-authenticated API writes must echo the session's CSRF token in a header."""
+    """CSRF 校验 Cookie-authenticated API writes must echo the session's CSRF token in a header."""
     if request.method in SAFE_METHODS or cur.via == "bearer":
         return
     sent = request.headers.get(CSRF_HEADER, "")
@@ -77,9 +80,11 @@ def require_api_csrf(request: Request, cur: Current) -> None:
 
 
 def require_form_csrf(cur: Current, form_token: str | None) -> None:
+    """CSRF 校验 A posted form must carry the session's CSRF token."""
     if not form_token or not hmac.compare_digest(str(form_token), cur.csrf_token):
         raise PermissionDenied("表单已过期或来源无效，请刷新页面后重试", code="CSRF_FAILED")
 
 
 def new_login_csrf() -> str:
+    """CSRF 令牌 A random token for the login form."""
     return secrets.token_urlsafe(24)

@@ -33,6 +33,7 @@ SERVER = os.environ.get("JINGFANG_BENCH_PG", "postgresql+psycopg://postgres@127.
 
 
 def seed(url: str, patients: int) -> None:
+    """造数 Seed a PostgreSQL database through the importer and run the scheduler once."""
     from registry.db import make_engine, upgrade
     from registry.importing import import_path
     from registry.synthetic import write_county_csv
@@ -59,7 +60,7 @@ def seed(url: str, patients: int) -> None:
 
 
 def prepare_clients(url: str, out: Path) -> dict:
-    """One doctor per township with a session token, and each township's patient ids."""
+    """压测账号 One doctor per township with a session token, and each township's patient ids."""
     from sqlmodel import Session
 
     from registry.accounts import User, hash_password, start_session
@@ -90,13 +91,14 @@ def prepare_clients(url: str, out: Path) -> dict:
 
 
 def free_port() -> int:
+    """空闲端口 A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def app_factory():
-    """uvicorn factory for the server subprocess (URL and date from the environment)."""
+    """压测应用 uvicorn factory for the server subprocess (URL and date from the environment)."""
     from registry.db import make_engine
     from registry.web.app import create_app
 
@@ -107,6 +109,7 @@ def app_factory():
 
 
 async def drive(base: str, plan: dict, clients: int, seconds: float) -> dict:
+    """压测 Closed-loop clients fetching work lists and patient pages; latencies in ms."""
     import httpx
 
     latencies: list[float] = []
@@ -141,6 +144,7 @@ async def drive(base: str, plan: dict, clients: int, seconds: float) -> dict:
 
 
 def main() -> None:
+    """网页基准 Seed, serve, drive from a second process, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=50)

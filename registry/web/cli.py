@@ -12,7 +12,7 @@ user_app = typer.Typer(help="管理网页账号。", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve`` and ``user`` to the ``jingfang`` app."""
+    """命令注册 Add ``serve`` and ``user`` to the ``jingfang`` app."""
     app.command("serve", help="启动网页与 JSON 接口（FastAPI + uvicorn）。")(serve)
     app.add_typer(user_app, name="user")
 
@@ -24,6 +24,7 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", help="进程数（>1 时按 JINGFANG_DATABASE_URL 各自连接）")] = 1,
     db: DbOption = None,
 ) -> None:
+    """启动网页 Serve the pages and the JSON API with uvicorn."""
     import os
 
     import uvicorn
@@ -50,6 +51,7 @@ def user_add(
     name: Annotated[Optional[str], typer.Option("--name", help="显示姓名")] = None,
     db: DbOption = None,
 ) -> None:
+    """新建账号 Create a web account bound to a role and a region."""
     from registry.accounts import UserRole, add_user
 
     if password is None:

@@ -14,7 +14,7 @@ DEMO_PASSWORD = "jingfang-demo"
 
 
 def create_demo_users(engine, echo: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
-    """Create (or reset) demo accounts: county admin on the county, the others on its first township.
+    """演示账号 Create (or reset) demo accounts: county admin on the county, the others on its first township.
 
     Returns (username, role, region_code) rows and prints how to log in. Synthetic data only.
     """

@@ -31,10 +31,12 @@ def _choices(enum_cls) -> list[tuple[str, str]]:
 
 
 def fu(name: str, kind: str, choices=None, hint: str = "", required: bool = False) -> Widget:
+    """随访控件 A follow-up form control labelled from registry.validation."""
     return Widget(name, _LABELS.get(name, name), kind, choices or [], hint, required)
 
 
 def pt(name: str, kind: str, choices=None, hint: str = "", required: bool = False) -> Widget:
+    """患者控件 A patient form control labelled from registry.validation."""
     return Widget(name, _PATIENT_LABELS.get(name, name), kind, choices or [], hint, required)
 
 
@@ -151,6 +153,7 @@ PATIENT_SECTIONS: list[tuple[str, list[Widget]]] = [
 
 
 def errors_by_field(issues) -> dict[str, list[str]]:
+    """字段错误 Issues grouped by field for the form template."""
     out: dict[str, list[str]] = {}
     for issue in issues:
         out.setdefault(issue.column or "_", []).append(issue.message)

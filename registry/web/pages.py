@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 from registry import audit
 from registry.accounts import UserRole, authenticate, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated
-from registry.models import Patient, Region
+from registry.models import Region
 from registry.web import forms, queries, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
 from registry.web.reports import compute_rates_safe, month_arg, write_lists_safe, write_report_safe
@@ -37,6 +37,7 @@ HOME = {
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    """渲染页面 Render a template with the user, role and region in the context."""
     ctx = request.app.state.ctx
     cur = getattr(request.state, "current", None)
     context.setdefault("cur", cur)
@@ -47,6 +48,7 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
 
 
 async def form_data(request: Request, cur: Current) -> dict[str, str]:
+    """表单数据 The posted form as strings, after the CSRF check."""
     form = await request.form()
     require_form_csrf(cur, form.get("csrf_token"))
     data: dict[str, str] = {}
@@ -59,7 +61,7 @@ async def form_data(request: Request, cur: Current) -> dict[str, str]:
 
 
 def text_param(value: str, label: str, max_len: int = 100) -> str:
-    """A query-string value safe to pass to SQL, or a 422 naming the parameter."""
+    """查询参数 A query-string value safe to pass to SQL, or a 422 naming the parameter."""
     if writes.bad_text(value):
         raise InvalidInput.single("BAD_TEXT", f"{label} 含有无效字符", column=label)
     return value[:max_len]
@@ -75,6 +77,7 @@ def _audit_read(request: Request, cur: Current, *, action: str, object_type: str
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request):
+    """首页 Send each role to its own home page."""
     try:
         cur = current(request)
     except NotAuthenticated:
@@ -84,6 +87,7 @@ def home(request: Request):
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request):
+    """登录页 The login form (with its double-submit CSRF cookie)."""
     token = new_login_csrf()
     response = render(request, "login.html", csrf_token=token, username="", error=None)
     _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
@@ -92,6 +96,7 @@ def login_page(request: Request):
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request):
+    """登录 Check the password, start a session, audit the attempt."""
     ctx = request.app.state.ctx
     form = await request.form()
     username = str(form.get("username") or "").strip()[:64]
@@ -126,6 +131,7 @@ async def login(request: Request):
 
 @router.post("/logout")
 async def logout(request: Request):
+    """退出 End the session."""
     cur = current(request)
     await form_data(request, cur)
     ctx = request.app.state.ctx
@@ -151,12 +157,13 @@ PAGE_ROWS = 100
 
 @router.get("/worklist", response_class=HTMLResponse)
 def worklist_page(request: Request, all: int = 0, page: int = 1):
+    """今日工作清单 The work list page (doctor, county admin)."""
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
     page = min(max(page, 1), 100_000)
-    data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=ctx.today(), horizon_days=None if all else 7,
-                            limit=PAGE_ROWS, offset=(page - 1) * PAGE_ROWS)
+    data = ctx.worklist(cur.scope, as_of=ctx.today(), horizon_days=None if all else 7, limit=PAGE_ROWS,
+                        offset=(page - 1) * PAGE_ROWS)
     _audit_read(request, cur, action="read", object_type="worklist", object_id=cur.user.region_code,
                 region_code=cur.user.region_code, detail=f"{data['total']} 项")
     pages = max(1, -(-data["total"] // PAGE_ROWS))
@@ -169,8 +176,7 @@ def my_list_page(request: Request):
     cur = current(request)
     cur.scope.require_role(UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
     ctx = request.app.state.ctx
-    data = queries.worklist(ctx.engine, cur.scope, ctx.tree, as_of=ctx.today(), horizon_days=None, limit=300)
-    data["rows"] = [r for r in data["rows"] if cur.user.role in r["roles"]]  # the visits they take part in
+    data = ctx.worklist(cur.scope, as_of=ctx.today(), horizon_days=None, limit=300)
     patients = queries.search_patients(ctx.engine, cur.scope, ctx.tree, "", limit=500)
     _audit_read(request, cur, action="read", object_type="list", object_id=cur.user.role, region_code=cur.user.region_code,
                 detail=f"{len(patients)} 名患者")
@@ -181,6 +187,7 @@ def my_list_page(request: Request):
 
 @router.get("/patients/new", response_class=HTMLResponse)
 def new_patient_page(request: Request):
+    """新患者建档 The registration form."""
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     return _patient_form(request, cur, {"registered_on": request.app.state.ctx.today().isoformat(), "report_type": "2",
@@ -199,6 +206,7 @@ def _patient_form(request: Request, cur: Current, values: dict, errors: dict, st
 
 @router.post("/patients/new", response_class=HTMLResponse)
 async def new_patient(request: Request):
+    """新患者建档 Save a registration or show the form again with its errors."""
     cur = current(request)
     data = await form_data(request, cur)
     ctx = request.app.state.ctx
@@ -211,6 +219,7 @@ async def new_patient(request: Request):
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 def patient_page(request: Request, patient_id: str):
+    """一历 The patient record (full or list fields by role); audited."""
     cur = current(request)
     ctx = request.app.state.ctx
     record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
@@ -221,6 +230,7 @@ def patient_page(request: Request, patient_id: str):
 
 @router.get("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)
 def follow_up_page(request: Request, patient_id: str):
+    """随访录入 The 2018 follow-up form."""
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     return _follow_up_form(request, cur, patient_id, {"visit_on": request.app.state.ctx.today().isoformat(),
@@ -239,6 +249,7 @@ def _follow_up_form(request: Request, cur: Current, patient_id: str, values: dic
 
 @router.post("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)
 async def follow_up_submit(request: Request, patient_id: str):
+    """随访录入 Save a follow-up or show the form again with its errors."""
     cur = current(request)
     data = await form_data(request, cur)
     data = {k: v for k, v in data.items() if not (k.startswith("attended_") and v == "")}
@@ -252,6 +263,7 @@ async def follow_up_submit(request: Request, patient_id: str):
 
 @router.get("/patients/{patient_id}/status", response_class=HTMLResponse)
 def status_page(request: Request, patient_id: str):
+    """死亡/迁出 The status form."""
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     return _status_form(request, cur, patient_id, {"status": "dead", "status_on": request.app.state.ctx.today().isoformat()}, {})
@@ -265,6 +277,7 @@ def _status_form(request, cur, patient_id, values, errors, status_code=200):
 
 @router.post("/patients/{patient_id}/status", response_class=HTMLResponse)
 async def status_submit(request: Request, patient_id: str):
+    """死亡/迁出 Save a death or move-out, or show the form again."""
     cur = current(request)
     data = await form_data(request, cur)
     ctx = request.app.state.ctx
@@ -275,8 +288,34 @@ async def status_submit(request: Request, patient_id: str):
     return RedirectResponse(f"/patients/{patient_id}", status_code=303)
 
 
+@router.post("/patients/{patient_id}/health-check", response_class=HTMLResponse)
+async def health_check_submit(request: Request, patient_id: str):
+    """健康体检 Record a health check from the patient page."""
+    return await _event_submit(request, patient_id, writes.record_health_check)
+
+
+@router.post("/patients/{patient_id}/injection", response_class=HTMLResponse)
+async def injection_submit(request: Request, patient_id: str):
+    """长效针剂注射 Record an injection from the patient page."""
+    return await _event_submit(request, patient_id, writes.record_injection)
+
+
+async def _event_submit(request: Request, patient_id: str, write):
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    try:
+        write(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
+    except InvalidInput as exc:
+        record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+        return render(request, "patient.html", status_code=422, p=record, event_errors=forms.errors_by_field(exc.issues),
+                      event_values=data)
+    return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
+
+
 @router.post("/follow-ups/{follow_up_id}/attendance")
 async def attendance_submit(request: Request, follow_up_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]):
+    """到场登记 Police / civil affairs confirm their attendance."""
     cur = current(request)
     data = await form_data(request, cur)
     ctx = request.app.state.ctx
@@ -289,6 +328,7 @@ async def attendance_submit(request: Request, follow_up_id: Annotated[int, PathP
 
 @router.get("/search", response_class=HTMLResponse)
 def search_page(request: Request, q: str = ""):
+    """患者检索 Search within scope; audited."""
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
@@ -327,6 +367,7 @@ def _default_month(today: date) -> str:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard(request: Request, month: str = ""):
+    """指标看板 The month's indicators per township against targets."""
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
@@ -339,6 +380,7 @@ def dashboard(request: Request, month: str = ""):
 
 @router.get("/reports/monthly.pdf")
 def monthly_pdf(request: Request, month: str = ""):
+    """月报下载 The monthly PDF; audited as an export."""
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
@@ -355,6 +397,7 @@ def monthly_pdf(request: Request, month: str = ""):
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, actor: str = "", action: str = ""):
+    """审计日志 The latest audit rows of the admin's region."""
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx

@@ -33,6 +33,7 @@ WORKLIST_HORIZON_DAYS = 7  # 随访任务单: due in the next 7 days and overdue
 
 
 def label(enum_cls, value) -> str:
+    """编码名称 The Chinese label of a coded value (blank when unknown)."""
     if value is None or value == "":
         return ""
     try:
@@ -42,13 +43,14 @@ def label(enum_cls, value) -> str:
 
 
 def age_on(birth: date, today: date) -> int:
+    """年龄 Age in whole years on a date."""
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
 # ---------------------------------------------------------------- tasks
 
 def worklist_sort_key(task: dict):
-    """The work-list order as a Python key (the SQL in ``_worklist_rows`` is the one used):
+    """排序 The work-list order as a Python key (the SQL in ``_worklist_rows`` is the one used):
     overdue first (issue 4), then rules.md §5: risk level desc, days overdue desc, due date."""
     risk = task.get("risk_level")
     return (
@@ -147,7 +149,7 @@ def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days:
 
 
 def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dict]:
-    """One patient's open tasks (the rows ``schedules.worklist.open_tasks`` gives for them)."""
+    """患者待办 One patient's open tasks (the rows ``schedules.worklist.open_tasks`` gives for them)."""
     try:
         from schedules.models import VisitTask  # noqa: PLC0415
     except ImportError:
@@ -218,6 +220,7 @@ def _medication(text: str | None) -> list[dict] | str:
 
 
 def follow_up_view(fu: FollowUp, participants: list[FollowUpParticipant]) -> dict:
+    """随访记录 One follow-up shaped for the 一历 timeline."""
     cls = classification_of(fu)
     return {
         "id": fu.id,
@@ -368,6 +371,7 @@ def search_patients(engine, scope: Scope, tree: RegionTree, q: str, *, limit: in
 
 
 def brief(p: Patient, scope: Scope, tree: RegionTree) -> dict:
+    """患者摘要 One search/list row (diagnosis only for full-record roles)."""
     return {
         "patient_id": p.patient_id,
         "name": p.name,

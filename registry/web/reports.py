@@ -21,7 +21,7 @@ class Unavailable(JingfangError):
 
 
 def month_arg(month: str) -> str:
-    """'YYYY-MM' between 2000-01 and 2100-12, else InvalidInput naming the field."""
+    """月份参数 'YYYY-MM' between 2000-01 and 2100-12, else InvalidInput naming the field."""
     m = _MONTH.match(month or "")
     if not m or not (1 <= int(m.group(2)) <= 12) or not (2000 <= int(m.group(1)) <= 2100):
         raise InvalidInput.single("BAD_MONTH", f"月份(month)“{str(month)[:20]}”无效，应为 YYYY-MM（2000-01 至 2100-12）",
@@ -30,7 +30,7 @@ def month_arg(month: str) -> str:
 
 
 def compute_rates_safe(engine, *, month: str, region_code: str) -> dict | None:
-    """The month's indicators (registry.indicators.compute_rates, contract.md JSON), or None."""
+    """月度指标 The month's indicators (registry.indicators.compute_rates, contract.md JSON), or None."""
     try:
         from registry.indicators import compute_rates  # noqa: PLC0415
     except ImportError:
@@ -39,6 +39,7 @@ def compute_rates_safe(engine, *, month: str, region_code: str) -> dict | None:
 
 
 def write_report_safe(engine, *, month: str, region_code: str, out_path: Path) -> Path:
+    """月报 Write the monthly PDF (registry.reporting) to ``out_path``."""
     try:
         from registry.reporting import write_monthly_report  # noqa: PLC0415
     except ImportError:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
-import sqlalchemy.orm
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from registry.accounts import User, UserRole
@@ -65,11 +65,12 @@ class RegionTree:
                 self._load()
 
     def invalidate(self) -> None:
+        """刷新 Reload the tree on next use."""
         with self._lock:
             self._loaded_at = 0.0
 
     def descendants(self, code: str) -> frozenset[str]:
-        """The region itself and everything below it."""
+        """下级地区 The region itself and everything below it."""
         self._fresh()
         out, stack = set(), [code]
         while stack:
@@ -81,21 +82,24 @@ class RegionTree:
         return frozenset(out)
 
     def name(self, code: str | None) -> str:
+        """地区名称 The region's name (the code when unknown)."""
         self._fresh()
         return self._regions.get(code, (code or "",))[0] if code else ""
 
     def level(self, code: str) -> str | None:
+        """级别 The region's level."""
         self._fresh()
         entry = self._regions.get(code)
         return entry[1] if entry else None
 
     def parent(self, code: str) -> str | None:
+        """上级 The region's parent code."""
         self._fresh()
         entry = self._regions.get(code)
         return entry[2] if entry else None
 
     def township_of(self, code: str) -> str | None:
-        """The township a village (or the township itself) belongs to."""
+        """所属乡镇 The township a village (or the township itself) belongs to."""
         current: str | None = code
         while current is not None:
             if self.level(current) == "township":
@@ -104,6 +108,7 @@ class RegionTree:
         return None
 
     def townships_under(self, code: str) -> list[str]:
+        """下辖乡镇 Township codes at or below a region."""
         return sorted(c for c in self.descendants(code) if self.level(c) == "township")
 
 
@@ -118,19 +123,21 @@ class Scope:
 
     @property
     def role(self) -> str:
+        """角色 The user's role."""
         return self.user.role
 
     @property
     def full_record(self) -> bool:
+        """完整档案 Whether the role sees the full record."""
         return self.role in FULL_RECORD_ROLES
 
     @property
     def sees_unmasked_id(self) -> bool:
-        """Only the doctor, on their own (township's) patient page (rules.md §8)."""
+        """身份证号 Only the doctor, on their own (township's) patient page (rules.md §8)."""
         return self.role == UserRole.TOWNSHIP_DOCTOR.value
 
     def patient_clause(self):
-        """A WHERE clause on Patient selecting exactly the patients this user may see."""
+        """可见患者 A WHERE clause on Patient selecting exactly the patients this user may see."""
         in_region = Patient.village_code.in_(region_subquery(self.user.region_code, self.region_level))
         if self.full_record:
             return in_region
@@ -141,12 +148,13 @@ class Scope:
         return sa.and_(in_region, Patient.status == "active", list_clause(self.role, self.today, region_patients))
 
     def require_role(self, *roles: str) -> None:
+        """角色限制 PermissionDenied unless the user has one of ``roles``."""
         if self.role not in roles:
             labels = "、".join(UserRole(r).label for r in roles)
             raise PermissionDenied(f"此操作仅限{labels}，当前角色为{UserRole(self.role).label}", code="ROLE_FORBIDDEN")
 
     def check_patient(self, session: Session, patient_id: str) -> Patient:
-        """The patient, or PermissionDenied when outside scope (also when it does not exist,
+        """患者权限 The patient, or PermissionDenied when outside scope (also when it does not exist,
         so a probe cannot learn which IDs exist elsewhere)."""
         from registry.web.writes import bad_text  # noqa: PLC0415
 
@@ -159,14 +167,14 @@ class Scope:
 
 
 def region_subquery(code: str, level: str | None = None):
-    """The villages at or below region ``code`` as a subquery (county → township → village,
+    """下级地区 The villages at or below region ``code`` as a subquery (county → township → village,
     RegionLevel). Shaped by the region's level so the planner's row estimate is right (an OR over
     levels makes PostgreSQL scan every patient)."""
     if level == "village":
         return sa.select(sa.literal(code))
     if level == "township":
         return sa.select(Region.code).where(Region.parent_code == code)
-    child = sa.orm.aliased(Region)
+    child = aliased(Region)
     if level == "county":
         return sa.select(Region.code).where(Region.parent_code.in_(sa.select(child.code).where(child.parent_code == code)))
     return sa.select(Region.code).where(sa.or_(
@@ -219,6 +227,7 @@ def _open_tasks_with_role(role: str, among):
 
 
 def minus_months(day: date, months: int) -> date:
+    """往前推月 ``day`` minus ``months`` calendar months, clamped to month end."""
     import calendar
 
     month0 = day.month - 1 - months
@@ -263,7 +272,7 @@ def civil_affairs_patient_ids(today: date, among):
 
 
 def list_clause(role: str, today: date, among):
-    """Patients (of ``among``: a select of patient_ids) on the lists of ``role``."""
+    """名单条件 Patients (of ``among``: a select of patient_ids) on the lists of ``role``."""
     if role == UserRole.POLICE.value:
         return Patient.patient_id.in_(police_patient_ids(today, among))
     if role == UserRole.CIVIL_AFFAIRS.value:
@@ -272,5 +281,6 @@ def list_clause(role: str, today: date, among):
 
 
 def scope_for(user: User, tree: RegionTree, today: date) -> Scope:
+    """权限范围 The scope of a user on a date."""
     return Scope(user=user, region_codes=tree.descendants(user.region_code), today=today,
                  region_level=tree.level(user.region_code))

@@ -31,16 +31,25 @@ def _reject(issues: list[Issue]) -> InvalidInput:
 
 
 def refresh_schedule(engine, *, today: date) -> None:
-    """Re-run the scheduler so tasks closed by this write leave the lists (schedules.generation)."""
+    """刷新任务 Re-run the scheduler so tasks closed by this write leave the lists (schedules.generation).
+
+    Recorded as a ``schedule_run`` (source "web"), which also tells every web worker's
+    work-list cache that the tasks changed (registry/web/cache.py).
+    """
     try:
         from schedules import generation  # noqa: PLC0415
     except ImportError:
         return
-    generation.generate(engine, as_of=today)
+    try:
+        from schedules.jobs import recorded  # noqa: PLC0415
+    except ImportError:
+        generation.generate(engine, as_of=today)
+        return
+    recorded(engine, "generate", today, "web", lambda: generation.generate(engine, as_of=today))
 
 
 def bad_text(value: str) -> bool:
-    """Text PostgreSQL cannot store (NUL, lone surrogates): refused before it reaches SQL."""
+    """无效字符 Text PostgreSQL cannot store (NUL, lone surrogates): refused before it reaches SQL."""
     if "\x00" in value:
         return True
     try:
@@ -91,12 +100,14 @@ def _medication_json(text_: str) -> str:
 
 
 def follow_up_field_names() -> set[str]:
+    """随访字段 Field names a follow-up form/body may carry."""
     from registry.validation import FOLLOW_UP_EXTRA_FIELDS, FOLLOW_UP_FIELDS
 
     return {f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in JOINT_ROLES}
 
 
 def patient_field_names() -> set[str]:
+    """患者字段 Field names a registration form/body may carry."""
     from registry.validation import PATIENT_EXTRA_FIELDS, PATIENT_FIELDS
 
     return {f.name for f in PATIENT_FIELDS + PATIENT_EXTRA_FIELDS}
@@ -248,3 +259,67 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
                      detail="到场" if attended else "未到场", source=source)
         session.commit()
         return row
+
+
+def _event_date(raw_in: dict[str, Any], field: str, label: str, patient, today: date) -> tuple[date | None, list[Issue]]:
+    raw = _clean(raw_in)
+    issues = _check_types(raw, {field})
+    on = None
+    try:
+        on = iso_date(raw.get(field, "").strip())
+    except FieldError as err:
+        issues.append(Issue(err.code, f"{label}({field}): {err.message}", column=field))
+    if on is not None and on > today:
+        issues.append(Issue("FUTURE_DATE", f"{label}({field}) {on} 晚于今天 {today}", column=field))
+    if on is not None and on < patient.registered_on:
+        issues.append(Issue("BEFORE_REGISTRATION", f"{label}({field}) {on} 早于建档日期 {patient.registered_on}", column=field))
+    if patient.status != "active":
+        issues.append(Issue("PATIENT_NOT_ACTIVE", f"患者已为“{codes.PatientStatus(patient.status).label}”状态", column=field))
+    return on, issues
+
+
+def record_health_check(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date,
+                        source: str | None) -> date:
+    """健康体检 Record an annual health check; it closes that year's health-check task (rules.md §5)."""
+    from registry.models import HealthCheck  # noqa: PLC0415
+
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        on, issues = _event_date(raw_in, "checked_on", "体检日期", patient, today)
+        if on is not None and session.exec(select(HealthCheck).where(HealthCheck.patient_id == patient_id,
+                                                                     HealthCheck.checked_on == on)).first():
+            issues.append(Issue("DUPLICATE", f"体检日期(checked_on) {on} 已登记", column="checked_on"))
+        if issues:
+            raise _reject(issues)
+        session.add(HealthCheck(patient_id=patient_id, checked_on=on))
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="health_check",
+                     object_id=f"{patient_id}/{on}", region_code=patient.village_code, detail=f"体检 {on}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today)
+    return on
+
+
+def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date,
+                     source: str | None) -> date:
+    """长效针剂注射 Record an injection given: the LAI plan's last injection date moves to it (rules.md §5)."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        on, issues = _event_date(raw_in, "given_on", "注射日期", patient, today)
+        if not patient.lai_drug:
+            issues.append(Issue("NO_LAI_PLAN", "该患者没有长效针剂计划", column="given_on"))
+        elif on is not None and patient.lai_last_on and on < patient.lai_last_on:
+            issues.append(Issue("BEFORE_LAST_INJECTION", f"注射日期(given_on) {on} 早于末次注射日期 {patient.lai_last_on}",
+                                column="given_on"))
+        if issues:
+            raise _reject(issues)
+        patient.lai_last_on = on
+        patient.updated_at = utcnow()
+        session.add(patient)
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="injection",
+                     object_id=f"{patient_id}/{on}", region_code=patient.village_code,
+                     detail=f"长效针剂 {patient.lai_drug} {on}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today)
+    return on

@@ -1,0 +1,60 @@
+"""工作清单缓存 A short-lived cache of work-list pages, keyed by the latest scheduler run.
+
+Tasks change only when the scheduler runs (``schedules.generation.generate``; the web runs it
+through ``schedules.jobs.recorded`` after every write, which records a ``schedule_run`` row).
+A cached page is served while the latest finished run is the same one it was computed
+under, and for at most ``ttl`` seconds (imports of names or teams show within that time).
+Every worker process keeps its own cache; the version check is one indexed query.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+import sqlalchemy as sa
+
+
+class WorklistCache:
+    """工作清单缓存 Small LRU of computed work-list pages."""
+
+    def __init__(self, engine, *, ttl: float = 60.0, size: int = 256):
+        self.engine = engine
+        self.ttl = ttl
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, tuple[Any, float, Any]] = OrderedDict()
+
+    def version(self) -> Any:
+        """版本 (latest run id, latest finish time) of the scheduler, or None without its table."""
+        try:
+            from schedules.models import ScheduleRun  # noqa: PLC0415
+        except ImportError:
+            return None
+        t = ScheduleRun.__table__
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(sa.select(sa.func.max(t.c.id), sa.func.max(t.c.finished_at))).one())
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """取缓存 The cached value for ``key`` under the current version, else ``compute()``."""
+        version = self.version()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] == version and now - hit[1] < self.ttl:
+                self._items.move_to_end(key)
+                return hit[2]
+        value = compute()
+        with self._lock:
+            self._items[key] = (version, now, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """清空 Drop every cached page."""
+        with self._lock:
+            self._items.clear()
