@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from datetime import date, datetime, timedelta
 
@@ -28,8 +27,6 @@ from schedules.models import VISIT_KINDS, VisitTask
 from schedules.planning import add_months
 from schedules.profile import Profile, load_profile
 from schedules.sqldates import add_days, add_period
-
-log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 5_020_261_105  # pg_advisory_xact_lock key of the generation run
 VISIT_KIND_VALUES = [k.value for k in VISIT_KINDS]

@@ -71,7 +71,10 @@ def run_generation(db_url: str | None = None, as_of: str | None = None, source: 
 
     engine = get_engine(db_url)
     day = date.fromisoformat(as_of) if as_of else local_today()
-    return recorded(engine, "generate", day, source, lambda: generate(engine, as_of=day))
+    counts = recorded(engine, "generate", day, source, lambda: generate(engine, as_of=day))
+    for warning in counts.get("warnings", []):
+        log.warning(warning)  # e.g. a year with no holiday table (rules.md §5)
+    return counts
 
 
 def week_start(day: date) -> date:

@@ -8,7 +8,7 @@ SQL over the whole population, and the tests check that both agree.
 from __future__ import annotations
 
 import calendar as _cal
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any, Iterable
 

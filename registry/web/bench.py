@@ -2,10 +2,11 @@
 
 ``python -m registry.web.bench`` (scripts/bench_web):
 1. seeds a PostgreSQL database with a synthetic county (default 100,000 patients, through the
-   importer's set-based COPY path), runs the scheduler once, and creates one doctor per
+   importer, registry.importing), runs the scheduler once, and creates one doctor per
    township with a logged-in session (kept for re-runs: ``--reuse``);
 2. starts uvicorn serving ``create_app`` in a subprocess on 127.0.0.1;
-3. drives it from a second process: ``--clients`` concurrent clients (default 50) for
+3. drives it from a second process: ``--clients`` concurrent clients (default 50), after an
+   unmeasured ``--warmup`` (default 5 s), for
    ``--seconds`` (default 30), each alternating its township's work list and a patient page;
 4. prints requests/s and p50/p99 latency.
 """
@@ -108,13 +109,14 @@ def app_factory():
     return create_app(engine, today=lambda: TODAY)
 
 
-async def drive(base: str, plan: dict, clients: int, seconds: float) -> dict:
+async def drive(base: str, plan: dict, clients: int, seconds: float, warmup: float = 0.0) -> dict:
     """压测 Closed-loop clients fetching work lists and patient pages; latencies in ms."""
     import httpx
 
     latencies: list[float] = []
     errors: dict[int, int] = {}
-    deadline = time.perf_counter() + seconds
+    measure_from = time.perf_counter() + warmup
+    deadline = measure_from + seconds
 
     async def client(n: int) -> None:
         rng = random.Random(n)
@@ -127,13 +129,14 @@ async def drive(base: str, plan: dict, clients: int, seconds: float) -> dict:
                 i += 1
                 start = time.perf_counter()
                 r = await http.get(path)
+                if start < measure_from:  # warm-up: not measured
+                    continue
                 latencies.append(time.perf_counter() - start)
                 if r.status_code != 200:
                     errors[r.status_code] = errors.get(r.status_code, 0) + 1
 
-    start = time.perf_counter()
     await asyncio.gather(*(client(n) for n in range(clients)))
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - measure_from
     latencies.sort()
 
     def pct(q: float) -> float:
@@ -150,12 +153,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load first")
     parser.add_argument("--reuse", action="store_true", help="keep the seeded database from an earlier run")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # internal: the load-generator process
     args = parser.parse_args()
     if args.drive:
         base, plan_path = args.drive.split("|")
-        result = asyncio.run(drive(base, json.loads(Path(plan_path).read_text()), args.clients, args.seconds))
+        result = asyncio.run(drive(base, json.loads(Path(plan_path).read_text()), args.clients, args.seconds, args.warmup))
         print(json.dumps(result))
         return
 
@@ -180,14 +184,16 @@ def main() -> None:
             time.sleep(1.0)
             # the load comes from a second process
             driver = subprocess.run([sys.executable, "-m", "registry.web.bench", "--drive", f"{base}|{Path(tmp) / 'plan.json'}",
-                                     "--clients", str(args.clients), "--seconds", str(args.seconds)],
+                                     "--clients", str(args.clients), "--seconds", str(args.seconds),
+                                     "--warmup", str(args.warmup)],
                                     capture_output=True, text=True, check=True)
             result = json.loads(driver.stdout.strip().splitlines()[-1])
         finally:
             server.terminate()
             server.wait(timeout=30)
     print(f"web benchmark: {plan['patients']:,} patients on PostgreSQL, {len(plan['doctors'])} township doctors, "
-          f"{args.clients} concurrent clients for {args.seconds:.0f} s, uvicorn workers={args.workers}")
+          f"{args.clients} concurrent clients for {args.seconds:.0f} s (after {args.warmup:.0f} s warm-up), "
+          f"uvicorn workers={args.workers}")
     print(f"  requests      {result['requests']:,} (work lists and patient pages, half each)")
     print(f"  throughput    {result['rps']:.1f} requests/s")
     print(f"  latency p50   {result['p50_ms']:.1f} ms")

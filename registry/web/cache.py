@@ -26,6 +26,7 @@ class WorklistCache:
         self.size = size
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple, tuple[Any, float, Any]] = OrderedDict()
+        self._computing: dict[tuple, threading.Lock] = {}
 
     def version(self) -> Any:
         """版本 (latest run id, latest finish time) of the scheduler, or None without its table."""
@@ -38,21 +39,36 @@ class WorklistCache:
             return tuple(conn.execute(sa.select(sa.func.max(t.c.id), sa.func.max(t.c.finished_at))).one())
 
     def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
-        """取缓存 The cached value for ``key`` under the current version, else ``compute()``."""
+        """取缓存 The cached value for ``key`` under the current version, else ``compute()``.
+
+        One computation per key at a time: concurrent misses wait for the first one.
+        """
         version = self.version()
-        now = time.monotonic()
+        hit = self._fresh(key, version)
+        if hit is not None:
+            return hit[0]
+        with self._lock:
+            key_lock = self._computing.setdefault(key, threading.Lock())
+        with key_lock:
+            hit = self._fresh(key, version)
+            if hit is not None:
+                return hit[0]
+            value = compute()
+            with self._lock:
+                self._items[key] = (version, time.monotonic(), value)
+                self._items.move_to_end(key)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+                self._computing.pop(key, None)
+        return value
+
+    def _fresh(self, key: tuple, version) -> tuple[Any] | None:
         with self._lock:
             hit = self._items.get(key)
-            if hit is not None and hit[0] == version and now - hit[1] < self.ttl:
+            if hit is not None and hit[0] == version and time.monotonic() - hit[1] < self.ttl:
                 self._items.move_to_end(key)
-                return hit[2]
-        value = compute()
-        with self._lock:
-            self._items[key] = (version, now, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
+                return (hit[2],)
+        return None
 
     def clear(self) -> None:
         """清空 Drop every cached page."""
