@@ -244,7 +244,9 @@ def off_target_patients(engine: Engine, tree: RegionTree, period: Period, varian
     p = models.Patient.__table__
     whole = len(tree.roots()) == 1 and region_code == tree.roots()[0]
     villages = None if whole else tree.descendants_and_self(region_code)
-    source, columns, pp = patient_state_query(period, variant, villages)
+    # plain=True: the register-ordered join streams and stops after ``limit`` rows (0.01–0.03 s on
+    # the benchmark county); aggregating all follow-ups first would not (0.2 s).
+    source, columns, pp = patient_state_query(period, variant, villages, plain=True)
     source = source.join(p, p.c.patient_id == pp.c.patient_id)
     overdue_total = None
     with engine.connect() as conn:

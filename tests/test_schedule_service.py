@@ -12,6 +12,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from registry.clock import local_today, now_utc
@@ -22,6 +23,14 @@ from tests.schedule_population import populate
 from tests.test_schedule_generation import planned, stored
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _drop_job_store(database):
+    """APScheduler creates its own table; drop it so later tests see only the project's schema."""
+    yield
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS apscheduler_jobs")
 
 
 def start_scheduler(url: str, out: Path) -> subprocess.Popen:

@@ -148,8 +148,9 @@ def worklist(request: Request, as_of: date | None = None, all: bool = False,
     cur = api_user(request)
     ctx = request.app.state.ctx
     day = _as_of(ctx, as_of)
-    data = ctx.worklist(cur.scope, as_of=day, horizon_days=None if all else 7, limit=limit, offset=offset)
-    audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
+    with ctx.engine.begin() as conn:  # one connection: the cache's version check and the audit row
+        data = ctx.worklist(cur.scope, conn=conn, as_of=day, horizon_days=None if all else 7, limit=limit, offset=offset)
+        audit.record(conn, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
                      region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
     return data
 
@@ -182,10 +183,13 @@ def patient(request: Request, patient_id: PatientId) -> dict:
     cur = api_user(request)
     ctx = request.app.state.ctx
     checked(patient_id, "patient_id")
-    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
-    audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
-                     region_code=record["village_code"], source=client_ip(request))
-    return record
+    source = client_ip(request)
+
+    def audit_read(conn, p) -> None:  # rules.md §8: in the read's own transaction
+        audit.record(conn, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
+                     region_code=p.village_code, source=source)
+
+    return queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today(), on_read=audit_read)
 
 
 @authed.post("/patients/{patient_id}/follow-ups", status_code=201, summary="录入随访（乡镇精防医生）")

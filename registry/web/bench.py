@@ -4,11 +4,19 @@
 1. seeds a PostgreSQL database with a synthetic county (default 100,000 patients, through the
    importer, registry.importing), runs the scheduler once, and creates one doctor per
    township with a logged-in session (kept for re-runs: ``--reuse``);
-2. starts uvicorn serving ``create_app`` in a subprocess on 127.0.0.1;
-3. drives it from a second process: ``--clients`` concurrent clients (default 50), after an
-   unmeasured ``--warmup`` (default 5 s), for
-   ``--seconds`` (default 30), each alternating its township's work list and a patient page;
-4. prints requests/s and p50/p99 latency.
+2. starts uvicorn serving ``create_app`` in a subprocess on 127.0.0.1 (uvloop + httptools,
+   ``--workers`` processes, no access log);
+3. drives it from a second process: ``--clients`` concurrent keep-alive connections (default 50),
+   after an unmeasured ``--warmup`` (default 5 s), for ``--seconds`` (default 30); requests
+   alternate a township's work list and a patient page of that township, each with that
+   township doctor's session cookie. The load generator is ``wrk`` (C; a Lua script rotates the
+   URLs and cookies) — installed with apt-get when missing — else the Python httpx clients
+   (``--generator python``), which need much of the CPU the server would use;
+4. prints requests/s and p50/p99 latency (and any non-200 answers).
+
+Every request is a real page: the session is looked up, the work list comes from the per-worker
+cache (one version query) or the database, the patient page reads the record, and every read
+writes its audit row (rules.md §8).
 """
 
 from __future__ import annotations
@@ -106,7 +114,27 @@ def app_factory():
     # many small concurrent queries: parallel plans only add overhead on a 2-core machine
     engine = make_engine(os.environ["JINGFANG_BENCH_URL"], pool_size=20, max_overflow=20,
                          connect_args={"options": "-c max_parallel_workers_per_gather=0"})
-    return create_app(engine, today=lambda: TODAY)
+    app = create_app(engine, today=lambda: TODAY)
+    threads = int(os.environ.get("JINGFANG_BENCH_THREADS") or 0)
+    return _ThreadLimit(app, threads) if threads else app
+
+
+class _ThreadLimit:
+    """线程数 Set the worker's thread pool size (sync endpoints) on its first request."""
+
+    def __init__(self, app, threads: int):
+        self.app, self.threads, self.done = app, threads, False
+
+    def __getattr__(self, name):
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send):
+        if not self.done and scope["type"] == "http":
+            import anyio.to_thread  # noqa: PLC0415
+
+            anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
+            self.done = True
+        await self.app(scope, receive, send)
 
 
 async def drive(base: str, plan: dict, clients: int, seconds: float, warmup: float = 0.0) -> dict:
@@ -146,6 +174,100 @@ async def drive(base: str, plan: dict, clients: int, seconds: float, warmup: flo
             "p99_ms": pct(0.99), "errors": errors}
 
 
+WRK_SCRIPT = """
+local reqs = {%s}
+local threads = 0
+function setup(thread)
+  thread:set("offset", threads * 997)
+  threads = threads + 1
+end
+local i = 0
+function init(args)
+  i = offset or 0
+end
+function request()
+  i = i + 1
+  local r = reqs[(i %% #reqs) + 1]
+  return wrk.format("GET", r[1], {["Cookie"] = "jf_session=" .. r[2]})
+end
+"""
+
+
+def ensure_wrk() -> str | None:
+    """压测工具 The wrk binary, installed quietly with apt-get when missing (None when impossible)."""
+    import shutil
+
+    found = shutil.which("wrk")
+    if found or not shutil.which("apt-get"):
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False)
+    return shutil.which("wrk")
+
+
+def wrk_script(plan: dict, path: Path, requests: int = 4000) -> Path:
+    """压测脚本 The Lua script: work list and patient page alternately, each township's doctor in turn."""
+    rng = random.Random(4)
+    doctors = plan["doctors"]
+    rows = []
+    for i in range(requests):
+        doctor = doctors[(i // 2) % len(doctors)]
+        url = "/worklist" if i % 2 == 0 else f"/patients/{rng.choice(doctor['patients'])}"
+        rows.append('{"%s","%s"}' % (url, doctor["token"]))
+    path.write_text(WRK_SCRIPT % ",\n".join(rows))
+    return path
+
+
+def _ms(value: str) -> float:
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+    for unit in ("us", "ms", "s", "m"):
+        if value.endswith(unit) and value[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(value[: -len(unit)]) * units[unit]
+    raise ValueError(value)
+
+
+def parse_wrk(out: str, seconds: float) -> dict:
+    """wrk 输出 requests, requests/s, p50/p99 (from ``--latency``) and non-2xx/socket errors."""
+    import re
+
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    done = re.search(r"^\s+(\d+) requests in ([\d.]+)(\w+),", out, re.M)
+    elapsed = _ms(done.group(2) + done.group(3)) / 1000
+    errors: dict = {}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        errors["non-2xx/3xx"] = int(bad.group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock and any(int(x) for x in sock.groups()):
+        errors["socket connect/read/write/timeout"] = "/".join(sock.groups())
+    return {"requests": int(done.group(1)), "seconds": elapsed, "rps": int(done.group(1)) / elapsed,
+            "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"]), "errors": errors}
+
+
+def check_pages(base: str, plan: dict) -> None:
+    """预检 Every doctor's work list and one of their patient pages answer 200 with the page itself
+    (wrk counts a redirect to the login page as a success, so the sessions are checked first)."""
+    import urllib.request
+
+    for doctor in plan["doctors"]:
+        for path, marker in (("/worklist", "今日工作清单"), (f"/patients/{doctor['patients'][0]}", doctor["patients"][0])):
+            req = urllib.request.Request(base + path, headers={"Cookie": f"jf_session={doctor['token']}"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                body = r.read().decode()
+                if r.status != 200 or r.url != base + path or marker not in body:
+                    raise SystemExit(f"bench: {path} for {doctor['township']} did not render (status {r.status})")
+
+
+def drive_wrk(wrk: str, base: str, script: Path, clients: int, seconds: float, warmup: float) -> dict:
+    """wrk 压测 An unmeasured warm-up run, then the measured run (one wrk thread: it needs little CPU)."""
+    common = [wrk, "-t1", f"-c{clients}", "--timeout", "60s", "-s", str(script)]
+    if warmup > 0:
+        subprocess.run(common + [f"-d{max(1, round(warmup))}s", base + "/"], capture_output=True, text=True, check=True)
+    out = subprocess.run(common + ["--latency", f"-d{max(1, round(seconds))}s", base + "/"], capture_output=True, text=True,
+                         check=True).stdout
+    return parse_wrk(out, seconds)
+
+
 def main() -> None:
     """网页基准 Seed, serve, drive from a second process, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,6 +277,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load first")
     parser.add_argument("--reuse", action="store_true", help="keep the seeded database from an earlier run")
+    parser.add_argument("--generator", choices=("wrk", "python"), default="wrk",
+                        help="load generator: wrk (C, installed with apt-get when missing) or Python httpx clients")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # internal: the load-generator process
     args = parser.parse_args()
     if args.drive:
@@ -170,9 +294,21 @@ def main() -> None:
         plan = prepare_clients(url, Path(tmp) / "plan.json")
         port = free_port()
         env = dict(os.environ, JINGFANG_BENCH_URL=url)
+        fast = []
+        try:
+            import httptools  # noqa: F401, PLC0415
+            import uvloop  # noqa: F401, PLC0415
+
+            fast = ["--loop", "uvloop", "--http", "httptools"]
+        except ImportError:
+            pass
+        wrk = ensure_wrk() if args.generator == "wrk" else None
+        if args.generator == "wrk" and wrk is None:
+            print("note: wrk is not installed and apt-get could not install it; using the Python load generator")
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "registry.web.bench:app_factory", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"], env=env)
+             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log", *fast],
+            env=env)
         try:
             base = f"http://127.0.0.1:{port}"
             for _ in range(300):
@@ -182,24 +318,34 @@ def main() -> None:
                 except OSError:
                     time.sleep(0.1)
             time.sleep(1.0)
+            check_pages(base, plan)
             # the load comes from a second process
-            driver = subprocess.run([sys.executable, "-m", "registry.web.bench", "--drive", f"{base}|{Path(tmp) / 'plan.json'}",
-                                     "--clients", str(args.clients), "--seconds", str(args.seconds),
-                                     "--warmup", str(args.warmup)],
-                                    capture_output=True, text=True, check=True)
-            result = json.loads(driver.stdout.strip().splitlines()[-1])
+            if wrk is not None:
+                result = drive_wrk(wrk, base, wrk_script(plan, Path(tmp) / "bench.lua"), args.clients, args.seconds,
+                                   args.warmup)
+                result["generator"] = "wrk (1 thread)"
+            else:
+                result = drive_python(base, Path(tmp) / "plan.json", args)
+                result["generator"] = "Python httpx clients"
         finally:
             server.terminate()
             server.wait(timeout=30)
     print(f"web benchmark: {plan['patients']:,} patients on PostgreSQL, {len(plan['doctors'])} township doctors, "
           f"{args.clients} concurrent clients for {args.seconds:.0f} s (after {args.warmup:.0f} s warm-up), "
-          f"uvicorn workers={args.workers}")
+          f"uvicorn workers={args.workers}{' (uvloop, httptools)' if fast else ''}, load from {result['generator']}")
     print(f"  requests      {result['requests']:,} (work lists and patient pages, half each)")
     print(f"  throughput    {result['rps']:.1f} requests/s")
     print(f"  latency p50   {result['p50_ms']:.1f} ms")
     print(f"  latency p99   {result['p99_ms']:.1f} ms   (target < 100 ms)")
     print(f"  non-200       {result['errors'] or 'none'}")
 
+
+def drive_python(base: str, plan_path: Path, args) -> dict:
+    """Python 压测 The httpx load generator (``drive``) in a second Python process."""
+    driver = subprocess.run([sys.executable, "-m", "registry.web.bench", "--drive", f"{base}|{plan_path}",
+                             "--clients", str(args.clients), "--seconds", str(args.seconds), "--warmup", str(args.warmup)],
+                            capture_output=True, text=True, check=True)
+    return json.loads(driver.stdout.strip().splitlines()[-1])
 
 if __name__ == "__main__":
     main()

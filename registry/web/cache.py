@@ -28,22 +28,26 @@ class WorklistCache:
         self._items: OrderedDict[tuple, tuple[Any, float, Any]] = OrderedDict()
         self._computing: dict[tuple, threading.Lock] = {}
 
-    def version(self) -> Any:
-        """版本 (latest run id, latest finish time) of the scheduler, or None without its table."""
+    def version(self, conn=None) -> Any:
+        """版本 (latest run id, latest finish time) of the scheduler, or None without its table
+        (read on ``conn`` when given, so a request can share its one connection)."""
         try:
             from schedules.models import ScheduleRun  # noqa: PLC0415
         except ImportError:
             return None
         t = ScheduleRun.__table__
-        with self.engine.connect() as conn:
-            return tuple(conn.execute(sa.select(sa.func.max(t.c.id), sa.func.max(t.c.finished_at))).one())
+        stmt = sa.select(sa.func.max(t.c.id), sa.func.max(t.c.finished_at))
+        if conn is not None:
+            return tuple(conn.execute(stmt).one())
+        with self.engine.connect() as own:
+            return tuple(own.execute(stmt).one())
 
-    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+    def get(self, key: tuple, compute: Callable[[], Any], conn=None) -> Any:
         """取缓存 The cached value for ``key`` under the current version, else ``compute()``.
 
         One computation per key at a time: concurrent misses wait for the first one.
         """
-        version = self.version()
+        version = self.version(conn)
         hit = self._fresh(key, version)
         if hit is not None:
             return hit[0]

@@ -162,12 +162,14 @@ def worklist_page(request: Request, all: int = 0, page: int = 1):
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
     page = min(max(page, 1), 100_000)
-    data = ctx.worklist(cur.scope, as_of=ctx.today(), horizon_days=None if all else 7, limit=PAGE_ROWS,
-                        offset=(page - 1) * PAGE_ROWS)
-    _audit_read(request, cur, action="read", object_type="worklist", object_id=cur.user.region_code,
-                region_code=cur.user.region_code, detail=f"{data['total']} 项")
+    with ctx.engine.begin() as conn:  # one connection: the cache's version check and the audit row
+        data = ctx.worklist(cur.scope, conn=conn, as_of=ctx.today(), horizon_days=None if all else 7, limit=PAGE_ROWS,
+                            offset=(page - 1) * PAGE_ROWS)
+        audit.record(conn, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
+                     region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
     pages = max(1, -(-data["total"] // PAGE_ROWS))
-    return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages)
+    return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages,
+                  rows_html=ctx.worklist_rows_html(data, cur.user.role))
 
 
 @router.get("/mylist", response_class=HTMLResponse)
@@ -222,8 +224,13 @@ def patient_page(request: Request, patient_id: str):
     """一历 The patient record (full or list fields by role); audited."""
     cur = current(request)
     ctx = request.app.state.ctx
-    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
-    _audit_read(request, cur, action="read", object_type="patient", object_id=patient_id, region_code=record["village_code"])
+    source = client_ip(request)
+
+    def audit_read(conn, patient) -> None:  # rules.md §8: in the read's own transaction
+        audit.record(conn, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
+                     region_code=patient.village_code, source=source)
+
+    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today(), on_read=audit_read)
     template = "patient.html" if cur.scope.full_record else "patient_limited.html"
     return render(request, template, p=record)
 

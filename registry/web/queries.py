@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
+from typing import Callable
+
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
 from registry import codes, ids
@@ -255,9 +258,14 @@ def follow_up_view(fu: FollowUp, participants: list[FollowUpParticipant]) -> dic
     }
 
 
-def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, as_of: date) -> dict:
-    """一历 The patient's longitudinal record, shaped for the caller's role (rules.md §7, §8)."""
-    with Session(engine) as session:
+def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, as_of: date,
+                   on_read: Callable[[Connection, Patient], None] | None = None) -> dict:
+    """一历 The patient's longitudinal record, shaped for the caller's role (rules.md §7, §8).
+
+    ``on_read(connection, patient)`` runs after the reads in the same transaction, which is then
+    committed: the read's audit row (rules.md §8) costs no second connection.
+    """
+    with Session(engine, expire_on_commit=False) as session:
         p = scope.check_patient(session, patient_id)
         follow_ups = list(session.exec(select(FollowUp).where(FollowUp.patient_id == p.patient_id)
                                        .order_by(FollowUp.visit_on.desc(), FollowUp.id.desc())))
@@ -270,6 +278,9 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
             select(HealthCheck).where(HealthCheck.patient_id == p.patient_id).order_by(HealthCheck.checked_on.desc()))]
         team = teams_for(session, [p], tree)[p.patient_id]
         tasks = patient_tasks(session, p.patient_id, as_of=as_of)
+        if on_read is not None:
+            on_read(session.connection(), p)
+            session.commit()
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     latest_complete = next((v for v in views if v["complete"]), None)
     since = minus_months(as_of, 12)

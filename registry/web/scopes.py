@@ -46,6 +46,7 @@ class RegionTree:
         self._loaded_at = 0.0
         self._children: dict[str, list[str]] = {}
         self._regions: dict[str, tuple[str, str, str | None]] = {}
+        self._descendants: dict[str, tuple[dict, frozenset[str]]] = {}
 
     def _load(self) -> None:
         with self.engine.connect() as conn:
@@ -57,6 +58,7 @@ class RegionTree:
             if parent:
                 children.setdefault(parent, []).append(code)
         self._children, self._regions = children, regions
+        self._descendants = {}
         self._loaded_at = time.monotonic()
 
     def _fresh(self) -> None:
@@ -70,16 +72,23 @@ class RegionTree:
             self._loaded_at = 0.0
 
     def descendants(self, code: str) -> frozenset[str]:
-        """下级地区 The region itself and everything below it."""
+        """下级地区 The region itself and everything below it (memoised until the tree reloads)."""
         self._fresh()
+        children = self._children
+        memo = self._descendants
+        hit = memo.get(code)
+        if hit is not None and hit[0] is children:  # computed on the current tree
+            return hit[1]
         out, stack = set(), [code]
         while stack:
             current = stack.pop()
             if current in out:
                 continue
             out.add(current)
-            stack.extend(self._children.get(current, ()))
-        return frozenset(out)
+            stack.extend(children.get(current, ()))
+        result = frozenset(out)
+        memo[code] = (children, result)
+        return result
 
     def name(self, code: str | None) -> str:
         """地区名称 The region's name (the code when unknown)."""
