@@ -121,3 +121,20 @@ def test_fast_counts_equal_the_plain_counts_for_every_region(population, variant
             assert counts[None] == counts[True] and counts[False] == counts[True], (month, region)
             fast = counts[False]
         assert fast["V21"]["registered"] > 0
+
+
+def test_the_generated_population_has_the_edges_the_plans_differ_on(population):
+    """Guard for the two tests above: follow-ups in W before registration (the anti-join), same-day
+    ties, unreached attempts, patients without any follow-up, deaths/moves before D."""
+    f, p = models.FollowUp.__table__, models.Patient.__table__
+    with population.engine.connect() as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(f.join(p, p.c.patient_id == f.c.patient_id))
+                              .where(f.c.visit_on >= date(2026, 1, 1), f.c.visit_on < p.c.registered_on)).scalar_one()
+        ties = conn.execute(sa.select(sa.func.count()).where(f.c.seq > 1)).scalar_one()
+        unreached = conn.execute(sa.select(sa.func.count()).where(f.c.lost_reason.is_not(None))).scalar_one()
+        has_any = sa.select(f.c.id).where(f.c.patient_id == p.c.patient_id).correlate(p).exists()
+        without = conn.execute(sa.select(sa.func.count()).select_from(p).where(~has_any)).scalar_one()
+        gone = conn.execute(sa.select(sa.func.count()).where(p.c.status != "active",
+                                                             p.c.status_on <= date(2026, 10, 31))).scalar_one()
+    assert before >= 5 and ties >= 5 and unreached >= 20 and without >= 5 and gone >= 5, (before, ties, unreached,
+                                                                                           without, gone)

@@ -222,8 +222,8 @@ def _medication(text: str | None) -> list[dict] | str:
     return value if isinstance(value, list) else text
 
 
-def follow_up_view(fu: FollowUp, participants: list[FollowUpParticipant]) -> dict:
-    """随访记录 One follow-up shaped for the 一历 timeline."""
+def follow_up_view(fu: FollowUp, participants: list) -> dict:
+    """随访记录 One follow-up shaped for the 一历 timeline (participants: rows with ``role``, ``attended``)."""
     cls = classification_of(fu)
     return {
         "id": fu.id,
@@ -270,12 +270,14 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
         follow_ups = list(session.exec(select(FollowUp).where(FollowUp.patient_id == p.patient_id)
                                        .order_by(FollowUp.visit_on.desc(), FollowUp.id.desc())))
         fu_ids = [f.id for f in follow_ups]
-        parts: dict[int, list[FollowUpParticipant]] = {}
+        parts: dict[int, list] = {}  # follow_up_id → rows with .role, .attended
         if fu_ids:
-            for row in session.exec(select(FollowUpParticipant).where(FollowUpParticipant.follow_up_id.in_(fu_ids))):
+            fp = FollowUpParticipant.__table__  # only the columns the view needs (no ORM objects)
+            for row in session.execute(sa.select(fp.c.follow_up_id, fp.c.role, fp.c.attended).where(fp.c.follow_up_id.in_(fu_ids))):
                 parts.setdefault(row.follow_up_id, []).append(row)
-        checks = [h.checked_on.isoformat() for h in session.exec(
-            select(HealthCheck).where(HealthCheck.patient_id == p.patient_id).order_by(HealthCheck.checked_on.desc()))]
+        hc = HealthCheck.__table__
+        checks = [d.isoformat() for d in session.execute(
+            sa.select(hc.c.checked_on).where(hc.c.patient_id == p.patient_id).order_by(hc.c.checked_on.desc())).scalars()]
         team = teams_for(session, [p], tree)[p.patient_id]
         tasks = patient_tasks(session, p.patient_id, as_of=as_of)
         if on_read is not None:
