@@ -48,8 +48,8 @@ class TaskStatus(CodedStr):
 class VisitTask(SQLModel, table=True):
     """随访任务 One visit the team owes a patient (rules.md §5–§6).
 
-    Unique on (patient_id, kind, basis): generation inserts with ON CONFLICT DO NOTHING,
-    so repeated or concurrent runs never duplicate a task.
+    Unique on (patient_id, kind, basis): generation inserts with ON CONFLICT DO UPDATE (open and
+    changed rows only), so repeated or concurrent runs never duplicate a task.
     """
 
     __tablename__ = "visit_task"
@@ -61,7 +61,10 @@ class VisitTask(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    # no foreign key to patient (migration 0006): tasks are derived data, generation only selects
+    # existing patients and patients are never deleted; the per-row FK check was most of the cost
+    # of writing 1.5 M tasks (docs/scheduler.md "Decisions")
+    patient_id: str = Field(max_length=64)
     kind: str = Field(max_length=20)
     basis: str = Field(max_length=64)  # "follow_up:123", "registration:2026-05-20", "year:2026", "lai:2026-05-01"
     basis_on: date  # date of the basis event; a later follow-up attempt closes visit tasks

@@ -174,7 +174,7 @@ def main() -> None:
                                     today=today, **kw)
 
     t_whole, _ = clock(pdf)
-    print(f"county PDF of the open month, computing the month itself: {t_whole:.2f} s"
+    print(f"county PDF of a month not frozen yet (as the open month), computing the month itself: {t_whole:.2f} s"
           f" (= the all-indicators compute above + rendering)")
     walls, cpus = [], []
     for _ in range(3):
