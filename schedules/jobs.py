@@ -93,6 +93,31 @@ def run_weekly_lists(db_url: str | None = None, out_dir: str | None = None, week
     return recorded(engine, "lists", monday, source, lambda: write_all_townships(engine, week=monday, out_dir=out))
 
 
+def previous_month(day: date) -> str:
+    """The month before ``day``'s, as YYYY-MM (the month a report on the 1st is about)."""
+    last = day.replace(day=1) - timedelta(days=1)
+    return f"{last.year:04d}-{last.month:02d}"
+
+
+def run_monthly_reports(db_url: str | None = None, out_dir: str | None = None, today: str | None = None,
+                        source: str = "scheduler") -> dict:
+    """每月报告 On the 1st: freeze the month just ended and write the county's and every township's
+    PDF report (issue 3, ``registry.reporting.publish_month``). Idempotent: frozen counts give the
+    same files again."""
+    from registry.reporting import publish_month
+
+    engine = get_engine(db_url)
+    day = date.fromisoformat(today) if today else local_today()
+    month = previous_month(day)
+    first = date.fromisoformat(month + "-01")
+
+    def publish() -> dict:
+        paths = publish_month(engine, month=month, out_dir=out_dir, today=day)
+        return {"month": month, "reports": len(paths), "files": [p.name for p in paths][:50]}
+
+    return recorded(engine, "reports", first, source, publish)
+
+
 def run_delivery(db_url: str | None = None, source: str = "scheduler") -> dict:
     """通知投递 Deliver due outbox messages (only recorded when something was due)."""
     from schedules.notify import deliver_due, due_count

@@ -2,6 +2,7 @@
 
 * daily generation at 06:00 Asia/Shanghai (``schedules.jobs:run_generation``);
 * the weekly 五单 on Monday 07:00 (``schedules.jobs:run_weekly_lists``);
+* the monthly rate reports on the 1st at 08:00 (``schedules.jobs:run_monthly_reports``, issue 3);
 * the notification delivery loop every minute (``schedules.jobs:run_delivery``).
 
 Jobs live in ``apscheduler_jobs`` (SQLAlchemyJobStore on the project database). They are added
@@ -18,7 +19,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -32,7 +34,17 @@ log = logging.getLogger(__name__)
 
 DAILY = time(6, 0)
 WEEKLY = time(7, 0)
+MONTHLY = time(8, 0)
 MISFIRE_GRACE = 20 * 3600
+
+
+def reports_dir(out_dir: str) -> str | None:
+    """Monthly reports go beside the lists (``<out>/../reports``) unless JINGFANG_REPORT_DIR is set."""
+    import os
+
+    if os.environ.get("JINGFANG_REPORT_DIR"):
+        return None  # publish_month reads it
+    return str(Path(out_dir).parent / "reports")
 
 
 def job_specs(db_url: str | None, out_dir: str) -> list[dict]:
@@ -45,6 +57,9 @@ def job_specs(db_url: str | None, out_dir: str) -> list[dict]:
         {"id": "weekly_lists", "func": "schedules.jobs:run_weekly_lists",
          "trigger": CronTrigger(day_of_week="mon", hour=WEEKLY.hour, minute=WEEKLY.minute, timezone=LOCAL_TZ),
          "kwargs": {"db_url": db_url, "out_dir": out_dir}},
+        {"id": "monthly_reports", "func": "schedules.jobs:run_monthly_reports",
+         "trigger": CronTrigger(day=1, hour=MONTHLY.hour, minute=MONTHLY.minute, timezone=LOCAL_TZ),
+         "kwargs": {"db_url": db_url, "out_dir": reports_dir(out_dir)}},
         {"id": "deliver_notifications", "func": "schedules.jobs:run_delivery",
          "trigger": IntervalTrigger(seconds=60, timezone=LOCAL_TZ), "kwargs": {"db_url": db_url}},
     ]
@@ -94,6 +109,10 @@ def catch_up(db_url: str | None, out_dir: str, now: datetime | None = None) -> l
     if (today > monday or now.time() >= WEEKLY) and not _done(engine, "lists", monday):
         jobs.run_weekly_lists(db_url, out_dir, monday.isoformat(), source="catch-up")
         ran.append("lists")
+    first = today.replace(day=1)
+    if (today > first or now.time() >= MONTHLY) and not _done(engine, "reports", (first - timedelta(days=1)).replace(day=1)):
+        jobs.run_monthly_reports(db_url, reports_dir(out_dir), today.isoformat(), source="catch-up")
+        ran.append("reports")
     return ran
 
 
@@ -125,7 +144,8 @@ def run_service(db_url: str | None = None, out_dir: str = "out/lists", *, stop_e
     except Exception:  # recorded in schedule_run; the service keeps running
         log.exception("catch-up failed")
     scheduler.resume()
-    log.info("scheduler running (Asia/Shanghai): daily 06:00 generation, Monday 07:00 lists, delivery every minute")
+    log.info("scheduler running (Asia/Shanghai): daily 06:00 generation, Monday 07:00 lists, "
+             "monthly reports on the 1st 08:00, delivery every minute")
     try:
         while not stop_event.wait(1.0):
             pass

@@ -65,10 +65,13 @@ def runs(engine) -> list[dict]:
 
 
 def skip_lists_this_week(engine, today: date) -> None:
-    """The weekly lists already ran this week: catch-up then only generates (keeps the test small)."""
+    """The weekly lists and last month's reports already ran: catch-up then only generates (keeps the
+    test small; the reports job has its own test)."""
+    last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
     with engine.begin() as conn:
-        conn.execute(sa.insert(ScheduleRun).values(job="lists", as_of=week_start(today), started_at=now_utc(),
-                                                   finished_at=now_utc(), status="ok", counts="{}", source="test"))
+        for job, as_of in (("lists", week_start(today)), ("reports", last_month)):
+            conn.execute(sa.insert(ScheduleRun).values(job=job, as_of=as_of, started_at=now_utc(),
+                                                       finished_at=now_utc(), status="ok", counts="{}", source="test"))
 
 
 def no_duplicates(engine) -> bool:
@@ -101,7 +104,7 @@ def test_scheduler_catches_up_and_records_runs(database, tmp_path):
         with database.engine.connect() as conn:
             jobs = wait_for(lambda: set(conn.execute(sa.text("SELECT id FROM apscheduler_jobs")).scalars()) or None,
                             "the stored jobs")
-        assert jobs == {"daily_generation", "weekly_lists", "deliver_notifications"}
+        assert jobs == {"daily_generation", "weekly_lists", "monthly_reports", "deliver_notifications"}
     finally:
         stop(proc)
     assert proc.returncode == 0
@@ -174,3 +177,23 @@ def test_sigkill_mid_generation_then_restart(database, tmp_path):
     assert generate_runs[-2]["status"] == "error" and "interrupted" in generate_runs[-2]["error"]
     assert no_duplicates(engine)
     assert stored(engine) == planned(engine, today)
+
+
+def test_monthly_reports_job_publishes_last_month_once(database, tmp_path):
+    """On the 1st the service freezes the month just ended and writes the county's and every
+    township's PDF (issue 3); a second run is recorded and gives the same files."""
+    from schedules.jobs import previous_month, run_monthly_reports
+
+    assert previous_month(date(2026, 1, 1)) == "2025-12"
+    assert previous_month(date(2026, 3, 31)) == "2026-02"
+    populate(database.engine, patients=40, seed=23, today=date(2026, 10, 20))
+    counts = run_monthly_reports(database.url, str(tmp_path), "2026-11-01", source="test")
+    assert counts["month"] == "2026-10" and counts["reports"] >= 2
+    files = sorted(p.name for p in (tmp_path / "2026-10").glob("*.pdf"))
+    assert len(files) == counts["reports"]
+    with database.engine.connect() as conn:
+        frozen = conn.execute(sa.text("SELECT count(*) FROM indicator_snapshot WHERE month = '2026-10'")).scalar_one()
+    assert frozen > 0
+    run_monthly_reports(database.url, str(tmp_path), "2026-11-01", source="test")
+    recorded_runs = [r for r in runs(database.engine) if r["job"] == "reports"]
+    assert [r["status"] for r in recorded_runs] == ["ok", "ok"]

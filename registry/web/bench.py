@@ -258,14 +258,61 @@ def check_pages(base: str, plan: dict) -> None:
                     raise SystemExit(f"bench: {path} for {doctor['township']} did not render (status {r.status})")
 
 
-def drive_wrk(wrk: str, base: str, script: Path, clients: int, seconds: float, warmup: float) -> dict:
+def _ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def cpu_snapshot(server_pid: int, url: str) -> dict[str, dict[int, int]]:
+    """CPU 快照 CPU ticks of the uvicorn processes and of the benchmark database's PostgreSQL backends
+    (Linux /proc; empty where unreadable)."""
+    procs = Path("/proc")
+    app = {server_pid: _ticks(server_pid)}
+    for stat in procs.glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server_pid:
+                pid = int(stat.parent.name)
+                app[pid] = _ticks(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    pg: dict[int, int] = {}
+    try:
+        engine = sa.create_engine(f"{SERVER}/postgres")
+        with engine.connect() as conn:
+            pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": DB_NAME}).scalars().all()
+        engine.dispose()
+        pg = {pid: _ticks(pid) for pid in pids}
+    except Exception:  # noqa: BLE001 - the figure is informative only
+        pass
+    return {"app": app, "pg": pg}
+
+
+def cpu_ms_per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+    """每请求 CPU Milliseconds of CPU per request in the web workers and in PostgreSQL."""
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for part in ("app", "pg"):
+        ticks = sum(t - before[part].get(pid, 0) for pid, t in after[part].items())
+        out[part] = ticks * 1000 / hz / max(requests, 1)
+    return out
+
+
+def drive_wrk(wrk: str, base: str, script: Path, clients: int, seconds: float, warmup: float,
+              server_pid: int | None = None, url: str = "") -> dict:
     """wrk 压测 An unmeasured warm-up run, then the measured run (one wrk thread: it needs little CPU)."""
     common = [wrk, "-t1", f"-c{clients}", "--timeout", "60s", "-s", str(script)]
     if warmup > 0:
         subprocess.run(common + [f"-d{max(1, round(warmup))}s", base + "/"], capture_output=True, text=True, check=True)
+    before = cpu_snapshot(server_pid, url) if server_pid else None
     out = subprocess.run(common + ["--latency", f"-d{max(1, round(seconds))}s", base + "/"], capture_output=True, text=True,
                          check=True).stdout
-    return parse_wrk(out, seconds)
+    result = parse_wrk(out, seconds)
+    if before is not None:
+        result["cpu_ms"] = cpu_ms_per_request(before, cpu_snapshot(server_pid, url), result["requests"])
+    return result
 
 
 def main() -> None:
@@ -322,7 +369,7 @@ def main() -> None:
             # the load comes from a second process
             if wrk is not None:
                 result = drive_wrk(wrk, base, wrk_script(plan, Path(tmp) / "bench.lua"), args.clients, args.seconds,
-                                   args.warmup)
+                                   args.warmup, server_pid=server.pid, url=url)
                 result["generator"] = "wrk (1 thread)"
             else:
                 result = drive_python(base, Path(tmp) / "plan.json", args)
@@ -338,6 +385,10 @@ def main() -> None:
     print(f"  latency p50   {result['p50_ms']:.1f} ms")
     print(f"  latency p99   {result['p99_ms']:.1f} ms   (target < 100 ms)")
     print(f"  non-200       {result['errors'] or 'none'}")
+    if result.get("cpu_ms"):
+        cpu = result["cpu_ms"]
+        print(f"  CPU/request   {cpu['app']:.1f} ms web workers + {cpu['pg']:.1f} ms PostgreSQL "
+              f"(machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
 def drive_python(base: str, plan_path: Path, args) -> dict:
