@@ -166,24 +166,9 @@ class Period:
 
 def _profile_document() -> dict:
     """The selected rule profile's JSON (``JINGFANG_PROFILE``), or {} when there is none."""
-    from registry.config import get_settings  # noqa: PLC0415
+    from schedules.profile import profile_document  # noqa: PLC0415
 
-    name = os.environ.get("JINGFANG_PROFILE") or get_settings().profile
-    candidates = []
-    if name.endswith(".json") or os.sep in name:
-        candidates.append(Path(name))
-    else:
-        extra = os.environ.get("JINGFANG_PROFILE_DIR")
-        if extra:
-            candidates.append(Path(extra) / f"{name}.json")
-        candidates.append(Path(__file__).resolve().parent.parent / "schedules" / "profiles" / f"{name}.json")
-    for path in candidates:
-        if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                return {}
-    return {}
+    return profile_document()
 
 
 def resolve_variant(variant: str | None = None) -> str:

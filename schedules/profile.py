@@ -135,8 +135,9 @@ def parse_profile(data: dict) -> Profile:
     return profile
 
 
-def load_profile(name: str | None = None) -> Profile:
-    """加载规则配置 Load a profile by name (or path); default from settings (``national-2018``)."""
+def profile_path(name: str | None = None) -> tuple[str, Path | None]:
+    """规则配置文件 The profile's name and file: a path, else ``JINGFANG_PROFILE_DIR``, else the
+    bundled profiles; None when no file exists."""
     name = name or os.environ.get("JINGFANG_PROFILE") or get_settings().profile
     candidates = []
     if name.endswith(".json") or os.sep in name:
@@ -146,11 +147,27 @@ def load_profile(name: str | None = None) -> Profile:
         if extra:
             candidates.append(Path(extra) / f"{name}.json")
         candidates.append(PROFILE_DIR / f"{name}.json")
-    for path in candidates:
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise _bad(f"{path.name} 不是有效的 JSON（第{exc.lineno}行）") from exc
-            return parse_profile(data)
-    raise InvalidInput.single("PROFILE_NOT_FOUND", f"找不到规则配置“{name}”", column="profile", value=name)
+    return name, next((path for path in candidates if path.is_file()), None)
+
+
+def profile_document(name: str | None = None) -> dict:
+    """The selected profile's raw JSON (other capabilities read their own keys from it); {} if none."""
+    _, path = profile_path(name)
+    if path is None:
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def load_profile(name: str | None = None) -> Profile:
+    """加载规则配置 Load a profile by name (or path); default from settings (``national-2018``)."""
+    name, path = profile_path(name)
+    if path is None:
+        raise InvalidInput.single("PROFILE_NOT_FOUND", f"找不到规则配置“{name}”", column="profile", value=name)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise _bad(f"{path.name} 不是有效的 JSON（第{exc.lineno}行）") from exc
+    return parse_profile(data)

@@ -114,27 +114,7 @@ def app_factory():
     # many small concurrent queries: parallel plans only add overhead on a 2-core machine
     engine = make_engine(os.environ["JINGFANG_BENCH_URL"], pool_size=20, max_overflow=20,
                          connect_args={"options": "-c max_parallel_workers_per_gather=0"})
-    app = create_app(engine, today=lambda: TODAY)
-    threads = int(os.environ.get("JINGFANG_BENCH_THREADS") or 0)
-    return _ThreadLimit(app, threads) if threads else app
-
-
-class _ThreadLimit:
-    """线程数 Set the worker's thread pool size (sync endpoints) on its first request."""
-
-    def __init__(self, app, threads: int):
-        self.app, self.threads, self.done = app, threads, False
-
-    def __getattr__(self, name):
-        return getattr(self.app, name)
-
-    async def __call__(self, scope, receive, send):
-        if not self.done and scope["type"] == "http":
-            import anyio.to_thread  # noqa: PLC0415
-
-            anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
-            self.done = True
-        await self.app(scope, receive, send)
+    return create_app(engine, today=lambda: TODAY)
 
 
 async def drive(base: str, plan: dict, clients: int, seconds: float, warmup: float = 0.0) -> dict:
