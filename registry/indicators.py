@@ -25,14 +25,11 @@ silently; compute_rates reads the frozen counts when they exist.
 from __future__ import annotations
 
 import calendar
-import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from datetime import date, timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
