@@ -213,6 +213,9 @@ class FollowUp(SQLModel, table=True):
     psych_support_family: bool | None = None
     rehabilitation: bool | None = None  # 参加社区康复
     entered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Last change (a corrected re-import updates it; unchanged rows keep it): lets incremental
+    # computations such as a patient-month state table find follow-ups edited after a month closed.
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class FollowUpParticipant(SQLModel, table=True):

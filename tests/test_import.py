@@ -212,3 +212,15 @@ def test_cli_exit_status_and_message(database, files):
 def test_cli_usage_error_exits_2():
     result = CliRunner().invoke(app, ["import"])
     assert result.exit_code == 2
+
+
+def test_corrected_follow_up_gets_a_new_updated_at(database, files):
+    import_path(database.engine, files, today=TODAY)
+    with database.engine.connect() as conn:
+        before = dict(conn.execute(sa.text("SELECT id, updated_at FROM follow_up")).all())
+    edit(files / "followups.csv", 2, "adherence", "2")  # A on 2026-01-20
+    import_path(database.engine, files, today=TODAY)
+    with database.engine.connect() as conn:
+        after = dict(conn.execute(sa.text("SELECT id, updated_at FROM follow_up")).all())
+        changed_id = conn.execute(sa.text("SELECT id FROM follow_up WHERE patient_id = 'A' AND visit_on = '2026-01-20'")).scalar_one()
+    assert [i for i in after if after[i] != before[i]] == [changed_id]
