@@ -54,8 +54,11 @@ def token_from(request: Request) -> tuple[str | None, str]:
     return request.cookies.get(SESSION_COOKIE), "cookie"
 
 
-def current(request: Request) -> Current:
-    """当前用户 The current user (cached on the request) or NotAuthenticated."""
+def current(request: Request, session: Session | None = None) -> Current:
+    """当前用户 The current user (cached on the request) or NotAuthenticated.
+
+    With ``session`` the lookup runs on the caller's session (hot pages: one connection per request).
+    """
     cached = getattr(request.state, "current", None)
     if cached is not None:
         return cached
@@ -63,8 +66,11 @@ def current(request: Request) -> Current:
     token, via = token_from(request)
     if not token:
         raise NotAuthenticated("请先登录", code="NOT_AUTHENTICATED")
-    with Session(ctx.engine, expire_on_commit=False) as session:
+    if session is not None:
         user, web_session = resolve_session(session, token)
+    else:
+        with Session(ctx.engine, expire_on_commit=False) as own:
+            user, web_session = resolve_session(own, token)
     cur = Current(user=user, session=web_session, scope=scope_for(user, ctx.tree, ctx.today()), via=via)
     request.state.current = cur
     return cur

@@ -317,6 +317,12 @@ def main() -> None:
     url = f"{SERVER}/{DB_NAME}"
     if not args.reuse:
         seed(url, args.patients)
+    else:  # an earlier seed: bring its schema up to the current migrations
+        from registry.db import make_engine, upgrade
+
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
     with tempfile.TemporaryDirectory() as tmp:
         plan = prepare_clients(url, Path(tmp) / "plan.json")
         port = free_port()

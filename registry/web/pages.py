@@ -158,15 +158,18 @@ PAGE_ROWS = 100
 @router.get("/worklist", response_class=HTMLResponse)
 def worklist_page(request: Request, all: int = 0, page: int = 1):
     """今日工作清单 The work list page (doctor, county admin)."""
-    cur = current(request)
-    cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
     page = min(max(page, 1), 100_000)
-    with ctx.engine.begin() as conn:  # one connection: the cache's version check and the audit row
+    # one connection and transaction: session lookup, the cache's version check and the audit row
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        cur = current(request, session)
+        cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
+        conn = session.connection()
         data = ctx.worklist(cur.scope, conn=conn, as_of=ctx.today(), horizon_days=None if all else 7, limit=PAGE_ROWS,
                             offset=(page - 1) * PAGE_ROWS)
         audit.record(conn, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
                      region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
+        session.commit()
     pages = max(1, -(-data["total"] // PAGE_ROWS))
     return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages,
                   rows_html=ctx.worklist_rows_html(data, cur.user.role))
@@ -222,15 +225,17 @@ async def new_patient(request: Request):
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 def patient_page(request: Request, patient_id: str):
     """一历 The patient record (full or list fields by role); audited."""
-    cur = current(request)
     ctx = request.app.state.ctx
     source = client_ip(request)
+    # one connection and transaction: session lookup, the record's reads and its audit row
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        cur = current(request, session)
 
-    def audit_read(conn, patient) -> None:  # rules.md §8: in the read's own transaction
-        audit.record(conn, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
-                     region_code=patient.village_code, source=source)
+        def audit_read(conn, patient) -> None:  # rules.md §8: in the read's own transaction
+            audit.record(conn, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
+                         region_code=patient.village_code, source=source)
 
-    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today(), on_read=audit_read)
+        record = queries.patient_record(session, cur.scope, ctx.tree, patient_id, as_of=ctx.today(), on_read=audit_read)
     template = "patient.html" if cur.scope.full_record else "patient_limited.html"
     return render(request, template, p=record)
 

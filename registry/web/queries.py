@@ -263,9 +263,12 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
     """一历 The patient's longitudinal record, shaped for the caller's role (rules.md §7, §8).
 
     ``on_read(connection, patient)`` runs after the reads in the same transaction, which is then
-    committed: the read's audit row (rules.md §8) costs no second connection.
+    committed: the read's audit row (rules.md §8) costs no second connection. ``engine`` may be a
+    Session (opened with ``expire_on_commit=False``) that the caller owns and closes.
     """
-    with Session(engine, expire_on_commit=False) as session:
+    own = not isinstance(engine, Session)
+    session = Session(engine, expire_on_commit=False) if own else engine
+    try:
         p = scope.check_patient(session, patient_id)
         follow_ups = list(session.exec(select(FollowUp).where(FollowUp.patient_id == p.patient_id)
                                        .order_by(FollowUp.visit_on.desc(), FollowUp.id.desc())))
@@ -283,6 +286,9 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
         if on_read is not None:
             on_read(session.connection(), p)
             session.commit()
+    finally:
+        if own:
+            session.close()
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     latest_complete = next((v for v in views if v["complete"]), None)
     since = minus_months(as_of, 12)
