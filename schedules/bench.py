@@ -123,6 +123,8 @@ def main(argv=None) -> None:
     second = run()
     again = time.perf_counter() - t0
     print(f"patients {args.patients:,}, follow-ups {4 * args.patients:,}, as of {as_of}")
+    # the machine may be shared: every figure depends on the load (information only)
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"bare SQL pass (latest follow-up per patient, {latest[0]:,} rows): {bare:.2f} s")
     print(f"full generation ({first['created']:,} tasks created, {first['open']:,} open): {full:.2f} s")
     print(f"ratio full / bare: {full / bare:.2f}  (target ≤ 3)")

@@ -311,6 +311,10 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         s.lai_drug.is_not(None), s.lai_drug != "", s.lai_interval_weeks.is_not(None), s.lai_last_on.is_not(None),
         s.lai_last_on <= as_of,
     )
+    if dialect == "postgresql":
+        # OFFSET 0 fence: the CASE rules are evaluated once per row, not again in the joins and sort keys
+        fenced = visit_rows.offset(0).subquery("visit_rows")
+        visit_rows = sa.select(*fenced.c)
     u = sa.union_all(visit_rows, health_rows, lai_rows).subquery("u")
     t = VisitTask.__table__
     # skip rows already stored unchanged (or closed): a no-change run writes and locks nothing

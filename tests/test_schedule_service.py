@@ -126,10 +126,15 @@ def test_sigkill_mid_generation_then_restart(database, tmp_path):
         generate(engine, as_of=today - timedelta(days=20))
         before = stored(engine)
         skip_lists_this_week(engine, today)
+        with engine.begin() as conn:  # a patient with an open task dies: the run must cancel that task
+            conn.execute(sa.text(
+                "UPDATE patient SET status = 'dead', status_on = :d WHERE patient_id ="
+                " (SELECT min(patient_id) FROM visit_task WHERE status = 'open')"
+            ), {"d": today - timedelta(days=1)})
         blocker = engine.connect()
         tx = blocker.begin()
-        # hold every patient row: the child blocks inside its INSERT (the foreign-key check) mid-transaction
-        blocker.execute(sa.text("SELECT patient_id FROM patient FOR UPDATE")).all()
+        # hold every stored task: the child blocks mid-transaction (after its inserts) on the rows it updates
+        blocker.execute(sa.text("SELECT id FROM visit_task FOR UPDATE")).all()
         proc = start_scheduler(database.url, tmp_path)
         try:
             def blocked() -> int:
