@@ -15,13 +15,25 @@ TargetsOption = Annotated[Optional[str], typer.Option("--targets", help="目标�
                                                       "pilot-2021、shaoxing-2024）", show_default=False)]
 
 
-def rates_table(doc: dict) -> list[str]:
-    """Plain-text view of a rates document: the region, then one line per child."""
+def region_names(engine) -> dict[str, str]:
+    """Region code → name, for printing (one query)."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    from registry.models import Region  # noqa: PLC0415
+
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(Region.code, Region.name)).all())
+
+
+def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
+    """Plain-text view of a rates document: the region, then one line per child (named when
+    ``names`` is given)."""
+    names = names or {}
     from registry.demo import table_lines  # noqa: PLC0415
     from registry.indicators import INDICATORS  # noqa: PLC0415
     from registry.reporting import format_rate  # noqa: PLC0415
 
-    lines = [f"{doc['region']} {doc['month']}（截至 {doc['as_of']}，规范管理口径 {doc['variant']}）"]
+    lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {doc['month']}（截至 {doc['as_of']}，规范管理口径 {doc['variant']}）"]
     body = []
     for ind in INDICATORS:
         v = doc["indicators"][ind.key]
@@ -37,7 +49,8 @@ def rates_table(doc: dict) -> list[str]:
         rows = []
         for child in doc["children"]:
             ind = child["indicators"]
-            rows.append([child["region"], ind["registered"]["numerator"],
+            label = f"{names[child['region']]}" if child["region"] in names else child["region"]
+            rows.append([label, ind["registered"]["numerator"],
                          *(format_rate(ind[k]["rate"], "percent") for k in keys[1:])])
         lines += table_lines(["下级地区", "在册", "管理率", "规范管理率", "治疗率"], rows, [16, 8, 10, 12, 10])
     return lines
@@ -55,11 +68,12 @@ def register(app: typer.Typer) -> None:
         """月度考核指标：在册、管理率、规范管理率、治疗率等。"""
         from registry.indicators import compute_rates  # noqa: PLC0415
 
-        doc = compute_rates(engine_for(db), month=month, region_code=region, variant=variant, targets=targets)
+        engine = engine_for(db)
+        doc = compute_rates(engine, month=month, region_code=region, variant=variant, targets=targets)
         if as_json:
             typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
         else:
-            for line in rates_table(doc):
+            for line in rates_table(doc, region_names(engine)):
                 typer.echo(line)
 
     @app.command("report")

@@ -431,12 +431,12 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
 
 def demo_step(engine: Engine, out_dir: Path | str, *, today: date, echo=print) -> Path:
     """演示 ``jingfang demo``: write the current month's county report and print rates against targets."""
-    from registry.cli_rates import rates_table  # noqa: PLC0415
+    from registry.cli_rates import rates_table, region_names  # noqa: PLC0415
     from registry.indicators import compute_rates_and_counts  # noqa: PLC0415
 
     month = f"{today.year:04d}-{today.month:02d}"
     doc, counts = compute_rates_and_counts(engine, month=month)
-    for line in rates_table(doc):
+    for line in rates_table(doc, region_names(engine)):
         echo(line)
     # the report reuses the counts just computed (the month is computed once, not twice)
     path = write_monthly_report(engine, month=month, region_code=doc["region"],
