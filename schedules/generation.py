@@ -122,9 +122,16 @@ def _lock(conn: Connection) -> None:
         conn.execute(sa.update(VisitTask).where(sa.false()).values(status=VisitTask.status))
 
 
-def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "sqlite") -> sa.Select:
-    """The SELECT producing every task row owed as of ``as_of`` (visit, health check, injection)."""
+def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "sqlite",
+                patient_ids: list[str] | None = None) -> sa.Select:
+    """The SELECT producing every task row owed as of ``as_of`` (visit, health check, injection);
+    with ``patient_ids``, the same rows for those patients only."""
     p = Patient.__table__.alias("p")
+
+    def eligible(as_of_: date) -> sa.ColumnElement:
+        cond = eligible_sql(p, as_of_)
+        return cond if patient_ids is None else sa.and_(cond, p.c.patient_id.in_(patient_ids))
+
     f = FollowUp.__table__.alias("f")
     complete = sa.or_(f.c.hospital_status == 1, sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)))
     complete_i = sa.case((complete, 1), else_=0)
@@ -142,7 +149,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
             classification_sql(f).label("cls"),
         )
         .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
-        .where(f.c.visit_on >= p.c.registered_on, f.c.visit_on <= as_of, eligible_sql(p, as_of))
+        .where(f.c.visit_on >= p.c.registered_on, f.c.visit_on <= as_of, eligible(as_of))
         .offset(0)
         .subquery("base")
     )
@@ -215,7 +222,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
             situation.label("situation"),
         )
         .select_from(p.outerjoin(agg, agg.c.patient_id == (p.c.patient_id.collate("C") if dialect == "postgresql" else p.c.patient_id)))
-        .where(eligible_sql(p, as_of))
+        .where(eligible(as_of))
         .cte("sit")
     )
     s = sit.c
@@ -382,7 +389,7 @@ def _upsert(conn: Connection, select: sa.Select):
     return conn.execute(stmt)
 
 
-def _close(conn: Connection, where, status: str, reason, now: datetime) -> int:
+def _close_tasks(conn: Connection, where, status: str, reason, now: datetime) -> int:
     t = VisitTask.__table__
     result = conn.execute(
         sa.update(t).where(t.c.status == "open", where).values(status=status, closed_at=now, close_reason=reason)
@@ -390,10 +397,17 @@ def _close(conn: Connection, where, status: str, reason, now: datetime) -> int:
     return result.rowcount or 0
 
 
-def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created: int = 1) -> dict:
-    """Cancel tasks of patients who left management; close tasks their events completed (rules.md §5)."""
+def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created: int = 1,
+                     patient_ids: list[str] | None = None) -> dict:
+    """Cancel tasks of patients who left management; close tasks their events completed (rules.md §5).
+    With ``patient_ids``, only those patients' tasks are touched."""
     t = VisitTask.__table__
     p = Patient.__table__
+    only = sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids)
+
+    def _close(conn_, where, status, reason, now):
+        return _close_tasks(conn_, sa.and_(only, where), status, reason, now)
+
     hc = HealthCheck.__table__
     counts = {"cancelled": 0, "closed": 0}
     # dead / moved out / refused consent: cancelled with the reason
@@ -401,7 +415,7 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created:
     refused = sa.and_(p.c.report_type == 2, p.c.consent == 0)
     reason = sa.case((left, p.c.status), else_="consent_refused")
     result = conn.execute(
-        sa.update(t).where(t.c.patient_id == p.c.patient_id, t.c.status == "open", sa.or_(left, refused))
+        sa.update(t).where(only, t.c.patient_id == p.c.patient_id, t.c.status == "open", sa.or_(left, refused))
         .values(status="cancelled", closed_at=stamp, close_reason=reason)
     )
     counts["cancelled"] += result.rowcount or 0
@@ -481,11 +495,14 @@ def _previous_fingerprint(conn: Connection) -> str | None:
         return None
 
 
-def generate(engine: Engine, *, as_of: date, profile: Profile | None = None) -> dict:
+def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
+             patient_ids: list[str] | None = None) -> dict:
     """生成任务 Generate every task owed as of ``as_of``; idempotent and safe when runs overlap.
 
     Returns counts: created, closed, cancelled, open (by kind), calendar_estimated,
-    and warnings (years with no holiday table).
+    and warnings (years with no holiday table). ``patient_ids`` limits the run to those patients
+    (a web write refreshes its own patient, not the county); such a run records no fingerprint,
+    so the next full run does the whole pass.
     """
     profile = profile or load_profile()
     stamp = now_utc().replace(microsecond=0)
@@ -496,20 +513,21 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None) -> 
         while conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one():
             stamp += timedelta(seconds=1)
         calendar = WorkCalendar.load(conn)
-        before = fingerprint(conn, as_of, profile)
+        before = fingerprint(conn, as_of, profile) if patient_ids is None else None
         if before is not None and before == _previous_fingerprint(conn):
             return _summary(conn, as_of, profile, calendar, created=0, closed=0, cancelled=0, fingerprint=before,
                             skipped=True)
         start, end = _calendar_range(conn, as_of)
         _fill_work_days(conn, profile, calendar, start, end)
-        _upsert(conn, plan_select(profile, as_of, stamp, conn.dialect.name))
+        _upsert(conn, plan_select(profile, as_of, stamp, conn.dialect.name, patient_ids))
         created = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one()
-        counts = close_and_cancel(conn, as_of, stamp, created=created)
+        counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids)
         if conn.dialect.name == "postgresql" and created > 10_000:
             conn.exec_driver_sql("ANALYZE visit_task")  # fresh statistics for the next run's plan
         work_day.drop(conn)
         return _summary(conn, as_of, profile, calendar, created=created, closed=counts["closed"],
-                        cancelled=counts["cancelled"], fingerprint=fingerprint(conn, as_of, profile), skipped=False)
+                        cancelled=counts["cancelled"],
+                        fingerprint=fingerprint(conn, as_of, profile) if patient_ids is None else None, skipped=False)
 
 
 def _summary(conn: Connection, as_of: date, profile: Profile, calendar: WorkCalendar, *, created: int, closed: int,

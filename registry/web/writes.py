@@ -30,11 +30,12 @@ def _reject(issues: list[Issue]) -> InvalidInput:
     return InvalidInput(message=first.message + more, code="INVALID_INPUT", issues=issues)
 
 
-def refresh_schedule(engine, *, today: date) -> None:
+def refresh_schedule(engine, *, today: date, patient_ids: list[str] | None = None) -> None:
     """刷新任务 Re-run the scheduler so tasks closed by this write leave the lists (schedules.generation).
 
-    Recorded as a ``schedule_run`` (source "web"), which also tells every web worker's
-    work-list cache that the tasks changed (registry/web/cache.py).
+    Only the written patient is replanned (``patient_ids``): a write costs one patient's
+    generation, not the county's. Recorded as a ``schedule_run`` (source "web"), which also
+    tells every web worker's work-list cache that the tasks changed (registry/web/cache.py).
     """
     try:
         from schedules import generation  # noqa: PLC0415
@@ -43,9 +44,9 @@ def refresh_schedule(engine, *, today: date) -> None:
     try:
         from schedules.jobs import recorded  # noqa: PLC0415
     except ImportError:
-        generation.generate(engine, as_of=today)
+        generation.generate(engine, as_of=today, patient_ids=patient_ids)
         return
-    recorded(engine, "generate", today, "web", lambda: generation.generate(engine, as_of=today))
+    recorded(engine, "generate", today, "web", lambda: generation.generate(engine, as_of=today, patient_ids=patient_ids))
 
 
 def bad_text(value: str) -> bool:
@@ -159,7 +160,7 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up", object_id=f"{patient_id}/{fu.id}",
                      region_code=patient.village_code, detail=f"随访 {visit_on}", source=source)
         session.commit()
-    refresh_schedule(engine, today=today)
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
     return fu
 
 
@@ -194,7 +195,7 @@ def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: dat
             session.commit()
         except sa.exc.IntegrityError:
             raise Conflict(f"患者编号 {pid} 已存在", code="PATIENT_EXISTS") from None
-    refresh_schedule(engine, today=today)
+    refresh_schedule(engine, today=today, patient_ids=[pid])
     return patient
 
 
@@ -235,7 +236,7 @@ def record_status(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any],
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient", object_id=patient_id,
                      region_code=patient.village_code, detail=f"状态改为{codes.PatientStatus(status).label} {on}", source=source)
         session.commit()
-    refresh_schedule(engine, today=today)
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
     return patient
 
 
@@ -296,7 +297,7 @@ def record_health_check(engine, scope: Scope, patient_id: str, raw_in: dict[str,
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="health_check",
                      object_id=f"{patient_id}/{on}", region_code=patient.village_code, detail=f"体检 {on}", source=source)
         session.commit()
-    refresh_schedule(engine, today=today)
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
     return on
 
 
@@ -321,5 +322,5 @@ def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                      object_id=f"{patient_id}/{on}", region_code=patient.village_code,
                      detail=f"长效针剂 {patient.lai_drug} {on}", source=source)
         session.commit()
-    refresh_schedule(engine, today=today)
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
     return on
