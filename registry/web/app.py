@@ -7,7 +7,9 @@ login page for 401) elsewhere; request-validation errors → 422 ``INVALID_REQUE
 
 from __future__ import annotations
 
+import gc
 import threading
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -42,16 +44,25 @@ class WebContext:
     secure_cookies: bool
     templates: Jinja2Templates
     worklists: object = None  # registry.web.cache.WorklistCache
+    fast_reads: bool = True  # the PostgreSQL one-statement reads (registry.web.fast); tests switch them off to compare
+    fast_pool: object = None  # registry.web.fast.AsyncPool, opened in the app's lifespan on PostgreSQL
     _rows_html: dict = field(default_factory=dict)
     _rows_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def worklist(self, scope, conn=None, **kwargs) -> dict:
+    def worklist(self, scope, conn=None, version=None, **kwargs) -> dict:
         """工作清单 The work list for ``scope`` (cached until the scheduler runs again; see cache.py).
-        The cache's version check runs on ``conn`` when given."""
+        The cache's version check runs on ``conn`` when given, or uses ``version`` (a 1-tuple) when
+        the caller has read it already."""
         from registry.web import queries
 
-        key = (scope.user.role, scope.user.region_code, scope.today, tuple(sorted(kwargs.items())))
-        return self.worklists.get(key, lambda: queries.worklist(self.engine, scope, self.tree, **kwargs), conn=conn)
+        key = self.worklist_key(scope, **kwargs)
+        extra = {"version": version[0]} if version is not None else {}
+        return self.worklists.get(key, lambda: queries.worklist(self.engine, scope, self.tree, **kwargs), conn=conn, **extra)
+
+    @staticmethod
+    def worklist_key(scope, **kwargs) -> tuple:
+        """The work-list cache key: role, region, date and the query's arguments."""
+        return (scope.user.role, scope.user.region_code, scope.today, tuple(sorted(kwargs.items())))
 
     def worklist_rows_html(self, data: dict, role: str) -> Markup:
         """工作清单行 The table rows of a work-list page, rendered once per cached page.
@@ -79,18 +90,45 @@ def _templates() -> Jinja2Templates:
     from registry.web.queries import ROLE_LABELS, TASK_KIND_LABELS
 
     templates.env.globals.update(ROLE_LABELS=ROLE_LABELS, TASK_KIND_LABELS=TASK_KIND_LABELS)
+    # templates change only with a deployment: no file-modification check on every render
+    templates.env.auto_reload = False
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.1f}%"
     return templates
 
 
-def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookies: bool | None = None) -> FastAPI:
-    """创建应用 Build the web application on ``engine`` (SQLite or PostgreSQL, schema already upgraded)."""
+def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookies: bool | None = None,
+               fast_pool_size: int = 8) -> FastAPI:
+    """创建应用 Build the web application on ``engine`` (SQLite or PostgreSQL, schema already upgraded).
+
+    On PostgreSQL each worker process also keeps up to ``fast_pool_size`` asyncio connections for
+    the patient page and the work list (``registry.web.fast``), opened in the app's lifespan.
+    """
     from registry.config import get_settings
     from registry.web import api, pages
 
     if secure_cookies is None:
         secure_cookies = get_settings().base_url.startswith("https://")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        """进程生命周期 Each worker opens its asyncio connection pool for the hot reads (PostgreSQL)."""
+        from registry.web import fast
+
+        ctx = app.state.ctx
+        if fast.enabled(ctx):
+            ctx.fast_pool = fast.AsyncPool(fast.conninfo_of(engine), size=fast_pool_size)
+        # everything loaded so far (modules, app, templates) lives as long as the process: keep it out
+        # of the cyclic collector, whose full collections otherwise stall the worker ~0.1 s now and then
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            pool, ctx.fast_pool = ctx.fast_pool, None
+            if pool is not None:
+                await pool.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="精防 Jingfang API",
         version="0.1.0",
         description="严重精神障碍患者登记与随访：JSON 接口。认证：POST /api/session 取得令牌，"
@@ -104,8 +142,9 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     app.state.ctx = WebContext(engine=engine, tree=RegionTree(engine), today=today or clock.local_today,
                                secure_cookies=secure_cookies, templates=_templates(), worklists=WorklistCache(engine))
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    app.include_router(api.router)
+    # pages first: the hot pages are matched without scanning the API's routes (no path overlaps)
     app.include_router(pages.router)
+    app.include_router(api.router)
     _install_error_handlers(app)
 
     app.add_middleware(SecurityHeaders)

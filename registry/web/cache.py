@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
+_UNSET = object()
+
 
 class WorklistCache:
     """工作清单缓存 Small LRU of computed work-list pages."""
@@ -42,12 +44,15 @@ class WorklistCache:
         with self.engine.connect() as own:
             return tuple(own.execute(stmt).one())
 
-    def get(self, key: tuple, compute: Callable[[], Any], conn=None) -> Any:
+    def get(self, key: tuple, compute: Callable[[], Any], conn=None, version: Any = _UNSET) -> Any:
         """取缓存 The cached value for ``key`` under the current version, else ``compute()``.
 
-        One computation per key at a time: concurrent misses wait for the first one.
+        ``version`` may be given when the caller already read it (the PostgreSQL fast path reads it
+        in the same statement as the session). One computation per key at a time: concurrent misses
+        wait for the first one.
         """
-        version = self.version(conn)
+        if version is _UNSET:
+            version = self.version(conn)
         hit = self._fresh(key, version)
         if hit is not None:
             return hit[0]
@@ -73,6 +78,17 @@ class WorklistCache:
                 self._items.move_to_end(key)
                 return (hit[2],)
         return None
+
+    def peek(self, key: tuple, version) -> Any:
+        """缓存命中 The cached value for ``key`` under ``version`` (within the TTL), else None (no computation)."""
+        hit = self._fresh(key, version)
+        return hit[0] if hit is not None else None
+
+    def cached_at(self, key: tuple, value: Any) -> float | None:
+        """缓存时刻 When ``value`` was cached under ``key`` (``time.monotonic()``), None when it is not the cached value."""
+        with self._lock:
+            hit = self._items.get(key)
+        return hit[1] if hit is not None and hit[2] is value else None
 
     def clear(self) -> None:
         """清空 Drop every cached page."""

@@ -16,13 +16,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path as PathParam, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from sqlmodel import Session, select
 
 from registry import audit
 from registry.accounts import UserRole, authenticate, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated
 from registry.models import Region
-from registry.web import forms, queries, writes
+from registry.web import fast, forms, queries, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
 from registry.web.reports import compute_rates_safe, month_arg, write_lists_safe, write_report_safe
 
@@ -156,10 +157,20 @@ PAGE_ROWS = 100
 
 
 @router.get("/worklist", response_class=HTMLResponse)
-def worklist_page(request: Request, all: int = 0, page: int = 1):
+async def worklist_page(request: Request, all: int = 0, page: int = 1):
     """今日工作清单 The work list page (doctor, county admin)."""
     ctx = request.app.state.ctx
     page = min(max(page, 1), 100_000)
+    fast_read = await fast.worklist_page_async(request, client_ip(request), limit=PAGE_ROWS, offset=(page - 1) * PAGE_ROWS,
+                                               horizon_days=None if all else 7)
+    if fast_read is not None:  # PostgreSQL: one statement (session, version, audit row); see fast.py
+        cur, data = fast_read
+        return _worklist_response(request, ctx, cur, data, all, page)
+    return await run_in_threadpool(_worklist_generic, request, all, page)
+
+
+def _worklist_generic(request: Request, all: int, page: int):
+    ctx = request.app.state.ctx
     # one connection and transaction: session lookup, the cache's version check and the audit row
     with Session(ctx.engine, expire_on_commit=False) as session:
         cur = current(request, session)
@@ -170,6 +181,10 @@ def worklist_page(request: Request, all: int = 0, page: int = 1):
         audit.record(conn, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
                      region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
         session.commit()
+    return _worklist_response(request, ctx, cur, data, all, page)
+
+
+def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int, page: int) -> HTMLResponse:
     pages = max(1, -(-data["total"] // PAGE_ROWS))
     return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages,
                   rows_html=ctx.worklist_rows_html(data, cur.user.role))
@@ -223,8 +238,16 @@ async def new_patient(request: Request):
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
-def patient_page(request: Request, patient_id: str):
+async def patient_page(request: Request, patient_id: str):
     """一历 The patient record (full or list fields by role); audited."""
+    fast_read = await fast.patient_page_async(request, patient_id, client_ip(request))
+    if fast_read is not None:  # PostgreSQL, doctor or admin: one statement with its audit row; see fast.py
+        cur, record = fast_read
+        return render(request, "patient.html", p=record)
+    return await run_in_threadpool(_patient_page_generic, request, patient_id)
+
+
+def _patient_page_generic(request: Request, patient_id: str):
     ctx = request.app.state.ctx
     source = client_ip(request)
     # one connection and transaction: session lookup, the record's reads and its audit row

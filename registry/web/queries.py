@@ -160,14 +160,16 @@ def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dic
     t = VisitTask.__table__
     rows = session.execute(sa.select(t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level).where(
         t.c.patient_id == patient_id, t.c.status == "open", t.c.basis_on <= as_of).order_by(t.c.due_on, t.c.kind)).all()
-    out = []
-    for r in rows:
-        roles = r.roles.split(",")
-        out.append({"patient_id": patient_id, "kind": r.kind, "kind_label": TASK_KIND_LABELS.get(r.kind, r.kind),
-                    "due_on": r.due_on.isoformat(), "overdue": as_of > r.due_on, "roles": roles,
-                    "role_labels": [ROLE_LABELS.get(x, x) for x in roles], "joint": bool(r.joint), "rule": r.rule,
-                    "risk_level": r.risk_level})
-    return out
+    return [task_view(patient_id, r.kind, r.due_on, r.roles, r.joint, r.rule, r.risk_level, as_of=as_of) for r in rows]
+
+
+def task_view(patient_id: str, kind: str, due_on: date, roles: str, joint, rule, risk_level, *, as_of: date) -> dict:
+    """待办 One open task shaped for the patient page (the ORM and the PostgreSQL fast path share it)."""
+    role_list = roles.split(",")
+    return {"patient_id": patient_id, "kind": kind, "kind_label": TASK_KIND_LABELS.get(kind, kind),
+            "due_on": due_on.isoformat(), "overdue": as_of > due_on, "roles": role_list,
+            "role_labels": [ROLE_LABELS.get(x, x) for x in role_list], "joint": bool(joint), "rule": rule,
+            "risk_level": risk_level}
 
 
 # ---------------------------------------------------------------- team
@@ -175,33 +177,43 @@ def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dic
 def teams_for(session: Session, patients: list[Patient], tree: RegionTree) -> dict[str, list[dict]]:
     """个案管理团队 Each patient's team: explicit assignments, else the members serving the
     patient's village and township (rules.md §6). Two queries for any number of patients."""
-    order = {r: i for i, r in enumerate(m.value for m in codes.TeamRole)}
     m = TeamMember.__table__
-
-    def member(row) -> tuple:
-        return ((order.get(row.role, 99), row.name),
-                {"member_id": row.member_id, "name": row.name, "role": row.role,
-                 "role_label": ROLE_LABELS.get(row.role, row.role), "phone": row.phone or ""})
-
     cols = (m.c.member_id, m.c.name, m.c.role, m.c.phone, m.c.region_code)
     pids = [p.patient_id for p in patients]
-    explicit: dict[str, list[tuple]] = {}
+    explicit: dict[str, list] = {}
     a = CareTeamAssignment.__table__
     for row in session.execute(sa.select(a.c.patient_id, *cols).join(m, m.c.member_id == a.c.member_id)
-                               .where(a.c.patient_id.in_(pids))):
-        explicit.setdefault(row.patient_id, []).append(member(row))
+                               .where(a.c.patient_id.in_(pids)).order_by(m.c.member_id)):
+        explicit.setdefault(row.patient_id, []).append(row[1:])
     township_of = {p.village_code: tree.township_of(p.village_code) for p in patients}
     regions = set(township_of) | {t for t in township_of.values() if t}
+    regional = session.execute(sa.select(*cols).where(m.c.region_code.in_(sorted(regions))).order_by(m.c.member_id)).all()
+    return team_views(patients, explicit, regional, tree)
+
+
+def team_views(patients, explicit: dict[str, list], regional: list, tree: RegionTree) -> dict[str, list[dict]]:
+    """个案管理团队 The teams from member rows ``(member_id, name, role, phone, region_code)``: each
+    patient's explicit assignments (``explicit[patient_id]``), else the ``regional`` members serving
+    the village and its township (rules.md §6), then the guardian. Rows in member_id order."""
+    order = {r: i for i, r in enumerate(m.value for m in codes.TeamRole)}
+
+    def member(row) -> tuple:
+        member_id, name, role, phone = row[0], row[1], row[2], row[3]
+        return ((order.get(role, 99), name),
+                {"member_id": member_id, "name": name, "role": role, "role_label": ROLE_LABELS.get(role, role),
+                 "phone": phone or ""})
+
+    township_of = {p.village_code: tree.township_of(p.village_code) for p in patients}
     by_region: dict[str, list[tuple]] = {}
-    for row in session.execute(sa.select(*cols).where(m.c.region_code.in_(sorted(regions)))):
-        by_region.setdefault(row.region_code, []).append(member(row))
+    for row in regional:
+        by_region.setdefault(row[4], []).append(member(row))
     defaults: dict[str, list[dict]] = {}
     for village, township in township_of.items():
         merged = by_region.get(village, []) + by_region.get(township or "", [])
         defaults[village] = [d for _k, d in sorted(merged, key=lambda kv: kv[0])]
     out: dict[str, list[dict]] = {}
     for p in patients:
-        own = explicit.get(p.patient_id)
+        own = [member(row) for row in explicit.get(p.patient_id, ())]
         team = [d for _k, d in sorted(own, key=lambda kv: kv[0])] if own else list(defaults[p.village_code])
         if p.guardian_name:
             team.append({"member_id": None, "name": p.guardian_name, "role": "guardian", "role_label": "监护人",
@@ -276,7 +288,8 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
         parts: dict[int, list] = {}  # follow_up_id → rows with .role, .attended
         if fu_ids:
             fp = FollowUpParticipant.__table__  # only the columns the view needs (no ORM objects)
-            for row in session.execute(sa.select(fp.c.follow_up_id, fp.c.role, fp.c.attended).where(fp.c.follow_up_id.in_(fu_ids))):
+            for row in session.execute(sa.select(fp.c.follow_up_id, fp.c.role, fp.c.attended)
+                                       .where(fp.c.follow_up_id.in_(fu_ids)).order_by(fp.c.follow_up_id, fp.c.role)):
                 parts.setdefault(row.follow_up_id, []).append(row)
         hc = HealthCheck.__table__
         checks = [d.isoformat() for d in session.execute(
@@ -289,6 +302,17 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
     finally:
         if own:
             session.close()
+    return shape_record(scope, tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
+
+
+def shape_record(scope: Scope, tree: RegionTree, p, follow_ups: list, parts: dict, checks: list[str], team: list[dict],
+                 tasks: list[dict], *, as_of: date) -> dict:
+    """一历 The record from its read rows, shaped for the caller's role (rules.md §7, §8).
+
+    ``p`` and ``follow_ups`` are Patient / FollowUp objects or objects with the same attributes
+    (the PostgreSQL fast path, ``registry.web.fast``); ``parts`` maps follow-up id → participant
+    rows (``role``, ``attended``); follow-ups newest first.
+    """
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     latest_complete = next((v for v in views if v["complete"]), None)
     since = minus_months(as_of, 12)

@@ -1,0 +1,275 @@
+"""The PostgreSQL one-statement reads (registry.web.fast) against the generic ORM path.
+
+Runs on SQLite and PostgreSQL (``database`` fixture): on SQLite the pages take the generic path
+(the fast path is PostgreSQL-only) and the same assertions on audit rows and errors hold. On
+PostgreSQL every record is compared field by field with the generic path's, and the pages are
+compared byte for byte across the generic path, the thread-pool fast path (no lifespan) and the
+asyncio-pool fast path (with lifespan).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+from starlette.requests import Request
+
+from registry.accounts import WebSession, hash_token
+from registry.models import CareTeamAssignment, FollowUp, FollowUpParticipant, HealthCheck, Patient, TeamMember
+from registry.web import fast, queries
+from registry.web.app import create_app
+from registry.web.scopes import scope_for
+from web_support import ID_P1, TODAY, USERS, VISIBLE, seed, seed_tasks, session_token
+
+ALL = ["P1", "P2", "P3", "P4", "P5", "NOPE", "P1' OR '1'='1"]
+
+
+def _enrich(engine) -> None:
+    """More of the record on P1/P2: a health check, an LAI plan, an explicit team, a second follow-up
+    with two participants (so order and every JSON type are exercised)."""
+    with Session(engine) as s:
+        s.add(HealthCheck(patient_id="P1", checked_on=date(2026, 2, 3)))
+        s.add(HealthCheck(patient_id="P1", checked_on=date(2025, 12, 1)))
+        p1 = s.get(Patient, "P1")
+        p1.lai_drug, p1.lai_interval_weeks, p1.lai_last_on, p1.lai_dose = "棕榈酸帕利哌酮", 4, date(2026, 5, 1), "150mg"
+        p1.diagnosed_on = date(2019, 3, 4)
+        s.add(TeamMember(member_id="M-PSY", name="钱助残", role="disability", phone=None, region_code="C"))
+        s.flush()
+        s.add(CareTeamAssignment(patient_id="P2", member_id="M-PSY"))
+        s.add(CareTeamAssignment(patient_id="P2", member_id="M-DOC"))
+        fu = FollowUp(patient_id="P1", visit_on=date(2026, 1, 5), mode=1, lost_reason=None, risk_level=1, insight=1,
+                      symptoms="1,3", symptoms_obvious=True, adherence=1, medication="not json",
+                      advised_medication='[{"drug": "氯氮平"}]', lai_drug="x", lai_interval_weeks=2,
+                      psych_support_family=True, rehabilitation=False, next_visit_on=date(2026, 2, 5), doctor_signature="王")
+        lost = FollowUp(patient_id="P1", visit_on=date(2026, 1, 5), seq=2, mode=2, lost_reason=1)
+        s.add_all([fu, lost])
+        s.flush()
+        s.add(FollowUpParticipant(follow_up_id=fu.id, role="village", member_id="M-VIL", attended=True))
+        s.add(FollowUpParticipant(follow_up_id=fu.id, role="police", member_id="M-POL", attended=False))
+        s.commit()
+
+
+@pytest.fixture
+def web(database):
+    seed(database.engine)
+    seed_tasks(database.engine)
+    _enrich(database.engine)
+    app = create_app(database.engine, today=lambda: TODAY)
+    tokens = {username: session_token(database.engine, username) for username in USERS}
+    return app, tokens, database
+
+
+def _audit(database):
+    with database.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT actor, action, object_type, object_id, region_code, detail, source FROM audit_log"
+                                    " ORDER BY id")).all()
+
+
+def _page(client, token, path):
+    client.cookies.clear()
+    return client.get(path, cookies={"jf_session": token}, follow_redirects=False)
+
+
+def _request(app, token: str) -> Request:
+    return Request({"type": "http", "app": app, "method": "GET", "path": "/", "query_string": b"",
+                    "headers": [(b"cookie", f"jf_session={token}".encode())], "client": ("10.0.0.7", 1234)})
+
+
+def test_fast_record_equals_generic_record(web):
+    app, tokens, database = web
+    if database.backend != "postgresql":
+        assert not fast.enabled(app.state.ctx)  # SQLite: always the generic path
+        return
+    ctx = app.state.ctx
+    compared = 0
+    for username in ("doc", "admin", "doc2"):
+        for pid in sorted(VISIBLE[username]):
+            got = fast.patient_page(_request(app, tokens[username]), pid, "10.0.0.7")
+            assert got is not None
+            cur, record = got
+            assert cur.user.username == username and cur.csrf_token
+            with Session(database.engine) as s:
+                user = s.get(WebSession, hash_token(tokens[username]))
+                scope = scope_for(cur.user, ctx.tree, TODAY)
+                want = queries.patient_record(database.engine, scope, ctx.tree, pid, as_of=TODAY)
+                assert user is not None
+            assert record == want, (username, pid)
+            compared += 1
+    assert compared == 10
+    # P1's record holds every part: two health checks, the LAI plan, participants, tasks, team
+    _cur, p1 = fast.patient_page(_request(app, tokens["doc"]), "P1", "x")
+    assert p1["health_checks"] == ["2026-02-03", "2025-12-01"] and p1["lai_plan"]["last_on"] == "2026-05-01"
+    assert p1["id_number"] == ID_P1 and p1["tasks"] and len(p1["follow_ups"]) == 3
+    assert any(v["participants"] for v in p1["follow_ups"][1:])
+    _cur, p2 = fast.patient_page(_request(app, tokens["doc"]), "P2", "x")
+    assert [m["member_id"] for m in p2["team"]] == ["M-DOC", "M-PSY", None]  # explicit team (§6 order), guardian
+    _cur, p1_admin = fast.patient_page(_request(app, tokens["admin"]), "P1", "x")
+    assert p1_admin["id_number"] != ID_P1 and p1_admin["id_masked"]
+    # list roles are left to the generic path (their list membership is its SQL)
+    assert fast.patient_page(_request(app, tokens["police"]), "P1", "x") is None
+
+
+def _count_calls(monkeypatch, module, name) -> list:
+    """Count the calls of ``module.name`` (which path served a page; the function still runs)."""
+    calls: list = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["generic", "fast-threads", "fast-asyncio"])
+def test_patient_pages_and_audit_rows(web, mode, monkeypatch):
+    from registry.web import pages as pages_module
+
+    app, tokens, database = web
+    app.state.ctx.fast_reads = mode != "generic"
+    generic_calls = _count_calls(monkeypatch, pages_module, "_patient_page_generic")
+    with _client(app, mode) as client:
+        pages = {}
+        for username in USERS:
+            for pid in ALL:
+                r = _page(client, tokens[username], f"/patients/{pid}")
+                if pid in VISIBLE[username]:
+                    assert r.status_code == 200, (mode, username, pid)
+                    pages[username, pid] = r.text.replace(_csrf(database, tokens[username]), "CSRF")  # differs per run
+                else:
+                    assert r.status_code == 403 and "PATIENT_FORBIDDEN" in r.text, (mode, username, pid, r.status_code)
+        rows = _audit(database)
+    uses_fast = mode != "generic" and database.backend == "postgresql"
+    # the fast path serves doctors and admins; list roles (and SQLite) take the generic path
+    assert len(generic_calls) == (2 * len(ALL) if uses_fast else len(USERS) * len(ALL))
+    # rules.md §8: one audit row per answered read, none for a refused one
+    want = [(u, "read", "patient", pid, _village(pid), None, "testclient")
+            for u in USERS for pid in ALL if pid in VISIBLE[u]]
+    assert rows == want
+    assert ID_P1 in pages["doc", "P1"] and ID_P1 not in pages["admin", "P1"] and ID_P1 not in pages["police", "P1"]
+    for (username, _pid), html in pages.items():
+        if username in ("police", "civil"):
+            assert 'id="diagnosis"' not in html and "利培酮" not in html and "精神分裂" not in html
+    seen = test_patient_pages_and_audit_rows.pages.setdefault(database.backend, {})
+    seen[mode] = pages
+    if len(seen) == 3:  # identical HTML whichever path served it
+        assert seen["fast-threads"] == seen["generic"] and seen["fast-asyncio"] == seen["generic"]
+
+
+test_patient_pages_and_audit_rows.pages = {}
+
+
+def _village(pid):
+    return {"P1": "V1", "P2": "V1", "P3": "V2", "P4": "V3", "P5": "V1"}[pid]
+
+
+class _client:
+    """TestClient with (asyncio pool) or without (thread-pool fast path) the app's lifespan."""
+
+    def __init__(self, app, mode):
+        self.app, self.mode = app, mode
+
+    def __enter__(self):
+        self.client = TestClient(self.app)
+        if self.mode == "fast-asyncio":
+            self.client.__enter__()
+            if self.app.state.ctx.engine.dialect.name == "postgresql":
+                assert self.app.state.ctx.fast_pool is not None
+        return self.client
+
+    def __exit__(self, *exc):
+        if self.mode == "fast-asyncio":
+            self.client.__exit__(*exc)
+            assert self.app.state.ctx.fast_pool is None
+
+
+@pytest.mark.parametrize("mode", ["generic", "fast-threads", "fast-asyncio"])
+def test_sessions_are_checked_on_every_read(web, mode):
+    app, tokens, database = web
+    app.state.ctx.fast_reads = mode != "generic"
+    with _client(app, mode) as client:
+        for path in ("/patients/P1", "/worklist"):
+            assert _page(client, tokens["doc"], path).status_code == 200
+            assert _page(client, "not-a-token", path).headers["location"] == "/login"
+            assert _page(client, "x" * 300, path).headers["location"] == "/login"
+        # logout takes effect on the very next request (no session cache)
+        client.cookies.clear()
+        r = client.post("/logout", data={"csrf_token": _csrf(database, tokens["doc"])}, cookies={"jf_session": tokens["doc"]},
+                        follow_redirects=False)
+        assert r.status_code == 303
+        for path in ("/patients/P1", "/worklist"):
+            assert _page(client, tokens["doc"], path).headers["location"] == "/login"
+        # expiry and deactivation likewise
+        with Session(database.engine) as s:
+            row = s.get(WebSession, hash_token(tokens["admin"]))
+            row.expires_at = row.created_at - timedelta(seconds=1)
+            s.commit()
+        for path in ("/patients/P1", "/worklist"):
+            assert _page(client, tokens["admin"], path).headers["location"] == "/login"
+        with database.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE app_user SET active = false WHERE username = 'doc2'"))
+        assert _page(client, tokens["doc2"], "/patients/P4").headers["location"] == "/login"
+        # the API answers 401 with the stable code
+        client.cookies.clear()
+        r = client.get("/api/patients/P1", headers={"Authorization": f"Bearer {tokens['admin']}"})
+        assert r.status_code == 401 and r.json()["error"] == "SESSION_EXPIRED"
+        # roles: police may not open the work list
+        assert _page(client, tokens["police"], "/worklist").status_code == 403
+    reads = [r for r in _audit(database) if r[1] == "read"]
+    assert [(r[0], r[2]) for r in reads] == [("doc", "patient"), ("doc", "worklist")]
+
+
+def _csrf(database, token):
+    with Session(database.engine) as s:
+        return s.get(WebSession, hash_token(token)).csrf_token
+
+
+@pytest.mark.parametrize("mode", ["generic", "fast-threads", "fast-asyncio"])
+def test_worklist_reads_are_audited_and_follow_the_scheduler(web, mode, monkeypatch):
+    from registry.web import pages as pages_module
+
+    app, tokens, database = web
+    app.state.ctx.fast_reads = mode != "generic"
+    generic_calls = _count_calls(monkeypatch, pages_module, "_worklist_generic")
+    second_statements = _count_calls(monkeypatch, fast, "_worklist_audit")
+    with _client(app, mode) as client:
+        first = _page(client, tokens["doc"], "/worklist")
+        second = _page(client, tokens["doc"], "/worklist")  # fast path: the one-statement read
+        third = _page(client, tokens["admin"], "/worklist")
+        assert first.status_code == second.status_code == third.status_code == 200
+        assert first.text == second.text and "陈一" in first.text and "黄四" not in first.text and "黄四" in third.text
+        # a scheduler run (a new schedule_run row) is seen on the next request
+        from schedules.jobs import recorded
+        from schedules.models import VisitTask
+
+        with Session(database.engine) as s:
+            s.execute(sa.update(VisitTask).where(VisitTask.patient_id == "P1").values(status="done"))
+            s.commit()
+        recorded(database.engine, "test", TODAY, "test", lambda: {})
+        after = _page(client, tokens["doc"], "/worklist")
+        assert after.status_code == 200 and "陈一" not in after.text
+        again = _page(client, tokens["doc"], "/worklist")
+        assert again.text == after.text
+        every = _page(client, tokens["doc"], "/worklist?all=1&page=1")  # every open task: P2 is due in 3 weeks
+        assert every.status_code == 200 and "李二" in every.text and "李二" not in after.text
+    uses_fast = mode != "generic" and database.backend == "postgresql"
+    assert len(generic_calls) == (0 if uses_fast else 6)
+    # fast path: a session's first page, and the first after a scheduler run, insert their audit row
+    # in a second statement; the repeats are one statement (session, version and audit row)
+    assert len(second_statements) == (4 if uses_fast else 0)
+    rows = [r for r in _audit(database) if r[2] == "worklist"]
+    assert [(r[0], r[3], r[4], r[5]) for r in rows] == [
+        ("doc", "T1", "T1", "2 项"), ("doc", "T1", "T1", "2 项"), ("admin", "C", "C", "3 项"),
+        ("doc", "T1", "T1", "1 项"), ("doc", "T1", "T1", "1 项"), ("doc", "T1", "T1", "2 项")]
+    seen = test_worklist_reads_are_audited_and_follow_the_scheduler.pages.setdefault(database.backend, {})
+    csrf = _csrf(database, tokens["doc"])
+    seen[mode] = tuple(page.text.replace(csrf, "CSRF") for page in (first, after, every))
+    if len(seen) == 3:  # identical HTML whichever path served it
+        assert seen["fast-threads"] == seen["generic"] == seen["fast-asyncio"]
+
+
+test_worklist_reads_are_audited_and_follow_the_scheduler.pages = {}
