@@ -2,7 +2,7 @@
 
 Contents (issue 3 "Monthly PDF"): a title page; the region's indicators against targets,
 coloured met / unmet; a ranked table of every child region with numerators, denominators
-and rates; a 12-month trend chart of 规范管理率 and 治疗率 (matplotlib SVG, embedded); the
+and rates; a 12-month trend chart of 规范管理率 and 治疗率 (a small SVG written in Python, embedded); the
 patients that keep the region off target (overdue task, not 规范管理, not treated) by patient
 id and village with ID numbers masked; definitions and the 规范管理 variant as footnotes;
 "第 N 页 / 共 M 页". ``publish_month`` (called by the scheduler on the 1st) freezes the closed
@@ -12,7 +12,6 @@ month and writes the county's and every township's report.
 from __future__ import annotations
 
 import base64
-import io
 import os
 from dataclasses import dataclass, field
 from datetime import date
@@ -155,57 +154,69 @@ def _rank_key(row: tuple[str, dict[str, Cell], dict]) -> tuple:
 # --------------------------------------------------------------------------- trend chart
 
 
-@lru_cache(maxsize=1)
-def _matplotlib():
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("svg")
-    from matplotlib import font_manager  # noqa: PLC0415
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    names = {f.name for f in font_manager.fontManager.ttflist}
-    family = [FONT_FAMILY] if FONT_FAMILY in names else []
-    matplotlib.rcParams.update({
-        "font.family": "sans-serif",
-        "font.sans-serif": family + ["WenQuanYi Micro Hei", "DejaVu Sans"],
-        "svg.fonttype": "none",  # keep text as text: WeasyPrint sets it in the CJK font
-        "axes.unicode_minus": False,
-        "svg.hashsalt": "jingfang",  # stable ids → reproducible SVG
-    })
-    return plt
+TREND_COLOURS = {"standard_management_rate": "#1f5fa8", "treatment_rate": "#c8641e"}
 
 
-def trend_chart(months: list[str], series: dict[str, list[float | None]], targets: dict[str, float | None]) -> str:
-    """趋势图 An SVG line chart of the given rate series (percent), targets dashed."""
-    plt = _matplotlib()
-    fig, ax = plt.subplots(figsize=(7.2, 2.8))
-    colours = {"standard_management_rate": "#1f5fa8", "treatment_rate": "#c8641e"}
-    x = list(range(len(months)))
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def trend_chart(months: list[str], series: dict[str, list[float | None]], targets: dict[str, float | None],
+                width: float = 720, height: float = 260) -> str:
+    """趋势图 A small SVG line chart of the rate series (percent, 0–100), targets dashed.
+
+    Written by hand (issue 3: "SVG generated in Python … embedded"): a few dozen ``<line>``,
+    ``<polyline>``, ``<circle>`` and ``<text>`` elements. matplotlib's SVG (every glyph and
+    marker a path) cost WeasyPrint far more to lay out and paint, and importing matplotlib took
+    ~1 s per process. A missing value (no denominator) breaks the line.
+    """
+    left, right, top, bottom = 44.0, 12.0, 34.0, 28.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = max(len(months), 1)
+    step = plot_w / n
+
+    def x(i: int) -> float:
+        return left + step * (i + 0.5)
+
+    def y(percent: float) -> float:
+        return top + plot_h * (1 - max(0.0, min(100.0, percent)) / 100)
+
+    # the report's CJK font by name: without it the SVG text falls back to two more faces
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" '
+           f'viewBox="0 0 {width:g} {height:g}" font-family="{FONT_FAMILY}" font-size="11" fill="#333">']
+    for tick in range(0, 101, 20):  # horizontal grid + y labels
+        yy = y(tick)
+        out.append(f'<line x1="{left:g}" y1="{yy:.1f}" x2="{width - right:g}" y2="{yy:.1f}" '
+                   f'stroke="{"#999" if tick == 0 else "#ddd"}" stroke-width="{1 if tick == 0 else 0.6}"/>')
+        out.append(f'<text x="{left - 6:g}" y="{yy + 4:.1f}" text-anchor="end">{tick}%</text>')
+    for i, month in enumerate(months):  # x labels: 25.11
+        out.append(f'<text x="{x(i):.1f}" y="{height - 9:g}" text-anchor="middle">{_xml(month[2:].replace("-", "."))}</text>')
+    legend_x = left
     for key, values in series.items():
-        ys = [None if v is None else v * 100 for v in values]
-        colour = colours.get(key, "#333333")
-        ax.plot(x, [float("nan") if y is None else y for y in ys], marker="o", markersize=3.5, linewidth=1.8,
-                color=colour, label=BY_KEY[key].name)
-        if targets.get(key) is not None:
-            ax.axhline(targets[key] * 100, color=colour, linewidth=0.9, linestyle="--", alpha=0.7)
-    ax.set_xticks(x)
-    ax.set_xticklabels([m[2:].replace("-", ".") for m in months], fontsize=8)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("%", fontsize=8)
-    ax.tick_params(axis="y", labelsize=8)
-    ax.grid(axis="y", color="#dddddd", linewidth=0.6)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False, ncol=2)
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    return buf.getvalue()
+        colour = TREND_COLOURS.get(key, "#333333")
+        target = targets.get(key)
+        if target is not None:
+            ty = y(target * 100)
+            out.append(f'<line x1="{left:g}" y1="{ty:.1f}" x2="{width - right:g}" y2="{ty:.1f}" stroke="{colour}" '
+                       f'stroke-width="0.9" stroke-dasharray="5 3" opacity="0.75"/>')
+        run: list[str] = []
+        for i, v in enumerate(values + [None]):  # a None ends the current segment
+            if v is None:
+                if len(run) > 1:
+                    out.append(f'<polyline points="{" ".join(run)}" fill="none" stroke="{colour}" stroke-width="1.8"/>')
+                run = []
+                continue
+            run.append(f"{x(i):.1f},{y(v * 100):.1f}")
+            out.append(f'<circle cx="{x(i):.1f}" cy="{y(v * 100):.1f}" r="2.6" fill="{colour}"/>')
+        out.append(f'<line x1="{legend_x:g}" y1="14" x2="{legend_x + 22:g}" y2="14" stroke="{colour}" stroke-width="1.8"/>')
+        out.append(f'<text x="{legend_x + 28:g}" y="18">{_xml(BY_KEY[key].name)}</text>')
+        legend_x += 28 + 12 * len(BY_KEY[key].name) + 24
+    out.append("</svg>")
+    return "\n".join(out)
 
 
 def trend_series(engine: Engine, tree: RegionTree, period: Period, variant: str, region_code: str,
-                 current: dict[str, int]) -> tuple[list[str], dict[str, list[float | None]]]:
+                 current: dict[str, int], today: date | None = None) -> tuple[list[str], dict[str, list[float | None]]]:
     """12 months up to M for the region: frozen counts where published, else computed (one query each)."""
     from registry import snapshots  # noqa: PLC0415
 
@@ -220,7 +231,7 @@ def trend_series(engine: Engine, tree: RegionTree, period: Period, variant: str,
             counts = frozen[m.label]
         else:
             counts = region_counts(engine, period=m, variant=variant, region_code=region_code, tree=tree,
-                                   use_snapshot=False)[region_code]
+                                   use_snapshot=False, today=today)[region_code]
         for key in TREND_KEYS:
             ind = BY_KEY[key]
             den = counts.get(ind.denominator_column) or 0
@@ -313,7 +324,7 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
         frozen = snapshots.is_frozen(conn, period.label, variant)
     region_code = tree.check(region_code) if region_code else tree.default_region()
     if counts is None or region_code not in counts:
-        counts = region_counts(engine, period=period, variant=variant, region_code=region_code, tree=tree)
+        counts = region_counts(engine, period=period, variant=variant, region_code=region_code, tree=tree, today=today)
 
     def values(code: str) -> dict:
         return indicator_values(counts[code], tree.population(code), target_set, code, period.year)
@@ -326,7 +337,7 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
     levels = {tree.levels.get(c) for c in tree.children.get(region_code, [])}
     child_level = "乡镇(街道)" if levels == {"township"} else "村(社区)" if levels == {"village"} else "下级地区"
 
-    months, series = trend_series(engine, tree, period, variant, region_code, counts[region_code])
+    months, series = trend_series(engine, tree, period, variant, region_code, counts[region_code], today)
     trend_targets = {k: target_set.target_for(k, region_code, period.year) for k in TREND_KEYS}
     svg = trend_chart(months, series, trend_targets)
     trend_rows = [(m, *(format_rate(series[k][i], "percent") for k in TREND_KEYS)) for i, m in enumerate(months)]
@@ -435,7 +446,7 @@ def demo_step(engine: Engine, out_dir: Path | str, *, today: date, echo=print) -
     from registry.indicators import compute_rates_and_counts  # noqa: PLC0415
 
     month = f"{today.year:04d}-{today.month:02d}"
-    doc, counts = compute_rates_and_counts(engine, month=month)
+    doc, counts = compute_rates_and_counts(engine, month=month, today=today)
     for line in rates_table(doc, region_names(engine)):
         echo(line)
     # the report reuses the counts just computed (the month is computed once, not twice)

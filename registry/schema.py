@@ -15,6 +15,7 @@ MODEL_MODULES = [
     "registry.accounts",
     "schedules.models",
     "registry.snapshots",
+    "registry.month_state",
 ]
 
 

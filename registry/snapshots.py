@@ -77,7 +77,8 @@ def freeze(engine: Engine, *, month: str, variant: str, today: date) -> bool:
     rows = []
     stamp = utcnow()
     for root in tree.roots():
-        counts = region_counts(engine, period=period, variant=variant, region_code=root, tree=tree, use_snapshot=False)
+        counts = region_counts(engine, period=period, variant=variant, region_code=root, tree=tree, use_snapshot=False,
+                               today=today)  # from the month's patient-month state (built / brought up to date)
         rows += [{"month": period.label, "variant": variant, "region_code": code,
                   "counts": json.dumps(c, sort_keys=True), "frozen_at": stamp} for code, c in counts.items()]
     with engine.begin() as conn:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -234,16 +234,34 @@ def test_statement_count_does_not_depend_on_regions(database):
     build(database)
     statements = []
 
-    def count(*_args, **_kw):
-        statements.append(1)
+    def count(_conn, _cursor, statement, *_args, **_kw):
+        statements.append(statement)
 
+    live = []
+
+    def count_live(*_args, **_kw):
+        live.append(1)
+
+    sa.event.listen(database.engine, "before_cursor_execute", count_live)
+    try:
+        compute_rates(database.engine, month=JUN, variant=Q, today=date(2026, 5, 15))  # M and M−1 open: live
+    finally:
+        sa.event.remove(database.engine, "before_cursor_execute", count_live)
+    # regions, frozen-month check, the one grouped query (+ SET LOCAL jit on PostgreSQL)
+    assert len(live) <= 4
+
+    with database.engine.begin() as conn:  # the data was entered long before (not within the stamp margin)
+        for table in ("follow_up", "patient"):
+            conn.execute(sa.text(f"UPDATE {table} SET updated_at = :t"), {"t": datetime(2026, 7, 1, tzinfo=timezone.utc)})
+    compute_rates(database.engine, month=JUN, variant=Q, today=date(2026, 7, 2))  # builds June's month state
     sa.event.listen(database.engine, "before_cursor_execute", count)
     try:
-        compute_rates(database.engine, month=JUN, variant=Q)
+        compute_rates(database.engine, month=JUN, variant=Q, today=date(2026, 7, 2))
     finally:
         sa.event.remove(database.engine, "before_cursor_execute", count)
-    # regions, frozen-month check, the one grouped query (+ SET LOCAL jit on PostgreSQL)
-    assert len(statements) <= 4
+    # closed month: + the state's freshness check (lock, stamp, build row, changed patients), still
+    # a fixed number of statements, whatever the number of regions or patients
+    assert len(statements) <= 8, statements
 
 
 @pytest.mark.parametrize("kwargs, error, code", [

@@ -17,7 +17,7 @@ from registry import models
 from registry.cli import app
 from registry.ids import make, mask
 from registry.importing import import_path
-from registry.reporting import build_context, format_rate, publish_month, write_monthly_report
+from registry.reporting import build_context, format_rate, publish_month, trend_chart, write_monthly_report
 from registry.snapshots import is_frozen
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -90,6 +90,28 @@ def test_context_ranks_children_and_lists_the_trend(county):
     assert ctx.trend_rows[-1][1:] == ("25.00%", "25.00%")
     assert {p.patient_id for p in ctx.patients} == {"A", "B", "C1", "D"}
     assert format_rate(None, "percent") == "—"
+
+
+def test_trend_chart_is_a_small_svg_with_a_point_per_month_and_gaps():
+    """The chart is SVG written in Python: one marker per month with a value, the line broken
+    where a month has no denominator, the target dashed at its height, month labels, legend."""
+    import xml.etree.ElementTree as ET
+
+    months = [f"2026-{m:02d}" for m in range(1, 7)]
+    series = {"standard_management_rate": [0.5, None, 0.25, 0.75, 0.8, 1.0],
+              "treatment_rate": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+    svg = trend_chart(months, series, {"standard_management_rate": 0.9, "treatment_rate": None})
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f"{ns}circle")) == 5 + 6
+    lines = [pl.get("points").split() for pl in root.findall(f"{ns}polyline")]
+    assert sorted(len(points) for points in lines) == [4, 6]  # 0.5 alone (no line), then 4 points; 6 points
+    dashed = [ln for ln in root.findall(f"{ns}line") if ln.get("stroke-dasharray")]
+    top, bottom = 34.0, 260 - 28.0
+    assert len(dashed) == 1 and float(dashed[0].get("y1")) == pytest.approx(bottom - 0.9 * (bottom - top), abs=0.1)
+    texts = [t.text for t in root.findall(f"{ns}text")]
+    assert {"26.01", "26.06", "100%", "0%", "在册患者规范管理率", "在册患者治疗率（服药率）"} <= set(texts)
+    assert len(svg) < 8000  # a few dozen elements, not matplotlib's paths
 
 
 def test_report_command_and_publish_month(county, tmp_path):
