@@ -350,6 +350,22 @@ def invalidate(engine: Engine, *, from_year_month: int | None = None) -> int:
         return conn.execute(sa.delete(s).where(cond_s)).rowcount
 
 
+def prune(engine: Engine, *, before_year_month: int) -> int:
+    """月状态清理 Drop the state of every month before ``before_year_month`` (retention).
+
+    One month of state holds a row per 在册 patient (about 6M nationally), so it is not kept
+    forever. ``registry.reporting.publish_month`` calls this once month M is frozen, keeping
+    M itself: the open month M+1 merges onto it and closed month M+1 is built from it
+    incrementally. Older months are frozen (their counts live in ``indicator_snapshot``); an
+    older month asked for live (another 规范管理 variant, an unfrozen month) is rebuilt from
+    scratch by ``ensure`` on demand. Returns the state rows removed."""
+    s, b = PatientMonthState.__table__, PatientMonthStateBuild.__table__
+    with engine.begin() as conn:
+        _lock(conn)
+        conn.execute(sa.delete(b).where(b.c.year_month < before_year_month))
+        return conn.execute(sa.delete(s).where(s.c.year_month < before_year_month)).rowcount
+
+
 def per_patient_from_state(period, villages: list[str] | None, *, merge_month: bool = False):
     """患者汇总（月状态） The columns of ``indicators.per_patient_query`` (``mask`` also carries
     ``HEALTH_CHECKED``), one row per 在册 patient at D, from the state — no join at all.
@@ -375,5 +391,5 @@ def state_rows_digest(engine: Engine, period) -> tuple[int, int, int, int]:
     return tuple(int(v or 0) for v in row)
 
 
-__all__ = ["PatientMonthState", "PatientMonthStateBuild", "Refresh", "ensure", "invalidate", "is_fresh",
+__all__ = ["PatientMonthState", "PatientMonthStateBuild", "Refresh", "ensure", "invalidate", "prune", "is_fresh",
            "is_closed", "per_patient_from_state", "changed_patients", "year_month", "scratch_query", "merged_query"]

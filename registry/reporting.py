@@ -415,11 +415,14 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
                   variant: str | None = None) -> list[Path]:
     """发布月报 Freeze a closed month and write the top region's and every township's report.
 
+    Afterwards the patient-month state of the months before it is dropped (``month_state.prune``:
+    retention; the month itself is kept as the base of the next).
+
     Called by the scheduler on the 1st for the month just ended. Files go to ``out_dir``
     (default ``$JINGFANG_REPORT_DIR`` or ``./out/reports``) as ``<month>/<month>-<region>.pdf``.
     Publishing again reuses the frozen counts, so the files come out the same.
     """
-    from registry import snapshots  # noqa: PLC0415
+    from registry import month_state, snapshots  # noqa: PLC0415
     from registry.clock import local_today  # noqa: PLC0415
 
     period = Period.parse(month)
@@ -437,6 +440,8 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
             written.append(write_monthly_report(engine, month=period.label, region_code=code,
                                                 out_path=base / f"{period.label}-{code}.pdf", variant=variant,
                                                 today=today))
+    if period.as_of < today:  # retention, after the reports (their trends may have built older months)
+        month_state.prune(engine, before_year_month=month_state.year_month(period))
     return written
 
 

@@ -230,3 +230,21 @@ def test_publishing_a_month_freezes_the_counts_of_its_fresh_state(population):
     live = region_counts(engine, period=june, variant="quarterly", region_code="C", use_snapshot=False,
                          use_state=False)
     assert frozen == live
+
+
+def test_prune_keeps_the_base_month_and_older_months_are_rebuilt_on_demand(population):
+    """Retention (``month_state.prune``, called by publish_month): states before the published
+    month are dropped; asking for an older month again rebuilds it, with the live numbers."""
+    engine = population.engine
+    for m in ("2026-08", "2026-09", "2026-10"):
+        month_state.ensure(engine, Period.parse(m), TODAY)
+    removed = month_state.prune(engine, before_year_month=202610)
+    assert removed > 0
+    with engine.connect() as conn:
+        s = month_state.PatientMonthState.__table__
+        months = conn.execute(sa.select(s.c.year_month).distinct()).scalars().all()
+        assert months == [202610]
+        assert month_state.is_fresh(conn, Period.parse("2026-10"))
+        assert not month_state.is_fresh(conn, Period.parse("2026-09"))
+    assert month_state.ensure(engine, Period.parse("2026-11"), date(2026, 12, 1)).action == "incremental"
+    assert_all_equal(engine, months=["2026-09"])  # rebuilt from scratch, same as live

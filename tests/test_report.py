@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from registry import models
+from registry import models, month_state
+from registry.indicators import Period
 from registry.cli import app
 from registry.ids import make, mask
 from registry.importing import import_path
@@ -122,11 +123,15 @@ def test_report_command_and_publish_month(county, tmp_path):
     assert "镇严重精神障碍患者管理月报" in re.sub(r"\s+", "", text_of(out))
     bad = CliRunner().invoke(app, ["report", "--month", "2026-00", "--out", str(out), "--db", county.url])
     assert bad.exit_code == 1 and "BAD_MONTH" in bad.stderr
+    for month in ("2026-04", "2026-05"):  # states of earlier months, dropped once June is published
+        month_state.ensure(county.engine, Period.parse(month), date(2026, 7, 1))
     paths = publish_month(county.engine, month="2026-06", out_dir=tmp_path / "pub", today=date(2026, 7, 1))
     assert [p.name for p in paths] == ["2026-06-C.pdf", "2026-06-T.pdf"]
     assert all(p.stat().st_size > 0 for p in paths)
     with county.engine.connect() as conn:
         assert is_frozen(conn, "2026-06", "quarterly")
+        kept = conn.execute(sa.select(month_state.PatientMonthStateBuild.__table__.c.year_month)).scalars().all()
+    assert kept == [202606]  # retention: the published month stays as the base of July
     assert "本月数据已冻结发布" in re.sub(r"\s+", "", text_of(paths[0]))
 
 
