@@ -5,7 +5,8 @@
    importer, registry.importing), runs the scheduler once, and creates one doctor per
    township with a logged-in session (kept for re-runs: ``--reuse``);
 2. starts uvicorn serving ``create_app`` in a subprocess on 127.0.0.1 (uvloop + httptools,
-   ``--workers`` processes, no access log);
+   ``--workers`` processes, each with its own SO_REUSEPORT socket as ``jingfang serve`` does,
+   no access log);
 3. drives it from a second process: ``--clients`` concurrent keep-alive connections (default 50),
    after an unmeasured ``--warmup`` (default 5 s), for ``--seconds`` (default 30); requests
    alternate a township's work list and a patient page of that township, each with that
@@ -355,9 +356,11 @@ def main() -> None:
         wrk = ensure_wrk() if args.generator == "wrk" else None
         if args.generator == "wrk" and wrk is None:
             print("note: wrk is not installed and apt-get could not install it; using the Python load generator")
+        # as `jingfang serve --workers N`: one SO_REUSEPORT socket per worker (registry.web.serving);
+        # uvicorn picks uvloop + httptools when installed ("auto")
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "registry.web.bench:app_factory", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log", *fast],
+            [sys.executable, "-m", "registry.web.serving", "registry.web.bench:app_factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(args.workers)],
             env=env)
         try:
             base = f"http://127.0.0.1:{port}"

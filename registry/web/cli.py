@@ -30,11 +30,13 @@ def serve(
     import uvicorn
 
     engine = engine_for(db)  # creates / upgrades the schema once, before serving
-    if workers > 1:
+    if workers > 1:  # one SO_REUSEPORT socket per worker process (registry.web.serving)
+        from registry.web import serving
+
         os.environ["JINGFANG_DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
-        uvicorn.run("registry.web.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
-        return
+        typer.echo(f"精防网页已启动（{workers} 个进程）：http://{host}:{port}/ （接口文档 http://{host}:{port}/api/docs）")
+        raise typer.Exit(serving.run("registry.web.app:app_from_env", host=host, port=port, workers=workers,
+                                     log_level="warning", access_log=False))
     from registry.web.app import create_app
 
     typer.echo(f"精防网页已启动：http://{host}:{port}/ （接口文档 http://{host}:{port}/api/docs）")
