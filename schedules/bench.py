@@ -3,7 +3,8 @@
 Builds the population set-based (generate_series INSERT…SELECT, no CSV) in database
 ``jf_bench_schedule`` (reused when it already holds N patients; ``--rebuild`` to recreate),
 then prints: the time of a bare SQL pass reading the same latest-follow-up rows, the full
-generation time, their ratio, and the time of a second (no-change) run.
+generation time, their ratio, and the time of a second (no-change) run; then a breakdown of both
+runs by phase and the time of the plan query alone (counted, not written, rolled back).
 Usage: scripts/bench_schedule [--patients 1000000] [--as-of 2026-06-10] [--rebuild]
 Targets (issue 5): full ≤ 60 s and ≤ 3× the bare pass; no-change ≤ 10 s.
 """
@@ -48,7 +49,7 @@ def build(engine, patients: int, as_of: date) -> None:
                          random() AS r3, random() AS r4 FROM generate_series(1, {patients}) i) s""",
         f"""INSERT INTO follow_up (patient_id, visit_on, seq, mode, lost_reason, risk_level, insight, symptoms_obvious,
                 sf_self_care, sf_work, sf_social, incidents_disturbance, incidents_crime, hospital_status, adherence,
-                adverse_reaction_serious, physical_illness_serious, entered_at)
+                adverse_reaction_serious, physical_illness_serious, entered_at, updated_at)
             SELECT 'B' || lpad(i::text, 8, '0'), date '{as_of}' - (k * 45 + floor(r1 * 30)::int), 1, 1 + (i + k) % 3,
                    CASE WHEN r2 < 0.12 THEN 1 + floor(r3 * 5)::int END,
                    CASE WHEN r2 >= 0.12 THEN (ARRAY[0,0,0,0,0,1,1,2,3,4])[1 + floor(r3 * 10)::int] END,
@@ -56,7 +57,7 @@ def build(engine, patients: int, as_of: date) -> None:
                    CASE WHEN r2 >= 0.12 THEN 1 END, CASE WHEN r2 >= 0.12 THEN 1 + floor(r4 * 3)::int END,
                    CASE WHEN r2 >= 0.12 THEN 1 END,
                    CASE WHEN r4 > 0.98 THEN 1 ELSE 0 END, 0,
-                   CASE WHEN r2 >= 0.12 AND r1 < 0.02 THEN 1 ELSE 0 END, 1 + floor(r4 * 3)::int, false, false, now()
+                   CASE WHEN r2 >= 0.12 AND r1 < 0.02 THEN 1 ELSE 0 END, 1 + floor(r4 * 3)::int, false, false, now(), now()
             FROM (SELECT i, k, random() AS r1, random() AS r2, random() AS r3, random() AS r4
                   FROM generate_series(1, {patients}) i, generate_series(0, 3) k) s""",
         f"""INSERT INTO health_check (patient_id, checked_on)
@@ -108,14 +109,18 @@ def main(argv=None) -> None:
     from schedules.generation import generate
     from schedules.jobs import recorded
 
+    phases: list[dict[str, float]] = []
+
     def run():  # as `jingfang schedule` does: recorded in schedule_run
-        return recorded(engine, "generate", as_of, "bench", lambda: generate(engine, as_of=as_of))
+        phases.append({})
+        return recorded(engine, "generate", as_of, "bench", lambda: generate(engine, as_of=as_of, timings=phases[-1]))
 
     with engine.connect() as conn:
         conn.exec_driver_sql(BARE, {"as_of": as_of}).all()  # warm the cache once
         t0 = time.perf_counter()
         latest = conn.exec_driver_sql(BARE, {"as_of": as_of}).one()
         bare = time.perf_counter() - t0
+    plan_alone = time_plan_alone(engine, as_of)
     t0 = time.perf_counter()
     first = run()
     full = time.perf_counter() - t0
@@ -132,6 +137,34 @@ def main(argv=None) -> None:
           f" {'skipped by the input fingerprint' if second['skipped'] else 'full pass'}): {again:.2f} s  (target ≤ 10 s)")
     print(f"targets: full ≤ 60 s {'met' if full <= 60 else 'NOT met'}; ratio ≤ 3 {'met' if full <= 3 * bare else 'NOT met'};"
           f" no-change ≤ 10 s {'met' if again <= 10 else 'NOT met'}")
+    print("breakdown of the full generation (wall clock, s):")
+    for name, seconds in phases[0].items():
+        print(f"  {name:<32} {seconds:6.2f}")
+    print(f"  (plan query alone, SELECT count(*) of the same rows, rolled back: {plan_alone:.2f} s;"
+          f" the write is roughly the rest of 'plan + write')")
+    print("breakdown of the no-change run (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases[1].items()))
+
+
+def time_plan_alone(engine, as_of: date) -> float:
+    """Seconds of the plan query by itself (counted, not written), as the first full run sees it
+    (no stored tasks), in a transaction that is rolled back."""
+    from registry.clock import now_utc
+    from schedules import generation as g
+    from schedules.calendar import WorkCalendar
+    from schedules.profile import load_profile
+
+    profile = load_profile()
+    with engine.connect() as conn:
+        with conn.begin() as tx:
+            g._lock(conn)
+            start, end = g._calendar_range(conn, as_of)
+            g._fill_work_days(conn, profile, WorkCalendar.load(conn), start, end)
+            select = g.plan_select(profile, as_of, now_utc(), conn.dialect.name)
+            t0 = time.perf_counter()
+            conn.execute(sa.select(sa.func.count()).select_from(select.subquery())).scalar_one()
+            seconds = time.perf_counter() - t0
+            tx.rollback()
+    return seconds
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -366,27 +367,33 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         )
         .select_from(u.join(work_day, work_day.c.day == u.c.nominal_due_on))
         .where(u.c.patient_id.is_not(None), sa.not_(unchanged))
-        # insert in key order: index pages and the foreign-key lookups on patient stay in cache
-        # (3–4× faster than the join's order at a million patients)
+        # insert in key order: index pages stay in cache (3–4× faster than the join's order at a million patients)
         .order_by(*[u.c[k].collate("C") if dialect == "postgresql" else u.c[k] for k in ("patient_id", "kind", "basis")])
     )
 
 
+KEY = ("patient_id", "kind", "basis")
 UPDATABLE = ("due_on", "nominal_due_on", "window_start", "window_end", "roles", "joint", "rule", "risk_level", "calendar_estimated")
 
 
-def _upsert(conn: Connection, select: sa.Select):
+def _write(conn: Connection, select: sa.Select, stamp: datetime) -> int:
+    """Store the planned rows with ``INSERT … SELECT … ON CONFLICT (patient_id, kind, basis) DO UPDATE
+    … WHERE open AND changed``; returns the number of tasks created.
+
+    (Tried in the third benchmark round and not kept: a plain insert of new keys plus an update by
+    id from one materialised plan — measured slower end to end, docs/scheduler.md.)
+    """
     t = VisitTask.__table__
     cols = [c.name for c in select.selected_columns]
-    ins_fn = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    ins = ins_fn(t).from_select(cols, select)
-    changed = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in UPDATABLE])
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t).from_select(cols, select)
+    differs = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in UPDATABLE])
     stmt = ins.on_conflict_do_update(
-        index_elements=["patient_id", "kind", "basis"],
+        index_elements=list(KEY),
         set_={c: ins.excluded[c] for c in UPDATABLE},
-        where=sa.and_(t.c.status == "open", changed),
+        where=sa.and_(t.c.status == "open", differs),
     )
-    return conn.execute(stmt)
+    conn.execute(stmt)
+    return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one()
 
 
 def _close_tasks(conn: Connection, where, status: str, reason, now: datetime) -> int:
@@ -410,6 +417,13 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created:
 
     hc = HealthCheck.__table__
     counts = {"cancelled": 0, "closed": 0}
+    # Every step below can only match a task of an earlier run: a task this run created is owed
+    # by the same conditions each step negates (eligible patient; no check dated this year; this
+    # year's check; the current injection plan; and "older" excludes it explicitly). With no open
+    # task of an earlier run (a first run) there is nothing to close: skip the six scans.
+    earlier = sa.select(t.c.id).where(only, t.c.status == "open", t.c.created_at != stamp).limit(1)
+    if conn.execute(earlier).first() is None:
+        return counts
     # dead / moved out / refused consent: cancelled with the reason
     left = sa.and_(p.c.status != "active", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))
     refused = sa.and_(p.c.report_type == 2, p.c.consent == 0)
@@ -469,15 +483,27 @@ def fingerprint(conn: Connection, as_of: date, profile: Profile) -> str | None:
     a pure function of these tables, the as-of date, the profile and the holiday package, so an
     unchanged fingerprint means a run would change nothing, and the no-change run costs one scan
     per table instead of the whole pass. None on SQLite (no row versions): always a full pass.
+    ``visit_task`` is the last part (``with_tasks_mark`` replaces it after the run's writes).
     """
     if conn.dialect.name != "postgresql":
         return None
     from schedules.calendar import PACKAGE_YEARS
 
-    parts = [f"(SELECT count(*) || ':' || coalesce(sum((xmin::text)::bigint), 0) FROM {table})" for table in FINGERPRINT_TABLES]
+    parts = [f"(SELECT {_MARK} FROM {table})" for table in FINGERPRINT_TABLES]
     values = conn.exec_driver_sql("SELECT " + ", ".join(parts)).one()
     rules = hashlib.sha256(repr(profile).encode()).hexdigest()[:16]  # an edited profile file counts too
     return f"{as_of.isoformat()}|{profile.tag}|{rules}|{max(PACKAGE_YEARS)}|" + "|".join(values)
+
+
+_MARK = "count(*) || ':' || coalesce(sum((xmin::text)::bigint), 0)"
+assert FINGERPRINT_TABLES[-1] == "visit_task"
+
+
+def with_tasks_mark(before: str, tasks_mark: str) -> str:
+    """The fingerprint to record after a run: the input tables' marks as read *before* the pass
+    (a change committed while the run worked then makes the next run's fingerprint differ, so it
+    runs the pass — never the reverse), and ``visit_task`` as the run left it."""
+    return before.rsplit("|", 1)[0] + "|" + tasks_mark
 
 
 def _previous_fingerprint(conn: Connection) -> str | None:
@@ -496,54 +522,96 @@ def _previous_fingerprint(conn: Connection) -> str | None:
 
 
 def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
-             patient_ids: list[str] | None = None) -> dict:
+             patient_ids: list[str] | None = None, timings: dict[str, float] | None = None) -> dict:
     """生成任务 Generate every task owed as of ``as_of``; idempotent and safe when runs overlap.
 
     Returns counts: created, closed, cancelled, open (by kind), calendar_estimated,
     and warnings (years with no holiday table). ``patient_ids`` limits the run to those patients
     (a web write refreshes its own patient, not the county); such a run records no fingerprint,
-    so the next full run does the whole pass.
+    so the next full run does the whole pass. ``timings``, when given, receives the wall-clock
+    seconds of each phase (the benchmark prints them).
     """
     profile = profile or load_profile()
     stamp = now_utc().replace(microsecond=0)
     t = VisitTask.__table__
+    clock = _PhaseClock(timings)
     with engine.begin() as conn:
         _lock(conn)
         # the run's own stamp must be unique: bump by a second if an earlier run used it
         while conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one():
             stamp += timedelta(seconds=1)
-        calendar = WorkCalendar.load(conn)
+        clock.lap("start (lock, stamp)")
+        # the fingerprint first: every input the run reads (calendar included) is read after it
         before = fingerprint(conn, as_of, profile) if patient_ids is None else None
+        clock.lap("input fingerprint")
+        calendar = WorkCalendar.load(conn)
         if before is not None and before == _previous_fingerprint(conn):
-            return _summary(conn, as_of, profile, calendar, created=0, closed=0, cancelled=0, fingerprint=before,
-                            skipped=True)
+            result = _summary(conn, as_of, profile, calendar, created=0, closed=0, cancelled=0, before=before,
+                              skipped=True)
+            clock.lap("summary")
+            return result
         start, end = _calendar_range(conn, as_of)
         _fill_work_days(conn, profile, calendar, start, end)
-        _upsert(conn, plan_select(profile, as_of, stamp, conn.dialect.name, patient_ids))
-        created = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one()
+        clock.lap("work-day table")
+        created = _write(conn, plan_select(profile, as_of, stamp, conn.dialect.name, patient_ids), stamp)
+        clock.lap("plan + write (one statement)")
         counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids)
+        clock.lap("closing steps")
         if conn.dialect.name == "postgresql" and created > 10_000:
             conn.exec_driver_sql("ANALYZE visit_task")  # fresh statistics for the next run's plan
         work_day.drop(conn)
-        return _summary(conn, as_of, profile, calendar, created=created, closed=counts["closed"],
-                        cancelled=counts["cancelled"],
-                        fingerprint=fingerprint(conn, as_of, profile) if patient_ids is None else None, skipped=False)
+        clock.lap("analyze")
+        result = _summary(conn, as_of, profile, calendar, created=created, closed=counts["closed"],
+                          cancelled=counts["cancelled"], before=before, skipped=False)
+        clock.lap("summary + task fingerprint")
+    clock.lap("commit")
+    return result
+
+
+class _PhaseClock:
+    """Wall-clock seconds per phase into ``timings`` (a no-op without it)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+            self.last = now
 
 
 def _summary(conn: Connection, as_of: date, profile: Profile, calendar: WorkCalendar, *, created: int, closed: int,
-             cancelled: int, fingerprint: str | None, skipped: bool) -> dict:
+             cancelled: int, before: str | None, skipped: bool) -> dict:
+    """Counts of the stored tasks, in one scan of ``visit_task`` that also yields its fingerprint mark."""
     t = VisitTask.__table__
-    open_rows = conn.execute(sa.select(t.c.kind, sa.func.count()).where(t.c.status == "open").group_by(t.c.kind)).all()
-    estimated_days = conn.execute(
-        sa.select(t.c.nominal_due_on, sa.func.count()).where(t.c.status == "open", t.c.calendar_estimated == sa.true())
-        .group_by(t.c.nominal_due_on)
+    is_open = t.c.status == "open"
+    est_year = sa.case((sa.and_(is_open, t.c.calendar_estimated == sa.true()), sa.extract("year", t.c.nominal_due_on)))
+    pg = conn.dialect.name == "postgresql"
+    xmin_sum = sa.func.sum(sa.cast(sa.cast(sa.literal_column("xmin"), sa.Text), sa.BigInteger)) if pg else sa.literal(0)
+    groups = conn.execute(
+        sa.select(t.c.kind, is_open.label("is_open"), est_year.label("est_year"), sa.func.count(), xmin_sum)
+        .group_by(t.c.kind, is_open, est_year)
     ).all()
-    years = unknown_years(calendar, {d.year for d, _ in estimated_days})
+    by_kind: dict[str, int] = {}
+    estimated_years: dict[int, int] = {}
+    for kind, open_, year, n, _ in groups:
+        if open_:
+            by_kind[kind] = by_kind.get(kind, 0) + n
+            if year is not None:
+                estimated_years[int(year)] = estimated_years.get(int(year), 0) + n
+    by_kind = dict(sorted(by_kind.items()))
+    tasks_mark = f"{sum(g[3] for g in groups)}:{sum(int(g[4] or 0) for g in groups)}"
+    if before is None or skipped:
+        fp = before
+    else:
+        fp = with_tasks_mark(before, tasks_mark)
+    years = unknown_years(calendar, set(estimated_years))
     warnings = [
         f"{y}年节假日表未知：该年到期日只按周末顺延（calendar_estimated），导入该年节假日表后将重算"
         for y in years
     ]
-    by_kind = {k: n for k, n in sorted(open_rows)}
     return {
         "as_of": as_of.isoformat(),
         "profile": profile.tag,
@@ -552,8 +620,8 @@ def _summary(conn: Connection, as_of: date, profile: Profile, calendar: WorkCale
         "cancelled": cancelled,
         "open": sum(by_kind.values()),
         "open_by_kind": by_kind,
-        "calendar_estimated": sum(n for _, n in estimated_days),
+        "calendar_estimated": sum(estimated_years.values()),
         "warnings": warnings,
         "skipped": skipped,
-        "fingerprint": fingerprint,
+        "fingerprint": fp,
     }

@@ -267,3 +267,23 @@ def test_no_change_run_is_detected_by_fingerprint(database, small_county):
         conn.execute(sa.update(VisitTask).where(VisitTask.patient_id == "A").values(due_on=D("2026-05-01")))
     fourth = run()
     assert fourth["skipped"] is False and stored(database.engine)[("A", "follow_up", "follow_up:3")][0] == D("2026-05-29")
+
+
+def test_changed_open_task_is_updated_in_place_and_closed_task_left_alone(database, small_county):
+    cli("import", small_county, "--db", database.url)
+    today = D("2026-06-10")
+    generate(database.engine, as_of=today)
+    t = VisitTask.__table__
+    key = sa.and_(t.c.patient_id == "A", t.c.kind == "follow_up")
+    health = sa.and_(t.c.patient_id == "B", t.c.kind == "health_check")
+    with database.engine.begin() as conn:
+        before = conn.execute(sa.select(t.c.id, t.c.roles, t.c.risk_level, t.c.created_at).where(key)).one()
+        conn.execute(sa.update(t).where(key).values(roles="doctor,police,village", risk_level=4))
+        conn.execute(sa.update(t).where(health).values(status="done", close_reason="manual"))
+    again = generate(database.engine, as_of=today)
+    assert again["created"] == 0
+    with database.engine.connect() as conn:
+        after = conn.execute(sa.select(t.c.id, t.c.roles, t.c.risk_level, t.c.created_at).where(key)).all()
+        closed = conn.execute(sa.select(t.c.status, t.c.close_reason).where(health)).all()
+    assert after == [before]  # the same row (same id and creation), its planned values back
+    assert closed == [("done", "manual")]  # a closed task is never reopened or duplicated
