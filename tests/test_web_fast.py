@@ -70,7 +70,8 @@ def _audit(database):
 
 def _page(client, token, path):
     client.cookies.clear()
-    return client.get(path, cookies={"jf_session": token}, follow_redirects=False)
+    client.cookies.set("jf_session", token)
+    return client.get(path, follow_redirects=False)
 
 
 def _request(app, token: str) -> Request:
@@ -198,8 +199,8 @@ def test_sessions_are_checked_on_every_read(web, mode):
             assert _page(client, "x" * 300, path).headers["location"] == "/login"
         # logout takes effect on the very next request (no session cache)
         client.cookies.clear()
-        r = client.post("/logout", data={"csrf_token": _csrf(database, tokens["doc"])}, cookies={"jf_session": tokens["doc"]},
-                        follow_redirects=False)
+        client.cookies.set("jf_session", tokens["doc"])
+        r = client.post("/logout", data={"csrf_token": _csrf(database, tokens["doc"])}, follow_redirects=False)
         assert r.status_code == 303
         for path in ("/patients/P1", "/worklist"):
             assert _page(client, tokens["doc"], path).headers["location"] == "/login"
