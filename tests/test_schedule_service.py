@@ -21,6 +21,7 @@ from schedules.jobs import week_start
 from schedules.models import ScheduleRun, VisitTask
 from tests.schedule_population import populate
 from tests.test_schedule_generation import planned, stored
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,16 +39,6 @@ def start_scheduler(url: str, out: Path) -> subprocess.Popen:
         [sys.executable, "-c", "from registry.cli import main; main()", "scheduler", "--db", url, "--out", str(out)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
-
-
-def wait_for(predicate, what: str, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_log(proc: subprocess.Popen, text: str) -> None:

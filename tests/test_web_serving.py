@@ -13,13 +13,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from registry.web.bench import free_port
+from tests.waiting import wait_for
 
 JINGFANG = str(Path(sys.executable).with_name("jingfang"))
 
@@ -30,16 +30,6 @@ def listeners(port: int) -> set[int]:
     return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
 
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 @pytest.fixture
 def server(tmp_path):
     port = free_port()
@@ -47,7 +37,7 @@ def server(tmp_path):
     proc = subprocess.Popen([JINGFANG, "serve", "--workers", "2", "--port", str(port), "--db", db],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: len(listeners(port)) == 2)
+        wait_for(lambda: len(listeners(port)) == 2, "two listening workers", interval=0.2)
         yield proc, port, db
     finally:
         if proc.poll() is None:
@@ -70,7 +60,8 @@ def test_a_killed_worker_is_replaced(server):
     before = listeners(port)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    after = wait_for(lambda: (lambda p: p if len(p) == 2 and victim not in p else None)(listeners(port)))
+    after = wait_for(lambda: (lambda p: p if len(p) == 2 and victim not in p else None)(listeners(port)),
+                     "a replacement worker", interval=0.2)
     assert len(after & before) == 1 and proc.poll() is None
     assert httpx.get(f"http://127.0.0.1:{port}/login").status_code == 200
 
