@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from registry.clock import local_today, now_utc
+from registry.config import LOCAL_TZ
 from schedules.generation import generate
 from schedules.jobs import week_start
 from schedules.models import ScheduleRun, VisitTask
@@ -34,10 +36,20 @@ def _drop_job_store(database):
         conn.exec_driver_sql("DROP TABLE IF EXISTS apscheduler_jobs")
 
 
+# The child runs with its clock moved to 09:00 Asia/Shanghai of today (time-machine, ticking): the
+# catch-up it is tested for happens only after 06:00 local time, and the suite may run at night.
+CHILD = (
+    "import os, time_machine; time_machine.travel(float(os.environ['JF_TEST_NOW']), tick=True).start();"
+    " from registry.cli import main; main()"
+)
+
+
 def start_scheduler(url: str, out: Path) -> subprocess.Popen:
+    morning = datetime.combine(local_today(), dt_time(9, 0), tzinfo=LOCAL_TZ)
     return subprocess.Popen(
-        [sys.executable, "-c", "from registry.cli import main; main()", "scheduler", "--db", url, "--out", str(out)],
+        [sys.executable, "-c", CHILD, "scheduler", "--db", url, "--out", str(out)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, "JF_TEST_NOW": str(morning.timestamp())},
     )
 
 
