@@ -124,9 +124,11 @@ def _lock(conn: Connection) -> None:
 
 
 def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "sqlite",
-                patient_ids: list[str] | None = None) -> sa.Select:
-    """The SELECT producing every task row owed as of ``as_of`` (visit, health check, injection);
-    with ``patient_ids``, the same rows for those patients only."""
+                patient_ids: list[str] | None = None, *, existing: bool = False) -> sa.Select:
+    """The SELECT producing every task row owed as of ``as_of`` (visit, health check, injection)
+    that is not stored yet or stored open with other values; with ``patient_ids``, the same rows
+    for those patients only. With ``existing``, each row also carries ``existing_id``: the id of
+    the stored open task it changes, or NULL for a new task."""
     p = Patient.__table__.alias("p")
 
     def eligible(as_of_: date) -> sa.ColumnElement:
@@ -325,28 +327,30 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         visit_rows = sa.select(*fenced.c)
     u = sa.union_all(visit_rows, health_rows, lai_rows).subquery("u")
     t = VisitTask.__table__
+    same_key = sa.and_(t.c.patient_id == u.c.patient_id, t.c.kind == u.c.kind, t.c.basis == u.c.basis)
     # skip rows already stored unchanged (or closed): a no-change run writes and locks nothing
-    unchanged = (
-        sa.select(t.c.id)
-        .where(
-            t.c.patient_id == u.c.patient_id, t.c.kind == u.c.kind, t.c.basis == u.c.basis,
-            sa.or_(
-                t.c.status != "open",
-                sa.and_(
-                    t.c.due_on == work_day.c.shifted,
-                    t.c.nominal_due_on == u.c.nominal_due_on,
-                    t.c.calendar_estimated == work_day.c.estimated,
-                    t.c.roles == u.c.roles,
-                    t.c.joint == u.c.joint,
-                    t.c.rule == u.c.rule,
-                    t.c.risk_level.is_not_distinct_from(u.c.risk_level),
-                    t.c.window_start.is_not_distinct_from(u.c.window_start),
-                    t.c.window_end.is_not_distinct_from(u.c.window_end),
-                ),
-            ),
-        )
-        .exists()
+    kept = sa.or_(
+        t.c.status != "open",
+        sa.and_(
+            t.c.due_on == work_day.c.shifted,
+            t.c.nominal_due_on == u.c.nominal_due_on,
+            t.c.calendar_estimated == work_day.c.estimated,
+            t.c.roles == u.c.roles,
+            t.c.joint == u.c.joint,
+            t.c.rule == u.c.rule,
+            t.c.risk_level.is_not_distinct_from(u.c.risk_level),
+            t.c.window_start.is_not_distinct_from(u.c.window_start),
+            t.c.window_end.is_not_distinct_from(u.c.window_end),
+        ),
     )
+    source = u.join(work_day, work_day.c.day == u.c.nominal_due_on)
+    if existing:  # one probe of the key yields both the filter and the stored task's id
+        source = source.outerjoin(t, same_key)
+        wanted = sa.or_(t.c.id.is_(None), sa.not_(kept))
+        extra = [t.c.id.label("existing_id")]
+    else:
+        wanted = sa.not_(sa.select(t.c.id).where(same_key, kept).exists())
+        extra = []
     return (
         sa.select(
             u.c.patient_id,
@@ -364,9 +368,10 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
             u.c.risk_level,
             work_day.c.estimated.label("calendar_estimated"),
             sa.literal(stamp, VisitTask.__table__.c.created_at.type).label("created_at"),
+            *extra,
         )
-        .select_from(u.join(work_day, work_day.c.day == u.c.nominal_due_on))
-        .where(u.c.patient_id.is_not(None), sa.not_(unchanged))
+        .select_from(source)
+        .where(u.c.patient_id.is_not(None), wanted)
         # insert in key order: index pages stay in cache (3–4× faster than the join's order at a million patients)
         .order_by(*[u.c[k].collate("C") if dialect == "postgresql" else u.c[k] for k in ("patient_id", "kind", "basis")])
     )
@@ -376,16 +381,39 @@ KEY = ("patient_id", "kind", "basis")
 UPDATABLE = ("due_on", "nominal_due_on", "window_start", "window_end", "roles", "joint", "rule", "risk_level", "calendar_estimated")
 
 
-def _write(conn: Connection, select: sa.Select, stamp: datetime) -> int:
-    """Store the planned rows with ``INSERT … SELECT … ON CONFLICT (patient_id, kind, basis) DO UPDATE
-    … WHERE open AND changed``; returns the number of tasks created.
+def _write_plan(conn: Connection, select: sa.Select) -> int:
+    """PostgreSQL: store the planned rows (``plan_select(existing=True)``) in one statement —
+    the plan materialised once, changed open tasks updated by id, new tasks by a plain ``INSERT``
+    in key order; returns the number of tasks created.
 
-    (Tried in the third benchmark round and not kept: a plain insert of new keys plus an update by
-    id from one materialised plan — measured slower end to end, docs/scheduler.md.)
+    No ``ON CONFLICT`` is needed: runs hold the advisory lock and only runs insert tasks, so no
+    task can appear between the plan's key probe and the insert (the unique key would still
+    refuse a duplicate). The speculative insertion of ``ON CONFLICT`` nearly doubled the cost of
+    writing a first run's 1.5 M rows (9.7 s against 5.2 s, docs/scheduler.md "Fourth round").
     """
     t = VisitTask.__table__
+    plan = select.cte("plan").prefix_with("MATERIALIZED")
+    updated = (
+        sa.update(t)
+        .where(t.c.id == plan.c.existing_id)
+        .values({c: plan.c[c] for c in UPDATABLE})
+        .returning(t.c.id)
+        .cte("updated")
+    )
+    cols = [c.name for c in select.selected_columns if c.name != "existing_id"]
+    new = sa.select(*[plan.c[c] for c in cols]).where(plan.c.existing_id.is_(None))
+    stmt = postgresql.insert(t).from_select(cols, new).add_cte(updated).returning(t.c.id)
+    # count the created rows without shipping their ids: wrap in a counting statement
+    counted = sa.select(sa.func.count()).select_from(stmt.cte("created"))
+    return conn.execute(counted).scalar_one()
+
+
+def _write(conn: Connection, select: sa.Select, stamp: datetime) -> int:
+    """SQLite: store the planned rows with ``INSERT … SELECT … ON CONFLICT (patient_id, kind,
+    basis) DO UPDATE … WHERE open AND changed``; returns the number of tasks created."""
+    t = VisitTask.__table__
     cols = [c.name for c in select.selected_columns]
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t).from_select(cols, select)
+    ins = sqlite.insert(t).from_select(cols, select)
     differs = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in UPDATABLE])
     stmt = ins.on_conflict_do_update(
         index_elements=list(KEY),
@@ -405,7 +433,7 @@ def _close_tasks(conn: Connection, where, status: str, reason, now: datetime) ->
 
 
 def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created: int = 1,
-                     patient_ids: list[str] | None = None) -> dict:
+                     patient_ids: list[str] | None = None, earlier_open: bool | None = None) -> dict:
     """Cancel tasks of patients who left management; close tasks their events completed (rules.md §5).
     With ``patient_ids``, only those patients' tasks are touched."""
     t = VisitTask.__table__
@@ -421,8 +449,11 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created:
     # by the same conditions each step negates (eligible patient; no check dated this year; this
     # year's check; the current injection plan; and "older" excludes it explicitly). With no open
     # task of an earlier run (a first run) there is nothing to close: skip the six scans.
-    earlier = sa.select(t.c.id).where(only, t.c.status == "open", t.c.created_at != stamp).limit(1)
-    if conn.execute(earlier).first() is None:
+    # (``earlier_open``: the caller probed before its write, on the (status, due_on) index)
+    if earlier_open is None:
+        earlier = sa.select(t.c.id).where(only, t.c.status == "open", t.c.created_at != stamp).limit(1)
+        earlier_open = conn.execute(earlier).first() is not None
+    if not earlier_open:
         return counts
     # dead / moved out / refused consent: cancelled with the reason
     left = sa.and_(p.c.status != "active", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))
@@ -552,10 +583,17 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
             return result
         start, end = _calendar_range(conn, as_of)
         _fill_work_days(conn, profile, calendar, start, end)
+        # open tasks stored before this run (the closing steps can only match those)
+        only = sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids)
+        earlier_open = conn.execute(sa.select(t.c.id).where(only, t.c.status == "open").limit(1)).first() is not None
         clock.lap("work-day table")
-        created = _write(conn, plan_select(profile, as_of, stamp, conn.dialect.name, patient_ids), stamp)
+        if conn.dialect.name == "postgresql":
+            created = _write_plan(conn, plan_select(profile, as_of, stamp, "postgresql", patient_ids, existing=True))
+        else:
+            created = _write(conn, plan_select(profile, as_of, stamp, "sqlite", patient_ids), stamp)
         clock.lap("plan + write (one statement)")
-        counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids)
+        counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids,
+                                  earlier_open=earlier_open)
         clock.lap("closing steps")
         if conn.dialect.name == "postgresql" and created > 10_000:
             conn.exec_driver_sql("ANALYZE visit_task")  # fresh statistics for the next run's plan
