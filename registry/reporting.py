@@ -37,9 +37,10 @@ from registry.indicators import (
     resolve_variant,
     tune_for_reporting,
 )
+from registry.resources import template_dir
 from registry.targets import TargetSet
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "report"
+TEMPLATE_DIR = template_dir("report")
 FONT_FAMILY = "Noto Sans CJK SC"
 PATIENT_LIST_LIMIT = 100
 # The ranked child table shows the indicators that have a default target first.

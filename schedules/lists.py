@@ -29,11 +29,12 @@ from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
 from registry.models import AuditLog, CareTeamAssignment, FollowUp, Patient, Region, TeamMember
+from registry.resources import template_dir
 from schedules.generation import eligible_sql
 from schedules.models import TaskKind
 from schedules.worklist import open_tasks
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "lists"
+TEMPLATES = template_dir("lists")
 ROLE_LABEL = {"doctor": "精防医生", "police": "民警", "village": "村(社区)干部/网格员", "civil_affairs": "民政专干"}
 KIND_LABEL = {k.value: k.label for k in TaskKind}
 VISIT_KINDS = ("first_visit", "follow_up", "retry", "locate", "discharge_check", "health_check")

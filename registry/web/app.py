@@ -25,10 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry import clock
 from registry.errors import JingfangError, NotAuthenticated
+from registry.resources import template_dir
 from registry.web.scopes import RegionTree
 
 STATIC_DIR = Path(__file__).with_name("static")
-TEMPLATE_DIRS = [Path(__file__).resolve().parents[2] / "templates" / "web", Path(__file__).with_name("templates")]
+TEMPLATE_DIRS = [template_dir("web"), Path(__file__).with_name("templates")]
 
 _FIELD_NAMES = {"as_of": "日期(as_of)", "month": "月份(month)", "q": "检索词(q)", "limit": "条数(limit)",
                 "follow_up_id": "随访编号", "patient_id": "患者编号", "body": "请求体"}

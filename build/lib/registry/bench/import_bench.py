@@ -1,0 +1,87 @@
+"""导入基准 100,000 patients and 400,000 follow-ups imported into PostgreSQL and SQLite.
+
+Prints follow-up rows per second for each (target ≥ 20,000 rows/s on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from registry.db import make_engine, upgrade
+from registry.importing import import_path
+from registry.synthetic import write_county_csv
+
+TODAY = date(2026, 11, 23)
+
+
+def make_files(folder: Path, patients: int, followups: int) -> int:
+    write_county_csv(folder, patients=patients, seed=1, today=TODAY, followups_per_patient=max(1, -(-followups // patients) + 1))
+    path = folder / "followups.csv"
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    rows = rows[: followups + 1]
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return len(rows) - 1
+
+
+def run(url: str, folder: Path, n_followups: int, label: str) -> None:
+    """Import the register (regions, team, patients), then the follow-up file on its own —
+    the monthly upload — and print follow-up rows/s; then the whole folder again (no change)."""
+    engine = make_engine(url)
+    upgrade(engine)
+    register = folder.parent / "register"
+    register.mkdir(exist_ok=True)
+    for name in ("regions.csv", "team_members.csv", "patients.csv"):
+        (register / name).write_bytes((folder / name).read_bytes())
+    start = time.perf_counter()
+    import_path(engine, register, today=TODAY)
+    reg_time = time.perf_counter() - start
+    start = time.perf_counter()
+    result = import_path(engine, folder / "followups.csv", today=TODAY)
+    fu_time = time.perf_counter() - start
+    assert result.tables["followups"].written == n_followups
+    start = time.perf_counter()
+    again = import_path(engine, folder, today=TODAY)
+    second = time.perf_counter() - start
+    assert all(t.written == 0 for t in again.tables.values() if t is not again.tables.get("health_checks"))
+    print(f"{label:<11} follow-ups.csv {n_followups:,} rows in {fu_time:5.1f} s = {n_followups / fu_time:9,.0f} rows/s | "
+          f"register ({result and 'regions+team+patients'}) {reg_time:4.1f} s | "
+          f"all files, whole import {(n_followups) / (fu_time + reg_time):,.0f} follow-up rows/s | "
+          f"re-import of everything (no change) {second:5.1f} s")
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--followups", type=int, default=400_000)
+    parser.add_argument("--pg", default=os.environ.get("JINGFANG_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "files"
+        t = time.perf_counter()
+        n = make_files(folder, args.patients, args.followups)
+        print(f"generated {args.patients:,} patients and {n:,} follow-ups in {time.perf_counter() - t:.1f} s")
+        admin = sa.create_engine(f"{args.pg}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP DATABASE IF EXISTS jf_bench_import WITH (FORCE)")
+            conn.exec_driver_sql("CREATE DATABASE jf_bench_import")
+        try:
+            run(f"{args.pg}/jf_bench_import", folder, n, "PostgreSQL")
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql("DROP DATABASE IF EXISTS jf_bench_import WITH (FORCE)")
+        run(f"sqlite:///{tmp}/bench.db", folder, n, "SQLite")
+
+
+if __name__ == "__main__":
+    main()

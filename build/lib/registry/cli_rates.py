@@ -1,0 +1,90 @@
+"""指标命令 ``jingfang rates`` and ``jingfang report`` (contract.md "Commands", "JSON")."""
+
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+MonthOption = Annotated[str, typer.Option("--month", help="统计月份 YYYY-MM")]
+RegionOption = Annotated[Optional[str], typer.Option("--region", help="地区编码（默认顶级地区）", show_default=False)]
+VariantOption = Annotated[Optional[str], typer.Option("--variant", help="规范管理口径 quarterly | count（默认取规则配置）",
+                                                      show_default=False)]
+TargetsOption = Annotated[Optional[str], typer.Option("--targets", help="目标集名称或 JSON 文件（default、taishan-2019、"
+                                                      "pilot-2021、shaoxing-2024）", show_default=False)]
+
+
+def region_names(engine) -> dict[str, str]:
+    """Region code → name, for printing (one query)."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    from registry.models import Region  # noqa: PLC0415
+
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(Region.code, Region.name)).all())
+
+
+def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
+    """Plain-text view of a rates document: the region, then one line per child (named when
+    ``names`` is given)."""
+    names = names or {}
+    from registry.demo import table_lines  # noqa: PLC0415
+    from registry.indicators import INDICATORS  # noqa: PLC0415
+    from registry.reporting import format_rate  # noqa: PLC0415
+
+    lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {doc['month']}（截至 {doc['as_of']}，规范管理口径 {doc['variant']}）"]
+    body = []
+    for ind in INDICATORS:
+        v = doc["indicators"][ind.key]
+        met = "" if v["met"] is None else ("达标" if v["met"] else "未达标")
+        rate = "" if ind.unit == "count" else format_rate(v["rate"], ind.unit)
+        den = "" if v["denominator"] is None else v["denominator"]
+        target = "" if v["target"] is None else f"{v['target'] * 100:g}%"
+        body.append([ind.name, v["numerator"], den, rate, target, met])
+    lines += table_lines(["指标", "分子", "分母", "率", "目标", ""], body, [30, 10, 10, 10, 8, 8])
+    if doc["children"]:
+        lines.append("")
+        keys = ["registered", "management_rate", "standard_management_rate", "treatment_rate"]
+        rows = []
+        for child in doc["children"]:
+            ind = child["indicators"]
+            label = f"{names[child['region']]}" if child["region"] in names else child["region"]
+            rows.append([label, ind["registered"]["numerator"],
+                         *(format_rate(ind[k]["rate"], "percent") for k in keys[1:])])
+        lines += table_lines(["下级地区", "在册", "管理率", "规范管理率", "治疗率"], rows, [16, 8, 10, 12, 10])
+    return lines
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``rates`` and ``report`` to ``app``."""
+    from registry.cli import DbOption, engine_for, report_errors  # noqa: PLC0415
+
+    @app.command("rates")
+    @report_errors
+    def rates(month: MonthOption, region: RegionOption = None,
+              as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（contract.md）")] = False,
+              variant: VariantOption = None, targets: TargetsOption = None, db: DbOption = None) -> None:
+        """月度考核指标：在册、管理率、规范管理率、治疗率等。"""
+        from registry.indicators import compute_rates  # noqa: PLC0415
+
+        engine = engine_for(db)
+        doc = compute_rates(engine, month=month, region_code=region, variant=variant, targets=targets)
+        if as_json:
+            typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
+        else:
+            for line in rates_table(doc, region_names(engine)):
+                typer.echo(line)
+
+    @app.command("report")
+    @report_errors
+    def report(month: MonthOption,
+               out: Annotated[Path, typer.Option("--out", help="输出 PDF 文件")],
+               region: RegionOption = None, variant: VariantOption = None, targets: TargetsOption = None,
+               db: DbOption = None) -> None:
+        """月度指标 PDF 报告。"""
+        from registry.reporting import write_monthly_report  # noqa: PLC0415
+
+        path = write_monthly_report(engine_for(db), month=month, region_code=region, out_path=out,
+                                    variant=variant, targets=targets)
+        typer.echo(f"月报已写入 {path}")

@@ -1,0 +1,291 @@
+"""编码值 Coded values of the national forms, each with its Chinese label.
+
+Integer codes are the ones printed on the 2018 随访服务记录表 and the 2018 个人信息补充表
+(rules.md §1–§3); string codes are the project's English identifiers (contract.md).
+Every enum here has a ``label`` (Chinese) and a ``parse`` that accepts the code, the
+Chinese label or (for diagnoses) the ICD-10 prefix.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class _Labelled:
+    label: str
+
+    @classmethod
+    def parse(cls, raw: str):
+        """Accept the code or the Chinese label; raise ValueError otherwise."""
+        text = str(raw).strip()
+        for member in cls:  # type: ignore[attr-defined]
+            if text == str(member.value) or text == member.label:
+                return member
+        raise ValueError(text)
+
+    @classmethod
+    def choices(cls) -> str:
+        """'1 男 / 2 女' — used in error messages."""
+        return " / ".join(f"{m.value} {m.label}" for m in cls)  # type: ignore[attr-defined]
+
+
+class CodedInt(_Labelled, int, Enum):
+    def __new__(cls, value: int, label: str):
+        obj = int.__new__(cls, value)
+        obj._value_ = value
+        obj.label = label
+        return obj
+
+
+class CodedStr(_Labelled, str, Enum):
+    def __new__(cls, value: str, label: str):
+        obj = str.__new__(cls, value)
+        obj._value_ = value
+        obj.label = label
+        return obj
+
+
+class RegionLevel(CodedStr):
+    """行政区划级别 Region level."""
+
+    COUNTY = "county", "县(市、区)"
+    TOWNSHIP = "township", "乡镇(街道)"
+    VILLAGE = "village", "村(社区)"
+
+
+class Sex(CodedInt):
+    """性别 Sex."""
+
+    MALE = 1, "男"
+    FEMALE = 2, "女"
+
+
+class Diagnosis(CodedStr):
+    """严重精神障碍诊断 The six registered diseases (rules.md §1)."""
+
+    SCHIZOPHRENIA = "schizophrenia", "精神分裂症"
+    SCHIZOAFFECTIVE = "schizoaffective", "分裂情感性障碍"
+    PARANOID_PSYCHOSIS = "paranoid_psychosis", "偏执性精神病"
+    BIPOLAR = "bipolar", "双相(情感)障碍"
+    EPILEPSY_PSYCHOSIS = "epilepsy_psychosis", "癫痫所致精神障碍"
+    INTELLECTUAL_DISABILITY_PSYCHOSIS = "intellectual_disability_psychosis", "精神发育迟滞伴发精神障碍"
+
+    @property
+    def icd10(self) -> str:
+        return _ICD10[self]
+
+    @classmethod
+    def parse(cls, raw: str) -> "Diagnosis":
+        """Code, Chinese name (with or without the parenthesised part) or ICD-10 code (rules.md §1)."""
+        text = str(raw).strip()
+        for member in cls:
+            if text in (member.value, member.label, member.label.replace("(", "").replace(")", "")):
+                return member
+        if text in _ALIASES:
+            return _ALIASES[text]
+        code = text.upper().replace(" ", "")
+        if code.startswith("F20"):
+            return cls.SCHIZOPHRENIA
+        if code.startswith("F25"):
+            return cls.SCHIZOAFFECTIVE
+        if code.startswith("F22"):
+            return cls.PARANOID_PSYCHOSIS
+        if code.startswith("F31"):
+            return cls.BIPOLAR
+        if code.startswith("F06") or code.startswith("G40"):
+            return cls.EPILEPSY_PSYCHOSIS
+        if len(code) >= 3 and code[0] == "F" and code[1:3].isdigit() and 70 <= int(code[1:3]) <= 79:
+            return cls.INTELLECTUAL_DISABILITY_PSYCHOSIS
+        raise ValueError(text)
+
+
+_ICD10 = {
+    Diagnosis.SCHIZOPHRENIA: "F20",
+    Diagnosis.SCHIZOAFFECTIVE: "F25",
+    Diagnosis.PARANOID_PSYCHOSIS: "F22",
+    Diagnosis.BIPOLAR: "F31",
+    Diagnosis.EPILEPSY_PSYCHOSIS: "F06",
+    Diagnosis.INTELLECTUAL_DISABILITY_PSYCHOSIS: "F70-F79",
+}
+_ALIASES = {
+    "持久的妄想性障碍": Diagnosis.PARANOID_PSYCHOSIS,
+    "偏执性精神病(持久的妄想性障碍)": Diagnosis.PARANOID_PSYCHOSIS,
+    "双相障碍": Diagnosis.BIPOLAR,
+    "双相情感障碍": Diagnosis.BIPOLAR,
+}
+
+
+class ReportType(CodedInt):
+    """报告类型 Report type (rules.md §1)."""
+
+    INCIDENT = 1, "发病报告"
+    REGISTRATION = 2, "六类病种登记"
+
+
+class Consent(CodedInt):
+    """知情同意 Consent to community management."""
+
+    REFUSES = 0, "不同意"
+    AGREES = 1, "同意"
+
+
+class PatientStatus(CodedStr):
+    """患者状态 Patient status (rules.md §1)."""
+
+    ACTIVE = "active", "在册"
+    DEAD = "dead", "死亡"
+    MOVED_OUT = "moved_out", "迁出"
+
+
+class EconomicStatus(CodedInt):
+    """经济状况 Economic status."""
+
+    POOR = 1, "贫困"
+    NOT_POOR = 2, "非贫困"
+    UNKNOWN = 3, "不详"
+
+
+class FollowUpMode(CodedInt):
+    """随访方式 Follow-up mode; 1 and 2 are face-to-face (面访)."""
+
+    CLINIC = 1, "门诊"
+    HOME = 2, "家庭访视"
+    PHONE = 3, "电话"
+
+
+class LostReason(CodedInt):
+    """失访原因 Why the patient was not reached."""
+
+    MIGRANT_WORK = 1, "外出务工"
+    MOVED = 2, "迁居他处"
+    MISSING = 3, "走失"
+    THREE_MISSES = 4, "连续3次未访到"
+    OTHER = 5, "其他"
+
+
+class RiskLevel(CodedInt):
+    """危险性评估 Risk level 0–5 (rules.md §2)."""
+
+    NONE = 0, "0级 无符合以下1–5级中的任何行为"
+    VERBAL = 1, "1级 口头威胁，喊叫，但没有打砸行为"
+    HOME_PROPERTY = 2, "2级 打砸行为，局限在家里，针对财物，能被劝说制止"
+    PUBLIC_PROPERTY = 3, "3级 明显打砸行为，不分场合，针对财物，不能接受劝说而停止"
+    PERSISTENT = 4, "4级 持续的打砸行为，不分场合，针对财物或人，不能接受劝说而停止（包括自伤、自杀）"
+    WEAPON = 5, "5级 持管制性危险武器的针对人的任何暴力行为，或者纵火、爆炸等行为"
+
+    @classmethod
+    def parse(cls, raw: str) -> "RiskLevel":
+        text = str(raw).strip().removesuffix("级")
+        return cls(int(text)) if text.isdigit() else super().parse(raw)
+
+
+class Insight(CodedInt):
+    """自知力 Insight."""
+
+    FULL = 1, "自知力完全"
+    PARTIAL = 2, "自知力不全"
+    ABSENT = 3, "自知力缺失"
+
+
+class Condition(CodedInt):
+    """睡眠/饮食情况 Sleep and diet: 良好 / 一般 / 较差."""
+
+    GOOD = 1, "良好"
+    FAIR = 2, "一般"
+    POOR = 3, "较差"
+
+
+class SocialFunction(CodedInt):
+    """社会功能情况 One social-function item (工作 also allows 9 不适用)."""
+
+    GOOD = 1, "良好"
+    FAIR = 2, "一般"
+    POOR = 3, "较差"
+    NOT_APPLICABLE = 9, "此项不适用"
+
+
+class HospitalStatus(CodedInt):
+    """住院情况 Hospital status."""
+
+    NEVER = 0, "从未住院"
+    IN_HOSPITAL = 1, "目前正在住院"
+    DISCHARGED = 2, "既往住院，现未住院"
+
+
+class Adherence(CodedInt):
+    """服药依从性 Medication adherence."""
+
+    REGULAR = 1, "按医嘱规律服药"
+    INTERMITTENT = 2, "间断服药"
+    NONE = 3, "不服药"
+    NOT_PRESCRIBED = 4, "医嘱勿需服药"
+
+
+class AdverseReaction(CodedInt):
+    """药物不良反应 Adverse drug reaction."""
+
+    NONE = 1, "无"
+    PRESENT = 2, "有"
+    NOT_APPLICABLE = 9, "此项不适用"
+
+
+class TreatmentEffect(CodedInt):
+    """治疗效果 Treatment effect."""
+
+    CURED = 1, "痊愈"
+    IMPROVED = 2, "好转"
+    UNCHANGED = 3, "无变化"
+    WORSE = 4, "加重"
+
+
+class Classification(CodedInt):
+    """随访分类 Follow-up classification (分类干预, rules.md §4)."""
+
+    UNSTABLE = 1, "不稳定"
+    FAIRLY_STABLE = 2, "基本稳定"
+    STABLE = 3, "稳定"
+
+
+class Symptom(CodedInt):
+    """目前症状 Current symptoms as printed on the 2018 form."""
+
+    HALLUCINATION = 1, "幻觉"
+    COMMUNICATION_DIFFICULTY = 2, "交流困难"
+    SUSPICION = 3, "猜疑"
+    MOOD_SWINGS = 4, "喜怒无常"
+    BIZARRE_BEHAVIOUR = 5, "行为怪异"
+    EXCITED_TALKATIVE = 6, "兴奋话多"
+    VIOLENCE = 7, "伤人毁物"
+    PESSIMISM = 8, "悲观厌世"
+    WANDERING = 9, "无故外走"
+    SELF_TALK = 10, "自语自笑"
+    WITHDRAWAL = 11, "孤僻懒散"
+    OTHER = 12, "其他"
+
+
+class LockStatus(CodedInt):
+    """关锁情况 Lock status."""
+
+    NONE = 1, "无关锁"
+    LOCKED = 2, "关锁"
+    RELEASED = 3, "关锁已解除"
+
+
+class TeamRole(CodedStr):
+    """个案管理团队角色 Case-management team role (rules.md §6)."""
+
+    DOCTOR = "doctor", "精防医生"
+    POLICE = "police", "民警"
+    VILLAGE = "village", "村(社区)两委成员/网格员"
+    CIVIL_AFFAIRS = "civil_affairs", "民政专干"
+    DISABILITY = "disability", "助残员"
+    VOLUNTEER = "volunteer", "志愿者"
+
+
+# Roles that can be required on a visit task, in the order contract.md prints them.
+TASK_ROLE_ORDER = (TeamRole.DOCTOR, TeamRole.POLICE, TeamRole.VILLAGE, TeamRole.CIVIL_AFFAIRS)
+
+
+def values(enum_cls) -> list:
+    """The stored values of an enum, for CHECK constraints."""
+    return [m.value for m in enum_cls]

@@ -1,0 +1,104 @@
+"""演示 ``jingfang demo``: a synthetic county through the real import, then the team's clockwork.
+
+Steps: generate the county's CSV files (registry.synthetic) → import them (the same code
+path as ``jingfang import``) → print the register summary → schedule today's tasks →
+write the week's 五单 → write the month's rate report → create one login per role.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from registry import models
+from registry.codes import Diagnosis, PatientStatus
+
+
+def display_width(text: str) -> int:
+    """Terminal columns of a string: CJK characters take two."""
+    return sum(2 if ord(ch) >= 0x2E80 else 1 for ch in text)
+
+
+def pad(text, width: int, right: bool = False) -> str:
+    text = str(text)
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if right else text + fill
+
+
+def table_lines(header: list[str], rows: list[list], widths: list[int]) -> list[str]:
+    """A plain-text table aligned for CJK; the first column left, the rest right."""
+    lines = []
+    for row in [header, *rows]:
+        lines.append("".join(pad(v, w, right=i > 0) for i, (v, w) in enumerate(zip(row, widths))))
+    return lines
+
+
+def register_summary(engine: Engine, today: date) -> list[tuple]:
+    """登记汇总 Patients per township and status, in one grouped query."""
+    p, village, town = models.Patient.__table__, models.Region.__table__.alias("v"), models.Region.__table__.alias("t")
+    active = sa.and_(p.c.status == "active", p.c.registered_on <= today)
+    stmt = (
+        sa.select(
+            town.c.code, town.c.name,
+            sa.func.count().label("all"),
+            sa.func.sum(sa.case((active, 1), else_=0)).label("active"),
+            sa.func.sum(sa.case((p.c.status == "dead", 1), else_=0)).label("dead"),
+            sa.func.sum(sa.case((p.c.status == "moved_out", 1), else_=0)).label("moved_out"),
+            sa.func.sum(sa.case((sa.and_(active, p.c.diagnosis == Diagnosis.SCHIZOPHRENIA.value), 1), else_=0)).label("schizophrenia"),
+            sa.func.sum(sa.case((sa.and_(active, p.c.lai_drug.is_not(None)), 1), else_=0)).label("lai"),
+        )
+        .select_from(p.join(village, village.c.code == p.c.village_code).join(town, town.c.code == village.c.parent_code))
+        .group_by(town.c.code, town.c.name)
+        .order_by(town.c.code)
+    )
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(stmt)]
+
+
+def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date, echo: Callable[[str], None] = print) -> None:
+    """Run the whole demo into ``out`` (created)."""
+    from registry.importing import import_path
+    from registry.synthetic import write_county_csv
+
+    out = Path(out)
+    data = out / "data"
+    counts = write_county_csv(data, patients=patients, seed=seed, today=today)
+    echo(f"合成县数据已写入 {data}/（{counts['patients']} 名患者，{counts['followups']} 条随访）")
+    result = import_path(engine, data, today=today)
+    echo(result.summary())
+
+    rows = register_summary(engine, today)
+    echo("")
+    echo(f"登记汇总（截至 {today.isoformat()}）")
+    totals = [0, 0, 0, 0, 0]
+    body = []
+    for code, name, _all, active, dead, moved, schizo, lai in rows:
+        vals = [active or 0, dead or 0, moved or 0, schizo or 0, lai or 0]
+        totals = [t + v for t, v in zip(totals, vals)]
+        body.append([name, *vals])
+    body.append(["合计", *totals])
+    for line in table_lines(["乡镇", "在册", "死亡", "迁出", "精神分裂症", "长效针剂"], body, [12, 8, 8, 8, 12, 10]):
+        echo(line)
+    echo("")
+
+    # --- capability steps (each capability adds its own step below) ---
+    # [scheduler] generate today's tasks and write the week's 五单
+    from schedules.demo import run_demo_step
+
+    run_demo_step(engine, out, today=today, echo=echo)
+    echo("")
+    # [indicators] the month's rate report and rates against targets
+    from registry.reporting import demo_step
+
+    demo_step(engine, out, today=today, echo=echo)
+    echo("")
+    # [web] one login per role
+    from registry.web.demo import create_demo_users
+
+    create_demo_users(engine, echo=echo)
+    echo("")
+    echo(f"输出目录：{out.resolve()}")

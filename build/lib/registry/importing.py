@@ -1,0 +1,517 @@
+"""导入 Import of regions, team members, patients, follow-ups and health checks (contract.md).
+
+Files: a directory of ``regions.csv``, ``team_members.csv``, ``patients.csv``,
+``followups.csv``, ``health_checks.csv`` (any subset; UTF-8 with or without BOM), or one
+``.xlsx`` workbook with a sheet per file name. Headers are the English names or the Chinese
+labels of contract.md.
+
+All-or-nothing by default: every bad row is reported (file, line, column, reason in
+Chinese, stable code) and nothing is written. With ``skip_invalid`` the valid rows are
+written and the bad ones reported. Rows are keyed by their ids — follow-ups by
+(patient, date, n-th of that date in the file) — and written with upserts that change
+nothing when the values are the same, so re-importing the same files changes nothing.
+Writes are one transaction; on PostgreSQL rows go through COPY into a temporary table
+and one INSERT … SELECT … ON CONFLICT per table (set-based, no statement per row).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from itertools import repeat
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from registry import models
+from registry.errors import ImportRejected, InvalidInput, Issue
+from registry.models import utcnow
+from registry.validation import (
+    FOLLOW_UP_FIELDS,
+    HEALTH_CHECK_FIELDS,
+    PATIENT_FIELDS,
+    REGION_FIELDS,
+    TEAM_MEMBER_FIELDS,
+    FieldSpec,
+    check_follow_up,
+    check_patient,
+    parse_columns,
+)
+
+Progress = Callable[[str, int, int], None]
+
+# file stem -> field specs, in the order files are processed (parents before children)
+FILE_SPECS: dict[str, list[FieldSpec]] = {
+    "regions": REGION_FIELDS,
+    "team_members": TEAM_MEMBER_FIELDS,
+    "patients": PATIENT_FIELDS,
+    "followups": FOLLOW_UP_FIELDS,
+    "health_checks": HEALTH_CHECK_FIELDS,
+}
+# Chinese headers beyond each field's label (contract.md names some fields only in English).
+HEADER_ALIASES = {
+    "followups": {"患者编号": "patient_id", "患者心理疏导": "psych_support_patient", "家属心理疏导": "psych_support_family",
+                  "心理疏导(患者)": "psych_support_patient", "心理疏导(家属)": "psych_support_family",
+                  "危险性评估": "risk_level", "社会功能-个人生活料理": "sf_self_care", "社会功能-家务劳动": "sf_housework",
+                  "社会功能-生产劳动及工作": "sf_work", "社会功能-学习能力": "sf_study", "社会功能-社会人际交往": "sf_social"},
+    "health_checks": {"患者编号": "patient_id"},
+    "team_members": {"编号": "member_id", "地区编码": "region_code", "联系电话": "phone"},
+}
+LEVEL_PARENT = {"township": "county", "village": "township"}
+
+
+@dataclass
+class TableResult:
+    """One table's outcome: rows read, rows written (new or changed), rows unchanged."""
+
+    read: int = 0
+    written: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class ImportResult:
+    """导入结果 What an import did, per file, plus the issues of skipped rows."""
+
+    tables: dict[str, TableResult] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+
+    def summary(self) -> str:
+        names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检"}
+        parts = []
+        for stem, res in self.tables.items():
+            text = f"{names[stem]} {res.read} 行（新增或更新 {res.written}，未变 {res.unchanged}"
+            text += f"，跳过 {res.skipped}）" if res.skipped else "）"
+            parts.append(text)
+        return "导入完成：" + "；".join(parts) if parts else "没有可导入的文件"
+
+
+class _Row:
+    """One data row: its file line, parsed values and issues (light: there are millions)."""
+
+    __slots__ = ("line", "values", "issues")
+
+    def __init__(self, line: int, values: dict[str, Any]):
+        self.line = line
+        self.values = values
+        self.issues: list[Issue] = []
+
+
+# ---------------------------------------------------------------- reading
+
+def _normalise_header(text: str) -> str:
+    return text.strip().replace("（", "(").replace("）", ")").replace(" ", "").lstrip("\ufeff")
+
+
+def _header_map(stem: str, header: list[str], file: str) -> tuple[list[str | None], list[Issue]]:
+    """Map each header cell to a field name; unknown and duplicate columns are issues."""
+    lookup: dict[str, str] = {}
+    for spec in FILE_SPECS[stem]:
+        lookup[spec.name] = spec.name
+        lookup[_normalise_header(spec.label)] = spec.name
+    for alias, name in HEADER_ALIASES.get(stem, {}).items():
+        lookup[_normalise_header(alias)] = name
+    mapping: list[str | None] = []
+    issues: list[Issue] = []
+    seen: set[str] = set()
+    for cell in header:
+        key = _normalise_header(cell or "")
+        name = lookup.get(key) or lookup.get(key.lower())
+        if name is None:
+            if key == "":
+                mapping.append(None)
+                continue
+            known = "、".join(s.name for s in FILE_SPECS[stem])
+            issues.append(Issue("UNKNOWN_COLUMN", f"未知的列“{cell}”；{stem} 可用的列为：{known}（或对应中文名）", file=file, line=1, column=cell))
+        elif name in seen:
+            issues.append(Issue("DUPLICATE_COLUMN", f"列“{cell}”重复出现", file=file, line=1, column=cell))
+            name = None
+        else:
+            seen.add(name)
+        mapping.append(name)
+    for spec in FILE_SPECS[stem]:
+        if spec.required and spec.name not in seen:
+            issues.append(Issue("MISSING_COLUMN", f"缺少必需的列 {spec.name}（{spec.label}）", file=file, line=1, column=spec.name))
+    return mapping, issues
+
+
+@dataclass
+class _Table:
+    """One file's cells by column, with the file line of every row."""
+
+    lines: list[int]
+    columns: dict[str, list[str]]
+
+
+def _rows_from_table(stem: str, file: str, table: Iterable[tuple[int, list[str]]]) -> tuple[_Table | None, list[Issue]]:
+    it = iter(table)
+    try:
+        _, header = next(it)
+    except StopIteration:
+        return None, [Issue("EMPTY_FILE", "文件为空（没有表头）", file=file, line=1)]
+    mapping, issues = _header_map(stem, header, file)
+    if issues:
+        return None, issues
+    width = len(mapping)
+    lines: list[int] = []
+    kept: list[list[str]] = []
+    for line, cells in it:
+        if len(cells) != width:
+            if not any(c.strip() for c in cells):
+                continue  # blank line
+            if len(cells) > width and any(c.strip() for c in cells[width:]):
+                issues.append(Issue("EXTRA_CELLS", f"该行有 {len(cells)} 个单元格，多于表头的 {width} 列", file=file, line=line))
+                continue
+            cells = (cells + [""] * width)[:width]
+        elif not any(cells):
+            continue
+        lines.append(line)
+        kept.append(cells)
+    by_column = list(zip(*kept)) if kept else [()] * width
+    columns = {name: list(by_column[i]) for i, name in enumerate(mapping) if name}
+    return _Table(lines, columns), issues
+
+
+def _read_csv(path: Path) -> tuple[_Table | None, list[Issue]]:
+    data = path.read_bytes()
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        return None, [Issue("ENCODING", f"文件不是 UTF-8 编码（第{line}行有无法识别的字节，可能是 GBK/GB18030），请另存为 UTF-8 后重新导入", file=path.name, line=line)]
+    reader = csv.reader(io.StringIO(content, newline=""))
+
+    def numbered():
+        for cells in reader:
+            yield reader.line_num, cells
+
+    try:
+        return _rows_from_table(path.stem, path.name, numbered())
+    except csv.Error as err:
+        return None, [Issue("BAD_CSV", f"CSV 格式错误：{err}", file=path.name, line=reader.line_num)]
+
+
+def _cell_text(value) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "date") and hasattr(value, "hour"):  # datetime
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _read_xlsx(path: Path) -> dict[str, tuple[_Table | None, list[Issue]]]:
+    from openpyxl import load_workbook
+
+    try:
+        wb = load_workbook(path, read_only=True, data_only=True)
+    except Exception as err:  # openpyxl raises many types for a broken file
+        raise InvalidInput.single("BAD_XLSX", f"无法读取 Excel 文件 {path.name}：{err}") from None
+    out = {}
+    try:
+        for sheet in wb.worksheets:
+            stem = sheet.title.strip().removesuffix(".csv")
+            if stem not in FILE_SPECS:
+                out[sheet.title] = (None, [Issue("UNKNOWN_SHEET", f"未知的工作表“{sheet.title}”；应为 {'、'.join(FILE_SPECS)}", file=f"{path.name}:{sheet.title}")])
+                continue
+            rows = ((i, [_cell_text(v) for v in r]) for i, r in enumerate(sheet.iter_rows(values_only=True), start=1))
+            out[stem] = _rows_from_table(stem, f"{path.name}:{sheet.title}", rows)
+    finally:
+        wb.close()
+    return out
+
+
+def read_sources(path: Path) -> dict[str, tuple[_Table | None, list[Issue]]]:
+    """Rows per file stem, with the issues found while reading (encoding, headers)."""
+    path = Path(path)
+    if path.is_dir():
+        found = {}
+        for stem in FILE_SPECS:
+            file = path / f"{stem}.csv"
+            if file.exists():
+                found[stem] = _read_csv(file)
+        if not found:
+            raise InvalidInput.single("NO_FILES", f"目录 {path} 中没有可导入的文件（{'、'.join(s + '.csv' for s in FILE_SPECS)}）")
+        return found
+    if path.suffix.lower() == ".xlsx":
+        return _read_xlsx(path)
+    if path.suffix.lower() == ".csv" and path.stem in FILE_SPECS:
+        return {path.stem: _read_csv(path)}
+    if not path.exists():
+        raise InvalidInput.single("NO_FILES", f"找不到 {path}")
+    raise InvalidInput.single("NO_FILES", f"无法导入 {path.name}：应为目录、.xlsx 工作簿或 {'/'.join(FILE_SPECS)}.csv")
+
+
+# ---------------------------------------------------------------- validation across rows and the database
+
+class _Context:
+    """What the database already holds, fetched set-based once per import."""
+
+    def __init__(self, conn: Connection, patient_ids: set[str]):
+        self.regions = {r.code: r.level for r in conn.execute(sa.select(models.Region.code, models.Region.level))}
+        self.patients: dict[str, tuple[date, date]] = {}
+        if patient_ids:
+            t = models.Patient.__table__
+            cols = sa.select(t.c.patient_id, t.c.birth_date, t.c.registered_on)
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import ARRAY
+
+                batches = [cols.where(t.c.patient_id == sa.any_(sa.literal(sorted(patient_ids), ARRAY(sa.String))))]
+            else:
+                batches = [cols.where(t.c.patient_id.in_(chunk)) for chunk in _chunks(sorted(patient_ids), 900)]
+            for stmt in batches:
+                for pid, birth, reg in conn.execute(stmt):
+                    self.patients[pid] = (birth, reg)
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
+    file_issues: list[Issue] = []
+    rows: dict[str, list[_Row]] = {}
+    names = {stem: f"{stem}.csv" for stem in FILE_SPECS}
+
+    def tag(row: _Row, stem: str, issues: list[Issue]) -> None:
+        for i in issues:
+            row.issues.append(Issue(i.code, i.message, file=names[stem], line=row.line, column=i.column, value=i.value))
+
+    for stem, (table, sissues) in sources.items():
+        file_issues += sissues
+        if stem not in FILE_SPECS or table is None:
+            continue
+        specs = FILE_SPECS[stem]
+        n = len(table.lines)
+        values, issues = parse_columns(table.columns, n, specs)
+        names_ = [s.name for s in specs]
+        srows = list(map(_Row, table.lines, map(dict, map(zip, repeat(names_), zip(*(values[k] for k in names_))))))
+        for i, row_issues in issues.items():
+            tag(srows[i], stem, row_issues)
+        rows[stem] = srows
+
+    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks") for r in rows.get(s, [])}
+    ctx = _Context(conn, {p for p in referenced if p})
+
+    # regions: unique codes, parents known and one level up (rules.md §1)
+    region_rows = rows.get("regions", [])
+    first_line: dict[str, int] = {}
+    for row in region_rows:
+        code = row.values.get("code")
+        if code in first_line:
+            tag(row, "regions", [Issue("DUPLICATE_ID", f"编码 {code} 与第{first_line[code]}行重复", column="code", value=code)])
+        elif code:
+            first_line[code] = row.line
+    levels = dict(ctx.regions)
+    levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
+    for row in region_rows:
+        if row.issues:
+            continue
+        level, parent = row.values["level"], row.values.get("parent_code")
+        if parent:
+            if parent not in levels:
+                tag(row, "regions", [Issue("UNKNOWN_PARENT", f"上级编码 {parent} 不存在", column="parent_code", value=parent)])
+            elif level in LEVEL_PARENT and levels[parent] != LEVEL_PARENT[level]:
+                tag(row, "regions", [Issue("BAD_PARENT_LEVEL", f"{row.values['code']} 为 {level}，其上级 {parent} 应为 {LEVEL_PARENT[level]}，实为 {levels[parent]}", column="parent_code", value=parent)])
+        elif level in LEVEL_PARENT:
+            tag(row, "regions", [Issue("REQUIRED", f"{level} 级地区必须填写上级编码(parent_code)", column="parent_code")])
+    valid_levels = dict(ctx.regions)
+    valid_levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
+
+    # team members
+    seen: dict[str, int] = {}
+    for row in rows.get("team_members", []):
+        mid, region = row.values.get("member_id"), row.values.get("region_code")
+        if mid in seen:
+            tag(row, "team_members", [Issue("DUPLICATE_ID", f"成员编号 {mid} 与第{seen[mid]}行重复", column="member_id", value=mid)])
+        elif mid:
+            seen[mid] = row.line
+        if region and region not in valid_levels:
+            tag(row, "team_members", [Issue("UNKNOWN_REGION", f"服务地区编码 {region} 不存在", column="region_code", value=region)])
+
+    # patients
+    seen = {}
+    file_patients: dict[str, _Row] = {}
+    for row in rows.get("patients", []):
+        v = row.values
+        pid = v.get("patient_id")
+        if pid in seen:
+            tag(row, "patients", [Issue("DUPLICATE_ID", f"患者编号 {pid} 与第{seen[pid]}行重复", column="patient_id", value=pid)])
+        elif pid:
+            seen[pid] = row.line
+            file_patients[pid] = row
+        village = v.get("village_code")
+        if village:
+            if village not in valid_levels:
+                tag(row, "patients", [Issue("UNKNOWN_VILLAGE", f"村编码 {village} 不存在（请先导入 regions.csv）", column="village_code", value=village)])
+            elif valid_levels[village] != "village":
+                tag(row, "patients", [Issue("NOT_A_VILLAGE", f"编码 {village} 是 {valid_levels[village]} 级，患者必须属于村(社区)", column="village_code", value=village)])
+        if not any(i.code in ("BAD_DATE", "REQUIRED") and i.column == "birth_date" for i in row.issues):
+            tag(row, "patients", check_patient(v, today=today))
+
+    def patient_facts(stem: str, row: _Row) -> tuple[date, date] | None:
+        pid = row.values.get("patient_id")
+        if not pid:
+            return None
+        prow = file_patients.get(pid)
+        if prow is not None:
+            if prow.issues:
+                tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者 {pid} 在 patients.csv 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
+                return None
+            return prow.values["birth_date"], prow.values["registered_on"]
+        if pid in ctx.patients:
+            return ctx.patients[pid]
+        tag(row, stem, [Issue("UNKNOWN_PATIENT", f"患者编号 {pid} 不存在", column="patient_id", value=pid)])
+        return None
+
+    # follow-ups: key (patient, date, n-th of the date in file order)
+    ordinal: dict[tuple[str, date], int] = {}
+    for row in rows.get("followups", []):
+        facts = patient_facts("followups", row)
+        tag(row, "followups", check_follow_up(row.values, today=today, birth_date=facts[0] if facts else None))
+        key = (row.values.get("patient_id"), row.values.get("visit_on"))
+        ordinal[key] = ordinal.get(key, 0) + 1
+        row.values["seq"] = ordinal[key]
+
+    seen_hc: dict[tuple, int] = {}
+    for row in rows.get("health_checks", []):
+        facts = patient_facts("health_checks", row)
+        on = row.values.get("checked_on")
+        if on is not None:
+            if on > today:
+                tag(row, "health_checks", [Issue("FUTURE_DATE", f"体检日期(checked_on) {on} 晚于今天 {today}", column="checked_on")])
+            elif facts and on < facts[0]:
+                tag(row, "health_checks", [Issue("BEFORE_BIRTH", f"体检日期(checked_on) {on} 早于出生日期 {facts[0]}", column="checked_on")])
+        key = (row.values.get("patient_id"), on)
+        if key in seen_hc:
+            tag(row, "health_checks", [Issue("DUPLICATE_ID", f"与第{seen_hc[key]}行重复（同一患者同一天的体检）", column="checked_on")])
+        else:
+            seen_hc[key] = row.line
+
+    issues = list(file_issues)
+    for srows in rows.values():
+        for row in srows:
+            issues += row.issues
+    return rows, issues
+
+
+# ---------------------------------------------------------------- writing
+
+_TABLES = {
+    "regions": (models.Region.__table__, ["code"]),
+    "team_members": (models.TeamMember.__table__, ["member_id"]),
+    "patients": (models.Patient.__table__, ["patient_id"]),
+    "followups": (models.FollowUp.__table__, ["patient_id", "visit_on", "seq"]),
+    "health_checks": (models.HealthCheck.__table__, ["patient_id", "checked_on"]),
+}
+
+
+def _upsert(conn: Connection, table: sa.Table, keys: list[str], records: list[dict], progress: Progress | None, stem: str) -> int:
+    """Insert new rows, update changed ones, leave equal ones alone; returns rows written."""
+    if not records:
+        return 0
+    columns = list(records[0].keys())
+    update_cols = [c for c in columns if c not in keys]
+    touch = {"updated_at": utcnow()} if "updated_at" in table.c else {}
+    # Columns the file does not carry get their model defaults (needed for the COPY path).
+    fill = {}
+    for col in table.c:
+        if col.name not in columns and col.default is not None and not col.primary_key:
+            arg = col.default.arg
+            fill[col.name] = arg(None) if callable(arg) else arg
+    if fill:
+        records = [{**rec, **fill} for rec in records]
+        columns += list(fill)
+    if conn.dialect.name == "postgresql":
+        return _upsert_pg_copy(conn, table, keys, columns, update_cols, records, touch, progress, stem)
+    from sqlalchemy.dialects.sqlite import insert
+
+    ins = insert(table)
+    if update_cols:
+        stmt = ins.on_conflict_do_update(
+            index_elements=keys,
+            set_={**{c: ins.excluded[c] for c in update_cols}, **touch},
+            where=sa.or_(*[table.c[c].is_distinct_from(ins.excluded[c]) for c in update_cols]),
+        )
+    else:
+        stmt = ins.on_conflict_do_nothing(index_elements=keys)
+    written = 0
+    for i, chunk in enumerate(_chunks(records, 20000)):
+        written += conn.execute(stmt, chunk).rowcount
+        if progress:
+            progress(stem, min((i + 1) * 20000, len(records)), len(records))
+    return written
+
+
+def _upsert_pg_copy(conn, table, keys, columns, update_cols, records, touch, progress, stem) -> int:
+    raw = conn.connection.driver_connection
+    tmp = f"_import_{table.name}"
+    col_list = ", ".join(f'"{c}"' for c in columns)
+    with raw.cursor() as cur:
+        cur.execute(f'CREATE TEMP TABLE "{tmp}" ON COMMIT DROP AS SELECT {col_list} FROM "{table.name}" WITH NO DATA')
+        cur.execute(f'ALTER TABLE "{tmp}" ADD COLUMN _row_no integer')
+        with cur.copy(f'COPY "{tmp}" ({col_list}, _row_no) FROM STDIN') as copy:
+            for n, rec in enumerate(records):
+                copy.write_row([rec[c] for c in columns] + [n])
+                if progress and n % 20000 == 19999:
+                    progress(stem, n + 1, len(records))
+        key_list = ", ".join(f'"{k}"' for k in keys)
+        if update_cols:
+            sets = ", ".join([f'"{c}" = EXCLUDED."{c}"' for c in update_cols] + [f'"{c}" = %({c})s' for c in touch])
+            changed = " OR ".join(f't."{c}" IS DISTINCT FROM EXCLUDED."{c}"' for c in update_cols)
+            conflict = f"DO UPDATE SET {sets} WHERE {changed}"
+        else:
+            conflict = "DO NOTHING"
+        cur.execute(
+            f'INSERT INTO "{table.name}" AS t ({col_list}) SELECT {col_list} FROM "{tmp}" ORDER BY _row_no '
+            f"ON CONFLICT ({key_list}) {conflict}",
+            touch,
+        )
+        written = cur.rowcount
+        cur.execute(f'DROP TABLE "{tmp}"')
+    if progress:
+        progress(stem, len(records), len(records))
+    return written
+
+
+def import_path(
+    engine: Engine,
+    path: Path | str,
+    *,
+    today: date,
+    skip_invalid: bool = False,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """导入 Validate every row of the files at ``path``, then write them in one transaction.
+
+    Raises ``ImportRejected`` listing every bad row (nothing written) unless
+    ``skip_invalid``, in which case the valid rows are written and the result carries
+    the issues of the skipped ones.
+    """
+    sources = read_sources(Path(path))
+    with engine.begin() as conn:
+        rows, issues = _validate(sources, conn, today)
+        if issues and not skip_invalid:
+            raise ImportRejected(message=f"导入被拒绝：发现 {len(issues)} 个问题，未写入任何数据", issues=issues)
+        result = ImportResult(issues=issues)
+        for stem in FILE_SPECS:
+            if stem not in rows:
+                continue
+            srows = rows[stem]
+            good = [r.values for r in srows if not r.issues]
+            if stem == "regions":  # parents first
+                order = {"county": 0, "township": 1, "village": 2}
+                good.sort(key=lambda v: order[v["level"]])
+            table, keys = _TABLES[stem]
+            written = _upsert(conn, table, keys, good, progress, stem)
+            result.tables[stem] = TableResult(read=len(srows), written=written, unchanged=len(good) - written, skipped=len(srows) - len(good))
+    return result

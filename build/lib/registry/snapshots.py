@@ -1,0 +1,99 @@
+"""月度快照 Frozen indicator counts of closed, published months.
+
+A report sent to the health bureau must not change later (aesthetics.md B8.5): when a month is
+published (``registry.reporting.publish_month``, on the 1st of the next month) the numerator
+and denominator counts of every region are frozen here, one row per (month, variant, region).
+``registry.indicators.compute_rates`` then reads these rows instead of recomputing, so later
+corrections of old follow-ups do not silently change a published month; ``unfreeze`` (CLI
+``jingfang rates --refreeze``) is the explicit way to republish.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel
+
+from registry.errors import InvalidInput
+from registry.models import UTCDateTime, utcnow
+
+
+class IndicatorSnapshot(SQLModel, table=True):
+    """指标快照 The frozen counts of one region for one closed month and 规范管理 variant."""
+
+    __tablename__ = "indicator_snapshot"
+
+    month: str = Field(primary_key=True, max_length=7)  # YYYY-MM
+    variant: str = Field(primary_key=True, max_length=16)
+    region_code: str = Field(primary_key=True, max_length=32)
+    counts: str = Field(max_length=4000)  # JSON object: COUNT_COLUMNS → int
+    frozen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+def is_frozen(conn: sa.Connection, month: str, variant: str) -> bool:
+    t = IndicatorSnapshot.__table__
+    stmt = sa.select(t.c.month).where(t.c.month == month, t.c.variant == variant).limit(1)
+    return conn.execute(stmt).first() is not None
+
+
+def read(conn: sa.Connection, month: str, variant: str, codes: list[str]) -> dict[str, dict[str, int]] | None:
+    """Frozen counts for ``codes`` (regions added after freezing get zeros), or None if not frozen."""
+    from registry.indicators import COUNT_COLUMNS  # noqa: PLC0415
+
+    if not is_frozen(conn, month, variant):
+        return None
+    t = IndicatorSnapshot.__table__
+    out = {code: dict.fromkeys(COUNT_COLUMNS, 0) for code in codes}
+    stmt = sa.select(t.c.region_code, t.c.counts).where(t.c.month == month, t.c.variant == variant)
+    for code, text in conn.execute(stmt):
+        if code in out:
+            out[code].update({k: int(v) for k, v in json.loads(text).items() if k in out[code]})
+    return out
+
+
+def frozen_months(conn: sa.Connection, region_code: str, variant: str, months: list[str]) -> dict[str, dict[str, int]]:
+    """Frozen counts of one region for several months at once (the trend chart): month → counts."""
+    t = IndicatorSnapshot.__table__
+    stmt = sa.select(t.c.month, t.c.counts).where(
+        t.c.region_code == region_code, t.c.variant == variant, t.c.month.in_(months))
+    return {m: json.loads(text) for m, text in conn.execute(stmt)}
+
+
+def freeze(engine: Engine, *, month: str, variant: str, today: date) -> bool:
+    """冻结 Freeze every region's counts for a closed month; False when it was already frozen."""
+    from registry.indicators import Period, RegionTree, region_counts  # noqa: PLC0415
+
+    period = Period.parse(month)
+    if period.as_of >= today:
+        raise InvalidInput.single("MONTH_NOT_CLOSED", f"{period.label} 尚未结束，不能冻结（截至 {today.isoformat()}）",
+                                  column="month", value=period.label)
+    with engine.connect() as conn:
+        if is_frozen(conn, period.label, variant):
+            return False
+        tree = RegionTree.load(conn)
+    rows = []
+    stamp = utcnow()
+    for root in tree.roots():
+        counts = region_counts(engine, period=period, variant=variant, region_code=root, tree=tree, use_snapshot=False,
+                               today=today)  # from the month's patient-month state (built / brought up to date)
+        rows += [{"month": period.label, "variant": variant, "region_code": code,
+                  "counts": json.dumps(c, sort_keys=True), "frozen_at": stamp} for code, c in counts.items()]
+    with engine.begin() as conn:
+        if is_frozen(conn, period.label, variant):
+            return False
+        if rows:
+            conn.execute(sa.insert(IndicatorSnapshot.__table__), rows)
+    return True
+
+
+def unfreeze(engine: Engine, *, month: str, variant: str) -> int:
+    """解冻 Drop a month's frozen counts (explicit republication); returns the rows removed."""
+    t = IndicatorSnapshot.__table__
+    with engine.begin() as conn:
+        return conn.execute(sa.delete(t).where(t.c.month == month, t.c.variant == variant)).rowcount
+
+
+__all__ = ["IndicatorSnapshot", "freeze", "unfreeze", "read", "frozen_months", "is_frozen"]

@@ -1,0 +1,435 @@
+"""输入校验 One validation path for every input: import rows, web forms, API bodies.
+
+Each entity has field specs (English name, Chinese label, parser) and a row check for the
+rules that span fields. Parsers take the raw text of a cell or form field and return a
+typed value or raise ``FieldError``; ``validate_*`` return ``(values, issues)`` where each
+issue names the field and the reason in Chinese with a stable code (contract.md import
+files; rules.md §1–§4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Callable
+
+from registry import codes
+from registry.errors import Issue
+from registry.ids import id_problem
+from registry.rules import classification_conflict
+
+
+class FieldError(Exception):
+    """字段错误 One bad value: a stable code and a Chinese reason."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """字段 One column/field: its English name, Chinese label and parser."""
+
+    name: str
+    label: str
+    parse: Callable[[str], Any]
+    required: bool = False
+    default: Any = None
+
+
+# ---------------------------------------------------------------- parsers
+
+def text(max_len: int) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if len(raw) > max_len:
+            raise FieldError("TOO_LONG", f"长度 {len(raw)} 超过上限 {max_len} 个字符")
+        return raw
+
+    def column(cells: list[str], default, required: bool) -> list:
+        if max(map(len, cells), default=0) > max_len or (required and "" in cells):
+            raise ValueError
+        return [c if c else default for c in cells]
+
+    parse.column = column
+    return parse
+
+
+def coded(enum_cls) -> Callable[[str], Any]:
+    """A coded value: its code or its Chinese label (e.g. '1' or '男')."""
+    lookup: dict[str, Any] = {}
+    for member in enum_cls:
+        value = member.value
+        lookup[str(value)] = value
+        lookup[member.label] = value
+    choices = enum_cls.choices()
+
+    def parse(raw: str):
+        value = lookup.get(raw)
+        if value is None:
+            if raw.endswith(".0") and raw[:-2] in lookup:  # "1.0" from spreadsheets
+                return lookup[raw[:-2]]
+            raise FieldError("BAD_CODE", f"值“{raw}”不是有效编码，应为 {choices}")
+        return value
+
+    parse.column = _lookup_column(lookup)
+    return parse
+
+
+def _lookup_column(lookup: dict):
+    """Vectorised parse of a whole column by dictionary lookup (KeyError → per-cell path)."""
+
+    def column(cells: list[str], default, required: bool) -> list:
+        table = lookup if required else {**lookup, "": default}
+        return list(map(table.__getitem__, cells))
+
+    return column
+
+
+def diagnosis(raw: str) -> str:
+    try:
+        return codes.Diagnosis.parse(raw).value
+    except ValueError:
+        raise FieldError(
+            "BAD_DIAGNOSIS",
+            f"诊断“{raw}”不属于六类严重精神障碍：应为编码、中文名称或 ICD-10 编码（F20/F25/F22/F31/F06/F70–F79）",
+        ) from None
+
+
+_DIAGNOSIS_CODES = {m.value: m.value for m in codes.Diagnosis}
+diagnosis.column = _lookup_column(_DIAGNOSIS_CODES)
+
+
+def risk(raw: str) -> int:
+    try:
+        return int(codes.RiskLevel.parse(raw))
+    except (ValueError, KeyError):
+        raise FieldError("BAD_CODE", f"危险性“{raw}”无效，应为 0–5 级") from None
+
+
+def _date_column(cells: list[str], default, required: bool) -> list:
+    if required and "" in cells:
+        raise ValueError
+    if any(len(c) not in (0, 10) for c in cells):
+        raise ValueError
+    fromiso = date.fromisoformat
+    return [fromiso(c) if c else default for c in cells]
+
+
+def iso_date(raw: str) -> date:
+    try:
+        if len(raw) == 10:
+            return date.fromisoformat(raw)
+        if len(raw) == 19 and raw[10] in " T" and raw.endswith("00:00:00"):  # spreadsheet datetime
+            return date.fromisoformat(raw[:10])
+    except ValueError:
+        pass
+    raise FieldError("BAD_DATE", f"日期“{raw}”无效，应为 YYYY-MM-DD 格式的真实日期")
+
+
+iso_date.column = _date_column
+risk.column = _lookup_column({str(i): i for i in range(6)})
+
+
+def count(raw: str) -> int:
+    text_ = raw[:-2] if raw.endswith(".0") else raw
+    if not text_.isdigit():
+        raise FieldError("BAD_NUMBER", f"次数“{raw}”无效，应为 0 或正整数")
+    value = int(text_)
+    if value > 999:
+        raise FieldError("BAD_NUMBER", f"次数 {value} 不合理（超过 999）")
+    return value
+
+
+def _count_column(cells: list[str], default, required: bool) -> list:
+    if required and "" in cells:
+        raise ValueError
+    filled = list(filter(None, cells))
+    if not all(map(str.isdigit, filled)) or max(map(len, filled), default=0) > 3:
+        raise ValueError
+    return [int(c) if c else default for c in cells]
+
+
+count.column = _count_column
+
+
+def positive_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        text_ = raw[:-2] if raw.endswith(".0") else raw
+        if not text_.isdigit() or not (low <= int(text_) <= high):
+            raise FieldError("BAD_NUMBER", f"数值“{raw}”无效，应为 {low}–{high} 的整数")
+        return int(text_)
+
+    return parse
+
+
+def population(raw: str) -> int:
+    text_ = raw[:-2] if raw.endswith(".0") else raw
+    if not text_.isdigit():
+        raise FieldError("BAD_NUMBER", f"常住人口“{raw}”无效，应为非负整数")
+    return int(text_)
+
+
+_FLAGS = {"0": False, "1": True, "否": False, "是": True, "无": False, "有": True}
+
+
+def flag(raw: str) -> bool:
+    value = _FLAGS.get(raw[:-2] if raw.endswith(".0") else raw)
+    if value is None:
+        raise FieldError("BAD_CODE", f"值“{raw}”无效，应为 0 否 / 1 是")
+    return value
+
+
+flag.column = _lookup_column(_FLAGS)
+
+
+def symptom_list(raw: str) -> str:
+    """目前症状 Comma/space/、-separated symptom codes 1–12, stored sorted as '1,5'."""
+    parts = [p for p in raw.replace("、", ",").replace(" ", ",").split(",") if p]
+    parse = coded(codes.Symptom)
+    return ",".join(str(v) for v in sorted({parse(p) for p in parts}))
+
+
+# ---------------------------------------------------------------- field specs per entity
+
+REGION_FIELDS = [
+    FieldSpec("code", "编码", text(32), required=True),
+    FieldSpec("name", "名称", text(100), required=True),
+    FieldSpec("level", "级别", coded(codes.RegionLevel), required=True),
+    FieldSpec("parent_code", "上级编码", text(32)),
+    FieldSpec("population", "常住人口", population),
+]
+
+PATIENT_FIELDS = [
+    FieldSpec("patient_id", "患者编号", text(64), required=True),
+    FieldSpec("name", "姓名", text(100), required=True),
+    FieldSpec("sex", "性别", coded(codes.Sex), required=True),
+    FieldSpec("birth_date", "出生日期", iso_date, required=True),
+    FieldSpec("id_number", "身份证号", text(18)),
+    FieldSpec("village_code", "村编码", text(32), required=True),
+    FieldSpec("address", "现住址", text(255)),
+    FieldSpec("phone", "联系电话", text(32)),
+    FieldSpec("diagnosis", "诊断", diagnosis, required=True),
+    FieldSpec("diagnosed_on", "确诊日期", iso_date),
+    FieldSpec("registered_on", "建档日期", iso_date, required=True),
+    FieldSpec("report_type", "报告类型", coded(codes.ReportType), default=2),
+    FieldSpec("consent", "知情同意", coded(codes.Consent), default=1),
+    FieldSpec("guardian_name", "监护人", text(100)),
+    FieldSpec("guardian_phone", "监护人电话", text(32)),
+    FieldSpec("economic_status", "经济状况", coded(codes.EconomicStatus)),
+    FieldSpec("status", "状态", coded(codes.PatientStatus), default="active"),
+    FieldSpec("status_on", "状态日期", iso_date),
+    FieldSpec("lai_drug", "长效针剂", text(100)),
+    FieldSpec("lai_interval_weeks", "注射间隔周", positive_int(1, 52)),
+    FieldSpec("lai_last_on", "末次注射日期", iso_date),
+]
+# Accepted on forms and the API, not named by the import contract.
+PATIENT_EXTRA_FIELDS = [
+    FieldSpec("status_detail", "死亡原因/迁往地", text(255)),
+    FieldSpec("guardian_reward", "以奖代补", flag, default=False),
+    FieldSpec("lai_dose", "针剂剂量", text(50)),
+]
+
+SOCIAL_FUNCTION = coded(codes.Condition)
+FOLLOW_UP_FIELDS = [
+    FieldSpec("patient_id", "患者编号", text(64), required=True),
+    FieldSpec("visit_on", "随访日期", iso_date, required=True),
+    FieldSpec("mode", "随访方式", coded(codes.FollowUpMode)),
+    FieldSpec("lost_reason", "失访原因", coded(codes.LostReason)),
+    FieldSpec("risk_level", "危险性", risk),
+    FieldSpec("insight", "自知力", coded(codes.Insight)),
+    FieldSpec("symptoms_obvious", "精神症状明显", flag),
+    FieldSpec("sf_self_care", "个人生活料理", SOCIAL_FUNCTION),
+    FieldSpec("sf_housework", "家务劳动", SOCIAL_FUNCTION),
+    FieldSpec("sf_work", "生产劳动及工作", coded(codes.SocialFunction)),
+    FieldSpec("sf_study", "学习能力", SOCIAL_FUNCTION),
+    FieldSpec("sf_social", "社会人际交往", SOCIAL_FUNCTION),
+    FieldSpec("incidents_mild", "轻度滋事", count),
+    FieldSpec("incidents_disturbance", "肇事", count),
+    FieldSpec("incidents_crime", "肇祸", count),
+    FieldSpec("self_harm", "自伤", count),
+    FieldSpec("suicide_attempt", "自杀未遂", count),
+    FieldSpec("hospital_status", "住院情况", coded(codes.HospitalStatus)),
+    FieldSpec("adherence", "服药依从性", coded(codes.Adherence)),
+    FieldSpec("adverse_reaction_serious", "严重药物不良反应", flag),
+    FieldSpec("physical_illness_serious", "严重躯体疾病", flag),
+    FieldSpec("classification", "随访分类", coded(codes.Classification)),
+    FieldSpec("psych_support_patient", "心理疏导(患者)", flag),
+    FieldSpec("psych_support_family", "心理疏导(家属)", flag),
+    FieldSpec("rehabilitation", "社区康复", flag),
+]
+# The rest of the 2018 随访服务记录表 (forms and API; rules.md §3).
+FOLLOW_UP_EXTRA_FIELDS = [
+    FieldSpec("met_with", "随访对象", text(50)),
+    FieldSpec("death_on", "死亡日期", iso_date),
+    FieldSpec("death_cause", "死亡原因", text(100)),
+    FieldSpec("symptoms", "目前症状", symptom_list),
+    FieldSpec("symptoms_other", "其他症状", text(255)),
+    FieldSpec("sleep", "睡眠情况", coded(codes.Condition)),
+    FieldSpec("diet", "饮食情况", coded(codes.Condition)),
+    FieldSpec("incidents_other", "其他危害行为", count),
+    FieldSpec("lock_status", "关锁情况", coded(codes.LockStatus)),
+    FieldSpec("last_discharge_on", "末次出院日期", iso_date),
+    FieldSpec("lab_tests", "实验室检查", text(255)),
+    FieldSpec("adverse_reaction", "药物不良反应", coded(codes.AdverseReaction)),
+    FieldSpec("treatment_effect", "治疗效果", coded(codes.TreatmentEffect)),
+    FieldSpec("referral", "是否转诊", flag),
+    FieldSpec("referral_reason", "转诊原因", text(255)),
+    FieldSpec("referral_to", "转诊至机构及科室", text(255)),
+    FieldSpec("specialist_contacted", "是否联系精神专科医师", flag),
+    FieldSpec("joint_notified", "是否通知联席部门", flag),
+    FieldSpec("notified_police", "受理人(公安)", text(100)),
+    FieldSpec("notified_community", "受理人(社区)", text(100)),
+    FieldSpec("medication", "用药情况", text(1000)),
+    FieldSpec("advised_medication", "用药指导", text(1000)),
+    FieldSpec("lai_drug", "长效针剂", text(100)),
+    FieldSpec("lai_interval_weeks", "注射间隔周", positive_int(1, 52)),
+    FieldSpec("lai_dose", "针剂剂量", text(50)),
+    FieldSpec("rehabilitation_measures", "康复措施", text(255)),
+    FieldSpec("next_visit_on", "下次随访日期", iso_date),
+    FieldSpec("doctor_signature", "随访医生签名", text(100)),
+]
+
+HEALTH_CHECK_FIELDS = [
+    FieldSpec("patient_id", "患者编号", text(64), required=True),
+    FieldSpec("checked_on", "体检日期", iso_date, required=True),
+]
+
+TEAM_MEMBER_FIELDS = [
+    FieldSpec("member_id", "成员编号", text(64), required=True),
+    FieldSpec("name", "姓名", text(100), required=True),
+    FieldSpec("role", "角色", coded(codes.TeamRole), required=True),
+    FieldSpec("phone", "电话", text(32)),
+    FieldSpec("region_code", "服务地区编码", text(32), required=True),
+]
+
+
+def parse_fields(raw: dict[str, str], specs: list[FieldSpec]) -> tuple[dict[str, Any], list[Issue]]:
+    """Parse every field of one row; blank = unknown (the default). Issues name the field."""
+    values: dict[str, Any] = {}
+    issues: list[Issue] = []
+    for spec in specs:
+        cell = raw.get(spec.name)
+        cell = cell.strip() if cell is not None else ""
+        if cell == "":
+            if spec.required:
+                issues.append(Issue("REQUIRED", f"{spec.label}({spec.name}) 不能为空", column=spec.name))
+            values[spec.name] = spec.default
+            continue
+        try:
+            values[spec.name] = spec.parse(cell)
+        except FieldError as err:
+            issues.append(Issue(err.code, f"{spec.label}({spec.name}): {err.message}", column=spec.name, value=cell))
+    return values, issues
+
+
+def parse_columns(columns: dict[str, list[str]], n: int, specs: list[FieldSpec]) -> tuple[dict[str, list], dict[int, list[Issue]]]:
+    """Parse whole columns at once (the import path): a vectorised parse per column, falling
+    back to the per-cell parser — with the same issues as ``parse_fields`` — only for a column
+    that holds a bad or unusual value. Missing columns take their defaults."""
+    values: dict[str, list] = {}
+    issues: dict[int, list[Issue]] = {}
+    for spec in specs:
+        cells = columns.get(spec.name)
+        if cells is None:
+            values[spec.name] = [spec.default] * n
+            continue
+        cells = list(map(str.strip, cells))
+        fast = getattr(spec.parse, "column", None)
+        if fast is not None:
+            try:
+                values[spec.name] = fast(cells, spec.default, spec.required)
+                continue
+            except (KeyError, ValueError, TypeError):
+                pass
+        out = []
+        for i, cell in enumerate(cells):
+            if cell == "":
+                if spec.required:
+                    issues.setdefault(i, []).append(Issue("REQUIRED", f"{spec.label}({spec.name}) 不能为空", column=spec.name))
+                out.append(spec.default)
+                continue
+            try:
+                out.append(spec.parse(cell))
+            except FieldError as err:
+                issues.setdefault(i, []).append(Issue(err.code, f"{spec.label}({spec.name}): {err.message}", column=spec.name, value=cell))
+                out.append(None)
+        values[spec.name] = out
+    return values, issues
+
+
+def _date_issue(field: str, label: str, value: date | None, today: date, birth: date | None) -> Issue | None:
+    if value is None:
+        return None
+    if value > today:
+        return Issue("FUTURE_DATE", f"{label}({field}) {value.isoformat()} 晚于今天 {today.isoformat()}", column=field, value=value.isoformat())
+    if birth is not None and value < birth:
+        return Issue("BEFORE_BIRTH", f"{label}({field}) {value.isoformat()} 早于出生日期 {birth.isoformat()}", column=field, value=value.isoformat())
+    return None
+
+
+# ---------------------------------------------------------------- row checks
+
+def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
+    """患者校验 Cross-field rules of a patient row (rules.md §1, contract.md)."""
+    issues: list[Issue] = []
+    birth = values.get("birth_date")
+    if birth is not None and birth > today:
+        issues.append(Issue("FUTURE_DATE", f"出生日期(birth_date) {birth.isoformat()} 晚于今天 {today.isoformat()}", column="birth_date"))
+        birth = None
+    for field, label in (("diagnosed_on", "确诊日期"), ("registered_on", "建档日期"), ("status_on", "状态日期"), ("lai_last_on", "末次注射日期")):
+        issue = _date_issue(field, label, values.get(field), today, birth)
+        if issue:
+            issues.append(issue)
+    number = values.get("id_number")
+    if number:
+        problem = id_problem(number, birth)
+        if problem:
+            issues.append(Issue(problem[0], f"身份证号(id_number): {problem[1]}", column="id_number", value=number))
+        else:
+            values["id_number"] = number.upper()
+    status = values.get("status") or "active"
+    if status != "active" and values.get("status_on") is None:
+        label = codes.PatientStatus(status).label
+        issues.append(Issue("STATUS_DATE_REQUIRED", f"状态为“{label}”时必须填写状态日期(status_on)", column="status_on"))
+    if status == "active" and values.get("status_on") is not None:
+        values["status_on"] = None  # a date without a status change carries no meaning
+    reg, stat_on = values.get("registered_on"), values.get("status_on")
+    if reg and stat_on and stat_on < reg:
+        issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期(status_on) {stat_on} 早于建档日期 {reg}", column="status_on"))
+    lai = [values.get("lai_drug"), values.get("lai_interval_weeks"), values.get("lai_last_on")]
+    if any(v is not None for v in lai) and not all(v is not None for v in lai):
+        issues.append(
+            Issue("LAI_INCOMPLETE", "长效针剂计划须同时填写 长效针剂(lai_drug)、注射间隔周(lai_interval_weeks)、末次注射日期(lai_last_on)", column="lai_drug")
+        )
+    return issues
+
+
+def check_follow_up(values: dict[str, Any], *, today: date, birth_date: date | None) -> list[Issue]:
+    """随访校验 Cross-field rules of a follow-up (rules.md §3, §4)."""
+    issues: list[Issue] = []
+    for field, label in (("visit_on", "随访日期"), ("death_on", "死亡日期"), ("last_discharge_on", "末次出院日期")):
+        issue = _date_issue(field, label, values.get(field), today, birth_date)
+        if issue:
+            issues.append(issue)
+    conflict = classification_conflict(values.get("classification"), values.get("risk_level"))
+    if conflict:
+        issues.append(Issue("CLASSIFICATION_CONFLICT", conflict, column="classification", value=str(values.get("classification"))))
+    return issues
+
+
+def validate_patient(raw: dict[str, str], *, today: date, extra: bool = False) -> tuple[dict[str, Any], list[Issue]]:
+    """患者录入 Parse and check a patient (import row, form or API body)."""
+    values, issues = parse_fields(raw, PATIENT_FIELDS + (PATIENT_EXTRA_FIELDS if extra else []))
+    issues += check_patient(values, today=today)
+    return values, issues
+
+
+def validate_follow_up(
+    raw: dict[str, str], *, today: date, birth_date: date | None = None, extra: bool = False
+) -> tuple[dict[str, Any], list[Issue]]:
+    """随访录入 Parse and check a follow-up (import row, form or API body)."""
+    values, issues = parse_fields(raw, FOLLOW_UP_FIELDS + (FOLLOW_UP_EXTRA_FIELDS if extra else []))
+    issues += check_follow_up(values, today=today, birth_date=birth_date)
+    return values, issues

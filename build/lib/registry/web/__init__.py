@@ -1,0 +1,1 @@
+"""网页与接口 Web pages and JSON API."""

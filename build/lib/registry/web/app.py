@@ -1,0 +1,242 @@
+"""网页应用 The FastAPI application: server-rendered Chinese pages and the JSON API under /api/.
+
+``create_app(engine)`` builds everything; errors are mapped ONCE here: JingfangError →
+``{"error": code, "message": …}`` with its HTTP status under /api/, an error page (or the
+login page for 401) elsewhere; request-validation errors → 422 ``INVALID_REQUEST``.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from registry import clock
+from registry.errors import JingfangError, NotAuthenticated
+from registry.resources import template_dir
+from registry.web.scopes import RegionTree
+
+STATIC_DIR = Path(__file__).with_name("static")
+TEMPLATE_DIRS = [template_dir("web"), Path(__file__).with_name("templates")]
+
+_FIELD_NAMES = {"as_of": "日期(as_of)", "month": "月份(month)", "q": "检索词(q)", "limit": "条数(limit)",
+                "follow_up_id": "随访编号", "patient_id": "患者编号", "body": "请求体"}
+
+
+@dataclass
+class WebContext:
+    """应用上下文 What every request needs: the engine, the region tree, the clock, settings."""
+
+    engine: object
+    tree: RegionTree
+    today: Callable[[], date]
+    secure_cookies: bool
+    templates: Jinja2Templates
+    worklists: object = None  # registry.web.cache.WorklistCache
+    fast_reads: bool = True  # the PostgreSQL one-statement reads (registry.web.fast); tests switch them off to compare
+    fast_pool: object = None  # registry.web.fast.AsyncPool, opened in the app's lifespan on PostgreSQL
+    _rows_html: dict = field(default_factory=dict)
+    _rows_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def worklist(self, scope, conn=None, version=None, **kwargs) -> dict:
+        """工作清单 The work list for ``scope`` (cached until the scheduler runs again; see cache.py).
+        The cache's version check runs on ``conn`` when given, or uses ``version`` (a 1-tuple) when
+        the caller has read it already."""
+        from registry.web import queries
+
+        key = self.worklist_key(scope, **kwargs)
+        extra = {"version": version[0]} if version is not None else {}
+        return self.worklists.get(key, lambda: queries.worklist(self.engine, scope, self.tree, **kwargs), conn=conn, **extra)
+
+    @staticmethod
+    def worklist_key(scope, **kwargs) -> tuple:
+        """The work-list cache key: role, region, date and the query's arguments."""
+        return (scope.user.role, scope.user.region_code, scope.today, tuple(sorted(kwargs.items())))
+
+    def worklist_rows_html(self, data: dict, role: str) -> Markup:
+        """工作清单行 The table rows of a work-list page, rendered once per cached page.
+
+        ``data`` is a value of the work-list cache (a new object whenever the cache recomputes
+        it), so the rendered rows are reused exactly as long as the rows themselves; rendering
+        100 rows is most of a work-list request's CPU otherwise.
+        """
+        key = (id(data), role)
+        with self._rows_lock:
+            hit = self._rows_html.get(key)
+            if hit is not None and hit[0] is data:  # identity: the same cached rows
+                return hit[1]
+        html = Markup(self.templates.get_template("_worklist_rows.html").render(data=data, user_role=role))
+        with self._rows_lock:
+            if len(self._rows_html) >= 512:
+                self._rows_html.clear()
+            self._rows_html[key] = (data, html)
+        return html
+
+
+def _templates() -> Jinja2Templates:
+    dirs = [str(d) for d in TEMPLATE_DIRS if d.is_dir()]
+    templates = Jinja2Templates(directory=dirs)
+    from registry.web.queries import ROLE_LABELS, TASK_KIND_LABELS
+
+    templates.env.globals.update(ROLE_LABELS=ROLE_LABELS, TASK_KIND_LABELS=TASK_KIND_LABELS)
+    # templates change only with a deployment: no file-modification check on every render
+    templates.env.auto_reload = False
+    templates.env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.1f}%"
+    return templates
+
+
+def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookies: bool | None = None,
+               fast_pool_size: int = 8) -> FastAPI:
+    """创建应用 Build the web application on ``engine`` (SQLite or PostgreSQL, schema already upgraded).
+
+    On PostgreSQL each worker process also keeps up to ``fast_pool_size`` asyncio connections for
+    the patient page and the work list (``registry.web.fast``), opened in the app's lifespan.
+    """
+    from registry.config import get_settings
+    from registry.web import api, pages
+
+    if secure_cookies is None:
+        secure_cookies = get_settings().base_url.startswith("https://")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        """进程生命周期 Each worker opens its asyncio connection pool for the hot reads (PostgreSQL)."""
+        from registry.web import fast
+
+        ctx = app.state.ctx
+        if fast.enabled(ctx):
+            ctx.fast_pool = fast.AsyncPool(fast.conninfo_of(engine), size=fast_pool_size)
+        # everything loaded so far (modules, app, templates) lives as long as the process: keep it out
+        # of the cyclic collector, whose full collections otherwise stall the worker ~0.1 s now and then
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            pool, ctx.fast_pool = ctx.fast_pool, None
+            if pool is not None:
+                await pool.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="精防 Jingfang API",
+        version="0.1.0",
+        description="严重精神障碍患者登记与随访：JSON 接口。认证：POST /api/session 取得令牌，"
+        "之后用 Authorization: Bearer <token>；或使用网页会话 Cookie 加 X-CSRF-Token 请求头。",
+        openapi_url="/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    from registry.web.cache import WorklistCache
+
+    app.state.ctx = WebContext(engine=engine, tree=RegionTree(engine), today=today or clock.local_today,
+                               secure_cookies=secure_cookies, templates=_templates(), worklists=WorklistCache(engine))
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    # pages first: the hot pages are matched without scanning the API's routes (no path overlaps)
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    _install_error_handlers(app)
+
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+_SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                     (b"referrer-policy", b"same-origin"))
+
+
+class SecurityHeaders:
+    """安全响应头 nosniff, no framing, same-origin referrer, no caching of pages (static files excepted).
+
+    A plain ASGI middleware (headers added to ``http.response.start``, only when the response did
+    not set them itself): Starlette's ``BaseHTTPMiddleware`` costs a task group and a memory
+    stream per request.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        no_store = not scope["path"].startswith("/static")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                present = {k.lower() for k, _v in headers}
+                extra = [(k, v) for k, v in _SECURITY_HEADERS if k not in present]
+                if no_store and b"cache-control" not in present:
+                    extra.append((b"cache-control", b"no-store"))
+                if extra:
+                    message = {**message, "headers": headers + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or request.url.path == "/api"
+
+
+def error_page(request: Request, status: int, code: str, message: str, issues=()):
+    """错误页 The error template with the status, code and Chinese message."""
+    ctx = request.app.state.ctx
+    cur = getattr(request.state, "current", None)
+    return ctx.templates.TemplateResponse(request, "error.html", {"status": status, "code": code, "message": message,
+                                                                 "issues": list(issues), "cur": cur}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(JingfangError)
+    async def jingfang_error(request: Request, exc: JingfangError):
+        """错误映射 JingfangError → JSON (API) or the error page."""
+        if _is_api(request):
+            headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
+            return JSONResponse(exc.as_dict(), status_code=exc.http_status, headers=headers)
+        if isinstance(exc, NotAuthenticated):
+            return RedirectResponse("/login", status_code=303)
+        return error_page(request, exc.http_status, exc.code, exc.message, exc.issues)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        """参数错误 Request validation → 422 INVALID_REQUEST in Chinese."""
+        issues = []
+        for err in exc.errors():
+            loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body")]
+            name = loc[0] if loc else "body"
+            issues.append({"code": "INVALID_REQUEST", "column": ".".join(loc) or "body",
+                           "message": f"{_FIELD_NAMES.get(name, name)} 的值无效"})
+        message = issues[0]["message"] if issues else "请求无效"
+        body = {"error": "INVALID_REQUEST", "message": message, "issues": issues}
+        if _is_api(request):
+            return JSONResponse(body, status_code=422)
+        return error_page(request, 422, "INVALID_REQUEST", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """路由错误 404 / 405 with stable codes."""
+        code, message = {404: ("NOT_FOUND", "页面或接口不存在"), 405: ("METHOD_NOT_ALLOWED", "不支持此请求方法")}.get(
+            exc.status_code, ("HTTP_ERROR", str(exc.detail)))
+        if _is_api(request) or exc.status_code == 405:
+            return JSONResponse({"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
+        return error_page(request, exc.status_code, code, message)
+
+
+def app_from_env() -> FastAPI:
+    """多进程工厂 uvicorn factory for multi-worker serving: the database URL comes from JINGFANG_DATABASE_URL."""
+    from registry.db import get_engine
+
+    return create_app(get_engine())

@@ -1,0 +1,446 @@
+"""快速读取 The two hot reads on PostgreSQL: the patient page (一历) and the work list (issue 4 benchmark).
+
+Each is one SQL statement on the raw psycopg connection (server-side prepared after a few
+executions, autocommit: the statement is its own transaction):
+
+* **patient page** — looks up the session (user, role, region, expiry), checks that the patient
+  lies in the user's region (county → township → village cascade), inserts the read's audit
+  row with a data-modifying CTE (rules.md §8: in the read's own transaction, and only when the
+  read is allowed), and returns the session, the patient, follow-ups, participants, health
+  checks, team rows and open tasks as JSON. The record is then shaped by the same code as the
+  generic path (``queries.shape_record``), so both give identical output (tested).
+* **work list** — the session and the scheduler's version (for the per-worker cache) in one
+  statement; when this user's cached page is still current, the audit row is inserted by the
+  same statement (``detail`` = the cached page's total); otherwise a second statement inserts
+  it after the page is (re)computed.
+
+Only full-record roles (doctor, county admin) take these paths; police and civil affairs
+(list membership in SQL, rules.md §6–§8), SQLite, odd tokens or patient numbers go through the
+generic ORM path (``queries.patient_record``, ``auth.current``), which raises the same errors.
+Each function returns ``None`` when the request must take the generic path instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import namedtuple
+from datetime import date, datetime
+from types import SimpleNamespace
+
+import sqlalchemy as sa
+
+from registry import clock
+from registry.accounts import User, WebSession
+from registry.audit import audit_row
+from registry.errors import NotAuthenticated, PermissionDenied
+from registry.models import FollowUp, Patient
+from registry.web import queries
+from registry.web.scopes import FULL_RECORD_ROLES, scope_for
+
+Participant = namedtuple("Participant", "follow_up_id role attended")
+
+_SESSION_CTE = """
+s AS (
+  SELECT u.username, u.password_hash, u.role, u.region_code, u.display_name, u.active, u.created_at,
+         ws.token_hash, ws.csrf_token, ws.created_at AS session_created_at, ws.expires_at, ws.source
+  FROM web_session ws JOIN app_user u ON u.username = ws.username
+  WHERE ws.token_hash = %(token_hash)s
+),
+ok AS (
+  SELECT username, role, region_code FROM s
+  WHERE s.expires_at > %(now)s AND s.active AND s.role IN ('county_admin', 'township_doctor')
+)"""
+
+_AUDIT_COLUMNS = "at, actor, action, object_type, object_id, region_code, detail, source"
+
+PATIENT_SQL = f"""
+WITH {_SESSION_CTE},
+p AS (
+  SELECT pt.* FROM patient pt
+  JOIN region v ON v.code = pt.village_code
+  LEFT JOIN region t ON t.code = v.parent_code
+  CROSS JOIN ok
+  WHERE pt.patient_id = %(patient_id)s
+    AND (v.code = ok.region_code OR v.parent_code = ok.region_code OR t.parent_code = ok.region_code)
+),
+audit AS (
+  INSERT INTO audit_log ({_AUDIT_COLUMNS})
+  SELECT %(at)s, ok.username, 'read', 'patient', p.patient_id, p.village_code, NULL, %(source)s FROM p CROSS JOIN ok
+  RETURNING id
+)
+SELECT
+  (SELECT row_to_json(s) FROM s) AS s,
+  (SELECT row_to_json(p) FROM p) AS p,
+  (SELECT count(*) FROM audit) AS audited,
+  (SELECT json_agg(row_to_json(f) ORDER BY f.visit_on DESC, f.id DESC) FROM follow_up f
+    WHERE f.patient_id = (SELECT patient_id FROM p)) AS follow_ups,
+  (SELECT json_agg(json_build_array(fp.follow_up_id, fp.role, fp.attended) ORDER BY fp.follow_up_id, fp.role)
+    FROM follow_up_participant fp JOIN follow_up f ON f.id = fp.follow_up_id
+    WHERE f.patient_id = (SELECT patient_id FROM p)) AS participants,
+  (SELECT json_agg(hc.checked_on ORDER BY hc.checked_on DESC) FROM health_check hc
+    WHERE hc.patient_id = (SELECT patient_id FROM p)) AS checks,
+  (SELECT json_agg(json_build_array(m.member_id, m.name, m.role, m.phone, m.region_code) ORDER BY m.member_id)
+    FROM care_team_assignment a JOIN team_member m ON m.member_id = a.member_id
+    WHERE a.patient_id = (SELECT patient_id FROM p)) AS team_explicit,
+  (SELECT json_agg(json_build_array(m.member_id, m.name, m.role, m.phone, m.region_code) ORDER BY m.member_id)
+    FROM team_member m
+    WHERE m.region_code IN (SELECT v.code FROM region v WHERE v.code = (SELECT village_code FROM p)
+                            UNION ALL SELECT v.parent_code FROM region v WHERE v.code = (SELECT village_code FROM p)
+                            UNION ALL SELECT t.parent_code FROM region v JOIN region t ON t.code = v.parent_code
+                                      WHERE v.code = (SELECT village_code FROM p))) AS team_regional
+  {{tasks}}
+"""
+
+TASKS_SQL = """,
+  (SELECT json_agg(json_build_array(k.kind, k.due_on, k.roles, k.joint, k.rule, k.risk_level) ORDER BY k.due_on, k.kind)
+    FROM visit_task k
+    WHERE k.patient_id = (SELECT patient_id FROM p) AND k.status = 'open' AND k.basis_on <= %(as_of)s) AS tasks"""
+
+WORKLIST_SQL = f"""
+WITH {_SESSION_CTE},
+v AS (SELECT max(id) AS run_id, max(finished_at) AS finished_at FROM schedule_run),
+audit AS (
+  INSERT INTO audit_log ({_AUDIT_COLUMNS})
+  SELECT %(at)s, ok.username, 'read', 'worklist', ok.region_code, ok.region_code, %(detail)s, %(source)s
+  FROM ok CROSS JOIN v
+  WHERE ok.username = %(expect_user)s AND ok.role = %(expect_role)s AND ok.region_code = %(expect_region)s
+    AND v.run_id IS NOT DISTINCT FROM %(expect_run)s AND v.finished_at IS NOT DISTINCT FROM %(expect_finished)s
+  RETURNING id
+)
+SELECT (SELECT row_to_json(s) FROM s) AS s, v.run_id, v.finished_at, (SELECT count(*) FROM audit) AS audited FROM v
+"""
+
+AUDIT_SQL = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES (%(at)s, %(actor)s, %(action)s, %(object_type)s, " \
+            "%(object_id)s, %(region_code)s, %(detail)s, %(source)s)"
+
+
+def _date_columns(table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.columns if isinstance(c.type, sa.Date) and not isinstance(c.type, sa.DateTime))
+
+
+PATIENT_DATES = _date_columns(Patient.__table__)
+FOLLOW_UP_DATES = _date_columns(FollowUp.__table__)
+
+
+def _record_object(row: dict, date_columns: tuple[str, ...]) -> SimpleNamespace:
+    """A JSON row as an object with the ORM's attribute names and date values."""
+    for name in date_columns:
+        value = row.get(name)
+        if value is not None:
+            row[name] = date.fromisoformat(value)
+    return SimpleNamespace(**row)
+
+
+def enabled(ctx) -> bool:
+    """快速路径 Whether the fast paths apply: PostgreSQL through psycopg 3 (the only backend with these
+    statements), unless switched off (``WebContext.fast_reads``, tests compare both paths)."""
+    engine = ctx.engine
+    return ctx.fast_reads and engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
+def has_scheduler() -> bool:
+    """排程模块 Whether the scheduler's tables (``visit_task``, ``schedule_run``) exist in this build."""
+    try:
+        from schedules.models import ScheduleRun, VisitTask  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+class _Raw:
+    """原始连接 A pooled psycopg connection in autocommit mode for one statement (restored on exit)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __enter__(self):
+        self.proxy = self.engine.raw_connection()
+        self.conn = self.proxy.driver_connection
+        self.conn.autocommit = True
+        return self.conn
+
+    def __exit__(self, *exc):
+        try:
+            if not self.conn.closed:
+                self.conn.autocommit = False
+        finally:
+            self.proxy.close()  # back to the pool
+
+
+def _current(ctx, session_row: dict | None, via: str, now: datetime):
+    """The ``auth.Current`` from the statement's session row, with the generic path's checks and errors."""
+    from registry.web.auth import Current  # noqa: PLC0415
+
+    if session_row is None:
+        raise NotAuthenticated("请先登录", code="NOT_AUTHENTICATED")
+    expires_at = datetime.fromisoformat(session_row["expires_at"])
+    if expires_at <= now or not session_row["active"]:
+        raise NotAuthenticated("登录已过期，请重新登录", code="SESSION_EXPIRED")
+    user = User(username=session_row["username"], password_hash=session_row["password_hash"], role=session_row["role"],
+                region_code=session_row["region_code"], display_name=session_row["display_name"],
+                active=session_row["active"], created_at=datetime.fromisoformat(session_row["created_at"]))
+    web_session = WebSession(token_hash=session_row["token_hash"], username=user.username,
+                             csrf_token=session_row["csrf_token"], expires_at=expires_at,
+                             created_at=datetime.fromisoformat(session_row["session_created_at"]),
+                             source=session_row["source"])
+    return Current(user=user, session=web_session, scope=scope_for(user, ctx.tree, ctx.today()), via=via)
+
+
+def _token(request):
+    from registry.accounts import hash_token  # noqa: PLC0415
+    from registry.web.auth import token_from  # noqa: PLC0415
+
+    token, via = token_from(request)
+    if not token or len(token) > 200:
+        return None, via
+    return hash_token(token), via
+
+
+def _patient_statement(request, patient_id: str, source: str):
+    """(sql, params, via, now) for the patient page, or None for the generic path."""
+    from registry.web.writes import bad_text  # noqa: PLC0415
+
+    ctx = request.app.state.ctx
+    if not enabled(ctx) or bad_text(patient_id) or len(patient_id) > 64:
+        return None
+    token_hash, via = _token(request)
+    if token_hash is None:
+        return None
+    now = clock.now_utc()
+    sql = PATIENT_SQL.replace("{tasks}", TASKS_SQL if has_scheduler() else "")
+    params = {"token_hash": token_hash, "now": now, "patient_id": patient_id, "at": now, "source": source,
+              "as_of": ctx.today()}
+    return sql, params, via, now
+
+
+def _patient_result(request, patient_id: str, row, via: str, now: datetime):
+    """(Current, record) from the statement's row (the generic path's errors), or None for list roles."""
+    ctx = request.app.state.ctx
+    session_row, patient_row, audited = row[0], row[1], row[2]
+    cur = _current(ctx, session_row, via, now)
+    if cur.user.role not in FULL_RECORD_ROLES:
+        return None  # list roles: membership is the generic path's SQL
+    request.state.current = cur
+    if patient_row is None:
+        raise PermissionDenied(f"无权查看患者 {patient_id[:64]}：不在您的管辖范围或名单内", code="PATIENT_FORBIDDEN")
+    if audited != 1:  # cannot happen: the patient row and the audit row come from the same CTEs
+        raise RuntimeError("audit row not written")
+    as_of = ctx.today()
+    p = _record_object(patient_row, PATIENT_DATES)
+    follow_ups = [_record_object(f, FOLLOW_UP_DATES) for f in row[3] or ()]
+    parts: dict[int, list] = {}
+    for fu_id, role, attended in row[4] or ():
+        parts.setdefault(fu_id, []).append(Participant(fu_id, role, attended))
+    checks = list(row[5] or ())
+    explicit = {p.patient_id: row[6]} if row[6] else {}
+    team = queries.team_views([p], explicit, row[7] or (), ctx.tree)[p.patient_id]
+    tasks = [queries.task_view(p.patient_id, kind, date.fromisoformat(due), roles, joint, rule, risk, as_of=as_of)
+             for kind, due, roles, joint, rule, risk in (row[8] or ())] if len(row) > 8 else []
+    return cur, queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
+
+
+def patient_page(request, patient_id: str, source: str):
+    """一历（快速） (Current, record) for a doctor or county admin in one statement, or None for the
+    generic path. Raises the generic path's NotAuthenticated / PermissionDenied."""
+    prepared = _patient_statement(request, patient_id, source)
+    if prepared is None:
+        return None
+    sql, params, via, now = prepared
+    with _Raw(request.app.state.ctx.engine) as conn:
+        row = conn.execute(sql, params).fetchone()
+    return _patient_result(request, patient_id, row, via, now)
+
+
+async def patient_page_async(request, patient_id: str, source: str):
+    """一历（快速，异步） As ``patient_page`` on the worker's asyncio connection pool (no thread); in the
+    thread pool on the engine's pool when the app runs without its lifespan (tests' TestClient)."""
+    from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
+
+    pool = request.app.state.ctx.fast_pool
+    if pool is None:
+        return await run_in_threadpool(patient_page, request, patient_id, source)
+    prepared = _patient_statement(request, patient_id, source)
+    if prepared is None:
+        return None
+    sql, params, via, now = prepared
+    async with pool.connection() as conn:
+        row = await (await conn.execute(sql, params)).fetchone()
+    return _patient_result(request, patient_id, row, via, now)
+
+
+class WorklistPeek:
+    """Per-worker memory of each session's last work-list page: (username, role, region, version, value, cached at)."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self.items: dict[tuple, tuple] = {}
+
+    def get(self, key):
+        return self.items.get(key)
+
+    def put(self, key, value) -> None:
+        if len(self.items) >= self.size:
+            self.items.clear()
+        self.items[key] = value
+
+
+def _worklist_statement(request, source: str, *, limit: int, offset: int, horizon_days: int | None):
+    """(params, via, now, peek key, expected page) for the work list, or None for the generic path."""
+    ctx = request.app.state.ctx
+    if not enabled(ctx) or not has_scheduler():
+        return None
+    token_hash, via = _token(request)
+    if token_hash is None:
+        return None
+    peeks = ctx.__dict__.setdefault("_worklist_peek", WorklistPeek())
+    peek_key = (token_hash, ctx.today(), limit, offset, horizon_days)
+    now = clock.now_utc()
+    expect = peeks.get(peek_key)
+    if expect is not None and time.monotonic() - expect[5] >= ctx.worklists.ttl:
+        expect = None  # the cached page is too old: the generic cache will recompute it
+    # the peek: (username, role, region, version, page, cached at) of this session's last page
+    params = {"token_hash": token_hash, "now": now, "at": now, "source": source,
+              "expect_user": expect[0] if expect else None, "expect_role": expect[1] if expect else None,
+              "expect_region": expect[2] if expect else None,
+              "expect_run": expect[3][0] if expect else None, "expect_finished": expect[3][1] if expect else None,
+              "detail": f"{expect[4]['total']} 项" if expect else None}
+    return params, via, now, peek_key, expect
+
+
+def _worklist_audit(cur, data: dict, source: str) -> dict:
+    return audit_row(actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
+                     region_code=cur.user.region_code, detail=f"{data['total']} 项", source=source)
+
+
+def _remember(ctx, cur, kwargs: dict, peek_key, version, data) -> None:
+    cached_at = ctx.worklists.cached_at(ctx.worklist_key(cur.scope, **kwargs), data)
+    if cached_at is not None:
+        ctx._worklist_peek.put(peek_key, (cur.user.username, cur.user.role, cur.user.region_code, version, data, cached_at))
+
+
+def worklist_page(request, source: str, *, limit: int, offset: int, horizon_days: int | None):
+    """今日工作清单（快速） (Current, data) in one statement when this session's cached page is current
+    (two otherwise), or None for the generic path."""
+    ctx = request.app.state.ctx
+    prepared = _worklist_statement(request, source, limit=limit, offset=offset, horizon_days=horizon_days)
+    if prepared is None:
+        return None
+    params, via, now, peek_key, expect = prepared
+    with _Raw(ctx.engine) as conn:
+        session_row, run_id, finished_at, audited = conn.execute(WORKLIST_SQL, params).fetchone()
+        cur = _current(ctx, session_row, via, now)
+        if cur.user.role not in FULL_RECORD_ROLES:
+            return None
+        request.state.current = cur
+        if audited:  # this session's cached page is current, and its audit row is written
+            return cur, expect[4]
+        version = (run_id, finished_at)
+        kwargs = {"as_of": cur.scope.today, "horizon_days": horizon_days, "limit": limit, "offset": offset}
+        data = ctx.worklist(cur.scope, version=(version,), **kwargs)
+        conn.execute(AUDIT_SQL, _worklist_audit(cur, data, source))
+    _remember(ctx, cur, kwargs, peek_key, version, data)
+    return cur, data
+
+
+async def worklist_page_async(request, source: str, *, limit: int, offset: int, horizon_days: int | None):
+    """今日工作清单（快速，异步） As ``worklist_page`` on the worker's asyncio connection pool; a page not
+    in the cache is computed in the thread pool."""
+    from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
+
+    ctx = request.app.state.ctx
+    pool = ctx.fast_pool
+    if pool is None:
+        return await run_in_threadpool(worklist_page, request, source, limit=limit, offset=offset, horizon_days=horizon_days)
+    prepared = _worklist_statement(request, source, limit=limit, offset=offset, horizon_days=horizon_days)
+    if prepared is None:
+        return None
+    params, via, now, peek_key, expect = prepared
+    async with pool.connection() as conn:
+        session_row, run_id, finished_at, audited = await (await conn.execute(WORKLIST_SQL, params)).fetchone()
+        cur = _current(ctx, session_row, via, now)
+        if cur.user.role not in FULL_RECORD_ROLES:
+            return None
+        request.state.current = cur
+        if audited:
+            return cur, expect[4]
+        version = (run_id, finished_at)
+        kwargs = {"as_of": cur.scope.today, "horizon_days": horizon_days, "limit": limit, "offset": offset}
+        key = ctx.worklist_key(cur.scope, **kwargs)
+        data = ctx.worklists.peek(key, version)
+        if data is None:
+            data = await run_in_threadpool(lambda: ctx.worklist(cur.scope, version=(version,), **kwargs))
+        await conn.execute(AUDIT_SQL, _worklist_audit(cur, data, source))
+    _remember(ctx, cur, kwargs, peek_key, version, data)
+    return cur, data
+
+
+class AsyncPool:
+    """异步连接池 A small pool of psycopg ``AsyncConnection`` s (autocommit) for one worker's event loop.
+
+    Opened in the app's lifespan (``create_app``), closed at shutdown. Connections are opened on
+    demand (at most ``size``) and reused without a ping: a connection whose statement fails is
+    closed and dropped (that request answers 500; the next one opens a new connection), so a
+    restart of PostgreSQL costs one failed request per pooled connection.
+    """
+
+    def __init__(self, conninfo: str, size: int = 8):
+        import asyncio  # noqa: PLC0415
+
+        self.conninfo = conninfo
+        self.size = size
+        self._idle: list = []
+        self._slots = asyncio.Semaphore(size)
+        self._all: set = set()
+
+    def connection(self):
+        return _PooledConnection(self)
+
+    async def _get(self):
+        import psycopg  # noqa: PLC0415
+
+        await self._slots.acquire()
+        try:
+            if self._idle:
+                return self._idle.pop(), True
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            self._all.add(conn)
+            return conn, False
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _put(self, conn, ok: bool) -> None:
+        import psycopg  # noqa: PLC0415
+
+        try:
+            if ok and not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                self._idle.append(conn)
+            else:
+                self._all.discard(conn)
+                await conn.close()
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        """关闭 Close every connection."""
+        for conn in list(self._all):
+            await conn.close()
+        self._all.clear()
+        self._idle.clear()
+
+
+class _PooledConnection:
+    def __init__(self, pool: AsyncPool):
+        self.pool = pool
+
+    async def __aenter__(self):
+        self.conn, self.reused = await self.pool._get()
+        return self.conn
+
+    async def __aexit__(self, exc_type, exc, tb):
+        await self.pool._put(self.conn, exc_type is None)
+
+
+def conninfo_of(engine) -> str:
+    """连接串 The libpq connection string of a SQLAlchemy PostgreSQL engine."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

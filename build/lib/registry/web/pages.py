@@ -1,0 +1,441 @@
+"""网页 Server-rendered Chinese pages for the four roles (issue 4).
+
+Forms post back to the same URL; on bad input the page is rendered again with what was
+typed, each bad field marked with its Chinese message (never a 500).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from datetime import date, timedelta
+from pathlib import Path
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path as PathParam, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from sqlmodel import Session, select
+
+from registry import audit
+from registry.accounts import UserRole, authenticate, end_session, start_session
+from registry.errors import InvalidInput, NotAuthenticated
+from registry.models import Region
+from registry.web import fast, forms, queries, writes
+from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
+from registry.web.reports import compute_rates_safe, month_arg, write_lists_safe, write_report_safe
+
+router = APIRouter(include_in_schema=False)
+
+HOME = {
+    UserRole.TOWNSHIP_DOCTOR.value: "/worklist",
+    UserRole.COUNTY_ADMIN.value: "/dashboard",
+    UserRole.POLICE.value: "/mylist",
+    UserRole.CIVIL_AFFAIRS.value: "/mylist",
+}
+
+
+def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    """渲染页面 Render a template with the user, role and region in the context."""
+    ctx = request.app.state.ctx
+    cur = getattr(request.state, "current", None)
+    context.setdefault("cur", cur)
+    context.setdefault("role_label", UserRole(cur.user.role).label if cur else "")
+    context.setdefault("region_name", ctx.tree.name(cur.user.region_code) if cur else "")
+    context.setdefault("today", ctx.today().isoformat())
+    return ctx.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+async def form_data(request: Request, cur: Current) -> dict[str, str]:
+    """表单数据 The posted form as strings, after the CSRF check."""
+    form = await request.form()
+    require_form_csrf(cur, form.get("csrf_token"))
+    data: dict[str, str] = {}
+    for key in form.keys():
+        if key == "csrf_token":
+            continue
+        values = [v for v in form.getlist(key) if isinstance(v, str)]
+        data[key] = ",".join(values) if key == "symptoms" else (values[-1] if values else "")
+    return data
+
+
+def text_param(value: str, label: str, max_len: int = 100) -> str:
+    """查询参数 A query-string value safe to pass to SQL, or a 422 naming the parameter."""
+    if writes.bad_text(value):
+        raise InvalidInput.single("BAD_TEXT", f"{label} 含有无效字符", column=label)
+    return value[:max_len]
+
+
+def _audit_read(request: Request, cur: Current, *, action: str, object_type: str, object_id: str | None,
+                region_code: str | None, detail: str | None = None) -> None:
+    audit.record(request.app.state.ctx.engine, actor=cur.user.username, action=action, object_type=object_type,
+                     object_id=object_id, region_code=region_code, detail=detail, source=client_ip(request))
+
+
+# ---------------------------------------------------------------- login
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request):
+    """首页 Send each role to its own home page."""
+    try:
+        cur = current(request)
+    except NotAuthenticated:
+        return RedirectResponse("/login", status_code=303)
+    return RedirectResponse(HOME[cur.user.role], status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request):
+    """登录页 The login form (with its double-submit CSRF cookie)."""
+    token = new_login_csrf()
+    response = render(request, "login.html", csrf_token=token, username="", error=None)
+    _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request):
+    """登录 Check the password, start a session, audit the attempt."""
+    ctx = request.app.state.ctx
+    form = await request.form()
+    username = str(form.get("username") or "").strip()[:64]
+    password = str(form.get("password") or "")
+    if writes.bad_text(username) or writes.bad_text(password):
+        username, password = "", ""  # never reaches SQL; answered as a failed login
+    sent, cookie = str(form.get("csrf_token") or ""), request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not sent or sent != cookie:
+        token = new_login_csrf()
+        response = render(request, "login.html", status_code=403, csrf_token=token, username=username,
+                          error="登录表单已过期，请重试")
+        _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
+        return response
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        try:
+            user = authenticate(session, username, password)
+        except NotAuthenticated as exc:
+            audit.record(session.connection(), actor=username or "?", action="login", object_type="session", detail="登录失败",
+                         source=client_ip(request))
+            session.commit()
+            response = render(request, "login.html", status_code=401, csrf_token=cookie, username=username, error=exc.message)
+            return response
+        token, _row = start_session(session, user, source=client_ip(request))
+        audit.record(session.connection(), actor=user.username, action="login", object_type="session", region_code=user.region_code,
+                     detail="登录成功", source=client_ip(request))
+        session.commit()
+    response = RedirectResponse(HOME[user.role], status_code=303)
+    _set_cookie(request, response, SESSION_COOKIE, token, max_age=12 * 3600)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request):
+    """退出 End the session."""
+    cur = current(request)
+    await form_data(request, cur)
+    ctx = request.app.state.ctx
+    with Session(ctx.engine) as session:
+        end_session(session, request.cookies.get(SESSION_COOKIE, ""))
+        audit.record(session.connection(), actor=cur.user.username, action="logout", object_type="session", region_code=cur.user.region_code,
+                     source=client_ip(request))
+        session.commit()
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, *, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="lax",
+                        secure=request.app.state.ctx.secure_cookies)
+
+
+# ---------------------------------------------------------------- work lists
+
+PAGE_ROWS = 100
+
+
+@router.get("/worklist", response_class=HTMLResponse)
+async def worklist_page(request: Request, all: int = 0, page: int = 1):
+    """今日工作清单 The work list page (doctor, county admin)."""
+    ctx = request.app.state.ctx
+    page = min(max(page, 1), 100_000)
+    fast_read = await fast.worklist_page_async(request, client_ip(request), limit=PAGE_ROWS, offset=(page - 1) * PAGE_ROWS,
+                                               horizon_days=None if all else 7)
+    if fast_read is not None:  # PostgreSQL: one statement (session, version, audit row); see fast.py
+        cur, data = fast_read
+        return _worklist_response(request, ctx, cur, data, all, page)
+    return await run_in_threadpool(_worklist_generic, request, all, page)
+
+
+def _worklist_generic(request: Request, all: int, page: int):
+    ctx = request.app.state.ctx
+    # one connection and transaction: session lookup, the cache's version check and the audit row
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        cur = current(request, session)
+        cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
+        conn = session.connection()
+        data = ctx.worklist(cur.scope, conn=conn, as_of=ctx.today(), horizon_days=None if all else 7, limit=PAGE_ROWS,
+                            offset=(page - 1) * PAGE_ROWS)
+        audit.record(conn, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
+                     region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
+        session.commit()
+    return _worklist_response(request, ctx, cur, data, all, page)
+
+
+def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int, page: int) -> HTMLResponse:
+    pages = max(1, -(-data["total"] // PAGE_ROWS))
+    return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages,
+                  rows_html=ctx.worklist_rows_html(data, cur.user.role))
+
+
+@router.get("/mylist", response_class=HTMLResponse)
+def my_list_page(request: Request):
+    """民警/民政名单 Only the patients on the user's lists, only the list fields (rules.md §8)."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
+    ctx = request.app.state.ctx
+    data = ctx.worklist(cur.scope, as_of=ctx.today(), horizon_days=None, limit=300)
+    patients = queries.search_patients(ctx.engine, cur.scope, ctx.tree, "", limit=500)
+    _audit_read(request, cur, action="read", object_type="list", object_id=cur.user.role, region_code=cur.user.region_code,
+                detail=f"{len(patients)} 名患者")
+    return render(request, "mylist.html", data=data, patients=patients)
+
+
+# ---------------------------------------------------------------- patient record
+
+@router.get("/patients/new", response_class=HTMLResponse)
+def new_patient_page(request: Request):
+    """新患者建档 The registration form."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    return _patient_form(request, cur, {"registered_on": request.app.state.ctx.today().isoformat(), "report_type": "2",
+                                        "consent": "1"}, {})
+
+
+def _patient_form(request: Request, cur: Current, values: dict, errors: dict, status_code: int = 200):
+    ctx = request.app.state.ctx
+    with Session(ctx.engine) as session:
+        villages = session.exec(select(Region.code, Region.name).where(Region.level == "village",
+                                                                       Region.code.in_(sorted(cur.scope.region_codes)))
+                                .order_by(Region.code)).all()
+    return render(request, "patient_form.html", status_code=status_code, sections=forms.PATIENT_SECTIONS, values=values,
+                  errors=errors, villages=[(c, f"{n}（{c}）") for c, n in villages])
+
+
+@router.post("/patients/new", response_class=HTMLResponse)
+async def new_patient(request: Request):
+    """新患者建档 Save a registration or show the form again with its errors."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    try:
+        patient = writes.register_patient(ctx.engine, cur.scope, data, today=ctx.today(), source=client_ip(request))
+    except InvalidInput as exc:
+        return _patient_form(request, cur, data, forms.errors_by_field(exc.issues), status_code=422)
+    return RedirectResponse(f"/patients/{patient.patient_id}", status_code=303)
+
+
+@router.get("/patients/{patient_id}", response_class=HTMLResponse)
+async def patient_page(request: Request, patient_id: str):
+    """一历 The patient record (full or list fields by role); audited."""
+    fast_read = await fast.patient_page_async(request, patient_id, client_ip(request))
+    if fast_read is not None:  # PostgreSQL, doctor or admin: one statement with its audit row; see fast.py
+        cur, record = fast_read
+        return render(request, "patient.html", p=record)
+    return await run_in_threadpool(_patient_page_generic, request, patient_id)
+
+
+def _patient_page_generic(request: Request, patient_id: str):
+    ctx = request.app.state.ctx
+    source = client_ip(request)
+    # one connection and transaction: session lookup, the record's reads and its audit row
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        cur = current(request, session)
+
+        def audit_read(conn, patient) -> None:  # rules.md §8: in the read's own transaction
+            audit.record(conn, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
+                         region_code=patient.village_code, source=source)
+
+        record = queries.patient_record(session, cur.scope, ctx.tree, patient_id, as_of=ctx.today(), on_read=audit_read)
+    template = "patient.html" if cur.scope.full_record else "patient_limited.html"
+    return render(request, template, p=record)
+
+
+@router.get("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)
+def follow_up_page(request: Request, patient_id: str):
+    """随访录入 The 2018 follow-up form."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    return _follow_up_form(request, cur, patient_id, {"visit_on": request.app.state.ctx.today().isoformat(),
+                                                      "doctor_signature": cur.user.display_name}, {})
+
+
+def _follow_up_form(request: Request, cur: Current, patient_id: str, values: dict, errors: dict, status_code: int = 200):
+    ctx = request.app.state.ctx
+    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+    joint_roles = sorted({r for t in record["tasks"] for r in t.get("roles") or [] if r in writes.JOINT_ROLES},
+                         key=writes.JOINT_ROLES.index)
+    return render(request, "follow_up_form.html", status_code=status_code, p=record, sections=forms.FOLLOW_UP_SECTIONS,
+                  values=values, errors=errors, joint_roles=joint_roles or list(writes.JOINT_ROLES),
+                  attendance_choices=forms.ATTENDANCE_CHOICES, suggested=set(joint_roles))
+
+
+@router.post("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)
+async def follow_up_submit(request: Request, patient_id: str):
+    """随访录入 Save a follow-up or show the form again with its errors."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    data = {k: v for k, v in data.items() if not (k.startswith("attended_") and v == "")}
+    ctx = request.app.state.ctx
+    try:
+        writes.record_follow_up(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
+    except InvalidInput as exc:
+        return _follow_up_form(request, cur, patient_id, data, forms.errors_by_field(exc.issues), status_code=422)
+    return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
+
+
+@router.get("/patients/{patient_id}/status", response_class=HTMLResponse)
+def status_page(request: Request, patient_id: str):
+    """死亡/迁出 The status form."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    return _status_form(request, cur, patient_id, {"status": "dead", "status_on": request.app.state.ctx.today().isoformat()}, {})
+
+
+def _status_form(request, cur, patient_id, values, errors, status_code=200):
+    ctx = request.app.state.ctx
+    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+    return render(request, "status_form.html", status_code=status_code, p=record, values=values, errors=errors)
+
+
+@router.post("/patients/{patient_id}/status", response_class=HTMLResponse)
+async def status_submit(request: Request, patient_id: str):
+    """死亡/迁出 Save a death or move-out, or show the form again."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    try:
+        writes.record_status(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
+    except InvalidInput as exc:
+        return _status_form(request, cur, patient_id, data, forms.errors_by_field(exc.issues), status_code=422)
+    return RedirectResponse(f"/patients/{patient_id}", status_code=303)
+
+
+@router.post("/patients/{patient_id}/health-check", response_class=HTMLResponse)
+async def health_check_submit(request: Request, patient_id: str):
+    """健康体检 Record a health check from the patient page."""
+    return await _event_submit(request, patient_id, writes.record_health_check)
+
+
+@router.post("/patients/{patient_id}/injection", response_class=HTMLResponse)
+async def injection_submit(request: Request, patient_id: str):
+    """长效针剂注射 Record an injection from the patient page."""
+    return await _event_submit(request, patient_id, writes.record_injection)
+
+
+async def _event_submit(request: Request, patient_id: str, write):
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    try:
+        write(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
+    except InvalidInput as exc:
+        record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+        return render(request, "patient.html", status_code=422, p=record, event_errors=forms.errors_by_field(exc.issues),
+                      event_values=data)
+    return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
+
+
+@router.post("/follow-ups/{follow_up_id}/attendance")
+async def attendance_submit(request: Request, follow_up_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]):
+    """到场登记 Police / civil affairs confirm their attendance."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    writes.record_attendance(ctx.engine, cur.scope, follow_up_id, data.get("attended") == "1", source=client_ip(request))
+    back = data.get("back", "/mylist")
+    return RedirectResponse(back if back.startswith("/patients/") else "/mylist", status_code=303)
+
+
+# ---------------------------------------------------------------- search, lists, dashboard, audit
+
+@router.get("/search", response_class=HTMLResponse)
+def search_page(request: Request, q: str = ""):
+    """患者检索 Search within scope; audited."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
+    ctx = request.app.state.ctx
+    q = text_param(q, "检索词(q)")
+    results = queries.search_patients(ctx.engine, cur.scope, ctx.tree, q) if q.strip() else []
+    if q.strip():
+        _audit_read(request, cur, action="search", object_type="patient", object_id=None, region_code=cur.user.region_code,
+                    detail=f"检索“{q}”，{len(results)} 条")
+    return render(request, "search.html", q=q, results=results)
+
+
+@router.get("/lists/week")
+def week_lists(request: Request):
+    """本周五单 The township's five lists for this week (Monday), PDF + XLSX in one zip."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    ctx = request.app.state.ctx
+    today = ctx.today()
+    monday = today - timedelta(days=today.weekday())
+    township = ctx.tree.township_of(cur.user.region_code) or cur.user.region_code
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_lists_safe(ctx.engine, week=monday, township=township, out_dir=Path(tmp))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, arcname=f.name)
+    _audit_read(request, cur, action="export", object_type="five_lists", object_id=f"{township}/{monday}", region_code=township,
+                detail=f"{len(files)} 个文件")
+    name = f"wudan-{township}-{monday}.zip"
+    return Response(buf.getvalue(), media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _default_month(today: date) -> str:
+    return f"{today.year:04d}-{today.month:02d}"
+
+
+@router.get("/dashboard", response_class=HTMLResponse)
+def dashboard(request: Request, month: str = ""):
+    """指标看板 The month's indicators per township against targets."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
+    ctx = request.app.state.ctx
+    month = month or _default_month(ctx.today())
+    month_arg(month)
+    rates = compute_rates_safe(ctx.engine, month=month, region_code=cur.user.region_code)
+    _audit_read(request, cur, action="read", object_type="rates", object_id=month, region_code=cur.user.region_code)
+    return render(request, "dashboard.html", month=month, rates=rates, tree=ctx.tree)
+
+
+@router.get("/reports/monthly.pdf")
+def monthly_pdf(request: Request, month: str = ""):
+    """月报下载 The monthly PDF; audited as an export."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
+    ctx = request.app.state.ctx
+    month = month or _default_month(ctx.today())
+    month_arg(month)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"report-{month}.pdf"
+        write_report_safe(ctx.engine, month=month, region_code=cur.user.region_code, out_path=out)
+        content = out.read_bytes()
+    _audit_read(request, cur, action="export", object_type="monthly_report", object_id=month, region_code=cur.user.region_code)
+    return Response(content, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="jingfang-{cur.user.region_code}-{month}.pdf"'})
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request, actor: str = "", action: str = ""):
+    """审计日志 The latest audit rows of the admin's region."""
+    cur = current(request)
+    cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
+    ctx = request.app.state.ctx
+    actor, action = text_param(actor, "用户(actor)"), text_param(action, "操作(action)", 20)
+    rows = queries.audit_rows(ctx.engine, cur.scope, actor=actor or None, action=action or None)
+    return render(request, "audit.html", rows=rows, actor=actor, action=action)

@@ -1,0 +1,443 @@
+"""查询 Read models for pages and API: work list, 一历 (patient record), search, audit.
+
+Every function takes a :class:`~registry.web.scopes.Scope` and returns plain dicts shaped
+for the caller's role (rules.md §8: police / civil affairs never get diagnosis,
+medication or an unmasked ID). Queries are set-based: one query per kind of row.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, select
+
+from registry import codes, ids
+from registry.accounts import UserRole
+from registry.models import AuditLog, CareTeamAssignment, FollowUp, FollowUpParticipant, HealthCheck, Patient, TeamMember
+from registry.rules import classification_of, is_complete
+from registry.web.scopes import RegionTree, Scope, minus_months
+
+TASK_KIND_LABELS = {
+    "first_visit": "首次面访",
+    "follow_up": "随访",
+    "retry": "重访",
+    "locate": "查找失访",
+    "discharge_check": "出院随访",
+    "health_check": "健康体检",
+    "injection": "长效针剂注射",
+}
+ROLE_LABELS = {m.value: m.label for m in codes.TeamRole} | {"guardian": "监护人"}
+WORKLIST_HORIZON_DAYS = 7  # 随访任务单: due in the next 7 days and overdue (rules.md §7.1)
+
+
+def label(enum_cls, value) -> str:
+    """编码名称 The Chinese label of a coded value (blank when unknown)."""
+    if value is None or value == "":
+        return ""
+    try:
+        return enum_cls(value).label
+    except ValueError:
+        return str(value)
+
+
+def age_on(birth: date, today: date) -> int:
+    """年龄 Age in whole years on a date."""
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+# ---------------------------------------------------------------- tasks
+
+def worklist_sort_key(task: dict):
+    """排序 The work-list order as a Python key (the SQL in ``_worklist_rows`` is the one used):
+    overdue first (issue 4), then rules.md §5: risk level desc, days overdue desc, due date."""
+    risk = task.get("risk_level")
+    return (
+        0 if task.get("overdue") else 1,
+        -(risk if risk is not None else -1),
+        -(task.get("days_overdue") or 0),
+        str(task.get("due_on")),
+        str(task.get("patient_id")),
+    )
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def worklist(engine, scope: Scope, tree: RegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
+             limit: int | None = None, offset: int = 0) -> dict:
+    """今日工作清单 Tasks in the user's scope: overdue first, then due within the horizon.
+
+    Joint visits carry the team members to call for every required role besides the doctor.
+    The page needs only the first ``limit`` rows, so the filter, the §5 order and the limit
+    run in SQL on the scheduler's ``visit_task`` table (the same rows as
+    ``schedules.worklist.open_tasks``: open, basis on or before ``as_of``, in the region).
+    """
+    with Session(engine) as session:
+        (total, overdue), tasks, patients = _worklist_rows(session, scope, as_of=as_of, horizon_days=horizon_days, limit=limit,
+                                                               offset=offset)
+        teams = teams_for(session, list(patients.values()), tree) if any(t["joint"] for t in tasks) else {}
+    rows = []
+    for t in tasks:
+        p = patients[t["patient_id"]]
+        roles = list(t.get("roles") or [])
+        call = [m for m in teams.get(p.patient_id, []) if m["role"] in roles and m["role"] != "doctor"] if t["joint"] else []
+        rows.append({
+            "patient_id": p.patient_id,
+            "name": p.name,
+            "village": tree.name(p.village_code),
+            "village_code": p.village_code,
+            "kind": t["kind"],
+            "kind_label": TASK_KIND_LABELS.get(t["kind"], t["kind"]),
+            "due_on": str(t["due_on"]),
+            "overdue": bool(t.get("overdue")),
+            "days_overdue": int(t.get("days_overdue") or 0),
+            "risk_level": t.get("risk_level"),
+            "roles": roles,
+            "role_labels": [ROLE_LABELS.get(r, r) for r in roles],
+            "joint": bool(t.get("joint")),
+            "call": call,
+            "rule": t.get("rule"),
+        })
+    return {"as_of": as_of.isoformat(), "total": total, "overdue": overdue, "offset": offset, "rows": rows}
+
+
+def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days: int | None, limit: int | None,
+                   offset: int = 0):
+    """(total, first ``limit`` task dicts in work-list order, their patients) for the scope."""
+    try:
+        from schedules.models import VisitTask  # noqa: PLC0415
+    except ImportError:
+        return (0, 0), [], {}
+    t = VisitTask.__table__
+    where = [t.c.status == "open", t.c.basis_on <= as_of, scope.patient_clause()]
+    if not scope.full_record:  # police / civil affairs: only the visits they take part in (rules.md §6)
+        where.append(t.c.roles.contains(scope.role))
+    if horizon_days is not None:
+        where.append(t.c.due_on <= as_of + timedelta(days=horizon_days))
+    joined = t.join(Patient, Patient.patient_id == t.c.patient_id)
+    later = sa.case((t.c.due_on < as_of, 0), else_=1)  # 0 = overdue, sorts first
+    # one pass: narrow task rows with the totals as window aggregates; the patients are fetched
+    # afterwards for the page's rows only
+    stmt = (
+        sa.select(t.c.patient_id, t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level, t.c.id,
+                  sa.func.count().over().label("total"), sa.func.sum(1 - later).over().label("overdue_total"))
+        .select_from(joined).where(*where)
+        # issue 4: overdue first; then rules.md §5: risk desc (unknown last), days overdue desc, due date
+        .order_by(later, sa.func.coalesce(t.c.risk_level, -1).desc(), t.c.due_on, t.c.patient_id, t.c.kind)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+    tasks = []
+    total = overdue_total = None
+    for row in session.execute(stmt):
+        total, overdue_total = row.total, row.overdue_total
+        overdue = as_of > row.due_on
+        tasks.append({"patient_id": row.patient_id, "kind": row.kind, "due_on": row.due_on.isoformat(), "overdue": overdue,
+                      "days_overdue": (as_of - row.due_on).days if overdue else 0, "roles": row.roles.split(","),
+                      "joint": bool(row.joint), "rule": row.rule, "risk_level": row.risk_level, "task_id": row.id})
+    if total is None:  # an empty page (or none at all): count without the rows
+        total, overdue_total = session.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(1 - later), 0)).select_from(joined).where(*where)).one()
+    pids = sorted({task["patient_id"] for task in tasks})
+    patients = {p.patient_id: p for p in session.exec(select(Patient).where(Patient.patient_id.in_(pids)))} if pids else {}
+    return (int(total), int(overdue_total or 0)), tasks, patients
+
+
+def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dict]:
+    """患者待办 One patient's open tasks (the rows ``schedules.worklist.open_tasks`` gives for them)."""
+    try:
+        from schedules.models import VisitTask  # noqa: PLC0415
+    except ImportError:
+        return []
+    t = VisitTask.__table__
+    rows = session.execute(sa.select(t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level).where(
+        t.c.patient_id == patient_id, t.c.status == "open", t.c.basis_on <= as_of).order_by(t.c.due_on, t.c.kind)).all()
+    return [task_view(patient_id, r.kind, r.due_on, r.roles, r.joint, r.rule, r.risk_level, as_of=as_of) for r in rows]
+
+
+def task_view(patient_id: str, kind: str, due_on: date, roles: str, joint, rule, risk_level, *, as_of: date) -> dict:
+    """待办 One open task shaped for the patient page (the ORM and the PostgreSQL fast path share it)."""
+    role_list = roles.split(",")
+    return {"patient_id": patient_id, "kind": kind, "kind_label": TASK_KIND_LABELS.get(kind, kind),
+            "due_on": due_on.isoformat(), "overdue": as_of > due_on, "roles": role_list,
+            "role_labels": [ROLE_LABELS.get(x, x) for x in role_list], "joint": bool(joint), "rule": rule,
+            "risk_level": risk_level}
+
+
+# ---------------------------------------------------------------- team
+
+def teams_for(session: Session, patients: list[Patient], tree: RegionTree) -> dict[str, list[dict]]:
+    """个案管理团队 Each patient's team: explicit assignments, else the members serving the
+    patient's village and township (rules.md §6). Two queries for any number of patients."""
+    m = TeamMember.__table__
+    cols = (m.c.member_id, m.c.name, m.c.role, m.c.phone, m.c.region_code)
+    pids = [p.patient_id for p in patients]
+    explicit: dict[str, list] = {}
+    a = CareTeamAssignment.__table__
+    for row in session.execute(sa.select(a.c.patient_id, *cols).join(m, m.c.member_id == a.c.member_id)
+                               .where(a.c.patient_id.in_(pids)).order_by(m.c.member_id)):
+        explicit.setdefault(row.patient_id, []).append(row[1:])
+    township_of = {p.village_code: tree.township_of(p.village_code) for p in patients}
+    regions = set(township_of) | {t for t in township_of.values() if t}
+    regional = session.execute(sa.select(*cols).where(m.c.region_code.in_(sorted(regions))).order_by(m.c.member_id)).all()
+    return team_views(patients, explicit, regional, tree)
+
+
+def team_views(patients, explicit: dict[str, list], regional: list, tree: RegionTree) -> dict[str, list[dict]]:
+    """个案管理团队 The teams from member rows ``(member_id, name, role, phone, region_code)``: each
+    patient's explicit assignments (``explicit[patient_id]``), else the ``regional`` members serving
+    the village and its township (rules.md §6), then the guardian. Rows in member_id order."""
+    order = {r: i for i, r in enumerate(m.value for m in codes.TeamRole)}
+
+    def member(row) -> tuple:
+        member_id, name, role, phone = row[0], row[1], row[2], row[3]
+        return ((order.get(role, 99), name),
+                {"member_id": member_id, "name": name, "role": role, "role_label": ROLE_LABELS.get(role, role),
+                 "phone": phone or ""})
+
+    township_of = {p.village_code: tree.township_of(p.village_code) for p in patients}
+    by_region: dict[str, list[tuple]] = {}
+    for row in regional:
+        by_region.setdefault(row[4], []).append(member(row))
+    defaults: dict[str, list[dict]] = {}
+    for village, township in township_of.items():
+        merged = by_region.get(village, []) + by_region.get(township or "", [])
+        defaults[village] = [d for _k, d in sorted(merged, key=lambda kv: kv[0])]
+    out: dict[str, list[dict]] = {}
+    for p in patients:
+        own = [member(row) for row in explicit.get(p.patient_id, ())]
+        team = [d for _k, d in sorted(own, key=lambda kv: kv[0])] if own else list(defaults[p.village_code])
+        if p.guardian_name:
+            team.append({"member_id": None, "name": p.guardian_name, "role": "guardian", "role_label": "监护人",
+                         "phone": p.guardian_phone or ""})
+        out[p.patient_id] = team
+    return out
+
+
+# ---------------------------------------------------------------- the patient record (一历)
+
+def _medication(text: str | None) -> list[dict] | str:
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, list) else text
+
+
+def follow_up_view(fu: FollowUp, participants: list) -> dict:
+    """随访记录 One follow-up shaped for the 一历 timeline (participants: rows with ``role``, ``attended``)."""
+    cls = classification_of(fu)
+    return {
+        "id": fu.id,
+        "visit_on": fu.visit_on.isoformat(),
+        "mode": fu.mode, "mode_label": label(codes.FollowUpMode, fu.mode),
+        "met_with": fu.met_with,
+        "complete": is_complete(fu.lost_reason, fu.risk_level, fu.hospital_status),
+        "lost_reason": fu.lost_reason, "lost_reason_label": label(codes.LostReason, fu.lost_reason),
+        "risk_level": fu.risk_level,
+        "insight_label": label(codes.Insight, fu.insight),
+        "symptoms_label": "、".join(label(codes.Symptom, int(s)) for s in (fu.symptoms or "").split(",") if s.strip().isdigit()),
+        "symptoms_obvious": fu.symptoms_obvious,
+        "hospital_status_label": label(codes.HospitalStatus, fu.hospital_status),
+        "adherence": fu.adherence, "adherence_label": label(codes.Adherence, fu.adherence),
+        "incidents": {"轻度滋事": fu.incidents_mild, "肇事": fu.incidents_disturbance, "肇祸": fu.incidents_crime,
+                      "其他危害行为": fu.incidents_other, "自伤": fu.self_harm, "自杀未遂": fu.suicide_attempt},
+        "classification": int(cls) if cls is not None else None,
+        "classification_label": cls.label if cls is not None else "",
+        "classification_recorded": fu.classification is not None,
+        "medication": _medication(fu.medication),
+        "advised_medication": _medication(fu.advised_medication),
+        "lai": {"drug": fu.lai_drug, "interval_weeks": fu.lai_interval_weeks, "dose": fu.lai_dose} if fu.lai_drug else None,
+        "psych_support_patient": fu.psych_support_patient,
+        "psych_support_family": fu.psych_support_family,
+        "rehabilitation": fu.rehabilitation,
+        "rehabilitation_measures": fu.rehabilitation_measures,
+        "referral": fu.referral,
+        "next_visit_on": fu.next_visit_on.isoformat() if fu.next_visit_on else None,
+        "doctor_signature": fu.doctor_signature,
+        "participants": [{"role": p.role, "role_label": ROLE_LABELS.get(p.role, p.role), "attended": p.attended}
+                         for p in participants],
+    }
+
+
+def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, as_of: date,
+                   on_read: Callable[[Connection, Patient], None] | None = None) -> dict:
+    """一历 The patient's longitudinal record, shaped for the caller's role (rules.md §7, §8).
+
+    ``on_read(connection, patient)`` runs after the reads in the same transaction, which is then
+    committed: the read's audit row (rules.md §8) costs no second connection. ``engine`` may be a
+    Session (opened with ``expire_on_commit=False``) that the caller owns and closes.
+    """
+    own = not isinstance(engine, Session)
+    session = Session(engine, expire_on_commit=False) if own else engine
+    try:
+        p = scope.check_patient(session, patient_id)
+        follow_ups = list(session.exec(select(FollowUp).where(FollowUp.patient_id == p.patient_id)
+                                       .order_by(FollowUp.visit_on.desc(), FollowUp.id.desc())))
+        fu_ids = [f.id for f in follow_ups]
+        parts: dict[int, list] = {}  # follow_up_id → rows with .role, .attended
+        if fu_ids:
+            fp = FollowUpParticipant.__table__  # only the columns the view needs (no ORM objects)
+            for row in session.execute(sa.select(fp.c.follow_up_id, fp.c.role, fp.c.attended)
+                                       .where(fp.c.follow_up_id.in_(fu_ids)).order_by(fp.c.follow_up_id, fp.c.role)):
+                parts.setdefault(row.follow_up_id, []).append(row)
+        hc = HealthCheck.__table__
+        checks = [d.isoformat() for d in session.execute(
+            sa.select(hc.c.checked_on).where(hc.c.patient_id == p.patient_id).order_by(hc.c.checked_on.desc())).scalars()]
+        team = teams_for(session, [p], tree)[p.patient_id]
+        tasks = patient_tasks(session, p.patient_id, as_of=as_of)
+        if on_read is not None:
+            on_read(session.connection(), p)
+            session.commit()
+    finally:
+        if own:
+            session.close()
+    return shape_record(scope, tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
+
+
+def shape_record(scope: Scope, tree: RegionTree, p, follow_ups: list, parts: dict, checks: list[str], team: list[dict],
+                 tasks: list[dict], *, as_of: date) -> dict:
+    """一历 The record from its read rows, shaped for the caller's role (rules.md §7, §8).
+
+    ``p`` and ``follow_ups`` are Patient / FollowUp objects or objects with the same attributes
+    (the PostgreSQL fast path, ``registry.web.fast``); ``parts`` maps follow-up id → participant
+    rows (``role``, ``attended``); follow-ups newest first.
+    """
+    views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
+    latest_complete = next((v for v in views if v["complete"]), None)
+    since = minus_months(as_of, 12)
+    base = {
+        "patient_id": p.patient_id,
+        "name": p.name,
+        "sex_label": label(codes.Sex, p.sex),
+        "age": age_on(p.birth_date, as_of),
+        "id_number": (p.id_number or "") if scope.sees_unmasked_id else ids.mask(p.id_number),
+        "id_masked": not scope.sees_unmasked_id,
+        "village_code": p.village_code,
+        "village": tree.name(p.village_code),
+        "township": tree.name(tree.township_of(p.village_code)),
+        "address": p.address or "",
+        "phone": p.phone or "",
+        "guardian_name": p.guardian_name or "",
+        "guardian_phone": p.guardian_phone or "",
+        "status": p.status,
+        "status_label": label(codes.PatientStatus, p.status),
+        "status_on": p.status_on.isoformat() if p.status_on else None,
+        "tasks": tasks,
+        "team": team,
+    }
+    if not scope.full_record:  # list roles see only the tasks they take part in
+        base["tasks"] = [t for t in tasks if scope.role in t["roles"]]
+    if scope.role == UserRole.POLICE.value:
+        # 风险预警单 fields only (rules.md §7.3): no diagnosis, no medication.
+        base.update({
+            "risk_level": latest_complete["risk_level"] if latest_complete else None,
+            "last_visit_on": views[0]["visit_on"] if views else None,
+            "lost": bool(views and views[0]["lost_reason"] is not None),
+            "incidents_12m": sum((f.incidents_disturbance or 0) + (f.incidents_crime or 0) for f in follow_ups
+                                 if since <= f.visit_on <= as_of),
+            "joint_visits": _joint_visits(views, scope.role),
+        })
+        return base
+    if scope.role == UserRole.CIVIL_AFFAIRS.value:
+        # 帮扶救助单 fields only (rules.md §7.5).
+        base.update({
+            "economic_status_label": label(codes.EconomicStatus, p.economic_status),
+            "guardian_reward": p.guardian_reward,
+            "rehabilitation": any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of),
+            "joint_visits": _joint_visits(views, scope.role),
+        })
+        return base
+    risk_history = [{"visit_on": v["visit_on"], "risk_level": v["risk_level"], "classification_label": v["classification_label"]}
+                    for v in reversed(views) if v["complete"]]
+    base.update({
+        "birth_date": p.birth_date.isoformat(),
+        "diagnosis": p.diagnosis,
+        "diagnosis_label": label(codes.Diagnosis, p.diagnosis),
+        "diagnosed_on": p.diagnosed_on.isoformat() if p.diagnosed_on else None,
+        "registered_on": p.registered_on.isoformat(),
+        "report_type_label": label(codes.ReportType, p.report_type),
+        "consent_label": label(codes.Consent, p.consent),
+        "economic_status_label": label(codes.EconomicStatus, p.economic_status),
+        "guardian_reward": p.guardian_reward,
+        "status_detail": p.status_detail or "",
+        "lai_plan": {"drug": p.lai_drug, "interval_weeks": p.lai_interval_weeks, "last_on": p.lai_last_on.isoformat()
+                     if p.lai_last_on else None, "dose": p.lai_dose} if p.lai_drug else None,
+        "follow_ups": views,
+        "risk_history": risk_history,
+        "latest_classification_label": latest_complete["classification_label"] if latest_complete else "",
+        "latest_risk_level": latest_complete["risk_level"] if latest_complete else None,
+        "health_checks": checks,
+        "assistance": {
+            "economic_status_label": label(codes.EconomicStatus, p.economic_status),
+            "guardian_reward": p.guardian_reward,
+            "psych_support": sum(1 for f in follow_ups if f.psych_support_patient or f.psych_support_family),
+            "rehabilitation": any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of),
+        },
+    })
+    return base
+
+
+def _joint_visits(views: list[dict], role: str) -> list[dict]:
+    """Follow-ups with a participant row for ``role`` (the joint visits this user takes part in)."""
+    out = []
+    for v in views:
+        mine = [p for p in v["participants"] if p["role"] == role]
+        if mine:
+            out.append({"follow_up_id": v["id"], "visit_on": v["visit_on"], "attended": mine[0]["attended"]})
+    return out
+
+
+# ---------------------------------------------------------------- search and lists
+
+def search_patients(engine, scope: Scope, tree: RegionTree, q: str, *, limit: int = 50) -> list[dict]:
+    """患者检索 By patient number, name (substring) or full ID number, within scope."""
+    q = q.strip()
+    clause = scope.patient_clause()
+    with Session(engine) as session:
+        stmt = select(Patient).where(clause)
+        if q:
+            stmt = stmt.where(sa.or_(Patient.patient_id == q, Patient.name.contains(q, autoescape=True), Patient.id_number == q.upper()))
+        stmt = stmt.order_by(Patient.patient_id).limit(limit)
+        rows = list(session.exec(stmt))
+    return [brief(p, scope, tree) for p in rows]
+
+
+def brief(p: Patient, scope: Scope, tree: RegionTree) -> dict:
+    """患者摘要 One search/list row (diagnosis only for full-record roles)."""
+    return {
+        "patient_id": p.patient_id,
+        "name": p.name,
+        "sex_label": label(codes.Sex, p.sex),
+        "age": age_on(p.birth_date, scope.today),
+        "village": tree.name(p.village_code),
+        "id_number": ids.mask(p.id_number),
+        "status_label": label(codes.PatientStatus, p.status),
+        **({"diagnosis_label": label(codes.Diagnosis, p.diagnosis)} if scope.full_record else {}),
+    }
+
+
+def audit_rows(engine, scope: Scope, *, limit: int = 200, actor: str | None = None, action: str | None = None) -> list[dict]:
+    """审计日志 Latest audit rows for the admin's region (rows without a region are shown too)."""
+    with Session(engine) as session:
+        stmt = select(AuditLog).where(sa.or_(AuditLog.region_code.is_(None), AuditLog.region_code.in_(sorted(scope.region_codes))))
+        if actor:
+            stmt = stmt.where(AuditLog.actor == actor)
+        if action:
+            stmt = stmt.where(AuditLog.action == action)
+        rows = session.exec(stmt.order_by(AuditLog.at.desc(), AuditLog.id.desc()).limit(limit)).all()
+    from registry.config import LOCAL_TZ
+
+    return [{"id": r.id, "at": r.at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S"), "actor": r.actor, "action": r.action,
+             "object_type": r.object_type, "object_id": r.object_id, "region_code": r.region_code, "detail": r.detail,
+             "source": r.source} for r in rows]

@@ -1,0 +1,326 @@
+"""录入 Writes from forms and the API: follow-ups, new patients, death/move-out, attendance.
+
+One validation path (``registry.validation``, shared with the importer); each write is ONE
+transaction together with its audit row; afterwards the scheduler refreshes the tasks so
+a done visit leaves the work list (rules.md §5 idempotency: the generator is re-runnable).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from registry import audit, codes
+from registry.accounts import UserRole
+from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
+from registry.models import FollowUp, FollowUpParticipant, Patient, Region, utcnow
+from registry.validation import FieldError, iso_date, text, validate_follow_up, validate_patient
+from registry.web.scopes import Scope
+
+JOINT_ROLES = ("police", "village", "civil_affairs")
+
+
+def _reject(issues: list[Issue]) -> InvalidInput:
+    first = issues[0]
+    more = f"（共 {len(issues)} 处问题）" if len(issues) > 1 else ""
+    return InvalidInput(message=first.message + more, code="INVALID_INPUT", issues=issues)
+
+
+def refresh_schedule(engine, *, today: date, patient_ids: list[str] | None = None) -> None:
+    """刷新任务 Re-run the scheduler so tasks closed by this write leave the lists (schedules.generation).
+
+    Only the written patient is replanned (``patient_ids``): a write costs one patient's
+    generation, not the county's. Recorded as a ``schedule_run`` (source "web"), which also
+    tells every web worker's work-list cache that the tasks changed (registry/web/cache.py).
+    """
+    try:
+        from schedules import generation  # noqa: PLC0415
+    except ImportError:
+        return
+    try:
+        from schedules.jobs import recorded  # noqa: PLC0415
+    except ImportError:
+        generation.generate(engine, as_of=today, patient_ids=patient_ids)
+        return
+    recorded(engine, "generate", today, "web", lambda: generation.generate(engine, as_of=today, patient_ids=patient_ids))
+
+
+def bad_text(value: str) -> bool:
+    """无效字符 Text PostgreSQL cannot store (NUL, lone surrogates): refused before it reaches SQL."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _clean(raw: dict[str, Any]) -> dict[str, str]:
+    """Form/API values as the stripped strings the validators take (JSON numbers/bools too)."""
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        if value is None:
+            continue
+        if bad_text(str(key)) or (isinstance(value, str) and bad_text(value)):
+            out[str(key).encode("utf-8", "replace").decode().replace("\x00", "")[:40] or "?"] = "\x00invalid"
+            continue
+        if isinstance(value, bool):
+            out[key] = "1" if value else "0"
+        elif isinstance(value, (int, float, str)):
+            out[key] = str(value)
+        elif isinstance(value, list) and key in ("symptoms",):
+            out[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, (list, dict)) and key in ("medication", "advised_medication"):
+            out[key] = json.dumps(value, ensure_ascii=False)
+        else:
+            out[key] = "\x00invalid"
+    return out
+
+
+def _check_types(raw: dict[str, str], allowed: set[str]) -> list[Issue]:
+    issues = [Issue("UNKNOWN_FIELD", f"未知字段：{k[:40]}", column=k[:40]) for k in raw if k not in allowed]
+    issues += [Issue("BAD_VALUE", f"字段 {k} 的值类型无效或含有无效字符", column=k) for k, v in raw.items() if v == "\x00invalid"]
+    return issues
+
+
+def _medication_json(text_: str) -> str:
+    """Medication as stored: a JSON list of {drug, ...}; a form's lines become one entry each."""
+    try:
+        parsed = json.loads(text_)
+        if isinstance(parsed, list):
+            return text_
+    except ValueError:
+        pass
+    lines = [line.strip() for line in text_.splitlines() if line.strip()]
+    return json.dumps([{"drug": line} for line in lines], ensure_ascii=False)
+
+
+def follow_up_field_names() -> set[str]:
+    """随访字段 Field names a follow-up form/body may carry."""
+    from registry.validation import FOLLOW_UP_EXTRA_FIELDS, FOLLOW_UP_FIELDS
+
+    return {f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in JOINT_ROLES}
+
+
+def patient_field_names() -> set[str]:
+    """患者字段 Field names a registration form/body may carry."""
+    from registry.validation import PATIENT_EXTRA_FIELDS, PATIENT_FIELDS
+
+    return {f.name for f in PATIENT_FIELDS + PATIENT_EXTRA_FIELDS}
+
+
+def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None) -> FollowUp:
+    """随访录入 Validate and store one follow-up (+ joint-visit attendance), one transaction."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    raw = _clean(raw_in)
+    raw["patient_id"] = patient_id
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        issues = _check_types(raw, follow_up_field_names())
+        values, more = validate_follow_up(raw, today=today, birth_date=patient.birth_date, extra=True)
+        issues += more
+        visit_on = values.get("visit_on")
+        if visit_on is not None and visit_on < patient.registered_on:
+            issues.append(Issue("VISIT_BEFORE_REGISTRATION",
+                                f"随访日期(visit_on) {visit_on} 早于建档日期 {patient.registered_on}", column="visit_on"))
+        if patient.status != "active" and patient.status_on and visit_on and visit_on > patient.status_on:
+            issues.append(Issue("PATIENT_NOT_ACTIVE", f"患者已{codes.PatientStatus(patient.status).label}（{patient.status_on}），"
+                                f"不能录入之后的随访", column="visit_on"))
+        if values.get("lost_reason") is None and values.get("risk_level") is None and values.get("hospital_status") != 1 \
+                and visit_on is not None and not any(i.column == "risk_level" for i in issues):
+            issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性评估(risk_level)；未访到请填写失访原因(lost_reason)",
+                                column="risk_level"))
+        for key in ("medication", "advised_medication"):
+            if values.get(key):
+                values[key] = _medication_json(values[key])
+                if len(values[key]) > 1000:
+                    issues.append(Issue("TOO_LONG", f"{key}: 用药记录过长（超过1000个字符）", column=key))
+        if issues:
+            raise _reject(issues)
+        attended = {r: raw.pop(f"attended_{r}", None) for r in JOINT_ROLES}
+        seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
+                                                                    FollowUp.visit_on == visit_on)).one() or 0) + 1
+        columns = set(FollowUp.model_fields)
+        fu = FollowUp(**{k: v for k, v in values.items() if k in columns}, seq=seq)
+        session.add(fu)
+        session.flush()
+        for role, flag in attended.items():
+            if flag is not None:
+                session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, attended=flag in ("1", "on", "true", "是")))
+        if values.get("death_on"):
+            patient.status, patient.status_on = "dead", values["death_on"]
+            patient.status_detail = values.get("death_cause")
+            patient.updated_at = utcnow()
+            session.add(patient)
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up", object_id=f"{patient_id}/{fu.id}",
+                     region_code=patient.village_code, detail=f"随访 {visit_on}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
+    return fu
+
+
+def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: date, source: str | None) -> Patient:
+    """新患者建档 Register a new patient in a village under the doctor's township."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    raw = _clean(raw_in)
+    issues = _check_types(raw, patient_field_names())
+    raw.pop("status", None)
+    raw.pop("status_on", None)  # a new registration is 在册; death/move-out is its own form
+    values, more = validate_patient(raw, today=today, extra=True)
+    issues += more
+    with Session(engine, expire_on_commit=False) as session:
+        village = values.get("village_code")
+        if village:
+            region = session.get(Region, village)
+            if region is None or region.level != "village":
+                issues.append(Issue("VILLAGE_UNKNOWN", f"村编码(village_code) {village} 不存在或不是村(社区)", column="village_code"))
+            elif village not in scope.region_codes:
+                issues.append(Issue("VILLAGE_OUT_OF_SCOPE", f"村编码(village_code) {village} 不在您的管辖范围内", column="village_code"))
+        pid = values.get("patient_id")
+        if pid and session.get(Patient, pid) is not None:
+            issues.append(Issue("PATIENT_EXISTS", f"患者编号(patient_id) {pid} 已存在", column="patient_id"))
+        if issues:
+            raise _reject(issues)
+        columns = set(Patient.model_fields)
+        patient = Patient(**{k: v for k, v in values.items() if k in columns and v is not None})
+        session.add(patient)
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient", object_id=pid,
+                     region_code=village, detail="新患者建档", source=source)
+        try:
+            session.commit()
+        except sa.exc.IntegrityError:
+            raise Conflict(f"患者编号 {pid} 已存在", code="PATIENT_EXISTS") from None
+    refresh_schedule(engine, today=today, patient_ids=[pid])
+    return patient
+
+
+def record_status(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None) -> Patient:
+    """死亡/迁出 Record a death or a move-out; the scheduler cancels the open tasks (rules.md §5)."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    raw = _clean(raw_in)
+    issues = _check_types(raw, {"status", "status_on", "status_detail"})
+    status = raw.get("status", "").strip()
+    if status not in ("dead", "moved_out", "死亡", "迁出"):
+        issues.append(Issue("BAD_STATUS", "状态(status)应为 dead 死亡 / moved_out 迁出", column="status", value=status[:40]))
+    status = {"死亡": "dead", "迁出": "moved_out"}.get(status, status)
+    on = None
+    try:
+        on = iso_date(raw.get("status_on", "").strip())
+    except FieldError as err:
+        issues.append(Issue(err.code, f"状态日期(status_on): {err.message}", column="status_on"))
+    detail = raw.get("status_detail", "").strip() or None
+    try:
+        if detail:
+            text(255)(detail)
+    except FieldError as err:
+        issues.append(Issue(err.code, f"死亡原因/迁往地(status_detail): {err.message}", column="status_detail"))
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        if on is not None and on > today:
+            issues.append(Issue("FUTURE_DATE", f"状态日期(status_on) {on} 晚于今天 {today}", column="status_on"))
+        if on is not None and on < patient.registered_on:
+            issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期(status_on) {on} 早于建档日期 {patient.registered_on}",
+                                column="status_on"))
+        if patient.status != "active":
+            issues.append(Issue("ALREADY_INACTIVE", f"患者已为“{codes.PatientStatus(patient.status).label}”状态", column="status"))
+        if issues:
+            raise _reject(issues)
+        patient.status, patient.status_on, patient.status_detail = status, on, detail
+        patient.updated_at = utcnow()
+        session.add(patient)
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient", object_id=patient_id,
+                     region_code=patient.village_code, detail=f"状态改为{codes.PatientStatus(status).label} {on}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
+    return patient
+
+
+def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *, source: str | None) -> FollowUpParticipant:
+    """联合入户到场 Police / civil affairs confirm their own attendance on a joint visit (rules.md §6)."""
+    role = {UserRole.POLICE.value: "police", UserRole.CIVIL_AFFAIRS.value: "civil_affairs"}.get(scope.role)
+    if role is None:
+        raise PermissionDenied("到场登记仅限民警和民政专干", code="ROLE_FORBIDDEN")
+    with Session(engine, expire_on_commit=False) as session:
+        fu = session.get(FollowUp, follow_up_id)
+        if fu is None:
+            raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN")
+        patient = scope.check_patient(session, fu.patient_id)
+        row = session.get(FollowUpParticipant, (follow_up_id, role))
+        if row is None:
+            raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
+        row.attended = attended
+        session.add(row)
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up_participant",
+                     object_id=f"{fu.patient_id}/{follow_up_id}/{role}", region_code=patient.village_code,
+                     detail="到场" if attended else "未到场", source=source)
+        session.commit()
+        return row
+
+
+def _event_date(raw_in: dict[str, Any], field: str, label: str, patient, today: date) -> tuple[date | None, list[Issue]]:
+    raw = _clean(raw_in)
+    issues = _check_types(raw, {field})
+    on = None
+    try:
+        on = iso_date(raw.get(field, "").strip())
+    except FieldError as err:
+        issues.append(Issue(err.code, f"{label}({field}): {err.message}", column=field))
+    if on is not None and on > today:
+        issues.append(Issue("FUTURE_DATE", f"{label}({field}) {on} 晚于今天 {today}", column=field))
+    if on is not None and on < patient.registered_on:
+        issues.append(Issue("BEFORE_REGISTRATION", f"{label}({field}) {on} 早于建档日期 {patient.registered_on}", column=field))
+    if patient.status != "active":
+        issues.append(Issue("PATIENT_NOT_ACTIVE", f"患者已为“{codes.PatientStatus(patient.status).label}”状态", column=field))
+    return on, issues
+
+
+def record_health_check(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date,
+                        source: str | None) -> date:
+    """健康体检 Record an annual health check; it closes that year's health-check task (rules.md §5)."""
+    from registry.models import HealthCheck  # noqa: PLC0415
+
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        on, issues = _event_date(raw_in, "checked_on", "体检日期", patient, today)
+        if on is not None and session.exec(select(HealthCheck).where(HealthCheck.patient_id == patient_id,
+                                                                     HealthCheck.checked_on == on)).first():
+            issues.append(Issue("DUPLICATE", f"体检日期(checked_on) {on} 已登记", column="checked_on"))
+        if issues:
+            raise _reject(issues)
+        session.add(HealthCheck(patient_id=patient_id, checked_on=on))
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="health_check",
+                     object_id=f"{patient_id}/{on}", region_code=patient.village_code, detail=f"体检 {on}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
+    return on
+
+
+def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date,
+                     source: str | None) -> date:
+    """长效针剂注射 Record an injection given: the LAI plan's last injection date moves to it (rules.md §5)."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        on, issues = _event_date(raw_in, "given_on", "注射日期", patient, today)
+        if not patient.lai_drug:
+            issues.append(Issue("NO_LAI_PLAN", "该患者没有长效针剂计划", column="given_on"))
+        elif on is not None and patient.lai_last_on and on < patient.lai_last_on:
+            issues.append(Issue("BEFORE_LAST_INJECTION", f"注射日期(given_on) {on} 早于末次注射日期 {patient.lai_last_on}",
+                                column="given_on"))
+        if issues:
+            raise _reject(issues)
+        patient.lai_last_on = on
+        patient.updated_at = utcnow()
+        session.add(patient)
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="injection",
+                     object_id=f"{patient_id}/{on}", region_code=patient.village_code,
+                     detail=f"长效针剂 {patient.lai_drug} {on}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
+    return on

@@ -1,0 +1,192 @@
+"""调度基准 Benchmark: full task generation over N patients / 4N follow-ups on PostgreSQL.
+
+Builds the population set-based (generate_series INSERT…SELECT, no CSV) in database
+``jf_bench_schedule`` (reused when it already holds N patients; ``--rebuild`` to recreate),
+then prints: the time of a bare SQL pass reading the same latest-follow-up rows, the full
+generation time, their ratio, the time of a second (no-change) run and of a run after a day's
+visits (3,000 new follow-ups, removed again afterwards); then a breakdown of the runs
+runs by phase and the time of the plan query alone (counted, not written, rolled back).
+Usage: scripts/bench_schedule [--patients 1000000] [--as-of 2026-06-10] [--rebuild]
+Targets (issue 5): full ≤ 60 s and ≤ 3× the bare pass; no-change ≤ 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import date
+
+import sqlalchemy as sa
+
+from registry.db import make_engine, upgrade
+
+SERVER = os.environ.get("JINGFANG_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+NAME = "jf_bench_schedule"
+
+
+def build(engine, patients: int, as_of: date) -> None:
+    """Regions, N patients, 4 follow-ups each, health checks for about half (all set-based)."""
+    stmts = [
+        "TRUNCATE visit_task, outbox_message, schedule_run, health_check, follow_up_participant, follow_up,"
+        " care_team_assignment, team_member, patient, region RESTART IDENTITY CASCADE",
+        "SELECT setseed(0.42)",
+        "INSERT INTO region (code, name, level, parent_code, population) VALUES ('B', '基准县', 'county', NULL, NULL)",
+        "INSERT INTO region (code, name, level, parent_code, population)"
+        " SELECT 'BT' || t, '镇' || t, 'township', 'B', NULL FROM generate_series(1, 20) t",
+        "INSERT INTO region (code, name, level, parent_code, population)"
+        " SELECT 'BV' || v, '村' || v, 'village', 'BT' || (v % 20 + 1), 3000 FROM generate_series(1, 400) v",
+        f"""INSERT INTO patient (patient_id, name, sex, birth_date, village_code, diagnosis, registered_on, report_type,
+                consent, guardian_name, guardian_reward, economic_status, status, status_on, lai_drug,
+                lai_interval_weeks, lai_last_on, created_at, updated_at)
+            SELECT 'B' || lpad(i::text, 8, '0'), '患者', 1 + i % 2, date '1950-01-01' + (i % 18000), 'BV' || (i % 400 + 1),
+                   'schizophrenia', reg, 2, CASE WHEN r1 < 0.03 THEN 0 ELSE 1 END,
+                   CASE WHEN r2 < 0.1 THEN NULL ELSE '监护人' END, r2 > 0.8, 1 + (i % 3),
+                   CASE WHEN r3 < 0.03 THEN 'dead' WHEN r3 < 0.05 THEN 'moved_out' ELSE 'active' END,
+                   CASE WHEN r3 < 0.05 THEN reg + 200 END,
+                   CASE WHEN r4 < 0.1 THEN '棕榈酸帕利哌酮' END, CASE WHEN r4 < 0.1 THEN 4 END,
+                   CASE WHEN r4 < 0.1 THEN date '{as_of}' - (i % 40) END, now(), now()
+            FROM (SELECT i, date '2019-01-01' + floor(random() * 2500)::int AS reg, random() AS r1, random() AS r2,
+                         random() AS r3, random() AS r4 FROM generate_series(1, {patients}) i) s""",
+        f"""INSERT INTO follow_up (patient_id, visit_on, seq, mode, lost_reason, risk_level, insight, symptoms_obvious,
+                sf_self_care, sf_work, sf_social, incidents_disturbance, incidents_crime, hospital_status, adherence,
+                adverse_reaction_serious, physical_illness_serious, entered_at, updated_at)
+            SELECT 'B' || lpad(i::text, 8, '0'), date '{as_of}' - (k * 45 + floor(r1 * 30)::int), 1, 1 + (i + k) % 3,
+                   CASE WHEN r2 < 0.12 THEN 1 + floor(r3 * 5)::int END,
+                   CASE WHEN r2 >= 0.12 THEN (ARRAY[0,0,0,0,0,1,1,2,3,4])[1 + floor(r3 * 10)::int] END,
+                   CASE WHEN r2 >= 0.12 THEN 1 + floor(r4 * 2.2)::int END, r4 > 0.97,
+                   CASE WHEN r2 >= 0.12 THEN 1 END, CASE WHEN r2 >= 0.12 THEN 1 + floor(r4 * 3)::int END,
+                   CASE WHEN r2 >= 0.12 THEN 1 END,
+                   CASE WHEN r4 > 0.98 THEN 1 ELSE 0 END, 0,
+                   CASE WHEN r2 >= 0.12 AND r1 < 0.02 THEN 1 ELSE 0 END, 1 + floor(r4 * 3)::int, false, false, now(), now()
+            FROM (SELECT i, k, random() AS r1, random() AS r2, random() AS r3, random() AS r4
+                  FROM generate_series(1, {patients}) i, generate_series(0, 3) k) s""",
+        f"""INSERT INTO health_check (patient_id, checked_on)
+            SELECT 'B' || lpad(i::text, 8, '0'), date '{as_of.year}-01-01' + (i % 150)
+            FROM generate_series(1, {patients}) i WHERE i % 2 = 0""",
+        "ANALYZE",
+    ]
+    with engine.begin() as conn:
+        for stmt in stmts:
+            conn.exec_driver_sql(stmt.replace("%", "%%"))
+
+
+DAY_SEQ = 9  # the bench's "day of visits" rows, removed again at the end of each run
+DAY_VISITS = f"""
+INSERT INTO follow_up (patient_id, visit_on, seq, mode, risk_level, insight, incidents_disturbance, incidents_crime,
+                       hospital_status, adherence, symptoms_obvious, adverse_reaction_serious, physical_illness_serious,
+                       entered_at, updated_at)
+SELECT patient_id, %(as_of)s, {DAY_SEQ}, 1, 0, 1, 0, 0, 0, 1, false, false, false, now(), now()
+FROM patient WHERE right(patient_id, 3)::int %% 333 = 1
+"""
+
+BARE = """
+SELECT count(*), sum(risk_level), count(lost_reason) FROM (
+  SELECT f.patient_id, f.risk_level, f.lost_reason,
+         row_number() OVER (PARTITION BY f.patient_id ORDER BY f.visit_on DESC, f.id DESC) AS rn
+  FROM follow_up f JOIN patient p ON p.patient_id = f.patient_id
+  WHERE f.visit_on >= p.registered_on AND f.visit_on <= %(as_of)s
+) latest WHERE rn = 1
+"""
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--patients", type=int, default=1_000_000)
+    parser.add_argument("--as-of", default="2026-06-10")
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args(argv)
+    as_of = date.fromisoformat(args.as_of)
+    admin = sa.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": NAME}).first()
+        if exists and args.rebuild:
+            conn.exec_driver_sql(f"DROP DATABASE {NAME} WITH (FORCE)")
+            exists = None
+        if not exists:
+            conn.exec_driver_sql(f"CREATE DATABASE {NAME} ENCODING 'UTF8' TEMPLATE template0")
+    admin.dispose()
+    engine = make_engine(f"{SERVER}/{NAME}")
+    upgrade(engine)
+    with engine.connect() as conn:
+        have = conn.execute(sa.text("SELECT count(*) FROM patient")).scalar_one()
+    if have != args.patients:
+        t0 = time.perf_counter()
+        build(engine, args.patients, as_of)
+        print(f"built {args.patients:,} patients / {4 * args.patients:,} follow-ups in {time.perf_counter() - t0:.1f} s")
+    with engine.begin() as conn:  # every run starts from no tasks (and without an earlier day's visits)
+        conn.exec_driver_sql("TRUNCATE visit_task, schedule_run")
+        conn.exec_driver_sql(f"DELETE FROM follow_up WHERE seq = {DAY_SEQ}")
+    from schedules.generation import generate
+    from schedules.jobs import recorded
+
+    phases: list[dict[str, float]] = []
+
+    def run():  # as `jingfang schedule` does: recorded in schedule_run
+        phases.append({})
+        return recorded(engine, "generate", as_of, "bench", lambda: generate(engine, as_of=as_of, timings=phases[-1]))
+
+    with engine.connect() as conn:
+        conn.exec_driver_sql(BARE, {"as_of": as_of}).all()  # warm the cache once
+        t0 = time.perf_counter()
+        latest = conn.exec_driver_sql(BARE, {"as_of": as_of}).one()
+        bare = time.perf_counter() - t0
+    plan_alone = time_plan_alone(engine, as_of)
+    t0 = time.perf_counter()
+    first = run()
+    full = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    second = run()
+    again = time.perf_counter() - t0
+    with engine.begin() as conn:  # a day's work: one new visit for every 333rd patient
+        conn.exec_driver_sql(DAY_VISITS, {"as_of": as_of})
+    t0 = time.perf_counter()
+    third = run()
+    daily = time.perf_counter() - t0
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM follow_up WHERE seq = {DAY_SEQ}")
+    print(f"patients {args.patients:,}, follow-ups {4 * args.patients:,}, as of {as_of}")
+    # the machine may be shared: every figure depends on the load (information only)
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"bare SQL pass (latest follow-up per patient, {latest[0]:,} rows): {bare:.2f} s")
+    print(f"full generation ({first['created']:,} tasks created, {first['open']:,} open): {full:.2f} s")
+    print(f"ratio full / bare: {full / bare:.2f}  (target ≤ 3)")
+    print(f"second, no-change run ({second['created']} created, {second['closed']} closed,"
+          f" {'skipped by the input fingerprint' if second['skipped'] else 'full pass'}): {again:.2f} s  (target ≤ 10 s)")
+    print(f"a day's visits (3,000 new follow-ups), then a run: {third['created']:,} created, {third['closed']:,} closed,"
+          f" {'skipped' if third['skipped'] else 'full pass'}: {daily:.2f} s  (information; not an issue target)")
+    print(f"targets: full ≤ 60 s {'met' if full <= 60 else 'NOT met'}; ratio ≤ 3 {'met' if full <= 3 * bare else 'NOT met'};"
+          f" no-change ≤ 10 s {'met' if again <= 10 else 'NOT met'}")
+    print("breakdown of the full generation (wall clock, s):")
+    for name, seconds in phases[0].items():
+        print(f"  {name:<32} {seconds:6.2f}")
+    print(f"  (plan query alone, SELECT count(*) of the same rows, rolled back: {plan_alone:.2f} s;"
+          f" the write is roughly the rest of 'plan + write')")
+    print("breakdown of the no-change run (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases[1].items()))
+    print("breakdown of the day's run (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases[2].items()))
+
+
+def time_plan_alone(engine, as_of: date) -> float:
+    """Seconds of the plan query by itself (counted, not written), as the first full run sees it
+    (no stored tasks), in a transaction that is rolled back."""
+    from registry.clock import now_utc
+    from schedules import generation as g
+    from schedules.calendar import WorkCalendar
+    from schedules.profile import load_profile
+
+    profile = load_profile()
+    with engine.connect() as conn:
+        with conn.begin() as tx:
+            g._lock(conn)
+            start, end = g._calendar_range(conn, as_of)
+            g._fill_work_days(conn, profile, WorkCalendar.load(conn), start, end)
+            select = g.plan_select(profile, as_of, now_utc(), conn.dialect.name, existing=True)
+            t0 = time.perf_counter()
+            conn.execute(sa.select(sa.func.count()).select_from(select.subquery())).scalar_one()
+            seconds = time.perf_counter() - t0
+            tx.rollback()
+    return seconds
+
+
+if __name__ == "__main__":
+    main()

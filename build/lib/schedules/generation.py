@@ -1,0 +1,665 @@
+"""任务生成 Set-based generation of every task the rules owe, over the whole population.
+
+rules.md §5–§6 applied in SQL (one pass with window functions: latest attempt, latest and
+previous complete follow-up, unreached streak, recent 肇事/肇祸), written with
+``INSERT … SELECT … ON CONFLICT (patient_id, kind, basis) DO UPDATE … WHERE open and changed``:
+running twice changes nothing, two runs at once never duplicate (unique key; on PostgreSQL the
+runs are also serialised by an advisory lock, on SQLite by the database write lock). Everything
+happens in one transaction: a run killed midway leaves no trace and the next run redoes it.
+``schedules.planning`` states the same rules per patient in Python; the tests check agreement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from registry.clock import now_utc
+from registry.models import FollowUp, HealthCheck, Patient
+from schedules.calendar import WorkCalendar, unknown_years
+from schedules.models import VISIT_KINDS, VisitTask
+from schedules.planning import add_months
+from schedules.profile import Profile, load_profile
+from schedules.sqldates import add_days, add_period
+
+ADVISORY_LOCK_KEY = 5_020_261_105  # pg_advisory_xact_lock key of the generation run
+VISIT_KIND_VALUES = [k.value for k in VISIT_KINDS]
+
+_work_day_meta = sa.MetaData()
+work_day = sa.Table(
+    "tmp_work_day",
+    _work_day_meta,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("shifted", sa.Date, nullable=False),
+    sa.Column("estimated", sa.Boolean, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+def _true(col):
+    return col == sa.true()
+
+
+def classification_sql(f) -> sa.ColumnElement:
+    """rules.md §4 in SQL: the recorded classification, else computed (first match wins).
+
+    Mirrors ``registry.rules.compute_classification``; tests compare both on random rows.
+    """
+    sf_poor = sa.or_(*[getattr(f.c, n) == 3 for n in ("sf_self_care", "sf_housework", "sf_work", "sf_study", "sf_social")])
+    computed = sa.case(
+        (
+            sa.or_(
+                f.c.risk_level >= 3,
+                f.c.insight == 3,
+                _true(f.c.symptoms_obvious),
+                _true(f.c.adverse_reaction_serious),
+                _true(f.c.physical_illness_serious),
+            ),
+            1,
+        ),
+        (
+            sa.or_(
+                f.c.risk_level.between(1, 2),
+                f.c.insight == 2,
+                sf_poor,
+                sa.and_(f.c.symptoms.is_not(None), f.c.symptoms != ""),
+            ),
+            2,
+        ),
+        (f.c.risk_level == 0, 3),
+        else_=sa.null(),
+    )
+    return sa.func.coalesce(f.c.classification, computed)
+
+
+def eligible_sql(p, as_of: date) -> sa.ColumnElement:
+    """在册且同意 Registered by ``as_of``, not dead/moved out, not a refusing type-2 patient (rules.md §1, §5)."""
+    return sa.and_(
+        p.c.registered_on <= as_of,
+        sa.not_(sa.and_(p.c.status != "active", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))),
+        sa.not_(sa.and_(p.c.report_type == 2, p.c.consent == 0)),
+    )
+
+
+def _calendar_range(conn: Connection, as_of: date) -> tuple[date, date]:
+    p = Patient.__table__
+    lo, lai_lo, lai_hi = conn.execute(
+        sa.select(sa.func.min(p.c.registered_on), sa.func.min(p.c.lai_last_on), sa.func.max(p.c.lai_last_on))
+    ).one()
+    start = min(d for d in (lo, lai_lo, date(as_of.year, 1, 1)) if d is not None)
+    end = max(d for d in (as_of, lai_hi) if d is not None) + timedelta(days=400)
+    return start, end
+
+
+def _fill_work_days(conn: Connection, profile: Profile, calendar: WorkCalendar, start: date, end: date) -> None:
+    work_day.drop(conn, checkfirst=True)
+    work_day.create(conn)
+    if profile.holiday_policy == "none":
+        rows = [{"day": start + timedelta(days=i), "shifted": start + timedelta(days=i), "estimated": False}
+                for i in range((end - start).days + 1)]
+    else:
+        rows = [{"day": d, "shifted": s, "estimated": e} for d, s, e in calendar.shift_map(start, end)]
+    conn.execute(work_day.insert(), rows)
+
+
+def _lock(conn: Connection) -> None:
+    """Serialise generation runs: advisory lock (PostgreSQL) / take the write lock now (SQLite)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+        # one large batch statement: sort in memory, skip JIT compilation (this transaction only)
+        work_mem = os.environ.get("JINGFANG_GENERATION_WORK_MEM", "1GB")
+        if not work_mem.replace("MB", "").replace("GB", "").replace("kB", "").isdigit():
+            work_mem = "1GB"
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{work_mem}'")
+        conn.exec_driver_sql("SET LOCAL jit = off")
+    else:
+        conn.execute(sa.update(VisitTask).where(sa.false()).values(status=VisitTask.status))
+
+
+def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "sqlite",
+                patient_ids: list[str] | None = None, *, existing: bool = False) -> sa.Select:
+    """The SELECT producing every task row owed as of ``as_of`` (visit, health check, injection)
+    that is not stored yet or stored open with other values; with ``patient_ids``, the same rows
+    for those patients only. With ``existing``, each row also carries ``existing_id``: the id of
+    the stored open task it changes, or NULL for a new task."""
+    p = Patient.__table__.alias("p")
+
+    def eligible(as_of_: date) -> sa.ColumnElement:
+        cond = eligible_sql(p, as_of_)
+        return cond if patient_ids is None else sa.and_(cond, p.c.patient_id.in_(patient_ids))
+
+    f = FollowUp.__table__.alias("f")
+    complete = sa.or_(f.c.hospital_status == 1, sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)))
+    complete_i = sa.case((complete, 1), else_=0)
+    # narrow rows first (OFFSET 0 keeps PostgreSQL from flattening): the sort then moves ~60-byte rows
+    base = (
+        sa.select(
+            f.c.patient_id,
+            f.c.id,
+            f.c.visit_on,
+            f.c.lost_reason,
+            f.c.risk_level,
+            f.c.hospital_status,
+            (sa.func.coalesce(f.c.incidents_disturbance, 0) + sa.func.coalesce(f.c.incidents_crime, 0)).label("incidents"),
+            complete_i.label("complete"),
+            classification_sql(f).label("cls"),
+        )
+        .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
+        .where(f.c.visit_on >= p.c.registered_on, f.c.visit_on <= as_of, eligible(as_of))
+        .offset(0)
+        .subquery("base")
+    )
+    b = base.c
+    border = (b.visit_on.desc(), b.id.desc())
+    # PostgreSQL: partition with the "C" collation (byte order): the same groups, a far cheaper sort
+    part = b.patient_id.collate("C") if dialect == "postgresql" else b.patient_id
+    att = (
+        sa.select(
+            *base.c,
+            # the same frame as ccount (row_number ignores it): one window, one WindowAgg pass
+            sa.func.row_number().over(partition_by=part, order_by=border, rows=(None, 0)).label("rn"),
+            sa.func.sum(b.complete).over(partition_by=part, order_by=border, rows=(None, 0)).label("ccount"),
+        )
+        .cte("att")
+    )
+    a = att.c
+    first = a.rn == 1
+    latest_complete = sa.and_(a.complete == 1, a.ccount == 1)
+    previous_complete = sa.and_(a.complete == 1, a.ccount == 2)
+    cutoff = add_months(as_of, -profile.roles.police_incident_lookback_months)
+    gkey = a.patient_id.collate("C") if dialect == "postgresql" else a.patient_id
+    agg = (
+        sa.select(
+            gkey.label("patient_id"),
+            sa.func.max(sa.case((first, a.id))).label("latest_id"),
+            sa.func.max(sa.case((first, a.visit_on))).label("latest_on"),
+            sa.func.max(sa.case((first, a.lost_reason))).label("latest_lost"),
+            sa.func.max(sa.case((first, a.complete))).label("latest_complete"),
+            sa.func.max(sa.case((first, a.hospital_status))).label("latest_hospital"),
+            sa.func.max(sa.case((first, a.cls))).label("latest_cls"),
+            sa.func.max(sa.case((latest_complete, a.risk_level))).label("lc_risk"),
+            sa.func.max(sa.case((latest_complete, a.cls))).label("lc_cls"),
+            sa.func.max(sa.case((previous_complete, a.cls))).label("prev_cls"),
+            sa.func.min(sa.case((a.lost_reason.is_(None), a.rn))).label("first_reached_rn"),
+            sa.func.count().label("n"),
+            sa.func.max(sa.case((sa.and_(a.visit_on >= cutoff, a.incidents > 0), 1), else_=0)).label("incident"),
+        )
+        .group_by(gkey)
+        .cte("agg")
+    )
+    g = agg.c
+    streak = sa.func.coalesce(g.first_reached_rn, g.n + 1) - 1
+    situation = sa.case(
+        (g.latest_id.is_(None), "first_visit"),
+        (sa.and_(g.latest_complete == 1, g.latest_hospital == 1), "in_hospital"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == 1), "unstable"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == 2, sa.or_(g.prev_cls.is_(None), g.prev_cls == 3)), "fairly_stable_new"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == 2), "fairly_stable_continuing"),
+        (g.latest_complete == 1, "stable"),
+        (g.latest_lost.is_(None), "incomplete"),
+        (sa.or_(g.latest_lost == 4, streak >= profile.lost_after_misses), "locate"),
+        else_="retry",
+    )
+    has_guardian = sa.and_(p.c.guardian_name.is_not(None), sa.func.trim(p.c.guardian_name) != "")
+    sit = (
+        sa.select(
+            p.c.patient_id,
+            p.c.registered_on,
+            p.c.economic_status,
+            has_guardian.label("has_guardian"),
+            p.c.lai_drug,
+            p.c.lai_interval_weeks,
+            p.c.lai_last_on,
+            g.latest_id,
+            g.latest_on,
+            g.lc_risk,
+            g.lc_cls,
+            g.incident,
+            situation.label("situation"),
+        )
+        .select_from(p.outerjoin(agg, agg.c.patient_id == (p.c.patient_id.collate("C") if dialect == "postgresql" else p.c.patient_id)))
+        .where(eligible(as_of))
+        .cte("sit")
+    )
+    s = sit.c
+    rules = profile.roles
+    kind = sa.case(
+        (s.situation == "first_visit", "first_visit"),
+        (s.situation == "in_hospital", "discharge_check"),
+        (s.situation.in_(["incomplete", "retry"]), "retry"),
+        (s.situation == "locate", "locate"),
+        else_="follow_up",
+    )
+    basis_on = sa.case((s.situation == "first_visit", s.registered_on), else_=s.latest_on)
+    basis = sa.case(
+        (s.situation == "first_visit", "registration:" + sa.cast(s.registered_on, sa.String)),
+        else_="follow_up:" + sa.cast(s.latest_id, sa.String),
+    )
+    nominal = sa.case(
+        *[(s.situation == key, add_period(basis_on, iv.months, iv.days)) for key, iv in profile.visit.items()],
+    )
+    rule = sa.case(*[(s.situation == key, sa.literal(profile.rule(iv.clause))) for key, iv in profile.visit.items()])
+    police_terms = [s.lc_risk >= rules.police_min_risk, s.incident == 1]
+    if rules.police_classifications:
+        police_terms.append(s.lc_cls.in_(list(rules.police_classifications)))
+    if rules.police_on_locate:
+        police_terms.append(s.situation == "locate")
+    police = sa.or_(*police_terms)
+    no_guardian = sa.not_(s.has_guardian)
+    village_terms, civil_terms = [], []
+    if rules.village_when_police:
+        village_terms.append(police)
+    if rules.village_when_no_guardian:
+        village_terms.append(no_guardian)
+    if rules.civil_affairs_when_poor:
+        civil_terms.append(s.economic_status == 1)
+    if rules.civil_affairs_when_no_guardian:
+        civil_terms.append(no_guardian)
+    village = sa.or_(*village_terms) if village_terms else sa.false()
+    civil = sa.or_(*civil_terms) if civil_terms else sa.false()
+    as_bool = lambda cond: sa.case((cond, True), else_=False)  # noqa: E731
+    roles = (
+        sa.literal("doctor")
+        + sa.case((police, ",police"), else_="")
+        + sa.case((village, ",village"), else_="")
+        + sa.case((civil, ",civil_affairs"), else_="")
+    )
+    visit_rows = sa.select(
+        s.patient_id.label("patient_id"),
+        kind.label("kind"),
+        basis.label("basis"),
+        basis_on.label("basis_on"),
+        nominal.label("nominal_due_on"),
+        sa.cast(sa.null(), sa.Date).label("window_start"),
+        sa.cast(sa.null(), sa.Date).label("window_end"),
+        roles.label("roles"),
+        as_bool(sa.or_(police, village, civil)).label("joint"),
+        rule.label("rule"),
+        s.lc_risk.label("risk_level"),
+    )
+    year = as_of.year
+    hc = HealthCheck.__table__
+    check_done = (
+        sa.select(hc.c.patient_id)
+        .where(hc.c.patient_id == s.patient_id, hc.c.checked_on.between(date(year, 1, 1), min(as_of, date(year, 12, 31))))
+        .exists()
+    )
+    health_rows = sa.select(
+        s.patient_id,
+        sa.literal("health_check"),
+        sa.literal(f"year:{year}"),
+        sa.literal(date(year, 1, 1), sa.Date),
+        sa.literal(date(year, profile.health_check_month, profile.health_check_day), sa.Date),
+        sa.cast(sa.null(), sa.Date),
+        sa.cast(sa.null(), sa.Date),
+        sa.literal("doctor"),
+        sa.literal(False),
+        sa.literal(profile.rule(profile.health_check_clause)),
+        s.lc_risk,
+    ).where(sa.not_(check_done))
+    interval_days = s.lai_interval_weeks * 7
+    lai_rows = sa.select(
+        s.patient_id,
+        sa.literal("injection"),
+        "lai:" + sa.cast(s.lai_last_on, sa.String),
+        s.lai_last_on,
+        add_days(s.lai_last_on, interval_days),
+        add_days(s.lai_last_on, interval_days - profile.lai_window_before),
+        add_days(s.lai_last_on, interval_days + profile.lai_window_after),
+        sa.literal("doctor"),
+        sa.literal(False),
+        sa.literal(profile.rule(profile.lai_clause)),
+        s.lc_risk,
+    ).where(
+        s.lai_drug.is_not(None), s.lai_drug != "", s.lai_interval_weeks.is_not(None), s.lai_last_on.is_not(None),
+        s.lai_last_on <= as_of,
+    )
+    if dialect == "postgresql":
+        # OFFSET 0 fence: the CASE rules are evaluated once per row, not again in the joins and sort keys
+        fenced = visit_rows.offset(0).subquery("visit_rows")
+        visit_rows = sa.select(*fenced.c)
+    u = sa.union_all(visit_rows, health_rows, lai_rows).subquery("u")
+    t = VisitTask.__table__
+    same_key = sa.and_(t.c.patient_id == u.c.patient_id, t.c.kind == u.c.kind, t.c.basis == u.c.basis)
+    # skip rows already stored unchanged (or closed): a no-change run writes and locks nothing
+    kept = sa.or_(
+        t.c.status != "open",
+        sa.and_(
+            t.c.due_on == work_day.c.shifted,
+            t.c.nominal_due_on == u.c.nominal_due_on,
+            t.c.calendar_estimated == work_day.c.estimated,
+            t.c.roles == u.c.roles,
+            t.c.joint == u.c.joint,
+            t.c.rule == u.c.rule,
+            t.c.risk_level.is_not_distinct_from(u.c.risk_level),
+            t.c.window_start.is_not_distinct_from(u.c.window_start),
+            t.c.window_end.is_not_distinct_from(u.c.window_end),
+        ),
+    )
+    source = u.join(work_day, work_day.c.day == u.c.nominal_due_on)
+    if existing:  # one probe of the key yields both the filter and the stored task's id
+        source = source.outerjoin(t, same_key)
+        wanted = sa.or_(t.c.id.is_(None), sa.not_(kept))
+        extra = [t.c.id.label("existing_id")]
+    else:
+        wanted = sa.not_(sa.select(t.c.id).where(same_key, kept).exists())
+        extra = []
+    return (
+        sa.select(
+            u.c.patient_id,
+            u.c.kind,
+            u.c.basis,
+            u.c.basis_on,
+            work_day.c.shifted.label("due_on"),
+            u.c.nominal_due_on,
+            u.c.window_start,
+            u.c.window_end,
+            sa.literal("open").label("status"),
+            u.c.roles,
+            u.c.joint,
+            u.c.rule,
+            u.c.risk_level,
+            work_day.c.estimated.label("calendar_estimated"),
+            sa.literal(stamp, VisitTask.__table__.c.created_at.type).label("created_at"),
+            *extra,
+        )
+        .select_from(source)
+        .where(u.c.patient_id.is_not(None), wanted)
+        # insert in key order: index pages stay in cache (3–4× faster than the join's order at a million patients)
+        .order_by(*[u.c[k].collate("C") if dialect == "postgresql" else u.c[k] for k in ("patient_id", "kind", "basis")])
+    )
+
+
+KEY = ("patient_id", "kind", "basis")
+UPDATABLE = ("due_on", "nominal_due_on", "window_start", "window_end", "roles", "joint", "rule", "risk_level", "calendar_estimated")
+
+
+def _write_plan(conn: Connection, select: sa.Select) -> int:
+    """PostgreSQL: store the planned rows (``plan_select(existing=True)``) in one statement —
+    the plan materialised once, changed open tasks updated by id, new tasks by a plain ``INSERT``
+    in key order; returns the number of tasks created.
+
+    No ``ON CONFLICT`` is needed: runs hold the advisory lock and only runs insert tasks, so no
+    task can appear between the plan's key probe and the insert (the unique key would still
+    refuse a duplicate). The speculative insertion of ``ON CONFLICT`` nearly doubled the cost of
+    writing a first run's 1.5 M rows (9.7 s against 5.2 s, docs/scheduler.md "Fourth round").
+    """
+    t = VisitTask.__table__
+    plan = select.cte("plan").prefix_with("MATERIALIZED")
+    updated = (
+        sa.update(t)
+        .where(t.c.id == plan.c.existing_id)
+        .values({c: plan.c[c] for c in UPDATABLE})
+        .returning(t.c.id)
+        .cte("updated")
+    )
+    cols = [c.name for c in select.selected_columns if c.name != "existing_id"]
+    new = sa.select(*[plan.c[c] for c in cols]).where(plan.c.existing_id.is_(None))
+    stmt = postgresql.insert(t).from_select(cols, new).add_cte(updated).returning(t.c.id)
+    # count the created rows without shipping their ids: wrap in a counting statement
+    counted = sa.select(sa.func.count()).select_from(stmt.cte("created"))
+    return conn.execute(counted).scalar_one()
+
+
+def _write(conn: Connection, select: sa.Select, stamp: datetime) -> int:
+    """SQLite: store the planned rows with ``INSERT … SELECT … ON CONFLICT (patient_id, kind,
+    basis) DO UPDATE … WHERE open AND changed``; returns the number of tasks created."""
+    t = VisitTask.__table__
+    cols = [c.name for c in select.selected_columns]
+    ins = sqlite.insert(t).from_select(cols, select)
+    differs = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in UPDATABLE])
+    stmt = ins.on_conflict_do_update(
+        index_elements=list(KEY),
+        set_={c: ins.excluded[c] for c in UPDATABLE},
+        where=sa.and_(t.c.status == "open", differs),
+    )
+    conn.execute(stmt)
+    return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one()
+
+
+def _close_tasks(conn: Connection, where, status: str, reason, now: datetime) -> int:
+    t = VisitTask.__table__
+    result = conn.execute(
+        sa.update(t).where(t.c.status == "open", where).values(status=status, closed_at=now, close_reason=reason)
+    )
+    return result.rowcount or 0
+
+
+def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created: int = 1,
+                     patient_ids: list[str] | None = None, earlier_open: bool | None = None) -> dict:
+    """Cancel tasks of patients who left management; close tasks their events completed (rules.md §5).
+    With ``patient_ids``, only those patients' tasks are touched."""
+    t = VisitTask.__table__
+    p = Patient.__table__
+    only = sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids)
+
+    def _close(conn_, where, status, reason, now):
+        return _close_tasks(conn_, sa.and_(only, where), status, reason, now)
+
+    hc = HealthCheck.__table__
+    counts = {"cancelled": 0, "closed": 0}
+    # Every step below can only match a task of an earlier run: a task this run created is owed
+    # by the same conditions each step negates (eligible patient; no check dated this year; this
+    # year's check; the current injection plan; and "older" excludes it explicitly). With no open
+    # task of an earlier run (a first run) there is nothing to close: skip the six scans.
+    # (``earlier_open``: the caller probed before its write, on the (status, due_on) index)
+    if earlier_open is None:
+        earlier = sa.select(t.c.id).where(only, t.c.status == "open", t.c.created_at != stamp).limit(1)
+        earlier_open = conn.execute(earlier).first() is not None
+    if not earlier_open:
+        return counts
+    # dead / moved out / refused consent: cancelled with the reason
+    left = sa.and_(p.c.status != "active", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))
+    refused = sa.and_(p.c.report_type == 2, p.c.consent == 0)
+    reason = sa.case((left, p.c.status), else_="consent_refused")
+    result = conn.execute(
+        sa.update(t).where(only, t.c.patient_id == p.c.patient_id, t.c.status == "open", sa.or_(left, refused))
+        .values(status="cancelled", closed_at=stamp, close_reason=reason)
+    )
+    counts["cancelled"] += result.rowcount or 0
+    # a later attempt closes older visit tasks: a newer visit task was created by this run
+    newer = t.alias("newer")
+    superseded = (
+        sa.select(newer.c.id)
+        .where(
+            newer.c.patient_id == t.c.patient_id,
+            newer.c.kind.in_(VISIT_KIND_VALUES),
+            newer.c.created_at == stamp,
+            newer.c.id != t.c.id,
+            sa.or_(newer.c.basis_on > t.c.basis_on, sa.and_(newer.c.basis_on == t.c.basis_on, newer.c.id > t.c.id)),
+        )
+        .exists()
+    )
+    if created:  # only a task created by this run can supersede an older one
+        older = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), t.c.created_at != stamp)  # tasks of earlier runs only
+        counts["closed"] += _close(conn, sa.and_(older, superseded), "done", "follow_up", stamp)
+    # health check done by any check dated in the task's year; past years' open tasks expire
+    year_start = date(as_of.year, 1, 1)
+    done_check = (
+        sa.select(hc.c.patient_id)
+        .where(hc.c.patient_id == t.c.patient_id, hc.c.checked_on >= t.c.basis_on,
+               hc.c.checked_on < add_period(t.c.basis_on, 12, 0), hc.c.checked_on <= as_of)
+        .exists()
+    )
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == "health_check", done_check), "done", "health_check", stamp)
+    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == "health_check", t.c.basis_on < year_start), "cancelled", "year_ended", stamp)
+    # LAI: a newer injection closes the older task; a stopped plan cancels it
+    newer_lai = sa.select(p.c.patient_id).where(
+        p.c.patient_id == t.c.patient_id, p.c.lai_last_on > t.c.basis_on, p.c.lai_last_on <= as_of
+    ).exists()
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == "injection", newer_lai), "done", "injection", stamp)
+    stopped = sa.select(p.c.patient_id).where(
+        p.c.patient_id == t.c.patient_id,
+        sa.or_(p.c.lai_drug.is_(None), p.c.lai_drug == "", p.c.lai_interval_weeks.is_(None), p.c.lai_last_on.is_(None)),
+    ).exists()
+    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == "injection", stopped), "cancelled", "lai_stopped", stamp)
+    return counts
+
+
+FINGERPRINT_TABLES = ("follow_up", "patient", "health_check", "calendar_day", "visit_task")
+
+
+def fingerprint(conn: Connection, as_of: date, profile: Profile) -> str | None:
+    """输入指纹 Row versions of every table the generation reads or writes (PostgreSQL only).
+
+    Per table the row count and the sum of the rows' ``xmin`` (the transaction that wrote each row
+    version): any insert, update or delete changes it, without converting any column. Generation is
+    a pure function of these tables, the as-of date, the profile and the holiday package, so an
+    unchanged fingerprint means a run would change nothing, and the no-change run costs one scan
+    per table instead of the whole pass. None on SQLite (no row versions): always a full pass.
+    ``visit_task`` is the last part (``with_tasks_mark`` replaces it after the run's writes).
+    """
+    if conn.dialect.name != "postgresql":
+        return None
+    from schedules.calendar import PACKAGE_YEARS
+
+    parts = [f"(SELECT {_MARK} FROM {table})" for table in FINGERPRINT_TABLES]
+    values = conn.exec_driver_sql("SELECT " + ", ".join(parts)).one()
+    rules = hashlib.sha256(repr(profile).encode()).hexdigest()[:16]  # an edited profile file counts too
+    return f"{as_of.isoformat()}|{profile.tag}|{rules}|{max(PACKAGE_YEARS)}|" + "|".join(values)
+
+
+_MARK = "count(*) || ':' || coalesce(sum((xmin::text)::bigint), 0)"
+assert FINGERPRINT_TABLES[-1] == "visit_task"
+
+
+def with_tasks_mark(before: str, tasks_mark: str) -> str:
+    """The fingerprint to record after a run: the input tables' marks as read *before* the pass
+    (a change committed while the run worked then makes the next run's fingerprint differ, so it
+    runs the pass — never the reverse), and ``visit_task`` as the run left it."""
+    return before.rsplit("|", 1)[0] + "|" + tasks_mark
+
+
+def _previous_fingerprint(conn: Connection) -> str | None:
+    from schedules.models import ScheduleRun
+
+    r = ScheduleRun.__table__
+    raw = conn.execute(
+        sa.select(r.c.counts).where(r.c.job == "generate", r.c.status == "ok").order_by(r.c.id.desc()).limit(1)
+    ).scalar()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("fingerprint")
+    except ValueError:
+        return None
+
+
+def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
+             patient_ids: list[str] | None = None, timings: dict[str, float] | None = None) -> dict:
+    """生成任务 Generate every task owed as of ``as_of``; idempotent and safe when runs overlap.
+
+    Returns counts: created, closed, cancelled, open (by kind), calendar_estimated,
+    and warnings (years with no holiday table). ``patient_ids`` limits the run to those patients
+    (a web write refreshes its own patient, not the county); such a run records no fingerprint,
+    so the next full run does the whole pass. ``timings``, when given, receives the wall-clock
+    seconds of each phase (the benchmark prints them).
+    """
+    profile = profile or load_profile()
+    stamp = now_utc().replace(microsecond=0)
+    t = VisitTask.__table__
+    clock = _PhaseClock(timings)
+    with engine.begin() as conn:
+        _lock(conn)
+        # the run's own stamp must be unique: bump by a second if an earlier run used it
+        while conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one():
+            stamp += timedelta(seconds=1)
+        clock.lap("start (lock, stamp)")
+        # the fingerprint first: every input the run reads (calendar included) is read after it
+        before = fingerprint(conn, as_of, profile) if patient_ids is None else None
+        clock.lap("input fingerprint")
+        calendar = WorkCalendar.load(conn)
+        if before is not None and before == _previous_fingerprint(conn):
+            result = _summary(conn, as_of, profile, calendar, created=0, closed=0, cancelled=0, before=before,
+                              skipped=True)
+            clock.lap("summary")
+            return result
+        start, end = _calendar_range(conn, as_of)
+        _fill_work_days(conn, profile, calendar, start, end)
+        # open tasks stored before this run (the closing steps can only match those)
+        only = sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids)
+        earlier_open = conn.execute(sa.select(t.c.id).where(only, t.c.status == "open").limit(1)).first() is not None
+        clock.lap("work-day table")
+        if conn.dialect.name == "postgresql":
+            created = _write_plan(conn, plan_select(profile, as_of, stamp, "postgresql", patient_ids, existing=True))
+        else:
+            created = _write(conn, plan_select(profile, as_of, stamp, "sqlite", patient_ids), stamp)
+        clock.lap("plan + write (one statement)")
+        counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids,
+                                  earlier_open=earlier_open)
+        clock.lap("closing steps")
+        if conn.dialect.name == "postgresql" and created > 10_000:
+            conn.exec_driver_sql("ANALYZE visit_task")  # fresh statistics for the next run's plan
+        work_day.drop(conn)
+        clock.lap("analyze")
+        result = _summary(conn, as_of, profile, calendar, created=created, closed=counts["closed"],
+                          cancelled=counts["cancelled"], before=before, skipped=False)
+        clock.lap("summary + task fingerprint")
+    clock.lap("commit")
+    return result
+
+
+class _PhaseClock:
+    """Wall-clock seconds per phase into ``timings`` (a no-op without it)."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+            self.last = now
+
+
+def _summary(conn: Connection, as_of: date, profile: Profile, calendar: WorkCalendar, *, created: int, closed: int,
+             cancelled: int, before: str | None, skipped: bool) -> dict:
+    """Counts of the stored tasks, in one scan of ``visit_task`` that also yields its fingerprint mark."""
+    t = VisitTask.__table__
+    is_open = t.c.status == "open"
+    est_year = sa.case((sa.and_(is_open, t.c.calendar_estimated == sa.true()), sa.extract("year", t.c.nominal_due_on)))
+    pg = conn.dialect.name == "postgresql"
+    xmin_sum = sa.func.sum(sa.cast(sa.cast(sa.literal_column("xmin"), sa.Text), sa.BigInteger)) if pg else sa.literal(0)
+    groups = conn.execute(
+        sa.select(t.c.kind, is_open.label("is_open"), est_year.label("est_year"), sa.func.count(), xmin_sum)
+        .group_by(t.c.kind, is_open, est_year)
+    ).all()
+    by_kind: dict[str, int] = {}
+    estimated_years: dict[int, int] = {}
+    for kind, open_, year, n, _ in groups:
+        if open_:
+            by_kind[kind] = by_kind.get(kind, 0) + n
+            if year is not None:
+                estimated_years[int(year)] = estimated_years.get(int(year), 0) + n
+    by_kind = dict(sorted(by_kind.items()))
+    tasks_mark = f"{sum(g[3] for g in groups)}:{sum(int(g[4] or 0) for g in groups)}"
+    if before is None or skipped:
+        fp = before
+    else:
+        fp = with_tasks_mark(before, tasks_mark)
+    years = unknown_years(calendar, set(estimated_years))
+    warnings = [
+        f"{y}年节假日表未知：该年到期日只按周末顺延（calendar_estimated），导入该年节假日表后将重算"
+        for y in years
+    ]
+    return {
+        "as_of": as_of.isoformat(),
+        "profile": profile.tag,
+        "created": created,
+        "closed": closed,
+        "cancelled": cancelled,
+        "open": sum(by_kind.values()),
+        "open_by_kind": by_kind,
+        "calendar_estimated": sum(estimated_years.values()),
+        "warnings": warnings,
+        "skipped": skipped,
+        "fingerprint": fp,
+    }

@@ -1,0 +1,451 @@
+"""一历五单 The five weekly lists of a township (rules.md §7) as data, PDF and XLSX.
+
+1. 随访任务单 (doctor): visits due in the next 7 days and overdue, by village, sorted as §5.
+2. 联合入户单 (综治, police, civil affairs): joint visits with each required role's named member
+   and phone, with signature/attendance columns.
+3. 风险预警单 (police, 综治): risk ≥ 3 at the last visit, new 肇事/肇祸 (dated in the 7 days before
+   the week [decision]), 失访, overdue 不稳定 — no diagnosis, no medication.
+4. 服药与针剂单 (doctor): LAI injections due, 不服药/间断 at the last visit.
+5. 帮扶救助单 (civil affairs, 残联): 贫困, no guardian, 以奖代补 status, rehabilitation — no diagnosis.
+
+Resident ID numbers are masked everywhere (rules.md §8). Police and civil-affairs lists never
+carry diagnosis or medication: their column sets simply do not include those fields, and the
+tests check the rendered PDFs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from registry.audit import audit_row
+from registry.codes import Adherence, Classification, Diagnosis, EconomicStatus
+from registry.errors import InvalidInput, NotFound
+from registry.ids import mask
+from registry.rules import classification_of
+from registry.models import AuditLog, CareTeamAssignment, FollowUp, Patient, Region, TeamMember
+from registry.resources import template_dir
+from schedules.generation import eligible_sql
+from schedules.models import TaskKind
+from schedules.worklist import open_tasks
+
+TEMPLATES = template_dir("lists")
+ROLE_LABEL = {"doctor": "精防医生", "police": "民警", "village": "村(社区)干部/网格员", "civil_affairs": "民政专干"}
+KIND_LABEL = {k.value: k.label for k in TaskKind}
+VISIT_KINDS = ("first_visit", "follow_up", "retry", "locate", "discharge_check", "health_check")
+SEX_LABEL = {1: "男", 2: "女"}
+
+
+@dataclass
+class Column:
+    key: str
+    title: str
+    width: int = 12  # XLSX column width (characters)
+
+
+@dataclass
+class WorkList:
+    """一单 One of the five lists: who reads it, its columns, its rows (grouped by village)."""
+
+    number: int
+    slug: str
+    title: str
+    readers: str
+    columns: list[Column]
+    rows: list[dict] = field(default_factory=list)
+    signatures: bool = False  # signature/attendance columns for joint visits
+
+    def by_village(self) -> list[tuple[str, list[dict]]]:
+        groups: dict[str, list[dict]] = {}
+        for row in self.rows:
+            groups.setdefault(row["village"], []).append(row)
+        return sorted(groups.items())
+
+
+C = Column
+LIST_COLUMNS = {
+    "followup": [C("patient_id", "患者编号"), C("name", "姓名", 8), C("sex", "性别", 5), C("age", "年龄", 5),
+                 C("phone", "联系电话", 13), C("diagnosis", "诊断", 14), C("task", "任务", 10), C("due_on", "到期日", 11),
+                 C("overdue", "逾期(天)", 8), C("risk", "危险性", 6), C("roles", "联合入户", 22)],
+    "joint": [C("patient_id", "患者编号"), C("name", "姓名", 8), C("address", "住址", 20), C("task", "任务", 10),
+              C("due_on", "到期日", 11), C("overdue", "逾期(天)", 8), C("team", "参与人员及电话", 40)],
+    "risk": [C("patient_id", "患者编号"), C("name", "姓名", 8), C("sex", "性别", 5), C("age", "年龄", 5),
+             C("id_number", "身份证号", 20), C("address", "住址", 20), C("guardian", "监护人及电话", 18),
+             C("reasons", "预警原因", 28), C("last_visit", "最近随访", 11), C("risk", "危险性", 6)],
+    "medication": [C("patient_id", "患者编号"), C("name", "姓名", 8), C("item", "事项", 10), C("drug", "药物", 24),
+                   C("due_on", "到期日", 11), C("window", "注射窗口", 23), C("adherence", "服药依从性", 12),
+                   C("last_visit", "最近随访", 11)],
+    "assistance": [C("patient_id", "患者编号"), C("name", "姓名", 8), C("sex", "性别", 5), C("age", "年龄", 5),
+                   C("id_number", "身份证号", 20), C("economic", "经济状况", 8), C("guardian", "监护人及电话", 18),
+                   C("reward", "以奖代补", 8), C("rehabilitation", "社区康复", 8), C("reasons", "帮扶原因", 24)],
+}
+# Fields that must never reach police or civil-affairs lists (rules.md §7–§8).
+CLINICAL_KEYS = {"diagnosis", "drug", "adherence", "medication"}
+
+
+def _age(birth: date | None, on: date) -> str:
+    if birth is None:
+        return ""
+    return str(on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day)))
+
+
+def _label(enum_cls, value) -> str:
+    if value is None:
+        return ""
+    try:
+        return enum_cls(value).label
+    except ValueError:
+        return str(value)
+
+
+def _township(engine: Engine, code: str) -> tuple[str, str]:
+    r = Region.__table__
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(r.c.code, r.c.name, r.c.level).where(r.c.code == code)).first()
+    if row is None:
+        raise NotFound(message=f"乡镇(街道)“{code}”不存在", code="TOWNSHIP_NOT_FOUND")
+    if row.level != "township":
+        raise InvalidInput.single("NOT_A_TOWNSHIP", f"“{code}”不是乡镇(街道)，五单按乡镇生成", column="township", value=code)
+    return row.code, row.name
+
+
+def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]:
+    """Patients of the township, their latest (complete) follow-up, and their team (three queries)."""
+    p, f, v = Patient.__table__, FollowUp.__table__, Region.__table__.alias("v")
+    with engine.connect() as conn:
+        patients = {
+            r.patient_id: r
+            for r in conn.execute(
+                sa.select(p, v.c.name.label("village_name"))
+                .select_from(p.join(v, v.c.code == p.c.village_code))
+                .where(v.c.parent_code == township, eligible_sql(p, week))
+            )
+        }
+        complete = sa.or_(f.c.hospital_status == 1, sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)))
+        ranked = (
+            sa.select(
+                f.c.patient_id, f.c.visit_on, f.c.risk_level, f.c.classification, f.c.adherence, f.c.medication,
+                f.c.lai_drug, f.c.rehabilitation, f.c.insight, f.c.symptoms_obvious, f.c.symptoms,
+                f.c.adverse_reaction_serious, f.c.physical_illness_serious, f.c.sf_self_care, f.c.sf_housework,
+                f.c.sf_work, f.c.sf_study, f.c.sf_social, f.c.hospital_status, f.c.lost_reason,
+                sa.func.row_number().over(partition_by=f.c.patient_id, order_by=(f.c.visit_on.desc(), f.c.id.desc())).label("rn"),
+            )
+            .select_from(f.join(p, p.c.patient_id == f.c.patient_id).join(v, v.c.code == p.c.village_code))
+            .where(v.c.parent_code == township, complete, f.c.visit_on <= week, f.c.visit_on >= p.c.registered_on)
+            .subquery()
+        )
+        latest = {r.patient_id: r for r in conn.execute(sa.select(ranked).where(ranked.c.rn == 1))}
+        incidents = {
+            r.patient_id: r.n
+            for r in conn.execute(
+                sa.select(f.c.patient_id, sa.func.sum(sa.func.coalesce(f.c.incidents_disturbance, 0)
+                                                     + sa.func.coalesce(f.c.incidents_crime, 0)).label("n"))
+                .select_from(f.join(p, p.c.patient_id == f.c.patient_id).join(v, v.c.code == p.c.village_code))
+                .where(v.c.parent_code == township, f.c.visit_on >= week - timedelta(days=7), f.c.visit_on < week)
+                .group_by(f.c.patient_id)
+            )
+            if r.n
+        }
+        tm, ca = TeamMember.__table__, CareTeamAssignment.__table__
+        villages = sa.select(v.c.code).where(v.c.parent_code == township)
+        members = conn.execute(
+            sa.select(tm).where(sa.or_(tm.c.region_code == township, tm.c.region_code.in_(villages))).order_by(tm.c.member_id)
+        ).all()
+        assigned = conn.execute(
+            sa.select(ca.c.patient_id, tm).select_from(ca.join(tm, tm.c.member_id == ca.c.member_id))
+            .where(ca.c.patient_id.in_(sa.select(p.c.patient_id).where(p.c.village_code.in_(villages))))
+        ).all()
+    team: dict[str, list] = {}
+    explicit: dict[str, list] = {}
+    for row in assigned:
+        explicit.setdefault(row.patient_id, []).append(row)
+    for pid, pat in patients.items():
+        # rules.md §6: explicit assignments, else members serving the village and the township
+        team[pid] = explicit.get(pid) or [m for m in members if m.region_code in (pat.village_code, township)]
+    return patients, latest, {"team": team, "incidents": incidents}
+
+
+def _guardian(pat) -> str:
+    if not pat.guardian_name:
+        return "无监护人"
+    return f"{pat.guardian_name} {pat.guardian_phone or ''}".strip()
+
+
+def build_lists(engine: Engine, *, township_code: str, week: date) -> dict:
+    """五单数据 The five lists of a township for the week starting Monday ``week``, as data."""
+    code, name = _township(engine, township_code)
+    week = week - timedelta(days=week.weekday())
+    end = week + timedelta(days=6)
+    patients, latest, extra = _facts(engine, code, week)
+    team, incidents = extra["team"], extra["incidents"]
+    tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
+
+    def base(pid: str) -> dict:
+        pat = patients[pid]
+        return {"patient_id": pid, "name": pat.name, "village": pat.village_name, "sex": SEX_LABEL.get(pat.sex, ""),
+                "age": _age(pat.birth_date, week), "id_number": mask(pat.id_number)}
+
+    lists = {slug: WorkList(n, slug, title, readers, LIST_COLUMNS[slug], signatures=(slug == "joint"))
+             for n, slug, title, readers in (
+                 (1, "followup", "随访任务单", "精防医生"),
+                 (2, "joint", "联合入户单", "乡镇综治、派出所、民政"),
+                 (3, "risk", "风险预警单", "派出所、乡镇综治"),
+                 (4, "medication", "服药与针剂单", "精防医生"),
+                 (5, "assistance", "帮扶救助单", "民政、残联"),
+             )}
+    due_soon = [t for t in tasks if date.fromisoformat(t["due_on"]) <= end]
+    for t in due_soon:
+        if t["kind"] not in VISIT_KINDS:
+            continue
+        pat = patients[t["patient_id"]]
+        row = base(t["patient_id"]) | {
+            "phone": pat.phone or "", "diagnosis": _label(Diagnosis, pat.diagnosis), "task": KIND_LABEL[t["kind"]],
+            "due_on": t["due_on"], "overdue": t["days_overdue"] or "", "risk": "" if t["risk_level"] is None else t["risk_level"],
+            "roles": "、".join(ROLE_LABEL[r] for r in t["roles"] if r != "doctor"),
+        }
+        lists["followup"].rows.append(row)
+        if t["joint"]:
+            members = team.get(t["patient_id"], [])
+            people = []
+            for role in t["roles"]:
+                named = [f"{m.name} {m.phone or ''}".strip() for m in members if m.role == role]
+                people.append(f"{ROLE_LABEL[role]}：{'、'.join(named) if named else '（未指定）'}")
+            lists["joint"].rows.append(base(t["patient_id"]) | {
+                "address": pat.address or "", "task": KIND_LABEL[t["kind"]], "due_on": t["due_on"],
+                "overdue": t["days_overdue"] or "", "team": "；".join(people), "roles": list(t["roles"]),
+            })
+    # 3. 风险预警单
+    open_by_patient: dict[str, list[dict]] = {}
+    for t in tasks:
+        open_by_patient.setdefault(t["patient_id"], []).append(t)
+    for pid, pat in patients.items():
+        last = latest.get(pid)
+        reasons = []
+        if last is not None and last.risk_level is not None and last.risk_level >= 3:
+            reasons.append(f"最近危险性{last.risk_level}级")
+        if incidents.get(pid):
+            reasons.append("上周新发肇事/肇祸")
+        own = open_by_patient.get(pid, [])
+        if any(t["kind"] == "locate" for t in own):
+            reasons.append("失访")
+        if last is not None and classification_of(last) == Classification.UNSTABLE and any(
+            t["overdue"] and t["kind"] in VISIT_KINDS and t["kind"] != "health_check" for t in own
+        ):
+            reasons.append("不稳定且随访逾期")
+        if reasons:
+            lists["risk"].rows.append(base(pid) | {
+                "address": pat.address or "", "guardian": _guardian(pat), "reasons": "；".join(reasons),
+                "last_visit": last.visit_on.isoformat() if last is not None else "",
+                "risk": "" if last is None or last.risk_level is None else last.risk_level,
+            })
+        # 4. 服药与针剂单
+        for t in own:
+            if t["kind"] == "injection" and (t["window_start"] or t["due_on"]) <= end.isoformat():
+                lists["medication"].rows.append(base(pid) | {
+                    "item": "长效针剂注射", "drug": f"{pat.lai_drug or ''} 每{pat.lai_interval_weeks}周",
+                    "due_on": t["due_on"], "window": f"{t['window_start']}至{t['window_end']}",
+                    "adherence": "", "last_visit": pat.lai_last_on.isoformat() if pat.lai_last_on else "",
+                })
+        if last is not None and last.adherence in (Adherence.INTERMITTENT, Adherence.NONE):
+            lists["medication"].rows.append(base(pid) | {
+                "item": "服药依从性差", "drug": _medication_text(last.medication), "due_on": "", "window": "",
+                "adherence": _label(Adherence, last.adherence), "last_visit": last.visit_on.isoformat(),
+            })
+        # 5. 帮扶救助单
+        help_reasons = []
+        if pat.economic_status == EconomicStatus.POOR:
+            help_reasons.append("贫困")
+        if not pat.guardian_name:
+            help_reasons.append("无监护人")
+        if pat.guardian_reward:
+            help_reasons.append("以奖代补")
+        rehab = last is not None and bool(last.rehabilitation)
+        if rehab:
+            help_reasons.append("参加社区康复")
+        if help_reasons:
+            lists["assistance"].rows.append(base(pid) | {
+                "economic": _label(EconomicStatus, pat.economic_status), "guardian": _guardian(pat),
+                "reward": "是" if pat.guardian_reward else "否", "rehabilitation": "是" if rehab else "否",
+                "reasons": "、".join(help_reasons),
+            })
+    for wl in lists.values():
+        if wl.slug in ("followup", "joint"):
+            continue
+        wl.rows.sort(key=lambda r: (r["village"], r["patient_id"], r.get("item", "")))
+    return {
+        "township_code": code, "township_name": name, "week": week, "week_end": end,
+        "lists": list(lists.values()),
+        "counts": {wl.slug: len(wl.rows) for wl in lists.values()},
+    }
+
+
+def _medication_text(raw: str | None) -> str:
+    if not raw:
+        return ""
+    try:
+        items = json.loads(raw)
+    except (ValueError, TypeError):
+        return raw
+    if isinstance(items, list):
+        return "；".join(" ".join(str(v) for v in item.values()) if isinstance(item, dict) else str(item) for item in items)
+    return str(items)
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
+                       undefined=StrictUndefined)
+
+
+def render_html(data: dict, wl: WorkList, generated: str) -> str:
+    return _environment().get_template("list.html").render(data=data, wl=wl, generated=generated)
+
+
+def _file_stem(data: dict) -> str:
+    return f"{data['week'].isoformat()}_{data['township_code']}"
+
+
+def write_pdfs(data: dict, out_dir: Path, generated: str) -> list[Path]:
+    from weasyprint import HTML
+
+    paths = []
+    for wl in data["lists"]:
+        path = out_dir / f"{_file_stem(data)}_{wl.number}_{wl.title}.pdf"
+        HTML(string=render_html(data, wl, generated), base_url=str(TEMPLATES)).write_pdf(path)
+        paths.append(path)
+    return paths
+
+
+def write_xlsx(data: dict, out_dir: Path) -> Path:
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font, PatternFill
+
+    book = Workbook()
+    book.remove(book.active)
+    for wl in data["lists"]:
+        sheet = book.create_sheet(f"{wl.number}{wl.title}")
+        title = f"{data['township_name']} {wl.title}（{data['week']:%Y-%m-%d}至{data['week_end']:%Y-%m-%d}）  阅读对象：{wl.readers}"
+        sheet.append([title])
+        sheet["A1"].font = Font(bold=True, size=13)
+        headers = ["村(社区)"] + [c.title for c in wl.columns] + (["签到", "签名", "备注"] if wl.signatures else [])
+        sheet.append(headers)
+        for cell in sheet[2]:
+            cell.font = Font(bold=True)
+            cell.fill = PatternFill("solid", fgColor="DDE6F0")
+            cell.alignment = Alignment(vertical="center", wrap_text=True)
+        for village, rows in wl.by_village():
+            for row in rows:
+                sheet.append([village] + [row.get(c.key, "") for c in wl.columns] + (["", "", ""] if wl.signatures else []))
+        widths = [12] + [c.width for c in wl.columns] + ([8, 12, 12] if wl.signatures else [])
+        for i, width in enumerate(widths, start=1):
+            sheet.column_dimensions[sheet.cell(row=2, column=i).column_letter].width = width
+        sheet.freeze_panes = "B3"
+        sheet.print_options.gridLines = True
+        sheet.page_setup.orientation = "landscape"
+        sheet.page_setup.paperSize = sheet.PAPERSIZE_A4
+    path = out_dir / f"{_file_stem(data)}_五单.xlsx"
+    book.save(path)
+    return path
+
+
+def render_files(data: dict, out_dir: Path, generated: str) -> list[Path]:
+    """The five PDFs and the XLSX of one township's lists (pure rendering: no database)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_pdfs(data, out_dir, generated) + [write_xlsx(data, out_dir)]
+
+
+def _record(engine: Engine, data: dict, actor: str, base_url: str | None) -> int:
+    """Audit the export and queue the notifications, in one transaction; returns the messages queued."""
+    from schedules.notify import queue_list_notifications
+
+    with engine.begin() as conn:
+        conn.execute(sa.insert(AuditLog).values(**audit_row(
+            actor=actor, action="export", object_type="lists", object_id=f"{data['township_code']}:{data['week']}",
+            region_code=data["township_code"], detail=json.dumps(data["counts"], ensure_ascii=False), source=actor,
+        )))
+        return queue_list_notifications(conn, township_code=data["township_code"], township_name=data["township_name"],
+                                        week=data["week"], counts=data["counts"], base_url=base_url)
+
+
+def _generated() -> str:
+    from registry.clock import now_utc
+    from registry.config import LOCAL_TZ
+
+    return now_utc().astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def write_township_lists(engine: Engine, *, township_code: str, week: date, out_dir: Path, actor: str = "scheduler",
+                         base_url: str | None = None) -> dict:
+    """写五单 Write the five PDFs and the XLSX; audit the export and queue notifications in one transaction."""
+    data = build_lists(engine, township_code=township_code, week=week)
+    files = render_files(data, Path(out_dir), _generated())
+    queued = _record(engine, data, actor, base_url)
+    return {"files": files, "counts": data["counts"], "queued": queued}
+
+
+def render_workers(townships: int) -> int:
+    """Processes for rendering: one per CPU (WeasyPrint is CPU-bound), at most one per township,
+    at most ``JINGFANG_RENDER_WORKERS`` when set (1 renders in this process)."""
+    import os
+
+    configured = os.environ.get("JINGFANG_RENDER_WORKERS", "")
+    limit = int(configured) if configured.isdigit() and int(configured) > 0 else (os.cpu_count() or 1)
+    return max(1, min(limit, townships))
+
+
+def write_townships(engine: Engine, *, codes: list[str], week: date, out_root: Path, actor: str = "scheduler",
+                    base_url: str | None = None, on_written=None) -> list[dict]:
+    """写多个乡镇的五单 The lists of several townships, ``out_root/<code>/`` each.
+
+    The data of every township is read here first; the PDFs (about 3 s of WeasyPrint CPU per
+    township of 250 patients) are rendered in parallel processes (``render_workers``); each
+    township's export audit row and notifications are written here, in its own transaction, as
+    its files are complete, in the order of ``codes``. ``on_written(result)`` is called after each.
+    """
+    generated = _generated()
+    datas = [build_lists(engine, township_code=code, week=week) for code in codes]
+    workers = render_workers(len(codes))
+    results = []
+
+    def finish(data: dict, files: list[Path]) -> None:
+        result = {"township_code": data["township_code"], "township_name": data["township_name"], "files": files,
+                  "counts": data["counts"], "queued": _record(engine, data, actor, base_url)}
+        results.append(result)
+        if on_written:
+            on_written(result)
+
+    if workers == 1:
+        for data in datas:
+            finish(data, render_files(data, Path(out_root) / data["township_code"], generated))
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may be the scheduler service with its thread pool running
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(render_files, data, Path(out_root) / data["township_code"], generated) for data in datas]
+        for data, future in zip(datas, futures):
+            finish(data, future.result())
+    return results
+
+
+def write_all_townships(engine: Engine, *, week: date, out_dir: Path) -> dict:
+    """Every township's 五单 for the week (the scheduler's Monday job)."""
+    r = Region.__table__
+    with engine.connect() as conn:
+        codes = conn.execute(sa.select(r.c.code).where(r.c.level == "township").order_by(r.c.code)).scalars().all()
+    totals: dict = {"townships": 0, "files": 0, "queued": 0}
+    for result in write_townships(engine, codes=list(codes), week=week, out_root=Path(out_dir)):
+        totals["townships"] += 1
+        totals["files"] += len(result["files"])
+        totals["queued"] += result["queued"]
+        for slug, n in result["counts"].items():
+            totals[slug] = totals.get(slug, 0) + n
+    return totals

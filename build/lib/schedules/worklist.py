@@ -1,0 +1,93 @@
+"""工作清单 Open tasks as of a date, for a region and everything below it (rules.md §5 sorting).
+
+Sorted by risk level (desc; unknown last), days overdue (desc), due date, then patient and kind.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from registry.errors import NotFound
+from registry.models import Patient, Region
+from schedules.models import VisitTask
+
+CONTRACT_KEYS = ("patient_id", "kind", "due_on", "overdue", "roles", "joint", "rule")
+
+
+def region_subtree(code: str) -> sa.CTE:
+    """The region ``code`` and every region below it (recursive CTE, any depth)."""
+    r = Region.__table__
+    tree = sa.select(r.c.code).where(r.c.code == code).cte("subtree", recursive=True)
+    child = r.alias("child")
+    return tree.union_all(sa.select(child.c.code).where(child.c.parent_code == tree.c.code))
+
+
+def check_region(engine: Engine, code: str) -> None:
+    r = Region.__table__
+    with engine.connect() as conn:
+        if conn.execute(sa.select(r.c.code).where(r.c.code == code)).first() is None:
+            raise NotFound(message=f"行政区划“{code}”不存在", code="REGION_NOT_FOUND")
+
+
+def sort_key(task: dict):
+    """rules.md §5: risk desc, days overdue desc, due date (then patient, kind for a stable order)."""
+    risk = task["risk_level"] if task["risk_level"] is not None else -1
+    return (-risk, -task["days_overdue"], task["due_on"], task["patient_id"], task["kind"])
+
+
+def open_tasks(engine: Engine, *, as_of: date, region_code: str | None = None, kinds: tuple[str, ...] | None = None) -> list[dict]:
+    """待办任务 Open tasks as of ``as_of`` (tasks whose basis is on or before that date).
+
+    Each dict: the contract JSON keys plus task_id, village_code, township_code, risk_level,
+    days_overdue, calendar_estimated, window_start, window_end, basis.
+    """
+    t = VisitTask.__table__
+    p = Patient.__table__
+    v = Region.__table__.alias("v")
+    stmt = (
+        sa.select(
+            t.c.id, t.c.patient_id, t.c.kind, t.c.basis, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level,
+            t.c.calendar_estimated, t.c.window_start, t.c.window_end, p.c.village_code, v.c.parent_code,
+        )
+        .select_from(t.join(p, p.c.patient_id == t.c.patient_id).join(v, v.c.code == p.c.village_code))
+        .where(t.c.status == "open", t.c.basis_on <= as_of)
+    )
+    if kinds:
+        stmt = stmt.where(t.c.kind.in_(list(kinds)))
+    if region_code:
+        check_region(engine, region_code)
+        sub = region_subtree(region_code)
+        stmt = stmt.where(p.c.village_code.in_(sa.select(sub.c.code)))
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    tasks = []
+    for r in rows:
+        days = (as_of - r.due_on).days
+        tasks.append({
+            "patient_id": r.patient_id,
+            "kind": r.kind,
+            "due_on": r.due_on.isoformat(),
+            "overdue": as_of > r.due_on,
+            "roles": r.roles.split(","),
+            "joint": bool(r.joint),
+            "rule": r.rule,
+            "task_id": r.id,
+            "basis": r.basis,
+            "village_code": r.village_code,
+            "township_code": r.parent_code,
+            "risk_level": r.risk_level,
+            "days_overdue": max(days, 0),
+            "calendar_estimated": bool(r.calendar_estimated),
+            "window_start": r.window_start.isoformat() if r.window_start else None,
+            "window_end": r.window_end.isoformat() if r.window_end else None,
+        })
+    tasks.sort(key=sort_key)
+    return tasks
+
+
+def contract_json(tasks: list[dict]) -> list[dict]:
+    """Only the keys contract.md shows for ``jingfang tasks --json``."""
+    return [{k: t[k] for k in CONTRACT_KEYS} for t in tasks]
