@@ -8,6 +8,7 @@ so nothing of the checkout is on the path.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -45,10 +46,16 @@ print("ok")
 
 
 def test_wheel_ships_templates(tmp_path):
-    dist, target, elsewhere = tmp_path / "dist", tmp_path / "site", tmp_path / "cwd"
+    source, dist, target, elsewhere = tmp_path / "src", tmp_path / "dist", tmp_path / "site", tmp_path / "cwd"
     elsewhere.mkdir()
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("registry", "schedules", "templates"):
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
                    check=True, capture_output=True, cwd=tmp_path)
     wheel = next(dist.glob("jingfang-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -1,1 +1,0 @@
-"""网页与接口 Web pages and JSON API."""
