@@ -1,10 +1,11 @@
 """任务生成 Set-based generation of every task the rules owe, over the whole population.
 
 rules.md §5–§6 applied in SQL (one pass with window functions: latest attempt, latest and
-previous complete follow-up, unreached streak, recent 肇事/肇祸), written with
-``INSERT … SELECT … ON CONFLICT (patient_id, kind, basis) DO UPDATE … WHERE open and changed``:
-running twice changes nothing, two runs at once never duplicate (unique key; on PostgreSQL the
-runs are also serialised by an advisory lock, on SQLite by the database write lock). Everything
+previous complete follow-up, unreached streak, recent 肇事/肇祸), written in one statement — on
+PostgreSQL a materialised plan whose new keys are inserted and whose changed open tasks are
+updated by id, on SQLite ``INSERT … SELECT … ON CONFLICT (patient_id, kind, basis) DO UPDATE …
+WHERE open and changed``: running twice changes nothing, two runs at once never duplicate (runs
+are serialised — PostgreSQL advisory lock, SQLite write lock — and the key is unique). Everything
 happens in one transaction: a run killed midway leaves no trace and the next run redoes it.
 ``schedules.planning`` states the same rules per patient in Python; the tests check agreement.
 """
@@ -395,7 +396,8 @@ def _write_plan(conn: Connection, select: sa.Select) -> int:
     plan = select.cte("plan").prefix_with("MATERIALIZED")
     updated = (
         sa.update(t)
-        .where(t.c.id == plan.c.existing_id)
+        # status re-checked on the row's latest version: a task closed meanwhile (web) stays as it is
+        .where(t.c.id == plan.c.existing_id, t.c.status == "open")
         .values({c: plan.c[c] for c in UPDATABLE})
         .returning(t.c.id)
         .cte("updated")
