@@ -22,6 +22,7 @@ from schedules.planning import plan
 from schedules.profile import load_profile
 from schedules.worklist import open_tasks
 from tests.schedule_population import populate, records
+from tests.waiting import wait_for
 
 D = date.fromisoformat
 runner = CliRunner()
@@ -287,3 +288,45 @@ def test_changed_open_task_is_updated_in_place_and_closed_task_left_alone(databa
         closed = conn.execute(sa.select(t.c.status, t.c.close_reason).where(health)).all()
     assert after == [before]  # the same row (same id and creation), its planned values back
     assert closed == [("done", "manual")]  # a closed task is never reopened or duplicated
+
+
+def test_task_closed_while_a_run_waits_for_it_stays_closed(database, small_county):
+    """A changed open task that someone closes while a run is about to update it keeps its closed state
+    and its values: the run's update re-checks ``status = 'open'`` on the row's latest version."""
+    cli("import", small_county, "--db", database.url)
+    today = D("2026-06-10")
+    engine = database.engine
+    generate(engine, as_of=today)
+    t = VisitTask.__table__
+    key = sa.and_(t.c.patient_id == "A", t.c.kind == "follow_up")
+    with engine.begin() as conn:  # the stored task now differs from the plan: the next run updates it
+        conn.execute(sa.update(t).where(key).values(roles="doctor,police,village", risk_level=4))
+    close = sa.update(t).where(key).values(status="done", close_reason="manual")
+    if database.backend == "postgresql":
+        blocker = engine.connect()
+        tx = blocker.begin()
+        blocker.execute(close)  # not committed yet: the run plans with the task still open
+        result: dict = {}
+        run = threading.Thread(target=lambda: result.update(generate(engine, as_of=today)))
+        run.start()
+
+        def waiting() -> int:
+            with engine.connect() as conn:
+                return conn.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state = 'active' AND wait_event_type = 'Lock'")).scalar_one()
+
+        try:
+            wait_for(waiting, "the run to wait for the task's row")
+        finally:
+            tx.commit()
+            blocker.close()
+        run.join(60)
+        assert result["created"] == 0
+    else:  # SQLite runs take the write lock first: the close simply comes before the run
+        with engine.begin() as conn:
+            conn.execute(close)
+        generate(engine, as_of=today)
+    with engine.connect() as conn:
+        after = conn.execute(sa.select(t.c.status, t.c.close_reason, t.c.roles, t.c.risk_level).where(key)).all()
+    assert after == [("done", "manual", "doctor,police,village", 4)]
