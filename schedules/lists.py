@@ -390,13 +390,21 @@ def write_township_lists(engine: Engine, *, township_code: str, week: date, out_
     return {"files": files, "counts": data["counts"], "queued": queued}
 
 
+MAX_RENDER_WORKERS = 8  # each worker holds WeasyPrint and fonts (~100 MB); more rarely pays
+
+
 def render_workers(townships: int) -> int:
-    """Processes for rendering: one per CPU (WeasyPrint is CPU-bound), at most one per township,
-    at most ``JINGFANG_RENDER_WORKERS`` when set (1 renders in this process)."""
+    """Processes for rendering: one per CPU this process may run on (WeasyPrint is CPU-bound), at
+    most ``MAX_RENDER_WORKERS`` and one per township; ``JINGFANG_RENDER_WORKERS`` overrides the
+    CPU count (1 renders in this process)."""
     import os
 
     configured = os.environ.get("JINGFANG_RENDER_WORKERS", "")
-    limit = int(configured) if configured.isdigit() and int(configured) > 0 else (os.cpu_count() or 1)
+    if configured.isdigit() and int(configured) > 0:
+        limit = int(configured)
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        limit = min(cpus, MAX_RENDER_WORKERS)
     return max(1, min(limit, townships))
 
 

@@ -3,6 +3,7 @@ police and civil-affairs lists, masked ID numbers."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import date
 
@@ -104,3 +105,16 @@ def test_lists_bad_input(database, small_county, tmp_path, args, code):
     prepare(database, small_county)
     result = runner.invoke(app, ["lists", *args, "--out", str(tmp_path), "--db", database.url])
     assert result.exit_code == code and "错误" in result.output
+
+
+def test_render_workers(monkeypatch):
+    from schedules.lists import MAX_RENDER_WORKERS, render_workers
+
+    monkeypatch.setenv("JINGFANG_RENDER_WORKERS", "3")
+    assert [render_workers(n) for n in (1, 2, 12)] == [1, 2, 3]  # never more than one per township
+    monkeypatch.setenv("JINGFANG_RENDER_WORKERS", "1")
+    assert render_workers(12) == 1
+    monkeypatch.setenv("JINGFANG_RENDER_WORKERS", "lots")  # not a number: the CPUs this process may use
+    assert 1 <= render_workers(100) <= MAX_RENDER_WORKERS
+    monkeypatch.delenv("JINGFANG_RENDER_WORKERS")
+    assert render_workers(100) == min(len(os.sched_getaffinity(0)), MAX_RENDER_WORKERS)
