@@ -16,6 +16,7 @@ tests check the rendered PDFs.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -397,8 +398,6 @@ def render_workers(townships: int) -> int:
     """Processes for rendering: one per CPU this process may run on (WeasyPrint is CPU-bound), at
     most ``MAX_RENDER_WORKERS`` and one per township; ``JINGFANG_RENDER_WORKERS`` overrides the
     CPU count (1 renders in this process)."""
-    import os
-
     configured = os.environ.get("JINGFANG_RENDER_WORKERS", "")
     if configured.isdigit() and int(configured) > 0:
         limit = int(configured)
