@@ -43,7 +43,7 @@ class RegionTree:
     def __init__(self, engine):
         self.engine = engine
         self._lock = threading.Lock()
-        self._loaded_at = 0.0
+        self._loaded_at: float | None = None  # never loaded (not 0.0: monotonic time starts near 0 at boot)
         self._children: dict[str, list[str]] = {}
         self._regions: dict[str, tuple[str, str, str | None]] = {}
         self._descendants: dict[str, tuple[dict, frozenset[str]]] = {}
@@ -63,13 +63,13 @@ class RegionTree:
 
     def _fresh(self) -> None:
         with self._lock:
-            if time.monotonic() - self._loaded_at > self.TTL_SECONDS:
+            if self._loaded_at is None or time.monotonic() - self._loaded_at > self.TTL_SECONDS:
                 self._load()
 
     def invalidate(self) -> None:
         """刷新 Reload the tree on next use."""
         with self._lock:
-            self._loaded_at = 0.0
+            self._loaded_at = None
 
     def descendants(self, code: str) -> frozenset[str]:
         """下级地区 The region itself and everything below it (memoised until the tree reloads)."""
