@@ -42,6 +42,7 @@ def schedule_command(as_of: AsOf = None, db: DbOption = None) -> None:
         f"{counts['as_of']} 规则 {counts['profile']}：新建 {counts['created']}，完成 {counts['closed']}，"
         f"取消 {counts['cancelled']}，待办 {counts['open']}（{kinds}）"
         + ("；输入与上次运行相同，未重新计算" if counts.get("skipped") else "")
+        + (f"；按患者分 {counts['shards']} 片并行计算" if counts.get("shards", 1) > 1 else "")
     )
     if counts["calendar_estimated"]:
         typer.echo(f"其中 {counts['calendar_estimated']} 项到期日按估计日历计算", err=True)

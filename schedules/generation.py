@@ -5,8 +5,11 @@ previous complete follow-up, unreached streak, recent 肇事/肇祸), written in
 PostgreSQL a materialised plan whose new keys are inserted and whose changed open tasks are
 updated by id, on SQLite ``INSERT … SELECT … ON CONFLICT (patient_id, kind, basis) DO UPDATE …
 WHERE open and changed``: running twice changes nothing, two runs at once never duplicate (runs
-are serialised — PostgreSQL advisory lock, SQLite write lock — and the key is unique). Everything
-happens in one transaction: a run killed midway leaves no trace and the next run redoes it.
+are serialised — PostgreSQL advisory lock, SQLite write lock — and the key is unique). A run is
+one transaction: killed midway it leaves no trace and the next run redoes it. On PostgreSQL a
+full run over many patients (``shard_count``) is cut into patient_id ranges planned and written
+in parallel, one transaction per range, while the run's own transaction holds the lock: killed
+midway, each range is complete or untouched, and the next run completes the rest.
 ``schedules.planning`` states the same rules per patient in Python; the tests check agreement.
 """
 
@@ -31,6 +34,9 @@ from schedules.profile import Profile, load_profile
 from schedules.sqldates import add_days, add_period
 
 ADVISORY_LOCK_KEY = 5_020_261_105  # pg_advisory_xact_lock key of the generation run
+SHARD_LOCK_KEY = ADVISORY_LOCK_KEY + 1  # held shared by each shard's transaction (``_lock``)
+MAX_SHARDS = 8
+SHARD_MIN_PATIENTS = 100_000  # below 2× this a run is one transaction (a county: a few thousand)
 VISIT_KIND_VALUES = [k.value for k in VISIT_KINDS]
 
 _work_day_meta = sa.MetaData()
@@ -111,29 +117,69 @@ def _fill_work_days(conn: Connection, profile: Profile, calendar: WorkCalendar, 
 
 
 def _lock(conn: Connection) -> None:
-    """Serialise generation runs: advisory lock (PostgreSQL) / take the write lock now (SQLite)."""
+    """Serialise generation runs: advisory lock (PostgreSQL) / take the write lock now (SQLite).
+
+    On PostgreSQL the run then waits until no shard of an earlier, killed run still works: a shard
+    holds ``SHARD_LOCK_KEY`` shared for its transaction, and a killed client's backend finishes its
+    statement before it notices and rolls back."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
-        # one large batch statement: sort in memory, skip JIT compilation (this transaction only)
-        work_mem = os.environ.get("JINGFANG_GENERATION_WORK_MEM", "1GB")
-        if not work_mem.replace("MB", "").replace("GB", "").replace("kB", "").isdigit():
-            work_mem = "1GB"
-        conn.exec_driver_sql(f"SET LOCAL work_mem = '{work_mem}'")
-        conn.exec_driver_sql("SET LOCAL jit = off")
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k), pg_advisory_unlock(:k)"), {"k": SHARD_LOCK_KEY})
+        _batch_settings(conn)
     else:
         conn.execute(sa.update(VisitTask).where(sa.false()).values(status=VisitTask.status))
 
 
+def _batch_settings(conn: Connection) -> None:
+    """One large batch statement: sort in memory, skip JIT compilation (this transaction only)."""
+    work_mem = os.environ.get("JINGFANG_GENERATION_WORK_MEM", "1GB")
+    if not work_mem.replace("MB", "").replace("GB", "").replace("kB", "").isdigit():
+        work_mem = "1GB"
+    conn.exec_driver_sql(f"SET LOCAL work_mem = '{work_mem}'")
+    conn.exec_driver_sql("SET LOCAL jit = off")
+
+
+def shard_count(patients: int, requested: int | None = None) -> int:
+    """分片数 How many shards a full PostgreSQL run uses for ``patients`` patients.
+
+    ``requested`` (else ``JINGFANG_GENERATION_SHARDS``, else the CPUs this process may use, at
+    most ``MAX_SHARDS``) caps it; every shard gets at least ``JINGFANG_GENERATION_SHARD_PATIENTS``
+    patients (default ``SHARD_MIN_PATIENTS``), so a county's run stays one transaction."""
+    if requested is None:
+        configured = os.environ.get("JINGFANG_GENERATION_SHARDS", "")
+        if configured.isdigit() and int(configured) > 0:
+            requested = int(configured)
+        else:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            requested = min(cpus, MAX_SHARDS)
+    minimum = os.environ.get("JINGFANG_GENERATION_SHARD_PATIENTS", "")
+    per_shard = int(minimum) if minimum.isdigit() and int(minimum) > 0 else SHARD_MIN_PATIENTS
+    return max(1, min(requested, patients // per_shard))
+
+
+def in_range(column, patient_range: tuple[str | None, str | None] | None) -> sa.ColumnElement:
+    """分片 ``lo <= patient_id < hi`` in byte order (``COLLATE "C"``; an open end is None): the
+    shards of a sharded run partition the patients, each with every row of its patients."""
+    if patient_range is None:
+        return sa.true()
+    lo, hi = patient_range
+    key = column.collate("C")
+    terms = ([key >= lo] if lo is not None else []) + ([key < hi] if hi is not None else [])
+    return sa.and_(sa.true(), *terms)
+
+
 def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "sqlite",
-                patient_ids: list[str] | None = None, *, existing: bool = False) -> sa.Select:
+                patient_ids: list[str] | None = None, *, existing: bool = False,
+                patient_range: tuple[str | None, str | None] | None = None) -> sa.Select:
     """The SELECT producing every task row owed as of ``as_of`` (visit, health check, injection)
     that is not stored yet or stored open with other values; with ``patient_ids``, the same rows
-    for those patients only. With ``existing``, each row also carries ``existing_id``: the id of
-    the stored open task it changes, or NULL for a new task."""
+    for those patients only; with ``patient_range`` (PostgreSQL), for the patients of one shard
+    (``in_range``). With ``existing``, each row also carries ``existing_id``: the id of the
+    stored open task it changes, or NULL for a new task."""
     p = Patient.__table__.alias("p")
 
     def eligible(as_of_: date) -> sa.ColumnElement:
-        cond = eligible_sql(p, as_of_)
+        cond = sa.and_(eligible_sql(p, as_of_), in_range(p.c.patient_id, patient_range))
         return cond if patient_ids is None else sa.and_(cond, p.c.patient_id.in_(patient_ids))
 
     f = FollowUp.__table__.alias("f")
@@ -153,7 +199,9 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
             classification_sql(f).label("cls"),
         )
         .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
-        .where(f.c.visit_on >= p.c.registered_on, f.c.visit_on <= as_of, eligible(as_of))
+        # the shard's range on the follow-ups too: filtered in the scan, not after the join
+        .where(f.c.visit_on >= p.c.registered_on, f.c.visit_on <= as_of, eligible(as_of),
+               in_range(f.c.patient_id, patient_range))
         .offset(0)
         .subquery("base")
     )
@@ -346,7 +394,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
     )
     source = u.join(work_day, work_day.c.day == u.c.nominal_due_on)
     if existing:  # one probe of the key yields both the filter and the stored task's id
-        source = source.outerjoin(t, same_key)
+        source = source.outerjoin(t, sa.and_(same_key, in_range(t.c.patient_id, patient_range)))
         wanted = sa.or_(t.c.id.is_(None), sa.not_(kept))
         extra = [t.c.id.label("existing_id")]
     else:
@@ -435,12 +483,15 @@ def _close_tasks(conn: Connection, where, status: str, reason, now: datetime) ->
 
 
 def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created: int = 1,
-                     patient_ids: list[str] | None = None, earlier_open: bool | None = None) -> dict:
+                     patient_ids: list[str] | None = None, earlier_open: bool | None = None,
+                     patient_range: tuple[str | None, str | None] | None = None) -> dict:
     """Cancel tasks of patients who left management; close tasks their events completed (rules.md §5).
-    With ``patient_ids``, only those patients' tasks are touched."""
+    With ``patient_ids`` (or ``patient_range``, one shard), only those patients' tasks are touched."""
     t = VisitTask.__table__
     p = Patient.__table__
-    only = sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids)
+    only = in_range(t.c.patient_id, patient_range)
+    if patient_ids is not None:
+        only = sa.and_(only, t.c.patient_id.in_(patient_ids))
 
     def _close(conn_, where, status, reason, now):
         return _close_tasks(conn_, sa.and_(only, where), status, reason, now)
@@ -555,14 +606,22 @@ def _previous_fingerprint(conn: Connection) -> str | None:
 
 
 def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
-             patient_ids: list[str] | None = None, timings: dict[str, float] | None = None) -> dict:
+             patient_ids: list[str] | None = None, timings: dict[str, float] | None = None,
+             shards: int | None = None) -> dict:
     """生成任务 Generate every task owed as of ``as_of``; idempotent and safe when runs overlap.
 
     Returns counts: created, closed, cancelled, open (by kind), calendar_estimated,
-    and warnings (years with no holiday table). ``patient_ids`` limits the run to those patients
+    warnings (years with no holiday table) and shards (1: one transaction; 0: skipped). ``patient_ids`` limits the run to those patients
     (a web write refreshes its own patient, not the county); such a run records no fingerprint,
     so the next full run does the whole pass. ``timings``, when given, receives the wall-clock
     seconds of each phase (the benchmark prints them).
+
+    On PostgreSQL a full run over many patients is sharded (``shard_count``; ``shards`` caps it):
+    the patients are cut into ranges of patient_id and each range is planned, written and closed
+    in its own connection and transaction, in parallel (docs/scheduler.md, "Sharded runs"). The
+    run's own transaction holds the advisory lock throughout, so runs stay serialised; a run
+    killed midway leaves each shard either complete or untouched, and the next run (the
+    scheduler catches up on start) completes the rest.
     """
     profile = profile or load_profile()
     stamp = now_utc().replace(microsecond=0)
@@ -582,30 +641,95 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
             result = _summary(conn, as_of, profile, calendar, created=0, closed=0, cancelled=0, before=before,
                               skipped=True)
             clock.lap("summary")
-            return result
+            return {**result, "shards": 0}
         start, end = _calendar_range(conn, as_of)
-        _fill_work_days(conn, profile, calendar, start, end)
         # open tasks stored before this run (the closing steps can only match those)
         only = sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids)
         earlier_open = conn.execute(sa.select(t.c.id).where(only, t.c.status == "open").limit(1)).first() is not None
-        clock.lap("work-day table")
-        if conn.dialect.name == "postgresql":
-            created = _write_plan(conn, plan_select(profile, as_of, stamp, "postgresql", patient_ids, existing=True))
+        ranges = _shard_ranges(conn, shards) if patient_ids is None and conn.dialect.name == "postgresql" else []
+        if len(ranges) > 1:
+            clock.lap("shard bounds")
+            created, counts, spans = _run_shards(engine, ranges, profile, calendar, as_of, stamp, start, end,
+                                                 earlier_open)
+            clock.lap("plan + write + closing steps (shards in parallel)")
+            if timings is not None:
+                for i, span in enumerate(spans, 1):
+                    for name, seconds in span.items():
+                        timings[f"  shard {i}/{len(spans)}: {name}"] = seconds
         else:
-            created = _write(conn, plan_select(profile, as_of, stamp, "sqlite", patient_ids), stamp)
-        clock.lap("plan + write (one statement)")
-        counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids,
-                                  earlier_open=earlier_open)
-        clock.lap("closing steps")
+            _fill_work_days(conn, profile, calendar, start, end)
+            clock.lap("work-day table")
+            if conn.dialect.name == "postgresql":
+                created = _write_plan(conn, plan_select(profile, as_of, stamp, "postgresql", patient_ids, existing=True))
+            else:
+                created = _write(conn, plan_select(profile, as_of, stamp, "sqlite", patient_ids), stamp)
+            clock.lap("plan + write (one statement)")
+            counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids,
+                                      earlier_open=earlier_open)
+            work_day.drop(conn)
+            clock.lap("closing steps")
         if conn.dialect.name == "postgresql" and created > 10_000:
             conn.exec_driver_sql("ANALYZE visit_task")  # fresh statistics for the next run's plan
-        work_day.drop(conn)
         clock.lap("analyze")
         result = _summary(conn, as_of, profile, calendar, created=created, closed=counts["closed"],
                           cancelled=counts["cancelled"], before=before, skipped=False)
+        result["shards"] = max(1, len(ranges))
         clock.lap("summary + task fingerprint")
     clock.lap("commit")
     return result
+
+
+def _shard_ranges(conn: Connection, shards: int | None) -> list[tuple[str | None, str | None]]:
+    """The patient_id ranges of a sharded run: cut at evenly spaced patients of the primary-key
+    index (its order need not be byte order: any cuts partition the byte-ordered key space)."""
+    p = Patient.__table__
+    patients = conn.execute(sa.select(sa.func.count()).select_from(p)).scalar_one()
+    n = shard_count(patients, shards)
+    if n <= 1:
+        return []
+    cut = sa.select(p.c.patient_id).order_by(p.c.patient_id).offset(sa.bindparam("o")).limit(1)
+    cuts = sorted({conn.execute(cut, {"o": patients * k // n}).scalar_one() for k in range(1, n)},
+                  key=lambda pid: pid.encode())
+    bounds = [None, *cuts, None]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _run_shards(engine: Engine, ranges, profile: Profile, calendar: WorkCalendar, as_of: date, stamp: datetime,
+                start: date, end: date, earlier_open: bool) -> tuple[int, dict, list[dict[str, float]]]:
+    """Plan, write and close every shard in its own connection and transaction, in parallel threads
+    (the database does the work; the driver releases the GIL while it waits). Returns the
+    created count, the closing counts, summed, and each shard's phases (seconds). The first
+    failure is raised after every shard has ended (a shard that committed stays: its patients
+    are complete)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def shard(patient_range) -> tuple[int, dict, dict[str, float]]:
+        span: dict[str, float] = {}
+        clock = _PhaseClock(span)
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": SHARD_LOCK_KEY})
+            _batch_settings(conn)
+            _fill_work_days(conn, profile, calendar, start, end)
+            clock.lap("work-day table")
+            select = plan_select(profile, as_of, stamp, "postgresql", existing=True, patient_range=patient_range)
+            created = _write_plan(conn, select)
+            clock.lap("plan + write")
+            counts = close_and_cancel(conn, as_of, stamp, created=created, earlier_open=earlier_open,
+                                      patient_range=patient_range)
+            work_day.drop(conn)
+            clock.lap("closing steps")
+        clock.lap("commit")
+        return created, counts, span
+
+    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="generate-shard") as pool:
+        futures = [pool.submit(shard, r) for r in ranges]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    results = [f.result() for f in futures]
+    return (sum(c for c, _, _ in results),
+            {k: sum(r[k] for _, r, _ in results) for k in ("cancelled", "closed")},
+            [span for _, _, span in results])
 
 
 class _PhaseClock:

@@ -1,5 +1,8 @@
 """Set-based generation on SQLite and PostgreSQL: acceptance example, agreement with the pure
-planner, idempotency (twice and concurrently), closing and cancelling, calendar recomputation."""
+planner, idempotency (twice and concurrently), closing and cancelling, calendar recomputation.
+
+Tests taking the ``sharding`` fixture run a third time on PostgreSQL with the run cut into three
+shards (each its own connection and transaction, in parallel), as a province-sized run is."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import random
 import threading
 from datetime import date
 
+import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
@@ -16,7 +20,7 @@ from registry.db import make_engine
 from registry.models import FollowUp, HealthCheck, Patient
 from registry.rules import classification_of
 from schedules.calendar import WorkCalendar, load_calendar, parse_calendar_csv
-from schedules.generation import classification_sql, generate
+from schedules.generation import classification_sql, generate, in_range, shard_count
 from schedules.models import VisitTask
 from schedules.planning import plan
 from schedules.profile import load_profile
@@ -27,6 +31,17 @@ from tests.waiting import wait_for
 D = date.fromisoformat
 runner = CliRunner()
 PROFILE = load_profile()
+
+
+@pytest.fixture(params=[False, True], ids=["one-transaction", "sharded"])
+def sharding(request, database, monkeypatch) -> bool:
+    """Run the test as it is, and (PostgreSQL only) with every full run cut into 3 shards."""
+    if request.param:
+        if database.backend != "postgresql":
+            pytest.skip("shards are a PostgreSQL path; SQLite runs are one transaction")
+        monkeypatch.setenv("JINGFANG_GENERATION_SHARDS", "3")
+        monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "1")
+    return request.param
 
 
 def cli(*args):
@@ -74,10 +89,13 @@ def test_small_county_acceptance(database, small_county):
         ("C1", "locate"), ("C1", "health_check"), ("A", "follow_up"), ("B", "first_visit"), ("B", "health_check")]
 
 
-def test_sql_agrees_with_pure_planner(database):
+def test_sql_agrees_with_pure_planner(database, sharding):
     today = D("2026-10-05")
     populate(database.engine, patients=250, seed=7, today=today)
-    counts = generate(database.engine, as_of=today)
+    timings: dict[str, float] = {}
+    counts = generate(database.engine, as_of=today, timings=timings)
+    assert any("shards in parallel" in phase for phase in timings) is sharding  # the path the test meant
+    assert counts["shards"] == (3 if sharding else 1)
     expected = planned(database.engine, today)
     assert stored(database.engine) == expected
     assert counts["open"] == len(expected) and counts["created"] == len(expected)
@@ -85,7 +103,7 @@ def test_sql_agrees_with_pure_planner(database):
     assert kinds == {"first_visit", "follow_up", "retry", "locate", "discharge_check", "health_check", "injection"}
 
 
-def test_later_run_closes_and_recomputes(database):
+def test_later_run_closes_and_recomputes(database, sharding):
     populate(database.engine, patients=150, seed=11, today=D("2026-03-01"), start=D("2025-06-01"))
     generate(database.engine, as_of=D("2026-03-01"))
     # two more weeks of follow-ups arrive; the next run closes what they completed
@@ -109,7 +127,7 @@ def test_later_run_closes_and_recomputes(database):
     assert "follow_up" in reasons
 
 
-def test_run_twice_and_concurrently_no_duplicates(database):
+def test_run_twice_and_concurrently_no_duplicates(database, sharding):
     today = D("2026-06-10")
     populate(database.engine, patients=200, seed=3, today=today)
     first = generate(database.engine, as_of=today)
@@ -145,7 +163,7 @@ def test_run_twice_and_concurrently_no_duplicates(database):
     assert dupes == [] and total == first["open"]
 
 
-def test_death_move_and_refusal_cancel_with_reason(database, small_county):
+def test_death_move_and_refusal_cancel_with_reason(database, sharding, small_county):
     cli("import", small_county, "--db", database.url)
     generate(database.engine, as_of=D("2026-06-10"))
     with database.engine.begin() as conn:
@@ -165,7 +183,7 @@ def test_death_move_and_refusal_cancel_with_reason(database, small_county):
     ]
 
 
-def test_health_check_and_injection_close_on_their_own_events(database, small_county):
+def test_health_check_and_injection_close_on_their_own_events(database, sharding, small_county):
     cli("import", small_county, "--db", database.url)
     with database.engine.begin() as conn:
         conn.execute(sa.update(Patient).where(Patient.patient_id == "A").values(
@@ -190,7 +208,7 @@ def test_health_check_and_injection_close_on_their_own_events(database, small_co
     ]
 
 
-def test_unknown_year_estimated_then_recomputed_when_table_loaded(database, small_county):
+def test_unknown_year_estimated_then_recomputed_when_table_loaded(database, sharding, small_county):
     cli("import", small_county, "--db", database.url)
     with database.engine.begin() as conn:
         conn.execute(sa.insert(FollowUp).values(patient_id="A", visit_on=D("2026-12-20"), mode=2, risk_level=0))
@@ -250,7 +268,7 @@ def test_classification_sql_matches_rules(database):
     assert [r.cls for r in got] == [None if classification_of(r) is None else int(classification_of(r)) for r in got]
 
 
-def test_no_change_run_is_detected_by_fingerprint(database, small_county):
+def test_no_change_run_is_detected_by_fingerprint(database, sharding, small_county):
     cli("import", small_county, "--db", database.url)
     from schedules.jobs import recorded
 
@@ -270,7 +288,7 @@ def test_no_change_run_is_detected_by_fingerprint(database, small_county):
     assert fourth["skipped"] is False and stored(database.engine)[("A", "follow_up", "follow_up:3")][0] == D("2026-05-29")
 
 
-def test_changed_open_task_is_updated_in_place_and_closed_task_left_alone(database, small_county):
+def test_changed_open_task_is_updated_in_place_and_closed_task_left_alone(database, sharding, small_county):
     cli("import", small_county, "--db", database.url)
     today = D("2026-06-10")
     generate(database.engine, as_of=today)
@@ -290,7 +308,7 @@ def test_changed_open_task_is_updated_in_place_and_closed_task_left_alone(databa
     assert closed == [("done", "manual")]  # a closed task is never reopened or duplicated
 
 
-def test_task_closed_while_a_run_waits_for_it_stays_closed(database, small_county):
+def test_task_closed_while_a_run_waits_for_it_stays_closed(database, sharding, small_county):
     """A changed open task that someone closes while a run is about to update it keeps its closed state
     and its values: the run's update re-checks ``status = 'open'`` on the row's latest version."""
     cli("import", small_county, "--db", database.url)
@@ -330,3 +348,37 @@ def test_task_closed_while_a_run_waits_for_it_stays_closed(database, small_count
     with engine.connect() as conn:
         after = conn.execute(sa.select(t.c.status, t.c.close_reason, t.c.roles, t.c.risk_level).where(key)).all()
     assert after == [("done", "manual", "doctor,police,village", 4)]
+
+
+def test_shard_count_follows_population_and_settings(monkeypatch):
+    monkeypatch.delenv("JINGFANG_GENERATION_SHARDS", raising=False)
+    monkeypatch.delenv("JINGFANG_GENERATION_SHARD_PATIENTS", raising=False)
+    assert shard_count(5_000) == 1  # a county: one transaction
+    assert shard_count(199_999, 8) == 1 and shard_count(200_000, 8) == 2 and shard_count(6_000_000, 4) == 4
+    monkeypatch.setenv("JINGFANG_GENERATION_SHARDS", "3")
+    assert shard_count(6_000_000) == 3
+    monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "10")
+    assert shard_count(25) == 2 and shard_count(25, 1) == 1
+
+
+def test_shard_ranges_partition_the_patients(database, monkeypatch):
+    """Every patient falls in exactly one shard's range, whatever the ids (mixed case, digits, CJK)."""
+    if database.backend != "postgresql":
+        pytest.skip("shards are a PostgreSQL path")
+    monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "1")
+    from schedules.generation import _shard_ranges
+
+    populate(database.engine, patients=60, seed=9, today=D("2026-06-10"))
+    odd = ["a1", "Z9", "患者1", "0", "~x", "B 2"]
+    with database.engine.begin() as conn:
+        village = conn.execute(sa.select(Patient.village_code).limit(1)).scalar_one()
+        conn.execute(sa.insert(Patient), [
+            {"patient_id": pid, "name": "x", "sex": 1, "birth_date": D("1980-01-01"), "village_code": village,
+             "diagnosis": "schizophrenia", "registered_on": D("2025-01-01")} for pid in odd])
+        ranges = _shard_ranges(conn, 4)
+        ids = set(conn.execute(sa.select(Patient.patient_id)).scalars())
+        p = Patient.__table__
+        members = [set(conn.execute(sa.select(p.c.patient_id).where(in_range(p.c.patient_id, r))).scalars())
+                   for r in ranges]
+    assert len(ranges) == 4 and ranges[0][0] is None and ranges[-1][1] is None
+    assert all(members) and sum(len(m) for m in members) == len(ids) and set().union(*members) == ids

@@ -205,3 +205,50 @@ def test_monthly_reports_job_publishes_last_month_once(database, tmp_path):
     run_monthly_reports(database.url, str(tmp_path), "2026-11-01", source="test")
     recorded_runs = [r for r in runs(database.engine) if r["job"] == "reports"]
     assert [r["status"] for r in recorded_runs] == ["ok", "ok"]
+
+
+def test_sigkill_mid_sharded_generation_then_restart(database, tmp_path, monkeypatch):
+    """A sharded run (PostgreSQL, three shards, each its own transaction) killed while every shard
+    waits mid-transaction: nothing of it becomes visible, its orphaned backends roll back, and the
+    restarted scheduler completes the run without a duplicate."""
+    if database.backend != "postgresql":
+        pytest.skip("shards are a PostgreSQL path")
+    monkeypatch.setenv("JINGFANG_GENERATION_SHARDS", "3")  # inherited by the child
+    monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "1")
+    today = local_today()
+    engine = database.engine
+    populate(engine, patients=400, seed=23, today=today)
+    generate(engine, as_of=today - timedelta(days=20))
+    skip_lists_this_week(engine, today)
+    with engine.begin() as conn:  # every open task edited behind the scheduler's back: each shard must update
+        conn.execute(sa.update(VisitTask).where(VisitTask.status == "open").values(risk_level=99))
+    before = stored(engine)
+    blocker = engine.connect()
+    tx = blocker.begin()
+    blocker.execute(sa.text("SELECT id FROM visit_task FOR UPDATE")).all()
+    proc = start_scheduler(database.url, tmp_path)
+    try:
+        def waiting() -> int:
+            with engine.connect() as conn:
+                return conn.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state = 'active' AND wait_event_type = 'Lock'"
+                )).scalar_one()
+
+        wait_for(lambda: waiting() == 3, "all three shards to block mid-transaction")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        tx.rollback()  # the orphaned shards now finish their statements, find no client and roll back
+        blocker.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert stored(engine) == before
+    proc = start_scheduler(database.url, tmp_path)
+    try:
+        wait_for(lambda: [r for r in runs(engine) if r["job"] == "generate" and r["status"] == "ok"], "the restarted run")
+    finally:
+        stop(proc)
+    generate_runs = [r for r in runs(engine) if r["job"] == "generate"]
+    assert generate_runs[-2]["status"] == "error" and "interrupted" in generate_runs[-2]["error"]
+    assert no_duplicates(engine)
+    assert stored(engine) == planned(engine, today)
