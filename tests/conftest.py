@@ -113,3 +113,17 @@ def small_county() -> Path:
 
 def d(text: str) -> date:
     return date.fromisoformat(text)
+
+
+def pytest_collection_modifyitems(config, items):
+    """PostgreSQL-only variants are not collected for SQLite: tests marked ``postgresql_only`` and
+    the sharded half of tests taking the ``sharding`` fixture (tests/test_schedule_generation.py)."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        pg_only = item.get_closest_marker("postgresql_only") is not None or params.get("sharding") is True
+        (drop if pg_only and params.get("database") == "sqlite" else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+

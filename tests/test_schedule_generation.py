@@ -35,10 +35,10 @@ PROFILE = load_profile()
 
 @pytest.fixture(params=[False, True], ids=["one-transaction", "sharded"])
 def sharding(request, database, monkeypatch) -> bool:
-    """Run the test as it is, and (PostgreSQL only) with every full run cut into 3 shards."""
+    """Run the test as it is, and (PostgreSQL only: conftest drops the SQLite pairing) with every
+    full run cut into 3 shards."""
     if request.param:
-        if database.backend != "postgresql":
-            pytest.skip("shards are a PostgreSQL path; SQLite runs are one transaction")
+        assert database.backend == "postgresql"
         monkeypatch.setenv("JINGFANG_GENERATION_SHARDS", "3")
         monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "1")
     return request.param
@@ -361,10 +361,9 @@ def test_shard_count_follows_population_and_settings(monkeypatch):
     assert shard_count(25) == 2 and shard_count(25, 1) == 1
 
 
+@pytest.mark.postgresql_only
 def test_shard_ranges_partition_the_patients(database, monkeypatch):
     """Every patient falls in exactly one shard's range, whatever the ids (mixed case, digits, CJK)."""
-    if database.backend != "postgresql":
-        pytest.skip("shards are a PostgreSQL path")
     monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "1")
     from schedules.generation import _shard_ranges
 

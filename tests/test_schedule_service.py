@@ -207,12 +207,11 @@ def test_monthly_reports_job_publishes_last_month_once(database, tmp_path):
     assert [r["status"] for r in recorded_runs] == ["ok", "ok"]
 
 
+@pytest.mark.postgresql_only
 def test_sigkill_mid_sharded_generation_then_restart(database, tmp_path, monkeypatch):
     """A sharded run (PostgreSQL, three shards, each its own transaction) killed while every shard
     waits mid-transaction: nothing of it becomes visible, its orphaned backends roll back, and the
     restarted scheduler completes the run without a duplicate."""
-    if database.backend != "postgresql":
-        pytest.skip("shards are a PostgreSQL path")
     monkeypatch.setenv("JINGFANG_GENERATION_SHARDS", "3")  # inherited by the child
     monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "1")
     today = local_today()
