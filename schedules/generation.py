@@ -124,7 +124,9 @@ def _lock(conn: Connection) -> None:
     statement before it notices and rolls back."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
-        conn.execute(sa.text("SELECT pg_advisory_lock(:k), pg_advisory_unlock(:k)"), {"k": SHARD_LOCK_KEY})
+        # a barrier, not a lock held: taken (waiting for any orphaned shard) and released at once
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": SHARD_LOCK_KEY})
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": SHARD_LOCK_KEY})
         _batch_settings(conn)
     else:
         conn.execute(sa.update(VisitTask).where(sa.false()).values(status=VisitTask.status))

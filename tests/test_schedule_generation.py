@@ -381,3 +381,34 @@ def test_shard_ranges_partition_the_patients(database, monkeypatch):
                    for r in ranges]
     assert len(ranges) == 4 and ranges[0][0] is None and ranges[-1][1] is None
     assert all(members) and sum(len(m) for m in members) == len(ids) and set().union(*members) == ids
+
+
+@pytest.mark.postgresql_only
+def test_run_waits_for_an_orphaned_shard(database, small_county):
+    """A shard of a killed run may still be working (its backend notices the lost client only when
+    its statement ends): a new run waits for it before planning, then runs normally."""
+    from schedules.generation import SHARD_LOCK_KEY
+
+    cli("import", small_county, "--db", database.url)
+    engine = database.engine
+    orphan = engine.connect()
+    tx = orphan.begin()
+    orphan.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": SHARD_LOCK_KEY})
+    result: dict = {}
+    run = threading.Thread(target=lambda: result.update(generate(engine, as_of=D("2026-06-10"))))
+    run.start()
+
+    def waiting_on_advisory() -> int:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'")).scalar_one()
+
+    try:
+        wait_for(waiting_on_advisory, "the run to wait for the orphaned shard")
+        assert result == {} and database.count("visit_task") == 0
+    finally:
+        tx.rollback()
+        orphan.close()
+    run.join(60)
+    assert result["created"] == 5 and database.count("visit_task") == 5
