@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -34,3 +35,14 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return url
+
+
+def parallelism(variable: str, cap: int) -> int:
+    """并行度 The positive integer in environment ``variable`` (``JINGFANG_…``), else the CPUs this
+    process may run on, at most ``cap``: the 五单 render processes, the generation shards."""
+    configured = os.environ.get(variable, "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cpus, cap)
+

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from registry.clock import now_utc
+from registry.config import parallelism
 from registry.models import FollowUp, HealthCheck, Patient
 from schedules.calendar import WorkCalendar, unknown_years
 from schedules.models import VISIT_KINDS, VisitTask
@@ -148,12 +149,7 @@ def shard_count(patients: int, requested: int | None = None) -> int:
     most ``MAX_SHARDS``) caps it; every shard gets at least ``JINGFANG_GENERATION_SHARD_PATIENTS``
     patients (default ``SHARD_MIN_PATIENTS``), so a county's run stays one transaction."""
     if requested is None:
-        configured = os.environ.get("JINGFANG_GENERATION_SHARDS", "")
-        if configured.isdigit() and int(configured) > 0:
-            requested = int(configured)
-        else:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            requested = min(cpus, MAX_SHARDS)
+        requested = parallelism("JINGFANG_GENERATION_SHARDS", MAX_SHARDS)
     minimum = os.environ.get("JINGFANG_GENERATION_SHARD_PATIENTS", "")
     per_shard = int(minimum) if minimum.isdigit() and int(minimum) > 0 else SHARD_MIN_PATIENTS
     return max(1, min(requested, patients // per_shard))

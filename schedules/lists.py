@@ -16,7 +16,6 @@ tests check the rendered PDFs.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -398,13 +397,9 @@ def render_workers(townships: int) -> int:
     """Processes for rendering: one per CPU this process may run on (WeasyPrint is CPU-bound), at
     most ``MAX_RENDER_WORKERS`` and one per township; ``JINGFANG_RENDER_WORKERS`` overrides the
     CPU count (1 renders in this process)."""
-    configured = os.environ.get("JINGFANG_RENDER_WORKERS", "")
-    if configured.isdigit() and int(configured) > 0:
-        limit = int(configured)
-    else:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        limit = min(cpus, MAX_RENDER_WORKERS)
-    return max(1, min(limit, townships))
+    from registry.config import parallelism
+
+    return max(1, min(parallelism("JINGFANG_RENDER_WORKERS", MAX_RENDER_WORKERS), townships))
 
 
 def write_townships(engine: Engine, *, codes: list[str], week: date, out_root: Path, actor: str = "scheduler",

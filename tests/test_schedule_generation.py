@@ -26,7 +26,7 @@ from schedules.planning import plan
 from schedules.profile import load_profile
 from schedules.worklist import open_tasks
 from tests.schedule_population import populate, records
-from tests.waiting import wait_for
+from tests.waiting import lock_waiters, wait_for
 
 D = date.fromisoformat
 runner = CliRunner()
@@ -327,15 +327,8 @@ def test_task_closed_while_a_run_waits_for_it_stays_closed(database, sharding, s
         result: dict = {}
         run = threading.Thread(target=lambda: result.update(generate(engine, as_of=today)))
         run.start()
-
-        def waiting() -> int:
-            with engine.connect() as conn:
-                return conn.execute(sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state = 'active' AND wait_event_type = 'Lock'")).scalar_one()
-
         try:
-            wait_for(waiting, "the run to wait for the task's row")
+            wait_for(lambda: lock_waiters(engine), "the run to wait for the task's row")
         finally:
             tx.commit()
             blocker.close()
@@ -397,15 +390,8 @@ def test_run_waits_for_an_orphaned_shard(database, small_county):
     result: dict = {}
     run = threading.Thread(target=lambda: result.update(generate(engine, as_of=D("2026-06-10"))))
     run.start()
-
-    def waiting_on_advisory() -> int:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'")).scalar_one()
-
     try:
-        wait_for(waiting_on_advisory, "the run to wait for the orphaned shard")
+        wait_for(lambda: lock_waiters(engine, "advisory"), "the run to wait for the orphaned shard")
         assert result == {} and database.count("visit_task") == 0
     finally:
         tx.rollback()

@@ -23,7 +23,7 @@ from schedules.jobs import week_start
 from schedules.models import ScheduleRun, VisitTask
 from tests.schedule_population import populate
 from tests.test_schedule_generation import planned, stored
-from tests.waiting import wait_for
+from tests.waiting import lock_waiters, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +84,21 @@ def no_duplicates(engine) -> bool:
                                 .having(sa.func.count() > 1)).first()
 
 
+def restart_completes_the_run(database, out: Path, today: date) -> None:
+    """Restart the scheduler after a killed run: the killed run is recorded as interrupted, the new
+    run completes, and the tasks are exactly the plan, without a duplicate."""
+    engine = database.engine
+    proc = start_scheduler(database.url, out)
+    try:
+        wait_for(lambda: [r for r in runs(engine) if r["job"] == "generate" and r["status"] == "ok"], "the restarted run")
+    finally:
+        stop(proc)
+    generate_runs = [r for r in runs(engine) if r["job"] == "generate"]
+    assert generate_runs[-2]["status"] == "error" and "interrupted" in generate_runs[-2]["error"]
+    assert no_duplicates(engine)
+    assert stored(engine) == planned(engine, today)
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
@@ -140,14 +155,7 @@ def test_sigkill_mid_generation_then_restart(database, tmp_path):
         blocker.execute(sa.text("SELECT id FROM visit_task FOR UPDATE")).all()
         proc = start_scheduler(database.url, tmp_path)
         try:
-            def blocked() -> int:
-                with engine.connect() as conn:  # a new transaction: pg_stat_activity is snapshotted per transaction
-                    return conn.execute(sa.text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND state = 'active' AND wait_event_type = 'Lock'"
-                    )).scalar_one()
-
-            wait_for(blocked, "the generation to block mid-transaction")
+            wait_for(lambda: lock_waiters(engine), "the generation to block mid-transaction")
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
@@ -176,15 +184,7 @@ def test_sigkill_mid_generation_then_restart(database, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert stored(engine) == before  # nothing of the killed run is visible
     assert [r["status"] for r in runs(engine) if r["job"] == "generate"][-1] == "running"
-    proc = start_scheduler(database.url, tmp_path)
-    try:
-        wait_for(lambda: [r for r in runs(engine) if r["job"] == "generate" and r["status"] == "ok"], "the restarted run")
-    finally:
-        stop(proc)
-    generate_runs = [r for r in runs(engine) if r["job"] == "generate"]
-    assert generate_runs[-2]["status"] == "error" and "interrupted" in generate_runs[-2]["error"]
-    assert no_duplicates(engine)
-    assert stored(engine) == planned(engine, today)
+    restart_completes_the_run(database, tmp_path, today)
 
 
 def test_monthly_reports_job_publishes_last_month_once(database, tmp_path):
@@ -227,14 +227,7 @@ def test_sigkill_mid_sharded_generation_then_restart(database, tmp_path, monkeyp
     blocker.execute(sa.text("SELECT id FROM visit_task FOR UPDATE")).all()
     proc = start_scheduler(database.url, tmp_path)
     try:
-        def waiting() -> int:
-            with engine.connect() as conn:
-                return conn.execute(sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state = 'active' AND wait_event_type = 'Lock'"
-                )).scalar_one()
-
-        wait_for(lambda: waiting() == 3, "all three shards to block mid-transaction")
+        wait_for(lambda: lock_waiters(engine) == 3, "all three shards to block mid-transaction")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -242,12 +235,4 @@ def test_sigkill_mid_sharded_generation_then_restart(database, tmp_path, monkeyp
         blocker.close()
     assert proc.returncode == -signal.SIGKILL
     assert stored(engine) == before
-    proc = start_scheduler(database.url, tmp_path)
-    try:
-        wait_for(lambda: [r for r in runs(engine) if r["job"] == "generate" and r["status"] == "ok"], "the restarted run")
-    finally:
-        stop(proc)
-    generate_runs = [r for r in runs(engine) if r["job"] == "generate"]
-    assert generate_runs[-2]["status"] == "error" and "interrupted" in generate_runs[-2]["error"]
-    assert no_duplicates(engine)
-    assert stored(engine) == planned(engine, today)
+    restart_completes_the_run(database, tmp_path, today)

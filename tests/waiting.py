@@ -1,4 +1,5 @@
-"""等待 Polling helper for tests that drive real processes (scheduler service, web server)."""
+"""等待 Polling helpers for tests that drive real processes (scheduler service, web server) or
+concurrent transactions."""
 
 from __future__ import annotations
 
@@ -14,3 +15,17 @@ def wait_for(predicate, what: str, timeout: float = 90.0, interval: float = 0.02
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def lock_waiters(engine, wait_event: str | None = None) -> int:
+    """PostgreSQL backends of the test database now waiting on a lock (of kind ``wait_event``,
+    e.g. ``advisory``; any kind when None). A new transaction each call: pg_stat_activity is
+    snapshotted per transaction."""
+    import sqlalchemy as sa
+
+    sql = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+           " AND state = 'active' AND wait_event_type = 'Lock'"
+           + (" AND wait_event = :event" if wait_event else ""))
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), {"event": wait_event} if wait_event else {}).scalar_one()
+
