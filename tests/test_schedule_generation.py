@@ -398,3 +398,42 @@ def test_run_waits_for_an_orphaned_shard(database, small_county):
         orphan.close()
     run.join(60)
     assert result["created"] == 5 and database.count("visit_task") == 5
+
+
+@pytest.mark.postgresql_only
+def test_a_failing_shard_leaves_the_others_and_the_next_run_completes(database, monkeypatch):
+    """One shard fails (a real trigger refuses one patient's task): the run raises after every shard
+    has ended, the other shards' patients are complete, the failed shard's patients untouched, and
+    the next run completes the rest."""
+    from schedules.generation import _shard_ranges
+
+    monkeypatch.setenv("JINGFANG_GENERATION_SHARDS", "3")
+    monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "1")
+    today = D("2026-10-05")
+    engine = database.engine
+    populate(engine, patients=120, seed=31, today=today)
+    with engine.begin() as conn:
+        ranges = _shard_ranges(conn, 3)
+        victim = conn.execute(sa.select(Patient.patient_id).order_by(Patient.patient_id).limit(1)).scalar_one()
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse_task() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.patient_id = '{victim}' THEN RAISE EXCEPTION 'refused for the test'; END IF;"
+            " RETURN NEW; END $$")
+        conn.exec_driver_sql("CREATE TRIGGER refuse_task BEFORE INSERT ON visit_task FOR EACH ROW EXECUTE FUNCTION refuse_task()")
+    try:
+        with pytest.raises(Exception, match="refused for the test"):
+            generate(engine, as_of=today)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_task ON visit_task")
+            conn.exec_driver_sql("DROP FUNCTION refuse_task()")
+    expected = planned(engine, today)
+    got = stored(engine)
+    p = Patient.__table__
+    with engine.connect() as conn:
+        failed = set(conn.execute(sa.select(p.c.patient_id).where(in_range(p.c.patient_id, ranges[0]))).scalars())
+    assert victim in failed and ranges[0][0] is None
+    assert not any(k[0] in failed for k in got)  # the failed shard wrote nothing
+    assert got == {k: v for k, v in expected.items() if k[0] not in failed} and got  # the others are complete
+    again = generate(engine, as_of=today)
+    assert stored(engine) == expected and again["created"] == len([k for k in expected if k[0] in failed])
