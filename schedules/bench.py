@@ -180,8 +180,7 @@ def time_plan_alone(engine, as_of: date) -> float:
     with engine.connect() as conn:
         with conn.begin() as tx:
             g._lock(conn)
-            start, end = g._calendar_range(conn, as_of)
-            g._fill_work_days(conn, profile, WorkCalendar.load(conn), start, end)
+            g._fill_work_days(conn, g.work_day_rows(conn, as_of, profile, WorkCalendar.load(conn)))
             select = g.plan_select(profile, as_of, now_utc(), conn.dialect.name, existing=True)
             t0 = time.perf_counter()
             conn.execute(sa.select(sa.func.count()).select_from(select.subquery())).scalar_one()

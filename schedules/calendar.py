@@ -13,6 +13,7 @@ workday moves to the previous working day. Sources, in order:
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 from dataclasses import dataclass, field
@@ -78,7 +79,13 @@ class WorkCalendar:
         return current, estimated
 
     def shift_map(self, start: date, end: date) -> list[tuple[date, date, bool]]:
-        """(day, shifted, estimated) for every day of [start, end] — the table generation joins."""
+        """(day, shifted, estimated) for every day of [start, end] — the table generation joins.
+
+        Kept per process for the same operator table and range (a web write replans one patient
+        and must not recompute years of days each time)."""
+        return list(_shift_map(tuple(sorted(self.overrides.items())), start, end))
+
+    def _walk(self, start: date, end: date) -> tuple[tuple[date, date, bool], ...]:
         rows = []
         day = start
         # walk forward keeping the last working day seen, so the whole map is O(days)
@@ -92,7 +99,12 @@ class WorkCalendar:
                 last_est = last_est or est_here
                 rows.append((day, last_working, last_est or est_here))
             day += timedelta(days=1)
-        return rows
+        return tuple(rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _shift_map(overrides: tuple[tuple[date, bool], ...], start: date, end: date) -> tuple[tuple[date, date, bool], ...]:
+    return WorkCalendar.from_rows(overrides)._walk(start, end)
 
 
 def unknown_years(calendar: WorkCalendar, years) -> list[int]:

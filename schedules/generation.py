@@ -96,25 +96,43 @@ def eligible_sql(p, as_of: date) -> sa.ColumnElement:
     )
 
 
-def _calendar_range(conn: Connection, as_of: date) -> tuple[date, date]:
+def _calendar_range(conn: Connection, as_of: date, patient_ids: list[str] | None = None) -> tuple[date, date]:
+    """The days a due date can fall on: from the earliest registration or injection (of
+    ``patient_ids`` when given) to 400 days past the latest injection or ``as_of``."""
     p = Patient.__table__
-    lo, lai_lo, lai_hi = conn.execute(
-        sa.select(sa.func.min(p.c.registered_on), sa.func.min(p.c.lai_last_on), sa.func.max(p.c.lai_last_on))
-    ).one()
+    stmt = sa.select(sa.func.min(p.c.registered_on), sa.func.min(p.c.lai_last_on), sa.func.max(p.c.lai_last_on))
+    if patient_ids is not None:
+        stmt = stmt.where(p.c.patient_id.in_(patient_ids))
+    lo, lai_lo, lai_hi = conn.execute(stmt).one()
     start = min(d for d in (lo, lai_lo, date(as_of.year, 1, 1)) if d is not None)
     end = max(d for d in (as_of, lai_hi) if d is not None) + timedelta(days=400)
-    return start, end
+    # whole years: the same range for most runs, so the shift map is computed once per process
+    return date(start.year, 1, 1), date(end.year, 12, 31)
 
 
-def _fill_work_days(conn: Connection, profile: Profile, calendar: WorkCalendar, start: date, end: date) -> None:
+def work_day_rows(conn: Connection, as_of: date, profile: Profile, calendar: WorkCalendar,
+                  patient_ids: list[str] | None = None) -> list[dict]:
+    """工作日表 Every day a due date of this run (of ``patient_ids`` when given) can fall on, with
+    the working day it moves to (rules.md §5) and whether that year's holidays are only
+    estimated; computed once per run (every shard fills its own temporary table from the same rows)."""
+    start, end = _calendar_range(conn, as_of, patient_ids)
+    if profile.holiday_policy == "none":
+        return [{"day": start + timedelta(days=i), "shifted": start + timedelta(days=i), "estimated": False}
+                for i in range((end - start).days + 1)]
+    return [{"day": d, "shifted": s, "estimated": e} for d, s, e in calendar.shift_map(start, end)]
+
+
+def _fill_work_days(conn: Connection, rows: list[dict]) -> None:
     work_day.drop(conn, checkfirst=True)
     work_day.create(conn)
-    if profile.holiday_policy == "none":
-        rows = [{"day": start + timedelta(days=i), "shifted": start + timedelta(days=i), "estimated": False}
-                for i in range((end - start).days + 1)]
+    if conn.dialect.name == "postgresql":  # one statement, three arrays: not a batch of thousands of rows
+        conn.execute(
+            sa.text("INSERT INTO tmp_work_day (day, shifted, estimated) SELECT * FROM unnest("
+                    "CAST(:day AS date[]), CAST(:shifted AS date[]), CAST(:estimated AS boolean[]))"),
+            {k: [r[k] for r in rows] for k in ("day", "shifted", "estimated")},
+        )
     else:
-        rows = [{"day": d, "shifted": s, "estimated": e} for d, s, e in calendar.shift_map(start, end)]
-    conn.execute(work_day.insert(), rows)
+        conn.execute(work_day.insert(), rows)
 
 
 def _lock(conn: Connection) -> None:
@@ -456,9 +474,10 @@ def _write_plan(conn: Connection, select: sa.Select) -> int:
     return conn.execute(counted).scalar_one()
 
 
-def _write(conn: Connection, select: sa.Select, stamp: datetime) -> int:
+def _write(conn: Connection, select: sa.Select, stamp: datetime, only: sa.ColumnElement) -> int:
     """SQLite: store the planned rows with ``INSERT … SELECT … ON CONFLICT (patient_id, kind,
-    basis) DO UPDATE … WHERE open AND changed``; returns the number of tasks created."""
+    basis) DO UPDATE … WHERE open AND changed``; returns the number of tasks created (those of
+    the run's patients, ``only``, that carry its stamp)."""
     t = VisitTask.__table__
     cols = [c.name for c in select.selected_columns]
     ins = sqlite.insert(t).from_select(cols, select)
@@ -469,7 +488,7 @@ def _write(conn: Connection, select: sa.Select, stamp: datetime) -> int:
         where=sa.and_(t.c.status == "open", differs),
     )
     conn.execute(stmt)
-    return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one()
+    return conn.execute(sa.select(sa.func.count()).select_from(t).where(only, t.c.created_at == stamp)).scalar_one()
 
 
 def _close_tasks(conn: Connection, where, status: str, reason, now: datetime) -> int:
@@ -627,8 +646,10 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
     clock = _PhaseClock(timings)
     with engine.begin() as conn:
         _lock(conn)
-        # the run's own stamp must be unique: bump by a second if an earlier run used it
-        while conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at == stamp)).scalar_one():
+        # the run's own stamp must be unique among the tasks it can touch (those of ``patient_ids``:
+        # an index probe, not a scan, for a web write): bump by a second if an earlier run used it
+        only = sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids)
+        while conn.execute(sa.select(t.c.id).where(only, t.c.created_at == stamp).limit(1)).first() is not None:
             stamp += timedelta(seconds=1)
         clock.lap("start (lock, stamp)")
         # the fingerprint first: every input the run reads (calendar included) is read after it
@@ -637,30 +658,28 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
         calendar = WorkCalendar.load(conn)
         if before is not None and before == _previous_fingerprint(conn):
             result = _summary(conn, as_of, profile, calendar, created=0, closed=0, cancelled=0, before=before,
-                              skipped=True)
+                              skipped=True, patient_ids=patient_ids)
             clock.lap("summary")
             return {**result, "shards": 0}
-        start, end = _calendar_range(conn, as_of)
+        days = work_day_rows(conn, as_of, profile, calendar, patient_ids)
         # open tasks stored before this run (the closing steps can only match those)
-        only = sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids)
         earlier_open = conn.execute(sa.select(t.c.id).where(only, t.c.status == "open").limit(1)).first() is not None
         ranges = _shard_ranges(conn, shards) if patient_ids is None and conn.dialect.name == "postgresql" else []
         if len(ranges) > 1:
             clock.lap("shard bounds")
-            created, counts, spans = _run_shards(engine, ranges, profile, calendar, as_of, stamp, start, end,
-                                                 earlier_open)
+            created, counts, spans = _run_shards(engine, ranges, profile, as_of, stamp, days, earlier_open)
             clock.lap("plan + write + closing steps (shards in parallel)")
             if timings is not None:
                 for i, span in enumerate(spans, 1):
                     for name, seconds in span.items():
                         timings[f"  shard {i}/{len(spans)}: {name}"] = seconds
         else:
-            _fill_work_days(conn, profile, calendar, start, end)
+            _fill_work_days(conn, days)
             clock.lap("work-day table")
             if conn.dialect.name == "postgresql":
                 created = _write_plan(conn, plan_select(profile, as_of, stamp, "postgresql", patient_ids, existing=True))
             else:
-                created = _write(conn, plan_select(profile, as_of, stamp, "sqlite", patient_ids), stamp)
+                created = _write(conn, plan_select(profile, as_of, stamp, "sqlite", patient_ids), stamp, only)
             clock.lap("plan + write (one statement)")
             counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids,
                                       earlier_open=earlier_open)
@@ -670,7 +689,7 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
             conn.exec_driver_sql("ANALYZE visit_task")  # fresh statistics for the next run's plan
         clock.lap("analyze")
         result = _summary(conn, as_of, profile, calendar, created=created, closed=counts["closed"],
-                          cancelled=counts["cancelled"], before=before, skipped=False)
+                          cancelled=counts["cancelled"], before=before, skipped=False, patient_ids=patient_ids)
         result["shards"] = max(1, len(ranges))
         clock.lap("summary + task fingerprint")
     clock.lap("commit")
@@ -692,8 +711,8 @@ def _shard_ranges(conn: Connection, shards: int | None) -> list[tuple[str | None
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _run_shards(engine: Engine, ranges, profile: Profile, calendar: WorkCalendar, as_of: date, stamp: datetime,
-                start: date, end: date, earlier_open: bool) -> tuple[int, dict, list[dict[str, float]]]:
+def _run_shards(engine: Engine, ranges, profile: Profile, as_of: date, stamp: datetime, days: list[dict],
+                earlier_open: bool) -> tuple[int, dict, list[dict[str, float]]]:
     """Plan, write and close every shard in its own connection and transaction, in parallel threads
     (the database does the work; the driver releases the GIL while it waits). Returns the
     created count, the closing counts, summed, and each shard's phases (seconds). The first
@@ -707,7 +726,7 @@ def _run_shards(engine: Engine, ranges, profile: Profile, calendar: WorkCalendar
         with engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": SHARD_LOCK_KEY})
             _batch_settings(conn)
-            _fill_work_days(conn, profile, calendar, start, end)
+            _fill_work_days(conn, days)
             clock.lap("work-day table")
             select = plan_select(profile, as_of, stamp, "postgresql", existing=True, patient_range=patient_range)
             created = _write_plan(conn, select)
@@ -745,8 +764,10 @@ class _PhaseClock:
 
 
 def _summary(conn: Connection, as_of: date, profile: Profile, calendar: WorkCalendar, *, created: int, closed: int,
-             cancelled: int, before: str | None, skipped: bool) -> dict:
-    """Counts of the stored tasks, in one scan of ``visit_task`` that also yields its fingerprint mark."""
+             cancelled: int, before: str | None, skipped: bool, patient_ids: list[str] | None = None) -> dict:
+    """Counts of the stored tasks, in one scan of ``visit_task`` that also yields its fingerprint
+    mark; with ``patient_ids`` (a web write's run), of those patients' tasks only (an index probe:
+    a web write must not scan the province's tasks)."""
     t = VisitTask.__table__
     is_open = t.c.status == "open"
     est_year = sa.case((sa.and_(is_open, t.c.calendar_estimated == sa.true()), sa.extract("year", t.c.nominal_due_on)))
@@ -754,6 +775,7 @@ def _summary(conn: Connection, as_of: date, profile: Profile, calendar: WorkCale
     xmin_sum = sa.func.sum(sa.cast(sa.cast(sa.literal_column("xmin"), sa.Text), sa.BigInteger)) if pg else sa.literal(0)
     groups = conn.execute(
         sa.select(t.c.kind, is_open.label("is_open"), est_year.label("est_year"), sa.func.count(), xmin_sum)
+        .where(sa.true() if patient_ids is None else t.c.patient_id.in_(patient_ids))
         .group_by(t.c.kind, is_open, est_year)
     ).all()
     by_kind: dict[str, int] = {}

@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import date
 
 import sqlalchemy as sa
+import time_machine
 
 from registry.models import FollowUp, Patient
 from schedules.generation import generate
+from schedules.models import VisitTask
 from tests.schedule_population import populate
 from tests.test_schedule_generation import planned, stored
 
@@ -45,3 +47,35 @@ def test_partial_run_matches_full_run_for_those_patients(database):
     # a later full run agrees with the planner for everyone (nothing was left inconsistent)
     generate(engine, as_of=D("2026-03-15"))
     assert stored(engine) == want
+
+
+@time_machine.travel("2026-03-15 09:00 +0800", tick=False)
+def test_runs_in_the_same_second_count_and_close_only_their_own_patients(database):
+    """Web writes in the same second share a run stamp when they replan different patients: each
+    run counts its own patients' tasks (created, open) and no run takes another's tasks for its
+    own; a full run in that second then gets a stamp of its own."""
+    engine = database.engine
+    populate(engine, patients=30, seed=5, today=D("2026-03-01"), start=D("2025-06-01"))
+    t = VisitTask.__table__
+    with engine.connect() as conn:
+        a, b = conn.execute(sa.select(Patient.patient_id).order_by(Patient.patient_id).limit(2)).scalars().all()
+
+    def tasks_of(pid):
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).where(t.c.patient_id == pid, t.c.status == "open")).scalar_one()
+
+    first = generate(engine, as_of=D("2026-03-15"), patient_ids=[a])
+    second = generate(engine, as_of=D("2026-03-15"), patient_ids=[b])
+    assert tasks_of(a) > 0 and tasks_of(b) > 0
+    assert (first["created"], first["open"]) == (tasks_of(a), tasks_of(a))
+    assert (second["created"], second["open"]) == (tasks_of(b), tasks_of(b))
+    with engine.connect() as conn:
+        stamps = conn.execute(sa.select(t.c.created_at).distinct()).scalars().all()
+    assert len(stamps) == 1  # both runs really shared the stamp
+    full = generate(engine, as_of=D("2026-03-15"))
+    want = planned(engine, D("2026-03-15"))
+    assert full["created"] == len(want) - tasks_of(a) - tasks_of(b)
+    assert full["closed"] == full["cancelled"] == 0
+    assert stored(engine) == want
+    with engine.connect() as conn:
+        assert len(conn.execute(sa.select(t.c.created_at).distinct()).scalars().all()) == 2
