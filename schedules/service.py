@@ -89,10 +89,13 @@ def install_jobs(scheduler, db_url: str | None, out_dir: str) -> None:
 
 
 def _done(engine, job: str, as_of) -> bool:
+    """Whether ``job`` ran successfully for ``as_of``. A web write's run replans its own patient
+    only (``registry.web.writes.refresh_schedule``, source "web"): it is not the day's generation."""
     t = ScheduleRun.__table__
+    full = sa.or_(t.c.source.is_(None), t.c.source != "web")
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(t.c.id).where(t.c.job == job, t.c.as_of == as_of, t.c.status == "ok").limit(1)
+            sa.select(t.c.id).where(t.c.job == job, t.c.as_of == as_of, t.c.status == "ok", full).limit(1)
         ).first() is not None
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from registry.clock import local_today, now_utc
 from registry.config import LOCAL_TZ
+from registry.web.writes import refresh_schedule
 from schedules.generation import generate
 from schedules.jobs import week_start
 from schedules.models import ScheduleRun, VisitTask
@@ -134,6 +135,26 @@ def test_scheduler_catches_up_and_records_runs(database, tmp_path):
         stop(proc)
     assert [r["job"] for r in runs(database.engine) if r["job"] == "generate"] == ["generate"]
     assert stored(database.engine) == planned(database.engine, today)
+
+
+def test_a_web_write_run_is_not_the_days_generation(database, tmp_path):
+    """A doctor's save replans one patient (source "web"): catch-up on start still runs the
+    county's generation for the day, which the killed 06:00 run never finished."""
+    from schedules.service import catch_up
+
+    today = local_today()
+    populate(database.engine, patients=30, seed=8, today=today)
+    skip_lists_this_week(database.engine, today)
+    with database.engine.connect() as conn:
+        pid = conn.execute(sa.text("SELECT min(patient_id) FROM patient")).scalar_one()
+    refresh_schedule(database.engine, today=today, patient_ids=[pid])
+    assert [(r["job"], r["source"], r["status"]) for r in runs(database.engine)][-1] == ("generate", "web", "ok")
+    morning = datetime.combine(today, dt_time(9, 0), tzinfo=LOCAL_TZ)
+    assert catch_up(database.url, str(tmp_path), now=morning) == ["generate"]
+    assert [r["source"] for r in runs(database.engine) if r["job"] == "generate"] == ["web", "catch-up"]
+    assert stored(database.engine) == planned(database.engine, today)
+    # the day's generation is done now: a second start does not run it again
+    assert catch_up(database.url, str(tmp_path), now=morning) == []
 
 
 def test_sigkill_mid_generation_then_restart(database, tmp_path):
