@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -167,6 +167,24 @@ def test_week_lists_download(client, database):
     police = TestClient(client.app)
     police.cookies.set("jf_session", session_token(database.engine, "police"))
     assert police.get("/lists/week", follow_redirects=False).status_code == 403
+
+
+def test_the_weekly_message_link_downloads_that_weeks_lists(client, database):
+    """The link a weekly-lists message carries (schedules.notify) opens that township's lists of
+    that week, for its own doctor only."""
+    from schedules.notify import list_payload
+
+    link = list_payload(township_code="T1", township_name="一镇", week=date(2026, 6, 1), counts={"joint": 1},
+                        base_url="http://testserver")["link"]
+    client.cookies.set("jf_session", session_token(database.engine, "doc"))
+    r = client.get(link)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert 'filename="wudan-T1-2026-06-01.zip"' in r.headers["content-disposition"]
+    other = client.get("/lists/week?township=T2&week=2026-06-01")
+    assert other.status_code == 403 and "不在您的管辖范围内" in other.text
+    for week in ("2026-13-01", "1900-01-01"):
+        bad = client.get(f"/lists/week?week={week}")
+        assert bad.status_code == 422 and "周次(week)" in bad.text
 
 
 @pytest.mark.parametrize("username", ["doc", "admin", "police"])

@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from registry import audit
 from registry.accounts import UserRole, authenticate, end_session, start_session
-from registry.errors import InvalidInput, NotAuthenticated
+from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied
 from registry.models import Region
 from registry.web import fast, forms, queries, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
@@ -376,14 +376,26 @@ def search_page(request: Request, q: str = ""):
 
 
 @router.get("/lists/week")
-def week_lists(request: Request):
-    """本周五单 The township's five lists for this week (Monday), PDF + XLSX in one zip."""
+def week_lists(request: Request, week: str = "", township: str = ""):
+    """本周五单 The township's five lists for a week (default this week; ``week`` any day of it),
+    PDF + XLSX in one zip. ``township`` may name the doctor's own township only: the link in a
+    weekly-lists message (schedules.notify) carries both."""
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     ctx = request.app.state.ctx
-    today = ctx.today()
-    monday = today - timedelta(days=today.weekday())
-    township = ctx.tree.township_of(cur.user.region_code) or cur.user.region_code
+    day = ctx.today()
+    if week:
+        try:
+            day = date.fromisoformat(week)
+        except ValueError:
+            raise InvalidInput.single("BAD_DATE", f"周次(week)“{week[:20]}”不是有效日期，应为 YYYY-MM-DD", column="week") from None
+        if not date(2000, 1, 1) <= day <= date(2100, 12, 31):
+            raise InvalidInput.single("BAD_DATE", "周次(week)应在 2000-01-01 至 2100-12-31 之间", column="week")
+    monday = day - timedelta(days=day.weekday())
+    own = ctx.tree.township_of(cur.user.region_code) or cur.user.region_code
+    if township and township != own:
+        raise PermissionDenied(f"乡镇 {township[:20]} 不在您的管辖范围内", code="REGION_FORBIDDEN")
+    township = own
     with tempfile.TemporaryDirectory() as tmp:
         files = write_lists_safe(ctx.engine, week=monday, township=township, out_dir=Path(tmp))
         buf = io.BytesIO()
