@@ -3,8 +3,10 @@
 rules.md §5 [decision]: a due date on a statutory holiday or on a weekend that is not a make-up
 workday moves to the previous working day. Sources, in order:
 
-1. the operator's table ``calendar_day`` (a year with any row there is taken from that table:
-   listed days as listed, other days Monday–Friday working);
+1. the operator's table ``calendar_day``: a day listed there is as listed. For a year the package
+   knows, the other days stay as the package has them (a local correction of one day must not
+   erase 国庆 or 春节); for a year it does not know, the table is that year's table (other
+   days Monday–Friday working, and the year counts as known);
 2. the ``chinesecalendar`` package (years it knows);
 3. otherwise weekends only, and the result is marked *estimated* (never a crash, never a
    silent guess: tasks carry ``calendar_estimated`` and the scheduler warns).
@@ -59,8 +61,8 @@ class WorkCalendar:
 
     def is_working(self, day: date) -> bool:
         """工作日 Whether ``day`` is a working day (weekends only for unknown years)."""
-        if day.year in self.override_years:
-            return self.overrides.get(day, day.weekday() < 5)
+        if day in self.overrides:
+            return self.overrides[day]
         if day.year in PACKAGE_YEARS:
             return chinese_calendar.is_workday(day)
         return day.weekday() < 5

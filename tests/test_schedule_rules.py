@@ -241,6 +241,15 @@ def test_unknown_year_is_weekends_only_and_estimated_until_a_table_is_loaded():
     assert NO_SHIFT.previous_working_day(D("2027-01-01")) == (D("2027-01-01"), True)
 
 
+def test_operator_rows_for_a_known_year_change_those_days_only():
+    """A local correction in a year chinesecalendar knows keeps the national holidays around it."""
+    table = WorkCalendar.from_rows([(D("2026-05-06"), False), (D("2026-06-13"), True)])
+    assert table.previous_working_day(D("2026-05-06")) == (D("2026-04-30"), False)  # listed: 劳动节 one day longer
+    assert table.previous_working_day(D("2026-06-13")) == (D("2026-06-13"), False)  # listed: a Saturday worked
+    assert table.previous_working_day(D("2026-10-05")) == (D("2026-09-30"), False)  # 国庆 still a holiday
+    assert table.previous_working_day(D("2026-02-23")) == (D("2026-02-14"), False)  # 春节 still a holiday
+
+
 def test_bad_calendar_file_names_the_row():
     with pytest.raises(InvalidInput) as err:
         parse_calendar_csv("日期,上班\n2027-13-01,0\n2027-01-02,x\n", file="2027.csv")
