@@ -499,7 +499,7 @@ def _close_tasks(conn: Connection, where, status: str, reason, now: datetime) ->
     return result.rowcount or 0
 
 
-def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created: int = 1,
+def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
                      patient_ids: list[str] | None = None, earlier_open: bool | None = None,
                      patient_range: tuple[str | None, str | None] | None = None) -> dict:
     """Cancel tasks of patients who left management; close tasks their events completed (rules.md §5).
@@ -534,22 +534,24 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *, created:
         .values(status="cancelled", closed_at=stamp, close_reason=reason)
     )
     counts["cancelled"] += result.rowcount or 0
-    # a later attempt closes older visit tasks: a newer visit task was created by this run
+    # rules.md §5: a later attempt closes older visit tasks. The patient's newest visit task (by
+    # basis date, then id) stands for the latest attempt (or the registration); any other open visit
+    # task of an earlier run is closed, whichever run created it — also one that a run for an
+    # earlier as-of date created after the later attempts were known.
     newer = t.alias("newer")
     superseded = (
         sa.select(newer.c.id)
         .where(
             newer.c.patient_id == t.c.patient_id,
+            in_range(newer.c.patient_id, patient_range),  # the same patients: a shard hashes its own range only
             newer.c.kind.in_(VISIT_KIND_VALUES),
-            newer.c.created_at == stamp,
             newer.c.id != t.c.id,
             sa.or_(newer.c.basis_on > t.c.basis_on, sa.and_(newer.c.basis_on == t.c.basis_on, newer.c.id > t.c.id)),
         )
         .exists()
     )
-    if created:  # only a task created by this run can supersede an older one
-        older = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), t.c.created_at != stamp)  # tasks of earlier runs only
-        counts["closed"] += _close(conn, sa.and_(older, superseded), "done", "follow_up", stamp)
+    older = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), t.c.created_at != stamp)  # tasks of earlier runs only
+    counts["closed"] += _close(conn, sa.and_(older, superseded), "done", "follow_up", stamp)
     # health check done by any check dated in the task's year; past years' open tasks expire
     year_start = date(as_of.year, 1, 1)
     done_check = (
@@ -681,7 +683,7 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
             else:
                 created = _write(conn, plan_select(profile, as_of, stamp, "sqlite", patient_ids), stamp, only)
             clock.lap("plan + write (one statement)")
-            counts = close_and_cancel(conn, as_of, stamp, created=created, patient_ids=patient_ids,
+            counts = close_and_cancel(conn, as_of, stamp, patient_ids=patient_ids,
                                       earlier_open=earlier_open)
             work_day.drop(conn)
             clock.lap("closing steps")
@@ -731,7 +733,7 @@ def _run_shards(engine: Engine, ranges, profile: Profile, as_of: date, stamp: da
             select = plan_select(profile, as_of, stamp, "postgresql", existing=True, patient_range=patient_range)
             created = _write_plan(conn, select)
             clock.lap("plan + write")
-            counts = close_and_cancel(conn, as_of, stamp, created=created, earlier_open=earlier_open,
+            counts = close_and_cancel(conn, as_of, stamp, earlier_open=earlier_open,
                                       patient_range=patient_range)
             work_day.drop(conn)
             clock.lap("closing steps")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections import Counter
 from datetime import date
 
 import pytest
@@ -125,6 +126,31 @@ def test_later_run_closes_and_recomputes(database, sharding):
     with database.engine.connect() as conn:
         reasons = set(conn.execute(sa.select(t.c.close_reason).where(t.c.status == "done")).scalars())
     assert "follow_up" in reasons
+
+
+def test_a_run_for_an_earlier_date_leaves_no_second_open_visit_task(database, sharding):
+    """rules.md §5: an attempt dated after a visit task's basis closes it, whichever run created
+    the task. A run for an earlier date (an operator's ``--as-of``) plans from the attempts up to
+    that date and creates tasks the later attempts have already superseded; the next run closes them."""
+    engine = database.engine
+    populate(engine, patients=150, seed=12, today=D("2026-03-01"), start=D("2025-06-01"))
+    with engine.begin() as conn:
+        pids = conn.execute(sa.select(Patient.patient_id).order_by(Patient.patient_id).limit(60)).scalars().all()
+        conn.execute(sa.insert(FollowUp), [
+            {"patient_id": pid, "visit_on": D("2026-03-10"), "seq": 9, "mode": 2, "risk_level": i % 4} for i, pid in enumerate(pids)
+        ])
+    generate(engine, as_of=D("2026-03-15"))
+    generate(engine, as_of=D("2026-03-01"))
+
+    def open_visit_tasks_per_patient():
+        visit = [k for k in stored(engine) if k[1] not in ("health_check", "injection")]
+        return Counter(k[0] for k in visit)
+
+    assert max(open_visit_tasks_per_patient().values()) == 2  # the earlier date's run planned stale tasks
+    counts = generate(engine, as_of=D("2026-03-15"))
+    assert counts["created"] == 0 and counts["closed"] > 0
+    assert max(open_visit_tasks_per_patient().values()) == 1
+    assert stored(engine) == planned(engine, D("2026-03-15"))
 
 
 def test_run_twice_and_concurrently_no_duplicates(database, sharding):
