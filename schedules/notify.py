@@ -111,11 +111,15 @@ def truncate_bytes(text: str, limit: int) -> str:
     return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
-def message_text(payload: dict) -> str:
+def message_text(payload: dict, limit: int = MARKDOWN_BYTES) -> str:
+    """The robot message, at most ``limit`` UTF-8 bytes: when too long the counts line is cut,
+    never the link to the lists."""
     counts = payload.get("counts", {})
     parts = "，".join(f"{LIST_TITLES.get(k, k)} {v}" for k, v in counts.items())
-    return (f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
-            f" {payload.get('week')} 周五单已生成：{parts}。\n[查看五单]({payload.get('link')})")
+    head = (f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
+            f" {payload.get('week')} 周五单已生成：{parts}。")
+    link = f"\n[查看五单]({payload.get('link')})"
+    return truncate_bytes(head, max(0, limit - len(link.encode("utf-8")))) + link
 
 
 def build_request(hook, payload: dict, *, now: datetime, delivery_id: int) -> tuple[str, bytes, dict]:
@@ -130,7 +134,7 @@ def build_request(hook, payload: dict, *, now: datetime, delivery_id: int) -> tu
             digest = hmac.new(hook.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
             headers["X-Jingfang-Signature"] = f"sha256={digest}"
         return hook.url, body, headers
-    text = truncate_bytes(message_text(payload), MARKDOWN_BYTES)
+    text = truncate_bytes(message_text(payload, MARKDOWN_BYTES), MARKDOWN_BYTES)
     url = hook.url
     if hook.format == "wecom":
         body = {"msgtype": "markdown", "markdown": {"content": text}}
@@ -187,8 +191,11 @@ def deliver_due(engine: Engine, *, client: httpx.Client | None = None, now: date
             if hook is None or not hook.active:
                 continue
             with engine.begin() as conn:
+                # the robot's limit counts what it received: from every webhook row with its URL
+                same_robot = sa.select(hooks.c.id).where(hooks.c.url == hook.url)
                 recent = conn.execute(sa.select(sa.func.count()).select_from(t).where(
-                    t.c.webhook_id == hook.id, t.c.status == "sent", t.c.sent_at > now - timedelta(seconds=60))).scalar_one()
+                    t.c.webhook_id.in_(same_robot), t.c.status == "sent",
+                    t.c.sent_at > now - timedelta(seconds=60))).scalar_one()
                 if recent >= ROBOT_PER_MINUTE:
                     conn.execute(sa.update(t).where(t.c.id == msg.id).values(next_attempt_at=now + timedelta(seconds=60)))
                     counts["deferred"] += 1

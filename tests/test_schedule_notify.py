@@ -150,6 +150,19 @@ def test_robot_rate_limit_twenty_per_minute(database):
         assert second["sent"] == 5 and len(rx.requests) == ROBOT_PER_MINUTE + 5
 
 
+def test_two_webhook_rows_for_one_robot_share_its_limit(database):
+    seed_regions(database.engine)
+    with Receiver([]) as rx:
+        add_webhook(database.engine, name="robot-a", url=rx.url, fmt="wecom")
+        add_webhook(database.engine, name="robot-b", url=rx.url, fmt="wecom")
+        for i in range(15):  # 15 weeks × 2 rows = 30 messages to the same robot
+            queue(database.engine, week=(D("2026-01-05") + timedelta(weeks=i)).isoformat())
+        now = now_utc()
+        first = deliver_due(database.engine, now=now)
+        assert (first["sent"], first["deferred"]) == (ROBOT_PER_MINUTE, 30 - ROBOT_PER_MINUTE)
+        assert len(rx.requests) == ROBOT_PER_MINUTE
+
+
 def test_region_scoped_webhook_and_no_identifiers(database):
     seed_regions(database.engine)
     add_webhook(database.engine, name="east", url="http://127.0.0.1:9/x", region_code="T")
@@ -168,9 +181,12 @@ def test_markdown_cut_on_utf8_bytes():
     class Hook:
         format, url, secret = "wecom", "http://127.0.0.1/x", None
 
-    payload = {"township": "T", "township_name": "镇" * 3000, "week": "2026-06-08", "counts": {}, "link": "x"}
+    payload = {"township": "T", "township_name": "镇" * 3000, "week": "2026-06-08", "counts": {},
+               "link": "http://127.0.0.1/lists/week?township=T&week=2026-06-08"}
     _, body, _ = build_request(Hook, payload, now=now_utc(), delivery_id=1)
-    assert len(json.loads(body)["markdown"]["content"].encode("utf-8")) <= MARKDOWN_BYTES
+    content = json.loads(body)["markdown"]["content"]
+    assert len(content.encode("utf-8")) <= MARKDOWN_BYTES
+    assert content.endswith("\n[查看五单](http://127.0.0.1/lists/week?township=T&week=2026-06-08)")  # the cut spares the link
 
 
 def test_bad_webhook_rejected(database):
