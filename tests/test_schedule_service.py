@@ -257,3 +257,18 @@ def test_sigkill_mid_sharded_generation_then_restart(database, tmp_path, monkeyp
     assert proc.returncode == -signal.SIGKILL
     assert stored(engine) == before
     restart_completes_the_run(database, tmp_path, today)
+
+
+def test_jobs_fire_at_six_daily_and_seven_on_mondays_shanghai_time():
+    """Issue 5: daily generation at 06:00 Asia/Shanghai, the weekly lists on Monday at 07:00."""
+    from schedules.service import job_specs
+
+    triggers = {spec["id"]: spec["trigger"] for spec in job_specs(None, "/tmp/out")}
+    at = lambda text: datetime.fromisoformat(text)  # noqa: E731
+    daily, weekly = triggers["daily_generation"], triggers["weekly_lists"]
+    assert daily.get_next_fire_time(None, at("2026-06-10T05:59:00+08:00")) == at("2026-06-10T06:00:00+08:00")
+    assert daily.get_next_fire_time(None, at("2026-06-10T06:00:01+08:00")) == at("2026-06-11T06:00:00+08:00")
+    # 06:00 in Shanghai is 22:00 UTC the day before
+    assert daily.get_next_fire_time(None, at("2026-06-09T21:00:00+00:00")) == at("2026-06-09T22:00:00+00:00")
+    assert weekly.get_next_fire_time(None, at("2026-06-10T09:00:00+08:00")) == at("2026-06-15T07:00:00+08:00")
+    assert weekly.get_next_fire_time(None, at("2026-06-15T06:59:00+08:00")) == at("2026-06-15T07:00:00+08:00")
