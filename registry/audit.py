@@ -28,10 +28,15 @@ def record(conn: Connection | Engine, **fields) -> None:
         conn.execute(stmt)
 
 
-def record_cli(engine: Engine, **fields) -> None:
-    """Audit a command-line action; the actor is the operating-system user."""
+def cli_actor() -> str:
+    """The actor of a command-line action: ``cli:<operating-system user>``."""
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
         user = "unknown"
-    record(engine, actor=f"cli:{user}", source="cli", **fields)
+    return f"cli:{user}"
+
+
+def record_cli(engine: Engine, **fields) -> None:
+    """Audit a command-line action; the actor is the operating-system user."""
+    record(engine, actor=cli_actor(), source="cli", **fields)

@@ -107,10 +107,12 @@ def runs_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     db: DbOption = None,
 ) -> None:
-    """运行记录 Recent scheduler runs: start, end, counts, error."""
-    from schedules.jobs import recent_runs
+    """运行记录 Recent scheduler runs: start, end, counts, error (a killed run: error, interrupted)."""
+    from schedules.jobs import reap_abandoned, recent_runs
 
-    runs = recent_runs(engine_for(db), limit)
+    engine = engine_for(db)
+    reap_abandoned(engine)  # a run whose process was killed shows as an error, not 'running' forever
+    runs = recent_runs(engine, limit)
     if as_json:
         typer.echo(json.dumps(runs, ensure_ascii=False, indent=1))
         return
@@ -139,15 +141,50 @@ def webhook_add(
     name: Annotated[str, typer.Argument()],
     url: Annotated[str, typer.Argument()],
     fmt: Annotated[str, typer.Option("--format", help="generic | wecom | dingtalk")] = "generic",
-    secret: Annotated[Optional[str], typer.Option("--secret", help="HMAC 密钥（generic）或加签密钥（dingtalk）")] = None,
+    secret: Annotated[Optional[str], typer.Option("--secret", help="HMAC 密钥（generic 必填）或加签密钥（dingtalk）")] = None,
     region: Annotated[Optional[str], typer.Option("--region", help="只通知该地区的五单")] = None,
     db: DbOption = None,
 ) -> None:
-    """Add or replace a webhook."""
+    """Add a webhook, or replace one of that name in place (rotates a leaked key; queued messages follow)."""
+    from registry.audit import cli_actor
     from schedules.notify import add_webhook
 
-    add_webhook(engine_for(db), name=name, url=url, fmt=fmt, secret=secret, region_code=region)
-    typer.echo(f"已保存通知地址 {name}")
+    verb = add_webhook(engine_for(db), name=name, url=url, fmt=fmt, secret=secret, region_code=region,
+                       actor=cli_actor(), source="cli")
+    typer.echo(f"已{'替换' if verb == 'replaced' else '保存'}通知地址 {name}")
+
+
+@webhook_app.command("remove")
+@report_errors
+def webhook_remove(name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
+    """Remove a webhook: no new messages; its pending ones are cancelled (history kept)."""
+    from registry.audit import cli_actor
+    from schedules.notify import remove_webhook
+
+    cancelled = remove_webhook(engine_for(db), name, actor=cli_actor(), source="cli")
+    typer.echo(f"已删除通知地址 {name}" + (f"，取消待发消息 {cancelled} 条" if cancelled else ""))
+
+
+@webhook_app.command("disable")
+@report_errors
+def webhook_disable(name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
+    """Disable a webhook: no new messages; its pending ones are cancelled."""
+    from registry.audit import cli_actor
+    from schedules.notify import set_webhook_enabled
+
+    cancelled = set_webhook_enabled(engine_for(db), name, False, actor=cli_actor(), source="cli")
+    typer.echo(f"已停用通知地址 {name}" + (f"，取消待发消息 {cancelled} 条" if cancelled else ""))
+
+
+@webhook_app.command("enable")
+@report_errors
+def webhook_enable(name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
+    """Enable a disabled webhook (it gets new messages again)."""
+    from registry.audit import cli_actor
+    from schedules.notify import set_webhook_enabled
+
+    set_webhook_enabled(engine_for(db), name, True, actor=cli_actor(), source="cli")
+    typer.echo(f"已启用通知地址 {name}")
 
 
 @webhook_app.command("list")

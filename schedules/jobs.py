@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import traceback
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,10 +25,73 @@ from schedules.models import ScheduleRun
 log = logging.getLogger(__name__)
 
 
+INTERRUPTED = "interrupted: the process stopped before the run ended"
+
+
+def _host() -> str:
+    return socket.gethostname()[:255]
+
+
+def _process_start(pid: int) -> datetime | None:
+    """When process ``pid`` started (Linux /proc), or None when it cannot be told."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        if fields[0] == b"Z":  # a zombie has ended; only its exit status is left
+            return datetime.max.replace(tzinfo=timezone.utc)
+        ticks = os.sysconf("SC_CLK_TCK")
+        return datetime.fromtimestamp(boot + int(fields[19]) / ticks, timezone.utc)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def process_alive(pid: int, started_at: datetime) -> bool:
+    """Whether the process that began a run at ``started_at`` still runs on this host: ``pid`` exists
+    and did not start after the run did (a reused pid belongs to another process)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    began = _process_start(pid)
+    return began is None or began <= started_at + timedelta(seconds=2)
+
+
+def reap_abandoned(engine: Engine, *, legacy: bool = False) -> int:
+    """放弃的运行 Mark 'running' rows whose process is gone (killed: SIGKILL, power cut) as errors with
+    the reason. Only this host's processes can be checked; a run of another host stays until that
+    host's next run. ``legacy`` (the scheduler's start) also marks rows stored without a pid (before
+    migration 0009). Called before every recorded run, by the service's start and by ``runs``."""
+    t = ScheduleRun.__table__
+    host = _host()
+    with engine.begin() as conn:
+        rows = conn.execute(sa.select(t.c.id, t.c.pid, t.c.host, t.c.started_at).where(t.c.status == "running")).all()
+        gone = []
+        for row in rows:
+            if row.pid is None:
+                if legacy:
+                    gone.append((row.id, INTERRUPTED))
+            elif row.host == host and not process_alive(row.pid, row.started_at):
+                gone.append((row.id, f"{INTERRUPTED} (process {row.pid} on {row.host} is gone; abandoned run)"))
+        for run_id, reason in gone:
+            conn.execute(sa.update(t).where(t.c.id == run_id, t.c.status == "running")
+                         .values(status="error", finished_at=now_utc(), error=reason))
+    for run_id, reason in gone:
+        log.warning("run #%d: %s", run_id, reason)
+    return len(gone)
+
+
 def _start(engine: Engine, job: str, as_of: date | None, source: str) -> int:
+    reap_abandoned(engine)
     with engine.begin() as conn:
         return conn.execute(
-            sa.insert(ScheduleRun).values(job=job, as_of=as_of, started_at=now_utc(), status="running", source=source)
+            sa.insert(ScheduleRun).values(job=job, as_of=as_of, started_at=now_utc(), status="running", source=source,
+                                          pid=os.getpid(), host=_host())
             .returning(ScheduleRun.__table__.c.id)
         ).scalar_one()
 
@@ -56,13 +121,9 @@ def recorded(engine: Engine, job: str, as_of: date | None, source: str, fn):
 
 
 def mark_interrupted(engine: Engine) -> int:
-    """Runs left 'running' by a killed process are marked as errors (called when the service starts)."""
-    with engine.begin() as conn:
-        result = conn.execute(
-            sa.update(ScheduleRun).where(ScheduleRun.__table__.c.status == "running")
-            .values(status="error", finished_at=now_utc(), error="interrupted: the process stopped before the run ended")
-        )
-        return result.rowcount or 0
+    """Runs left 'running' by a killed process are marked as errors (called when the service starts).
+    A run whose process still works (a CLI run beside the service) is left alone."""
+    return reap_abandoned(engine, legacy=True)
 
 
 def run_generation(db_url: str | None = None, as_of: str | None = None, source: str = "scheduler") -> dict:
@@ -137,7 +198,7 @@ def recent_runs(engine: Engine, limit: int = 20) -> list[dict]:
             "id": r["id"], "job": r["job"], "as_of": r["as_of"].isoformat() if r["as_of"] else None,
             "started_at": r["started_at"].isoformat(), "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
             "status": r["status"], "counts": json.loads(r["counts"]) if r["counts"] else None,
-            "error": r["error"], "source": r["source"],
+            "error": r["error"], "source": r["source"], "pid": r["pid"], "host": r["host"],
         }
         for r in rows
     ]

@@ -87,7 +87,7 @@ class ScheduleRun(SQLModel, table=True):
     """调度运行记录 One run of generation or of the weekly lists: start, end, counts, error."""
 
     __tablename__ = "schedule_run"
-    __table_args__ = (sa.Index("ix_schedule_run_started", "started_at"),)
+    __table_args__ = (sa.Index("ix_schedule_run_started", "started_at"), sa.Index("ix_schedule_run_status", "status"))
 
     id: int | None = Field(default=None, primary_key=True)
     job: str = Field(max_length=40)  # generate | lists | deliver
@@ -98,6 +98,9 @@ class ScheduleRun(SQLModel, table=True):
     counts: str | None = Field(default=None, max_length=4000)  # JSON object
     error: str | None = Field(default=None, max_length=4000)
     source: str | None = Field(default=None, max_length=40)  # cli | scheduler
+    # the process doing the run (issue 18): a 'running' row whose process is gone is marked an error
+    pid: int | None = None
+    host: str | None = Field(default=None, max_length=255)
 
 
 class CalendarDay(SQLModel, table=True):
@@ -126,7 +129,9 @@ class Webhook(SQLModel, table=True):
     format: str = Field(default="generic", max_length=16)
     secret: str | None = Field(default=None, max_length=200)
     region_code: str | None = Field(default=None, max_length=32)  # only lists of this region (None = all)
-    active: bool = True
+    active: bool = True  # `webhook disable` / `enable`
+    # `webhook remove` (issue 18): the row stays for its outbox history, without URL or secret
+    removed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -142,9 +147,10 @@ class OutboxMessage(SQLModel, table=True):
     webhook_id: int = Field(foreign_key="webhook.id")
     dedupe_key: str = Field(max_length=120)  # e.g. "lists:440781101:2026-06-08"
     payload: str = Field(max_length=8000)  # JSON: counts and link, never a patient identifier
-    status: str = Field(default="pending", max_length=16)  # pending | sent | failed
+    status: str = Field(default="pending", max_length=16)  # pending | sending | sent | failed | cancelled
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    posted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # last post, whatever the answer (robot limit)

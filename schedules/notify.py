@@ -12,7 +12,16 @@ posts it, and marks it sent, or schedules a retry with exponential backoff. Form
 * ``dingtalk`` — 钉钉自定义机器人 markdown (加签 when a secret is set), text ≤ 4096 bytes
   [decision]; success = ``errcode == 0``.
 
-Robots accept at most 20 messages per minute: the loop defers anything beyond that.
+Robots accept at most 20 messages per minute: the loop defers anything beyond that; every post
+counts, also one the robot rejected (HTTP error or ``errcode`` ≠ 0), and a robot's message is
+retried a minute later at the soonest, so one message is never posted twice within a minute.
+
+Webhooks are data (issue 18): ``add`` creates or replaces one in place (same row: its queued
+messages go to the new URL, so a leaked robot key is rotated by adding it again); ``disable`` /
+``remove`` stop it — its pending messages are marked ``cancelled`` (history kept; a removed
+row keeps its name and outbox rows, but no URL or secret); ``enable`` takes new messages again.
+A generic webhook always has a secret (every generic message is signed). Each change writes an
+audit row without the secret or the URL's path and query (a robot's key is in its query).
 """
 
 from __future__ import annotations
@@ -29,9 +38,10 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from registry import audit
 from registry.clock import now_utc
 from registry.config import get_settings
-from registry.errors import InvalidInput
+from registry.errors import InvalidInput, NotFound
 from registry.models import Region
 from schedules.models import OutboxMessage, Webhook
 
@@ -40,29 +50,139 @@ ROBOT_PER_MINUTE = 20
 MARKDOWN_BYTES = 4096
 MAX_ATTEMPTS = 12
 BACKOFF_BASE = 30  # seconds; doubled per attempt, capped at one hour
+# A message 'sending' for this long is taken to be lost with its process and is posted again.
 SENDING_STALE = timedelta(minutes=10)
+# One post must end well inside that window, or a second delivery loop would post the message again
+# while the receiver is still answering the first (robots cannot de-duplicate): every phase of a
+# post (connect, write, wait for the answer, pool) is bounded by a fortieth of the window (15 s),
+# and the whole post, body included, by a tenth (60 s). Derived, not set: a shorter window
+# shortens the post (``delivery_timeout``, ``post_deadline``).
+PHASE_SHARE = 40
+POST_SHARE = 10
+ROBOT_RETRY_MIN = timedelta(seconds=60)  # a robot's rejected message waits out its minute window
 LIST_TITLES = {"followup": "随访任务", "joint": "联合入户", "risk": "风险预警", "medication": "服药与针剂", "assistance": "帮扶救助"}
 
 
-def add_webhook(engine: Engine, *, name: str, url: str, fmt: str = "generic", secret: str | None = None,
-                region_code: str | None = None) -> None:
-    """Add or replace a webhook by name."""
+def delivery_timeout() -> httpx.Timeout:
+    """Each phase of one post: ``SENDING_STALE / PHASE_SHARE`` (15 s for the 10-minute window)."""
+    return httpx.Timeout(SENDING_STALE.total_seconds() / PHASE_SHARE)
+
+
+def post_deadline() -> float:
+    """Seconds one post may take in all: ``SENDING_STALE / POST_SHARE`` (60 s), which holds the four
+    phases of ``delivery_timeout``; the answer's body is read against it."""
+    return SENDING_STALE.total_seconds() / POST_SHARE
+
+
+assert 4 * SENDING_STALE.total_seconds() / PHASE_SHARE <= SENDING_STALE.total_seconds() / POST_SHARE < SENDING_STALE.total_seconds()
+
+
+def _url_host(url: str) -> str:
+    """Host and port only: a robot's key is in its query, credentials may be in the netloc."""
+    parsed = urllib.parse.urlparse(url)
+    host = parsed.hostname or ""
+    return f"{host}:{parsed.port}" if parsed.port else host
+
+
+def _audit(conn: Connection, *, actor: str, source: str | None, name: str, detail: str) -> None:
+    """One audit row per webhook change (rules.md §8, issue 18); never the secret or the URL's key."""
+    audit.record(conn, actor=actor, action="write", object_type="webhook", object_id=name, detail=detail, source=source)
+
+
+def check_webhook(*, name: str, url: str, fmt: str, secret: str | None) -> None:
+    """Refuse a webhook that could not be delivered or that would send unsigned generic messages."""
+    if not name or len(name) > 60:
+        raise InvalidInput.single("WEBHOOK_NAME", "通知地址名称应为 1–60 个字符", column="name", value=name[:80])
     if fmt not in FORMATS:
         raise InvalidInput.single("WEBHOOK_FORMAT", f"通知格式只能是 {' / '.join(FORMATS)}", column="format", value=fmt)
     parsed = urllib.parse.urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidInput.single("WEBHOOK_URL", "通知地址应为 http(s):// 开头的 URL", column="url")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 500:
+        raise InvalidInput.single("WEBHOOK_URL", "通知地址应为 http(s):// 开头的 URL（不超过 500 个字符）", column="url")
+    if fmt == "generic" and not (secret or "").strip():
+        raise InvalidInput.single(
+            "WEBHOOK_SECRET_REQUIRED",
+            "generic 格式的通知地址必须设置签名密钥（--secret）：每条消息都要签名，接收方据此验证来源",
+            column="secret")
+    if secret is not None and len(secret) > 200:
+        raise InvalidInput.single("WEBHOOK_SECRET", "密钥不能超过 200 个字符", column="secret")
+
+
+def add_webhook(engine: Engine, *, name: str, url: str, fmt: str = "generic", secret: str | None = None,
+                region_code: str | None = None, actor: str = "system", source: str | None = None) -> str:
+    """新增或替换通知地址 Add a webhook, or replace one of that name in place (same row, so its queued
+    messages go to the new URL: how a leaked robot key is rotated). The webhook is enabled.
+    Returns ``"added"`` or ``"replaced"``; audited in the same transaction."""
+    check_webhook(name=name, url=url, fmt=fmt, secret=secret)
+    secret = secret.strip() if secret and secret.strip() else None
+    t = Webhook.__table__
+    values = dict(url=url, format=fmt, secret=secret, region_code=region_code, active=True, removed_at=None)
+    with engine.begin() as conn:
+        hook_id = conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar()
+        if hook_id is None:
+            conn.execute(sa.insert(t).values(name=name, **values))
+            verb = "added"
+        else:
+            conn.execute(sa.update(t).where(t.c.id == hook_id).values(**values))
+            verb = "replaced"
+        _audit(conn, actor=actor, source=source, name=name,
+               detail=f"webhook {verb}: format={fmt} host={_url_host(url)} region={region_code or 'all'} "
+                      f"secret={'set' if secret else 'none'}")
+    return verb
+
+
+def _cancel_pending(conn: Connection, hook_id: int, reason: str) -> int:
+    t = OutboxMessage.__table__
+    return conn.execute(sa.update(t).where(t.c.webhook_id == hook_id, t.c.status == "pending")
+                        .values(status="cancelled", last_error=reason)).rowcount or 0
+
+
+def _live_hook(conn: Connection, name: str):
+    t = Webhook.__table__
+    row = conn.execute(sa.select(t).where(t.c.name == name, t.c.removed_at.is_(None))).first()
+    if row is None:
+        raise NotFound(message=f"没有名为“{name}”的通知地址", code="WEBHOOK_NOT_FOUND")
+    return row
+
+
+def set_webhook_enabled(engine: Engine, name: str, enabled: bool, *, actor: str = "system",
+                        source: str | None = None) -> int:
+    """启用/停用 Enable or disable a webhook. A disabled one gets no new messages and its pending
+    ones are cancelled (a message already being posted ends as it ends). Returns the cancelled count."""
     t = Webhook.__table__
     with engine.begin() as conn:
-        conn.execute(sa.delete(t).where(t.c.name == name))
-        conn.execute(sa.insert(t).values(name=name, url=url, format=fmt, secret=secret, region_code=region_code, active=True))
+        hook = _live_hook(conn, name)
+        conn.execute(sa.update(t).where(t.c.id == hook.id).values(active=enabled))
+        cancelled = 0 if enabled else _cancel_pending(conn, hook.id, "通知地址已停用")
+        _audit(conn, actor=actor, source=source, name=name,
+               detail=f"webhook {'enabled' if enabled else 'disabled'}" + (f": {cancelled} pending cancelled" if cancelled else ""))
+    return cancelled
+
+
+def remove_webhook(engine: Engine, name: str, *, actor: str = "system", source: str | None = None) -> int:
+    """删除通知地址 Remove a webhook: it gets no new messages, its pending ones are cancelled. A row
+    with outbox history stays (the history refers to it) without URL or secret; one without
+    history is deleted. ``add`` with the same name later re-creates it in place. Returns the
+    cancelled count."""
+    t, out = Webhook.__table__, OutboxMessage.__table__
+    with engine.begin() as conn:
+        hook = _live_hook(conn, name)
+        cancelled = _cancel_pending(conn, hook.id, "通知地址已删除")
+        history = conn.execute(sa.select(out.c.id).where(out.c.webhook_id == hook.id).limit(1)).first()
+        if history is None:
+            conn.execute(sa.delete(t).where(t.c.id == hook.id))
+        else:
+            conn.execute(sa.update(t).where(t.c.id == hook.id).values(
+                active=False, removed_at=now_utc(), url="", secret=None))
+        _audit(conn, actor=actor, source=source, name=name,
+               detail="webhook removed" + (f": {cancelled} pending cancelled" if cancelled else ""))
+    return cancelled
 
 
 def list_webhooks(engine: Engine) -> list[dict]:
     t = Webhook.__table__
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(t).order_by(t.c.name)).mappings().all()
-    return [{"name": r["name"], "format": r["format"], "host": urllib.parse.urlparse(r["url"]).netloc,
+        rows = conn.execute(sa.select(t).where(t.c.removed_at.is_(None)).order_by(t.c.name)).mappings().all()
+    return [{"name": r["name"], "format": r["format"], "host": _url_host(r["url"]),
              "region_code": r["region_code"], "active": r["active"]} for r in rows]
 
 
@@ -89,7 +209,8 @@ def queue_list_notifications(conn: Connection, *, township_code: str, township_n
     """Queue the weekly-lists message for every matching webhook (caller's transaction)."""
     hooks = Webhook.__table__
     scope = _ancestors(conn, township_code)
-    rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code).where(hooks.c.active == sa.true())).all()
+    rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code)
+                        .where(hooks.c.active == sa.true(), hooks.c.removed_at.is_(None))).all()
     payload = json.dumps(list_payload(township_code=township_code, township_name=township_name, week=week,
                                       counts=counts, base_url=base_url), ensure_ascii=False)
     queued = 0
@@ -170,13 +291,32 @@ def due_count(engine: Engine, now: datetime | None = None) -> int:
                    sa.and_(t.c.status == "sending", t.c.next_attempt_at <= now - SENDING_STALE)))).scalar_one()
 
 
+def _post(client: httpx.Client, hook, url: str, body: bytes, headers: dict) -> str | None:
+    """Post once within ``post_deadline()``; None when delivered, else the error text."""
+    deadline = time.monotonic() + post_deadline()
+    try:
+        with client.stream("POST", url, content=body, headers=headers, timeout=delivery_timeout()) as response:
+            chunks = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    return f"超时：{post_deadline():g} 秒内未收完应答"
+            return check_response(hook, httpx.Response(response.status_code, content=b"".join(chunks)))
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"[:500]
+
+
 def deliver_due(engine: Engine, *, client: httpx.Client | None = None, now: datetime | None = None, limit: int = 200) -> dict:
-    """投递 Deliver every due message once: claim, post, mark sent or schedule a retry."""
+    """投递 Deliver every due message once: claim, post, mark sent or schedule a retry.
+
+    ``now`` is the round's clock; a claim is stamped with it plus the real time the round has
+    taken, so a message claimed late in a long round is not yet 'stuck' for another loop."""
     t, hooks = OutboxMessage.__table__, Webhook.__table__
     now = now or now_utc()
+    started = time.monotonic()
     counts = {"sent": 0, "failed": 0, "retry": 0, "deferred": 0}
     own_client = client is None
-    client = client or httpx.Client(timeout=10.0)
+    client = client or httpx.Client(timeout=delivery_timeout())
     try:
         with engine.begin() as conn:  # a 'sending' message whose process died is retried
             conn.execute(sa.update(t).where(t.c.status == "sending", t.c.next_attempt_at <= now - SENDING_STALE)
@@ -185,43 +325,53 @@ def deliver_due(engine: Engine, *, client: httpx.Client | None = None, now: date
                 sa.select(t.c.id, t.c.webhook_id, t.c.payload, t.c.attempts)
                 .where(t.c.status == "pending", t.c.next_attempt_at <= now).order_by(t.c.id).limit(limit)
             ).all()
-            hook_rows = {h.id: h for h in conn.execute(sa.select(hooks)).all()}
         for msg in due:
-            hook = hook_rows.get(msg.webhook_id)
-            if hook is None or not hook.active:
-                continue
+            claim_at = now + timedelta(seconds=time.monotonic() - started)
             with engine.begin() as conn:
-                # the robot's limit counts what it received: from every webhook row with its URL
-                same_robot = sa.select(hooks.c.id).where(hooks.c.url == hook.url)
-                recent = conn.execute(sa.select(sa.func.count()).select_from(t).where(
-                    t.c.webhook_id.in_(same_robot), t.c.status == "sent",
-                    t.c.sent_at > now - timedelta(seconds=60))).scalar_one()
-                if recent >= ROBOT_PER_MINUTE:
-                    conn.execute(sa.update(t).where(t.c.id == msg.id).values(next_attempt_at=now + timedelta(seconds=60)))
-                    counts["deferred"] += 1
+                hook = conn.execute(sa.select(hooks).where(hooks.c.id == msg.webhook_id)).first()
+                if hook is None or not hook.active or hook.removed_at is not None:
+                    # queued before the webhook was disabled or removed: it gets nothing more
+                    conn.execute(sa.update(t).where(t.c.id == msg.id, t.c.status == "pending").values(
+                        status="cancelled", last_error="通知地址已删除" if hook is None or hook.removed_at else "通知地址已停用"))
                     continue
-                claimed = conn.execute(sa.update(t).where(t.c.id == msg.id, t.c.status == "pending")
-                                       .values(status="sending", next_attempt_at=now)).rowcount
+                robot = hook.format in ("wecom", "dingtalk")
+                if robot:
+                    # the robot's limit counts every post it received, rejected ones too, from every
+                    # webhook row with its URL (a message is posted at most once a minute: ROBOT_RETRY_MIN)
+                    same_robot = sa.select(hooks.c.id).where(hooks.c.url == hook.url)
+                    cutoff = now - timedelta(seconds=60)
+                    recent = conn.execute(sa.select(sa.func.count()).select_from(t).where(
+                        t.c.webhook_id.in_(same_robot), sa.or_(t.c.posted_at > cutoff, t.c.sent_at > cutoff))).scalar_one()
+                    if recent >= ROBOT_PER_MINUTE:
+                        conn.execute(sa.update(t).where(t.c.id == msg.id).values(next_attempt_at=now + timedelta(seconds=60)))
+                        counts["deferred"] += 1
+                        continue
+                unsigned = hook.format == "generic" and not hook.secret
+                claimed = conn.execute(sa.update(t).where(t.c.id == msg.id, t.c.status == "pending").values(
+                    status="sending", next_attempt_at=claim_at, **({} if unsigned else {"posted_at": claim_at}))).rowcount
             if claimed != 1:
                 continue  # another delivery loop took it
-            url, body, headers = build_request(hook, json.loads(msg.payload), now=now, delivery_id=msg.id)
-            try:
-                error = check_response(hook, client.post(url, content=body, headers=headers))
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
+            if unsigned:  # a row stored before secrets were required: never sent unsigned
+                error = "generic 通知地址未设置签名密钥，未发送（用 webhook add 设置 --secret）"
+            else:
+                url, body, headers = build_request(hook, json.loads(msg.payload), now=now, delivery_id=msg.id)
+                error = _post(client, hook, url, body, headers)
             attempts = msg.attempts + 1
+            mine = sa.and_(t.c.id == msg.id, t.c.status == "sending")  # unless reclaimed as stuck meanwhile
             with engine.begin() as conn:
                 if error is None:
                     conn.execute(sa.update(t).where(t.c.id == msg.id).values(status="sent", sent_at=now_utc(), attempts=attempts,
                                                                             last_error=None))
                     counts["sent"] += 1
                 elif attempts >= MAX_ATTEMPTS:
-                    conn.execute(sa.update(t).where(t.c.id == msg.id).values(status="failed", attempts=attempts, last_error=error))
+                    conn.execute(sa.update(t).where(mine).values(status="failed", attempts=attempts, last_error=error))
                     counts["failed"] += 1
                 else:
-                    delay = min(BACKOFF_BASE * 2 ** (attempts - 1), 3600)
-                    conn.execute(sa.update(t).where(t.c.id == msg.id).values(
-                        status="pending", attempts=attempts, last_error=error, next_attempt_at=now + timedelta(seconds=delay)))
+                    delay = timedelta(seconds=min(BACKOFF_BASE * 2 ** (attempts - 1), 3600))
+                    if robot:
+                        delay = max(delay, ROBOT_RETRY_MIN)
+                    conn.execute(sa.update(t).where(mine).values(
+                        status="pending", attempts=attempts, last_error=error, next_attempt_at=claim_at + delay))
                     counts["retry"] += 1
     finally:
         if own_client:

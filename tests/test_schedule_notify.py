@@ -110,7 +110,7 @@ def test_generic_webhook_retries_then_delivers_exactly_once(database):
 def test_backoff_waits_before_retrying(database):
     seed_regions(database.engine)
     with Receiver([(500, {})]) as rx:
-        add_webhook(database.engine, name="hub", url=rx.url, fmt="generic")
+        add_webhook(database.engine, name="hub", url=rx.url, fmt="generic", secret="s")
         queue(database.engine)
         now = now_utc()
         assert deliver_due(database.engine, now=now)["retry"] == 1
@@ -165,9 +165,9 @@ def test_two_webhook_rows_for_one_robot_share_its_limit(database):
 
 def test_region_scoped_webhook_and_no_identifiers(database):
     seed_regions(database.engine)
-    add_webhook(database.engine, name="east", url="http://127.0.0.1:9/x", region_code="T")
-    add_webhook(database.engine, name="west", url="http://127.0.0.1:9/y", region_code="T9")
-    add_webhook(database.engine, name="county", url="http://127.0.0.1:9/z", region_code="C")
+    add_webhook(database.engine, name="east", url="http://127.0.0.1:9/x", secret="s", region_code="T")
+    add_webhook(database.engine, name="west", url="http://127.0.0.1:9/y", secret="s", region_code="T9")
+    add_webhook(database.engine, name="county", url="http://127.0.0.1:9/z", secret="s", region_code="C")
     assert queue(database.engine, township="T") == 2
     for msg in outbox(database.engine):
         assert set(json.loads(msg["payload"])) == {"event", "township", "township_name", "week", "counts", "link"}
@@ -193,6 +193,6 @@ def test_bad_webhook_rejected(database):
     from registry.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
-        add_webhook(database.engine, name="x", url="ftp://example", fmt="generic")
+        add_webhook(database.engine, name="x", url="ftp://example", fmt="generic", secret="s")
     with pytest.raises(InvalidInput):
         add_webhook(database.engine, name="x", url="http://127.0.0.1/", fmt="slack")
