@@ -59,6 +59,7 @@ SENDING_STALE = timedelta(minutes=10)
 # shortens the post (``delivery_timeout``, ``post_deadline``).
 PHASE_SHARE = 40
 POST_SHARE = 10
+ANSWER_BYTES = 65536  # a receiver's answer is read up to this size (robots answer a small JSON object)
 ROBOT_RETRY_MIN = timedelta(seconds=60)  # a robot's rejected message waits out its minute window
 LIST_TITLES = {"followup": "随访任务", "joint": "联合入户", "risk": "风险预警", "medication": "服药与针剂", "assistance": "帮扶救助"}
 
@@ -296,11 +297,14 @@ def _post(client: httpx.Client, hook, url: str, body: bytes, headers: dict) -> s
     deadline = time.monotonic() + post_deadline()
     try:
         with client.stream("POST", url, content=body, headers=headers, timeout=delivery_timeout()) as response:
-            chunks = []
+            chunks, size = [], 0
             for chunk in response.iter_bytes():
                 chunks.append(chunk)
+                size += len(chunk)
                 if time.monotonic() > deadline:
                     return f"超时：{post_deadline():g} 秒内未收完应答"
+                if size > ANSWER_BYTES:
+                    return f"应答超过 {ANSWER_BYTES} 字节"
             return check_response(hook, httpx.Response(response.status_code, content=b"".join(chunks)))
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"[:500]
