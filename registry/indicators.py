@@ -166,7 +166,7 @@ class Period:
 
 def _profile_document() -> dict:
     """The selected rule profile's JSON (``JINGFANG_PROFILE``), or {} when there is none."""
-    from schedules.profile import profile_document  # noqa: PLC0415
+    from registry.profile import profile_document  # noqa: PLC0415
 
     return profile_document()
 

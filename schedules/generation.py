@@ -31,7 +31,7 @@ from registry.models import FollowUp, HealthCheck, Patient
 from schedules.calendar import WorkCalendar, unknown_years
 from schedules.models import VISIT_KINDS, VisitTask
 from schedules.planning import add_months
-from schedules.profile import Profile, load_profile
+from registry.profile import Profile, load_profile
 from schedules.sqldates import add_days, add_period
 
 ADVISORY_LOCK_KEY = 5_020_261_105  # pg_advisory_xact_lock key of the generation run

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from registry.codes import Classification, HospitalStatus, LostReason
 from registry.rules import classification_of, is_complete
 from schedules.calendar import WorkCalendar
-from schedules.profile import Interval, Profile
+from registry.profile import Interval, Profile
 
 ROLE_ORDER = ("doctor", "police", "village", "civil_affairs")
 

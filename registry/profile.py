@@ -1,6 +1,6 @@
 """规则配置 Rule profiles: the scheduling rules of rules.md §5–§6 as versioned data.
 
-A profile is a JSON file (``schedules/profiles/<name>.json`` ships ``national-2018``). A county
+A profile is a JSON file (``registry/profiles/<name>.json`` ships ``national-2018``). A county
 can ship its own file without code changes: put it in the directory named by
 ``JINGFANG_PROFILE_DIR`` (searched first) and select it with ``JINGFANG_PROFILE``. Every task
 records ``<name>@<version>:<clause>`` in its ``rule`` column.
