@@ -27,9 +27,7 @@ state(M−1) plus month M's follow-ups; ``plain=`` / ``use_state=False`` compute
 
 from __future__ import annotations
 
-import calendar
 import math
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from datetime import date, timedelta
@@ -42,6 +40,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from registry import models
 from registry.codes import Adherence, Classification, Diagnosis, FollowUpMode, HospitalStatus
 from registry.errors import InvalidInput, NotFound
+from registry.periods import Period
 from registry.targets import TargetSet, load_target_set, meets
 
 VARIANTS = ("quarterly", "count")
@@ -112,53 +111,7 @@ COUNT_COLUMNS = (
 
 # --------------------------------------------------------------------------- periods
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-
-
-@dataclass(frozen=True)
-class Period:
-    """统计期 Month M of year Y: as-of date D (last day of M) and window W = [Jan 1 of Y, D]."""
-
-    year: int
-    month: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Period":
-        m = _MONTH.match(str(text or "").strip())
-        if not m or not 1 <= int(m.group(2)) <= 12 or not 2000 <= int(m.group(1)) <= 2100:
-            raise InvalidInput.single("BAD_MONTH", f"月份(month)“{str(text)[:20]}”无效，应为 YYYY-MM（2000-01 至 2100-12）",
-                                      column="month", value=str(text)[:20])
-        return cls(int(m.group(1)), int(m.group(2)))
-
-    @property
-    def label(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
-
-    @property
-    def start(self) -> date:
-        return date(self.year, 1, 1)
-
-    @property
-    def as_of(self) -> date:
-        return date(self.year, self.month, calendar.monthrange(self.year, self.month)[1])
-
-    def quarters(self) -> list[tuple[date, date]]:
-        """Calendar quarters of Y that end on or before D (indicators.md 规范管理 quarterly 1.)."""
-        out = []
-        for q in range(4):
-            first = date(self.year, 3 * q + 1, 1)
-            last = date(self.year, 3 * q + 3, calendar.monthrange(self.year, 3 * q + 3)[1])
-            if last <= self.as_of:
-                out.append((first, last))
-        return out
-
-    def previous(self, n: int = 1) -> "Period":
-        index = self.year * 12 + self.month - 1 - n
-        return Period(index // 12, index % 12 + 1)
-
-    def trailing(self, months: int = 12) -> list["Period"]:
-        """The ``months`` months up to and including this one, oldest first."""
-        return [self.previous(n) for n in range(months - 1, -1, -1)]
+# ``Period`` (the statistical month) lives in registry/periods.py.
 
 
 # --------------------------------------------------------------------------- profile setting

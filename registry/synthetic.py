@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from registry import ids
+from registry.periods import add_months
 from registry.validation import FOLLOW_UP_FIELDS, PATIENT_FIELDS
 
 COUNTY_CODE = "449901"
@@ -60,14 +61,6 @@ def _pick(rng: random.Random, weighted):
         if x < acc:
             return value
     return weighted[-1][0]
-
-
-def _add_months(d: date, months: int) -> date:
-    import calendar
-
-    y, m = divmod(d.month - 1 + months, 12)
-    year, month = d.year + y, m + 1
-    return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
 
 
 def regions_and_team(size: CountySize, rng: random.Random) -> tuple[list[list], list[list], list[str]]:

@@ -20,7 +20,8 @@ from registry import codes, ids
 from registry.accounts import UserRole
 from registry.models import AuditLog, CareTeamAssignment, FollowUp, FollowUpParticipant, HealthCheck, Patient, TeamMember
 from registry.rules import classification_of, is_complete
-from registry.web.scopes import RegionTree, Scope, minus_months
+from registry.periods import add_months
+from registry.web.scopes import RegionTree, Scope
 
 TASK_KIND_LABELS = {
     "first_visit": "首次面访",
@@ -315,7 +316,7 @@ def shape_record(scope: Scope, tree: RegionTree, p, follow_ups: list, parts: dic
     """
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     latest_complete = next((v for v in views if v["complete"]), None)
-    since = minus_months(as_of, 12)
+    since = add_months(as_of, -12)
     base = {
         "patient_id": p.patient_id,
         "name": p.name,
