@@ -50,12 +50,17 @@ def police_required(rules: RoleRules, *, latest_risk: int | None, latest_class: 
     )
 
 
+def civil_affairs_required(rules: RoleRules, *, poor: bool, has_guardian: bool) -> bool:
+    """需民政 Civil affairs on the task (rules.md §6): 贫困, or no guardian."""
+    return bool((poor and rules.civil_affairs_when_poor) or (not has_guardian and rules.civil_affairs_when_no_guardian))
+
+
 def required_roles(rules: RoleRules, *, latest_risk: int | None, latest_class: int | None, incident: bool,
                    locate: bool, has_guardian: bool, poor: bool) -> tuple[str, ...]:
     """联合入户角色 The roles a visit task requires, in ``ROLE_ORDER`` (rules.md §6)."""
     police = police_required(rules, latest_risk=latest_risk, latest_class=latest_class, incident=incident, locate=locate)
     village = (police and rules.village_when_police) or (not has_guardian and rules.village_when_no_guardian)
-    civil = (poor and rules.civil_affairs_when_poor) or (not has_guardian and rules.civil_affairs_when_no_guardian)
+    civil = civil_affairs_required(rules, poor=poor, has_guardian=has_guardian)
     wanted = {TeamRole.DOCTOR.value: True, TeamRole.POLICE.value: police, TeamRole.VILLAGE.value: village,
               TeamRole.CIVIL_AFFAIRS.value: civil}
     return tuple(r for r in ROLE_ORDER if wanted[r])
@@ -110,18 +115,25 @@ def required_roles_sql(rules: RoleRules, *, latest_risk, latest_class, incident,
     ``economic_status`` the patient's coded column (贫困 = ``EconomicStatus.POOR``)."""
     police = police_sql(rules, latest_risk=latest_risk, latest_class=latest_class, incident=incident, locate=locate)
     no_guardian = sa.not_(has_guardian)
-    village_terms, civil_terms = [], []
+    village_terms = []
     if rules.village_when_police:
         village_terms.append(police)
     if rules.village_when_no_guardian:
         village_terms.append(no_guardian)
-    if rules.civil_affairs_when_poor:
-        civil_terms.append(economic_status == int(EconomicStatus.POOR))
-    if rules.civil_affairs_when_no_guardian:
-        civil_terms.append(no_guardian)
     village = sa.or_(*village_terms) if village_terms else sa.false()
-    civil = sa.or_(*civil_terms) if civil_terms else sa.false()
+    civil = civil_affairs_sql(rules, has_guardian=has_guardian, economic_status=economic_status)
     return RoleColumns(police=police, village=village, civil_affairs=civil)
+
+
+def civil_affairs_sql(rules: RoleRules, *, has_guardian, economic_status) -> sa.ColumnElement:
+    """``civil_affairs_required`` in SQL (贫困 = ``EconomicStatus.POOR``)."""
+    no_guardian = sa.not_(has_guardian)
+    terms = []
+    if rules.civil_affairs_when_poor:
+        terms.append(economic_status == int(EconomicStatus.POOR))
+    if rules.civil_affairs_when_no_guardian:
+        terms.append(no_guardian)
+    return sa.or_(*terms) if terms else sa.false()
 
 
 def has_guardian_sql(guardian_name) -> sa.ColumnElement:

@@ -24,11 +24,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from registry.audit import audit_row
-from registry.codes import Adherence, Classification, Diagnosis, EconomicStatus
+from registry.audiences import risk_warning_reasons
+from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
 from registry.models import AuditLog, CareTeamAssignment, FollowUp, Patient, Region, TeamMember
+from registry.profile import RoleRules, current_profile
 from registry.resources import template_dir
 from schedules.generation import eligible_sql
 from schedules.models import TaskKind
@@ -176,8 +178,10 @@ def _guardian(pat) -> str:
     return f"{pat.guardian_name} {pat.guardian_phone or ''}".strip()
 
 
-def build_lists(engine: Engine, *, township_code: str, week: date) -> dict:
-    """五单数据 The five lists of a township for the week starting Monday ``week``, as data."""
+def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRules | None = None) -> dict:
+    """五单数据 The five lists of a township for the week starting Monday ``week``, as data (the
+    风险预警单 by the rule profile's ``roles``: ``rules``, else the selected profile's)."""
+    rules = rules or current_profile().roles
     code, name = _township(engine, township_code)
     week = week - timedelta(days=week.weekday())
     end = week + timedelta(days=6)
@@ -225,18 +229,13 @@ def build_lists(engine: Engine, *, township_code: str, week: date) -> dict:
         open_by_patient.setdefault(t["patient_id"], []).append(t)
     for pid, pat in patients.items():
         last = latest.get(pid)
-        reasons = []
-        if last is not None and last.risk_level is not None and last.risk_level >= 3:
-            reasons.append(f"最近危险性{last.risk_level}级")
-        if incidents.get(pid):
-            reasons.append("上周新发肇事/肇祸")
         own = open_by_patient.get(pid, [])
-        if any(t["kind"] == "locate" for t in own):
-            reasons.append("失访")
-        if last is not None and classification_of(last) == Classification.UNSTABLE and any(
-            t["overdue"] and t["kind"] in VISIT_KINDS and t["kind"] != "health_check" for t in own
-        ):
-            reasons.append("不稳定且随访逾期")
+        reasons = risk_warning_reasons(
+            rules, latest_risk=last.risk_level if last is not None else None,
+            latest_class=classification_of(last) if last is not None else None,
+            new_incident=bool(incidents.get(pid)), locate_task=any(t["kind"] == "locate" for t in own),
+            overdue_visit=any(t["overdue"] and t["kind"] in VISIT_KINDS and t["kind"] != "health_check" for t in own),
+        )
         if reasons:
             lists["risk"].rows.append(base(pid) | {
                 "address": pat.address or "", "guardian": _guardian(pat), "reasons": "；".join(reasons),

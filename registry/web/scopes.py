@@ -5,15 +5,13 @@
 * police / civil_affairs — ONLY the patients on their lists in their region, and only the
   fields those lists need: never diagnosis, never medication, ID numbers always masked.
 
-  - police (民警): 联合入户单 tasks requiring police and the 风险预警单 (rules.md §6, §7.2–3):
-    risk ≥ 3 or 不稳定 at the latest complete follow-up, a 肇事/肇祸 in the 12 months up to
-    today, a 失访 (lost, locate task) patient.
-  - civil_affairs (民政): tasks requiring civil affairs and the 帮扶救助单 (rules.md §6, §7.5):
-    贫困, no guardian, 以奖代补 guardian reward, community rehabilitation.
+  - police (民警): 联合入户单 tasks requiring police and the 风险预警单 (rules.md §6, §7.2–3);
+  - civil_affairs (民政): tasks requiring civil affairs and the 帮扶救助单 (rules.md §6, §7.5);
+  both by the rule profile's ``roles``, the rule the tasks follow (one home: registry.audiences).
 
 A patient outside the caller's scope is a :class:`PermissionDenied` (403), on pages and API.
 Membership is computed set-based in SQL from the stored facts (follow-ups, patient fields)
-and from the scheduler's open tasks when its ``visit_task`` table exists.
+and from the scheduler's open tasks.
 """
 
 from __future__ import annotations
@@ -27,9 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
+from registry import audiences
 from registry.accounts import User, UserRole
 from registry.errors import PermissionDenied
-from registry.models import FollowUp, Patient, Region
+from registry.models import Patient, Region
+from registry.profile import RoleRules, current_profile
 
 FULL_RECORD_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value)
 LIST_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
@@ -193,100 +193,15 @@ def region_subquery(code: str, level: str | None = None):
     ))
 
 
-def _latest_complete(among):
-    """Each patient's latest complete follow-up (rules.md §3, §5 order: date, then entry order)."""
-    complete = sa.or_(sa.and_(FollowUp.lost_reason.is_(None), FollowUp.risk_level.is_not(None)), FollowUp.hospital_status == 1)
-    ranked = (
-        sa.select(
-            FollowUp.patient_id,
-            FollowUp.risk_level,
-            FollowUp.classification,
-            sa.func.row_number().over(partition_by=FollowUp.patient_id, order_by=(FollowUp.visit_on.desc(), FollowUp.id.desc())).label("rn"),
-        )
-        .where(complete, FollowUp.patient_id.in_(among))
-        .subquery()
-    )
-    return ranked
-
-
-def _latest_attempt(among):
-    return (
-        sa.select(
-            FollowUp.patient_id,
-            FollowUp.lost_reason,
-            sa.func.row_number().over(partition_by=FollowUp.patient_id, order_by=(FollowUp.visit_on.desc(), FollowUp.id.desc())).label("rn"),
-        ).where(FollowUp.patient_id.in_(among)).subquery()
-    )
-
-
-def _open_tasks_with_role(role: str, among):
-    """patient_ids with an open scheduler task requiring ``role`` (when the table exists)."""
-    try:
-        from schedules import models as sched_models  # noqa: PLC0415
-    except ImportError:
-        return None
-    task = getattr(sched_models, "VisitTask", None)
-    if task is None or not hasattr(task, "roles"):
-        return None
-    status_col = getattr(task, "status", None)
-    cond = [task.roles.contains(role), task.patient_id.in_(among)]
-    if status_col is not None:
-        cond.append(status_col == "open")
-    return sa.select(task.patient_id).where(*cond)
-
-
-def minus_months(day: date, months: int) -> date:
-    """往前推月 ``day`` minus ``months`` calendar months, clamped to month end."""
-    import calendar
-
-    month0 = day.month - 1 - months
-    year, month = day.year + month0 // 12, month0 % 12 + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
-def police_patient_ids(today: date, among):
-    """民警名单 patient_ids (of those in ``among``) on the 风险预警单 / police joint visits (rules.md §6, §7.3)."""
-    latest = _latest_complete(among)
-    attempt = _latest_attempt(among)
-    since = minus_months(today, 12)
-    parts = [
-        sa.select(latest.c.patient_id).where(latest.c.rn == 1, sa.or_(latest.c.risk_level >= 3, latest.c.classification == 1)),
-        sa.select(FollowUp.patient_id).where(
-            FollowUp.visit_on >= since, FollowUp.visit_on <= today, FollowUp.patient_id.in_(among),
-            sa.or_(FollowUp.incidents_disturbance > 0, FollowUp.incidents_crime > 0),
-        ),
-        sa.select(attempt.c.patient_id).where(attempt.c.rn == 1, attempt.c.lost_reason.is_not(None)),
-    ]
-    tasks = _open_tasks_with_role("police", among)
-    if tasks is not None:
-        parts.append(tasks)
-    return sa.union(*parts)
-
-
-def civil_affairs_patient_ids(today: date, among):
-    """民政名单 patient_ids (of those in ``among``) on the 帮扶救助单 / civil-affairs joint visits (rules.md §6, §7.5)."""
-    parts = [
-        sa.select(Patient.patient_id).where(
-            sa.or_(Patient.economic_status == 1, Patient.guardian_name.is_(None), Patient.guardian_name == "",
-                   Patient.guardian_reward.is_(True)),
-            Patient.patient_id.in_(among),
-        ),
-        sa.select(FollowUp.patient_id).where(FollowUp.rehabilitation.is_(True), FollowUp.visit_on >= minus_months(today, 12),
-                                             FollowUp.patient_id.in_(among)),
-    ]
-    tasks = _open_tasks_with_role("civil_affairs", among)
-    if tasks is not None:
-        parts.append(tasks)
-    return sa.union(*parts)
-
-
-def list_clause(role: str, today: date, among):
-    """名单条件 Patients (of ``among``: a select of patient_ids) on the lists of ``role``."""
+def list_clause(role: str, today: date, among, rules: RoleRules | None = None):
+    """名单条件 Patients (of ``among``: a select of patient_ids) on the lists of ``role``, by the rule
+    profile's ``roles`` (``rules``, else the selected profile's): registry.audiences."""
+    if role not in LIST_ROLES:
+        return sa.false()
+    rules = rules or current_profile().roles
     if role == UserRole.POLICE.value:
-        return Patient.patient_id.in_(police_patient_ids(today, among))
-    if role == UserRole.CIVIL_AFFAIRS.value:
-        return Patient.patient_id.in_(civil_affairs_patient_ids(today, among))
-    return sa.false()
+        return Patient.patient_id.in_(audiences.police_patient_ids(rules, today, among))
+    return Patient.patient_id.in_(audiences.civil_affairs_patient_ids(rules, today, among))
 
 
 def scope_for(user: User, tree: RegionTree, today: date) -> Scope:
