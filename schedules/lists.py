@@ -29,7 +29,8 @@ from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
-from registry.models import AuditLog, CareTeamAssignment, FollowUp, Patient, Region, TeamMember
+from registry.care_team import care_team_select
+from registry.models import AuditLog, FollowUp, Patient, Region
 from registry.profile import RoleRules, current_profile
 from registry.resources import template_dir
 from schedules.generation import eligible_sql
@@ -153,22 +154,13 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
             )
             if r.n
         }
-        tm, ca = TeamMember.__table__, CareTeamAssignment.__table__
+        # rules.md §6 care team (one home: registry.care_team)
         villages = sa.select(v.c.code).where(v.c.parent_code == township)
-        members = conn.execute(
-            sa.select(tm).where(sa.or_(tm.c.region_code == township, tm.c.region_code.in_(villages))).order_by(tm.c.member_id)
-        ).all()
-        assigned = conn.execute(
-            sa.select(ca.c.patient_id, tm).select_from(ca.join(tm, tm.c.member_id == ca.c.member_id))
-            .where(ca.c.patient_id.in_(sa.select(p.c.patient_id).where(p.c.village_code.in_(villages))))
-        ).all()
-    team: dict[str, list] = {}
-    explicit: dict[str, list] = {}
-    for row in assigned:
-        explicit.setdefault(row.patient_id, []).append(row)
-    for pid, pat in patients.items():
-        # rules.md §6: explicit assignments, else members serving the village and the township
-        team[pid] = explicit.get(pid) or [m for m in members if m.region_code in (pat.village_code, township)]
+        among = sa.select(p.c.patient_id, p.c.village_code).where(p.c.village_code.in_(villages)).subquery("list_patients")
+        team: dict[str, list] = {pid: [] for pid in patients}
+        for row in conn.execute(care_team_select(among)):
+            if row.patient_id in team:
+                team[row.patient_id].append(row)
     return patients, latest, {"team": team, "incidents": incidents}
 
 

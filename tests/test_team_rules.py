@@ -211,3 +211,42 @@ def test_risk_warning_follows_the_police_threshold(risk, reasons):
     lowered = replace(DEFAULT, police_min_risk=2)
     assert audiences.risk_warning_reasons(lowered, latest_risk=2, latest_class=2, new_incident=False,
                                           locate_task=False, overdue_visit=False) == ["最近危险性2级"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), extra_members=st.integers(0, 6), assigned=st.integers(0, 15))
+def test_care_team_python_and_sql_agree(database, seed, extra_members, assigned):
+    """rules.md §6: explicit assignments, else the members serving the village and its township."""
+    from registry.care_team import care_team, care_team_select
+    from registry.models import CareTeamAssignment, Region, TeamMember
+
+    engine = database.engine
+    rng = random.Random(seed)
+    ca, tm, p, r = CareTeamAssignment.__table__, TeamMember.__table__, Patient.__table__, Region.__table__
+    with engine.begin() as conn:
+        for table in (ca, VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__, p):
+            conn.execute(sa.delete(table))
+        conn.execute(sa.delete(tm).where(tm.c.member_id.like("X%")))
+    populate(engine, patients=25, seed=seed, today=TODAY)
+    with engine.begin() as conn:
+        regions = list(conn.execute(sa.select(r.c.code)).scalars())
+        members = [{"member_id": f"X{i}", "name": f"成员{i}", "role": rng.choice(["doctor", "police", "village", "civil_affairs"]),
+                    "phone": None, "region_code": rng.choice(regions)} for i in range(extra_members)]
+        if members:
+            conn.execute(sa.insert(tm), members)
+        pids = list(conn.execute(sa.select(p.c.patient_id)).scalars())
+        all_members = list(conn.execute(sa.select(tm.c.member_id)).scalars())
+        pairs = {(rng.choice(pids), rng.choice(all_members)) for _ in range(assigned)}
+        if pairs:
+            conn.execute(sa.insert(ca), [{"patient_id": a, "member_id": b} for a, b in pairs])
+    with engine.connect() as conn:
+        among = sa.select(p.c.patient_id, p.c.village_code).subquery("among")
+        got: dict[str, list] = {}
+        for row in conn.execute(care_team_select(among)):
+            got.setdefault(row.patient_id, []).append(row.member_id)
+        member_rows = {m.member_id: m for m in conn.execute(sa.select(tm))}
+        parent = dict(conn.execute(sa.select(r.c.code, r.c.parent_code)).all())
+        for pat in conn.execute(sa.select(p.c.patient_id, p.c.village_code)):
+            explicit = [member_rows[b] for a, b in pairs if a == pat.patient_id]
+            want = care_team(explicit, member_rows.values(), pat.village_code, parent.get(pat.village_code))
+            assert got.get(pat.patient_id, []) == [m.member_id for m in want], pat.patient_id
