@@ -28,7 +28,7 @@ state(M−1) plus month M's follow-ups; ``plain=`` / ``use_state=False`` compute
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from datetime import date, timedelta
 
@@ -41,6 +41,7 @@ from registry import models
 from registry.codes import Adherence, Classification, Diagnosis, FollowUpMode, HospitalStatus
 from registry.errors import InvalidInput, NotFound
 from registry.periods import Period
+from registry.regions import RegionTree
 from registry.targets import TargetSet, load_target_set, meets
 
 VARIANTS = ("quarterly", "count")
@@ -141,74 +142,7 @@ def resolve_target_set(name: str | None = None) -> TargetSet:
 # --------------------------------------------------------------------------- regions
 
 
-@dataclass
-class RegionTree:
-    """行政区划树 Every region with its parent, children and resident population."""
-
-    names: dict[str, str]
-    levels: dict[str, str]
-    parents: dict[str, str | None]
-    own_population: dict[str, int | None]
-    children: dict[str, list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, conn: sa.Connection) -> "RegionTree":
-        r = models.Region.__table__
-        rows = conn.execute(sa.select(r.c.code, r.c.name, r.c.level, r.c.parent_code, r.c.population)).all()
-        tree = cls({c: n for c, n, *_ in rows}, {c: lv for c, _, lv, *_ in rows},
-                   {c: p for c, _, _, p, _ in rows}, {c: pop for c, *_, pop in rows})
-        tree.children = {code: [] for code in tree.names}
-        for code, parent in tree.parents.items():
-            if parent in tree.children:
-                tree.children[parent].append(code)
-        for kids in tree.children.values():
-            kids.sort()
-        return tree
-
-    def roots(self) -> list[str]:
-        return sorted(c for c, p in self.parents.items() if p is None or p not in self.names)
-
-    def default_region(self) -> str:
-        roots = self.roots()
-        if not roots:
-            raise NotFound(message="尚未导入行政区划（regions.csv）", code="NO_REGIONS")
-        if len(roots) > 1:
-            raise InvalidInput.single("REGION_REQUIRED", f"有多个顶级地区（{'、'.join(roots[:5])}），请用 --region 指定",
-                                      column="region")
-        return roots[0]
-
-    def check(self, code: str) -> str:
-        if code not in self.names:
-            raise NotFound(message=f"地区编码(region)“{code}”不存在", code="REGION_NOT_FOUND")
-        return code
-
-    def ancestors_and_self(self, code: str) -> list[str]:
-        out, seen = [], set()
-        while code is not None and code in self.names and code not in seen:
-            out.append(code)
-            seen.add(code)
-            code = self.parents.get(code)
-        return out
-
-    def descendants_and_self(self, code: str) -> list[str]:
-        out, stack = [], [code]
-        while stack:
-            cur = stack.pop()
-            out.append(cur)
-            stack.extend(self.children.get(cur, ()))
-        return out
-
-    def population(self, code: str) -> int | None:
-        """常住人口 The region's own figure, or the sum of its children's when blank (indicators.md)."""
-        own = self.own_population.get(code)
-        if own is not None:
-            return own
-        kids = [self.population(c) for c in self.children.get(code, ())]
-        kids = [k for k in kids if k is not None]
-        return sum(kids) if kids else None
-
-    def path_name(self, code: str) -> str:
-        return "".join(self.names[c] for c in reversed(self.ancestors_and_self(code)))
+# ``RegionTree`` lives in registry/regions.py.
 
 
 # --------------------------------------------------------------------------- SQL

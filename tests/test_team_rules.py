@@ -20,7 +20,8 @@ from registry.accounts import User
 from registry.models import FollowUp, Patient
 from registry.models import HealthCheck as HealthCheckRow
 from registry.profile import PROFILE_DIR, RoleRules, current_profile, load_profile
-from registry.web.scopes import RegionTree, scope_for
+from registry.regions import LiveRegionTree
+from registry.web.scopes import scope_for
 from schedules.models import VisitTask
 from tests.schedule_population import populate
 
@@ -157,7 +158,7 @@ def test_default_audiences_are_the_seeded_lists(database):
 def _visible(engine, username: str, today: date) -> set[str]:
     with Session(engine) as s:
         user = s.get(User, username)
-        scope = scope_for(user, RegionTree(engine), today)
+        scope = scope_for(user, LiveRegionTree(engine), today)
         return {p.patient_id for p in s.exec(select(Patient).where(scope.patient_clause()))}
 
 
@@ -250,3 +251,38 @@ def test_care_team_python_and_sql_agree(database, seed, extra_members, assigned)
             explicit = [member_rows[b] for a, b in pairs if a == pat.patient_id]
             want = care_team(explicit, member_rows.values(), pat.village_code, parent.get(pat.village_code))
             assert got.get(pat.patient_id, []) == [m.member_id for m in want], pat.patient_id
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), townships=st.integers(1, 4), villages=st.integers(0, 12))
+def test_region_cascade_python_and_sql_agree(database, seed, townships, villages):
+    """The region tree: ``descendants_and_self`` vs ``region_subtree``, ``villages_under`` (every level)
+    and the fast path's ``region_cascade_text``, on random county → township → village trees."""
+    from registry.models import CareTeamAssignment, Region, TeamMember
+    from registry.regions import RegionTree, region_cascade_text, region_subtree, villages_under
+
+    rng = random.Random(seed)
+    r = Region.__table__
+    rows = [{"code": "C", "name": "县", "level": "county", "parent_code": None}]
+    rows += [{"code": f"T{i}", "name": f"镇{i}", "level": "township", "parent_code": "C"} for i in range(townships)]
+    rows += [{"code": f"V{i}", "name": f"村{i}", "level": "village", "parent_code": f"T{rng.randrange(townships)}"}
+             for i in range(villages)]
+    with database.engine.begin() as conn:
+        for table in (CareTeamAssignment.__table__, VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__,
+                      Patient.__table__, TeamMember.__table__, r):
+            conn.execute(sa.delete(table))
+        conn.execute(sa.insert(r), rows)
+        tree = RegionTree.load(conn)
+        for row in rows:
+            code, level = row["code"], row["level"]
+            below = set(tree.descendants_and_self(code))
+            sub = region_subtree(code)
+            assert set(conn.execute(sa.select(sub.c.code)).scalars()) == below
+            want = {c for c in below if tree.level(c) == "village"}
+            assert set(conn.execute(villages_under(code, level)).scalars()) == (want if level != "village" else {code})
+            assert set(conn.execute(villages_under(code)).scalars()) >= want
+            cascade = sa.text(f"SELECT v.code FROM region v LEFT JOIN region t ON t.code = v.parent_code "
+                              f"WHERE v.level = 'village' AND {region_cascade_text('v', 't', ':code')}")
+            assert set(conn.execute(cascade, {"code": code}).scalars()) == want
+            if level == "village":
+                assert tree.township_of(code) == row["parent_code"]

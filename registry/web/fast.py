@@ -34,6 +34,7 @@ from registry import clock
 from registry.accounts import User, WebSession
 from registry.audit import audit_row
 from registry.care_team import care_team_select
+from registry.regions import region_cascade_text
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
 from registry.web import queries
@@ -68,7 +69,7 @@ p AS (
   LEFT JOIN region t ON t.code = v.parent_code
   CROSS JOIN ok
   WHERE pt.patient_id = %(patient_id)s
-    AND (v.code = ok.region_code OR v.parent_code = ok.region_code OR t.parent_code = ok.region_code)
+    AND {region_cascade_text("v", "t", "ok.region_code")}
 ),
 audit AS (
   INSERT INTO audit_log ({_AUDIT_COLUMNS})

@@ -22,7 +22,8 @@ from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck
 from registry.rules import classification_of, is_complete
 from registry.care_team import care_team_select
 from registry.periods import add_months
-from registry.web.scopes import RegionTree, Scope
+from registry.regions import LiveRegionTree
+from registry.web.scopes import Scope
 
 TASK_KIND_LABELS = {
     "first_visit": "首次面访",
@@ -71,7 +72,7 @@ def _as_date(value) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def worklist(engine, scope: Scope, tree: RegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
+def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
              limit: int | None = None, offset: int = 0) -> dict:
     """今日工作清单 Tasks in the user's scope: overdue first, then due within the horizon.
 
@@ -258,7 +259,7 @@ def follow_up_view(fu: FollowUp, participants: list) -> dict:
     }
 
 
-def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, as_of: date,
+def patient_record(engine, scope: Scope, tree: LiveRegionTree, patient_id: str, *, as_of: date,
                    on_read: Callable[[Connection, Patient], None] | None = None) -> dict:
     """一历 The patient's longitudinal record, shaped for the caller's role (rules.md §7, §8).
 
@@ -293,7 +294,7 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
     return shape_record(scope, tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
 
 
-def shape_record(scope: Scope, tree: RegionTree, p, follow_ups: list, parts: dict, checks: list[str], team: list[dict],
+def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts: dict, checks: list[str], team: list[dict],
                  tasks: list[dict], *, as_of: date) -> dict:
     """一历 The record from its read rows, shaped for the caller's role (rules.md §7, §8).
 
@@ -388,7 +389,7 @@ def _joint_visits(views: list[dict], role: str) -> list[dict]:
 
 # ---------------------------------------------------------------- search and lists
 
-def search_patients(engine, scope: Scope, tree: RegionTree, q: str, *, limit: int = 50) -> list[dict]:
+def search_patients(engine, scope: Scope, tree: LiveRegionTree, q: str, *, limit: int = 50) -> list[dict]:
     """患者检索 By patient number, name (substring) or full ID number, within scope."""
     q = q.strip()
     clause = scope.patient_clause()
@@ -401,7 +402,7 @@ def search_patients(engine, scope: Scope, tree: RegionTree, q: str, *, limit: in
     return [brief(p, scope, tree) for p in rows]
 
 
-def brief(p: Patient, scope: Scope, tree: RegionTree) -> dict:
+def brief(p: Patient, scope: Scope, tree: LiveRegionTree) -> dict:
     """患者摘要 One search/list row (diagnosis only for full-record roles)."""
     return {
         "patient_id": p.patient_id,

@@ -16,109 +16,21 @@ and from the scheduler's open tasks.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from registry import audiences
 from registry.accounts import User, UserRole
 from registry.errors import PermissionDenied
-from registry.models import Patient, Region
+from registry.models import Patient
 from registry.profile import RoleRules, current_profile
+from registry.regions import LiveRegionTree, villages_under
 
 FULL_RECORD_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value)
 LIST_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
-
-
-class RegionTree:
-    """行政区划树 Region codes below each region (cached briefly; regions change rarely)."""
-
-    TTL_SECONDS = 300.0
-
-    def __init__(self, engine):
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._loaded_at: float | None = None  # never loaded (not 0.0: monotonic time starts near 0 at boot)
-        self._children: dict[str, list[str]] = {}
-        self._regions: dict[str, tuple[str, str, str | None]] = {}
-        self._descendants: dict[str, tuple[dict, frozenset[str]]] = {}
-
-    def _load(self) -> None:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(Region.code, Region.name, Region.level, Region.parent_code)).all()
-        children: dict[str, list[str]] = {}
-        regions = {}
-        for code, name, level, parent in rows:
-            regions[code] = (name, level, parent)
-            if parent:
-                children.setdefault(parent, []).append(code)
-        self._children, self._regions = children, regions
-        self._descendants = {}
-        self._loaded_at = time.monotonic()
-
-    def _fresh(self) -> None:
-        with self._lock:
-            if self._loaded_at is None or time.monotonic() - self._loaded_at > self.TTL_SECONDS:
-                self._load()
-
-    def invalidate(self) -> None:
-        """刷新 Reload the tree on next use."""
-        with self._lock:
-            self._loaded_at = None
-
-    def descendants(self, code: str) -> frozenset[str]:
-        """下级地区 The region itself and everything below it (memoised until the tree reloads)."""
-        self._fresh()
-        children = self._children
-        memo = self._descendants
-        hit = memo.get(code)
-        if hit is not None and hit[0] is children:  # computed on the current tree
-            return hit[1]
-        out, stack = set(), [code]
-        while stack:
-            current = stack.pop()
-            if current in out:
-                continue
-            out.add(current)
-            stack.extend(children.get(current, ()))
-        result = frozenset(out)
-        memo[code] = (children, result)
-        return result
-
-    def name(self, code: str | None) -> str:
-        """地区名称 The region's name (the code when unknown)."""
-        self._fresh()
-        return self._regions.get(code, (code or "",))[0] if code else ""
-
-    def level(self, code: str) -> str | None:
-        """级别 The region's level."""
-        self._fresh()
-        entry = self._regions.get(code)
-        return entry[1] if entry else None
-
-    def parent(self, code: str) -> str | None:
-        """上级 The region's parent code."""
-        self._fresh()
-        entry = self._regions.get(code)
-        return entry[2] if entry else None
-
-    def township_of(self, code: str) -> str | None:
-        """所属乡镇 The township a village (or the township itself) belongs to."""
-        current: str | None = code
-        while current is not None:
-            if self.level(current) == "township":
-                return current
-            current = self.parent(current)
-        return None
-
-    def townships_under(self, code: str) -> list[str]:
-        """下辖乡镇 Township codes at or below a region."""
-        return sorted(c for c in self.descendants(code) if self.level(c) == "township")
 
 
 @dataclass(frozen=True)
@@ -147,12 +59,12 @@ class Scope:
 
     def patient_clause(self):
         """可见患者 A WHERE clause on Patient selecting exactly the patients this user may see."""
-        in_region = Patient.village_code.in_(region_subquery(self.user.region_code, self.region_level))
+        in_region = Patient.village_code.in_(villages_under(self.user.region_code, self.region_level))
         if self.full_record:
             return in_region
         # the region's patients once (a CTE is materialised when used several times)
         cte = sa.select(Patient.patient_id.label("patient_id")).where(
-            Patient.village_code.in_(region_subquery(self.user.region_code, self.region_level))).cte("scope_patients")
+            Patient.village_code.in_(villages_under(self.user.region_code, self.region_level))).cte("scope_patients")
         region_patients = sa.select(cte.c.patient_id)
         return sa.and_(in_region, Patient.status == "active", list_clause(self.role, self.today, region_patients))
 
@@ -175,24 +87,6 @@ class Scope:
         return patient
 
 
-def region_subquery(code: str, level: str | None = None):
-    """下级地区 The villages at or below region ``code`` as a subquery (county → township → village,
-    RegionLevel). Shaped by the region's level so the planner's row estimate is right (an OR over
-    levels makes PostgreSQL scan every patient)."""
-    if level == "village":
-        return sa.select(sa.literal(code))
-    if level == "township":
-        return sa.select(Region.code).where(Region.parent_code == code)
-    child = aliased(Region)
-    if level == "county":
-        return sa.select(Region.code).where(Region.parent_code.in_(sa.select(child.code).where(child.parent_code == code)))
-    return sa.select(Region.code).where(sa.or_(
-        Region.code == code,
-        Region.parent_code == code,
-        Region.parent_code.in_(sa.select(child.code).where(child.parent_code == code)),
-    ))
-
-
 def list_clause(role: str, today: date, among, rules: RoleRules | None = None):
     """名单条件 Patients (of ``among``: a select of patient_ids) on the lists of ``role``, by the rule
     profile's ``roles`` (``rules``, else the selected profile's): registry.audiences."""
@@ -204,7 +98,7 @@ def list_clause(role: str, today: date, among, rules: RoleRules | None = None):
     return Patient.patient_id.in_(audiences.civil_affairs_patient_ids(rules, today, among))
 
 
-def scope_for(user: User, tree: RegionTree, today: date) -> Scope:
+def scope_for(user: User, tree: LiveRegionTree, today: date) -> Scope:
     """权限范围 The scope of a user on a date."""
     return Scope(user=user, region_codes=tree.descendants(user.region_code), today=today,
                  region_level=tree.level(user.region_code))
