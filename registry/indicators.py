@@ -39,7 +39,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from registry import models
 from registry.codes import Adherence, Classification, Diagnosis, FollowUpMode, HospitalStatus
-from registry.errors import InvalidInput, NotFound
+from registry.errors import InvalidInput
 from registry.periods import Period
 from registry.regions import RegionTree
 from registry.targets import TargetSet, load_target_set, meets

@@ -16,7 +16,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from registry import ids
-from registry.periods import add_months
 from registry.validation import FOLLOW_UP_FIELDS, PATIENT_FIELDS
 
 COUNTY_CODE = "449901"
