@@ -27,10 +27,8 @@ state(M−1) plus month M's follow-ups; ``plain=`` / ``use_state=False`` compute
 
 from __future__ import annotations
 
-import calendar
 import math
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from datetime import date, timedelta
 
@@ -41,7 +39,9 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from registry import models
 from registry.codes import Adherence, Classification, Diagnosis, FollowUpMode, HospitalStatus
-from registry.errors import InvalidInput, NotFound
+from registry.errors import InvalidInput
+from registry.periods import Period
+from registry.regions import RegionTree
 from registry.targets import TargetSet, load_target_set, meets
 
 VARIANTS = ("quarterly", "count")
@@ -112,53 +112,7 @@ COUNT_COLUMNS = (
 
 # --------------------------------------------------------------------------- periods
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-
-
-@dataclass(frozen=True)
-class Period:
-    """统计期 Month M of year Y: as-of date D (last day of M) and window W = [Jan 1 of Y, D]."""
-
-    year: int
-    month: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Period":
-        m = _MONTH.match(str(text or "").strip())
-        if not m or not 1 <= int(m.group(2)) <= 12 or not 2000 <= int(m.group(1)) <= 2100:
-            raise InvalidInput.single("BAD_MONTH", f"月份(month)“{str(text)[:20]}”无效，应为 YYYY-MM（2000-01 至 2100-12）",
-                                      column="month", value=str(text)[:20])
-        return cls(int(m.group(1)), int(m.group(2)))
-
-    @property
-    def label(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
-
-    @property
-    def start(self) -> date:
-        return date(self.year, 1, 1)
-
-    @property
-    def as_of(self) -> date:
-        return date(self.year, self.month, calendar.monthrange(self.year, self.month)[1])
-
-    def quarters(self) -> list[tuple[date, date]]:
-        """Calendar quarters of Y that end on or before D (indicators.md 规范管理 quarterly 1.)."""
-        out = []
-        for q in range(4):
-            first = date(self.year, 3 * q + 1, 1)
-            last = date(self.year, 3 * q + 3, calendar.monthrange(self.year, 3 * q + 3)[1])
-            if last <= self.as_of:
-                out.append((first, last))
-        return out
-
-    def previous(self, n: int = 1) -> "Period":
-        index = self.year * 12 + self.month - 1 - n
-        return Period(index // 12, index % 12 + 1)
-
-    def trailing(self, months: int = 12) -> list["Period"]:
-        """The ``months`` months up to and including this one, oldest first."""
-        return [self.previous(n) for n in range(months - 1, -1, -1)]
+# ``Period`` (the statistical month) lives in registry/periods.py.
 
 
 # --------------------------------------------------------------------------- profile setting
@@ -166,7 +120,7 @@ class Period:
 
 def _profile_document() -> dict:
     """The selected rule profile's JSON (``JINGFANG_PROFILE``), or {} when there is none."""
-    from schedules.profile import profile_document  # noqa: PLC0415
+    from registry.profile import profile_document  # noqa: PLC0415
 
     return profile_document()
 
@@ -188,74 +142,7 @@ def resolve_target_set(name: str | None = None) -> TargetSet:
 # --------------------------------------------------------------------------- regions
 
 
-@dataclass
-class RegionTree:
-    """行政区划树 Every region with its parent, children and resident population."""
-
-    names: dict[str, str]
-    levels: dict[str, str]
-    parents: dict[str, str | None]
-    own_population: dict[str, int | None]
-    children: dict[str, list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, conn: sa.Connection) -> "RegionTree":
-        r = models.Region.__table__
-        rows = conn.execute(sa.select(r.c.code, r.c.name, r.c.level, r.c.parent_code, r.c.population)).all()
-        tree = cls({c: n for c, n, *_ in rows}, {c: lv for c, _, lv, *_ in rows},
-                   {c: p for c, _, _, p, _ in rows}, {c: pop for c, *_, pop in rows})
-        tree.children = {code: [] for code in tree.names}
-        for code, parent in tree.parents.items():
-            if parent in tree.children:
-                tree.children[parent].append(code)
-        for kids in tree.children.values():
-            kids.sort()
-        return tree
-
-    def roots(self) -> list[str]:
-        return sorted(c for c, p in self.parents.items() if p is None or p not in self.names)
-
-    def default_region(self) -> str:
-        roots = self.roots()
-        if not roots:
-            raise NotFound(message="尚未导入行政区划（regions.csv）", code="NO_REGIONS")
-        if len(roots) > 1:
-            raise InvalidInput.single("REGION_REQUIRED", f"有多个顶级地区（{'、'.join(roots[:5])}），请用 --region 指定",
-                                      column="region")
-        return roots[0]
-
-    def check(self, code: str) -> str:
-        if code not in self.names:
-            raise NotFound(message=f"地区编码(region)“{code}”不存在", code="REGION_NOT_FOUND")
-        return code
-
-    def ancestors_and_self(self, code: str) -> list[str]:
-        out, seen = [], set()
-        while code is not None and code in self.names and code not in seen:
-            out.append(code)
-            seen.add(code)
-            code = self.parents.get(code)
-        return out
-
-    def descendants_and_self(self, code: str) -> list[str]:
-        out, stack = [], [code]
-        while stack:
-            cur = stack.pop()
-            out.append(cur)
-            stack.extend(self.children.get(cur, ()))
-        return out
-
-    def population(self, code: str) -> int | None:
-        """常住人口 The region's own figure, or the sum of its children's when blank (indicators.md)."""
-        own = self.own_population.get(code)
-        if own is not None:
-            return own
-        kids = [self.population(c) for c in self.children.get(code, ())]
-        kids = [k for k in kids if k is not None]
-        return sum(kids) if kids else None
-
-    def path_name(self, code: str) -> str:
-        return "".join(self.names[c] for c in reversed(self.ancestors_and_self(code)))
+# ``RegionTree`` lives in registry/regions.py.
 
 
 # --------------------------------------------------------------------------- SQL

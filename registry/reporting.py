@@ -27,8 +27,6 @@ from registry.indicators import (
     BY_KEY,
     INDICATORS,
     VARIANT_LABELS,
-    Period,
-    RegionTree,
     in_register_condition,
     indicator_values,
     patient_state_query,
@@ -37,6 +35,8 @@ from registry.indicators import (
     resolve_variant,
     tune_for_reporting,
 )
+from registry.periods import Period
+from registry.regions import RegionTree
 from registry.resources import template_dir
 from registry.targets import TargetSet
 

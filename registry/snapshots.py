@@ -64,7 +64,9 @@ def frozen_months(conn: sa.Connection, region_code: str, variant: str, months: l
 
 def freeze(engine: Engine, *, month: str, variant: str, today: date) -> bool:
     """冻结 Freeze every region's counts for a closed month; False when it was already frozen."""
-    from registry.indicators import Period, RegionTree, region_counts  # noqa: PLC0415
+    from registry.indicators import region_counts  # noqa: PLC0415
+    from registry.periods import Period  # noqa: PLC0415
+    from registry.regions import RegionTree  # noqa: PLC0415
 
     period = Period.parse(month)
     if period.as_of >= today:

@@ -174,7 +174,7 @@ def time_plan_alone(engine, as_of: date) -> float:
     from registry.clock import now_utc
     from schedules import generation as g
     from schedules.calendar import WorkCalendar
-    from schedules.profile import load_profile
+    from registry.profile import load_profile
 
     profile = load_profile()
     with engine.connect() as conn:

@@ -28,10 +28,10 @@ from sqlalchemy.engine import Connection, Engine
 from registry.clock import now_utc
 from registry.config import parallelism
 from registry.models import FollowUp, HealthCheck, Patient
+from registry.teams import has_guardian_sql, incident_cutoff, required_roles_sql
 from schedules.calendar import WorkCalendar, unknown_years
 from schedules.models import VISIT_KINDS, VisitTask
-from schedules.planning import add_months
-from schedules.profile import Profile, load_profile
+from registry.profile import Profile, load_profile
 from schedules.sqldates import add_days, add_period
 
 ADVISORY_LOCK_KEY = 5_020_261_105  # pg_advisory_xact_lock key of the generation run
@@ -238,7 +238,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
     first = a.rn == 1
     latest_complete = sa.and_(a.complete == 1, a.ccount == 1)
     previous_complete = sa.and_(a.complete == 1, a.ccount == 2)
-    cutoff = add_months(as_of, -profile.roles.police_incident_lookback_months)
+    cutoff = incident_cutoff(profile.roles, as_of)
     gkey = a.patient_id.collate("C") if dialect == "postgresql" else a.patient_id
     agg = (
         sa.select(
@@ -272,7 +272,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         (sa.or_(g.latest_lost == 4, streak >= profile.lost_after_misses), "locate"),
         else_="retry",
     )
-    has_guardian = sa.and_(p.c.guardian_name.is_not(None), sa.func.trim(p.c.guardian_name) != "")
+    has_guardian = has_guardian_sql(p.c.guardian_name)
     sit = (
         sa.select(
             p.c.patient_id,
@@ -311,31 +311,10 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         *[(s.situation == key, add_period(basis_on, iv.months, iv.days)) for key, iv in profile.visit.items()],
     )
     rule = sa.case(*[(s.situation == key, sa.literal(profile.rule(iv.clause))) for key, iv in profile.visit.items()])
-    police_terms = [s.lc_risk >= rules.police_min_risk, s.incident == 1]
-    if rules.police_classifications:
-        police_terms.append(s.lc_cls.in_(list(rules.police_classifications)))
-    if rules.police_on_locate:
-        police_terms.append(s.situation == "locate")
-    police = sa.or_(*police_terms)
-    no_guardian = sa.not_(s.has_guardian)
-    village_terms, civil_terms = [], []
-    if rules.village_when_police:
-        village_terms.append(police)
-    if rules.village_when_no_guardian:
-        village_terms.append(no_guardian)
-    if rules.civil_affairs_when_poor:
-        civil_terms.append(s.economic_status == 1)
-    if rules.civil_affairs_when_no_guardian:
-        civil_terms.append(no_guardian)
-    village = sa.or_(*village_terms) if village_terms else sa.false()
-    civil = sa.or_(*civil_terms) if civil_terms else sa.false()
-    as_bool = lambda cond: sa.case((cond, True), else_=False)  # noqa: E731
-    roles = (
-        sa.literal("doctor")
-        + sa.case((police, ",police"), else_="")
-        + sa.case((village, ",village"), else_="")
-        + sa.case((civil, ",civil_affairs"), else_="")
-    )
+    # rules.md §6: the roles a visit task requires (one home: registry.teams)
+    need = required_roles_sql(rules, latest_risk=s.lc_risk, latest_class=s.lc_cls, incident=s.incident == 1,
+                              locate=s.situation == "locate", has_guardian=s.has_guardian,
+                              economic_status=s.economic_status)
     visit_rows = sa.select(
         s.patient_id.label("patient_id"),
         kind.label("kind"),
@@ -344,8 +323,8 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         nominal.label("nominal_due_on"),
         sa.cast(sa.null(), sa.Date).label("window_start"),
         sa.cast(sa.null(), sa.Date).label("window_end"),
-        roles.label("roles"),
-        as_bool(sa.or_(police, village, civil)).label("joint"),
+        need.roles.label("roles"),
+        need.joint.label("joint"),
         rule.label("rule"),
         s.lc_risk.label("risk_level"),
     )

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from registry.clock import local_today, now_utc
 from registry.db import get_engine
+from registry.periods import previous_month
 from schedules.models import ScheduleRun
 
 log = logging.getLogger(__name__)
@@ -152,12 +153,6 @@ def run_weekly_lists(db_url: str | None = None, out_dir: str | None = None, week
     monday = week_start(date.fromisoformat(week) if week else local_today())
     out = Path(out_dir or "out/lists")
     return recorded(engine, "lists", monday, source, lambda: write_all_townships(engine, week=monday, out_dir=out))
-
-
-def previous_month(day: date) -> str:
-    """The month before ``day``'s, as YYYY-MM (the month a report on the 1st is about)."""
-    last = day.replace(day=1) - timedelta(days=1)
-    return f"{last.year:04d}-{last.month:02d}"
 
 
 def run_monthly_reports(db_url: str | None = None, out_dir: str | None = None, today: str | None = None,

@@ -24,11 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from registry.audit import audit_row
-from registry.codes import Adherence, Classification, Diagnosis, EconomicStatus
+from registry.audiences import risk_warning_reasons
+from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
-from registry.models import AuditLog, CareTeamAssignment, FollowUp, Patient, Region, TeamMember
+from registry.care_team import care_team_select
+from registry.models import AuditLog, FollowUp, Patient, Region
+from registry.profile import RoleRules, current_profile
 from registry.resources import template_dir
 from schedules.generation import eligible_sql
 from schedules.models import TaskKind
@@ -151,22 +154,13 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
             )
             if r.n
         }
-        tm, ca = TeamMember.__table__, CareTeamAssignment.__table__
+        # rules.md §6 care team (one home: registry.care_team)
         villages = sa.select(v.c.code).where(v.c.parent_code == township)
-        members = conn.execute(
-            sa.select(tm).where(sa.or_(tm.c.region_code == township, tm.c.region_code.in_(villages))).order_by(tm.c.member_id)
-        ).all()
-        assigned = conn.execute(
-            sa.select(ca.c.patient_id, tm).select_from(ca.join(tm, tm.c.member_id == ca.c.member_id))
-            .where(ca.c.patient_id.in_(sa.select(p.c.patient_id).where(p.c.village_code.in_(villages))))
-        ).all()
-    team: dict[str, list] = {}
-    explicit: dict[str, list] = {}
-    for row in assigned:
-        explicit.setdefault(row.patient_id, []).append(row)
-    for pid, pat in patients.items():
-        # rules.md §6: explicit assignments, else members serving the village and the township
-        team[pid] = explicit.get(pid) or [m for m in members if m.region_code in (pat.village_code, township)]
+        among = sa.select(p.c.patient_id, p.c.village_code).where(p.c.village_code.in_(villages)).subquery("list_patients")
+        team: dict[str, list] = {pid: [] for pid in patients}
+        for row in conn.execute(care_team_select(among)):
+            if row.patient_id in team:
+                team[row.patient_id].append(row)
     return patients, latest, {"team": team, "incidents": incidents}
 
 
@@ -176,87 +170,131 @@ def _guardian(pat) -> str:
     return f"{pat.guardian_name} {pat.guardian_phone or ''}".strip()
 
 
-def build_lists(engine: Engine, *, township_code: str, week: date) -> dict:
-    """五单数据 The five lists of a township for the week starting Monday ``week``, as data."""
-    code, name = _township(engine, township_code)
-    week = week - timedelta(days=week.weekday())
-    end = week + timedelta(days=6)
-    patients, latest, extra = _facts(engine, code, week)
-    team, incidents = extra["team"], extra["incidents"]
-    tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
+LISTS = (  # number, slug, title, readers (rules.md §7)
+    (1, "followup", "随访任务单", "精防医生"),
+    (2, "joint", "联合入户单", "乡镇综治、派出所、民政"),
+    (3, "risk", "风险预警单", "派出所、乡镇综治"),
+    (4, "medication", "服药与针剂单", "精防医生"),
+    (5, "assistance", "帮扶救助单", "民政、残联"),
+)
 
-    def base(pid: str) -> dict:
-        pat = patients[pid]
+
+@dataclass
+class WeekFacts:
+    """一周事实 What the five lists of one township and week read (``build_lists`` gathers it once)."""
+
+    week: date
+    end: date
+    patients: dict
+    latest: dict
+    team: dict
+    incidents: dict
+    tasks: list[dict]
+    rules: RoleRules
+    open_by_patient: dict[str, list[dict]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for t in self.tasks:
+            self.open_by_patient.setdefault(t["patient_id"], []).append(t)
+
+    def base(self, pid: str) -> dict:
+        pat = self.patients[pid]
         return {"patient_id": pid, "name": pat.name, "village": pat.village_name, "sex": SEX_LABEL.get(pat.sex, ""),
-                "age": _age(pat.birth_date, week), "id_number": mask(pat.id_number)}
+                "age": _age(pat.birth_date, self.week), "id_number": mask(pat.id_number)}
 
-    lists = {slug: WorkList(n, slug, title, readers, LIST_COLUMNS[slug], signatures=(slug == "joint"))
-             for n, slug, title, readers in (
-                 (1, "followup", "随访任务单", "精防医生"),
-                 (2, "joint", "联合入户单", "乡镇综治、派出所、民政"),
-                 (3, "risk", "风险预警单", "派出所、乡镇综治"),
-                 (4, "medication", "服药与针剂单", "精防医生"),
-                 (5, "assistance", "帮扶救助单", "民政、残联"),
-             )}
-    due_soon = [t for t in tasks if date.fromisoformat(t["due_on"]) <= end]
-    for t in due_soon:
-        if t["kind"] not in VISIT_KINDS:
-            continue
-        pat = patients[t["patient_id"]]
-        row = base(t["patient_id"]) | {
+    def visits_due(self) -> list[dict]:
+        """Open visit tasks (health check included) due by the week's end, in work-list order (§5)."""
+        return [t for t in self.tasks if date.fromisoformat(t["due_on"]) <= self.end and t["kind"] in VISIT_KINDS]
+
+
+def _work_list(slug: str) -> WorkList:
+    number, slug, title, readers = next(row for row in LISTS if row[1] == slug)
+    return WorkList(number, slug, title, readers, LIST_COLUMNS[slug], signatures=(slug == "joint"))
+
+
+def _by_village(wl: WorkList) -> WorkList:
+    wl.rows.sort(key=lambda r: (r["village"], r["patient_id"], r.get("item", "")))
+    return wl
+
+
+def followup_list(w: WeekFacts) -> WorkList:
+    """1. 随访任务单 (doctor): visits due in the next 7 days and overdue, sorted as §5."""
+    wl = _work_list("followup")
+    for t in w.visits_due():
+        pat = w.patients[t["patient_id"]]
+        wl.rows.append(w.base(t["patient_id"]) | {
             "phone": pat.phone or "", "diagnosis": _label(Diagnosis, pat.diagnosis), "task": KIND_LABEL[t["kind"]],
             "due_on": t["due_on"], "overdue": t["days_overdue"] or "", "risk": "" if t["risk_level"] is None else t["risk_level"],
             "roles": "、".join(ROLE_LABEL[r] for r in t["roles"] if r != "doctor"),
-        }
-        lists["followup"].rows.append(row)
-        if t["joint"]:
-            members = team.get(t["patient_id"], [])
-            people = []
-            for role in t["roles"]:
-                named = [f"{m.name} {m.phone or ''}".strip() for m in members if m.role == role]
-                people.append(f"{ROLE_LABEL[role]}：{'、'.join(named) if named else '（未指定）'}")
-            lists["joint"].rows.append(base(t["patient_id"]) | {
-                "address": pat.address or "", "task": KIND_LABEL[t["kind"]], "due_on": t["due_on"],
-                "overdue": t["days_overdue"] or "", "team": "；".join(people), "roles": list(t["roles"]),
-            })
-    # 3. 风险预警单
-    open_by_patient: dict[str, list[dict]] = {}
-    for t in tasks:
-        open_by_patient.setdefault(t["patient_id"], []).append(t)
-    for pid, pat in patients.items():
-        last = latest.get(pid)
-        reasons = []
-        if last is not None and last.risk_level is not None and last.risk_level >= 3:
-            reasons.append(f"最近危险性{last.risk_level}级")
-        if incidents.get(pid):
-            reasons.append("上周新发肇事/肇祸")
-        own = open_by_patient.get(pid, [])
-        if any(t["kind"] == "locate" for t in own):
-            reasons.append("失访")
-        if last is not None and classification_of(last) == Classification.UNSTABLE and any(
-            t["overdue"] and t["kind"] in VISIT_KINDS and t["kind"] != "health_check" for t in own
-        ):
-            reasons.append("不稳定且随访逾期")
+        })
+    return wl
+
+
+def joint_list(w: WeekFacts) -> WorkList:
+    """2. 联合入户单 (综治, police, civil affairs): joint visits with each role's named members and phones."""
+    wl = _work_list("joint")
+    for t in w.visits_due():
+        if not t["joint"]:
+            continue
+        pat = w.patients[t["patient_id"]]
+        members = w.team.get(t["patient_id"], [])
+        people = []
+        for role in t["roles"]:
+            named = [f"{m.name} {m.phone or ''}".strip() for m in members if m.role == role]
+            people.append(f"{ROLE_LABEL[role]}：{'、'.join(named) if named else '（未指定）'}")
+        wl.rows.append(w.base(t["patient_id"]) | {
+            "address": pat.address or "", "task": KIND_LABEL[t["kind"]], "due_on": t["due_on"],
+            "overdue": t["days_overdue"] or "", "team": "；".join(people), "roles": list(t["roles"]),
+        })
+    return wl
+
+
+def risk_warning_list(w: WeekFacts) -> WorkList:
+    """3. 风险预警单 (police, 综治): the reasons of registry.audiences.risk_warning_reasons."""
+    wl = _work_list("risk")
+    for pid, pat in w.patients.items():
+        last = w.latest.get(pid)
+        own = w.open_by_patient.get(pid, [])
+        reasons = risk_warning_reasons(
+            w.rules, latest_risk=last.risk_level if last is not None else None,
+            latest_class=classification_of(last) if last is not None else None,
+            new_incident=bool(w.incidents.get(pid)), locate_task=any(t["kind"] == "locate" for t in own),
+            overdue_visit=any(t["overdue"] and t["kind"] in VISIT_KINDS and t["kind"] != "health_check" for t in own),
+        )
         if reasons:
-            lists["risk"].rows.append(base(pid) | {
+            wl.rows.append(w.base(pid) | {
                 "address": pat.address or "", "guardian": _guardian(pat), "reasons": "；".join(reasons),
                 "last_visit": last.visit_on.isoformat() if last is not None else "",
                 "risk": "" if last is None or last.risk_level is None else last.risk_level,
             })
-        # 4. 服药与针剂单
-        for t in own:
-            if t["kind"] == "injection" and (t["window_start"] or t["due_on"]) <= end.isoformat():
-                lists["medication"].rows.append(base(pid) | {
+    return _by_village(wl)
+
+
+def medication_list(w: WeekFacts) -> WorkList:
+    """4. 服药与针剂单 (doctor): LAI injections due, 不服药/间断 at the last visit."""
+    wl = _work_list("medication")
+    for pid, pat in w.patients.items():
+        last = w.latest.get(pid)
+        for t in w.open_by_patient.get(pid, []):
+            if t["kind"] == "injection" and (t["window_start"] or t["due_on"]) <= w.end.isoformat():
+                wl.rows.append(w.base(pid) | {
                     "item": "长效针剂注射", "drug": f"{pat.lai_drug or ''} 每{pat.lai_interval_weeks}周",
                     "due_on": t["due_on"], "window": f"{t['window_start']}至{t['window_end']}",
                     "adherence": "", "last_visit": pat.lai_last_on.isoformat() if pat.lai_last_on else "",
                 })
         if last is not None and last.adherence in (Adherence.INTERMITTENT, Adherence.NONE):
-            lists["medication"].rows.append(base(pid) | {
+            wl.rows.append(w.base(pid) | {
                 "item": "服药依从性差", "drug": _medication_text(last.medication), "due_on": "", "window": "",
                 "adherence": _label(Adherence, last.adherence), "last_visit": last.visit_on.isoformat(),
             })
-        # 5. 帮扶救助单
+    return _by_village(wl)
+
+
+def assistance_list(w: WeekFacts) -> WorkList:
+    """5. 帮扶救助单 (civil affairs, 残联): 贫困, no guardian, 以奖代补, rehabilitation — no diagnosis."""
+    wl = _work_list("assistance")
+    for pid, pat in w.patients.items():
+        last = w.latest.get(pid)
         help_reasons = []
         if pat.economic_status == EconomicStatus.POOR:
             help_reasons.append("贫困")
@@ -268,19 +306,33 @@ def build_lists(engine: Engine, *, township_code: str, week: date) -> dict:
         if rehab:
             help_reasons.append("参加社区康复")
         if help_reasons:
-            lists["assistance"].rows.append(base(pid) | {
+            wl.rows.append(w.base(pid) | {
                 "economic": _label(EconomicStatus, pat.economic_status), "guardian": _guardian(pat),
                 "reward": "是" if pat.guardian_reward else "否", "rehabilitation": "是" if rehab else "否",
                 "reasons": "、".join(help_reasons),
             })
-    for wl in lists.values():
-        if wl.slug in ("followup", "joint"):
-            continue
-        wl.rows.sort(key=lambda r: (r["village"], r["patient_id"], r.get("item", "")))
+    return _by_village(wl)
+
+
+LIST_BUILDERS = (followup_list, joint_list, risk_warning_list, medication_list, assistance_list)
+
+
+def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRules | None = None) -> dict:
+    """五单数据 The five lists of a township for the week starting Monday ``week``, as data (the
+    风险预警单 by the rule profile's ``roles``: ``rules``, else the selected profile's)."""
+    rules = rules or current_profile().roles
+    code, name = _township(engine, township_code)
+    week = week - timedelta(days=week.weekday())
+    end = week + timedelta(days=6)
+    patients, latest, extra = _facts(engine, code, week)
+    tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
+    facts = WeekFacts(week=week, end=end, patients=patients, latest=latest, team=extra["team"],
+                      incidents=extra["incidents"], tasks=tasks, rules=rules)
+    lists = [build(facts) for build in LIST_BUILDERS]
     return {
         "township_code": code, "township_name": name, "week": week, "week_end": end,
-        "lists": list(lists.values()),
-        "counts": {wl.slug: len(wl.rows) for wl in lists.values()},
+        "lists": lists,
+        "counts": {wl.slug: len(wl.rows) for wl in lists},
     }
 
 

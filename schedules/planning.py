@@ -7,25 +7,16 @@ SQL over the whole population, and the tests check that both agree.
 
 from __future__ import annotations
 
-import calendar as _cal
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any, Iterable
 
 from registry.codes import Classification, HospitalStatus, LostReason
+from registry.periods import add_months
+from registry.teams import DOCTOR_ONLY, incident_cutoff, is_joint, required_roles
 from registry.rules import classification_of, is_complete
 from schedules.calendar import WorkCalendar
-from schedules.profile import Interval, Profile
-
-ROLE_ORDER = ("doctor", "police", "village", "civil_affairs")
-
-
-def add_months(day: date, months: int) -> date:
-    """月份加法 Add months, clamping to the month end (Jan 31 + 1 month = Feb 28/29; rules.md §5)."""
-    index = day.month - 1 + months
-    year, month = day.year + index // 12, index % 12 + 1
-    return date(year, month, min(day.day, _cal.monthrange(year, month)[1]))
-
+from registry.profile import Interval, Profile
 
 def add_interval(day: date, interval: Interval) -> date:
     """Months first (clamped), then days."""
@@ -95,7 +86,7 @@ class PlannedTask:
     @property
     def joint(self) -> bool:
         """联合入户 Any role besides the doctor (rules.md §6)."""
-        return any(r != "doctor" for r in self.roles)
+        return is_joint(self.roles)
 
 
 def cancel_reason(record: PatientRecord, today: date) -> str | None:
@@ -155,27 +146,17 @@ def visit_task(record: PatientRecord, profile: Profile, today: date) -> tuple[st
 def visit_roles(record: PatientRecord, profile: Profile, today: date, kind: str, latest_complete) -> tuple[str, ...]:
     """联合入户角色 Roles required on a visit task (rules.md §6)."""
     rules = profile.roles
-    police = False
-    if latest_complete is not None:
-        cls = classification_of(latest_complete)
-        risk = latest_complete.risk_level
-        police = (risk is not None and risk >= rules.police_min_risk) or (
-            cls is not None and int(cls) in rules.police_classifications
-        )
-    cutoff = add_months(today, -rules.police_incident_lookback_months)
-    if any(
+    cutoff = incident_cutoff(rules, today)
+    incident = any(
         cutoff <= a.visit_on and ((a.incidents_disturbance or 0) + (a.incidents_crime or 0)) > 0
         for a in _order(record.attempts, record.registered_on, today)
-    ):
-        police = True
-    if kind == "locate" and rules.police_on_locate:
-        police = True
-    village = (police and rules.village_when_police) or (not record.has_guardian and rules.village_when_no_guardian)
-    civil = (record.poor and rules.civil_affairs_when_poor) or (
-        not record.has_guardian and rules.civil_affairs_when_no_guardian
     )
-    wanted = {"doctor": True, "police": police, "village": village, "civil_affairs": civil}
-    return tuple(r for r in ROLE_ORDER if wanted[r])
+    return required_roles(
+        rules,
+        latest_risk=latest_complete.risk_level if latest_complete is not None else None,
+        latest_class=classification_of(latest_complete) if latest_complete is not None else None,
+        incident=incident, locate=kind == "locate", has_guardian=record.has_guardian, poor=record.poor,
+    )
 
 
 def plan_patient(record: PatientRecord, profile: Profile, today: date) -> list[PlannedTask]:
@@ -197,7 +178,7 @@ def plan_patient(record: PatientRecord, profile: Profile, today: date) -> list[P
         due = date(year, profile.health_check_month, profile.health_check_day)
         tasks.append(PlannedTask(
             patient_id=record.patient_id, kind="health_check", basis=f"year:{year}", basis_on=date(year, 1, 1),
-            nominal_due_on=due, due_on=due, roles=("doctor",), rule=profile.rule(profile.health_check_clause),
+            nominal_due_on=due, due_on=due, roles=DOCTOR_ONLY, rule=profile.rule(profile.health_check_clause),
             risk_level=risk,
         ))
     # 长效针剂 (规范2018): last injection + interval, window −3 … +7 days
@@ -205,7 +186,7 @@ def plan_patient(record: PatientRecord, profile: Profile, today: date) -> list[P
         due = record.lai_last_on + timedelta(weeks=record.lai_interval_weeks)
         tasks.append(PlannedTask(
             patient_id=record.patient_id, kind="injection", basis=f"lai:{record.lai_last_on.isoformat()}",
-            basis_on=record.lai_last_on, nominal_due_on=due, due_on=due, roles=("doctor",),
+            basis_on=record.lai_last_on, nominal_due_on=due, due_on=due, roles=DOCTOR_ONLY,
             rule=profile.rule(profile.lai_clause), risk_level=risk,
             window_start=due - timedelta(days=profile.lai_window_before),
             window_end=due + timedelta(days=profile.lai_window_after),

@@ -12,17 +12,10 @@ from sqlalchemy.engine import Engine
 
 from registry.errors import NotFound
 from registry.models import Patient, Region
+from registry.regions import region_subtree
 from schedules.models import VisitTask
 
 CONTRACT_KEYS = ("patient_id", "kind", "due_on", "overdue", "roles", "joint", "rule")
-
-
-def region_subtree(code: str) -> sa.CTE:
-    """The region ``code`` and every region below it (recursive CTE, any depth)."""
-    r = Region.__table__
-    tree = sa.select(r.c.code).where(r.c.code == code).cte("subtree", recursive=True)
-    child = r.alias("child")
-    return tree.union_all(sa.select(child.c.code).where(child.c.parent_code == tree.c.code))
 
 
 def check_region(engine: Engine, code: str) -> None:

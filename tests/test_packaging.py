@@ -61,7 +61,7 @@ def test_wheel_ships_templates(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for template in ("lists/list.html", "report/monthly.html", "report/report.css", "web/base.html"):
         assert f"jingfang_templates/{template}" in names, template
-    assert "schedules/profiles/national-2018.json" in names
+    assert "registry/profiles/national-2018.json" in names
     assert not [n for n in names if n.startswith("tests/")]
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)

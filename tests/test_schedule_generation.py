@@ -24,7 +24,7 @@ from schedules.calendar import WorkCalendar, load_calendar, parse_calendar_csv
 from schedules.generation import classification_sql, generate, in_range, shard_count
 from schedules.models import VisitTask
 from schedules.planning import plan
-from schedules.profile import load_profile
+from registry.profile import load_profile
 from schedules.worklist import open_tasks
 from tests.schedule_population import populate, records
 from tests.waiting import lock_waiters, wait_for

@@ -8,7 +8,7 @@ import pytest
 
 from schedules.calendar import WorkCalendar, parse_calendar_csv
 from schedules.planning import Attempt, PatientRecord, add_months, plan, plan_patient
-from schedules.profile import load_profile, parse_profile
+from registry.profile import load_profile, parse_profile
 from registry.errors import InvalidInput
 
 D = date.fromisoformat
@@ -259,7 +259,7 @@ def test_bad_calendar_file_names_the_row():
 def test_profile_is_data_and_validated(tmp_path, monkeypatch):
     import json
 
-    data = json.loads((__import__("schedules.profile", fromlist=["PROFILE_DIR"]).PROFILE_DIR / "national-2018.json").read_text("utf-8"))
+    data = json.loads((__import__("registry.profile", fromlist=["PROFILE_DIR"]).PROFILE_DIR / "national-2018.json").read_text("utf-8"))
     data.update(name="county-x", version=3)
     data["visit"]["stable"] = {"months": 2, "days": 0, "clause": "县规 稳定+2月"}
     (tmp_path / "county-x.json").write_text(json.dumps(data, ensure_ascii=False), "utf-8")

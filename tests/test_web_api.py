@@ -353,11 +353,11 @@ def test_health_check_and_injection_close_their_tasks(web):
 def test_region_tree_loads_right_after_boot(database, monkeypatch):
     """Monotonic time starts near 0 when the machine boots: a tree created in the first five minutes
     must still load (it once compared against a 'loaded at 0.0' default and stayed empty)."""
-    from registry.web import scopes
+    from registry import regions
 
     seed(database.engine)
-    monkeypatch.setattr(scopes.time, "monotonic", lambda: 12.0)  # 12 s after boot
-    tree = scopes.RegionTree(database.engine)
+    monkeypatch.setattr(regions.time, "monotonic", lambda: 12.0)  # 12 s after boot
+    tree = regions.LiveRegionTree(database.engine)
     assert {"T1", "V1", "V2"} <= tree.descendants("T1") and "V3" not in tree.descendants("T1")
     tree.invalidate()
     assert "V3" in tree.descendants("C")

@@ -21,6 +21,7 @@ from registry.accounts import UserRole, authenticate, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated
 from registry.web import fast, queries, writes
 from registry.web.auth import Current, client_ip, current, require_api_csrf, token_from
+from registry.periods import Period
 from registry.web.reports import compute_rates_safe, month_arg
 from registry.web.writes import bad_text
 
@@ -271,7 +272,7 @@ def rates(request: Request, month: Annotated[str, Query(max_length=7)] = "") -> 
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
     today = ctx.today()
-    month = month_arg(month or f"{today.year:04d}-{today.month:02d}")
+    month = month_arg(month or Period.of(today).label)
     data = compute_rates_safe(ctx.engine, month=month, region_code=cur.user.region_code)
     if data is None:
         from registry.web.reports import Unavailable

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from registry import clock
 from registry.errors import JingfangError, NotAuthenticated
 from registry.resources import template_dir
-from registry.web.scopes import RegionTree
+from registry.regions import LiveRegionTree
 
 STATIC_DIR = Path(__file__).with_name("static")
 TEMPLATE_DIRS = [template_dir("web"), Path(__file__).with_name("templates")]
@@ -40,7 +40,7 @@ class WebContext:
     """应用上下文 What every request needs: the engine, the region tree, the clock, settings."""
 
     engine: object
-    tree: RegionTree
+    tree: LiveRegionTree
     today: Callable[[], date]
     secure_cookies: bool
     templates: Jinja2Templates
@@ -140,7 +140,7 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     )
     from registry.web.cache import WorklistCache
 
-    app.state.ctx = WebContext(engine=engine, tree=RegionTree(engine), today=today or clock.local_today,
+    app.state.ctx = WebContext(engine=engine, tree=LiveRegionTree(engine), today=today or clock.local_today,
                                secure_cookies=secure_cookies, templates=_templates(), worklists=WorklistCache(engine))
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     # pages first: the hot pages are matched without scanning the API's routes (no path overlaps)

@@ -28,10 +28,13 @@ from datetime import date, datetime
 from types import SimpleNamespace
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from registry import clock
 from registry.accounts import User, WebSession
 from registry.audit import audit_row
+from registry.care_team import care_team_select
+from registry.regions import region_cascade_text
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
 from registry.web import queries
@@ -53,6 +56,11 @@ ok AS (
 
 _AUDIT_COLUMNS = "at, actor, action, object_type, object_id, region_code, detail, source"
 
+# rules.md §6 care team of the page's patient (CTE ``p``): registry.care_team's SQL, compiled once
+_CARE_TEAM_SQL = str(care_team_select(sa.table("p", sa.column("patient_id"), sa.column("village_code")))
+                     .compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+assert "%" not in _CARE_TEAM_SQL  # psycopg placeholders only
+
 PATIENT_SQL = f"""
 WITH {_SESSION_CTE},
 p AS (
@@ -61,7 +69,7 @@ p AS (
   LEFT JOIN region t ON t.code = v.parent_code
   CROSS JOIN ok
   WHERE pt.patient_id = %(patient_id)s
-    AND (v.code = ok.region_code OR v.parent_code = ok.region_code OR t.parent_code = ok.region_code)
+    AND {region_cascade_text("v", "t", "ok.region_code")}
 ),
 audit AS (
   INSERT INTO audit_log ({_AUDIT_COLUMNS})
@@ -79,15 +87,8 @@ SELECT
     WHERE f.patient_id = (SELECT patient_id FROM p)) AS participants,
   (SELECT json_agg(hc.checked_on ORDER BY hc.checked_on DESC) FROM health_check hc
     WHERE hc.patient_id = (SELECT patient_id FROM p)) AS checks,
-  (SELECT json_agg(json_build_array(m.member_id, m.name, m.role, m.phone, m.region_code) ORDER BY m.member_id)
-    FROM care_team_assignment a JOIN team_member m ON m.member_id = a.member_id
-    WHERE a.patient_id = (SELECT patient_id FROM p)) AS team_explicit,
-  (SELECT json_agg(json_build_array(m.member_id, m.name, m.role, m.phone, m.region_code) ORDER BY m.member_id)
-    FROM team_member m
-    WHERE m.region_code IN (SELECT v.code FROM region v WHERE v.code = (SELECT village_code FROM p)
-                            UNION ALL SELECT v.parent_code FROM region v WHERE v.code = (SELECT village_code FROM p)
-                            UNION ALL SELECT t.parent_code FROM region v JOIN region t ON t.code = v.parent_code
-                                      WHERE v.code = (SELECT village_code FROM p))) AS team_regional
+  (SELECT json_agg(json_build_array(ct.member_id, ct.name, ct.role, ct.phone, ct.region_code) ORDER BY ct.member_id)
+    FROM ({_CARE_TEAM_SQL}) ct) AS team
   {{tasks}}
 """
 
@@ -232,10 +233,9 @@ def _patient_result(request, patient_id: str, row, via: str, now: datetime):
     for fu_id, role, attended in row[4] or ():
         parts.setdefault(fu_id, []).append(Participant(fu_id, role, attended))
     checks = list(row[5] or ())
-    explicit = {p.patient_id: row[6]} if row[6] else {}
-    team = queries.team_views([p], explicit, row[7] or (), ctx.tree)[p.patient_id]
+    team = queries.team_views([p], {p.patient_id: row[6] or ()})[p.patient_id]
     tasks = [queries.task_view(p.patient_id, kind, date.fromisoformat(due), roles, joint, rule, risk, as_of=as_of)
-             for kind, due, roles, joint, rule, risk in (row[8] or ())] if len(row) > 8 else []
+             for kind, due, roles, joint, rule, risk in (row[7] or ())] if len(row) > 7 else []
     return cur, queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
 
 

@@ -23,6 +23,7 @@ from registry import audit
 from registry.accounts import UserRole, authenticate, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied
 from registry.models import Region
+from registry.periods import Period
 from registry.web import fast, forms, queries, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
 from registry.web.reports import compute_rates_safe, month_arg, write_lists_safe, write_report_safe
@@ -408,17 +409,13 @@ def week_lists(request: Request, week: str = "", township: str = ""):
     return Response(buf.getvalue(), media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-def _default_month(today: date) -> str:
-    return f"{today.year:04d}-{today.month:02d}"
-
-
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard(request: Request, month: str = ""):
     """指标看板 The month's indicators per township against targets."""
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    month = month or _default_month(ctx.today())
+    month = month or Period.of(ctx.today()).label
     month_arg(month)
     rates = compute_rates_safe(ctx.engine, month=month, region_code=cur.user.region_code)
     _audit_read(request, cur, action="read", object_type="rates", object_id=month, region_code=cur.user.region_code)
@@ -431,7 +428,7 @@ def monthly_pdf(request: Request, month: str = ""):
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    month = month or _default_month(ctx.today())
+    month = month or Period.of(ctx.today()).label
     month_arg(month)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"report-{month}.pdf"

@@ -18,9 +18,12 @@ from sqlmodel import Session, select
 
 from registry import codes, ids
 from registry.accounts import UserRole
-from registry.models import AuditLog, CareTeamAssignment, FollowUp, FollowUpParticipant, HealthCheck, Patient, TeamMember
+from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck, Patient
 from registry.rules import classification_of, is_complete
-from registry.web.scopes import RegionTree, Scope, minus_months
+from registry.care_team import care_team_select
+from registry.periods import add_months
+from registry.regions import LiveRegionTree
+from registry.web.scopes import Scope
 
 TASK_KIND_LABELS = {
     "first_visit": "首次面访",
@@ -69,7 +72,7 @@ def _as_date(value) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def worklist(engine, scope: Scope, tree: RegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
+def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
              limit: int | None = None, offset: int = 0) -> dict:
     """今日工作清单 Tasks in the user's scope: overdue first, then due within the horizon.
 
@@ -81,7 +84,7 @@ def worklist(engine, scope: Scope, tree: RegionTree, *, as_of: date, horizon_day
     with Session(engine) as session:
         (total, overdue), tasks, patients = _worklist_rows(session, scope, as_of=as_of, horizon_days=horizon_days, limit=limit,
                                                                offset=offset)
-        teams = teams_for(session, list(patients.values()), tree) if any(t["joint"] for t in tasks) else {}
+        teams = teams_for(session, list(patients.values())) if any(t["joint"] for t in tasks) else {}
     rows = []
     for t in tasks:
         p = patients[t["patient_id"]]
@@ -174,27 +177,21 @@ def task_view(patient_id: str, kind: str, due_on: date, roles: str, joint, rule,
 
 # ---------------------------------------------------------------- team
 
-def teams_for(session: Session, patients: list[Patient], tree: RegionTree) -> dict[str, list[dict]]:
-    """个案管理团队 Each patient's team: explicit assignments, else the members serving the
-    patient's village and township (rules.md §6). Two queries for any number of patients."""
-    m = TeamMember.__table__
-    cols = (m.c.member_id, m.c.name, m.c.role, m.c.phone, m.c.region_code)
-    pids = [p.patient_id for p in patients]
-    explicit: dict[str, list] = {}
-    a = CareTeamAssignment.__table__
-    for row in session.execute(sa.select(a.c.patient_id, *cols).join(m, m.c.member_id == a.c.member_id)
-                               .where(a.c.patient_id.in_(pids)).order_by(m.c.member_id)):
-        explicit.setdefault(row.patient_id, []).append(row[1:])
-    township_of = {p.village_code: tree.township_of(p.village_code) for p in patients}
-    regions = set(township_of) | {t for t in township_of.values() if t}
-    regional = session.execute(sa.select(*cols).where(m.c.region_code.in_(sorted(regions))).order_by(m.c.member_id)).all()
-    return team_views(patients, explicit, regional, tree)
+def teams_for(session: Session, patients: list[Patient]) -> dict[str, list[dict]]:
+    """个案管理团队 Each patient's team (rules.md §6; one home: registry.care_team). One query for
+    any number of patients."""
+    pt = Patient.__table__
+    among = sa.select(pt.c.patient_id, pt.c.village_code).where(
+        pt.c.patient_id.in_([p.patient_id for p in patients])).subquery("team_patients")
+    members: dict[str, list] = {}
+    for row in session.execute(care_team_select(among)):
+        members.setdefault(row.patient_id, []).append(row[1:])
+    return team_views(patients, members)
 
 
-def team_views(patients, explicit: dict[str, list], regional: list, tree: RegionTree) -> dict[str, list[dict]]:
-    """个案管理团队 The teams from member rows ``(member_id, name, role, phone, region_code)``: each
-    patient's explicit assignments (``explicit[patient_id]``), else the ``regional`` members serving
-    the village and its township (rules.md §6), then the guardian. Rows in member_id order."""
+def team_views(patients, members: dict[str, list]) -> dict[str, list[dict]]:
+    """个案管理团队 The teams as shown: each patient's team rows ``(member_id, name, role, phone,
+    region_code)`` (``members[patient_id]``, from registry.care_team) by role then name, then the guardian."""
     order = {r: i for i, r in enumerate(m.value for m in codes.TeamRole)}
 
     def member(row) -> tuple:
@@ -203,18 +200,10 @@ def team_views(patients, explicit: dict[str, list], regional: list, tree: Region
                 {"member_id": member_id, "name": name, "role": role, "role_label": ROLE_LABELS.get(role, role),
                  "phone": phone or ""})
 
-    township_of = {p.village_code: tree.township_of(p.village_code) for p in patients}
-    by_region: dict[str, list[tuple]] = {}
-    for row in regional:
-        by_region.setdefault(row[4], []).append(member(row))
-    defaults: dict[str, list[dict]] = {}
-    for village, township in township_of.items():
-        merged = by_region.get(village, []) + by_region.get(township or "", [])
-        defaults[village] = [d for _k, d in sorted(merged, key=lambda kv: kv[0])]
     out: dict[str, list[dict]] = {}
     for p in patients:
-        own = [member(row) for row in explicit.get(p.patient_id, ())]
-        team = [d for _k, d in sorted(own, key=lambda kv: kv[0])] if own else list(defaults[p.village_code])
+        own = [member(row) for row in members.get(p.patient_id, ())]
+        team = [d for _k, d in sorted(own, key=lambda kv: kv[0])]
         if p.guardian_name:
             team.append({"member_id": None, "name": p.guardian_name, "role": "guardian", "role_label": "监护人",
                          "phone": p.guardian_phone or ""})
@@ -270,7 +259,7 @@ def follow_up_view(fu: FollowUp, participants: list) -> dict:
     }
 
 
-def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, as_of: date,
+def patient_record(engine, scope: Scope, tree: LiveRegionTree, patient_id: str, *, as_of: date,
                    on_read: Callable[[Connection, Patient], None] | None = None) -> dict:
     """一历 The patient's longitudinal record, shaped for the caller's role (rules.md §7, §8).
 
@@ -294,7 +283,7 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
         hc = HealthCheck.__table__
         checks = [d.isoformat() for d in session.execute(
             sa.select(hc.c.checked_on).where(hc.c.patient_id == p.patient_id).order_by(hc.c.checked_on.desc())).scalars()]
-        team = teams_for(session, [p], tree)[p.patient_id]
+        team = teams_for(session, [p])[p.patient_id]
         tasks = patient_tasks(session, p.patient_id, as_of=as_of)
         if on_read is not None:
             on_read(session.connection(), p)
@@ -305,7 +294,7 @@ def patient_record(engine, scope: Scope, tree: RegionTree, patient_id: str, *, a
     return shape_record(scope, tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
 
 
-def shape_record(scope: Scope, tree: RegionTree, p, follow_ups: list, parts: dict, checks: list[str], team: list[dict],
+def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts: dict, checks: list[str], team: list[dict],
                  tasks: list[dict], *, as_of: date) -> dict:
     """一历 The record from its read rows, shaped for the caller's role (rules.md §7, §8).
 
@@ -315,7 +304,7 @@ def shape_record(scope: Scope, tree: RegionTree, p, follow_ups: list, parts: dic
     """
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     latest_complete = next((v for v in views if v["complete"]), None)
-    since = minus_months(as_of, 12)
+    since = add_months(as_of, -12)
     base = {
         "patient_id": p.patient_id,
         "name": p.name,
@@ -400,7 +389,7 @@ def _joint_visits(views: list[dict], role: str) -> list[dict]:
 
 # ---------------------------------------------------------------- search and lists
 
-def search_patients(engine, scope: Scope, tree: RegionTree, q: str, *, limit: int = 50) -> list[dict]:
+def search_patients(engine, scope: Scope, tree: LiveRegionTree, q: str, *, limit: int = 50) -> list[dict]:
     """患者检索 By patient number, name (substring) or full ID number, within scope."""
     q = q.strip()
     clause = scope.patient_clause()
@@ -413,7 +402,7 @@ def search_patients(engine, scope: Scope, tree: RegionTree, q: str, *, limit: in
     return [brief(p, scope, tree) for p in rows]
 
 
-def brief(p: Patient, scope: Scope, tree: RegionTree) -> dict:
+def brief(p: Patient, scope: Scope, tree: LiveRegionTree) -> dict:
     """患者摘要 One search/list row (diagnosis only for full-record roles)."""
     return {
         "patient_id": p.patient_id,

@@ -5,13 +5,11 @@ They raise a clear JingfangError when the module is not installed yet, never a 5
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from pathlib import Path
 
-from registry.errors import InvalidInput, JingfangError
-
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+from registry.errors import JingfangError
+from registry.periods import Period, bad_month
 
 
 class Unavailable(JingfangError):
@@ -22,11 +20,9 @@ class Unavailable(JingfangError):
 
 def month_arg(month: str) -> str:
     """月份参数 'YYYY-MM' between 2000-01 and 2100-12, else InvalidInput naming the field."""
-    m = _MONTH.match(month or "")
-    if not m or not (1 <= int(m.group(2)) <= 12) or not (2000 <= int(m.group(1)) <= 2100):
-        raise InvalidInput.single("BAD_MONTH", f"月份(month)“{str(month)[:20]}”无效，应为 YYYY-MM（2000-01 至 2100-12）",
-                                  column="month", value=str(month)[:20])
-    return month
+    if month != (month or "").strip():  # the web keeps refusing padded text (the CLI strips it)
+        raise bad_month(month)
+    return Period.parse(month).label
 
 
 def compute_rates_safe(engine, *, month: str, region_code: str) -> dict | None:

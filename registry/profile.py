@@ -1,6 +1,6 @@
 """规则配置 Rule profiles: the scheduling rules of rules.md §5–§6 as versioned data.
 
-A profile is a JSON file (``schedules/profiles/<name>.json`` ships ``national-2018``). A county
+A profile is a JSON file (``registry/profiles/<name>.json`` ships ``national-2018``). A county
 can ship its own file without code changes: put it in the directory named by
 ``JINGFANG_PROFILE_DIR`` (searched first) and select it with ``JINGFANG_PROFILE``. Every task
 records ``<name>@<version>:<clause>`` in its ``rule`` column.
@@ -171,3 +171,23 @@ def load_profile(name: str | None = None) -> Profile:
     except json.JSONDecodeError as exc:
         raise _bad(f"{path.name} 不是有效的 JSON（第{exc.lineno}行）") from exc
     return parse_profile(data)
+
+
+_CURRENT: dict[tuple, Profile] = {}
+
+
+def current_profile() -> Profile:
+    """当前规则配置 The selected profile (``load_profile()``), re-read when its file changes: the web
+    reads it on every scoped request, so an edited or newly selected county profile changes who the
+    police may see in the same release as it changes the tasks (rules.md §6, §8)."""
+    name, path = profile_path()
+    try:
+        key = (name, str(path), path.stat().st_mtime_ns if path is not None else None)
+    except OSError:
+        key = (name, str(path), None)
+    hit = _CURRENT.get(key)
+    if hit is None:
+        hit = load_profile(name)
+        _CURRENT.clear()
+        _CURRENT[key] = hit
+    return hit

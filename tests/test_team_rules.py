@@ -1,0 +1,288 @@
+"""One home per rule (issue 12): the roles a task requires and the police / civil-affairs audiences
+(rules.md §6–§8), Python rule vs SQL twin on random rows, on SQLite and PostgreSQL; and a county
+profile that changes the police rule changes both the tasks' roles and who the police may see."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlmodel import Session, select
+
+from registry import audiences, teams
+from registry.accounts import User
+from registry.models import FollowUp, Patient
+from registry.models import HealthCheck as HealthCheckRow
+from registry.profile import PROFILE_DIR, RoleRules, current_profile, load_profile
+from registry.regions import LiveRegionTree
+from registry.web.scopes import scope_for
+from schedules.models import VisitTask
+from tests.schedule_population import populate
+
+TODAY = date(2026, 6, 10)
+DEFAULT = load_profile("national-2018").roles
+
+role_rules = st.builds(
+    RoleRules,
+    police_min_risk=st.integers(0, 6),
+    police_classifications=st.lists(st.sampled_from([1, 2, 3]), unique=True, max_size=3).map(tuple),
+    police_incident_lookback_months=st.integers(0, 24),
+    police_on_locate=st.booleans(),
+    village_when_police=st.booleans(),
+    village_when_no_guardian=st.booleans(),
+    civil_affairs_when_poor=st.booleans(),
+    civil_affairs_when_no_guardian=st.booleans(),
+)
+rules_or_default = st.one_of(st.just(DEFAULT), role_rules)
+
+_meta = sa.MetaData()
+facts = sa.Table(
+    "tmp_role_facts", _meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("latest_risk", sa.Integer), sa.Column("latest_class", sa.Integer),
+    sa.Column("incident", sa.Integer), sa.Column("situation", sa.String(20)),
+    sa.Column("guardian_name", sa.String(20)), sa.Column("economic_status", sa.Integer),
+)
+fact_rows = st.lists(st.fixed_dictionaries({
+    "latest_risk": st.one_of(st.none(), st.integers(0, 5)),
+    "latest_class": st.one_of(st.none(), st.sampled_from([1, 2, 3])),
+    "incident": st.sampled_from([0, 1]),
+    "situation": st.sampled_from(["locate", "retry", "follow_up", "first_visit"]),
+    "guardian_name": st.sampled_from([None, "", "  ", "陈父"]),
+    "economic_status": st.one_of(st.none(), st.sampled_from([1, 2, 3])),
+}), min_size=1, max_size=40)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rules=rules_or_default, rows=fact_rows)
+def test_required_roles_python_and_sql_agree(database, rules, rows):
+    """rules.md §6: ``required_roles`` and ``required_roles_sql`` give the same roles and joint flag."""
+    need = teams.required_roles_sql(
+        rules, latest_risk=facts.c.latest_risk, latest_class=facts.c.latest_class, incident=facts.c.incident == 1,
+        locate=facts.c.situation == "locate", has_guardian=teams.has_guardian_sql(facts.c.guardian_name),
+        economic_status=facts.c.economic_status)
+    with database.engine.begin() as conn:
+        facts.drop(conn, checkfirst=True)
+        facts.create(conn)
+        conn.execute(facts.insert(), [{"id": i, **r} for i, r in enumerate(rows)])
+        got = {i: (roles, bool(joint)) for i, roles, joint in
+               conn.execute(sa.select(facts.c.id, need.roles, need.joint).order_by(facts.c.id))}
+        facts.drop(conn)
+    for i, r in enumerate(rows):
+        want = teams.required_roles(rules, latest_risk=r["latest_risk"], latest_class=r["latest_class"],
+                                    incident=r["incident"] == 1, locate=r["situation"] == "locate",
+                                    has_guardian=teams.has_guardian(r["guardian_name"]), poor=r["economic_status"] == 1)
+        assert got[i] == (",".join(want), teams.is_joint(want)), (r, rules)
+
+
+def _random_extras(engine, seed: int) -> None:
+    """Rehabilitation, blank guardians, 以奖代补 and open/closed tasks requiring police or civil affairs."""
+    rng = random.Random(seed)
+    p, f, t = Patient.__table__, FollowUp.__table__, VisitTask.__table__
+    with engine.begin() as conn:
+        ids = [r.id for r in conn.execute(sa.select(f.c.id))]
+        for fid in rng.sample(ids, len(ids) // 5):
+            conn.execute(sa.update(f).where(f.c.id == fid).values(rehabilitation=True))
+        pids = list(conn.execute(sa.select(p.c.patient_id)).scalars())
+        for pid in rng.sample(pids, len(pids) // 6):
+            conn.execute(sa.update(p).where(p.c.patient_id == pid).values(guardian_name="  "))
+        for n, pid in enumerate(rng.sample(pids, len(pids) // 4)):
+            roles = rng.choice(["doctor", "doctor,police,village", "doctor,civil_affairs", "doctor,police,village,civil_affairs"])
+            conn.execute(sa.insert(t).values(
+                patient_id=pid, kind="follow_up", basis=f"test:{n}", basis_on=TODAY, due_on=TODAY, nominal_due_on=TODAY,
+                roles=roles, joint=roles != "doctor", rule="test", status=rng.choice(["open", "open", "done"])))
+
+
+def _python_audiences(engine, rules: RoleRules, today: date) -> tuple[set, set]:
+    p, f, t = Patient.__table__, FollowUp.__table__, VisitTask.__table__
+    with engine.connect() as conn:
+        attempts: dict[str, list] = {}
+        for row in conn.execute(sa.select(f)):
+            attempts.setdefault(row.patient_id, []).append(row)
+        open_roles: dict[str, set] = {}
+        for pid, roles in conn.execute(sa.select(t.c.patient_id, t.c.roles).where(t.c.status == "open")):
+            open_roles.setdefault(pid, set()).update(roles.split(","))
+        police, civil = set(), set()
+        for pat in conn.execute(sa.select(p)):
+            fx = audiences.patient_facts(attempts.get(pat.patient_id, ()), pat.registered_on, today, rules)
+            own = open_roles.get(pat.patient_id, set())
+            if audiences.on_police_list(rules, latest_risk=fx["latest_risk"], latest_class=fx["latest_class"],
+                                        incident=fx["incident"], lost=fx["lost"], police_task="police" in own):
+                police.add(pat.patient_id)
+            if audiences.on_civil_affairs_list(rules, poor=pat.economic_status == 1,
+                                               has_guardian=teams.has_guardian(pat.guardian_name),
+                                               guardian_reward=bool(pat.guardian_reward),
+                                               rehabilitation=fx["rehabilitation"],
+                                               civil_affairs_task="civil_affairs" in own):
+                civil.add(pat.patient_id)
+    return police, civil
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rules=rules_or_default, seed=st.integers(0, 10_000), days=st.integers(-200, 200))
+def test_audiences_python_and_sql_agree(database, rules, seed, days):
+    """rules.md §6–§8: the police and civil-affairs audiences, per patient in Python and set-based in SQL."""
+    engine = database.engine
+    with engine.begin() as conn:
+        for table in (VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__, Patient.__table__):
+            conn.execute(sa.delete(table))
+    populate(engine, patients=40, seed=seed, today=TODAY)
+    _random_extras(engine, seed)
+    today = TODAY + timedelta(days=days)
+    among = sa.select(Patient.__table__.c.patient_id)
+    with engine.connect() as conn:
+        police_sql = set(conn.execute(audiences.police_patient_ids(rules, today, among)).scalars())
+        civil_sql = set(conn.execute(audiences.civil_affairs_patient_ids(rules, today, among)).scalars())
+    police_py, civil_py = _python_audiences(engine, rules, today)
+    assert police_sql == police_py
+    assert civil_sql == civil_py
+
+
+def test_default_audiences_are_the_seeded_lists(database):
+    """The default profile keeps the web's lists: P1 (risk 3, 不稳定, 肇事) for police, P3 (贫困, no guardian) for civil affairs."""
+    from tests.web_support import VISIBLE, seed
+
+    seed(database.engine)
+    among = sa.select(Patient.__table__.c.patient_id).where(Patient.__table__.c.status == "active")
+    with database.engine.connect() as conn:
+        assert set(conn.execute(audiences.police_patient_ids(DEFAULT, TODAY, among)).scalars()) == VISIBLE["police"]
+        assert set(conn.execute(audiences.civil_affairs_patient_ids(DEFAULT, TODAY, among)).scalars()) == VISIBLE["civil"]
+
+
+def _visible(engine, username: str, today: date) -> set[str]:
+    with Session(engine) as s:
+        user = s.get(User, username)
+        scope = scope_for(user, LiveRegionTree(engine), today)
+        return {p.patient_id for p in s.exec(select(Patient).where(scope.patient_clause()))}
+
+
+def test_county_profile_changes_task_roles_and_police_audience(database, tmp_path, monkeypatch):
+    """A county lowers the police threshold to risk 2: the tasks then require police, and the police
+    account sees the patient — before any task is generated (the audience follows the same rule)."""
+    from schedules.generation import generate
+    from tests.web_support import seed
+
+    engine = database.engine
+    seed(engine)
+    with Session(engine) as s:
+        common = dict(sex=1, birth_date=date(1980, 1, 1), diagnosis="schizophrenia", registered_on=date(2025, 1, 10))
+        s.add(Patient(patient_id="Q1", name="钱六", village_code="V2", guardian_name="钱母", economic_status=2, **common))
+        s.flush()
+        s.add(FollowUp(patient_id="Q1", visit_on=date(2026, 5, 25), mode=2, risk_level=2, insight=1, adherence=1))
+        s.commit()
+    t = VisitTask.__table__
+
+    def q1_roles() -> str:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(t.c.roles).where(t.c.patient_id == "Q1", t.c.status == "open",
+                                                           t.c.kind == "follow_up")).scalar_one()
+
+    monkeypatch.delenv("JINGFANG_PROFILE", raising=False)
+    monkeypatch.delenv("JINGFANG_PROFILE_DIR", raising=False)
+    assert current_profile().roles.police_min_risk == 3
+    assert "Q1" not in _visible(engine, "police", TODAY)
+    generate(engine, as_of=TODAY)
+    assert q1_roles() == "doctor"
+    assert "Q1" not in _visible(engine, "police", TODAY)
+
+    data = json.loads((PROFILE_DIR / "national-2018.json").read_text("utf-8"))
+    data["name"], data["roles"]["police_min_risk"] = "county-test", 2
+    (tmp_path / "county-test.json").write_text(json.dumps(data, ensure_ascii=False), "utf-8")
+    monkeypatch.setenv("JINGFANG_PROFILE_DIR", str(tmp_path))
+    monkeypatch.setenv("JINGFANG_PROFILE", "county-test")
+    assert current_profile().tag == "county-test@1"
+    assert "Q1" in _visible(engine, "police", TODAY)  # the audience rule itself, no task yet
+    generate(engine, as_of=TODAY)
+    assert q1_roles() == "doctor,police,village"
+    assert "Q1" in _visible(engine, "police", TODAY)
+    assert "P2" not in _visible(engine, "police", TODAY)  # stable, risk 0: still not the police's
+
+
+@pytest.mark.parametrize("risk, reasons", [(3, ["最近危险性3级"]), (2, [])])
+def test_risk_warning_follows_the_police_threshold(risk, reasons):
+    """风险预警单 (rules.md §7.3): risk at or above the profile's police threshold."""
+    assert audiences.risk_warning_reasons(DEFAULT, latest_risk=risk, latest_class=2, new_incident=False,
+                                          locate_task=False, overdue_visit=False) == reasons
+    lowered = replace(DEFAULT, police_min_risk=2)
+    assert audiences.risk_warning_reasons(lowered, latest_risk=2, latest_class=2, new_incident=False,
+                                          locate_task=False, overdue_visit=False) == ["最近危险性2级"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), extra_members=st.integers(0, 6), assigned=st.integers(0, 15))
+def test_care_team_python_and_sql_agree(database, seed, extra_members, assigned):
+    """rules.md §6: explicit assignments, else the members serving the village and its township."""
+    from registry.care_team import care_team, care_team_select
+    from registry.models import CareTeamAssignment, Region, TeamMember
+
+    engine = database.engine
+    rng = random.Random(seed)
+    ca, tm, p, r = CareTeamAssignment.__table__, TeamMember.__table__, Patient.__table__, Region.__table__
+    with engine.begin() as conn:
+        for table in (ca, VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__, p):
+            conn.execute(sa.delete(table))
+        conn.execute(sa.delete(tm).where(tm.c.member_id.like("X%")))
+    populate(engine, patients=25, seed=seed, today=TODAY)
+    with engine.begin() as conn:
+        regions = list(conn.execute(sa.select(r.c.code)).scalars())
+        members = [{"member_id": f"X{i}", "name": f"成员{i}", "role": rng.choice(["doctor", "police", "village", "civil_affairs"]),
+                    "phone": None, "region_code": rng.choice(regions)} for i in range(extra_members)]
+        if members:
+            conn.execute(sa.insert(tm), members)
+        pids = list(conn.execute(sa.select(p.c.patient_id)).scalars())
+        all_members = list(conn.execute(sa.select(tm.c.member_id)).scalars())
+        pairs = {(rng.choice(pids), rng.choice(all_members)) for _ in range(assigned)}
+        if pairs:
+            conn.execute(sa.insert(ca), [{"patient_id": a, "member_id": b} for a, b in pairs])
+    with engine.connect() as conn:
+        among = sa.select(p.c.patient_id, p.c.village_code).subquery("among")
+        got: dict[str, list] = {}
+        for row in conn.execute(care_team_select(among)):
+            got.setdefault(row.patient_id, []).append(row.member_id)
+        member_rows = {m.member_id: m for m in conn.execute(sa.select(tm))}
+        parent = dict(conn.execute(sa.select(r.c.code, r.c.parent_code)).all())
+        for pat in conn.execute(sa.select(p.c.patient_id, p.c.village_code)):
+            explicit = [member_rows[b] for a, b in pairs if a == pat.patient_id]
+            want = care_team(explicit, member_rows.values(), pat.village_code, parent.get(pat.village_code))
+            assert got.get(pat.patient_id, []) == [m.member_id for m in want], pat.patient_id
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), townships=st.integers(1, 4), villages=st.integers(0, 12))
+def test_region_cascade_python_and_sql_agree(database, seed, townships, villages):
+    """The region tree: ``descendants_and_self`` vs ``region_subtree``, ``villages_under`` (every level)
+    and the fast path's ``region_cascade_text``, on random county → township → village trees."""
+    from registry.models import CareTeamAssignment, Region, TeamMember
+    from registry.regions import RegionTree, region_cascade_text, region_subtree, villages_under
+
+    rng = random.Random(seed)
+    r = Region.__table__
+    rows = [{"code": "C", "name": "县", "level": "county", "parent_code": None}]
+    rows += [{"code": f"T{i}", "name": f"镇{i}", "level": "township", "parent_code": "C"} for i in range(townships)]
+    rows += [{"code": f"V{i}", "name": f"村{i}", "level": "village", "parent_code": f"T{rng.randrange(townships)}"}
+             for i in range(villages)]
+    with database.engine.begin() as conn:
+        for table in (CareTeamAssignment.__table__, VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__,
+                      Patient.__table__, TeamMember.__table__, r):
+            conn.execute(sa.delete(table))
+        conn.execute(sa.insert(r), rows)
+        tree = RegionTree.load(conn)
+        for row in rows:
+            code, level = row["code"], row["level"]
+            below = set(tree.descendants_and_self(code))
+            sub = region_subtree(code)
+            assert set(conn.execute(sa.select(sub.c.code)).scalars()) == below
+            want = {c for c in below if tree.level(c) == "village"}
+            assert set(conn.execute(villages_under(code, level)).scalars()) == (want if level != "village" else {code})
+            assert set(conn.execute(villages_under(code)).scalars()) >= want
+            cascade = sa.text(f"SELECT v.code FROM region v LEFT JOIN region t ON t.code = v.parent_code "
+                              f"WHERE v.level = 'village' AND {region_cascade_text('v', 't', ':code')}")
+            assert set(conn.execute(cascade, {"code": code}).scalars()) == want
+            if level == "village":
+                assert tree.township_of(code) == row["parent_code"]
