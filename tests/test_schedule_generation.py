@@ -21,7 +21,8 @@ from registry.db import make_engine
 from registry.models import FollowUp, HealthCheck, Patient
 from registry.rules import classification_of
 from schedules.calendar import WorkCalendar, load_calendar, parse_calendar_csv
-from schedules.generation import classification_sql, generate, in_range, shard_count
+from registry.rules import classification_sql
+from schedules.generation import generate, in_range, shard_count
 from schedules.models import VisitTask
 from schedules.planning import plan
 from schedules.profile import load_profile
