@@ -46,6 +46,7 @@ from sqlmodel import Field, SQLModel
 
 from registry import models
 from registry.models import UTCDateTime, utcnow
+from registry.register import in_register_sql
 
 # Clock granularity / skew between the writers' clock (Python) and the database's.
 STAMP_MARGIN = timedelta(seconds=2)
@@ -135,10 +136,9 @@ def _health_checked(period, first: date, patient_ids: list[str] | None = None):
 
 
 def _register(period, villages: list[str] | None, patient_ids: list[str] | None):
-    from registry.indicators import in_register_condition  # noqa: PLC0415
 
     p = models.Patient.__table__
-    where = [in_register_condition(p, period.as_of)]
+    where = [in_register_sql(p, period.as_of)]
     if villages is not None:
         where.append(p.c.village_code.in_(villages))
     if patient_ids is not None:

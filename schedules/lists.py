@@ -27,10 +27,11 @@ from registry.audit import audit_row
 from registry.codes import Adherence, Classification, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
-from registry.rules import classification_of
+from registry.attempts import rank_sql, usable_sql
+from registry.register import eligible_sql
+from registry.rules import classification_of, complete_sql
 from registry.models import AuditLog, CareTeamAssignment, FollowUp, Patient, Region, TeamMember
 from registry.resources import template_dir
-from schedules.generation import eligible_sql
 from schedules.models import TaskKind
 from schedules.worklist import open_tasks
 
@@ -126,17 +127,16 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
                 .where(v.c.parent_code == township, eligible_sql(p, week))
             )
         }
-        complete = sa.or_(f.c.hospital_status == 1, sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)))
         ranked = (
             sa.select(
                 f.c.patient_id, f.c.visit_on, f.c.risk_level, f.c.classification, f.c.adherence, f.c.medication,
                 f.c.lai_drug, f.c.rehabilitation, f.c.insight, f.c.symptoms_obvious, f.c.symptoms,
                 f.c.adverse_reaction_serious, f.c.physical_illness_serious, f.c.sf_self_care, f.c.sf_housework,
                 f.c.sf_work, f.c.sf_study, f.c.sf_social, f.c.hospital_status, f.c.lost_reason,
-                sa.func.row_number().over(partition_by=f.c.patient_id, order_by=(f.c.visit_on.desc(), f.c.id.desc())).label("rn"),
+                rank_sql(f).label("rn"),  # 1 = the latest complete follow-up (registry.attempts)
             )
             .select_from(f.join(p, p.c.patient_id == f.c.patient_id).join(v, v.c.code == p.c.village_code))
-            .where(v.c.parent_code == township, complete, f.c.visit_on <= week, f.c.visit_on >= p.c.registered_on)
+            .where(v.c.parent_code == township, complete_sql(f), usable_sql(f, p, week))
             .subquery()
         )
         latest = {r.patient_id: r for r in conn.execute(sa.select(ranked).where(ranked.c.rn == 1))}

@@ -13,6 +13,8 @@ from datetime import date, timedelta
 from typing import Any, Iterable
 
 from registry.codes import Classification, HospitalStatus, LostReason
+from registry import register
+from registry.attempts import latest_first
 from registry.rules import classification_of, is_complete
 from schedules.calendar import WorkCalendar
 from schedules.profile import Interval, Profile
@@ -99,18 +101,13 @@ class PlannedTask:
 
 
 def cancel_reason(record: PatientRecord, today: date) -> str | None:
-    """Why a patient gets no tasks at all (rules.md §5 last row), or None."""
-    if record.status != "active" and (record.status_on is None or record.status_on <= today):
-        return record.status  # dead | moved_out
-    if record.report_type == 2 and record.consent == 0:
-        return "consent_refused"
-    return None
+    """Why a patient gets no tasks at all (rules.md §5 last row), or None (``registry.register``)."""
+    return register.cancel_reason(record.status, record.status_on, record.report_type, record.consent, today)
 
 
 def _order(attempts: Iterable[Any], registered_on: date, today: date) -> list[Any]:
-    """Attempts on or after registration and not after today, latest first (same day: entered last)."""
-    usable = [a for a in attempts if registered_on <= a.visit_on <= today]
-    return sorted(usable, key=lambda a: (a.visit_on, a.id), reverse=True)
+    """Attempts on or after registration and not after today, latest first (``registry.attempts``)."""
+    return latest_first(attempts, registered_on, today)
 
 
 def _complete(a) -> bool:

@@ -28,8 +28,10 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from registry.accounts import User, UserRole
+from registry.attempts import on_or_after_registration_sql, rank_sql, usable_sql
 from registry.errors import PermissionDenied
 from registry.models import FollowUp, Patient, Region
+from registry.rules import complete_sql
 
 FULL_RECORD_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value)
 LIST_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
@@ -193,17 +195,21 @@ def region_subquery(code: str, level: str | None = None):
     ))
 
 
-def _latest_complete(among):
-    """Each patient's latest complete follow-up (rules.md §3, §5 order: date, then entry order)."""
-    complete = sa.or_(sa.and_(FollowUp.lost_reason.is_(None), FollowUp.risk_level.is_not(None)), FollowUp.hospital_status == 1)
+def _latest_complete(among, today: date | None = None):
+    """Each patient's latest complete follow-up (rules.md §3; §5 order, ``registry.attempts``):
+    complete (``registry.rules.complete_sql``), dated on or after registration (and not after
+    ``today`` when given), ``rn`` = 1 for the latest."""
+    f, p = FollowUp.__table__, Patient.__table__
+    usable = on_or_after_registration_sql(f, p) if today is None else usable_sql(f, p, today)
     ranked = (
         sa.select(
-            FollowUp.patient_id,
-            FollowUp.risk_level,
-            FollowUp.classification,
-            sa.func.row_number().over(partition_by=FollowUp.patient_id, order_by=(FollowUp.visit_on.desc(), FollowUp.id.desc())).label("rn"),
+            f.c.patient_id,
+            f.c.risk_level,
+            f.c.classification,
+            rank_sql(f).label("rn"),
         )
-        .where(complete, FollowUp.patient_id.in_(among))
+        .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
+        .where(complete_sql(f), usable, f.c.patient_id.in_(among))
         .subquery()
     )
     return ranked
