@@ -19,7 +19,7 @@ from registry.codes import PatientStatus
 from registry.models import FollowUp, Patient
 
 TWIN_SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-                         max_examples=12, deadline=None, derandomize=True)
+                         max_examples=25, deadline=None, derandomize=True)
 VILLAGE = "V1"
 DAY0 = date(2025, 1, 1)
 
@@ -70,45 +70,58 @@ def as_bool(values: dict) -> dict:
 _maybe = lambda values: st.sampled_from([None, *values])  # noqa: E731
 
 
+FIELD_VALUES = {
+    "mode": [1, 2, 3],
+    "lost_reason": [1, 2, 3, 4, 5],
+    "risk_level": [0, 1, 2, 3, 4, 5],
+    "classification": [1, 2, 3],
+    "hospital_status": [0, 1, 2],
+    "insight": [1, 2, 3],
+    "symptoms_obvious": [True, False],
+    "symptoms": ["", "1", "2,7"],
+    "sf_self_care": [1, 2, 3],
+    "sf_housework": [1, 2, 3],
+    "sf_work": [1, 2, 3, 9],
+    "sf_study": [1, 2, 3],
+    "sf_social": [1, 2, 3],
+    "adverse_reaction_serious": [True, False],
+    "physical_illness_serious": [True, False],
+}
+
+
 @st.composite
 def follow_up_fields(draw) -> dict:
-    """The coded fields of one follow-up, valid under the table's checks."""
-    risk = draw(_maybe(range(6)))
-    cls = draw(_maybe([1, 2, 3]))
+    """The coded fields of one follow-up, valid under the table's checks: a few fields set (so
+    that each single criterion decides some rows), the others NULL."""
+    chosen = draw(st.sets(st.sampled_from(sorted(FIELD_VALUES)), max_size=5))
+    row = {name: (draw(st.sampled_from(FIELD_VALUES[name])) if name in chosen else None) for name in FIELD_VALUES}
+    if draw(st.booleans()):  # half the rows carry a risk level: completeness and classification need it
+        row["risk_level"] = draw(st.sampled_from(FIELD_VALUES["risk_level"]))
+    risk, cls = row["risk_level"], row["classification"]
     if cls is not None and risk is not None and ((cls == 3 and risk >= 1) or (risk >= 3 and cls != 1)):
-        cls = None  # classification_matches_risk
-    return {
-        "mode": draw(_maybe([1, 2, 3])),
-        "lost_reason": draw(st.sampled_from([None, None, 1, 2, 3, 4, 5])),
-        "risk_level": risk,
-        "classification": cls,
-        "hospital_status": draw(_maybe([0, 1, 2])),
-        "insight": draw(_maybe([1, 2, 3])),
-        "symptoms_obvious": draw(_maybe([True, False])),
-        "symptoms": draw(_maybe(["", "1", "2,7"])),
-        "sf_self_care": draw(_maybe([1, 2, 3])),
-        "sf_housework": draw(_maybe([1, 2, 3])),
-        "sf_work": draw(_maybe([1, 2, 3, 9])),
-        "sf_study": draw(_maybe([1, 2, 3])),
-        "sf_social": draw(_maybe([1, 2, 3])),
-        "adverse_reaction_serious": draw(_maybe([True, False])),
-        "physical_illness_serious": draw(_maybe([True, False])),
-    }
+        row["classification"] = None  # classification_matches_risk
+    return row
+
+
+def _day(draw, lo: int, hi: int) -> date:
+    """Dates on a 10-day grid: equal dates (same-day attempts, status on the as-of date) are common."""
+    return DAY0 + timedelta(days=10 * draw(st.integers(lo, hi)))
 
 
 @st.composite
 def patient_fields(draw) -> dict:
     """Register fields of one patient (status date present whenever the status is not active)."""
-    registered_on = DAY0 + timedelta(days=draw(st.integers(0, 60)))
+    registered_on = _day(draw, 0, 4)
     status = draw(st.sampled_from([s.value for s in PatientStatus]))
-    status_on = (registered_on + timedelta(days=draw(st.integers(0, 60)))
+    status_on = (registered_on + timedelta(days=10 * draw(st.integers(0, 4)))
                  if status != PatientStatus.ACTIVE.value else draw(_maybe([registered_on + timedelta(days=30)])))
     return {"registered_on": registered_on, "status": status, "status_on": status_on,
             "report_type": draw(st.sampled_from([1, 2])), "consent": draw(st.sampled_from([0, 1]))}
 
 
-def as_of_dates():
-    return st.integers(-5, 130).map(lambda n: DAY0 + timedelta(days=n))
+@st.composite
+def as_of_dates(draw) -> date:
+    return _day(draw, -1, 9)
 
 
 @st.composite
@@ -124,10 +137,10 @@ def attempt_histories(draw, patients: int = 6, max_attempts: int = 8) -> tuple[l
     people, rows = [], []
     for n in range(draw(st.integers(1, patients))):
         pid = f"P{n}"
-        people.append({"patient_id": pid, "registered_on": DAY0 + timedelta(days=draw(st.integers(0, 40)))})
-        days = draw(st.lists(st.integers(-10, 100), max_size=max_attempts))
+        people.append({"patient_id": pid, "registered_on": _day(draw, 0, 3)})
+        days = draw(st.lists(st.integers(-1, 8), max_size=max_attempts))
         for seq, day in enumerate(days, 1):
-            rows.append({"patient_id": pid, "visit_on": DAY0 + timedelta(days=day), "seq": seq,
+            rows.append({"patient_id": pid, "visit_on": DAY0 + timedelta(days=10 * day), "seq": seq,
                          **draw(follow_up_fields())})
     order = draw(st.permutations(range(len(rows))))  # entry order (id) independent of the date
     return people, [rows[i] for i in order]
