@@ -134,3 +134,15 @@ def test_attempt_order_matches_its_sql_twins(database):
         assert {k: int(v) for k, v in keys.items()} == expected_keys
 
     check()
+
+
+def test_fast_patient_sql_lists_follow_ups_in_the_home_order():
+    """The fast web path's raw SQL lists a patient's follow-ups in ``registry.attempts`` order."""
+    from sqlalchemy.dialects import postgresql
+
+    from registry.web import fast
+
+    f = sa.table("follow_up", sa.column("visit_on"), sa.column("id")).alias("f")
+    order = ", ".join(str(t.compile(dialect=postgresql.dialect())) for t in attempts.latest_first_sql(f))
+    assert order == "f.visit_on DESC, f.id DESC"
+    assert f"row_to_json(f) ORDER BY {order})" in fast.PATIENT_SQL

@@ -28,9 +28,11 @@ from datetime import date, datetime
 from types import SimpleNamespace
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from registry import clock
 from registry.accounts import User, WebSession
+from registry.attempts import latest_first_sql
 from registry.audit import audit_row
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
@@ -53,6 +55,12 @@ ok AS (
 
 _AUDIT_COLUMNS = "at, actor, action, object_type, object_id, region_code, detail, source"
 
+# the follow-ups latest first (rules.md §5 order), compiled from its home ``registry.attempts``
+_FOLLOW_UPS_LATEST_FIRST = ", ".join(
+    str(term.compile(dialect=postgresql.dialect()))
+    for term in latest_first_sql(sa.table("follow_up", sa.column("visit_on"), sa.column("id")).alias("f"))
+)
+
 PATIENT_SQL = f"""
 WITH {_SESSION_CTE},
 p AS (
@@ -72,7 +80,7 @@ SELECT
   (SELECT row_to_json(s) FROM s) AS s,
   (SELECT row_to_json(p) FROM p) AS p,
   (SELECT count(*) FROM audit) AS audited,
-  (SELECT json_agg(row_to_json(f) ORDER BY f.visit_on DESC, f.id DESC) FROM follow_up f
+  (SELECT json_agg(row_to_json(f) ORDER BY {_FOLLOW_UPS_LATEST_FIRST}) FROM follow_up f
     WHERE f.patient_id = (SELECT patient_id FROM p)) AS follow_ups,
   (SELECT json_agg(json_build_array(fp.follow_up_id, fp.role, fp.attended) ORDER BY fp.follow_up_id, fp.role)
     FROM follow_up_participant fp JOIN follow_up f ON f.id = fp.follow_up_id
