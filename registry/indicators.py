@@ -40,7 +40,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from registry import models
-from registry.attempts import DAY_FACTOR, ID_FACTOR, day_number, on_or_after_registration_sql, order_key_sql  # noqa: F401
+from registry.attempts import ID_FACTOR, on_or_after_registration_sql, order_key_sql
 from registry.codes import Adherence, Diagnosis, HospitalStatus
 from registry.register import at_home_sql, in_register_sql
 from registry.rules import complete_sql, face_to_face_sql, stable_sql

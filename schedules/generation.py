@@ -157,6 +157,19 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         cond = sa.and_(eligible_sql(p, as_of_), in_range(p.c.patient_id, patient_range))
         return cond if patient_ids is None else sa.and_(cond, p.c.patient_id.in_(patient_ids))
 
+    att = _ranked_attempts(p, eligible(as_of), as_of, dialect, patient_range)
+    agg = _latest_per_patient(att, profile, as_of, dialect)
+    sit = _situations(agg, p, eligible(as_of), profile, dialect)
+    s = sit.c
+    return _new_or_changed(_visit_rows(s, profile), _health_check_rows(s, profile, as_of), _injection_rows(s, profile, as_of),
+                           stamp, dialect, existing=existing, patient_range=patient_range)
+
+
+def _ranked_attempts(p, eligible: sa.ColumnElement, as_of: date, dialect: str,
+                     patient_range: tuple[str | None, str | None] | None) -> sa.CTE:
+    """``att``: every usable attempt of an eligible patient (registry.attempts, registry.register)
+    with its rank latest first (``rn``), completeness, classification and the running count of
+    complete attempts (``ccount``: 1 on the latest complete one, 2 on the previous complete one)."""
     f = FollowUp.__table__.alias("f")
     complete_i = sa.case((complete_sql(f), 1), else_=0)
     # narrow rows first (OFFSET 0 keeps PostgreSQL from flattening): the sort then moves ~60-byte rows
@@ -174,7 +187,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         )
         .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
         # the shard's range on the follow-ups too: filtered in the scan, not after the join
-        .where(usable_sql(f, p, as_of), eligible(as_of),
+        .where(usable_sql(f, p, as_of), eligible,
                in_range(f.c.patient_id, patient_range))
         .offset(0)
         .subquery("base")
@@ -192,6 +205,12 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         )
         .cte("att")
     )
+    return att
+
+
+def _latest_per_patient(att: sa.CTE, profile: Profile, as_of: date, dialect: str) -> sa.CTE:
+    """``agg``: one row per patient with attempts: the latest attempt, the latest and previous
+    complete follow-up, the unreached streak and a recent 肇事/肇祸 (rules.md §5–§6)."""
     a = att.c
     first = a.rn == 1
     latest_complete = sa.and_(a.complete == 1, a.ccount == 1)
@@ -217,6 +236,11 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         .group_by(gkey)
         .cte("agg")
     )
+    return agg
+
+
+def _situations(agg: sa.CTE, p, eligible: sa.ColumnElement, profile: Profile, dialect: str) -> sa.CTE:
+    """``sit``: every eligible patient with the situation that decides the visit task (rules.md §5)."""
     g = agg.c
     streak = sa.func.coalesce(g.first_reached_rn, g.n + 1) - 1
     situation = sa.case(
@@ -249,10 +273,14 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
             situation.label("situation"),
         )
         .select_from(p.outerjoin(agg, agg.c.patient_id == (p.c.patient_id.collate("C") if dialect == "postgresql" else p.c.patient_id)))
-        .where(eligible(as_of))
+        .where(eligible)
         .cte("sit")
     )
-    s = sit.c
+    return sit
+
+
+def _visit_rows(s, profile: Profile) -> sa.Select:
+    """The visit task of each patient (rules.md §5) with the roles it requires (§6)."""
     rules = profile.roles
     kind = sa.case(
         (s.situation == "first_visit", TaskKind.FIRST_VISIT.value),
@@ -308,6 +336,11 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         rule.label("rule"),
         s.lc_risk.label("risk_level"),
     )
+    return visit_rows
+
+
+def _health_check_rows(s, profile: Profile, as_of: date) -> sa.Select:
+    """The year's health check of each patient without a check this year (基本公卫3)."""
     year = as_of.year
     hc = HealthCheck.__table__
     check_done = (
@@ -328,6 +361,11 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         sa.literal(profile.rule(profile.health_check_clause)),
         s.lc_risk,
     ).where(sa.not_(check_done))
+    return health_rows
+
+
+def _injection_rows(s, profile: Profile, as_of: date) -> sa.Select:
+    """The next long-acting injection of each patient on a plan (规范2018)."""
     interval_days = s.lai_interval_weeks * 7
     lai_rows = sa.select(
         s.patient_id,
@@ -345,6 +383,13 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         s.lai_drug.is_not(None), s.lai_drug != "", s.lai_interval_weeks.is_not(None), s.lai_last_on.is_not(None),
         s.lai_last_on <= as_of,
     )
+    return lai_rows
+
+
+def _new_or_changed(visit_rows: sa.Select, health_rows: sa.Select, lai_rows: sa.Select, stamp: datetime, dialect: str,
+                    *, existing: bool, patient_range: tuple[str | None, str | None] | None) -> sa.Select:
+    """Every owed row with its working-day due date, keeping only new rows and rows whose stored
+    open task differs (with ``existing``: carrying that task's id)."""
     if dialect == "postgresql":
         # OFFSET 0 fence: the CASE rules are evaluated once per row, not again in the joins and sort keys
         fenced = visit_rows.offset(0).subquery("visit_rows")
