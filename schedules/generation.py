@@ -31,7 +31,7 @@ from registry.attempts import latest_first_sql, rank_sql, usable_sql
 from registry.codes import Classification, HospitalStatus, LostReason
 from registry.models import FollowUp, HealthCheck, Patient
 from registry.register import cancel_reason_sql, consent_refused_sql, eligible_sql, left_sql
-from registry.rules import classification_sql, complete_sql
+from registry.rules import classification_sql, complete_sql, reached_sql
 from schedules.calendar import WorkCalendar, unknown_years
 from schedules.models import VISIT_KINDS, TaskKind, TaskStatus, VisitTask
 from schedules.planning import add_months
@@ -229,7 +229,7 @@ def _latest_per_patient(att: sa.CTE, profile: Profile, as_of: date, dialect: str
             sa.func.max(sa.case((latest_complete, a.risk_level))).label("lc_risk"),
             sa.func.max(sa.case((latest_complete, a.cls))).label("lc_cls"),
             sa.func.max(sa.case((previous_complete, a.cls))).label("prev_cls"),
-            sa.func.min(sa.case((a.lost_reason.is_(None), a.rn))).label("first_reached_rn"),
+            sa.func.min(sa.case((reached_sql(att), a.rn))).label("first_reached_rn"),
             sa.func.count().label("n"),
             sa.func.max(sa.case((sa.and_(a.visit_on >= cutoff, a.incidents > 0), 1), else_=0)).label("incident"),
         )

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from registry.codes import Classification, HospitalStatus, LostReason
 from registry import register
 from registry.attempts import latest_first
-from registry.rules import classification_of, is_complete
+from registry.rules import classification_of, is_complete, is_reached
 from schedules.calendar import WorkCalendar
 from schedules.profile import Interval, Profile
 
@@ -111,6 +111,7 @@ def _order(attempts: Iterable[Any], registered_on: date, today: date) -> list[An
 
 
 def _complete(a) -> bool:
+    """有效随访 (rules.md §3, ``registry.rules.is_complete``)."""
     return is_complete(a.lost_reason, a.risk_level, a.hospital_status)
 
 
@@ -137,11 +138,11 @@ def visit_task(record: PatientRecord, profile: Profile, today: date) -> tuple[st
         else:
             key = "stable"
         return "follow_up", basis, latest.visit_on, profile.visit[key], latest_complete
-    if latest.lost_reason is None:  # reached, but no risk level: redo the visit [decision]
+    if is_reached(latest.lost_reason):  # reached, but no risk level: redo the visit [decision]
         return "retry", basis, latest.visit_on, profile.visit["incomplete"], latest_complete
     streak = 0
     for a in ordered:
-        if a.lost_reason is None:
+        if is_reached(a.lost_reason):
             break
         streak += 1
     if latest.lost_reason == LostReason.THREE_MISSES or streak >= profile.lost_after_misses:

@@ -220,7 +220,7 @@ def _latest_attempt(among):
         sa.select(
             FollowUp.patient_id,
             FollowUp.lost_reason,
-            sa.func.row_number().over(partition_by=FollowUp.patient_id, order_by=(FollowUp.visit_on.desc(), FollowUp.id.desc())).label("rn"),
+            rank_sql(FollowUp.__table__).label("rn"),
         ).where(FollowUp.patient_id.in_(among)).subquery()
     )
 
