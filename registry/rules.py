@@ -187,8 +187,8 @@ def is_stable(fu: FollowUpLike) -> bool:
 
 
 def stable_sql(f) -> sa.ColumnElement[bool]:
-    """稳定 SQL twin of ``is_stable`` (false, not NULL, when there is no classification)."""
-    return sa.func.coalesce(classification_sql(f) == Classification.STABLE.value, sa.false())
+    """稳定 SQL twin of ``is_stable`` (NULL when there is no classification: false in WHERE / CASE)."""
+    return classification_sql(f) == Classification.STABLE.value
 
 
 def classification_conflict(classification: int | None, risk_level: int | None) -> str | None:
