@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from registry.models import FollowUp, Patient
 from registry.web.scopes import police_patient_ids
-from tests.twins import seed
+from twins import seed
 
 TODAY = date(2026, 6, 30)
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from registry import attempts, register, rules
 from registry.models import FollowUp, Patient
-from tests.twins import (TWIN_SETTINGS, as_bool, as_of_dates, attempt_histories, follow_up_batch, patient_fields,
+from twins import (TWIN_SETTINGS, as_bool, as_of_dates, attempt_histories, follow_up_batch, patient_fields,
                          scratch, seed, sql_values, truth)
 
 FOLLOW_UP_RULES = {
