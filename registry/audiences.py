@@ -29,12 +29,12 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from registry.codes import Classification, TeamRole
-from registry.indicators import complete_condition
-from registry.models import FollowUp, Patient
+from registry.attempts import rank_sql, usable_sql
+from registry.codes import Classification, TaskStatus, TeamRole
+from registry.models import FollowUp, Patient, VisitTask
 from registry.periods import add_months
 from registry.profile import RoleRules
-from registry.rules import classification_of, is_complete
+from registry.rules import classification_of, classification_sql, complete_sql, is_complete
 from registry.teams import (civil_affairs_required, civil_affairs_sql, has_guardian_sql, incident_cutoff, police_required,
                             police_sql)
 
@@ -103,13 +103,11 @@ def _usable(among, today: date):
     f = FollowUp.__table__
     p = Patient.__table__
     return f, (f.join(p, p.c.patient_id == f.c.patient_id),
-               sa.and_(f.c.patient_id.in_(among), f.c.visit_on >= p.c.registered_on, f.c.visit_on <= today))
+               sa.and_(f.c.patient_id.in_(among), usable_sql(f, p, today)))
 
 
 def _open_tasks_with_role(role: str, among):
     """patient_ids (of ``among``) with an open scheduler task requiring ``role``."""
-    from schedules.models import TaskStatus, VisitTask  # noqa: PLC0415 — the scheduler's table, read only
-
     t = VisitTask.__table__
     return sa.select(t.c.patient_id).where(t.c.roles.contains(role), t.c.patient_id.in_(among),
                                            t.c.status == TaskStatus.OPEN.value)
@@ -117,18 +115,15 @@ def _open_tasks_with_role(role: str, among):
 
 def police_patient_ids(rules: RoleRules, today: date, among) -> sa.CompoundSelect:
     """民警名单 patient_ids (of ``among``) on a police list: ``on_police_list`` in SQL."""
-    from schedules.generation import classification_sql  # noqa: PLC0415 — rules.md §4 SQL (moves to registry.rules)
-
     f, (joined, where) = _usable(among, today)
-    order = (f.c.visit_on.desc(), f.c.id.desc())
     latest_complete = (
         sa.select(f.c.patient_id, f.c.risk_level, classification_sql(f).label("cls"),
-                  sa.func.row_number().over(partition_by=f.c.patient_id, order_by=order).label("rn"))
-        .select_from(joined).where(where, complete_condition(f)).subquery("latest_complete")
+                  rank_sql(f).label("rn"))
+        .select_from(joined).where(where, complete_sql(f)).subquery("latest_complete")
     )
     latest_attempt = (
         sa.select(f.c.patient_id, f.c.lost_reason,
-                  sa.func.row_number().over(partition_by=f.c.patient_id, order_by=order).label("rn"))
+                  rank_sql(f).label("rn"))
         .select_from(joined).where(where).subquery("latest_attempt")
     )
     lc, la = latest_complete.c, latest_attempt.c

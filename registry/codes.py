@@ -289,3 +289,33 @@ TASK_ROLE_ORDER = (TeamRole.DOCTOR, TeamRole.POLICE, TeamRole.VILLAGE, TeamRole.
 def values(enum_cls) -> list:
     """The stored values of an enum, for CHECK constraints."""
     return [m.value for m in enum_cls]
+
+
+class TaskKind(CodedStr):
+    """任务类型 Kind of an open task (contract.md)."""
+
+    FIRST_VISIT = "first_visit", "首次面访"
+    FOLLOW_UP = "follow_up", "随访"
+    RETRY = "retry", "再次随访"
+    LOCATE = "locate", "失访查找"
+    DISCHARGE_CHECK = "discharge_check", "出院随访"
+    HEALTH_CHECK = "health_check", "健康体检"
+    INJECTION = "injection", "长效针剂注射"
+
+
+# Kinds closed by any later follow-up attempt (rules.md §5 Idempotency).
+VISIT_KINDS = (
+    TaskKind.FIRST_VISIT,
+    TaskKind.FOLLOW_UP,
+    TaskKind.RETRY,
+    TaskKind.LOCATE,
+    TaskKind.DISCHARGE_CHECK,
+)
+
+
+class TaskStatus(CodedStr):
+    """任务状态 Task status."""
+
+    OPEN = "open", "待办"
+    DONE = "done", "已完成"
+    CANCELLED = "cancelled", "已取消"

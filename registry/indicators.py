@@ -38,10 +38,13 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from registry import models
-from registry.codes import Adherence, Classification, Diagnosis, FollowUpMode, HospitalStatus
+from registry.codes import Adherence, Diagnosis, HospitalStatus
 from registry.errors import InvalidInput
 from registry.periods import Period
 from registry.regions import RegionTree
+from registry.attempts import ID_FACTOR, on_or_after_registration_sql, order_key_sql
+from registry.register import at_home_sql, in_register_sql
+from registry.rules import complete_sql, face_to_face_sql, stable_sql
 from registry.targets import TargetSet, load_target_set, meets
 
 VARIANTS = ("quarterly", "count")
@@ -146,60 +149,12 @@ def resolve_target_set(name: str | None = None) -> TargetSet:
 
 
 # --------------------------------------------------------------------------- SQL
+# The rules themselves (complete, face-to-face, stable, 在册, 居家, the latest order) live in their
+# homes: registry.rules, registry.register, registry.attempts.
 
-
-class day_number(FunctionElement):
-    """日序号 Days since 2000-01-01 as an integer (portable: PostgreSQL date arithmetic, SQLite julianday)."""
-
-    type = sa.BigInteger()
-    inherit_cache = True
-    name = "day_number"
-
-
-@compiles(day_number)
-def _day_number_default(element, compiler, **kw):  # PostgreSQL and others with date − date = integer
-    return "(%s - DATE '2000-01-01')" % compiler.process(element.clauses, **kw)
-
-
-@compiles(day_number, "sqlite")
-def _day_number_sqlite(element, compiler, **kw):
-    return "CAST(julianday(%s) - 2451544.5 AS INTEGER)" % compiler.process(element.clauses, **kw)
-
-
-# Bits of the latest complete follow-up packed into its sort key (key = day·10¹² + id·100 + bits).
+# Bits of the latest complete follow-up packed into its sort key (registry.attempts.order_key_sql:
+# key = day·10¹² + id·100 + bits).
 BIT_TREATED, BIT_REGULAR, BIT_AT_HOME, BIT_STABLE = 1, 2, 4, 8
-DAY_FACTOR, ID_FACTOR = 10**12, 100
-
-
-def complete_condition(f) -> sa.ColumnElement[bool]:
-    """有效随访 Reached with a risk level recorded, or hospital status 1 (rules.md §3)."""
-    return sa.or_(
-        f.c.hospital_status == HospitalStatus.IN_HOSPITAL.value,
-        sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)),
-    )
-
-
-def stable_condition(f) -> sa.ColumnElement[bool]:
-    """稳定 Recorded classification 3, or blank and computed 稳定 (rules.md §4 via registry.rules).
-
-    Computed 稳定 = risk 0 and none of the 不稳定 / 基本稳定 criteria: insight 2 or 3, obvious
-    symptoms, symptoms present, a serious adverse reaction or physical illness, a social-function
-    item 3 (较差).
-    """
-    no_flags = [
-        f.c.risk_level == 0,
-        sa.or_(f.c.insight.is_(None), f.c.insight.not_in([2, 3])),
-        f.c.symptoms_obvious.is_not(True),
-        sa.or_(f.c.symptoms.is_(None), f.c.symptoms == ""),
-        f.c.adverse_reaction_serious.is_not(True),
-        f.c.physical_illness_serious.is_not(True),
-        *[sa.or_(f.c[name].is_(None), f.c[name] != 3)
-          for name in ("sf_self_care", "sf_housework", "sf_work", "sf_study", "sf_social")],
-    ]
-    return sa.or_(
-        f.c.classification == Classification.STABLE.value,
-        sa.and_(f.c.classification.is_(None), *no_flags),
-    )
 
 
 def _flag(cond, value: int = 1):
@@ -239,14 +194,6 @@ MASK_BITS = 9
 HEALTH_CHECKED = 512
 
 
-def in_register_condition(p, as_of: date) -> sa.ColumnElement[bool]:
-    """在册 at D: registered on or before D, not dead and not moved out on or before D (rules.md §1)."""
-    return sa.and_(
-        p.c.registered_on <= as_of,
-        sa.or_(p.c.status == "active", p.c.status_on.is_(None), p.c.status_on > as_of),
-    )
-
-
 def follow_up_aggregates(period: Period, all_quarters: bool = False):
     """随访汇总 Per-row ``mask`` and ``latest`` expressions over ``follow_up`` (shared by both plans).
 
@@ -254,20 +201,20 @@ def follow_up_aggregates(period: Period, all_quarters: bool = False):
     patient-month state, ``registry.month_state``: a later month reuses the bits; counts only
     ever look at quarters ended by D)."""
     f = models.FollowUp.__table__
-    complete = complete_condition(f)
+    complete = complete_sql(f)
     latest_bits = (
         _flag(sa.or_(f.c.adherence.in_([Adherence.REGULAR.value, Adherence.INTERMITTENT.value]),
                      f.c.hospital_status == HospitalStatus.IN_HOSPITAL.value), BIT_TREATED)
         + _flag(f.c.adherence == Adherence.REGULAR.value, BIT_REGULAR)
-        + _flag(sa.or_(f.c.hospital_status.is_(None), f.c.hospital_status != HospitalStatus.IN_HOSPITAL.value), BIT_AT_HOME)
-        + _flag(stable_condition(f), BIT_STABLE)
+        + _flag(at_home_sql(f), BIT_AT_HOME)
+        + _flag(stable_sql(f), BIT_STABLE)
     )
-    key = day_number(f.c.visit_on) * DAY_FACTOR + sa.cast(f.c.id, sa.BigInteger) * ID_FACTOR + latest_bits
+    key = order_key_sql(f, latest_bits)  # MAX(key) = the latest complete follow-up (registry.attempts)
     quarters = Period(period.year, 12).quarters() if all_quarters else period.quarters()
     quarter_whens = [(f.c.visit_on <= last, QUARTER_BITS[i]) for i, (_first, last) in enumerate(quarters)]
     quarter_bit = sa.case(*quarter_whens, else_=0) if quarter_whens else sa.literal(0)
     mask = (
-        sa.case((complete, ANY_COMPLETE + _flag(f.c.mode.in_([FollowUpMode.CLINIC.value, FollowUpMode.HOME.value]), ANY_F2F)
+        sa.case((complete, ANY_COMPLETE + _flag(face_to_face_sql(f), ANY_F2F)
                  + quarter_bit), else_=0)
         + _flag(sa.or_(f.c.psych_support_patient.is_(True), f.c.psych_support_family.is_(True)), ANY_PSYCH)
         + _flag(f.c.rehabilitation.is_(True), ANY_REHAB)
@@ -313,9 +260,9 @@ def per_patient_query(period: Period, villages: list[str] | None, with_count: bo
             f.c.patient_id == p.c.patient_id,
             f.c.visit_on >= period.start,
             f.c.visit_on <= period.as_of,
-            f.c.visit_on >= p.c.registered_on,
+            on_or_after_registration_sql(f, p),
         )
-        where = [in_register_condition(p, period.as_of)]
+        where = [in_register_sql(p, period.as_of)]
         if villages is not None:
             where.append(p.c.village_code.in_(villages))
         return (
@@ -351,7 +298,7 @@ def per_patient_query(period: Period, villages: list[str] | None, with_count: bo
     ]
     if with_count:
         columns.append(sa.func.coalesce(fa.c.n_complete, 0).label("n_complete"))
-    where = [in_register_condition(p, period.as_of)]
+    where = [in_register_sql(p, period.as_of)]
     if villages is not None:
         where.append(p.c.village_code.in_(villages))
     return sa.select(*columns).select_from(p.outerjoin(fa, fa.c.patient_id == p.c.patient_id)).where(*where)

@@ -281,3 +281,41 @@ class AuditLog(SQLModel, table=True):
     region_code: str | None = Field(default=None, max_length=32)
     detail: str | None = Field(default=None, max_length=1000)
     source: str | None = Field(default=None, max_length=100)  # IP address or "cli"
+
+
+class VisitTask(SQLModel, table=True):
+    """随访任务 One visit the team owes a patient (rules.md §5–§6).
+
+    Unique on (patient_id, kind, basis): generation inserts with ON CONFLICT DO UPDATE (open and
+    changed rows only), so repeated or concurrent runs never duplicate a task.
+    """
+
+    __tablename__ = "visit_task"
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "kind", "basis", name="uq_visit_task_key"),
+        sa.Index("ix_visit_task_status_due", "status", "due_on"),
+        in_check("kind", codes.TaskKind, nullable=False),
+        in_check("status", codes.TaskStatus, nullable=False),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # no foreign key to patient (migration 0006): tasks are derived data, generation only selects
+    # existing patients and patients are never deleted; the per-row FK check was most of the cost
+    # of writing 1.5 M tasks (docs/scheduler.md "Decisions")
+    patient_id: str = Field(max_length=64)
+    kind: str = Field(max_length=20)
+    basis: str = Field(max_length=64)  # "follow_up:123", "registration:2026-05-20", "year:2026", "lai:2026-05-01"
+    basis_on: date  # date of the basis event; a later follow-up attempt closes visit tasks
+    due_on: date  # after the working-day shift (rules.md §5)
+    nominal_due_on: date  # before the working-day shift (for recomputation when a year's table loads)
+    window_start: date | None = None  # LAI window (−3 days)
+    window_end: date | None = None  # LAI window (+7 days)
+    status: str = Field(default="open", max_length=16)
+    roles: str = Field(default="doctor", max_length=64)  # comma-separated, contract order
+    joint: bool = False
+    rule: str = Field(max_length=120)  # "national-2018@1:§5 不稳定+14d"
+    risk_level: int | None = None
+    calendar_estimated: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    close_reason: str | None = Field(default=None, max_length=100)

@@ -44,8 +44,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from registry import models
+from registry import models, rules
 from registry.models import UTCDateTime, utcnow
+from registry.register import in_register_sql
 
 # Clock granularity / skew between the writers' clock (Python) and the database's.
 STAMP_MARGIN = timedelta(seconds=2)
@@ -80,6 +81,8 @@ class PatientMonthStateBuild(SQLModel, table=True):
     built_at: datetime = Field(sa_type=UTCDateTime)  # follow-up / patient changes at/after this are not in it
     health_check_id: int = Field(default=0, sa_type=sa.BigInteger)  # health checks with a higher id are not in it
     rows: int = 0
+    # the rules the rows were computed by (registry.rules.rules_version): another version is not used
+    rules_version: str = Field(default="", max_length=80)
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,9 @@ def _health_checked(period, first: date, patient_ids: list[str] | None = None):
 
 
 def _register(period, villages: list[str] | None, patient_ids: list[str] | None):
-    from registry.indicators import in_register_condition  # noqa: PLC0415
 
     p = models.Patient.__table__
-    where = [in_register_condition(p, period.as_of)]
+    where = [in_register_sql(p, period.as_of)]
     if villages is not None:
         where.append(p.c.village_code.in_(villages))
     if patient_ids is not None:
@@ -237,9 +239,19 @@ def _lock(conn: sa.Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
 
 
+def state_version() -> str:
+    """规则版本 The rule version the state rows depend on: the rule homes' (registry.rules,
+    registry.register, registry.attempts). The rule profile does not enter the rows (its
+    standard-management variant and targets are applied when counting)."""
+    return rules.rules_version()
+
+
 def _build_row(conn: sa.Connection, ym: int):
+    """The month's build (stamp, mark), or None when missing or built by other rules (a rule
+    change rebuilds the month instead of serving rows computed by the old rules)."""
     b = PatientMonthStateBuild.__table__
-    return conn.execute(sa.select(b.c.built_at, b.c.health_check_id).where(b.c.year_month == ym)).first()
+    row = conn.execute(sa.select(b.c.built_at, b.c.health_check_id, b.c.rules_version).where(b.c.year_month == ym)).first()
+    return None if row is None or row.rules_version != state_version() else row
 
 
 def _set_build(conn: sa.Connection, ym: int, stamp: datetime, mark: int, analyze: bool = False) -> None:
@@ -249,7 +261,8 @@ def _set_build(conn: sa.Connection, ym: int, stamp: datetime, mark: int, analyze
         # a month's worth of new rows: without fresh statistics the planner expects a handful
         conn.exec_driver_sql("ANALYZE patient_month_state")
     conn.execute(sa.delete(b).where(b.c.year_month == ym))
-    conn.execute(sa.insert(b).values(year_month=ym, built_at=stamp, health_check_id=mark, rows=rows))
+    conn.execute(sa.insert(b).values(year_month=ym, built_at=stamp, health_check_id=mark, rows=rows,
+                                     rules_version=state_version()))
 
 
 def changed_patients(conn: sa.Connection, period, built) -> list[str]:

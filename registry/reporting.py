@@ -27,7 +27,6 @@ from registry.indicators import (
     BY_KEY,
     INDICATORS,
     VARIANT_LABELS,
-    in_register_condition,
     indicator_values,
     patient_state_query,
     region_counts,
@@ -37,6 +36,7 @@ from registry.indicators import (
 )
 from registry.periods import Period
 from registry.regions import RegionTree
+from registry.register import in_register_sql
 from registry.resources import template_dir
 from registry.targets import TargetSet
 
@@ -271,7 +271,7 @@ def off_target_patients(engine: Engine, tree: RegionTree, period: Period, varian
                        .where(t.c.status == "open", t.c.due_on < as_of).group_by(t.c.patient_id).subquery("od"))
             source = source.outerjoin(overdue, overdue.c.patient_id == pp.c.patient_id)
             counted = (sa.select(sa.func.count()).select_from(overdue.join(p, p.c.patient_id == overdue.c.patient_id))
-                       .where(in_register_condition(p, period.as_of)))
+                       .where(in_register_sql(p, period.as_of)))
             if villages is not None:
                 counted = counted.where(p.c.village_code.in_(villages))
             overdue_total = int(conn.execute(counted).scalar_one())

@@ -1,14 +1,32 @@
-"""分类干预规则 Pure registry rules: completeness (rules.md §3) and classification (rules.md §4).
+"""分类干预规则 The follow-up rules: completeness, face-to-face (rules.md §3) and classification (rules.md §4).
 
-No clock and no database here: every function takes plain values (or any object with the
-follow-up's attribute names) and returns plain values.
+The one home of each rule, in two forms side by side: the Python rule (pure: no clock and no
+database; it takes plain values or any object with the follow-up's attribute names) and its SQL
+twin (``*_sql``: a SQLAlchemy expression over a ``follow_up`` table, alias or subquery ``f``
+with those column names) that computes the same thing set-based. The scheduler, the indicators,
+the month state, the web scopes and the lists import them from here; ``tests/test_rule_twins.py``
+compares each pair on random rows on both databases.
+
+``RULES_VERSION`` names the version of the rules in this module, ``registry.register`` and
+``registry.attempts``: derived data (the patient-month state, frozen indicator snapshots) records
+it and is rebuilt when it changes. Bump it whenever the meaning of any of these rules changes.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from registry.codes import Classification, FollowUpMode, HospitalStatus
+import sqlalchemy as sa
+
+from registry.codes import Classification, FollowUpMode, HospitalStatus, Insight, RiskLevel, SocialFunction
+
+RULES_VERSION = 1
+
+
+def rules_version(profile_tag: str | None = None) -> str:
+    """规则版本 The version recorded with derived data: ``rules-<RULES_VERSION>``, and the rule
+    profile's ``name@version`` when the data depends on it (read at call time: tests may change it)."""
+    return f"rules-{RULES_VERSION}" + (f"|{profile_tag}" if profile_tag else "")
 
 
 class FollowUpLike(Protocol):
@@ -37,6 +55,11 @@ def is_reached(lost_reason: int | None) -> bool:
     return lost_reason is None
 
 
+def reached_sql(f) -> sa.ColumnElement[bool]:
+    """访到 SQL twin of ``is_reached`` (rules.md §3)."""
+    return f.c.lost_reason.is_(None)
+
+
 def is_complete(lost_reason: int | None, risk_level: int | None, hospital_status: int | None) -> bool:
     """有效随访 Complete follow-up (rules.md §3).
 
@@ -47,9 +70,25 @@ def is_complete(lost_reason: int | None, risk_level: int | None, hospital_status
     return lost_reason is None and risk_level is not None
 
 
+def complete_sql(f) -> sa.ColumnElement[bool]:
+    """有效随访 SQL twin of ``is_complete`` (rules.md §3)."""
+    return sa.or_(
+        f.c.hospital_status == HospitalStatus.IN_HOSPITAL.value,
+        sa.and_(reached_sql(f), f.c.risk_level.is_not(None)),
+    )
+
+
+FACE_TO_FACE_MODES = (FollowUpMode.CLINIC, FollowUpMode.HOME)
+
+
 def is_face_to_face(mode: int | None) -> bool:
     """面访 Mode 1 (门诊) or 2 (家庭访视) (rules.md §3)."""
-    return mode in (FollowUpMode.CLINIC, FollowUpMode.HOME)
+    return mode in FACE_TO_FACE_MODES
+
+
+def face_to_face_sql(f) -> sa.ColumnElement[bool]:
+    """面访 SQL twin of ``is_face_to_face`` (rules.md §3); NULL mode is not face-to-face."""
+    return f.c.mode.in_([m.value for m in FACE_TO_FACE_MODES])
 
 
 def compute_classification(
@@ -71,23 +110,55 @@ def compute_classification(
        above matching, there is no classification (None).
     """
     if (
-        (risk_level is not None and risk_level >= 3)
-        or insight == 3
+        (risk_level is not None and risk_level >= RiskLevel.PUBLIC_PROPERTY)
+        or insight == Insight.ABSENT
         or bool(symptoms_obvious)
         or bool(adverse_reaction_serious)
         or bool(physical_illness_serious)
     ):
         return Classification.UNSTABLE
     if (
-        (risk_level is not None and 1 <= risk_level <= 2)
-        or insight == 2
-        or any(item == 3 for item in social_functions)
+        (risk_level is not None and RiskLevel.VERBAL <= risk_level <= RiskLevel.HOME_PROPERTY)
+        or insight == Insight.PARTIAL
+        or any(item == SocialFunction.POOR for item in social_functions)
         or symptoms_present
     ):
         return Classification.FAIRLY_STABLE
-    if risk_level == 0:
+    if risk_level == RiskLevel.NONE:
         return Classification.STABLE
     return None
+
+
+def _true(col):
+    return col == sa.true()
+
+
+def computed_classification_sql(f) -> sa.ColumnElement:
+    """计算分类 SQL twin of ``compute_classification`` (rules.md §4, first match wins; NULL when none)."""
+    sf_poor = sa.or_(*[getattr(f.c, n) == SocialFunction.POOR.value for n in SOCIAL_FUNCTION_FIELDS])
+    return sa.case(
+        (
+            sa.or_(
+                f.c.risk_level >= RiskLevel.PUBLIC_PROPERTY.value,
+                f.c.insight == Insight.ABSENT.value,
+                _true(f.c.symptoms_obvious),
+                _true(f.c.adverse_reaction_serious),
+                _true(f.c.physical_illness_serious),
+            ),
+            Classification.UNSTABLE.value,
+        ),
+        (
+            sa.or_(
+                f.c.risk_level.between(RiskLevel.VERBAL.value, RiskLevel.HOME_PROPERTY.value),
+                f.c.insight == Insight.PARTIAL.value,
+                sf_poor,
+                sa.and_(f.c.symptoms.is_not(None), f.c.symptoms != ""),
+            ),
+            Classification.FAIRLY_STABLE.value,
+        ),
+        (f.c.risk_level == RiskLevel.NONE.value, Classification.STABLE.value),
+        else_=sa.null(),
+    )
 
 
 def classification_of(fu: FollowUpLike) -> Classification | None:
@@ -103,6 +174,21 @@ def classification_of(fu: FollowUpLike) -> Classification | None:
         physical_illness_serious=fu.physical_illness_serious,
         social_functions=tuple(getattr(fu, name) for name in SOCIAL_FUNCTION_FIELDS),
     )
+
+
+def classification_sql(f) -> sa.ColumnElement:
+    """随访分类 SQL twin of ``classification_of``: the recorded classification, else computed (rules.md §4)."""
+    return sa.func.coalesce(f.c.classification, computed_classification_sql(f))
+
+
+def is_stable(fu: FollowUpLike) -> bool:
+    """稳定 The follow-up is classified 稳定, recorded or computed (rules.md §4; indicators.md stable_rate)."""
+    return classification_of(fu) == Classification.STABLE
+
+
+def stable_sql(f) -> sa.ColumnElement[bool]:
+    """稳定 SQL twin of ``is_stable`` (NULL when there is no classification: false in WHERE / CASE)."""
+    return classification_sql(f) == Classification.STABLE.value
 
 
 def classification_conflict(classification: int | None, risk_level: int | None) -> str | None:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
+from registry import rules
 from registry.errors import InvalidInput
 from registry.models import UTCDateTime, utcnow
 
@@ -31,11 +32,23 @@ class IndicatorSnapshot(SQLModel, table=True):
     region_code: str = Field(primary_key=True, max_length=32)
     counts: str = Field(max_length=4000)  # JSON object: COUNT_COLUMNS → int
     frozen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # the rules the counts were computed by (registry.rules.rules_version); rows of another
+    # version are stale: not served, and the next freeze recomputes them
+    rules_version: str = Field(default="", max_length=80)
+
+
+def snapshot_version() -> str:
+    """规则版本 The rule version frozen counts depend on (the rule homes'; the variant is in the key)."""
+    return rules.rules_version()
+
+
+def _current(t):
+    return t.c.rules_version == snapshot_version()
 
 
 def is_frozen(conn: sa.Connection, month: str, variant: str) -> bool:
     t = IndicatorSnapshot.__table__
-    stmt = sa.select(t.c.month).where(t.c.month == month, t.c.variant == variant).limit(1)
+    stmt = sa.select(t.c.month).where(t.c.month == month, t.c.variant == variant, _current(t)).limit(1)
     return conn.execute(stmt).first() is not None
 
 
@@ -47,7 +60,7 @@ def read(conn: sa.Connection, month: str, variant: str, codes: list[str]) -> dic
         return None
     t = IndicatorSnapshot.__table__
     out = {code: dict.fromkeys(COUNT_COLUMNS, 0) for code in codes}
-    stmt = sa.select(t.c.region_code, t.c.counts).where(t.c.month == month, t.c.variant == variant)
+    stmt = sa.select(t.c.region_code, t.c.counts).where(t.c.month == month, t.c.variant == variant, _current(t))
     for code, text in conn.execute(stmt):
         if code in out:
             out[code].update({k: int(v) for k, v in json.loads(text).items() if k in out[code]})
@@ -58,12 +71,14 @@ def frozen_months(conn: sa.Connection, region_code: str, variant: str, months: l
     """Frozen counts of one region for several months at once (the trend chart): month → counts."""
     t = IndicatorSnapshot.__table__
     stmt = sa.select(t.c.month, t.c.counts).where(
-        t.c.region_code == region_code, t.c.variant == variant, t.c.month.in_(months))
+        t.c.region_code == region_code, t.c.variant == variant, t.c.month.in_(months), _current(t))
     return {m: json.loads(text) for m, text in conn.execute(stmt)}
 
 
 def freeze(engine: Engine, *, month: str, variant: str, today: date) -> bool:
-    """冻结 Freeze every region's counts for a closed month; False when it was already frozen."""
+    """冻结 Freeze every region's counts for a closed month; False when it was already frozen.
+
+    Counts frozen by other rules (``rules_version``) are stale: they are recomputed and replaced."""
     from registry.indicators import region_counts  # noqa: PLC0415
     from registry.periods import Period  # noqa: PLC0415
     from registry.regions import RegionTree  # noqa: PLC0415
@@ -82,10 +97,13 @@ def freeze(engine: Engine, *, month: str, variant: str, today: date) -> bool:
         counts = region_counts(engine, period=period, variant=variant, region_code=root, tree=tree, use_snapshot=False,
                                today=today)  # from the month's patient-month state (built / brought up to date)
         rows += [{"month": period.label, "variant": variant, "region_code": code,
-                  "counts": json.dumps(c, sort_keys=True), "frozen_at": stamp} for code, c in counts.items()]
+                  "counts": json.dumps(c, sort_keys=True), "frozen_at": stamp, "rules_version": snapshot_version()}
+                 for code, c in counts.items()]
     with engine.begin() as conn:
         if is_frozen(conn, period.label, variant):
             return False
+        t = IndicatorSnapshot.__table__
+        conn.execute(sa.delete(t).where(t.c.month == period.label, t.c.variant == variant))  # stale rows
         if rows:
             conn.execute(sa.insert(IndicatorSnapshot.__table__), rows)
     return True
@@ -98,4 +116,4 @@ def unfreeze(engine: Engine, *, month: str, variant: str) -> int:
         return conn.execute(sa.delete(t).where(t.c.month == month, t.c.variant == variant)).rowcount
 
 
-__all__ = ["IndicatorSnapshot", "freeze", "unfreeze", "read", "frozen_months", "is_frozen"]
+__all__ = ["IndicatorSnapshot", "freeze", "unfreeze", "read", "frozen_months", "is_frozen", "snapshot_version"]

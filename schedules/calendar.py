@@ -27,7 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from registry.errors import InvalidInput
-from schedules.models import CalendarDay, VisitTask
+from registry.models import VisitTask
+from schedules.models import CalendarDay
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from registry.clock import now_utc
 from registry.config import parallelism
+from registry.attempts import latest_first_sql, rank_sql, usable_sql
+from registry.codes import Classification, HospitalStatus, LostReason
 from registry.models import FollowUp, HealthCheck, Patient
+from registry.profile import Profile, load_profile
+from registry.register import cancel_reason_sql, consent_refused_sql, eligible_sql, left_sql
+from registry.rules import classification_sql, complete_sql, reached_sql
 from registry.teams import has_guardian_sql, incident_cutoff, required_roles_sql
 from schedules.calendar import WorkCalendar, unknown_years
-from schedules.models import VISIT_KINDS, VisitTask
-from registry.profile import Profile, load_profile
+from registry.codes import VISIT_KINDS, TaskKind, TaskStatus
+from registry.models import VisitTask
 from schedules.sqldates import add_days, add_period
 
 ADVISORY_LOCK_KEY = 5_020_261_105  # pg_advisory_xact_lock key of the generation run
@@ -49,51 +54,6 @@ work_day = sa.Table(
     sa.Column("estimated", sa.Boolean, nullable=False),
     prefixes=["TEMPORARY"],
 )
-
-
-def _true(col):
-    return col == sa.true()
-
-
-def classification_sql(f) -> sa.ColumnElement:
-    """rules.md §4 in SQL: the recorded classification, else computed (first match wins).
-
-    Mirrors ``registry.rules.compute_classification``; tests compare both on random rows.
-    """
-    sf_poor = sa.or_(*[getattr(f.c, n) == 3 for n in ("sf_self_care", "sf_housework", "sf_work", "sf_study", "sf_social")])
-    computed = sa.case(
-        (
-            sa.or_(
-                f.c.risk_level >= 3,
-                f.c.insight == 3,
-                _true(f.c.symptoms_obvious),
-                _true(f.c.adverse_reaction_serious),
-                _true(f.c.physical_illness_serious),
-            ),
-            1,
-        ),
-        (
-            sa.or_(
-                f.c.risk_level.between(1, 2),
-                f.c.insight == 2,
-                sf_poor,
-                sa.and_(f.c.symptoms.is_not(None), f.c.symptoms != ""),
-            ),
-            2,
-        ),
-        (f.c.risk_level == 0, 3),
-        else_=sa.null(),
-    )
-    return sa.func.coalesce(f.c.classification, computed)
-
-
-def eligible_sql(p, as_of: date) -> sa.ColumnElement:
-    """在册且同意 Registered by ``as_of``, not dead/moved out, not a refusing type-2 patient (rules.md §1, §5)."""
-    return sa.and_(
-        p.c.registered_on <= as_of,
-        sa.not_(sa.and_(p.c.status != "active", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))),
-        sa.not_(sa.and_(p.c.report_type == 2, p.c.consent == 0)),
-    )
 
 
 def _calendar_range(conn: Connection, as_of: date, patient_ids: list[str] | None = None) -> tuple[date, date]:
@@ -198,9 +158,21 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         cond = sa.and_(eligible_sql(p, as_of_), in_range(p.c.patient_id, patient_range))
         return cond if patient_ids is None else sa.and_(cond, p.c.patient_id.in_(patient_ids))
 
+    att = _ranked_attempts(p, eligible(as_of), as_of, dialect, patient_range)
+    agg = _latest_per_patient(att, profile, as_of, dialect)
+    sit = _situations(agg, p, eligible(as_of), profile, dialect)
+    s = sit.c
+    return _new_or_changed(_visit_rows(s, profile), _health_check_rows(s, profile, as_of), _injection_rows(s, profile, as_of),
+                           stamp, dialect, existing=existing, patient_range=patient_range)
+
+
+def _ranked_attempts(p, eligible: sa.ColumnElement, as_of: date, dialect: str,
+                     patient_range: tuple[str | None, str | None] | None) -> sa.CTE:
+    """``att``: every usable attempt of an eligible patient (registry.attempts, registry.register)
+    with its rank latest first (``rn``), completeness, classification and the running count of
+    complete attempts (``ccount``: 1 on the latest complete one, 2 on the previous complete one)."""
     f = FollowUp.__table__.alias("f")
-    complete = sa.or_(f.c.hospital_status == 1, sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)))
-    complete_i = sa.case((complete, 1), else_=0)
+    complete_i = sa.case((complete_sql(f), 1), else_=0)
     # narrow rows first (OFFSET 0 keeps PostgreSQL from flattening): the sort then moves ~60-byte rows
     base = (
         sa.select(
@@ -216,24 +188,30 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         )
         .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
         # the shard's range on the follow-ups too: filtered in the scan, not after the join
-        .where(f.c.visit_on >= p.c.registered_on, f.c.visit_on <= as_of, eligible(as_of),
+        .where(usable_sql(f, p, as_of), eligible,
                in_range(f.c.patient_id, patient_range))
         .offset(0)
         .subquery("base")
     )
     b = base.c
-    border = (b.visit_on.desc(), b.id.desc())
+    border = latest_first_sql(base)  # rules.md §5 order (registry.attempts)
     # PostgreSQL: partition with the "C" collation (byte order): the same groups, a far cheaper sort
     part = b.patient_id.collate("C") if dialect == "postgresql" else b.patient_id
     att = (
         sa.select(
             *base.c,
             # the same frame as ccount (row_number ignores it): one window, one WindowAgg pass
-            sa.func.row_number().over(partition_by=part, order_by=border, rows=(None, 0)).label("rn"),
+            rank_sql(base, part, rows=(None, 0)).label("rn"),
             sa.func.sum(b.complete).over(partition_by=part, order_by=border, rows=(None, 0)).label("ccount"),
         )
         .cte("att")
     )
+    return att
+
+
+def _latest_per_patient(att: sa.CTE, profile: Profile, as_of: date, dialect: str) -> sa.CTE:
+    """``agg``: one row per patient with attempts: the latest attempt, the latest and previous
+    complete follow-up, the unreached streak and a recent 肇事/肇祸 (rules.md §5–§6)."""
     a = att.c
     first = a.rn == 1
     latest_complete = sa.and_(a.complete == 1, a.ccount == 1)
@@ -252,24 +230,30 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
             sa.func.max(sa.case((latest_complete, a.risk_level))).label("lc_risk"),
             sa.func.max(sa.case((latest_complete, a.cls))).label("lc_cls"),
             sa.func.max(sa.case((previous_complete, a.cls))).label("prev_cls"),
-            sa.func.min(sa.case((a.lost_reason.is_(None), a.rn))).label("first_reached_rn"),
+            sa.func.min(sa.case((reached_sql(att), a.rn))).label("first_reached_rn"),
             sa.func.count().label("n"),
             sa.func.max(sa.case((sa.and_(a.visit_on >= cutoff, a.incidents > 0), 1), else_=0)).label("incident"),
         )
         .group_by(gkey)
         .cte("agg")
     )
+    return agg
+
+
+def _situations(agg: sa.CTE, p, eligible: sa.ColumnElement, profile: Profile, dialect: str) -> sa.CTE:
+    """``sit``: every eligible patient with the situation that decides the visit task (rules.md §5)."""
     g = agg.c
     streak = sa.func.coalesce(g.first_reached_rn, g.n + 1) - 1
     situation = sa.case(
         (g.latest_id.is_(None), "first_visit"),
-        (sa.and_(g.latest_complete == 1, g.latest_hospital == 1), "in_hospital"),
-        (sa.and_(g.latest_complete == 1, g.latest_cls == 1), "unstable"),
-        (sa.and_(g.latest_complete == 1, g.latest_cls == 2, sa.or_(g.prev_cls.is_(None), g.prev_cls == 3)), "fairly_stable_new"),
-        (sa.and_(g.latest_complete == 1, g.latest_cls == 2), "fairly_stable_continuing"),
+        (sa.and_(g.latest_complete == 1, g.latest_hospital == HospitalStatus.IN_HOSPITAL.value), "in_hospital"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == Classification.UNSTABLE.value), "unstable"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == Classification.FAIRLY_STABLE.value,
+                 sa.or_(g.prev_cls.is_(None), g.prev_cls == Classification.STABLE.value)), "fairly_stable_new"),
+        (sa.and_(g.latest_complete == 1, g.latest_cls == Classification.FAIRLY_STABLE.value), "fairly_stable_continuing"),
         (g.latest_complete == 1, "stable"),
         (g.latest_lost.is_(None), "incomplete"),
-        (sa.or_(g.latest_lost == 4, streak >= profile.lost_after_misses), "locate"),
+        (sa.or_(g.latest_lost == LostReason.THREE_MISSES.value, streak >= profile.lost_after_misses), "locate"),
         else_="retry",
     )
     has_guardian = has_guardian_sql(p.c.guardian_name)
@@ -290,17 +274,21 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
             situation.label("situation"),
         )
         .select_from(p.outerjoin(agg, agg.c.patient_id == (p.c.patient_id.collate("C") if dialect == "postgresql" else p.c.patient_id)))
-        .where(eligible(as_of))
+        .where(eligible)
         .cte("sit")
     )
-    s = sit.c
+    return sit
+
+
+def _visit_rows(s, profile: Profile) -> sa.Select:
+    """The visit task of each patient (rules.md §5) with the roles it requires (§6)."""
     rules = profile.roles
     kind = sa.case(
-        (s.situation == "first_visit", "first_visit"),
-        (s.situation == "in_hospital", "discharge_check"),
-        (s.situation.in_(["incomplete", "retry"]), "retry"),
-        (s.situation == "locate", "locate"),
-        else_="follow_up",
+        (s.situation == "first_visit", TaskKind.FIRST_VISIT.value),
+        (s.situation == "in_hospital", TaskKind.DISCHARGE_CHECK.value),
+        (s.situation.in_(["incomplete", "retry"]), TaskKind.RETRY.value),
+        (s.situation == "locate", TaskKind.LOCATE.value),
+        else_=TaskKind.FOLLOW_UP.value,
     )
     basis_on = sa.case((s.situation == "first_visit", s.registered_on), else_=s.latest_on)
     basis = sa.case(
@@ -328,6 +316,11 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         rule.label("rule"),
         s.lc_risk.label("risk_level"),
     )
+    return visit_rows
+
+
+def _health_check_rows(s, profile: Profile, as_of: date) -> sa.Select:
+    """The year's health check of each patient without a check this year (基本公卫3)."""
     year = as_of.year
     hc = HealthCheck.__table__
     check_done = (
@@ -337,7 +330,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
     )
     health_rows = sa.select(
         s.patient_id,
-        sa.literal("health_check"),
+        sa.literal(TaskKind.HEALTH_CHECK.value),
         sa.literal(f"year:{year}"),
         sa.literal(date(year, 1, 1), sa.Date),
         sa.literal(date(year, profile.health_check_month, profile.health_check_day), sa.Date),
@@ -348,10 +341,15 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         sa.literal(profile.rule(profile.health_check_clause)),
         s.lc_risk,
     ).where(sa.not_(check_done))
+    return health_rows
+
+
+def _injection_rows(s, profile: Profile, as_of: date) -> sa.Select:
+    """The next long-acting injection of each patient on a plan (规范2018)."""
     interval_days = s.lai_interval_weeks * 7
     lai_rows = sa.select(
         s.patient_id,
-        sa.literal("injection"),
+        sa.literal(TaskKind.INJECTION.value),
         "lai:" + sa.cast(s.lai_last_on, sa.String),
         s.lai_last_on,
         add_days(s.lai_last_on, interval_days),
@@ -365,6 +363,13 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
         s.lai_drug.is_not(None), s.lai_drug != "", s.lai_interval_weeks.is_not(None), s.lai_last_on.is_not(None),
         s.lai_last_on <= as_of,
     )
+    return lai_rows
+
+
+def _new_or_changed(visit_rows: sa.Select, health_rows: sa.Select, lai_rows: sa.Select, stamp: datetime, dialect: str,
+                    *, existing: bool, patient_range: tuple[str | None, str | None] | None) -> sa.Select:
+    """Every owed row with its working-day due date, keeping only new rows and rows whose stored
+    open task differs (with ``existing``: carrying that task's id)."""
     if dialect == "postgresql":
         # OFFSET 0 fence: the CASE rules are evaluated once per row, not again in the joins and sort keys
         fenced = visit_rows.offset(0).subquery("visit_rows")
@@ -405,7 +410,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
             u.c.nominal_due_on,
             u.c.window_start,
             u.c.window_end,
-            sa.literal("open").label("status"),
+            sa.literal(TaskStatus.OPEN.value).label("status"),
             u.c.roles,
             u.c.joint,
             u.c.rule,
@@ -440,7 +445,7 @@ def _write_plan(conn: Connection, select: sa.Select) -> int:
     updated = (
         sa.update(t)
         # status re-checked on the row's latest version: a task closed meanwhile (web) stays as it is
-        .where(t.c.id == plan.c.existing_id, t.c.status == "open")
+        .where(t.c.id == plan.c.existing_id, t.c.status == TaskStatus.OPEN.value)
         .values({c: plan.c[c] for c in UPDATABLE})
         .returning(t.c.id)
         .cte("updated")
@@ -464,7 +469,7 @@ def _write(conn: Connection, select: sa.Select, stamp: datetime, only: sa.Column
     stmt = ins.on_conflict_do_update(
         index_elements=list(KEY),
         set_={c: ins.excluded[c] for c in UPDATABLE},
-        where=sa.and_(t.c.status == "open", differs),
+        where=sa.and_(t.c.status == TaskStatus.OPEN.value, differs),
     )
     conn.execute(stmt)
     return conn.execute(sa.select(sa.func.count()).select_from(t).where(only, t.c.created_at == stamp)).scalar_one()
@@ -473,7 +478,7 @@ def _write(conn: Connection, select: sa.Select, stamp: datetime, only: sa.Column
 def _close_tasks(conn: Connection, where, status: str, reason, now: datetime) -> int:
     t = VisitTask.__table__
     result = conn.execute(
-        sa.update(t).where(t.c.status == "open", where).values(status=status, closed_at=now, close_reason=reason)
+        sa.update(t).where(t.c.status == TaskStatus.OPEN.value, where).values(status=status, closed_at=now, close_reason=reason)
     )
     return result.rowcount or 0
 
@@ -500,17 +505,16 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
     # task of an earlier run (a first run) there is nothing to close: skip the six scans.
     # (``earlier_open``: the caller probed before its write, on the (status, due_on) index)
     if earlier_open is None:
-        earlier = sa.select(t.c.id).where(only, t.c.status == "open", t.c.created_at != stamp).limit(1)
+        earlier = sa.select(t.c.id).where(only, t.c.status == TaskStatus.OPEN.value, t.c.created_at != stamp).limit(1)
         earlier_open = conn.execute(earlier).first() is not None
     if not earlier_open:
         return counts
     # dead / moved out / refused consent: cancelled with the reason
-    left = sa.and_(p.c.status != "active", sa.or_(p.c.status_on.is_(None), p.c.status_on <= as_of))
-    refused = sa.and_(p.c.report_type == 2, p.c.consent == 0)
-    reason = sa.case((left, p.c.status), else_="consent_refused")
+    left, refused = left_sql(p, as_of), consent_refused_sql(p)  # rules.md §5 last row (registry.register)
+    reason = cancel_reason_sql(p, as_of)
     result = conn.execute(
-        sa.update(t).where(only, t.c.patient_id == p.c.patient_id, t.c.status == "open", sa.or_(left, refused))
-        .values(status="cancelled", closed_at=stamp, close_reason=reason)
+        sa.update(t).where(only, t.c.patient_id == p.c.patient_id, t.c.status == TaskStatus.OPEN.value, sa.or_(left, refused))
+        .values(status=TaskStatus.CANCELLED.value, closed_at=stamp, close_reason=reason)
     )
     counts["cancelled"] += result.rowcount or 0
     # rules.md §5: a later attempt closes older visit tasks. The patient's newest visit task (by
@@ -530,7 +534,7 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         .exists()
     )
     older = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), t.c.created_at != stamp)  # tasks of earlier runs only
-    counts["closed"] += _close(conn, sa.and_(older, superseded), "done", "follow_up", stamp)
+    counts["closed"] += _close(conn, sa.and_(older, superseded), TaskStatus.DONE.value, "follow_up", stamp)
     # health check done by any check dated in the task's year; past years' open tasks expire
     year_start = date(as_of.year, 1, 1)
     done_check = (
@@ -539,18 +543,18 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
                hc.c.checked_on < add_period(t.c.basis_on, 12, 0), hc.c.checked_on <= as_of)
         .exists()
     )
-    counts["closed"] += _close(conn, sa.and_(t.c.kind == "health_check", done_check), "done", "health_check", stamp)
-    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == "health_check", t.c.basis_on < year_start), "cancelled", "year_ended", stamp)
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.HEALTH_CHECK.value, done_check), TaskStatus.DONE.value, "health_check", stamp)
+    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.HEALTH_CHECK.value, t.c.basis_on < year_start), TaskStatus.CANCELLED.value, "year_ended", stamp)
     # LAI: a newer injection closes the older task; a stopped plan cancels it
     newer_lai = sa.select(p.c.patient_id).where(
         p.c.patient_id == t.c.patient_id, p.c.lai_last_on > t.c.basis_on, p.c.lai_last_on <= as_of
     ).exists()
-    counts["closed"] += _close(conn, sa.and_(t.c.kind == "injection", newer_lai), "done", "injection", stamp)
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, newer_lai), TaskStatus.DONE.value, "injection", stamp)
     stopped = sa.select(p.c.patient_id).where(
         p.c.patient_id == t.c.patient_id,
         sa.or_(p.c.lai_drug.is_(None), p.c.lai_drug == "", p.c.lai_interval_weeks.is_(None), p.c.lai_last_on.is_(None)),
     ).exists()
-    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == "injection", stopped), "cancelled", "lai_stopped", stamp)
+    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, stopped), TaskStatus.CANCELLED.value, "lai_stopped", stamp)
     return counts
 
 
@@ -644,7 +648,7 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
             return {**result, "shards": 0}
         days = work_day_rows(conn, as_of, profile, calendar, patient_ids)
         # open tasks stored before this run (the closing steps can only match those)
-        earlier_open = conn.execute(sa.select(t.c.id).where(only, t.c.status == "open").limit(1)).first() is not None
+        earlier_open = conn.execute(sa.select(t.c.id).where(only, t.c.status == TaskStatus.OPEN.value).limit(1)).first() is not None
         ranges = _shard_ranges(conn, shards) if patient_ids is None and conn.dialect.name == "postgresql" else []
         if len(ranges) > 1:
             clock.lap("shard bounds")
@@ -750,7 +754,7 @@ def _summary(conn: Connection, as_of: date, profile: Profile, calendar: WorkCale
     mark; with ``patient_ids`` (a web write's run), of those patients' tasks only (an index probe:
     a web write must not scan the province's tasks)."""
     t = VisitTask.__table__
-    is_open = t.c.status == "open"
+    is_open = t.c.status == TaskStatus.OPEN.value
     est_year = sa.case((sa.and_(is_open, t.c.calendar_estimated == sa.true()), sa.extract("year", t.c.nominal_due_on)))
     pg = conn.dialect.name == "postgresql"
     xmin_sum = sa.func.sum(sa.cast(sa.cast(sa.literal_column("xmin"), sa.Text), sa.BigInteger)) if pg else sa.literal(0)

@@ -32,15 +32,18 @@ from registry.rules import classification_of
 from registry.care_team import care_team_select
 from registry.models import AuditLog, FollowUp, Patient, Region
 from registry.profile import RoleRules, current_profile
+from registry.attempts import rank_sql, usable_sql
+from registry.register import eligible_sql
+from registry.rules import complete_sql
 from registry.resources import template_dir
-from schedules.generation import eligible_sql
-from schedules.models import TaskKind
+from registry.codes import VISIT_KINDS, TaskKind
 from schedules.worklist import open_tasks
 
 TEMPLATES = template_dir("lists")
 ROLE_LABEL = {"doctor": "精防医生", "police": "民警", "village": "村(社区)干部/网格员", "civil_affairs": "民政专干"}
 KIND_LABEL = {k.value: k.label for k in TaskKind}
-VISIT_KINDS = ("first_visit", "follow_up", "retry", "locate", "discharge_check", "health_check")
+# the kinds on the 随访任务单: the visit kinds (rules.md §5) and the annual health check
+LISTED_KINDS = tuple(k.value for k in (*VISIT_KINDS, TaskKind.HEALTH_CHECK))
 SEX_LABEL = {1: "男", 2: "女"}
 
 
@@ -129,17 +132,16 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
                 .where(v.c.parent_code == township, eligible_sql(p, week))
             )
         }
-        complete = sa.or_(f.c.hospital_status == 1, sa.and_(f.c.lost_reason.is_(None), f.c.risk_level.is_not(None)))
         ranked = (
             sa.select(
                 f.c.patient_id, f.c.visit_on, f.c.risk_level, f.c.classification, f.c.adherence, f.c.medication,
                 f.c.lai_drug, f.c.rehabilitation, f.c.insight, f.c.symptoms_obvious, f.c.symptoms,
                 f.c.adverse_reaction_serious, f.c.physical_illness_serious, f.c.sf_self_care, f.c.sf_housework,
                 f.c.sf_work, f.c.sf_study, f.c.sf_social, f.c.hospital_status, f.c.lost_reason,
-                sa.func.row_number().over(partition_by=f.c.patient_id, order_by=(f.c.visit_on.desc(), f.c.id.desc())).label("rn"),
+                rank_sql(f).label("rn"),  # 1 = the latest complete follow-up (registry.attempts)
             )
             .select_from(f.join(p, p.c.patient_id == f.c.patient_id).join(v, v.c.code == p.c.village_code))
-            .where(v.c.parent_code == township, complete, f.c.visit_on <= week, f.c.visit_on >= p.c.registered_on)
+            .where(v.c.parent_code == township, complete_sql(f), usable_sql(f, p, week))
             .subquery()
         )
         latest = {r.patient_id: r for r in conn.execute(sa.select(ranked).where(ranked.c.rn == 1))}
@@ -204,7 +206,7 @@ class WeekFacts:
 
     def visits_due(self) -> list[dict]:
         """Open visit tasks (health check included) due by the week's end, in work-list order (§5)."""
-        return [t for t in self.tasks if date.fromisoformat(t["due_on"]) <= self.end and t["kind"] in VISIT_KINDS]
+        return [t for t in self.tasks if date.fromisoformat(t["due_on"]) <= self.end and t["kind"] in LISTED_KINDS]
 
 
 def _work_list(slug: str) -> WorkList:
@@ -259,7 +261,7 @@ def risk_warning_list(w: WeekFacts) -> WorkList:
             w.rules, latest_risk=last.risk_level if last is not None else None,
             latest_class=classification_of(last) if last is not None else None,
             new_incident=bool(w.incidents.get(pid)), locate_task=any(t["kind"] == "locate" for t in own),
-            overdue_visit=any(t["overdue"] and t["kind"] in VISIT_KINDS and t["kind"] != "health_check" for t in own),
+            overdue_visit=any(t["overdue"] and t["kind"] in LISTED_KINDS and t["kind"] != TaskKind.HEALTH_CHECK for t in own),
         )
         if reasons:
             wl.rows.append(w.base(pid) | {

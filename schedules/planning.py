@@ -15,6 +15,9 @@ from registry.codes import Classification, HospitalStatus, LostReason
 from registry.periods import add_months
 from registry.teams import DOCTOR_ONLY, incident_cutoff, is_joint, required_roles
 from registry.rules import classification_of, is_complete
+from registry import register
+from registry.attempts import latest_first
+from registry.rules import is_reached
 from schedules.calendar import WorkCalendar
 from registry.profile import Interval, Profile
 
@@ -90,21 +93,17 @@ class PlannedTask:
 
 
 def cancel_reason(record: PatientRecord, today: date) -> str | None:
-    """Why a patient gets no tasks at all (rules.md §5 last row), or None."""
-    if record.status != "active" and (record.status_on is None or record.status_on <= today):
-        return record.status  # dead | moved_out
-    if record.report_type == 2 and record.consent == 0:
-        return "consent_refused"
-    return None
+    """Why a patient gets no tasks at all (rules.md §5 last row), or None (``registry.register``)."""
+    return register.cancel_reason(record.status, record.status_on, record.report_type, record.consent, today)
 
 
 def _order(attempts: Iterable[Any], registered_on: date, today: date) -> list[Any]:
-    """Attempts on or after registration and not after today, latest first (same day: entered last)."""
-    usable = [a for a in attempts if registered_on <= a.visit_on <= today]
-    return sorted(usable, key=lambda a: (a.visit_on, a.id), reverse=True)
+    """Attempts on or after registration and not after today, latest first (``registry.attempts``)."""
+    return latest_first(attempts, registered_on, today)
 
 
 def _complete(a) -> bool:
+    """有效随访 (rules.md §3, ``registry.rules.is_complete``)."""
     return is_complete(a.lost_reason, a.risk_level, a.hospital_status)
 
 
@@ -131,11 +130,11 @@ def visit_task(record: PatientRecord, profile: Profile, today: date) -> tuple[st
         else:
             key = "stable"
         return "follow_up", basis, latest.visit_on, profile.visit[key], latest_complete
-    if latest.lost_reason is None:  # reached, but no risk level: redo the visit [decision]
+    if is_reached(latest.lost_reason):  # reached, but no risk level: redo the visit [decision]
         return "retry", basis, latest.visit_on, profile.visit["incomplete"], latest_complete
     streak = 0
     for a in ordered:
-        if a.lost_reason is None:
+        if is_reached(a.lost_reason):
             break
         streak += 1
     if latest.lost_reason == LostReason.THREE_MISSES or streak >= profile.lost_after_misses:

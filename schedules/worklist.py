@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from registry.errors import NotFound
 from registry.models import Patient, Region
 from registry.regions import region_subtree
-from schedules.models import VisitTask
+from registry.models import VisitTask
 
 CONTRACT_KEYS = ("patient_id", "kind", "due_on", "overdue", "roles", "joint", "rule")
 

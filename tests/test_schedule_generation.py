@@ -21,8 +21,9 @@ from registry.db import make_engine
 from registry.models import FollowUp, HealthCheck, Patient
 from registry.rules import classification_of
 from schedules.calendar import WorkCalendar, load_calendar, parse_calendar_csv
-from schedules.generation import classification_sql, generate, in_range, shard_count
-from schedules.models import VisitTask
+from registry.rules import classification_sql
+from schedules.generation import generate, in_range, shard_count
+from registry.models import VisitTask
 from schedules.planning import plan
 from registry.profile import load_profile
 from schedules.worklist import open_tasks

@@ -10,7 +10,7 @@ import time_machine
 
 from registry.models import FollowUp, Patient
 from schedules.generation import generate
-from schedules.models import VisitTask
+from registry.models import VisitTask
 from tests.schedule_population import populate
 from tests.test_schedule_generation import planned, stored
 

@@ -21,7 +21,8 @@ from registry.config import LOCAL_TZ
 from registry.web.writes import refresh_schedule
 from schedules.generation import generate
 from schedules.jobs import week_start
-from schedules.models import ScheduleRun, VisitTask
+from registry.models import VisitTask
+from schedules.models import ScheduleRun
 from tests.schedule_population import populate
 from tests.test_schedule_generation import planned, stored
 from tests.waiting import lock_waiters, wait_for

@@ -22,7 +22,7 @@ from registry.models import HealthCheck as HealthCheckRow
 from registry.profile import PROFILE_DIR, RoleRules, current_profile, load_profile
 from registry.regions import LiveRegionTree
 from registry.web.scopes import scope_for
-from schedules.models import VisitTask
+from registry.models import VisitTask
 from tests.schedule_population import populate
 
 TODAY = date(2026, 6, 10)

@@ -292,7 +292,7 @@ def test_worklist_cache_follows_scheduler_runs(web):
     from sqlmodel import Session
 
     from schedules.jobs import recorded
-    from schedules.models import VisitTask
+    from registry.models import VisitTask
 
     client, tokens, _ids, database = web
     h = auth(tokens, "doc")

@@ -245,7 +245,7 @@ def test_worklist_reads_are_audited_and_follow_the_scheduler(web, mode, monkeypa
         assert first.text == second.text and "陈一" in first.text and "黄四" not in first.text and "黄四" in third.text
         # a scheduler run (a new schedule_run row) is seen on the next request
         from schedules.jobs import recorded
-        from schedules.models import VisitTask
+        from registry.models import VisitTask
 
         with Session(database.engine) as s:
             s.execute(sa.update(VisitTask).where(VisitTask.patient_id == "P1").values(status="done"))

@@ -111,7 +111,7 @@ VISIBLE = {
 
 def seed_tasks(engine) -> None:
     """Open visit tasks as the scheduler would store them (real visit_task table)."""
-    from schedules.models import VisitTask
+    from registry.models import VisitTask
 
     rows = [
         ("P1", "follow_up", date(2026, 6, 3), "doctor,police,village", True, 3),

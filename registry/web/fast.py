@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql
 
 from registry import clock
 from registry.accounts import User, WebSession
+from registry.attempts import latest_first_sql
 from registry.audit import audit_row
 from registry.care_team import care_team_select
 from registry.regions import region_cascade_text
@@ -61,6 +62,12 @@ _CARE_TEAM_SQL = str(care_team_select(sa.table("p", sa.column("patient_id"), sa.
                      .compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 assert "%" not in _CARE_TEAM_SQL  # psycopg placeholders only
 
+# the follow-ups latest first (rules.md §5 order), compiled from its home ``registry.attempts``
+_FOLLOW_UPS_LATEST_FIRST = ", ".join(
+    str(term.compile(dialect=postgresql.dialect()))
+    for term in latest_first_sql(sa.table("follow_up", sa.column("visit_on"), sa.column("id")).alias("f"))
+)
+
 PATIENT_SQL = f"""
 WITH {_SESSION_CTE},
 p AS (
@@ -80,7 +87,7 @@ SELECT
   (SELECT row_to_json(s) FROM s) AS s,
   (SELECT row_to_json(p) FROM p) AS p,
   (SELECT count(*) FROM audit) AS audited,
-  (SELECT json_agg(row_to_json(f) ORDER BY f.visit_on DESC, f.id DESC) FROM follow_up f
+  (SELECT json_agg(row_to_json(f) ORDER BY {_FOLLOW_UPS_LATEST_FIRST}) FROM follow_up f
     WHERE f.patient_id = (SELECT patient_id FROM p)) AS follow_ups,
   (SELECT json_agg(json_build_array(fp.follow_up_id, fp.role, fp.attended) ORDER BY fp.follow_up_id, fp.role)
     FROM follow_up_participant fp JOIN follow_up f ON f.id = fp.follow_up_id
@@ -142,7 +149,8 @@ def enabled(ctx) -> bool:
 def has_scheduler() -> bool:
     """排程模块 Whether the scheduler's tables (``visit_task``, ``schedule_run``) exist in this build."""
     try:
-        from schedules.models import ScheduleRun, VisitTask  # noqa: F401, PLC0415
+        from registry.models import VisitTask  # noqa: F401, PLC0415
+        from schedules.models import ScheduleRun  # noqa: F401, PLC0415
     except ImportError:
         return False
     return True

@@ -114,7 +114,7 @@ def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days:
                    offset: int = 0):
     """(total, first ``limit`` task dicts in work-list order, their patients) for the scope."""
     try:
-        from schedules.models import VisitTask  # noqa: PLC0415
+        from registry.models import VisitTask  # noqa: PLC0415
     except ImportError:
         return (0, 0), [], {}
     t = VisitTask.__table__
@@ -157,7 +157,7 @@ def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days:
 def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dict]:
     """患者待办 One patient's open tasks (the rows ``schedules.worklist.open_tasks`` gives for them)."""
     try:
-        from schedules.models import VisitTask  # noqa: PLC0415
+        from registry.models import VisitTask  # noqa: PLC0415
     except ImportError:
         return []
     t = VisitTask.__table__

@@ -1,0 +1,148 @@
+"""规则孪生 Each rule's Python form and its SQL twin agree on random rows, on both databases.
+
+The rule homes: ``registry.rules`` (complete, face-to-face, classification, stable),
+``registry.register`` (在册, 应管, cancel reason, 居家) and ``registry.attempts`` (the order:
+latest attempt, latest and previous complete, the MAX key). Harness: ``tests/twins.py``.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from registry import attempts, register, rules
+from registry.models import FollowUp, Patient
+from twins import (TWIN_SETTINGS, as_bool, as_of_dates, attempt_histories, follow_up_batch, patient_fields,
+                         scratch, seed, sql_values, truth)
+
+FOLLOW_UP_RULES = {
+    "reached": (lambda r: rules.is_reached(r.lost_reason), lambda f: truth(rules.reached_sql(f))),
+    "complete": (lambda r: rules.is_complete(r.lost_reason, r.risk_level, r.hospital_status),
+                 lambda f: truth(rules.complete_sql(f))),
+    "face_to_face": (lambda r: rules.is_face_to_face(r.mode), lambda f: truth(rules.face_to_face_sql(f))),
+    "classification": (lambda r: None if rules.classification_of(r) is None else int(rules.classification_of(r)),
+                       rules.classification_sql),
+    "computed_classification": (
+        lambda r: (lambda c: None if c is None else int(c))(rules.classification_of(SimpleNamespace(
+            **{**r._asdict(), "classification": None}))),
+        rules.computed_classification_sql),
+    "stable": (rules.is_stable, lambda f: truth(rules.stable_sql(f))),
+    "at_home": (lambda r: register.at_home(r.hospital_status), lambda f: truth(register.at_home_sql(f))),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(FOLLOW_UP_RULES))
+def test_follow_up_rule_matches_its_sql_twin(database, rule):
+    python_rule, sql_rule = FOLLOW_UP_RULES[rule]
+    f = FollowUp.__table__
+
+    @TWIN_SETTINGS
+    @given(rows=follow_up_batch())
+    def check(rows):
+        with scratch(database.engine) as conn:
+            seed(conn, [{"patient_id": "P"}], rows)
+            stored = {r.id: r for r in conn.execute(sa.select(f))}
+            got = sql_values(conn, f.c.id, sql_rule(f))
+        if rule in ("classification", "computed_classification"):
+            got = {k: None if v is None else int(v) for k, v in got.items()}
+            expected = {k: python_rule(r) for k, r in stored.items()}
+        else:
+            got, expected = as_bool(got), {k: bool(python_rule(r)) for k, r in stored.items()}
+        assert got == expected
+
+    check()
+
+
+REGISTER_RULES = {
+    "has_left": (lambda r, d: register.has_left(r.status, r.status_on, d), lambda p, d: truth(register.left_sql(p, d))),
+    "in_register": (lambda r, d: register.in_register(r.registered_on, r.status, r.status_on, d),
+                    lambda p, d: truth(register.in_register_sql(p, d))),
+    "consent_refused": (lambda r, d: register.consent_refused(r.report_type, r.consent),
+                        lambda p, d: truth(register.consent_refused_sql(p))),
+    "eligible": (lambda r, d: register.eligible(r.registered_on, r.status, r.status_on, r.report_type, r.consent, d),
+                 lambda p, d: truth(register.eligible_sql(p, d))),
+    "cancel_reason": (lambda r, d: register.cancel_reason(r.status, r.status_on, r.report_type, r.consent, d),
+                      register.cancel_reason_sql),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(REGISTER_RULES))
+def test_register_rule_matches_its_sql_twin(database, rule):
+    python_rule, sql_rule = REGISTER_RULES[rule]
+    p = Patient.__table__
+
+    @TWIN_SETTINGS
+    @given(people=st.lists(patient_fields(), min_size=1, max_size=30), as_of=as_of_dates())
+    def check(people, as_of):
+        with scratch(database.engine) as conn:
+            seed(conn, [{"patient_id": f"P{i}", **row} for i, row in enumerate(people)])
+            stored = {r.patient_id: r for r in conn.execute(sa.select(p))}
+            got = sql_values(conn, p.c.patient_id, sql_rule(p, as_of))
+        expected = {k: python_rule(r, as_of) for k, r in stored.items()}
+        if rule != "cancel_reason":
+            got, expected = as_bool(got), {k: bool(v) for k, v in expected.items()}
+        assert got == expected
+
+    check()
+
+
+def test_attempt_order_matches_its_sql_twins(database):
+    """Latest attempt, latest complete and previous complete (rank_sql over usable_sql), and the
+    latest complete by ``MAX(order_key_sql)``, against ``registry.attempts`` in Python."""
+    f, p = FollowUp.__table__, Patient.__table__
+
+    @TWIN_SETTINGS
+    @given(history=attempt_histories(), as_of=as_of_dates())
+    def check(history, as_of):
+        people, rows = history
+        with scratch(database.engine) as conn:
+            seed(conn, people, rows)
+            stored = conn.execute(sa.select(f)).all()
+            registered = {r.patient_id: r.registered_on for r in conn.execute(sa.select(p))}
+            joined = f.join(p, p.c.patient_id == f.c.patient_id)
+            ranked = (sa.select(f.c.patient_id, f.c.id, rules.complete_sql(f).label("complete"),
+                                attempts.rank_sql(f).label("rn"))
+                      .select_from(joined).where(attempts.usable_sql(f, p, as_of)).subquery())
+            latest = dict(conn.execute(sa.select(ranked.c.patient_id, ranked.c.id).where(ranked.c.rn == 1)).all())
+            cranked = (sa.select(f.c.patient_id, f.c.id, attempts.rank_sql(f).label("rn")).select_from(joined)
+                       .where(attempts.usable_sql(f, p, as_of), rules.complete_sql(f)).subquery())
+            lc = dict(conn.execute(sa.select(cranked.c.patient_id, cranked.c.id).where(cranked.c.rn == 1)).all())
+            pc = dict(conn.execute(sa.select(cranked.c.patient_id, cranked.c.id).where(cranked.c.rn == 2)).all())
+            keys = dict(conn.execute(
+                sa.select(f.c.patient_id, sa.func.max(attempts.order_key_sql(f))).select_from(joined)
+                .where(attempts.usable_sql(f, p, as_of), rules.complete_sql(f)).group_by(f.c.patient_id)).all())
+        by_patient = {pid: [r for r in stored if r.patient_id == pid] for pid in registered}
+
+        def ids(pick):
+            out = {}
+            for pid, rows_ in by_patient.items():
+                a = pick(rows_, registered[pid], as_of)
+                if a is not None:
+                    out[pid] = a.id
+            return out
+
+        assert latest == ids(attempts.latest_attempt)
+        assert lc == ids(attempts.latest_complete)
+        assert pc == ids(attempts.previous_complete)
+        expected_keys = {pid: attempts.order_key(a.visit_on, a.id)
+                         for pid, rows_ in by_patient.items()
+                         if (a := attempts.latest_complete(rows_, registered[pid], as_of)) is not None}
+        assert {k: int(v) for k, v in keys.items()} == expected_keys
+
+    check()
+
+
+def test_fast_patient_sql_lists_follow_ups_in_the_home_order():
+    """The fast web path's raw SQL lists a patient's follow-ups in ``registry.attempts`` order."""
+    from sqlalchemy.dialects import postgresql
+
+    from registry.web import fast
+
+    f = sa.table("follow_up", sa.column("visit_on"), sa.column("id")).alias("f")
+    order = ", ".join(str(t.compile(dialect=postgresql.dialect())) for t in attempts.latest_first_sql(f))
+    assert order == "f.visit_on DESC, f.id DESC"
+    assert f"row_to_json(f) ORDER BY {order})" in fast.PATIENT_SQL
