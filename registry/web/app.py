@@ -46,7 +46,7 @@ class WebContext:
     templates: Jinja2Templates
     worklists: object = None  # registry.web.cache.WorklistCache
     fast_reads: bool = True  # the PostgreSQL one-statement reads (registry.web.fast); tests switch them off to compare
-    fast_pool: object = None  # registry.web.fast.AsyncPool, opened in the app's lifespan on PostgreSQL
+    fast_pool: object = None  # psycopg_pool.AsyncConnectionPool (registry.web.fast.open_pool), opened in the lifespan
     _rows_html: dict = field(default_factory=dict)
     _rows_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -116,7 +116,7 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
 
         ctx = app.state.ctx
         if fast.enabled(ctx):
-            ctx.fast_pool = fast.AsyncPool(fast.conninfo_of(engine), size=fast_pool_size)
+            ctx.fast_pool = await fast.open_pool(engine, size=fast_pool_size)
         # everything loaded so far (modules, app, templates) lives as long as the process: keep it out
         # of the cyclic collector, whose full collections otherwise stall the worker ~0.1 s now and then
         gc.collect()

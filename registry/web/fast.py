@@ -374,71 +374,22 @@ async def worklist_page_async(request, source: str, *, limit: int, offset: int, 
     return cur, data
 
 
-class AsyncPool:
-    """异步连接池 A small pool of psycopg ``AsyncConnection`` s (autocommit) for one worker's event loop.
+async def open_pool(engine, size: int = 8):
+    """异步连接池 Open a ``psycopg_pool.AsyncConnectionPool`` of at most ``size`` autocommit connections
+    for one worker's event loop (the app's lifespan opens it, and closes it at shutdown).
 
-    Opened in the app's lifespan (``create_app``), closed at shutdown. Connections are opened on
-    demand (at most ``size``) and reused without a ping: a connection whose statement fails is
-    closed and dropped (that request answers 500; the next one opens a new connection), so a
-    restart of PostgreSQL costs one failed request per pooled connection.
+    Connections are opened on demand (``min_size=0``) and reused without a ping (``check=None``: a
+    pre-ping was a round trip per request). A connection whose server went away is found broken when
+    it is returned and replaced in the background, so a restart of PostgreSQL costs one failed (500)
+    request per pooled connection; while the server is down a request waits up to ``timeout`` for a
+    connection.
     """
+    from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415
 
-    def __init__(self, conninfo: str, size: int = 8):
-        import asyncio  # noqa: PLC0415
-
-        self.conninfo = conninfo
-        self.size = size
-        self._idle: list = []
-        self._slots = asyncio.Semaphore(size)
-        self._all: set = set()
-
-    def connection(self):
-        return _PooledConnection(self)
-
-    async def _get(self):
-        import psycopg  # noqa: PLC0415
-
-        await self._slots.acquire()
-        try:
-            if self._idle:
-                return self._idle.pop(), True
-            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
-            self._all.add(conn)
-            return conn, False
-        except BaseException:
-            self._slots.release()
-            raise
-
-    async def _put(self, conn, ok: bool) -> None:
-        import psycopg  # noqa: PLC0415
-
-        try:
-            if ok and not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                self._idle.append(conn)
-            else:
-                self._all.discard(conn)
-                await conn.close()
-        finally:
-            self._slots.release()
-
-    async def close(self) -> None:
-        """关闭 Close every connection."""
-        for conn in list(self._all):
-            await conn.close()
-        self._all.clear()
-        self._idle.clear()
-
-
-class _PooledConnection:
-    def __init__(self, pool: AsyncPool):
-        self.pool = pool
-
-    async def __aenter__(self):
-        self.conn, self.reused = await self.pool._get()
-        return self.conn
-
-    async def __aexit__(self, exc_type, exc, tb):
-        await self.pool._put(self.conn, exc_type is None)
+    pool = AsyncConnectionPool(conninfo_of(engine), kwargs={"autocommit": True}, min_size=0, max_size=size,
+                               open=False, name="jingfang-web")
+    await pool.open()
+    return pool
 
 
 def conninfo_of(engine) -> str:
