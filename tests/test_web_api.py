@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from registry.indicators import INDICATOR_KEYS
 from registry.web.app import create_app
 from web_support import ID_P1, PASSWORD, TODAY, USERS, VISIBLE, seed, seed_tasks, session_token
 
@@ -125,9 +126,14 @@ def _scope_matrix_reads(web, username):
     rates = client.get("/api/rates", params={"month": "2026-05"}, headers=h)
     audit = client.get("/api/audit", headers=h)
     if role == "county_admin":
-        assert rates.status_code in (200, 503)  # 503 RATES_UNAVAILABLE until the indicator module lands
-        if rates.status_code == 200:
-            assert rates.json()["month"] == "2026-05"
+        assert rates.status_code == 200
+        body = rates.json()
+        assert body["month"] == "2026-05" and body["as_of"] == "2026-05-31" and body["region"] == "C"
+        assert list(body["indicators"]) == list(INDICATOR_KEYS)
+        # 在册 at the end of May: P1–P4 (P5 died); T1 holds P1–P3, T2 holds P4
+        assert body["indicators"]["registered"]["numerator"] == 4
+        assert {c["region"]: c["indicators"]["registered"]["numerator"] for c in body["children"]} == {"T1": 3, "T2": 1}
+        assert body["indicators"]["reported_prevalence"]["denominator"] == 7500  # the villages' population
         assert audit.status_code == 200
         assert any(r["action"] == "read" and r["object_id"] == "P1" for r in audit.json()["rows"])
     else:

@@ -138,15 +138,6 @@ def enabled(ctx) -> bool:
     return ctx.fast_reads and engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
 
-def has_scheduler() -> bool:
-    """排程模块 Whether the scheduler's tables (``visit_task``, ``schedule_run``) exist in this build."""
-    try:
-        from schedules.models import ScheduleRun, VisitTask  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
-
-
 class _Raw:
     """原始连接 A pooled psycopg connection in autocommit mode for one statement (restored on exit)."""
 
@@ -207,7 +198,7 @@ def _patient_statement(request, patient_id: str, source: str):
     if token_hash is None:
         return None
     now = clock.now_utc()
-    sql = PATIENT_SQL.replace("{tasks}", TASKS_SQL if has_scheduler() else "")
+    sql = PATIENT_SQL.replace("{tasks}", TASKS_SQL)
     params = {"token_hash": token_hash, "now": now, "patient_id": patient_id, "at": now, "source": source,
               "as_of": ctx.today()}
     return sql, params, via, now
@@ -235,7 +226,7 @@ def _patient_result(request, patient_id: str, row, via: str, now: datetime):
     explicit = {p.patient_id: row[6]} if row[6] else {}
     team = queries.team_views([p], explicit, row[7] or (), ctx.tree)[p.patient_id]
     tasks = [queries.task_view(p.patient_id, kind, date.fromisoformat(due), roles, joint, rule, risk, as_of=as_of)
-             for kind, due, roles, joint, rule, risk in (row[8] or ())] if len(row) > 8 else []
+             for kind, due, roles, joint, rule, risk in (row[8] or ())]
     return cur, queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
 
 
@@ -287,7 +278,7 @@ class WorklistPeek:
 def _worklist_statement(request, source: str, *, limit: int, offset: int, horizon_days: int | None):
     """(params, via, now, peek key, expected page) for the work list, or None for the generic path."""
     ctx = request.app.state.ctx
-    if not enabled(ctx) or not has_scheduler():
+    if not enabled(ctx):
         return None
     token_hash, via = _token(request)
     if token_hash is None:
