@@ -28,6 +28,7 @@ from datetime import date, datetime
 from types import SimpleNamespace
 
 import sqlalchemy as sa
+from psycopg_pool import AsyncConnectionPool
 
 from registry import clock
 from registry.accounts import User, WebSession
@@ -375,8 +376,6 @@ async def open_pool(engine, size: int = 8):
     request per pooled connection; while the server is down a request waits up to ``timeout`` for a
     connection.
     """
-    from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415
-
     pool = AsyncConnectionPool(conninfo_of(engine), kwargs={"autocommit": True}, min_size=0, max_size=size,
                                open=False, name="jingfang-web")
     await pool.open()
