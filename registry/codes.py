@@ -282,6 +282,14 @@ class TeamRole(CodedStr):
     VOLUNTEER = "volunteer", "志愿者"
 
 
+class FamilyRole(CodedStr):
+    """家属角色 The patient's family on the care team as pages show it (rules.md §6: the team includes 监护人).
+
+    Not a ``TeamRole``: a guardian is not a team member (no ``team_member`` row, not importable)."""
+
+    GUARDIAN = "guardian", "监护人"
+
+
 # Roles that can be required on a visit task, in the order contract.md prints them.
 TASK_ROLE_ORDER = (TeamRole.DOCTOR, TeamRole.POLICE, TeamRole.VILLAGE, TeamRole.CIVIL_AFFAIRS)
 

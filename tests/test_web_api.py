@@ -7,11 +7,13 @@ database (no mocks).
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from registry.indicators import INDICATOR_KEYS
 from registry.web.app import create_app
 from web_support import ID_P1, PASSWORD, TODAY, USERS, VISIBLE, seed, seed_tasks, session_token
 
@@ -125,9 +127,14 @@ def _scope_matrix_reads(web, username):
     rates = client.get("/api/rates", params={"month": "2026-05"}, headers=h)
     audit = client.get("/api/audit", headers=h)
     if role == "county_admin":
-        assert rates.status_code in (200, 503)  # 503 RATES_UNAVAILABLE until the indicator module lands
-        if rates.status_code == 200:
-            assert rates.json()["month"] == "2026-05"
+        assert rates.status_code == 200
+        body = rates.json()
+        assert body["month"] == "2026-05" and body["as_of"] == "2026-05-31" and body["region"] == "C"
+        assert list(body["indicators"]) == list(INDICATOR_KEYS)
+        # 在册 at the end of May: P1–P4 (P5 died); T1 holds P1–P3, T2 holds P4
+        assert body["indicators"]["registered"]["numerator"] == 4
+        assert {c["region"]: c["indicators"]["registered"]["numerator"] for c in body["children"]} == {"T1": 3, "T2": 1}
+        assert body["indicators"]["reported_prevalence"]["denominator"] == 7500  # the villages' population
         assert audit.status_code == 200
         assert any(r["action"] == "read" and r["object_id"] == "P1" for r in audit.json()["rows"])
     else:
@@ -361,3 +368,67 @@ def test_region_tree_loads_right_after_boot(database, monkeypatch):
     assert {"T1", "V1", "V2"} <= tree.descendants("T1") and "V3" not in tree.descendants("T1")
     tree.invalidate()
     assert "V3" in tree.descendants("C")
+
+
+def test_labels_come_from_the_enums(web):
+    """Issue 12: the pages and the API name a task kind, a role and an indicator with the enum's (or the
+    indicator definition's) label, the same words as the 五单 (再次随访, not 重访)."""
+    from schedules.models import TaskKind, VisitTask
+    from sqlmodel import Session
+
+    from registry import codes
+    from registry.indicators import INDICATORS
+
+    client, tokens, _ids, database = web
+    with Session(database.engine) as s:
+        for i, kind in enumerate(k for k in TaskKind if k != TaskKind.FOLLOW_UP):
+            s.add(VisitTask(patient_id="P2", kind=kind.value, basis=f"labels:{i}", basis_on=date(2026, 5, 20),
+                            due_on=date(2026, 6, 2), nominal_due_on=date(2026, 6, 2), roles="doctor,police,village,civil_affairs",
+                            joint=True, rule="national-2018:test", risk_level=1))
+        s.commit()
+    rows = client.get("/api/worklist", headers=auth(tokens, "doc")).json()["rows"]
+    assert {r["kind"] for r in rows} == {k.value for k in TaskKind}
+    for row in rows:
+        assert row["kind_label"] == TaskKind(row["kind"]).label
+        assert row["role_labels"] == [codes.TeamRole(r).label for r in row["roles"]]
+    record = client.get("/api/patients/P2", headers=auth(tokens, "doc")).json()
+    assert {t["kind_label"] for t in record["tasks"]} == {k.label for k in TaskKind}
+    assert record["team"][-1] == {"member_id": None, "name": "李母", "role": "guardian", "role_label": "监护人", "phone": ""}
+    client.cookies.set("jf_session", tokens["doc"])
+    page = client.get("/patients/P2").text
+    assert "再次随访" in page and "失访查找" in page and "重访" not in page and "查找失访" not in page
+    client.cookies.set("jf_session", tokens["admin"])
+    dashboard = client.get("/dashboard", params={"month": "2026-05"})
+    assert dashboard.status_code == 200
+    for indicator in INDICATORS:
+        assert f"<th>{indicator.name}" in dashboard.text
+
+
+def test_write_bodies_are_documented_and_keep_the_validation_codes(web):
+    """Typed bodies: the OpenAPI schema names every field (Chinese label as title); the values are still
+    refused by registry.validation with its codes, in the order the fields were sent."""
+    client, tokens, *_ = web
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    follow_up = schemas["FollowUpBody"]
+    assert follow_up["additionalProperties"] is False
+    assert follow_up["properties"]["visit_on"]["title"] == "随访日期" and "attended_police" in follow_up["properties"]
+    assert {"array"} <= {s.get("type") for s in follow_up["properties"]["symptoms"]["anyOf"]}
+    assert set(schemas["HealthCheckBody"]["properties"]) == {"checked_on"}
+    assert set(schemas["InjectionBody"]["properties"]) == {"given_on"}
+    assert set(schemas["StatusBody"]["properties"]) == {"status", "status_on", "status_detail"}
+    assert {"patient_id", "name", "village_code", "registered_on"} <= set(schemas["PatientBody"]["properties"])
+    for body in ({"zeta": 1, "visit_on": "2026-06-01", "alpha": 2, "risk_level": 1},
+                 {"alpha": 2, "visit_on": "2026-06-01", "zeta": 1, "risk_level": 1}):
+        r = client.post("/api/patients/P1/follow-ups", headers=auth(tokens, "doc"), json=body)
+        assert r.status_code == 422 and r.json()["error"] == "INVALID_INPUT"
+        unknown = [i["column"] for i in r.json()["issues"] if i["code"] == "UNKNOWN_FIELD"]
+        assert unknown == [k for k in body if k in ("alpha", "zeta")]
+        assert r.json()["message"].startswith(f"未知字段：{unknown[0]}")
+    for body in ({"risk_level": [1], "mode": [2]}, {"mode": [2], "risk_level": [1]}):  # declared order: mode first
+        r = client.post("/api/patients/P1/follow-ups", headers=auth(tokens, "doc"), json={"visit_on": "2026-06-01", **body})
+        bad = [i["column"] for i in r.json()["issues"] if i["code"] == "BAD_VALUE"]
+        assert r.status_code == 422 and bad == list(body) and r.json()["message"].startswith(f"字段 {bad[0]} ")
+    r = client.post("/api/patients/P1/health-checks", headers=auth(tokens, "doc"), json={"checked_on": ["2026-06-01"]})
+    assert r.status_code == 422 and r.json()["issues"][0]["code"] == "BAD_VALUE"  # not a schema refusal
+    r = client.post("/api/patients/P1/health-checks", headers=auth(tokens, "doc"), json=["2026-06-01"])
+    assert r.status_code == 422 and r.json()["error"] == "INVALID_REQUEST"

@@ -128,11 +128,11 @@ def _count_calls(monkeypatch, module, name) -> list:
 
 @pytest.mark.parametrize("mode", ["generic", "fast-threads", "fast-asyncio"])
 def test_patient_pages_and_audit_rows(web, mode, monkeypatch):
-    from registry.web import pages as pages_module
+    from registry.web import reads as reads_module
 
     app, tokens, database = web
     app.state.ctx.fast_reads = mode != "generic"
-    generic_calls = _count_calls(monkeypatch, pages_module, "_patient_page_generic")
+    generic_calls = _count_calls(monkeypatch, reads_module, "_generic_read")
     with _client(app, mode) as client:
         pages = {}
         for username in USERS:
@@ -280,11 +280,11 @@ test_worklist_reads_are_audited_and_follow_the_scheduler.pages = {}
 def test_api_patient_read_and_audit_rows(web, mode, monkeypatch):
     """``GET /api/patients/{id}`` takes the same one-statement read (bearer token): the same JSON
     whichever path served it, one audit row per answered read, none for a refused or anonymous one."""
-    from registry.web import api as api_module
+    from registry.web import reads as reads_module
 
     app, tokens, database = web
     app.state.ctx.fast_reads = mode != "generic"
-    generic_calls = _count_calls(monkeypatch, api_module, "_patient_generic")
+    generic_calls = _count_calls(monkeypatch, reads_module, "_generic_read")
     with _client(app, mode) as client:
         records = {}
         for username in USERS:
@@ -318,3 +318,25 @@ def test_api_patient_read_and_audit_rows(web, mode, monkeypatch):
 
 
 test_api_patient_read_and_audit_rows.records = {}
+
+
+def test_the_asyncio_pool_recovers_after_the_server_drops_its_connections(web):
+    """A PostgreSQL restart (here: every backend of the database terminated) costs one failed request
+    per pooled connection; the pool replaces the broken connection and the next reads are served
+    and audited as before, without restarting the web process."""
+    app, tokens, database = web
+    if database.backend != "postgresql":
+        return
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert _page(client, tokens["doc"], "/patients/P1").status_code == 200
+        pool = app.state.ctx.fast_pool
+        assert pool.get_stats()["pool_size"] == 1  # one request at a time: one connection, opened on demand
+        with database.engine.connect() as conn:
+            killed = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+        assert killed >= 1
+        statuses = [_page(client, tokens["doc"], "/patients/P1").status_code for _ in range(4)]
+        assert statuses == [500, 200, 200, 200]
+        assert pool.get_stats().get("connections_lost", 0) + pool.get_stats().get("returns_bad", 0) == 1
+    reads = [r for r in _audit(database) if r[1] == "read"]
+    assert len(reads) == 4  # the failed statement wrote no audit row; every answered read did

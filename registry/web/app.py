@@ -8,9 +8,7 @@ login page for 401) elsewhere; request-validation errors → 422 ``INVALID_REQUE
 from __future__ import annotations
 
 import gc
-import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Callable
@@ -20,13 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry import clock
 from registry.errors import JingfangError, NotAuthenticated
 from registry.resources import template_dir
 from registry.regions import LiveRegionTree
+from registry.web.context import WebContext
 
 STATIC_DIR = Path(__file__).with_name("static")
 TEMPLATE_DIRS = [template_dir("web"), Path(__file__).with_name("templates")]
@@ -35,62 +33,12 @@ _FIELD_NAMES = {"as_of": "日期(as_of)", "month": "月份(month)", "q": "检索
                 "follow_up_id": "随访编号", "patient_id": "患者编号", "body": "请求体"}
 
 
-@dataclass
-class WebContext:
-    """应用上下文 What every request needs: the engine, the region tree, the clock, settings."""
-
-    engine: object
-    tree: LiveRegionTree
-    today: Callable[[], date]
-    secure_cookies: bool
-    templates: Jinja2Templates
-    worklists: object = None  # registry.web.cache.WorklistCache
-    fast_reads: bool = True  # the PostgreSQL one-statement reads (registry.web.fast); tests switch them off to compare
-    fast_pool: object = None  # registry.web.fast.AsyncPool, opened in the app's lifespan on PostgreSQL
-    _rows_html: dict = field(default_factory=dict)
-    _rows_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def worklist(self, scope, conn=None, version=None, **kwargs) -> dict:
-        """工作清单 The work list for ``scope`` (cached until the scheduler runs again; see cache.py).
-        The cache's version check runs on ``conn`` when given, or uses ``version`` (a 1-tuple) when
-        the caller has read it already."""
-        from registry.web import queries
-
-        key = self.worklist_key(scope, **kwargs)
-        extra = {"version": version[0]} if version is not None else {}
-        return self.worklists.get(key, lambda: queries.worklist(self.engine, scope, self.tree, **kwargs), conn=conn, **extra)
-
-    @staticmethod
-    def worklist_key(scope, **kwargs) -> tuple:
-        """The work-list cache key: role, region, date and the query's arguments."""
-        return (scope.user.role, scope.user.region_code, scope.today, tuple(sorted(kwargs.items())))
-
-    def worklist_rows_html(self, data: dict, role: str) -> Markup:
-        """工作清单行 The table rows of a work-list page, rendered once per cached page.
-
-        ``data`` is a value of the work-list cache (a new object whenever the cache recomputes
-        it), so the rendered rows are reused exactly as long as the rows themselves; rendering
-        100 rows is most of a work-list request's CPU otherwise.
-        """
-        key = (id(data), role)
-        with self._rows_lock:
-            hit = self._rows_html.get(key)
-            if hit is not None and hit[0] is data:  # identity: the same cached rows
-                return hit[1]
-        html = Markup(self.templates.get_template("_worklist_rows.html").render(data=data, user_role=role))
-        with self._rows_lock:
-            if len(self._rows_html) >= 512:
-                self._rows_html.clear()
-            self._rows_html[key] = (data, html)
-        return html
-
-
 def _templates() -> Jinja2Templates:
     dirs = [str(d) for d in TEMPLATE_DIRS if d.is_dir()]
     templates = Jinja2Templates(directory=dirs)
-    from registry.web.queries import ROLE_LABELS, TASK_KIND_LABELS
+    from registry.web.queries import role_label
 
-    templates.env.globals.update(ROLE_LABELS=ROLE_LABELS, TASK_KIND_LABELS=TASK_KIND_LABELS)
+    templates.env.globals.update(team_role_label=role_label)
     # templates change only with a deployment: no file-modification check on every render
     templates.env.auto_reload = False
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.1f}%"
@@ -116,7 +64,7 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
 
         ctx = app.state.ctx
         if fast.enabled(ctx):
-            ctx.fast_pool = fast.AsyncPool(fast.conninfo_of(engine), size=fast_pool_size)
+            ctx.fast_pool = await fast.open_pool(engine, size=fast_pool_size)
         # everything loaded so far (modules, app, templates) lives as long as the process: keep it out
         # of the cyclic collector, whose full collections otherwise stall the worker ~0.1 s now and then
         gc.collect()

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
+from schedules.models import ScheduleRun
+
 _UNSET = object()
 
 
@@ -31,12 +33,8 @@ class WorklistCache:
         self._computing: dict[tuple, threading.Lock] = {}
 
     def version(self, conn=None) -> Any:
-        """版本 (latest run id, latest finish time) of the scheduler, or None without its table
-        (read on ``conn`` when given, so a request can share its one connection)."""
-        try:
-            from schedules.models import ScheduleRun  # noqa: PLC0415
-        except ImportError:
-            return None
+        """版本 (latest run id, latest finish time) of the scheduler's runs (read on ``conn`` when given,
+        so a request can share its one connection)."""
         t = ScheduleRun.__table__
         stmt = sa.select(sa.func.max(t.c.id), sa.func.max(t.c.finished_at))
         if conn is not None:

@@ -29,6 +29,7 @@ from types import SimpleNamespace
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from psycopg_pool import AsyncConnectionPool
 
 from registry import clock
 from registry.accounts import User, WebSession
@@ -146,16 +147,6 @@ def enabled(ctx) -> bool:
     return ctx.fast_reads and engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
 
-def has_scheduler() -> bool:
-    """排程模块 Whether the scheduler's tables (``visit_task``, ``schedule_run``) exist in this build."""
-    try:
-        from registry.models import VisitTask  # noqa: F401, PLC0415
-        from schedules.models import ScheduleRun  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
-
-
 class _Raw:
     """原始连接 A pooled psycopg connection in autocommit mode for one statement (restored on exit)."""
 
@@ -216,7 +207,7 @@ def _patient_statement(request, patient_id: str, source: str):
     if token_hash is None:
         return None
     now = clock.now_utc()
-    sql = PATIENT_SQL.replace("{tasks}", TASKS_SQL if has_scheduler() else "")
+    sql = PATIENT_SQL.replace("{tasks}", TASKS_SQL)
     params = {"token_hash": token_hash, "now": now, "patient_id": patient_id, "at": now, "source": source,
               "as_of": ctx.today()}
     return sql, params, via, now
@@ -243,7 +234,7 @@ def _patient_result(request, patient_id: str, row, via: str, now: datetime):
     checks = list(row[5] or ())
     team = queries.team_views([p], {p.patient_id: row[6] or ()})[p.patient_id]
     tasks = [queries.task_view(p.patient_id, kind, date.fromisoformat(due), roles, joint, rule, risk, as_of=as_of)
-             for kind, due, roles, joint, rule, risk in (row[7] or ())] if len(row) > 7 else []
+             for kind, due, roles, joint, rule, risk in (row[7] or ())]
     return cur, queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
 
 
@@ -295,7 +286,7 @@ class WorklistPeek:
 def _worklist_statement(request, source: str, *, limit: int, offset: int, horizon_days: int | None):
     """(params, via, now, peek key, expected page) for the work list, or None for the generic path."""
     ctx = request.app.state.ctx
-    if not enabled(ctx) or not has_scheduler():
+    if not enabled(ctx):
         return None
     token_hash, via = _token(request)
     if token_hash is None:
@@ -382,71 +373,20 @@ async def worklist_page_async(request, source: str, *, limit: int, offset: int, 
     return cur, data
 
 
-class AsyncPool:
-    """异步连接池 A small pool of psycopg ``AsyncConnection`` s (autocommit) for one worker's event loop.
+async def open_pool(engine, size: int = 8):
+    """异步连接池 Open a ``psycopg_pool.AsyncConnectionPool`` of at most ``size`` autocommit connections
+    for one worker's event loop (the app's lifespan opens it, and closes it at shutdown).
 
-    Opened in the app's lifespan (``create_app``), closed at shutdown. Connections are opened on
-    demand (at most ``size``) and reused without a ping: a connection whose statement fails is
-    closed and dropped (that request answers 500; the next one opens a new connection), so a
-    restart of PostgreSQL costs one failed request per pooled connection.
+    Connections are opened on demand (``min_size=0``) and reused without a ping (``check=None``: a
+    pre-ping was a round trip per request). A connection whose server went away is found broken when
+    it is returned and replaced in the background, so a restart of PostgreSQL costs one failed (500)
+    request per pooled connection; while the server is down a request waits up to ``timeout`` for a
+    connection.
     """
-
-    def __init__(self, conninfo: str, size: int = 8):
-        import asyncio  # noqa: PLC0415
-
-        self.conninfo = conninfo
-        self.size = size
-        self._idle: list = []
-        self._slots = asyncio.Semaphore(size)
-        self._all: set = set()
-
-    def connection(self):
-        return _PooledConnection(self)
-
-    async def _get(self):
-        import psycopg  # noqa: PLC0415
-
-        await self._slots.acquire()
-        try:
-            if self._idle:
-                return self._idle.pop(), True
-            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
-            self._all.add(conn)
-            return conn, False
-        except BaseException:
-            self._slots.release()
-            raise
-
-    async def _put(self, conn, ok: bool) -> None:
-        import psycopg  # noqa: PLC0415
-
-        try:
-            if ok and not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                self._idle.append(conn)
-            else:
-                self._all.discard(conn)
-                await conn.close()
-        finally:
-            self._slots.release()
-
-    async def close(self) -> None:
-        """关闭 Close every connection."""
-        for conn in list(self._all):
-            await conn.close()
-        self._all.clear()
-        self._idle.clear()
-
-
-class _PooledConnection:
-    def __init__(self, pool: AsyncPool):
-        self.pool = pool
-
-    async def __aenter__(self):
-        self.conn, self.reused = await self.pool._get()
-        return self.conn
-
-    async def __aexit__(self, exc_type, exc, tb):
-        await self.pool._put(self.conn, exc_type is None)
+    pool = AsyncConnectionPool(conninfo_of(engine), kwargs={"autocommit": True}, min_size=0, max_size=size,
+                               open=False, name="jingfang-web")
+    await pool.open()
+    return pool
 
 
 def conninfo_of(engine) -> str:

@@ -22,11 +22,13 @@ from sqlmodel import Session, select
 from registry import audit
 from registry.accounts import UserRole, authenticate, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied
+from registry.indicators import BY_KEY, compute_rates
 from registry.models import Region
 from registry.periods import Period
-from registry.web import fast, forms, queries, writes
+from registry.reporting import write_monthly_report
+from registry.web import fast, forms, queries, reads, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
-from registry.web.reports import compute_rates_safe, month_arg, write_lists_safe, write_report_safe
+from registry.web.reports import month_arg, write_lists
 
 router = APIRouter(include_in_schema=False)
 
@@ -240,28 +242,9 @@ async def new_patient(request: Request):
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 async def patient_page(request: Request, patient_id: str):
-    """一历 The patient record (full or list fields by role); audited."""
-    fast_read = await fast.patient_page_async(request, patient_id, client_ip(request))
-    if fast_read is not None:  # PostgreSQL, doctor or admin: one statement with its audit row; see fast.py
-        cur, record = fast_read
-        return render(request, "patient.html", p=record)
-    return await run_in_threadpool(_patient_page_generic, request, patient_id)
-
-
-def _patient_page_generic(request: Request, patient_id: str):
-    ctx = request.app.state.ctx
-    source = client_ip(request)
-    # one connection and transaction: session lookup, the record's reads and its audit row
-    with Session(ctx.engine, expire_on_commit=False) as session:
-        cur = current(request, session)
-
-        def audit_read(conn, patient) -> None:  # rules.md §8: in the read's own transaction
-            audit.record(conn, actor=cur.user.username, action="read", object_type="patient", object_id=patient_id,
-                         region_code=patient.village_code, source=source)
-
-        record = queries.patient_record(session, cur.scope, ctx.tree, patient_id, as_of=ctx.today(), on_read=audit_read)
-    template = "patient.html" if cur.scope.full_record else "patient_limited.html"
-    return render(request, template, p=record)
+    """一历 The patient record (full or list fields by role); audited (``reads.patient_read``)."""
+    cur, record = await reads.patient_read(request, patient_id)
+    return render(request, "patient.html" if cur.scope.full_record else "patient_limited.html", p=record)
 
 
 @router.get("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)
@@ -398,7 +381,7 @@ def week_lists(request: Request, week: str = "", township: str = ""):
         raise PermissionDenied(f"乡镇 {township[:20]} 不在您的管辖范围内", code="REGION_FORBIDDEN")
     township = own
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_lists_safe(ctx.engine, week=monday, township=township, out_dir=Path(tmp))
+        files = write_lists(ctx.engine, week=monday, township=township, out_dir=Path(tmp))
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for f in files:
@@ -417,9 +400,9 @@ def dashboard(request: Request, month: str = ""):
     ctx = request.app.state.ctx
     month = month or Period.of(ctx.today()).label
     month_arg(month)
-    rates = compute_rates_safe(ctx.engine, month=month, region_code=cur.user.region_code)
+    rates = compute_rates(ctx.engine, month=month, region_code=cur.user.region_code)
     _audit_read(request, cur, action="read", object_type="rates", object_id=month, region_code=cur.user.region_code)
-    return render(request, "dashboard.html", month=month, rates=rates, tree=ctx.tree)
+    return render(request, "dashboard.html", month=month, rates=rates, tree=ctx.tree, indicators=BY_KEY)
 
 
 @router.get("/reports/monthly.pdf")
@@ -432,7 +415,7 @@ def monthly_pdf(request: Request, month: str = ""):
     month_arg(month)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"report-{month}.pdf"
-        write_report_safe(ctx.engine, month=month, region_code=cur.user.region_code, out_path=out)
+        write_monthly_report(ctx.engine, month=month, region_code=cur.user.region_code, out_path=out)
         content = out.read_bytes()
     _audit_read(request, cur, action="export", object_type="monthly_report", object_id=month, region_code=cur.user.region_code)
     return Response(content, media_type="application/pdf",

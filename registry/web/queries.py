@@ -21,20 +21,12 @@ from registry.accounts import UserRole
 from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck, Patient
 from registry.rules import classification_of, is_complete
 from registry.care_team import care_team_select
+from registry.codes import TaskKind, TaskStatus
+from registry.models import VisitTask
 from registry.periods import add_months
 from registry.regions import LiveRegionTree
 from registry.web.scopes import Scope
 
-TASK_KIND_LABELS = {
-    "first_visit": "首次面访",
-    "follow_up": "随访",
-    "retry": "重访",
-    "locate": "查找失访",
-    "discharge_check": "出院随访",
-    "health_check": "健康体检",
-    "injection": "长效针剂注射",
-}
-ROLE_LABELS = {m.value: m.label for m in codes.TeamRole} | {"guardian": "监护人"}
 WORKLIST_HORIZON_DAYS = 7  # 随访任务单: due in the next 7 days and overdue (rules.md §7.1)
 
 
@@ -46,6 +38,16 @@ def label(enum_cls, value) -> str:
         return enum_cls(value).label
     except ValueError:
         return str(value)
+
+
+def role_label(role: str) -> str:
+    """角色名称 The Chinese label of a care-team role or of the guardian (``codes.TeamRole``, ``codes.FamilyRole``)."""
+    for enum_cls in (codes.TeamRole, codes.FamilyRole):
+        try:
+            return enum_cls(role).label
+        except ValueError:
+            continue
+    return str(role)
 
 
 def age_on(birth: date, today: date) -> int:
@@ -96,13 +98,13 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
             "village": tree.name(p.village_code),
             "village_code": p.village_code,
             "kind": t["kind"],
-            "kind_label": TASK_KIND_LABELS.get(t["kind"], t["kind"]),
+            "kind_label": label(TaskKind, t["kind"]),
             "due_on": str(t["due_on"]),
             "overdue": bool(t.get("overdue")),
             "days_overdue": int(t.get("days_overdue") or 0),
             "risk_level": t.get("risk_level"),
             "roles": roles,
-            "role_labels": [ROLE_LABELS.get(r, r) for r in roles],
+            "role_labels": [role_label(r) for r in roles],
             "joint": bool(t.get("joint")),
             "call": call,
             "rule": t.get("rule"),
@@ -113,12 +115,8 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
 def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days: int | None, limit: int | None,
                    offset: int = 0):
     """(total, first ``limit`` task dicts in work-list order, their patients) for the scope."""
-    try:
-        from registry.models import VisitTask  # noqa: PLC0415
-    except ImportError:
-        return (0, 0), [], {}
     t = VisitTask.__table__
-    where = [t.c.status == "open", t.c.basis_on <= as_of, scope.patient_clause()]
+    where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause()]
     if not scope.full_record:  # police / civil affairs: only the visits they take part in (rules.md §6)
         where.append(t.c.roles.contains(scope.role))
     if horizon_days is not None:
@@ -156,22 +154,18 @@ def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days:
 
 def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dict]:
     """患者待办 One patient's open tasks (the rows ``schedules.worklist.open_tasks`` gives for them)."""
-    try:
-        from registry.models import VisitTask  # noqa: PLC0415
-    except ImportError:
-        return []
     t = VisitTask.__table__
     rows = session.execute(sa.select(t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level).where(
-        t.c.patient_id == patient_id, t.c.status == "open", t.c.basis_on <= as_of).order_by(t.c.due_on, t.c.kind)).all()
+        t.c.patient_id == patient_id, t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of).order_by(t.c.due_on, t.c.kind)).all()
     return [task_view(patient_id, r.kind, r.due_on, r.roles, r.joint, r.rule, r.risk_level, as_of=as_of) for r in rows]
 
 
 def task_view(patient_id: str, kind: str, due_on: date, roles: str, joint, rule, risk_level, *, as_of: date) -> dict:
     """待办 One open task shaped for the patient page (the ORM and the PostgreSQL fast path share it)."""
     role_list = roles.split(",")
-    return {"patient_id": patient_id, "kind": kind, "kind_label": TASK_KIND_LABELS.get(kind, kind),
+    return {"patient_id": patient_id, "kind": kind, "kind_label": label(TaskKind, kind),
             "due_on": due_on.isoformat(), "overdue": as_of > due_on, "roles": role_list,
-            "role_labels": [ROLE_LABELS.get(x, x) for x in role_list], "joint": bool(joint), "rule": rule,
+            "role_labels": [role_label(x) for x in role_list], "joint": bool(joint), "rule": rule,
             "risk_level": risk_level}
 
 
@@ -197,7 +191,7 @@ def team_views(patients, members: dict[str, list]) -> dict[str, list[dict]]:
     def member(row) -> tuple:
         member_id, name, role, phone = row[0], row[1], row[2], row[3]
         return ((order.get(role, 99), name),
-                {"member_id": member_id, "name": name, "role": role, "role_label": ROLE_LABELS.get(role, role),
+                {"member_id": member_id, "name": name, "role": role, "role_label": role_label(role),
                  "phone": phone or ""})
 
     out: dict[str, list[dict]] = {}
@@ -205,7 +199,8 @@ def team_views(patients, members: dict[str, list]) -> dict[str, list[dict]]:
         own = [member(row) for row in members.get(p.patient_id, ())]
         team = [d for _k, d in sorted(own, key=lambda kv: kv[0])]
         if p.guardian_name:
-            team.append({"member_id": None, "name": p.guardian_name, "role": "guardian", "role_label": "监护人",
+            guardian = codes.FamilyRole.GUARDIAN
+            team.append({"member_id": None, "name": p.guardian_name, "role": guardian.value, "role_label": guardian.label,
                          "phone": p.guardian_phone or ""})
         out[p.patient_id] = team
     return out
@@ -254,7 +249,7 @@ def follow_up_view(fu: FollowUp, participants: list) -> dict:
         "referral": fu.referral,
         "next_visit_on": fu.next_visit_on.isoformat() if fu.next_visit_on else None,
         "doctor_signature": fu.doctor_signature,
-        "participants": [{"role": p.role, "role_label": ROLE_LABELS.get(p.role, p.role), "attended": p.attended}
+        "participants": [{"role": p.role, "role_label": role_label(p.role), "attended": p.attended}
                          for p in participants],
     }
 
@@ -300,12 +295,28 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
 
     ``p`` and ``follow_ups`` are Patient / FollowUp objects or objects with the same attributes
     (the PostgreSQL fast path, ``registry.web.fast``); ``parts`` maps follow-up id → participant
-    rows (``role``, ``attended``); follow-ups newest first.
+    rows (``role``, ``attended``); follow-ups newest first. Every role gets the identity block,
+    its tasks and the team; then police get the 风险预警单 fields, civil affairs the 帮扶救助单
+    fields, doctors and county admins the full record.
     """
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
-    latest_complete = next((v for v in views if v["complete"]), None)
-    since = add_months(as_of, -12)
-    base = {
+    record = identity_fields(scope, tree, p, as_of=as_of)
+    # list roles see only the tasks they take part in
+    record["tasks"] = tasks if scope.full_record else [t for t in tasks if scope.role in t["roles"]]
+    record["team"] = team
+    if scope.role == UserRole.POLICE.value:
+        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of))
+    elif scope.role == UserRole.CIVIL_AFFAIRS.value:
+        record.update(civil_affairs_fields(p, views, follow_ups, scope.role, as_of=as_of))
+    else:
+        record.update(full_record_fields(p, views, follow_ups, checks, as_of=as_of))
+    return record
+
+
+def identity_fields(scope: Scope, tree: LiveRegionTree, p, *, as_of: date) -> dict:
+    """身份信息 Who and where the patient is: what every role sees (the ID number masked unless the
+    caller is the township doctor, rules.md §8)."""
+    return {
         "patient_id": p.patient_id,
         "name": p.name,
         "sex_label": label(codes.Sex, p.sex),
@@ -322,34 +333,51 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
         "status": p.status,
         "status_label": label(codes.PatientStatus, p.status),
         "status_on": p.status_on.isoformat() if p.status_on else None,
-        "tasks": tasks,
-        "team": team,
     }
-    if not scope.full_record:  # list roles see only the tasks they take part in
-        base["tasks"] = [t for t in tasks if scope.role in t["roles"]]
-    if scope.role == UserRole.POLICE.value:
-        # 风险预警单 fields only (rules.md §7.3): no diagnosis, no medication.
-        base.update({
-            "risk_level": latest_complete["risk_level"] if latest_complete else None,
-            "last_visit_on": views[0]["visit_on"] if views else None,
-            "lost": bool(views and views[0]["lost_reason"] is not None),
-            "incidents_12m": sum((f.incidents_disturbance or 0) + (f.incidents_crime or 0) for f in follow_ups
-                                 if since <= f.visit_on <= as_of),
-            "joint_visits": _joint_visits(views, scope.role),
-        })
-        return base
-    if scope.role == UserRole.CIVIL_AFFAIRS.value:
-        # 帮扶救助单 fields only (rules.md §7.5).
-        base.update({
-            "economic_status_label": label(codes.EconomicStatus, p.economic_status),
-            "guardian_reward": p.guardian_reward,
-            "rehabilitation": any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of),
-            "joint_visits": _joint_visits(views, scope.role),
-        })
-        return base
+
+
+def _latest_complete(views: list[dict]) -> dict | None:
+    """The newest complete follow-up's view (views newest first), or None."""
+    return next((v for v in views if v["complete"]), None)
+
+
+def _rehabilitation_12m(follow_ups: list, as_of: date) -> bool:
+    """社区康复 Community rehabilitation recorded on a follow-up in the 12 months up to ``as_of``."""
+    since = add_months(as_of, -12)
+    return any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of)
+
+
+def police_fields(views: list[dict], follow_ups: list, role: str, *, as_of: date) -> dict:
+    """风险预警单 The police's list fields only (rules.md §7.3): no diagnosis, no medication."""
+    latest_complete = _latest_complete(views)
+    since = add_months(as_of, -12)
+    return {
+        "risk_level": latest_complete["risk_level"] if latest_complete else None,
+        "last_visit_on": views[0]["visit_on"] if views else None,
+        "lost": bool(views and views[0]["lost_reason"] is not None),
+        "incidents_12m": sum((f.incidents_disturbance or 0) + (f.incidents_crime or 0) for f in follow_ups
+                             if since <= f.visit_on <= as_of),
+        "joint_visits": _joint_visits(views, role),
+    }
+
+
+def civil_affairs_fields(p, views: list[dict], follow_ups: list, role: str, *, as_of: date) -> dict:
+    """帮扶救助单 Civil affairs' list fields only (rules.md §7.5)."""
+    return {
+        "economic_status_label": label(codes.EconomicStatus, p.economic_status),
+        "guardian_reward": p.guardian_reward,
+        "rehabilitation": _rehabilitation_12m(follow_ups, as_of),
+        "joint_visits": _joint_visits(views, role),
+    }
+
+
+def full_record_fields(p, views: list[dict], follow_ups: list, checks: list[str], *, as_of: date) -> dict:
+    """一历 The full record for doctors and county admins: registration, diagnosis, the LAI plan, the
+    follow-up timeline, the risk history, health checks and assistance (rules.md §7)."""
+    latest_complete = _latest_complete(views)
     risk_history = [{"visit_on": v["visit_on"], "risk_level": v["risk_level"], "classification_label": v["classification_label"]}
                     for v in reversed(views) if v["complete"]]
-    base.update({
+    return {
         "birth_date": p.birth_date.isoformat(),
         "diagnosis": p.diagnosis,
         "diagnosis_label": label(codes.Diagnosis, p.diagnosis),
@@ -371,10 +399,9 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
             "economic_status_label": label(codes.EconomicStatus, p.economic_status),
             "guardian_reward": p.guardian_reward,
             "psych_support": sum(1 for f in follow_ups if f.psych_support_patient or f.psych_support_family),
-            "rehabilitation": any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of),
+            "rehabilitation": _rehabilitation_12m(follow_ups, as_of),
         },
-    })
-    return base
+    }
 
 
 def _joint_visits(views: list[dict], role: str) -> list[dict]:

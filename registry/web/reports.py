@@ -1,6 +1,7 @@
-"""报表接入 Thin adapters to the indicator and list modules (owned by other capabilities).
+"""报表接入 The web's month argument and the 五单 download (the lists and rates are other modules').
 
-They raise a clear JingfangError when the module is not installed yet, never a 500.
+The dashboard and the API call ``registry.indicators.compute_rates`` and the monthly PDF
+``registry.reporting.write_monthly_report`` directly.
 """
 
 from __future__ import annotations
@@ -8,14 +9,10 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from registry.errors import JingfangError
+from registry.clock import now_utc
+from registry.config import LOCAL_TZ
 from registry.periods import Period, bad_month
-
-
-class Unavailable(JingfangError):
-    """功能未就绪 A module this page needs is not installed."""
-
-    http_status = 503
+from schedules.lists import build_lists, write_pdfs, write_xlsx
 
 
 def month_arg(month: str) -> str:
@@ -25,39 +22,13 @@ def month_arg(month: str) -> str:
     return Period.parse(month).label
 
 
-def compute_rates_safe(engine, *, month: str, region_code: str) -> dict | None:
-    """月度指标 The month's indicators (registry.indicators.compute_rates, contract.md JSON), or None."""
-    try:
-        from registry.indicators import compute_rates  # noqa: PLC0415
-    except ImportError:
-        return None
-    return compute_rates(engine, month=month, region_code=region_code)
-
-
-def write_report_safe(engine, *, month: str, region_code: str, out_path: Path) -> Path:
-    """月报 Write the monthly PDF (registry.reporting) to ``out_path``."""
-    try:
-        from registry.reporting import write_monthly_report  # noqa: PLC0415
-    except ImportError:
-        raise Unavailable("月报模块尚未安装", code="REPORT_UNAVAILABLE") from None
-    write_monthly_report(engine, month=month, region_code=region_code, out_path=out_path)
-    return out_path
-
-
-def write_lists_safe(engine, *, week: date, township: str, out_dir: Path) -> list[Path]:
-    """The township's 五单 for the week (schedules.lists): five PDFs and one XLSX.
+def write_lists(engine, *, week: date, township: str, out_dir: Path) -> list[Path]:
+    """五单 The township's 五单 for the week (schedules.lists): five PDFs and one XLSX.
 
     Uses the list builder and writers directly, not ``write_township_lists``, so a download
     from the web does not queue the weekly webhook notifications again; the web audits
     the export itself (with the caller's IP).
     """
-    try:
-        from schedules.lists import build_lists, write_pdfs, write_xlsx  # noqa: PLC0415
-    except ImportError:
-        raise Unavailable("五单模块尚未安装", code="LISTS_UNAVAILABLE") from None
-    from registry.clock import now_utc
-    from registry.config import LOCAL_TZ
-
     data = build_lists(engine, township_code=township, week=week)
     generated = now_utc().astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
     out_dir.mkdir(parents=True, exist_ok=True)
