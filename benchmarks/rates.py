@@ -77,16 +77,6 @@ def ensure_data(patients: int, rebuild: bool) -> str:
     return prepared_database(DB, patients, build, rebuild)
 
 
-def timed(fn, repeat: int = 3) -> tuple[float, object]:
-    """Best of ``repeat`` wall-clock runs (the first one warms the cache)."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
-
-
 def clock(fn) -> tuple[float, object]:
     started = time.perf_counter()
     result = fn()

@@ -62,14 +62,6 @@ def _pick(rng: random.Random, weighted):
     return weighted[-1][0]
 
 
-def _add_months(d: date, months: int) -> date:
-    import calendar
-
-    y, m = divmod(d.month - 1 + months, 12)
-    year, month = d.year + y, m + 1
-    return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
-
-
 def regions_and_team(size: CountySize, rng: random.Random) -> tuple[list[list], list[list], list[str]]:
     """地区与团队 Regions (county → townships → villages) and a team for every village."""
     regions = [[COUNTY_CODE, COUNTY_NAME, "county", "", ""]]

@@ -56,8 +56,8 @@ class VisitTask(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "kind", "basis", name="uq_visit_task_key"),
         sa.Index("ix_visit_task_status_due", "status", "due_on"),
-        in_check("kind", TaskKind, nullable=False),
-        in_check("status", TaskStatus, nullable=False),
+        in_check("kind", TaskKind),
+        in_check("status", TaskStatus),
     )
 
     id: int | None = Field(default=None, primary_key=True)
