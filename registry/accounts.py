@@ -19,7 +19,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from registry import clock
 from registry.codes import CodedStr
-from registry.errors import Conflict, InvalidInput, NotAuthenticated, NotFound
+from registry.errors import Conflict, InvalidInput, NotAuthenticated
 from registry.models import Region, UTCDateTime, in_check, utcnow
 
 SESSION_HOURS = 12
@@ -149,11 +149,3 @@ def resolve_session(session: Session, token: str) -> tuple[User, WebSession]:
     if web_session.expires_at <= clock.now_utc() or not user.active:
         raise NotAuthenticated("登录已过期，请重新登录", code="SESSION_EXPIRED")
     return user, web_session
-
-
-def get_user(session: Session, username: str) -> User:
-    """用户 The user, or NotFound."""
-    user = session.get(User, username)
-    if user is None:
-        raise NotFound(f"用户不存在：{username}", code="USER_NOT_FOUND")
-    return user

@@ -37,10 +37,6 @@ def id_problem(number: str, birth_date: date | None = None) -> tuple[str, str] |
     return None
 
 
-def is_valid(number: str) -> bool:
-    return id_problem(number) is None
-
-
 def mask(number: str | None) -> str:
     """脱敏 Show the first 6 and last 4 characters only: 440781********123X."""
     if not number:

@@ -43,14 +43,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def in_check(column: str, enum_cls, nullable: bool = True) -> sa.CheckConstraint:
+def in_check(column: str, enum_cls) -> sa.CheckConstraint:
     """CHECK (column IN (codes of enum_cls))."""
     vals = ", ".join(repr(v) if isinstance(v, str) else str(int(v)) for v in codes.values(enum_cls))
     return sa.CheckConstraint(f"{column} IN ({vals})", name=f"{column}_code")
-
-
-def flag_check(column: str) -> sa.CheckConstraint:
-    return sa.CheckConstraint(f"{column} IN (0, 1)", name=f"{column}_flag")
 
 
 class Region(SQLModel, table=True):
@@ -109,13 +105,6 @@ class Patient(SQLModel, table=True):
     lai_dose: str | None = Field(default=None, max_length=50)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-    @property
-    def id_number_masked(self) -> str:
-        """脱敏身份证号 The ID number as shown everywhere but the doctor's own patient page (rules.md §8)."""
-        from registry.ids import mask
-
-        return mask(self.id_number)
 
 
 class FollowUp(SQLModel, table=True):
@@ -294,8 +283,8 @@ class VisitTask(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "kind", "basis", name="uq_visit_task_key"),
         sa.Index("ix_visit_task_status_due", "status", "due_on"),
-        in_check("kind", codes.TaskKind, nullable=False),
-        in_check("status", codes.TaskStatus, nullable=False),
+        in_check("kind", codes.TaskKind),
+        in_check("status", codes.TaskStatus),
     )
 
     id: int | None = Field(default=None, primary_key=True)

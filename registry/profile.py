@@ -138,12 +138,12 @@ def parse_profile(data: dict) -> Profile:
 def profile_path(name: str | None = None) -> tuple[str, Path | None]:
     """规则配置文件 The profile's name and file: a path, else ``JINGFANG_PROFILE_DIR``, else the
     bundled profiles; None when no file exists."""
-    name = name or os.environ.get("JINGFANG_PROFILE") or get_settings().profile
+    name = name or get_settings().profile
     candidates = []
     if name.endswith(".json") or os.sep in name:
         candidates.append(Path(name))
     else:
-        extra = os.environ.get("JINGFANG_PROFILE_DIR")
+        extra = get_settings().profile_dir
         if extra:
             candidates.append(Path(extra) / f"{name}.json")
         candidates.append(PROFILE_DIR / f"{name}.json")

@@ -12,7 +12,6 @@ month and writes the county's and every township's report.
 from __future__ import annotations
 
 import base64
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from registry import models
+from registry.config import get_settings
 from registry.ids import mask
 from registry.indicators import (
     BY_KEY,
@@ -431,7 +431,7 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
     today = today or local_today()
     if period.as_of < today:
         snapshots.freeze(engine, month=period.label, variant=variant, today=today)
-    base = Path(out_dir or os.environ.get("JINGFANG_REPORT_DIR") or "out/reports") / period.label
+    base = Path(out_dir or get_settings().report_dir or "out/reports") / period.label
     with engine.connect() as conn:
         tree = RegionTree.load(conn)
     written = []

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from datetime import date, datetime, timedelta
 
@@ -26,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from registry.clock import now_utc
-from registry.config import parallelism
+from registry.config import get_settings, parallelism
 from registry.attempts import latest_first_sql, rank_sql, usable_sql
 from registry.codes import Classification, HospitalStatus, LostReason
 from registry.models import FollowUp, HealthCheck, Patient
@@ -113,9 +112,7 @@ def _lock(conn: Connection) -> None:
 
 def _batch_settings(conn: Connection) -> None:
     """One large batch statement: sort in memory, skip JIT compilation (this transaction only)."""
-    work_mem = os.environ.get("JINGFANG_GENERATION_WORK_MEM", "1GB")
-    if not work_mem.replace("MB", "").replace("GB", "").replace("kB", "").isdigit():
-        work_mem = "1GB"
+    work_mem = get_settings().generation_work_mem  # validated: digits and kB/MB/GB
     conn.exec_driver_sql(f"SET LOCAL work_mem = '{work_mem}'")
     conn.exec_driver_sql("SET LOCAL jit = off")
 
@@ -128,8 +125,7 @@ def shard_count(patients: int, requested: int | None = None) -> int:
     patients (default ``SHARD_MIN_PATIENTS``), so a county's run stays one transaction."""
     if requested is None:
         requested = parallelism("JINGFANG_GENERATION_SHARDS", MAX_SHARDS)
-    minimum = os.environ.get("JINGFANG_GENERATION_SHARD_PATIENTS", "")
-    per_shard = int(minimum) if minimum.isdigit() and int(minimum) > 0 else SHARD_MIN_PATIENTS
+    per_shard = get_settings().generation_shard_patients or SHARD_MIN_PATIENTS
     return max(1, min(requested, patients // per_shard))
 
 

@@ -381,21 +381,3 @@ def deliver_due(engine: Engine, *, client: httpx.Client | None = None, now: date
         if own_client:
             client.close()
     return counts
-
-
-def deliver_until_idle(engine: Engine, *, client: httpx.Client | None = None, clock=None, sleep=time.sleep,
-                       max_rounds: int = 50) -> dict:
-    """Deliver, advancing ``clock()`` between rounds, until nothing is pending (tests and the CLI)."""
-    totals = {"sent": 0, "failed": 0, "retry": 0, "deferred": 0}
-    for _ in range(max_rounds):
-        now = clock() if clock else now_utc()
-        result = deliver_due(engine, client=client, now=now)
-        for k, v in result.items():
-            totals[k] += v
-        t = OutboxMessage.__table__
-        with engine.connect() as conn:
-            pending = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.status.in_(["pending", "sending"]))).scalar_one()
-        if not pending:
-            break
-        sleep(0)
-    return totals

@@ -40,9 +40,9 @@ MISFIRE_GRACE = 20 * 3600
 
 def reports_dir(out_dir: str) -> str | None:
     """Monthly reports go beside the lists (``<out>/../reports``) unless JINGFANG_REPORT_DIR is set."""
-    import os
+    from registry.config import get_settings
 
-    if os.environ.get("JINGFANG_REPORT_DIR"):
+    if get_settings().report_dir:
         return None  # publish_month reads it
     return str(Path(out_dir).parent / "reports")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from registry import db as dbmod
+from registry.config import get_settings
 from registry.db import make_engine, upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -78,6 +79,15 @@ def _truncate_pg(engine: sa.Engine) -> None:
     if names:
         with engine.begin() as conn:
             conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Settings are read once per process (registry.config): each test reads its own environment
+    (a test that changes a JINGFANG_ variable halfway calls get_settings.cache_clear())."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -283,10 +283,12 @@ def test_variant_comes_from_the_rule_profile(database, tmp_path, monkeypatch):
     (tmp_path / "county-x.json").write_text(json.dumps({"name": "county-x", "standard_management_variant": "count"}))
     monkeypatch.setenv("JINGFANG_PROFILE_DIR", str(tmp_path))
     monkeypatch.setenv("JINGFANG_PROFILE", "county-x")
+    from registry.config import get_settings
     doc = compute_rates(database.engine, month=JUN, region_code="T_count_variant")
     assert doc["variant"] == "count"
     assert (doc["indicators"]["standard_management_rate"]["numerator"], doc["variant"]) == (1, "count")
     monkeypatch.setenv("JINGFANG_PROFILE", "national-2018")  # ships without the key → quarterly
+    get_settings.cache_clear()
     assert compute_rates(database.engine, month=JUN)["variant"] == "quarterly"
 
 

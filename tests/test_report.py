@@ -1,6 +1,6 @@
 """月报 PDF The monthly rate report: numbers present (pdftotext), a CJK font embedded (pdffonts),
 page numbers, masked ID numbers, the off-target patient list with overdue tasks, publish_month;
-one page rendered to PNG (tests/artifacts/) for a human look. Both databases."""
+the trend page rendered to PNG (tests/artifacts/) and checked: size, ink, the chart's colours. Both databases."""
 
 from __future__ import annotations
 
@@ -73,14 +73,49 @@ def test_monthly_pdf_has_the_numbers_fonts_and_page_numbers(county, tmp_path):
     assert "Serif" not in fonts  # the page-number margin box uses the sans font too
 
 
-def test_one_page_rendered_to_png_for_a_look(county, tmp_path):
+def page_count(pdf: Path) -> int:
+    info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True).stdout
+    return int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+
+
+def page_text(pdf: Path, page: int) -> str:
+    return subprocess.run(["pdftotext", "-layout", "-f", str(page), "-l", str(page), str(pdf), "-"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def pixels_near(counts: list[tuple[int, tuple[int, int, int]]], colour: str, tolerance: int = 40) -> int:
+    """How many pixels are within ``tolerance`` of ``colour`` (#rrggbb) in every channel."""
+    target = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return sum(n for n, rgb in counts if all(abs(a - b) <= tolerance for a, b in zip(rgb, target)))
+
+
+def test_the_trend_page_renders_its_headings_and_chart(county, tmp_path):
+    """The page with the 12-month trend, rendered (pdftoppm, 100 dpi; kept in tests/artifacts/ for a
+    human look): an A4 page with ink on it, the chart's two series in their colours, and the headings
+    of sections 三 and 四 plus the chart's legend as text."""
+    from PIL import Image
+
+    from registry.reporting import TREND_COLOURS
+
     out = write_monthly_report(county.engine, month="2026-06", region_code="C", out_path=tmp_path / "c.pdf",
                                today=date(2026, 7, 1))
+    texts = {page: re.sub(r"\s+", "", page_text(out, page)) for page in range(1, page_count(out) + 1)}
+    page = next(p for p, text in texts.items() if "三、近12个月趋势" in text)
+    assert "三、近12个月趋势（规范管理率、治疗率）" in texts[page] and "四、影响达标的患者名单" in texts[page]
+    assert "在册患者规范管理率" in texts[page] and "在册患者治疗率（服药率）" in texts[page]  # the chart's legend
     ARTIFACTS.mkdir(exist_ok=True)
-    prefix = ARTIFACTS / f"report-{county.backend}"
-    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "2", "-l", "3", str(out), str(prefix)], check=True)
-    pngs = sorted(ARTIFACTS.glob(f"report-{county.backend}-*.png"))
-    assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+    prefix = ARTIFACTS / f"report-{county.backend}-trend"
+    subprocess.run(["pdftoppm", "-png", "-r", "100", "-f", str(page), "-l", str(page), "-singlefile", str(out),
+                    str(prefix)], check=True)
+    with Image.open(prefix.with_suffix(".png")) as image:
+        rgb = image.convert("RGB")
+    assert rgb.size == (827, 1170)  # A4 portrait (210 × 297 mm) at 100 dpi, rounded up
+    counts = rgb.getcolors(maxcolors=rgb.width * rgb.height)
+    ink = sum(n for n, colour in counts if min(colour) < 200) / (rgb.width * rgb.height)
+    assert 0.01 < ink < 0.3, ink  # text, rules and a chart: neither a blank nor a blacked-out page
+    # the two series (and their dashed targets) in their own colours; nothing else on the page is orange
+    assert pixels_near(counts, TREND_COLOURS["standard_management_rate"]) > 300
+    assert pixels_near(counts, TREND_COLOURS["treatment_rate"]) > 300
 
 
 def test_context_ranks_children_and_lists_the_trend(county):

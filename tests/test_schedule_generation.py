@@ -371,13 +371,17 @@ def test_task_closed_while_a_run_waits_for_it_stays_closed(database, sharding, s
 
 
 def test_shard_count_follows_population_and_settings(monkeypatch):
+    from registry.config import get_settings
+
     monkeypatch.delenv("JINGFANG_GENERATION_SHARDS", raising=False)
     monkeypatch.delenv("JINGFANG_GENERATION_SHARD_PATIENTS", raising=False)
     assert shard_count(5_000) == 1  # a county: one transaction
     assert shard_count(199_999, 8) == 1 and shard_count(200_000, 8) == 2 and shard_count(6_000_000, 4) == 4
     monkeypatch.setenv("JINGFANG_GENERATION_SHARDS", "3")
+    get_settings.cache_clear()
     assert shard_count(6_000_000) == 3
     monkeypatch.setenv("JINGFANG_GENERATION_SHARD_PATIENTS", "10")
+    get_settings.cache_clear()
     assert shard_count(25) == 2 and shard_count(25, 1) == 1
 
 

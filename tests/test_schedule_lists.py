@@ -108,13 +108,17 @@ def test_lists_bad_input(database, small_county, tmp_path, args, code):
 
 
 def test_render_workers(monkeypatch):
+    from registry.config import get_settings
     from schedules.lists import MAX_RENDER_WORKERS, render_workers
 
     monkeypatch.setenv("JINGFANG_RENDER_WORKERS", "3")
     assert [render_workers(n) for n in (1, 2, 12)] == [1, 2, 3]  # never more than one per township
     monkeypatch.setenv("JINGFANG_RENDER_WORKERS", "1")
+    get_settings.cache_clear()
     assert render_workers(12) == 1
     monkeypatch.setenv("JINGFANG_RENDER_WORKERS", "lots")  # not a number: the CPUs this process may use
+    get_settings.cache_clear()
     assert 1 <= render_workers(100) <= MAX_RENDER_WORKERS
     monkeypatch.delenv("JINGFANG_RENDER_WORKERS")
+    get_settings.cache_clear()
     assert render_workers(100) == min(len(os.sched_getaffinity(0)), MAX_RENDER_WORKERS)

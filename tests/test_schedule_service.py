@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -44,23 +45,44 @@ CHILD = (
     "import os, time_machine; time_machine.travel(float(os.environ['JF_TEST_NOW']), tick=True).start();"
     " from registry.cli import main; main()"
 )
+PARKED = "PARKED MID-RUN"
+# Prepended to CHILD by start_scheduler(park_mid_run=True): right after the generation's statement
+# that writes the tasks ([WITH …] INSERT INTO visit_task …, its transaction still open) the child logs
+# PARKED and waits there until it is killed — the signal the test waits for, no guessed delay.
+PARK_MID_RUN = (
+    "import sys, threading, sqlalchemy as sa;"
+    " sa.event.listen(sa.engine.Engine, 'after_cursor_execute', lambda conn, cursor, statement, *rest:"
+    " 'INSERT INTO VISIT_TASK' in statement.upper()"
+    f" and (print({PARKED!r}, file=sys.stderr, flush=True), threading.Event().wait()));"
+)
 
 
-def start_scheduler(url: str, out: Path) -> subprocess.Popen:
+def start_scheduler(url: str, out: Path, park_mid_run: bool = False) -> subprocess.Popen:
     morning = datetime.combine(local_today(), dt_time(9, 0), tzinfo=LOCAL_TZ)
+    code = PARK_MID_RUN + CHILD if park_mid_run else CHILD
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, "scheduler", "--db", url, "--out", str(out)],
+        [sys.executable, "-c", code, "scheduler", "--db", url, "--out", str(out)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
         env={**os.environ, "JF_TEST_NOW": str(morning.timestamp())},
     )
 
 
-def wait_log(proc: subprocess.Popen, text: str) -> None:
-    """Read the scheduler's log until ``text`` appears (it has then finished its start-up)."""
-    for raw in iter(proc.stderr.readline, b""):
-        if text in raw.decode("utf-8", "replace"):
-            return
-    raise AssertionError(f"the scheduler exited before logging {text!r}")
+def wait_log(proc: subprocess.Popen, text: str, timeout: float = 90.0) -> None:
+    """Read the scheduler's log until ``text`` appears (e.g. it has finished its start-up); fail
+    when the scheduler exits first or after ``timeout`` seconds."""
+    wanted = text.encode("utf-8")
+    deadline = time.monotonic() + timeout
+    fd, seen = proc.stderr.fileno(), b""
+    while wanted not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"timed out waiting for the scheduler to log {text!r}")
+        if not select.select([fd], [], [], remaining)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"the scheduler exited before logging {text!r}")
+        seen = seen[-len(wanted):] + chunk  # a match may straddle two reads
 
 
 def runs(engine) -> list[dict]:
@@ -184,25 +206,16 @@ def test_sigkill_mid_generation_then_restart(database, tmp_path):
             tx.rollback()
             blocker.close()
     else:
-        populate(engine, patients=5000, seed=22, today=today)
+        populate(engine, patients=300, seed=22, today=today)
         before = stored(engine)
         skip_lists_this_week(engine, today)
-        for delay in (0.2, 0.08, 0.0, 0.0):
-            proc = start_scheduler(database.url, tmp_path)
-            try:
-                wait_for(lambda: any(r["job"] == "generate" for r in runs(engine)), "the generation to start")
-                time.sleep(delay)
-                os.kill(proc.pid, signal.SIGSTOP)
-                caught = stored(engine) == before and [r["status"] for r in runs(engine) if r["job"] == "generate"] == ["running"]
-            finally:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-            if caught:
-                break
-            with engine.begin() as conn:  # finished before the kill: undo and try again sooner
-                conn.execute(sa.delete(VisitTask))
-                conn.execute(sa.delete(ScheduleRun).where(ScheduleRun.job == "generate"))
-        assert caught, "could not catch the generation mid-run"
+        proc = start_scheduler(database.url, tmp_path, park_mid_run=True)
+        try:
+            wait_log(proc, PARKED)  # the tasks are written, the transaction is open
+            assert [r["status"] for r in runs(engine) if r["job"] == "generate"] == ["running"]
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert stored(engine) == before  # nothing of the killed run is visible
     assert [r["status"] for r in runs(engine) if r["job"] == "generate"][-1] == "running"

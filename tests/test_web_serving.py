@@ -18,8 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.web.bench import free_port
-from tests.waiting import wait_for
+from tests.waiting import free_port, wait_for
 
 JINGFANG = str(Path(sys.executable).with_name("jingfang"))
 

@@ -18,7 +18,7 @@ from registry.cli import app
 from registry.clock import now_utc
 from registry.models import AuditLog
 from schedules import notify
-from schedules.models import OutboxMessage, Webhook
+from schedules.models import Webhook
 from schedules.notify import ROBOT_PER_MINUTE, add_webhook, deliver_due, list_webhooks
 from tests.test_schedule_notify import D, Receiver, outbox, queue, seed_regions
 from tests.waiting import wait_for

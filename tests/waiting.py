@@ -29,3 +29,12 @@ def lock_waiters(engine, wait_event: str | None = None) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.text(sql), {"event": wait_event} if wait_event else {}).scalar_one()
 
+
+
+def free_port() -> int:
+    """空闲端口 A free TCP port on 127.0.0.1 (for a server the test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

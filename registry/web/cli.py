@@ -25,15 +25,15 @@ def serve(
     db: DbOption = None,
 ) -> None:
     """启动网页 Serve the pages and the JSON API with uvicorn."""
-    import os
-
     import uvicorn
+
+    from registry.config import export_for_children
 
     engine = engine_for(db)  # creates / upgrades the schema once, before serving
     if workers > 1:  # one SO_REUSEPORT socket per worker process (registry.web.serving)
         from registry.web import serving
 
-        os.environ["JINGFANG_DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
+        export_for_children(database_url=engine.url.render_as_string(hide_password=False))
         typer.echo(f"精防网页已启动（{workers} 个进程）：http://{host}:{port}/ （接口文档 http://{host}:{port}/api/docs）")
         raise typer.Exit(serving.run("registry.web.app:app_from_env", host=host, port=port, workers=workers,
                                      log_level="warning", access_log=False))

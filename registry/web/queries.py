@@ -70,10 +70,6 @@ def worklist_sort_key(task: dict):
     )
 
 
-def _as_date(value) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
-
-
 def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
              limit: int | None = None, offset: int = 0) -> dict:
     """今日工作清单 Tasks in the user's scope: overdue first, then due within the horizon.

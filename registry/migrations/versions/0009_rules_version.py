@@ -10,7 +10,6 @@ version makes them stale (month state rebuilt, snapshots recomputed on the next 
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-import registry.models
 
 
 revision = '0009_rules_version'

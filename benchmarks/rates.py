@@ -23,13 +23,11 @@ import time
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import sqlalchemy as sa
 
-import sqlalchemy as sa  # noqa: E402
+from benchmarks.scratch import prepared_database
+from registry.db import make_engine
 
-from registry.db import make_engine, upgrade  # noqa: E402
-
-SERVER = os.environ.get("JINGFANG_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 DB = "jf_bench_rates"
 TOWNSHIPS, VILLAGES_PER_TOWNSHIP = 20, 25
 
@@ -68,44 +66,15 @@ BUILD = [
 
 
 def ensure_data(patients: int, rebuild: bool) -> str:
-    admin = sa.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    url = f"{SERVER}/{DB}"
-    with admin.connect() as conn:
-        exists = conn.exec_driver_sql(f"SELECT 1 FROM pg_database WHERE datname = '{DB}'").first() is not None
-    if exists and not rebuild:
-        engine = make_engine(url)
-        upgrade(engine)
-        with engine.connect() as conn:
-            have = conn.exec_driver_sql("SELECT count(*) FROM patient").scalar_one()
-        engine.dispose()
-        if have == patients:
-            return url
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {DB} ENCODING 'UTF8' TEMPLATE template0")
-    admin.dispose()
-    engine = make_engine(url)
-    upgrade(engine)
-    started = time.perf_counter()
-    with engine.begin() as conn:
-        for stmt in BUILD:
-            conn.execute(sa.text(stmt.replace("{N}", str(patients)).replace("{T}", str(TOWNSHIPS))
-                                 .replace("{V}", str(VILLAGES_PER_TOWNSHIP))))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM ANALYZE")
-    print(f"built {patients:,} patients / {patients * 4:,} follow-ups in {time.perf_counter() - started:.1f} s")
-    engine.dispose()
-    return url
+    def build(engine) -> None:
+        with engine.begin() as conn:
+            for stmt in BUILD:
+                conn.execute(sa.text(stmt.replace("{N}", str(patients)).replace("{T}", str(TOWNSHIPS))
+                                     .replace("{V}", str(VILLAGES_PER_TOWNSHIP))))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
 
-
-def timed(fn, repeat: int = 3) -> tuple[float, object]:
-    """Best of ``repeat`` wall-clock runs (the first one warms the cache)."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
+    return prepared_database(DB, patients, build, rebuild)
 
 
 def clock(fn) -> tuple[float, object]:

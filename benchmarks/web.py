@@ -1,6 +1,6 @@
 """网页基准 Work lists and patient pages under load (issue 4 benchmark, target p99 < 100 ms).
 
-``python -m registry.web.bench`` (scripts/bench_web):
+``python -m benchmarks.web`` (scripts/bench_web):
 1. seeds a PostgreSQL database with a synthetic county (default 100,000 patients, through the
    importer, registry.importing), runs the scheduler once, and creates one doctor per
    township with a logged-in session (kept for re-runs: ``--reuse``);
@@ -35,34 +35,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
 
-TODAY = date(2026, 11, 23)
+from benchmarks import scratch
+from benchmarks.scratch import TODAY
+from registry.config import child_environment, get_settings
+
 DB_NAME = "jf_bench_web"
-SERVER = os.environ.get("JINGFANG_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def seed(url: str, patients: int) -> None:
+def seed(patients: int) -> None:
     """造数 Seed a PostgreSQL database through the importer and run the scheduler once."""
-    from registry.db import make_engine, upgrade
-    from registry.importing import import_path
-    from registry.synthetic import write_county_csv
     from schedules.generation import generate
 
-    admin = sa.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {DB_NAME} ENCODING 'UTF8' TEMPLATE template0")
-    admin.dispose()
-    engine = make_engine(url)
-    upgrade(engine)
+    engine = scratch.migrated(scratch.recreate_database(DB_NAME))
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        counts = write_county_csv(Path(tmp), patients=patients, seed=4, today=TODAY, followups_per_patient=4)
-        import_path(engine, Path(tmp), today=TODAY)
+        counts = scratch.load_county(engine, Path(tmp), patients, seed=4, followups_per_patient=4)
         print(f"seeded {counts['patients']:,} patients, {counts['followups']:,} follow-ups in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     generate(engine, as_of=TODAY)
@@ -116,7 +108,7 @@ def app_factory():
     from registry.web.app import create_app
 
     # many small concurrent queries: parallel plans only add overhead on a 2-core machine
-    engine = make_engine(os.environ["JINGFANG_BENCH_URL"], pool_size=20, max_overflow=20,
+    engine = make_engine(get_settings().bench_url, pool_size=20, max_overflow=20,
                          connect_args={"options": "-c max_parallel_workers_per_gather=0"})
     return create_app(engine, today=lambda: TODAY)
 
@@ -278,7 +270,7 @@ def cpu_snapshot(server_pid: int, url: str) -> dict[str, dict[int, int]]:
             continue
     pg: dict[int, int] = {}
     try:
-        engine = sa.create_engine(f"{SERVER}/postgres")
+        engine = sa.create_engine(scratch.database_url("postgres"))
         with engine.connect() as conn:
             pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": DB_NAME}).scalars().all()
         engine.dispose()
@@ -332,19 +324,17 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    url = f"{SERVER}/{DB_NAME}"
+    url = scratch.database_url(DB_NAME)
     if not args.reuse:
-        seed(url, args.patients)
+        seed(args.patients)
     else:  # an earlier seed: bring its schema up to the current migrations
-        from registry.db import make_engine, upgrade
-
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
+        scratch.migrated(url).dispose()
     with tempfile.TemporaryDirectory() as tmp:
         plan = prepare_clients(url, Path(tmp) / "plan.json")
         port = free_port()
-        env = dict(os.environ, JINGFANG_BENCH_URL=url)
+        env = child_environment(bench_url=url)
+        # the server subprocess imports benchmarks.web:app_factory from the repository root
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         fast = []
         try:
             import httptools  # noqa: F401, PLC0415
@@ -359,7 +349,7 @@ def main() -> None:
         # as `jingfang serve --workers N`: one SO_REUSEPORT socket per worker (registry.web.serving);
         # uvicorn picks uvloop + httptools when installed ("auto")
         server = subprocess.Popen(
-            [sys.executable, "-m", "registry.web.serving", "registry.web.bench:app_factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "registry.web.serving", "benchmarks.web:app_factory", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(args.workers)],
             env=env)
         try:
@@ -404,7 +394,7 @@ def main() -> None:
 
 def drive_python(base: str, plan_path: Path, args) -> dict:
     """Python 压测 The httpx load generator (``drive``) in a second Python process."""
-    driver = subprocess.run([sys.executable, "-m", "registry.web.bench", "--drive", f"{base}|{plan_path}",
+    driver = subprocess.run([sys.executable, "-m", "benchmarks.web", "--drive", f"{base}|{plan_path}",
                              "--clients", str(args.clients), "--seconds", str(args.seconds), "--warmup", str(args.warmup)],
                             capture_output=True, text=True, check=True)
     return json.loads(driver.stdout.strip().splitlines()[-1])

@@ -20,9 +20,9 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from registry.db import make_engine, upgrade
+from benchmarks.scratch import prepared_database
+from registry.db import make_engine
 
-SERVER = os.environ.get("JINGFANG_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 NAME = "jf_bench_schedule"
 
 
@@ -98,23 +98,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args(argv)
     as_of = date.fromisoformat(args.as_of)
-    admin = sa.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": NAME}).first()
-        if exists and args.rebuild:
-            conn.exec_driver_sql(f"DROP DATABASE {NAME} WITH (FORCE)")
-            exists = None
-        if not exists:
-            conn.exec_driver_sql(f"CREATE DATABASE {NAME} ENCODING 'UTF8' TEMPLATE template0")
-    admin.dispose()
-    engine = make_engine(f"{SERVER}/{NAME}")
-    upgrade(engine)
-    with engine.connect() as conn:
-        have = conn.execute(sa.text("SELECT count(*) FROM patient")).scalar_one()
-    if have != args.patients:
-        t0 = time.perf_counter()
-        build(engine, args.patients, as_of)
-        print(f"built {args.patients:,} patients / {4 * args.patients:,} follow-ups in {time.perf_counter() - t0:.1f} s")
+    url = prepared_database(NAME, args.patients, lambda engine: build(engine, args.patients, as_of), args.rebuild)
+    engine = make_engine(url)
     with engine.begin() as conn:  # every run starts from no tasks (and without an earlier day's visits)
         conn.exec_driver_sql("TRUNCATE visit_task, schedule_run")
         conn.exec_driver_sql(f"DELETE FROM follow_up WHERE seq = {DAY_SEQ}")

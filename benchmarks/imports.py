@@ -1,29 +1,25 @@
 """导入基准 100,000 patients and 400,000 follow-ups imported into PostgreSQL and SQLite.
 
 Prints follow-up rows per second for each (target ≥ 20,000 rows/s on PostgreSQL).
+Usage: scripts/bench_import [--patients 100000] [--followups 400000]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from registry.db import make_engine, upgrade
+from benchmarks.scratch import TODAY, migrated, scratch_database, sqlite_url, write_county
 from registry.importing import import_path
-from registry.synthetic import write_county_csv
 
-TODAY = date(2026, 11, 23)
+DB_NAME = "jf_bench_import"
 
 
 def make_files(folder: Path, patients: int, followups: int) -> int:
-    write_county_csv(folder, patients=patients, seed=1, today=TODAY, followups_per_patient=max(1, -(-followups // patients) + 1))
+    write_county(folder, patients, seed=1, followups_per_patient=max(1, -(-followups // patients) + 1))
     path = folder / "followups.csv"
     with path.open(encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
@@ -36,8 +32,7 @@ def make_files(folder: Path, patients: int, followups: int) -> int:
 def run(url: str, folder: Path, n_followups: int, label: str) -> None:
     """Import the register (regions, team, patients), then the follow-up file on its own —
     the monthly upload — and print follow-up rows/s; then the whole folder again (no change)."""
-    engine = make_engine(url)
-    upgrade(engine)
+    engine = migrated(url)
     register = folder.parent / "register"
     register.mkdir(exist_ok=True)
     for name in ("regions.csv", "team_members.csv", "patients.csv"):
@@ -64,23 +59,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--followups", type=int, default=400_000)
-    parser.add_argument("--pg", default=os.environ.get("JINGFANG_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432"))
+    parser.add_argument("--pg", help="PostgreSQL server URL (default JINGFANG_BENCH_PG)")
     args = parser.parse_args()
+    if args.pg:  # the command line wins over the environment
+        from registry.config import export_for_children
+
+        export_for_children(bench_pg=args.pg)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "files"
         t = time.perf_counter()
         n = make_files(folder, args.patients, args.followups)
         print(f"generated {args.patients:,} patients and {n:,} follow-ups in {time.perf_counter() - t:.1f} s")
-        admin = sa.create_engine(f"{args.pg}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql("DROP DATABASE IF EXISTS jf_bench_import WITH (FORCE)")
-            conn.exec_driver_sql("CREATE DATABASE jf_bench_import")
-        try:
-            run(f"{args.pg}/jf_bench_import", folder, n, "PostgreSQL")
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql("DROP DATABASE IF EXISTS jf_bench_import WITH (FORCE)")
-        run(f"sqlite:///{tmp}/bench.db", folder, n, "SQLite")
+        with scratch_database(DB_NAME) as url:
+            run(url, folder, n, "PostgreSQL")
+        run(sqlite_url(tmp), folder, n, "SQLite")
 
 
 if __name__ == "__main__":
