@@ -226,3 +226,27 @@ def test_the_table_of_deliberate_differences_is_the_one_in_the_docs():
                           for d in DELIBERATE_DIFFERENCES]
     for d in DELIBERATE_DIFFERENCES:
         assert d.refused_by == ENTRY  # today every difference is the import taking what a form may not
+
+
+def test_a_patient_and_its_follow_ups_in_one_import_are_checked_against_each_other(paths):
+    """The patient's facts come from its row in the same import: a visit or a health check after
+    the death it records is refused, one on the death date is taken (rules.md §1)."""
+    folder = paths.tmp / "together"
+    folder.mkdir()
+    files = {
+        "patients": [{"patient_id": "N7", **GOOD_PATIENT, "registered_on": "2025-01-10", "status": "dead",
+                      "status_on": "2026-03-01"}],
+        "followups": [{"patient_id": "N7", "visit_on": "2026-03-01", "risk_level": "0"},
+                      {"patient_id": "N7", "visit_on": "2026-03-02", "risk_level": "0"}],
+        "health_checks": [{"patient_id": "N7", "checked_on": "2026-04-01"}],
+    }
+    for stem, rows in files.items():
+        with (folder / f"{stem}.csv").open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    with pytest.raises(ImportRejected) as rejected:
+        import_path(paths.database.engine, folder, today=TODAY)
+    assert [(i.file, i.line, i.code) for i in rejected.value.issues] == [
+        ("followups.csv", 3, "PATIENT_NOT_ACTIVE"), ("health_checks.csv", 2, "PATIENT_NOT_ACTIVE")]
+    assert "随访日期(visit_on) 2026-03-02" in rejected.value.issues[0].message
