@@ -327,7 +327,7 @@ def _check_regions(region_rows: list[_Row], known: dict[str, str]) -> dict[str, 
     """地区 Unique codes; a parent known and one level up (rules.md §1). Returns the level of every
     valid region, stored or in the file."""
     _first_lines(region_rows, "regions", lambda r: r.values.get("code"),
-                 lambda code, line: Issue("DUPLICATE_ID", f"编码 {code} 与第{line}行重复", column="code", value=code))
+                 lambda code, line: Issue("DUPLICATE_ID", f"编码(code) {code} 与第{line}行重复", column="code", value=code))
     levels = dict(known)
     levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
     for row in region_rows:
@@ -349,7 +349,7 @@ def _check_regions(region_rows: list[_Row], known: dict[str, str]) -> dict[str, 
 def _check_team_members(member_rows: list[_Row], levels: dict[str, str]) -> None:
     """团队成员 Unique ids; the region served exists."""
     _first_lines(member_rows, "team_members", lambda r: r.values.get("member_id"),
-                 lambda mid, line: Issue("DUPLICATE_ID", f"成员编号 {mid} 与第{line}行重复", column="member_id", value=mid))
+                 lambda mid, line: Issue("DUPLICATE_ID", f"成员编号(member_id) {mid} 与第{line}行重复", column="member_id", value=mid))
     for row in member_rows:
         region = row.values.get("region_code")
         if region and region not in levels:
@@ -360,7 +360,7 @@ def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: dat
     """患者 Unique ids, a village (``validation.check_village``), the row checks
     (``validation.check_patient``). Returns the first row of each patient id."""
     first = _first_lines(patient_rows, "patients", lambda r: r.values.get("patient_id"),
-                         lambda pid, line: Issue("DUPLICATE_ID", f"患者编号 {pid} 与第{line}行重复", column="patient_id", value=pid))
+                         lambda pid, line: Issue("DUPLICATE_ID", f"患者编号(patient_id) {pid} 与第{line}行重复", column="patient_id", value=pid))
     file_patients: dict[str, _Row] = {}
     for row in patient_rows:
         v = row.values
@@ -389,7 +389,7 @@ class _Patients:
         prow = self.file_patients.get(pid)
         if prow is not None:
             if prow.issues:
-                _tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者 {pid} 在 patients.csv 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
+                _tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者编号(patient_id) {pid} 在 patients.csv 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
                 return None
             facts = self._facts.get(pid)
             if facts is None:
