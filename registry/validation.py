@@ -624,15 +624,17 @@ def check_follow_up(
     if conflict:
         issues.append(Issue("CLASSIFICATION_CONFLICT", conflict, column="classification", value=str(values.get("classification"))))
     visit_on = values.get("visit_on")
+    # the data conditions first, the channel only when they hold: this runs once per imported row
     if patient is not None and visit_on is not None:
-        if applies("VISIT_BEFORE_REGISTRATION", channel) and patient.registered_on and visit_on < patient.registered_on:
+        if patient.registered_on and visit_on < patient.registered_on and applies("VISIT_BEFORE_REGISTRATION", channel):
             issues.append(Issue("VISIT_BEFORE_REGISTRATION", f"随访日期(visit_on) {visit_on} 早于建档日期 {patient.registered_on}",
                                 column="visit_on", value=str(visit_on)))
-        issue = _after_status("visit_on", "随访日期", visit_on, patient, "随访")
-        if issue:
-            issues.append(issue)
-    if (applies("RISK_REQUIRED", channel) and visit_on is not None and values.get("lost_reason") is None
-            and values.get("risk_level") is None and values.get("hospital_status") != 1 and "risk_level" not in failed):
+        if patient.status != ACTIVE:
+            issue = _after_status("visit_on", "随访日期", visit_on, patient, "随访")
+            if issue:
+                issues.append(issue)
+    if (visit_on is not None and values.get("risk_level") is None and values.get("lost_reason") is None
+            and values.get("hospital_status") != 1 and "risk_level" not in failed and applies("RISK_REQUIRED", channel)):
         issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性(risk_level)评估；未访到请填写失访原因(lost_reason)",
                             column="risk_level"))
     return issues
