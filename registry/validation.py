@@ -397,10 +397,6 @@ class Channel(StrEnum):
     FORM = "form"
     API = "api"
 
-    @property
-    def label(self) -> str:
-        return {"import": "导入", "form": "网页表单", "api": "接口"}[self.value]
-
 
 ENTRY = frozenset({Channel.FORM, Channel.API})
 ACTIVE = codes.PatientStatus.ACTIVE.value
