@@ -36,10 +36,15 @@ from registry.validation import (
     PATIENT_FIELDS,
     REGION_FIELDS,
     TEAM_MEMBER_FIELDS,
+    Channel,
     FieldSpec,
+    PatientFacts,
     check_follow_up,
+    check_health_check,
     check_patient,
+    check_village,
     parse_columns,
+    unknown_patient,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -253,14 +258,15 @@ def read_sources(path: Path) -> dict[str, tuple[_Table | None, list[Issue]]]:
 # ---------------------------------------------------------------- validation across rows and the database
 
 class _Context:
-    """What the database already holds, fetched set-based once per import."""
+    """What the database already holds, fetched set-based once per import: the region levels and
+    the facts (``PatientFacts``) of the patients the follow-ups and health checks reference."""
 
     def __init__(self, conn: Connection, patient_ids: set[str]):
         self.regions = {r.code: r.level for r in conn.execute(sa.select(models.Region.code, models.Region.level))}
-        self.patients: dict[str, tuple[date, date]] = {}
+        self.patients: dict[str, PatientFacts] = {}
         if patient_ids:
             t = models.Patient.__table__
-            cols = sa.select(t.c.patient_id, t.c.birth_date, t.c.registered_on)
+            cols = sa.select(t.c.patient_id, t.c.birth_date, t.c.registered_on, t.c.status, t.c.status_on)
             if conn.dialect.name == "postgresql":
                 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -268,8 +274,8 @@ class _Context:
             else:
                 batches = [cols.where(t.c.patient_id.in_(chunk)) for chunk in _chunks(sorted(patient_ids), 900)]
             for stmt in batches:
-                for pid, birth, reg in conn.execute(stmt):
-                    self.patients[pid] = (birth, reg)
+                for pid, birth, reg, status, status_on in conn.execute(stmt):
+                    self.patients[pid] = PatientFacts(birth, reg, status, status_on)
 
 
 def _chunks(items: list, size: int):
@@ -277,15 +283,19 @@ def _chunks(items: list, size: int):
         yield items[i : i + size]
 
 
-def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
+FILE_NAMES = {stem: f"{stem}.csv" for stem in FILE_SPECS}
+
+
+def _tag(row: _Row, stem: str, issues: list[Issue]) -> None:
+    """Attach issues to a row with its file and line."""
+    for i in issues:
+        row.issues.append(Issue(i.code, i.message, file=FILE_NAMES[stem], line=row.line, column=i.column, value=i.value))
+
+
+def _parse_sources(sources: dict[str, tuple[_Table | None, list[Issue]]]) -> tuple[dict[str, list[_Row]], list[Issue]]:
+    """Parse every file column-wise (``validation.parse_columns``) into rows carrying their field issues."""
     file_issues: list[Issue] = []
     rows: dict[str, list[_Row]] = {}
-    names = {stem: f"{stem}.csv" for stem in FILE_SPECS}
-
-    def tag(row: _Row, stem: str, issues: list[Issue]) -> None:
-        for i in issues:
-            row.issues.append(Issue(i.code, i.message, file=names[stem], line=row.line, column=i.column, value=i.value))
-
     for stem, (table, sissues) in sources.items():
         file_issues += sissues
         if stem not in FILE_SPECS or table is None:
@@ -296,22 +306,29 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
         names_ = [s.name for s in specs]
         srows = list(map(_Row, table.lines, map(dict, map(zip, repeat(names_), zip(*(values[k] for k in names_))))))
         for i, row_issues in issues.items():
-            tag(srows[i], stem, row_issues)
+            _tag(srows[i], stem, row_issues)
         rows[stem] = srows
+    return rows, file_issues
 
-    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks") for r in rows.get(s, [])}
-    ctx = _Context(conn, {p for p in referenced if p})
 
-    # regions: unique codes, parents known and one level up (rules.md §1)
-    region_rows = rows.get("regions", [])
-    first_line: dict[str, int] = {}
-    for row in region_rows:
-        code = row.values.get("code")
-        if code in first_line:
-            tag(row, "regions", [Issue("DUPLICATE_ID", f"编码 {code} 与第{first_line[code]}行重复", column="code", value=code)])
-        elif code:
-            first_line[code] = row.line
-    levels = dict(ctx.regions)
+def _first_lines(rows: list[_Row], stem: str, key: Callable[[_Row], Any], issue: Callable[[Any, int], Issue]) -> dict[Any, int]:
+    """Keys unique within a file: a repeat is an issue naming the first line (DUPLICATE_ID)."""
+    first: dict[Any, int] = {}
+    for row in rows:
+        k = key(row)
+        if k in first:
+            _tag(row, stem, [issue(k, first[k])])
+        elif k:
+            first[k] = row.line
+    return first
+
+
+def _check_regions(region_rows: list[_Row], known: dict[str, str]) -> dict[str, str]:
+    """地区 Unique codes; a parent known and one level up (rules.md §1). Returns the level of every
+    valid region, stored or in the file."""
+    _first_lines(region_rows, "regions", lambda r: r.values.get("code"),
+                 lambda code, line: Issue("DUPLICATE_ID", f"编码(code) {code} 与第{line}行重复", column="code", value=code))
+    levels = dict(known)
     levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
     for row in region_rows:
         if row.issues:
@@ -319,84 +336,108 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
         level, parent = row.values["level"], row.values.get("parent_code")
         if parent:
             if parent not in levels:
-                tag(row, "regions", [Issue("UNKNOWN_PARENT", f"上级编码 {parent} 不存在", column="parent_code", value=parent)])
+                _tag(row, "regions", [Issue("UNKNOWN_PARENT", f"上级编码(parent_code) {parent} 不存在", column="parent_code", value=parent)])
             elif level in LEVEL_PARENT and levels[parent] != LEVEL_PARENT[level]:
-                tag(row, "regions", [Issue("BAD_PARENT_LEVEL", f"{row.values['code']} 为 {level}，其上级 {parent} 应为 {LEVEL_PARENT[level]}，实为 {levels[parent]}", column="parent_code", value=parent)])
+                _tag(row, "regions", [Issue("BAD_PARENT_LEVEL", f"{row.values['code']} 为 {level}，其上级编码(parent_code) {parent} 应为 {LEVEL_PARENT[level]}，实为 {levels[parent]}", column="parent_code", value=parent)])
         elif level in LEVEL_PARENT:
-            tag(row, "regions", [Issue("REQUIRED", f"{level} 级地区必须填写上级编码(parent_code)", column="parent_code")])
-    valid_levels = dict(ctx.regions)
+            _tag(row, "regions", [Issue("REQUIRED", f"{level} 级地区必须填写上级编码(parent_code)", column="parent_code")])
+    valid_levels = dict(known)
     valid_levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
+    return valid_levels
 
-    # team members
-    seen: dict[str, int] = {}
-    for row in rows.get("team_members", []):
-        mid, region = row.values.get("member_id"), row.values.get("region_code")
-        if mid in seen:
-            tag(row, "team_members", [Issue("DUPLICATE_ID", f"成员编号 {mid} 与第{seen[mid]}行重复", column="member_id", value=mid)])
-        elif mid:
-            seen[mid] = row.line
-        if region and region not in valid_levels:
-            tag(row, "team_members", [Issue("UNKNOWN_REGION", f"服务地区编码 {region} 不存在", column="region_code", value=region)])
 
-    # patients
-    seen = {}
+def _check_team_members(member_rows: list[_Row], levels: dict[str, str]) -> None:
+    """团队成员 Unique ids; the region served exists."""
+    _first_lines(member_rows, "team_members", lambda r: r.values.get("member_id"),
+                 lambda mid, line: Issue("DUPLICATE_ID", f"成员编号(member_id) {mid} 与第{line}行重复", column="member_id", value=mid))
+    for row in member_rows:
+        region = row.values.get("region_code")
+        if region and region not in levels:
+            _tag(row, "team_members", [Issue("UNKNOWN_REGION", f"服务地区编码(region_code) {region} 不存在", column="region_code", value=region)])
+
+
+def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: date) -> dict[str, _Row]:
+    """患者 Unique ids, a village (``validation.check_village``), the row checks
+    (``validation.check_patient``). Returns the first row of each patient id."""
+    first = _first_lines(patient_rows, "patients", lambda r: r.values.get("patient_id"),
+                         lambda pid, line: Issue("DUPLICATE_ID", f"患者编号(patient_id) {pid} 与第{line}行重复", column="patient_id", value=pid))
     file_patients: dict[str, _Row] = {}
-    for row in rows.get("patients", []):
+    for row in patient_rows:
         v = row.values
         pid = v.get("patient_id")
-        if pid in seen:
-            tag(row, "patients", [Issue("DUPLICATE_ID", f"患者编号 {pid} 与第{seen[pid]}行重复", column="patient_id", value=pid)])
-        elif pid:
-            seen[pid] = row.line
+        if pid and first.get(pid) == row.line and pid not in file_patients:
             file_patients[pid] = row
-        village = v.get("village_code")
-        if village:
-            if village not in valid_levels:
-                tag(row, "patients", [Issue("UNKNOWN_VILLAGE", f"村编码 {village} 不存在（请先导入 regions.csv）", column="village_code", value=village)])
-            elif valid_levels[village] != "village":
-                tag(row, "patients", [Issue("NOT_A_VILLAGE", f"编码 {village} 是 {valid_levels[village]} 级，患者必须属于村(社区)", column="village_code", value=village)])
+        _tag(row, "patients", check_village(v.get("village_code"), levels))
         if not any(i.code in ("BAD_DATE", "REQUIRED") and i.column == "birth_date" for i in row.issues):
-            tag(row, "patients", check_patient(v, today=today))
+            _tag(row, "patients", check_patient(v, today=today))
+    return file_patients
 
-    def patient_facts(stem: str, row: _Row) -> tuple[date, date] | None:
+
+class _Patients:
+    """The patient of a follow-up or health check: its row in this import, else the stored one."""
+
+    def __init__(self, file_patients: dict[str, _Row], stored: dict[str, PatientFacts]):
+        self.file_patients = file_patients
+        self.stored = stored
+        self._facts: dict[str, PatientFacts] = {}
+
+    def facts(self, stem: str, row: _Row) -> PatientFacts | None:
+        """The patient's facts, or None after tagging the row (unknown patient, invalid patient row)."""
         pid = row.values.get("patient_id")
         if not pid:
             return None
-        prow = file_patients.get(pid)
+        prow = self.file_patients.get(pid)
         if prow is not None:
             if prow.issues:
-                tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者 {pid} 在 patients.csv 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
+                _tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者编号(patient_id) {pid} 在 patients.csv 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
                 return None
-            return prow.values["birth_date"], prow.values["registered_on"]
-        if pid in ctx.patients:
-            return ctx.patients[pid]
-        tag(row, stem, [Issue("UNKNOWN_PATIENT", f"患者编号 {pid} 不存在", column="patient_id", value=pid)])
-        return None
+            facts = self._facts.get(pid)
+            if facts is None:
+                facts = self._facts[pid] = PatientFacts.from_values(prow.values)
+            return facts
+        facts = self.stored.get(pid)
+        if facts is None:
+            _tag(row, stem, [unknown_patient(pid)])
+        return facts
 
-    # follow-ups: key (patient, date, n-th of the date in file order)
+
+def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date) -> None:
+    """随访 ``validation.check_follow_up`` per row; key (patient, date, n-th of the date in file order)."""
     ordinal: dict[tuple[str, date], int] = {}
-    for row in rows.get("followups", []):
-        facts = patient_facts("followups", row)
-        tag(row, "followups", check_follow_up(row.values, today=today, birth_date=facts[0] if facts else None))
+    for row in followup_rows:
+        facts = patients.facts("followups", row)
+        _tag(row, "followups", check_follow_up(row.values, today=today, patient=facts, channel=Channel.IMPORT))
         key = (row.values.get("patient_id"), row.values.get("visit_on"))
         ordinal[key] = ordinal.get(key, 0) + 1
         row.values["seq"] = ordinal[key]
 
-    seen_hc: dict[tuple, int] = {}
-    for row in rows.get("health_checks", []):
-        facts = patient_facts("health_checks", row)
-        on = row.values.get("checked_on")
-        if on is not None:
-            if on > today:
-                tag(row, "health_checks", [Issue("FUTURE_DATE", f"体检日期(checked_on) {on} 晚于今天 {today}", column="checked_on")])
-            elif facts and on < facts[0]:
-                tag(row, "health_checks", [Issue("BEFORE_BIRTH", f"体检日期(checked_on) {on} 早于出生日期 {facts[0]}", column="checked_on")])
-        key = (row.values.get("patient_id"), on)
-        if key in seen_hc:
-            tag(row, "health_checks", [Issue("DUPLICATE_ID", f"与第{seen_hc[key]}行重复（同一患者同一天的体检）", column="checked_on")])
-        else:
-            seen_hc[key] = row.line
 
+_NO_FACTS = PatientFacts(None, None)
+
+
+def _check_health_checks(check_rows: list[_Row], patients: _Patients, today: date) -> None:
+    """体检 ``validation.check_health_check`` per row; one per patient and date within the file."""
+    seen: dict[tuple, int] = {}
+    for row in check_rows:
+        facts = patients.facts("health_checks", row)
+        _tag(row, "health_checks", check_health_check(row.values, facts or _NO_FACTS, today=today, channel=Channel.IMPORT))
+        key = (row.values.get("patient_id"), row.values.get("checked_on"))
+        if key in seen:
+            _tag(row, "health_checks", [Issue("DUPLICATE_ID", f"体检日期(checked_on) 与第{seen[key]}行重复（同一患者同一天的体检）", column="checked_on")])
+        else:
+            seen[key] = row.line
+
+
+def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
+    """Parse every file, then the checks across rows and against the database, parents first."""
+    rows, file_issues = _parse_sources(sources)
+    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks") for r in rows.get(s, [])}
+    ctx = _Context(conn, {p for p in referenced if p})
+    levels = _check_regions(rows.get("regions", []), ctx.regions)
+    _check_team_members(rows.get("team_members", []), levels)
+    patients = _Patients(_check_patients(rows.get("patients", []), levels, today), ctx.patients)
+    _check_followups(rows.get("followups", []), patients, today)
+    _check_health_checks(rows.get("health_checks", []), patients, today)
     issues = list(file_issues)
     for srows in rows.values():
         for row in srows:

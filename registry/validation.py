@@ -1,17 +1,25 @@
 """输入校验 One validation path for every input: import rows, web forms, API bodies.
 
 Each entity has field specs (English name, Chinese label, parser) and a row check for the
-rules that span fields. Parsers take the raw text of a cell or form field and return a
-typed value or raise ``FieldError``; ``validate_*`` return ``(values, issues)`` where each
-issue names the field and the reason in Chinese with a stable code (contract.md import
-files; rules.md §1–§4).
+rules that span fields — including the ones that need the database (the patient's birth,
+registration and status dates: ``PatientFacts``; the region levels: ``check_village``).
+Parsers take the raw text of a cell or form field and return a typed value or raise
+``FieldError``; ``check_*`` return issues and ``validate_*`` return ``(values, issues)``,
+where each issue names the field by its Chinese label and gives a stable code (contract.md
+import files; rules.md §1–§5).
+
+The importer (``registry.importing``, column-wise parsing, one fetch of the database facts),
+the web forms and the API (``registry.web.writes``) call the same checks. Where a path
+deliberately accepts what another refuses, ``DELIBERATE_DIFFERENCES`` names it, and the
+checks consult that table (``applies``) — the table is the behaviour, not a comment on it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Callable
+from enum import StrEnum
+from typing import Any, Callable, Collection, Mapping
 
 from registry import codes
 from registry.errors import Issue
@@ -296,6 +304,27 @@ HEALTH_CHECK_FIELDS = [
     FieldSpec("checked_on", "体检日期", iso_date, required=True),
 ]
 
+# contract.md injections.csv; the form and API carry the date only (the plan names the drug).
+INJECTION_FIELDS = [
+    FieldSpec("patient_id", "患者编号", text(64), required=True),
+    FieldSpec("given_on", "注射日期", iso_date, required=True),
+]
+
+def leaving_status(raw: str) -> str:
+    """离册状态 Death or move-out, by code or label (the status form cannot set 在册)."""
+    value = {"dead": "dead", "moved_out": "moved_out", "死亡": "dead", "迁出": "moved_out"}.get(raw)
+    if value is None:
+        raise FieldError("BAD_STATUS", f"值“{raw[:40]}”无效，应为 dead 死亡 / moved_out 迁出")
+    return value
+
+
+# 死亡/迁出 The status-change form: a stored patient leaves the register (rules.md §1).
+STATUS_FIELDS = [
+    FieldSpec("status", "状态", leaving_status),
+    FieldSpec("status_on", "状态日期", iso_date),
+    FieldSpec("status_detail", "死亡原因/迁往地", text(255)),
+]
+
 TEAM_MEMBER_FIELDS = [
     FieldSpec("member_id", "成员编号", text(64), required=True),
     FieldSpec("name", "姓名", text(100), required=True),
@@ -359,6 +388,128 @@ def parse_columns(columns: dict[str, list[str]], n: int, specs: list[FieldSpec])
     return values, issues
 
 
+# ---------------------------------------------------------------- paths and their deliberate differences
+
+class Channel(StrEnum):
+    """录入途径 Where a row comes from. Forms and the API share one code path (registry.web.writes)."""
+
+    IMPORT = "import"
+    FORM = "form"
+    API = "api"
+
+
+ENTRY = frozenset({Channel.FORM, Channel.API})
+ACTIVE = codes.PatientStatus.ACTIVE.value
+EVERY_CHANNEL = frozenset(Channel)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """有意差异 One thing a path deliberately refuses while another accepts it (or handles otherwise)."""
+
+    code: str
+    entity: str
+    refused_by: frozenset[Channel]
+    import_does: str
+    entry_does: str
+    why: str
+
+
+# The one table of deliberate differences between the import and the forms/API (docs/import.md
+# carries the same table; tests/test_validation_paths.py checks both). A check whose code is here
+# runs only on the channels in ``refused_by``; every other check runs on every channel.
+DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
+    Difference(
+        "VISIT_BEFORE_REGISTRATION", "followups", ENTRY,
+        "accepted: kept as history", "refused",
+        "A county's history may hold visits from before (re-)registration, e.g. a transfer-in; rules.md §5 "
+        "counts only follow-ups on or after registration, so such a row changes no task or rate. A doctor "
+        "recording a visit of a registered patient has mistyped the date.",
+    ),
+    Difference(
+        "RISK_REQUIRED", "followups", ENTRY,
+        "accepted: the follow-up is simply not complete", "refused",
+        "rules.md §3: a reached follow-up without a risk level is not complete (it drives no schedule and "
+        "counts in no rate), and old paper records lack it; the form marks 危险性 as required for a reached "
+        "patient (rules.md §2: every follow-up).",
+    ),
+    Difference(
+        "BEFORE_REGISTRATION", "health_checks", ENTRY,
+        "accepted: kept as history", "refused (health checks and injections)",
+        "As for visits: history may predate registration; rules.md §5 counts any check dated in the year.",
+    ),
+    Difference(
+        "DUPLICATE", "health_checks", ENTRY,
+        "unchanged: re-importing a stored row changes nothing", "refused",
+        "contract.md: rows are keyed, importing the same file twice changes nothing; a form that records the "
+        "same check again is a double submission. (Twice in one file is DUPLICATE_ID on the import.)",
+    ),
+    Difference(
+        "PATIENT_EXISTS", "patients", ENTRY,
+        "updated: the row is keyed by patient_id", "refused",
+        "The import corrects stored patients by key; registration (新患者建档) creates a new one only.",
+    ),
+    Difference(
+        "ALREADY_INACTIVE", "patients", ENTRY,
+        "the row carries the whole status (updated by key)", "refused",
+        "The status form changes a 在册 patient once; the import states the status as it is.",
+    ),
+    Difference(
+        "STATUS_ON_REGISTRATION", "patients", ENTRY,
+        "status and status_on imported", "ignored: a new registration is 在册",
+        "Death or move-out has its own form (record_status), which checks the date against registration.",
+    ),
+    Difference(
+        "VILLAGE_OUT_OF_SCOPE", "patients", ENTRY,
+        "any village of the county", "refused outside the doctor's township",
+        "The import is the operator's, for the whole register; a doctor registers in their own township "
+        "(rules.md §8).",
+    ),
+    Difference(
+        "PATIENT_FORBIDDEN", "followups", ENTRY,
+        "UNKNOWN_PATIENT (an issue on the row)", "403 PATIENT_FORBIDDEN (also when it does not exist)",
+        "The web never tells a user whether a patient outside their scope exists (rules.md §8).",
+    ),
+    Difference(
+        "UNKNOWN_FIELD", "every", ENTRY,
+        "UNKNOWN_COLUMN on the header (line 1)", "UNKNOWN_FIELD per field; BAD_VALUE for a non-scalar",
+        "The same rule (only named fields) in the shape of each input.",
+    ),
+)
+_ONLY = {d.code: d.refused_by for d in DELIBERATE_DIFFERENCES}
+
+
+def applies(code: str, channel: Channel) -> bool:
+    """适用 Whether the check with ``code`` runs on ``channel`` (DELIBERATE_DIFFERENCES)."""
+    return channel in _ONLY.get(code, EVERY_CHANNEL)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFacts:
+    """患者事实 What the checks of a follow-up, health check or injection need from its patient row."""
+
+    birth_date: date | None
+    registered_on: date | None
+    status: str = codes.PatientStatus.ACTIVE.value
+    status_on: date | None = None
+    lai_drug: str | None = None
+    lai_last_on: date | None = None
+
+    @classmethod
+    def of(cls, patient) -> "PatientFacts":
+        """From a stored ``Patient`` (or anything with the same attributes)."""
+        return cls(patient.birth_date, patient.registered_on, patient.status or ACTIVE, patient.status_on,
+                   getattr(patient, "lai_drug", None), getattr(patient, "lai_last_on", None))
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "PatientFacts":
+        """From a parsed patient row (the import file)."""
+        return cls(values.get("birth_date"), values.get("registered_on"), values.get("status") or ACTIVE,
+                   values.get("status_on"), values.get("lai_drug"), values.get("lai_last_on"))
+
+
+# ---------------------------------------------------------------- row checks
+
 def _date_issue(field: str, label: str, value: date | None, today: date, birth: date | None) -> Issue | None:
     if value is None:
         return None
@@ -369,7 +520,43 @@ def _date_issue(field: str, label: str, value: date | None, today: date, birth: 
     return None
 
 
-# ---------------------------------------------------------------- row checks
+def unknown_patient(patient_id: str) -> Issue:
+    """未知患者 A follow-up, health check or injection of a patient the register does not hold."""
+    return Issue("UNKNOWN_PATIENT", f"患者编号(patient_id) {patient_id} 不存在", column="patient_id", value=patient_id)
+
+
+def check_village(village: str | None, levels: Mapping[str, str]) -> list[Issue]:
+    """村校验 A patient belongs to a village (rules.md §1); ``levels`` maps known region codes to levels."""
+    if not village:
+        return []
+    level = levels.get(village)
+    if level is None:
+        return [Issue("UNKNOWN_VILLAGE", f"村编码(village_code) {village} 不存在（请先导入 regions.csv）", column="village_code", value=village)]
+    if level != codes.RegionLevel.VILLAGE.value:
+        return [Issue("NOT_A_VILLAGE", f"村编码(village_code) {village} 是 {level} 级，患者必须属于村(社区)", column="village_code", value=village)]
+    return []
+
+
+def check_status(values: dict[str, Any], *, today: date, birth: date | None, date_checked: bool = False) -> list[Issue]:
+    """状态校验 A death or move-out needs its date, not in the future, not before registration (rules.md §1).
+
+    Shared by the patient row (import, registration) and the status form (``date_checked``: the
+    caller has already checked ``status_on`` against today and the birth date)."""
+    issues: list[Issue] = []
+    status = values.get("status") or ACTIVE
+    status_on = values.get("status_on")
+    if not date_checked:
+        issue = _date_issue("status_on", "状态日期", status_on, today, birth)
+        if issue:
+            issues.append(issue)
+    if status != ACTIVE and status_on is None:
+        label = codes.PatientStatus(status).label
+        issues.append(Issue("STATUS_DATE_REQUIRED", f"状态为“{label}”时必须填写状态日期(status_on)", column="status_on"))
+    reg = values.get("registered_on")
+    if status != ACTIVE and reg and status_on and status_on < reg:
+        issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期(status_on) {status_on} 早于建档日期 {reg}", column="status_on"))
+    return issues
+
 
 def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
     """患者校验 Cross-field rules of a patient row (rules.md §1, contract.md)."""
@@ -389,15 +576,9 @@ def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
             issues.append(Issue(problem[0], f"身份证号(id_number): {problem[1]}", column="id_number", value=number))
         else:
             values["id_number"] = number.upper()
-    status = values.get("status") or "active"
-    if status != "active" and values.get("status_on") is None:
-        label = codes.PatientStatus(status).label
-        issues.append(Issue("STATUS_DATE_REQUIRED", f"状态为“{label}”时必须填写状态日期(status_on)", column="status_on"))
-    if status == "active" and values.get("status_on") is not None:
+    issues += check_status(values, today=today, birth=birth, date_checked=True)
+    if (values.get("status") or ACTIVE) == ACTIVE and values.get("status_on") is not None:
         values["status_on"] = None  # a date without a status change carries no meaning
-    reg, stat_on = values.get("registered_on"), values.get("status_on")
-    if reg and stat_on and stat_on < reg:
-        issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期(status_on) {stat_on} 早于建档日期 {reg}", column="status_on"))
     lai = [values.get("lai_drug"), values.get("lai_interval_weeks"), values.get("lai_last_on")]
     if any(v is not None for v in lai) and not all(v is not None for v in lai):
         issues.append(
@@ -406,30 +587,125 @@ def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
     return issues
 
 
-def check_follow_up(values: dict[str, Any], *, today: date, birth_date: date | None) -> list[Issue]:
-    """随访校验 Cross-field rules of a follow-up (rules.md §3, §4)."""
+def _after_status(field: str, label: str, on: date | None, patient: PatientFacts, what: str) -> Issue | None:
+    """An event dated after the patient's death or move-out (rules.md §1: no longer 在册)."""
+    if on is None or patient.status == ACTIVE:
+        return None
+    if patient.status_on is not None and on <= patient.status_on:
+        return None
+    status = codes.PatientStatus(patient.status).label
+    when = f"（{patient.status_on}）" if patient.status_on else ""
+    return Issue("PATIENT_NOT_ACTIVE", f"{label}({field}) {on}: 患者已{status}{when}，不能录入之后的{what}", column=field, value=str(on))
+
+
+def check_follow_up(
+    values: dict[str, Any],
+    *,
+    today: date,
+    patient: PatientFacts | None,
+    channel: Channel,
+    failed: Collection[str] = (),
+) -> list[Issue]:
+    """随访校验 Cross-field rules of a follow-up (rules.md §2–§5), and those against its patient row.
+
+    ``patient`` None: the patient is unknown (the caller reports that). ``failed``: fields whose
+    value did not parse (no second issue for them)."""
     issues: list[Issue] = []
+    birth = patient.birth_date if patient else None
     for field, label in (("visit_on", "随访日期"), ("death_on", "死亡日期"), ("last_discharge_on", "末次出院日期")):
-        issue = _date_issue(field, label, values.get(field), today, birth_date)
+        issue = _date_issue(field, label, values.get(field), today, birth)
         if issue:
             issues.append(issue)
     conflict = classification_conflict(values.get("classification"), values.get("risk_level"))
     if conflict:
         issues.append(Issue("CLASSIFICATION_CONFLICT", conflict, column="classification", value=str(values.get("classification"))))
+    visit_on = values.get("visit_on")
+    # the data conditions first, the channel only when they hold: this runs once per imported row
+    if patient is not None and visit_on is not None:
+        if patient.registered_on and visit_on < patient.registered_on and applies("VISIT_BEFORE_REGISTRATION", channel):
+            issues.append(Issue("VISIT_BEFORE_REGISTRATION", f"随访日期(visit_on) {visit_on} 早于建档日期 {patient.registered_on}",
+                                column="visit_on", value=str(visit_on)))
+        if patient.status != ACTIVE:
+            issue = _after_status("visit_on", "随访日期", visit_on, patient, "随访")
+            if issue:
+                issues.append(issue)
+    if (visit_on is not None and values.get("risk_level") is None and values.get("lost_reason") is None
+            and values.get("hospital_status") != 1 and "risk_level" not in failed and applies("RISK_REQUIRED", channel)):
+        issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性(risk_level)评估；未访到请填写失访原因(lost_reason)",
+                            column="risk_level"))
+    return issues
+
+
+def check_event(field: str, label: str, on: date | None, patient: PatientFacts, *, today: date, channel: Channel) -> list[Issue]:
+    """事件日期 The date of a health check or an injection against today and its patient (rules.md §1, §5)."""
+    issues: list[Issue] = []
+    issue = _date_issue(field, label, on, today, patient.birth_date)
+    if issue:
+        issues.append(issue)
+    if on is not None and applies("BEFORE_REGISTRATION", channel) and patient.registered_on and on < patient.registered_on:
+        issues.append(Issue("BEFORE_REGISTRATION", f"{label}({field}) {on} 早于建档日期 {patient.registered_on}", column=field, value=str(on)))
+    issue = _after_status(field, label, on, patient, label.removesuffix("日期"))
+    if issue:
+        issues.append(issue)
+    return issues
+
+
+def check_health_check(values: dict[str, Any], patient: PatientFacts, *, today: date, channel: Channel) -> list[Issue]:
+    """体检校验 A health check (rules.md §5 annual health check)."""
+    return check_event("checked_on", "体检日期", values.get("checked_on"), patient, today=today, channel=channel)
+
+
+def check_injection(values: dict[str, Any], patient: PatientFacts, *, today: date, channel: Channel) -> list[Issue]:
+    """注射校验 An injection given under the patient's LAI plan (rules.md §5 long-acting injection)."""
+    on = values.get("given_on")
+    issues = check_event("given_on", "注射日期", on, patient, today=today, channel=channel)
+    if not patient.lai_drug:
+        issues.append(Issue("NO_LAI_PLAN", "注射日期(given_on): 该患者没有长效针剂计划", column="given_on"))
+    elif on is not None and patient.lai_last_on and on < patient.lai_last_on:
+        issues.append(Issue("BEFORE_LAST_INJECTION", f"注射日期(given_on) {on} 早于末次注射日期 {patient.lai_last_on}",
+                            column="given_on", value=str(on)))
     return issues
 
 
 def validate_patient(raw: dict[str, str], *, today: date, extra: bool = False) -> tuple[dict[str, Any], list[Issue]]:
     """患者录入 Parse and check a patient (import row, form or API body)."""
     values, issues = parse_fields(raw, PATIENT_FIELDS + (PATIENT_EXTRA_FIELDS if extra else []))
-    issues += check_patient(values, today=today)
+    if not any(i.column == "birth_date" and i.code in ("BAD_DATE", "REQUIRED") for i in issues):
+        issues += check_patient(values, today=today)
     return values, issues
 
 
 def validate_follow_up(
-    raw: dict[str, str], *, today: date, birth_date: date | None = None, extra: bool = False
+    raw: dict[str, str], *, today: date, patient: PatientFacts | None, channel: Channel, extra: bool = False
 ) -> tuple[dict[str, Any], list[Issue]]:
     """随访录入 Parse and check a follow-up (import row, form or API body)."""
     values, issues = parse_fields(raw, FOLLOW_UP_FIELDS + (FOLLOW_UP_EXTRA_FIELDS if extra else []))
-    issues += check_follow_up(values, today=today, birth_date=birth_date)
+    issues += check_follow_up(values, today=today, patient=patient, channel=channel, failed={i.column for i in issues})
+    return values, issues
+
+
+def validate_health_check(raw: dict[str, str], patient: PatientFacts, *, today: date, channel: Channel) -> tuple[dict[str, Any], list[Issue]]:
+    """体检录入 Parse and check a health check."""
+    values, issues = parse_fields(raw, HEALTH_CHECK_FIELDS)
+    return values, issues + check_health_check(values, patient, today=today, channel=channel)
+
+
+def validate_injection(raw: dict[str, str], patient: PatientFacts, *, today: date, channel: Channel) -> tuple[dict[str, Any], list[Issue]]:
+    """注射录入 Parse and check an injection given."""
+    values, issues = parse_fields(raw, INJECTION_FIELDS)
+    return values, issues + check_injection(values, patient, today=today, channel=channel)
+
+
+def validate_status_change(
+    raw: dict[str, str], patient: PatientFacts, *, today: date, channel: Channel = Channel.FORM
+) -> tuple[dict[str, Any], list[Issue]]:
+    """死亡/迁出 Parse and check a status change of a stored patient (rules.md §1, §5 cancellation)."""
+    values, issues = parse_fields(raw, STATUS_FIELDS)
+    status = values.get("status")
+    if status is None and not any(i.column == "status" for i in issues):
+        issues.append(Issue("BAD_STATUS", "状态(status)应为 dead 死亡 / moved_out 迁出", column="status"))
+    if status is not None:
+        issues += check_status({**values, "registered_on": patient.registered_on}, today=today, birth=patient.birth_date)
+    if patient.status != ACTIVE and applies("ALREADY_INACTIVE", channel):
+        issues.append(Issue("ALREADY_INACTIVE", f"状态(status): 患者已为“{codes.PatientStatus(patient.status).label}”状态", column="status"))
     return values, issues

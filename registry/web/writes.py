@@ -18,7 +18,17 @@ from registry import audit, codes
 from registry.accounts import UserRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.models import FollowUp, FollowUpParticipant, Patient, Region, utcnow
-from registry.validation import FieldError, iso_date, text, validate_follow_up, validate_patient
+from registry.validation import (
+    Channel,
+    PatientFacts,
+    applies,
+    check_village,
+    validate_follow_up,
+    validate_health_check,
+    validate_injection,
+    validate_patient,
+    validate_status_change,
+)
 from registry.web.scopes import Scope
 
 JOINT_ROLES = ("police", "village", "civil_affairs")
@@ -114,32 +124,25 @@ def patient_field_names() -> set[str]:
     return {f.name for f in PATIENT_FIELDS + PATIENT_EXTRA_FIELDS}
 
 
-def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None) -> FollowUp:
-    """随访录入 Validate and store one follow-up (+ joint-visit attendance), one transaction."""
+def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None,
+                     channel: Channel = Channel.FORM) -> FollowUp:
+    """随访录入 Validate and store one follow-up (+ joint-visit attendance), one transaction.
+
+    The checks are ``registry.validation.validate_follow_up``, the importer's, on ``channel``."""
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     raw = _clean(raw_in)
     raw["patient_id"] = patient_id
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
         issues = _check_types(raw, follow_up_field_names())
-        values, more = validate_follow_up(raw, today=today, birth_date=patient.birth_date, extra=True)
+        values, more = validate_follow_up(raw, today=today, patient=PatientFacts.of(patient), channel=channel, extra=True)
         issues += more
         visit_on = values.get("visit_on")
-        if visit_on is not None and visit_on < patient.registered_on:
-            issues.append(Issue("VISIT_BEFORE_REGISTRATION",
-                                f"随访日期(visit_on) {visit_on} 早于建档日期 {patient.registered_on}", column="visit_on"))
-        if patient.status != "active" and patient.status_on and visit_on and visit_on > patient.status_on:
-            issues.append(Issue("PATIENT_NOT_ACTIVE", f"患者已{codes.PatientStatus(patient.status).label}（{patient.status_on}），"
-                                f"不能录入之后的随访", column="visit_on"))
-        if values.get("lost_reason") is None and values.get("risk_level") is None and values.get("hospital_status") != 1 \
-                and visit_on is not None and not any(i.column == "risk_level" for i in issues):
-            issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性评估(risk_level)；未访到请填写失访原因(lost_reason)",
-                                column="risk_level"))
-        for key in ("medication", "advised_medication"):
+        for key, label in (("medication", "用药情况"), ("advised_medication", "用药指导")):
             if values.get(key):
                 values[key] = _medication_json(values[key])
                 if len(values[key]) > 1000:
-                    issues.append(Issue("TOO_LONG", f"{key}: 用药记录过长（超过1000个字符）", column=key))
+                    issues.append(Issue("TOO_LONG", f"{label}({key}): 用药记录过长（超过1000个字符）", column=key))
         if issues:
             raise _reject(issues)
         attended = {r: raw.pop(f"attended_{r}", None) for r in JOINT_ROLES}
@@ -164,8 +167,12 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
     return fu
 
 
-def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: date, source: str | None) -> Patient:
-    """新患者建档 Register a new patient in a village under the doctor's township."""
+def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: date, source: str | None,
+                     channel: Channel = Channel.FORM) -> Patient:
+    """新患者建档 Register a new patient in a village under the doctor's township.
+
+    The checks are ``registry.validation.validate_patient`` and ``check_village``, the importer's;
+    status and status date are not taken (validation.DELIBERATE_DIFFERENCES)."""
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     raw = _clean(raw_in)
     issues = _check_types(raw, patient_field_names())
@@ -177,9 +184,9 @@ def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: dat
         village = values.get("village_code")
         if village:
             region = session.get(Region, village)
-            if region is None or region.level != "village":
-                issues.append(Issue("VILLAGE_UNKNOWN", f"村编码(village_code) {village} 不存在或不是村(社区)", column="village_code"))
-            elif village not in scope.region_codes:
+            village_issues = check_village(village, {village: region.level} if region is not None else {})
+            issues += village_issues
+            if not village_issues and village not in scope.region_codes:
                 issues.append(Issue("VILLAGE_OUT_OF_SCOPE", f"村编码(village_code) {village} 不在您的管辖范围内", column="village_code"))
         pid = values.get("patient_id")
         if pid and session.get(Patient, pid) is not None:
@@ -199,37 +206,21 @@ def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: dat
     return patient
 
 
-def record_status(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None) -> Patient:
-    """死亡/迁出 Record a death or a move-out; the scheduler cancels the open tasks (rules.md §5)."""
+def record_status(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None,
+                  channel: Channel = Channel.FORM) -> Patient:
+    """死亡/迁出 Record a death or a move-out; the scheduler cancels the open tasks (rules.md §5).
+
+    The checks are ``registry.validation.validate_status_change`` (the patient row's status rules)."""
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     raw = _clean(raw_in)
     issues = _check_types(raw, {"status", "status_on", "status_detail"})
-    status = raw.get("status", "").strip()
-    if status not in ("dead", "moved_out", "死亡", "迁出"):
-        issues.append(Issue("BAD_STATUS", "状态(status)应为 dead 死亡 / moved_out 迁出", column="status", value=status[:40]))
-    status = {"死亡": "dead", "迁出": "moved_out"}.get(status, status)
-    on = None
-    try:
-        on = iso_date(raw.get("status_on", "").strip())
-    except FieldError as err:
-        issues.append(Issue(err.code, f"状态日期(status_on): {err.message}", column="status_on"))
-    detail = raw.get("status_detail", "").strip() or None
-    try:
-        if detail:
-            text(255)(detail)
-    except FieldError as err:
-        issues.append(Issue(err.code, f"死亡原因/迁往地(status_detail): {err.message}", column="status_detail"))
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
-        if on is not None and on > today:
-            issues.append(Issue("FUTURE_DATE", f"状态日期(status_on) {on} 晚于今天 {today}", column="status_on"))
-        if on is not None and on < patient.registered_on:
-            issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期(status_on) {on} 早于建档日期 {patient.registered_on}",
-                                column="status_on"))
-        if patient.status != "active":
-            issues.append(Issue("ALREADY_INACTIVE", f"患者已为“{codes.PatientStatus(patient.status).label}”状态", column="status"))
+        values, more = validate_status_change(raw, PatientFacts.of(patient), today=today, channel=channel)
+        issues += more
         if issues:
             raise _reject(issues)
+        status, on, detail = values["status"], values["status_on"], values.get("status_detail")
         patient.status, patient.status_on, patient.status_detail = status, on, detail
         patient.updated_at = utcnow()
         session.add(patient)
@@ -262,34 +253,29 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
         return row
 
 
-def _event_date(raw_in: dict[str, Any], field: str, label: str, patient, today: date) -> tuple[date | None, list[Issue]]:
+def _event_raw(raw_in: dict[str, Any], field: str, patient_id: str) -> tuple[dict[str, str], list[Issue]]:
     raw = _clean(raw_in)
     issues = _check_types(raw, {field})
-    on = None
-    try:
-        on = iso_date(raw.get(field, "").strip())
-    except FieldError as err:
-        issues.append(Issue(err.code, f"{label}({field}): {err.message}", column=field))
-    if on is not None and on > today:
-        issues.append(Issue("FUTURE_DATE", f"{label}({field}) {on} 晚于今天 {today}", column=field))
-    if on is not None and on < patient.registered_on:
-        issues.append(Issue("BEFORE_REGISTRATION", f"{label}({field}) {on} 早于建档日期 {patient.registered_on}", column=field))
-    if patient.status != "active":
-        issues.append(Issue("PATIENT_NOT_ACTIVE", f"患者已为“{codes.PatientStatus(patient.status).label}”状态", column=field))
-    return on, issues
+    raw["patient_id"] = patient_id
+    return raw, issues
 
 
 def record_health_check(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date,
-                        source: str | None) -> date:
-    """健康体检 Record an annual health check; it closes that year's health-check task (rules.md §5)."""
+                        source: str | None, channel: Channel = Channel.FORM) -> date:
+    """健康体检 Record an annual health check; it closes that year's health-check task (rules.md §5).
+
+    The checks are ``registry.validation.validate_health_check``, the importer's."""
     from registry.models import HealthCheck  # noqa: PLC0415
 
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
-        on, issues = _event_date(raw_in, "checked_on", "体检日期", patient, today)
-        if on is not None and session.exec(select(HealthCheck).where(HealthCheck.patient_id == patient_id,
-                                                                     HealthCheck.checked_on == on)).first():
+        raw, issues = _event_raw(raw_in, "checked_on", patient_id)
+        values, more = validate_health_check(raw, PatientFacts.of(patient), today=today, channel=channel)
+        issues += more
+        on = values.get("checked_on")
+        if on is not None and applies("DUPLICATE", channel) and session.exec(
+                select(HealthCheck).where(HealthCheck.patient_id == patient_id, HealthCheck.checked_on == on)).first():
             issues.append(Issue("DUPLICATE", f"体检日期(checked_on) {on} 已登记", column="checked_on"))
         if issues:
             raise _reject(issues)
@@ -302,17 +288,17 @@ def record_health_check(engine, scope: Scope, patient_id: str, raw_in: dict[str,
 
 
 def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date,
-                     source: str | None) -> date:
-    """长效针剂注射 Record an injection given: the LAI plan's last injection date moves to it (rules.md §5)."""
+                     source: str | None, channel: Channel = Channel.FORM) -> date:
+    """长效针剂注射 Record an injection given: the LAI plan's last injection date moves to it (rules.md §5).
+
+    The checks are ``registry.validation.validate_injection``."""
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
-        on, issues = _event_date(raw_in, "given_on", "注射日期", patient, today)
-        if not patient.lai_drug:
-            issues.append(Issue("NO_LAI_PLAN", "该患者没有长效针剂计划", column="given_on"))
-        elif on is not None and patient.lai_last_on and on < patient.lai_last_on:
-            issues.append(Issue("BEFORE_LAST_INJECTION", f"注射日期(given_on) {on} 早于末次注射日期 {patient.lai_last_on}",
-                                column="given_on"))
+        raw, issues = _event_raw(raw_in, "given_on", patient_id)
+        values, more = validate_injection(raw, PatientFacts.of(patient), today=today, channel=channel)
+        issues += more
+        on = values.get("given_on")
         if issues:
             raise _reject(issues)
         patient.lai_last_on = on
