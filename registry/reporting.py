@@ -445,19 +445,3 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
         month_state.prune(engine, before_year_month=month_state.year_month(period))
     return written
 
-
-def demo_step(engine: Engine, out_dir: Path | str, *, today: date, echo=print) -> Path:
-    """演示 ``jingfang demo``: write the current month's county report and print rates against targets."""
-    from registry.cli_rates import rates_table, region_names  # noqa: PLC0415
-    from registry.indicators import compute_rates_and_counts  # noqa: PLC0415
-
-    month = f"{today.year:04d}-{today.month:02d}"
-    doc, counts = compute_rates_and_counts(engine, month=month, today=today)
-    for line in rates_table(doc, region_names(engine)):
-        echo(line)
-    # the report reuses the counts just computed (the month is computed once, not twice)
-    path = write_monthly_report(engine, month=month, region_code=doc["region"],
-                                out_path=Path(out_dir) / f"月报-{month}-{doc['region']}.pdf", today=today,
-                                variant=doc["variant"], counts=counts)
-    echo(f"月报：{path}")
-    return path

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from registry import models
-from registry.cli import app
+from jingfang.cli import app
 from registry.errors import InvalidInput
 from registry.importing import import_path
 from registry.indicators import compute_rates

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from registry import models, month_state
 from registry.indicators import Period
-from registry.cli import app
+from jingfang.cli import app
 from registry.ids import make, mask
 from registry.importing import import_path
 from registry.reporting import build_context, format_rate, publish_month, trend_chart, write_monthly_report
@@ -136,7 +136,7 @@ def test_report_command_and_publish_month(county, tmp_path):
 
 
 def test_demo_step_writes_the_current_month_and_prints_rates(county, tmp_path):
-    from registry.reporting import demo_step
+    from jingfang.demo_rates import demo_step
 
     lines: list[str] = []
     path = demo_step(county.engine, tmp_path, today=date(2026, 6, 15), echo=lines.append)

@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from jingfang.options import DbOption, engine_for, report_errors
+from jingfang.tables import table_lines
+
 MonthOption = Annotated[str, typer.Option("--month", help="统计月份 YYYY-MM")]
 RegionOption = Annotated[Optional[str], typer.Option("--region", help="地区编码（默认顶级地区）", show_default=False)]
 VariantOption = Annotated[Optional[str], typer.Option("--variant", help="规范管理口径 quarterly | count（默认取规则配置）",
@@ -29,7 +32,6 @@ def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
     """Plain-text view of a rates document: the region, then one line per child (named when
     ``names`` is given)."""
     names = names or {}
-    from registry.demo import table_lines  # noqa: PLC0415
     from registry.indicators import INDICATORS  # noqa: PLC0415
     from registry.reporting import format_rate  # noqa: PLC0415
 
@@ -58,7 +60,6 @@ def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
 
 def register(app: typer.Typer) -> None:
     """Add ``rates`` and ``report`` to ``app``."""
-    from registry.cli import DbOption, engine_for, report_errors  # noqa: PLC0415
 
     @app.command("rates")
     @report_errors
