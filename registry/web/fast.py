@@ -34,6 +34,7 @@ from registry.accounts import User, WebSession
 from registry.audit import audit_row
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
+from registry.storable_text import bad_text
 from registry.web import queries
 from registry.web.scopes import FULL_RECORD_ROLES, scope_for
 
@@ -198,8 +199,6 @@ def _token(request):
 
 def _patient_statement(request, patient_id: str, source: str):
     """(sql, params, via, now) for the patient page, or None for the generic path."""
-    from registry.web.writes import bad_text  # noqa: PLC0415
-
     ctx = request.app.state.ctx
     if not enabled(ctx) or bad_text(patient_id) or len(patient_id) > 64:
         return None
