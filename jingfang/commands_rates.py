@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
               as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（contract.md）")] = False,
               variant: VariantOption = None, targets: TargetsOption = None, db: DbOption = None) -> None:
         """月度考核指标：在册、管理率、规范管理率、治疗率等。"""
-        from registry.indicators import compute_rates  # noqa: PLC0415
+        from registry.rates.compute import compute_rates  # noqa: PLC0415
 
         engine = engine_for(db)
         doc = compute_rates(engine, month=month, region_code=region, variant=variant, targets=targets)

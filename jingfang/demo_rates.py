@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from jingfang.commands_rates import rates_table, region_names
-from registry.indicators import compute_rates_and_counts
+from registry.rates.compute import compute_rates_and_counts
 from registry.reporting import write_monthly_report
 
 

@@ -45,6 +45,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from registry import models
+from registry.indicators import HEALTH_CHECKED, MASK_BITS, bit_or_agg, follow_up_aggregates, in_register_condition
 from registry.models import UTCDateTime, utcnow
 
 # Clock granularity / skew between the writers' clock (Python) and the database's.
@@ -108,8 +109,6 @@ STATE_COLUMNS = ["year_month", "patient_id", "village_code", "registered_on", "d
 
 def _follow_up_aggregate(period, first: date, patient_ids: list[str] | None = None):
     """Per patient: the aggregates of their follow-ups dated in [first, D] and on/after their registration."""
-    from registry.indicators import MASK_BITS, bit_or_agg, follow_up_aggregates  # noqa: PLC0415
-
     p = models.Patient.__table__
     f, mask, latest = follow_up_aggregates(period, all_quarters=True)
     where = [f.c.visit_on >= first, f.c.visit_on <= period.as_of, f.c.visit_on >= p.c.registered_on]
@@ -135,8 +134,6 @@ def _health_checked(period, first: date, patient_ids: list[str] | None = None):
 
 
 def _register(period, villages: list[str] | None, patient_ids: list[str] | None):
-    from registry.indicators import in_register_condition  # noqa: PLC0415
-
     p = models.Patient.__table__
     where = [in_register_condition(p, period.as_of)]
     if villages is not None:
@@ -148,8 +145,6 @@ def _register(period, villages: list[str] | None, patient_ids: list[str] | None)
 
 def scratch_query(period, villages: list[str] | None = None, patient_ids: list[str] | None = None):
     """State rows of month M from scratch: every 在册 patient at D with the aggregates of W."""
-    from registry.indicators import HEALTH_CHECKED  # noqa: PLC0415
-
     p, where = _register(period, villages, patient_ids)
     fa = _follow_up_aggregate(period, period.start, patient_ids)
     hc = _health_checked(period, period.start, patient_ids)
@@ -172,8 +167,6 @@ def merged_query(period, villages: list[str] | None = None):
     mask OR mask, the larger latest key, the sum of complete follow-ups; the health-check bit
     from all of W. No grouping of old rows.
     """
-    from registry.indicators import HEALTH_CHECKED  # noqa: PLC0415
-
     s = PatientMonthState.__table__
     p, where = _register(period, villages, None)
     first = date(period.year, period.month, 1)

@@ -14,8 +14,8 @@ from registry import models
 from jingfang.cli import app
 from registry.errors import InvalidInput
 from registry.importing import import_path
-from registry.indicators import compute_rates
-from registry.snapshots import freeze, is_frozen, unfreeze
+from registry.rates.compute import compute_rates, freeze
+from registry.snapshots import is_frozen, unfreeze
 from registry.targets import bundled_sets, load_target_set, meets, parse_target_set
 
 

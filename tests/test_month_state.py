@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from registry import models, month_state
-from registry.indicators import Period, compute_rates, region_counts
+from registry.indicators import Period
+from registry.rates.compute import compute_rates, region_counts
 from test_indicators_plan import generate
 
 TODAY = date(2026, 11, 23)
@@ -215,9 +216,9 @@ def test_compute_rates_of_a_closed_month_uses_a_fresh_state(population):
 
 
 def test_publishing_a_month_freezes_the_counts_of_its_fresh_state(population):
-    """publish_month (the scheduler, on the 1st) freezes through snapshots.freeze, which builds
+    """publish_month (the scheduler, on the 1st) freezes through compute.freeze, which builds
     the closed month's state; the frozen counts are the live ones."""
-    from registry.snapshots import freeze
+    from registry.rates.compute import freeze
 
     engine = population.engine
     june = Period.parse("2026-06")

@@ -32,7 +32,7 @@ def month_arg(month: str) -> str:
 def compute_rates_safe(engine, *, month: str, region_code: str) -> dict | None:
     """月度指标 The month's indicators (registry.indicators.compute_rates, contract.md JSON), or None."""
     try:
-        from registry.indicators import compute_rates  # noqa: PLC0415
+        from registry.rates.compute import compute_rates  # noqa: PLC0415
     except ImportError:
         return None
     return compute_rates(engine, month=month, region_code=region_code)
