@@ -30,12 +30,13 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 
 from registry import clock
-from registry.accounts import User, WebSession
+from registry.accounts import User, WebSession, hash_token
 from registry.audit import audit_row
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
 from registry.storable_text import bad_text
 from registry.web import queries
+from registry.web.auth import Current, token_from
 from registry.web.scopes import FULL_RECORD_ROLES, scope_for
 
 Participant = namedtuple("Participant", "follow_up_id role attended")
@@ -170,8 +171,6 @@ class _Raw:
 
 def _current(ctx, session_row: dict | None, via: str, now: datetime):
     """The ``auth.Current`` from the statement's session row, with the generic path's checks and errors."""
-    from registry.web.auth import Current  # noqa: PLC0415
-
     if session_row is None:
         raise NotAuthenticated("请先登录", code="NOT_AUTHENTICATED")
     expires_at = datetime.fromisoformat(session_row["expires_at"])
@@ -188,9 +187,6 @@ def _current(ctx, session_row: dict | None, via: str, now: datetime):
 
 
 def _token(request):
-    from registry.accounts import hash_token  # noqa: PLC0415
-    from registry.web.auth import token_from  # noqa: PLC0415
-
     token, via = token_from(request)
     if not token or len(token) > 200:
         return None, via
