@@ -1,9 +1,9 @@
 """月度指标 The month's rates of a region: its counts from the right source, against its targets.
 
 The API of the rates layer (``compute_rates``, contract.md ``jingfang rates --json``), above the
-definitions it uses: ``registry.indicators`` (the indicator set, the set-based SQL),
-``registry.month_state`` (the patient-month state of closed months), ``registry.snapshots`` (the
-frozen counts of published months) and ``registry.targets``. ``region_counts`` reads a published
+definitions it uses: ``indicators`` (the indicator set, the set-based SQL), ``month_state`` (the
+patient-month state of closed months), ``snapshots`` (the frozen counts of published months) and
+``targets``, all in this package. ``region_counts`` reads a published
 month's frozen counts, else the month state (``state_source``), else counts live; ``freeze``
 writes the frozen counts of a month when it is published.
 """
@@ -119,7 +119,7 @@ def compute_rates_and_counts(engine: Engine, *, month: str, region_code: str | N
                              targets: str | None = None, today: date | None = None,
                              use_state: bool = True) -> tuple[dict, dict[str, dict[str, int]]]:
     """``compute_rates`` plus the raw counts behind it (region → counts), which a caller can hand
-    to ``registry.reporting.write_monthly_report(counts=…)`` so the month is computed once."""
+    to ``reporting.write_monthly_report(counts=…)`` so the month is computed once."""
     period = Period.parse(month)
     variant = resolve_variant(variant)
     target_set = resolve_target_set(targets)
