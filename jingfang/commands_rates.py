@@ -32,8 +32,8 @@ def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
     """Plain-text view of a rates document: the region, then one line per child (named when
     ``names`` is given)."""
     names = names or {}
-    from registry.indicators import INDICATORS  # noqa: PLC0415
-    from registry.reporting import format_rate  # noqa: PLC0415
+    from registry.rates.indicators import INDICATORS  # noqa: PLC0415
+    from registry.rates.reporting import format_rate  # noqa: PLC0415
 
     lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {doc['month']}（截至 {doc['as_of']}，规范管理口径 {doc['variant']}）"]
     body = []
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
                region: RegionOption = None, variant: VariantOption = None, targets: TargetsOption = None,
                db: DbOption = None) -> None:
         """月度指标 PDF 报告。"""
-        from registry.reporting import write_monthly_report  # noqa: PLC0415
+        from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
 
         path = write_monthly_report(engine_for(db), month=month, region_code=region, out_path=out,
                                     variant=variant, targets=targets)

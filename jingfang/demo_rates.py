@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from jingfang.commands_rates import rates_table, region_names
 from registry.rates.compute import compute_rates_and_counts
-from registry.reporting import write_monthly_report
+from registry.rates.reporting import write_monthly_report
 
 
 def demo_step(engine: Engine, out_dir: Path | str, *, today: date, echo=print) -> Path:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from registry.clock import local_today, now_utc
 from registry.db import get_engine
-from registry.reporting import publish_month
+from registry.rates.reporting import publish_month
 from schedules.generation import generate
 from schedules.lists import write_all_townships
 from schedules.models import ScheduleRun

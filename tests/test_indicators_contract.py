@@ -15,8 +15,8 @@ from jingfang.cli import app
 from registry.errors import InvalidInput
 from registry.importing import import_path
 from registry.rates.compute import compute_rates, freeze
-from registry.snapshots import is_frozen, unfreeze
-from registry.targets import bundled_sets, load_target_set, meets, parse_target_set
+from registry.rates.snapshots import is_frozen, unfreeze
+from registry.rates.targets import bundled_sets, load_target_set, meets, parse_target_set
 
 
 @pytest.fixture

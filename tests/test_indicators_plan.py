@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from registry import models
-from registry.indicators import Period, per_patient_query
+from registry.rates.indicators import Period, per_patient_query
 from registry.rates.compute import region_counts
 
 VILLAGES = {"V11": "T1", "V12": "T1", "V21": "T2"}

@@ -17,8 +17,9 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from registry import models, month_state
-from registry.indicators import Period
+from registry import models
+from registry.rates import month_state
+from registry.rates.indicators import Period
 from registry.rates.compute import compute_rates, region_counts
 from test_indicators_plan import generate
 

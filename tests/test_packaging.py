@@ -35,7 +35,7 @@ for name in ("lists", "report", "web"):
 from registry.web.app import _templates
 assert _templates().get_template("login.html") is not None
 from schedules.lists import render_html, build_lists, WorkList
-from registry.reporting import TEMPLATE_DIR
+from registry.rates.reporting import TEMPLATE_DIR
 assert (TEMPLATE_DIR / "monthly.html").is_file() and (TEMPLATE_DIR / "report.css").is_file()
 wl = WorkList(number=1, slug="followup", title="随访任务单", readers="精防医生", columns=[])
 html = render_html({"township_name": "示例镇", "township_code": "T", "week": date(2026, 6, 8),

@@ -13,13 +13,14 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from registry import models, month_state
-from registry.indicators import Period
+from registry import models
+from registry.rates import month_state
+from registry.rates.indicators import Period
 from jingfang.cli import app
 from registry.ids import make, mask
 from registry.importing import import_path
-from registry.reporting import build_context, format_rate, publish_month, trend_chart, write_monthly_report
-from registry.snapshots import is_frozen
+from registry.rates.reporting import build_context, format_rate, publish_month, trend_chart, write_monthly_report
+from registry.rates.snapshots import is_frozen
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ID_NUMBER = make("440781", date(1980, 1, 1), 17)

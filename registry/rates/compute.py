@@ -16,10 +16,10 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from registry import month_state, snapshots
+from registry.rates import month_state, snapshots
 from registry.clock import local_today
 from registry.errors import InvalidInput
-from registry.indicators import (
+from registry.rates.indicators import (
     INDICATORS,
     Period,
     RegionTree,
@@ -30,8 +30,8 @@ from registry.indicators import (
     village_counts,
 )
 from registry.models import utcnow
-from registry.snapshots import IndicatorSnapshot, is_frozen
-from registry.targets import TargetSet, load_target_set, meets
+from registry.rates.snapshots import IndicatorSnapshot, is_frozen
+from registry.rates.targets import TargetSet, load_target_set, meets
 
 
 def resolve_target_set(name: str | None = None) -> TargetSet:

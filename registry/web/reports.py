@@ -41,7 +41,7 @@ def compute_rates_safe(engine, *, month: str, region_code: str) -> dict | None:
 def write_report_safe(engine, *, month: str, region_code: str, out_path: Path) -> Path:
     """月报 Write the monthly PDF (registry.reporting) to ``out_path``."""
     try:
-        from registry.reporting import write_monthly_report  # noqa: PLC0415
+        from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
     except ImportError:
         raise Unavailable("月报模块尚未安装", code="REPORT_UNAVAILABLE") from None
     write_monthly_report(engine, month=month, region_code=region_code, out_path=out_path)

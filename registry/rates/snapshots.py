@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from registry.indicators import COUNT_COLUMNS
+from registry.rates.indicators import COUNT_COLUMNS
 from registry.models import UTCDateTime, utcnow
 
 

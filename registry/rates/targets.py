@@ -2,7 +2,7 @@
 
 A target set is a JSON file ``{"name", "title", "source", "targets": [...]}``; each target is
 ``{"indicator": KEY, "region": CODE or "*", "year": YYYY or null, "value": 0.9}``. Bundled sets
-live in ``registry/data/targets-<name>.json``: ``default`` (indicators.md's default profile),
+live in ``registry/rates/data/targets-<name>.json``: ``default`` (indicators.md's default profile),
 ``taishan-2019``, ``pilot-2021`` and ``shaoxing-2024``. A county may load its own file by path.
 
 Lookup (project decision, docs/indicators.md): for an indicator, region R and report year Y the
@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from registry.errors import InvalidInput
-from registry.indicators import INDICATOR_KEYS
+from registry.rates.indicators import INDICATOR_KEYS
 
 DATA_DIR = Path(__file__).with_name("data")
 DEFAULT_SET = "default"

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from registry import models
-from registry.indicators import HEALTH_CHECKED, MASK_BITS, bit_or_agg, follow_up_aggregates, in_register_condition
+from registry.rates.indicators import HEALTH_CHECKED, MASK_BITS, bit_or_agg, follow_up_aggregates, in_register_condition
 from registry.models import UTCDateTime, utcnow
 
 # Clock granularity / skew between the writers' clock (Python) and the database's.

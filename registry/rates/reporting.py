@@ -21,11 +21,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from registry import models, month_state, snapshots
+from registry import models
+from registry.rates import month_state, snapshots
 from registry.clock import local_today
 from registry.config import get_settings
 from registry.ids import mask
-from registry.indicators import (
+from registry.rates.indicators import (
     BY_KEY,
     INDICATORS,
     VARIANT_LABELS,
@@ -38,7 +39,7 @@ from registry.indicators import (
 )
 from registry.rates.compute import freeze, indicator_values, region_counts, resolve_target_set
 from registry.resources import template_dir
-from registry.targets import TargetSet
+from registry.rates.targets import TargetSet
 
 TEMPLATE_DIR = template_dir("report")
 FONT_FAMILY = "Noto Sans CJK SC"
