@@ -101,10 +101,11 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args()
 
-    from registry import month_state
-    from registry.indicators import Period, compute_rates_and_counts, region_counts
-    from registry.reporting import write_monthly_report
-    from registry.snapshots import freeze, unfreeze
+    from registry.rates import month_state
+    from registry.rates.indicators import Period
+    from registry.rates.compute import compute_rates_and_counts, freeze, region_counts
+    from registry.rates.reporting import write_monthly_report
+    from registry.rates.snapshots import unfreeze
 
     url = ensure_data(args.patients, args.rebuild)
     engine = make_engine(url)

@@ -76,7 +76,7 @@ class Patient(SQLModel, table=True):
         sa.CheckConstraint("status = 'active' OR status_on IS NOT NULL", name="status_on_required"),
         sa.CheckConstraint("lai_interval_weeks IS NULL OR lai_interval_weeks BETWEEN 1 AND 52", name="lai_interval_range"),
         sa.Index("ix_patient_village_status", "village_code", "status"),
-        sa.Index("ix_patient_updated_at", "updated_at"),  # patient-month state freshness (registry.month_state)
+        sa.Index("ix_patient_updated_at", "updated_at"),  # patient-month state freshness (registry.rates.month_state)
     )
 
     patient_id: str = Field(primary_key=True, max_length=64)
@@ -118,7 +118,7 @@ class FollowUp(SQLModel, table=True):
     __tablename__ = "follow_up"
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "visit_on", "seq", name="uq_follow_up_key"),
-        sa.Index("ix_follow_up_updated_at", "updated_at"),  # patient-month state freshness (registry.month_state)
+        sa.Index("ix_follow_up_updated_at", "updated_at"),  # patient-month state freshness (registry.rates.month_state)
         in_check("mode", codes.FollowUpMode),
         in_check("lost_reason", codes.LostReason),
         in_check("risk_level", codes.RiskLevel),

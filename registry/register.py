@@ -97,5 +97,5 @@ def at_home(hospital_status: int | None) -> bool:
 
 def at_home_sql(f) -> sa.ColumnElement[bool]:
     """居家 SQL twin of ``at_home``, over the latest complete follow-up's row ``f``
-    (the set-based 在管 is ``registry.rules.complete_sql`` aggregated over W: ``registry.indicators``)."""
+    (the set-based 在管 is ``registry.rules.complete_sql`` aggregated over W: ``registry.rates.indicators``)."""
     return sa.or_(f.c.hospital_status.is_(None), f.c.hospital_status != HospitalStatus.IN_HOSPITAL.value)

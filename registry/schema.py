@@ -14,8 +14,8 @@ MODEL_MODULES = [
     "registry.models",
     "registry.accounts",
     "schedules.models",
-    "registry.snapshots",
-    "registry.month_state",
+    "registry.rates.snapshots",
+    "registry.rates.month_state",
 ]
 
 

@@ -21,7 +21,11 @@ from sqlalchemy.engine import Engine
 from registry.clock import local_today, now_utc
 from registry.db import get_engine
 from registry.periods import previous_month
+from registry.rates.reporting import publish_month
+from schedules.generation import generate
+from schedules.lists import write_all_townships
 from schedules.models import ScheduleRun
+from schedules.notify import deliver_due, due_count
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +133,6 @@ def mark_interrupted(engine: Engine) -> int:
 
 def run_generation(db_url: str | None = None, as_of: str | None = None, source: str = "scheduler") -> dict:
     """每日生成 Generate tasks for ``as_of`` (default: today in Asia/Shanghai)."""
-    from schedules.generation import generate
-
     engine = get_engine(db_url)
     day = date.fromisoformat(as_of) if as_of else local_today()
     counts = recorded(engine, "generate", day, source, lambda: generate(engine, as_of=day))
@@ -147,8 +149,6 @@ def week_start(day: date) -> date:
 def run_weekly_lists(db_url: str | None = None, out_dir: str | None = None, week: str | None = None,
                      source: str = "scheduler") -> dict:
     """每周五单 Write the 五单 of every township for the week and queue the notifications."""
-    from schedules.lists import write_all_townships
-
     engine = get_engine(db_url)
     monday = week_start(date.fromisoformat(week) if week else local_today())
     out = Path(out_dir or "out/lists")
@@ -158,10 +158,8 @@ def run_weekly_lists(db_url: str | None = None, out_dir: str | None = None, week
 def run_monthly_reports(db_url: str | None = None, out_dir: str | None = None, today: str | None = None,
                         source: str = "scheduler") -> dict:
     """每月报告 On the 1st: freeze the month just ended and write the county's and every township's
-    PDF report (issue 3, ``registry.reporting.publish_month``). Idempotent: frozen counts give the
+    PDF report (issue 3, ``registry.rates.reporting.publish_month``). Idempotent: frozen counts give the
     same files again."""
-    from registry.reporting import publish_month
-
     engine = get_engine(db_url)
     day = date.fromisoformat(today) if today else local_today()
     month = previous_month(day)
@@ -176,8 +174,6 @@ def run_monthly_reports(db_url: str | None = None, out_dir: str | None = None, t
 
 def run_delivery(db_url: str | None = None, source: str = "scheduler") -> dict:
     """通知投递 Deliver due outbox messages (only recorded when something was due)."""
-    from schedules.notify import deliver_due, due_count
-
     engine = get_engine(db_url)
     if not due_count(engine):
         return {"sent": 0, "failed": 0, "retry": 0}

@@ -12,7 +12,7 @@ import json
 import time_machine
 from typer.testing import CliRunner
 
-from registry.cli import app
+from jingfang.cli import app
 
 TASK_KEYS = ["patient_id", "kind", "due_on", "overdue", "roles", "joint", "rule"]
 

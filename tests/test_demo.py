@@ -8,7 +8,7 @@ import sqlalchemy as sa
 import time_machine
 from typer.testing import CliRunner
 
-from registry.cli import app
+from jingfang.cli import app
 from registry.db import make_engine
 from registry.models import AuditLog, Region
 from schedules.lists import write_townships

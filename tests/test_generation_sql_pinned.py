@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schedules.generation import plan_select
-from schedules.profile import load_profile
+from registry.profile import load_profile
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generation_sql"
 AS_OF = date(2026, 3, 31)

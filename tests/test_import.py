@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from registry.cli import app
+from jingfang.cli import app
 from registry.errors import ImportRejected
 from registry.importing import import_path
 

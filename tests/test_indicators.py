@@ -18,7 +18,8 @@ import sqlalchemy as sa
 
 from registry import models
 from registry.errors import InvalidInput, NotFound
-from registry.indicators import INDICATOR_KEYS, INDICATORS, Period, compute_rates, rate
+from registry.rates.indicators import INDICATOR_KEYS, INDICATORS, Period, rate
+from registry.rates.compute import compute_rates
 
 D = date.fromisoformat
 

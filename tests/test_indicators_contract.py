@@ -11,12 +11,12 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from registry import models
-from registry.cli import app
+from jingfang.cli import app
 from registry.errors import InvalidInput
 from registry.importing import import_path
-from registry.indicators import compute_rates
-from registry.snapshots import freeze, is_frozen, unfreeze
-from registry.targets import bundled_sets, load_target_set, meets, parse_target_set
+from registry.rates.compute import compute_rates, freeze
+from registry.rates.snapshots import is_frozen, unfreeze
+from registry.rates.targets import bundled_sets, load_target_set, meets, parse_target_set
 
 
 @pytest.fixture

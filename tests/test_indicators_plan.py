@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from registry import models
-from registry.indicators import Period, per_patient_query, region_counts
+from registry.rates.indicators import Period, per_patient_query
+from registry.rates.compute import region_counts
 
 VILLAGES = {"V11": "T1", "V12": "T1", "V21": "T2"}
 MONTHS = ["2026-01", "2026-03", "2026-04", "2026-06", "2026-10", "2026-12"]

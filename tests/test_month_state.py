@@ -2,7 +2,7 @@
 
 On the generated population of ``test_indicators_plan`` (registration inside the year, same-day
 ties, unreached attempts, deaths and moves): for several closed months (January, quarter ends,
-mid-quarter) and both 规范管理 variants, the counts from ``registry.month_state`` equal the live
+mid-quarter) and both 规范管理 variants, the counts from ``registry.rates.month_state`` equal the live
 computation for the county, a township and a village; incremental builds equal builds from
 scratch row for row; and after a follow-up edited after the state was built, a late-inserted old
 follow-up, a late health check, a registration-date change and a death / move-out the state is
@@ -17,8 +17,10 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from registry import models, month_state
-from registry.indicators import Period, compute_rates, region_counts
+from registry import models
+from registry.rates import month_state
+from registry.rates.indicators import Period
+from registry.rates.compute import compute_rates, region_counts
 from test_indicators_plan import generate
 
 TODAY = date(2026, 11, 23)
@@ -215,9 +217,9 @@ def test_compute_rates_of_a_closed_month_uses_a_fresh_state(population):
 
 
 def test_publishing_a_month_freezes_the_counts_of_its_fresh_state(population):
-    """publish_month (the scheduler, on the 1st) freezes through snapshots.freeze, which builds
+    """publish_month (the scheduler, on the 1st) freezes through compute.freeze, which builds
     the closed month's state; the frozen counts are the live ones."""
-    from registry.snapshots import freeze
+    from registry.rates.compute import freeze
 
     engine = population.engine
     june = Period.parse("2026-06")

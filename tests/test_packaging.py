@@ -24,10 +24,10 @@ CHECK = r"""
 import sys
 from datetime import date
 from pathlib import Path
-import registry, schedules
+import jingfang, registry, schedules
 from registry.resources import template_dir
 target = Path(sys.argv[1]).resolve()
-for module in (registry, schedules):
+for module in (jingfang, registry, schedules):
     assert Path(module.__file__).resolve().is_relative_to(target), module.__file__
 for name in ("lists", "report", "web"):
     assert template_dir(name).resolve().is_relative_to(target), template_dir(name)
@@ -35,7 +35,7 @@ for name in ("lists", "report", "web"):
 from registry.web.app import _templates
 assert _templates().get_template("login.html") is not None
 from schedules.lists import render_html, build_lists, WorkList
-from registry.reporting import TEMPLATE_DIR
+from registry.rates.reporting import TEMPLATE_DIR
 assert (TEMPLATE_DIR / "monthly.html").is_file() and (TEMPLATE_DIR / "report.css").is_file()
 wl = WorkList(number=1, slug="followup", title="随访任务单", readers="精防医生", columns=[])
 html = render_html({"township_name": "示例镇", "township_code": "T", "week": date(2026, 6, 8),
@@ -50,7 +50,7 @@ def test_wheel_ships_templates(tmp_path):
     elsewhere.mkdir()
     # build from a copy: setuptools writes build/ and *.egg-info next to the sources
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    for name in ("registry", "schedules", "templates"):
+    for name in ("jingfang", "registry", "schedules", "templates"):
         shutil.copytree(ROOT / name, source / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)

@@ -13,13 +13,14 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from registry import models, month_state
-from registry.indicators import Period
-from registry.cli import app
+from registry import models
+from registry.rates import month_state
+from registry.rates.indicators import Period
+from jingfang.cli import app
 from registry.ids import make, mask
 from registry.importing import import_path
-from registry.reporting import build_context, format_rate, publish_month, trend_chart, write_monthly_report
-from registry.snapshots import is_frozen
+from registry.rates.reporting import build_context, format_rate, publish_month, trend_chart, write_monthly_report
+from registry.rates.snapshots import is_frozen
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ID_NUMBER = make("440781", date(1980, 1, 1), 17)
@@ -95,7 +96,7 @@ def test_the_trend_page_renders_its_headings_and_chart(county, tmp_path):
     of sections 三 and 四 plus the chart's legend as text."""
     from PIL import Image
 
-    from registry.reporting import TREND_COLOURS
+    from registry.rates.reporting import TREND_COLOURS
 
     out = write_monthly_report(county.engine, month="2026-06", region_code="C", out_path=tmp_path / "c.pdf",
                                today=date(2026, 7, 1))
@@ -171,7 +172,7 @@ def test_report_command_and_publish_month(county, tmp_path):
 
 
 def test_demo_step_writes_the_current_month_and_prints_rates(county, tmp_path):
-    from registry.reporting import demo_step
+    from jingfang.demo_rates import demo_step
 
     lines: list[str] = []
     path = demo_step(county.engine, tmp_path, today=date(2026, 6, 15), echo=lines.append)

@@ -12,8 +12,10 @@ from datetime import date, datetime, timezone
 
 import sqlalchemy as sa
 
-from registry import models, month_state, rules, snapshots
-from registry.indicators import Period, region_counts
+from registry import models, rules
+from registry.periods import Period
+from registry.rates import month_state, snapshots
+from registry.rates.compute import freeze, region_counts
 from test_indicators_plan import generate
 
 TODAY = date(2026, 11, 23)
@@ -56,7 +58,7 @@ def test_a_rule_change_rebuilds_the_month_state(database, monkeypatch):
 def test_a_rule_change_recomputes_frozen_counts(database, monkeypatch):
     populate(database)
     engine = database.engine
-    assert snapshots.freeze(engine, month="2026-03", variant="quarterly", today=TODAY)
+    assert freeze(engine, month="2026-03", variant="quarterly", today=TODAY)
     with engine.connect() as conn:
         first = snapshots.read(conn, "2026-03", "quarterly", ["C"])
     assert first["C"]["managed"] > 0
@@ -65,7 +67,7 @@ def test_a_rule_change_recomputes_frozen_counts(database, monkeypatch):
     with engine.begin() as conn:
         conn.execute(sa.update(f).where(f.c.visit_on <= date(2026, 3, 31)).values(risk_level=None, hospital_status=None,
                                                                                    classification=None, lost_reason=1))
-    assert not snapshots.freeze(engine, month="2026-03", variant="quarterly", today=TODAY)
+    assert not freeze(engine, month="2026-03", variant="quarterly", today=TODAY)
     with engine.connect() as conn:
         assert snapshots.read(conn, "2026-03", "quarterly", ["C"]) == first
 
@@ -74,7 +76,7 @@ def test_a_rule_change_recomputes_frozen_counts(database, monkeypatch):
         assert not snapshots.is_frozen(conn, "2026-03", "quarterly")
         assert snapshots.read(conn, "2026-03", "quarterly", ["C"]) is None  # stale counts are not served
         assert snapshots.frozen_months(conn, "C", "quarterly", ["2026-03"]) == {}
-    assert snapshots.freeze(engine, month="2026-03", variant="quarterly", today=TODAY)
+    assert freeze(engine, month="2026-03", variant="quarterly", today=TODAY)
     live = region_counts(engine, period=Period.parse("2026-03"), variant="quarterly", region_code="C",
                          use_snapshot=False, use_state=False)
     with engine.connect() as conn:

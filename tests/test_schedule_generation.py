@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from registry.cli import app
+from jingfang.cli import app
 from registry.db import make_engine
 from registry.models import FollowUp, HealthCheck, Patient
 from registry.rules import classification_of

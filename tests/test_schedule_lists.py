@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from openpyxl import load_workbook
 from typer.testing import CliRunner
 
-from registry.cli import app
+from jingfang.cli import app
 from registry.models import AuditLog, FollowUp, Patient, TeamMember
 from schedules.generation import generate
 from schedules.lists import CLINICAL_KEYS, LIST_COLUMNS, build_lists

@@ -17,7 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from registry.cli import app
+from jingfang.cli import app
 from registry.clock import local_today, now_utc
 from schedules.generation import ADVISORY_LOCK_KEY
 from schedules.jobs import reap_abandoned
@@ -26,7 +26,7 @@ from tests.schedule_population import populate
 from tests.waiting import lock_waiters, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-CHILD = "from registry.cli import main; main()"
+CHILD = "from jingfang.cli import main; main()"
 
 
 def runs(engine) -> list[dict]:

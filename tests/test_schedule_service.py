@@ -43,7 +43,7 @@ def _drop_job_store(database):
 # catch-up it is tested for happens only after 06:00 local time, and the suite may run at night.
 CHILD = (
     "import os, time_machine; time_machine.travel(float(os.environ['JF_TEST_NOW']), tick=True).start();"
-    " from registry.cli import main; main()"
+    " from jingfang.cli import main; main()"
 )
 PARKED = "PARKED MID-RUN"
 # Prepended to CHILD by start_scheduler(park_mid_run=True): right after the generation's statement

@@ -11,9 +11,9 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from registry.accounts import User, WebSession, hash_token
-from registry.cli import app as cli_app
+from jingfang.cli import app as cli_app
 from registry.web.app import create_app
-from registry.web.demo import DEMO_PASSWORD, create_demo_users
+from jingfang.demo_accounts import DEMO_PASSWORD, create_demo_users
 from web_support import PASSWORD, TODAY, seed, seed_tasks, session_token
 
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from registry.indicators import INDICATOR_KEYS
+from registry.rates.indicators import INDICATOR_KEYS
 from registry.web.app import create_app
 from web_support import ID_P1, PASSWORD, TODAY, USERS, VISIBLE, seed, seed_tasks, session_token
 
@@ -377,7 +377,7 @@ def test_labels_come_from_the_enums(web):
     from sqlmodel import Session
 
     from registry import codes
-    from registry.indicators import INDICATORS
+    from registry.rates.indicators import INDICATORS
 
     client, tokens, _ids, database = web
     with Session(database.engine) as s:

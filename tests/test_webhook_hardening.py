@@ -14,7 +14,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from registry.cli import app
+from jingfang.cli import app
 from registry.clock import now_utc
 from registry.models import AuditLog
 from schedules import notify

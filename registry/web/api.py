@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, 
 from registry import audit, codes
 from registry.accounts import UserRole, authenticate, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated
-from registry.indicators import compute_rates
+from registry.rates.compute import compute_rates
 from registry.validation import (FOLLOW_UP_EXTRA_FIELDS, FOLLOW_UP_FIELDS, HEALTH_CHECK_FIELDS, PATIENT_EXTRA_FIELDS,
                                  PATIENT_FIELDS)
 from registry.web import queries, reads, writes
@@ -297,7 +297,7 @@ def attendance(cur: CurrentUser, engine: EngineDep, ip: ClientIp,
 @authed.get("/rates", summary="月度指标（县级管理员）")
 def rates(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp,
           month: Annotated[str, Query(max_length=7)] = "") -> dict:
-    """月度指标 The month's indicators (county admin; registry.indicators, contract.md JSON)."""
+    """月度指标 The month's indicators (county admin; registry.rates.indicators, contract.md JSON)."""
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     month = month_arg(month or Period.of(today).label)
     data = compute_rates(engine, month=month, region_code=cur.user.region_code)

@@ -32,14 +32,16 @@ from sqlalchemy.dialects import postgresql
 from psycopg_pool import AsyncConnectionPool
 
 from registry import clock
-from registry.accounts import User, WebSession
+from registry.accounts import User, WebSession, hash_token
 from registry.attempts import latest_first_sql
 from registry.audit import audit_row
 from registry.care_team import care_team_select
 from registry.regions import region_cascade_text
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
+from registry.storable_text import bad_text
 from registry.web import queries
+from registry.web.auth import Current, token_from
 from registry.web.scopes import FULL_RECORD_ROLES, scope_for
 
 Participant = namedtuple("Participant", "follow_up_id role attended")
@@ -169,8 +171,6 @@ class _Raw:
 
 def _current(ctx, session_row: dict | None, via: str, now: datetime):
     """The ``auth.Current`` from the statement's session row, with the generic path's checks and errors."""
-    from registry.web.auth import Current  # noqa: PLC0415
-
     if session_row is None:
         raise NotAuthenticated("请先登录", code="NOT_AUTHENTICATED")
     expires_at = datetime.fromisoformat(session_row["expires_at"])
@@ -187,9 +187,6 @@ def _current(ctx, session_row: dict | None, via: str, now: datetime):
 
 
 def _token(request):
-    from registry.accounts import hash_token  # noqa: PLC0415
-    from registry.web.auth import token_from  # noqa: PLC0415
-
     token, via = token_from(request)
     if not token or len(token) > 200:
         return None, via
@@ -198,8 +195,6 @@ def _token(request):
 
 def _patient_statement(request, patient_id: str, source: str):
     """(sql, params, via, now) for the patient page, or None for the generic path."""
-    from registry.web.writes import bad_text  # noqa: PLC0415
-
     ctx = request.app.state.ctx
     if not enabled(ctx) or bad_text(patient_id) or len(patient_id) > 64:
         return None

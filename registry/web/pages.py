@@ -22,10 +22,11 @@ from sqlmodel import Session, select
 from registry import audit
 from registry.accounts import UserRole, authenticate, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied
-from registry.indicators import BY_KEY, compute_rates
+from registry.rates.compute import compute_rates
+from registry.rates.indicators import BY_KEY
 from registry.models import Region
 from registry.periods import Period
-from registry.reporting import write_monthly_report
+from registry.rates.reporting import write_monthly_report
 from registry.web import fast, forms, queries, reads, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
 from registry.web.reports import month_arg, write_lists

@@ -1,7 +1,7 @@
 """报表接入 The web's month argument and the 五单 download (the lists and rates are other modules').
 
-The dashboard and the API call ``registry.indicators.compute_rates`` and the monthly PDF
-``registry.reporting.write_monthly_report`` directly.
+The dashboard and the API call ``registry.rates.compute.compute_rates`` and the monthly PDF
+``registry.rates.reporting.write_monthly_report`` directly.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from registry.errors import PermissionDenied
 from registry.models import Patient
 from registry.profile import RoleRules, current_profile
 from registry.regions import LiveRegionTree, villages_under
+from registry.storable_text import bad_text
 
 FULL_RECORD_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value)
 LIST_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
@@ -77,8 +78,6 @@ class Scope:
     def check_patient(self, session: Session, patient_id: str) -> Patient:
         """患者权限 The patient, or PermissionDenied when outside scope (also when it does not exist,
         so a probe cannot learn which IDs exist elsewhere)."""
-        from registry.web.writes import bad_text  # noqa: PLC0415
-
         if bad_text(patient_id) or len(patient_id) > 64:
             raise PermissionDenied("无权查看该患者：患者编号无效", code="PATIENT_FORBIDDEN")
         patient = session.exec(select(Patient).where(Patient.patient_id == patient_id, self.patient_clause())).first()

@@ -18,6 +18,7 @@ from registry import audit, codes
 from registry.accounts import UserRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.models import FollowUp, FollowUpParticipant, Patient, Region, utcnow
+from registry.storable_text import bad_text
 from registry.validation import (
     Channel,
     PatientFacts,
@@ -57,17 +58,6 @@ def refresh_schedule(engine, *, today: date, patient_ids: list[str] | None = Non
         generation.generate(engine, as_of=today, patient_ids=patient_ids)
         return
     recorded(engine, "generate", today, "web", lambda: generation.generate(engine, as_of=today, patient_ids=patient_ids))
-
-
-def bad_text(value: str) -> bool:
-    """无效字符 Text PostgreSQL cannot store (NUL, lone surrogates): refused before it reaches SQL."""
-    if "\x00" in value:
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _clean(raw: dict[str, Any]) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """调度命令 Scheduler commands: schedule, tasks, lists, scheduler, runs, calendar, webhook, notify.
 
-Registered on the ``jingfang`` app by ``registry.cli`` (contract.md "Commands").
+Registered on the ``jingfang`` app by ``jingfang.cli`` (contract.md "Commands").
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from registry.cli import DbOption, engine_for, report_errors
+from jingfang.options import DbOption, engine_for, report_errors
 from registry.errors import UsageError
 
 AsOf = Annotated[Optional[str], typer.Option("--as-of", help="日期 YYYY-MM-DD（默认今天，北京时间）", show_default=False)]

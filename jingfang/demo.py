@@ -14,27 +14,12 @@ from typing import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from jingfang import demo_accounts, demo_rates, demo_schedules
+from jingfang.tables import table_lines
 from registry import models
-from registry.codes import Diagnosis, PatientStatus
-
-
-def display_width(text: str) -> int:
-    """Terminal columns of a string: CJK characters take two."""
-    return sum(2 if ord(ch) >= 0x2E80 else 1 for ch in text)
-
-
-def pad(text, width: int, right: bool = False) -> str:
-    text = str(text)
-    fill = " " * max(0, width - display_width(text))
-    return fill + text if right else text + fill
-
-
-def table_lines(header: list[str], rows: list[list], widths: list[int]) -> list[str]:
-    """A plain-text table aligned for CJK; the first column left, the rest right."""
-    lines = []
-    for row in [header, *rows]:
-        lines.append("".join(pad(v, w, right=i > 0) for i, (v, w) in enumerate(zip(row, widths))))
-    return lines
+from registry.codes import Diagnosis
+from registry.importing import import_path
+from registry.synthetic import write_county_csv
 
 
 def register_summary(engine: Engine, today: date) -> list[tuple]:
@@ -61,9 +46,6 @@ def register_summary(engine: Engine, today: date) -> list[tuple]:
 
 def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date, echo: Callable[[str], None] = print) -> None:
     """Run the whole demo into ``out`` (created)."""
-    from registry.importing import import_path
-    from registry.synthetic import write_county_csv
-
     out = Path(out)
     data = out / "data"
     counts = write_county_csv(data, patients=patients, seed=seed, today=today)
@@ -87,18 +69,12 @@ def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date
 
     # --- capability steps (each capability adds its own step below) ---
     # [scheduler] generate today's tasks and write the week's 五单
-    from schedules.demo import run_demo_step
-
-    run_demo_step(engine, out, today=today, echo=echo)
+    demo_schedules.run_demo_step(engine, out, today=today, echo=echo)
     echo("")
     # [indicators] the month's rate report and rates against targets
-    from registry.reporting import demo_step
-
-    demo_step(engine, out, today=today, echo=echo)
+    demo_rates.demo_step(engine, out, today=today, echo=echo)
     echo("")
     # [web] one login per role
-    from registry.web.demo import create_demo_users
-
-    create_demo_users(engine, echo=echo)
+    demo_accounts.create_demo_users(engine, echo=echo)
     echo("")
     echo(f"输出目录：{out.resolve()}")

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from registry.cli import DbOption, engine_for, report_errors
+from jingfang.options import DbOption, engine_for, report_errors
 
 user_app = typer.Typer(help="管理网页账号。", no_args_is_help=True)
 

@@ -18,9 +18,9 @@ patient; docs/indicators.md has the details):
    those rows (LEFT JOIN the health checks in W), grouped by village.
 3. villages are rolled up to townships and the county in Python (a few hundred rows).
 
-Closed months can be frozen (``registry.snapshots``): a published report never changes
+Closed months can be frozen (``registry.rates.snapshots``): a published report never changes
 silently; compute_rates reads the frozen counts when they exist. A closed month that is not
-frozen is counted from its patient-month state (``registry.month_state``: the per-patient rows
+frozen is counted from its patient-month state (``registry.rates.month_state``: the per-patient rows
 of step 1 precomputed, brought up to date before use), an open month after January from
 state(M−1) plus month M's follow-ups; ``plain=`` / ``use_state=False`` compute live.
 """
@@ -30,10 +30,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from datetime import date, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -41,11 +40,11 @@ from registry import models
 from registry.codes import Adherence, Diagnosis, HospitalStatus
 from registry.errors import InvalidInput
 from registry.periods import Period
+from registry.profile import profile_document
 from registry.regions import RegionTree
 from registry.attempts import ID_FACTOR, on_or_after_registration_sql, order_key_sql
 from registry.register import at_home_sql, in_register_sql
 from registry.rules import complete_sql, face_to_face_sql, stable_sql
-from registry.targets import TargetSet, load_target_set, meets
 
 VARIANTS = ("quarterly", "count")
 DEFAULT_VARIANT = "quarterly"
@@ -121,25 +120,13 @@ COUNT_COLUMNS = (
 # --------------------------------------------------------------------------- profile setting
 
 
-def _profile_document() -> dict:
-    """The selected rule profile's JSON (``JINGFANG_PROFILE``), or {} when there is none."""
-    from registry.profile import profile_document  # noqa: PLC0415
-
-    return profile_document()
-
-
 def resolve_variant(variant: str | None = None) -> str:
     """规范管理口径 The argument, else the profile's ``standard_management_variant``, else quarterly."""
-    variant = variant or _profile_document().get("standard_management_variant") or DEFAULT_VARIANT
+    variant = variant or profile_document().get("standard_management_variant") or DEFAULT_VARIANT
     if variant not in VARIANTS:
         raise InvalidInput.single("BAD_VARIANT", f"规范管理口径(variant)“{variant}”无效，应为 quarterly 或 count",
                                   column="variant", value=variant)
     return variant
-
-
-def resolve_target_set(name: str | None = None) -> TargetSet:
-    """目标集 The argument, else the profile's ``target_set``, else ``default``."""
-    return load_target_set(name or _profile_document().get("target_set"))
 
 
 # --------------------------------------------------------------------------- regions
@@ -190,7 +177,7 @@ def _bit_or_sqlite(element, compiler, **kw):
 ANY_COMPLETE, ANY_F2F, ANY_PSYCH, ANY_REHAB, ANY_INCIDENT = 1, 2, 4, 8, 16
 QUARTER_BITS = (32, 64, 128, 256)
 MASK_BITS = 9
-# Only in the patient-month state's mask (registry.month_state): a health check dated in W.
+# Only in the patient-month state's mask (registry.rates.month_state): a health check dated in W.
 HEALTH_CHECKED = 512
 
 
@@ -198,7 +185,7 @@ def follow_up_aggregates(period: Period, all_quarters: bool = False):
     """随访汇总 Per-row ``mask`` and ``latest`` expressions over ``follow_up`` (shared by both plans).
 
     ``all_quarters``: set the quarter bit of every quarter of Y, ended by D or not (the
-    patient-month state, ``registry.month_state``: a later month reuses the bits; counts only
+    patient-month state, ``registry.rates.month_state``: a later month reuses the bits; counts only
     ever look at quarters ended by D)."""
     f = models.FollowUp.__table__
     complete = complete_sql(f)
@@ -330,7 +317,7 @@ def patient_state_query(period: Period, variant: str, villages: list[str] | None
     """患者指标标志 One row per 在册 patient with 0/1 flags for every population and numerator.
 
     ``per_patient``: a select with the columns of ``per_patient_query`` (e.g. from the
-    patient-month state, ``registry.month_state.per_patient_from_state``); default: live.
+    patient-month state, ``registry.rates.month_state.per_patient_from_state``); default: live.
     Returns (from-clause, {count name: 0/1 expression}, the per-patient subquery).
     """
     h = models.HealthCheck.__table__
@@ -429,117 +416,3 @@ def rate(numerator: int, denominator: int | None) -> float | None:
     # exact half-up rounding of the fraction (0.00005 → 0.0001), not binary-float round()
     scaled = Fraction(numerator * 10_000, denominator)
     return float(Fraction(math.floor(scaled + Fraction(1, 2)), 10_000))
-
-
-def indicator_values(counts: dict[str, int], population: int | None, targets: TargetSet, region: str, year: int) -> dict:
-    """Every indicator's {numerator, denominator, rate, target, met} for one region."""
-    values = dict(counts, registered_permille=counts["registered"] * 1000, population=population)
-    out = {}
-    for ind in INDICATORS:
-        num = values[ind.numerator_column]
-        if ind.denominator_column is None:
-            out[ind.key] = {"numerator": num, "denominator": None, "rate": None, "target": None, "met": None}
-            continue
-        den = values[ind.denominator_column]
-        target = targets.target_for(ind.key, region, year)
-        out[ind.key] = {
-            "numerator": num,
-            "denominator": den,
-            "rate": rate(num, den),
-            "target": target,
-            "met": meets(num, den or 0, target),
-        }
-    return out
-
-
-def state_source(engine: Engine, period: Period, today: date) -> str:
-    """Where month M's per-patient aggregates come from: ``state`` (M closed: its patient-month
-    state, brought up to date first), ``merged`` (M open, after January, M−1 closed: state(M−1)
-    + month M live) or ``live`` (January of an open year, or a month further ahead)."""
-    from registry import month_state  # noqa: PLC0415
-
-    if month_state.is_closed(period, today):
-        month_state.ensure(engine, period, today)
-        return "state"
-    if period.month > 1 and month_state.is_closed(period.previous(), today):
-        month_state.ensure(engine, period.previous(), today)
-        return "merged"
-    return "live"
-
-
-def region_counts(engine: Engine, *, period: Period, variant: str, region_code: str, tree: RegionTree | None = None,
-                  use_snapshot: bool = True, plain: bool | None = None, today: date | None = None,
-                  use_state: bool = True) -> dict[str, dict[str, int]]:
-    """Counts for ``region_code`` and every region below it (frozen ones when the month is frozen).
-
-    Not frozen: from the patient-month state (``state_source``; ``today`` default: today in
-    Asia/Shanghai) unless ``use_state=False`` or ``plain`` is given (the live computation, kept
-    for cross-checks)."""
-    from registry import month_state, snapshots  # noqa: PLC0415
-
-    with engine.connect() as conn:
-        tree = tree or RegionTree.load(conn)
-        codes = tree.descendants_and_self(region_code)
-        if use_snapshot:
-            frozen = snapshots.read(conn, period.label, variant, codes)
-            if frozen is not None:
-                return frozen
-    whole = len(tree.roots()) == 1 and region_code == tree.roots()[0]
-    villages = None if whole else codes
-    per_patient, source = None, "live"
-    if use_state and plain is None:
-        if today is None:
-            from registry.clock import local_today  # noqa: PLC0415
-
-            today = local_today()
-        source = state_source(engine, period, today)
-        if source != "live":
-            per_patient = month_state.per_patient_from_state(period, villages, merge_month=source == "merged")
-    with engine.connect() as conn:
-        per_village = village_counts(conn, period, variant, villages, plain=plain, per_patient=per_patient,
-                                     one_month_of_state=per_patient is not None and source == "state")
-    return roll_up(tree, per_village, codes)
-
-
-def compute_rates(engine: Engine, *, month: str, region_code: str | None = None, variant: str | None = None,
-                  targets: str | None = None, today: date | None = None) -> dict:
-    """月度指标 The contract.md ``rates --json`` object for a month and region (default: the top region).
-
-    ``variant``: 规范管理 variant (default from the rule profile, else ``quarterly``);
-    ``targets``: a target set name or JSON path (default from the profile, else ``default``);
-    ``today``: decides which months are closed (default: today in Asia/Shanghai).
-    """
-    return compute_rates_and_counts(engine, month=month, region_code=region_code, variant=variant, targets=targets,
-                                    today=today)[0]
-
-
-def compute_rates_and_counts(engine: Engine, *, month: str, region_code: str | None = None, variant: str | None = None,
-                             targets: str | None = None, today: date | None = None,
-                             use_state: bool = True) -> tuple[dict, dict[str, dict[str, int]]]:
-    """``compute_rates`` plus the raw counts behind it (region → counts), which a caller can hand
-    to ``registry.reporting.write_monthly_report(counts=…)`` so the month is computed once."""
-    period = Period.parse(month)
-    variant = resolve_variant(variant)
-    target_set = resolve_target_set(targets)
-    with engine.connect() as conn:
-        tree = RegionTree.load(conn)
-    region_code = tree.check(region_code) if region_code else tree.default_region()
-    counts = region_counts(engine, period=period, variant=variant, region_code=region_code, tree=tree, today=today,
-                           use_state=use_state)
-    doc = rates_document(tree, counts, period=period, variant=variant, region_code=region_code, targets=target_set)
-    return doc, counts
-
-
-def rates_document(tree: RegionTree, counts: dict[str, dict[str, int]], *, period: Period, variant: str,
-                   region_code: str, targets: TargetSet) -> dict:
-    def values(code: str) -> dict:
-        return indicator_values(counts[code], tree.population(code), targets, code, period.year)
-
-    return {
-        "month": period.label,
-        "as_of": period.as_of.isoformat(),
-        "region": region_code,
-        "variant": variant,
-        "indicators": values(region_code),
-        "children": [{"region": c, "indicators": values(c)} for c in tree.children.get(region_code, [])],
-    }

@@ -3,7 +3,7 @@
 Issue 3: "A patient-month state table (one row per patient per closed month, as of month end)
 is welcome where it makes closed months cheap". The indicators of month M (indicators.md: as-of
 date D = last day of M, window W = [Jan 1 of Y, D], only follow-ups on/after registration) need
-per patient just three aggregates of their follow-ups in W (``registry.indicators``): ``mask``
+per patient just three aggregates of their follow-ups in W (``registry.rates.indicators``): ``mask``
 (bit OR), ``latest_key`` (MAX) and ``n_complete`` (SUM of complete ones, ``count`` variant).
 All three are associative, so
 
@@ -45,6 +45,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from registry import models, rules
+from registry.rates.indicators import HEALTH_CHECKED, MASK_BITS, bit_or_agg, follow_up_aggregates
 from registry.models import UTCDateTime, utcnow
 from registry.register import in_register_sql
 
@@ -66,7 +67,7 @@ class PatientMonthState(SQLModel, table=True):
     village_code: str = Field(max_length=32)
     registered_on: date
     diagnosis: str = Field(max_length=40)
-    # registry.indicators ANY_* bits, the bit of every quarter with a complete follow-up, HEALTH_CHECKED
+    # registry.rates.indicators ANY_* bits, the bit of every quarter with a complete follow-up, HEALTH_CHECKED
     mask: int
     latest_key: int | None = Field(default=None, sa_type=sa.BigInteger)  # MAX key of the complete follow-ups
     n_complete: int = 0  # complete follow-ups in W (规范管理 ``count`` variant)
@@ -111,8 +112,6 @@ STATE_COLUMNS = ["year_month", "patient_id", "village_code", "registered_on", "d
 
 def _follow_up_aggregate(period, first: date, patient_ids: list[str] | None = None):
     """Per patient: the aggregates of their follow-ups dated in [first, D] and on/after their registration."""
-    from registry.indicators import MASK_BITS, bit_or_agg, follow_up_aggregates  # noqa: PLC0415
-
     p = models.Patient.__table__
     f, mask, latest = follow_up_aggregates(period, all_quarters=True)
     where = [f.c.visit_on >= first, f.c.visit_on <= period.as_of, f.c.visit_on >= p.c.registered_on]
@@ -150,8 +149,6 @@ def _register(period, villages: list[str] | None, patient_ids: list[str] | None)
 
 def scratch_query(period, villages: list[str] | None = None, patient_ids: list[str] | None = None):
     """State rows of month M from scratch: every 在册 patient at D with the aggregates of W."""
-    from registry.indicators import HEALTH_CHECKED  # noqa: PLC0415
-
     p, where = _register(period, villages, patient_ids)
     fa = _follow_up_aggregate(period, period.start, patient_ids)
     hc = _health_checked(period, period.start, patient_ids)
@@ -174,8 +171,6 @@ def merged_query(period, villages: list[str] | None = None):
     mask OR mask, the larger latest key, the sum of complete follow-ups; the health-check bit
     from all of W. No grouping of old rows.
     """
-    from registry.indicators import HEALTH_CHECKED  # noqa: PLC0415
-
     s = PatientMonthState.__table__
     p, where = _register(period, villages, None)
     first = date(period.year, period.month, 1)
@@ -367,7 +362,7 @@ def prune(engine: Engine, *, before_year_month: int) -> int:
     """月状态清理 Drop the state of every month before ``before_year_month`` (retention).
 
     One month of state holds a row per 在册 patient (about 6M nationally), so it is not kept
-    forever. ``registry.reporting.publish_month`` calls this once month M is frozen, keeping
+    forever. ``registry.rates.reporting.publish_month`` calls this once month M is frozen, keeping
     M itself: the open month M+1 merges onto it and closed month M+1 is built from it
     incrementally. Older months are frozen (their counts live in ``indicator_snapshot``); an
     older month asked for live (another 规范管理 variant, an unfrozen month) is rebuilt from

@@ -1,27 +1,21 @@
-"""命令行 The ``jingfang`` command (contract.md "Commands").
+"""共用选项 What every ``jingfang`` command shares: ``--db``, the engine, and the one mapping of the
+error hierarchy to stderr and the exit status (contract.md "Commands").
 
-Exit status: 0 success, 1 invalid input (message on stderr names what and where),
-2 usage error. Every command takes ``--db URL`` (or ``JINGFANG_DATABASE_URL``).
-Each capability registers its own commands from its own module.
+Exit status: 0 success, 1 invalid input (message on stderr names what and where), 2 usage error.
+
+The command modules import the capability they drive inside each command, and ``engine_for``
+imports SQLAlchemy on first use, so ``jingfang --help`` and a single command start fast (the
+imports point down either way: nothing below imports this package).
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Annotated, Optional
 
 import typer
 
 from registry.errors import JingfangError
-
-app = typer.Typer(
-    name="jingfang",
-    help="精防 Jingfang：严重精神障碍患者登记与随访调度。",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 DbOption = Annotated[
     Optional[str],
@@ -49,26 +43,7 @@ def report_errors(func):
 
 
 def engine_for(db: str | None):
-    from registry.db import get_engine
+    """The engine for ``--db`` (schema created / upgraded on first use)."""
+    from registry.db import get_engine  # noqa: PLC0415 - start-up time
 
     return get_engine(db)
-
-
-def _register_all() -> None:
-    from registry import cli_rates, cli_registry
-    from registry.web import cli as web_cli
-    from schedules import cli as schedules_cli
-
-    for module in (cli_registry, schedules_cli, cli_rates, web_cli):
-        module.register(app)
-
-
-_register_all()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,9 +1,9 @@
 """月度快照 Frozen indicator counts of closed, published months.
 
 A report sent to the health bureau must not change later (aesthetics.md B8.5): when a month is
-published (``registry.reporting.publish_month``, on the 1st of the next month) the numerator
-and denominator counts of every region are frozen here, one row per (month, variant, region).
-``registry.indicators.compute_rates`` then reads these rows instead of recomputing, so later
+published (``registry.rates.reporting.publish_month``, on the 1st of the next month) the numerator
+and denominator counts of every region are frozen here (``registry.rates.compute.freeze``), one
+row per (month, variant, region). ``registry.rates.compute.compute_rates`` then reads these rows instead of recomputing, so later
 corrections of old follow-ups do not silently change a published month; ``unfreeze`` (CLI
 ``jingfang rates --refreeze``) is the explicit way to republish.
 """
@@ -11,14 +11,14 @@ corrections of old follow-ups do not silently change a published month; ``unfree
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from registry import rules
-from registry.errors import InvalidInput
+from registry.rates.indicators import COUNT_COLUMNS
 from registry.models import UTCDateTime, utcnow
 
 
@@ -54,8 +54,6 @@ def is_frozen(conn: sa.Connection, month: str, variant: str) -> bool:
 
 def read(conn: sa.Connection, month: str, variant: str, codes: list[str]) -> dict[str, dict[str, int]] | None:
     """Frozen counts for ``codes`` (regions added after freezing get zeros), or None if not frozen."""
-    from registry.indicators import COUNT_COLUMNS  # noqa: PLC0415
-
     if not is_frozen(conn, month, variant):
         return None
     t = IndicatorSnapshot.__table__
@@ -75,40 +73,6 @@ def frozen_months(conn: sa.Connection, region_code: str, variant: str, months: l
     return {m: json.loads(text) for m, text in conn.execute(stmt)}
 
 
-def freeze(engine: Engine, *, month: str, variant: str, today: date) -> bool:
-    """冻结 Freeze every region's counts for a closed month; False when it was already frozen.
-
-    Counts frozen by other rules (``rules_version``) are stale: they are recomputed and replaced."""
-    from registry.indicators import region_counts  # noqa: PLC0415
-    from registry.periods import Period  # noqa: PLC0415
-    from registry.regions import RegionTree  # noqa: PLC0415
-
-    period = Period.parse(month)
-    if period.as_of >= today:
-        raise InvalidInput.single("MONTH_NOT_CLOSED", f"{period.label} 尚未结束，不能冻结（截至 {today.isoformat()}）",
-                                  column="month", value=period.label)
-    with engine.connect() as conn:
-        if is_frozen(conn, period.label, variant):
-            return False
-        tree = RegionTree.load(conn)
-    rows = []
-    stamp = utcnow()
-    for root in tree.roots():
-        counts = region_counts(engine, period=period, variant=variant, region_code=root, tree=tree, use_snapshot=False,
-                               today=today)  # from the month's patient-month state (built / brought up to date)
-        rows += [{"month": period.label, "variant": variant, "region_code": code,
-                  "counts": json.dumps(c, sort_keys=True), "frozen_at": stamp, "rules_version": snapshot_version()}
-                 for code, c in counts.items()]
-    with engine.begin() as conn:
-        if is_frozen(conn, period.label, variant):
-            return False
-        t = IndicatorSnapshot.__table__
-        conn.execute(sa.delete(t).where(t.c.month == period.label, t.c.variant == variant))  # stale rows
-        if rows:
-            conn.execute(sa.insert(IndicatorSnapshot.__table__), rows)
-    return True
-
-
 def unfreeze(engine: Engine, *, month: str, variant: str) -> int:
     """解冻 Drop a month's frozen counts (explicit republication); returns the rows removed."""
     t = IndicatorSnapshot.__table__
@@ -116,4 +80,4 @@ def unfreeze(engine: Engine, *, month: str, variant: str) -> int:
         return conn.execute(sa.delete(t).where(t.c.month == month, t.c.variant == variant)).rowcount
 
 
-__all__ = ["IndicatorSnapshot", "freeze", "unfreeze", "read", "frozen_months", "is_frozen", "snapshot_version"]
+__all__ = ["IndicatorSnapshot", "unfreeze", "read", "frozen_months", "is_frozen", "snapshot_version"]

@@ -2,7 +2,7 @@
 
 A target set is a JSON file ``{"name", "title", "source", "targets": [...]}``; each target is
 ``{"indicator": KEY, "region": CODE or "*", "year": YYYY or null, "value": 0.9}``. Bundled sets
-live in ``registry/data/targets-<name>.json``: ``default`` (indicators.md's default profile),
+live in ``registry/rates/data/targets-<name>.json``: ``default`` (indicators.md's default profile),
 ``taishan-2019``, ``pilot-2021`` and ``shaoxing-2024``. A county may load its own file by path.
 
 Lookup (project decision, docs/indicators.md): for an indicator, region R and report year Y the
@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from registry.errors import InvalidInput
+from registry.rates.indicators import INDICATOR_KEYS
 
 DATA_DIR = Path(__file__).with_name("data")
 DEFAULT_SET = "default"
@@ -95,8 +96,6 @@ def parse_target_set(data: dict, known_indicators: frozenset[str] | None = None)
 
 @lru_cache(maxsize=32)
 def _load(path_text: str, mtime: float) -> TargetSet:
-    from registry.indicators import INDICATOR_KEYS  # noqa: PLC0415 - avoid an import cycle
-
     path = Path(path_text)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

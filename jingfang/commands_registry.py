@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from registry.cli import DbOption, engine_for, report_errors
+from jingfang.options import DbOption, engine_for, report_errors
 
 
 def _progress_bar():
@@ -64,8 +64,8 @@ def demo_command(
     db: DbOption = None,
 ) -> None:
     """演示 Build a synthetic county, schedule today's work, write the 五单 and the month's report."""
+    from jingfang.demo import run_demo
     from registry.clock import local_today
-    from registry.demo import run_demo
 
     if patients < 1:
         from registry.errors import InvalidInput

@@ -21,24 +21,24 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from registry import models
+from registry.rates import month_state, snapshots
+from registry.clock import local_today
 from registry.config import get_settings
 from registry.ids import mask
-from registry.indicators import (
+from registry.rates.indicators import (
     BY_KEY,
     INDICATORS,
     VARIANT_LABELS,
-    indicator_values,
     patient_state_query,
-    region_counts,
-    resolve_target_set,
     resolve_variant,
     tune_for_reporting,
 )
 from registry.periods import Period
 from registry.regions import RegionTree
 from registry.register import in_register_sql
+from registry.rates.compute import freeze, indicator_values, region_counts, resolve_target_set
 from registry.resources import template_dir
-from registry.targets import TargetSet
+from registry.rates.targets import TargetSet
 
 TEMPLATE_DIR = template_dir("report")
 FONT_FAMILY = "Noto Sans CJK SC"
@@ -219,8 +219,6 @@ def trend_chart(months: list[str], series: dict[str, list[float | None]], target
 def trend_series(engine: Engine, tree: RegionTree, period: Period, variant: str, region_code: str,
                  current: dict[str, int], today: date | None = None) -> tuple[list[str], dict[str, list[float | None]]]:
     """12 months up to M for the region: frozen counts where published, else computed (one query each)."""
-    from registry import snapshots  # noqa: PLC0415
-
     months = period.trailing(12)
     with engine.connect() as conn:
         frozen = snapshots.frozen_months(conn, region_code, variant, [m.label for m in months])
@@ -312,10 +310,6 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
     below it when the caller has already computed them (``region_counts`` for the same month,
     variant and region), so the report is rendered from those numbers instead of computing the
     month a second time; default: frozen counts, else computed here."""
-    from registry import snapshots  # noqa: PLC0415
-    from registry.clock import local_today  # noqa: PLC0415
-    from registry.config import get_settings  # noqa: PLC0415
-
     period = Period.parse(month)
     variant = resolve_variant(variant)
     target_set: TargetSet = resolve_target_set(targets)
@@ -423,14 +417,11 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
     (default ``$JINGFANG_REPORT_DIR`` or ``./out/reports``) as ``<month>/<month>-<region>.pdf``.
     Publishing again reuses the frozen counts, so the files come out the same.
     """
-    from registry import month_state, snapshots  # noqa: PLC0415
-    from registry.clock import local_today  # noqa: PLC0415
-
     period = Period.parse(month)
     variant = resolve_variant(variant)
     today = today or local_today()
     if period.as_of < today:
-        snapshots.freeze(engine, month=period.label, variant=variant, today=today)
+        freeze(engine, month=period.label, variant=variant, today=today)
     base = Path(out_dir or get_settings().report_dir or "out/reports") / period.label
     with engine.connect() as conn:
         tree = RegionTree.load(conn)
@@ -445,19 +436,3 @@ def publish_month(engine: Engine, *, month: str, out_dir: Path | str | None = No
         month_state.prune(engine, before_year_month=month_state.year_month(period))
     return written
 
-
-def demo_step(engine: Engine, out_dir: Path | str, *, today: date, echo=print) -> Path:
-    """演示 ``jingfang demo``: write the current month's county report and print rates against targets."""
-    from registry.cli_rates import rates_table, region_names  # noqa: PLC0415
-    from registry.indicators import compute_rates_and_counts  # noqa: PLC0415
-
-    month = f"{today.year:04d}-{today.month:02d}"
-    doc, counts = compute_rates_and_counts(engine, month=month, today=today)
-    for line in rates_table(doc, region_names(engine)):
-        echo(line)
-    # the report reuses the counts just computed (the month is computed once, not twice)
-    path = write_monthly_report(engine, month=month, region_code=doc["region"],
-                                out_path=Path(out_dir) / f"月报-{month}-{doc['region']}.pdf", today=today,
-                                variant=doc["variant"], counts=counts)
-    echo(f"月报：{path}")
-    return path

@@ -7,6 +7,7 @@ from typing import Callable
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from jingfang.tables import pad
 from registry.accounts import User, UserRole, hash_password
 from registry.models import Region
 
@@ -37,8 +38,6 @@ def create_demo_users(engine, echo: Callable[[str], None] = print) -> list[tuple
             session.add(user)
         session.commit()
     echo("网页登录（先运行 jingfang serve，再打开 http://127.0.0.1:8000/）：")
-    from registry.demo import pad
-
     for username, role, region, _name in rows:
         echo(f"  {pad(UserRole(role).label, 14)}用户名 {username:<8} 密码 {DEMO_PASSWORD}  地区 {region}")
     return [(u, r, g) for u, r, g, _ in rows]

@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from jingfang.options import DbOption, engine_for, report_errors
+from jingfang.tables import table_lines
+
 MonthOption = Annotated[str, typer.Option("--month", help="统计月份 YYYY-MM")]
 RegionOption = Annotated[Optional[str], typer.Option("--region", help="地区编码（默认顶级地区）", show_default=False)]
 VariantOption = Annotated[Optional[str], typer.Option("--variant", help="规范管理口径 quarterly | count（默认取规则配置）",
@@ -29,9 +32,8 @@ def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
     """Plain-text view of a rates document: the region, then one line per child (named when
     ``names`` is given)."""
     names = names or {}
-    from registry.demo import table_lines  # noqa: PLC0415
-    from registry.indicators import INDICATORS  # noqa: PLC0415
-    from registry.reporting import format_rate  # noqa: PLC0415
+    from registry.rates.indicators import INDICATORS  # noqa: PLC0415
+    from registry.rates.reporting import format_rate  # noqa: PLC0415
 
     lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {doc['month']}（截至 {doc['as_of']}，规范管理口径 {doc['variant']}）"]
     body = []
@@ -58,7 +60,6 @@ def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
 
 def register(app: typer.Typer) -> None:
     """Add ``rates`` and ``report`` to ``app``."""
-    from registry.cli import DbOption, engine_for, report_errors  # noqa: PLC0415
 
     @app.command("rates")
     @report_errors
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
               as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（contract.md）")] = False,
               variant: VariantOption = None, targets: TargetsOption = None, db: DbOption = None) -> None:
         """月度考核指标：在册、管理率、规范管理率、治疗率等。"""
-        from registry.indicators import compute_rates  # noqa: PLC0415
+        from registry.rates.compute import compute_rates  # noqa: PLC0415
 
         engine = engine_for(db)
         doc = compute_rates(engine, month=month, region_code=region, variant=variant, targets=targets)
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
                region: RegionOption = None, variant: VariantOption = None, targets: TargetsOption = None,
                db: DbOption = None) -> None:
         """月度指标 PDF 报告。"""
-        from registry.reporting import write_monthly_report  # noqa: PLC0415
+        from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
 
         path = write_monthly_report(engine_for(db), month=month, region_code=region, out_path=out,
                                     variant=variant, targets=targets)
