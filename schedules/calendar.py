@@ -26,6 +26,7 @@ import chinese_calendar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from registry.codes import TaskStatus
 from registry.errors import InvalidInput
 from registry.models import VisitTask
 from schedules.models import CalendarDay
@@ -157,7 +158,7 @@ def recompute_open_tasks(conn, years: list[int] | None = None) -> int:
     One UPDATE per distinct nominal date (at most a few hundred), never one per task.
     """
     calendar = WorkCalendar.load(conn)
-    cond = VisitTask.status == "open"
+    cond = VisitTask.status == TaskStatus.OPEN.value
     if years is None:
         cond = cond & (VisitTask.calendar_estimated == sa.true())
     else:

@@ -375,7 +375,7 @@ def _new_or_changed(visit_rows: sa.Select, health_rows: sa.Select, lai_rows: sa.
     same_key = sa.and_(t.c.patient_id == u.c.patient_id, t.c.kind == u.c.kind, t.c.basis == u.c.basis)
     # skip rows already stored unchanged (or closed): a no-change run writes and locks nothing
     kept = sa.or_(
-        t.c.status != "open",
+        t.c.status != TaskStatus.OPEN.value,
         sa.and_(
             t.c.due_on == work_day.c.shifted,
             t.c.nominal_due_on == u.c.nominal_due_on,

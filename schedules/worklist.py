@@ -10,6 +10,7 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from registry.codes import TaskStatus
 from registry.errors import NotFound
 from registry.models import Patient, Region
 from registry.regions import region_subtree
@@ -46,7 +47,7 @@ def open_tasks(engine: Engine, *, as_of: date, region_code: str | None = None, k
             t.c.calendar_estimated, t.c.window_start, t.c.window_end, p.c.village_code, v.c.parent_code,
         )
         .select_from(t.join(p, p.c.patient_id == t.c.patient_id).join(v, v.c.code == p.c.village_code))
-        .where(t.c.status == "open", t.c.basis_on <= as_of)
+        .where(t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of)
     )
     if kinds:
         stmt = stmt.where(t.c.kind.in_(list(kinds)))

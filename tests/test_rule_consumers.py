@@ -13,7 +13,8 @@ from datetime import date
 import sqlalchemy as sa
 
 from registry.models import FollowUp, Patient
-from registry.web.scopes import police_patient_ids
+from registry.audiences import police_patient_ids
+from registry.profile import load_profile
 from twins import seed
 
 TODAY = date(2026, 6, 30)
@@ -27,8 +28,8 @@ def test_a_follow_up_before_registration_does_not_put_a_patient_on_the_police_li
                     {"patient_id": "EARLY", "registered_on": date(2025, 1, 1)}],
              [{"patient_id": pid, **risky} for pid in ("LATE", "EARLY")])
         among = sa.select(Patient.patient_id)
-        listed = {r[0] for r in conn.execute(police_patient_ids(TODAY, among))}
+        listed = {r[0] for r in conn.execute(police_patient_ids(load_profile("national-2018").roles, TODAY, among))}
         assert listed == {"EARLY"}
         conn.execute(sa.insert(FollowUp.__table__), [{"patient_id": "LATE", **quiet}])
-        listed = {r[0] for r in conn.execute(police_patient_ids(TODAY, among))}
+        listed = {r[0] for r in conn.execute(police_patient_ids(load_profile("national-2018").roles, TODAY, among))}
         assert listed == {"EARLY", "LATE"}  # the latest attempt unreached: still listed (rules.md §6)

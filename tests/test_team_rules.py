@@ -22,6 +22,7 @@ from registry.models import HealthCheck as HealthCheckRow
 from registry.profile import PROFILE_DIR, RoleRules, current_profile, load_profile
 from registry.regions import LiveRegionTree
 from registry.web.scopes import scope_for
+from registry.config import get_settings
 from registry.models import VisitTask
 from tests.schedule_population import populate
 
@@ -196,6 +197,7 @@ def test_county_profile_changes_task_roles_and_police_audience(database, tmp_pat
     (tmp_path / "county-test.json").write_text(json.dumps(data, ensure_ascii=False), "utf-8")
     monkeypatch.setenv("JINGFANG_PROFILE_DIR", str(tmp_path))
     monkeypatch.setenv("JINGFANG_PROFILE", "county-test")
+    get_settings.cache_clear()  # settings are read once (registry.config)
     assert current_profile().tag == "county-test@1"
     assert "Q1" in _visible(engine, "police", TODAY)  # the audience rule itself, no task yet
     generate(engine, as_of=TODAY)

@@ -373,7 +373,8 @@ def test_region_tree_loads_right_after_boot(database, monkeypatch):
 def test_labels_come_from_the_enums(web):
     """Issue 12: the pages and the API name a task kind, a role and an indicator with the enum's (or the
     indicator definition's) label, the same words as the 五单 (再次随访, not 重访)."""
-    from schedules.models import TaskKind, VisitTask
+    from registry.codes import TaskKind
+    from registry.models import VisitTask
     from sqlmodel import Session
 
     from registry import codes

@@ -20,6 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from registry.codes import TaskStatus
 from registry import models
 from registry.rates import month_state, snapshots
 from registry.clock import local_today
@@ -266,7 +267,7 @@ def off_target_patients(engine: Engine, tree: RegionTree, period: Period, varian
         if has_tasks:
             t = sa.table("visit_task", sa.column("patient_id"), sa.column("status"), sa.column("due_on", sa.Date))
             overdue = (sa.select(t.c.patient_id, sa.func.min(t.c.due_on).label("due_on"))
-                       .where(t.c.status == "open", t.c.due_on < as_of).group_by(t.c.patient_id).subquery("od"))
+                       .where(t.c.status == TaskStatus.OPEN.value, t.c.due_on < as_of).group_by(t.c.patient_id).subquery("od"))
             source = source.outerjoin(overdue, overdue.c.patient_id == pp.c.patient_id)
             counted = (sa.select(sa.func.count()).select_from(overdue.join(p, p.c.patient_id == overdue.c.patient_id))
                        .where(in_register_sql(p, period.as_of)))

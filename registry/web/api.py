@@ -23,7 +23,7 @@ from registry import audit, codes
 from registry.accounts import UserRole, authenticate, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated
 from registry.rates.compute import compute_rates
-from registry.validation import (FOLLOW_UP_EXTRA_FIELDS, FOLLOW_UP_FIELDS, HEALTH_CHECK_FIELDS, PATIENT_EXTRA_FIELDS,
+from registry.validation import (FOLLOW_UP_EXTRA_FIELDS, Channel, FOLLOW_UP_FIELDS, HEALTH_CHECK_FIELDS, PATIENT_EXTRA_FIELDS,
                                  PATIENT_FIELDS)
 from registry.web import queries, reads, writes
 from registry.web.auth import token_from
@@ -226,7 +226,7 @@ def search(cur: CurrentUser, ctx: Ctx, ip: ClientIp, q: Annotated[str, Query(max
 @authed.post("/patients", status_code=201, summary="新患者建档（乡镇精防医生）")
 def register(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, body: PatientBody) -> dict:
     """新患者建档 Register a patient (township doctor)."""
-    patient = writes.register_patient(engine, cur.scope, body_checked(body), today=today, source=ip)
+    patient = writes.register_patient(engine, cur.scope, body_checked(body), today=today, source=ip, channel=Channel.API)
     return {"patient_id": patient.patient_id}
 
 
@@ -256,7 +256,7 @@ def follow_up(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, p
               body: FollowUpBody) -> dict:
     """随访录入 Record a follow-up (township doctor)."""
     checked(patient_id, "patient_id")
-    fu = writes.record_follow_up(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip)
+    fu = writes.record_follow_up(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip, channel=Channel.API)
     return {"id": fu.id, "patient_id": patient_id, "visit_on": fu.visit_on.isoformat()}
 
 
@@ -264,7 +264,7 @@ def follow_up(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, p
 def status(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, patient_id: PatientId, body: StatusBody) -> dict:
     """死亡/迁出 Record a death or move-out (township doctor)."""
     checked(patient_id, "patient_id")
-    p = writes.record_status(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip)
+    p = writes.record_status(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip, channel=Channel.API)
     return {"patient_id": p.patient_id, "status": p.status, "status_on": p.status_on.isoformat()}
 
 
@@ -273,7 +273,7 @@ def health_check(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp
                  body: HealthCheckBody) -> dict:
     """健康体检 Record a health check: {"checked_on": "YYYY-MM-DD"}."""
     checked(patient_id, "patient_id")
-    on = writes.record_health_check(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip)
+    on = writes.record_health_check(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip, channel=Channel.API)
     return {"patient_id": patient_id, "checked_on": on.isoformat()}
 
 
@@ -282,7 +282,7 @@ def injection(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, p
               body: InjectionBody) -> dict:
     """长效针剂注射 Record an injection given: {"given_on": "YYYY-MM-DD"}."""
     checked(patient_id, "patient_id")
-    on = writes.record_injection(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip)
+    on = writes.record_injection(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip, channel=Channel.API)
     return {"patient_id": patient_id, "given_on": on.isoformat()}
 
 

@@ -20,6 +20,7 @@ from registry import codes, ids
 from registry.accounts import UserRole
 from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck, Patient
 from registry.rules import classification_of, is_complete
+from registry.attempts import latest_first_sql
 from registry.care_team import care_team_select
 from registry.codes import TaskKind, TaskStatus
 from registry.models import VisitTask
@@ -263,7 +264,7 @@ def patient_record(engine, scope: Scope, tree: LiveRegionTree, patient_id: str, 
     try:
         p = scope.check_patient(session, patient_id)
         follow_ups = list(session.exec(select(FollowUp).where(FollowUp.patient_id == p.patient_id)
-                                       .order_by(FollowUp.visit_on.desc(), FollowUp.id.desc())))
+                                       .order_by(*latest_first_sql(FollowUp.__table__))))
         fu_ids = [f.id for f in follow_ups]
         parts: dict[int, list] = {}  # follow_up_id → rows with .role, .attended
         if fu_ids:

@@ -22,6 +22,7 @@ from datetime import date
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from registry.codes import PatientStatus
 from registry import audiences
 from registry.accounts import User, UserRole
 from registry.errors import PermissionDenied
@@ -67,7 +68,7 @@ class Scope:
         cte = sa.select(Patient.patient_id.label("patient_id")).where(
             Patient.village_code.in_(villages_under(self.user.region_code, self.region_level))).cte("scope_patients")
         region_patients = sa.select(cte.c.patient_id)
-        return sa.and_(in_region, Patient.status == "active", list_clause(self.role, self.today, region_patients))
+        return sa.and_(in_region, Patient.status == PatientStatus.ACTIVE.value, list_clause(self.role, self.today, region_patients))
 
     def require_role(self, *roles: str) -> None:
         """角色限制 PermissionDenied unless the user has one of ``roles``."""

@@ -31,6 +31,8 @@ from registry.validation import (
     validate_status_change,
 )
 from registry.web.scopes import Scope
+from schedules import generation
+from schedules.jobs import recorded
 
 JOINT_ROLES = ("police", "village", "civil_affairs")
 
@@ -48,15 +50,6 @@ def refresh_schedule(engine, *, today: date, patient_ids: list[str] | None = Non
     generation, not the county's. Recorded as a ``schedule_run`` (source "web"), which also
     tells every web worker's work-list cache that the tasks changed (registry/web/cache.py).
     """
-    try:
-        from schedules import generation  # noqa: PLC0415
-    except ImportError:
-        return
-    try:
-        from schedules.jobs import recorded  # noqa: PLC0415
-    except ImportError:
-        generation.generate(engine, as_of=today, patient_ids=patient_ids)
-        return
     recorded(engine, "generate", today, "web", lambda: generation.generate(engine, as_of=today, patient_ids=patient_ids))
 
 
