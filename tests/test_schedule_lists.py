@@ -86,11 +86,19 @@ def test_lists_pdf_and_xlsx(database, small_county, tmp_path):
         for word in DIAGNOSIS_WORDS + MEDICATION_WORDS:
             assert word not in texts[n], (n, word)
         assert "440781198001011234" not in texts[n]
-    book = load_workbook(tmp_path / "2026-06-08_T_五单.xlsx")
-    assert book.sheetnames == ["1随访任务单", "2联合入户单", "3风险预警单", "4服药与针剂单", "5帮扶救助单"]
-    risk_cells = [c.value for row in book["3风险预警单"].iter_rows() for c in row if c.value]
+    # one workbook per list (rules.md §7), never one mixing the doctor's lists with the others
+    books = sorted(tmp_path.glob("*.xlsx"))
+    assert [p.name for p in books] == [p.name[:-3] + "xlsx" for p in pdfs]
+    sheets = {p.name.split("_")[2]: load_workbook(p) for p in books}
+    assert {n: b.sheetnames for n, b in sheets.items()} == {
+        "1": ["1随访任务单"], "2": ["2联合入户单"], "3": ["3风险预警单"], "4": ["4服药与针剂单"], "5": ["5帮扶救助单"]}
+    risk_cells = [c.value for row in sheets["3"]["3风险预警单"].iter_rows() for c in row if c.value]
     assert "440781********1234" in risk_cells and not any("精神分裂" in str(v) for v in risk_cells)
-    assert [c.value for c in book["2联合入户单"][2]][-3:] == ["签到", "签名", "备注"]
+    assert [c.value for c in sheets["2"]["2联合入户单"][2]][-3:] == ["签到", "签名", "备注"]
+    for n in ("2", "3", "5"):
+        cells = " ".join(str(c.value) for sheet in sheets[n] for row in sheet.iter_rows() for c in row if c.value)
+        for word in DIAGNOSIS_WORDS + MEDICATION_WORDS:
+            assert word not in cells, (n, word)
     with database.engine.connect() as conn:
         audit = conn.execute(sa.select(AuditLog.action, AuditLog.object_type, AuditLog.object_id)).all()
     assert ("export", "lists", "T:2026-06-08") in [tuple(a) for a in audit]
