@@ -16,6 +16,7 @@ tests check the rendered PDFs.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from registry.accounts import UserRole
 from registry.audit import audit_row
 from registry.audiences import risk_warning_reasons
 from registry.codes import Adherence, Diagnosis, EconomicStatus
@@ -65,12 +67,38 @@ class WorkList:
     columns: list[Column]
     rows: list[dict] = field(default_factory=list)
     signatures: bool = False  # signature/attendance columns for joint visits
+    # 随访任务单 only: the health checks owed, a section of their own after the week's visits
+    # (rules.md §7: the June 30 wave never pushes this week's visits off the first page)
+    checks: list[dict] = field(default_factory=list)
+    rows_heading: str = "本周随访（7日内到期及逾期）"
+    checks_heading: str = "年度健康体检"
 
-    def by_village(self) -> list[tuple[str, list[dict]]]:
+    @staticmethod
+    def _grouped(rows: list[dict]) -> list[tuple[str, list[dict]]]:
         groups: dict[str, list[dict]] = {}
-        for row in self.rows:
+        for row in rows:
             groups.setdefault(row["village"], []).append(row)
         return sorted(groups.items())
+
+    def by_village(self) -> list[tuple[str, list[dict]]]:
+        """The rows by village (villages in name order, rows in the list's order within each)."""
+        return self._grouped(self.rows)
+
+    def checks_by_village(self) -> list[tuple[str, list[dict]]]:
+        return self._grouped(self.checks)
+
+    def check_counts(self) -> list[tuple[str, int, int]]:
+        """(village, health checks owed, of which overdue) for the section's count table."""
+        return [(village, len(rows), sum(1 for r in rows if r["late"])) for village, rows in self.checks_by_village()]
+
+    @property
+    def checks_overdue(self) -> int:
+        return sum(1 for r in self.checks if r["late"])
+
+    @property
+    def size(self) -> int:
+        """Rows on the list (the week's rows and the health-check section)."""
+        return len(self.rows) + len(self.checks)
 
 
 C = Column
@@ -179,6 +207,21 @@ LISTS = (  # number, slug, title, readers (rules.md §7)
     (4, "medication", "服药与针剂单", "精防医生"),
     (5, "assistance", "帮扶救助单", "民政、残联"),
 )
+SLUGS = tuple(row[1] for row in LISTS)
+# Who may download each list from the web (rules.md §7: each list goes to its readers alone; the
+# doctor's lists carry diagnosis and medication). The doctor takes part in joint visits.
+LIST_READERS = {
+    "followup": (UserRole.TOWNSHIP_DOCTOR.value,),
+    "joint": (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value),
+    "risk": (UserRole.POLICE.value,),
+    "medication": (UserRole.TOWNSHIP_DOCTOR.value,),
+    "assistance": (UserRole.CIVIL_AFFAIRS.value,),
+}
+
+
+def lists_for_role(role: str) -> list[tuple[int, str, str]]:
+    """(number, slug, title) of the lists a web user of ``role`` may download."""
+    return [(number, slug, title) for number, slug, title, _ in LISTS if role in LIST_READERS[slug]]
 
 
 @dataclass
@@ -224,11 +267,13 @@ def followup_list(w: WeekFacts) -> WorkList:
     wl = _work_list("followup")
     for t in w.visits_due():
         pat = w.patients[t["patient_id"]]
-        wl.rows.append(w.base(t["patient_id"]) | {
+        row = w.base(t["patient_id"]) | {
             "phone": pat.phone or "", "diagnosis": _label(Diagnosis, pat.diagnosis), "task": KIND_LABEL[t["kind"]],
             "due_on": t["due_on"], "overdue": t["days_overdue"] or "", "risk": "" if t["risk_level"] is None else t["risk_level"],
-            "roles": "、".join(ROLE_LABEL[r] for r in t["roles"] if r != "doctor"),
-        })
+            "roles": "、".join(ROLE_LABEL[r] for r in t["roles"] if r != "doctor"), "late": bool(t["overdue"]),
+        }
+        # health checks owed (the June 30 wave) form their own section after the week's visits (§7)
+        (wl.checks if t["kind"] == TaskKind.HEALTH_CHECK else wl.rows).append(row)
     return wl
 
 
@@ -334,7 +379,7 @@ def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRu
     return {
         "township_code": code, "township_name": name, "week": week, "week_end": end,
         "lists": lists,
-        "counts": {wl.slug: len(wl.rows) for wl in lists},
+        "counts": {wl.slug: wl.size for wl in lists},
     }
 
 
@@ -350,6 +395,7 @@ def _medication_text(raw: str | None) -> str:
     return str(items)
 
 
+@lru_cache(maxsize=1)
 def _environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -365,54 +411,108 @@ def _file_stem(data: dict) -> str:
     return f"{data['week'].isoformat()}_{data['township_code']}"
 
 
+def list_file_name(data: dict, wl: WorkList, fmt: str) -> str:
+    """``<Monday>_<township>_<n>_<title>.pdf|xlsx``: one file per list and format (rules.md §7)."""
+    return f"{_file_stem(data)}_{wl.number}_{wl.title}.{fmt}"
+
+
+def write_pdf(data: dict, wl: WorkList, out_dir: Path, generated: str) -> Path:
+    """One list's PDF (WeasyPrint through ``registry.pdf``: lean user-agent sheet, shared fonts and CSS)."""
+    from registry import pdf
+
+    path = Path(out_dir) / list_file_name(data, wl, "pdf")
+    pdf.write_pdf(render_html(data, wl, generated), path, base_url=str(TEMPLATES), stylesheets=[TEMPLATES / "list.css"])
+    return path
+
+
 def write_pdfs(data: dict, out_dir: Path, generated: str) -> list[Path]:
-    from weasyprint import HTML
-
-    paths = []
-    for wl in data["lists"]:
-        path = out_dir / f"{_file_stem(data)}_{wl.number}_{wl.title}.pdf"
-        HTML(string=render_html(data, wl, generated), base_url=str(TEMPLATES)).write_pdf(path)
-        paths.append(path)
-    return paths
+    return [write_pdf(data, wl, out_dir, generated) for wl in data["lists"]]
 
 
-def write_xlsx(data: dict, out_dir: Path) -> Path:
-    from openpyxl import Workbook
+def _sheet(book, title: str, heading: str, wl: WorkList, groups: list[tuple[str, list[dict]]]) -> None:
     from openpyxl.styles import Alignment, Font, PatternFill
+
+    sheet = book.create_sheet(title)
+    sheet.append([heading])
+    sheet["A1"].font = Font(bold=True, size=13)
+    headers = ["村(社区)"] + [c.title for c in wl.columns] + (["签到", "签名", "备注"] if wl.signatures else [])
+    sheet.append(headers)
+    for cell in sheet[2]:
+        cell.font = Font(bold=True)
+        cell.fill = PatternFill("solid", fgColor="DDE6F0")
+        cell.alignment = Alignment(vertical="center", wrap_text=True)
+    for village, rows in groups:
+        for row in rows:
+            sheet.append([village] + [row.get(c.key, "") for c in wl.columns] + (["", "", ""] if wl.signatures else []))
+    widths = [12] + [c.width for c in wl.columns] + ([8, 12, 12] if wl.signatures else [])
+    for i, width in enumerate(widths, start=1):
+        sheet.column_dimensions[sheet.cell(row=2, column=i).column_letter].width = width
+    sheet.freeze_panes = "B3"
+    sheet.print_options.gridLines = True
+    sheet.page_setup.orientation = "landscape"
+    sheet.page_setup.paperSize = sheet.PAPERSIZE_A4
+
+
+def write_list_xlsx(data: dict, wl: WorkList, out_dir: Path) -> Path:
+    """One list's workbook (rules.md §7: never a workbook mixing the doctor's lists with the police
+    and civil-affairs lists). The 随访任务单's health checks are a second sheet."""
+    from openpyxl import Workbook
 
     book = Workbook()
     book.remove(book.active)
-    for wl in data["lists"]:
-        sheet = book.create_sheet(f"{wl.number}{wl.title}")
-        title = f"{data['township_name']} {wl.title}（{data['week']:%Y-%m-%d}至{data['week_end']:%Y-%m-%d}）  阅读对象：{wl.readers}"
-        sheet.append([title])
-        sheet["A1"].font = Font(bold=True, size=13)
-        headers = ["村(社区)"] + [c.title for c in wl.columns] + (["签到", "签名", "备注"] if wl.signatures else [])
-        sheet.append(headers)
-        for cell in sheet[2]:
-            cell.font = Font(bold=True)
-            cell.fill = PatternFill("solid", fgColor="DDE6F0")
-            cell.alignment = Alignment(vertical="center", wrap_text=True)
-        for village, rows in wl.by_village():
-            for row in rows:
-                sheet.append([village] + [row.get(c.key, "") for c in wl.columns] + (["", "", ""] if wl.signatures else []))
-        widths = [12] + [c.width for c in wl.columns] + ([8, 12, 12] if wl.signatures else [])
-        for i, width in enumerate(widths, start=1):
-            sheet.column_dimensions[sheet.cell(row=2, column=i).column_letter].width = width
-        sheet.freeze_panes = "B3"
-        sheet.print_options.gridLines = True
-        sheet.page_setup.orientation = "landscape"
-        sheet.page_setup.paperSize = sheet.PAPERSIZE_A4
-    path = out_dir / f"{_file_stem(data)}_五单.xlsx"
+    week = f"{data['week']:%Y-%m-%d}至{data['week_end']:%Y-%m-%d}"
+    heading = f"{data['township_name']} {wl.title}（{week}）  阅读对象：{wl.readers}"
+    _sheet(book, f"{wl.number}{wl.title}", heading, wl, wl.by_village())
+    if wl.checks:
+        _sheet(book, wl.checks_heading, f"{data['township_name']} {wl.checks_heading}（截至{data['week_end']:%Y-%m-%d}应完成）  "
+               f"阅读对象：{wl.readers}", wl, wl.checks_by_village())
+    path = Path(out_dir) / list_file_name(data, wl, "xlsx")
     book.save(path)
     return path
 
 
-def render_files(data: dict, out_dir: Path, generated: str) -> list[Path]:
-    """The five PDFs and the XLSX of one township's lists (pure rendering: no database)."""
+def write_xlsx(data: dict, out_dir: Path) -> list[Path]:
+    """The five workbooks, one per list."""
+    return [write_list_xlsx(data, wl, out_dir) for wl in data["lists"]]
+
+
+def the_list(data: dict, slug: str) -> WorkList:
+    """The list ``slug`` of a township's 五单 (``NotFound`` for an unknown slug)."""
+    for wl in data["lists"]:
+        if wl.slug == slug:
+            return wl
+    raise NotFound(message=f"没有名为“{slug[:20]}”的清单", code="LIST_NOT_FOUND")
+
+
+def render_list(data: dict, slug: str, fmt: str, out_dir: Path, generated: str) -> Path:
+    """One list in one format (the web's per-list download)."""
+    wl = the_list(data, slug)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return write_pdf(data, wl, out_dir, generated) if fmt == "pdf" else write_list_xlsx(data, wl, out_dir)
+
+
+def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1) -> list[Path]:
+    """The five PDFs and the five XLSX of one township's lists (pure rendering: no database).
+
+    ``workers`` > 1 (one township from the command line): the PDFs are laid out in that many
+    forked processes, longest list first, while this process writes the workbooks. Fork, not
+    spawn: the children start with everything imported (a spawned one would spend a second on
+    imports); it is only used when this process runs no other thread.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_pdfs(data, out_dir, generated) + [write_xlsx(data, out_dir)]
+    if workers <= 1:
+        return write_pdfs(data, out_dir, generated) + write_xlsx(data, out_dir)
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    order = sorted(data["lists"], key=lambda wl: -wl.size)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+        futures = {wl.slug: pool.submit(write_pdf, data, wl, out_dir, generated) for wl in order}
+        books = write_xlsx(data, out_dir)
+        return [futures[wl.slug].result() for wl in data["lists"]] + books
 
 
 def _record(engine: Engine, data: dict, actor: str, base_url: str | None) -> int:
@@ -437,9 +537,9 @@ def _generated() -> str:
 
 def write_township_lists(engine: Engine, *, township_code: str, week: date, out_dir: Path, actor: str = "scheduler",
                          base_url: str | None = None) -> dict:
-    """写五单 Write the five PDFs and the XLSX; audit the export and queue notifications in one transaction."""
+    """写五单 Write the five PDFs and the five XLSX; audit the export and queue notifications in one transaction."""
     data = build_lists(engine, township_code=township_code, week=week)
-    files = render_files(data, Path(out_dir), _generated())
+    files = render_files(data, Path(out_dir), _generated(), workers=render_workers(len(data["lists"])))
     queued = _record(engine, data, actor, base_url)
     return {"files": files, "counts": data["counts"], "queued": queued}
 

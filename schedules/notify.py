@@ -199,7 +199,7 @@ def _ancestors(conn: Connection, code: str) -> set[str]:
 def list_payload(*, township_code: str, township_name: str, week: date, counts: dict, base_url: str | None) -> dict:
     """The message about one township's weekly lists: counts and a link only."""
     base = (base_url or get_settings().base_url).rstrip("/")
-    # the township doctor's download of these lists (registry/web/pages.py, GET /lists/week)
+    # the page of these lists for each reader (registry/web/pages.py, GET /lists/week: each role its own lists)
     link = f"{base}/lists/week?township={urllib.parse.quote(township_code)}&week={week.isoformat()}"
     return {"event": "lists.weekly", "township": township_code, "township_name": township_name,
             "week": week.isoformat(), "counts": {k: int(v) for k, v in counts.items()}, "link": link}

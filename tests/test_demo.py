@@ -28,7 +28,7 @@ def test_demo_runs_twice_on_sqlite(tmp_path: Path, monkeypatch):
     assert "登记汇总（截至 2026-11-23）" in first.output
     assert "合计" in first.output
     assert (out / "data" / "patients.csv").read_text(encoding="utf-8").count("\n") == 151
-    # every township's 五单: five PDFs and the workbook each, one export audit row each
+    # every township's 五单: five PDFs and five workbooks each, one export audit row each
     engine = make_engine(db)
     with engine.connect() as conn:
         townships = conn.execute(sa.select(Region.code).where(Region.level == "township").order_by(Region.code)).scalars().all()
@@ -38,7 +38,9 @@ def test_demo_runs_twice_on_sqlite(tmp_path: Path, monkeypatch):
     assert sorted(exports) == [f"{code}:2026-11-23" for code in townships]
     for code in townships:
         files = sorted(p.name for p in (out / "lists" / code).iterdir())
-        assert len(files) == 6 and files[-1] == f"2026-11-23_{code}_五单.xlsx", files
+        # one PDF and one XLSX per list (rules.md §7; until issue 16 one workbook held all five)
+        assert len(files) == 10 and sum(f.endswith(".xlsx") for f in files) == 5, files
+        assert f"2026-11-23_{code}_3_风险预警单.xlsx" in files and f"2026-11-23_{code}_1_随访任务单.pdf" in files
     assert first.output.count("随访任务 ") == len(townships)
     # rendered in parallel processes or here, the PDFs say the same
     serial = tmp_path / "serial"

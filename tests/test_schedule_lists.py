@@ -86,11 +86,19 @@ def test_lists_pdf_and_xlsx(database, small_county, tmp_path):
         for word in DIAGNOSIS_WORDS + MEDICATION_WORDS:
             assert word not in texts[n], (n, word)
         assert "440781198001011234" not in texts[n]
-    book = load_workbook(tmp_path / "2026-06-08_T_五单.xlsx")
-    assert book.sheetnames == ["1随访任务单", "2联合入户单", "3风险预警单", "4服药与针剂单", "5帮扶救助单"]
-    risk_cells = [c.value for row in book["3风险预警单"].iter_rows() for c in row if c.value]
+    # one workbook per list (rules.md §7), never one mixing the doctor's lists with the others
+    books = sorted(tmp_path.glob("*.xlsx"))
+    assert [p.name for p in books] == [p.name[:-3] + "xlsx" for p in pdfs]
+    sheets = {p.name.split("_")[2]: load_workbook(p) for p in books}
+    assert {n: b.sheetnames for n, b in sheets.items()} == {
+        "1": ["1随访任务单"], "2": ["2联合入户单"], "3": ["3风险预警单"], "4": ["4服药与针剂单"], "5": ["5帮扶救助单"]}
+    risk_cells = [c.value for row in sheets["3"]["3风险预警单"].iter_rows() for c in row if c.value]
     assert "440781********1234" in risk_cells and not any("精神分裂" in str(v) for v in risk_cells)
-    assert [c.value for c in book["2联合入户单"][2]][-3:] == ["签到", "签名", "备注"]
+    assert [c.value for c in sheets["2"]["2联合入户单"][2]][-3:] == ["签到", "签名", "备注"]
+    for n in ("2", "3", "5"):
+        cells = " ".join(str(c.value) for sheet in sheets[n] for row in sheet.iter_rows() for c in row if c.value)
+        for word in DIAGNOSIS_WORDS + MEDICATION_WORDS:
+            assert word not in cells, (n, word)
     with database.engine.connect() as conn:
         audit = conn.execute(sa.select(AuditLog.action, AuditLog.object_type, AuditLog.object_id)).all()
     assert ("export", "lists", "T:2026-06-08") in [tuple(a) for a in audit]
@@ -122,3 +130,53 @@ def test_render_workers(monkeypatch):
     monkeypatch.delenv("JINGFANG_RENDER_WORKERS")
     get_settings.cache_clear()
     assert render_workers(100) == min(len(os.sched_getaffinity(0)), MAX_RENDER_WORKERS)
+
+
+def test_the_weeks_visits_come_first_when_the_june_wave_is_owed(database, small_county, tmp_path):
+    """rules.md §7: 120 health checks owed at once (the June 30 wave) form their own section with
+    counts after the week's visits; page 1 of the 随访任务单 holds the visits (issue 16)."""
+    import csv
+    import shutil
+
+    folder = tmp_path / "county"
+    shutil.copytree(small_county, folder)
+    with open(folder / "patients.csv", newline="", encoding="utf-8") as f:
+        patients = list(csv.DictReader(f))
+    with open(folder / "followups.csv", newline="", encoding="utf-8") as f:
+        followups = list(csv.DictReader(f))
+    stable = next(r for r in followups if r["patient_id"] == "A")  # a complete follow-up, risk 0
+    template = next(r for r in patients if r["patient_id"] == "A")
+    for i in range(120):
+        pid = f"H{i:03d}"
+        patients.append(template | {"patient_id": pid, "name": f"体检{i}", "registered_on": "2025-06-01"})
+        followups.append(stable | {"patient_id": pid, "visit_on": "2026-06-26"})  # next visit months away
+    for name, rows in (("patients.csv", patients), ("followups.csv", followups)):
+        with open(folder / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    result = runner.invoke(app, ["import", str(folder), "--db", database.url])
+    assert result.exit_code == 0, result.output
+    generate(database.engine, as_of=D("2026-06-29"))
+    data = build_lists(database.engine, township_code="T", week=D("2026-06-29"))
+    followup = data["lists"][0]
+    visits = [r["patient_id"] for r in followup.rows]
+    assert visits and not any(p.startswith("H") for p in visits)
+    assert sum(1 for r in followup.checks if r["patient_id"].startswith("H")) == 120
+    assert data["counts"]["followup"] == len(followup.rows) + len(followup.checks)
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["lists", "--week", "2026-06-29", "--township", "T", "--out", str(out), "--db", database.url])
+    assert result.exit_code == 0, result.output
+    pdf = out / "2026-06-29_T_1_随访任务单.pdf"
+    first = subprocess.run(["pdftotext", "-layout", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True, text=True,
+                           check=True).stdout
+    assert "本周随访（7日内到期及逾期）" in first
+    for pid in visits:
+        assert pid in first, pid
+    whole = pdftext(pdf)
+    assert whole.index("本周随访") < whole.index(f"年度健康体检（{len(followup.checks)}人）") < whole.index("H119")
+    assert "应体检" in whole and "其中逾期" in whole
+    book = load_workbook(out / "2026-06-29_T_1_随访任务单.xlsx")
+    assert book.sheetnames == ["1随访任务单", "年度健康体检"]
+    assert sum(1 for row in book["年度健康体检"].iter_rows(min_row=3) if str(row[1].value).startswith("H")) == 120

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import date, timedelta
 
@@ -151,37 +152,66 @@ def test_doctor_registers_a_patient_and_records_a_move_through_pages(client, dat
     assert "迁出" in rows[1].detail
 
 
-def test_week_lists_download(client, database):
-    import io
-    import zipfile
+def test_week_lists_download_per_list_for_its_readers_only(client, database):
+    """rules.md §7: each list goes to its readers alone, one PDF and one XLSX per list (issue 16;
+    until then the doctor downloaded one zip of all five lists and one workbook mixing them)."""
+    import subprocess
+
+    from openpyxl import load_workbook
 
     client.cookies.set("jf_session", session_token(database.engine, "doc"))
-    r = client.get("/lists/week")
-    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
-    assert 'filename="wudan-T1-2026-06-08.zip"' in r.headers["content-disposition"]  # Monday of 2026-06-10
-    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
-    assert sum(n.endswith(".pdf") for n in names) == 5 and sum(n.endswith(".xlsx") for n in names) == 1
+    page = client.get("/lists/week")
+    assert page.status_code == 200
+    for slug in ("followup", "joint", "medication"):
+        assert f"/lists/week/{slug}.pdf?week=2026-06-08&amp;township=T1" in page.text  # Monday of 2026-06-10
+    assert "/lists/week/risk." not in page.text and "/lists/week/assistance." not in page.text
+    r = client.get("/lists/week/followup.pdf")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    assert 'filename="2026-06-08_T1_followup.pdf"' in r.headers["content-disposition"]
+    text = subprocess.run(["pdftotext", "-layout", "-", "-"], input=r.content, capture_output=True, check=True).stdout.decode()
+    assert "随访任务单" in text and "联合入户单" not in text
+    x = client.get("/lists/week/medication.xlsx")
+    assert x.status_code == 200 and "spreadsheetml" in x.headers["content-type"]
+    assert load_workbook(io.BytesIO(x.content)).sheetnames == ["4服药与针剂单"]
     with database.engine.connect() as conn:
-        row = conn.exec_driver_sql("SELECT actor, object_id, source FROM audit_log WHERE action = 'export'").one()
-    assert tuple(row) == ("doc", "T1/2026-06-08", "testclient")
+        rows = conn.exec_driver_sql("SELECT actor, object_type, object_id, source FROM audit_log WHERE action = 'export' ORDER BY id").all()
+    assert [tuple(row) for row in rows] == [("doc", "list", "T1/2026-06-08/followup", "testclient"),
+                                           ("doc", "list", "T1/2026-06-08/medication", "testclient")]
+    # police: the joint visits and the risk warnings, never the doctor's lists (diagnosis, medication)
     police = TestClient(client.app)
     police.cookies.set("jf_session", session_token(database.engine, "police"))
-    assert police.get("/lists/week", follow_redirects=False).status_code == 403
+    listed = police.get("/lists/week").text
+    assert "/lists/week/risk.pdf" in listed and "/lists/week/joint.pdf" in listed and "/lists/week/followup." not in listed
+    for slug in ("followup", "medication", "assistance"):
+        for fmt in ("pdf", "xlsx"):
+            assert police.get(f"/lists/week/{slug}.{fmt}", follow_redirects=False).status_code == 403, slug
+    assert police.get("/lists/week/risk.pdf").status_code == 200
+    assert police.get("/lists/week/joint.xlsx").status_code == 200
+    civil = TestClient(client.app)
+    civil.cookies.set("jf_session", session_token(database.engine, "civil"))
+    assert civil.get("/lists/week/assistance.xlsx").status_code == 200
+    assert [civil.get(f"/lists/week/{s}.pdf").status_code for s in ("followup", "risk", "medication")] == [403] * 3
+    admin = TestClient(client.app)
+    admin.cookies.set("jf_session", session_token(database.engine, "admin"))
+    assert admin.get("/lists/week/joint.pdf", follow_redirects=False).status_code == 403
+    assert client.get("/lists/week/nothing.pdf").status_code == 403
+    assert client.get("/lists/week/followup.docx").status_code == 422
 
 
-def test_the_weekly_message_link_downloads_that_weeks_lists(client, database):
+def test_the_weekly_message_link_opens_that_weeks_lists(client, database):
     """The link a weekly-lists message carries (schedules.notify) opens that township's lists of
-    that week, for its own doctor only."""
+    that week, for its own people only."""
     from schedules.notify import list_payload
 
     link = list_payload(township_code="T1", township_name="一镇", week=date(2026, 6, 1), counts={"joint": 1},
                         base_url="http://testserver")["link"]
     client.cookies.set("jf_session", session_token(database.engine, "doc"))
     r = client.get(link)
-    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
-    assert 'filename="wudan-T1-2026-06-01.zip"' in r.headers["content-disposition"]
+    assert r.status_code == 200 and "/lists/week/followup.pdf?week=2026-06-01&amp;township=T1" in r.text
+    assert client.get("/lists/week/followup.pdf?week=2026-06-01&township=T1").status_code == 200
     other = client.get("/lists/week?township=T2&week=2026-06-01")
     assert other.status_code == 403 and "不在您的管辖范围内" in other.text
+    assert client.get("/lists/week/followup.pdf?township=T2").status_code == 403
     for week in ("2026-13-01", "1900-01-01"):
         bad = client.get(f"/lists/week?week={week}")
         assert bad.status_code == 422 and "周次(week)" in bad.text

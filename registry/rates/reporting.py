@@ -397,13 +397,13 @@ def write_monthly_report(engine: Engine, *, month: str, region_code: str | None,
     """写月报 Render the month's PDF for a region (default: the top region) to ``out_path``.
 
     ``counts``: already computed counts of the month (see ``build_context``)."""
-    import weasyprint  # noqa: PLC0415
+    from registry import pdf  # noqa: PLC0415 - WeasyPrint with the lean user-agent sheet, fonts shared
 
     context = build_context(engine, month=month, region_code=region_code, variant=variant, targets=targets, today=today,
                             counts=counts)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    weasyprint.HTML(string=render_html(context), base_url=str(TEMPLATE_DIR)).write_pdf(str(out_path))
+    pdf.write_pdf(render_html(context), str(out_path), base_url=str(TEMPLATE_DIR))
     return out_path
 
 

@@ -6,9 +6,8 @@ typed, each bad field marked with its Chinese message (never a 500).
 
 from __future__ import annotations
 
-import io
 import tempfile
-import zipfile
+import urllib.parse
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from registry.periods import Period
 from registry.rates.reporting import write_monthly_report
 from registry.web import fast, forms, queries, reads, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
-from registry.web.reports import month_arg, write_lists
+from registry.web.reports import month_arg
 
 router = APIRouter(include_in_schema=False)
 
@@ -360,13 +359,9 @@ def search_page(request: Request, q: str = ""):
     return render(request, "search.html", q=q, results=results)
 
 
-@router.get("/lists/week")
-def week_lists(request: Request, week: str = "", township: str = ""):
-    """本周五单 The township's five lists for a week (default this week; ``week`` any day of it),
-    PDF + XLSX in one zip. ``township`` may name the doctor's own township only: the link in a
-    weekly-lists message (schedules.notify) carries both."""
-    cur = current(request)
-    cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+def _week_and_township(request: Request, cur: Current, week: str, township: str) -> tuple[date, str]:
+    """The Monday of ``week`` (default this week) and the user's own township (``township`` may
+    only name it: the link in a weekly-lists message carries both)."""
     ctx = request.app.state.ctx
     day = ctx.today()
     if week:
@@ -380,17 +375,49 @@ def week_lists(request: Request, week: str = "", township: str = ""):
     own = ctx.tree.township_of(cur.user.region_code) or cur.user.region_code
     if township and township != own:
         raise PermissionDenied(f"乡镇 {township[:20]} 不在您的管辖范围内", code="REGION_FORBIDDEN")
-    township = own
+    return monday, own
+
+
+LIST_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
+
+
+@router.get("/lists/week", response_class=HTMLResponse)
+def week_lists(request: Request, week: str = "", township: str = ""):
+    """本周五单 The lists of the user's township for a week that the user's role reads (rules.md §7:
+    each list to its readers alone), each a PDF and an XLSX link (``/lists/week/<list>.pdf``)."""
+    from schedules.lists import lists_for_role
+
+    cur = current(request)
+    cur.scope.require_role(*LIST_ROLES)
+    monday, own = _week_and_township(request, cur, week, township)
+    return render(request, "lists_week.html", monday=monday, sunday=monday + timedelta(days=6), township=own,
+                  township_name=request.app.state.ctx.tree.name(own), lists=lists_for_role(cur.user.role),
+                  one_week=timedelta(days=7))
+
+
+@router.get("/lists/week/{slug}.{fmt}")
+def week_list_file(request: Request, slug: Annotated[str, PathParam(max_length=20)], fmt: Annotated[str, PathParam(max_length=5)],
+                   week: str = "", township: str = ""):
+    """一单下载 One list of the week as PDF or XLSX, only for that list's readers (police never get
+    the 随访任务单 or the 服药与针剂单); audited as an export."""
+    from registry.web.reports import write_one_list
+
+    cur = current(request)
+    cur.scope.require_role(*LIST_ROLES)
+    if fmt not in ("pdf", "xlsx"):
+        raise InvalidInput.single("BAD_FORMAT", "格式应为 pdf 或 xlsx", column="format")
+    monday, own = _week_and_township(request, cur, week, township)
+    ctx = request.app.state.ctx
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_lists(ctx.engine, week=monday, township=township, out_dir=Path(tmp))
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in files:
-                zf.write(f, arcname=f.name)
-    _audit_read(request, cur, action="export", object_type="five_lists", object_id=f"{township}/{monday}", region_code=township,
-                detail=f"{len(files)} 个文件")
-    name = f"wudan-{township}-{monday}.zip"
-    return Response(buf.getvalue(), media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        path, info = write_one_list(ctx.engine, week=monday, township=own, slug=slug, fmt=fmt, role=cur.user.role,
+                                    out_dir=Path(tmp))
+        content = path.read_bytes()
+    _audit_read(request, cur, action="export", object_type="list", object_id=f"{own}/{monday}/{slug}", region_code=own,
+                detail=f"{info['title']} {fmt.upper()}，{info['rows']} 行")
+    media = "application/pdf" if fmt == "pdf" else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    ascii_name = f"{monday}_{own}_{slug}.{fmt}"
+    return Response(content, media_type=media, headers={
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(path.name)}"})
 
 
 @router.get("/dashboard", response_class=HTMLResponse)

@@ -10,9 +10,10 @@ from datetime import date
 from pathlib import Path
 
 from registry.clock import now_utc
+from registry.errors import PermissionDenied
 from registry.config import LOCAL_TZ
 from registry.periods import Period, bad_month
-from schedules.lists import build_lists, write_pdfs, write_xlsx
+from schedules.lists import LIST_READERS, build_lists, render_list, the_list
 
 
 def month_arg(month: str) -> str:
@@ -22,14 +23,15 @@ def month_arg(month: str) -> str:
     return Period.parse(month).label
 
 
-def write_lists(engine, *, week: date, township: str, out_dir: Path) -> list[Path]:
-    """五单 The township's 五单 for the week (schedules.lists): five PDFs and one XLSX.
-
-    Uses the list builder and writers directly, not ``write_township_lists``, so a download
-    from the web does not queue the weekly webhook notifications again; the web audits
-    the export itself (with the caller's IP).
-    """
+def write_one_list(engine, *, week: date, township: str, slug: str, fmt: str, role: str, out_dir: Path) -> tuple[Path, dict]:
+    """一单 One list of the township's week in one format (``pdf`` or ``xlsx``), for a user of
+    ``role`` only if that role reads it (rules.md §7, ``schedules.lists.LIST_READERS``); the file
+    and the list's row count. Nothing is queued (the web audits the download itself)."""
+    if slug not in LIST_READERS:
+        raise PermissionDenied("没有这张清单", code="LIST_FORBIDDEN")
+    if role not in LIST_READERS[slug]:
+        raise PermissionDenied("这张清单不发给您的岗位（一历五单：每张清单只发给它的阅读对象）", code="LIST_FORBIDDEN")
     data = build_lists(engine, township_code=township, week=week)
     generated = now_utc().astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [Path(f) for f in write_pdfs(data, out_dir, generated) + [write_xlsx(data, out_dir)]]
+    path = render_list(data, slug, fmt, out_dir, generated)
+    return path, {"rows": the_list(data, slug).size, "title": the_list(data, slug).title}
