@@ -398,3 +398,25 @@ def test_files_the_command_writes_are_not_world_readable(tmp_path):
     subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, preexec_fn=lambda: os.umask(0o022),
                    timeout=300, check=True)
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_new_routes_in_the_role_matrix(web):
+    """The password page is every role's own (and nobody else's); anonymous calls go to the login."""
+    from web_support import USERS
+
+    database, _ids = web
+    anonymous = TestClient(_app(database), follow_redirects=False)
+    assert anonymous.get("/account/password").headers["location"] == "/login"
+    assert anonymous.post("/account/password", data={}).headers["location"] == "/login"
+    assert anonymous.post("/api/me/password", json={}).status_code == 401
+    for username in USERS:
+        client = TestClient(_app(database), follow_redirects=False)
+        client.cookies.set("jf_session", session_token(database.engine, username))
+        page = client.get("/account/password")
+        assert page.status_code == 200 and 'action="/account/password"' in page.text, username
+        forged = client.post("/account/password", data={"csrf_token": "forged", "old_password": PASSWORD,
+                                                        "new_password": "a-fresh-secret-42", "new_password2": "a-fresh-secret-42"})
+        assert forged.status_code == 403, username
+        assert client.get("/account/password?saved=abc").status_code == 422
+    assert [r.actor for r in _audit(database, action="refused")] == list(USERS)
+    assert _audit(database, action="account") == []
