@@ -8,6 +8,7 @@ their own module (``jingfang.commands_*``), registered here.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -26,7 +27,14 @@ for module in (commands_registry, commands_schedules, commands_rates, commands_w
     module.register(app)
 
 
+# files the command writes (五单, reports, exports, the SQLite database) are not readable by other users
+# of the machine: 0640 for files, 0750 for directories (issue 18); the database file itself is 0600
+# (registry.db.private_sqlite_file)
+UMASK = 0o027
+
+
 def main() -> None:
+    os.umask(os.umask(UMASK) | UMASK)  # never loosen a stricter umask
     app()
 
 

@@ -69,8 +69,12 @@ def register(app: typer.Typer) -> None:
         """月度考核指标：在册、管理率、规范管理率、治疗率等。"""
         from registry.rates.compute import compute_rates  # noqa: PLC0415
 
+        from registry.audit import record_cli  # noqa: PLC0415
+
         engine = engine_for(db)
         doc = compute_rates(engine, month=month, region_code=region, variant=variant, targets=targets)
+        record_cli(engine, action="export" if as_json else "read", object_type="rates", object_id=month,
+                   region_code=region, detail="JSON" if as_json else "表格")
         if as_json:
             typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
         else:
@@ -86,6 +90,11 @@ def register(app: typer.Typer) -> None:
         """月度指标 PDF 报告。"""
         from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
 
-        path = write_monthly_report(engine_for(db), month=month, region_code=region, out_path=out,
+        from registry.audit import record_cli  # noqa: PLC0415
+
+        engine = engine_for(db)
+        path = write_monthly_report(engine, month=month, region_code=region, out_path=out,
                                     variant=variant, targets=targets)
+        record_cli(engine, action="export", object_type="monthly_report", object_id=month, region_code=region,
+                   detail=str(path)[-200:])
         typer.echo(f"月报已写入 {path}")

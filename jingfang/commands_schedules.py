@@ -59,8 +59,14 @@ def tasks_command(
     """待办任务 Open tasks as of DATE, sorted by risk, days overdue, due date."""
     from schedules.worklist import contract_json, open_tasks
 
+    from registry.audit import record_cli
+
     day = parse_day(as_of)
-    tasks = open_tasks(engine_for(db), as_of=day, region_code=region)
+    engine = engine_for(db)
+    tasks = open_tasks(engine, as_of=day, region_code=region)
+    # an export of patient ids and due dates: audited, the actor is the operating-system user (rules.md §8)
+    record_cli(engine, action="export", object_type="tasks", object_id=day.isoformat(), region_code=region,
+               detail=f"{'JSON' if as_json else '文本'}，{len(tasks)} 项")
     if as_json:
         typer.echo(json.dumps(contract_json(tasks), ensure_ascii=False, indent=1))
         return
@@ -81,7 +87,9 @@ def lists_command(
     from schedules.lists import write_township_lists
 
     monday = week_start(parse_day(week, "--week"))
-    result = write_township_lists(engine_for(db), township_code=township, week=monday, out_dir=out, actor="cli")
+    from registry.audit import cli_actor
+
+    result = write_township_lists(engine_for(db), township_code=township, week=monday, out_dir=out, actor=cli_actor())
     for path in result["files"]:
         typer.echo(str(path))
     typer.echo("，".join(f"{k} {n}" for k, n in result["counts"].items()), err=True)

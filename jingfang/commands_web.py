@@ -1,4 +1,7 @@
-"""网页命令 ``jingfang serve`` and ``jingfang user add`` (issue 4)."""
+"""网页命令 ``jingfang serve`` and ``jingfang user`` (issue 4; account lifecycle issue 18).
+
+Every account change is audited with the operating-system user as the actor (``cli:<user>``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import typer
 from jingfang.options import DbOption, engine_for, report_errors
 
 user_app = typer.Typer(help="管理网页账号。", no_args_is_help=True)
+sessions_app = typer.Typer(help="管理账号的登录会话。", no_args_is_help=True)
+user_app.add_typer(sessions_app, name="sessions")
 
 
 def register(app: typer.Typer) -> None:
@@ -34,12 +39,12 @@ def serve(
         from registry.web import serving
 
         export_for_children(database_url=engine.url.render_as_string(hide_password=False))
-        typer.echo(f"精防网页已启动（{workers} 个进程）：http://{host}:{port}/ （接口文档 http://{host}:{port}/api/docs）")
+        typer.echo(f"精防网页已启动（{workers} 个进程）：http://{host}:{port}/ （接口说明 http://{host}:{port}/openapi.json）")
         raise typer.Exit(serving.run("registry.web.app:app_from_env", host=host, port=port, workers=workers,
                                      log_level="warning", access_log=False))
     from registry.web.app import create_app
 
-    typer.echo(f"精防网页已启动：http://{host}:{port}/ （接口文档 http://{host}:{port}/api/docs）")
+    typer.echo(f"精防网页已启动：http://{host}:{port}/ （接口说明 http://{host}:{port}/openapi.json）")
     uvicorn.run(create_app(engine), host=host, port=port, log_level="warning", access_log=False)
 
 
@@ -49,14 +54,82 @@ def user_add(
     username: Annotated[str, typer.Argument(help="用户名")],
     role: Annotated[str, typer.Option("--role", help="county_admin | township_doctor | police | civil_affairs")],
     region: Annotated[str, typer.Option("--region", help="绑定的地区编码（其下级地区一并可见）")],
-    password: Annotated[Optional[str], typer.Option("--password", help="密码（至少8位；省略时交互输入）")] = None,
+    password: Annotated[Optional[str], typer.Option("--password", help="密码（至少10位，不含用户名，非常见密码；省略时交互输入）")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="从标准输入读取密码（一行）")] = False,
     name: Annotated[Optional[str], typer.Option("--name", help="显示姓名")] = None,
     db: DbOption = None,
 ) -> None:
-    """新建账号 Create a web account bound to a role and a region."""
+    """新建账号 Create a web account bound to a role and a region (the region's level must suit the role)."""
     from registry.accounts import UserRole, add_user
 
-    if password is None:
-        password = typer.prompt("密码", hide_input=True, confirmation_prompt=True)
-    user = add_user(engine_for(db), username=username, password=password, role=role, region_code=region, display_name=name)
+    password = _password(password, password_stdin)
+    user = add_user(engine_for(db), username=username, password=password, role=role, region_code=region, display_name=name,
+                    actor=cli_actor(), source="cli")
     typer.echo(f"已创建账号 {user.username}（{UserRole(user.role).label}，地区 {user.region_code}）")
+
+
+def _password(password: str | None, from_stdin: bool) -> str:
+    """The password from the option, standard input (one line) or a hidden prompt with confirmation."""
+    import sys
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if password is None:
+        return typer.prompt("密码", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+def cli_actor() -> str:
+    from registry.audit import cli_actor as actor
+
+    return actor()
+
+
+@user_app.command("deactivate", help="停用账号：不能再登录，现有会话立即结束。")
+@report_errors
+def user_deactivate(username: Annotated[str, typer.Argument(help="用户名")], db: DbOption = None) -> None:
+    """停用账号 Deactivate an account and end its sessions."""
+    from registry.accounts import deactivate_user
+
+    ended = deactivate_user(engine_for(db), username, actor=cli_actor())
+    typer.echo(f"已停用账号 {username}，结束 {ended} 个会话")
+
+
+@user_app.command("reset-password", help="重置密码（交互输入或 --password-stdin），并结束该账号的全部会话。")
+@report_errors
+def user_reset_password(
+    username: Annotated[str, typer.Argument(help="用户名")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="从标准输入读取新密码（一行）")] = False,
+    db: DbOption = None,
+) -> None:
+    """重置密码 Set a new password (policy applies) and end the account's sessions."""
+    from registry.accounts import reset_password
+
+    password = _password(None, password_stdin)
+    ended = reset_password(engine_for(db), username, password, actor=cli_actor())
+    typer.echo(f"已重置账号 {username} 的密码，结束 {ended} 个会话")
+
+
+@user_app.command("set-role", help="更改账号的角色与地区（地区层级须与角色相符），并结束其会话。")
+@report_errors
+def user_set_role(
+    username: Annotated[str, typer.Argument(help="用户名")],
+    role: Annotated[str, typer.Argument(help="county_admin | township_doctor | police | civil_affairs")],
+    region: Annotated[str, typer.Option("--region", help="绑定的地区编码")],
+    db: DbOption = None,
+) -> None:
+    """更改角色 Bind an account to another role and region."""
+    from registry.accounts import UserRole, set_role
+
+    user = set_role(engine_for(db), username, role, region, actor=cli_actor())
+    typer.echo(f"账号 {user.username} 现为{UserRole(user.role).label}，地区 {user.region_code}")
+
+
+@sessions_app.command("revoke", help="结束该账号的全部登录会话。")
+@report_errors
+def user_sessions_revoke(username: Annotated[str, typer.Argument(help="用户名")], db: DbOption = None) -> None:
+    """结束会话 End every session of an account."""
+    from registry.accounts import revoke_sessions
+
+    ended = revoke_sessions(engine_for(db), username, actor=cli_actor())
+    typer.echo(f"已结束账号 {username} 的 {ended} 个会话")

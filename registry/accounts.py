@@ -17,12 +17,19 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Field, Session, SQLModel, select
 
-from registry import clock
+from registry import audit, clock
 from registry.codes import CodedStr
-from registry.errors import Conflict, InvalidInput, NotAuthenticated
+from registry.config import get_settings
+from registry.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from registry.models import Region, UTCDateTime, in_check, utcnow
 
 SESSION_HOURS = 12
+# a session's last request is remembered at most this often (one write per minute, not per request)
+TOUCH_SECONDS = 60
+# login backoff (issue 18): this many failures in the window lock the account / the address
+LOGIN_FAILURES = 10
+LOGIN_WINDOW = timedelta(minutes=15)
+PASSWORD_MIN_LENGTH = 10
 _hasher = PasswordHasher()
 
 
@@ -33,6 +40,17 @@ class UserRole(CodedStr):
     TOWNSHIP_DOCTOR = "township_doctor", "乡镇精防医生"
     POLICE = "police", "民警"
     CIVIL_AFFAIRS = "civil_affairs", "民政专干"
+
+
+# 角色与地区层级 the region levels each role may be bound to (docs/web.md "Accounts and roles"; issue 18:
+# a township doctor bound to the county would read every township)
+ROLE_LEVELS: dict[str, tuple[str, ...]] = {
+    UserRole.COUNTY_ADMIN.value: ("county",),
+    UserRole.TOWNSHIP_DOCTOR.value: ("township",),
+    UserRole.POLICE.value: ("township", "county"),
+    UserRole.CIVIL_AFFAIRS.value: ("township", "county"),
+}
+LEVEL_LABELS = {"county": "县（区）", "township": "乡镇（街道）", "village": "村（居）"}
 
 
 class User(SQLModel, table=True):
@@ -62,6 +80,22 @@ class WebSession(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
     source: str | None = Field(default=None, max_length=100)
+    # the session's last request (at most TOUCH_SECONDS old); idle longer than the setting: expired
+    last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class LoginFailure(SQLModel, table=True):
+    """登录失败记录 One failed login (issue 18 backoff): in the database, so it survives a restart and
+    every worker sees it."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (sa.Index("ix_login_failure_username_at", "username", "at"),
+                      sa.Index("ix_login_failure_source_at", "source", "at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime)
+    username: str = Field(max_length=64)
+    source: str = Field(max_length=100)
 
 
 def hash_token(token: str) -> str:
@@ -74,31 +108,211 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+_COMMON_PASSWORDS: frozenset[str] | None = None
+
+
+def common_passwords() -> frozenset[str]:
+    """常见密码 The small list of common passwords shipped in the package (``registry/common_passwords.txt``)."""
+    global _COMMON_PASSWORDS
+    if _COMMON_PASSWORDS is None:
+        from importlib.resources import files
+
+        text = files("registry").joinpath("common_passwords.txt").read_text(encoding="utf-8")
+        _COMMON_PASSWORDS = frozenset(line.strip().lower() for line in text.splitlines()
+                                      if line.strip() and not line.startswith("#"))
+    return _COMMON_PASSWORDS
+
+
+def check_password(password: str, username: str) -> None:
+    """密码策略 At least 10 characters, not the user name (nor containing it, case-insensitive), not a
+    common password (issue 18). Raises InvalidInput with a stable code."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise InvalidInput.single("PASSWORD_TOO_SHORT", f"密码至少{PASSWORD_MIN_LENGTH}位", column="password")
+    if username and username.lower() in password.lower():
+        raise InvalidInput.single("PASSWORD_CONTAINS_USERNAME", "密码不能是用户名，也不能包含用户名", column="password")
+    if password.lower() in common_passwords():
+        raise InvalidInput.single("PASSWORD_TOO_COMMON", "密码过于常见，请换一个不易被猜中的密码", column="password")
+
+
 def _check_new_user(username: str, password: str, role: str) -> UserRole:
     if not username or len(username) > 64 or not all(c.isalnum() or c in "._-" for c in username):
         raise InvalidInput.single("USERNAME_INVALID", "用户名应为1–64位字母、数字或 . _ -", column="username", value=username)
-    if len(password) < 8:
-        raise InvalidInput.single("PASSWORD_TOO_SHORT", "密码至少8位", column="password")
+    check_password(password, username)
+    return _parse_role(role)
+
+
+def _parse_role(role: str) -> UserRole:
     try:
         return UserRole.parse(role)
     except ValueError:
         raise InvalidInput.single("ROLE_INVALID", f"角色无效：{role}（可选 {UserRole.choices()}）", column="role", value=role) from None
 
 
-def add_user(engine, *, username: str, password: str, role: str, region_code: str, display_name: str | None = None) -> User:
-    """新建账号 Create an account (one transaction); the region must exist."""
+def _checked_region(session: Session, role: UserRole, region_code: str) -> Region:
+    """The region, which must exist and be of a level the role may be bound to (``ROLE_LEVELS``)."""
+    region = session.get(Region, region_code)
+    if region is None:
+        raise InvalidInput.single("REGION_UNKNOWN", f"地区编码不存在：{region_code}", column="region_code", value=region_code)
+    allowed = ROLE_LEVELS[role.value]
+    if region.level not in allowed:
+        wanted = "或".join(LEVEL_LABELS[level] for level in allowed)
+        raise InvalidInput.single(
+            "REGION_LEVEL_MISMATCH",
+            f"{role.label}只能绑定到{wanted}，地区 {region_code}（{region.name}）是{LEVEL_LABELS.get(region.level, region.level)}",
+            column="region_code", value=region_code)
+    return region
+
+
+def _user(session: Session, username: str) -> User:
+    user = session.get(User, username) if username else None
+    if user is None:
+        raise NotFound(f"账号不存在：{username}", code="USER_UNKNOWN")
+    return user
+
+
+def _audit_account(session: Session, actor: str, source: str | None, user: User, detail: str) -> None:
+    audit.record(session.connection(), actor=actor, action="account", object_type="user", object_id=user.username,
+                 region_code=user.region_code, detail=detail, source=source)
+
+
+def add_user(engine, *, username: str, password: str, role: str, region_code: str, display_name: str | None = None,
+             actor: str | None = None, source: str | None = None) -> User:
+    """新建账号 Create an account (one transaction, audited); the region must exist and suit the role."""
     parsed = _check_new_user(username, password, role)
     with Session(engine, expire_on_commit=False) as session:
-        region = session.get(Region, region_code)
-        if region is None:
-            raise InvalidInput.single("REGION_UNKNOWN", f"地区编码不存在：{region_code}", column="region_code", value=region_code)
+        _checked_region(session, parsed, region_code)
         if session.get(User, username) is not None:
             raise Conflict(f"用户名已存在：{username}", code="USERNAME_TAKEN")
         user = User(username=username, password_hash=hash_password(password), role=parsed.value,
                     region_code=region_code, display_name=display_name or username)
         session.add(user)
+        session.flush()
+        _audit_account(session, actor or audit.cli_actor(), source or "cli", user,
+                       f"新建账号：{parsed.label}，地区 {region_code}")
         session.commit()
         return user
+
+
+def _revoke(session: Session, username: str) -> int:
+    result = session.execute(sa.delete(WebSession).where(WebSession.username == username))
+    return result.rowcount or 0
+
+
+def deactivate_user(engine, username: str, *, actor: str, source: str | None = "cli") -> int:
+    """停用账号 Deactivate an account and end its sessions (audited). Returns the sessions ended."""
+    with Session(engine, expire_on_commit=False) as session:
+        user = _user(session, username)
+        user.active = False
+        session.add(user)
+        ended = _revoke(session, username)
+        _audit_account(session, actor, source, user, f"停用账号，结束 {ended} 个会话")
+        session.commit()
+        return ended
+
+
+def reset_password(engine, username: str, password: str, *, actor: str, source: str | None = "cli") -> int:
+    """重置密码 Set a new password (the policy applies) and end the account's sessions (audited)."""
+    check_password(password, username)
+    with Session(engine, expire_on_commit=False) as session:
+        user = _user(session, username)
+        user.password_hash = hash_password(password)
+        session.add(user)
+        ended = _revoke(session, username)
+        _audit_account(session, actor, source, user, f"重置密码，结束 {ended} 个会话")
+        session.commit()
+        return ended
+
+
+def set_role(engine, username: str, role: str, region_code: str, *, actor: str, source: str | None = "cli") -> User:
+    """更改角色 Bind an account to a role and region (the level must suit the role); its sessions end,
+    so the new scope applies at the next login (audited)."""
+    parsed = _parse_role(role)
+    with Session(engine, expire_on_commit=False) as session:
+        user = _user(session, username)
+        _checked_region(session, parsed, region_code)
+        before = f"{user.role}@{user.region_code}"
+        user.role, user.region_code = parsed.value, region_code
+        session.add(user)
+        ended = _revoke(session, username)
+        _audit_account(session, actor, source, user, f"角色 {before} → {parsed.value}@{region_code}，结束 {ended} 个会话")
+        session.commit()
+        return user
+
+
+def revoke_sessions(engine, username: str, *, actor: str, source: str | None = "cli") -> int:
+    """结束会话 End every session of an account (audited). Returns how many."""
+    with Session(engine, expire_on_commit=False) as session:
+        user = _user(session, username)
+        ended = _revoke(session, username)
+        _audit_account(session, actor, source, user, f"结束 {ended} 个会话")
+        session.commit()
+        return ended
+
+
+def change_password(session: Session, user: User, current_token_hash: str, old: str, new: str, *,
+                    source: str | None) -> int:
+    """修改密码 The logged-in user changes their own password: the old one must match, the new one
+    follows the policy; every other session of the account ends (audited, in the caller's transaction)."""
+    user = _user(session, user.username)
+    try:
+        _hasher.verify(user.password_hash, old)
+    except (VerificationError, InvalidHashError):
+        raise InvalidInput.single("PASSWORD_WRONG", "当前密码不正确", column="old_password") from None
+    check_password(new, user.username)
+    if new == old:
+        raise InvalidInput.single("PASSWORD_UNCHANGED", "新密码不能与当前密码相同", column="new_password")
+    user.password_hash = hash_password(new)
+    session.add(user)
+    ended = session.execute(sa.delete(WebSession).where(WebSession.username == user.username,
+                                                        WebSession.token_hash != current_token_hash)).rowcount or 0
+    _audit_account(session, user.username, source, user, f"修改本人密码，结束其他 {ended} 个会话")
+    return ended
+
+
+# ---------------------------------------------------------------- login backoff (issue 18)
+
+def login_lockout(session: Session, username: str, source: str, now: datetime) -> int | None:
+    """登录限制 Seconds until a login for this account or from this address is allowed again, or None.
+
+    Locked when either has ``LOGIN_FAILURES`` failures within ``LOGIN_WINDOW``; the lock lifts when
+    enough of them have left the window. Attempts refused by the lock are not counted.
+    """
+    since = now - LOGIN_WINDOW
+    waits = []
+    for column, value in ((LoginFailure.username, username), (LoginFailure.source, source)):
+        if not value:
+            continue
+        times = session.execute(sa.select(LoginFailure.at).where(column == value, LoginFailure.at > since)
+                                .order_by(LoginFailure.at.desc()).limit(LOGIN_FAILURES)).scalars().all()
+        if len(times) >= LOGIN_FAILURES:
+            waits.append((times[-1] + LOGIN_WINDOW - now).total_seconds())
+    if not waits:
+        return None
+    return max(1, int(max(waits)) + 1)
+
+
+def login(session: Session, username: str, password: str, *, source: str) -> User:
+    """登录 Throttle, then check the password (issue 18).
+
+    Refused with 429 ``LOGIN_THROTTLED`` (``retry_after`` seconds) while the account or the address is
+    locked, whatever the password; a failure is stored in ``login_failure`` and committed by the
+    caller; a success clears the account's failures. Old rows (outside the window) are pruned.
+    """
+    now = clock.now_utc()
+    username = username[:64]
+    source = (source or "unknown")[:100]
+    wait = login_lockout(session, username, source, now)
+    if wait is not None:
+        raise TooManyRequests(f"登录失败次数过多，请 {max(1, -(-wait // 60))} 分钟后再试", code="LOGIN_THROTTLED",
+                              retry_after=wait)
+    try:
+        user = authenticate(session, username, password)
+    except NotAuthenticated:
+        session.add(LoginFailure(at=now, username=username, source=source))
+        session.execute(sa.delete(LoginFailure).where(LoginFailure.at < now - 2 * LOGIN_WINDOW))
+        raise
+    session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
+    return user
 
 
 def authenticate(session: Session, username: str, password: str) -> User:
@@ -123,7 +337,7 @@ def start_session(session: Session, user: User, *, source: str | None = None) ->
     token = secrets.token_urlsafe(32)
     now = clock.now_utc()
     row = WebSession(token_hash=hash_token(token), username=user.username, csrf_token=secrets.token_urlsafe(24),
-                     created_at=now, expires_at=now + timedelta(hours=SESSION_HOURS), source=source)
+                     created_at=now, expires_at=now + timedelta(hours=SESSION_HOURS), source=source, last_seen_at=now)
     session.add(row)
     return token, row
 
@@ -146,6 +360,18 @@ def resolve_session(session: Session, token: str) -> tuple[User, WebSession]:
     if row is None:
         raise NotAuthenticated("请先登录", code="NOT_AUTHENTICATED")
     user, web_session = row
-    if web_session.expires_at <= clock.now_utc() or not user.active:
+    now = clock.now_utc()
+    last_seen = web_session.last_seen_at or web_session.created_at
+    if web_session.expires_at <= now or not user.active or last_seen <= now - idle_timeout():
         raise NotAuthenticated("登录已过期，请重新登录", code="SESSION_EXPIRED")
+    if last_seen <= now - timedelta(seconds=TOUCH_SECONDS):
+        # its own short transaction: the caller's session may only read
+        with session.get_bind().begin() as conn:
+            conn.execute(sa.update(WebSession).where(WebSession.token_hash == web_session.token_hash)
+                         .values(last_seen_at=now))
     return user, web_session
+
+
+def idle_timeout() -> timedelta:
+    """空闲超时 A session unused this long has ended (``JINGFANG_SESSION_IDLE_MINUTES``, default 30)."""
+    return timedelta(minutes=get_settings().session_idle_minutes)

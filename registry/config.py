@@ -46,9 +46,12 @@ class Settings(BaseSettings):
     profile: str = "national-2018"
     # a directory searched first for rule-profile JSON files (a county's own profile)
     profile_dir: OptionalPath = None
-    secret_key: str = "dev-insecure-secret-change-me"
     base_url: str = "http://127.0.0.1:8000"
     org_name: str = "精防 Jingfang"
+    # web sessions end after this many minutes without a request (besides their 12-hour expiry)
+    session_idle_minutes: int = Field(30, ge=1, le=24 * 60)
+    # the largest request body the web application accepts (bytes); larger: 413
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # where the scheduler publishes the monthly PDFs (default: beside the lists, or ./out/reports)
     report_dir: OptionalPath = None
     # processes rendering the 五单 PDFs (None: the CPUs this process may run on)

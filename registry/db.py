@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
     """A new engine; SQLite gets foreign keys, WAL and a busy timeout."""
     url = normalise_url(url or get_settings().database_url)
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
         @sa.event.listens_for(engine, "connect")
@@ -31,6 +33,32 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def private_sqlite_file(url: str) -> Path | None:
+    """数据库文件权限 The SQLite database file is readable by its owner only (0600, issue 18): created so
+    before SQLite opens it, tightened when it exists with wider permissions. SQLite gives its -wal and
+    -shm files the database file's permissions. Returns the path (None for an in-memory database)."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    if not path.exists():
+        if path.parent.is_dir():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if path.exists() and path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, 0o600)
+        except PermissionError:  # not ours: leave it to its owner
+            pass
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        if side.exists() and side.stat().st_mode & 0o077:
+            try:
+                os.chmod(side, 0o600)
+            except PermissionError:
+                pass
+    return path
 
 
 def get_engine(url: str | None = None) -> Engine:

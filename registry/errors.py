@@ -107,6 +107,15 @@ class NotAuthenticated(JingfangError):
 
 
 @dataclass
+class TooManyRequests(JingfangError):
+    """请求过多 Too many attempts (login backoff, issue 18); try again after ``retry_after`` seconds."""
+
+    code: str = "TOO_MANY_REQUESTS"
+    retry_after: int = 60
+    http_status = 429
+
+
+@dataclass
 class Conflict(JingfangError):
     """冲突 The write conflicts with what is stored."""
 

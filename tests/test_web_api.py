@@ -58,6 +58,7 @@ ROUTES = [
     ("POST", "/api/patients"), ("POST", "/api/patients/P1/follow-ups"), ("POST", "/api/patients/P1/status"),
     ("POST", "/api/follow-ups/1/attendance"), ("GET", "/api/rates"), ("GET", "/api/audit"), ("DELETE", "/api/session"),
     ("POST", "/api/patients/P1/health-checks"), ("POST", "/api/patients/P1/injections"),
+    ("POST", "/api/me/password"),  # issue 18
 ]
 
 

@@ -147,10 +147,13 @@ def test_patient_pages_and_audit_rows(web, mode, monkeypatch):
     uses_fast = mode != "generic" and database.backend == "postgresql"
     # the fast path serves doctors and admins; list roles (and SQLite) take the generic path
     assert len(generic_calls) == (2 * len(ALL) if uses_fast else len(USERS) * len(ALL))
-    # rules.md §8: one audit row per answered read, none for a refused one
+    # rules.md §8: one audit row per answered read; issue 18: a refused read has its own "refused" row
     want = [(u, "read", "patient", pid, _village(pid), None, "testclient")
             for u in USERS for pid in ALL if pid in VISIBLE[u]]
-    assert rows == want
+    assert [r for r in rows if r[1] == "read"] == want
+    refused = [(u, "refused", "request", f"/patients/{pid}", USER_REGIONS[u], "GET PATIENT_FORBIDDEN", "testclient")
+               for u in USERS for pid in ALL if pid not in VISIBLE[u]]
+    assert [r for r in rows if r[1] != "read"] == refused
     assert ID_P1 in pages["doc", "P1"] and ID_P1 not in pages["admin", "P1"] and ID_P1 not in pages["police", "P1"]
     for (username, _pid), html in pages.items():
         if username in ("police", "civil"):
@@ -162,6 +165,9 @@ def test_patient_pages_and_audit_rows(web, mode, monkeypatch):
 
 
 test_patient_pages_and_audit_rows.pages = {}
+
+
+USER_REGIONS = {"admin": "C", "doc": "T1", "doc2": "T2", "police": "T1", "civil": "T1"}
 
 
 def _village(pid):
@@ -279,7 +285,8 @@ test_worklist_reads_are_audited_and_follow_the_scheduler.pages = {}
 @pytest.mark.parametrize("mode", ["generic", "fast-threads", "fast-asyncio"])
 def test_api_patient_read_and_audit_rows(web, mode, monkeypatch):
     """``GET /api/patients/{id}`` takes the same one-statement read (bearer token): the same JSON
-    whichever path served it, one audit row per answered read, none for a refused or anonymous one."""
+    whichever path served it, one audit row per answered read, one "refused" row per refused read
+    (issue 18), none for an anonymous one."""
     from registry.web import reads as reads_module
 
     app, tokens, database = web
@@ -306,7 +313,11 @@ def test_api_patient_read_and_audit_rows(web, mode, monkeypatch):
     assert len(generic_calls) == (2 * len(ALL) if uses_fast else len(USERS) * len(ALL) + 1)
     want = [(u, "read", "patient", pid, _village(pid), None, "testclient")
             for u in USERS for pid in ALL if pid in VISIBLE[u]]
-    assert rows == want
+    assert [r for r in rows if r[1] == "read"] == want
+    # issue 18: refused reads are audited (the anonymous and bad-token calls are not: no one to name)
+    refused = [(u, "refused", "request", f"/api/patients/{pid}", USER_REGIONS[u], "GET PATIENT_FORBIDDEN", "testclient")
+               for u in USERS for pid in ALL if pid not in VISIBLE[u]]
+    assert [r for r in rows if r[1] != "read"] == refused
     assert records["doc", "P1"]["id_number"] == ID_P1 and records["admin", "P1"]["id_number"] != ID_P1
     for (username, _pid), record in records.items():
         if username in ("police", "civil"):

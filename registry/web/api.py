@@ -19,9 +19,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, create_model, model_validator
 
-from registry import audit, codes
-from registry.accounts import UserRole, authenticate, end_session, start_session
-from registry.errors import InvalidInput, NotAuthenticated
+from registry import accounts, audit, codes
+from registry.accounts import UserRole, end_session, start_session
+from registry.errors import InvalidInput, NotAuthenticated, TooManyRequests
 from registry.rates.compute import compute_rates
 from registry.validation import (FOLLOW_UP_EXTRA_FIELDS, Channel, FOLLOW_UP_FIELDS, HEALTH_CHECK_FIELDS, PATIENT_EXTRA_FIELDS,
                                  PATIENT_FIELDS)
@@ -49,6 +49,13 @@ class LoginBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     username: str = Field(max_length=64)
     password: str = Field(max_length=256)
+
+
+class PasswordBody(BaseModel):
+    """修改密码 The current password and the new one."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    old_password: str = Field(max_length=256)
+    new_password: str = Field(max_length=256)
 
 
 class AttendanceBody(BaseModel):
@@ -169,10 +176,10 @@ def login(body: LoginBody, session: SessionDep, ip: ClientIp):
     checked(body.username, "username")
     checked(body.password, "password")
     try:
-        user = authenticate(session, body.username, body.password)
-    except Exception:
-        audit.record(session.connection(), actor=body.username or "?", action="login", object_type="session", detail="接口登录失败",
-                     source=ip)
+        user = accounts.login(session, body.username, body.password, source=ip)
+    except (NotAuthenticated, TooManyRequests) as exc:
+        audit.record(session.connection(), actor=body.username or "?", action="login", object_type="session",
+                     detail="接口登录被限制" if isinstance(exc, TooManyRequests) else "接口登录失败", source=ip)
         session.commit()
         raise
     token, row = start_session(session, user, source=ip)
@@ -190,6 +197,18 @@ def logout(request: Request, cur: CurrentUser, session: SessionDep, ip: ClientIp
     audit.record(session.connection(), actor=cur.user.username, action="logout", object_type="session", source=ip)
     session.commit()
     return {"ok": True}
+
+
+@authed.post("/me/password", summary="修改本人密码")
+def change_password(cur: CurrentUser, session: SessionDep, ip: ClientIp, body: PasswordBody) -> dict:
+    """修改密码 Change one's own password (policy: ≥10 characters, not the user name, not common); the
+    account's other sessions end."""
+    checked(body.old_password, "old_password")
+    checked(body.new_password, "new_password")
+    ended = accounts.change_password(session, cur.user, cur.session.token_hash, body.old_password, body.new_password,
+                                     source=ip)
+    session.commit()
+    return {"ok": True, "sessions_ended": ended}
 
 
 @authed.get("/me", summary="当前用户")

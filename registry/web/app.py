@@ -18,10 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry import clock
-from registry.errors import JingfangError, NotAuthenticated
+from registry.errors import JingfangError, NotAuthenticated, PermissionDenied, TooManyRequests
 from registry.resources import template_dir
 from registry.regions import LiveRegionTree
 from registry.web.context import WebContext
@@ -55,8 +56,10 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     from registry.config import get_settings
     from registry.web import api, pages
 
+    settings = get_settings()
+    https_base = settings.base_url.startswith("https://")
     if secure_cookies is None:
-        secure_cookies = get_settings().base_url.startswith("https://")
+        secure_cookies = https_base
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         """进程生命周期 Each worker opens its asyncio connection pool for the hot reads (PostgreSQL)."""
@@ -83,7 +86,9 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
         description="严重精神障碍患者登记与随访：JSON 接口。认证：POST /api/session 取得令牌，"
         "之后用 Authorization: Bearer <token>；或使用网页会话 Cookie 加 X-CSRF-Token 请求头。",
         openapi_url="/openapi.json",
-        docs_url="/api/docs",
+        # no interactive docs: FastAPI's pages load swagger-ui from a CDN and start it with an inline
+        # script (issue 18: no CDN, CSP without 'unsafe-inline'); /openapi.json is the documentation
+        docs_url=None,
         redoc_url=None,
     )
     from registry.web.cache import WorklistCache
@@ -96,30 +101,39 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     app.include_router(api.router)
     _install_error_handlers(app)
 
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, https_base=https_base)
     return app
 
 
+# the templates have no inline script or style (checked by tests/test_web_security.py): a strict policy
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+HSTS = b"max-age=31536000; includeSubDomains"
 _SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                     (b"referrer-policy", b"same-origin"))
+                     (b"referrer-policy", b"same-origin"), (b"content-security-policy", CSP.encode()),
+                     (b"cross-origin-opener-policy", b"same-origin"))
 
 
 class SecurityHeaders:
-    """安全响应头 nosniff, no framing, same-origin referrer, no caching of pages (static files excepted).
+    """安全响应头 CSP (no inline code, no framing), nosniff, same-origin referrer, no caching of pages
+    (static files excepted), and HSTS when the request came over https or the base URL is https.
 
     A plain ASGI middleware (headers added to ``http.response.start``, only when the response did
     not set them itself): Starlette's ``BaseHTTPMiddleware`` costs a task group and a memory
     stream per request.
     """
 
-    def __init__(self, app):
+    def __init__(self, app, https_base: bool = False):
         self.app = app
+        self.https_base = https_base
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         no_store = not scope["path"].startswith("/static")
+        hsts = self.https_base or scope.get("scheme") == "https"
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -128,11 +142,72 @@ class SecurityHeaders:
                 extra = [(k, v) for k, v in _SECURITY_HEADERS if k not in present]
                 if no_store and b"cache-control" not in present:
                     extra.append((b"cache-control", b"no-store"))
+                if hsts and b"strict-transport-security" not in present:
+                    extra.append((b"strict-transport-security", HSTS))
                 if extra:
                     message = {**message, "headers": headers + extra}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimit:
+    """请求体上限 Refuse a request body larger than ``max_bytes`` with 413 ``BODY_TOO_LARGE`` (the JSON
+    error shape): at once when Content-Length says so, else as soon as the streamed body passes it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send) -> None:
+        import json
+
+        body = json.dumps({"error": "BODY_TOO_LARGE", "message": f"请求体过大（上限 {self.max_bytes // 1024} KiB）"},
+                          ensure_ascii=False).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    too_large = int(value) > self.max_bytes
+                except ValueError:
+                    too_large = True
+                if too_large:
+                    await self._refuse(send)
+                    return
+        received = 0
+        started = False
+
+        class _TooLarge(Exception):
+            pass
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
 
 
 def _is_api(request: Request) -> bool:
@@ -147,16 +222,37 @@ def error_page(request: Request, status: int, code: str, message: str, issues=()
                                                                  "issues": list(issues), "cur": cur}, status_code=status)
 
 
+def audit_refused(request: Request, exc: PermissionDenied) -> None:
+    """拒绝访问审计 A refused request (403) is audited too (issue 18): who, what path, which code.
+    The actor is the logged-in user when known, else the token's absence ("?")."""
+    from registry import audit
+    from registry.web.auth import client_ip
+
+    cur = getattr(request.state, "current", None)
+    path = request.url.path[:200]
+    audit.record(request.app.state.ctx.engine, actor=cur.user.username if cur else "?", action="refused",
+                 object_type="request", object_id=path, region_code=cur.user.region_code if cur else None,
+                 detail=f"{request.method} {exc.code}", source=client_ip(request))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(JingfangError)
     async def jingfang_error(request: Request, exc: JingfangError):
         """错误映射 JingfangError → JSON (API) or the error page."""
+        if isinstance(exc, PermissionDenied):
+            await run_in_threadpool(audit_refused, request, exc)
+        headers = None
+        if isinstance(exc, NotAuthenticated):
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         if _is_api(request):
-            headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
             return JSONResponse(exc.as_dict(), status_code=exc.http_status, headers=headers)
         if isinstance(exc, NotAuthenticated):
             return RedirectResponse("/login", status_code=303)
-        return error_page(request, exc.http_status, exc.code, exc.message, exc.issues)
+        response = error_page(request, exc.http_status, exc.code, exc.message, exc.issues)
+        response.headers.update(headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import namedtuple
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
 
 import sqlalchemy as sa
@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql
 from psycopg_pool import AsyncConnectionPool
 
 from registry import clock
-from registry.accounts import User, WebSession, hash_token
+from registry.accounts import TOUCH_SECONDS, User, WebSession, hash_token, idle_timeout
 from registry.attempts import latest_first_sql
 from registry.audit import audit_row
 from registry.care_team import care_team_select
@@ -49,13 +49,21 @@ Participant = namedtuple("Participant", "follow_up_id role attended")
 _SESSION_CTE = """
 s AS (
   SELECT u.username, u.password_hash, u.role, u.region_code, u.display_name, u.active, u.created_at,
-         ws.token_hash, ws.csrf_token, ws.created_at AS session_created_at, ws.expires_at, ws.source
+         ws.token_hash, ws.csrf_token, ws.created_at AS session_created_at, ws.expires_at, ws.source,
+         coalesce(ws.last_seen_at, ws.created_at) AS last_seen_at
   FROM web_session ws JOIN app_user u ON u.username = ws.username
   WHERE ws.token_hash = %(token_hash)s
 ),
 ok AS (
   SELECT username, role, region_code FROM s
-  WHERE s.expires_at > %(now)s AND s.active AND s.role IN ('county_admin', 'township_doctor')
+  WHERE s.expires_at > %(now)s AND s.active AND s.last_seen_at > %(idle_before)s
+    AND s.role IN ('county_admin', 'township_doctor')
+),
+touch AS (
+  UPDATE web_session SET last_seen_at = %(now)s
+  WHERE token_hash = %(token_hash)s AND EXISTS (SELECT 1 FROM ok)
+    AND coalesce(last_seen_at, created_at) <= %(touch_before)s
+  RETURNING 1
 )"""
 
 _AUDIT_COLUMNS = "at, actor, action, object_type, object_id, region_code, detail, source"
@@ -174,7 +182,8 @@ def _current(ctx, session_row: dict | None, via: str, now: datetime):
     if session_row is None:
         raise NotAuthenticated("请先登录", code="NOT_AUTHENTICATED")
     expires_at = datetime.fromisoformat(session_row["expires_at"])
-    if expires_at <= now or not session_row["active"]:
+    last_seen = datetime.fromisoformat(session_row["last_seen_at"])
+    if expires_at <= now or not session_row["active"] or last_seen <= now - idle_timeout():
         raise NotAuthenticated("登录已过期，请重新登录", code="SESSION_EXPIRED")
     user = User(username=session_row["username"], password_hash=session_row["password_hash"], role=session_row["role"],
                 region_code=session_row["region_code"], display_name=session_row["display_name"],
@@ -182,8 +191,13 @@ def _current(ctx, session_row: dict | None, via: str, now: datetime):
     web_session = WebSession(token_hash=session_row["token_hash"], username=user.username,
                              csrf_token=session_row["csrf_token"], expires_at=expires_at,
                              created_at=datetime.fromisoformat(session_row["session_created_at"]),
-                             source=session_row["source"])
+                             source=session_row["source"], last_seen_at=last_seen)
     return Current(user=user, session=web_session, scope=scope_for(user, ctx.tree, ctx.today()), via=via)
+
+
+def _session_times(now: datetime) -> dict:
+    """The idle cut-off and the touch threshold of the session CTEs (the generic path's rules)."""
+    return {"idle_before": now - idle_timeout(), "touch_before": now - timedelta(seconds=TOUCH_SECONDS)}
 
 
 def _token(request):
@@ -204,7 +218,7 @@ def _patient_statement(request, patient_id: str, source: str):
     now = clock.now_utc()
     sql = PATIENT_SQL.replace("{tasks}", TASKS_SQL)
     params = {"token_hash": token_hash, "now": now, "patient_id": patient_id, "at": now, "source": source,
-              "as_of": ctx.today()}
+              "as_of": ctx.today(), **_session_times(now)}
     return sql, params, via, now
 
 
@@ -293,7 +307,7 @@ def _worklist_statement(request, source: str, *, limit: int, offset: int, horizo
     if expect is not None and time.monotonic() - expect[5] >= ctx.worklists.ttl:
         expect = None  # the cached page is too old: the generic cache will recompute it
     # the peek: (username, role, region, version, page, cached at) of this session's last page
-    params = {"token_hash": token_hash, "now": now, "at": now, "source": source,
+    params = {"token_hash": token_hash, "now": now, "at": now, "source": source, **_session_times(now),
               "expect_user": expect[0] if expect else None, "expect_role": expect[1] if expect else None,
               "expect_region": expect[2] if expect else None,
               "expect_run": expect[3][0] if expect else None, "expect_finished": expect[3][1] if expect else None,

@@ -18,9 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from sqlmodel import Session, select
 
-from registry import audit
-from registry.accounts import UserRole, authenticate, end_session, start_session
-from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied
+from registry import accounts, audit
+from registry.accounts import UserRole, end_session, start_session
+from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied, TooManyRequests
 from registry.rates.compute import compute_rates
 from registry.rates.indicators import BY_KEY
 from registry.models import Region
@@ -77,6 +77,16 @@ def _audit_read(request: Request, cur: Current, *, action: str, object_type: str
                      object_id=object_id, region_code=region_code, detail=detail, source=client_ip(request))
 
 
+def _record_read(request: Request, cur: Current, patient_id: str) -> dict:
+    """一历读取（表单） The record shown by a form page or its 422 re-render, audited as a read (rules.md §8,
+    issue 18: an error re-render shows the 一历 too)."""
+    ctx = request.app.state.ctx
+    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+    _audit_read(request, cur, action="read", object_type="patient", object_id=record["patient_id"],
+                region_code=record.get("village_code"), detail="表单页")
+    return record
+
+
 # ---------------------------------------------------------------- login
 
 @router.get("/", response_class=HTMLResponse)
@@ -116,12 +126,16 @@ async def login(request: Request):
         return response
     with Session(ctx.engine, expire_on_commit=False) as session:
         try:
-            user = authenticate(session, username, password)
-        except NotAuthenticated as exc:
-            audit.record(session.connection(), actor=username or "?", action="login", object_type="session", detail="登录失败",
-                         source=client_ip(request))
+            user = accounts.login(session, username, password, source=client_ip(request))
+        except (NotAuthenticated, TooManyRequests) as exc:
+            throttled = isinstance(exc, TooManyRequests)
+            audit.record(session.connection(), actor=username or "?", action="login", object_type="session",
+                         detail="登录被限制" if throttled else "登录失败", source=client_ip(request))
             session.commit()
-            response = render(request, "login.html", status_code=401, csrf_token=cookie, username=username, error=exc.message)
+            response = render(request, "login.html", status_code=exc.http_status, csrf_token=cookie, username=username,
+                              error=exc.message)
+            if throttled:
+                response.headers["Retry-After"] = str(exc.retry_after)
             return response
         token, _row = start_session(session, user, source=client_ip(request))
         audit.record(session.connection(), actor=user.username, action="login", object_type="session", region_code=user.region_code,
@@ -147,6 +161,32 @@ async def logout(request: Request):
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+@router.get("/account/password", response_class=HTMLResponse)
+def password_page(request: Request, saved: int = 0):
+    """修改密码 The logged-in user's password form."""
+    current(request)
+    return render(request, "password.html", error=None, saved=bool(saved))
+
+
+@router.post("/account/password", response_class=HTMLResponse)
+async def password_submit(request: Request):
+    """修改密码 Change one's own password (policy applies); the account's other sessions end."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    new = data.get("new_password", "")
+    if new != data.get("new_password2", ""):
+        return render(request, "password.html", status_code=422, error="两次输入的新密码不一致", saved=False)
+    ctx = request.app.state.ctx
+    try:
+        with Session(ctx.engine, expire_on_commit=False) as session:
+            accounts.change_password(session, cur.user, cur.session.token_hash, data.get("old_password", ""), new,
+                                     source=client_ip(request))
+            session.commit()
+    except InvalidInput as exc:
+        return render(request, "password.html", status_code=422, error=exc.message, saved=False)
+    return RedirectResponse("/account/password?saved=1", status_code=303)
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, *, max_age: int) -> None:
@@ -258,7 +298,7 @@ def follow_up_page(request: Request, patient_id: str):
 
 def _follow_up_form(request: Request, cur: Current, patient_id: str, values: dict, errors: dict, status_code: int = 200):
     ctx = request.app.state.ctx
-    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+    record = _record_read(request, cur, patient_id)
     joint_roles = sorted({r for t in record["tasks"] for r in t.get("roles") or [] if r in writes.JOINT_ROLES},
                          key=writes.JOINT_ROLES.index)
     return render(request, "follow_up_form.html", status_code=status_code, p=record, sections=forms.FOLLOW_UP_SECTIONS,
@@ -290,7 +330,7 @@ def status_page(request: Request, patient_id: str):
 
 def _status_form(request, cur, patient_id, values, errors, status_code=200):
     ctx = request.app.state.ctx
-    record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+    record = _record_read(request, cur, patient_id)
     return render(request, "status_form.html", status_code=status_code, p=record, values=values, errors=errors)
 
 
@@ -326,7 +366,7 @@ async def _event_submit(request: Request, patient_id: str, write):
     try:
         write(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
     except InvalidInput as exc:
-        record = queries.patient_record(ctx.engine, cur.scope, ctx.tree, patient_id, as_of=ctx.today())
+        record = _record_read(request, cur, patient_id)
         return render(request, "patient.html", status_code=422, p=record, event_errors=forms.errors_by_field(exc.issues),
                       event_values=data)
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)

@@ -223,7 +223,10 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
         fu = session.get(FollowUp, follow_up_id)
         if fu is None:
             raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN")
-        patient = scope.check_patient(session, fu.patient_id)
+        try:
+            patient = scope.check_patient(session, fu.patient_id)
+        except PermissionDenied:  # never name the patient of a follow-up the caller cannot see (issue 18)
+            raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN") from None
         row = session.get(FollowUpParticipant, (follow_up_id, role))
         if row is None:
             raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
