@@ -9,6 +9,7 @@ their own module (``jingfang.commands_*``), registered here.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -24,6 +25,26 @@ app = typer.Typer(
 
 for module in (commands_registry, commands_schedules, commands_rates, commands_web):
     module.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        try:
+            number = version("jingfang")
+        except PackageNotFoundError:  # pragma: no cover - run from a checkout without installing
+            number = "未安装"
+        typer.echo(f"jingfang {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", help="显示版本号并退出", callback=_version,
+                                               is_eager=True)] = False,
+) -> None:
+    """精防 Jingfang：严重精神障碍患者登记与随访调度。"""
 
 
 def main() -> None:

@@ -82,7 +82,7 @@ def _check_new_user(username: str, password: str, role: str) -> UserRole:
     try:
         return UserRole.parse(role)
     except ValueError:
-        raise InvalidInput.single("ROLE_INVALID", f"角色无效：{role}（可选 {UserRole.choices()}）", column="role", value=role) from None
+        raise InvalidInput.single("ROLE_INVALID", f"角色无效：{role}（可选 {'、'.join(m.label for m in UserRole)}）", column="role", value=role) from None
 
 
 def add_user(engine, *, username: str, password: str, role: str, region_code: str, display_name: str | None = None) -> User:
