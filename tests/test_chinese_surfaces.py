@@ -12,12 +12,14 @@ Runs alone: ``PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_chinese_s
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from datetime import date
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import time_machine
 from fastapi.testclient import TestClient
 from sqlmodel import Session
@@ -146,6 +148,20 @@ def test_every_page_for_every_role_shows_no_internal_code(database):
     seed(database.engine)
     seed_tasks(database.engine)
     _seed_more_tasks(database.engine)
+    from registry.accounts import User
+
+    with Session(database.engine) as s:  # a person's name in the header, not the login name ("police")
+        for user in s.exec(sa.select(User)).scalars():
+            user.display_name = f"测试{user.username.__len__()}号"
+            s.add(user)
+        s.commit()
+    # audit rows the command line leaves: an import and the 五单 export with its counts as JSON
+    from registry.audit import record_cli
+    from schedules.lists import write_township_lists
+
+    record_cli(database.engine, action="import", object_type="import", object_id="/data/2026-06/", detail="患者 5 行")
+    write_township_lists(database.engine, township_code="T1", week=date(2026, 6, 8),
+                         out_dir=Path(database.engine.url.database).parent / "cli-lists", actor="cli")
     web = create_app(database.engine, today=lambda: TODAY)
     surfaces: dict[str, str] = {}
     anonymous = TestClient(web, follow_redirects=False)
@@ -189,5 +205,7 @@ def test_every_page_for_every_role_shows_no_internal_code(database):
             surfaces[f"{username} monthly.pdf"] = pdf_text(target)
             pdfs += 1
     assert pdfs >= 2 and len(surfaces) > 60
+    if os.environ.get("SURFACES_DUMP"):
+        Path(os.environ["SURFACES_DUMP"]).write_text("\n\n=====".join(f"{k}\n{v}" for k, v in surfaces.items()))
     leaks = clean(surfaces)
     assert not leaks, leaks
