@@ -88,8 +88,14 @@ def register(app: typer.Typer) -> None:
         """月度指标 PDF 报告。"""
         from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
 
+        from registry.periods import Period  # noqa: PLC0415
+        from schedules.worklist import check_region  # noqa: PLC0415
+
+        Period.parse(month)  # a bad month or region is refused before anything is said or written
         out_path = output_file(out)
         engine = engine_for(db)
+        if region:
+            check_region(engine, region)
         typer.echo(f"正在生成 {month} 月报……", err=True)
         path = write_monthly_report(engine, month=month, region_code=region, out_path=out_path,
                                     variant=variant, targets=targets)

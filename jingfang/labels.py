@@ -83,8 +83,8 @@ def counts_text(counts: dict | None) -> str:
     for key, value in counts.items():
         if key in COUNT_LABELS and isinstance(value, (int, float)) and not isinstance(value, bool):
             parts.append(f"{COUNT_LABELS[key]} {value}")
-        elif key == "open_by_kind" and isinstance(value, dict):
-            parts.append(f"（{kinds_text(value)}）")
+        elif key == "open_by_kind" and isinstance(value, dict) and parts:
+            parts[-1] += f"（{kinds_text(value)}）"
         elif key == "month" and isinstance(value, str):
             parts.append(f"月份 {value}")
     return "，".join(parts)

@@ -10,6 +10,7 @@ imports point down either way: nothing below imports this package).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Annotated, Optional
 
@@ -44,7 +45,10 @@ def error_lines(exc: JingfangError, limit: int = 200) -> list[str]:
     issues = list(exc.issues)
     head = f"错误 [{exc.code}]：{exc.message}"
     if len(issues) == 1 and issues[0].message == exc.message:
-        where = issues[0].where()
+        issue = issues[0]
+        if issue.column and issue.column in exc.message:  # the message names it already
+            issue = dataclasses.replace(issue, column=None)
+        where = issue.where()
         head += f"（{where}）" if where else ""
         issues = []
     lines = [head] + ["  " + issue.render() for issue in issues[:limit]]

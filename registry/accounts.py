@@ -91,7 +91,7 @@ def add_user(engine, *, username: str, password: str, role: str, region_code: st
     with Session(engine, expire_on_commit=False) as session:
         region = session.get(Region, region_code)
         if region is None:
-            raise InvalidInput.single("REGION_UNKNOWN", f"地区编码不存在：{region_code}", column="region_code", value=region_code)
+            raise InvalidInput.single("REGION_NOT_FOUND", f"地区编码“{region_code}”不存在", column="region_code", value=region_code)
         if session.get(User, username) is not None:
             raise Conflict(f"用户名已存在：{username}", code="USERNAME_TAKEN")
         user = User(username=username, password_hash=hash_password(password), role=parsed.value,
