@@ -186,9 +186,7 @@ def webhook_enable(name: Annotated[str, typer.Argument(help="名称")], db: DbOp
 @report_errors
 def webhook_list(db: DbOption = None) -> None:
     """列出通知地址（地址含密钥，只显示协议和主机）。"""
-    from schedules.notify import list_webhooks
-
-    FORMAT_LABELS = {"generic": "通用 JSON", "wecom": "企业微信", "dingtalk": "钉钉"}
+    from schedules.notify import FORMAT_LABELS, list_webhooks
 
     for w in list_webhooks(engine_for(db)):
         typer.echo(f"{w['name']}\t{FORMAT_LABELS.get(w['format'], w['format'])}\t{w['host']}\t{w['region_code'] or '全部'}\t{'启用' if w['active'] else '停用'}")

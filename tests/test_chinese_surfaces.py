@@ -159,6 +159,11 @@ def test_every_page_for_every_role_shows_no_internal_code(database):
     from registry.audit import record_cli
     from schedules.lists import write_township_lists
 
+    from schedules.notify import add_webhook, set_webhook_enabled
+
+    add_webhook(database.engine, name="县群", url="http://127.0.0.1:9/robot", fmt="wecom", secret=None, region_code=None,
+                actor="cli:test", source="cli")
+    set_webhook_enabled(database.engine, "县群", False, actor="cli:test", source="cli")
     record_cli(database.engine, action="import", object_type="import", object_id="/data/2026-06/", detail="患者 5 行")
     write_township_lists(database.engine, township_code="T1", week=date(2026, 6, 8),
                          out_dir=Path(database.engine.url.database).parent / "cli-lists", actor="cli")
