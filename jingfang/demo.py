@@ -99,7 +99,7 @@ def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date
     demo_schedules.run_demo_step(engine, out, today=today, echo=echo, steps=steps)
     echo("")
     # [indicators] the month's rate report and rates against targets
-    with steps("计算本月指标并写出月报 PDF"):
+    with steps("计算指标并写出月报 PDF"):
         demo_rates.demo_step(engine, out, today=today, echo=echo)
     echo("")
     # [web] one login per role
