@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jingfang.labels import counts_text, kind_label, kinds_text, list_counts_text, local_time, profile_title, role_label
+from jingfang.labels import counts_text, error_text, kind_label, kinds_text, list_counts_text, local_time, profile_title, role_label
 from jingfang.options import DbOption, engine_for, parse_day, report_errors
 
 AsOf = Annotated[Optional[str], typer.Option("--as-of", help="日期 YYYY-MM-DD（默认今天，北京时间）", show_default=False)]
@@ -109,7 +109,7 @@ def runs_command(
     from jingfang.labels import JOB_LABELS, RUN_STATUS_LABELS
 
     for r in runs:
-        detail = r["error"].splitlines()[0] if r["error"] else counts_text(r["counts"])
+        detail = error_text(r["error"]) if r["error"] else counts_text(r["counts"])
         typer.echo(f"#{r['id']}\t{JOB_LABELS.get(r['job'], r['job'])}\t{r['as_of'] or ''}\t{local_time(r['started_at'])}\t"
                    f"{local_time(r['finished_at']) or '…'}\t{RUN_STATUS_LABELS.get(r['status'], r['status'])}\t{detail}")
     if not runs:

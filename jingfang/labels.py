@@ -73,6 +73,20 @@ def local_time(stamp: str | None) -> str:
     return (moment.astimezone(LOCAL_TZ) if moment.tzinfo else moment).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def error_text(error: str | None) -> str:
+    """A run's stored error as a person reads it: the first line; an interrupted run in Chinese (the
+    stored text, English, stays in ``runs --json``)."""
+    if not error:
+        return ""
+    from schedules.jobs import INTERRUPTED  # noqa: PLC0415
+
+    first = error.splitlines()[0]
+    if first.startswith(INTERRUPTED):
+        return "中断：运行结束前进程已停止" + first[len(INTERRUPTED):].replace("process ", "进程 ").replace(" on ", " @ ").replace(
+            " is gone", " 已不存在").replace("; abandoned run", "，运行被放弃")
+    return first
+
+
 def counts_text(counts: dict | None) -> str:
     """A run's counts in Chinese: the known numbers, labelled; nested details left out."""
     if not counts:
