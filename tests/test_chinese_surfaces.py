@@ -135,6 +135,28 @@ def _csrf(text: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
 
 
+def _download_texts(response, folder: Path, name: str, surfaces: dict[str, str]) -> int:
+    """The text of a downloaded PDF, workbook or zip of them into ``surfaces``; returns the PDFs read."""
+    if response.status_code != 200:
+        return 0
+    kind = response.headers.get("content-type", "")
+    if kind.startswith("application/zip"):
+        files = {}
+        with zipfile.ZipFile(io.BytesIO(response.content)) as zf:
+            files = {n: zf.read(n) for n in zf.namelist()}
+    elif kind.startswith("application/pdf"):
+        files = {"download.pdf": response.content}
+    elif "spreadsheet" in kind:
+        files = {"download.xlsx": response.content}
+    else:
+        return 0
+    for file_name, content in files.items():
+        target = folder / Path(file_name).name
+        target.write_bytes(content)
+        surfaces[f"{name} {file_name}"] = file_text(target)
+    return sum(n.endswith(".pdf") for n in files)
+
+
 PAGES = ["/", "/worklist", "/mylist", "/patients/new", "/patients/P1", "/patients/P2", "/patients/P3", "/patients/P4",
          "/patients/P5", "/patients/P1/follow-ups/new", "/patients/P2/status", "/search?q=陈", "/search?q=P",
          "/dashboard", "/dashboard?month=2026-05", "/audit", "/no/such/page", "/worklist?kind=nonsense",
@@ -194,14 +216,8 @@ def test_every_page_for_every_role_shows_no_internal_code(database):
                 r = client.post("/patients/P2/status", data={"csrf_token": _csrf(status.text), "status": "dead",
                                                              "status_on": "2030-01-01"})
                 surfaces[f"{username} status errors"] = visible_text(r.text)
-            week = client.get("/lists/week")
-            if week.status_code == 200 and week.headers["content-type"].startswith("application/zip"):
-                with zipfile.ZipFile(io.BytesIO(week.content)) as zf:
-                    for name in zf.namelist():
-                        target = database.engine.url.database and Path(database.engine.url.database).parent / name
-                        target.write_bytes(zf.read(name))
-                        surfaces[f"{username} {name}"] = file_text(target)
-                        pdfs += name.endswith(".pdf")
+            week = client.get("/lists/week")  # a zip of the 五单, or (per list) one file
+            pdfs += _download_texts(week, Path(database.engine.url.database).parent, f"{username} 五单", surfaces)
         if USERS[username][0] == "county_admin":
             r = client.get("/reports/monthly.pdf?month=2026-05")
             assert r.status_code == 200
