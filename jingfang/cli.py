@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -31,6 +32,26 @@ for module in (commands_registry, commands_schedules, commands_rates, commands_w
 # of the machine: 0640 for files, 0750 for directories (issue 18); the database file itself is 0600
 # (registry.db.private_sqlite_file)
 UMASK = 0o027
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        try:
+            number = version("jingfang")
+        except PackageNotFoundError:  # pragma: no cover - run from a checkout without installing
+            number = "未安装"
+        typer.echo(f"jingfang {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", help="显示版本号并退出", callback=_version,
+                                               is_eager=True)] = False,
+) -> None:
+    """精防 Jingfang：严重精神障碍患者登记与随访调度。"""
 
 
 def main() -> None:

@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from jingfang.options import DbOption, engine_for, report_errors
+from jingfang.options import DbOption, engine_for, output_file, report_errors
 from jingfang.tables import table_lines
 
 MonthOption = Annotated[str, typer.Option("--month", help="统计月份 YYYY-MM")]
 RegionOption = Annotated[Optional[str], typer.Option("--region", help="地区编码（默认顶级地区）", show_default=False)]
-VariantOption = Annotated[Optional[str], typer.Option("--variant", help="规范管理口径 quarterly | count（默认取规则配置）",
+VariantOption = Annotated[Optional[str], typer.Option("--variant", help="规范管理口径：按季度 或 按次数（默认取规则配置）",
                                                       show_default=False)]
 TargetsOption = Annotated[Optional[str], typer.Option("--targets", help="目标集名称或 JSON 文件（default、taishan-2019、"
                                                       "pilot-2021、shaoxing-2024）", show_default=False)]
@@ -33,9 +33,11 @@ def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
     ``names`` is given)."""
     names = names or {}
     from registry.rates.indicators import INDICATORS  # noqa: PLC0415
+    from registry.rates.indicators import VARIANT_NAMES  # noqa: PLC0415
     from registry.rates.reporting import format_rate  # noqa: PLC0415
 
-    lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {doc['month']}（截至 {doc['as_of']}，规范管理口径 {doc['variant']}）"]
+    variant = VARIANT_NAMES.get(doc["variant"], doc["variant"])
+    lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {doc['month']}（截至 {doc['as_of']}，规范管理口径 {variant}）"]
     body = []
     for ind in INDICATORS:
         v = doc["indicators"][ind.key]
@@ -64,7 +66,7 @@ def register(app: typer.Typer) -> None:
     @app.command("rates")
     @report_errors
     def rates(month: MonthOption, region: RegionOption = None,
-              as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（contract.md）")] = False,
+              as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（供程序读取）")] = False,
               variant: VariantOption = None, targets: TargetsOption = None, db: DbOption = None) -> None:
         """月度考核指标：在册、管理率、规范管理率、治疗率等。"""
         from registry.rates.compute import compute_rates  # noqa: PLC0415
@@ -84,16 +86,23 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     @report_errors
     def report(month: MonthOption,
-               out: Annotated[Path, typer.Option("--out", help="输出 PDF 文件")],
+               out: Annotated[Path, typer.Option("--out", help="输出 PDF 文件（所在目录须已存在）")],
                region: RegionOption = None, variant: VariantOption = None, targets: TargetsOption = None,
                db: DbOption = None) -> None:
         """月度指标 PDF 报告。"""
         from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
 
         from registry.audit import record_cli  # noqa: PLC0415
+        from registry.periods import Period  # noqa: PLC0415
+        from schedules.worklist import check_region  # noqa: PLC0415
 
+        Period.parse(month)  # a bad month or region is refused before anything is said or written
+        out_path = output_file(out)
         engine = engine_for(db)
-        path = write_monthly_report(engine, month=month, region_code=region, out_path=out,
+        if region:
+            check_region(engine, region)
+        typer.echo(f"正在生成 {month} 月报……", err=True)
+        path = write_monthly_report(engine, month=month, region_code=region, out_path=out_path,
                                     variant=variant, targets=targets)
         record_cli(engine, action="export", object_type="monthly_report", object_id=month, region_code=region,
                    detail=str(path)[-200:])

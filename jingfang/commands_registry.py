@@ -37,7 +37,7 @@ def import_command(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="跳过有错误的行，导入其余的行")] = False,
     db: DbOption = None,
 ) -> None:
-    """导入 Import regions, team members, patients, follow-ups and health checks (contract.md)."""
+    """导入：地区、团队成员、患者、随访与体检等文件（目录中的 CSV 或一个 .xlsx 工作簿）。"""
     from registry.audit import record_cli
     from registry.clock import local_today
     from registry.importing import import_path
@@ -63,7 +63,7 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", help="输出目录")] = Path("out"),
     db: DbOption = None,
 ) -> None:
-    """演示 Build a synthetic county, schedule today's work, write the 五单 and the month's report."""
+    """演示：生成一个合成县，排出今天的任务，写出五单和月报，并打印指标。"""
     from jingfang.demo import run_demo
     from registry.clock import local_today
 
@@ -71,7 +71,10 @@ def demo_command(
         from registry.errors import InvalidInput
 
         raise InvalidInput.single("BAD_NUMBER", "--patients 必须为正整数", column="--patients")
-    run_demo(engine_for(db), out, patients=patients, seed=seed, today=local_today(), echo=typer.echo)
+    typer.echo(f"精防演示：{patients} 名合成患者，输出到 {out}/", err=True)
+    typer.echo("准备数据库……", err=True)
+    run_demo(engine_for(db), out, patients=patients, seed=seed, today=local_today(), echo=typer.echo,
+             step=lambda text: typer.echo(text, err=True))
 
 
 def register(app: typer.Typer) -> None:

@@ -6,40 +6,28 @@ Registered on the ``jingfang`` app by ``jingfang.cli`` (contract.md "Commands").
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from jingfang.options import DbOption, engine_for, report_errors
-from registry.errors import UsageError
+from jingfang.labels import counts_text, error_text, kind_label, kinds_text, list_counts_text, local_time, profile_title, role_label
+from jingfang.options import DbOption, engine_for, parse_day, report_errors
 
 AsOf = Annotated[Optional[str], typer.Option("--as-of", help="日期 YYYY-MM-DD（默认今天，北京时间）", show_default=False)]
 
 
-def parse_day(text: str | None, option: str = "--as-of") -> date:
-    from registry.clock import local_today
-
-    if text is None:
-        return local_today()
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise UsageError(message=f"{option} 应为日期 YYYY-MM-DD，收到“{text}”", code="DATE_INVALID") from None
-
-
 def schedule_command(as_of: AsOf = None, db: DbOption = None) -> None:
-    """生成随访任务 Generate every task due by the rules as of DATE (idempotent); prints counts."""
+    """生成随访任务：按规则生成截至该日应有的全部任务（可重复运行），并打印数量。"""
     from schedules.jobs import recorded
     from schedules.generation import generate
 
     day = parse_day(as_of)
     engine = engine_for(db)
     counts = recorded(engine, "generate", day, "cli", lambda: generate(engine, as_of=day))
-    kinds = "，".join(f"{k} {n}" for k, n in counts["open_by_kind"].items()) or "无"
+    kinds = kinds_text(counts["open_by_kind"])
     typer.echo(
-        f"{counts['as_of']} 规则 {counts['profile']}：新建 {counts['created']}，完成 {counts['closed']}，"
+        f"{counts['as_of']} 规则 {profile_title(counts['profile'])}：新建 {counts['created']}，完成 {counts['closed']}，"
         f"取消 {counts['cancelled']}，待办 {counts['open']}（{kinds}）"
         + ("；输入与上次运行相同，未重新计算" if counts.get("skipped") else "")
         + (f"；按患者分 {counts['shards']} 片并行计算" if counts.get("shards", 1) > 1 else "")
@@ -53,10 +41,10 @@ def schedule_command(as_of: AsOf = None, db: DbOption = None) -> None:
 def tasks_command(
     as_of: AsOf = None,
     region: Annotated[Optional[str], typer.Option("--region", help="行政区划编码（含下级）")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（contract.md）")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（供程序读取）")] = False,
     db: DbOption = None,
 ) -> None:
-    """待办任务 Open tasks as of DATE, sorted by risk, days overdue, due date."""
+    """待办任务：截至该日的未完成任务，按危险性、逾期天数、到期日排序（--json 输出接口格式）。"""
     from schedules.worklist import contract_json, open_tasks
 
     from registry.audit import record_cli
@@ -72,7 +60,8 @@ def tasks_command(
         return
     for t in tasks:
         flag = f"逾期{t['days_overdue']}天" if t["overdue"] else ""
-        typer.echo(f"{t['patient_id']}\t{t['kind']}\t{t['due_on']}\t{','.join(t['roles'])}\t{flag}")
+        roles = "、".join(role_label(r) for r in t["roles"])
+        typer.echo(f"{t['patient_id']}\t{kind_label(t['kind'])}\t{t['due_on']}\t{roles}\t{flag}")
     typer.echo(f"共 {len(tasks)} 项", err=True)
 
 
@@ -82,28 +71,28 @@ def lists_command(
     out: Annotated[Path, typer.Option("--out", help="输出目录")] = Path("out"),
     db: DbOption = None,
 ) -> None:
-    """一历五单 Write the five lists of a township for a week as PDF and XLSX."""
+    """一历五单：写出一个乡镇一周的五单（PDF 和 XLSX）。"""
+    from jingfang.options import check_township
     from schedules.jobs import week_start
     from schedules.lists import write_township_lists
 
     monday = week_start(parse_day(week, "--week"))
     from registry.audit import cli_actor
 
-    result = write_township_lists(engine_for(db), township_code=township, week=monday, out_dir=out, actor=cli_actor())
+    engine = engine_for(db)
+    check_township(engine, township)
+    typer.echo(f"正在生成 {township} {monday.isoformat()} 这一周的五单……", err=True)
+    result = write_township_lists(engine, township_code=township, week=monday, out_dir=out, actor=cli_actor())
     for path in result["files"]:
         typer.echo(str(path))
-    typer.echo("，".join(f"{k} {n}" for k, n in result["counts"].items()), err=True)
+    typer.echo(list_counts_text(result["counts"]), err=True)
 
 
 def scheduler_command(
     out: Annotated[Path, typer.Option("--out", help="五单输出目录")] = Path("out/lists"),
     db: DbOption = None,
 ) -> None:
-    """调度服务 The long-running scheduler (APScheduler, job store in the project database).
-
-    Daily generation 06:00 and weekly lists Monday 07:00 (Asia/Shanghai); missed runs are
-    coalesced and caught up on start; notifications are delivered every minute.
-    """
+    """调度服务：常驻进程，每天 06:00 生成任务，每周一 07:00 写出五单（北京时间），错过的运行在启动时补上，每分钟投递通知。"""
     from schedules.service import run_service
 
     engine_for(db)  # creates / upgrades the schema first
@@ -112,10 +101,10 @@ def scheduler_command(
 
 def runs_command(
     limit: Annotated[int, typer.Option("--limit", help="条数")] = 20,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
     db: DbOption = None,
 ) -> None:
-    """运行记录 Recent scheduler runs: start, end, counts, error (a killed run: error, interrupted)."""
+    """运行记录：最近的调度运行（开始、结束、数量、错误；被终止的运行记为失败）。"""
     from schedules.jobs import reap_abandoned, recent_runs
 
     engine = engine_for(db)
@@ -124,36 +113,41 @@ def runs_command(
     if as_json:
         typer.echo(json.dumps(runs, ensure_ascii=False, indent=1))
         return
+    from jingfang.labels import JOB_LABELS, RUN_STATUS_LABELS
+
     for r in runs:
-        detail = r["error"].splitlines()[0] if r["error"] else json.dumps(r["counts"], ensure_ascii=False)
-        typer.echo(f"#{r['id']}\t{r['job']}\t{r['as_of'] or ''}\t{r['started_at']}\t{r['finished_at'] or '…'}\t{r['status']}\t{detail}")
+        detail = error_text(r["error"]) if r["error"] else counts_text(r["counts"])
+        typer.echo(f"#{r['id']}\t{JOB_LABELS.get(r['job'], r['job'])}\t{r['as_of'] or ''}\t{local_time(r['started_at'])}\t"
+                   f"{local_time(r['finished_at']) or '…'}\t{RUN_STATUS_LABELS.get(r['status'], r['status'])}\t{detail}")
+    if not runs:
+        typer.echo("尚无运行记录", err=True)
 
 
 def calendar_command(
     file: Annotated[Path, typer.Argument(help="节假日表 CSV：day(日期), working(上班 1/0), name(名称)")],
     db: DbOption = None,
 ) -> None:
-    """导入节假日表 Load a year's holiday / make-up-workday table and recompute open tasks of those years."""
+    """导入节假日表：载入一年的法定节假日与调休上班日，并重算这些年份的未完成任务。"""
     from schedules.calendar import load_calendar, read_calendar_file
 
     result = load_calendar(engine_for(db), read_calendar_file(file))
     typer.echo(f"已导入 {result['days']} 天（{'、'.join(map(str, result['years']))}年），重算 {result['recomputed']} 项任务")
 
 
-webhook_app = typer.Typer(help="通知地址 Webhooks (generic JSON with HMAC, WeCom, DingTalk).", no_args_is_help=True)
+webhook_app = typer.Typer(help="通知地址：通用 JSON（HMAC 签名）、企业微信、钉钉。", no_args_is_help=True)
 
 
 @webhook_app.command("add")
 @report_errors
 def webhook_add(
-    name: Annotated[str, typer.Argument()],
-    url: Annotated[str, typer.Argument()],
-    fmt: Annotated[str, typer.Option("--format", help="generic | wecom | dingtalk")] = "generic",
-    secret: Annotated[Optional[str], typer.Option("--secret", help="HMAC 密钥（generic 必填）或加签密钥（dingtalk）")] = None,
+    name: Annotated[str, typer.Argument(help="名称")],
+    url: Annotated[str, typer.Argument(help="地址 URL")],
+    fmt: Annotated[str, typer.Option("--format", help="格式：generic 通用 JSON | wecom 企业微信 | dingtalk 钉钉")] = "generic",
+    secret: Annotated[Optional[str], typer.Option("--secret", help="HMAC 密钥（通用 JSON 必填）或加签密钥（钉钉）")] = None,
     region: Annotated[Optional[str], typer.Option("--region", help="只通知该地区的五单")] = None,
     db: DbOption = None,
 ) -> None:
-    """Add a webhook, or replace one of that name in place (rotates a leaked key; queued messages follow)."""
+    """新增通知地址，或替换同名地址（可用于更换泄露的密钥；待发消息随之转发）。"""
     from registry.audit import cli_actor
     from schedules.notify import add_webhook
 
@@ -164,8 +158,8 @@ def webhook_add(
 
 @webhook_app.command("remove")
 @report_errors
-def webhook_remove(name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
-    """Remove a webhook: no new messages; its pending ones are cancelled (history kept)."""
+def webhook_remove(name: Annotated[str, typer.Argument(help="名称")], db: DbOption = None) -> None:
+    """删除通知地址：不再产生新消息，待发消息取消（保留历史）。"""
     from registry.audit import cli_actor
     from schedules.notify import remove_webhook
 
@@ -175,8 +169,8 @@ def webhook_remove(name: Annotated[str, typer.Argument()], db: DbOption = None) 
 
 @webhook_app.command("disable")
 @report_errors
-def webhook_disable(name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
-    """Disable a webhook: no new messages; its pending ones are cancelled."""
+def webhook_disable(name: Annotated[str, typer.Argument(help="名称")], db: DbOption = None) -> None:
+    """停用通知地址：不再产生新消息，待发消息取消。"""
     from registry.audit import cli_actor
     from schedules.notify import set_webhook_enabled
 
@@ -186,8 +180,8 @@ def webhook_disable(name: Annotated[str, typer.Argument()], db: DbOption = None)
 
 @webhook_app.command("enable")
 @report_errors
-def webhook_enable(name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
-    """Enable a disabled webhook (it gets new messages again)."""
+def webhook_enable(name: Annotated[str, typer.Argument(help="名称")], db: DbOption = None) -> None:
+    """启用已停用的通知地址（重新接收新消息）。"""
     from registry.audit import cli_actor
     from schedules.notify import set_webhook_enabled
 
@@ -198,15 +192,15 @@ def webhook_enable(name: Annotated[str, typer.Argument()], db: DbOption = None) 
 @webhook_app.command("list")
 @report_errors
 def webhook_list(db: DbOption = None) -> None:
-    """List webhooks (URLs are secrets: only scheme and host are shown)."""
-    from schedules.notify import list_webhooks
+    """列出通知地址（地址含密钥，只显示协议和主机）。"""
+    from schedules.notify import FORMAT_LABELS, list_webhooks
 
     for w in list_webhooks(engine_for(db)):
-        typer.echo(f"{w['name']}\t{w['format']}\t{w['host']}\t{w['region_code'] or '全部'}\t{'启用' if w['active'] else '停用'}")
+        typer.echo(f"{w['name']}\t{FORMAT_LABELS.get(w['format'], w['format'])}\t{w['host']}\t{w['region_code'] or '全部'}\t{'启用' if w['active'] else '停用'}")
 
 
 def notify_command(db: DbOption = None) -> None:
-    """投递通知 Deliver due outbox messages now (the scheduler does this every minute)."""
+    """投递通知：立即发送到期的待发消息（调度服务每分钟自动投递）。"""
     from schedules.notify import deliver_due
 
     counts = deliver_due(engine_for(db))

@@ -29,7 +29,7 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", help="进程数（>1 时按 JINGFANG_DATABASE_URL 各自连接）")] = 1,
     db: DbOption = None,
 ) -> None:
-    """启动网页 Serve the pages and the JSON API with uvicorn."""
+    """启动网页与 JSON 接口。"""
     import uvicorn
 
     from registry.config import export_for_children
@@ -48,18 +48,18 @@ def serve(
     uvicorn.run(create_app(engine), host=host, port=port, log_level="warning", access_log=False)
 
 
-@user_app.command("add", help="新建账号：角色 county_admin / township_doctor / police / civil_affairs，绑定一个地区。")
+@user_app.command("add", help="新建账号：角色为县级管理员、乡镇精防医生、民警或民政专干之一，绑定一个地区。")
 @report_errors
 def user_add(
     username: Annotated[str, typer.Argument(help="用户名")],
-    role: Annotated[str, typer.Option("--role", help="county_admin | township_doctor | police | civil_affairs")],
+    role: Annotated[str, typer.Option("--role", help="角色：县级管理员、乡镇精防医生、民警、民政专干（亦可写英文代码）")],
     region: Annotated[str, typer.Option("--region", help="绑定的地区编码（其下级地区一并可见）")],
     password: Annotated[Optional[str], typer.Option("--password", help="密码（至少10位，不含用户名，非常见密码；省略时交互输入）")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="从标准输入读取密码（一行）")] = False,
     name: Annotated[Optional[str], typer.Option("--name", help="显示姓名")] = None,
     db: DbOption = None,
 ) -> None:
-    """新建账号 Create a web account bound to a role and a region (the region's level must suit the role)."""
+    """新建账号：绑定一个角色和一个地区的网页账号（地区的级别须与角色相符）。"""
     from registry.accounts import UserRole, add_user
 
     password = _password(password, password_stdin)

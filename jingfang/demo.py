@@ -7,6 +7,8 @@ write the week's 五单 → write the month's rate report → create one login p
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Callable
@@ -44,16 +46,41 @@ def register_summary(engine: Engine, today: date) -> list[tuple]:
         return [tuple(r) for r in conn.execute(stmt)]
 
 
-def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date, echo: Callable[[str], None] = print) -> None:
-    """Run the whole demo into ``out`` (created)."""
+class Steps:
+    """进度 One line per step of the demo as it starts, and its time when done (issue 16: feedback on
+    long work from the first second). Lines go to ``step`` (the CLI: stderr, the summary is stdout)."""
+
+    def __init__(self, step: Callable[[str], None] | None):
+        self.step = step or (lambda _text: None)
+        self.number = 0
+
+    @contextmanager
+    def __call__(self, text: str):
+        self.number += 1
+        self.step(f"[{self.number}/{DEMO_STEPS}] {text}……")
+        began = time.perf_counter()
+        yield
+        self.step(f"      完成（{time.perf_counter() - began:.1f} 秒）")
+
+
+DEMO_STEPS = 6
+
+
+def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date, echo: Callable[[str], None] = print,
+             step: Callable[[str], None] | None = None) -> None:
+    """Run the whole demo into ``out`` (created); ``step`` receives a progress line per step."""
+    steps = Steps(step)
     out = Path(out)
     data = out / "data"
-    counts = write_county_csv(data, patients=patients, seed=seed, today=today)
+    with steps(f"生成合成县数据（{patients} 名患者）"):
+        counts = write_county_csv(data, patients=patients, seed=seed, today=today)
     echo(f"合成县数据已写入 {data}/（{counts['patients']} 名患者，{counts['followups']} 条随访）")
-    result = import_path(engine, data, today=today)
+    with steps("导入数据（与 jingfang import 同一流程）"):
+        result = import_path(engine, data, today=today)
     echo(result.summary())
 
-    rows = register_summary(engine, today)
+    with steps("统计登记汇总"):
+        rows = register_summary(engine, today)
     echo("")
     echo(f"登记汇总（截至 {today.isoformat()}）")
     totals = [0, 0, 0, 0, 0]
@@ -69,10 +96,11 @@ def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date
 
     # --- capability steps (each capability adds its own step below) ---
     # [scheduler] generate today's tasks and write the week's 五单
-    demo_schedules.run_demo_step(engine, out, today=today, echo=echo)
+    demo_schedules.run_demo_step(engine, out, today=today, echo=echo, steps=steps)
     echo("")
     # [indicators] the month's rate report and rates against targets
-    demo_rates.demo_step(engine, out, today=today, echo=echo)
+    with steps("计算指标并写出月报 PDF"):
+        demo_rates.demo_step(engine, out, today=today, echo=echo)
     echo("")
     # [web] one login per role
     demo_accounts.create_demo_users(engine, echo=echo)

@@ -145,14 +145,14 @@ def _parse_role(role: str) -> UserRole:
     try:
         return UserRole.parse(role)
     except ValueError:
-        raise InvalidInput.single("ROLE_INVALID", f"角色无效：{role}（可选 {UserRole.choices()}）", column="role", value=role) from None
+        raise InvalidInput.single("ROLE_INVALID", f"角色无效：{role}（可选 {'、'.join(m.label for m in UserRole)}）", column="role", value=role) from None
 
 
 def _checked_region(session: Session, role: UserRole, region_code: str) -> Region:
     """The region, which must exist and be of a level the role may be bound to (``ROLE_LEVELS``)."""
     region = session.get(Region, region_code)
     if region is None:
-        raise InvalidInput.single("REGION_UNKNOWN", f"地区编码不存在：{region_code}", column="region_code", value=region_code)
+        raise InvalidInput.single("REGION_NOT_FOUND", f"地区编码“{region_code}”不存在", column="region_code", value=region_code)
     allowed = ROLE_LEVELS[role.value]
     if region.level not in allowed:
         wanted = "或".join(LEVEL_LABELS[level] for level in allowed)

@@ -7,7 +7,10 @@ message (pages), stderr + exit status (CLI). Programs match on ``code``, never o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -22,13 +25,15 @@ class Issue:
     value: str | None = None
 
     def where(self) -> str:
+        """File, line and column for a person: a column named by its English identifier is left out,
+        because the message names the field by its Chinese label (issue 16); JSON keeps ``column``."""
         parts = []
         if self.file:
             parts.append(self.file)
         if self.line is not None:
             parts.append(f"第{self.line}行")
-        if self.column:
-            parts.append(f"列 {self.column}")
+        if self.column and not _IDENTIFIER.match(self.column):
+            parts.append(f"列 {self.column}")  # a header as the file wrote it, or an option (--month)
         return " ".join(parts)
 
     def render(self) -> str:

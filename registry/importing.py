@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from registry import models
+from registry import codes, models
 from registry.errors import ImportRejected, InvalidInput, Issue
 from registry.models import utcnow
 from registry.validation import (
@@ -67,6 +67,14 @@ HEADER_ALIASES = {
     "team_members": {"编号": "member_id", "地区编码": "region_code", "联系电话": "phone"},
 }
 LEVEL_PARENT = {"township": "county", "village": "township"}
+
+
+def _level_label(level: str) -> str:
+    """级别 The Chinese label of a region level, for messages."""
+    try:
+        return codes.RegionLevel(level).label
+    except ValueError:
+        return level
 
 
 @dataclass
@@ -327,7 +335,7 @@ def _check_regions(region_rows: list[_Row], known: dict[str, str]) -> dict[str, 
     """地区 Unique codes; a parent known and one level up (rules.md §1). Returns the level of every
     valid region, stored or in the file."""
     _first_lines(region_rows, "regions", lambda r: r.values.get("code"),
-                 lambda code, line: Issue("DUPLICATE_ID", f"编码(code) {code} 与第{line}行重复", column="code", value=code))
+                 lambda code, line: Issue("DUPLICATE_ID", f"编码 {code} 与第{line}行重复", column="code", value=code))
     levels = dict(known)
     levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
     for row in region_rows:
@@ -336,11 +344,11 @@ def _check_regions(region_rows: list[_Row], known: dict[str, str]) -> dict[str, 
         level, parent = row.values["level"], row.values.get("parent_code")
         if parent:
             if parent not in levels:
-                _tag(row, "regions", [Issue("UNKNOWN_PARENT", f"上级编码(parent_code) {parent} 不存在", column="parent_code", value=parent)])
+                _tag(row, "regions", [Issue("UNKNOWN_PARENT", f"上级编码 {parent} 不存在", column="parent_code", value=parent)])
             elif level in LEVEL_PARENT and levels[parent] != LEVEL_PARENT[level]:
-                _tag(row, "regions", [Issue("BAD_PARENT_LEVEL", f"{row.values['code']} 为 {level}，其上级编码(parent_code) {parent} 应为 {LEVEL_PARENT[level]}，实为 {levels[parent]}", column="parent_code", value=parent)])
+                _tag(row, "regions", [Issue("BAD_PARENT_LEVEL", f"{row.values['code']} 为{_level_label(level)}，其上级编码 {parent} 应为{_level_label(LEVEL_PARENT[level])}，实为{_level_label(levels[parent])}", column="parent_code", value=parent)])
         elif level in LEVEL_PARENT:
-            _tag(row, "regions", [Issue("REQUIRED", f"{level} 级地区必须填写上级编码(parent_code)", column="parent_code")])
+            _tag(row, "regions", [Issue("REQUIRED", f"{_level_label(level)}必须填写上级编码", column="parent_code")])
     valid_levels = dict(known)
     valid_levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
     return valid_levels
@@ -349,18 +357,18 @@ def _check_regions(region_rows: list[_Row], known: dict[str, str]) -> dict[str, 
 def _check_team_members(member_rows: list[_Row], levels: dict[str, str]) -> None:
     """团队成员 Unique ids; the region served exists."""
     _first_lines(member_rows, "team_members", lambda r: r.values.get("member_id"),
-                 lambda mid, line: Issue("DUPLICATE_ID", f"成员编号(member_id) {mid} 与第{line}行重复", column="member_id", value=mid))
+                 lambda mid, line: Issue("DUPLICATE_ID", f"成员编号 {mid} 与第{line}行重复", column="member_id", value=mid))
     for row in member_rows:
         region = row.values.get("region_code")
         if region and region not in levels:
-            _tag(row, "team_members", [Issue("UNKNOWN_REGION", f"服务地区编码(region_code) {region} 不存在", column="region_code", value=region)])
+            _tag(row, "team_members", [Issue("UNKNOWN_REGION", f"服务地区编码 {region} 不存在", column="region_code", value=region)])
 
 
 def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: date) -> dict[str, _Row]:
     """患者 Unique ids, a village (``validation.check_village``), the row checks
     (``validation.check_patient``). Returns the first row of each patient id."""
     first = _first_lines(patient_rows, "patients", lambda r: r.values.get("patient_id"),
-                         lambda pid, line: Issue("DUPLICATE_ID", f"患者编号(patient_id) {pid} 与第{line}行重复", column="patient_id", value=pid))
+                         lambda pid, line: Issue("DUPLICATE_ID", f"患者编号 {pid} 与第{line}行重复", column="patient_id", value=pid))
     file_patients: dict[str, _Row] = {}
     for row in patient_rows:
         v = row.values
@@ -389,7 +397,7 @@ class _Patients:
         prow = self.file_patients.get(pid)
         if prow is not None:
             if prow.issues:
-                _tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者编号(patient_id) {pid} 在 patients.csv 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
+                _tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者编号 {pid} 在 patients.csv 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
                 return None
             facts = self._facts.get(pid)
             if facts is None:
@@ -423,7 +431,7 @@ def _check_health_checks(check_rows: list[_Row], patients: _Patients, today: dat
         _tag(row, "health_checks", check_health_check(row.values, facts or _NO_FACTS, today=today, channel=Channel.IMPORT))
         key = (row.values.get("patient_id"), row.values.get("checked_on"))
         if key in seen:
-            _tag(row, "health_checks", [Issue("DUPLICATE_ID", f"体检日期(checked_on) 与第{seen[key]}行重复（同一患者同一天的体检）", column="checked_on")])
+            _tag(row, "health_checks", [Issue("DUPLICATE_ID", f"体检日期与第{seen[key]}行重复（同一患者同一天的体检）", column="checked_on")])
         else:
             seen[key] = row.line
 

@@ -29,7 +29,7 @@ def add_months(day: date, months: int) -> date:
 
 def bad_month(text) -> InvalidInput:
     """The one refusal of a month argument (BAD_MONTH, naming the field)."""
-    return InvalidInput.single("BAD_MONTH", f"月份(month)“{str(text)[:20]}”无效，应为 YYYY-MM（2000-01 至 2100-12）",
+    return InvalidInput.single("BAD_MONTH", f"月份“{str(text)[:20]}”无效，应为 YYYY-MM（2000-01 至 2100-12）",
                                column="month", value=str(text)[:20])
 
 

@@ -63,7 +63,7 @@ class RegionTree:
 
     def check(self, code: str) -> str:
         if code not in self.names:
-            raise NotFound(message=f"地区编码(region)“{code}”不存在", code="REGION_NOT_FOUND")
+            raise NotFound(message=f"地区编码“{code}”不存在", code="REGION_NOT_FOUND")
         return code
 
     def ancestors_and_self(self, code: str) -> list[str]:

@@ -343,13 +343,13 @@ def parse_fields(raw: dict[str, str], specs: list[FieldSpec]) -> tuple[dict[str,
         cell = cell.strip() if cell is not None else ""
         if cell == "":
             if spec.required:
-                issues.append(Issue("REQUIRED", f"{spec.label}({spec.name}) 不能为空", column=spec.name))
+                issues.append(Issue("REQUIRED", f"{spec.label}不能为空", column=spec.name))
             values[spec.name] = spec.default
             continue
         try:
             values[spec.name] = spec.parse(cell)
         except FieldError as err:
-            issues.append(Issue(err.code, f"{spec.label}({spec.name}): {err.message}", column=spec.name, value=cell))
+            issues.append(Issue(err.code, f"{spec.label}：{err.message}", column=spec.name, value=cell))
     return values, issues
 
 
@@ -376,13 +376,13 @@ def parse_columns(columns: dict[str, list[str]], n: int, specs: list[FieldSpec])
         for i, cell in enumerate(cells):
             if cell == "":
                 if spec.required:
-                    issues.setdefault(i, []).append(Issue("REQUIRED", f"{spec.label}({spec.name}) 不能为空", column=spec.name))
+                    issues.setdefault(i, []).append(Issue("REQUIRED", f"{spec.label}不能为空", column=spec.name))
                 out.append(spec.default)
                 continue
             try:
                 out.append(spec.parse(cell))
             except FieldError as err:
-                issues.setdefault(i, []).append(Issue(err.code, f"{spec.label}({spec.name}): {err.message}", column=spec.name, value=cell))
+                issues.setdefault(i, []).append(Issue(err.code, f"{spec.label}：{err.message}", column=spec.name, value=cell))
                 out.append(None)
         values[spec.name] = out
     return values, issues
@@ -514,15 +514,15 @@ def _date_issue(field: str, label: str, value: date | None, today: date, birth: 
     if value is None:
         return None
     if value > today:
-        return Issue("FUTURE_DATE", f"{label}({field}) {value.isoformat()} 晚于今天 {today.isoformat()}", column=field, value=value.isoformat())
+        return Issue("FUTURE_DATE", f"{label} {value.isoformat()} 晚于今天 {today.isoformat()}", column=field, value=value.isoformat())
     if birth is not None and value < birth:
-        return Issue("BEFORE_BIRTH", f"{label}({field}) {value.isoformat()} 早于出生日期 {birth.isoformat()}", column=field, value=value.isoformat())
+        return Issue("BEFORE_BIRTH", f"{label} {value.isoformat()} 早于出生日期 {birth.isoformat()}", column=field, value=value.isoformat())
     return None
 
 
 def unknown_patient(patient_id: str) -> Issue:
     """未知患者 A follow-up, health check or injection of a patient the register does not hold."""
-    return Issue("UNKNOWN_PATIENT", f"患者编号(patient_id) {patient_id} 不存在", column="patient_id", value=patient_id)
+    return Issue("UNKNOWN_PATIENT", f"患者编号 {patient_id} 不存在", column="patient_id", value=patient_id)
 
 
 def check_village(village: str | None, levels: Mapping[str, str]) -> list[Issue]:
@@ -531,9 +531,9 @@ def check_village(village: str | None, levels: Mapping[str, str]) -> list[Issue]
         return []
     level = levels.get(village)
     if level is None:
-        return [Issue("UNKNOWN_VILLAGE", f"村编码(village_code) {village} 不存在（请先导入 regions.csv）", column="village_code", value=village)]
+        return [Issue("UNKNOWN_VILLAGE", f"村编码 {village} 不存在（请先导入 regions.csv）", column="village_code", value=village)]
     if level != codes.RegionLevel.VILLAGE.value:
-        return [Issue("NOT_A_VILLAGE", f"村编码(village_code) {village} 是 {level} 级，患者必须属于村(社区)", column="village_code", value=village)]
+        return [Issue("NOT_A_VILLAGE", f"村编码 {village} 是{codes.RegionLevel(level).label if level in codes.values(codes.RegionLevel) else level}级，患者必须属于村(社区)", column="village_code", value=village)]
     return []
 
 
@@ -551,10 +551,10 @@ def check_status(values: dict[str, Any], *, today: date, birth: date | None, dat
             issues.append(issue)
     if status != ACTIVE and status_on is None:
         label = codes.PatientStatus(status).label
-        issues.append(Issue("STATUS_DATE_REQUIRED", f"状态为“{label}”时必须填写状态日期(status_on)", column="status_on"))
+        issues.append(Issue("STATUS_DATE_REQUIRED", f"状态为“{label}”时必须填写状态日期", column="status_on"))
     reg = values.get("registered_on")
     if status != ACTIVE and reg and status_on and status_on < reg:
-        issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期(status_on) {status_on} 早于建档日期 {reg}", column="status_on"))
+        issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期 {status_on} 早于建档日期 {reg}", column="status_on"))
     return issues
 
 
@@ -563,7 +563,7 @@ def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
     issues: list[Issue] = []
     birth = values.get("birth_date")
     if birth is not None and birth > today:
-        issues.append(Issue("FUTURE_DATE", f"出生日期(birth_date) {birth.isoformat()} 晚于今天 {today.isoformat()}", column="birth_date"))
+        issues.append(Issue("FUTURE_DATE", f"出生日期 {birth.isoformat()} 晚于今天 {today.isoformat()}", column="birth_date"))
         birth = None
     for field, label in (("diagnosed_on", "确诊日期"), ("registered_on", "建档日期"), ("status_on", "状态日期"), ("lai_last_on", "末次注射日期")):
         issue = _date_issue(field, label, values.get(field), today, birth)
@@ -573,7 +573,7 @@ def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
     if number:
         problem = id_problem(number, birth)
         if problem:
-            issues.append(Issue(problem[0], f"身份证号(id_number): {problem[1]}", column="id_number", value=number))
+            issues.append(Issue(problem[0], f"身份证号: {problem[1]}", column="id_number", value=number))
         else:
             values["id_number"] = number.upper()
     issues += check_status(values, today=today, birth=birth, date_checked=True)
@@ -582,7 +582,7 @@ def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
     lai = [values.get("lai_drug"), values.get("lai_interval_weeks"), values.get("lai_last_on")]
     if any(v is not None for v in lai) and not all(v is not None for v in lai):
         issues.append(
-            Issue("LAI_INCOMPLETE", "长效针剂计划须同时填写 长效针剂(lai_drug)、注射间隔周(lai_interval_weeks)、末次注射日期(lai_last_on)", column="lai_drug")
+            Issue("LAI_INCOMPLETE", "长效针剂计划须同时填写 长效针剂、注射间隔周、末次注射日期", column="lai_drug")
         )
     return issues
 
@@ -595,7 +595,7 @@ def _after_status(field: str, label: str, on: date | None, patient: PatientFacts
         return None
     status = codes.PatientStatus(patient.status).label
     when = f"（{patient.status_on}）" if patient.status_on else ""
-    return Issue("PATIENT_NOT_ACTIVE", f"{label}({field}) {on}: 患者已{status}{when}，不能录入之后的{what}", column=field, value=str(on))
+    return Issue("PATIENT_NOT_ACTIVE", f"{label} {on}: 患者已{status}{when}，不能录入之后的{what}", column=field, value=str(on))
 
 
 def check_follow_up(
@@ -623,7 +623,7 @@ def check_follow_up(
     # the data conditions first, the channel only when they hold: this runs once per imported row
     if patient is not None and visit_on is not None:
         if patient.registered_on and visit_on < patient.registered_on and applies("VISIT_BEFORE_REGISTRATION", channel):
-            issues.append(Issue("VISIT_BEFORE_REGISTRATION", f"随访日期(visit_on) {visit_on} 早于建档日期 {patient.registered_on}",
+            issues.append(Issue("VISIT_BEFORE_REGISTRATION", f"随访日期 {visit_on} 早于建档日期 {patient.registered_on}",
                                 column="visit_on", value=str(visit_on)))
         if patient.status != ACTIVE:
             issue = _after_status("visit_on", "随访日期", visit_on, patient, "随访")
@@ -631,7 +631,7 @@ def check_follow_up(
                 issues.append(issue)
     if (visit_on is not None and values.get("risk_level") is None and values.get("lost_reason") is None
             and values.get("hospital_status") != 1 and "risk_level" not in failed and applies("RISK_REQUIRED", channel)):
-        issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性(risk_level)评估；未访到请填写失访原因(lost_reason)",
+        issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性评估；未访到请填写失访原因",
                             column="risk_level"))
     return issues
 
@@ -643,7 +643,7 @@ def check_event(field: str, label: str, on: date | None, patient: PatientFacts, 
     if issue:
         issues.append(issue)
     if on is not None and applies("BEFORE_REGISTRATION", channel) and patient.registered_on and on < patient.registered_on:
-        issues.append(Issue("BEFORE_REGISTRATION", f"{label}({field}) {on} 早于建档日期 {patient.registered_on}", column=field, value=str(on)))
+        issues.append(Issue("BEFORE_REGISTRATION", f"{label} {on} 早于建档日期 {patient.registered_on}", column=field, value=str(on)))
     issue = _after_status(field, label, on, patient, label.removesuffix("日期"))
     if issue:
         issues.append(issue)
@@ -660,9 +660,9 @@ def check_injection(values: dict[str, Any], patient: PatientFacts, *, today: dat
     on = values.get("given_on")
     issues = check_event("given_on", "注射日期", on, patient, today=today, channel=channel)
     if not patient.lai_drug:
-        issues.append(Issue("NO_LAI_PLAN", "注射日期(given_on): 该患者没有长效针剂计划", column="given_on"))
+        issues.append(Issue("NO_LAI_PLAN", "注射日期: 该患者没有长效针剂计划", column="given_on"))
     elif on is not None and patient.lai_last_on and on < patient.lai_last_on:
-        issues.append(Issue("BEFORE_LAST_INJECTION", f"注射日期(given_on) {on} 早于末次注射日期 {patient.lai_last_on}",
+        issues.append(Issue("BEFORE_LAST_INJECTION", f"注射日期 {on} 早于末次注射日期 {patient.lai_last_on}",
                             column="given_on", value=str(on)))
     return issues
 
@@ -703,9 +703,9 @@ def validate_status_change(
     values, issues = parse_fields(raw, STATUS_FIELDS)
     status = values.get("status")
     if status is None and not any(i.column == "status" for i in issues):
-        issues.append(Issue("BAD_STATUS", "状态(status)应为 dead 死亡 / moved_out 迁出", column="status"))
+        issues.append(Issue("BAD_STATUS", "状态应为 死亡 或 迁出", column="status"))
     if status is not None:
         issues += check_status({**values, "registered_on": patient.registered_on}, today=today, birth=patient.birth_date)
     if patient.status != ACTIVE and applies("ALREADY_INACTIVE", channel):
-        issues.append(Issue("ALREADY_INACTIVE", f"状态(status): 患者已为“{codes.PatientStatus(patient.status).label}”状态", column="status"))
+        issues.append(Issue("ALREADY_INACTIVE", f"状态: 患者已为“{codes.PatientStatus(patient.status).label}”状态", column="status"))
     return values, issues

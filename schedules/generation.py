@@ -774,7 +774,7 @@ def _summary(conn: Connection, as_of: date, profile: Profile, calendar: WorkCale
         fp = with_tasks_mark(before, tasks_mark)
     years = unknown_years(calendar, set(estimated_years))
     warnings = [
-        f"{y}年节假日表未知：该年到期日只按周末顺延（calendar_estimated），导入该年节假日表后将重算"
+        f"{y}年节假日表未知：该年到期日只按周末顺延（估计日历），导入该年节假日表后将重算"
         for y in years
     ]
     return {

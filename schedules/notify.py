@@ -46,6 +46,7 @@ from registry.models import Region
 from schedules.models import OutboxMessage, Webhook
 
 FORMATS = ("generic", "wecom", "dingtalk")
+FORMAT_LABELS = {"generic": "通用 JSON", "wecom": "企业微信", "dingtalk": "钉钉"}  # what people read
 ROBOT_PER_MINUTE = 20
 MARKDOWN_BYTES = 4096
 MAX_ATTEMPTS = 12
@@ -95,7 +96,7 @@ def check_webhook(*, name: str, url: str, fmt: str, secret: str | None) -> None:
     if not name or len(name) > 60:
         raise InvalidInput.single("WEBHOOK_NAME", "通知地址名称应为 1–60 个字符", column="name", value=name[:80])
     if fmt not in FORMATS:
-        raise InvalidInput.single("WEBHOOK_FORMAT", f"通知格式只能是 {' / '.join(FORMATS)}", column="format", value=fmt)
+        raise InvalidInput.single("WEBHOOK_FORMAT", f"通知格式只能是 {' / '.join(f'{k}（{v}）' for k, v in FORMAT_LABELS.items())}", column="format", value=fmt)
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 500:
         raise InvalidInput.single("WEBHOOK_URL", "通知地址应为 http(s):// 开头的 URL（不超过 500 个字符）", column="url")
@@ -126,8 +127,8 @@ def add_webhook(engine: Engine, *, name: str, url: str, fmt: str = "generic", se
             conn.execute(sa.update(t).where(t.c.id == hook_id).values(**values))
             verb = "replaced"
         _audit(conn, actor=actor, source=source, name=name,
-               detail=f"webhook {verb}: format={fmt} host={_url_host(url)} region={region_code or 'all'} "
-                      f"secret={'set' if secret else 'none'}")
+               detail=f"{'替换' if verb == 'replaced' else '新增'}通知地址：格式 {FORMAT_LABELS.get(fmt, fmt)}，"
+                      f"主机 {_url_host(url)}，地区 {region_code or '全部'}，密钥 {'已设置' if secret else '无'}")
     return verb
 
 
@@ -155,7 +156,7 @@ def set_webhook_enabled(engine: Engine, name: str, enabled: bool, *, actor: str 
         conn.execute(sa.update(t).where(t.c.id == hook.id).values(active=enabled))
         cancelled = 0 if enabled else _cancel_pending(conn, hook.id, "通知地址已停用")
         _audit(conn, actor=actor, source=source, name=name,
-               detail=f"webhook {'enabled' if enabled else 'disabled'}" + (f": {cancelled} pending cancelled" if cancelled else ""))
+               detail=f"{'启用' if enabled else '停用'}通知地址" + (f"：取消待发消息 {cancelled} 条" if cancelled else ""))
     return cancelled
 
 
@@ -175,7 +176,7 @@ def remove_webhook(engine: Engine, name: str, *, actor: str = "system", source: 
             conn.execute(sa.update(t).where(t.c.id == hook.id).values(
                 active=False, removed_at=now_utc(), url="", secret=None))
         _audit(conn, actor=actor, source=source, name=name,
-               detail="webhook removed" + (f": {cancelled} pending cancelled" if cancelled else ""))
+               detail="删除通知地址" + (f"：取消待发消息 {cancelled} 条" if cancelled else ""))
     return cancelled
 
 

@@ -127,14 +127,14 @@ def run_service(db_url: str | None = None, out_dir: str = "out/lists", *, stop_e
     engine = get_engine(db_url)
     interrupted = jobs.mark_interrupted(engine)
     if interrupted:
-        log.warning("marked %d interrupted run(s)", interrupted)
+        log.warning("已将 %d 个中断的运行记为失败", interrupted)
     scheduler = build_scheduler(db_url, out_dir)
     scheduler.start(paused=True)  # load the stored jobs, then add the missing ones
     install_jobs(scheduler, db_url, out_dir)
     stop_event = stop_event or threading.Event()
 
     def stop(signum, _frame):
-        log.info("signal %s: stopping", signum)
+        log.info("收到信号 %s：正在停止", signum)
         stop_event.set()
 
     if threading.current_thread() is threading.main_thread():
@@ -143,12 +143,12 @@ def run_service(db_url: str | None = None, out_dir: str = "out/lists", *, stop_e
     try:
         ran = catch_up(db_url, out_dir)
         if ran:
-            log.info("caught up: %s (today %s)", ", ".join(ran), local_today())
+            log.info("已补运行：%s（今天 %s）", "、".join(ran), local_today())
     except Exception:  # recorded in schedule_run; the service keeps running
-        log.exception("catch-up failed")
+        log.exception("补运行失败")
     scheduler.resume()
-    log.info("scheduler running (Asia/Shanghai): daily 06:00 generation, Monday 07:00 lists, "
-             "monthly reports on the 1st 08:00, delivery every minute")
+    log.info("调度服务已运行（北京时间）：每天 06:00 生成任务，每周一 07:00 写出五单，"
+             "每月1日 08:00 生成月报，每分钟投递通知")
     try:
         while not stop_event.wait(1.0):
             pass

@@ -23,7 +23,7 @@ def check_region(engine: Engine, code: str) -> None:
     r = Region.__table__
     with engine.connect() as conn:
         if conn.execute(sa.select(r.c.code).where(r.c.code == code)).first() is None:
-            raise NotFound(message=f"行政区划“{code}”不存在", code="REGION_NOT_FOUND")
+            raise NotFound(message=f"地区编码“{code[:20]}”不存在", code="REGION_NOT_FOUND")
 
 
 def sort_key(task: dict):

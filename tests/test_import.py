@@ -201,7 +201,7 @@ def test_cli_exit_status_and_message(database, files):
     runner = CliRunner()
     bad = runner.invoke(app, ["import", str(files), "--db", database.url])
     assert bad.exit_code == 1
-    assert "IMPORT_REJECTED" in bad.stderr and "patients.csv 第2行 列 id_number" in bad.stderr
+    assert "IMPORT_REJECTED" in bad.stderr and "patients.csv 第2行: 身份证号" in bad.stderr  # the label, not id_number (issue 16)
     assert database.count("patient") == 0
     ok = runner.invoke(app, ["import", str(files), "--db", database.url, "--skip-invalid"])
     assert ok.exit_code == 0, ok.output

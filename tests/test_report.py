@@ -58,7 +58,7 @@ def test_monthly_pdf_has_the_numbers_fonts_and_page_numbers(county, tmp_path):
     assert "县严重精神障碍患者管理月报" in flat and "2026年6月" in flat
     for number in ("25.00%", "33.33%", "50.00%", "4.00‰", "4000", "≥90%", "≥80%"):
         assert number in text, number
-    assert "未达标" in text and "规范管理口径" in flat and "quarterly" in text
+    assert "未达标" in text and "规范管理口径" in flat and "按季度" in text and "quarterly" not in text  # issue 16: labels
     for name in ("在册患者规范管理率", "在册患者治疗率（服药率）", "居家患者社区康复参与率", "肇事肇祸率"):
         assert name in flat
     # the definitions footnote prints numerator and denominator in plain Chinese

@@ -91,7 +91,9 @@ def test_a_killed_cli_run_is_marked_by_the_next_run_and_shown_by_runs(database):
     result = CliRunner().invoke(app, ["runs", "--db", database.url])
     assert result.exit_code == 0
     line = next(x for x in result.stdout.splitlines() if x.startswith(f"#{killed['id']}\t"))
-    assert "\terror\tinterrupted" in line
+    assert "\t失败\t中断：运行结束前进程已停止" in line and "interrupted" not in line  # Chinese (issue 16)
+    as_json = json.loads(CliRunner().invoke(app, ["runs", "--json", "--db", database.url]).stdout)
+    assert next(r for r in as_json if r["id"] == killed["id"])["error"].startswith("interrupted")  # codes stay in JSON
 
 
 def test_runs_marks_only_runs_whose_process_is_gone(database):

@@ -153,7 +153,7 @@ def test_scheduler_catches_up_and_records_runs(database, tmp_path):
     # a second start keeps the stored jobs and does not generate today again
     proc = start_scheduler(database.url, tmp_path)
     try:
-        wait_log(proc, "scheduler running")
+        wait_log(proc, "调度服务已运行")
     finally:
         stop(proc)
     assert [r["job"] for r in runs(database.engine) if r["job"] == "generate"] == ["generate"]

@@ -249,4 +249,4 @@ def test_a_patient_and_its_follow_ups_in_one_import_are_checked_against_each_oth
         import_path(paths.database.engine, folder, today=TODAY)
     assert [(i.file, i.line, i.code) for i in rejected.value.issues] == [
         ("followups.csv", 3, "PATIENT_NOT_ACTIVE"), ("health_checks.csv", 2, "PATIENT_NOT_ACTIVE")]
-    assert "随访日期(visit_on) 2026-03-02" in rejected.value.issues[0].message
+    assert "随访日期 2026-03-02" in rejected.value.issues[0].message

@@ -137,11 +137,11 @@ def test_every_webhook_change_is_audited_without_the_secret(database):
     assert cli(database, "remove", "hub").exit_code == 0
     assert cli(database, "add", "hub", "http://127.0.0.1:9/h").exit_code == 1  # refused: nothing to audit
     rows = webhook_audit(engine)
-    assert [(r["object_id"], r["detail"].split(":")[0]) for r in rows] == [
-        ("robot", "webhook added"), ("robot", "webhook replaced"), ("hub", "webhook added"),
-        ("hub", "webhook disabled"), ("hub", "webhook enabled"), ("hub", "webhook removed")]
+    assert [(r["object_id"], r["detail"].split("：")[0]) for r in rows] == [  # Chinese on the audit page (issue 16)
+        ("robot", "新增通知地址"), ("robot", "替换通知地址"), ("hub", "新增通知地址"),
+        ("hub", "停用通知地址"), ("hub", "启用通知地址"), ("hub", "删除通知地址")]
     assert {(r["actor"], r["source"], r["action"]) for r in rows} == {(f"cli:{getpass.getuser()}", "cli", "write")}
-    assert "host=qyapi.weixin.qq.com" in rows[0]["detail"] and "secret=set" in rows[2]["detail"]
+    assert "主机 qyapi.weixin.qq.com" in rows[0]["detail"] and "密钥 已设置" in rows[2]["detail"]
     for r in rows:
         for secret in ("SECRETKEY", "HMACSECRET", "pw", "key="):
             assert secret not in r["detail"]

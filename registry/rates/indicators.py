@@ -48,10 +48,11 @@ from registry.rules import complete_sql, face_to_face_sql, stable_sql
 
 VARIANTS = ("quarterly", "count")
 DEFAULT_VARIANT = "quarterly"
+VARIANT_NAMES = {"quarterly": "按季度", "count": "按次数"}  # what a person reads and may type
 VARIANT_LABELS = {
-    "quarterly": "按季度（quarterly）：当年每个已结束且在建档日期之后结束的季度内均有至少1次有效随访，"
+    "quarterly": "按季度：当年每个已结束且在建档日期之后结束的季度内均有至少1次有效随访，"
                  "且当年内至少有1次有效随访（建档不满14天者除外）",
-    "count": "按次数（count）：当年内有效随访次数 ≥ ⌈月份/3⌉（由“每年至少随访4次”按月折算）",
+    "count": "按次数：当年内有效随访次数 ≥ ⌈月份/3⌉（由“每年至少随访4次”按月折算）",
 }
 
 
@@ -123,8 +124,9 @@ COUNT_COLUMNS = (
 def resolve_variant(variant: str | None = None) -> str:
     """规范管理口径 The argument, else the profile's ``standard_management_variant``, else quarterly."""
     variant = variant or profile_document().get("standard_management_variant") or DEFAULT_VARIANT
+    variant = {name: key for key, name in VARIANT_NAMES.items()}.get(variant, variant)  # 按季度 / 按次数
     if variant not in VARIANTS:
-        raise InvalidInput.single("BAD_VARIANT", f"规范管理口径(variant)“{variant}”无效，应为 quarterly 或 count",
+        raise InvalidInput.single("BAD_VARIANT", f"规范管理口径“{variant}”无效，应为 按季度 或 按次数",
                                   column="variant", value=variant)
     return variant
 

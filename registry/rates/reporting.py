@@ -30,6 +30,7 @@ from registry.rates.indicators import (
     BY_KEY,
     INDICATORS,
     VARIANT_LABELS,
+    VARIANT_NAMES,
     patient_state_query,
     resolve_variant,
     tune_for_reporting,
@@ -103,6 +104,7 @@ class ReportContext:
     generated_on: str
     variant: str
     variant_label: str
+    variant_name: str  # 按季度 / 按次数, what the page prints (issue 16)
     target_set: str
     target_source: str
     frozen: bool
@@ -354,6 +356,7 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
         generated_on=today.isoformat(),
         variant=variant,
         variant_label=VARIANT_LABELS[variant],
+        variant_name=VARIANT_NAMES[variant],
         target_set=target_set.title,
         target_source=target_set.source,
         frozen=frozen,

@@ -163,7 +163,7 @@ def _as_of(today: date, as_of: date | None) -> date:
     if as_of is None:
         return today
     if not (date(2000, 1, 1) <= as_of <= date(2100, 12, 31)):
-        raise InvalidInput.single("BAD_DATE", "日期(as_of)应在 2000-01-01 至 2100-12-31 之间", column="as_of")
+        raise InvalidInput.single("BAD_DATE", "日期应在 2000-01-01 至 2100-12-31 之间", column="as_of")
     return as_of
 
 

@@ -30,7 +30,7 @@ from registry.web.context import WebContext
 STATIC_DIR = Path(__file__).with_name("static")
 TEMPLATE_DIRS = [template_dir("web"), Path(__file__).with_name("templates")]
 
-_FIELD_NAMES = {"as_of": "日期(as_of)", "month": "月份(month)", "q": "检索词(q)", "limit": "条数(limit)",
+_FIELD_NAMES = {"as_of": "日期", "month": "月份", "q": "检索词", "limit": "条数",
                 "follow_up_id": "随访编号", "patient_id": "患者编号", "body": "请求体"}
 
 
@@ -39,7 +39,9 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=dirs)
     from registry.web.queries import role_label
 
-    templates.env.globals.update(team_role_label=role_label)
+    from registry.rates.indicators import VARIANT_NAMES
+
+    templates.env.globals.update(team_role_label=role_label, variant_name=lambda v: VARIANT_NAMES.get(v, v))
     # templates change only with a deployment: no file-modification check on every render
     templates.env.auto_reload = False
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.1f}%"

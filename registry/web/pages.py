@@ -391,7 +391,7 @@ def search_page(request: Request, q: str = ""):
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    q = text_param(q, "检索词(q)")
+    q = text_param(q, "检索词")
     results = queries.search_patients(ctx.engine, cur.scope, ctx.tree, q) if q.strip() else []
     if q.strip():
         _audit_read(request, cur, action="search", object_type="patient", object_id=None, region_code=cur.user.region_code,
@@ -408,9 +408,9 @@ def _week_and_township(request: Request, cur: Current, week: str, township: str)
         try:
             day = date.fromisoformat(week)
         except ValueError:
-            raise InvalidInput.single("BAD_DATE", f"周次(week)“{week[:20]}”不是有效日期，应为 YYYY-MM-DD", column="week") from None
+            raise InvalidInput.single("BAD_DATE", f"周次“{week[:20]}”不是有效日期，应为 YYYY-MM-DD", column="week") from None
         if not date(2000, 1, 1) <= day <= date(2100, 12, 31):
-            raise InvalidInput.single("BAD_DATE", "周次(week)应在 2000-01-01 至 2100-12-31 之间", column="week")
+            raise InvalidInput.single("BAD_DATE", "周次应在 2000-01-01 至 2100-12-31 之间", column="week")
     monday = day - timedelta(days=day.weekday())
     own = ctx.tree.township_of(cur.user.region_code) or cur.user.region_code
     if township and township != own:
@@ -496,6 +496,6 @@ def audit_page(request: Request, actor: str = "", action: str = ""):
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    actor, action = text_param(actor, "用户(actor)"), text_param(action, "操作(action)", 20)
+    actor, action = text_param(actor, "用户"), text_param(action, "操作", 20)
     rows = queries.audit_rows(ctx.engine, cur.scope, actor=actor or None, action=action or None)
     return render(request, "audit.html", rows=rows, actor=actor, action=action)

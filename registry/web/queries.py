@@ -452,5 +452,35 @@ def audit_rows(engine, scope: Scope, *, limit: int = 200, actor: str | None = No
     from registry.config import LOCAL_TZ
 
     return [{"id": r.id, "at": r.at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S"), "actor": r.actor, "action": r.action,
-             "object_type": r.object_type, "object_id": r.object_id, "region_code": r.region_code, "detail": r.detail,
-             "source": r.source} for r in rows]
+             "action_label": AUDIT_ACTION_LABELS.get(r.action, r.action),
+             "object_type": r.object_type, "object_label": AUDIT_OBJECT_LABELS.get(r.object_type, r.object_type),
+             "object_id": r.object_id, "region_code": r.region_code, "detail": r.detail, "detail_text": audit_detail_text(r.detail),
+             "source": r.source, "source_label": AUDIT_SOURCE_LABELS.get(r.source or "", r.source or "")} for r in rows]
+
+
+# 审计日志 What the audit page prints for the stored codes (issue 16: Chinese on the page; the
+# codes stay in the table).
+AUDIT_ACTION_LABELS = {"read": "查看", "search": "检索", "export": "导出", "write": "录入", "login": "登录",
+                       "logout": "退出", "import": "导入"}
+AUDIT_OBJECT_LABELS = {
+    "patient": "患者", "follow_up": "随访", "follow_up_participant": "随访参与人", "health_check": "体检",
+    "injection": "长效针剂注射", "import": "导入", "list": "清单", "lists": "五单", "five_lists": "五单",
+    "monthly_report": "月报", "rates": "指标", "session": "登录会话", "webhook": "通知地址", "worklist": "任务清单",
+}
+AUDIT_SOURCE_LABELS = {"cli": "命令行", "demo": "演示", "scheduler": "调度服务", "api": "接口", "web": "网页"}
+
+
+def audit_detail_text(detail: str | None) -> str:
+    """A detail as a person reads it: the 五单 counts stored as JSON become '随访任务单 6，……'."""
+    if not detail or not detail.startswith("{"):
+        return detail or ""
+    try:
+        counts = json.loads(detail)
+    except ValueError:
+        return detail
+    if not isinstance(counts, dict):
+        return detail
+    from schedules.lists import LISTS
+
+    titles = {row[1]: row[2] for row in LISTS}
+    return "，".join(f"{titles.get(k, k)} {v}" for k, v in counts.items())

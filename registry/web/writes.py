@@ -170,10 +170,10 @@ def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: dat
             village_issues = check_village(village, {village: region.level} if region is not None else {})
             issues += village_issues
             if not village_issues and village not in scope.region_codes:
-                issues.append(Issue("VILLAGE_OUT_OF_SCOPE", f"村编码(village_code) {village} 不在您的管辖范围内", column="village_code"))
+                issues.append(Issue("VILLAGE_OUT_OF_SCOPE", f"村编码 {village} 不在您的管辖范围内", column="village_code"))
         pid = values.get("patient_id")
         if pid and session.get(Patient, pid) is not None:
-            issues.append(Issue("PATIENT_EXISTS", f"患者编号(patient_id) {pid} 已存在", column="patient_id"))
+            issues.append(Issue("PATIENT_EXISTS", f"患者编号 {pid} 已存在", column="patient_id"))
         if issues:
             raise _reject(issues)
         columns = set(Patient.model_fields)
@@ -262,7 +262,7 @@ def record_health_check(engine, scope: Scope, patient_id: str, raw_in: dict[str,
         on = values.get("checked_on")
         if on is not None and applies("DUPLICATE", channel) and session.exec(
                 select(HealthCheck).where(HealthCheck.patient_id == patient_id, HealthCheck.checked_on == on)).first():
-            issues.append(Issue("DUPLICATE", f"体检日期(checked_on) {on} 已登记", column="checked_on"))
+            issues.append(Issue("DUPLICATE", f"体检日期 {on} 已登记", column="checked_on"))
         if issues:
             raise _reject(issues)
         session.add(HealthCheck(patient_id=patient_id, checked_on=on))

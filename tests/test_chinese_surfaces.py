@@ -1,0 +1,232 @@
+"""中文界面 No internal code on a surface a person reads (issue 16).
+
+A grep test: the CLI's human output (the demo on a small county, schedule, tasks, rates, runs,
+report, lists, every ``--help``, the errors), every web page for each role, and the text of every
+PDF and workbook the demo, the CLI and the web write. None may show the internal codes of
+``tests/surface_codes.py`` (task kinds, roles, statuses, variants, field identifiers,
+``rules.md``/``§``). JSON (``--json``, ``/api/``) keeps its codes (contract.md).
+
+Runs alone: ``PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_chinese_surfaces.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import time_machine
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from jingfang.cli import app
+from surface_codes import file_text, find_codes, forbidden_codes, pdf_text, visible_text
+from web_support import TODAY, USERS, seed, seed_tasks, session_token
+
+WORDS = forbidden_codes()
+
+
+def clean(surfaces: dict[str, str]) -> str:
+    """'' when no surface shows a code, else one line per code found: surface, then context."""
+    return "\n".join(f"{name}: …{hit}…" for name, text in surfaces.items() for hit in find_codes(text, WORDS))
+
+
+def test_the_grep_finds_what_it_looks_for():
+    """The detector itself: each kind of leak is found, Chinese text and URLs pass."""
+    for leak in ("待办 first_visit 3", "规范管理口径 quarterly", "危险性(risk_level)无效", "见 rules.md §5",
+                 "角色 township_doctor", "周次（week）"):
+        assert find_codes(leak, WORDS), leak
+    for fine in ("首次面访 3，随访 12", "规范管理口径 按季度", "http://127.0.0.1:8000/patients/P1/follow-ups/new",
+                 "out/lists/449901101/2026-06-08_随访任务单.pdf", "F20 精神分裂症"):
+        assert not find_codes(fine, WORDS), fine
+    assert {"first_visit", "quarterly", "risk_level", "township_doctor", "moved_out"} <= WORDS
+
+
+# --------------------------------------------------------------------------- CLI
+
+BAD_FOLLOWUPS = "patient_id,visit_on,mode,risk_level\nP0001,2026-05-01,2,7\n"
+
+
+@time_machine.travel("2026-06-10 09:00 +0800", tick=False)
+def test_cli_human_output_shows_no_internal_code(tmp_path: Path):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    out = tmp_path / "out"
+    runner = CliRunner()
+    surfaces: dict[str, str] = {}
+
+    def run(name: str, *args: str, code: int = 0) -> str:
+        result = runner.invoke(app, [*args])
+        assert result.exit_code == code, (name, result.exit_code, result.output, result.exception)
+        surfaces[name] = result.output
+        return result.output
+
+    run("demo", "demo", "--patients", "40", "--seed", "3", "--out", str(out), "--db", db)
+    towns = sorted(p.name for p in (out / "lists").iterdir() if p.is_dir())
+    town = towns[0]
+    run("schedule", "schedule", "--as-of", "2026-06-10", "--db", db)
+    run("tasks", "tasks", "--as-of", "2026-06-10", "--db", db)
+    run("rates", "rates", "--month", "2026-05", "--db", db)
+    run("runs", "runs", "--db", db)
+    run("report", "report", "--month", "2026-05", "--out", str(tmp_path / "report.pdf"), "--db", db)
+    run("lists", "lists", "--week", "2026-06-10", "--township", town, "--out", str(tmp_path / "lists"), "--db", db)
+    run("webhook list", "webhook", "list", "--db", db)
+    # errors, each naming what is wrong in Chinese
+    run("bad date", "schedule", "--as-of", "2026-13-01", "--db", db, code=1)
+    run("bad month", "rates", "--month", "2026-13", "--db", db, code=1)
+    run("bad region", "rates", "--month", "2026-05", "--region", "999", "--db", db, code=1)
+    run("bad tasks region", "tasks", "--region", "999", "--db", db, code=1)
+    run("bad variant", "rates", "--month", "2026-05", "--variant", "weekly", "--db", db, code=1)
+    run("bad township", "lists", "--week", "2026-06-10", "--township", "999", "--out", str(tmp_path / "x"), "--db", db,
+        code=1)
+    run("bad role", "user", "add", "u1", "--role", "nurse", "--region", town, "--password", "long-enough-1", "--db", db,
+        code=1)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "followups.csv").write_text(BAD_FOLLOWUPS, encoding="utf-8")
+    run("bad import", "import", str(bad), "--db", db, code=1)
+    # every --help
+    run("help", "--help")
+    for command in ("demo", "import", "schedule", "tasks", "rates", "report", "lists", "scheduler", "runs", "calendar",
+                    "notify", "serve", "user", "webhook", "ledger", "export"):
+        result = runner.invoke(app, [command, "--help"])
+        if result.exit_code == 2 and "No such command" in result.output:
+            continue  # a command another issue adds
+        surfaces[f"{command} --help"] = result.output
+    for sub in (("user", "add"), ("webhook", "add"), ("webhook", "remove"), ("webhook", "list")):
+        surfaces[" ".join(sub) + " --help"] = runner.invoke(app, [*sub, "--help"]).output
+    # every file written: the demo's report and 五单, the CLI's report and lists
+    for path in sorted([*out.rglob("*.pdf"), *out.rglob("*.xlsx"), *tmp_path.glob("*.pdf"),
+                        *(tmp_path / "lists").rglob("*.pdf"), *(tmp_path / "lists").rglob("*.xlsx")]):
+        surfaces[str(path.relative_to(tmp_path))] = file_text(path)
+    assert any(name.endswith(".pdf") for name in surfaces) and any(name.endswith(".xlsx") for name in surfaces)
+    leaks = clean(surfaces)
+    assert not leaks, leaks
+
+
+# --------------------------------------------------------------------------- web
+
+MORE_TASKS = [  # one open task of every other kind, so the pages show every kind's label
+    ("P1", "first_visit", date(2026, 6, 11), "doctor,police", True, 3),
+    ("P2", "health_check", date(2026, 6, 20), "doctor", False, 0),
+    ("P2", "injection", date(2026, 6, 12), "doctor", False, 0),
+    ("P3", "retry", date(2026, 6, 9), "doctor,civil_affairs", True, 0),
+    ("P3", "locate", date(2026, 6, 8), "doctor,civil_affairs", True, 0),
+    ("P1", "discharge_check", date(2026, 6, 13), "doctor,police,village", True, 3),
+]
+
+
+def _seed_more_tasks(engine) -> None:
+    from registry.models import VisitTask
+
+    with Session(engine) as s:
+        for pid, kind, due, roles, joint, risk in MORE_TASKS:
+            s.add(VisitTask(patient_id=pid, kind=kind, basis=f"test:{pid}:{kind}", basis_on=date(2026, 5, 20), due_on=due,
+                            nominal_due_on=due, roles=roles, joint=joint, rule="national-2018@1:§5 test", risk_level=risk))
+        s.commit()
+
+
+def _csrf(text: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
+
+
+def _download_texts(response, folder: Path, name: str, surfaces: dict[str, str]) -> int:
+    """The text of a downloaded PDF, workbook or zip of them into ``surfaces``; returns the PDFs read."""
+    if response.status_code != 200:
+        return 0
+    kind = response.headers.get("content-type", "")
+    if kind.startswith("application/zip"):
+        files = {}
+        with zipfile.ZipFile(io.BytesIO(response.content)) as zf:
+            files = {n: zf.read(n) for n in zf.namelist()}
+    elif kind.startswith("application/pdf"):
+        files = {"download.pdf": response.content}
+    elif "spreadsheet" in kind:
+        files = {"download.xlsx": response.content}
+    else:
+        return 0
+    for file_name, content in files.items():
+        target = folder / Path(file_name).name
+        target.write_bytes(content)
+        surfaces[f"{name} {file_name}"] = file_text(target)
+    return sum(n.endswith(".pdf") for n in files)
+
+
+PAGES = ["/", "/worklist", "/mylist", "/patients/new", "/patients/P1", "/patients/P2", "/patients/P3", "/patients/P4",
+         "/patients/P5", "/patients/P1/follow-ups/new", "/patients/P2/status", "/search?q=陈", "/search?q=P",
+         "/dashboard", "/dashboard?month=2026-05", "/audit", "/no/such/page", "/worklist?kind=nonsense",
+         "/dashboard?month=2026-13", "/lists/week?week=bad"]
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_every_page_for_every_role_shows_no_internal_code(database):
+    from registry.web.app import create_app
+
+    seed(database.engine)
+    seed_tasks(database.engine)
+    _seed_more_tasks(database.engine)
+    from registry.accounts import User
+
+    with Session(database.engine) as s:  # a person's name in the header, not the login name ("police")
+        for user in s.exec(sa.select(User)).scalars():
+            user.display_name = f"测试{user.username.__len__()}号"
+            s.add(user)
+        s.commit()
+    # audit rows the command line leaves: an import and the 五单 export with its counts as JSON
+    from registry.audit import record_cli
+    from schedules.lists import write_township_lists
+
+    from schedules.notify import add_webhook, set_webhook_enabled
+
+    add_webhook(database.engine, name="县群", url="http://127.0.0.1:9/robot", fmt="wecom", secret=None, region_code=None,
+                actor="cli:test", source="cli")
+    set_webhook_enabled(database.engine, "县群", False, actor="cli:test", source="cli")
+    record_cli(database.engine, action="import", object_type="import", object_id="/data/2026-06/", detail="患者 5 行")
+    write_township_lists(database.engine, township_code="T1", week=date(2026, 6, 8),
+                         out_dir=Path(database.engine.url.database).parent / "cli-lists", actor="cli")
+    web = create_app(database.engine, today=lambda: TODAY)
+    surfaces: dict[str, str] = {}
+    anonymous = TestClient(web, follow_redirects=False)
+    surfaces["anonymous /login"] = visible_text(anonymous.get("/login").text)
+    bad_login = anonymous.post("/login", data={"username": "doc", "password": "wrong", "csrf_token": _csrf(anonymous.get("/login").text)})
+    surfaces["anonymous bad login"] = visible_text(bad_login.text)
+    pdfs = 0
+    for username in USERS:
+        client = TestClient(web, follow_redirects=True)
+        client.cookies.set("jf_session", session_token(database.engine, username))
+        for page in PAGES:
+            r = client.get(page)
+            assert r.status_code < 500, (username, page, r.status_code)
+            if r.headers.get("content-type", "").startswith("text/html"):
+                surfaces[f"{username} {page}"] = visible_text(r.text)
+        if USERS[username][0] == "township_doctor":
+            # a follow-up form sent back with errors names the fields by their Chinese labels
+            form = client.get("/patients/P1/follow-ups/new")
+            if form.status_code == 200:
+                r = client.post("/patients/P1/follow-ups/new",
+                                data={"csrf_token": _csrf(form.text), "visit_on": "2026-13-40", "mode": "9", "risk_level": "7"})
+                surfaces[f"{username} follow-up errors"] = visible_text(r.text)
+            status = client.get("/patients/P2/status")
+            if status.status_code == 200:
+                r = client.post("/patients/P2/status", data={"csrf_token": _csrf(status.text), "status": "dead",
+                                                             "status_on": "2030-01-01"})
+                surfaces[f"{username} status errors"] = visible_text(r.text)
+            week = client.get("/lists/week")  # a zip of the 五单, or (per list) one file
+            pdfs += _download_texts(week, Path(database.engine.url.database).parent, f"{username} 五单", surfaces)
+        if USERS[username][0] == "county_admin":
+            r = client.get("/reports/monthly.pdf?month=2026-05")
+            assert r.status_code == 200
+            target = Path(database.engine.url.database).parent / "monthly.pdf"
+            target.write_bytes(r.content)
+            surfaces[f"{username} monthly.pdf"] = pdf_text(target)
+            pdfs += 1
+    assert pdfs >= 2 and len(surfaces) > 60
+    if os.environ.get("SURFACES_DUMP"):
+        Path(os.environ["SURFACES_DUMP"]).write_text("\n\n=====".join(f"{k}\n{v}" for k, v in surfaces.items()))
+    leaks = clean(surfaces)
+    assert not leaks, leaks
