@@ -40,7 +40,7 @@ def test_partial_run_matches_full_run_for_those_patients(database):
     assert {k: v for k, v in after.items() if k[0] in targets} == {k: v for k, v in want.items() if k[0] in targets}
     # everybody else: untouched, even though a full run on 03-15 would move some of their dates
     assert {k: v for k, v in after.items() if k[0] not in targets} == {k: v for k, v in before.items() if k[0] not in targets}
-    t = __import__("schedules.models", fromlist=["VisitTask"]).VisitTask.__table__
+    t = VisitTask.__table__
     with engine.connect() as conn:
         reasons = set(conn.execute(sa.select(t.c.close_reason).where(t.c.patient_id == pids[7])).scalars())
     assert reasons == {"dead"}
