@@ -338,3 +338,24 @@ def test_sigkill_mid_incremental_run_then_next_run_completes(database):
     with engine.connect() as conn:
         reasons = set(conn.execute(sa.select(VisitTask.close_reason).where(VisitTask.patient_id == dying)).scalars())
     assert "dead" in reasons
+
+
+def test_schedule_command_is_incremental_unless_full(database):
+    """`jingfang schedule` replans the changed patients; `--full` everybody (both recorded)."""
+    from typer.testing import CliRunner
+
+    from jingfang.cli import app
+    from schedules.jobs import recent_runs
+
+    engine = database.engine
+    populate(engine, patients=12, seed=8, today=D("2026-06-10"), start=D("2025-06-01"))
+    runner = CliRunner()
+    args = ["schedule", "--as-of", "2026-06-10", "--db", database.url]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0 and "全量（首次生成）" in first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0 and "增量：重算" in second.output
+    third = runner.invoke(app, [*args, "--full"])
+    assert third.exit_code == 0 and "增量" not in third.output
+    modes = [r["counts"]["mode"] for r in reversed(recent_runs(engine)) if r["job"] == "generate"]
+    assert modes == ["full", "incremental", "full"]
