@@ -58,7 +58,7 @@ def schedule_command(
     kinds = "，".join(f"{k} {n}" for k, n in counts["open_by_kind"].items()) or "无"
     typer.echo(
         f"{counts['as_of']} 规则 {counts['profile']}：新建 {counts['created']}，完成 {counts['closed']}，"
-        f"取消 {counts['cancelled']}，待办 {counts['open']}（{kinds}）"
+        f"取消 {counts['cancelled']}，{'其中重算患者的' if counts.get('mode') == 'incremental' else ''}待办 {counts['open']}（{kinds}）"
         + (f"；增量：重算 {counts['replanned']} 名有变化的患者" if counts.get("mode") == "incremental" else "")
         + (f"；全量（{FULL_REASONS.get(counts['full_reason'], counts['full_reason'])}）" if counts.get("full_reason") else "")
         + ("；输入与上次运行相同，未重新计算" if counts.get("skipped") and counts.get("mode") == "full" else "")
