@@ -17,19 +17,36 @@ from jingfang.options import DbOption, engine_for, parse_day, report_errors
 AsOf = Annotated[Optional[str], typer.Option("--as-of", help="日期 YYYY-MM-DD（默认今天，北京时间）", show_default=False)]
 
 
-def schedule_command(as_of: AsOf = None, db: DbOption = None) -> None:
-    """生成随访任务：按规则生成截至该日应有的全部任务（可重复运行），并打印数量。"""
+FULL_REASONS = {  # why a run asked to be incremental replanned everybody (counts["full_reason"])
+    "first_run": "首次生成",
+    "profile_changed": "规则配置已变",
+    "holiday_package_changed": "节假日数据包已变",
+    "earlier_date": "日期早于上次运行",
+    "new_year": "进入新的一年",
+    "calendar_changed": "节假日表已变",
+    "many_changes": "变更患者过多",
+}
+
+
+def schedule_command(
+    as_of: AsOf = None,
+    full: Annotated[bool, typer.Option("--full", help="全量重算所有患者（默认只重算自上次运行以来有变化的患者）")] = False,
+    db: DbOption = None,
+) -> None:
+    """生成随访任务：按规则生成截至该日应有的全部任务（可重复运行），并打印数量；默认只重算自上次运行以来有变化的患者，--full 全量重算。"""
     from schedules.jobs import recorded
     from schedules.generation import generate
 
     day = parse_day(as_of)
     engine = engine_for(db)
-    counts = recorded(engine, "generate", day, "cli", lambda: generate(engine, as_of=day))
+    counts = recorded(engine, "generate", day, "cli", lambda: generate(engine, as_of=day, incremental=not full))
     kinds = kinds_text(counts["open_by_kind"])
     typer.echo(
         f"{counts['as_of']} 规则 {profile_title(counts['profile'])}：新建 {counts['created']}，完成 {counts['closed']}，"
-        f"取消 {counts['cancelled']}，待办 {counts['open']}（{kinds}）"
-        + ("；输入与上次运行相同，未重新计算" if counts.get("skipped") else "")
+        f"取消 {counts['cancelled']}，{'其中重算患者的' if counts.get('mode') == 'incremental' else ''}待办 {counts['open']}（{kinds}）"
+        + (f"；增量：重算 {counts['replanned']} 名有变化的患者" if counts.get("mode") == "incremental" else "")
+        + (f"；全量（{FULL_REASONS.get(counts['full_reason'], counts['full_reason'])}）" if counts.get("full_reason") else "")
+        + ("；输入与上次运行相同，未重新计算" if counts.get("skipped") and counts.get("mode") == "full" else "")
         + (f"；按患者分 {counts['shards']} 片并行计算" if counts.get("shards", 1) > 1 else "")
     )
     if counts["calendar_estimated"]:

@@ -77,6 +77,10 @@ class Patient(SQLModel, table=True):
         sa.CheckConstraint("lai_interval_weeks IS NULL OR lai_interval_weeks BETWEEN 1 AND 52", name="lai_interval_range"),
         sa.Index("ix_patient_village_status", "village_code", "status"),
         sa.Index("ix_patient_updated_at", "updated_at"),  # patient-month state freshness (registry.rates.month_state)
+        # the daily generation's date-dependent conditions (schedules.generation.changed_patients)
+        sa.Index("ix_patient_registered_on", "registered_on"),
+        sa.Index("ix_patient_status_on", "status_on"),
+        sa.Index("ix_patient_lai_last_on", "lai_last_on"),
     )
 
     patient_id: str = Field(primary_key=True, max_length=64)
@@ -119,6 +123,7 @@ class FollowUp(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("patient_id", "visit_on", "seq", name="uq_follow_up_key"),
         sa.Index("ix_follow_up_updated_at", "updated_at"),  # patient-month state freshness (registry.rates.month_state)
+        sa.Index("ix_follow_up_visit_on", "visit_on"),  # follow-ups a new date brings in or drops (schedules.generation)
         in_check("mode", codes.FollowUpMode),
         in_check("lost_reason", codes.LostReason),
         in_check("risk_level", codes.RiskLevel),
@@ -225,11 +230,17 @@ class HealthCheck(SQLModel, table=True):
     """健康体检 An annual health check (基本公卫3)."""
 
     __tablename__ = "health_check"
-    __table_args__ = (sa.UniqueConstraint("patient_id", "checked_on", name="uq_health_check"),)
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "checked_on", name="uq_health_check"),
+        # the daily generation replans the patients of checks changed or dated since its last run
+        sa.Index("ix_health_check_updated_at", "updated_at"),
+        sa.Index("ix_health_check_checked_on", "checked_on"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
     checked_on: date
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # last change (ARCHITECTURE §9)
 
 
 class TeamMember(SQLModel, table=True):

@@ -131,11 +131,14 @@ def mark_interrupted(engine: Engine) -> int:
     return reap_abandoned(engine, legacy=True)
 
 
-def run_generation(db_url: str | None = None, as_of: str | None = None, source: str = "scheduler") -> dict:
-    """每日生成 Generate tasks for ``as_of`` (default: today in Asia/Shanghai)."""
+def run_generation(db_url: str | None = None, as_of: str | None = None, source: str = "scheduler",
+                   full: bool = False) -> dict:
+    """每日生成 Generate tasks for ``as_of`` (default: today in Asia/Shanghai): incremental — only the
+    patients changed since the last run are replanned (``generate(incremental=True)``; it falls back
+    to a full run when it must) — unless ``full``."""
     engine = get_engine(db_url)
     day = date.fromisoformat(as_of) if as_of else local_today()
-    counts = recorded(engine, "generate", day, source, lambda: generate(engine, as_of=day))
+    counts = recorded(engine, "generate", day, source, lambda: generate(engine, as_of=day, incremental=not full))
     for warning in counts.get("warnings", []):
         log.warning(warning)  # e.g. a year with no holiday table (rules.md §5)
     return counts

@@ -34,6 +34,26 @@ class ScheduleRun(SQLModel, table=True):
     host: str | None = Field(default=None, max_length=255)
 
 
+class GenerationBasis(SQLModel, table=True):
+    """生成基线 What the last successful whole-register generation covered (one row, ``id`` 1).
+
+    The daily run replans only the patients whose inputs changed since ``changes_since`` and those
+    whose date-dependent conditions change between ``as_of`` and its own date; a different
+    profile, holiday package or calendar year, or no row at all, makes it a full run
+    (docs/scheduler.md, "Incremental daily runs"). Written in the run's own transaction."""
+
+    __tablename__ = "generation_basis"
+
+    id: int = Field(primary_key=True)
+    as_of: date
+    changes_since: datetime = Field(sa_type=UTCDateTime)  # every change stamped earlier was read
+    profile: str = Field(max_length=200)  # name@version#content hash
+    holidays: int  # the holiday package's last year
+    calendar: str = Field(max_length=4000)  # JSON: year → hash of the operator rows of that year
+    full: bool  # whether the run that wrote it replanned everybody
+    run_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class CalendarDay(SQLModel, table=True):
     """节假日表 Operator-edited day: a statutory holiday (working=False) or a 调休上班日 (working=True).
 
