@@ -61,9 +61,14 @@ def demo_command(
     patients: Annotated[int, typer.Option("--patients", help="患者数")] = 3000,
     seed: Annotated[int, typer.Option("--seed", help="随机种子")] = 20261123,
     out: Annotated[Path, typer.Option("--out", help="输出目录")] = Path("out"),
+    force: Annotated[bool, typer.Option("--force", help="写入已有地区或账号（但没有患者）的数据库；已有账号不会被更改")] = False,
     db: DbOption = None,
 ) -> None:
-    """演示 Build a synthetic county, schedule today's work, write the 五单 and the month's report."""
+    """演示 Build a synthetic county, schedule today's work, write the 五单 and the month's report.
+
+    Refuses a database that holds a register (issue 18): see ``jingfang.demo.check_target``."""
+    import os
+
     from jingfang.demo import run_demo
     from registry.clock import local_today
 
@@ -71,7 +76,11 @@ def demo_command(
         from registry.errors import InvalidInput
 
         raise InvalidInput.single("BAD_NUMBER", "--patients 必须为正整数", column="--patients")
-    run_demo(engine_for(db), out, patients=patients, seed=seed, today=local_today(), echo=typer.echo)
+    previous = os.umask(0o027)  # the demo's files: 0640, directories 0750
+    try:
+        run_demo(engine_for(db), out, patients=patients, seed=seed, today=local_today(), echo=typer.echo, force=force)
+    finally:
+        os.umask(previous)
 
 
 def register(app: typer.Typer) -> None:
