@@ -388,7 +388,11 @@ def text_row(sheet, values: list) -> None:
     ``=HYPERLINK(...)`` must not become a live formula): every string cell is stored as a string
     (``data_type 's'``), and one that a spreadsheet would read as a formula carries the quote
     prefix, so editing it keeps it text. The value is unchanged when read back."""
-    sheet.append(values)
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    # a control character stored before validation refused it (issue 18) is shown as U+FFFD: openpyxl
+    # refuses it, and one bad name must not stop the township's lists
+    sheet.append([ILLEGAL_CHARACTERS_RE.sub("\ufffd", v) if isinstance(v, str) else v for v in values])
     for cell in sheet[sheet.max_row]:
         if isinstance(cell.value, str):
             cell.data_type = "s"

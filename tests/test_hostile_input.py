@@ -79,6 +79,16 @@ def test_a_formula_as_a_name_is_text_in_the_lists_workbook(database, small_count
     assert formulas == []
 
 
+def test_a_control_character_stored_before_validation_does_not_stop_the_workbook(database, small_county, tmp_path):
+    import_path(database.engine, small_county, today=TODAY)
+    with database.engine.begin() as conn:  # stored by an older version, before BAD_TEXT
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "A").values(name="甲\x0b\x1b"))
+    generate(database.engine, as_of=D("2026-06-08"))
+    path = write_xlsx(build_lists(database.engine, township_code="T", week=D("2026-06-08")), tmp_path)
+    values = {c.value for sheet in load_workbook(path).worksheets for row in sheet.iter_rows() for c in row}
+    assert "甲\ufffd\ufffd" in values
+
+
 # ---------------------------------------------------------------- one township's failure
 
 def test_one_townships_failure_never_stops_another(database, small_county, tmp_path, monkeypatch):
