@@ -451,13 +451,15 @@ class _Patients:
 def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date) -> None:
     """随访 ``validation.check_follow_up`` per row; key (patient, date, n-th of the date in file order)."""
     ordinal: dict[tuple[str, date], int] = {}
-    seen: dict[tuple, int] = {}
+    seen: dict[int, _Row] = {}  # by the hash of the whole row (memory: millions of rows), checked on a hit
+    names = [s.name for s in FILE_SPECS["followups"]]
     for row in followup_rows:
         facts = patients.facts("followups", row)
         _tag(row, "followups", check_follow_up(row.values, today=today, patient=facts, channel=Channel.IMPORT))
-        whole = tuple(row.values.values())
-        first = seen.setdefault(whole, row.line)
-        if first != row.line:  # the same visit typed twice would become two visits
+        whole = tuple(map(row.values.get, names))
+        earlier = seen.setdefault(hash(whole), row)
+        if earlier is not row and tuple(map(earlier.values.get, names)) == whole:
+            first = earlier.line  # the same visit typed twice would become two visits
             _tag(row, "followups", [Issue("DUPLICATE_ROW", f"第{row.line}行与第{first}行完全相同（同一次随访重复录入）；"
                                           "同一天确有两次随访时请至少区分一项内容", column="patient_id",
                                           value=str(row.values.get("patient_id")))])
