@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from registry import models
+from registry.audit import audit_row, cli_actor
 from registry.ids import mask
 from registry.errors import ImportRejected, InvalidInput, Issue
 from registry.models import utcnow
@@ -98,8 +99,7 @@ class ImportResult:
             parts.append(text)
         text = "导入完成：" + "；".join(parts) if parts else "没有可导入的文件"
         if self.changes:
-            labels = {"name": "姓名", "village_code": "村编码", "id_number": "身份证号"}
-            lines = [f"  患者 {pid} {labels[f]}：{old or '（空）'} → {new or '（空）'}" for pid, f, old, new in self.changes[:200]]
+            lines = [f"  患者 {pid} {_IDENTITY_LABELS[f]}：{old or '（空）'} → {new or '（空）'}" for pid, f, old, new in self.changes[:200]]
             more = f"\n  ……另有 {len(self.changes) - 200} 处" if len(self.changes) > 200 else ""
             text += f"\n已有患者的身份信息被更改 {len(self.changes)} 处（请核对）：\n" + "\n".join(lines) + more
         return text
@@ -588,6 +588,7 @@ def import_path(
     skip_invalid: bool = False,
     progress: Progress | None = None,
     analyze_rows: int = ANALYZE_ROWS,
+    actor: str | None = None,
 ) -> ImportResult:
     """导入 Validate every row of the files at ``path``, then write them in one transaction.
 
@@ -603,6 +604,8 @@ def import_path(
         result = ImportResult(issues=issues)
         if "patients" in rows:
             result.changes = _identity_changes(conn, [r.values for r in rows["patients"] if not r.issues])
+            if result.changes:  # the patient's change history: one audit row per changed patient
+                _record_changes(conn, result.changes, actor)
         for stem in FILE_SPECS:
             if stem not in rows:
                 continue
@@ -632,6 +635,19 @@ def analyze(engine: Engine, tables: list[str]) -> None:
 
 
 IDENTITY_FIELDS = ("name", "village_code", "id_number")
+_IDENTITY_LABELS = {"name": "姓名", "village_code": "村编码", "id_number": "身份证号"}
+
+
+def _record_changes(conn: Connection, changes: list[tuple[str, str, str, str]], actor: str | None) -> None:
+    """身份变更记录 One audit row (action ``import_change``) per patient whose identity the import changed,
+    in the import's transaction: field, old → new (ID numbers masked)."""
+    who = actor or cli_actor()
+    by_patient: dict[str, list[str]] = {}
+    for pid, f, old, new in changes:
+        by_patient.setdefault(pid, []).append(f"{_IDENTITY_LABELS[f]}：{old or '（空）'} → {new or '（空）'}")
+    conn.execute(models.AuditLog.__table__.insert(), [
+        audit_row(actor=who, action="import_change", object_type="patient", object_id=pid, detail="；".join(parts), source="import")
+        for pid, parts in by_patient.items()])
 
 
 def _identity_changes(conn: Connection, records: list[dict]) -> list[tuple[str, str, str, str]]:

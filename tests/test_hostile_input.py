@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from jingfang.cli import app
 from registry.errors import ImportRejected
 from registry.importing import import_path
-from registry.models import Patient, Region
+from registry.models import AuditLog, Patient, Region
 from schedules.generation import generate
 from schedules.jobs import recent_runs, run_weekly_lists
 from schedules.lists import build_lists, write_xlsx
@@ -199,6 +199,9 @@ def test_changed_identity_of_a_stored_patient_is_listed(database, small_county, 
     assert result.changes == [("A", "id_number", "", "440781********1233"), ("A", "name", "甲", "甲二")]
     summary = result.summary()
     assert "姓名：甲 → 甲二" in summary and "440781********1233" in summary and "440781198001011233" not in summary
+    with database.engine.connect() as conn:  # and in the patient's change history (the audit log)
+        history = conn.execute(sa.select(AuditLog.object_id, AuditLog.detail).where(AuditLog.action == "import_change")).all()
+    assert history == [("A", "身份证号：（空） → 440781********1233；姓名：甲 → 甲二")]
 
 
 def test_statistics_exist_after_a_large_import(database, small_county):
