@@ -61,9 +61,12 @@ def demo_command(
     patients: Annotated[int, typer.Option("--patients", help="患者数")] = 3000,
     seed: Annotated[int, typer.Option("--seed", help="随机种子")] = 20261123,
     out: Annotated[Path, typer.Option("--out", help="输出目录")] = Path("out"),
+    force: Annotated[bool, typer.Option("--force", help="写入已有地区或账号（但没有患者）的数据库；已有账号不会被更改")] = False,
     db: DbOption = None,
 ) -> None:
-    """演示：生成一个合成县，排出今天的任务，写出五单和月报，并打印指标。"""
+    """演示：生成一个合成县，排出今天的任务，写出五单和月报，并打印指标（不写入已有登记数据的数据库）。"""
+    import os
+
     from jingfang.demo import run_demo
     from registry.clock import local_today
 
@@ -73,8 +76,12 @@ def demo_command(
         raise InvalidInput.single("BAD_NUMBER", "--patients 必须为正整数", column="--patients")
     typer.echo(f"精防演示：{patients} 名合成患者，输出到 {out}/", err=True)
     typer.echo("准备数据库……", err=True)
-    run_demo(engine_for(db), out, patients=patients, seed=seed, today=local_today(), echo=typer.echo,
-             step=lambda text: typer.echo(text, err=True))
+    previous = os.umask(0o027)  # the demo's files: 0640, directories 0750
+    try:
+        run_demo(engine_for(db), out, patients=patients, seed=seed, today=local_today(), echo=typer.echo,
+                 step=lambda text: typer.echo(text, err=True), force=force)
+    finally:
+        os.umask(previous)
 
 
 def register(app: typer.Typer) -> None:

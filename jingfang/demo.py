@@ -19,7 +19,9 @@ from sqlalchemy.engine import Engine
 from jingfang import demo_accounts, demo_rates, demo_schedules
 from jingfang.tables import table_lines
 from registry import models
+from registry.accounts import User
 from registry.codes import Diagnosis
+from registry.errors import InvalidInput
 from registry.importing import import_path
 from registry.synthetic import write_county_csv
 
@@ -66,9 +68,33 @@ class Steps:
 DEMO_STEPS = 6
 
 
+def check_target(engine: Engine, *, force: bool) -> None:
+    """演示库检查 The demo never touches a live register (issue 18): a database that holds any region,
+    patient or account is refused (``DEMO_DATABASE_IN_USE``) unless ``force``, and even then one
+    that holds patients is refused (``DEMO_DATABASE_HAS_PATIENTS``)."""
+    with engine.connect() as conn:
+        regions = conn.execute(sa.select(sa.func.count()).select_from(models.Region.__table__)).scalar_one()
+        patients = conn.execute(sa.select(sa.func.count()).select_from(models.Patient.__table__)).scalar_one()
+        users = conn.execute(sa.select(sa.func.count()).select_from(User.__table__)).scalar_one()
+    held = f"地区 {regions} 个、患者 {patients} 名、账号 {users} 个"
+    if patients:
+        raise InvalidInput.single(
+            "DEMO_DATABASE_HAS_PATIENTS",
+            f"该数据库已有登记数据（{held}）：演示只能写入空数据库（--force 也不能用于有患者的数据库）。"
+            "请用 --db 指定一个新的数据库文件。")
+    if (regions or users) and not force:
+        raise InvalidInput.single(
+            "DEMO_DATABASE_IN_USE",
+            f"该数据库不是空的（{held}）：演示会写入合成的县、乡镇和村。请用 --db 指定一个新的数据库文件；"
+            "确认要写入这个没有患者的数据库时加 --force（已有账号不会被更改）。")
+
+
 def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date, echo: Callable[[str], None] = print,
-             step: Callable[[str], None] | None = None) -> None:
-    """Run the whole demo into ``out`` (created); ``step`` receives a progress line per step."""
+             step: Callable[[str], None] | None = None, force: bool = False) -> None:
+    """Run the whole demo into ``out`` (created), after ``check_target``; ``step`` receives a progress
+    line per step. Files are written with umask 027 (0640 files, 0750 directories): they hold
+    (synthetic) patient lists."""
+    check_target(engine, force=force)
     steps = Steps(step)
     out = Path(out)
     data = out / "data"

@@ -15,7 +15,7 @@ DEMO_PASSWORD = "jingfang-demo"
 
 
 def create_demo_users(engine, echo: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
-    """演示账号 Create (or reset) demo accounts: county admin on the county, the others on its first township.
+    """演示账号 Create the demo accounts that do not exist yet (an existing one is never changed): county admin on the county, the others on its first township.
 
     Returns (username, role, region_code) rows and prints how to log in. Synthetic data only.
     """
@@ -31,13 +31,18 @@ def create_demo_users(engine, echo: Callable[[str], None] = print) -> list[tuple
             ("police", UserRole.POLICE.value, township, "派出所民警"),
             ("civil", UserRole.CIVIL_AFFAIRS.value, township, "民政专干"),
         ]
+        created = []
         for username, role, region, name in rows:
-            user = session.get(User, username) or User(username=username, password_hash=password_hash, role=role,
-                                                       region_code=region, display_name=name)
-            user.password_hash, user.role, user.region_code, user.active = password_hash, role, region, True
-            session.add(user)
+            if session.get(User, username) is not None:
+                continue  # an existing account is never changed (never a reset password: issue 18)
+            session.add(User(username=username, password_hash=password_hash, role=role, region_code=region,
+                             display_name=name, active=True))
+            created.append((username, role, region, name))
         session.commit()
     echo("网页登录（先运行 jingfang serve，再打开 http://127.0.0.1:8000/）：")
     for username, role, region, _name in rows:
-        echo(f"  {pad(UserRole(role).label, 14)}用户名 {username:<8} 密码 {DEMO_PASSWORD}  地区 {region}")
-    return [(u, r, g) for u, r, g, _ in rows]
+        if (username, role, region, _name) in created:
+            echo(f"  {pad(UserRole(role).label, 14)}用户名 {username:<8} 密码 {DEMO_PASSWORD}  地区 {region}")
+        else:
+            echo(f"  用户名 {username} 已存在，未更改（密码不变）")
+    return [(u, r, g) for u, r, g, _ in created]

@@ -28,6 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from registry import codes, models
+from registry.audit import audit_row, cli_actor
+from registry.ids import mask
 from registry.errors import ImportRejected, InvalidInput, Issue
 from registry.models import utcnow
 from registry.validation import (
@@ -93,6 +95,8 @@ class ImportResult:
 
     tables: dict[str, TableResult] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
+    # 身份信息变更 (patient_id, field, old, new) of stored patients this import changed (ID numbers masked)
+    changes: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检"}
@@ -101,18 +105,24 @@ class ImportResult:
             text = f"{names[stem]} {res.read} 行（新增或更新 {res.written}，未变 {res.unchanged}"
             text += f"，跳过 {res.skipped}）" if res.skipped else "）"
             parts.append(text)
-        return "导入完成：" + "；".join(parts) if parts else "没有可导入的文件"
+        text = "导入完成：" + "；".join(parts) if parts else "没有可导入的文件"
+        if self.changes:
+            lines = [f"  患者 {pid} {_IDENTITY_LABELS[f]}：{old or '（空）'} → {new or '（空）'}" for pid, f, old, new in self.changes[:200]]
+            more = f"\n  ……另有 {len(self.changes) - 200} 处" if len(self.changes) > 200 else ""
+            text += f"\n已有患者的身份信息被更改 {len(self.changes)} 处（请核对）：\n" + "\n".join(lines) + more
+        return text
 
 
 class _Row:
     """One data row: its file line, parsed values and issues (light: there are millions)."""
 
-    __slots__ = ("line", "values", "issues")
+    __slots__ = ("line", "values", "issues", "file")
 
-    def __init__(self, line: int, values: dict[str, Any]):
+    def __init__(self, line: int, values: dict[str, Any], file: str = ""):
         self.line = line
         self.values = values
         self.issues: list[Issue] = []
+        self.file = file  # the CSV file, or "workbook.xlsx:sheet"
 
 
 # ---------------------------------------------------------------- reading
@@ -159,6 +169,7 @@ class _Table:
 
     lines: list[int]
     columns: dict[str, list[str]]
+    file: str = ""
 
 
 def _rows_from_table(stem: str, file: str, table: Iterable[tuple[int, list[str]]]) -> tuple[_Table | None, list[Issue]]:
@@ -187,7 +198,7 @@ def _rows_from_table(stem: str, file: str, table: Iterable[tuple[int, list[str]]
         kept.append(cells)
     by_column = list(zip(*kept)) if kept else [()] * width
     columns = {name: list(by_column[i]) for i, name in enumerate(mapping) if name}
-    return _Table(lines, columns), issues
+    return _Table(lines, columns, file), issues
 
 
 def _read_csv(path: Path) -> tuple[_Table | None, list[Issue]]:
@@ -221,22 +232,44 @@ def _cell_text(value) -> str:
     return str(value)
 
 
+def _sheet_cells(row, where: str, formulas: list[Issue]) -> list[str]:
+    """A sheet row's cells as text; a formula cell is an issue naming the cell (its value would be
+    read as blank or as the formula's text: silent data loss)."""
+    cells = []
+    for cell in row:
+        if getattr(cell, "data_type", None) == "f":
+            coordinate = getattr(cell, "coordinate", "?")
+            formulas.append(Issue("FORMULA_CELL", f"单元格 {coordinate} 是公式，请改为数值或文本后再导入",
+                                  file=where, line=getattr(cell, "row", None), column=coordinate))
+            cells.append("")
+        else:
+            cells.append(_cell_text(getattr(cell, "value", None)))
+    return cells
+
+
 def _read_xlsx(path: Path) -> dict[str, tuple[_Table | None, list[Issue]]]:
     from openpyxl import load_workbook
 
     try:
-        wb = load_workbook(path, read_only=True, data_only=True)
+        wb = load_workbook(path, read_only=True, data_only=False)
     except Exception as err:  # openpyxl raises many types for a broken file
         raise InvalidInput.single("BAD_XLSX", f"无法读取 Excel 文件 {path.name}：{err}") from None
     out = {}
     try:
         for sheet in wb.worksheets:
             stem = sheet.title.strip().removesuffix(".csv")
+            where = f"{path.name}:{sheet.title}"
             if stem not in FILE_SPECS:
-                out[sheet.title] = (None, [Issue("UNKNOWN_SHEET", f"未知的工作表“{sheet.title}”；应为 {'、'.join(FILE_SPECS)}", file=f"{path.name}:{sheet.title}")])
+                out[sheet.title] = (None, [Issue("UNKNOWN_SHEET", f"未知的工作表“{sheet.title}”；应为 {'、'.join(FILE_SPECS)}", file=where)])
                 continue
-            rows = ((i, [_cell_text(v) for v in r]) for i, r in enumerate(sheet.iter_rows(values_only=True), start=1))
-            out[stem] = _rows_from_table(stem, f"{path.name}:{sheet.title}", rows)
+            if stem in out:
+                first = out[stem][0].file if out[stem][0] is not None else stem
+                out[f"{sheet.title}#duplicate"] = (None, [Issue("DUPLICATE_SHEET", f"工作表“{sheet.title}”与“{first.split(':', 1)[-1]}”都对应 {stem}，只能有一个", file=where)])
+                continue
+            formulas: list[Issue] = []
+            rows = ((i, _sheet_cells(r, where, formulas)) for i, r in enumerate(sheet.iter_rows(), start=1))
+            table, issues = _rows_from_table(stem, where, rows)
+            out[stem] = (None, formulas + issues) if formulas else (table, issues)
     finally:
         wb.close()
     return out
@@ -251,6 +284,12 @@ def read_sources(path: Path) -> dict[str, tuple[_Table | None, list[Issue]]]:
             file = path / f"{stem}.csv"
             if file.exists():
                 found[stem] = _read_csv(file)
+        known = {f"{stem}.csv" for stem in FILE_SPECS}
+        # a data file by its suffix (README.md and the like may sit beside the files)
+        unknown = sorted(p.name for p in path.iterdir() if p.name not in known and not p.name.startswith(".")
+                         and p.suffix.lower() in DATA_SUFFIXES)
+        for name in unknown:  # e.g. followup.csv: ignoring it would lose its rows silently
+            found[f"{name}#unknown"] = (None, [Issue("UNKNOWN_FILE", f"未知的文件“{name}”；可导入的文件为 {'、'.join(sorted(known))}，请改名或移出该目录", file=name)])
         if not found:
             raise InvalidInput.single("NO_FILES", f"目录 {path} 中没有可导入的文件（{'、'.join(s + '.csv' for s in FILE_SPECS)}）")
         return found
@@ -292,12 +331,19 @@ def _chunks(items: list, size: int):
 
 
 FILE_NAMES = {stem: f"{stem}.csv" for stem in FILE_SPECS}
+# Issues about the files themselves: the import stops even with skip_invalid (nothing can be skipped).
+DATA_SUFFIXES = frozenset({".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls"})
+FATAL = frozenset({"UNKNOWN_FILE", "DUPLICATE_SHEET", "UNKNOWN_SHEET"})
+
+# 统计信息 After this many rows written, the tables' planner statistics are refreshed: a schedule
+# right after a large import otherwise plans on empty-table statistics (issue 18: 40× slower).
+ANALYZE_ROWS = 1000
 
 
 def _tag(row: _Row, stem: str, issues: list[Issue]) -> None:
-    """Attach issues to a row with its file and line."""
+    """Attach issues to a row with its file (CSV file or workbook:sheet) and line."""
     for i in issues:
-        row.issues.append(Issue(i.code, i.message, file=FILE_NAMES[stem], line=row.line, column=i.column, value=i.value))
+        row.issues.append(Issue(i.code, i.message, file=row.file or FILE_NAMES[stem], line=row.line, column=i.column, value=i.value))
 
 
 def _parse_sources(sources: dict[str, tuple[_Table | None, list[Issue]]]) -> tuple[dict[str, list[_Row]], list[Issue]]:
@@ -312,7 +358,8 @@ def _parse_sources(sources: dict[str, tuple[_Table | None, list[Issue]]]) -> tup
         n = len(table.lines)
         values, issues = parse_columns(table.columns, n, specs)
         names_ = [s.name for s in specs]
-        srows = list(map(_Row, table.lines, map(dict, map(zip, repeat(names_), zip(*(values[k] for k in names_))))))
+        srows = list(map(_Row, table.lines, map(dict, map(zip, repeat(names_), zip(*(values[k] for k in names_)))),
+                         repeat(table.file or FILE_NAMES[stem])))
         for i, row_issues in issues.items():
             _tag(srows[i], stem, row_issues)
         rows[stem] = srows
@@ -397,7 +444,7 @@ class _Patients:
         prow = self.file_patients.get(pid)
         if prow is not None:
             if prow.issues:
-                _tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者编号 {pid} 在 patients.csv 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
+                _tag(row, stem, [Issue("PATIENT_ROW_INVALID", f"患者编号 {pid} 在 {prow.file} 第{prow.line}行有错误，本行不能导入", column="patient_id", value=pid)])
                 return None
             facts = self._facts.get(pid)
             if facts is None:
@@ -412,9 +459,18 @@ class _Patients:
 def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date) -> None:
     """随访 ``validation.check_follow_up`` per row; key (patient, date, n-th of the date in file order)."""
     ordinal: dict[tuple[str, date], int] = {}
+    seen: dict[int, _Row] = {}  # by the hash of the whole row (memory: millions of rows), checked on a hit
+    names = [s.name for s in FILE_SPECS["followups"]]
     for row in followup_rows:
         facts = patients.facts("followups", row)
         _tag(row, "followups", check_follow_up(row.values, today=today, patient=facts, channel=Channel.IMPORT))
+        whole = tuple(map(row.values.get, names))
+        earlier = seen.setdefault(hash(whole), row)
+        if earlier is not row and tuple(map(earlier.values.get, names)) == whole:
+            first = earlier.line  # the same visit typed twice would become two visits
+            _tag(row, "followups", [Issue("DUPLICATE_ROW", f"第{row.line}行与第{first}行完全相同（同一次随访重复录入）；"
+                                          "同一天确有两次随访时请至少区分一项内容", column="patient_id",
+                                          value=str(row.values.get("patient_id")))])
         key = (row.values.get("patient_id"), row.values.get("visit_on"))
         ordinal[key] = ordinal.get(key, 0) + 1
         row.values["seq"] = ordinal[key]
@@ -539,6 +595,8 @@ def import_path(
     today: date,
     skip_invalid: bool = False,
     progress: Progress | None = None,
+    analyze_rows: int = ANALYZE_ROWS,
+    actor: str | None = None,
 ) -> ImportResult:
     """导入 Validate every row of the files at ``path``, then write them in one transaction.
 
@@ -549,9 +607,13 @@ def import_path(
     sources = read_sources(Path(path))
     with engine.begin() as conn:
         rows, issues = _validate(sources, conn, today)
-        if issues and not skip_invalid:
+        if issues and (not skip_invalid or any(i.code in FATAL for i in issues)):
             raise ImportRejected(message=f"导入被拒绝：发现 {len(issues)} 个问题，未写入任何数据", issues=issues)
         result = ImportResult(issues=issues)
+        if "patients" in rows:
+            result.changes = _identity_changes(conn, [r.values for r in rows["patients"] if not r.issues])
+            if result.changes:  # the patient's change history: one audit row per changed patient
+                _record_changes(conn, result.changes, actor)
         for stem in FILE_SPECS:
             if stem not in rows:
                 continue
@@ -563,4 +625,53 @@ def import_path(
             table, keys = _TABLES[stem]
             written = _upsert(conn, table, keys, good, progress, stem)
             result.tables[stem] = TableResult(read=len(srows), written=written, unchanged=len(good) - written, skipped=len(srows) - len(good))
+    if sum(t.written for t in result.tables.values()) >= analyze_rows:
+        analyze(engine, [_TABLES[stem][0].name for stem, t in result.tables.items() if t.written])
     return result
+
+
+def analyze(engine: Engine, tables: list[str]) -> None:
+    """统计信息 Refresh the planner statistics of ``tables`` (PostgreSQL ANALYZE; SQLite ANALYZE with an
+    analysis limit, so a large table costs a sample, not a scan)."""
+    if not tables:
+        return
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA analysis_limit=2000")
+        for name in tables:
+            conn.exec_driver_sql(f'ANALYZE "{name}"')
+
+
+IDENTITY_FIELDS = ("name", "village_code", "id_number")
+_IDENTITY_LABELS = {"name": "姓名", "village_code": "村编码", "id_number": "身份证号"}
+
+
+def _record_changes(conn: Connection, changes: list[tuple[str, str, str, str]], actor: str | None) -> None:
+    """身份变更记录 One audit row (action ``import_change``) per patient whose identity the import changed,
+    in the import's transaction: field, old → new (ID numbers masked)."""
+    who = actor or cli_actor()
+    by_patient: dict[str, list[str]] = {}
+    for pid, f, old, new in changes:
+        by_patient.setdefault(pid, []).append(f"{_IDENTITY_LABELS[f]}：{old or '（空）'} → {new or '（空）'}")
+    conn.execute(models.AuditLog.__table__.insert(), [
+        audit_row(actor=who, action="import_change", object_type="patient", object_id=pid, detail="；".join(parts), source="import")
+        for pid, parts in by_patient.items()])
+
+
+def _identity_changes(conn: Connection, records: list[dict]) -> list[tuple[str, str, str, str]]:
+    """身份信息变更 Name, village or ID number of a stored patient that the file changes (ID numbers masked)."""
+    by_id = {r["patient_id"]: r for r in records}
+    if not by_id:
+        return []
+    t = models.Patient.__table__
+    changes = []
+    for chunk in _chunks(sorted(by_id), 900):
+        for stored in conn.execute(sa.select(t.c.patient_id, *(t.c[f] for f in IDENTITY_FIELDS)).where(t.c.patient_id.in_(chunk))):
+            new = by_id[stored.patient_id]
+            for f in IDENTITY_FIELDS:
+                old_value, new_value = getattr(stored, f), new.get(f)
+                if (old_value or None) != (new_value or None):
+                    shown = (mask(old_value), mask(new_value)) if f == "id_number" else (old_value, new_value)
+                    changes.append((stored.patient_id, f, shown[0] or "", shown[1] or ""))
+    changes.sort()
+    return changes

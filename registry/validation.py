@@ -16,6 +16,8 @@ checks consult that table (``applies``) — the table is the behaviour, not a co
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -25,6 +27,7 @@ from registry import codes
 from registry.errors import Issue
 from registry.ids import id_problem
 from registry.rules import classification_conflict
+from registry.storable_text import BAD_CHARS, BAD_CHARS_SINGLE_LINE, bad_text_message
 
 
 class FieldError(Exception):
@@ -45,6 +48,7 @@ class FieldSpec:
     parse: Callable[[str], Any]
     required: bool = False
     default: Any = None
+    multiline: bool = False  # tab and line breaks allowed inside (registry.storable_text)
 
 
 # ---------------------------------------------------------------- parsers
@@ -56,6 +60,35 @@ def text(max_len: int) -> Callable[[str], str]:
         return raw
 
     def column(cells: list[str], default, required: bool) -> list:
+        if max(map(len, cells), default=0) > max_len or (required and "" in cells):
+            raise ValueError
+        return [c if c else default for c in cells]
+
+    parse.column = column
+    return parse
+
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def normalise_id(raw: str) -> str:
+    """编号规范化 An id as keys are compared (issue 18): NFKC (full-width letters and digits become
+    ASCII), zero-width characters removed, trimmed."""
+    return unicodedata.normalize("NFKC", raw).translate(_ZERO_WIDTH).strip()
+
+
+def identifier(max_len: int) -> Callable[[str], str]:
+    """编号 An id (patient, village, region, team member): normalised (``normalise_id``), then bounded."""
+
+    def parse(raw: str) -> str:
+        value = normalise_id(raw)
+        if len(value) > max_len:
+            raise FieldError("TOO_LONG", f"长度 {len(value)} 超过上限 {max_len} 个字符")
+        return value
+
+    def column(cells: list[str], default, required: bool) -> list:
+        if not "".join(cells).isascii():
+            cells = [normalise_id(c) for c in cells]
         if max(map(len, cells), default=0) > max_len or (required and "" in cells):
             raise ValueError
         return [c if c else default for c in cells]
@@ -116,10 +149,13 @@ def risk(raw: str) -> int:
         raise FieldError("BAD_CODE", f"危险性“{raw}”无效，应为 0–5 级") from None
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
 def _date_column(cells: list[str], default, required: bool) -> list:
     if required and "" in cells:
         raise ValueError
-    if any(len(c) not in (0, 10) for c in cells):
+    if any(len(c) not in (0, 10) for c in cells) or not all(map(_ISO_DATE.fullmatch, filter(None, cells))):
         raise ValueError
     fromiso = date.fromisoformat
     return [fromiso(c) if c else default for c in cells]
@@ -127,9 +163,10 @@ def _date_column(cells: list[str], default, required: bool) -> list:
 
 def iso_date(raw: str) -> date:
     try:
-        if len(raw) == 10:
+        # contract.md: dates are ISO YYYY-MM-DD (not the other forms fromisoformat takes, e.g. 2026-W45-1)
+        if len(raw) == 10 and _ISO_DATE.fullmatch(raw):
             return date.fromisoformat(raw)
-        if len(raw) == 19 and raw[10] in " T" and raw.endswith("00:00:00"):  # spreadsheet datetime
+        if len(raw) == 19 and _ISO_DATE.fullmatch(raw[:10]) and raw[10] in " T" and raw.endswith("00:00:00"):  # spreadsheet datetime
             return date.fromisoformat(raw[:10])
     except ValueError:
         pass
@@ -202,20 +239,20 @@ def symptom_list(raw: str) -> str:
 # ---------------------------------------------------------------- field specs per entity
 
 REGION_FIELDS = [
-    FieldSpec("code", "编码", text(32), required=True),
+    FieldSpec("code", "编码", identifier(32), required=True),
     FieldSpec("name", "名称", text(100), required=True),
     FieldSpec("level", "级别", coded(codes.RegionLevel), required=True),
-    FieldSpec("parent_code", "上级编码", text(32)),
+    FieldSpec("parent_code", "上级编码", identifier(32)),
     FieldSpec("population", "常住人口", population),
 ]
 
 PATIENT_FIELDS = [
-    FieldSpec("patient_id", "患者编号", text(64), required=True),
+    FieldSpec("patient_id", "患者编号", identifier(64), required=True),
     FieldSpec("name", "姓名", text(100), required=True),
     FieldSpec("sex", "性别", coded(codes.Sex), required=True),
     FieldSpec("birth_date", "出生日期", iso_date, required=True),
     FieldSpec("id_number", "身份证号", text(18)),
-    FieldSpec("village_code", "村编码", text(32), required=True),
+    FieldSpec("village_code", "村编码", identifier(32), required=True),
     FieldSpec("address", "现住址", text(255)),
     FieldSpec("phone", "联系电话", text(32)),
     FieldSpec("diagnosis", "诊断", diagnosis, required=True),
@@ -241,7 +278,7 @@ PATIENT_EXTRA_FIELDS = [
 
 SOCIAL_FUNCTION = coded(codes.Condition)
 FOLLOW_UP_FIELDS = [
-    FieldSpec("patient_id", "患者编号", text(64), required=True),
+    FieldSpec("patient_id", "患者编号", identifier(64), required=True),
     FieldSpec("visit_on", "随访日期", iso_date, required=True),
     FieldSpec("mode", "随访方式", coded(codes.FollowUpMode)),
     FieldSpec("lost_reason", "失访原因", coded(codes.LostReason)),
@@ -273,40 +310,40 @@ FOLLOW_UP_EXTRA_FIELDS = [
     FieldSpec("death_on", "死亡日期", iso_date),
     FieldSpec("death_cause", "死亡原因", text(100)),
     FieldSpec("symptoms", "目前症状", symptom_list),
-    FieldSpec("symptoms_other", "其他症状", text(255)),
+    FieldSpec("symptoms_other", "其他症状", text(255), multiline=True),
     FieldSpec("sleep", "睡眠情况", coded(codes.Condition)),
     FieldSpec("diet", "饮食情况", coded(codes.Condition)),
     FieldSpec("incidents_other", "其他危害行为", count),
     FieldSpec("lock_status", "关锁情况", coded(codes.LockStatus)),
     FieldSpec("last_discharge_on", "末次出院日期", iso_date),
-    FieldSpec("lab_tests", "实验室检查", text(255)),
+    FieldSpec("lab_tests", "实验室检查", text(255), multiline=True),
     FieldSpec("adverse_reaction", "药物不良反应", coded(codes.AdverseReaction)),
     FieldSpec("treatment_effect", "治疗效果", coded(codes.TreatmentEffect)),
     FieldSpec("referral", "是否转诊", flag),
-    FieldSpec("referral_reason", "转诊原因", text(255)),
+    FieldSpec("referral_reason", "转诊原因", text(255), multiline=True),
     FieldSpec("referral_to", "转诊至机构及科室", text(255)),
     FieldSpec("specialist_contacted", "是否联系精神专科医师", flag),
     FieldSpec("joint_notified", "是否通知联席部门", flag),
     FieldSpec("notified_police", "受理人(公安)", text(100)),
     FieldSpec("notified_community", "受理人(社区)", text(100)),
-    FieldSpec("medication", "用药情况", text(1000)),
-    FieldSpec("advised_medication", "用药指导", text(1000)),
+    FieldSpec("medication", "用药情况", text(1000), multiline=True),
+    FieldSpec("advised_medication", "用药指导", text(1000), multiline=True),
     FieldSpec("lai_drug", "长效针剂", text(100)),
     FieldSpec("lai_interval_weeks", "注射间隔周", positive_int(1, 52)),
     FieldSpec("lai_dose", "针剂剂量", text(50)),
-    FieldSpec("rehabilitation_measures", "康复措施", text(255)),
+    FieldSpec("rehabilitation_measures", "康复措施", text(255), multiline=True),
     FieldSpec("next_visit_on", "下次随访日期", iso_date),
     FieldSpec("doctor_signature", "随访医生签名", text(100)),
 ]
 
 HEALTH_CHECK_FIELDS = [
-    FieldSpec("patient_id", "患者编号", text(64), required=True),
+    FieldSpec("patient_id", "患者编号", identifier(64), required=True),
     FieldSpec("checked_on", "体检日期", iso_date, required=True),
 ]
 
 # contract.md injections.csv; the form and API carry the date only (the plan names the drug).
 INJECTION_FIELDS = [
-    FieldSpec("patient_id", "患者编号", text(64), required=True),
+    FieldSpec("patient_id", "患者编号", identifier(64), required=True),
     FieldSpec("given_on", "注射日期", iso_date, required=True),
 ]
 
@@ -326,12 +363,25 @@ STATUS_FIELDS = [
 ]
 
 TEAM_MEMBER_FIELDS = [
-    FieldSpec("member_id", "成员编号", text(64), required=True),
+    FieldSpec("member_id", "成员编号", identifier(64), required=True),
     FieldSpec("name", "姓名", text(100), required=True),
     FieldSpec("role", "角色", coded(codes.TeamRole), required=True),
     FieldSpec("phone", "电话", text(32)),
-    FieldSpec("region_code", "服务地区编码", text(32), required=True),
+    FieldSpec("region_code", "服务地区编码", identifier(32), required=True),
 ]
+
+
+def _shown(cell: str) -> str:
+    """A refused value as an issue may show it: its control characters as U+ codes."""
+    return BAD_CHARS_SINGLE_LINE.sub(lambda m: f"<U+{ord(m.group()):04X}>", cell[:80])
+
+
+def _bad_text_rows(cells: list[str], spec: FieldSpec) -> set[int]:
+    """Rows of a column whose cell holds a refused character (one search over the column first)."""
+    pattern = BAD_CHARS if spec.multiline else BAD_CHARS_SINGLE_LINE
+    if pattern.search("".join(cells)) is None:
+        return set()
+    return {i for i, c in enumerate(cells) if pattern.search(c)}
 
 
 def parse_fields(raw: dict[str, str], specs: list[FieldSpec]) -> tuple[dict[str, Any], list[Issue]]:
@@ -340,7 +390,13 @@ def parse_fields(raw: dict[str, str], specs: list[FieldSpec]) -> tuple[dict[str,
     issues: list[Issue] = []
     for spec in specs:
         cell = raw.get(spec.name)
-        cell = cell.strip() if cell is not None else ""
+        cell = cell.strip(" \t\r\n") if cell is not None else ""
+        bad = bad_text_message(cell, multiline=spec.multiline)
+        if bad:
+            issues.append(Issue("BAD_TEXT", f"{spec.label}({spec.name}): {bad}", column=spec.name, value=_shown(cell)))
+            values[spec.name] = None
+            continue
+        cell = cell.strip()
         if cell == "":
             if spec.required:
                 issues.append(Issue("REQUIRED", f"{spec.label}不能为空", column=spec.name))
@@ -364,8 +420,15 @@ def parse_columns(columns: dict[str, list[str]], n: int, specs: list[FieldSpec])
         if cells is None:
             values[spec.name] = [spec.default] * n
             continue
+        cells = [c.strip(" \t\r\n") for c in cells]
+        bad_rows = _bad_text_rows(cells, spec)
+        if bad_rows:
+            for i in bad_rows:
+                issues.setdefault(i, []).append(Issue("BAD_TEXT", f"{spec.label}({spec.name}): {bad_text_message(cells[i], multiline=spec.multiline)}",
+                                                      column=spec.name, value=_shown(cells[i])))
+                cells[i] = ""
         cells = list(map(str.strip, cells))
-        fast = getattr(spec.parse, "column", None)
+        fast = None if bad_rows else getattr(spec.parse, "column", None)
         if fast is not None:
             try:
                 values[spec.name] = fast(cells, spec.default, spec.required)
@@ -374,6 +437,9 @@ def parse_columns(columns: dict[str, list[str]], n: int, specs: list[FieldSpec])
                 pass
         out = []
         for i, cell in enumerate(cells):
+            if i in bad_rows:
+                out.append(None)
+                continue
             if cell == "":
                 if spec.required:
                     issues.setdefault(i, []).append(Issue("REQUIRED", f"{spec.label}不能为空", column=spec.name))

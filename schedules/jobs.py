@@ -121,7 +121,10 @@ def recorded(engine: Engine, job: str, as_of: date | None, source: str, fn):
     except BaseException as exc:
         _finish(engine, run_id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         raise
-    _finish(engine, run_id, counts=counts)
+    failed = counts.get("failed") if isinstance(counts, dict) else None
+    # a job of several units (the townships' lists) that completed some: an error naming the failed ones
+    _finish(engine, run_id, counts=counts,
+            error="failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()) if failed else None)
     return counts
 
 

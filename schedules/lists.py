@@ -16,6 +16,8 @@ tests check the rendered PDFs.
 from __future__ import annotations
 
 import json
+import logging
+import traceback
 from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -40,6 +42,8 @@ from registry.rules import complete_sql
 from registry.resources import template_dir
 from registry.codes import VISIT_KINDS, TaskKind
 from schedules.worklist import open_tasks
+
+log = logging.getLogger(__name__)
 
 TEMPLATES = template_dir("lists")
 ROLE_LABEL = {"doctor": "精防医生", "police": "民警", "village": "村(社区)干部/网格员", "civil_affairs": "民政专干"}
@@ -429,21 +433,41 @@ def write_pdfs(data: dict, out_dir: Path, generated: str) -> list[Path]:
     return [write_pdf(data, wl, out_dir, generated) for wl in data["lists"]]
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_row(sheet, values: list) -> None:
+    """文本单元格 Append a row whose text cells are text, never formulas (issue 18: a name
+    ``=HYPERLINK(...)`` must not become a live formula): every string cell is stored as a string
+    (``data_type 's'``), and one that a spreadsheet would read as a formula carries the quote
+    prefix, so editing it keeps it text. The value is unchanged when read back."""
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    # a control character stored before validation refused it (issue 18) is shown as U+FFFD: openpyxl
+    # refuses it, and one bad name must not stop the township's lists
+    sheet.append([ILLEGAL_CHARACTERS_RE.sub("\ufffd", v) if isinstance(v, str) else v for v in values])
+    for cell in sheet[sheet.max_row]:
+        if isinstance(cell.value, str):
+            cell.data_type = "s"
+            if cell.value.startswith(FORMULA_START):
+                cell.quotePrefix = True
+
+
 def _sheet(book, title: str, heading: str, wl: WorkList, groups: list[tuple[str, list[dict]]]) -> None:
     from openpyxl.styles import Alignment, Font, PatternFill
 
     sheet = book.create_sheet(title)
-    sheet.append([heading])
+    text_row(sheet, [heading])
     sheet["A1"].font = Font(bold=True, size=13)
     headers = ["村(社区)"] + [c.title for c in wl.columns] + (["签到", "签名", "备注"] if wl.signatures else [])
-    sheet.append(headers)
+    text_row(sheet, headers)
     for cell in sheet[2]:
         cell.font = Font(bold=True)
         cell.fill = PatternFill("solid", fgColor="DDE6F0")
         cell.alignment = Alignment(vertical="center", wrap_text=True)
     for village, rows in groups:
         for row in rows:
-            sheet.append([village] + [row.get(c.key, "") for c in wl.columns] + (["", "", ""] if wl.signatures else []))
+            text_row(sheet, [village] + [row.get(c.key, "") for c in wl.columns] + (["", "", ""] if wl.signatures else []))
     widths = [12] + [c.width for c in wl.columns] + ([8, 12, 12] if wl.signatures else [])
     for i, width in enumerate(widths, start=1):
         sheet.column_dimensions[sheet.cell(row=2, column=i).column_letter].width = width
@@ -556,30 +580,59 @@ def render_workers(townships: int) -> int:
     return max(1, min(parallelism("JINGFANG_RENDER_WORKERS", MAX_RENDER_WORKERS), townships))
 
 
+def _failed(engine: Engine, code: str, week: date, exc: BaseException, on_failed) -> None:
+    """One township's lists failed: logged with the cause, alerted through the outbox (identifier-free:
+    the township and the kind of error, never the message, which may quote a patient's data)."""
+    from schedules.notify import queue_failure_alert
+
+    log.error("lists of township %s for %s failed: %s", code, week, "".join(traceback.format_exception(exc, limit=5)))
+    try:
+        with engine.begin() as conn:
+            queue_failure_alert(conn, township_code=code, week=week, reason=type(exc).__name__)
+    except Exception:  # the alert is best effort: the run record still names the township
+        log.exception("could not queue the failure alert of township %s", code)
+    if on_failed:
+        on_failed(code, exc)
+
+
 def write_townships(engine: Engine, *, codes: list[str], week: date, out_root: Path, actor: str = "scheduler",
-                    base_url: str | None = None, on_written=None) -> list[dict]:
+                    base_url: str | None = None, on_written=None, on_failed=None) -> list[dict]:
     """写多个乡镇的五单 The lists of several townships, ``out_root/<code>/`` each.
 
     The data of every township is read here first; the PDFs (about 3 s of WeasyPrint CPU per
     township of 250 patients) are rendered in parallel processes (``render_workers``); each
     township's export audit row and notifications are written here, in its own transaction, as
     its files are complete, in the order of ``codes``. ``on_written(result)`` is called after each.
+
+    Each township is its own unit of work (issue 18): one whose data, rendering or record fails is
+    logged, alerted through the outbox (``notify.queue_failure_alert``) and reported to
+    ``on_failed(code, exc)``; the others complete.
     """
     generated = _generated()
-    datas = [build_lists(engine, township_code=code, week=week) for code in codes]
-    workers = render_workers(len(codes))
+    datas = []
+    for code in codes:
+        try:
+            datas.append(build_lists(engine, township_code=code, week=week))
+        except Exception as exc:
+            _failed(engine, code, week, exc, on_failed)
+    workers = render_workers(len(datas))
     results = []
 
-    def finish(data: dict, files: list[Path]) -> None:
-        result = {"township_code": data["township_code"], "township_name": data["township_name"], "files": files,
-                  "counts": data["counts"], "queued": _record(engine, data, actor, base_url)}
+    def finish(data: dict, render) -> None:
+        try:
+            files = render()
+            result = {"township_code": data["township_code"], "township_name": data["township_name"], "files": files,
+                      "counts": data["counts"], "queued": _record(engine, data, actor, base_url)}
+        except Exception as exc:
+            _failed(engine, data["township_code"], week, exc, on_failed)
+            return
         results.append(result)
         if on_written:
             on_written(result)
 
     if workers == 1:
         for data in datas:
-            finish(data, render_files(data, Path(out_root) / data["township_code"], generated))
+            finish(data, lambda data=data: render_files(data, Path(out_root) / data["township_code"], generated))
         return results
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -588,7 +641,7 @@ def write_townships(engine: Engine, *, codes: list[str], week: date, out_root: P
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(render_files, data, Path(out_root) / data["township_code"], generated) for data in datas]
         for data, future in zip(datas, futures):
-            finish(data, future.result())
+            finish(data, future.result)
     return results
 
 
@@ -598,10 +651,17 @@ def write_all_townships(engine: Engine, *, week: date, out_dir: Path) -> dict:
     with engine.connect() as conn:
         codes = conn.execute(sa.select(r.c.code).where(r.c.level == "township").order_by(r.c.code)).scalars().all()
     totals: dict = {"townships": 0, "files": 0, "queued": 0}
-    for result in write_townships(engine, codes=list(codes), week=week, out_root=Path(out_dir)):
+    failed: dict[str, str] = {}
+
+    def on_failed(code: str, exc: BaseException) -> None:
+        failed[code] = f"{type(exc).__name__}: {exc}"[:300]
+
+    for result in write_townships(engine, codes=list(codes), week=week, out_root=Path(out_dir), on_failed=on_failed):
         totals["townships"] += 1
         totals["files"] += len(result["files"])
         totals["queued"] += result["queued"]
         for slug, n in result["counts"].items():
             totals[slug] = totals.get(slug, 0) + n
+    if failed:
+        totals["failed"] = failed  # schedules.jobs.recorded marks the run an error naming them
     return totals

@@ -229,6 +229,30 @@ def queue_list_notifications(conn: Connection, *, township_code: str, township_n
     return queued
 
 
+def queue_failure_alert(conn: Connection, *, township_code: str, week: date, reason: str) -> int:
+    """五单失败告警 Queue an alert that one township's weekly lists failed, for every webhook whose region
+    covers it (caller's transaction). Identifier-free: the township, the week and the kind of error
+    only. Once per township and week (dedupe key), like the lists' own message."""
+    hooks, r = Webhook.__table__, Region.__table__
+    scope = _ancestors(conn, township_code)
+    name = conn.execute(sa.select(r.c.name).where(r.c.code == township_code)).scalar() or township_code
+    payload = json.dumps({"event": "lists.failed", "township": township_code, "township_name": name,
+                          "week": week.isoformat(), "error": reason[:80]}, ensure_ascii=False)
+    rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code)
+                        .where(hooks.c.active == sa.true(), hooks.c.removed_at.is_(None))).all()
+    t = OutboxMessage.__table__
+    key = f"lists-failed:{township_code}:{week.isoformat()}"
+    queued = 0
+    for hook_id, region in rows:
+        if region is not None and region not in scope:
+            continue
+        if conn.execute(sa.select(t.c.id).where(t.c.webhook_id == hook_id, t.c.dedupe_key == key)).first() is None:
+            conn.execute(sa.insert(t).values(webhook_id=hook_id, dedupe_key=key, payload=payload, status="pending",
+                                             attempts=0, next_attempt_at=now_utc(), created_at=now_utc()))
+            queued += 1
+    return queued
+
+
 def truncate_bytes(text: str, limit: int) -> str:
     """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
     return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
@@ -237,6 +261,10 @@ def truncate_bytes(text: str, limit: int) -> str:
 def message_text(payload: dict, limit: int = MARKDOWN_BYTES) -> str:
     """The robot message, at most ``limit`` UTF-8 bytes: when too long the counts line is cut,
     never the link to the lists."""
+    if payload.get("event") == "lists.failed":
+        return truncate_bytes(f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
+                              f" {payload.get('week')} 周五单生成失败（{payload.get('error')}），请管理员查看调度运行记录"
+                              "（jingfang runs）。", limit)
     counts = payload.get("counts", {})
     parts = "，".join(f"{LIST_TITLES.get(k, k)} {v}" for k, v in counts.items())
     head = (f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"

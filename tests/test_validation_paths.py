@@ -50,6 +50,9 @@ FOLLOW_UPS = [
     ({"patient_id": "P5", "visit_on": "2026-03-01", "risk_level": "0"}, set(), set()),
     # an unknown patient: an issue on the import, 403 on the web (it never tells whether it exists)
     ({"patient_id": "NOPE", "visit_on": "2026-06-01", "risk_level": "0"}, {"UNKNOWN_PATIENT"}, {"PATIENT_FORBIDDEN"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "risk_level": "0\x0b"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01\u200f", "risk_level": "0"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
+    ({"patient_id": "P1", "visit_on": "2026-W23-1", "risk_level": "0"}, {"BAD_DATE"}, {"BAD_DATE"}),
 ]
 
 HEALTH_CHECKS = [
@@ -82,6 +85,16 @@ PATIENTS = [
      {"BAD_NUMBER", "LAI_INCOMPLETE"}, {"BAD_NUMBER", "LAI_INCOMPLETE"}),
     # deliberate: the operator imports the whole county; a doctor registers in their own township
     ({"village_code": "V3"}, set(), {"VILLAGE_OUT_OF_SCOPE"}),
+    # control and bidi characters: BAD_TEXT on every path (issue 18), a NUL never reaches the database
+    ({"name": "吴\u202e六"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
+    ({"name": "吴\x0b六"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
+    ({"name": "吴\x00"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
+    ({"address": "幸福路\x1b[31m8号"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
+    ({"guardian_name": "\u2066某\u2069"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
+    ({"phone": "138\x7f0000"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
+    ({"address": "幸福路\n8号"}, {"BAD_TEXT"}, {"BAD_TEXT"}),  # one line
+    # dates are YYYY-MM-DD only (contract.md), ids compared after NFKC and without zero-width characters
+    ({"registered_on": "2026-W23-1"}, {"BAD_DATE"}, {"BAD_DATE"}),
 ]
 
 

@@ -7,6 +7,7 @@ import re
 from datetime import date, timedelta
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 from typer.testing import CliRunner
@@ -116,11 +117,21 @@ def test_pages_answer_errors_in_chinese_never_500(client, database):
 def test_demo_accounts(database):
     seed(database.engine)
     lines: list[str] = []
+    with database.engine.connect() as conn:
+        admin_before = conn.execute(sa.text("SELECT password_hash, role, region_code FROM app_user WHERE username = 'admin'")).first()
     rows = create_demo_users(database.engine, echo=lines.append)
-    assert rows == [("admin", "county_admin", "C"), ("doctor", "township_doctor", "T1"), ("police", "police", "T1"),
-                    ("civil", "civil_affairs", "T1")]
+    # issue 18: an existing account (the seeded admin) is never changed; the missing ones are created
+    assert admin_before is not None
+    with database.engine.connect() as conn:
+        seeded = set(conn.execute(sa.text("SELECT username FROM app_user")).scalars()) - {r[0] for r in rows}
+    every = [("admin", "county_admin", "C"), ("doctor", "township_doctor", "T1"), ("police", "police", "T1"),
+             ("civil", "civil_affairs", "T1")]
+    assert "admin" in seeded and rows == [r for r in every if r[0] not in seeded] and rows
     assert any("用户名 doctor" in line and DEMO_PASSWORD in line for line in lines)
-    create_demo_users(database.engine, echo=lines.append)  # re-running resets, never duplicates
+    assert any("用户名 admin 已存在，未更改" in line for line in lines)
+    assert create_demo_users(database.engine, echo=lines.append) == []  # re-running changes nothing
+    with database.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT password_hash, role, region_code FROM app_user WHERE username = 'admin'")).first() == admin_before
     c = TestClient(create_app(database.engine, today=lambda: TODAY))
     r = c.post("/api/session", json={"username": "doctor", "password": DEMO_PASSWORD})
     assert r.status_code == 200 and r.json()["role"] == "township_doctor"

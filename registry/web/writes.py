@@ -59,9 +59,11 @@ def _clean(raw: dict[str, Any]) -> dict[str, str]:
     for key, value in raw.items():
         if value is None:
             continue
-        if bad_text(str(key)) or (isinstance(value, str) and bad_text(value)):
+        if bad_text(str(key)):
             out[str(key).encode("utf-8", "replace").decode().replace("\x00", "")[:40] or "?"] = "\x00invalid"
             continue
+        # a value with a control or bidi character passes through: validation.parse_fields refuses it
+        # with BAD_TEXT naming the field (the one validation path)
         if isinstance(value, bool):
             out[key] = "1" if value else "0"
         elif isinstance(value, (int, float, str)):
