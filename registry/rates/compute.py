@@ -34,6 +34,10 @@ from registry.rates.snapshots import IndicatorSnapshot, is_frozen, snapshot_vers
 from registry.rates.targets import TargetSet, load_target_set, meets
 
 
+# the rate's scale: ‰ for the reported prevalence (indicators.md: numerator × 1000 / denominator)
+PER_UNIT = {"percent": 1, "permille": 1000, "count": 1}
+
+
 def resolve_target_set(name: str | None = None) -> TargetSet:
     """目标集 The argument, else the profile's ``target_set``, else ``default``."""
     return load_target_set(name or profile_document().get("target_set"))
@@ -41,7 +45,7 @@ def resolve_target_set(name: str | None = None) -> TargetSet:
 
 def indicator_values(counts: dict[str, int], population: int | None, targets: TargetSet, region: str, year: int) -> dict:
     """Every indicator's {numerator, denominator, rate, target, met} for one region."""
-    values = dict(counts, registered_permille=counts["registered"] * 1000, population=population)
+    values = dict(counts, population=population)
     out = {}
     for ind in INDICATORS:
         num = values[ind.numerator_column]
@@ -53,9 +57,9 @@ def indicator_values(counts: dict[str, int], population: int | None, targets: Ta
         out[ind.key] = {
             "numerator": num,
             "denominator": den,
-            "rate": rate(num, den),
+            "rate": rate(num * PER_UNIT[ind.unit], den),
             "target": target,
-            "met": meets(num, den or 0, target),
+            "met": meets(num * PER_UNIT[ind.unit], den or 0, target),
         }
     return out
 
