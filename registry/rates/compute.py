@@ -113,7 +113,9 @@ def compute_rates(engine: Engine, *, month: str, region_code: str | None = None,
 
     ``variant``: 规范管理 variant (default from the rule profile, else ``quarterly``);
     ``targets``: a target set name or JSON path (default from the profile, else ``default``);
-    ``today``: decides which months are closed (default: today in Asia/Shanghai).
+    ``today``: decides which months are closed (default: today in Asia/Shanghai); an open month
+    (one containing ``today``) is counted as of ``today`` (月中, indicators.md "Open months"):
+    ``as_of`` is then today's date.
     """
     return compute_rates_and_counts(engine, month=month, region_code=region_code, variant=variant, targets=targets,
                                     today=today)[0]
@@ -124,7 +126,8 @@ def compute_rates_and_counts(engine: Engine, *, month: str, region_code: str | N
                              use_state: bool = True) -> tuple[dict, dict[str, dict[str, int]]]:
     """``compute_rates`` plus the raw counts behind it (region → counts), which a caller can hand
     to ``reporting.write_monthly_report(counts=…)`` so the month is computed once."""
-    period = Period.parse(month)
+    today = today or local_today()
+    period = Period.requested(month, today)  # an open month: 月中, D = today (indicators.md "Open months")
     variant = resolve_variant(variant)
     target_set = resolve_target_set(targets)
     with engine.connect() as conn:
