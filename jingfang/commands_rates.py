@@ -10,7 +10,24 @@ import typer
 from jingfang.options import DbOption, engine_for, report_errors
 from jingfang.tables import table_lines
 
-MonthOption = Annotated[str, typer.Option("--month", help="统计月份 YYYY-MM")]
+MonthOption = Annotated[Optional[str], typer.Option("--month", help="统计月份 YYYY-MM（默认：上一个已结束的月份；"
+                                                   "本月须明确指定，按“月中”截至今天统计）", show_default=False)]
+
+
+def default_month(month: str | None) -> str:
+    """统计月份 The argument, else the last closed month (indicators.md "Open months")."""
+    from registry.clock import local_today  # noqa: PLC0415
+    from registry.periods import Period  # noqa: PLC0415
+
+    return month or Period.last_closed(local_today()).label
+
+
+def month_heading(doc: dict) -> str:
+    """``2026-06（截至 2026-06-30）``, or ``2026-12（月中，截至 2026-12-06）`` for an open month."""
+    from registry.periods import Period  # noqa: PLC0415
+
+    is_open = Period.parse(doc["month"]).as_of.isoformat() != doc["as_of"]
+    return f"{doc['month']}（{'月中，' if is_open else ''}截至 {doc['as_of']}"
 RegionOption = Annotated[Optional[str], typer.Option("--region", help="地区编码（默认顶级地区）", show_default=False)]
 VariantOption = Annotated[Optional[str], typer.Option("--variant", help="规范管理口径 quarterly | count（默认取规则配置）",
                                                       show_default=False)]
@@ -35,7 +52,7 @@ def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
     from registry.rates.indicators import INDICATORS  # noqa: PLC0415
     from registry.rates.reporting import format_rate  # noqa: PLC0415
 
-    lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {doc['month']}（截至 {doc['as_of']}，规范管理口径 {doc['variant']}）"]
+    lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {month_heading(doc)}，规范管理口径 {doc['variant']}）"]
     body = []
     for ind in INDICATORS:
         v = doc["indicators"][ind.key]
@@ -63,14 +80,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rates")
     @report_errors
-    def rates(month: MonthOption, region: RegionOption = None,
+    def rates(month: MonthOption = None, region: RegionOption = None,
               as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（contract.md）")] = False,
               variant: VariantOption = None, targets: TargetsOption = None, db: DbOption = None) -> None:
         """月度考核指标：在册、管理率、规范管理率、治疗率等。"""
         from registry.rates.compute import compute_rates  # noqa: PLC0415
 
         engine = engine_for(db)
-        doc = compute_rates(engine, month=month, region_code=region, variant=variant, targets=targets)
+        doc = compute_rates(engine, month=default_month(month), region_code=region, variant=variant, targets=targets)
         if as_json:
             typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
         else:
@@ -79,13 +96,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     @report_errors
-    def report(month: MonthOption,
-               out: Annotated[Path, typer.Option("--out", help="输出 PDF 文件")],
+    def report(out: Annotated[Path, typer.Option("--out", help="输出 PDF 文件")],
+               month: MonthOption = None,
                region: RegionOption = None, variant: VariantOption = None, targets: TargetsOption = None,
                db: DbOption = None) -> None:
         """月度指标 PDF 报告。"""
         from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
 
-        path = write_monthly_report(engine_for(db), month=month, region_code=region, out_path=out,
+        path = write_monthly_report(engine_for(db), month=default_month(month), region_code=region, out_path=out,
                                     variant=variant, targets=targets)
         typer.echo(f"月报已写入 {path}")

@@ -71,7 +71,7 @@ def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date
     # [scheduler] generate today's tasks and write the week's 五单
     demo_schedules.run_demo_step(engine, out, today=today, echo=echo)
     echo("")
-    # [indicators] the month's rate report and rates against targets
+    # [indicators] the last closed month's rate report and rates against targets (indicators.md "Open months")
     demo_rates.demo_step(engine, out, today=today, echo=echo)
     echo("")
     # [web] one login per role

@@ -108,6 +108,7 @@ def populate(engine, *, patients: int, seed: int, today: date, start: date | Non
     # dates; its own generator, so the histories above stay the same for every seed
     doctor = random.Random(seed * 7919 + 17)
     for row in fus:
+        row["next_visit_on"] = None
         if doctor.random() < 0.35:
             row["next_visit_on"] = row["visit_on"] + timedelta(days=doctor.choice([-3, 0, 1, 7, 13, 14, 20, 30, 45, 60, 92, 120]))
     with engine.begin() as conn:

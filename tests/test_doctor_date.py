@@ -18,6 +18,7 @@ from schedules.planning import add_interval
 from registry.profile import Interval, load_profile
 from tests.twins import DAY0, TWIN_SETTINGS, as_bool, scratch, seed, sql_values, truth
 from schedules.sqldates import add_period
+from tests.test_web_api import auth, web  # noqa: F401  (the web fixture)
 
 rows = st.lists(st.fixed_dictionaries({
     "visit_day": st.integers(0, 60),
@@ -95,3 +96,47 @@ def test_generated_tasks_honour_the_doctors_date(database):
     with database.engine.connect() as conn:
         row = conn.execute(sa.select(t).where(t.c.patient_id == "SOON", t.c.kind == "follow_up")).one()
     assert (row.nominal_due_on, row.due_on, row.status) == (date(2026, 3, 28), date(2026, 3, 27), "open")
+
+
+def test_web_api_takes_the_doctors_date_through_the_one_validation_path(web):  # noqa: F811
+    """The API (the form posts to the same write) stores 下次随访日期, the patient's task is due then;
+    a date not after the visit is refused with a stable code and the Chinese label."""
+    client, tokens, _ids, database = web  # today = 2026-06-10
+    h = auth(tokens, "doc")
+    bad = client.post("/api/patients/P2/follow-ups", headers=h,
+                      json={"visit_on": "2026-06-08", "mode": 2, "risk_level": 0, "next_visit_on": "2026-06-08"})
+    assert bad.status_code == 422
+    [issue] = [i for i in bad.json()["issues"] if i["column"] == "next_visit_on"]
+    assert issue["code"] == "NEXT_VISIT_NOT_AFTER_VISIT" and "下次随访日期" in issue["message"]
+    ok = client.post("/api/patients/P2/follow-ups", headers=h,
+                     json={"visit_on": "2026-06-08", "mode": 2, "risk_level": 0, "next_visit_on": "2026-06-22"})
+    assert ok.status_code in (200, 201), ok.text
+    t = VisitTask.__table__
+    with database.engine.connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.patient_id == "P2", t.c.status == "open",
+                                              t.c.kind == "follow_up")).one()
+    assert (row.due_on, row.rule.endswith("医生指定")) == (date(2026, 6, 22), True)
+    assert client.get("/api/patients/P2", headers=h).json()["follow_ups"][0]["next_visit_on"] == "2026-06-22"
+
+
+def test_import_reads_the_doctors_date(database, tmp_path):
+    """followups.csv: the optional 下次随访日期 column (English or Chinese header), validated."""
+    from registry.errors import InvalidInput
+    from registry.importing import import_path
+
+    (tmp_path / "regions.csv").write_text("code,name,level,parent_code,population\nC,县,county,,\n"
+                                          "T,镇,township,C,\nV,村,village,T,1000\n", encoding="utf-8")
+    (tmp_path / "patients.csv").write_text("patient_id,name,sex,birth_date,village_code,diagnosis,registered_on\n"
+                                           "A,甲,1,1980-01-01,V,schizophrenia,2025-01-01\n", encoding="utf-8")
+    (tmp_path / "followups.csv").write_text("患者编号,随访日期,随访方式,危险性,住院情况,下次随访日期\n"
+                                            "A,2026-03-02,2,0,0,2026-03-23\n", encoding="utf-8")
+    import_path(database.engine, tmp_path, today=date(2026, 3, 10))
+    with database.engine.connect() as conn:
+        assert conn.execute(sa.select(FollowUp.__table__.c.next_visit_on)).scalar_one() == date(2026, 3, 23)
+    (tmp_path / "followups.csv").write_text("patient_id,visit_on,mode,risk_level,next_visit_on\n"
+                                            "A,2026-03-05,2,0,2026-03-01\n", encoding="utf-8")
+    try:
+        import_path(database.engine, tmp_path, today=date(2026, 3, 10))
+        raise AssertionError("a doctor's date before the visit was imported")
+    except InvalidInput as err:
+        assert [(i.code, i.line, i.column) for i in err.issues] == [("NEXT_VISIT_NOT_AFTER_VISIT", 2, "next_visit_on")]
