@@ -62,6 +62,9 @@ def test_the_report_titles_an_open_month_and_draws_its_point_hollow(database):
     context = build_context(database.engine, month="2026-06", today=D("2026-06-10"))
     assert context.open_month and context.month == "2026年6月（月中，截至 2026-06-10）" and "月中" in context.title
     assert context.as_of == "2026-06-10"
+    cells = {c.key: c for c in context.headline}
+    # 报告患病率: the numerator printed is the 在册 count, not ×1000 (indicators.md [2026-12])
+    assert cells["reported_prevalence"].numerator == cells["registered"].numerator == 1
     closed = build_context(database.engine, month="2026-05", today=D("2026-06-10"))
     assert not closed.open_month and closed.month == "2026年5月" and "月中" not in closed.title
     svg = trend_chart(["2026-05", "2026-06"], {"treatment_rate": [0.5, 0.6]}, {}, hollow_last=True)
