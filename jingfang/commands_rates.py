@@ -10,7 +10,24 @@ import typer
 from jingfang.options import DbOption, engine_for, output_file, report_errors
 from jingfang.tables import table_lines
 
-MonthOption = Annotated[str, typer.Option("--month", help="统计月份 YYYY-MM")]
+MonthOption = Annotated[Optional[str], typer.Option("--month", help="统计月份 YYYY-MM（默认：上一个已结束的月份；"
+                                                   "本月须明确指定，按“月中”截至今天统计）", show_default=False)]
+
+
+def default_month(month: str | None) -> str:
+    """统计月份 The argument, else the last closed month (indicators.md "Open months")."""
+    from registry.clock import local_today  # noqa: PLC0415
+    from registry.periods import Period  # noqa: PLC0415
+
+    return month or Period.last_closed(local_today()).label
+
+
+def month_heading(doc: dict) -> str:
+    """``2026-06（截至 2026-06-30）``, or ``2026-12（月中，截至 2026-12-06）`` for an open month."""
+    from registry.periods import Period  # noqa: PLC0415
+
+    is_open = Period.parse(doc["month"]).as_of.isoformat() != doc["as_of"]
+    return f"{doc['month']}（{'月中，' if is_open else ''}截至 {doc['as_of']}"
 RegionOption = Annotated[Optional[str], typer.Option("--region", help="地区编码（默认顶级地区）", show_default=False)]
 VariantOption = Annotated[Optional[str], typer.Option("--variant", help="规范管理口径：按季度 或 按次数（默认取规则配置）",
                                                       show_default=False)]
@@ -37,7 +54,7 @@ def rates_table(doc: dict, names: dict[str, str] | None = None) -> list[str]:
     from registry.rates.reporting import format_rate  # noqa: PLC0415
 
     variant = VARIANT_NAMES.get(doc["variant"], doc["variant"])
-    lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {doc['month']}（截至 {doc['as_of']}，规范管理口径 {variant}）"]
+    lines = [f"{names.get(doc['region'], '')}（{doc['region']}） {month_heading(doc)}，规范管理口径 {variant}）"]
     body = []
     for ind in INDICATORS:
         v = doc["indicators"][ind.key]
@@ -65,7 +82,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rates")
     @report_errors
-    def rates(month: MonthOption, region: RegionOption = None,
+    def rates(month: MonthOption = None, region: RegionOption = None,
               as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（供程序读取）")] = False,
               variant: VariantOption = None, targets: TargetsOption = None, db: DbOption = None) -> None:
         """月度考核指标：在册、管理率、规范管理率、治疗率等。"""
@@ -74,6 +91,7 @@ def register(app: typer.Typer) -> None:
         from registry.audit import record_cli  # noqa: PLC0415
 
         engine = engine_for(db)
+        month = default_month(month)
         doc = compute_rates(engine, month=month, region_code=region, variant=variant, targets=targets)
         record_cli(engine, action="export" if as_json else "read", object_type="rates", object_id=month,
                    region_code=region, detail="JSON" if as_json else "表格")
@@ -85,8 +103,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     @report_errors
-    def report(month: MonthOption,
-               out: Annotated[Path, typer.Option("--out", help="输出 PDF 文件（所在目录须已存在）")],
+    def report(out: Annotated[Path, typer.Option("--out", help="输出 PDF 文件（所在目录须已存在）")],
+               month: MonthOption = None,
                region: RegionOption = None, variant: VariantOption = None, targets: TargetsOption = None,
                db: DbOption = None) -> None:
         """月度指标 PDF 报告。"""
@@ -96,6 +114,7 @@ def register(app: typer.Typer) -> None:
         from registry.periods import Period  # noqa: PLC0415
         from schedules.worklist import check_region  # noqa: PLC0415
 
+        month = default_month(month)
         Period.parse(month)  # a bad month or region is refused before anything is said or written
         out_path = output_file(out)
         engine = engine_for(db)

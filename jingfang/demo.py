@@ -124,8 +124,8 @@ def run_demo(engine: Engine, out: Path, *, patients: int, seed: int, today: date
     # [scheduler] generate today's tasks and write the week's 五单
     demo_schedules.run_demo_step(engine, out, today=today, echo=echo, steps=steps)
     echo("")
-    # [indicators] the month's rate report and rates against targets
-    with steps("计算指标并写出月报 PDF"):
+    # [indicators] the last closed month's rate report and rates against targets (indicators.md "Open months")
+    with steps("计算上一个已结束月份的指标并写出月报 PDF"):
         demo_rates.demo_step(engine, out, today=today, echo=echo)
     echo("")
     # [web] one login per role

@@ -1,5 +1,5 @@
-"""演示 The rates step of ``jingfang demo``: the current month's county report and the rates against
-targets, printed as a table."""
+"""演示 The rates step of ``jingfang demo``: the last closed month's county report and the rates against
+targets, printed as a table (indicators.md "Open months": never the unfinished month by default)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from jingfang.commands_rates import rates_table, region_names
+from registry.periods import Period
 from registry.rates.compute import compute_rates_and_counts
 from registry.rates.reporting import write_monthly_report
 
 
 def demo_step(engine: Engine, out_dir: Path | str, *, today: date, echo=print) -> Path:
-    """演示 ``jingfang demo``: write the current month's county report and print rates against targets."""
-    month = f"{today.year:04d}-{today.month:02d}"
+    """演示 ``jingfang demo``: write the last closed month's county report and print rates against targets."""
+    month = Period.last_closed(today).label
     doc, counts = compute_rates_and_counts(engine, month=month, today=today)
     for line in rates_table(doc, region_names(engine)):
         echo(line)

@@ -5,13 +5,17 @@
 * ``Period`` — month M of year Y (indicators.md: as-of date D = last day of M, window
   W = [Jan 1 of Y, D]); ``Period.parse`` is the one reader of a ``YYYY-MM`` argument (CLI, web
   and API alike), ``Period.of`` the month of a date, ``Period.previous`` the month before.
+* Open months (indicators.md "Open months" [2026-12]): a month is closed when D is before today.
+  Pages, the demo, the ``rates``/``report`` commands and the monthly job default to
+  ``Period.last_closed(today)``; an open month is shown only on request, as ``Period.requested``
+  gives it: cut at today (月中, D = today, W = [Jan 1, today]).
 """
 
 from __future__ import annotations
 
 import calendar
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from registry.errors import InvalidInput
@@ -35,10 +39,14 @@ def bad_month(text) -> InvalidInput:
 
 @dataclass(frozen=True)
 class Period:
-    """统计期 Month M of year Y: as-of date D (last day of M) and window W = [Jan 1 of Y, D]."""
+    """统计期 Month M of year Y: as-of date D (last day of M) and window W = [Jan 1 of Y, D].
+
+    ``cutoff``: an open month shown on request (月中, indicators.md "Open months"): D is that day
+    (today), not the month's last day."""
 
     year: int
     month: int
+    cutoff: date | None = None
 
     @classmethod
     def parse(cls, text: str) -> "Period":
@@ -53,6 +61,36 @@ class Period:
         """本月 The month ``day`` lies in."""
         return cls(day.year, day.month)
 
+    @classmethod
+    def last_closed(cls, today: date) -> "Period":
+        """上一个已结束的月份 The default month of every page, report and job: the last month whose
+        last day is before ``today`` (indicators.md "Open months")."""
+        return cls.of(today).previous()
+
+    @classmethod
+    def requested(cls, text: str, today: date) -> "Period":
+        """所请求的月份 ``parse(text)``, cut at ``today`` when the month is open (月中: it contains
+        ``today``); a closed or future month as it is."""
+        period = cls.parse(text)
+        return period.until(today)
+
+    def until(self, today: date) -> "Period":
+        """月中 This month cut at ``today`` when it contains ``today`` and is not closed; else itself."""
+        end = date(self.year, self.month, calendar.monthrange(self.year, self.month)[1])
+        if date(self.year, self.month, 1) <= today <= end:
+            return replace(self, cutoff=today)
+        return self
+
+    @property
+    def is_open(self) -> bool:
+        """月中 An open month cut at a day (``until``)."""
+        return self.cutoff is not None
+
+    def title(self) -> str:
+        """月份标题 ``2026年6月``, or ``2026年12月（月中，截至 2026-12-06）`` for an open month."""
+        text = f"{self.year}年{self.month}月"
+        return f"{text}（月中，截至 {self.cutoff.isoformat()}）" if self.cutoff is not None else text
+
     @property
     def label(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"
@@ -63,6 +101,8 @@ class Period:
 
     @property
     def as_of(self) -> date:
+        if self.cutoff is not None:
+            return self.cutoff
         return date(self.year, self.month, calendar.monthrange(self.year, self.month)[1])
 
     def quarters(self) -> list[tuple[date, date]]:

@@ -30,6 +30,9 @@ VISIT_SITUATIONS = (
 )
 
 
+DOCTOR_DATE_CLAUSE = "§5 医生指定"  # a profile without a ``doctor_date`` key
+
+
 @dataclass(frozen=True)
 class Interval:
     """间隔 A period added to a basis date: months (clamped to month end), then days."""
@@ -69,6 +72,7 @@ class Profile:
     lai_clause: str
     roles: RoleRules
     holiday_policy: str
+    doctor_date_clause: str = DOCTOR_DATE_CLAUSE  # rules.md §5 [decision, 2026-12] (registry.doctor_date)
 
     @property
     def tag(self) -> str:
@@ -119,6 +123,7 @@ def parse_profile(data: dict) -> Profile:
                 civil_affairs_when_no_guardian=bool(roles["civil_affairs_when_no_guardian"]),
             ),
             holiday_policy=policy,
+            doctor_date_clause=str(data.get("doctor_date", {}).get("clause", DOCTOR_DATE_CLAUSE)),
         )
     except InvalidInput:
         raise

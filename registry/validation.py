@@ -303,6 +303,7 @@ FOLLOW_UP_FIELDS = [
     FieldSpec("psych_support_patient", "心理疏导(患者)", flag),
     FieldSpec("psych_support_family", "心理疏导(家属)", flag),
     FieldSpec("rehabilitation", "社区康复", flag),
+    FieldSpec("next_visit_on", "下次随访日期", iso_date),  # contract.md [2026-12]; rules.md §5 the doctor's own date
 ]
 # The rest of the 2018 随访服务记录表 (forms and API; rules.md §3).
 FOLLOW_UP_EXTRA_FIELDS = [
@@ -332,7 +333,6 @@ FOLLOW_UP_EXTRA_FIELDS = [
     FieldSpec("lai_interval_weeks", "注射间隔周", positive_int(1, 52)),
     FieldSpec("lai_dose", "针剂剂量", text(50)),
     FieldSpec("rehabilitation_measures", "康复措施", text(255), multiline=True),
-    FieldSpec("next_visit_on", "下次随访日期", iso_date),
     FieldSpec("doctor_signature", "随访医生签名", text(100)),
 ]
 
@@ -695,6 +695,11 @@ def check_follow_up(
             issue = _after_status("visit_on", "随访日期", visit_on, patient, "随访")
             if issue:
                 issues.append(issue)
+    next_on = values.get("next_visit_on")
+    if visit_on is not None and next_on is not None and next_on <= visit_on:
+        # rules.md §5 [2026-12]: the doctor's own date is a date after the visit
+        issues.append(Issue("NEXT_VISIT_NOT_AFTER_VISIT",
+                            f"下次随访日期 {next_on} 必须晚于随访日期 {visit_on}", column="next_visit_on", value=str(next_on)))
     if (visit_on is not None and values.get("risk_level") is None and values.get("lost_reason") is None
             and values.get("hospital_status") != 1 and "risk_level" not in failed and applies("RISK_REQUIRED", channel)):
         issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性评估；未访到请填写失访原因",

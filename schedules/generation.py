@@ -32,6 +32,7 @@ from registry.models import FollowUp, HealthCheck, Patient
 from registry.profile import Profile, load_profile
 from registry.register import cancel_reason_sql, consent_refused_sql, eligible_sql, left_sql
 from registry.rules import classification_sql, complete_sql, reached_sql
+from registry.doctor_date import doctor_date_applies_sql, doctor_due_sql
 from registry.teams import has_guardian_sql, incident_cutoff, required_roles_sql
 from schedules.calendar import WorkCalendar, unknown_years
 from registry.codes import VISIT_KINDS, TaskKind, TaskStatus
@@ -43,6 +44,8 @@ SHARD_LOCK_KEY = ADVISORY_LOCK_KEY + 1  # held shared by each shard's transactio
 MAX_SHARDS = 8
 SHARD_MIN_PATIENTS = 100_000  # below 2× this a run is one transaction (a county: a few thousand)
 VISIT_KIND_VALUES = [k.value for k in VISIT_KINDS]
+# the situations in which the latest attempt is complete (a follow-up or a discharge check is owed)
+COMPLETE_SITUATIONS = ["in_hospital", "unstable", "fairly_stable_new", "fairly_stable_continuing", "stable"]
 
 _work_day_meta = sa.MetaData()
 work_day = sa.Table(
@@ -178,6 +181,7 @@ def _ranked_attempts(p, eligible: sa.ColumnElement, as_of: date, dialect: str,
             f.c.lost_reason,
             f.c.risk_level,
             f.c.hospital_status,
+            f.c.next_visit_on,
             (sa.func.coalesce(f.c.incidents_disturbance, 0) + sa.func.coalesce(f.c.incidents_crime, 0)).label("incidents"),
             complete_i.label("complete"),
             classification_sql(f).label("cls"),
@@ -223,6 +227,7 @@ def _latest_per_patient(att: sa.CTE, profile: Profile, as_of: date, dialect: str
             sa.func.max(sa.case((first, a.complete))).label("latest_complete"),
             sa.func.max(sa.case((first, a.hospital_status))).label("latest_hospital"),
             sa.func.max(sa.case((first, a.cls))).label("latest_cls"),
+            sa.func.max(sa.case((first, a.next_visit_on))).label("latest_next_on"),
             sa.func.max(sa.case((latest_complete, a.risk_level))).label("lc_risk"),
             sa.func.max(sa.case((latest_complete, a.cls))).label("lc_cls"),
             sa.func.max(sa.case((previous_complete, a.cls))).label("prev_cls"),
@@ -264,6 +269,7 @@ def _situations(agg: sa.CTE, p, eligible: sa.ColumnElement, profile: Profile, di
             p.c.lai_last_on,
             g.latest_id,
             g.latest_on,
+            g.latest_next_on,
             g.lc_risk,
             g.lc_cls,
             g.incident,
@@ -291,10 +297,16 @@ def _visit_rows(s, profile: Profile) -> sa.Select:
         (s.situation == "first_visit", "registration:" + sa.cast(s.registered_on, sa.String)),
         else_="follow_up:" + sa.cast(s.latest_id, sa.String),
     )
-    nominal = sa.case(
+    table_due = sa.case(
         *[(s.situation == key, add_period(basis_on, iv.months, iv.days)) for key, iv in profile.visit.items()],
     )
-    rule = sa.case(*[(s.situation == key, sa.literal(profile.rule(iv.clause))) for key, iv in profile.visit.items()])
+    table_rule = sa.case(*[(s.situation == key, sa.literal(profile.rule(iv.clause))) for key, iv in profile.visit.items()])
+    # rules.md §5 [decision, 2026-12]: the doctor's own date, when earlier (one home: registry.doctor_date);
+    # the latest attempt is complete exactly in the situations of a follow-up or discharge check
+    complete = s.situation.in_(COMPLETE_SITUATIONS)
+    by_doctor = doctor_date_applies_sql(table_due, s.latest_on, s.latest_next_on, complete)
+    nominal = doctor_due_sql(table_due, s.latest_on, s.latest_next_on, complete)
+    rule = sa.case((by_doctor, sa.literal(profile.rule(profile.doctor_date_clause))), else_=table_rule)
     # rules.md §6: the roles a visit task requires (one home: registry.teams)
     need = required_roles_sql(rules, latest_risk=s.lc_risk, latest_class=s.lc_cls, incident=s.incident == 1,
                               locate=s.situation == "locate", has_guardian=s.has_guardian,

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from registry.clock import local_today, now_utc
 from registry.db import get_engine
-from registry.periods import previous_month
+from registry.periods import Period, previous_month  # noqa: F401  (previous_month: re-exported for callers)
 from registry.rates.reporting import publish_month
 from schedules.generation import generate
 from schedules.lists import write_all_townships
@@ -168,7 +168,7 @@ def run_monthly_reports(db_url: str | None = None, out_dir: str | None = None, t
     same files again."""
     engine = get_engine(db_url)
     day = date.fromisoformat(today) if today else local_today()
-    month = previous_month(day)
+    month = Period.last_closed(day).label  # indicators.md "Open months": the month just ended
     first = date.fromisoformat(month + "-01")
 
     def publish() -> dict:

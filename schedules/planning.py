@@ -18,6 +18,7 @@ from registry.rules import classification_of, is_complete
 from registry import register
 from registry.attempts import latest_first
 from registry.rules import is_reached
+from registry.doctor_date import doctor_date_applies
 from schedules.calendar import WorkCalendar
 from registry.profile import Interval, Profile
 
@@ -48,6 +49,7 @@ class Attempt:
     physical_illness_serious: bool | None = None
     incidents_disturbance: int | None = None
     incidents_crime: int | None = None
+    next_visit_on: date | None = None  # 下次随访日期 (rules.md §5, the doctor's own date)
 
 
 @dataclass(frozen=True)
@@ -164,10 +166,15 @@ def plan_patient(record: PatientRecord, profile: Profile, today: date) -> list[P
         return []
     tasks = []
     kind, basis, basis_on, interval, latest_complete = visit_task(record, profile, today)
-    due = add_interval(basis_on, interval)
+    due, clause = add_interval(basis_on, interval), interval.clause
+    if kind in ("follow_up", "discharge_check"):  # the latest attempt is the latest complete one
+        latest = latest_complete
+        # rules.md §5 [decision, 2026-12]: the doctor's own date, when earlier (registry.doctor_date)
+        if doctor_date_applies(due, latest.visit_on, getattr(latest, "next_visit_on", None), True):
+            due, clause = latest.next_visit_on, profile.doctor_date_clause
     tasks.append(PlannedTask(
         patient_id=record.patient_id, kind=kind, basis=basis, basis_on=basis_on, nominal_due_on=due, due_on=due,
-        roles=visit_roles(record, profile, today, kind, latest_complete), rule=profile.rule(interval.clause),
+        roles=visit_roles(record, profile, today, kind, latest_complete), rule=profile.rule(clause),
         risk_level=latest_complete.risk_level if latest_complete is not None else None,
     ))
     risk = tasks[0].risk_level

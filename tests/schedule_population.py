@@ -104,6 +104,13 @@ def populate(engine, *, patients: int, seed: int, today: date, start: date | Non
         if rng.random() < 0.5:
             hcs.append({"patient_id": pid, "checked_on": today - timedelta(days=rng.randrange(0, 400))})
     rng.shuffle(fus)  # entry order (id) independent of date order: ties on the same day
+    # 下次随访日期 (rules.md §5, the doctor's own date): before, on, between and after the table's
+    # dates; its own generator, so the histories above stay the same for every seed
+    doctor = random.Random(seed * 7919 + 17)
+    for row in fus:
+        row["next_visit_on"] = None
+        if doctor.random() < 0.35:
+            row["next_visit_on"] = row["visit_on"] + timedelta(days=doctor.choice([-3, 0, 1, 7, 13, 14, 20, 30, 45, 60, 92, 120]))
     with engine.begin() as conn:
         if not conn.execute(sa.select(sa.func.count()).select_from(Region.__table__)).scalar_one():
             conn.execute(sa.insert(Region), REGIONS)

@@ -37,8 +37,13 @@ def test_worked_example_through_the_cli(database, small_county):
     # sorted by risk desc, days overdue desc, due date (rules.md §5): C1 (risk 3) first
     assert tasks[0]["patient_id"] == "C1" and tasks[0]["kind"] == "locate"
 
-    rates = json.loads(run("rates", "--month", "2026-06", "--json", *db))
-    assert rates == json.loads((small_county / "expected-rates-2026-06.json").read_text(encoding="utf-8"))
+    # indicators.md "Open months" [2026-12]: on 06-10 June is open — asked for, it is counted as of today
+    # (月中); the expected June figures are those of the closed month (D = 06-30), from July 1 on
+    assert json.loads(run("rates", "--month", "2026-06", "--json", *db))["as_of"] == "2026-06-10"
+    with time_machine.travel("2026-07-01 09:00 +0800", tick=False):
+        rates = json.loads(run("rates", "--month", "2026-06", "--json", *db))
+        assert rates == json.loads((small_county / "expected-rates-2026-06.json").read_text(encoding="utf-8"))
+        assert json.loads(run("rates", "--json", *db)) == rates  # the default: the last closed month
 
 
 @time_machine.travel("2026-06-10 09:00 +0800", tick=False)

@@ -27,8 +27,11 @@ def follow_ups(draw):
     classification = draw(opt(st.sampled_from([1, 2, 3])))
     if classification_conflict(classification, risk):
         classification = 1
+    visit_on = date(2024, 1, 1) + timedelta(days=draw(st.integers(0, (TODAY - date(2024, 1, 1)).days)))
     return {
-        "visit_on": date(2024, 1, 1) + timedelta(days=draw(st.integers(0, (TODAY - date(2024, 1, 1)).days))),
+        "visit_on": visit_on,
+        # 下次随访日期 (contract.md [2026-12]): after the visit, or blank
+        "next_visit_on": draw(opt(st.integers(1, 120).map(lambda n: visit_on + timedelta(days=n)))),
         "mode": draw(opt(st.sampled_from([1, 2, 3]))),
         "lost_reason": draw(opt(st.sampled_from([1, 2, 3, 4, 5]))),
         "risk_level": risk,
@@ -84,7 +87,7 @@ def test_follow_ups_round_trip_through_csv(database, tmp_path, rows):
     for want, got in zip(rows, stored):
         for c in cols:
             value = got[c]
-            if c == "visit_on" and isinstance(value, str):  # SQLite text SQL returns ISO text
+            if c in ("visit_on", "next_visit_on") and isinstance(value, str):  # SQLite text SQL returns ISO text
                 value = date.fromisoformat(value)
             if isinstance(want[c], bool) and value is not None:
                 value = bool(value)

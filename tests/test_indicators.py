@@ -68,7 +68,7 @@ CASES = [
                                 treatment_rate=(1, 1), regular_medication_rate=(1, 1),
                                 schizophrenia_treatment_rate=(1, 1), stable_rate=(1, 1), face_to_face_rate=(1, 1),
                                 rehabilitation_rate=(1, 1), psych_support_rate=(0, 1), incident_rate=(0, 1),
-                                health_check_rate=(0, 1), reported_prevalence=(1000, 1000))}),
+                                health_check_rate=(0, 1), reported_prevalence=(1, 1000))}),  # [2026-12]: the count itself
     # Registered after Q1 ended: only Q2 is required; phone-only → not 面访; 间断 → treated, not regular.
     Case("midyear", [pt("mid", "2026-04-20", diagnosis="bipolar")],
          [fu("mid", "2026-05-01", mode=3, adherence=2)],
@@ -92,13 +92,14 @@ CASES = [
     Case("dies_later", [pt("later", "2025-01-01", status="dead", status_on="2026-07-15")],
          expect={(JUN, Q): dict(registered=1, management_rate=(0, 1), standard_management_rate=(0, 1),
                                 treatment_rate=(0, 1), stable_rate=(0, 0), rehabilitation_rate=(0, 0))}),
-    # In hospital at the latest visit (complete without a risk level): treated, not 居家.
+    # In hospital at the latest visit (complete without a risk level): treated, not 居家 (so neither
+    # 康复 nor 心理疏导 counts: both are over 居家, indicators.md [2026-12]).
     Case("hospital", [pt("hosp", "2025-01-01")],
          [fu("hosp", "2026-01-15"), fu("hosp", "2026-06-01", mode=1, risk_level=None, hospital_status=1, adherence=None,
-                                       rehabilitation=True)],
+                                       rehabilitation=True, psych_support_family=True)],
          expect={(JUN, Q): dict(management_rate=(1, 1), standard_management_rate=(1, 1), treatment_rate=(1, 1),
                                 regular_medication_rate=(0, 1), stable_rate=(0, 0), rehabilitation_rate=(0, 0),
-                                face_to_face_rate=(1, 1))}),
+                                face_to_face_rate=(1, 1), psych_support_rate=(0, 0))}),
     # Same-day tie: the one entered last (higher id) is the latest — here not treated, 基本稳定.
     Case("tie_last_bad", [pt("tie1", "2025-01-01")],
          [fu("tie1", "2026-02-01"), fu("tie1", "2026-06-10", seq=1, classification=3),
@@ -108,11 +109,16 @@ CASES = [
          [fu("tie2", "2026-02-01"), fu("tie2", "2026-06-10", seq=2, adherence=3, risk_level=1),
           fu("tie2", "2026-06-10", seq=1, classification=3)],
          expect={(JUN, Q): dict(treatment_rate=(1, 1), regular_medication_rate=(1, 1), stable_rate=(1, 1))}),
-    # Only unreached attempts: not 在管, but the family's 心理疏导 on that visit counts.
+    # Only unreached attempts: not 在管, so not 居家: the family's 心理疏导 on that visit does not count
+    # (psych_support_rate is over 居家, indicators.md [2026-12]; it was over 在册 before).
     Case("unreached", [pt("lost", "2025-01-01")],
          [lost("lost", "2026-03-01", psych_support_family=True), lost("lost", "2026-04-01")],
          expect={(JUN, Q): dict(management_rate=(0, 1), face_to_face_rate=(0, 1), standard_management_rate=(0, 1),
-                                psych_support_rate=(1, 1), stable_rate=(0, 0), treatment_rate=(0, 1))}),
+                                psych_support_rate=(0, 0), stable_rate=(0, 0), treatment_rate=(0, 1))}),
+    # 居家 with 心理疏导 on an unreached attempt in W: counts (any follow-up in W, indicators.md).
+    Case("support_at_home", [pt("sup", "2025-01-01")],
+         [lost("sup", "2026-03-01", psych_support_family=True), fu("sup", "2026-04-01")],
+         expect={(JUN, Q): dict(psych_support_rate=(1, 1), stable_rate=(1, 1))}),
     Case("incident", [pt("inc", "2025-01-01")],
          [fu("inc", "2026-03-10", incidents_disturbance=1, psych_support_patient=True, risk_level=1),
           fu("inc", "2026-04-10")],
@@ -180,7 +186,9 @@ def check_document(doc: dict) -> None:
             if v["denominator"] in (None, 0):
                 assert v["rate"] is None and v["met"] is None
             else:
-                exact = (Decimal(v["numerator"]) / Decimal(v["denominator"])).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+                # ‰: numerator × 1000 / denominator, the numerator being the count (indicators.md [2026-12])
+                scale = Decimal(1000) if ind.unit == "permille" else Decimal(1)
+                exact = (Decimal(v["numerator"]) * scale / Decimal(v["denominator"])).quantize(Decimal("0.0001"), ROUND_HALF_UP)
                 assert v["rate"] == float(exact)
                 if ind.unit == "percent":
                     assert 0 <= v["numerator"] <= v["denominator"]

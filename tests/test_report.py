@@ -56,8 +56,10 @@ def test_monthly_pdf_has_the_numbers_fonts_and_page_numbers(county, tmp_path):
     text = text_of(out)
     flat = re.sub(r"\s+", "", text)
     assert "县严重精神障碍患者管理月报" in flat and "2026年6月" in flat
-    for number in ("25.00%", "33.33%", "50.00%", "4.00‰", "4000", "≥90%", "≥80%"):
+    for number in ("25.00%", "33.33%", "50.00%", "4.00‰", "≥90%", "≥80%"):
         assert number in text, number
+    # 报告患病率: 4 在册 over 1000 residents, printed as the count (indicators.md [2026-12]), never "4000"
+    assert "4000" not in text and re.search(r"报告患病率\S*\s+4\s+1000\s+4\.00‰", text), text
     assert "未达标" in text and "规范管理口径" in flat and "按季度" in text and "quarterly" not in text  # issue 16: labels
     for name in ("在册患者规范管理率", "在册患者治疗率（服药率）", "居家患者社区康复参与率", "肇事肇祸率"):
         assert name in flat
@@ -171,13 +173,16 @@ def test_report_command_and_publish_month(county, tmp_path):
     assert "本月数据已冻结发布" in re.sub(r"\s+", "", text_of(paths[0]))
 
 
-def test_demo_step_writes_the_current_month_and_prints_rates(county, tmp_path):
+def test_demo_step_writes_the_last_closed_month_and_prints_rates(county, tmp_path):
+    """indicators.md "Open months": the demo reports the last closed month, never the unfinished one."""
     from jingfang.demo_rates import demo_step
 
     lines: list[str] = []
-    path = demo_step(county.engine, tmp_path, today=date(2026, 6, 15), echo=lines.append)
+    path = demo_step(county.engine, tmp_path, today=date(2026, 7, 15), echo=lines.append)
     assert path.name == "月报-2026-06-C.pdf" and path.stat().st_size > 0
     assert any("在册患者规范管理率" in line and "25.00%" in line for line in lines)
+    assert any("2026-06（截至 2026-06-30" in line for line in lines) and not any("月中" in line for line in lines)
+    assert demo_step(county.engine, tmp_path, today=date(2026, 6, 15), echo=lines.append).name == "月报-2026-05-C.pdf"
 
 
 def test_report_for_an_empty_township_prints_dashes_not_zero_percent(county, tmp_path):

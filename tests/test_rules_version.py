@@ -19,6 +19,7 @@ from registry.rates.compute import freeze, region_counts
 from test_indicators_plan import generate
 
 TODAY = date(2026, 11, 23)
+OLD = rules.RULES_VERSION  # the current version; a test bumps it by one
 
 
 def populate(database) -> None:
@@ -40,16 +41,16 @@ def test_a_rule_change_rebuilds_the_month_state(database, monkeypatch):
     march, april = Period.parse("2026-03"), Period.parse("2026-04")
     assert month_state.ensure(engine, march, TODAY).action == "scratch"
     assert month_state.ensure(engine, march, TODAY).action == "fresh"
-    assert _build_versions(engine) == {202603: "rules-1"}
+    assert _build_versions(engine) == {202603: f"rules-{OLD}"}
 
-    monkeypatch.setattr(rules, "RULES_VERSION", 2)
+    monkeypatch.setattr(rules, "RULES_VERSION", OLD + 1)
     with engine.connect() as conn:
         assert not month_state.is_fresh(conn, march)
     # April is not merged from March's state of the old rules: built from scratch
     assert month_state.ensure(engine, april, TODAY).action == "scratch"
     assert month_state.ensure(engine, march, TODAY).action == "scratch"
     assert month_state.ensure(engine, march, TODAY).action == "fresh"
-    assert _build_versions(engine) == {202603: "rules-2", 202604: "rules-2"}
+    assert _build_versions(engine) == {202603: f"rules-{OLD + 1}", 202604: f"rules-{OLD + 1}"}
     live = region_counts(engine, period=march, variant="quarterly", region_code="C", use_snapshot=False, use_state=False)
     state = region_counts(engine, period=march, variant="quarterly", region_code="C", use_snapshot=False, today=TODAY)
     assert state == live
@@ -71,7 +72,7 @@ def test_a_rule_change_recomputes_frozen_counts(database, monkeypatch):
     with engine.connect() as conn:
         assert snapshots.read(conn, "2026-03", "quarterly", ["C"]) == first
 
-    monkeypatch.setattr(rules, "RULES_VERSION", 2)
+    monkeypatch.setattr(rules, "RULES_VERSION", OLD + 1)
     with engine.connect() as conn:
         assert not snapshots.is_frozen(conn, "2026-03", "quarterly")
         assert snapshots.read(conn, "2026-03", "quarterly", ["C"]) is None  # stale counts are not served
@@ -83,4 +84,4 @@ def test_a_rule_change_recomputes_frozen_counts(database, monkeypatch):
         again = snapshots.read(conn, "2026-03", "quarterly", ["C"])
         versions = {v for (v,) in conn.execute(sa.select(snapshots.IndicatorSnapshot.__table__.c.rules_version))}
     assert again["C"] == live["C"] and again["C"]["managed"] == 0 != first["C"]["managed"]
-    assert versions == {"rules-2"}
+    assert versions == {f"rules-{OLD + 1}"}

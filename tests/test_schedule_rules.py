@@ -16,10 +16,11 @@ PROFILE = load_profile("national-2018")
 NO_SHIFT = WorkCalendar()
 
 
-def att(i, day, *, lost=None, risk=None, hosp=None, cls=None, insight=None, dist=None, crime=None, sf_work=None):
+def att(i, day, *, lost=None, risk=None, hosp=None, cls=None, insight=None, dist=None, crime=None, sf_work=None,
+        next_on=None):
     return Attempt(id=i, visit_on=D(day), lost_reason=lost, risk_level=risk, hospital_status=hosp,
                    classification=cls, insight=insight, incidents_disturbance=dist, incidents_crime=crime,
-                   sf_work=sf_work)
+                   sf_work=sf_work, next_visit_on=D(next_on) if next_on else None)
 
 
 def rec(*attempts, registered="2025-01-01", **kw):
@@ -272,3 +273,49 @@ def test_profile_is_data_and_validated(tmp_path, monkeypatch):
         parse_profile(data)
     with pytest.raises(InvalidInput):
         load_profile("no-such-profile")
+
+
+# rules.md §5 [decision, 2026-12]: the doctor's own date (下次随访日期). d = 2026-01-20.
+DOCTOR = "national-2018@1:§5 医生指定"
+
+
+@pytest.mark.parametrize("attempt, next_on, expected, rule", [
+    # 稳定: the table gives d + 3 months = 2026-04-20
+    ("stable", "2026-01-10", "2026-04-20", "national-2018@1:§5 稳定+3月"),      # before d: ignored
+    ("stable", "2026-01-20", "2026-04-20", "national-2018@1:§5 稳定+3月"),      # equal to d: ignored
+    ("stable", "2026-01-21", "2026-01-21", DOCTOR),                            # the day after d
+    ("stable", "2026-02-20", "2026-02-20", DOCTOR),                            # between: the doctor's date
+    ("stable", "2026-04-19", "2026-04-19", DOCTOR),                            # the day before the table's
+    ("stable", "2026-04-20", "2026-04-20", "national-2018@1:§5 稳定+3月"),      # equal to the table's date
+    ("stable", "2026-06-01", "2026-04-20", "national-2018@1:§5 稳定+3月"),      # after: never delays
+    ("stable", None, "2026-04-20", "national-2018@1:§5 稳定+3月"),
+    # 住院: the discharge check, d + 30 days = 2026-02-19
+    ("hospital", "2026-02-05", "2026-02-05", DOCTOR),
+    ("hospital", "2026-02-19", "2026-02-19", "national-2018@1:§5 住院+30d"),
+    ("hospital", "2026-03-01", "2026-02-19", "national-2018@1:§5 住院+30d"),
+    # 不稳定: d + 14 days = 2026-02-03
+    ("unstable", "2026-01-27", "2026-01-27", DOCTOR),
+    ("unstable", "2026-02-10", "2026-02-03", "national-2018@1:§5 不稳定+14d"),
+    # not complete: no doctor's date (retry, d + 7 days)
+    ("unreached", "2026-01-22", "2026-01-27", "national-2018@1:§5 未访到+7d"),
+    ("no_risk", "2026-01-22", "2026-01-27", "national-2018@1:§5 随访不完整+7d [decision]"),
+])
+def test_section5_doctors_own_date(attempt, next_on, expected, rule):
+    fields = {"stable": dict(risk=0), "hospital": dict(hosp=1), "unstable": dict(risk=3),
+              "unreached": dict(lost=1), "no_risk": dict()}[attempt]
+    task = visit(rec(att(1, "2026-01-20", next_on=next_on, **fields)), "2026-01-20")
+    assert (task.nominal_due_on, task.rule) == (D(expected), rule)
+
+
+def test_doctors_date_only_from_the_latest_attempt():
+    """An earlier visit's 下次随访日期 does not bind the task the latest visit decides."""
+    record = rec(att(1, "2026-01-20", risk=0, next_on="2026-02-01"), att(2, "2026-01-25", risk=0))
+    assert visit(record, "2026-01-26").nominal_due_on == D("2026-04-25")
+
+
+def test_doctors_date_then_moves_to_a_working_day():
+    """The working-day rule applies to the doctor's date (2026-10-03 is in the National Day holiday)."""
+    record = rec(att(1, "2026-09-20", risk=0, next_on="2026-10-03"))
+    [task] = [t for t in plan(record, PROFILE, D("2026-09-21"), NO_SHIFT)
+              if t.kind == "follow_up"]
+    assert task.nominal_due_on == D("2026-10-03") and task.due_on == D("2026-09-30") and task.rule == DOCTOR

@@ -34,6 +34,10 @@ from registry.rates.snapshots import IndicatorSnapshot, is_frozen, snapshot_vers
 from registry.rates.targets import TargetSet, load_target_set, meets
 
 
+# the rate's scale: ‰ for the reported prevalence (indicators.md: numerator × 1000 / denominator)
+PER_UNIT = {"percent": 1, "permille": 1000, "count": 1}
+
+
 def resolve_target_set(name: str | None = None) -> TargetSet:
     """目标集 The argument, else the profile's ``target_set``, else ``default``."""
     return load_target_set(name or profile_document().get("target_set"))
@@ -41,7 +45,7 @@ def resolve_target_set(name: str | None = None) -> TargetSet:
 
 def indicator_values(counts: dict[str, int], population: int | None, targets: TargetSet, region: str, year: int) -> dict:
     """Every indicator's {numerator, denominator, rate, target, met} for one region."""
-    values = dict(counts, registered_permille=counts["registered"] * 1000, population=population)
+    values = dict(counts, population=population)
     out = {}
     for ind in INDICATORS:
         num = values[ind.numerator_column]
@@ -53,9 +57,9 @@ def indicator_values(counts: dict[str, int], population: int | None, targets: Ta
         out[ind.key] = {
             "numerator": num,
             "denominator": den,
-            "rate": rate(num, den),
+            "rate": rate(num * PER_UNIT[ind.unit], den),
             "target": target,
-            "met": meets(num, den or 0, target),
+            "met": meets(num * PER_UNIT[ind.unit], den or 0, target),
         }
     return out
 
@@ -109,7 +113,9 @@ def compute_rates(engine: Engine, *, month: str, region_code: str | None = None,
 
     ``variant``: 规范管理 variant (default from the rule profile, else ``quarterly``);
     ``targets``: a target set name or JSON path (default from the profile, else ``default``);
-    ``today``: decides which months are closed (default: today in Asia/Shanghai).
+    ``today``: decides which months are closed (default: today in Asia/Shanghai); an open month
+    (one containing ``today``) is counted as of ``today`` (月中, indicators.md "Open months"):
+    ``as_of`` is then today's date.
     """
     return compute_rates_and_counts(engine, month=month, region_code=region_code, variant=variant, targets=targets,
                                     today=today)[0]
@@ -120,7 +126,8 @@ def compute_rates_and_counts(engine: Engine, *, month: str, region_code: str | N
                              use_state: bool = True) -> tuple[dict, dict[str, dict[str, int]]]:
     """``compute_rates`` plus the raw counts behind it (region → counts), which a caller can hand
     to ``reporting.write_monthly_report(counts=…)`` so the month is computed once."""
-    period = Period.parse(month)
+    today = today or local_today()
+    period = Period.requested(month, today)  # an open month: 月中, D = today (indicators.md "Open months")
     variant = resolve_variant(variant)
     target_set = resolve_target_set(targets)
     with engine.connect() as conn:

@@ -61,7 +61,8 @@ class Indicator:
     """指标 One indicator: key, Chinese name, numerator and denominator in plain Chinese, unit.
 
     ``numerator_column`` / ``denominator_column`` name the counts of ``RegionCounts``;
-    ``unit`` is ``count`` (no rate), ``percent`` or ``permille`` (‰: the numerator is ×1000).
+    ``unit`` is ``count`` (no rate), ``percent`` or ``permille`` (‰: the rate is numerator × 1000 /
+    denominator; the numerator is the count itself, indicators.md [2026-12]).
     """
 
     key: str
@@ -77,8 +78,9 @@ class Indicator:
 INDICATORS: tuple[Indicator, ...] = (
     Indicator("registered", "在册患者数", "截至月末在册的患者数（累计建档 − 死亡 − 迁出）", "—",
               "count", "registered", None),
-    Indicator("reported_prevalence", "报告患病率", "在册患者数 × 1000", "辖区常住人口数",
-              "permille", "registered_permille", "population"),
+    # indicators.md [2026-12]: the numerator is the count itself; the rate is numerator × 1000 / denominator (‰)
+    Indicator("reported_prevalence", "报告患病率", "在册患者数（率 = 在册患者数 × 1000 ÷ 常住人口，单位‰）",
+              "辖区常住人口数", "permille", "registered", "population"),
     Indicator("management_rate", "在册患者管理率", "当年内至少有1次有效随访的在册患者数（在管）", "在册患者数",
               "percent", "managed", "registered"),
     Indicator("standard_management_rate", "在册患者规范管理率", "规范管理的在册患者数（规则见脚注）", "在册患者数",
@@ -98,8 +100,9 @@ INDICATORS: tuple[Indicator, ...] = (
               "percent", "health_checked", "registered"),
     Indicator("rehabilitation_rate", "居家患者社区康复参与率", "当年内随访记录参加社区康复的居家患者数", "居家患者数",
               "percent", "rehabilitation", "at_home"),
-    Indicator("psych_support_rate", "患者及家属心理疏导率", "当年内随访记录对患者或家属进行心理疏导的在册患者数",
-              "在册患者数", "percent", "psych_support", "registered"),
+    # indicators.md [2026-12]: over 居家 (台山 plan, "对50%以上居家患者及家属提供心理疏导")
+    Indicator("psych_support_rate", "患者及家属心理疏导率", "当年内随访记录对患者或家属进行心理疏导的居家患者数",
+              "居家患者数", "percent", "psych_support", "at_home"),
     Indicator("incident_rate", "肇事肇祸率", "当年内随访记录肇事或肇祸次数大于0的在册患者数", "在册患者数",
               "percent", "incident", "registered"),
 )
@@ -351,7 +354,7 @@ def patient_state_query(period: Period, variant: str, villages: list[str] | None
         "face_to_face": _flag(_has(pp.c.mask, ANY_F2F)),
         "health_checked": _flag(health_checked),
         "rehabilitation": _flag(sa.and_(at_home, _has(pp.c.mask, ANY_REHAB))),
-        "psych_support": _flag(_has(pp.c.mask, ANY_PSYCH)),
+        "psych_support": _flag(sa.and_(at_home, _has(pp.c.mask, ANY_PSYCH))),  # 居家 only [2026-12]
         "incident": _flag(_has(pp.c.mask, ANY_INCIDENT)),
     }
     source = pp if from_state else pp.outerjoin(hc, hc.c.patient_id == pp.c.patient_id)

@@ -99,6 +99,7 @@ class ReportContext:
     region_code: str
     region_name: str
     month: str
+    open_month: bool  # 月中 (indicators.md "Open months"): not coloured against full-month targets
     as_of: str
     window: str
     generated_on: str
@@ -166,13 +167,14 @@ def _xml(text: str) -> str:
 
 
 def trend_chart(months: list[str], series: dict[str, list[float | None]], targets: dict[str, float | None],
-                width: float = 720, height: float = 260) -> str:
+                width: float = 720, height: float = 260, hollow_last: bool = False) -> str:
     """趋势图 A small SVG line chart of the rate series (percent, 0–100), targets dashed.
 
     Written by hand (issue 3: "SVG generated in Python … embedded"): a few dozen ``<line>``,
     ``<polyline>``, ``<circle>`` and ``<text>`` elements. matplotlib's SVG (every glyph and
     marker a path) cost WeasyPrint far more to lay out and paint, and importing matplotlib took
-    ~1 s per process. A missing value (no denominator) breaks the line.
+    ~1 s per process. A missing value (no denominator) breaks the line. ``hollow_last``: the last
+    month is open (月中): its point is drawn hollow (indicators.md "Open months").
     """
     left, right, top, bottom = 44.0, 12.0, 34.0, 28.0
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -211,7 +213,11 @@ def trend_chart(months: list[str], series: dict[str, list[float | None]], target
                 run = []
                 continue
             run.append(f"{x(i):.1f},{y(v * 100):.1f}")
-            out.append(f'<circle cx="{x(i):.1f}" cy="{y(v * 100):.1f}" r="2.6" fill="{colour}"/>')
+            if hollow_last and i == len(values) - 1:
+                out.append(f'<circle cx="{x(i):.1f}" cy="{y(v * 100):.1f}" r="3" fill="#fff" stroke="{colour}" '
+                           f'stroke-width="1.4"/>')
+            else:
+                out.append(f'<circle cx="{x(i):.1f}" cy="{y(v * 100):.1f}" r="2.6" fill="{colour}"/>')
         out.append(f'<line x1="{legend_x:g}" y1="14" x2="{legend_x + 22:g}" y2="14" stroke="{colour}" stroke-width="1.8"/>')
         out.append(f'<text x="{legend_x + 28:g}" y="18">{_xml(BY_KEY[key].name)}</text>')
         legend_x += 28 + 12 * len(BY_KEY[key].name) + 24
@@ -227,7 +233,7 @@ def trend_series(engine: Engine, tree: RegionTree, period: Period, variant: str,
         frozen = snapshots.frozen_months(conn, region_code, variant, [m.label for m in months])
     series: dict[str, list[float | None]] = {k: [] for k in TREND_KEYS}
     for m in months:
-        if m == period:
+        if m.label == period.label:  # the month itself (an open month is cut at today)
             counts = current
         elif m.label in frozen:
             counts = frozen[m.label]
@@ -313,10 +319,10 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
     below it when the caller has already computed them (``region_counts`` for the same month,
     variant and region), so the report is rendered from those numbers instead of computing the
     month a second time; default: frozen counts, else computed here."""
-    period = Period.parse(month)
+    today = today or local_today()
+    period = Period.requested(month, today)  # an open month: 月中, D = today (indicators.md "Open months")
     variant = resolve_variant(variant)
     target_set: TargetSet = resolve_target_set(targets)
-    today = today or local_today()
     with engine.connect() as conn:
         tree = RegionTree.load(conn)
         frozen = snapshots.is_frozen(conn, period.label, variant)
@@ -337,7 +343,7 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
 
     months, series = trend_series(engine, tree, period, variant, region_code, counts[region_code], today)
     trend_targets = {k: target_set.target_for(k, region_code, period.year) for k in TREND_KEYS}
-    svg = trend_chart(months, series, trend_targets)
+    svg = trend_chart(months, series, trend_targets, hollow_last=period.is_open)
     trend_rows = [(m, *(format_rate(series[k][i], "percent") for k in TREND_KEYS)) for i, m in enumerate(months)]
 
     as_of_list = min(period.as_of, today)
@@ -346,11 +352,12 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
     mine = counts[region_code]
     region_name = tree.path_name(region_code)
     return ReportContext(
-        title=f"{region_name}严重精神障碍患者管理月报",
+        title=f"{region_name}严重精神障碍患者管理月报" + ("（月中）" if period.is_open else ""),
         org_name=get_settings().org_name,
         region_code=region_code,
         region_name=region_name,
-        month=f"{period.year}年{period.month}月",
+        month=period.title(),
+        open_month=period.is_open,
         as_of=period.as_of.isoformat(),
         window=f"{period.start.isoformat()} 至 {period.as_of.isoformat()}",
         generated_on=today.isoformat(),

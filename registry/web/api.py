@@ -318,8 +318,9 @@ def rates(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp,
           month: Annotated[str, Query(max_length=7)] = "") -> dict:
     """月度指标 The month's indicators (county admin; registry.rates.indicators, contract.md JSON)."""
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
-    month = month_arg(month or Period.of(today).label)
-    data = compute_rates(engine, month=month, region_code=cur.user.region_code)
+    # indicators.md "Open months": the last closed month by default; an open month on request is cut at today
+    month = month_arg(month or Period.last_closed(today).label)
+    data = compute_rates(engine, month=month, region_code=cur.user.region_code, today=today)
     audit.record(engine, actor=cur.user.username, action="read", object_type="rates", object_id=month,
                  region_code=cur.user.region_code, source=ip)
     return data

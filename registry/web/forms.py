@@ -26,6 +26,10 @@ class Widget:
     required: bool = False
 
 
+# rules.md §5 [decision, 2026-12]: "the form says so next to the field"
+NEXT_VISIT_HINT = "须晚于本次随访日期；早于规则规定的下次随访日期时，按此日期安排随访；晚于规则日期不会推迟随访"
+
+
 def _choices(enum_cls) -> list[tuple[str, str]]:
     return [(str(m.value), f"{m.value} {m.label}") for m in enum_cls]
 
@@ -112,7 +116,7 @@ FOLLOW_UP_SECTIONS: list[tuple[str, list[Widget]]] = [
     ]),
     ("本次随访分类与下次随访", [
         fu("classification", "radio", _choices(codes.Classification), hint="留空时按规则自动计算"),
-        fu("next_visit_on", "date"),
+        fu("next_visit_on", "date", hint=NEXT_VISIT_HINT),
         fu("doctor_signature", "text"),
     ]),
 ]

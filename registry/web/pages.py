@@ -466,11 +466,15 @@ def dashboard(request: Request, month: str = ""):
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    month = month or Period.of(ctx.today()).label
+    today = ctx.today()
+    # indicators.md "Open months": the last closed month by default; the open one on request (月中)
+    month = month or Period.last_closed(today).label
     month_arg(month)
-    rates = compute_rates(ctx.engine, month=month, region_code=cur.user.region_code)
+    period = Period.requested(month, today)
+    rates = compute_rates(ctx.engine, month=month, region_code=cur.user.region_code, today=today)
     _audit_read(request, cur, action="read", object_type="rates", object_id=month, region_code=cur.user.region_code)
-    return render(request, "dashboard.html", month=month, rates=rates, tree=ctx.tree, indicators=BY_KEY)
+    return render(request, "dashboard.html", month=month, rates=rates, tree=ctx.tree, indicators=BY_KEY,
+                  month_title=period.title(), open_month=period.is_open, current_month=Period.of(today).label)
 
 
 @router.get("/reports/monthly.pdf")
@@ -479,11 +483,12 @@ def monthly_pdf(request: Request, month: str = ""):
     cur = current(request)
     cur.scope.require_role(UserRole.COUNTY_ADMIN.value)
     ctx = request.app.state.ctx
-    month = month or Period.of(ctx.today()).label
+    today = ctx.today()
+    month = month or Period.last_closed(today).label  # indicators.md "Open months"
     month_arg(month)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"report-{month}.pdf"
-        write_monthly_report(ctx.engine, month=month, region_code=cur.user.region_code, out_path=out)
+        write_monthly_report(ctx.engine, month=month, region_code=cur.user.region_code, out_path=out, today=today)
         content = out.read_bytes()
     _audit_read(request, cur, action="export", object_type="monthly_report", object_id=month, region_code=cur.user.region_code)
     return Response(content, media_type="application/pdf",
