@@ -5,6 +5,7 @@ patient registration form, with widgets and choices. Parsing and messages come f
 from __future__ import annotations
 
 import re
+from datetime import date
 from dataclasses import dataclass, field
 
 from registry import codes
@@ -168,6 +169,12 @@ _COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
 
 def typed_date(value: str) -> str:
     """日期输入 A date as typed into a form: ``YYYYMMDD`` (a phone's numeric pad has no "-", issue 16)
-    becomes ``YYYY-MM-DD``; anything else is passed on unchanged for ``registry.validation`` to judge."""
+    that is a real date becomes ``YYYY-MM-DD``; anything else is passed on unchanged for
+    ``registry.validation`` to judge (its message then quotes what was typed)."""
     m = _COMPACT_DATE.fullmatch(value.strip())
-    return f"{m[1]}-{m[2]}-{m[3]}" if m else value
+    if not m:
+        return value
+    try:
+        return date(int(m[1]), int(m[2]), int(m[3])).isoformat()
+    except ValueError:
+        return value

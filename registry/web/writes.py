@@ -146,12 +146,12 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
     that follow-up and records nothing — a retried submit never records the visit twice; two
     submits racing each other meet the unique constraint and the loser returns the winner's row."""
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
-    key = check_idempotency_key(idempotency_key)
+    submit_key = check_idempotency_key(idempotency_key)
     raw = _clean(raw_in)
     raw["patient_id"] = patient_id
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
-        earlier = _earlier_submit(session, patient_id, key)
+        earlier = _earlier_submit(session, patient_id, submit_key)
         if earlier is not None:
             return earlier
         issues = _check_types(raw, follow_up_field_names())
@@ -169,15 +169,15 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
                                                                     FollowUp.visit_on == visit_on)).one() or 0) + 1
         columns = set(FollowUp.model_fields)
-        fu = FollowUp(**{k: v for k, v in values.items() if k in columns}, seq=seq, idempotency_key=key)
+        fu = FollowUp(**{k: v for k, v in values.items() if k in columns}, seq=seq, idempotency_key=submit_key)
         session.add(fu)
         try:
             session.flush()
         except sa.exc.IntegrityError:
-            if key is None:
+            if submit_key is None:
                 raise
             session.rollback()  # a concurrent submit with the same key won the race
-            earlier = _earlier_submit(session, patient_id, key)
+            earlier = _earlier_submit(session, patient_id, submit_key)
             if earlier is None:
                 raise
             return earlier
