@@ -74,7 +74,7 @@ def worklist_sort_key(task: dict, as_of: date | None = None):
     )
 
 
-WORKLIST_SORTS = {"": "优先级（本周、逾期、危险性）", "due": "到期日", "village": "村(社区)"}
+WORKLIST_SORTS = {"": "优先级", "due": "到期日", "village": "村(社区)"}  # each after the week first
 HEALTH_CHECK = TaskKind.HEALTH_CHECK.value
 
 
