@@ -182,3 +182,20 @@ def test_the_app_is_installable(client):
     assert {192, 512} <= sizes
     login = client.get("/login").text
     assert 'rel="manifest"' in login and 'name="viewport"' in login and "<script>" not in login and "<style" not in login
+
+
+def test_the_api_takes_an_idempotency_key_header(client):
+    from web_support import session_token
+
+    engine = client.database.engine
+    headers = {"Authorization": f"Bearer {session_token(engine, 'doc')}", "Idempotency-Key": "api-retry-0001"}
+    body = {"visit_on": "2026-06-09", "mode": 2, "risk_level": 0}
+    before = len(_follow_ups(engine, "P2"))
+    first = client.post("/api/patients/P2/follow-ups", json=body, headers=headers)
+    second = client.post("/api/patients/P2/follow-ups", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert len(_follow_ups(engine, "P2")) == before + 1
+    bad = client.post("/api/patients/P2/follow-ups", json=body, headers={**headers, "Idempotency-Key": "no"})
+    assert bad.status_code == 422 and bad.json()["issues"][0]["column"] == "idempotency_key"
+    assert len(_follow_ups(engine, "P2")) == before + 1
