@@ -83,9 +83,9 @@
         " " + ("0" + now.getHours()).slice(-2) + ":" + ("0" + now.getMinutes()).slice(-2);
       try { s.setItem(key, JSON.stringify({ at: at, values: formValues(form) })); } catch (e) { /* storage full */ }
     }
+    // the first change stores the draft with this form's idempotency key, so a retry after a reload reuses it
     form.addEventListener("input", save);
     form.addEventListener("change", save);
-    save();  // the key of this form is kept from the first moment, so a retry after a reload reuses it
 
     if (!window.fetch || !window.FormData) return;
     form.addEventListener("submit", function (ev) {
