@@ -124,6 +124,8 @@ class FollowUp(SQLModel, table=True):
         sa.UniqueConstraint("patient_id", "visit_on", "seq", name="uq_follow_up_key"),
         sa.Index("ix_follow_up_updated_at", "updated_at"),  # patient-month state freshness (registry.rates.month_state)
         sa.Index("ix_follow_up_visit_on", "visit_on"),  # follow-ups a new date brings in or drops (schedules.generation)
+        # issue 16: a retried web submit carries the same key and never records the visit twice
+        sa.UniqueConstraint("idempotency_key", name="uq_follow_up_idempotency_key"),
         in_check("mode", codes.FollowUpMode),
         in_check("lost_reason", codes.LostReason),
         in_check("risk_level", codes.RiskLevel),
@@ -212,6 +214,9 @@ class FollowUp(SQLModel, table=True):
     # Last change (a corrected re-import updates it; unchanged rows keep it): lets incremental
     # computations such as a patient-month state table find follow-ups edited after a month closed.
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # 提交幂等键 The web form's idempotency key (issue 16), generated when the form is opened;
+    # NULL for imported and API rows (many NULLs are allowed by the unique constraint).
+    idempotency_key: str | None = Field(default=None, max_length=64)
 
 
 class FollowUpParticipant(SQLModel, table=True):

@@ -277,7 +277,7 @@ def test_cookie_session_needs_csrf_header_for_writes(web):
 
 def test_sql_worklist_matches_the_scheduler(web):
     """The paged SQL work list returns the scheduler's open tasks (schedules.worklist.open_tasks), in
-    the order overdue first, then rules.md §5."""
+    the order this week first (issue 16), then overdue first, then rules.md §5."""
     from schedules.generation import generate
     from schedules.worklist import open_tasks
 
@@ -286,7 +286,8 @@ def test_sql_worklist_matches_the_scheduler(web):
     client, tokens, _ids, database = web
     generate(database.engine, as_of=TODAY)  # the real scheduler's tasks next to the seeded ones
     for username, region in (("admin", "C"), ("doc", "T1")):
-        expected = sorted(open_tasks(database.engine, as_of=TODAY, region_code=region), key=worklist_sort_key)
+        expected = sorted(open_tasks(database.engine, as_of=TODAY, region_code=region),
+                          key=lambda task: worklist_sort_key(task, as_of=TODAY))
         rows = client.get("/api/worklist", params={"all": "true"}, headers=auth(tokens, username)).json()["rows"]
         assert [(r["patient_id"], r["kind"], r["due_on"]) for r in rows] == \
             [(t["patient_id"], t["kind"], t["due_on"]) for t in expected]

@@ -129,6 +129,7 @@ def test_doctor_records_follow_up_and_task_leaves_the_list(server, browser):
     page.fill("#i-incidents_mild", "两次")
     page.fill("#i-lab_tests", "血常规正常")
     page.click("button[type=submit]")
+    page.wait_for_selector(".alert ul")  # the form posts through static/app.js, then the server's page with the errors
     assert "请修改标红的" in page.inner_text(".alert")
     assert "稳定要求危险性为0级" in page.inner_text("#f-classification .error")
     assert "次数“两次”无效" in page.inner_text("#f-incidents_mild .error")
@@ -141,8 +142,7 @@ def test_doctor_records_follow_up_and_task_leaves_the_list(server, browser):
     page.check("input[name=insight][value='1']")
     page.select_option("#i-attended_police", "1")
     page.click("button[type=submit]")
-    page.wait_for_load_state()
-    assert page.url.endswith("/patients/P1?saved=1")
+    page.wait_for_url("**/patients/P1?saved=1&fu=*")
     assert "已保存" in page.inner_text("[role=status]")
     assert "2026-06-09" in page.inner_text("#timeline")
 
@@ -204,3 +204,257 @@ def test_admin_dashboard_search_and_audit(server, browser):
     assert audit(engine, actor="admin", action="export", object_type="monthly_report")
     assert audit(engine, actor="admin", action="search")
     page.close()
+
+
+# ---------------------------------------------------------------- issue 16: phone first
+
+PHONE = {"width": 360, "height": 780}
+DESKTOP = {"width": 1280, "height": 900}
+ROLE_PAGES = {
+    "doc": ["/worklist", "/worklist?all=1", "/worklist?kind=health_check", "/patients/P1", "/patients/P3",
+            "/patients/P1/follow-ups/new", "/patients/new", "/patients/P2/status", "/search?q=陈", "/search?q=无此人",
+            "/patients/P4"],
+    "police": ["/mylist", "/patients/P1", "/patients/P2"],
+    "civil": ["/mylist", "/patients/P3"],
+    "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1"],
+}
+# what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels
+TAP_TARGETS = ("button, a.button, input:not([type=hidden]):not([type=radio]):not([type=checkbox]), select, textarea, "
+               "a.tel, .choice, header nav a, .menu-button, .pager a")
+SMALL_TARGETS_JS = """(sel) => Array.from(document.querySelectorAll(sel)).filter(e => {
+  const r = e.getBoundingClientRect(); const s = getComputedStyle(e);
+  return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && r.height < 43.5;
+}).map(e => e.outerHTML.slice(0, 120))"""
+
+
+def phone_login(browser, base: str, username: str, viewport=PHONE, **context_args):
+    context = browser.new_context(viewport=viewport, locale="zh-CN", **context_args)
+    page = context.new_page()
+    page.goto(base + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    return context, page
+
+
+def no_sideways_scroll(page) -> None:
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"{page.url}: {width[0]} px wide in a {width[1]} px viewport"
+
+
+def open_menu(page) -> None:
+    if not page.is_visible("header nav"):
+        page.click(".menu-button")
+    assert page.is_visible("header nav")
+
+
+def test_every_page_fits_the_phone_and_the_desktop(server, browser):
+    base, _engine = server
+    for viewport in (PHONE, DESKTOP):
+        anonymous = browser.new_context(viewport=viewport)
+        login_page = anonymous.new_page()
+        login_page.goto(base + "/login")
+        no_sideways_scroll(login_page)
+        anonymous.close()
+        for username, paths in ROLE_PAGES.items():
+            context, page = phone_login(browser, base, username, viewport)
+            for path in paths:
+                page.goto(base + path)
+                no_sideways_scroll(page)
+                if viewport is PHONE:
+                    assert not page.is_visible("header nav")  # the menu is folded on a phone
+                    assert page.evaluate(SMALL_TARGETS_JS, TAP_TARGETS) == [], path
+                    name = path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-") or "home"
+                    page.screenshot(path=str(ARTIFACTS / f"phone-{username}-{name}.png"), full_page=True)
+                else:
+                    assert page.is_visible("header nav") and not page.is_visible(".menu-button")  # desktop as it was
+            if viewport is PHONE:
+                open_menu(page)
+                assert page.evaluate(SMALL_TARGETS_JS, TAP_TARGETS) == []
+                page.screenshot(path=str(ARTIFACTS / f"phone-{username}-menu.png"))
+            context.close()
+
+
+def test_the_menu_opens_without_javascript(server, browser):
+    base, _engine = server
+    context, page = phone_login(browser, base, "doc", java_script_enabled=False)
+    assert not page.is_visible("header nav")
+    page.click(".menu-button")
+    assert page.is_visible("header nav a[href='/search']")
+    page.click("header nav a[href='/search']")
+    page.wait_for_url("**/search")
+    context.close()
+
+
+def test_phone_numbers_are_tap_to_call(server, browser):
+    base, _engine = server
+    context, page = phone_login(browser, base, "doc")
+    page.goto(base + "/patients/P1")
+    hrefs = page.eval_on_selector_all("a[href^='tel:']", "as => as.map(a => a.getAttribute('href'))")
+    assert {"tel:13800000001", "tel:0750-1100", "tel:0750-1200"} <= set(hrefs)  # guardian, police, village
+    for path in ("/worklist?all=1", "/patients/P3"):
+        page.goto(base + path)
+        # every phone number shown is inside a tel: link
+        bare = page.evaluate("""() => { const out = []; const w = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
+          while (w.nextNode()) { const n = w.currentNode; if (/\\d{4}-\\d{4}|1\\d{10}/.test(n.textContent) && !n.parentElement.closest("a[href^='tel:']")
+            && !n.parentElement.closest('.mono, footer')) out.push(n.textContent.trim()); } return out; }""")
+        assert bare == [], path
+    context.close()
+    context, page = phone_login(browser, base, "police")
+    page.goto(base + "/patients/P1")
+    hrefs = page.eval_on_selector_all("a[href^='tel:']", "as => as.map(a => a.getAttribute('href'))")
+    assert {"tel:13800000001", "tel:0750-1100"} <= set(hrefs)
+    context.close()
+
+
+def _rows_of(engine, patient_id: str) -> list:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT id, idempotency_key FROM follow_up WHERE patient_id = :p"), {"p": patient_id}).all()
+
+
+def _fill_visit(page, note: str) -> None:
+    page.fill("#i-visit_on", "2026-06-09")
+    page.check("input[name=mode][value='2']")
+    page.select_option("#i-risk_level", "0")
+    page.fill("#i-lab_tests", note)
+
+
+def test_a_follow_up_draft_survives_a_reload_and_a_lost_signal(server, browser):
+    base, engine = server
+    context, page = phone_login(browser, base, "doc")
+    before = len(_rows_of(engine, "P3"))
+    page.goto(base + "/patients/P3/follow-ups/new")
+    assert page.get_attribute("#i-visit_on", "type") == "date"
+    key = page.input_value("input[name=idempotency_key]")
+    _fill_visit(page, "草稿：血常规正常")
+    page.screenshot(path=str(ARTIFACTS / "phone-doc-follow-up-form.png"), full_page=True)
+
+    page.reload()
+    assert page.is_visible("#draft-note") and "已恢复本机保存的草稿" in page.inner_text("#draft-note")
+    assert page.input_value("#i-lab_tests") == "草稿：血常规正常"
+    assert page.input_value("#i-risk_level") == "0" and page.is_checked("input[name=mode][value='2']")
+    assert page.input_value("input[name=idempotency_key]") == key  # the same submission as before the reload
+
+    context.set_offline(True)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#submit-failed", state="visible")
+    assert "网络不可用" in page.inner_text("#submit-failed")
+    assert len(_rows_of(engine, "P3")) == before
+    page.screenshot(path=str(ARTIFACTS / "phone-doc-follow-up-offline.png"), full_page=True)
+    context.set_offline(False)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/patients/P3?saved=1&fu=*")
+    rows = _rows_of(engine, "P3")
+    assert len(rows) == before + 1 and [r.idempotency_key for r in rows].count(key) == 1
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('jf-draft:'))") == []  # cleared on save
+
+    page.goto(base + "/patients/P3/follow-ups/new")  # a new form: no draft, a new key
+    assert not page.is_visible("#draft-note") and page.input_value("#i-lab_tests") == ""
+    assert page.input_value("input[name=idempotency_key]") != key
+    context.close()
+
+
+def test_a_submit_whose_answer_is_lost_is_recorded_once(server, browser):
+    base, engine = server
+    context, page = phone_login(browser, base, "doc")
+    before = len(_rows_of(engine, "P2"))
+    page.goto(base + "/patients/P2/follow-ups/new")
+    key = page.input_value("input[name=idempotency_key]")
+    _fill_visit(page, "回复丢失")
+
+    def lose_the_answer(route):
+        route.fetch()  # the server records the visit ...
+        route.abort("internetdisconnected")  # ... and the signal drops before the answer arrives
+
+    page.route("**/patients/P2/follow-ups/new", lose_the_answer)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#submit-failed", state="visible")
+    assert len(_rows_of(engine, "P2")) == before + 1
+    page.unroute("**/patients/P2/follow-ups/new")
+    page.reload()  # even after a reload the draft (and its key) come back
+    assert page.input_value("#i-lab_tests") == "回复丢失"
+    page.click("button[type=submit]")
+    page.wait_for_url("**/patients/P2?saved=1&fu=*")
+    rows = _rows_of(engine, "P2")
+    assert len(rows) == before + 1 and [r.idempotency_key for r in rows].count(key) == 1
+    context.close()
+
+
+def test_logout_clears_the_drafts(server, browser):
+    base, _engine = server
+    context, page = phone_login(browser, base, "doc")
+    page.goto(base + "/patients/P1/follow-ups/new")
+    page.fill("#i-lab_tests", "未提交")
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('jf-draft:doc:'))") == ["jf-draft:doc:P1"]
+    open_menu(page)
+    page.click("#logout button")
+    page.wait_for_url("**/login")
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('jf-draft:'))") == []
+    context.close()
+
+
+def test_forms_are_reachable_and_submittable_on_a_phone(server, browser):
+    base, engine = server
+    context, page = phone_login(browser, base, "doc")
+    page.goto(base + "/worklist?all=1")
+    page.select_option("#worklist-filters select[name=village]", "V1")
+    page.click("#worklist-filters button")
+    page.wait_for_url("**/worklist?*village=V1*")
+    shown = page.eval_on_selector_all("#worklist tr[data-patient]", "rs => rs.map(r => r.dataset.patient)")
+    assert shown and set(shown) <= {"P1", "P2", "P5"}  # 东坑村's patients only
+    open_menu(page)
+    page.click("header nav a[href='/search']")
+    page.fill("input[name=q]", "陈")
+    page.click(".searchbar button")
+    assert "陈一" in page.inner_text("#results")
+    page.goto(base + "/patients/new")
+    page.fill("#i-patient_id", "N16")
+    page.fill("#i-name", "吴十六")
+    page.check("input[name=sex][value='1']")
+    page.fill("#i-birth_date", "1990-02-03")
+    page.select_option("#i-village_code", "V1")
+    page.select_option("#i-diagnosis", index=1)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/patients/N16")
+    page.fill("#f-checked_on input[name=checked_on]", "2026-06-10")  # registered today: checked today
+    page.click("#f-checked_on button")
+    page.wait_for_url("**/patients/N16?saved=1")
+    page.goto(base + "/patients/N16/status")
+    page.check("input[name=status][value=moved_out]")
+    page.fill("#i-status_on", "2026-06-10")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/patients/N16")
+    assert "迁出" in page.inner_text("h1")
+    open_menu(page)
+    page.click("header nav a[href='/lists/week']")
+    page.wait_for_url("**/lists/week")
+    with page.expect_download() as download:
+        page.click("ul.downloads a[data-download]")  # the first list's PDF (随访任务单, the doctor's)
+        page.wait_for_selector("#download-status:has-text('正在生成')")
+    name = download.value.suggested_filename
+    assert "T1" in name and name.endswith(".pdf"), name
+    page.wait_for_selector("#download-status:has-text('已生成')")
+    context.close()
+
+    context, page = phone_login(browser, base, "police")
+    page.goto(base + "/patients/P1")
+    page.locator("#attendance button").first.click()
+    page.wait_for_url("**/patients/P1")
+    context.close()
+
+    context, page = phone_login(browser, base, "admin")
+    page.fill("input[name=month]", "2026-05")
+    page.click(".page-head .searchbar button")
+    page.wait_for_url("**/dashboard?month=2026-05")
+    no_sideways_scroll(page)
+    with page.expect_download() as download:
+        page.click("a[data-download]")
+        page.wait_for_selector("a[data-download][aria-busy=true]")
+    assert download.value.suggested_filename.endswith("2026-05.pdf")
+    page.goto(base + "/audit")
+    page.select_option("select[name=action]", "export")
+    page.click(".searchbar button")
+    page.wait_for_url("**/audit?*action=export*")
+    assert "导出" in page.inner_text("#audit")
+    context.close()

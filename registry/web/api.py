@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, create_model, model_validator
 
 from registry import accounts, audit, codes
@@ -272,10 +272,14 @@ async def patient(request: Request, patient_id: PatientId) -> dict:
 
 @authed.post("/patients/{patient_id}/follow-ups", status_code=201, summary="录入随访（乡镇精防医生）")
 def follow_up(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, patient_id: PatientId,
-              body: FollowUpBody) -> dict:
-    """随访录入 Record a follow-up (township doctor)."""
+              body: FollowUpBody,
+              idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=64,
+                                                            description="提交幂等键：重试同一提交时不重复记录（8–64 位字母、数字、-、_）")] = None) -> dict:
+    """随访录入 Record a follow-up (township doctor). A retry with the same ``Idempotency-Key`` answers
+    the first submit's follow-up and records nothing (issue 16)."""
     checked(patient_id, "patient_id")
-    fu = writes.record_follow_up(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip, channel=Channel.API)
+    fu = writes.record_follow_up(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip,
+                                 idempotency_key=idempotency_key, channel=Channel.API)
     return {"id": fu.id, "patient_id": patient_id, "visit_on": fu.visit_on.isoformat()}
 
 

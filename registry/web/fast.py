@@ -292,7 +292,7 @@ class WorklistPeek:
         self.items[key] = value
 
 
-def _worklist_statement(request, source: str, *, limit: int, offset: int, horizon_days: int | None):
+def _worklist_statement(request, source: str, *, limit: int, offset: int, horizon_days: int | None, filters: tuple = ()):
     """(params, via, now, peek key, expected page) for the work list, or None for the generic path."""
     ctx = request.app.state.ctx
     if not enabled(ctx):
@@ -301,7 +301,7 @@ def _worklist_statement(request, source: str, *, limit: int, offset: int, horizo
     if token_hash is None:
         return None
     peeks = ctx.__dict__.setdefault("_worklist_peek", WorklistPeek())
-    peek_key = (token_hash, ctx.today(), limit, offset, horizon_days)
+    peek_key = (token_hash, ctx.today(), limit, offset, horizon_days, filters)
     now = clock.now_utc()
     expect = peeks.get(peek_key)
     if expect is not None and time.monotonic() - expect[5] >= ctx.worklists.ttl:
@@ -326,11 +326,11 @@ def _remember(ctx, cur, kwargs: dict, peek_key, version, data) -> None:
         ctx._worklist_peek.put(peek_key, (cur.user.username, cur.user.role, cur.user.region_code, version, data, cached_at))
 
 
-def worklist_page(request, source: str, *, limit: int, offset: int, horizon_days: int | None):
+def worklist_page(request, source: str, *, limit: int, offset: int, horizon_days: int | None, filters: tuple = ()):
     """今日工作清单（快速） (Current, data) in one statement when this session's cached page is current
     (two otherwise), or None for the generic path."""
     ctx = request.app.state.ctx
-    prepared = _worklist_statement(request, source, limit=limit, offset=offset, horizon_days=horizon_days)
+    prepared = _worklist_statement(request, source, limit=limit, offset=offset, horizon_days=horizon_days, filters=filters)
     if prepared is None:
         return None
     params, via, now, peek_key, expect = prepared
@@ -343,14 +343,15 @@ def worklist_page(request, source: str, *, limit: int, offset: int, horizon_days
         if audited:  # this session's cached page is current, and its audit row is written
             return cur, expect[4]
         version = (run_id, finished_at)
-        kwargs = {"as_of": cur.scope.today, "horizon_days": horizon_days, "limit": limit, "offset": offset}
+        kwargs = {"as_of": cur.scope.today, "horizon_days": horizon_days, "limit": limit, "offset": offset, **dict(filters)}
         data = ctx.worklist(cur.scope, version=(version,), **kwargs)
         conn.execute(AUDIT_SQL, _worklist_audit(cur, data, source))
     _remember(ctx, cur, kwargs, peek_key, version, data)
     return cur, data
 
 
-async def worklist_page_async(request, source: str, *, limit: int, offset: int, horizon_days: int | None):
+async def worklist_page_async(request, source: str, *, limit: int, offset: int, horizon_days: int | None,
+                              filters: tuple = ()):
     """今日工作清单（快速，异步） As ``worklist_page`` on the worker's asyncio connection pool; a page not
     in the cache is computed in the thread pool."""
     from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
@@ -358,8 +359,9 @@ async def worklist_page_async(request, source: str, *, limit: int, offset: int, 
     ctx = request.app.state.ctx
     pool = ctx.fast_pool
     if pool is None:
-        return await run_in_threadpool(worklist_page, request, source, limit=limit, offset=offset, horizon_days=horizon_days)
-    prepared = _worklist_statement(request, source, limit=limit, offset=offset, horizon_days=horizon_days)
+        return await run_in_threadpool(worklist_page, request, source, limit=limit, offset=offset, horizon_days=horizon_days,
+                                       filters=filters)
+    prepared = _worklist_statement(request, source, limit=limit, offset=offset, horizon_days=horizon_days, filters=filters)
     if prepared is None:
         return None
     params, via, now, peek_key, expect = prepared
@@ -372,7 +374,7 @@ async def worklist_page_async(request, source: str, *, limit: int, offset: int, 
         if audited:
             return cur, expect[4]
         version = (run_id, finished_at)
-        kwargs = {"as_of": cur.scope.today, "horizon_days": horizon_days, "limit": limit, "offset": offset}
+        kwargs = {"as_of": cur.scope.today, "horizon_days": horizon_days, "limit": limit, "offset": offset, **dict(filters)}
         key = ctx.worklist_key(cur.scope, **kwargs)
         data = ctx.worklists.peek(key, version)
         if data is None:

@@ -4,6 +4,8 @@ patient registration form, with widgets and choices. Parsing and messages come f
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from dataclasses import dataclass, field
 
 from registry import codes
@@ -162,3 +164,21 @@ def errors_by_field(issues) -> dict[str, list[str]]:
     for issue in issues:
         out.setdefault(issue.column or "_", []).append(issue.message)
     return out
+
+
+DATE_FIELDS = frozenset({w.name for _t, ws in FOLLOW_UP_SECTIONS + PATIENT_SECTIONS for w in ws if w.kind == "date"}
+                        | {"status_on", "checked_on", "given_on"})
+_COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
+
+
+def typed_date(value: str) -> str:
+    """日期输入 A date as typed into a form: ``YYYYMMDD`` (a phone's numeric pad has no "-", issue 16)
+    that is a real date becomes ``YYYY-MM-DD``; anything else is passed on unchanged for
+    ``registry.validation`` to judge (its message then quotes what was typed)."""
+    m = _COMPACT_DATE.fullmatch(value.strip())
+    if not m:
+        return value
+    try:
+        return date(int(m[1]), int(m[2]), int(m[3])).isoformat()
+    except ValueError:
+        return value

@@ -6,10 +6,12 @@ typed, each bad field marked with its Chinese message (never a 500).
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 import urllib.parse
 from datetime import date, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 from typing import Annotated
 
@@ -23,6 +25,7 @@ from registry.accounts import UserRole, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied, TooManyRequests
 from registry.rates.compute import compute_rates
 from registry.rates.indicators import BY_KEY
+from registry.codes import TaskKind
 from registry.models import Region
 from registry.periods import Period
 from registry.rates.reporting import write_monthly_report
@@ -61,6 +64,8 @@ async def form_data(request: Request, cur: Current) -> dict[str, str]:
             continue
         values = [v for v in form.getlist(key) if isinstance(v, str)]
         data[key] = ",".join(values) if key == "symptoms" else (values[-1] if values else "")
+        if key in forms.DATE_FIELDS:
+            data[key] = forms.typed_date(data[key])
     return data
 
 
@@ -199,20 +204,35 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, *, 
 PAGE_ROWS = 100
 
 
+def worklist_filters(village: str, kind: str, member: str, sort: str) -> tuple:
+    """工作清单筛选 The page's filters as the work list's keyword arguments (a hashable tuple: part of
+    the cache key and of the fast path's peek key), or a 422 naming the bad parameter."""
+    village, member = text_param(village, "村(社区)(village)", 32), text_param(member, "团队成员(member)", 64)
+    if kind and kind not in {k.value for k in TaskKind}:
+        raise InvalidInput.single("BAD_VALUE", f"任务类型(kind)“{kind[:20]}”无效", column="kind")
+    if sort not in queries.WORKLIST_SORTS:
+        raise InvalidInput.single("BAD_VALUE", f"排序(sort)“{sort[:20]}”无效", column="sort")
+    return (("health_checks_apart", True), ("kind", kind or None), ("member", member or None), ("sort", sort),
+            ("village", village or None))
+
+
 @router.get("/worklist", response_class=HTMLResponse)
-async def worklist_page(request: Request, all: int = 0, page: int = 1):
-    """今日工作清单 The work list page (doctor, county admin)."""
+async def worklist_page(request: Request, all: int = 0, page: int = 1, village: str = "", kind: str = "", member: str = "",
+                        sort: str = ""):
+    """今日工作清单 The work list page (doctor, county admin): this week's visits first, the health checks
+    owed en masse in their own section; filters by village, kind and team member (issue 16)."""
     ctx = request.app.state.ctx
     page = min(max(page, 1), 100_000)
+    filters = worklist_filters(village, kind, member, sort)
     fast_read = await fast.worklist_page_async(request, client_ip(request), limit=PAGE_ROWS, offset=(page - 1) * PAGE_ROWS,
-                                               horizon_days=None if all else 7)
+                                               horizon_days=None if all else 7, filters=filters)
     if fast_read is not None:  # PostgreSQL: one statement (session, version, audit row); see fast.py
         cur, data = fast_read
-        return _worklist_response(request, ctx, cur, data, all, page)
-    return await run_in_threadpool(_worklist_generic, request, all, page)
+        return _worklist_response(request, ctx, cur, data, all, page, filters)
+    return await run_in_threadpool(_worklist_generic, request, all, page, filters)
 
 
-def _worklist_generic(request: Request, all: int, page: int):
+def _worklist_generic(request: Request, all: int, page: int, filters: tuple = ()):
     ctx = request.app.state.ctx
     # one connection and transaction: session lookup, the cache's version check and the audit row
     with Session(ctx.engine, expire_on_commit=False) as session:
@@ -220,17 +240,19 @@ def _worklist_generic(request: Request, all: int, page: int):
         cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
         conn = session.connection()
         data = ctx.worklist(cur.scope, conn=conn, as_of=ctx.today(), horizon_days=None if all else 7, limit=PAGE_ROWS,
-                            offset=(page - 1) * PAGE_ROWS)
+                            offset=(page - 1) * PAGE_ROWS, **dict(filters))
         audit.record(conn, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
                      region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
         session.commit()
-    return _worklist_response(request, ctx, cur, data, all, page)
+    return _worklist_response(request, ctx, cur, data, all, page, filters)
 
 
-def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int, page: int) -> HTMLResponse:
+def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int, page: int, filters: tuple = ()) -> HTMLResponse:
     pages = max(1, -(-data["total"] // PAGE_ROWS))
-    return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages,
-                  rows_html=ctx.worklist_rows_html(data, cur.user.role))
+    chosen = {k: v for k, v in filters if k in ("village", "kind", "member", "sort") and v}
+    query = urlencode({**chosen, **({"all": 1} if all else {})})
+    return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages, chosen=chosen,
+                  query=query, week_query=urlencode(chosen), all_query=urlencode({**chosen, "all": 1}), rows_html=ctx.worklist_rows_html(data, cur.user.role))
 
 
 @router.get("/mylist", response_class=HTMLResponse)
@@ -293,7 +315,8 @@ def follow_up_page(request: Request, patient_id: str):
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     return _follow_up_form(request, cur, patient_id, {"visit_on": request.app.state.ctx.today().isoformat(),
-                                                      "doctor_signature": cur.user.display_name}, {})
+                                                      "doctor_signature": cur.user.display_name,
+                                                      "idempotency_key": secrets.token_urlsafe(18)}, {})
 
 
 def _follow_up_form(request: Request, cur: Current, patient_id: str, values: dict, errors: dict, status_code: int = 200):
@@ -312,12 +335,17 @@ async def follow_up_submit(request: Request, patient_id: str):
     cur = current(request)
     data = await form_data(request, cur)
     data = {k: v for k, v in data.items() if not (k.startswith("attended_") and v == "")}
+    key = data.pop("idempotency_key", "") or None
     ctx = request.app.state.ctx
     try:
-        writes.record_follow_up(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
+        fu = writes.record_follow_up(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request),
+                                     idempotency_key=key)
     except InvalidInput as exc:
-        return _follow_up_form(request, cur, patient_id, data, forms.errors_by_field(exc.issues), status_code=422)
-    return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
+        # the same key goes back into the form: nothing was recorded under it
+        return _follow_up_form(request, cur, patient_id, {**data, "idempotency_key": key or secrets.token_urlsafe(18)},
+                               forms.errors_by_field(exc.issues), status_code=422)
+    # the page after the save names the key, so the device's draft of this form is cleared (static/app.js)
+    return RedirectResponse(f"/patients/{patient_id}?saved=1&fu={fu.id}", status_code=303)
 
 
 @router.get("/patients/{patient_id}/status", response_class=HTMLResponse)

@@ -23,7 +23,7 @@ from registry.rules import classification_of, is_complete
 from registry.attempts import latest_first_sql
 from registry.care_team import care_team_select
 from registry.codes import TaskKind, TaskStatus
-from registry.models import VisitTask
+from registry.models import TeamMember, VisitTask
 from registry.periods import add_months
 from registry.regions import LiveRegionTree
 from registry.web.scopes import Scope
@@ -58,11 +58,15 @@ def age_on(birth: date, today: date) -> int:
 
 # ---------------------------------------------------------------- tasks
 
-def worklist_sort_key(task: dict):
+def worklist_sort_key(task: dict, as_of: date | None = None):
     """排序 The work-list order as a Python key (the SQL in ``_worklist_rows`` is the one used):
-    overdue first (issue 4), then rules.md §5: risk level desc, days overdue desc, due date."""
+    this week's visits first — overdue or due within 7 days of ``as_of`` (issue 16, "the week
+    first"; rules.md §7.1's horizon) —, then overdue first (issue 4), then rules.md §5: risk level
+    desc, days overdue desc, due date."""
     risk = task.get("risk_level")
+    later = as_of is not None and str(task.get("due_on")) > (as_of + timedelta(days=WORKLIST_HORIZON_DAYS)).isoformat()
     return (
+        1 if later else 0,
         0 if task.get("overdue") else 1,
         -(risk if risk is not None else -1),
         -(task.get("days_overdue") or 0),
@@ -71,19 +75,36 @@ def worklist_sort_key(task: dict):
     )
 
 
+WORKLIST_SORTS = {"": "优先级", "due": "到期日", "village": "村(社区)"}  # each after the week first
+HEALTH_CHECK = TaskKind.HEALTH_CHECK.value
+
+
 def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon_days: int | None = WORKLIST_HORIZON_DAYS,
-             limit: int | None = None, offset: int = 0) -> dict:
-    """今日工作清单 Tasks in the user's scope: overdue first, then due within the horizon.
+             limit: int | None = None, offset: int = 0, village: str | None = None, kind: str | None = None,
+             member: str | None = None, sort: str = "", health_checks_apart: bool = False) -> dict:
+    """今日工作清单 Tasks in the user's scope: this week's first (overdue or due within 7 days), then later.
 
     Joint visits carry the team members to call for every required role besides the doctor.
-    The page needs only the first ``limit`` rows, so the filter, the §5 order and the limit
+    The page needs only the first ``limit`` rows, so the filter, the order and the limit
     run in SQL on the scheduler's ``visit_task`` table (the same rows as
     ``schedules.worklist.open_tasks``: open, basis on or before ``as_of``, in the region).
+
+    Filters (issue 16): ``village`` (a village code), ``kind`` (a TaskKind), ``member`` (a team
+    member's id: the joint visits of the patients on that member's team that need the member's
+    role); ``sort`` one of ``WORKLIST_SORTS`` (after the week first). ``health_checks_apart``: the
+    health checks owed en masse leave the rows and come as their own section, counted per
+    village (``data["health_checks"]``), so the week's visits are not buried under them.
     """
     with Session(engine) as session:
+        filters = _worklist_filters(session, scope, village=village, kind=kind, member=member,
+                                    exclude_kind=HEALTH_CHECK if health_checks_apart and not kind else None)
         (total, overdue), tasks, patients = _worklist_rows(session, scope, as_of=as_of, horizon_days=horizon_days, limit=limit,
-                                                               offset=offset)
+                                                           offset=offset, filters=filters, sort=sort)
         teams = teams_for(session, list(patients.values())) if any(t["joint"] for t in tasks) else {}
+        checks = (_health_check_section(session, scope, tree, as_of=as_of, horizon_days=horizon_days,
+                                        more_filters=filters[1:])
+                  if health_checks_apart and not kind else None)
+    week_end = (as_of + timedelta(days=WORKLIST_HORIZON_DAYS)).isoformat()
     rows = []
     for t in tasks:
         p = patients[t["patient_id"]]
@@ -99,6 +120,7 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
             "due_on": str(t["due_on"]),
             "overdue": bool(t.get("overdue")),
             "days_overdue": int(t.get("days_overdue") or 0),
+            "this_week": str(t["due_on"]) <= week_end,
             "risk_level": t.get("risk_level"),
             "roles": roles,
             "role_labels": [role_label(r) for r in roles],
@@ -106,28 +128,91 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
             "call": call,
             "rule": t.get("rule"),
         })
-    return {"as_of": as_of.isoformat(), "total": total, "overdue": overdue, "offset": offset, "rows": rows}
+    out = {"as_of": as_of.isoformat(), "total": total, "overdue": overdue, "offset": offset, "rows": rows}
+    if checks is not None:
+        out["health_checks"] = checks
+    if health_checks_apart:  # the page's filter choices, cached with the page
+        out["options"] = worklist_options(engine, scope, tree)
+    return out
+
+
+def worklist_options(engine, scope: Scope, tree: LiveRegionTree) -> dict:
+    """筛选项 The work-list filter choices in the scope: villages, task kinds, team members."""
+    villages = sorted(c for c in scope.region_codes if tree.level(c) == "village")
+    m = TeamMember.__table__
+    with engine.connect() as conn:
+        members = conn.execute(sa.select(m.c.member_id, m.c.name, m.c.role).where(
+            m.c.region_code.in_(sorted(scope.region_codes))).order_by(m.c.role, m.c.name, m.c.member_id)).all()
+    return {"villages": [(c, tree.name(c)) for c in villages],
+            "kinds": [(k.value, k.label) for k in TaskKind],
+            "members": [(r.member_id, f"{r.name}（{role_label(r.role)}）") for r in members if r.role != "doctor"],
+            "sorts": list(WORKLIST_SORTS.items())}
+
+
+def _worklist_filters(session: Session, scope: Scope, *, village: str | None, kind: str | None, member: str | None,
+                      exclude_kind: str | None) -> list:
+    """The filter clauses on ``visit_task`` (first: the kind clause; the rest apply to every section)."""
+    t = VisitTask.__table__
+    kind_clause = [t.c.kind == kind] if kind else ([t.c.kind != exclude_kind] if exclude_kind else [])
+    out: list = [sa.and_(sa.true(), *kind_clause)]
+    if village:
+        out.append(Patient.village_code == village)
+    if member:
+        m = TeamMember.__table__
+        role = session.execute(sa.select(m.c.role).where(m.c.member_id == member)).scalar()
+        if role is None:
+            out.append(sa.false())
+        else:
+            pt = Patient.__table__
+            among = sa.select(pt.c.patient_id, pt.c.village_code).where(scope.patient_clause()).subquery("member_patients")
+            team = care_team_select(among).subquery("member_team")
+            out.append(t.c.patient_id.in_(sa.select(team.c.patient_id).where(team.c.member_id == member)))
+            out.append(t.c.roles.contains(role))
+    return out
+
+
+def _health_check_section(session: Session, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon_days: int | None,
+                          more_filters: list) -> dict:
+    """健康体检（集中） The health checks owed, counted: total, overdue, per village (most first)."""
+    t = VisitTask.__table__
+    where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause(), t.c.kind == HEALTH_CHECK,
+             *more_filters]
+    if horizon_days is not None:
+        where.append(t.c.due_on <= as_of + timedelta(days=horizon_days))
+    overdue = sa.case((t.c.due_on < as_of, 1), else_=0)
+    rows = session.execute(
+        sa.select(Patient.village_code, sa.func.count(), sa.func.sum(overdue))
+        .select_from(t.join(Patient, Patient.patient_id == t.c.patient_id)).where(*where)
+        .group_by(Patient.village_code)).all()
+    villages = sorted(({"village_code": code, "village": tree.name(code), "total": int(n), "overdue": int(late or 0)}
+                       for code, n, late in rows), key=lambda v: (-v["total"], v["village_code"]))
+    return {"total": sum(v["total"] for v in villages), "overdue": sum(v["overdue"] for v in villages), "villages": villages}
 
 
 def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days: int | None, limit: int | None,
-                   offset: int = 0):
+                   offset: int = 0, filters: list | None = None, sort: str = ""):
     """(total, first ``limit`` task dicts in work-list order, their patients) for the scope."""
     t = VisitTask.__table__
-    where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause()]
+    where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause(), *(filters or [])]
     if not scope.full_record:  # police / civil affairs: only the visits they take part in (rules.md §6)
         where.append(t.c.roles.contains(scope.role))
     if horizon_days is not None:
         where.append(t.c.due_on <= as_of + timedelta(days=horizon_days))
     joined = t.join(Patient, Patient.patient_id == t.c.patient_id)
     later = sa.case((t.c.due_on < as_of, 0), else_=1)  # 0 = overdue, sorts first
+    # issue 16: this week's visits (overdue or due within 7 days) before the later ones
+    after_week = sa.case((t.c.due_on <= as_of + timedelta(days=WORKLIST_HORIZON_DAYS), 0), else_=1)
+    by = {"due": [t.c.due_on], "village": [Patient.village_code, t.c.due_on]}.get(sort, [])
     # one pass: narrow task rows with the totals as window aggregates; the patients are fetched
     # afterwards for the page's rows only
     stmt = (
         sa.select(t.c.patient_id, t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level, t.c.id,
                   sa.func.count().over().label("total"), sa.func.sum(1 - later).over().label("overdue_total"))
         .select_from(joined).where(*where)
-        # issue 4: overdue first; then rules.md §5: risk desc (unknown last), days overdue desc, due date
-        .order_by(later, sa.func.coalesce(t.c.risk_level, -1).desc(), t.c.due_on, t.c.patient_id, t.c.kind)
+        # the week first; then issue 4: overdue first; then rules.md §5: risk desc (unknown last), days overdue desc,
+        # due date (a chosen sort replaces the last three)
+        .order_by(after_week, *(by or [later, sa.func.coalesce(t.c.risk_level, -1).desc()]), t.c.due_on, t.c.patient_id,
+                  t.c.kind)
     )
     if limit is not None:
         stmt = stmt.limit(limit)

@@ -8,6 +8,7 @@ a done visit leaves the work list (rules.md §5 idempotency: the generator is re
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from typing import Any
 
@@ -109,16 +110,45 @@ def patient_field_names() -> set[str]:
     return {f.name for f in PATIENT_FIELDS + PATIENT_EXTRA_FIELDS}
 
 
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """提交幂等键 A form's idempotency key (8–64 letters, digits, ``-``, ``_``), or None when absent."""
+    if not key:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidInput.single("BAD_VALUE", "提交编号(idempotency_key)无效，请重新打开随访表", column="idempotency_key")
+    return key
+
+
+def _earlier_submit(session: Session, patient_id: str, key: str | None) -> FollowUp | None:
+    """The follow-up an earlier submit with ``key`` recorded (issue 16), else None."""
+    if key is None:
+        return None
+    earlier = session.exec(select(FollowUp).where(FollowUp.idempotency_key == key)).first()
+    if earlier is not None and earlier.patient_id != patient_id:
+        raise Conflict("该提交编号已用于另一名患者的随访，请重新打开随访表", code="IDEMPOTENCY_KEY_REUSED")
+    return earlier
+
+
 def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None,
-                     channel: Channel = Channel.FORM) -> FollowUp:
+                     channel: Channel = Channel.FORM, idempotency_key: str | None = None) -> FollowUp:
     """随访录入 Validate and store one follow-up (+ joint-visit attendance), one transaction.
 
-    The checks are ``registry.validation.validate_follow_up``, the importer's, on ``channel``."""
+    The checks are ``registry.validation.validate_follow_up``, the importer's, on ``channel``.
+    ``idempotency_key`` (the web form's, issue 16): a submit whose key is already stored returns
+    that follow-up and records nothing — a retried submit never records the visit twice; two
+    submits racing each other meet the unique constraint and the loser returns the winner's row."""
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    submit_key = check_idempotency_key(idempotency_key)
     raw = _clean(raw_in)
     raw["patient_id"] = patient_id
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
+        earlier = _earlier_submit(session, patient_id, submit_key)
+        if earlier is not None:
+            return earlier
         issues = _check_types(raw, follow_up_field_names())
         values, more = validate_follow_up(raw, today=today, patient=PatientFacts.of(patient), channel=channel, extra=True)
         issues += more
@@ -134,9 +164,18 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
                                                                     FollowUp.visit_on == visit_on)).one() or 0) + 1
         columns = set(FollowUp.model_fields)
-        fu = FollowUp(**{k: v for k, v in values.items() if k in columns}, seq=seq)
+        fu = FollowUp(**{k: v for k, v in values.items() if k in columns}, seq=seq, idempotency_key=submit_key)
         session.add(fu)
-        session.flush()
+        try:
+            session.flush()
+        except sa.exc.IntegrityError:
+            if submit_key is None:
+                raise
+            session.rollback()  # a concurrent submit with the same key won the race
+            earlier = _earlier_submit(session, patient_id, submit_key)
+            if earlier is None:
+                raise
+            return earlier
         for role, flag in attended.items():
             if flag is not None:
                 session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, attended=flag in ("1", "on", "true", "是")))
