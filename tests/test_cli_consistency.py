@@ -92,7 +92,7 @@ def test_invalid_input_exits_1_with_one_chinese_message(name, args, code, county
 
 
 def test_usage_errors_still_exit_2(county_db):
-    assert CliRunner().invoke(app, ["rates", "--db", county_db]).exit_code == 2  # --month missing
+    assert CliRunner().invoke(app, ["report", "--db", county_db]).exit_code == 2  # --out missing (--month defaults to the last closed month)
     assert CliRunner().invoke(app, ["no-such-command"]).exit_code == 2
 
 

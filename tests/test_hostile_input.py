@@ -70,12 +70,12 @@ def test_a_formula_as_a_name_is_text_in_the_lists_workbook(database, small_count
         conn.execute(sa.update(Patient).where(Patient.patient_id == "A").values(address="+1-2", phone="@SUM(1)"))
     generate(database.engine, as_of=D("2026-06-08"))
     data = build_lists(database.engine, township_code="T", week=D("2026-06-08"))
-    path = write_xlsx(data, tmp_path)
-    book = load_workbook(path)
-    found = [c for sheet in book.worksheets for row in sheet.iter_rows() for c in row if c.value == FORMULA_NAME]
-    assert found, "the patient's name is in the workbook"
+    books = [load_workbook(path) for path in write_xlsx(data, tmp_path)]  # one workbook per list (rules.md §7)
+    cells = [c for book in books for sheet in book.worksheets for row in sheet.iter_rows() for c in row]
+    found = [c for c in cells if c.value == FORMULA_NAME]
+    assert found, "the patient's name is in the workbooks"
     assert all(c.data_type == "s" and c.quotePrefix for c in found)
-    formulas = [c.coordinate for sheet in book.worksheets for row in sheet.iter_rows() for c in row if c.data_type == "f"]
+    formulas = [c.coordinate for c in cells if c.data_type == "f"]
     assert formulas == []
 
 
@@ -84,8 +84,8 @@ def test_a_control_character_stored_before_validation_does_not_stop_the_workbook
     with database.engine.begin() as conn:  # stored by an older version, before BAD_TEXT
         conn.execute(sa.update(Patient).where(Patient.patient_id == "A").values(name="甲\x0b\x1b"))
     generate(database.engine, as_of=D("2026-06-08"))
-    path = write_xlsx(build_lists(database.engine, township_code="T", week=D("2026-06-08")), tmp_path)
-    values = {c.value for sheet in load_workbook(path).worksheets for row in sheet.iter_rows() for c in row}
+    paths = write_xlsx(build_lists(database.engine, township_code="T", week=D("2026-06-08")), tmp_path)
+    values = {c.value for path in paths for sheet in load_workbook(path).worksheets for row in sheet.iter_rows() for c in row}
     assert "甲\ufffd\ufffd" in values
 
 
@@ -101,8 +101,8 @@ def test_one_townships_failure_never_stops_another(database, small_county, tmp_p
     out.mkdir()
     (out / "T").write_text("not a directory")  # township T's output cannot be written
     totals = run_weekly_lists(database.url, str(out), "2026-06-08", source="test")
-    assert sorted(p.name for p in (out / "T2").iterdir())[-1] == "2026-06-08_T2_五单.xlsx"
-    assert len(list((out / "T2").iterdir())) == 6
+    names = sorted(p.name for p in (out / "T2").iterdir())  # five PDFs and five workbooks, one per list
+    assert len(names) == 10 and sum(n.endswith(".xlsx") for n in names) == 5, names
     assert totals["townships"] == 1 and list(totals["failed"]) == ["T"]
     run = recent_runs(database.engine, 1)[0]
     assert run["job"] == "lists" and run["status"] == "error" and "T:" in run["error"] and run["counts"]["townships"] == 1

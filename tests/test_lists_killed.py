@@ -76,7 +76,7 @@ def test_the_monday_job_killed_between_townships_then_restarted(database, small_
     lists_runs = [r for r in runs(engine) if r["job"] == "lists"]
     assert [r["status"] for r in lists_runs] == ["error", "ok"] and "interrupted" in lists_runs[0]["error"]
     for code in ("T", "T2"):
-        assert len(list((out / code).glob(f"{monday}_{code}_*"))) == 6
+        assert len(list((out / code).glob(f"{monday}_{code}_*"))) == 10  # 5 PDFs + 5 workbooks
     with engine.connect() as conn:
         keys = conn.execute(sa.select(OutboxMessage.dedupe_key)).scalars().all()
     assert sorted(keys) == [f"lists:T2:{monday}", f"lists:T:{monday}"]

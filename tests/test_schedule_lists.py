@@ -107,7 +107,7 @@ def test_lists_pdf_and_xlsx(database, small_county, tmp_path):
 @pytest.mark.parametrize("args, code", [
     (["--week", "2026-06-10", "--township", "V"], 1),
     (["--week", "2026-06-10", "--township", "NOPE"], 1),
-    (["--week", "10/06/2026", "--township", "T"], 2),
+    (["--week", "10/06/2026", "--township", "T"], 1),  # invalid input exits 1 everywhere (issue 16)
 ])
 def test_lists_bad_input(database, small_county, tmp_path, args, code):
     prepare(database, small_county)
