@@ -13,6 +13,7 @@ import sys
 import typer
 
 from jingfang import commands_rates, commands_registry, commands_schedules, commands_web
+from jingfang import commands_ledger
 
 app = typer.Typer(
     name="jingfang",
@@ -24,6 +25,7 @@ app = typer.Typer(
 
 for module in (commands_registry, commands_schedules, commands_rates, commands_web):
     module.register(app)
+commands_ledger.register(app)  # 易肇事肇祸台账 (issue 15)
 
 
 def main() -> None:
