@@ -57,7 +57,7 @@ ROUTES = [
     ("GET", "/api/me"), ("GET", "/api/worklist"), ("GET", "/api/patients"), ("GET", "/api/patients/P1"),
     ("POST", "/api/patients"), ("POST", "/api/patients/P1/follow-ups"), ("POST", "/api/patients/P1/status"),
     ("POST", "/api/follow-ups/1/attendance"), ("GET", "/api/rates"), ("GET", "/api/audit"), ("DELETE", "/api/session"),
-    ("POST", "/api/patients/P1/health-checks"), ("POST", "/api/patients/P1/injections"),
+    ("POST", "/api/patients/P1/health-checks"), ("POST", "/api/patients/P1/injections"), ("GET", "/api/ledger"),
 ]
 
 
