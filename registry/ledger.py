@@ -42,11 +42,15 @@ So the candidates are released_on(p) and the complete follow-ups' dates, and
 
 (the c with released_on(c) > released_on(p) are exactly those that are in the window of some
 t ≥ released_on(p); a c on Feb 29 right after an event on Feb 28 is in no such window). It
-counts only when exit(p) < p′ (at p′ the window holds p′ again). The exit does not depend on
-where the entry began, so every event is computed independently with window functions: the next
-event (a running ``MIN`` in descending date order), the first complete follow-up released after
-``released_on(p)`` (a running ``MIN`` over a ``RANGE`` frame on its day number), then entries are
-the first event and every event after one with an exit (``LAG``), grouped by a running ``SUM``.
+counts only when exit(p) < p′ (at p′ the window holds p′ again). ``released_on`` is strictly
+increasing except that Feb 28 and Feb 29 of a leap year share one, so that minimum is the first
+complete follow-up after p — or after p + 1 day when p + 1 is that Feb 29. The exit does not
+depend on where the entry began, so every event is computed independently with window functions,
+all over one ordering (latest day first, so each level sorts once): the next event (a running
+``MIN`` over the rows before), the first complete follow-up after p and after p + 1 (running
+``MIN`` over ``RANGE`` frames on the day number); then an entry starts at the first event and
+at every event after one with an exit (``LEAD`` in that order), and an entry's number is the
+count of exits dated on or after the event (a running ``SUM``).
 ``tests/test_ledger.py`` compares ``ledger_history`` (the definition, day by day) with
 ``ledger_select`` on random histories on both databases.
 """
@@ -268,32 +272,36 @@ def ledger_select(as_of: date, *, among=None, emergencies=None) -> sa.Select:
         .group_by(rows.c.patient_id, rows.c.on)
         .subquery("ledger_day")
     )
-    release = released_on_sql(days.c.on)
-    windowed = sa.select(
-        days.c.patient_id, days.c.on, days.c.rank, release.label("release"),
+    # one ordering for every window (latest day first), so the database sorts once per level
+    latest_first = dict(partition_by=days.c.patient_id, order_by=day_number(days.c.on).desc())
+    complete_on = sa.case((days.c.complete == 1, days.c.on), else_=sa.null())
+    w = sa.select(
+        days.c.patient_id, days.c.on, days.c.rank, released_on_sql(days.c.on).label("release"),
         sa.func.min(sa.case((days.c.rank.is_not(None), days.c.on), else_=sa.null())).over(
-            partition_by=days.c.patient_id, order_by=days.c.on.desc(), rows=(None, -1)).label("next_event"),
-        sa.func.min(sa.case((days.c.complete == 1, days.c.on), else_=sa.null())).over(
-            partition_by=days.c.patient_id, order_by=day_number(release).desc(), range_=(None, -1)).label("first_complete"),
+            **latest_first, rows=(None, -1)).label("next_event"),
+        # complete follow-ups dated after p, and dated after p + 1 day (RANGE frames on the day number)
+        sa.func.min(complete_on).over(**latest_first, range_=(None, -1)).label("complete_after"),
+        sa.func.min(complete_on).over(**latest_first, range_=(None, -2)).label("complete_after_next"),
     ).subquery("ledger_window")
-    w = windowed
-    stable_exit = _greatest(w.c.release, w.c.first_complete)
+    # the first complete c with released_on(c) > released_on(p): released_on is strictly increasing
+    # but for Feb 28 and Feb 29 of a leap year, so it is the first c > p unless that is p + 1 = Feb 29
+    first_complete = sa.case((released_on_sql(w.c.complete_after) > w.c.release, w.c.complete_after),
+                             else_=w.c.complete_after_next)
+    stable_exit = _greatest(w.c.release, first_complete)
     events = sa.select(
         w.c.patient_id, w.c.on, w.c.rank,
-        sa.case((sa.and_(w.c.first_complete.is_not(None),
-                         sa.or_(w.c.next_event.is_(None), stable_exit < w.c.next_event)), stable_exit),
-                else_=sa.null()).label("exit"),
+        sa.case((sa.and_(first_complete.is_not(None), sa.or_(w.c.next_event.is_(None), stable_exit < w.c.next_event)),
+                 stable_exit), else_=sa.null()).label("exit"),
     ).where(w.c.rank.is_not(None)).subquery("ledger_event")
-    before = dict(partition_by=events.c.patient_id, order_by=events.c.on)
-    starts = sa.select(
-        events.c.patient_id, events.c.on, events.c.rank, events.c.exit,
-        sa.case((sa.or_(sa.func.lag(events.c.on).over(**before).is_(None),
-                        sa.func.lag(events.c.exit).over(**before).is_not(None)), 1), else_=0).label("starts"),
-    ).subquery("ledger_start")
+    # an entry starts at the first event and after an event with an exit (the event before it in
+    # time is the next row, latest first); its number: the exits dated on or after the event
+    latest_first = dict(partition_by=events.c.patient_id, order_by=day_number(events.c.on).desc())
     grouped = sa.select(
-        starts.c.patient_id, starts.c.on, starts.c.rank, starts.c.exit, starts.c.starts,
-        sa.func.sum(starts.c.starts).over(partition_by=starts.c.patient_id, order_by=starts.c.on,
-                                          rows=(None, 0)).label("entry_no"),
+        events.c.patient_id, events.c.on, events.c.rank, events.c.exit,
+        sa.case((sa.or_(sa.func.lead(events.c.on).over(**latest_first).is_(None),
+                        sa.func.lead(events.c.exit).over(**latest_first).is_not(None)), 1), else_=0).label("starts"),
+        sa.func.sum(sa.case((events.c.exit.is_not(None), 1), else_=0)).over(
+            **latest_first, rows=(None, 0)).label("entry_no"),
     ).subquery("ledger_grouped")
     entries = sa.select(
         grouped.c.patient_id, sa.func.min(grouped.c.on).label("entered_on"),
