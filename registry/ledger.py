@@ -193,8 +193,8 @@ def ledger_history(*, patient_id: str, registered_on: date, status: str, status_
 
 
 class released_on_sql(FunctionElement):
-    """SQL twin of ``released_on`` (PostgreSQL clamps ``+ interval '1 year'`` on Feb 29, so the day
-    after a Feb 28 that precedes a Feb 29 is stepped over; SQLite's ``+1 year`` normalises)."""
+    """SQL twin of ``released_on`` (PostgreSQL clamps ``+ interval '1 year'`` on Feb 29, SQLite's
+    ``+1 year`` normalises to Mar 1)."""
 
     type = sa.Date()
     inherit_cache = True
@@ -203,9 +203,11 @@ class released_on_sql(FunctionElement):
 
 @compiles(released_on_sql)
 def _released_on_default(element, compiler, **kw):
+    # date + interval clamps Feb 29 to Feb 28: the later of (day + 1) + 1 year and (day + 1 year) + 1
+    # is the unclamped one (equal on every other day; checked day by day against the CASE form)
     day = compiler.process(element.clauses, **kw)
-    return (f"CAST(CAST({day} AS DATE) + CASE WHEN to_char(CAST({day} AS DATE) + 1, 'MM-DD') = '02-29'"
-            f" THEN 2 ELSE 1 END + INTERVAL '1 year' AS DATE)")
+    return (f"GREATEST(CAST(CAST({day} AS DATE) + 1 + INTERVAL '1 year' AS DATE),"
+            f" CAST(CAST({day} AS DATE) + INTERVAL '1 year' AS DATE) + 1)")
 
 
 @compiles(released_on_sql, "sqlite")
@@ -263,12 +265,10 @@ def ledger_select(as_of: date, *, among=None, emergencies=None) -> sa.Select:
         if among is not None:
             part = part.where(e.c.patient_id.in_(among))
         parts.append(part)
-    rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).cte("ledger_row")
-    with_event = sa.select(rows.c.patient_id).where(rows.c.rank.is_not(None))
+    rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("ledger_row")
     days = (
         sa.select(rows.c.patient_id, rows.c.on, sa.func.min(rows.c.rank).label("rank"),
                   sa.func.max(rows.c.complete).label("complete"))
-        .where(rows.c.patient_id.in_(with_event))
         .group_by(rows.c.patient_id, rows.c.on)
         .subquery("ledger_day")
     )
@@ -276,7 +276,7 @@ def ledger_select(as_of: date, *, among=None, emergencies=None) -> sa.Select:
     latest_first = dict(partition_by=days.c.patient_id, order_by=day_number(days.c.on).desc())
     complete_on = sa.case((days.c.complete == 1, days.c.on), else_=sa.null())
     w = sa.select(
-        days.c.patient_id, days.c.on, days.c.rank, released_on_sql(days.c.on).label("release"),
+        days.c.patient_id, days.c.on, days.c.rank,
         sa.func.min(sa.case((days.c.rank.is_not(None), days.c.on), else_=sa.null())).over(
             **latest_first, rows=(None, -1)).label("next_event"),
         # complete follow-ups dated after p, and dated after p + 1 day (RANGE frames on the day number)
@@ -285,14 +285,19 @@ def ledger_select(as_of: date, *, among=None, emergencies=None) -> sa.Select:
     ).subquery("ledger_window")
     # the first complete c with released_on(c) > released_on(p): released_on is strictly increasing
     # but for Feb 28 and Feb 29 of a leap year, so it is the first c > p unless that is p + 1 = Feb 29
-    first_complete = sa.case((released_on_sql(w.c.complete_after) > w.c.release, w.c.complete_after),
-                             else_=w.c.complete_after_next)
-    stable_exit = _greatest(w.c.release, first_complete)
+    # (OFFSET 0 keeps each stage a subquery, so its dates are computed once per event, not inlined)
+    released = sa.select(
+        w.c.patient_id, w.c.on, w.c.rank, w.c.next_event, released_on_sql(w.c.on).label("release"),
+        sa.case((released_on_sql(w.c.complete_after) > released_on_sql(w.c.on), w.c.complete_after),
+                else_=w.c.complete_after_next).label("first_complete"),
+    ).where(w.c.rank.is_not(None)).offset(0).subquery("ledger_released")
+    r = released
+    stable_exit = _greatest(r.c.release, r.c.first_complete)
     events = sa.select(
-        w.c.patient_id, w.c.on, w.c.rank,
-        sa.case((sa.and_(first_complete.is_not(None), sa.or_(w.c.next_event.is_(None), stable_exit < w.c.next_event)),
+        r.c.patient_id, r.c.on, r.c.rank,
+        sa.case((sa.and_(r.c.first_complete.is_not(None), sa.or_(r.c.next_event.is_(None), stable_exit < r.c.next_event)),
                  stable_exit), else_=sa.null()).label("exit"),
-    ).where(w.c.rank.is_not(None)).subquery("ledger_event")
+    ).offset(0).subquery("ledger_event")
     # an entry starts at the first event and after an event with an exit (the event before it in
     # time is the next row, latest first); its number: the exits dated on or after the event
     latest_first = dict(partition_by=events.c.patient_id, order_by=day_number(events.c.on).desc())
