@@ -26,7 +26,7 @@ def test_no_server_errors(database, username):
     operations = [result.ok() for result in schema.get_all_operations()]
     # log out last: DELETE /api/session ends the token the other operations use
     operations.sort(key=lambda op: (op.method.upper() == "DELETE", op.path))
-    assert len(operations) == 14
+    assert len(operations) == 15  # 15th: GET /api/ledger (issue 15)
     calls = []
 
     for operation in operations:
