@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from jingfang import commands_rates, commands_registry, commands_schedules, commands_web
+from jingfang import commands_ledger
 
 app = typer.Typer(
     name="jingfang",
@@ -26,6 +27,7 @@ app = typer.Typer(
 
 for module in (commands_registry, commands_schedules, commands_rates, commands_web):
     module.register(app)
+commands_ledger.register(app)  # 易肇事肇祸台账 (issue 15)
 
 
 # files the command writes (五单, reports, exports, the SQLite database) are not readable by other users

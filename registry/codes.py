@@ -327,3 +327,20 @@ class TaskStatus(CodedStr):
     OPEN = "open", "待办"
     DONE = "done", "已完成"
     CANCELLED = "cancelled", "已取消"
+
+
+class LedgerReason(CodedStr):
+    """入账原因 Why a patient entered the 易肇事肇祸台账 (rules.md §10). Declared in precedence
+    order: on one date, the first kind present names the entry (incident wins over risk, §10)."""
+
+    INCIDENT = "incident", "肇事肇祸"
+    EMERGENCY = "emergency", "应急处置"
+    RISK = "risk", "危险性3级及以上"
+
+
+class LedgerExit(CodedStr):
+    """出账原因 Why a patient left the 易肇事肇祸台账 (rules.md §10)."""
+
+    STABLE_12_MONTHS = "stable_12_months", "连续12个月稳定"
+    DEAD = "dead", "死亡"
+    MOVED_OUT = "moved_out", "迁出"

@@ -59,6 +59,7 @@ ROUTES = [
     ("POST", "/api/follow-ups/1/attendance"), ("GET", "/api/rates"), ("GET", "/api/audit"), ("DELETE", "/api/session"),
     ("POST", "/api/patients/P1/health-checks"), ("POST", "/api/patients/P1/injections"),
     ("POST", "/api/me/password"),  # issue 18
+    ("GET", "/api/ledger"),  # issue 15
 ]
 
 
