@@ -14,8 +14,9 @@ from typing import Annotated
 
 import typer
 
-from jingfang import commands_rates, commands_registry, commands_schedules, commands_web
-from jingfang import commands_ledger
+from jingfang import cli_zh, commands_ledger, commands_rates, commands_registry, commands_schedules, commands_web
+
+cli_zh.install()  # click's and typer's own words (usage, panels, usage errors) in Chinese
 
 app = typer.Typer(
     name="jingfang",

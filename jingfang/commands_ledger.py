@@ -39,11 +39,11 @@ def ledger_command(
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="截至日期 YYYY-MM-DD（默认今天，北京时间）",
                                                  show_default=False)] = None,
     township: Annotated[Optional[str], typer.Option("--township", help="乡镇(街道)编码（默认全部）")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（contract.md）")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON（供程序读取）")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="输出目录：写该乡镇台账 PDF 和 XLSX（需 --township）")] = None,
     db: DbOption = None,
 ) -> None:
-    """易肇事肇祸台账 Entries and exits as of DATE (rules.md §10), optionally of one township."""
+    """易肇事肇祸台账：截至该日的入账和出账记录，可只看一个乡镇。"""
     from registry.audit import cli_actor, record_cli
     from registry.ledger import entries_from_rows, ledger_select
     from registry.models import Patient

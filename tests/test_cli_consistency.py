@@ -154,3 +154,15 @@ def test_demo_says_what_it_does_from_the_first_line(tmp_path):
     assert rest.count("完成（") == 6
     summary = proc.stdout.read()
     assert "登记汇总" in summary and "[1/6]" not in summary
+
+
+def test_the_frameworks_own_words_are_chinese(county_db):
+    """Issue 16: help and usage errors read in Chinese, including the words click and typer print
+    themselves (usage line, panel titles, the help option, a missing option)."""
+    words = ("Usage:", "Options", "Commands", "Show this message", "Missing option", "Try '")
+    shown = CliRunner().invoke(app, ["--help"]).output + CliRunner().invoke(app, ["report", "--help"]).output
+    assert "用法" in shown and "选项" in shown and "命令" in shown and "显示本帮助并退出" in shown, shown
+    assert not [w for w in words if w in shown], shown
+    missing = CliRunner().invoke(app, ["report", "--db", county_db])
+    assert missing.exit_code == 2 and "缺少选项" in missing.output and "--out" in missing.output, missing.output
+    assert not [w for w in words if w in missing.output], missing.output

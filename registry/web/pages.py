@@ -207,11 +207,11 @@ PAGE_ROWS = 100
 def worklist_filters(village: str, kind: str, member: str, sort: str) -> tuple:
     """工作清单筛选 The page's filters as the work list's keyword arguments (a hashable tuple: part of
     the cache key and of the fast path's peek key), or a 422 naming the bad parameter."""
-    village, member = text_param(village, "村(社区)(village)", 32), text_param(member, "团队成员(member)", 64)
+    village, member = text_param(village, "村(社区)", 32), text_param(member, "团队成员", 64)
     if kind and kind not in {k.value for k in TaskKind}:
-        raise InvalidInput.single("BAD_VALUE", f"任务类型(kind)“{kind[:20]}”无效", column="kind")
+        raise InvalidInput.single("BAD_VALUE", f"任务类型“{kind[:20]}”无效", column="kind")
     if sort not in queries.WORKLIST_SORTS:
-        raise InvalidInput.single("BAD_VALUE", f"排序(sort)“{sort[:20]}”无效", column="sort")
+        raise InvalidInput.single("BAD_VALUE", f"排序“{sort[:20]}”无效", column="sort")
     return (("health_checks_apart", True), ("kind", kind or None), ("member", member or None), ("sort", sort),
             ("village", village or None))
 
