@@ -213,11 +213,13 @@ DESKTOP = {"width": 1280, "height": 900}
 ROLE_PAGES = {
     "doc": ["/worklist", "/worklist?all=1", "/worklist?kind=health_check", "/patients/P1", "/patients/P3",
             "/patients/P1/follow-ups/new", "/patients/new", "/patients/P2/status", "/search?q=陈", "/search?q=无此人",
-            "/patients/P4"],
-    "police": ["/mylist", "/patients/P1", "/patients/P2"],
-    "civil": ["/mylist", "/patients/P3"],
-    "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1"],
+            "/patients/P4", "/lists/week", "/ledger", "/account/password"],
+    "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/account/password"],
+    "civil": ["/mylist", "/patients/P3", "/lists/week", "/account/password"],
+    "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger",
+              "/account/password"],
 }
+REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403}  # another township's patient; not on the police lists
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels
 TAP_TARGETS = ("button, a.button, input:not([type=hidden]):not([type=radio]):not([type=checkbox]), select, textarea, "
                "a.tel, .choice, header nav a, .menu-button, .pager a")
@@ -260,7 +262,9 @@ def test_every_page_fits_the_phone_and_the_desktop(server, browser):
         for username, paths in ROLE_PAGES.items():
             context, page = phone_login(browser, base, username, viewport)
             for path in paths:
-                page.goto(base + path)
+                response = page.goto(base + path)
+                want = REFUSED.get((username, path), 200)  # a refusal page must fit the screen too
+                assert response is not None and response.status == want, (username, path, response and response.status)
                 no_sideways_scroll(page)
                 if viewport is PHONE:
                     assert not page.is_visible("header nav")  # the menu is folded on a phone
