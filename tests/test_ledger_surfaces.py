@@ -6,7 +6,6 @@ and audited — on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from datetime import date
 
@@ -126,7 +125,6 @@ def test_invalid_input_exits_1_in_chinese(database, args, code):
     assert result.stdout == ""
 
 
-@pytest.mark.skipif(not shutil.which("pdftotext") or not shutil.which("pdffonts"), reason="poppler-utils missing")
 def test_township_pdf_and_xlsx(database, tmp_path):
     from openpyxl import load_workbook
 
