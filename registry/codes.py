@@ -344,3 +344,11 @@ class LedgerExit(CodedStr):
     STABLE_12_MONTHS = "stable_12_months", "连续12个月稳定"
     DEAD = "dead", "死亡"
     MOVED_OUT = "moved_out", "迁出"
+
+
+class TransferOutcome(CodedStr):
+    """迁移状态 The state of a move between townships (迁出/迁入, rules.md §5 "transferred in")."""
+
+    PENDING = "pending", "待接收"
+    ACCEPTED = "accepted", "已接收"
+    REFUSED = "refused", "已拒收"

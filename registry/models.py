@@ -288,6 +288,55 @@ class AuditLog(SQLModel, table=True):
     source: str | None = Field(default=None, max_length=100)  # IP address or "cli"
 
 
+class PatientChange(SQLModel, table=True):
+    """变更记录 One changed patient field: who, when, old and new value, reason (issue 13; rules.md §8).
+
+    Values are stored as the import format writes them (ISO dates, codes, 1/0), ``None`` for
+    blank. Written by ``registry.patient_edits`` in the transaction of the change itself.
+    """
+
+    __tablename__ = "patient_change"
+    __table_args__ = (sa.Index("ix_patient_change_patient", "patient_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    actor: str = Field(max_length=100)
+    field: str = Field(max_length=40)
+    old_value: str | None = Field(default=None, max_length=1000)
+    new_value: str | None = Field(default=None, max_length=1000)
+    reason: str | None = Field(default=None, max_length=255)
+
+
+class PatientTransfer(SQLModel, table=True):
+    """迁出/迁入 A move of a patient from one township to another (issue 13; rules.md §5 "transferred in").
+
+    Requested by the sending township (``outcome`` pending, 待接收), then accepted (the patient's
+    village becomes one of the receiving township's) or refused with a reason (the patient stays).
+    """
+
+    __tablename__ = "patient_transfer"
+    __table_args__ = (
+        in_check("outcome", codes.TransferOutcome),
+        sa.Index("ix_patient_transfer_to", "to_township", "outcome"),
+        sa.Index("ix_patient_transfer_patient", "patient_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    from_township: str = Field(foreign_key="region.code", max_length=32)
+    to_township: str = Field(foreign_key="region.code", max_length=32)
+    from_village: str = Field(foreign_key="region.code", max_length=32)
+    to_village: str | None = Field(default=None, foreign_key="region.code", max_length=32)
+    requested_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    requested_by: str = Field(max_length=100)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_by: str | None = Field(default=None, max_length=100)
+    outcome: str = Field(default="pending", max_length=16)
+    reason: str | None = Field(default=None, max_length=255)  # why the patient moves (request)
+    refusal_reason: str | None = Field(default=None, max_length=255)
+
+
 class VisitTask(SQLModel, table=True):
     """随访任务 One visit the team owes a patient (rules.md §5–§6).
 
