@@ -35,7 +35,8 @@ from registry.validation import (PATIENT_EXTRA_FIELDS, PATIENT_FIELDS, FieldSpec
 
 REASON_FIELD = FieldSpec("reason", "变更原因", text(255))
 # rules.md §1 (identity, status, consent) — issue 13: "reason required for identity fields, status and consent"
-REASON_FIELDS = frozenset({"name", "sex", "birth_date", "id_number", "status", "status_on", "consent"})
+REASON_ORDER = ("name", "sex", "birth_date", "id_number", "status", "status_on", "consent")
+REASON_FIELDS = frozenset(REASON_ORDER)
 # The fields the schedule reads (rules.md §1 在册 and consent, §5 registration and LAI plan, §6 guardian,
 # economic status and the village's team): a change of one replans the patient at once.
 SCHEDULE_FIELDS = frozenset({"village_code", "registered_on", "report_type", "consent", "status", "status_on",
@@ -127,14 +128,20 @@ def plan_edit(current: Mapping[str, Any], raw: Mapping[str, str], *, today: date
     """修改校验 Parse the given fields (only those in ``raw``), merge them into ``current`` (the stored
     row as typed values) and check the whole row as the import and registration do
     (``validation.check_patient``: dates against today and birth, the ID number's check digit, the
-    status date, the LAI plan's three fields). Returns the edit and the issues; a reason is
+    status date, the LAI plan's three fields); a problem the stored row already had is reported
+    only when its own field changes, so a legacy value never blocks another edit (the web form
+    posts every field). Returns the edit and the issues; a reason is
     required when an identity field, the status or consent changes (``REASON_REQUIRED``)."""
     specs = [s for s in editable_specs() if s.name in raw]
     values, issues = parse_fields(dict(raw), specs + [REASON_FIELD])
     reason = values.pop(REASON_FIELD.name, None)
-    merged = {**current, **{k: v for k, v in values.items()}}
+    merged = {**current, **values}
     if not any(i.column == "birth_date" for i in issues):
-        issues += [i for i in check_patient(merged, today=today) if not any(j.column == i.column for j in issues)]
+        # a problem the stored row already has (e.g. an imported ID number) blocks only a change of that field
+        stored = {(i.code, i.column) for i in check_patient(dict(current), today=today)}
+        touched = {k for k in values if as_text(values[k]) != as_text(current.get(k))}
+        issues += [i for i in check_patient(merged, today=today)
+                   if ((i.code, i.column) not in stored or i.column in touched) and not any(j.column == i.column for j in issues)]
     changes = tuple(
         FieldChange(s.name, as_text(current.get(s.name)), as_text(merged.get(s.name)))
         for s in editable_specs() if as_text(current.get(s.name)) != as_text(merged.get(s.name)))

@@ -102,6 +102,9 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(__import__("registry.web.ledger", fromlist=["router"]).router)  # 易肇事肇祸台账 (issue 15)
+    edit_routes = __import__("registry.web.edit_routes", fromlist=["router"])  # edits, history, moves (issue 13)
+    app.include_router(edit_routes.router)
+    app.include_router(edit_routes.api_router)
     _install_error_handlers(app)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

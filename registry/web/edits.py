@@ -123,7 +123,7 @@ def history(engine, scope: Scope, patient_id: str, *, source: str | None) -> dic
     """变更记录 The patient's change history, newest first, and its moves; audited as a read.
     Full-record roles only (a change may name a diagnosis); ID numbers masked except for the doctor."""
     scope.require_role(*EDIT_ROLES)
-    with Session(engine) as session:
+    with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
         rows = session.exec(select(PatientChange).where(PatientChange.patient_id == patient_id)
                             .order_by(PatientChange.at.desc(), PatientChange.id.desc())).all()
@@ -203,7 +203,7 @@ def pending_transfers(engine, scope: Scope, *, source: str | None) -> dict:
     needs to decide), and the moves out of it (both sides keep the history); audited as a read."""
     scope.require_role(*EDIT_ROLES)
     regions = sorted(scope.region_codes)
-    with Session(engine) as session:
+    with Session(engine, expire_on_commit=False) as session:
         incoming = session.exec(
             select(PatientTransfer, Patient).join(Patient, Patient.patient_id == PatientTransfer.patient_id)
             .where(PatientTransfer.to_township.in_(regions), PatientTransfer.outcome == PENDING)
