@@ -60,17 +60,20 @@ ROUTES = [
     ("POST", "/api/patients/P1/health-checks"), ("POST", "/api/patients/P1/injections"),
     ("POST", "/api/me/password"),  # issue 18
     ("GET", "/api/ledger"),  # issue 15
+    ("PATCH", "/api/patients/P1"), ("GET", "/api/patients/P1/history"), ("POST", "/api/patients/P1/transfer"),  # issue 13
+    ("GET", "/api/transfers"), ("POST", "/api/transfers/1/accept"), ("POST", "/api/transfers/1/refuse"),
 ]
 
 
 def test_every_route_needs_login(web):
     client, *_ = web
     documented = {(m.upper(), path) for path, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
-    templated = {(m, p.replace("P1", "{patient_id}").replace("/1/", "/{follow_up_id}/")) for m, p in ROUTES}
+    templated = {(m, p.replace("P1", "{patient_id}").replace("/transfers/1/", "/transfers/{transfer_id}/")
+                  .replace("/1/", "/{follow_up_id}/")) for m, p in ROUTES}
     assert documented == templated | {("POST", "/api/session")}  # the matrix covers every API route
     for method, path in ROUTES:
         for headers in ({}, {"Authorization": "Bearer forged-token"}):
-            r = client.request(method, path, json={} if method == "POST" else None, headers=headers)
+            r = client.request(method, path, json={} if method in ("POST", "PATCH") else None, headers=headers)
             assert r.status_code == 401, (method, path)
             assert r.json()["error"] == "NOT_AUTHENTICATED"
 
