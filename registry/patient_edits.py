@@ -88,9 +88,11 @@ def shown(field: str, value: str | None) -> str:
     enum_cls = CODED_FIELDS.get(field)
     if enum_cls is not None:
         try:
-            return f"{value} {enum_cls.parse(value).label}"
+            member = enum_cls.parse(value)
         except ValueError:
             return value
+        # an integer code is printed on the national forms (1 贫困); a string code is internal: its label only
+        return member.label if isinstance(member, str) else f"{value} {member.label}"
     if field == "guardian_reward":
         return {"1": "是", "0": "否"}.get(value, value)
     return value

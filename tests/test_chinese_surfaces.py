@@ -160,7 +160,8 @@ def _download_texts(response, folder: Path, name: str, surfaces: dict[str, str])
 PAGES = ["/", "/worklist", "/mylist", "/patients/new", "/patients/P1", "/patients/P2", "/patients/P3", "/patients/P4",
          "/patients/P5", "/patients/P1/follow-ups/new", "/patients/P2/status", "/search?q=陈", "/search?q=P",
          "/dashboard", "/dashboard?month=2026-05", "/audit", "/no/such/page", "/worklist?kind=nonsense",
-         "/dashboard?month=2026-13", "/lists/week?week=bad"]
+         "/dashboard?month=2026-13", "/lists/week?week=bad",
+         "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers"]  # issue 13
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
@@ -211,6 +212,16 @@ def test_every_page_for_every_role_shows_no_internal_code(database):
                 r = client.post("/patients/P1/follow-ups/new",
                                 data={"csrf_token": _csrf(form.text), "visit_on": "2026-13-40", "mode": "9", "risk_level": "7"})
                 surfaces[f"{username} follow-up errors"] = visible_text(r.text)
+            edit = client.get("/patients/P2/edit")  # issue 13: an edit sent back with errors, then its history
+            if edit.status_code == 200:
+                r = client.post("/patients/P2/edit", data={"csrf_token": _csrf(edit.text), "name": "", "consent": "0",
+                                                           "village_code": "V3", "birth_date": "2030-01-01"})
+                surfaces[f"{username} edit errors"] = visible_text(r.text)
+                client.post("/patients/P2/edit", data={"csrf_token": _csrf(edit.text), "consent": "0", "economic_status": "1",
+                                                       "village_code": "V2", "reason": "核对"})
+                client.post("/patients/P2/transfer", data={"csrf_token": _csrf(edit.text), "to_township": "T2"})
+                surfaces[f"{username} edit history"] = visible_text(client.get("/patients/P2/history").text)
+                surfaces[f"{username} transfers"] = visible_text(client.get("/transfers").text)
             status = client.get("/patients/P2/status")
             if status.status_code == 200:
                 r = client.post("/patients/P2/status", data={"csrf_token": _csrf(status.text), "status": "dead",

@@ -27,6 +27,9 @@ from registry.web.writes import _check_types, _clean, refresh_schedule
 
 EDIT_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
 PENDING = codes.TransferOutcome.PENDING.value
+# history fields whose values are region codes (shown with the region's name)
+REGION_FIELDS = frozenset({"village_code", patient_edits.TRANSFER_OUT, patient_edits.TRANSFER_ACCEPTED,
+                           patient_edits.TRANSFER_REFUSED})
 
 
 def _reject(issues: list[Issue]) -> InvalidInput:
@@ -131,6 +134,7 @@ def history(engine, scope: Scope, patient_id: str, *, source: str | None) -> dic
                              .order_by(PatientTransfer.requested_at.desc(), PatientTransfer.id.desc())).all()
         audit.record(session.connection(), actor=scope.user.username, action="read", object_type="patient_history",
                      object_id=patient_id, region_code=patient.village_code, detail=f"{len(rows)} 条", source=source)
+        names = dict(session.exec(select(Region.code, Region.name)).all())
         session.commit()
         name = patient.name
     unmasked = scope.sees_unmasked_id
@@ -138,11 +142,23 @@ def history(engine, scope: Scope, patient_id: str, *, source: str | None) -> dic
     def value(field: str, v: str | None) -> str | None:
         return mask(v) if field == "id_number" and v and not unmasked else v
 
+    def show(field: str, v: str | None) -> str:
+        if v is not None and v in names and field in REGION_FIELDS:
+            return f"{names[v]}（{v}）"
+        return patient_edits.shown(field, value(field, v))
+
     changes = [{"at": r.at.isoformat(), "actor": r.actor, "field": r.field, "label": patient_edits.field_label(r.field),
                 "old_value": value(r.field, r.old_value), "new_value": value(r.field, r.new_value),
-                "old_shown": patient_edits.shown(r.field, value(r.field, r.old_value)),
-                "new_shown": patient_edits.shown(r.field, value(r.field, r.new_value)), "reason": r.reason} for r in rows]
-    return {"patient_id": patient_id, "name": name, "changes": changes, "transfers": [transfer_view(t) for t in moves]}
+                "old_shown": show(r.field, r.old_value), "new_shown": show(r.field, r.new_value), "reason": r.reason}
+               for r in rows]
+    return {"patient_id": patient_id, "name": name, "changes": changes,
+            "transfers": [named(transfer_view(t), names) for t in moves]}
+
+
+def named(view: dict, names: dict[str, str]) -> dict:
+    """A move with its townships' names (pages show names, the JSON keeps the codes too)."""
+    return {**view, "from_township_name": names.get(view["from_township"], view["from_township"]),
+            "to_township_name": names.get(view["to_township"], view["to_township"])}
 
 
 def transfer_view(t: PatientTransfer, tree=None) -> dict:
@@ -221,16 +237,12 @@ def pending_transfers(engine, scope: Scope, *, source: str | None) -> dict:
                      detail=f"待接收 {len(incoming)} 人", source=source)
         session.commit()
 
-    def named(view: dict) -> dict:
-        return {**view, "from_township_name": names.get(view["from_township"], view["from_township"]),
-                "to_township_name": names.get(view["to_township"], view["to_township"])}
-
     pending = []
     for t, p in incoming:
-        pending.append({**named(transfer_view(t)), "name": p.name, "sex_label": codes.Sex(p.sex).label,
+        pending.append({**named(transfer_view(t), names), "name": p.name, "sex_label": codes.Sex(p.sex).label,
                         "birth_date": p.birth_date.isoformat(), "diagnosis_label": codes.Diagnosis(p.diagnosis).label,
                         "villages": [(c, f"{n}（{c}）") for c, n, parent in villages if parent == t.to_township]})
-    return {"pending": pending, "transfers": [named(transfer_view(t)) for t in recent]}
+    return {"pending": pending, "transfers": [named(transfer_view(t), names) for t in recent]}
 
 
 def decide_transfer(engine, scope: Scope, transfer_id: int, accept: bool, raw_in: dict[str, Any], *, today: date,
