@@ -40,6 +40,7 @@ def server(_sqlite_template, tmp_path_factory):
     engine = make_engine(f"sqlite:///{path}")
     seed(engine)
     generate(engine, as_of=TODAY)  # the real scheduler makes the tasks
+    _seed_history(engine)
     app = create_app(engine, today=lambda: TODAY)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -55,6 +56,23 @@ def server(_sqlite_template, tmp_path_factory):
     srv.should_exit = True
     thread.join(timeout=10)
     engine.dispose()
+
+
+def _seed_history(engine) -> None:
+    """Issue 13: a change of P1 with a long reason (the history tab) and a move of P3 waiting for T2 (待接收)."""
+    from registry.web import edits
+    from registry.web.scopes import scope_for
+    from registry.accounts import User
+    from registry.regions import LiveRegionTree
+    from sqlmodel import Session
+
+    with Session(engine) as s:
+        doc = s.get(User, "doc")
+    scope = scope_for(doc, LiveRegionTree(engine), TODAY)
+    edits.edit_patient(engine, scope, "P1", {"diagnosed_on": "2024-12-01",
+                                             "reason": "确诊日期按市精神卫生中心出院小结更正，经家属电话确认"}, today=TODAY, source="test")
+    edits.request_transfer(engine, scope, "P3", {"to_township": "T2", "reason": "随子女迁居大江镇江南村"}, today=TODAY,
+                           source="test")
 
 
 @pytest.fixture(scope="module")
@@ -213,13 +231,16 @@ DESKTOP = {"width": 1280, "height": 900}
 ROLE_PAGES = {
     "doc": ["/worklist", "/worklist?all=1", "/worklist?kind=health_check", "/patients/P1", "/patients/P3",
             "/patients/P1/follow-ups/new", "/patients/new", "/patients/P2/status", "/search?q=陈", "/search?q=无此人",
-            "/patients/P4", "/lists/week", "/ledger", "/account/password"],
-    "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/account/password"],
+            "/patients/P4", "/lists/week", "/ledger", "/account/password",
+            "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers"],  # issue 13
+    "doc2": ["/transfers", "/patients/P4/edit", "/patients/P4/history"],  # a move waiting for T2 (issue 13)
+    "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/account/password",
+               "/patients/P1/history"],
     "civil": ["/mylist", "/patients/P3", "/lists/week", "/account/password"],
     "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger",
-              "/account/password"],
+              "/account/password", "/patients/P1/edit", "/patients/P1/history", "/transfers"],
 }
-REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403}  # another township's patient; not on the police lists
+REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403, ("police", "/patients/P1/history"): 403}  # another township's patient; not on the police lists
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels
 TAP_TARGETS = ("button, a.button, input:not([type=hidden]):not([type=radio]):not([type=checkbox]), select, textarea, "
                "a.tel, .choice, header nav a, .menu-button, .pager a")
