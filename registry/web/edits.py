@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from registry import audit, codes, patient_edits
 from registry.accounts import UserRole
 from registry.errors import Conflict, Issue, PermissionDenied
+from registry.config import LOCAL_TZ
 from registry.ids import mask
 from registry.models import Patient, PatientChange, PatientTransfer, Region, utcnow
 from registry.validation import FieldSpec, check_village, identifier, parse_fields, text
@@ -147,7 +148,7 @@ def history(engine, scope: Scope, patient_id: str, *, source: str | None) -> dic
             return f"{names[v]}（{v}）"
         return patient_edits.shown(field, value(field, v))
 
-    changes = [{"at": r.at.isoformat(), "actor": r.actor, "field": r.field, "label": patient_edits.field_label(r.field),
+    changes = [{"at": r.at.isoformat(), "at_local": local_time(r.at), "actor": r.actor, "field": r.field, "label": patient_edits.field_label(r.field),
                 "old_value": value(r.field, r.old_value), "new_value": value(r.field, r.new_value),
                 "old_shown": show(r.field, r.old_value), "new_shown": show(r.field, r.new_value), "reason": r.reason}
                for r in rows]
@@ -161,12 +162,19 @@ def named(view: dict, names: dict[str, str]) -> dict:
             "to_township_name": names.get(view["to_township"], view["to_township"])}
 
 
-def transfer_view(t: PatientTransfer, tree=None) -> dict:
+def local_time(at) -> str:
+    """A stored UTC instant as a person reads it: Asia/Shanghai, to the minute."""
+    return at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def transfer_view(t: PatientTransfer) -> dict:
     """A move as JSON: its townships, dates, who and outcome (with its Chinese label)."""
     return {"id": t.id, "patient_id": t.patient_id, "from_township": t.from_township, "to_township": t.to_township,
             "from_village": t.from_village, "to_village": t.to_village,
             "requested_at": t.requested_at.isoformat(), "requested_by": t.requested_by,
+            "requested_local": local_time(t.requested_at),
             "decided_at": t.decided_at.isoformat() if t.decided_at else None, "decided_by": t.decided_by,
+            "decided_local": local_time(t.decided_at) if t.decided_at else None,
             "outcome": t.outcome, "outcome_label": codes.TransferOutcome(t.outcome).label, "reason": t.reason,
             "refusal_reason": t.refusal_reason}
 
