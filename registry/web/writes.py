@@ -220,6 +220,11 @@ def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: dat
         columns = set(Patient.model_fields)
         patient = Patient(**{k: v for k, v in values.items() if k in columns and v is not None})
         session.add(patient)
+        if patient.lai_last_on is not None:  # the plan's last injection is the latest injection row
+            from registry.models import Injection  # noqa: PLC0415
+
+            session.flush()
+            session.add(Injection(patient_id=pid, given_on=patient.lai_last_on, drug=patient.lai_drug, dose=patient.lai_dose))
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient", object_id=pid,
                      region_code=village, detail="新患者建档", source=source)
         try:
@@ -316,9 +321,13 @@ def record_health_check(engine, scope: Scope, patient_id: str, raw_in: dict[str,
 
 def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date,
                      source: str | None, channel: Channel = Channel.FORM) -> date:
-    """长效针剂注射 Record an injection given: the LAI plan's last injection date moves to it (rules.md §5).
+    """长效针剂注射 Record an injection given: one ``injection`` row (the plan's drug and dose) and the LAI
+    plan's last injection date moves to it (rules.md §5; contract.md: the latest row).
 
-    The checks are ``registry.validation.validate_injection``."""
+    The checks are ``registry.validation.validate_injection``; an injection already recorded on that
+    date is ``DUPLICATE``."""
+    from registry.models import Injection  # noqa: PLC0415
+
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
@@ -326,8 +335,12 @@ def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         values, more = validate_injection(raw, PatientFacts.of(patient), today=today, channel=channel)
         issues += more
         on = values.get("given_on")
+        if on is not None and not issues and session.exec(
+                select(Injection).where(Injection.patient_id == patient_id, Injection.given_on == on)).first():
+            issues.append(Issue("DUPLICATE", f"注射日期 {on} 已登记", column="given_on"))
         if issues:
             raise _reject(issues)
+        session.add(Injection(patient_id=patient_id, given_on=on, drug=patient.lai_drug, dose=patient.lai_dose))
         patient.lai_last_on = on
         patient.updated_at = utcnow()
         session.add(patient)
