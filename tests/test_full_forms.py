@@ -292,3 +292,6 @@ def test_an_injection_recorded_on_the_web_is_a_history_row(web):
     client.cookies.set("jf_session", session_token(database.engine, "doc"))
     page = client.get("/patients/P1").text
     assert "长效针剂注射记录" in page and "2026-05-29 棕榈酸帕利哌酮 150mg" in page and "个人信息补充表" in page
+    form = client.get("/patients/new").text
+    for name in SUPPLEMENT_CELLS:
+        assert f'name="{name}"' in form, name
