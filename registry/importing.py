@@ -231,7 +231,9 @@ def decode_text(data: bytes) -> tuple[str | None, int]:
     try:
         return data.decode("gb18030"), 0
     except UnicodeDecodeError as err:
-        return None, data[: max(utf8_at, err.start)].count(b"\n") + 1
+        # a file with UTF-8 text before its bad byte is UTF-8 gone wrong there; else name GB18030's failure
+        at = utf8_at if not data[:utf8_at].isascii() else max(utf8_at, err.start)
+        return None, data[:at].count(b"\n") + 1
 
 
 def _read_csv(path: Path) -> tuple[_Table | None, list[Issue]]:
