@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from registry.errors import ImportRejected
-from registry.importing import FILE_SPECS, KEPT_WHEN_ABSENT, import_path
+from registry.importing import FILE_SPECS, KEPT_WHEN_ABSENT, decode_text, import_path
 from registry.models import FollowUp, Patient
 from registry.web.app import create_app
 from schedules import generation
@@ -238,6 +240,19 @@ def test_a_gb18030_register_imports_equal_to_the_utf8_one(database, files, tmp_p
     assert again.changes == []
     assert dump(database) == from_gb
     assert ("A", "甲") in {(r[0], r[1]) for r in from_gb["patient"]}
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_utf8_and_gb18030_texts_decode_to_themselves(text):
+    """UTF-8 first (contract.md), then GB18030: a UTF-8 file is always read as written; a GB18030 file
+    too unless its bytes happen to be valid UTF-8 as well (then UTF-8 wins: only possible for a short
+    text made of a few particular characters — Excel's GBK files of Chinese names are not)."""
+    assert decode_text(text.encode("utf-8")) == (text.removeprefix("\ufeff"), 0)
+    gb = text.encode("gb18030")
+    try:
+        gb.decode("utf-8")
+    except UnicodeDecodeError:
+        assert decode_text(gb) == (text, 0)
 
 
 def test_a_file_neither_utf8_nor_gb18030_is_refused_naming_the_line(database, tmp_path):
