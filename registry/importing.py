@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from registry import codes, models
 from registry.audit import audit_row, cli_actor
 from registry.ids import mask
+from registry.injections import record_last_injection, sync_last_injection
 from registry.errors import ImportRejected, InvalidInput, Issue
 from registry.models import utcnow
 from registry.validation import (
@@ -706,31 +707,6 @@ def _latest_injections_first(conn: Connection, rows: dict[str, list[_Row]]) -> N
         values = planned[pid]
         if values.get("lai_last_on") is None or on > values["lai_last_on"]:
             values["lai_last_on"] = on
-
-
-def sync_last_injection(conn: Connection, patient_ids: list[str] | None = None) -> int:
-    """末次注射同步 ``patient.lai_last_on`` = the latest injection row, for patients on a plan whose stored
-    last injection is older than their latest row (contract.md: the plan's last injection is the latest
-    row; the scheduler keys the injection task off ``lai_last_on``, rules.md §5). One UPDATE over the
-    register (or ``patient_ids``); returns the patients changed."""
-    p, i = models.Patient.__table__, models.Injection.__table__
-    latest = sa.select(sa.func.max(i.c.given_on)).where(i.c.patient_id == p.c.patient_id).scalar_subquery()
-    newer = sa.exists().where(i.c.patient_id == p.c.patient_id,
-                              sa.or_(p.c.lai_last_on.is_(None), i.c.given_on > p.c.lai_last_on))
-    stmt = sa.update(p).where(p.c.lai_drug.is_not(None), newer).values(lai_last_on=latest, updated_at=utcnow())
-    if patient_ids is not None:
-        stmt = stmt.where(p.c.patient_id.in_(patient_ids))
-    return conn.execute(stmt).rowcount
-
-
-def record_last_injection(conn: Connection) -> int:
-    """末次注射记录 Every plan's last injection (``patient.lai_last_on``) is an ``injection`` row: one INSERT
-    of the missing ones (the plan's drug and dose), over the register. Returns the rows added."""
-    p, i = models.Patient.__table__, models.Injection.__table__
-    missing = (sa.select(p.c.patient_id, p.c.lai_last_on, p.c.lai_drug, p.c.lai_dose, sa.literal(utcnow(), models.UTCDateTime()))
-               .where(p.c.lai_last_on.is_not(None),
-                      ~sa.exists().where(i.c.patient_id == p.c.patient_id, i.c.given_on == p.c.lai_last_on)))
-    return conn.execute(i.insert().from_select(["patient_id", "given_on", "drug", "dose", "updated_at"], missing)).rowcount
 
 
 def analyze(engine: Engine, tables: list[str]) -> None:

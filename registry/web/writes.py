@@ -19,6 +19,7 @@ from registry import audit, codes
 from registry.accounts import UserRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.models import FollowUp, FollowUpParticipant, Patient, Region, utcnow
+from registry.injections import record_last_injection, sync_last_injection
 from registry.storable_text import bad_text
 from registry.validation import (
     Channel,
@@ -220,11 +221,9 @@ def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: dat
         columns = set(Patient.model_fields)
         patient = Patient(**{k: v for k, v in values.items() if k in columns and v is not None})
         session.add(patient)
-        if patient.lai_last_on is not None:  # the plan's last injection is the latest injection row
-            from registry.models import Injection  # noqa: PLC0415
-
+        if patient.lai_last_on is not None:  # the plan's last injection is an injection row (registry.injections)
             session.flush()
-            session.add(Injection(patient_id=pid, given_on=patient.lai_last_on, drug=patient.lai_drug, dose=patient.lai_dose))
+            record_last_injection(session.connection(), [pid])
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient", object_id=pid,
                      region_code=village, detail="新患者建档", source=source)
         try:
@@ -341,9 +340,8 @@ def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         if issues:
             raise _reject(issues)
         session.add(Injection(patient_id=patient_id, given_on=on, drug=patient.lai_drug, dose=patient.lai_dose))
-        patient.lai_last_on = on
-        patient.updated_at = utcnow()
-        session.add(patient)
+        session.flush()
+        sync_last_injection(session.connection(), [patient_id])  # the plan's last injection = the latest row
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="injection",
                      object_id=f"{patient_id}/{on}", region_code=patient.village_code,
                      detail=f"长效针剂 {patient.lai_drug} {on}", source=source)
