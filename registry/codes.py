@@ -271,6 +271,43 @@ class LockStatus(CodedInt):
     RELEASED = 3, "关锁已解除"
 
 
+class HouseholdType(CodedInt):
+    """户别 Household registration type (个人信息补充表 2018)."""
+
+    URBAN = 1, "城镇"
+    RURAL = 2, "农村"
+
+
+class Employment(CodedInt):
+    """就业情况 Employment (个人信息补充表 2018)."""
+
+    WORKER = 1, "在岗工人"
+    MANAGER = 2, "在岗管理者"
+    FARMER = 3, "农民"
+    UNEMPLOYED = 4, "下岗或无业"
+    STUDENT = 5, "在校学生"
+    RETIRED = 6, "退休"
+    PROFESSIONAL = 7, "专业技术人员"
+    OTHER = 8, "其他"
+    UNKNOWN = 9, "不详"
+
+
+class PastLockup(CodedInt):
+    """既往关锁情况 Past lock-up (个人信息补充表 2018)."""
+
+    NEVER = 1, "无关锁"
+    LOCKED = 2, "关锁"
+    RELEASED = 3, "关锁已解除"
+
+
+class OutpatientTreatment(CodedInt):
+    """既往治疗情况(门诊) Past outpatient treatment (个人信息补充表 2018)."""
+
+    UNTREATED = 1, "未治"
+    INTERMITTENT = 2, "间断门诊治疗"
+    CONTINUOUS = 3, "连续门诊治疗"
+
+
 class TeamRole(CodedStr):
     """个案管理团队角色 Case-management team role (rules.md §6)."""
 

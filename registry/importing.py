@@ -1,9 +1,11 @@
-"""导入 Import of regions, team members, patients, follow-ups and health checks (contract.md).
+"""导入 Import of regions, team members, patients, follow-ups, health checks and injections (contract.md).
 
 Files: a directory of ``regions.csv``, ``team_members.csv``, ``patients.csv``,
-``followups.csv``, ``health_checks.csv`` (any subset; UTF-8 with or without BOM), or one
-``.xlsx`` workbook with a sheet per file name. Headers are the English names or the Chinese
-labels of contract.md.
+``followups.csv``, ``health_checks.csv``, ``injections.csv`` (any subset; UTF-8 with or without
+BOM, or GB18030/GBK — detected), or one ``.xlsx`` workbook with a sheet per file name. Headers are
+the English names or the Chinese labels of contract.md. ``followups.csv`` takes every field of the
+随访服务记录表 (rules.md §3) and ``patients.csv`` the 个人信息补充表 as optional columns; a column
+of those a file does not carry leaves the stored values alone (``KEPT_WHEN_ABSENT``).
 
 All-or-nothing by default: every bad row is reported (file, line, column, reason in
 Chinese, stable code) and nothing is written. With ``skip_invalid`` the valid rows are
@@ -30,12 +32,16 @@ from sqlalchemy.engine import Connection, Engine
 from registry import codes, models
 from registry.audit import audit_row, cli_actor
 from registry.ids import mask
+from registry.injections import record_last_injection, sync_last_injection
 from registry.errors import ImportRejected, InvalidInput, Issue
 from registry.models import utcnow
 from registry.validation import (
+    FOLLOW_UP_EXTRA_FIELDS,
     FOLLOW_UP_FIELDS,
     HEALTH_CHECK_FIELDS,
+    INJECTION_FIELDS,
     PATIENT_FIELDS,
+    PATIENT_SUPPLEMENT_FIELDS,
     REGION_FIELDS,
     TEAM_MEMBER_FIELDS,
     Channel,
@@ -43,6 +49,7 @@ from registry.validation import (
     PatientFacts,
     check_follow_up,
     check_health_check,
+    check_injection,
     check_patient,
     check_village,
     parse_columns,
@@ -55,9 +62,16 @@ Progress = Callable[[str, int, int], None]
 FILE_SPECS: dict[str, list[FieldSpec]] = {
     "regions": REGION_FIELDS,
     "team_members": TEAM_MEMBER_FIELDS,
-    "patients": PATIENT_FIELDS,
-    "followups": FOLLOW_UP_FIELDS,
+    "patients": PATIENT_FIELDS + PATIENT_SUPPLEMENT_FIELDS,
+    "followups": FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS,
     "health_checks": HEALTH_CHECK_FIELDS,
+    "injections": INJECTION_FIELDS,
+}
+# contract.md [2026-12]: optional columns that a file without them does not overwrite (the web
+# forms record them too; a re-import of an older, shorter file must not blank them).
+KEPT_WHEN_ABSENT: dict[str, frozenset[str]] = {
+    "patients": frozenset(s.name for s in PATIENT_SUPPLEMENT_FIELDS),
+    "followups": frozenset(s.name for s in FOLLOW_UP_EXTRA_FIELDS),
 }
 # Chinese headers beyond each field's label (contract.md names some fields only in English).
 HEADER_ALIASES = {
@@ -66,6 +80,11 @@ HEADER_ALIASES = {
                   "危险性评估": "risk_level", "社会功能-个人生活料理": "sf_self_care", "社会功能-家务劳动": "sf_housework",
                   "社会功能-生产劳动及工作": "sf_work", "社会功能-学习能力": "sf_study", "社会功能-社会人际交往": "sf_social"},
     "health_checks": {"患者编号": "patient_id"},
+    "injections": {"患者编号": "patient_id", "长效针剂": "drug", "针剂剂量": "dose"},
+    "patients": {"监护人与患者关系": "guardian_relation", "监护人地址": "guardian_address",
+                 "村(居)委会联系人联系电话": "village_contact_phone", "辖区村(居)委会联系人": "village_contact",
+                 "既往治疗情况(门诊)": "outpatient_treatment", "曾住院次数": "admissions",
+                 "住院次数": "admissions"},
     "team_members": {"编号": "member_id", "地区编码": "region_code", "联系电话": "phone"},
 }
 LEVEL_PARENT = {"township": "county", "village": "township"}
@@ -99,7 +118,8 @@ class ImportResult:
     changes: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检"}
+        names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检",
+                 "injections": "长效针剂注射"}
         parts = []
         for stem, res in self.tables.items():
             text = f"{names[stem]} {res.read} 行（新增或更新 {res.written}，未变 {res.unchanged}"
@@ -201,13 +221,26 @@ def _rows_from_table(stem: str, file: str, table: Iterable[tuple[int, list[str]]
     return _Table(lines, columns, file), issues
 
 
-def _read_csv(path: Path) -> tuple[_Table | None, list[Issue]]:
-    data = path.read_bytes()
+def decode_text(data: bytes) -> tuple[str | None, int]:
+    """文件编码 The text of a file: UTF-8 (with or without BOM) first, else GB18030 (a superset of GBK,
+    what Excel saves on Chinese Windows; contract.md). Returns (text, 0), or (None, line of the first
+    byte that is neither)."""
     try:
-        content = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), 0
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        return None, [Issue("ENCODING", f"文件不是 UTF-8 编码（第{line}行有无法识别的字节，可能是 GBK/GB18030），请另存为 UTF-8 后重新导入", file=path.name, line=line)]
+        utf8_at = err.start
+    try:
+        return data.decode("gb18030"), 0
+    except UnicodeDecodeError as err:
+        # a file with UTF-8 text before its bad byte is UTF-8 gone wrong there; else name GB18030's failure
+        at = utf8_at if not data[:utf8_at].isascii() else max(utf8_at, err.start)
+        return None, data[:at].count(b"\n") + 1
+
+
+def _read_csv(path: Path) -> tuple[_Table | None, list[Issue]]:
+    content, line = decode_text(path.read_bytes())
+    if content is None:
+        return None, [Issue("ENCODING", f"文件既不是 UTF-8 也不是 GB18030/GBK 编码（第{line}行有无法识别的字节），请另存为 UTF-8 后重新导入", file=path.name, line=line)]
     reader = csv.reader(io.StringIO(content, newline=""))
 
     def numbered():
@@ -354,7 +387,8 @@ def _parse_sources(sources: dict[str, tuple[_Table | None, list[Issue]]]) -> tup
         file_issues += sissues
         if stem not in FILE_SPECS or table is None:
             continue
-        specs = FILE_SPECS[stem]
+        kept = KEPT_WHEN_ABSENT.get(stem, frozenset())
+        specs = [s for s in FILE_SPECS[stem] if s.name in table.columns or s.name not in kept]
         n = len(table.lines)
         values, issues = parse_columns(table.columns, n, specs)
         names_ = [s.name for s in specs]
@@ -492,16 +526,31 @@ def _check_health_checks(check_rows: list[_Row], patients: _Patients, today: dat
             seen[key] = row.line
 
 
+def _check_injections(injection_rows: list[_Row], patients: _Patients, today: date) -> None:
+    """长效针剂注射 ``validation.check_injection`` per row (on the import: the history, whatever the
+    current plan — DELIBERATE_DIFFERENCES); one per patient and date within the file."""
+    seen: dict[tuple, int] = {}
+    for row in injection_rows:
+        facts = patients.facts("injections", row)
+        _tag(row, "injections", check_injection(row.values, facts or _NO_FACTS, today=today, channel=Channel.IMPORT))
+        key = (row.values.get("patient_id"), row.values.get("given_on"))
+        if key in seen:
+            _tag(row, "injections", [Issue("DUPLICATE_ID", f"注射日期与第{seen[key]}行重复（同一患者同一天的注射）", column="given_on")])
+        else:
+            seen[key] = row.line
+
+
 def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
     """Parse every file, then the checks across rows and against the database, parents first."""
     rows, file_issues = _parse_sources(sources)
-    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks") for r in rows.get(s, [])}
+    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks", "injections") for r in rows.get(s, [])}
     ctx = _Context(conn, {p for p in referenced if p})
     levels = _check_regions(rows.get("regions", []), ctx.regions)
     _check_team_members(rows.get("team_members", []), levels)
     patients = _Patients(_check_patients(rows.get("patients", []), levels, today), ctx.patients)
     _check_followups(rows.get("followups", []), patients, today)
     _check_health_checks(rows.get("health_checks", []), patients, today)
+    _check_injections(rows.get("injections", []), patients, today)
     issues = list(file_issues)
     for srows in rows.values():
         for row in srows:
@@ -517,6 +566,7 @@ _TABLES = {
     "patients": (models.Patient.__table__, ["patient_id"]),
     "followups": (models.FollowUp.__table__, ["patient_id", "visit_on", "seq"]),
     "health_checks": (models.HealthCheck.__table__, ["patient_id", "checked_on"]),
+    "injections": (models.Injection.__table__, ["patient_id", "given_on"]),
 }
 
 
@@ -614,6 +664,7 @@ def import_path(
             result.changes = _identity_changes(conn, [r.values for r in rows["patients"] if not r.issues])
             if result.changes:  # the patient's change history: one audit row per changed patient
                 _record_changes(conn, result.changes, actor)
+            _latest_injections_first(conn, rows)
         for stem in FILE_SPECS:
             if stem not in rows:
                 continue
@@ -625,9 +676,37 @@ def import_path(
             table, keys = _TABLES[stem]
             written = _upsert(conn, table, keys, good, progress, stem)
             result.tables[stem] = TableResult(read=len(srows), written=written, unchanged=len(good) - written, skipped=len(srows) - len(good))
+        if "injections" in rows or "patients" in rows:
+            sync_last_injection(conn)
+            record_last_injection(conn)
     if sum(t.written for t in result.tables.values()) >= analyze_rows:
         analyze(engine, [_TABLES[stem][0].name for stem, t in result.tables.items() if t.written])
     return result
+
+
+def _latest_injections_first(conn: Connection, rows: dict[str, list[_Row]]) -> None:
+    """末次注射 A patient row of this import with an LAI plan takes as its last injection the latest of
+    its own date, its injections in this import and its stored injections (the plan's last injection
+    is the latest row, contract.md), so writing it and then ``sync_last_injection`` change nothing
+    on a re-import. Set-based: one grouped query per 900 patients on a plan."""
+    planned = {r.values["patient_id"]: r.values for r in rows.get("patients", []) if not r.issues and r.values.get("lai_drug")}
+    if not planned:
+        return
+    latest: dict[str, date] = {}
+    for r in rows.get("injections", []):
+        pid, on = r.values.get("patient_id"), r.values.get("given_on")
+        if not r.issues and pid in planned and on is not None and (pid not in latest or on > latest[pid]):
+            latest[pid] = on
+    t = models.Injection.__table__
+    for chunk in _chunks(sorted(planned), 900):
+        for pid, on in conn.execute(sa.select(t.c.patient_id, sa.func.max(t.c.given_on)).where(t.c.patient_id.in_(chunk))
+                                    .group_by(t.c.patient_id)):
+            if pid not in latest or on > latest[pid]:
+                latest[pid] = on
+    for pid, on in latest.items():
+        values = planned[pid]
+        if values.get("lai_last_on") is None or on > values["lai_last_on"]:
+            values["lai_last_on"] = on
 
 
 def analyze(engine: Engine, tables: list[str]) -> None:

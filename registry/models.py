@@ -73,6 +73,11 @@ class Patient(SQLModel, table=True):
         in_check("consent", codes.Consent),
         in_check("economic_status", codes.EconomicStatus),
         in_check("status", codes.PatientStatus),
+        in_check("household_type", codes.HouseholdType),
+        in_check("employment", codes.Employment),
+        in_check("past_lockup", codes.PastLockup),
+        in_check("outpatient_treatment", codes.OutpatientTreatment),
+        sa.CheckConstraint("admissions IS NULL OR admissions >= 0", name="admissions_nonneg"),
         sa.CheckConstraint("status = 'active' OR status_on IS NOT NULL", name="status_on_required"),
         sa.CheckConstraint("lai_interval_weeks IS NULL OR lai_interval_weeks BETWEEN 1 AND 52", name="lai_interval_range"),
         sa.Index("ix_patient_village_status", "village_code", "status"),
@@ -107,6 +112,18 @@ class Patient(SQLModel, table=True):
     lai_interval_weeks: int | None = None
     lai_last_on: date | None = None
     lai_dose: str | None = Field(default=None, max_length=50)
+    # 个人信息补充表 (2018): the supplement's fields beyond identity, diagnosis and guardian
+    guardian_relation: str | None = Field(default=None, max_length=20)  # 与患者关系
+    guardian_address: str | None = Field(default=None, max_length=255)
+    village_contact: str | None = Field(default=None, max_length=100)  # 村(居)委会联系人
+    village_contact_phone: str | None = Field(default=None, max_length=32)
+    household_type: int | None = None  # 户别 codes.HouseholdType
+    employment: int | None = None  # 就业情况 codes.Employment
+    first_onset_on: date | None = None  # 初次发病时间
+    past_lockup: int | None = None  # 既往关锁情况 codes.PastLockup
+    outpatient_treatment: int | None = None  # 既往治疗情况(门诊) codes.OutpatientTreatment
+    admissions: int | None = None  # 曾住精神专科医院/综合医院精神科次数
+    diagnosing_hospital: str | None = Field(default=None, max_length=100)  # 确诊医院
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -207,6 +224,7 @@ class FollowUp(SQLModel, table=True):
     classification: int | None = None
     next_visit_on: date | None = None
     doctor_signature: str | None = Field(default=None, max_length=100)
+    family_signature: str | None = Field(default=None, max_length=100)  # 患者(家属)签名
     psych_support_patient: bool | None = None
     psych_support_family: bool | None = None
     rehabilitation: bool | None = None  # 参加社区康复
@@ -245,6 +263,23 @@ class HealthCheck(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
     checked_on: date
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # last change (ARCHITECTURE §9)
+
+
+class Injection(SQLModel, table=True):
+    """长效针剂注射 One long-acting injection given (rules.md §5; contract.md injections.csv).
+
+    The LAI history: one row per injection, keyed by (patient, date). The plan's last injection
+    (``patient.lai_last_on``) is kept equal to the latest row's date by every writer."""
+
+    __tablename__ = "injection"
+    __table_args__ = (sa.UniqueConstraint("patient_id", "given_on", name="uq_injection"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    given_on: date
+    drug: str | None = Field(default=None, max_length=100)
+    dose: str | None = Field(default=None, max_length=50)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # last change (ARCHITECTURE §9)
 
 

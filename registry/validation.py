@@ -269,11 +269,28 @@ PATIENT_FIELDS = [
     FieldSpec("lai_interval_weeks", "注射间隔周", positive_int(1, 52)),
     FieldSpec("lai_last_on", "末次注射日期", iso_date),
 ]
+# 个人信息补充表 (2018) and 以奖代补 (contract.md [2026-12] "patients.csv gains"): optional import
+# columns — a file without the column leaves the stored value alone (registry.importing.KEPT_WHEN_ABSENT) —
+# and fields of the registration form and the API.
+PATIENT_SUPPLEMENT_FIELDS = [
+    FieldSpec("guardian_relation", "与患者关系", text(20)),
+    FieldSpec("guardian_address", "监护人住址", text(255)),
+    FieldSpec("village_contact", "村(居)委会联系人", text(100)),
+    FieldSpec("village_contact_phone", "村(居)委会联系人电话", text(32)),
+    FieldSpec("household_type", "户别", coded(codes.HouseholdType)),
+    FieldSpec("employment", "就业情况", coded(codes.Employment)),
+    FieldSpec("first_onset_on", "初次发病时间", iso_date),
+    FieldSpec("past_lockup", "既往关锁情况", coded(codes.PastLockup)),
+    FieldSpec("outpatient_treatment", "门诊治疗情况", coded(codes.OutpatientTreatment)),
+    FieldSpec("admissions", "曾住院次数", count),
+    FieldSpec("diagnosing_hospital", "确诊医院", text(100)),
+    FieldSpec("guardian_reward", "以奖代补", flag, default=False),
+    FieldSpec("lai_dose", "针剂剂量", text(50)),
+]
 # Accepted on forms and the API, not named by the import contract.
 PATIENT_EXTRA_FIELDS = [
     FieldSpec("status_detail", "死亡原因/迁往地", text(255)),
-    FieldSpec("guardian_reward", "以奖代补", flag, default=False),
-    FieldSpec("lai_dose", "针剂剂量", text(50)),
+    *PATIENT_SUPPLEMENT_FIELDS,
 ]
 
 SOCIAL_FUNCTION = coded(codes.Condition)
@@ -334,6 +351,7 @@ FOLLOW_UP_EXTRA_FIELDS = [
     FieldSpec("lai_dose", "针剂剂量", text(50)),
     FieldSpec("rehabilitation_measures", "康复措施", text(255), multiline=True),
     FieldSpec("doctor_signature", "随访医生签名", text(100)),
+    FieldSpec("family_signature", "患者(家属)签名", text(100)),
 ]
 
 HEALTH_CHECK_FIELDS = [
@@ -341,10 +359,12 @@ HEALTH_CHECK_FIELDS = [
     FieldSpec("checked_on", "体检日期", iso_date, required=True),
 ]
 
-# contract.md injections.csv; the form and API carry the date only (the plan names the drug).
+# contract.md injections.csv; the form and API carry the date only (the plan names the drug and dose).
 INJECTION_FIELDS = [
     FieldSpec("patient_id", "患者编号", identifier(64), required=True),
     FieldSpec("given_on", "注射日期", iso_date, required=True),
+    FieldSpec("drug", "药品", text(100)),
+    FieldSpec("dose", "剂量", text(50)),
 ]
 
 def leaving_status(raw: str) -> str:
@@ -511,6 +531,18 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "same check again is a double submission. (Twice in one file is DUPLICATE_ID on the import.)",
     ),
     Difference(
+        "NO_LAI_PLAN", "injections", ENTRY,
+        "accepted: the LAI history of a plan since stopped", "refused",
+        "injections.csv is the LAI history (contract.md [2026-12]); a patient whose plan stopped keeps it. A "
+        "doctor records an injection under the current plan (rules.md §5 long-acting injection).",
+    ),
+    Difference(
+        "BEFORE_LAST_INJECTION", "injections", ENTRY,
+        "accepted: history rows in any order; the plan's last injection is the latest row", "refused",
+        "A county's history arrives whole; a doctor recording an injection older than the last one has "
+        "mistyped the date.",
+    ),
+    Difference(
         "PATIENT_EXISTS", "patients", ENTRY,
         "updated: the row is keyed by patient_id", "refused",
         "The import corrects stored patients by key; registration (新患者建档) creates a new one only.",
@@ -631,7 +663,8 @@ def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
     if birth is not None and birth > today:
         issues.append(Issue("FUTURE_DATE", f"出生日期 {birth.isoformat()} 晚于今天 {today.isoformat()}", column="birth_date"))
         birth = None
-    for field, label in (("diagnosed_on", "确诊日期"), ("registered_on", "建档日期"), ("status_on", "状态日期"), ("lai_last_on", "末次注射日期")):
+    for field, label in (("diagnosed_on", "确诊日期"), ("registered_on", "建档日期"), ("status_on", "状态日期"), ("lai_last_on", "末次注射日期"),
+                         ("first_onset_on", "初次发病时间")):
         issue = _date_issue(field, label, values.get(field), today, birth)
         if issue:
             issues.append(issue)
@@ -730,9 +763,11 @@ def check_injection(values: dict[str, Any], patient: PatientFacts, *, today: dat
     """注射校验 An injection given under the patient's LAI plan (rules.md §5 long-acting injection)."""
     on = values.get("given_on")
     issues = check_event("given_on", "注射日期", on, patient, today=today, channel=channel)
+    if not applies("NO_LAI_PLAN", channel):  # the import takes the history (DELIBERATE_DIFFERENCES)
+        return issues
     if not patient.lai_drug:
         issues.append(Issue("NO_LAI_PLAN", "注射日期: 该患者没有长效针剂计划", column="given_on"))
-    elif on is not None and patient.lai_last_on and on < patient.lai_last_on:
+    elif on is not None and patient.lai_last_on and on < patient.lai_last_on and applies("BEFORE_LAST_INJECTION", channel):
         issues.append(Issue("BEFORE_LAST_INJECTION", f"注射日期 {on} 早于末次注射日期 {patient.lai_last_on}",
                             column="given_on", value=str(on)))
     return issues

@@ -90,7 +90,8 @@ CASES = {
     "full_width_duplicate_id": (csv_case({"patients.csv": patients_file(patient(), patient(patient_id="Ｚ"))}), 1, {"DUPLICATE_ID"}),
     "zero_width_duplicate_id": (csv_case({"patients.csv": patients_file(patient(), patient(patient_id="Z\u200b"))}), 1,
                                 {"DUPLICATE_ID"}),
-    "gbk_file": (csv_case({"patients.csv": patients_file(patient()).encode("gbk")}), 1, {"ENCODING"}),
+    # a GBK/GB18030 file imports (contract.md [2026-12]; tests/test_full_forms.py); UTF-16 is neither
+    "utf16_file": (csv_case({"patients.csv": patients_file(patient()).encode("utf-16")}), 1, {"ENCODING"}),
     "lone_surrogate_bytes": (csv_case({"patients.csv": patients_file(patient()).encode() + b"Y,\xed\xa0\x80\n"}), 1, {"ENCODING"}),
     "unknown_column": (csv_case({"patients.csv": patients_file(patient()).replace("guardian_name", "监护人姓名", 1)}), 1,
                        {"UNKNOWN_COLUMN"}),

@@ -104,8 +104,8 @@ ERROR_CASES = {
                          ("patients.csv", 4, "birth_date", "REQUIRED", "不能为空")),
     "unknown patient": (lambda f: append(f / "health_checks.csv", {"patient_id": "ZZ", "checked_on": "2026-03-03"}),
                         ("health_checks.csv", 3, "patient_id", "UNKNOWN_PATIENT", "ZZ")),
-    "wrong encoding": (lambda f: (f / "regions.csv").write_bytes("code,name,level,parent_code,population\nC,县,county,,\n".encode("gbk")),
-                       ("regions.csv", 2, None, "ENCODING", "UTF-8")),
+    "wrong encoding": (lambda f: (f / "regions.csv").write_bytes(b"code,name,level,parent_code,population\nC,\xff\xfe,county,,\n"),
+                       ("regions.csv", 2, None, "ENCODING", "GB18030")),
 }
 
 

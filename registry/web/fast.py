@@ -106,7 +106,9 @@ SELECT
   (SELECT json_agg(hc.checked_on ORDER BY hc.checked_on DESC) FROM health_check hc
     WHERE hc.patient_id = (SELECT patient_id FROM p)) AS checks,
   (SELECT json_agg(json_build_array(ct.member_id, ct.name, ct.role, ct.phone, ct.region_code) ORDER BY ct.member_id)
-    FROM ({_CARE_TEAM_SQL}) ct) AS team
+    FROM ({_CARE_TEAM_SQL}) ct) AS team,
+  (SELECT json_agg(json_build_array(i.given_on, i.drug, i.dose) ORDER BY i.given_on DESC) FROM injection i
+    WHERE i.patient_id = (SELECT patient_id FROM p)) AS injections
   {{tasks}}
 """
 
@@ -243,8 +245,10 @@ def _patient_result(request, patient_id: str, row, via: str, now: datetime):
     checks = list(row[5] or ())
     team = queries.team_views([p], {p.patient_id: row[6] or ()})[p.patient_id]
     tasks = [queries.task_view(p.patient_id, kind, date.fromisoformat(due), roles, joint, rule, risk, as_of=as_of)
-             for kind, due, roles, joint, rule, risk in (row[7] or ())]
-    return cur, queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
+             for kind, due, roles, joint, rule, risk in (row[8] or ())]
+    injections = [queries.injection_view(date.fromisoformat(on), drug, dose) for on, drug, dose in (row[7] or ())]
+    return cur, queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of,
+                                     injections=injections)
 
 
 def patient_page(request, patient_id: str, source: str):

@@ -120,6 +120,7 @@ FOLLOW_UP_SECTIONS: list[tuple[str, list[Widget]]] = [
         fu("classification", "radio", _choices(codes.Classification), hint="留空时按规则自动计算"),
         fu("next_visit_on", "date", hint=NEXT_VISIT_HINT),
         fu("doctor_signature", "text"),
+        fu("family_signature", "text"),
     ]),
 ]
 
@@ -148,6 +149,19 @@ PATIENT_SECTIONS: list[tuple[str, list[Widget]]] = [
         pt("guardian_phone", "text"),
         pt("economic_status", "radio", _choices(codes.EconomicStatus)),
         pt("guardian_reward", "select", FLAG_CHOICES),
+    ]),
+    ("个人信息补充表", [
+        pt("guardian_relation", "text", hint="如 父亲、配偶"),
+        pt("guardian_address", "text"),
+        pt("village_contact", "text"),
+        pt("village_contact_phone", "text"),
+        pt("household_type", "radio", _choices(codes.HouseholdType)),
+        pt("employment", "select", _choices(codes.Employment)),
+        pt("first_onset_on", "date"),
+        pt("past_lockup", "radio", _choices(codes.PastLockup)),
+        pt("outpatient_treatment", "radio", _choices(codes.OutpatientTreatment)),
+        pt("admissions", "number", hint="曾住精神专科医院/综合医院精神科的次数"),
+        pt("diagnosing_hospital", "text"),
     ]),
     ("长效针剂计划", [
         pt("lai_drug", "text"),

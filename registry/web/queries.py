@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from registry import codes, ids
 from registry.accounts import UserRole
-from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck, Patient
+from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck, Injection, Patient
 from registry.rules import classification_of, is_complete
 from registry.attempts import latest_first_sql
 from registry.care_team import care_team_select
@@ -362,17 +362,25 @@ def patient_record(engine, scope: Scope, tree: LiveRegionTree, patient_id: str, 
             sa.select(hc.c.checked_on).where(hc.c.patient_id == p.patient_id).order_by(hc.c.checked_on.desc())).scalars()]
         team = teams_for(session, [p])[p.patient_id]
         tasks = patient_tasks(session, p.patient_id, as_of=as_of)
+        inj = Injection.__table__
+        injections = [injection_view(*r) for r in session.execute(
+            sa.select(inj.c.given_on, inj.c.drug, inj.c.dose).where(inj.c.patient_id == p.patient_id).order_by(inj.c.given_on.desc()))]
         if on_read is not None:
             on_read(session.connection(), p)
             session.commit()
     finally:
         if own:
             session.close()
-    return shape_record(scope, tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of)
+    return shape_record(scope, tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of, injections=injections)
+
+
+def injection_view(given_on: date, drug: str | None, dose: str | None) -> dict:
+    """注射记录 One injection of the LAI history as the record shows it."""
+    return {"given_on": given_on.isoformat(), "drug": drug or "", "dose": dose or ""}
 
 
 def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts: dict, checks: list[str], team: list[dict],
-                 tasks: list[dict], *, as_of: date) -> dict:
+                 tasks: list[dict], *, as_of: date, injections: list[dict] = ()) -> dict:
     """一历 The record from its read rows, shaped for the caller's role (rules.md §7, §8).
 
     ``p`` and ``follow_ups`` are Patient / FollowUp objects or objects with the same attributes
@@ -392,6 +400,7 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
         record.update(civil_affairs_fields(p, views, follow_ups, scope.role, as_of=as_of))
     else:
         record.update(full_record_fields(p, views, follow_ups, checks, as_of=as_of))
+        record["injections"] = list(injections)  # the LAI history, newest first (doctors and county admins)
     return record
 
 
@@ -453,6 +462,27 @@ def civil_affairs_fields(p, views: list[dict], follow_ups: list, role: str, *, a
     }
 
 
+def supplement_fields(p) -> dict:
+    """个人信息补充表 The supplement's fields as the record shows them (codes with their Chinese labels)."""
+    return {
+        "guardian_relation": p.guardian_relation or "",
+        "guardian_address": p.guardian_address or "",
+        "village_contact": p.village_contact or "",
+        "village_contact_phone": p.village_contact_phone or "",
+        "household_type": p.household_type,
+        "household_type_label": label(codes.HouseholdType, p.household_type),
+        "employment": p.employment,
+        "employment_label": label(codes.Employment, p.employment),
+        "first_onset_on": p.first_onset_on.isoformat() if p.first_onset_on else None,
+        "past_lockup": p.past_lockup,
+        "past_lockup_label": label(codes.PastLockup, p.past_lockup),
+        "outpatient_treatment": p.outpatient_treatment,
+        "outpatient_treatment_label": label(codes.OutpatientTreatment, p.outpatient_treatment),
+        "admissions": p.admissions,
+        "diagnosing_hospital": p.diagnosing_hospital or "",
+    }
+
+
 def full_record_fields(p, views: list[dict], follow_ups: list, checks: list[str], *, as_of: date) -> dict:
     """一历 The full record for doctors and county admins: registration, diagnosis, the LAI plan, the
     follow-up timeline, the risk history, health checks and assistance (rules.md §7)."""
@@ -477,6 +507,7 @@ def full_record_fields(p, views: list[dict], follow_ups: list, checks: list[str]
         "latest_classification_label": latest_complete["classification_label"] if latest_complete else "",
         "latest_risk_level": latest_complete["risk_level"] if latest_complete else None,
         "health_checks": checks,
+        "supplement": supplement_fields(p),
         "assistance": {
             "economic_status_label": label(codes.EconomicStatus, p.economic_status),
             "guardian_reward": p.guardian_reward,

@@ -19,6 +19,7 @@ from registry import audit, codes
 from registry.accounts import UserRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.models import FollowUp, FollowUpParticipant, Patient, Region, utcnow
+from registry.injections import record_last_injection, sync_last_injection
 from registry.storable_text import bad_text
 from registry.validation import (
     Channel,
@@ -220,6 +221,9 @@ def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: dat
         columns = set(Patient.model_fields)
         patient = Patient(**{k: v for k, v in values.items() if k in columns and v is not None})
         session.add(patient)
+        if patient.lai_last_on is not None:  # the plan's last injection is an injection row (registry.injections)
+            session.flush()
+            record_last_injection(session.connection(), [pid])
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient", object_id=pid,
                      region_code=village, detail="新患者建档", source=source)
         try:
@@ -316,9 +320,13 @@ def record_health_check(engine, scope: Scope, patient_id: str, raw_in: dict[str,
 
 def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date,
                      source: str | None, channel: Channel = Channel.FORM) -> date:
-    """长效针剂注射 Record an injection given: the LAI plan's last injection date moves to it (rules.md §5).
+    """长效针剂注射 Record an injection given: one ``injection`` row (the plan's drug and dose) and the LAI
+    plan's last injection date moves to it (rules.md §5; contract.md: the latest row).
 
-    The checks are ``registry.validation.validate_injection``."""
+    The checks are ``registry.validation.validate_injection``; an injection already recorded on that
+    date is ``DUPLICATE``."""
+    from registry.models import Injection  # noqa: PLC0415
+
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
@@ -326,11 +334,14 @@ def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         values, more = validate_injection(raw, PatientFacts.of(patient), today=today, channel=channel)
         issues += more
         on = values.get("given_on")
+        if on is not None and not issues and session.exec(
+                select(Injection).where(Injection.patient_id == patient_id, Injection.given_on == on)).first():
+            issues.append(Issue("DUPLICATE", f"注射日期 {on} 已登记", column="given_on"))
         if issues:
             raise _reject(issues)
-        patient.lai_last_on = on
-        patient.updated_at = utcnow()
-        session.add(patient)
+        session.add(Injection(patient_id=patient_id, given_on=on, drug=patient.lai_drug, dose=patient.lai_dose))
+        session.flush()
+        sync_last_injection(session.connection(), [patient_id])  # the plan's last injection = the latest row
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="injection",
                      object_id=f"{patient_id}/{on}", region_code=patient.village_code,
                      detail=f"长效针剂 {patient.lai_drug} {on}", source=source)
