@@ -95,15 +95,29 @@ def _insert(conn: Connection, *, patient_id: str, year: int, start: date, end: d
 
 def enrol_for_import(conn: Connection, rows: Iterable[tuple[str, date]], *, year: int, actor: str) -> int:
     """导入纳入 The import's ``guardian_reward`` = 1 rows (patient id, registration date): a guardian-year
-    for ``year`` each, in the import's transaction; an existing one is kept. Returns how many were new."""
-    new = 0
-    for patient_id, registered_on in rows:
-        if registered_on > year_bounds(year)[1]:
-            continue  # registered after the year: nothing to enrol
-        start, end = default_period(year, registered_on)
-        if _insert(conn, patient_id=patient_id, year=year, start=start, end=end, actor=actor) is not None:
-            new += 1
-    return new
+    for ``year`` each (the whole year, from registration), set-based in the import's transaction; an
+    existing one is kept as it is, a patient registered after the year gets none. Returns how many
+    were new."""
+    g = GuardianYear.__table__
+    wanted = {pid: registered_on for pid, registered_on in rows if registered_on <= year_bounds(year)[1]}
+    if not wanted:
+        return 0
+    existing: set[str] = set()
+    ids = sorted(wanted)
+    for i in range(0, len(ids), 5000):
+        existing |= set(conn.execute(sa.select(g.c.patient_id).where(g.c.year == year,
+                                                                       g.c.patient_id.in_(ids[i:i + 5000]))).scalars())
+    now = utcnow()
+    new = []
+    for pid in ids:
+        if pid not in existing:
+            start, end = default_period(year, wanted[pid])
+            new.append({"patient_id": pid, "year": year, "enrolled_from": start, "enrolled_to": end,
+                        "status": GuardianYearStatus.PROVISIONAL.value, "enrolled_by": actor[:100],
+                        "created_at": now, "updated_at": now})
+    if new:
+        conn.execute(g.insert(), new)
+    return len(new)
 
 
 def follow_ups_of(conn: Connection, patient_id: str, year: int) -> list:
