@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry.config import get_settings
@@ -117,7 +117,9 @@ class Profile:
     roles: RoleRules
     holiday_policy: str
     doctor_date_clause: str = DOCTOR_DATE_CLAUSE  # rules.md §5 [decision, 2026-12] (registry.doctor_date)
-    reward: RewardRules = RewardRules()  # rules.md §11 以奖代补 (registry.guardian_reward)
+    # rules.md §11 以奖代补 (registry.guardian_reward); not in the repr, which the scheduler hashes to tell
+    # whether the profile changed (schedules.generation): the reward's parameters never change a task
+    reward: RewardRules = field(default=RewardRules(), repr=False)
 
     @property
     def tag(self) -> str:
