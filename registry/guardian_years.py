@@ -156,9 +156,9 @@ def decide(engine: Engine, *, patient_id: str, year: int, approve: bool, reason:
     """核准或不予发放 Civil affairs' decision on a final assessment (audited)."""
     reason = (reason or "").strip()
     if len(reason) > REASON_MAX:
-        raise InvalidInput.single("REASON_TOO_LONG", f"理由(reason)不能超过 {REASON_MAX} 字", column="reason")
+        raise InvalidInput.single("REASON_TOO_LONG", f"理由不能超过 {REASON_MAX} 字", column="reason")
     if not approve and not reason:
-        raise InvalidInput.single("REWARD_REASON_REQUIRED", "不予发放必须填写理由(reason)", column="reason")
+        raise InvalidInput.single("REWARD_REASON_REQUIRED", "不予发放必须填写理由", column="reason")
     with engine.begin() as conn:
         row, result = assess_one(conn, patient_id=patient_id, year=year, today=today, rules=rules, emergencies=emergencies)
         if row.status == GuardianYearStatus.PAID.value:
@@ -187,10 +187,10 @@ def pay(engine: Engine, *, patient_id: str, year: int, paid_on: date, actor: str
     """记录发放 The payment date and amount of an approved guardian-year (audited); never twice."""
     amount = rules.amount_for(year) if amount is None else amount
     if not 0 < amount <= 1_000_000:
-        raise InvalidInput.single("BAD_AMOUNT", f"发放金额(paid_amount)“{amount}”无效，应为正整数（元）",
+        raise InvalidInput.single("BAD_AMOUNT", f"发放金额“{amount}”无效，应为正整数（元）",
                                   column="paid_amount", value=amount)
     if not date(2000, 1, 1) <= paid_on <= date(2100, 12, 31):
-        raise InvalidInput.single("BAD_DATE", "发放日期(paid_on)无效", column="paid_on", value=paid_on.isoformat())
+        raise InvalidInput.single("BAD_DATE", "发放日期无效", column="paid_on", value=paid_on.isoformat())
     with engine.begin() as conn:
         row = _row(conn, patient_id, year, lock=True)
         g = GuardianYear.__table__

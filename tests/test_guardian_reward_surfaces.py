@@ -205,3 +205,34 @@ def test_payout_pdf_and_xlsx(database, tmp_path):
     assert n == 2
     bad = CliRunner().invoke(app, ["reward", "--year", "2025", "--township", "V1", "--db", database.url])
     assert bad.exit_code == 1 and "NOT_A_TOWNSHIP" in bad.stderr
+
+
+def _form_token(html: str) -> str:
+    import re
+
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def test_page_forms_enrol_and_withhold_with_a_reason(web):
+    client, _tokens, database, _days = web
+    client.cookies.set("jf_session", session_token(database.engine, "civil"))
+    page = client.get("/reward?year=2025")
+    assert page.status_code == 200 and "2025 年本辖区无以奖代补纳入记录" in page.text
+    token = _form_token(page.text)
+    done = client.post("/reward/enrol", data={"csrf_token": token, "patient_id": "P3", "year": "2025"},
+                       follow_redirects=False)
+    assert done.status_code == 303 and "saved=1" in done.headers["location"]
+    refused = client.post("/reward/enrol", data={"csrf_token": token, "patient_id": "P2", "year": "2025"})
+    assert "无权查看患者 P2" in refused.text  # not on list 5: civil affairs cannot reach P2
+    page = client.get("/reward?year=2025")
+    assert "P3" in page.text and "年终评定" in page.text and "未达标" in page.text
+    no_reason = client.post("/reward/P3/2025/decision", data={"csrf_token": token, "decision": "withhold", "reason": ""})
+    assert "不予发放必须填写理由" in no_reason.text
+    client.post("/reward/P3/2025/decision", data={"csrf_token": token, "decision": "withhold", "reason": "全年未随访"})
+    page = client.get("/reward?year=2025")
+    assert "不予发放（全年未随访）" in page.text
+    forged = client.post("/reward/P3/2025/decision", data={"csrf_token": "forged", "decision": "approve"})
+    assert forged.status_code == 403
+    with database.engine.connect() as conn:
+        status = conn.execute(sa.select(GuardianYear.__table__.c.status)).scalar_one()
+    assert status == "withheld"

@@ -60,7 +60,7 @@ def year_arg(text: str | int | None, today: date) -> int:
     except ValueError:
         year = 0
     if not 2000 <= year <= 2100:
-        raise InvalidInput.single("BAD_YEAR", f"年度(year)“{str(text)[:10]}”无效，应为 2000 至 2100", column="year",
+        raise InvalidInput.single("BAD_YEAR", f"年度“{str(text)[:10]}”无效，应为 2000 至 2100", column="year",
                                   value=str(text)[:10])
     return year
 
@@ -165,7 +165,7 @@ def _pay(request: Request, cur: Current, patient_id: str, year: int, paid_on: da
     ctx = request.app.state.ctx
     _in_region_with_year(ctx.engine, cur, patient_id, year)
     if paid_on > ctx.today():
-        raise InvalidInput.single("PAID_IN_FUTURE", "发放日期(paid_on)不能晚于今天", column="paid_on",
+        raise InvalidInput.single("PAID_IN_FUTURE", "发放日期不能晚于今天", column="paid_on",
                                   value=paid_on.isoformat())
     return guardian_years.pay(ctx.engine, patient_id=patient_id, year=year, paid_on=paid_on, amount=amount,
                               actor=cur.user.username, rules=current_profile().reward, source=client_ip(request))
@@ -181,7 +181,7 @@ def _date_field(data: dict, key: str, label: str) -> date | None:
     try:
         return date.fromisoformat(text[:10])
     except ValueError:
-        raise InvalidInput.single("BAD_DATE", f"{label}({key})“{text[:20]}”无效，应为 YYYY-MM-DD", column=key,
+        raise InvalidInput.single("BAD_DATE", f"{label}“{text[:20]}”无效，应为 YYYY-MM-DD", column=key,
                                   value=text[:20]) from None
 
 
@@ -224,7 +224,7 @@ async def reward_payment_form(request: Request, patient_id: PatientId, year: Yea
     try:
         amount_text = (data.get("paid_amount") or "").strip()
         if amount_text and not amount_text.isdigit():
-            raise InvalidInput.single("BAD_AMOUNT", f"发放金额(paid_amount)“{amount_text[:12]}”无效，应为正整数（元）",
+            raise InvalidInput.single("BAD_AMOUNT", f"发放金额“{amount_text[:12]}”无效，应为正整数（元）",
                                       column="paid_amount", value=amount_text[:12])
         paid_on = _date_field(data, "paid_on", "发放日期") or request.app.state.ctx.today()
         _pay(request, cur, patient_id, year, paid_on, int(amount_text) if amount_text else None)
