@@ -96,16 +96,21 @@ def _rows(request: Request, cur: Current, year: int, township: str) -> tuple[str
     return code, rows
 
 
+def _page(request: Request, cur: Current, year: int, township: str, *, error: str = "", saved: bool = False,
+          status_code: int = 200) -> HTMLResponse:
+    code, rows = _rows(request, cur, year, township)
+    return render(request, "reward.html", status_code=status_code, year=year, township=code, rows=rows,
+                  amount=current_profile().reward.amount_for(year), can_decide=cur.user.role in DECIDE_ROLES,
+                  can_enrol=cur.user.role in ENROL_ROLES,
+                  is_township=cur.scope.region_level == "township" or code != cur.user.region_code,
+                  csrf_token=cur.csrf_token, error=error, saved=saved)
+
+
 @router.get("/reward", response_class=HTMLResponse, include_in_schema=False)
-def reward_page(request: Request, year: str = "", township: str = "", error: str = "", saved: str = ""):
+def reward_page(request: Request, year: str = "", township: str = "", saved: str = ""):
     """以奖代补 The region's guardian-years of the year with the duties, status and payment; audited."""
     cur = current(request)
-    y = year_arg(year[:10], request.app.state.ctx.today())
-    code, rows = _rows(request, cur, y, township[:32])
-    return render(request, "reward.html", year=y, township=code, rows=rows, amount=current_profile().reward.amount_for(y),
-                  can_decide=cur.user.role in DECIDE_ROLES, can_enrol=cur.user.role in ENROL_ROLES,
-                  is_township=cur.scope.region_level == "township" or code != cur.user.region_code,
-                  csrf_token=cur.csrf_token, error=error[:200], saved=saved == "1")
+    return _page(request, cur, year_arg(year[:10], request.app.state.ctx.today()), township[:32], saved=saved == "1")
 
 
 @router.get("/reward/files/{fmt}", include_in_schema=False)
@@ -185,9 +190,14 @@ def _date_field(data: dict, key: str, label: str) -> date | None:
                                   value=text[:20]) from None
 
 
-def _back(year: int, township: str, **extra) -> RedirectResponse:
-    query = urllib.parse.urlencode({"year": year, **({"township": township} if township else {}), **extra})
+def _back(year: int, township: str) -> RedirectResponse:
+    query = urllib.parse.urlencode({"year": year, **({"township": township[:32]} if township else {}), "saved": "1"})
     return RedirectResponse(f"/reward?{query}", status_code=303)
+
+
+def _refused(request: Request, cur: Current, year: int, township: str, exc: JingfangError) -> HTMLResponse:
+    """A refused form write (nothing was written): the page again with the reason, the error's status."""
+    return _page(request, cur, year, township[:32], error=exc.message, status_code=exc.http_status)
 
 
 @router.post("/reward/enrol", include_in_schema=False)
@@ -199,9 +209,9 @@ async def reward_enrol_form(request: Request):
     try:
         _enrol(request, cur, (data.get("patient_id") or "").strip()[:64], year,
                _date_field(data, "enrolled_from", "纳入起"), _date_field(data, "enrolled_to", "纳入止"))
-    except JingfangError as exc:  # refused: shown on the page (nothing was written)
-        return _back(year, data.get("township", ""), error=exc.message)
-    return _back(year, data.get("township", ""), saved="1")
+    except JingfangError as exc:
+        return _refused(request, cur, year, data.get("township", ""), exc)
+    return _back(year, data.get("township", ""))
 
 
 @router.post("/reward/{patient_id}/{year}/decision", include_in_schema=False)
@@ -211,9 +221,9 @@ async def reward_decision_form(request: Request, patient_id: PatientId, year: Ye
     data = await form_data(request, cur)
     try:
         _decide(request, cur, patient_id, year, data.get("decision") == "approve", data.get("reason"))
-    except JingfangError as exc:  # refused: shown on the page (nothing was written)
-        return _back(year, data.get("township", ""), error=exc.message)
-    return _back(year, data.get("township", ""), saved="1")
+    except JingfangError as exc:
+        return _refused(request, cur, year, data.get("township", ""), exc)
+    return _back(year, data.get("township", ""))
 
 
 @router.post("/reward/{patient_id}/{year}/payment", include_in_schema=False)
@@ -228,9 +238,9 @@ async def reward_payment_form(request: Request, patient_id: PatientId, year: Yea
                                       column="paid_amount", value=amount_text[:12])
         paid_on = _date_field(data, "paid_on", "发放日期") or request.app.state.ctx.today()
         _pay(request, cur, patient_id, year, paid_on, int(amount_text) if amount_text else None)
-    except JingfangError as exc:  # refused: shown on the page (nothing was written)
-        return _back(year, data.get("township", ""), error=exc.message)
-    return _back(year, data.get("township", ""), saved="1")
+    except JingfangError as exc:
+        return _refused(request, cur, year, data.get("township", ""), exc)
+    return _back(year, data.get("township", ""))
 
 
 # ---------------------------------------------------------------------------------- JSON API
