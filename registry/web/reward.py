@@ -37,6 +37,7 @@ from registry.errors import InvalidInput, JingfangError, PermissionDenied
 from registry.models import GuardianYear, Patient
 from registry.profile import current_profile
 from registry.regions import villages_under
+from registry.storable_text import bad_text, bad_text_message
 from registry.web.auth import Current, client_ip, current
 from registry.web.deps import CurrentUser
 from registry.web.pages import form_data, render
@@ -67,6 +68,8 @@ def year_arg(text: str | int | None, today: date) -> int:
 
 def _region(request: Request, cur: Current, township: str) -> tuple[str, str | None]:
     """The region read: the user's own, or one township below a county user's region."""
+    if bad_text(township, multiline=False):
+        raise InvalidInput.single("BAD_TEXT", "乡镇编码含有无效字符", column="township")
     if not township or township == cur.user.region_code:
         return cur.user.region_code, cur.scope.region_level
     code, _name, level = region_row(request.app.state.ctx.engine, township[:32], township=True)
@@ -77,6 +80,8 @@ def _region(request: Request, cur: Current, township: str) -> tuple[str, str | N
 
 def _in_region_with_year(engine, cur: Current, patient_id: str, year: int) -> None:
     """民政 The payout list's own scope: a guardian-year of ``year`` of a patient in the user's region."""
+    if bad_text(patient_id, multiline=False):
+        raise PermissionDenied("无权查看该患者：患者编号无效", code="PATIENT_FORBIDDEN")
     p, g = Patient.__table__, GuardianYear.__table__
     with engine.connect() as conn:
         hit = conn.execute(sa.select(g.c.id).select_from(g.join(p, p.c.patient_id == g.c.patient_id)).where(
@@ -160,6 +165,9 @@ def _decide(request: Request, cur: Current, patient_id: str, year: int, approve:
     cur.scope.require_role(*DECIDE_ROLES)
     ctx = request.app.state.ctx
     _in_region_with_year(ctx.engine, cur, patient_id, year)
+    message = bad_text_message(reason or "", multiline=True)
+    if message:
+        raise InvalidInput.single("BAD_TEXT", f"理由：{message}", column="reason")
     return guardian_years.decide(ctx.engine, patient_id=patient_id, year=year, approve=approve, reason=reason,
                                  actor=cur.user.username, today=ctx.today(), rules=current_profile().reward,
                                  source=client_ip(request))
