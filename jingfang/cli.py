@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from jingfang import cli_zh, commands_ledger, commands_rates, commands_registry, commands_schedules, commands_web
+from jingfang import (cli_zh, commands_ledger, commands_rates, commands_registry, commands_reward, commands_schedules,
+                      commands_web)
 
 cli_zh.install()  # click's and typer's own words (usage, panels, usage errors) in Chinese
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 for module in (commands_registry, commands_schedules, commands_rates, commands_web):
     module.register(app)
 commands_ledger.register(app)  # 易肇事肇祸台账 (issue 15)
+commands_reward.register(app)  # 以奖代补发放名单 (issue 14)
 
 
 # files the command writes (五单, reports, exports, the SQLite database) are not readable by other users

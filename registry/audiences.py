@@ -10,10 +10,12 @@ police may see in the same release.
   classification, a 肇事/肇祸 within the profile's lookback up to today), or the latest attempt did
   not reach the patient (失访, when the profile sends police on locate tasks), or an open task
   requires police.
-* civil affairs (民政; 联合入户单 and 帮扶救助单, rules.md §6, §7.5): civil affairs would be required
-  (``registry.teams.civil_affairs_required``: 贫困, no guardian), or a 以奖代补 guardian reward, or
-  community rehabilitation recorded in the last ``REHABILITATION_LOOKBACK_MONTHS``, or an open task
-  requires civil affairs.
+* civil affairs (民政; 帮扶救助单, rules.md §7.5 [2026-12: minimum necessary], §8): exactly the
+  patients of list 5 — 贫困, no guardian (``registry.teams.has_guardian``), or a 以奖代补 guardian-year
+  (``registry.models.GuardianYear``) for the current year (``today.year``). Rehabilitation is a
+  column on the list, no longer a reason (issue 14: civil affairs saw 93 % of its township), and an
+  open task requiring civil affairs adds nobody: the profile requires civil affairs only for 贫困 or
+  no guardian (``registry.teams.civil_affairs_required``), patients already on list 5.
 
 Attempts count on or after registration and not after today (rules.md §5 order: date, then entry
 order). ``on_police_list`` / ``on_civil_affairs_list`` are the per-patient rules (``patient_facts``
@@ -30,13 +32,12 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from registry.attempts import rank_sql, usable_sql
-from registry.codes import Classification, TaskStatus, TeamRole
-from registry.models import FollowUp, Patient, VisitTask
+from registry.codes import Classification, EconomicStatus, TaskStatus, TeamRole
+from registry.models import FollowUp, GuardianYear, Patient, VisitTask
 from registry.periods import add_months
 from registry.profile import RoleRules
 from registry.rules import classification_of, classification_sql, complete_sql, is_complete
-from registry.teams import (civil_affairs_required, civil_affairs_sql, has_guardian_sql, incident_cutoff, police_required,
-                            police_sql)
+from registry.teams import has_guardian_sql, incident_cutoff, police_required, police_sql
 
 REHABILITATION_LOOKBACK_MONTHS = 12  # 社区康复 in the last 12 months puts a patient on the 帮扶救助单 audience
 
@@ -71,11 +72,22 @@ def on_police_list(rules: RoleRules, *, latest_risk: int | None, latest_class: i
                                           incident=incident, locate=lost)
 
 
-def on_civil_affairs_list(rules: RoleRules, *, poor: bool, has_guardian: bool, guardian_reward: bool,
-                          rehabilitation: bool, civil_affairs_task: bool) -> bool:
-    """民政名单 The patient is on a civil-affairs list (rules.md §6, §7.5, §8)."""
-    return bool(civil_affairs_task or guardian_reward or rehabilitation
-                or civil_affairs_required(rules, poor=poor, has_guardian=has_guardian))
+def on_civil_affairs_list(*, poor: bool, has_guardian: bool, guardian_year: bool) -> bool:
+    """民政名单 The patient is on the 帮扶救助单, the civil-affairs list (rules.md §7.5 [2026-12], §8): 贫困,
+    no guardian, or a 以奖代补 guardian-year for the current year."""
+    return bool(poor or not has_guardian or guardian_year)
+
+
+def assistance_reasons(*, poor: bool, has_guardian: bool, guardian_year: bool) -> list[str]:
+    """帮扶原因 Why the patient is on the 帮扶救助单 (rules.md §7.5), in the rule's order; empty: not on it."""
+    reasons = []
+    if poor:
+        reasons.append("贫困")
+    if not has_guardian:
+        reasons.append("无监护人")
+    if guardian_year:
+        reasons.append("以奖代补")
+    return reasons
 
 
 def risk_warning_reasons(rules: RoleRules, *, latest_risk: int | None, latest_class: int | None,
@@ -139,18 +151,13 @@ def police_patient_ids(rules: RoleRules, today: date, among) -> sa.CompoundSelec
     return sa.union(*parts)
 
 
-def civil_affairs_patient_ids(rules: RoleRules, today: date, among) -> sa.CompoundSelect:
-    """民政名单 patient_ids (of ``among``) on a civil-affairs list: ``on_civil_affairs_list`` in SQL."""
-    p = Patient.__table__
-    f, (joined, where) = _usable(among, today)
-    return sa.union(
-        sa.select(p.c.patient_id).where(
-            p.c.patient_id.in_(among),
-            sa.or_(civil_affairs_sql(rules, has_guardian=has_guardian_sql(p.c.guardian_name),
-                                     economic_status=p.c.economic_status),
-                   p.c.guardian_reward.is_(True)),
-        ),
-        sa.select(f.c.patient_id).select_from(joined).where(
-            where, f.c.rehabilitation.is_(True), f.c.visit_on >= add_months(today, -REHABILITATION_LOOKBACK_MONTHS)),
-        _open_tasks_with_role(TeamRole.CIVIL_AFFAIRS.value, among),
+def civil_affairs_patient_ids(rules: RoleRules, today: date, among) -> sa.Select:
+    """民政名单 patient_ids (of ``among``) on the 帮扶救助单: ``on_civil_affairs_list`` in SQL (``rules``
+    is not read: list 5 is not a profile rule; kept so every audience has one signature)."""
+    p, g = Patient.__table__, GuardianYear.__table__
+    return sa.select(p.c.patient_id).where(
+        p.c.patient_id.in_(among),
+        sa.or_(p.c.economic_status == EconomicStatus.POOR.value,
+               sa.not_(has_guardian_sql(p.c.guardian_name)),
+               p.c.patient_id.in_(sa.select(g.c.patient_id).where(g.c.year == today.year))),
     )

@@ -389,3 +389,23 @@ class TransferOutcome(CodedStr):
     PENDING = "pending", "待接收"
     ACCEPTED = "accepted", "已接收"
     REFUSED = "refused", "已拒收"
+
+
+class GuardianYearStatus(CodedStr):
+    """以奖代补状态 Where a guardian-year stands (rules.md §11): assessed provisionally during the year,
+    finally after it; civil affairs approves or withholds, then records the payment."""
+
+    PROVISIONAL = "provisional", "年内暂评"
+    FINAL = "final", "年终评定"
+    APPROVED = "approved", "已核准"
+    WITHHELD = "withheld", "不予发放"
+    PAID = "paid", "已发放"
+
+
+class RewardDuty(CodedStr):
+    """监护职责 The four duties of a 以奖代补 guardian-year (rules.md §11), in the order the rule lists them."""
+
+    QUARTERLY_VISITS = "quarterly_visits", "每季度至少一次完整随访"
+    NO_INCIDENT = "no_incident", "无肇事肇祸"
+    NO_LOCK_UP = "no_lock_up", "无关锁"
+    ADHERENCE = "adherence", "规律服药"

@@ -34,6 +34,7 @@ from registry.audit import audit_row, cli_actor
 from registry.ids import mask
 from registry.injections import record_last_injection, sync_last_injection
 from registry.errors import ImportRejected, InvalidInput, Issue
+from registry.guardian_years import enrol_for_import
 from registry.models import utcnow
 from registry.validation import (
     FOLLOW_UP_EXTRA_FIELDS,
@@ -52,6 +53,7 @@ from registry.validation import (
     check_injection,
     check_patient,
     check_village,
+    flag,
     parse_columns,
     unknown_patient,
 )
@@ -59,10 +61,14 @@ from registry.validation import (
 Progress = Callable[[str, int, int], None]
 
 # file stem -> field specs, in the order files are processed (parents before children)
+# contract.md [2026-12] ``guardian_reward`` (以奖代补 enrolled 1/0): not a stored patient column here but the
+# enrolment of the import's year (rules.md §11, registry.guardian_years.enrol_for_import); blank = unchanged
+REWARD_IMPORT_FIELD = FieldSpec("guardian_reward", "以奖代补", flag, default=None)
 FILE_SPECS: dict[str, list[FieldSpec]] = {
     "regions": REGION_FIELDS,
     "team_members": TEAM_MEMBER_FIELDS,
-    "patients": PATIENT_FIELDS + PATIENT_SUPPLEMENT_FIELDS,
+    # guardian_reward: the importer's own spec (blank = unchanged; 1 enrols a guardian-year, rules.md §11)
+    "patients": PATIENT_FIELDS + [s for s in PATIENT_SUPPLEMENT_FIELDS if s.name != "guardian_reward"] + [REWARD_IMPORT_FIELD],
     "followups": FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS,
     "health_checks": HEALTH_CHECK_FIELDS,
     "injections": INJECTION_FIELDS,
@@ -116,6 +122,7 @@ class ImportResult:
     issues: list[Issue] = field(default_factory=list)
     # 身份信息变更 (patient_id, field, old, new) of stored patients this import changed (ID numbers masked)
     changes: list[tuple[str, str, str, str]] = field(default_factory=list)
+    guardian_years: int = 0  # 以奖代补 guardian-years this import created (rules.md §11)
 
     def summary(self) -> str:
         names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检",
@@ -660,6 +667,9 @@ def import_path(
         if issues and (not skip_invalid or any(i.code in FATAL for i in issues)):
             raise ImportRejected(message=f"导入被拒绝：发现 {len(issues)} 个问题，未写入任何数据", issues=issues)
         result = ImportResult(issues=issues)
+        reward = {}  # patient_id → the guardian_reward cell (True/False; None: blank or no column)
+        for r in rows.get("patients", ()):
+            reward[r.values.get("patient_id")] = r.values.pop("guardian_reward", None)
         if "patients" in rows:
             result.changes = _identity_changes(conn, [r.values for r in rows["patients"] if not r.issues])
             if result.changes:  # the patient's change history: one audit row per changed patient
@@ -679,6 +689,16 @@ def import_path(
         if "injections" in rows or "patients" in rows:
             sync_last_injection(conn)
             record_last_injection(conn)
+        if "patients" in rows:  # rules.md §11: guardian_reward 1 enrols the patient for the import's year
+            good = [r.values for r in rows["patients"] if not r.issues]
+            flagged = [(v["patient_id"], v["registered_on"]) for v in good if reward.get(v["patient_id"])]
+            result.guardian_years = enrol_for_import(conn, flagged, year=today.year, actor=actor or cli_actor())
+            p = models.Patient.__table__
+            for flag_value in (True, False):  # the patient's 以奖代补 flag follows the cell (set-based)
+                ids = [v["patient_id"] for v in good if reward.get(v["patient_id"]) is flag_value]
+                for chunk in _chunks(ids, 5000):
+                    conn.execute(sa.update(p).where(p.c.patient_id.in_(chunk), p.c.guardian_reward.is_not(flag_value))
+                                 .values(guardian_reward=flag_value, updated_at=utcnow()))
     if sum(t.written for t in result.tables.values()) >= analyze_rows:
         analyze(engine, [_TABLES[stem][0].name for stem, t in result.tables.items() if t.written])
     return result

@@ -408,3 +408,34 @@ class VisitTask(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     close_reason: str | None = Field(default=None, max_length=100)
+
+
+class GuardianYear(SQLModel, table=True):
+    """以奖代补监护年度 One guardian's enrolment for one year (rules.md §11): the enrolled part of the
+    year, the status (``codes.GuardianYearStatus``), civil affairs' decision and the payment."""
+
+    __tablename__ = "guardian_year"
+    __table_args__ = (
+        sa.UniqueConstraint("patient_id", "year", name="uq_guardian_year"),
+        in_check("status", codes.GuardianYearStatus),
+        sa.CheckConstraint("enrolled_from <= enrolled_to", name="guardian_year_period"),
+        sa.CheckConstraint("paid_amount IS NULL OR paid_amount > 0", name="guardian_year_amount_positive"),
+        sa.CheckConstraint("status <> 'paid' OR (paid_on IS NOT NULL AND paid_amount IS NOT NULL)",
+                           name="guardian_year_paid_fields"),
+        sa.Index("ix_guardian_year_year", "year"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    year: int
+    enrolled_from: date
+    enrolled_to: date
+    status: str = Field(default="provisional", max_length=16)
+    decided_by: str | None = Field(default=None, max_length=100)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reason: str | None = Field(default=None, max_length=500)
+    paid_on: date | None = None
+    paid_amount: int | None = None  # 元
+    enrolled_by: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry.config import get_settings
@@ -57,6 +57,50 @@ class RoleRules:
 
 
 @dataclass(frozen=True)
+class RewardRules:
+    """以奖代补规则 The duties' parameters and the county's amount per year (rules.md §11; profile key
+    ``guardian_reward``, optional: a profile without it gets these defaults).
+
+    ``visits_per_quarter``: complete follow-ups each quarter of the enrolled part of the year needs
+    (duty 1); ``adherence_codes`` / ``min_adherence_share``: the adherence codes that count and the
+    share of the year's complete follow-ups that must record one (duty 4); ``amounts``: the county's
+    amount in 元 per year, ``default_amount`` for a year not listed (data, not code)."""
+
+    visits_per_quarter: int = 1
+    adherence_codes: tuple[int, ...] = (1, 4)
+    min_adherence_share: float = 0.75
+    amounts: tuple[tuple[int, int], ...] = ()
+    default_amount: int = 1200
+    clause: str = "§11 以奖代补"
+
+    def amount_for(self, year: int) -> int:
+        """该年度标准 The county's amount per guardian-year in 元 for ``year``."""
+        return dict(self.amounts).get(year, self.default_amount)
+
+
+def parse_reward_rules(data: dict | None) -> RewardRules:
+    """The ``guardian_reward`` section (absent: the defaults); InvalidInput naming a bad key."""
+    if not data:
+        return RewardRules()
+    default = RewardRules()
+    rules = RewardRules(
+        visits_per_quarter=int(data.get("visits_per_quarter", default.visits_per_quarter)),
+        adherence_codes=tuple(int(c) for c in data.get("adherence_codes", default.adherence_codes)),
+        min_adherence_share=float(data.get("min_adherence_share", default.min_adherence_share)),
+        amounts=tuple(sorted((int(y), int(a)) for y, a in dict(data.get("amounts", {})).items())),
+        default_amount=int(data.get("default_amount", default.default_amount)),
+        clause=str(data.get("clause", default.clause)),
+    )
+    if rules.visits_per_quarter < 1:
+        raise _bad("guardian_reward.visits_per_quarter 必须 ≥ 1", rules.visits_per_quarter)
+    if not 0 < rules.min_adherence_share <= 1:
+        raise _bad("guardian_reward.min_adherence_share 必须在 0 到 1 之间", rules.min_adherence_share)
+    if rules.default_amount <= 0 or any(a <= 0 for _, a in rules.amounts):
+        raise _bad("guardian_reward 的金额必须为正", rules.default_amount)
+    return rules
+
+
+@dataclass(frozen=True)
 class Profile:
     """规则配置 One loaded rule profile."""
 
@@ -73,6 +117,9 @@ class Profile:
     roles: RoleRules
     holiday_policy: str
     doctor_date_clause: str = DOCTOR_DATE_CLAUSE  # rules.md §5 [decision, 2026-12] (registry.doctor_date)
+    # rules.md §11 以奖代补 (registry.guardian_reward); not in the repr, which the scheduler hashes to tell
+    # whether the profile changed (schedules.generation): the reward's parameters never change a task
+    reward: RewardRules = field(default=RewardRules(), repr=False)
 
     @property
     def tag(self) -> str:
@@ -124,6 +171,7 @@ def parse_profile(data: dict) -> Profile:
             ),
             holiday_policy=policy,
             doctor_date_clause=str(data.get("doctor_date", {}).get("clause", DOCTOR_DATE_CLAUSE)),
+            reward=parse_reward_rules(data.get("guardian_reward")),
         )
     except InvalidInput:
         raise

@@ -28,13 +28,15 @@ from sqlalchemy.engine import Engine
 
 from registry.accounts import UserRole
 from registry.audit import audit_row
-from registry.audiences import risk_warning_reasons
+from registry.audiences import assistance_reasons, risk_warning_reasons
+from registry.guardian_reward import effective_status
+from registry.teams import has_guardian
 from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
 from registry.care_team import care_team_select
-from registry.models import AuditLog, FollowUp, Patient, Region
+from registry.models import AuditLog, FollowUp, GuardianYear, Patient, Region
 from registry.profile import RoleRules, current_profile
 from registry.attempts import rank_sql, usable_sql
 from registry.register import eligible_sql
@@ -120,7 +122,7 @@ LIST_COLUMNS = {
                    C("last_visit", "最近随访", 11)],
     "assistance": [C("patient_id", "患者编号"), C("name", "姓名", 8), C("sex", "性别", 5), C("age", "年龄", 5),
                    C("id_number", "身份证号", 20), C("economic", "经济状况", 8), C("guardian", "监护人及电话", 18),
-                   C("reward", "以奖代补", 8), C("rehabilitation", "社区康复", 8), C("reasons", "帮扶原因", 24)],
+                   C("reward", "以奖代补", 10), C("rehabilitation", "社区康复", 8), C("reasons", "帮扶原因", 24)],
 }
 # Fields that must never reach police or civil-affairs lists (rules.md §7–§8).
 CLINICAL_KEYS = {"diagnosis", "drug", "adherence", "medication"}
@@ -195,7 +197,11 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
         for row in conn.execute(care_team_select(among)):
             if row.patient_id in team:
                 team[row.patient_id].append(row)
-    return patients, latest, {"team": team, "incidents": incidents}
+        g = GuardianYear.__table__  # rules.md §11: the week's year's guardian-years (帮扶救助单)
+        guardian_years = {r.patient_id: r.status for r in conn.execute(
+            sa.select(g.c.patient_id, g.c.status).where(g.c.year == week.year,
+                                                         g.c.patient_id.in_(sa.select(among.c.patient_id))))}
+    return patients, latest, {"team": team, "incidents": incidents, "guardian_years": guardian_years}
 
 
 def _guardian(pat) -> str:
@@ -241,6 +247,7 @@ class WeekFacts:
     tasks: list[dict]
     rules: RoleRules
     open_by_patient: dict[str, list[dict]] = field(default_factory=dict)
+    guardian_years: dict[str, str] = field(default_factory=dict)  # patient_id → stored status, the week's year
 
     def __post_init__(self) -> None:
         for t in self.tasks:
@@ -342,24 +349,22 @@ def medication_list(w: WeekFacts) -> WorkList:
 
 
 def assistance_list(w: WeekFacts) -> WorkList:
-    """5. 帮扶救助单 (civil affairs, 残联): 贫困, no guardian, 以奖代补, rehabilitation — no diagnosis."""
+    """5. 帮扶救助单 (civil affairs, 残联; rules.md §7.5 [2026-12: minimum necessary]): 贫困, no guardian, or
+    a 以奖代补 guardian-year for the week's year (``registry.audiences.assistance_reasons``, the rule the
+    civil-affairs scope follows); the guardian-year's status and rehabilitation are columns, not
+    reasons — no diagnosis."""
     wl = _work_list("assistance")
     for pid, pat in w.patients.items():
         last = w.latest.get(pid)
-        help_reasons = []
-        if pat.economic_status == EconomicStatus.POOR:
-            help_reasons.append("贫困")
-        if not pat.guardian_name:
-            help_reasons.append("无监护人")
-        if pat.guardian_reward:
-            help_reasons.append("以奖代补")
-        rehab = last is not None and bool(last.rehabilitation)
-        if rehab:
-            help_reasons.append("参加社区康复")
+        stored = w.guardian_years.get(pid)
+        help_reasons = assistance_reasons(poor=pat.economic_status == EconomicStatus.POOR,
+                                          has_guardian=has_guardian(pat.guardian_name), guardian_year=stored is not None)
         if help_reasons:
+            rehab = last is not None and bool(last.rehabilitation)
             wl.rows.append(w.base(pid) | {
                 "economic": _label(EconomicStatus, pat.economic_status), "guardian": _guardian(pat),
-                "reward": "是" if pat.guardian_reward else "否", "rehabilitation": "是" if rehab else "否",
+                "reward": effective_status(stored, w.week.year, w.week).label if stored else "未纳入",
+                "rehabilitation": "是" if rehab else "否",
                 "reasons": "、".join(help_reasons),
             })
     return _by_village(wl)
@@ -378,7 +383,7 @@ def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRu
     patients, latest, extra = _facts(engine, code, week)
     tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
     facts = WeekFacts(week=week, end=end, patients=patients, latest=latest, team=extra["team"],
-                      incidents=extra["incidents"], tasks=tasks, rules=rules)
+                      incidents=extra["incidents"], tasks=tasks, rules=rules, guardian_years=extra["guardian_years"])
     lists = [build(facts) for build in LIST_BUILDERS]
     return {
         "township_code": code, "township_name": name, "week": week, "week_end": end,

@@ -26,14 +26,15 @@ def forbidden_codes() -> set[str]:
 
     words: set[str] = set()
     for enum in (codes.TaskKind, codes.TaskStatus, codes.TeamRole, codes.FamilyRole, codes.PatientStatus,
-                 codes.RegionLevel, codes.Diagnosis, UserRole):
+                 codes.RegionLevel, codes.Diagnosis, UserRole, codes.GuardianYearStatus, codes.RewardDuty):
         words.update(m.value for m in enum)
     words.update(VISIT_SITUATIONS)
     words.update(VARIANTS)
     words.update(INDICATOR_KEYS)
     words.update(c for c in COUNT_COLUMNS if "_" in c)
     for table in (models.Patient, models.FollowUp, models.HealthCheck, models.TeamMember, models.VisitTask,
-                  models.Region, models.FollowUpParticipant, models.CareTeamAssignment, models.AuditLog):
+                  models.Region, models.FollowUpParticipant, models.CareTeamAssignment, models.AuditLog,
+                  models.GuardianYear):
         words.update(c.name for c in table.__table__.columns if "_" in c.name)
     # audit object types and the lists' count keys
     words.update({"five_lists", "monthly_report", "worklist", "calendar_estimated", "followup",

@@ -93,7 +93,7 @@ def test_cli_human_output_shows_no_internal_code(tmp_path: Path):
     # every --help
     run("help", "--help")
     for command in ("demo", "import", "schedule", "tasks", "rates", "report", "lists", "scheduler", "runs", "calendar",
-                    "notify", "serve", "user", "webhook", "ledger", "export"):
+                    "notify", "serve", "user", "webhook", "ledger", "export", "reward"):
         result = runner.invoke(app, [command, "--help"])
         if result.exit_code == 2 and "No such command" in result.output:
             continue  # a command another issue adds
@@ -161,7 +161,8 @@ PAGES = ["/", "/worklist", "/mylist", "/patients/new", "/patients/P1", "/patient
          "/patients/P5", "/patients/P1/follow-ups/new", "/patients/P2/status", "/search?q=陈", "/search?q=P",
          "/dashboard", "/dashboard?month=2026-05", "/audit", "/no/such/page", "/worklist?kind=nonsense",
          "/dashboard?month=2026-13", "/lists/week?week=bad",
-         "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers"]  # issue 13
+         "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers",  # issue 13
+         "/reward", "/reward?year=2025", "/reward?year=bad"]
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)

@@ -13,7 +13,7 @@ from openpyxl import load_workbook
 from typer.testing import CliRunner
 
 from jingfang.cli import app
-from registry.models import AuditLog, FollowUp, Patient, TeamMember
+from registry.models import AuditLog, FollowUp, GuardianYear, Patient, TeamMember
 from schedules.generation import generate
 from schedules.lists import CLINICAL_KEYS, LIST_COLUMNS, build_lists
 
@@ -34,6 +34,9 @@ def prepare(database, small_county):
         conn.execute(sa.update(Patient).where(Patient.patient_id == "C1").values(
             id_number="440781198001011234", address="幸福路8号", lai_drug="棕榈酸帕利哌酮", lai_interval_weeks=4,
             lai_last_on=D("2026-05-14"), guardian_reward=True))
+        # rules.md §11: the guardian-year record puts C1 on the 帮扶救助单 (the old flag alone does not)
+        conn.execute(sa.insert(GuardianYear), [{"patient_id": "C1", "year": 2026, "enrolled_from": D("2026-01-01"),
+                                                "enrolled_to": D("2026-12-31"), "status": "provisional"}])
         conn.execute(sa.update(FollowUp).where(FollowUp.patient_id == "A").values(medication='[{"drug": "利培酮", "dose": "2mg"}]'))
         conn.execute(sa.insert(TeamMember), [
             {"member_id": "M1", "name": "王医生", "role": "doctor", "phone": "13800000001", "region_code": "T"},
@@ -61,6 +64,8 @@ def test_lists_as_data(database, small_county):
     assert med == [("A", "服药依从性差"), ("C1", "服药依从性差"), ("C1", "长效针剂注射")]
     help_ = {r["patient_id"]: r["reasons"] for r in lists["assistance"].rows}
     assert help_ == {"B": "贫困、无监护人", "C1": "以奖代补"}
+    status = {r["patient_id"]: r["reward"] for r in lists["assistance"].rows}
+    assert status == {"B": "未纳入", "C1": "年内暂评"}  # rules.md §11: the status shows on list 5
     for slug in ("joint", "risk", "assistance"):
         assert not {c.key for c in LIST_COLUMNS[slug]} & CLINICAL_KEYS
 

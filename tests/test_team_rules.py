@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from registry import audiences, teams
 from registry.accounts import User
-from registry.models import FollowUp, Patient
+from registry.models import FollowUp, GuardianYear, Patient
 from registry.models import HealthCheck as HealthCheckRow
 from registry.profile import PROFILE_DIR, RoleRules, current_profile, load_profile
 from registry.regions import LiveRegionTree
@@ -98,11 +98,17 @@ def _random_extras(engine, seed: int) -> None:
             conn.execute(sa.insert(t).values(
                 patient_id=pid, kind="follow_up", basis=f"test:{n}", basis_on=TODAY, due_on=TODAY, nominal_due_on=TODAY,
                 roles=roles, joint=roles != "doctor", rule="test", status=rng.choice(["open", "open", "done"])))
+        for pid in rng.sample(pids, len(pids) // 4):  # 以奖代补 guardian-years around TODAY's year
+            year = rng.choice([TODAY.year - 1, TODAY.year, TODAY.year + 1])
+            conn.execute(sa.insert(GuardianYear.__table__).values(
+                patient_id=pid, year=year, enrolled_from=date(year, 1, 1), enrolled_to=date(year, 12, 31),
+                status="provisional"))
 
 
 def _python_audiences(engine, rules: RoleRules, today: date) -> tuple[set, set]:
-    p, f, t = Patient.__table__, FollowUp.__table__, VisitTask.__table__
+    p, f, t, g = Patient.__table__, FollowUp.__table__, VisitTask.__table__, GuardianYear.__table__
     with engine.connect() as conn:
+        guardian_years = set(conn.execute(sa.select(g.c.patient_id).where(g.c.year == today.year)).scalars())
         attempts: dict[str, list] = {}
         for row in conn.execute(sa.select(f)):
             attempts.setdefault(row.patient_id, []).append(row)
@@ -116,11 +122,9 @@ def _python_audiences(engine, rules: RoleRules, today: date) -> tuple[set, set]:
             if audiences.on_police_list(rules, latest_risk=fx["latest_risk"], latest_class=fx["latest_class"],
                                         incident=fx["incident"], lost=fx["lost"], police_task="police" in own):
                 police.add(pat.patient_id)
-            if audiences.on_civil_affairs_list(rules, poor=pat.economic_status == 1,
+            if audiences.on_civil_affairs_list(poor=pat.economic_status == 1,
                                                has_guardian=teams.has_guardian(pat.guardian_name),
-                                               guardian_reward=bool(pat.guardian_reward),
-                                               rehabilitation=fx["rehabilitation"],
-                                               civil_affairs_task="civil_affairs" in own):
+                                               guardian_year=pat.patient_id in guardian_years):
                 civil.add(pat.patient_id)
     return police, civil
 
@@ -131,7 +135,8 @@ def test_audiences_python_and_sql_agree(database, rules, seed, days):
     """rules.md §6–§8: the police and civil-affairs audiences, per patient in Python and set-based in SQL."""
     engine = database.engine
     with engine.begin() as conn:
-        for table in (VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__, Patient.__table__):
+        for table in (VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__, GuardianYear.__table__,
+                      Patient.__table__):
             conn.execute(sa.delete(table))
     populate(engine, patients=40, seed=seed, today=TODAY)
     _random_extras(engine, seed)

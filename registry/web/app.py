@@ -105,6 +105,7 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     edit_routes = __import__("registry.web.edit_routes", fromlist=["router"])  # edits, history, moves (issue 13)
     app.include_router(edit_routes.router)
     app.include_router(edit_routes.api_router)
+    app.include_router(__import__("registry.web.reward", fromlist=["router"]).router)  # 以奖代补 (issue 14)
     _install_error_handlers(app)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

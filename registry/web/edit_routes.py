@@ -18,7 +18,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlmodel import Session, select
 
 from registry import codes, patient_edits
-from registry.accounts import UserRole
 from registry.errors import InvalidInput
 from registry.models import Region
 from registry.validation import iso_date
