@@ -745,8 +745,15 @@ def _identity_changes(conn: Connection, records: list[dict]) -> list[tuple[str, 
         return []
     t = models.Patient.__table__
     changes = []
-    for chunk in _chunks(sorted(by_id), 900):
-        for stored in conn.execute(sa.select(t.c.patient_id, *(t.c[f] for f in IDENTITY_FIELDS)).where(t.c.patient_id.in_(chunk))):
+    cols = sa.select(t.c.patient_id, *(t.c[f] for f in IDENTITY_FIELDS))
+    if conn.dialect.name == "postgresql":  # one statement (import speed), as _Context
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        batches = [cols.where(t.c.patient_id == sa.any_(sa.literal(sorted(by_id), ARRAY(sa.String))))]
+    else:
+        batches = [cols.where(t.c.patient_id.in_(chunk)) for chunk in _chunks(sorted(by_id), 900)]
+    for stmt in batches:
+        for stored in conn.execute(stmt).all():
             new = by_id[stored.patient_id]
             for f in IDENTITY_FIELDS:
                 old_value, new_value = getattr(stored, f), new.get(f)
