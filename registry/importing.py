@@ -19,8 +19,11 @@ and one INSERT … SELECT … ON CONFLICT per table (set-based, no statement per
 from __future__ import annotations
 
 import csv
+import functools
+import gc
 import io
 from itertools import repeat
+from operator import attrgetter, itemgetter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -361,7 +364,7 @@ class _Context:
             else:
                 batches = [cols.where(t.c.patient_id.in_(chunk)) for chunk in _chunks(sorted(patient_ids), 900)]
             for stmt in batches:
-                for pid, birth, reg, status, status_on in conn.execute(stmt):
+                for pid, birth, reg, status, status_on in conn.execute(stmt).all():
                     self.patients[pid] = PatientFacts(birth, reg, status, status_on)
 
 
@@ -497,24 +500,42 @@ class _Patients:
         return facts
 
 
+def _exact_duplicates(rows: list[_Row], names: list[str]) -> dict[int, _Row]:
+    """完全重复行 The rows (by index) equal in every column to an earlier row, each with that row.
+
+    One hash of the whole row per row (memory: millions of rows), compared in full on a hit; the
+    common case (no two hashes alike) is settled column-wise, without a per-row loop."""
+    whole = itemgetter(*names)
+    hashes = list(map(hash, map(whole, map(attrgetter("values"), rows))))
+    if len(set(hashes)) == len(hashes):
+        return {}
+    seen: dict[int, _Row] = {}
+    repeats: dict[int, _Row] = {}
+    for i, (h, row) in enumerate(zip(hashes, rows)):
+        earlier = seen.setdefault(h, row)
+        if earlier is not row and whole(earlier.values) == whole(row.values):
+            repeats[i] = earlier
+    return repeats
+
+
 def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date) -> None:
     """随访 ``validation.check_follow_up`` per row; key (patient, date, n-th of the date in file order)."""
     ordinal: dict[tuple[str, date], int] = {}
-    seen: dict[int, _Row] = {}  # by the hash of the whole row (memory: millions of rows), checked on a hit
-    names = [s.name for s in FILE_SPECS["followups"]]
-    for row in followup_rows:
-        facts = patients.facts("followups", row)
-        _tag(row, "followups", check_follow_up(row.values, today=today, patient=facts, channel=Channel.IMPORT))
-        whole = tuple(map(row.values.get, names))
-        earlier = seen.setdefault(hash(whole), row)
-        if earlier is not row and tuple(map(earlier.values.get, names)) == whole:
+    repeats = _exact_duplicates(followup_rows, [s.name for s in FILE_SPECS["followups"]])
+    facts_of, channel = patients.facts, Channel.IMPORT
+    for i, row in enumerate(followup_rows):
+        values = row.values
+        issues = check_follow_up(values, today=today, patient=facts_of("followups", row), channel=channel)
+        if issues:
+            _tag(row, "followups", issues)
+        earlier = repeats.get(i) if repeats else None
+        if earlier is not None:
             first = earlier.line  # the same visit typed twice would become two visits
             _tag(row, "followups", [Issue("DUPLICATE_ROW", f"第{row.line}行与第{first}行完全相同（同一次随访重复录入）；"
                                           "同一天确有两次随访时请至少区分一项内容", column="patient_id",
-                                          value=str(row.values.get("patient_id")))])
-        key = (row.values.get("patient_id"), row.values.get("visit_on"))
-        ordinal[key] = ordinal.get(key, 0) + 1
-        row.values["seq"] = ordinal[key]
+                                          value=str(values.get("patient_id")))])
+        key = (values.get("patient_id"), values.get("visit_on"))
+        values["seq"] = ordinal[key] = ordinal.get(key, 0) + 1
 
 
 _NO_FACTS = PatientFacts(None, None)
@@ -607,11 +628,49 @@ def _upsert(conn: Connection, table: sa.Table, keys: list[str], records: list[di
     else:
         stmt = ins.on_conflict_do_nothing(index_elements=keys)
     written = 0
+    compiled = _driver_statement(conn, stmt, columns)
     for i, chunk in enumerate(_chunks(records, 20000)):
-        written += conn.execute(stmt, chunk).rowcount
+        if compiled is not None:
+            written += conn.exec_driver_sql(compiled.string, _bound_rows(compiled, columns, chunk)).rowcount
+        else:
+            written += conn.execute(stmt, chunk).rowcount
         if progress:
             progress(stem, min((i + 1) * 20000, len(records)), len(records))
     return written
+
+
+def _driver_statement(conn: Connection, stmt, columns: list[str]):
+    """The upsert compiled once by SQLAlchemy for the driver's executemany, or None when a parameter
+    is neither a file column nor a constant (then SQLAlchemy binds each row itself)."""
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=columns)
+    if compiled.positiontup is None:
+        return None
+    for name in compiled.positiontup:
+        if name not in columns:
+            bind = compiled.binds.get(name)
+            if bind is None or bind.callable is not None or bind.required:
+                return None
+    return compiled
+
+
+def _bound_rows(compiled, columns: list[str], records: list[dict]) -> list[tuple]:
+    """导入速度 The driver's parameter rows, built column by column with SQLAlchemy's own bind
+    processors (dates, timestamps, flags stored exactly as ``conn.execute`` would store them),
+    without SQLAlchemy's per-row parameter dictionaries (most of a SQLite import's time)."""
+    processors = compiled._bind_processors
+    out = []
+    for name in compiled.positiontup:
+        if name in columns:
+            values = list(map(itemgetter(name), records))
+        else:  # a constant of the statement (the touched updated_at)
+            values = [compiled.binds[name].effective_value] * len(records)
+        process = processors.get(name)
+        if process is not None and values and values.count(values[0]) == len(values):
+            values = [process(values[0])] * len(values)  # a constant (the timestamps): processed once
+        elif process is not None:
+            values = list(map(process, values))
+        out.append(values)
+    return list(zip(*out))
 
 
 def _upsert_pg_copy(conn, table, keys, columns, update_cols, records, touch, progress, stem) -> int:
@@ -622,8 +681,9 @@ def _upsert_pg_copy(conn, table, keys, columns, update_cols, records, touch, pro
         cur.execute(f'CREATE TEMP TABLE "{tmp}" ON COMMIT DROP AS SELECT {col_list} FROM "{table.name}" WITH NO DATA')
         cur.execute(f'ALTER TABLE "{tmp}" ADD COLUMN _row_no integer')
         with cur.copy(f'COPY "{tmp}" ({col_list}, _row_no) FROM STDIN') as copy:
+            whole = itemgetter(*columns)
             for n, rec in enumerate(records):
-                copy.write_row([rec[c] for c in columns] + [n])
+                copy.write_row((*whole(rec), n))
                 if progress and n % 20000 == 19999:
                     progress(stem, n + 1, len(records))
         key_list = ", ".join(f'"{k}"' for k in keys)
@@ -645,6 +705,26 @@ def _upsert_pg_copy(conn, table, keys, columns, update_cols, records, touch, pro
     return written
 
 
+def _gc_paused(fn):
+    """导入速度 Run ``fn`` with CPython's cyclic garbage collector paused (and resumed after, unless it
+    was already off). An import allocates a few objects per cell and keeps them all until it
+    writes (none in reference cycles), so the collector would rescan the growing heap again and
+    again: about 40 % of reading and checking the files (docs/import.md, Performance)."""
+
+    @functools.wraps(fn)
+    def paused(*args, **kwargs):
+        if not gc.isenabled():
+            return fn(*args, **kwargs)
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused
+
+
+@_gc_paused
 def import_path(
     engine: Engine,
     path: Path | str,
@@ -764,8 +844,15 @@ def _identity_changes(conn: Connection, records: list[dict]) -> list[tuple[str, 
         return []
     t = models.Patient.__table__
     changes = []
-    for chunk in _chunks(sorted(by_id), 900):
-        for stored in conn.execute(sa.select(t.c.patient_id, *(t.c[f] for f in IDENTITY_FIELDS)).where(t.c.patient_id.in_(chunk))):
+    cols = sa.select(t.c.patient_id, *(t.c[f] for f in IDENTITY_FIELDS))
+    if conn.dialect.name == "postgresql":  # one statement (import speed), as _Context
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        batches = [cols.where(t.c.patient_id == sa.any_(sa.literal(sorted(by_id), ARRAY(sa.String))))]
+    else:
+        batches = [cols.where(t.c.patient_id.in_(chunk)) for chunk in _chunks(sorted(by_id), 900)]
+    for stmt in batches:
+        for stored in conn.execute(stmt).all():
             new = by_id[stored.patient_id]
             for f in IDENTITY_FIELDS:
                 old_value, new_value = getattr(stored, f), new.get(f)

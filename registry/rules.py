@@ -199,9 +199,10 @@ def classification_conflict(classification: int | None, risk_level: int | None) 
     """
     if classification is None or risk_level is None:
         return None
-    label = Classification(classification).label
     if classification == Classification.STABLE and risk_level >= 1:
+        label = Classification(classification).label  # (the label only for a message: once per imported row)
         return f"随访分类为“{label}”({classification})，但危险性评估为{risk_level}级：稳定要求危险性为0级"
     if classification != Classification.UNSTABLE and risk_level >= 3:
+        label = Classification(classification).label
         return f"随访分类为“{label}”({classification})，但危险性评估为{risk_level}级：危险性3级及以上只能为不稳定"
     return None
