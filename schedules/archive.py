@@ -189,12 +189,12 @@ def _sign_in_text(value, field: str, label: str, max_len: int, required: bool) -
     text = "" if value is None else str(value).strip()
     if not text:
         if required:
-            raise InvalidInput.single("REQUIRED", f"{label}({field})不能为空", column=field)
+            raise InvalidInput.single("REQUIRED", f"{label}不能为空", column=field)
         return None
     if len(text) > max_len:
-        raise InvalidInput.single("TOO_LONG", f"{label}({field})不能超过 {max_len} 个字", column=field)
+        raise InvalidInput.single("TOO_LONG", f"{label}不能超过 {max_len} 个字", column=field)
     if bad_text(text):
-        raise InvalidInput.single("BAD_TEXT", f"{label}({field})含有无效字符", column=field)
+        raise InvalidInput.single("BAD_TEXT", f"{label}含有无效字符", column=field)
     return text
 
 
@@ -210,19 +210,19 @@ def sign_in_values(*, signed_by, visited, signed_on, note, week: date, today: da
     elif str(visited).strip() in ("0", "false", "否"):
         done = False
     else:
-        raise InvalidInput.single("BAD_CODE", "是否到访(visited)应为“是”或“否”", column="visited")
+        raise InvalidInput.single("BAD_CODE", "是否到访应为“是”或“否”", column="visited")
     if isinstance(signed_on, date):
         day = signed_on
     else:
         try:
             day = date.fromisoformat(str(signed_on or "").strip())
         except ValueError:
-            raise InvalidInput.single("BAD_DATE", f"签到日期(signed_on)“{str(signed_on)[:20]}”无效，应为 YYYY-MM-DD",
+            raise InvalidInput.single("BAD_DATE", f"签到日期“{str(signed_on)[:20]}”无效，应为 YYYY-MM-DD",
                                       column="signed_on") from None
     if day > today:
-        raise InvalidInput.single("FUTURE_DATE", "签到日期(signed_on)不能晚于今天", column="signed_on")
+        raise InvalidInput.single("FUTURE_DATE", "签到日期不能晚于今天", column="signed_on")
     if day < monday_of(week):
-        raise InvalidInput.single("BEFORE_WEEK", f"签到日期(signed_on)不能早于该周周一 {monday_of(week)}", column="signed_on")
+        raise InvalidInput.single("BEFORE_WEEK", f"签到日期不能早于该周周一 {monday_of(week)}", column="signed_on")
     return {"signed_by": who, "visited": done, "signed_on": day,
             "note": _sign_in_text(note, "note", "备注", 500, False)}
 

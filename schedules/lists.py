@@ -550,13 +550,10 @@ def _record(engine: Engine, data: dict, actor: str, base_url: str | None, *, fil
     from schedules import archive
     from schedules.notify import queue_list_notifications
 
-    detail = dict(data["counts"])
     with engine.begin() as conn:
         if files is not None:
-            issue_id = archive.store_issue(conn, data, files, actor=actor, reason=reason)
-            detail["_issue"] = issue_id
+            archive.store_issue(conn, data, files, actor=actor, reason=reason)
         if served is not None:
-            detail["_archived"] = f"v{served.version}"
             for f in archive.issue_files(conn, served.id, content=True):
                 archive.record_download(conn, township_code=data["township_code"], week=data["week"], slug=f.slug,
                                         fmt=f.fmt, content=bytes(f.content), actor=actor, file_id=f.id,
@@ -564,7 +561,7 @@ def _record(engine: Engine, data: dict, actor: str, base_url: str | None, *, fil
                                         source=actor, detail=f"{f.file_name} 存档第{served.version}版")
         conn.execute(sa.insert(AuditLog).values(**audit_row(
             actor=actor, action="export", object_type="lists", object_id=f"{data['township_code']}:{data['week']}",
-            region_code=data["township_code"], detail=json.dumps(detail, ensure_ascii=False), source=actor,
+            region_code=data["township_code"], detail=json.dumps(data["counts"], ensure_ascii=False), source=actor,
         )))
         return queue_list_notifications(conn, township_code=data["township_code"], township_name=data["township_name"],
                                         week=data["week"], counts=data["counts"], base_url=base_url)

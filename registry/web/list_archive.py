@@ -41,6 +41,15 @@ TITLES = {slug: (number, title) for number, slug, title, _readers in LISTS}
 MEDIA = {"pdf": "application/pdf", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
+def actor_label(actor: str) -> str:
+    """签发人 / 下载人 as a person reads it: a login name, 命令行（系统用户）, 调度服务, 演示."""
+    from registry.web.queries import AUDIT_SOURCE_LABELS
+
+    if actor.startswith("cli:"):
+        return f"命令行（{actor[4:]}）"
+    return AUDIT_SOURCE_LABELS.get(actor, actor)
+
+
 def allowed_townships(request: Request, cur: Current) -> list[str]:
     """The townships whose archive the user may open: the county admin's townships, else the own one."""
     tree = request.app.state.ctx.tree
@@ -86,7 +95,7 @@ def archive_page(request: Request, township: str = ""):
     cur = current(request)
     data = _overview(request, cur, township)
     tree = request.app.state.ctx.tree
-    return render(request, "list_archive.html", titles=TITLES, township_name=tree.name(data["township"]),
+    return render(request, "list_archive.html", titles=TITLES, township_name=tree.name(data["township"]), actor=actor_label,
                   town_names={t: tree.name(t) for t in data["townships"]}, **data)
 
 
@@ -128,7 +137,7 @@ def _rows_context(request: Request, cur: Current, issue_id: int, slug: str) -> d
                  detail=f"{len(rows)} 行", source=client_ip(request))
     from schedules.lists import LIST_COLUMNS
 
-    return {"issue": issue, "rows": rows, "slug": slug, "title": TITLES[slug][1], "columns": LIST_COLUMNS[slug][:6],
+    return {"actor": actor_label, "issue": issue, "rows": rows, "slug": slug, "title": TITLES[slug][1], "columns": LIST_COLUMNS[slug][:6],
             "township_name": ctx.tree.name(issue.township_code)}
 
 
