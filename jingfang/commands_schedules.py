@@ -86,9 +86,11 @@ def lists_command(
     week: Annotated[str, typer.Option("--week", help="该周任一日期 YYYY-MM-DD（按周一起算）")],
     township: Annotated[str, typer.Option("--township", help="乡镇(街道)编码")],
     out: Annotated[Path, typer.Option("--out", help="输出目录")] = Path("out"),
+    reissue: Annotated[bool, typer.Option("--reissue", help="管理员：按当前数据重新签发已存档的一周（新版本，旧版本保留）")] = False,
+    reason: Annotated[Optional[str], typer.Option("--reason", help="重新签发的原因（与 --reissue 一起使用）")] = None,
     db: DbOption = None,
 ) -> None:
-    """一历五单：写出一个乡镇一周的五单（PDF 和 XLSX）。"""
+    """一历五单：写出一个乡镇一周的五单（PDF 和 XLSX）；已签发的一周按存档原样写出，不重新计算。"""
     from jingfang.options import check_township
     from schedules.jobs import week_start
     from schedules.lists import write_township_lists
@@ -96,13 +98,26 @@ def lists_command(
     monday = week_start(parse_day(week, "--week"))
     from registry.audit import cli_actor
 
+    if reason is not None and not reissue:
+        from registry.errors import InvalidInput
+
+        raise InvalidInput.single("REASON_WITHOUT_REISSUE", "--reason 只能与 --reissue 一起使用", column="--reason")
     engine = engine_for(db)
     check_township(engine, township)
     typer.echo(f"正在生成 {township} {monday.isoformat()} 这一周的五单……", err=True)
-    result = write_township_lists(engine, township_code=township, week=monday, out_dir=out, actor=cli_actor())
+    result = write_township_lists(engine, township_code=township, week=monday, out_dir=out, actor=cli_actor(),
+                                  reissue=reissue, reason=reason)
     for path in result["files"]:
         typer.echo(str(path))
     typer.echo(list_counts_text(result["counts"]), err=True)
+    archived = result.get("archived")
+    if archived is None:
+        typer.echo("该周尚未开始：本次为预览，未存档。", err=True)
+    elif archived["served"]:
+        typer.echo(f"该周已于 {local_time(archived['issued_at'].isoformat())} 签发（第 {archived['version']} 版，签发人 "
+                   f"{archived['issued_by']}），以上文件按存档原样写出；如需按当前数据重新签发，请用 --reissue。", err=True)
+    else:
+        typer.echo(f"已签发并存档（第 {archived['version']} 版）。", err=True)
 
 
 def scheduler_command(

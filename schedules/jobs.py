@@ -2,7 +2,8 @@
 
 Job callables are module-level functions taking only plain arguments, so APScheduler can
 store them in its SQLAlchemy job store. Every job is idempotent: generation by its unique key,
-the weekly lists by the outbox's (webhook, dedupe key) and by overwriting the same files.
+the weekly lists by the outbox's (webhook, dedupe key) and by the 五单 archive (rules.md §7: a
+township's week once issued is written again from its archive, never recomputed; schedules.archive).
 """
 
 from __future__ import annotations

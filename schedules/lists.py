@@ -544,11 +544,26 @@ def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1) ->
         return [futures[wl.slug].result() for wl in data["lists"]] + books
 
 
-def _record(engine: Engine, data: dict, actor: str, base_url: str | None) -> int:
-    """Audit the export and queue the notifications, in one transaction; returns the messages queued."""
+def _record(engine: Engine, data: dict, actor: str, base_url: str | None, *, files: list[Path] | None = None,
+            served=None, reason: str | None = None) -> int:
+    """Audit the export and queue the notifications, in one transaction; returns the messages queued.
+
+    ``files`` (a week being issued, rules.md §7): the archive (``schedules.archive.store_issue``) is
+    stored in the same transaction. ``served`` (an archived week written again): the archive's issue
+    row, named in the audit row; each file written is a download (``list_download``, channel ``cli``
+    for a command-line actor, else ``job``)."""
+    from schedules import archive
     from schedules.notify import queue_list_notifications
 
     with engine.begin() as conn:
+        if files is not None:
+            archive.store_issue(conn, data, files, actor=actor, reason=reason)
+        if served is not None:
+            for f in archive.issue_files(conn, served.id, content=True):
+                archive.record_download(conn, township_code=data["township_code"], week=data["week"], slug=f.slug,
+                                        fmt=f.fmt, content=bytes(f.content), actor=actor, file_id=f.id,
+                                        channel="cli" if actor.startswith("cli") else "job",
+                                        source=actor, detail=f"{f.file_name} 存档第{served.version}版")
         conn.execute(sa.insert(AuditLog).values(**audit_row(
             actor=actor, action="export", object_type="lists", object_id=f"{data['township_code']}:{data['week']}",
             region_code=data["township_code"], detail=json.dumps(data["counts"], ensure_ascii=False), source=actor,
@@ -564,13 +579,53 @@ def _generated() -> str:
     return now_utc().astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
 
 
+def _served_data(code: str, name: str, issue) -> dict:
+    """What ``_record`` needs of an archived week (its counts as issued)."""
+    return {"township_code": code, "township_name": name, "week": issue.week, "counts": json.loads(issue.counts)}
+
+
 def write_township_lists(engine: Engine, *, township_code: str, week: date, out_dir: Path, actor: str = "scheduler",
-                         base_url: str | None = None) -> dict:
-    """写五单 Write the five PDFs and the five XLSX; audit the export and queue notifications in one transaction."""
-    data = build_lists(engine, township_code=township_code, week=week)
+                         base_url: str | None = None, reissue: bool = False, reason: str | None = None,
+                         today: date | None = None) -> dict:
+    """写五单 Write the five PDFs and the five XLSX; audit the export and queue notifications in one transaction.
+
+    rules.md §7 "kept as issued" (``schedules.archive``): a week already issued is written from the
+    archive, byte for byte, never recomputed; otherwise the lists are computed and, when the week's
+    Monday has come (``today``, default the local date), issued: archived with the export. ``reissue``
+    (an operator's explicit ``--reissue``) computes the week again as a new version, the old kept.
+    The result's ``archived`` names the version served or issued (None: a preview)."""
+    from registry.clock import local_today
+    from schedules import archive
+
+    code, name = _township(engine, township_code)
+    week = archive.monday_of(week)
+    today = today or local_today()
+    if not reissue:
+        with engine.connect() as conn:
+            issue = archive.latest_issue(conn, code, week)
+        if issue is not None:
+            files = archive.write_issue(engine, issue.id, Path(out_dir))
+            queued = _record(engine, _served_data(code, name, issue), actor, base_url, served=issue)
+            return {"files": files, "counts": json.loads(issue.counts), "queued": queued,
+                    "archived": {"version": issue.version, "issued_at": issue.issued_at, "issued_by": issue.issued_by,
+                                 "served": True}}
+    data = build_lists(engine, township_code=code, week=week)
     files = render_files(data, Path(out_dir), _generated(), workers=render_workers(len(data["lists"])))
-    queued = _record(engine, data, actor, base_url)
-    return {"files": files, "counts": data["counts"], "queued": queued}
+    issue_now = archive.issuable(week, today)
+    try:
+        queued = _record(engine, data, actor, base_url, files=files if issue_now else None, reason=reason)
+    except sa.exc.IntegrityError:
+        if reissue or not issue_now:
+            raise
+        # another process issued the same week meanwhile: its archive is the week as issued
+        return write_township_lists(engine, township_code=code, week=week, out_dir=out_dir, actor=actor,
+                                    base_url=base_url, today=today)
+    archived = None
+    if issue_now:
+        with engine.connect() as conn:
+            issue = archive.latest_issue(conn, code, week)
+        archived = {"version": issue.version, "issued_at": issue.issued_at, "issued_by": issue.issued_by, "served": False}
+    return {"files": files, "counts": data["counts"], "queued": queued, "archived": archived}
 
 
 MAX_RENDER_WORKERS = 8  # each worker holds WeasyPrint and fonts (~100 MB); more rarely pays
@@ -601,7 +656,8 @@ def _failed(engine: Engine, code: str, week: date, exc: BaseException, on_failed
 
 
 def write_townships(engine: Engine, *, codes: list[str], week: date, out_root: Path, actor: str = "scheduler",
-                    base_url: str | None = None, on_written=None, on_failed=None) -> list[dict]:
+                    base_url: str | None = None, on_written=None, on_failed=None, archive: bool = True,
+                    today: date | None = None) -> list[dict]:
     """写多个乡镇的五单 The lists of several townships, ``out_root/<code>/`` each.
 
     The data of every township is read here first; the PDFs (about 3 s of WeasyPrint CPU per
@@ -612,22 +668,49 @@ def write_townships(engine: Engine, *, codes: list[str], week: date, out_root: P
     Each township is its own unit of work (issue 18): one whose data, rendering or record fails is
     logged, alerted through the outbox (``notify.queue_failure_alert``) and reported to
     ``on_failed(code, exc)``; the others complete.
+
+    rules.md §7 "kept as issued" (``schedules.archive``; ``archive`` False only to compare renderings
+    in tests): a township whose week is already issued is written from its archive, byte for byte,
+    never recomputed (a re-run of the Monday job); the others are computed and, once the week's
+    Monday has come, issued with their export record.
     """
+    from registry.clock import local_today
+    from schedules import archive as archived_lists
+
     generated = _generated()
+    week = week - timedelta(days=week.weekday())
+    issue_now = archive and archived_lists.issuable(week, today or local_today())
+    served = {}
+    if archive:
+        with engine.connect() as conn:
+            served = archived_lists.latest_issues(conn, list(codes), week)
+    results = []
     datas = []
     for code in codes:
         try:
+            if code in served:
+                issue = served[code]
+                files = archived_lists.write_issue(engine, issue.id, Path(out_root) / code)
+                name = _township(engine, code)[1]
+                result = {"township_code": code, "township_name": name, "files": files, "counts": json.loads(issue.counts),
+                          "queued": _record(engine, _served_data(code, name, issue), actor, base_url, served=issue),
+                          "archived": {"version": issue.version, "served": True}}
+                results.append(result)
+                if on_written:
+                    on_written(result)
+                continue
             datas.append(build_lists(engine, township_code=code, week=week))
         except Exception as exc:
             _failed(engine, code, week, exc, on_failed)
     workers = render_workers(len(datas))
-    results = []
 
     def finish(data: dict, render) -> None:
         try:
             files = render()
             result = {"township_code": data["township_code"], "township_name": data["township_name"], "files": files,
-                      "counts": data["counts"], "queued": _record(engine, data, actor, base_url)}
+                      "counts": data["counts"],
+                      "queued": _record(engine, data, actor, base_url, files=files if issue_now else None),
+                      "archived": {"served": False} if issue_now else None}
         except Exception as exc:
             _failed(engine, data["township_code"], week, exc, on_failed)
             return

@@ -105,3 +105,95 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     posted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # last post, whatever the answer (robot limit)
+
+
+# ---------------------------------------------------------------- 五单存档 (rules.md §7, issue 15)
+
+
+class ListIssue(SQLModel, table=True):
+    """五单存档 One issue of a township's week: who issued it and when (rules.md §7 "Every issued week
+    is kept as issued"). A week has version 1; an explicit ``--reissue`` adds version 2, 3, … and
+    keeps the older ones; the highest version is the one served."""
+
+    __tablename__ = "list_issue"
+    __table_args__ = (sa.UniqueConstraint("township_code", "week", "version", name="uq_list_issue_week_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    township_code: str = Field(max_length=32)
+    week: date  # the Monday
+    version: int = 1
+    issued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    issued_by: str = Field(max_length=120)
+    counts: str = Field(max_length=4000)  # JSON: rows per list
+    reason: str | None = Field(default=None, max_length=500)  # why a re-issue was made
+
+
+class ListIssueFile(SQLModel, table=True):
+    """存档文件 One issued file (a list's PDF or XLSX): its bytes as issued and their SHA-256."""
+
+    __tablename__ = "list_issue_file"
+    __table_args__ = (sa.UniqueConstraint("issue_id", "slug", "fmt", name="uq_list_issue_file"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="list_issue.id")
+    slug: str = Field(max_length=20)
+    fmt: str = Field(max_length=8)  # pdf | xlsx
+    file_name: str = Field(max_length=200)
+    sha256: str = Field(max_length=64)
+    size: int
+    content: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
+class ListIssueRow(SQLModel, table=True):
+    """存档行 One row of an issued list, as issued (JSON), the target of a paper sign-in."""
+
+    __tablename__ = "list_issue_row"
+    __table_args__ = (sa.Index("ix_list_issue_row_issue", "issue_id", "slug", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="list_issue.id")
+    slug: str = Field(max_length=20)
+    section: str = Field(max_length=10)  # rows | checks (the 随访任务单's health-check section)
+    position: int
+    patient_id: str = Field(max_length=64)
+    village: str = Field(max_length=100)
+    data: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # JSON object: the row as issued
+
+
+class ListSignIn(SQLModel, table=True):
+    """纸质签到回录 A paper sign-in result recorded against an archived row: who signed, whether the
+    visit took place, the date, a note; who recorded it and when."""
+
+    __tablename__ = "list_sign_in"
+    __table_args__ = (sa.Index("ix_list_sign_in_row", "row_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    row_id: int = Field(foreign_key="list_issue_row.id")
+    signed_by: str = Field(max_length=100)
+    visited: bool
+    signed_on: date
+    note: str | None = Field(default=None, max_length=500)
+    recorded_by: str = Field(max_length=120)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ListDownload(SQLModel, table=True):
+    """下载记录 Who downloaded which list file of which week, when, and through which channel (web or
+    command line); ``file_id`` names the archived file served (None: a week not issued yet, rendered
+    on the spot)."""
+
+    __tablename__ = "list_download"
+    __table_args__ = (sa.Index("ix_list_download_week", "township_code", "week"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    file_id: int | None = Field(default=None, foreign_key="list_issue_file.id")
+    township_code: str = Field(max_length=32)
+    week: date
+    slug: str = Field(max_length=20)
+    fmt: str = Field(max_length=8)
+    sha256: str = Field(max_length=64)
+    actor: str = Field(max_length=120)
+    role: str | None = Field(default=None, max_length=30)
+    channel: str = Field(max_length=10)  # web | cli | job (the scheduler re-writing an issued week)
+    source: str | None = Field(default=None, max_length=100)
+    downloaded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -162,7 +162,8 @@ PAGES = ["/", "/worklist", "/mylist", "/patients/new", "/patients/P1", "/patient
          "/dashboard", "/dashboard?month=2026-05", "/audit", "/no/such/page", "/worklist?kind=nonsense",
          "/dashboard?month=2026-13", "/lists/week?week=bad",
          "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers",  # issue 13
-         "/reward", "/reward?year=2025", "/reward?year=bad"]
+         "/reward", "/reward?year=2025", "/reward?year=bad",
+         "/lists/archive", "/lists/archive/1/joint", "/lists/archive?township=nope"]  # 五单存档 (issue 15)
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)

@@ -41,6 +41,10 @@ def server(_sqlite_template, tmp_path_factory):
     seed(engine)
     generate(engine, as_of=TODAY)  # the real scheduler makes the tasks
     _seed_history(engine)
+    from schedules.lists import write_township_lists
+
+    # the week's 五单 issued (archive id 1), for the archive pages (issue 15)
+    write_township_lists(engine, township_code="T1", week=TODAY, out_dir=path.parent / "issued", actor="scheduler")
     app = create_app(engine, today=lambda: TODAY)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -231,14 +235,16 @@ DESKTOP = {"width": 1280, "height": 900}
 ROLE_PAGES = {
     "doc": ["/worklist", "/worklist?all=1", "/worklist?kind=health_check", "/patients/P1", "/patients/P3",
             "/patients/P1/follow-ups/new", "/patients/new", "/patients/P2/status", "/search?q=陈", "/search?q=无此人",
-            "/patients/P4", "/lists/week", "/ledger", "/reward", "/account/password",
+            "/patients/P4", "/lists/week", "/ledger", "/reward", "/lists/archive", "/lists/archive/1/joint",
+            "/account/password",
             "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers"],  # issue 13
     "doc2": ["/transfers", "/patients/P4/edit", "/patients/P4/history"],  # a move waiting for T2 (issue 13)
-    "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/account/password",
+    "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/lists/archive", "/account/password",
                "/patients/P1/history"],
-    "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/account/password"],
+    "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/account/password"],
     "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger",
-              "/reward", "/account/password", "/patients/P1/edit", "/patients/P1/history", "/transfers"],
+              "/reward", "/lists/archive?township=T1", "/lists/archive/1/followup",
+              "/account/password", "/patients/P1/edit", "/patients/P1/history", "/transfers"],
 }
 REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403, ("police", "/patients/P1/history"): 403}  # another township's patient; not on the police lists
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels

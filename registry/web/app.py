@@ -45,6 +45,9 @@ def _templates() -> Jinja2Templates:
     # templates change only with a deployment: no file-modification check on every render
     templates.env.auto_reload = False
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.1f}%"
+    from registry.config import LOCAL_TZ
+
+    templates.env.filters["localtime"] = lambda v: "" if v is None else v.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
     return templates
 
 
@@ -106,6 +109,7 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     app.include_router(edit_routes.router)
     app.include_router(edit_routes.api_router)
     app.include_router(__import__("registry.web.reward", fromlist=["router"]).router)  # 以奖代补 (issue 14)
+    app.include_router(__import__("registry.web.list_archive", fromlist=["router"]).router)  # 五单存档 (issue 15)
     _install_error_handlers(app)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

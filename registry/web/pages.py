@@ -457,17 +457,22 @@ def week_lists(request: Request, week: str = "", township: str = ""):
 
     cur = current(request)
     cur.scope.require_role(*LIST_ROLES)
+    from schedules.archive import latest_issue
+
     monday, own = _week_and_township(request, cur, week, township)
+    with request.app.state.ctx.engine.connect() as conn:
+        issue = latest_issue(conn, own, monday)
     return render(request, "lists_week.html", monday=monday, sunday=monday + timedelta(days=6), township=own,
                   township_name=request.app.state.ctx.tree.name(own), lists=lists_for_role(cur.user.role),
-                  one_week=timedelta(days=7))
+                  one_week=timedelta(days=7), issue=issue)
 
 
 @router.get("/lists/week/{slug}.{fmt}")
 def week_list_file(request: Request, slug: Annotated[str, PathParam(max_length=20)], fmt: Annotated[str, PathParam(max_length=5)],
                    week: str = "", township: str = ""):
     """一单下载 One list of the week as PDF or XLSX, only for that list's readers (police never get
-    the 随访任务单 or the 服药与针剂单); audited as an export."""
+    the 随访任务单 or the 服药与针剂单); served from the issued archive when the week was issued
+    (rules.md §7, issue 17); recorded in ``list_download`` and audited as an export."""
     from registry.web.reports import write_one_list
 
     cur = current(request)
@@ -480,8 +485,13 @@ def week_list_file(request: Request, slug: Annotated[str, PathParam(max_length=2
         path, info = write_one_list(ctx.engine, week=monday, township=own, slug=slug, fmt=fmt, role=cur.user.role,
                                     out_dir=Path(tmp))
         content = path.read_bytes()
-    _audit_read(request, cur, action="export", object_type="list", object_id=f"{own}/{monday}/{slug}", region_code=own,
-                detail=f"{info['title']} {fmt.upper()}，{info['rows']} 行")
+    from schedules.archive import record_download
+
+    with ctx.engine.begin() as conn:  # who downloaded what and when (list_download) and the export audit row
+        record_download(conn, township_code=own, week=monday, slug=slug, fmt=fmt, content=content, actor=cur.user.username,
+                        role=cur.user.role, channel="web", file_id=info["file_id"], source=client_ip(request),
+                        detail=f"{info['title']} {fmt.upper()}，{info['rows']} 行，"
+                               + (f"存档第{info['version']}版" if info["file_id"] else "即时生成（未签发）"))
     media = "application/pdf" if fmt == "pdf" else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     ascii_name = f"{monday}_{own}_{slug}.{fmt}"
     return Response(content, media_type=media, headers={

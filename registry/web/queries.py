@@ -577,12 +577,13 @@ def audit_rows(engine, scope: Scope, *, limit: int = 200, actor: str | None = No
 # 审计日志 What the audit page prints for the stored codes (issue 16: Chinese on the page; the
 # codes stay in the table).
 AUDIT_ACTION_LABELS = {"read": "查看", "search": "检索", "export": "导出", "write": "录入", "login": "登录",
-                       "logout": "退出", "import": "导入"}
+                       "logout": "退出", "import": "导入", "sign_in": "签到回录"}
 AUDIT_OBJECT_LABELS = {
     "patient": "患者", "follow_up": "随访", "follow_up_participant": "随访参与人", "health_check": "体检",
     "injection": "长效针剂注射", "import": "导入", "list": "清单", "lists": "五单", "five_lists": "五单",
     "monthly_report": "月报", "rates": "指标", "session": "登录会话", "webhook": "通知地址", "worklist": "任务清单",
     "patient_history": "变更记录", "patient_transfer": "迁出/迁入",  # issue 13
+    "list_archive": "五单存档", "list_row": "五单存档行",
 }
 AUDIT_SOURCE_LABELS = {"cli": "命令行", "demo": "演示", "scheduler": "调度服务", "api": "接口", "web": "网页"}
 

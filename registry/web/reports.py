@@ -6,6 +6,7 @@ The dashboard and the API call ``registry.rates.compute.compute_rates`` and the 
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from registry.clock import now_utc
 from registry.errors import PermissionDenied
 from registry.config import LOCAL_TZ
 from registry.periods import Period, bad_month
-from schedules.lists import LIST_READERS, build_lists, render_list, the_list
+from schedules import archive
+from schedules.lists import LIST_READERS, LISTS, build_lists, render_list, the_list
 
 
 def month_arg(month: str) -> str:
@@ -23,15 +25,35 @@ def month_arg(month: str) -> str:
     return Period.parse(month).label
 
 
-def write_one_list(engine, *, week: date, township: str, slug: str, fmt: str, role: str, out_dir: Path) -> tuple[Path, dict]:
-    """一单 One list of the township's week in one format (``pdf`` or ``xlsx``), for a user of
-    ``role`` only if that role reads it (rules.md §7, ``schedules.lists.LIST_READERS``); the file
-    and the list's row count. Nothing is queued (the web audits the download itself)."""
+def _check_reader(slug: str, role: str) -> None:
     if slug not in LIST_READERS:
         raise PermissionDenied("没有这张清单", code="LIST_FORBIDDEN")
     if role not in LIST_READERS[slug]:
         raise PermissionDenied("这张清单不发给您的岗位（一历五单：每张清单只发给它的阅读对象）", code="LIST_FORBIDDEN")
+
+
+def write_one_list(engine, *, week: date, township: str, slug: str, fmt: str, role: str, out_dir: Path) -> tuple[Path, dict]:
+    """一单 One list of the township's week in one format (``pdf`` or ``xlsx``), for a user of
+    ``role`` only if that role reads it (rules.md §7, ``schedules.lists.LIST_READERS``); the file
+    and the list's row count. Nothing is queued (the web audits the download itself).
+
+    rules.md §7 / issue 17: a week already issued is served from its archive (the bytes as issued;
+    ``info["file_id"]`` names the archived file); only a week not issued yet is rendered here."""
+    _check_reader(slug, role)
+    with engine.connect() as conn:
+        hit = archive.archived_file(conn, township, week, slug, fmt)
+    if hit is not None:
+        issue, stored = hit
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        path = Path(out_dir) / stored.file_name
+        path.write_bytes(bytes(stored.content))
+        counts = json.loads(issue.counts)
+        return path, {"rows": counts.get(slug, 0), "title": the_title(slug), "file_id": stored.id, "version": issue.version}
     data = build_lists(engine, township_code=township, week=week)
     generated = now_utc().astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
     path = render_list(data, slug, fmt, out_dir, generated)
-    return path, {"rows": the_list(data, slug).size, "title": the_list(data, slug).title}
+    return path, {"rows": the_list(data, slug).size, "title": the_list(data, slug).title, "file_id": None, "version": None}
+
+
+def the_title(slug: str) -> str:
+    return next(title for _n, s, title, _r in LISTS if s == slug)
