@@ -504,7 +504,11 @@ def _exact_duplicates(rows: list[_Row], names: list[str]) -> dict[int, _Row]:
     """完全重复行 The rows (by index) equal in every column to an earlier row, each with that row.
 
     One hash of the whole row per row (memory: millions of rows), compared in full on a hit; the
-    common case (no two hashes alike) is settled column-wise, without a per-row loop."""
+    common case (no two hashes alike) is settled column-wise, without a per-row loop. Only the
+    columns the file has count (an optional column left out is absent from every row's values)."""
+    if not rows:
+        return {}
+    names = [n for n in names if n in rows[0].values] or list(rows[0].values)
     whole = itemgetter(*names)
     hashes = list(map(hash, map(whole, map(attrgetter("values"), rows))))
     if len(set(hashes)) == len(hashes):
