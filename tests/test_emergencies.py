@@ -351,3 +351,22 @@ def test_pdf_of_the_record_in_chinese(web, tmp_path):
     assert "精神分裂症" not in text and "东坑村村口" in text
     with database.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM audit_log WHERE action = 'export' AND object_type = 'emergency'")).scalar_one() == 2
+
+
+# ----------------------------------------------------------------------------- 风险预警单
+
+
+@time_machine.travel(NOW, tick=False)
+def test_emergencies_of_the_week_on_the_risk_warning_list(web):
+    from schedules.lists import build_lists
+
+    client, tokens, database = web
+    # P2 is on no list; an emergency in the week before Monday 2026-06-15 puts it on the 风险预警单
+    client.post("/api/patients/P2/emergencies", headers=auth(tokens, "doc"),
+                json={**OPEN, "situations": [3], "started_at": None, "reported_at": "2026-06-09 10:00"})
+    data = build_lists(database.engine, township_code="T1", week=date(2026, 6, 15))
+    risk = next(wl for wl in data["lists"] if wl.slug == "risk")
+    rows = {r["patient_id"]: r for r in risk.rows}
+    assert "上周应急处置" in rows["P2"]["reasons"]
+    later = build_lists(database.engine, township_code="T1", week=date(2026, 6, 22))  # not the week after
+    assert "P2" not in {r["patient_id"] for r in next(wl for wl in later["lists"] if wl.slug == "risk").rows}
