@@ -19,7 +19,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Path as PathParam, Request
+from fastapi import APIRouter, Depends, Path as PathParam, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, select
 
@@ -30,14 +30,17 @@ from registry.errors import InvalidInput, Issue, NotFound, PermissionDenied
 from registry.models import Emergency, Patient, Region, utcnow
 from registry.validation import EMERGENCY_FIELDS, EMERGENCY_MEDICAL_FIELDS, PatientFacts, validate_emergency
 from registry.web import forms
+from registry.web.api import ERRORS, WriteBody, body_checked, write_body
 from registry.web.auth import Current, client_ip, current
-from registry.web.deps import ClientIp, CurrentUser, EngineDep
+from registry.web.deps import ClientIp, CurrentUser, EngineDep, api_user
 from registry.web.pages import form_data, render
 from registry.web.scopes import Scope
 from registry.web.writes import _check_types, _clean, _reject, refresh_schedule
 from schedules.notify import queue_emergency_alert
 
 router = APIRouter()
+# authentication before body validation (an anonymous call is 401 whatever it sends), as in registry.web.api
+api = APIRouter(prefix="/api", responses=ERRORS, dependencies=[Depends(api_user)])
 WRITE_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value)  # rules.md §9: anyone on the team; police may open
 READ_ROLES = WRITE_ROLES + (UserRole.COUNTY_ADMIN.value,)
 FIELD_NAMES = {spec.name for spec in EMERGENCY_FIELDS}
@@ -372,16 +375,20 @@ def emergency_pdf(request: Request, emergency_id: EmergencyId):
 
 # ---------------------------------------------------------------- API
 
-def _api_body(body: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidInput.single("BAD_VALUE", "请求体应为 JSON 对象", column="body")
-    return {k: (",".join(str(v) for v in val) if isinstance(val, list) and k in MULTI else val) for k, val in body.items()}
+EmergencyBody = write_body(
+    "EmergencyBody", "应急处置记录单 The record's fields (rules.md §9): situations and measures as a list or "
+    "comma-separated codes, times \"YYYY-MM-DD HH:MM\" (Asia/Shanghai).", [(s.name, s.label) for s in EMERGENCY_FIELDS])
 
 
-@router.post("/api/patients/{patient_id}/emergencies", status_code=201,
+def _api_body(body: WriteBody) -> dict[str, Any]:
+    fields = body_checked(body)
+    return {k: (",".join(str(v) for v in val) if isinstance(val, list) and k in MULTI else val) for k, val in fields.items()}
+
+
+@api.post("/patients/{patient_id}/emergencies", status_code=201,
              summary="登记应急处置（乡镇精防医生；民警限本人名单内患者）")
 def api_open(cur: CurrentUser, engine: EngineDep, ip: ClientIp, patient_id: Annotated[str, PathParam(min_length=1, max_length=64)],
-             body: dict[str, Any]) -> dict:
+             body: EmergencyBody) -> dict:
     """登记应急处置 Open a record: the 应急处置记录单 fields (``situations`` a list or "1,2";
     times "YYYY-MM-DD HH:MM", Asia/Shanghai). Bad input: 422 with the codes of
     ``registry.validation.check_emergency``; nothing written."""
@@ -389,14 +396,14 @@ def api_open(cur: CurrentUser, engine: EngineDep, ip: ClientIp, patient_id: Anno
     return view(record, cur.scope, now_utc())
 
 
-@router.patch("/api/emergencies/{emergency_id}", summary="补全应急处置（乡镇精防医生、民警）")
-def api_update(cur: CurrentUser, engine: EngineDep, ip: ClientIp, emergency_id: EmergencyId, body: dict[str, Any]) -> dict:
+@api.patch("/emergencies/{emergency_id}", summary="补全应急处置（乡镇精防医生、民警）")
+def api_update(cur: CurrentUser, engine: EngineDep, ip: ClientIp, emergency_id: EmergencyId, body: EmergencyBody) -> dict:
     """补全应急处置 Fill in or complete a record; fields not sent keep their values."""
     record = update_emergency(engine, cur.scope, emergency_id, _api_body(body), now=now_utc(), source=ip)
     return view(record, cur.scope, now_utc())
 
 
-@router.get("/api/emergencies/overdue", summary="超时未完成的应急处置（乡镇精防医生、民警、县级管理员）")
+@api.get("/emergencies/overdue", summary="超时未完成的应急处置（乡镇精防医生、民警、县级管理员）")
 def api_overdue(cur: CurrentUser, engine: EngineDep, ip: ClientIp) -> list[dict]:
     """超时未完成 The caller's records not complete 24 hours after the report time."""
     rows = overdue_rows(engine, cur.scope, now=now_utc())
@@ -405,8 +412,11 @@ def api_overdue(cur: CurrentUser, engine: EngineDep, ip: ClientIp) -> list[dict]
     return rows
 
 
-@router.get("/api/emergencies/{emergency_id}", summary="应急处置记录单（按角色裁剪字段）")
+@api.get("/emergencies/{emergency_id}", summary="应急处置记录单（按角色裁剪字段）")
 def api_read(cur: CurrentUser, engine: EngineDep, ip: ClientIp, emergency_id: EmergencyId) -> dict:
     """应急处置记录单 One record (police: without the diagnosis); audited."""
     record, _row = read_emergency(engine, cur.scope, emergency_id, now=now_utc(), source=ip)
     return record
+
+
+router.include_router(api)
