@@ -370,3 +370,21 @@ def test_emergencies_of_the_week_on_the_risk_warning_list(web):
     assert "上周应急处置" in rows["P2"]["reasons"]
     later = build_lists(database.engine, township_code="T1", week=date(2026, 6, 22))  # not the week after
     assert "P2" not in {r["patient_id"] for r in next(wl for wl in later["lists"] if wl.slug == "risk").rows}
+
+
+@time_machine.travel(NOW, tick=False)
+def test_tasks_json_shows_the_post_emergency_kind(web):
+    from typer.testing import CliRunner
+
+    from jingfang.cli import app
+
+    client, tokens, database = web
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json={**OPEN, **COMPLETE}).json()["id"]
+    db = ["--db", database.url]
+    assert CliRunner().invoke(app, ["schedule", "--as-of", "2026-06-10", *db]).exit_code == 0
+    result = CliRunner().invoke(app, ["tasks", "--as-of", "2026-07-31", "--json", *db])
+    assert result.exit_code == 0, result.output
+    tasks = [t for t in json.loads(result.stdout) if t["kind"] == "post_emergency"]
+    assert len(tasks) == 1 and eid
+    assert tasks[0]["patient_id"] == "P1" and tasks[0]["roles"] == ["doctor", "police", "village"] and tasks[0]["joint"] is True
+    assert "§9" in tasks[0]["rule"]
