@@ -91,10 +91,12 @@ def assistance_reasons(*, poor: bool, has_guardian: bool, guardian_year: bool) -
 
 
 def risk_warning_reasons(rules: RoleRules, *, latest_risk: int | None, latest_class: int | None,
-                         new_incident: bool, locate_task: bool, overdue_visit: bool) -> list[str]:
+                         new_incident: bool, locate_task: bool, overdue_visit: bool,
+                         emergency: bool = False) -> list[str]:
     """风险预警单 Why a patient is on the 风险预警单 (rules.md §7.3): risk at or above the profile's
     police threshold at the latest complete follow-up, a new 肇事/肇祸 (the week before), an open
-    locate (失访) task, 不稳定 with a visit overdue. Empty: not on the list."""
+    locate (失访) task, 不稳定 with a visit overdue, an emergency of the week (rules.md §9, the
+    week before). Empty: not on the list."""
     reasons = []
     if latest_risk is not None and latest_risk >= rules.police_min_risk:
         reasons.append(f"最近危险性{latest_risk}级")
@@ -104,6 +106,8 @@ def risk_warning_reasons(rules: RoleRules, *, latest_risk: int | None, latest_cl
         reasons.append("失访")
     if latest_class == Classification.UNSTABLE and overdue_visit:
         reasons.append("不稳定且随访逾期")
+    if emergency:
+        reasons.append("上周应急处置")
     return reasons
 
 

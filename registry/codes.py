@@ -346,6 +346,7 @@ class TaskKind(CodedStr):
     DISCHARGE_CHECK = "discharge_check", "出院随访"
     HEALTH_CHECK = "health_check", "健康体检"
     INJECTION = "injection", "长效针剂注射"
+    POST_EMERGENCY = "post_emergency", "应急处置后随访"  # rules.md §9 [2026-12]
 
 
 # Kinds closed by any later follow-up attempt (rules.md §5 Idempotency).
@@ -409,3 +410,34 @@ class RewardDuty(CodedStr):
     NO_INCIDENT = "no_incident", "无肇事肇祸"
     NO_LOCK_UP = "no_lock_up", "无关锁"
     ADHERENCE = "adherence", "规律服药"
+
+
+class EmergencySituation(CodedInt):
+    """应急处置情形 The situations of an emergency (规范2018, rules.md §9); a record holds one or more."""
+
+    SELF_HARM = 1, "伤害自身行为或危险"
+    PUBLIC_SAFETY = 2, "危害公共安全或他人安全的行为或危险"
+    RELAPSE = 3, "病情复发、精神状况明显恶化"
+    DRUG_REACTION = 4, "与精神疾病药物相关的急性不良反应"
+
+
+# rules.md §9/§10: an emergency of situation 1 or 2 enters the 易肇事肇祸台账
+LEDGER_SITUATIONS = (EmergencySituation.SELF_HARM, EmergencySituation.PUBLIC_SAFETY)
+
+
+class EmergencyMeasure(CodedStr):
+    """处置措施 The measures taken in an emergency (rules.md §9); a record holds one or more."""
+
+    COUNSELLING = "counselling", "心理疏导"
+    RESTRAINT = "restraint", "约束"
+    MEDICATION = "medication", "药物"
+    TO_HOSPITAL = "to_hospital", "送医"
+    POLICE_HELP = "police_help", "公安协助"
+    OTHER = "other", "其他"
+
+
+class DiagnosisCertainty(CodedStr):
+    """诊断 Whether the emergency's diagnosis is confirmed or suspected (rules.md §9)."""
+
+    CONFIRMED = "confirmed", "确诊"
+    SUSPECTED = "suspected", "疑似"

@@ -8,8 +8,10 @@ The ledger is derived from the record, never a flag someone sets:
 - An **entering event** is a complete follow-up (``registry.rules.is_complete``) with risk ≥ 3
   (reason ``risk``), a follow-up counting any 肇事 or 肇祸 (``incident``; complete or not — it wins
   when one follow-up is both), or an emergency of situation 1 or 2 (``emergency``, rules.md §9).
-  **Emergencies do not exist yet** (issue 15 adds the record): both forms take the emergency
-  events as an input, ``()`` / ``None`` today, so the emergency record only has to feed them.
+  Both forms take the emergency events as an input: ``ledger_history`` the dates
+  (``registry.emergencies.ledger_event_days``), ``ledger_select`` a selectable, by default the
+  record's own (``registry.emergencies.ledger_events_select``: situation 1 or 2, dated on the
+  emergency's day).
 - A patient not on the ledger **enters** on the date of an entering event. On the ledger, the
   patient **leaves** on the first date t after entering for which the window
   [add_months(t, −12), t] (``registry.periods.add_months``: month-end clamped; both ends
@@ -68,6 +70,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from registry.attempts import day_number, is_usable, usable_sql
 from registry.codes import LedgerExit, LedgerReason, PatientStatus, RiskLevel
+from registry.emergencies import ledger_events_select
 from registry.models import FollowUp, Patient
 from registry.periods import add_months
 from registry.rules import complete_sql, is_complete
@@ -132,7 +135,7 @@ def ledger_history(*, patient_id: str, registered_on: date, status: str, status_
     day by day from the first entering event. ``follow_ups``: objects with ``visit_on``,
     ``lost_reason``, ``risk_level``, ``hospital_status``, ``incidents_disturbance`` and
     ``incidents_crime``; ``emergencies``: the dates of the patient's emergencies of situation 1
-    or 2 (none exist yet: ``()``). Entries that began on or before ``as_of``; ``left_on`` None
+    or 2 (``registry.emergencies.ledger_event_days``). Entries that began on or before ``as_of``; ``left_on`` None
     while on the ledger as of ``as_of``."""
     cutoff = _status_cutoff(status, status_on)
 
@@ -244,8 +247,11 @@ def ledger_select(as_of: date, *, among=None, emergencies=None) -> sa.Select:
     of the subquery ``among``): one row per entry that began on or before ``as_of`` with
     ``patient_id, entered_on, reason, left_on, left_reason`` (codes; NULLs while on the
     ledger), ordered by patient and date. ``emergencies``: a selectable with ``patient_id`` and
-    ``occurred_on`` (situation 1 or 2 only), or None — none exist yet. See the module docstring
-    for how the exits are found."""
+    ``occurred_on`` (situation 1 or 2 only); None: the emergency record's own
+    (``registry.emergencies.ledger_events_select``). See the module docstring for how the exits
+    are found."""
+    if emergencies is None:
+        emergencies = ledger_events_select()
     p, f = Patient.__table__, FollowUp.__table__
     follow_ups = (
         sa.select(f.c.patient_id, f.c.visit_on.label("on"), entering_rank_sql(f).label("rank"),

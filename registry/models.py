@@ -372,6 +372,54 @@ class PatientTransfer(SQLModel, table=True):
     refusal_reason: str | None = Field(default=None, max_length=255)
 
 
+class Emergency(SQLModel, table=True):
+    """应急处置记录单 One emergency with the full record of rules.md §9 [2026-12].
+
+    The event times (report, start, end, police sign-off) are the Asia/Shanghai wall clock as the
+    paper form writes them (naive ``DATETIME``); the row's own stamps are UTC. Multi-valued codes
+    are stored sorted and comma-separated (``situations`` "1,2", ``measures`` "counselling,restraint"),
+    like the follow-up's symptoms. The rules over a record live in ``registry.emergencies``.
+    """
+
+    __tablename__ = "emergency"
+    __table_args__ = (
+        in_check("diagnosis_certainty", codes.DiagnosisCertainty),
+        sa.Index("ix_emergency_patient", "patient_id", "reported_at"),
+        sa.Index("ix_emergency_updated_at", "updated_at"),  # the incremental generation's changed set
+        sa.Index("ix_emergency_open", "completed_at", "reported_at"),  # the 24-hour overdue list
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    situations: str = Field(max_length=16)  # EmergencySituation codes, "1,2"
+    place: str | None = Field(default=None, max_length=255)
+    reporter: str | None = Field(default=None, max_length=100)
+    reported_at: datetime = Field(sa_type=sa.DateTime())  # local wall clock
+    report_route: str | None = Field(default=None, max_length=100)  # 报告途径 (电话、当面 …)
+    reporter_identity: str | None = Field(default=None, max_length=100)  # 报告人身份 (监护人、村委 …)
+    started_at: datetime | None = Field(default=None, sa_type=sa.DateTime())
+    ended_at: datetime | None = Field(default=None, sa_type=sa.DateTime())
+    scene: str | None = Field(default=None, max_length=2000)  # 现场情况
+    measures: str | None = Field(default=None, max_length=120)  # EmergencyMeasure codes
+    measures_other: str | None = Field(default=None, max_length=255)
+    participant_doctor: str | None = Field(default=None, max_length=100)
+    participant_psychiatrist: str | None = Field(default=None, max_length=100)
+    participant_nurse: str | None = Field(default=None, max_length=100)
+    participant_police: str | None = Field(default=None, max_length=100)
+    police_organ: str | None = Field(default=None, max_length=100)
+    diagnosis: str | None = Field(default=None, max_length=100)  # never shown to police (rules.md §8)
+    diagnosis_certainty: str | None = Field(default=None, max_length=16)
+    effect: str | None = Field(default=None, max_length=1000)  # 处置效果
+    filled_by: str | None = Field(default=None, max_length=100)  # 填表医生
+    filled_on: date | None = None
+    police_signed_by: str | None = Field(default=None, max_length=100)  # 公安签字
+    police_signed_at: datetime | None = Field(default=None, sa_type=sa.DateTime())
+    opened_by: str = Field(max_length=64)  # the account that opened it
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # when the record became complete
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class VisitTask(SQLModel, table=True):
     """随访任务 One visit the team owes a patient (rules.md §5–§6).
 

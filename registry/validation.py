@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Callable, Collection, Mapping
 
@@ -829,3 +829,114 @@ def validate_status_change(
     if patient.status != ACTIVE and applies("ALREADY_INACTIVE", channel):
         issues.append(Issue("ALREADY_INACTIVE", f"状态: 患者已为“{codes.PatientStatus(patient.status).label}”状态", column="status"))
     return values, issues
+
+
+# ---------------------------------------------------------------- emergencies (rules.md §9) [2026-12]
+
+_ISO_DATETIME = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?", re.ASCII)
+
+
+def local_datetime(raw: str) -> datetime:
+    """时间 A wall-clock time "YYYY-MM-DD HH:MM" (or with "T", or with seconds), Asia/Shanghai as on the form."""
+    match = _ISO_DATETIME.fullmatch(raw)
+    if match:
+        try:
+            day = date.fromisoformat(match.group(1))
+            return datetime(day.year, day.month, day.day, int(match.group(2)), int(match.group(3)), int(match.group(4) or 0))
+        except ValueError:
+            pass
+    raise FieldError("BAD_DATETIME", f"时间“{raw[:40]}”无效，应为 YYYY-MM-DD HH:MM 格式的真实时间")
+
+
+def code_list(enum_cls) -> Callable[[str], str]:
+    """多选 A comma/space/、-separated list of codes (or Chinese labels), stored sorted in enum order: "1,2"."""
+    parse = coded(enum_cls)
+    order = {m.value: i for i, m in enumerate(enum_cls)}
+
+    def parse_list(raw: str) -> str:
+        parts = [p for p in raw.replace("、", ",").replace("，", ",").replace(" ", ",").split(",") if p]
+        return ",".join(str(v) for v in sorted({parse(p) for p in parts}, key=order.__getitem__))
+
+    return parse_list
+
+
+# 应急处置记录单 The record's fields (form, API); names as in registry.models.Emergency.
+EMERGENCY_FIELDS = [
+    FieldSpec("situations", "应急处置情形", code_list(codes.EmergencySituation), required=True),
+    FieldSpec("place", "地点", text(255)),
+    FieldSpec("reporter", "报告人", text(100)),
+    FieldSpec("reported_at", "报告时间", local_datetime, required=True),
+    FieldSpec("report_route", "报告途径", text(100)),
+    FieldSpec("reporter_identity", "报告人身份", text(100)),
+    FieldSpec("started_at", "处置开始时间", local_datetime),
+    FieldSpec("ended_at", "处置结束时间", local_datetime),
+    FieldSpec("scene", "现场情况", text(2000), multiline=True),
+    FieldSpec("measures", "处置措施", code_list(codes.EmergencyMeasure)),
+    FieldSpec("measures_other", "其他措施", text(255)),
+    FieldSpec("participant_doctor", "参与医生", text(100)),
+    FieldSpec("participant_psychiatrist", "参与精神科医生", text(100)),
+    FieldSpec("participant_nurse", "参与护士", text(100)),
+    FieldSpec("participant_police", "参与民警", text(100)),
+    FieldSpec("police_organ", "公安机关名称", text(100)),
+    FieldSpec("diagnosis", "诊断", text(100)),
+    FieldSpec("diagnosis_certainty", "诊断类别(确诊/疑似)", coded(codes.DiagnosisCertainty)),
+    FieldSpec("effect", "处置效果", text(1000), multiline=True),
+    FieldSpec("filled_by", "填表医生", text(100)),
+    FieldSpec("filled_on", "填表日期", iso_date),
+    FieldSpec("police_signed_by", "公安签字", text(100)),
+    FieldSpec("police_signed_at", "公安签字时间", local_datetime),
+]
+# the fields police never write nor read (rules.md §8: no diagnosis)
+EMERGENCY_MEDICAL_FIELDS = ("diagnosis", "diagnosis_certainty")
+
+
+def check_emergency(values: Mapping[str, Any], patient: PatientFacts, *, now_local: datetime,
+                    failed: Collection[str] = ()) -> list[Issue]:
+    """应急处置校验 A record's cross-field rules (rules.md §9): no time in the future (the report time
+    above all), the end not before the start (nor before the report), the police sign-off only when
+    police took part, not before registration nor after death or move-out. ``values``: the record as
+    it will be stored (an update merged into the stored record); ``now_local``: the wall clock now."""
+    issues: list[Issue] = []
+    labels = {spec.name: spec.label for spec in EMERGENCY_FIELDS}
+    reported, started, ended = values.get("reported_at"), values.get("started_at"), values.get("ended_at")
+    if reported is not None and reported > now_local:
+        issues.append(Issue("EMERGENCY_REPORT_IN_FUTURE", f"报告时间 {reported:%Y-%m-%d %H:%M} 晚于现在 {now_local:%Y-%m-%d %H:%M}",
+                            column="reported_at", value=f"{reported:%Y-%m-%d %H:%M}"))
+    for field in ("started_at", "ended_at", "police_signed_at"):
+        at = values.get(field)
+        if at is not None and at > now_local:
+            issues.append(Issue("EMERGENCY_TIME_IN_FUTURE", f"{labels[field]} {at:%Y-%m-%d %H:%M} 晚于现在 {now_local:%Y-%m-%d %H:%M}",
+                                column=field, value=f"{at:%Y-%m-%d %H:%M}"))
+    if ended is not None and started is not None and ended < started:
+        issues.append(Issue("EMERGENCY_END_BEFORE_START",
+                            f"处置结束时间 {ended:%Y-%m-%d %H:%M} 早于处置开始时间 {started:%Y-%m-%d %H:%M}",
+                            column="ended_at", value=f"{ended:%Y-%m-%d %H:%M}"))
+    elif ended is not None and reported is not None and ended < reported and "ended_at" not in failed:
+        issues.append(Issue("EMERGENCY_END_BEFORE_REPORT",
+                            f"处置结束时间 {ended:%Y-%m-%d %H:%M} 早于报告时间 {reported:%Y-%m-%d %H:%M}",
+                            column="ended_at", value=f"{ended:%Y-%m-%d %H:%M}"))
+    signed = (values.get("police_signed_by") or "").strip() or values.get("police_signed_at") is not None
+    if signed and not (values.get("participant_police") or "").strip():
+        issues.append(Issue("EMERGENCY_SIGNOFF_WITHOUT_POLICE", "公安签字：参与人员中没有民警，不能有公安签字（请先填写参与民警）",
+                            column="police_signed_by"))
+    if reported is not None:
+        day = (started or reported).date()
+        if patient.registered_on and day < patient.registered_on:
+            issues.append(Issue("BEFORE_REGISTRATION", f"应急处置日期 {day} 早于建档日期 {patient.registered_on}",
+                                column="reported_at", value=str(day)))
+        issue = _after_status("reported_at", "应急处置日期", day, patient, "应急处置")
+        if issue:
+            issues.append(issue)
+    return issues
+
+
+def validate_emergency(raw: dict[str, str], patient: PatientFacts, *, now_local: datetime,
+                       stored: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[Issue]]:
+    """应急处置录入 Parse and check an emergency record (form or API, one path). ``stored``: the
+    record being completed — a field not sent keeps its stored value, a field sent blank clears it.
+    Returns the record as it will be stored."""
+    sent = [spec for spec in EMERGENCY_FIELDS if stored is None or spec.name in raw]
+    values, issues = parse_fields(raw, sent)
+    merged = {**(stored or {}), **values}
+    issues += check_emergency(merged, patient, now_local=now_local, failed={i.column for i in issues})
+    return merged, issues

@@ -28,7 +28,8 @@ from registry.clock import now_utc
 from registry.config import get_settings, parallelism
 from registry.attempts import latest_first_sql, rank_sql, usable_sql
 from registry.codes import Classification, HospitalStatus, LostReason
-from registry.models import FollowUp, HealthCheck, Patient
+from registry.emergencies import POST_EMERGENCY_DAYS, closes_post_emergency_sql, local_day
+from registry.models import Emergency, FollowUp, HealthCheck, Patient
 from registry.profile import Profile, load_profile
 from registry.register import cancel_reason_sql, consent_refused_sql, eligible_sql, left_sql
 from registry.rules import classification_sql, complete_sql, reached_sql
@@ -162,7 +163,8 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
     sit = _situations(agg, p, eligible(as_of), profile, dialect)
     s = sit.c
     return _new_or_changed(_visit_rows(s, profile), _health_check_rows(s, profile, as_of), _injection_rows(s, profile, as_of),
-                           stamp, dialect, existing=existing, patient_range=patient_range)
+                           stamp, dialect, existing=existing, patient_range=patient_range,
+                           post_emergency_rows=_post_emergency_rows(s, profile, as_of))
 
 
 def _ranked_attempts(p, eligible: sa.ColumnElement, as_of: date, dialect: str,
@@ -374,15 +376,50 @@ def _injection_rows(s, profile: Profile, as_of: date) -> sa.Select:
     return lai_rows
 
 
+POST_EMERGENCY_ROLES = "doctor,police,village"  # rules.md §9: doctor + police + village, contract order
+POST_EMERGENCY_CLAUSE = f"§9 应急处置后面访 结束+{POST_EMERGENCY_DAYS}d"
+
+
+def _post_emergency_rows(s, profile: Profile, as_of: date) -> sa.Select:
+    """The post-emergency visit of each emergency with a known end (rules.md §9, ``registry.emergencies``):
+    due on the end date + 14 days, joint (doctor, police, village), until a complete home visit dated
+    on or after the end date. Separate from the §5 chain: its own key (``emergency:<id>``), and it
+    neither closes nor moves the visit task."""
+    e = Emergency.__table__
+    f = FollowUp.__table__.alias("pe_f")
+    ended_on = local_day(e.c.ended_at)
+    visited = sa.select(f.c.id).where(f.c.patient_id == e.c.patient_id, f.c.visit_on <= as_of,
+                                      closes_post_emergency_sql(f, ended_on)).exists()
+    return (
+        sa.select(
+            s.patient_id,
+            sa.literal(TaskKind.POST_EMERGENCY.value),
+            "emergency:" + sa.cast(e.c.id, sa.String),
+            ended_on,
+            add_period(ended_on, 0, POST_EMERGENCY_DAYS),
+            sa.cast(sa.null(), sa.Date),
+            sa.cast(sa.null(), sa.Date),
+            sa.literal(POST_EMERGENCY_ROLES),
+            sa.literal(True),
+            sa.literal(profile.rule(POST_EMERGENCY_CLAUSE)),
+            s.lc_risk,
+        )
+        .select_from(s.patient_id.table.join(e, e.c.patient_id == s.patient_id))
+        .where(e.c.ended_at.is_not(None), ended_on <= as_of, sa.not_(visited))
+    )
+
+
 def _new_or_changed(visit_rows: sa.Select, health_rows: sa.Select, lai_rows: sa.Select, stamp: datetime, dialect: str,
-                    *, existing: bool, patient_range: tuple[str | None, str | None] | None) -> sa.Select:
+                    *, existing: bool, patient_range: tuple[str | None, str | None] | None,
+                    post_emergency_rows: sa.Select | None = None) -> sa.Select:
     """Every owed row with its working-day due date, keeping only new rows and rows whose stored
     open task differs (with ``existing``: carrying that task's id)."""
     if dialect == "postgresql":
         # OFFSET 0 fence: the CASE rules are evaluated once per row, not again in the joins and sort keys
         fenced = visit_rows.offset(0).subquery("visit_rows")
         visit_rows = sa.select(*fenced.c)
-    u = sa.union_all(visit_rows, health_rows, lai_rows).subquery("u")
+    parts = [visit_rows, health_rows, lai_rows] + ([post_emergency_rows] if post_emergency_rows is not None else [])
+    u = sa.union_all(*parts).subquery("u")
     t = VisitTask.__table__
     same_key = sa.and_(t.c.patient_id == u.c.patient_id, t.c.kind == u.c.kind, t.c.basis == u.c.basis)
     # skip rows already stored unchanged (or closed): a no-change run writes and locks nothing
@@ -563,10 +600,16 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         sa.or_(p.c.lai_drug.is_(None), p.c.lai_drug == "", p.c.lai_interval_weeks.is_(None), p.c.lai_last_on.is_(None)),
     ).exists()
     counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, stopped), TaskStatus.CANCELLED.value, "lai_stopped", stamp)
+    # rules.md §9: the first complete home visit on or after the emergency's end closes its post-emergency visit
+    f = FollowUp.__table__.alias("pe_f")
+    visited = sa.select(f.c.id).where(f.c.patient_id == t.c.patient_id, f.c.visit_on <= as_of,
+                                      closes_post_emergency_sql(f, t.c.basis_on)).exists()
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.POST_EMERGENCY.value, visited), TaskStatus.DONE.value,
+                               "home_visit", stamp)
     return counts
 
 
-FINGERPRINT_TABLES = ("follow_up", "patient", "health_check", "calendar_day", "visit_task")
+FINGERPRINT_TABLES = ("follow_up", "patient", "health_check", "emergency", "calendar_day", "visit_task")
 
 
 def fingerprint(conn: Connection, as_of: date, profile: Profile) -> str | None:
@@ -811,22 +854,25 @@ def changed_patients(conn: Connection, *, since: datetime, previous: date, as_of
     ``previous`` (≤ ``as_of``, same year) left, given every change stamped before ``since`` was
     read by it — one set-based statement (a union of index range scans):
 
-    * inputs changed: ``patient``, ``follow_up``, ``health_check`` rows with ``updated_at >= since``;
+    * inputs changed: ``patient``, ``follow_up``, ``health_check``, ``emergency`` rows with ``updated_at >= since``;
     * every place ``as_of`` enters the plan (``plan_select``, ``close_and_cancel``), for dates in
       ``(previous, as_of]``: registration (``eligible_sql``: ``registered_on <= as_of``), leaving
       (``left_sql``: ``status_on <= as_of``), follow-ups becoming usable (``usable_sql``:
       ``visit_on <= as_of``), health checks counting (``checked_on <= as_of``), an injection
-      becoming the plan's basis (``lai_last_on <= as_of``), and the 12-month incident window
+      becoming the plan's basis (``lai_last_on <= as_of``), an emergency's end becoming known to the
+      plan (``post_emergency``: end date ``<= as_of``), and the 12-month incident window
       (``incident_cutoff``: a 肇事/肇祸 dated in ``[cutoff(previous), cutoff(as_of))`` drops out);
       the health-check year and ``year_ended`` change only on a new year (a full run);
     * operator calendar years changed: patients with an open task whose nominal due date lies in
       that year or early enough in the next that its shift reaches back into it (until March 1).
     """
     p, f, hc, t = Patient.__table__, FollowUp.__table__, HealthCheck.__table__, VisitTask.__table__
+    e = Emergency.__table__
     parts = [
         sa.select(p.c.patient_id).where(p.c.updated_at >= since),
         sa.select(f.c.patient_id).where(f.c.updated_at >= since),
         sa.select(hc.c.patient_id).where(hc.c.updated_at >= since),
+        sa.select(e.c.patient_id).where(e.c.updated_at >= since),
     ]
     if as_of > previous:
         def window(column) -> sa.ColumnElement[bool]:
@@ -838,6 +884,7 @@ def changed_patients(conn: Connection, *, since: datetime, previous: date, as_of
             sa.select(p.c.patient_id).where(window(p.c.lai_last_on)),
             sa.select(f.c.patient_id).where(window(f.c.visit_on)),
             sa.select(hc.c.patient_id).where(window(hc.c.checked_on)),
+            sa.select(e.c.patient_id).where(window(local_day(e.c.ended_at))),
         ]
         lo, hi = incident_cutoff(profile.roles, previous), incident_cutoff(profile.roles, as_of)
         if hi > lo:  # the same incidents as the plan's ``incident`` (registry.teams)

@@ -4,7 +4,8 @@
 2. 联合入户单 (综治, police, civil affairs): joint visits with each required role's named member
    and phone, with signature/attendance columns.
 3. 风险预警单 (police, 综治): risk ≥ 3 at the last visit, new 肇事/肇祸 (dated in the 7 days before
-   the week [decision]), 失访, overdue 不稳定 — no diagnosis, no medication.
+   the week [decision]), 失访, overdue 不稳定, emergencies of the week (rules.md §9: dated —
+   ``registry.emergencies.occurred_on`` — in the same 7 days [decision]) — no diagnosis, no medication.
 4. 服药与针剂单 (doctor): LAI injections due, 不服药/间断 at the last visit.
 5. 帮扶救助单 (civil affairs, 残联): 贫困, no guardian, 以奖代补 status, rehabilitation — no diagnosis.
 
@@ -36,7 +37,8 @@ from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
 from registry.care_team import care_team_select
-from registry.models import AuditLog, FollowUp, GuardianYear, Patient, Region
+from registry.emergencies import occurred_on_sql
+from registry.models import AuditLog, Emergency, FollowUp, GuardianYear, Patient, Region
 from registry.profile import RoleRules, current_profile
 from registry.attempts import rank_sql, usable_sql
 from registry.register import eligible_sql
@@ -50,8 +52,9 @@ log = logging.getLogger(__name__)
 TEMPLATES = template_dir("lists")
 ROLE_LABEL = {"doctor": "精防医生", "police": "民警", "village": "村(社区)干部/网格员", "civil_affairs": "民政专干"}
 KIND_LABEL = {k.value: k.label for k in TaskKind}
-# the kinds on the 随访任务单: the visit kinds (rules.md §5) and the annual health check
-LISTED_KINDS = tuple(k.value for k in (*VISIT_KINDS, TaskKind.HEALTH_CHECK))
+# the kinds on the 随访任务单 (and, when joint, the 联合入户单): the visit kinds (rules.md §5), the
+# post-emergency visit (§9) and the annual health check
+LISTED_KINDS = tuple(k.value for k in (*VISIT_KINDS, TaskKind.POST_EMERGENCY, TaskKind.HEALTH_CHECK))
 SEX_LABEL = {1: "男", 2: "女"}
 
 
@@ -190,6 +193,18 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
             )
             if r.n
         }
+        # rules.md §7.3, §9: emergencies of the week (the same 7 days as the incidents), one query
+        e = Emergency.__table__
+        day = occurred_on_sql(e)
+        emergencies = {
+            r.patient_id: r.n
+            for r in conn.execute(
+                sa.select(e.c.patient_id, sa.func.count().label("n"))
+                .select_from(e.join(p, p.c.patient_id == e.c.patient_id).join(v, v.c.code == p.c.village_code))
+                .where(v.c.parent_code == township, day >= week - timedelta(days=7), day < week)
+                .group_by(e.c.patient_id)
+            )
+        }
         # rules.md §6 care team (one home: registry.care_team)
         villages = sa.select(v.c.code).where(v.c.parent_code == township)
         among = sa.select(p.c.patient_id, p.c.village_code).where(p.c.village_code.in_(villages)).subquery("list_patients")
@@ -201,7 +216,8 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
         guardian_years = {r.patient_id: r.status for r in conn.execute(
             sa.select(g.c.patient_id, g.c.status).where(g.c.year == week.year,
                                                          g.c.patient_id.in_(sa.select(among.c.patient_id))))}
-    return patients, latest, {"team": team, "incidents": incidents, "guardian_years": guardian_years}
+    return patients, latest, {"team": team, "incidents": incidents, "guardian_years": guardian_years,
+                              "emergencies": emergencies}
 
 
 def _guardian(pat) -> str:
@@ -248,6 +264,7 @@ class WeekFacts:
     rules: RoleRules
     open_by_patient: dict[str, list[dict]] = field(default_factory=dict)
     guardian_years: dict[str, str] = field(default_factory=dict)  # patient_id → stored status, the week's year
+    emergencies: dict = field(default_factory=dict)  # patient_id → emergencies of the week (rules.md §9)
 
     def __post_init__(self) -> None:
         for t in self.tasks:
@@ -318,6 +335,7 @@ def risk_warning_list(w: WeekFacts) -> WorkList:
             latest_class=classification_of(last) if last is not None else None,
             new_incident=bool(w.incidents.get(pid)), locate_task=any(t["kind"] == "locate" for t in own),
             overdue_visit=any(t["overdue"] and t["kind"] in LISTED_KINDS and t["kind"] != TaskKind.HEALTH_CHECK for t in own),
+            emergency=bool(w.emergencies.get(pid)),
         )
         if reasons:
             wl.rows.append(w.base(pid) | {
@@ -383,7 +401,8 @@ def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRu
     patients, latest, extra = _facts(engine, code, week)
     tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
     facts = WeekFacts(week=week, end=end, patients=patients, latest=latest, team=extra["team"],
-                      incidents=extra["incidents"], tasks=tasks, rules=rules, guardian_years=extra["guardian_years"])
+                      incidents=extra["incidents"], tasks=tasks, rules=rules, guardian_years=extra["guardian_years"],
+                      emergencies=extra["emergencies"])
     lists = [build(facts) for build in LIST_BUILDERS]
     return {
         "township_code": code, "township_name": name, "week": week, "week_end": end,

@@ -253,6 +253,72 @@ def queue_failure_alert(conn: Connection, *, township_code: str, week: date, rea
     return queued
 
 
+EMERGENCY_EVENTS = {"emergency.opened": "应急处置已登记", "emergency.overdue": "应急处置超过24小时未完成"}
+
+
+def emergency_payload(*, event: str, township_code: str, township_name: str, count: int, base_url: str | None = None) -> dict:
+    """应急处置告警 The message about an emergency (rules.md §9, §12): the event, the township, a count
+    and a link (the overdue list, which doctor, police and county admin may open) — never a name,
+    number or diagnosis."""
+    base = (base_url or get_settings().base_url).rstrip("/")
+    return {"event": event, "title": EMERGENCY_EVENTS[event], "township": township_code, "township_name": township_name,
+            "counts": {"emergencies": int(count)}, "link": f"{base}/emergencies/overdue"}
+
+
+def queue_emergency_alert(conn: Connection, *, event: str, township_code: str, key: str, count: int = 1,
+                          base_url: str | None = None) -> int:
+    """应急处置告警 Queue one emergency alert for every active webhook whose region covers the
+    township — the county's too (caller's transaction). Once per event: ``key`` (e.g.
+    ``emergency-overdue:<record id>``, never shown) is the outbox's dedupe key. A small function on
+    purpose: the general real-time alert framework (rules.md §12) can re-route it."""
+    hooks, r = Webhook.__table__, Region.__table__
+    scope = _ancestors(conn, township_code)
+    name = conn.execute(sa.select(r.c.name).where(r.c.code == township_code)).scalar() or township_code
+    payload = json.dumps(emergency_payload(event=event, township_code=township_code, township_name=name, count=count,
+                                           base_url=base_url), ensure_ascii=False)
+    rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code)
+                        .where(hooks.c.active == sa.true(), hooks.c.removed_at.is_(None))).all()
+    t = OutboxMessage.__table__
+    queued = 0
+    for hook_id, region in rows:
+        if region is not None and region not in scope:
+            continue
+        if conn.execute(sa.select(t.c.id).where(t.c.webhook_id == hook_id, t.c.dedupe_key == key)).first() is None:
+            conn.execute(sa.insert(t).values(webhook_id=hook_id, dedupe_key=key, payload=payload, status="pending",
+                                             attempts=0, next_attempt_at=now_utc(), created_at=now_utc()))
+            queued += 1
+    return queued
+
+
+def queue_overdue_emergency_alerts(engine: Engine, now: datetime | None = None) -> int:
+    """超时告警 Queue the county alert for every emergency past its 24-hour deadline (rules.md §9),
+    once per record (the dedupe key): one set-based query (``registry.emergencies.overdue_sql``),
+    the message counting the township's overdue records. Run with the delivery loop (every minute)."""
+    from registry import emergencies  # noqa: PLC0415
+    from registry.models import Emergency, Patient  # noqa: PLC0415
+
+    now = now or now_utc()
+    e, p, r, t = Emergency.__table__, Patient.__table__, Region.__table__, OutboxMessage.__table__
+    township = sa.func.coalesce(r.c.parent_code, p.c.village_code)
+    queued = 0
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(e.c.id, township.label("township"))
+            .select_from(e.join(p, p.c.patient_id == e.c.patient_id).outerjoin(r, r.c.code == p.c.village_code))
+            .where(emergencies.overdue_sql(now, e),
+                   # not yet queued (any webhook): the sweep costs one indexed probe per overdue record
+                   sa.not_(sa.select(t.c.id).where(t.c.dedupe_key == sa.literal("emergency-overdue:")
+                                                   + sa.cast(e.c.id, sa.String)).exists()))
+        ).all()
+        per_township: dict[str, int] = {}
+        for row in rows:
+            per_township[row.township] = per_township.get(row.township, 0) + 1
+        for row in rows:
+            queued += queue_emergency_alert(conn, event="emergency.overdue", township_code=row.township,
+                                            key=f"emergency-overdue:{row.id}", count=per_township[row.township])
+    return queued
+
+
 def truncate_bytes(text: str, limit: int) -> str:
     """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
     return text.encode("utf-8")[:limit].decode("utf-8", "ignore")

@@ -237,3 +237,28 @@ def test_complete_follow_up_on_feb_29_after_a_feb_28_event_never_counts(database
 def test_labels_are_chinese(reason):
     assert reason.label and not reason.label.isascii()
     assert all(not e.label.isascii() for e in LedgerExit)
+
+
+def test_the_emergency_record_feeds_the_ledger_by_default(database):
+    """rules.md §9, §10: an emergency of situation 1 or 2 from the 应急处置记录单 enters (dated on its start,
+    else its report), one of situation 3 or 4 does not; the ledger reads the record without being told."""
+    from datetime import datetime
+
+    from registry.emergencies import ledger_event_days
+    from registry.models import Emergency
+
+    person = {"patient_id": "P1", "registered_on": date(2025, 1, 1), "status": "active", "status_on": None}
+    records = [
+        {"situations": "3,4", "reported_at": datetime(2026, 2, 1, 9), "started_at": None},
+        {"situations": "2,3", "reported_at": datetime(2026, 3, 6, 0, 30), "started_at": datetime(2026, 3, 5, 23, 40)},
+        {"situations": "1", "reported_at": datetime(2026, 5, 1, 9), "started_at": None},
+    ]
+    with scratch(database.engine) as conn:
+        seed(conn, [person])
+        conn.execute(sa.insert(Emergency.__table__), [{**r, "patient_id": "P1", "opened_by": "t"} for r in records])
+        sql = ledger_entries(conn, date(2026, 6, 30))
+    days = ledger_event_days([SimpleNamespace(**r) for r in records])
+    assert days == [date(2026, 3, 5), date(2026, 5, 1)]
+    python = ledger_history(patient_id="P1", registered_on=date(2025, 1, 1), status="active", status_on=None,
+                            follow_ups=[], as_of=date(2026, 6, 30), emergencies=days)
+    assert sql == python == [LedgerEntry("P1", date(2026, 3, 5), LedgerReason.EMERGENCY)]

@@ -65,6 +65,8 @@ ROUTES = [
     ("GET", "/api/guardian-years"), ("GET", "/api/guardian-years/P1/2026"), ("POST", "/api/guardian-years"),  # issue 14
     ("POST", "/api/guardian-years/P1/2026/decision"), ("POST", "/api/guardian-years/P1/2026/payment"),
     ("GET", "/api/lists/archive"), ("POST", "/api/lists/rows/7/sign-ins"),  # issue 15: the 五单 archive
+    ("POST", "/api/patients/P1/emergencies"), ("PATCH", "/api/emergencies/1"), ("GET", "/api/emergencies/1"),
+    ("GET", "/api/emergencies/overdue"),  # issue 15: 应急处置
 ]
 
 
@@ -72,6 +74,7 @@ def test_every_route_needs_login(web):
     client, *_ = web
     documented = {(m.upper(), path) for path, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
     templated = {(m, p.replace("P1", "{patient_id}").replace("/transfers/1/", "/transfers/{transfer_id}/")
+                  .replace("/emergencies/1", "/emergencies/{emergency_id}")
                   .replace("/1/", "/{follow_up_id}/").replace("/7/", "/{row_id}/").replace("/2026", "/{year}"))
                  for m, p in ROUTES}
     assert documented == templated | {("POST", "/api/session")}  # the matrix covers every API route

@@ -1,0 +1,171 @@
+"""应急处置 The rules over an emergency record (rules.md §9) [2026-12], each with its SQL twin.
+
+One home (ARCHITECTURE §15): the Python form and the SQL form of each rule side by side;
+``tests/test_emergencies.py`` checks that they agree on both databases.
+
+- **Complete** (``is_complete`` / ``complete_sql``): end time, at least one measure and the effect
+  are recorded, and — when police took part (a police participant named) — the police sign-off.
+- **Overdue** (``emergency_overdue`` / ``overdue_sql``): not complete when more than 24 hours
+  have passed since the report time (rules.md §9: the county is alerted, §12, and the record is
+  listed overdue). The event times are the Asia/Shanghai wall clock of the form (models.Emergency);
+  ``now`` is an aware instant, compared on that clock.
+- **Ledger event** (``enters_ledger`` / ``ledger_events_select``): an emergency of situation 1
+  or 2 is an entering event of the 易肇事肇祸台账 (rules.md §10, reason ``emergency``), dated on
+  the emergency's day: its start time's date, else its report time's date [decision].
+- **Post-emergency visit** (``post_emergency_due``, ``closes_post_emergency`` / ``closes_post_emergency_sql``):
+  owed once the end time is known, due on the end date + 14 days [decision, rules.md §9]; closed by
+  the first complete home visit (face-to-face, mode 2) dated on or after the end date [decision:
+  the end date itself counts]. Separate from the §5 chain (schedules.generation).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from registry.codes import LEDGER_SITUATIONS, FollowUpMode
+from registry.config import LOCAL_TZ
+from registry.models import Emergency
+from registry.rules import complete_sql as follow_up_complete_sql, is_complete as follow_up_is_complete
+
+DEADLINE = timedelta(hours=24)  # rules.md §9: completed within 24 hours of the report time
+POST_EMERGENCY_DAYS = 14  # rules.md §9 [decision]: the post-emergency visit is due end date + 14 days
+
+
+def split_codes(text: str | None) -> list[str]:
+    """多选编码 A stored comma-separated code list as its items ("1,2" → ["1", "2"])."""
+    return [part for part in (text or "").split(",") if part]
+
+
+def local_wall_clock(now: datetime) -> datetime:
+    """本地时间 An aware instant as the naive Asia/Shanghai wall clock the record's times use."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(LOCAL_TZ).replace(tzinfo=None)
+
+
+# ----------------------------------------------------------------------------- complete
+
+
+def is_complete(record: Any) -> bool:
+    """记录完整 End time, measures and effect recorded, and the police sign-off when police took
+    part (rules.md §9)."""
+    if record.ended_at is None or not split_codes(record.measures) or not (record.effect or "").strip():
+        return False
+    if (record.participant_police or "").strip() and not (record.police_signed_by or "").strip():
+        return False
+    return True
+
+
+def _filled(column) -> sa.ColumnElement[bool]:
+    return sa.func.coalesce(sa.func.trim(column), "") != ""
+
+
+def complete_sql(e=None) -> sa.ColumnElement[bool]:
+    """记录完整 SQL twin of ``is_complete`` (``e``: the emergency table or an alias)."""
+    e = Emergency.__table__ if e is None else e
+    return sa.and_(e.c.ended_at.is_not(None), _filled(e.c.measures), _filled(e.c.effect),
+                   sa.or_(sa.not_(_filled(e.c.participant_police)), _filled(e.c.police_signed_by)))
+
+
+# ----------------------------------------------------------------------------- overdue
+
+
+def deadline(record: Any) -> datetime:
+    """完成时限 The wall-clock instant by which the record must be complete (report time + 24 h)."""
+    return record.reported_at + DEADLINE
+
+
+def emergency_overdue(record: Any, now: datetime) -> bool:
+    """超时未完成 Not complete more than 24 hours after the report time (rules.md §9); ``now`` aware."""
+    return not is_complete(record) and local_wall_clock(now) > deadline(record)
+
+
+def overdue_sql(now: datetime, e=None) -> sa.ColumnElement[bool]:
+    """超时未完成 SQL twin of ``emergency_overdue``: report time before ``now`` − 24 h, not complete."""
+    e = Emergency.__table__ if e is None else e
+    cutoff = local_wall_clock(now) - DEADLINE
+    return sa.and_(e.c.reported_at < sa.literal(cutoff, sa.DateTime()), sa.not_(complete_sql(e)))
+
+
+# ----------------------------------------------------------------------------- ledger (rules.md §10)
+
+
+class local_day(FunctionElement):
+    """The date of a wall-clock ``DATETIME`` column (PostgreSQL ``CAST AS DATE``, SQLite ``date()``)."""
+
+    type = sa.Date()
+    inherit_cache = True
+    name = "emergency_local_day"
+
+
+@compiles(local_day)
+def _local_day_default(element, compiler, **kw):
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DATE)"
+
+
+@compiles(local_day, "sqlite")
+def _local_day_sqlite(element, compiler, **kw):
+    return f"date({compiler.process(element.clauses, **kw)})"
+
+
+def occurred_on(record: Any) -> date:
+    """发生日期 The emergency's day: the start time's date, else the report time's (local clock)."""
+    return (record.started_at or record.reported_at).date()
+
+
+def occurred_on_sql(e=None) -> sa.ColumnElement:
+    """SQL twin of ``occurred_on``."""
+    e = Emergency.__table__ if e is None else e
+    return local_day(sa.func.coalesce(e.c.started_at, e.c.reported_at))
+
+
+def enters_ledger(situations: str | None) -> bool:
+    """入账 An emergency of situation 1 or 2 enters the 易肇事肇祸台账 (rules.md §9, §10)."""
+    held = set(split_codes(situations))
+    return any(str(s.value) in held for s in LEDGER_SITUATIONS)
+
+
+def enters_ledger_sql(e=None) -> sa.ColumnElement[bool]:
+    """SQL twin of ``enters_ledger`` (the stored list is comma-separated: match whole items)."""
+    e = Emergency.__table__ if e is None else e
+    listed = sa.literal(",") + e.c.situations + sa.literal(",")
+    return sa.or_(*[listed.like(f"%,{s.value},%") for s in LEDGER_SITUATIONS])
+
+
+def ledger_events_select() -> sa.Select:
+    """入账事件 The emergencies of situation 1 or 2 as ``patient_id, occurred_on`` — the
+    ``emergencies`` input of ``registry.ledger.ledger_select``."""
+    e = Emergency.__table__
+    return sa.select(e.c.patient_id, occurred_on_sql(e).label("occurred_on")).where(enters_ledger_sql(e))
+
+
+def ledger_event_days(records) -> list[date]:
+    """入账事件 The dates of a patient's emergencies of situation 1 or 2 — the ``emergencies`` input
+    of ``registry.ledger.ledger_history``."""
+    return sorted({occurred_on(r) for r in records if enters_ledger(r.situations)})
+
+
+# ----------------------------------------------------------------------------- post-emergency visit
+
+
+def post_emergency_due(record: Any) -> date | None:
+    """应急处置后随访 Due date of the post-emergency visit: end date + 14 days, None while the end
+    time is unknown (rules.md §9 [decision])."""
+    return None if record.ended_at is None else record.ended_at.date() + timedelta(days=POST_EMERGENCY_DAYS)
+
+
+def closes_post_emergency(fu: Any, ended_on: date) -> bool:
+    """面访关闭 A complete home visit (mode 2, face-to-face) dated on or after the end date closes
+    the post-emergency visit (rules.md §9)."""
+    return (fu.mode == FollowUpMode.HOME and fu.visit_on >= ended_on
+            and follow_up_is_complete(fu.lost_reason, fu.risk_level, fu.hospital_status))
+
+
+def closes_post_emergency_sql(f, ended_on) -> sa.ColumnElement[bool]:
+    """SQL twin of ``closes_post_emergency`` (``f``: a follow-up table or alias; ``ended_on``: a date expression)."""
+    return sa.and_(f.c.mode == FollowUpMode.HOME.value, f.c.visit_on >= ended_on, follow_up_complete_sql(f))

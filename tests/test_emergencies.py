@@ -1,0 +1,390 @@
+"""应急处置 The 应急处置记录单 (rules.md §9): open and complete from form and API, the 24-hour deadline
+(Python rule and SQL twin, the overdue list, the county alert), bad input refused with nothing
+written, police opening for their own patients only, the post_emergency task, the ledger entry,
+the PDF. Every test runs on SQLite and PostgreSQL (``database`` fixture)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import date, datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+import time_machine
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from registry import emergencies as rules
+from registry.config import LOCAL_TZ
+from registry.ledger import ledger_entries
+from registry.models import Emergency, FollowUp
+from registry.web.app import create_app
+from schedules.generation import generate
+from schedules.notify import add_webhook, queue_overdue_emergency_alerts
+from web_support import TODAY, USERS, seed, seed_tasks, session_token
+
+NOW = "2026-06-10 09:00 +0800"
+
+
+@pytest.fixture
+def web(database):
+    seed(database.engine)
+    seed_tasks(database.engine)
+    client = TestClient(create_app(database.engine, today=lambda: TODAY))
+    tokens = {u: session_token(database.engine, u) for u in USERS}
+    return client, tokens, database
+
+
+def auth(tokens, user):
+    return {"Authorization": f"Bearer {tokens[user]}"}
+
+
+def count(database, table="emergency") -> int:
+    with database.engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+OPEN = {"situations": [2], "reported_at": "2026-06-10 08:00", "place": "东坑村村口", "reporter": "陈父",
+        "reporter_identity": "监护人", "report_route": "电话", "started_at": "2026-06-10 08:20",
+        "scene": "持棍追打邻居"}
+COMPLETE = {"ended_at": "2026-06-10 08:50", "measures": ["counselling", "police_help"], "effect": "已控制，送院观察",
+            "participant_doctor": "王医生", "participant_police": "刘警官", "police_organ": "台城派出所",
+            "police_signed_by": "刘警官"}
+
+
+# ----------------------------------------------------------------------------- open / complete
+
+
+@time_machine.travel(NOW, tick=False)
+def test_open_and_complete_through_the_api(web):
+    client, tokens, database = web
+    r = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"),
+                    json={**OPEN, "diagnosis": "精神分裂症", "diagnosis_certainty": "confirmed"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["situations"] == "2" and body["complete"] is False and body["deadline"] == "2026-06-11 08:00"
+    r2 = client.patch(f"/api/emergencies/{body['id']}", headers=auth(tokens, "doc"), json=COMPLETE)
+    assert r2.status_code == 200, r2.text
+    done = r2.json()
+    assert done["complete"] is True and done["measures"] == "counselling,police_help"
+    assert done["diagnosis"] == "精神分裂症"  # kept: a field not sent keeps its value
+    assert done["post_emergency_due"] == "2026-06-24"
+    with database.engine.connect() as conn:
+        row = conn.execute(sa.select(Emergency.__table__)).one()
+        audits = conn.execute(sa.text("SELECT detail FROM audit_log WHERE object_type = 'emergency' AND action = 'write'")).scalars().all()
+    assert row.completed_at is not None and row.opened_by == "doc"
+    assert audits == ["应急处置登记", "应急处置完成"]
+
+
+@time_machine.travel(NOW, tick=False)
+def test_open_and_complete_through_the_form(web):
+    client, tokens, database = web
+    client.cookies.set("jf_session", tokens["doc"])
+    page = client.get("/patients/P1/emergencies/new")
+    assert page.status_code == 200 and "应急处置记录单" in page.text
+    csrf = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+    form = {"csrf_token": csrf, "situations": ["1", "3"], "reported_at": "2026-06-10T07:30", "place": "家中"}
+    r = client.post("/patients/P1/emergencies/new", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    url = r.headers["location"].split("?")[0]
+    with database.engine.connect() as conn:
+        assert conn.execute(sa.select(Emergency.situations, Emergency.reported_at)).one() == ("1,3", datetime(2026, 6, 10, 7, 30))
+    r = client.post(url, data={"csrf_token": csrf, "ended_at": "2026-06-10T08:30", "measures": ["counselling"],
+                               "effect": "情绪平稳"}, follow_redirects=False)
+    assert r.status_code == 303
+    shown = client.get(url)
+    assert "已完成" in shown.text
+    listed = client.get("/patients/P1/emergencies")
+    assert listed.status_code == 200 and "伤害自身行为或危险" in listed.text
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("body, code", [
+    ({**OPEN, "ended_at": "2026-06-10 08:10"}, "EMERGENCY_END_BEFORE_START"),
+    ({**OPEN, "reported_at": "2026-06-10 10:00", "started_at": None}, "EMERGENCY_REPORT_IN_FUTURE"),
+    ({**OPEN, "police_signed_by": "刘警官"}, "EMERGENCY_SIGNOFF_WITHOUT_POLICE"),
+    ({**OPEN, "situations": [5]}, "BAD_CODE"),
+    ({**OPEN, "reported_at": "2026-06-31 08:00"}, "BAD_DATETIME"),
+    ({k: v for k, v in OPEN.items() if k != "situations"}, "REQUIRED"),
+])
+@time_machine.travel(NOW, tick=False)
+def test_bad_input_is_refused_in_chinese_and_nothing_is_written(web, body, code):
+    client, tokens, database = web
+    before = (count(database), count(database, "audit_log"))
+    r = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json=body)
+    assert r.status_code == 422, r.text
+    issues = r.json()["issues"]
+    assert code in [i["code"] for i in issues]
+    message = next(i["message"] for i in issues if i["code"] == code)
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in message)
+    assert (count(database), count(database, "audit_log")) == before
+
+
+@time_machine.travel(NOW, tick=False)
+def test_completing_with_a_bad_end_writes_nothing(web):
+    client, tokens, database = web
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json=OPEN).json()["id"]
+    r = client.patch(f"/api/emergencies/{eid}", headers=auth(tokens, "doc"), json={**COMPLETE, "ended_at": "2026-06-10 08:00"})
+    assert r.status_code == 422 and r.json()["issues"][0]["code"] == "EMERGENCY_END_BEFORE_START"
+    assert "早于处置开始时间" in r.json()["issues"][0]["message"]
+    with database.engine.connect() as conn:
+        assert conn.execute(sa.select(Emergency.ended_at, Emergency.effect)).one() == (None, None)
+    # the form shows the same error and keeps what was typed
+    client.cookies.set("jf_session", tokens["doc"])
+    csrf = client.get(f"/emergencies/{eid}").text.split('name="csrf_token" value="')[1].split('"')[0]
+    page = client.post(f"/emergencies/{eid}", data={"csrf_token": csrf, "ended_at": "2026-06-10T08:00", "effect": "好转"})
+    assert page.status_code == 422 and "早于处置开始时间" in page.text and "好转" in page.text
+
+
+# ----------------------------------------------------------------------------- police
+
+
+@time_machine.travel(NOW, tick=False)
+def test_police_open_for_their_own_patient_and_403_otherwise(web):
+    client, tokens, database = web
+    r = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "police"), json=OPEN)
+    assert r.status_code == 201, r.text
+    assert "diagnosis" not in r.json()  # rules.md §8: police never read the diagnosis
+    for patient in ("P2", "P4", "NOPE"):  # not on the police lists / other township / unknown
+        denied = client.post(f"/api/patients/{patient}/emergencies", headers=auth(tokens, "police"), json=OPEN)
+        assert denied.status_code == 403 and denied.json()["error"] == "PATIENT_FORBIDDEN"
+    # police cannot write the diagnosis
+    bad = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "police"), json={**OPEN, "diagnosis": "x"})
+    assert bad.status_code == 422 and bad.json()["issues"][0]["code"] == "UNKNOWN_FIELD"
+    # civil affairs may not open one; another township's doctor cannot read it
+    assert client.post("/api/patients/P3/emergencies", headers=auth(tokens, "civil"), json=OPEN).status_code == 403
+    eid = r.json()["id"]
+    assert client.get(f"/api/emergencies/{eid}", headers=auth(tokens, "doc2")).status_code == 403
+    assert client.get(f"/api/emergencies/{eid}", headers=auth(tokens, "doc")).status_code == 200
+    assert count(database) == 1
+    # the police view of a record a doctor filled in carries no diagnosis
+    client.patch(f"/api/emergencies/{eid}", headers=auth(tokens, "doc"), json={"diagnosis": "精神分裂症"})
+    assert "精神分裂症" not in client.get(f"/api/emergencies/{eid}", headers=auth(tokens, "police")).text
+    client.cookies.set("jf_session", tokens["police"])
+    assert "精神分裂症" not in client.get(f"/emergencies/{eid}").text
+
+
+# ----------------------------------------------------------------------------- the 24-hour deadline
+
+
+def rec(reported: str, **kw):
+    base = dict(reported_at=datetime.fromisoformat(reported), ended_at=None, measures=None, effect=None,
+                participant_police=None, police_signed_by=None, started_at=None, situations="3")
+    return SimpleNamespace(**(base | kw))
+
+
+def test_overdue_rule_at_the_boundary():
+    record = rec("2026-06-10 08:00")
+    at = lambda text: datetime.fromisoformat(text).replace(tzinfo=LOCAL_TZ)  # noqa: E731
+    assert not rules.emergency_overdue(record, at("2026-06-11 08:00"))
+    assert rules.emergency_overdue(record, at("2026-06-11 08:00:01"))
+    assert rules.emergency_overdue(record, datetime(2026, 6, 11, 0, 1, tzinfo=timezone.utc))  # 08:01 in Shanghai
+    done = rec("2026-06-10 08:00", ended_at=datetime(2026, 6, 10, 9), measures="counselling", effect="好转")
+    assert rules.is_complete(done) and not rules.emergency_overdue(done, at("2026-06-20 00:00"))
+    police_unsigned = rec("2026-06-10 08:00", ended_at=datetime(2026, 6, 10, 9), measures="restraint", effect="好转",
+                          participant_police="刘警官")
+    assert not rules.is_complete(police_unsigned) and rules.emergency_overdue(police_unsigned, at("2026-06-12 00:00"))
+
+
+maybe = lambda s: st.one_of(st.none(), s)  # noqa: E731
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(st.fixed_dictionaries({
+    "reported_min": st.integers(0, 3 * 24 * 60),
+    "ended": st.booleans(), "measures": maybe(st.sampled_from(["counselling", "restraint,other", ""])),
+    "effect": maybe(st.sampled_from(["好转", " ", ""])), "police": maybe(st.sampled_from(["刘警官", " "])),
+    "signed": maybe(st.sampled_from(["刘警官", ""])), "situations": st.sampled_from(["1", "2", "3", "1,4", "3,4", "2,3"]),
+    "started": st.booleans()}), min_size=1, max_size=6), now_min=st.integers(0, 4 * 24 * 60))
+def test_rules_and_sql_twins_agree(database, records, now_min):
+    base = datetime(2026, 6, 1)
+    now = (base + timedelta(minutes=now_min)).replace(tzinfo=LOCAL_TZ)
+    e = Emergency.__table__
+    with database.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM emergency"))
+        conn.execute(sa.text("DELETE FROM patient"))
+        conn.execute(sa.text("DELETE FROM region"))
+        conn.execute(sa.text("INSERT INTO region (code, name, level) VALUES ('V', '村', 'village')"))
+        conn.execute(sa.text("INSERT INTO patient (patient_id, name, sex, birth_date, village_code, diagnosis, registered_on,"
+                             " report_type, consent, guardian_reward, status, created_at, updated_at) VALUES ('P', '甲', 1,"
+                             " '1980-01-01', 'V', 'schizophrenia', '2025-01-01', 2, 1, false, 'active', :t, :t)"),
+                     {"t": datetime(2026, 1, 1)})
+        objs = []
+        for i, r in enumerate(records, start=1):
+            reported = base + timedelta(minutes=r["reported_min"])
+            values = dict(id=i, patient_id="P", situations=r["situations"], reported_at=reported,
+                          started_at=reported + timedelta(hours=30) if r["started"] else None,
+                          ended_at=reported + timedelta(hours=1) if r["ended"] else None, measures=r["measures"],
+                          effect=r["effect"], participant_police=r["police"], police_signed_by=r["signed"], opened_by="t",
+                          created_at=now, updated_at=now)
+            conn.execute(sa.insert(e).values(**values))
+            objs.append(SimpleNamespace(**values))
+        complete = set(conn.execute(sa.select(e.c.id).where(rules.complete_sql(e))).scalars())
+        overdue = set(conn.execute(sa.select(e.c.id).where(rules.overdue_sql(now, e))).scalars())
+        events = sorted(conn.execute(rules.ledger_events_select()).all())
+        due = dict(conn.execute(sa.select(e.c.id, rules.local_day(e.c.ended_at))).all())
+    assert complete == {o.id for o in objs if rules.is_complete(o)}
+    assert overdue == {o.id for o in objs if rules.emergency_overdue(o, now)}
+    assert [d for _p, d in events] == sorted(rules.occurred_on(o) for o in objs if rules.enters_ledger(o.situations))
+    assert {i: (d if d is None or isinstance(d, date) else date.fromisoformat(d)) for i, d in due.items()} == {
+        o.id: o.ended_at.date() if o.ended_at else None for o in objs}
+
+
+@time_machine.travel(NOW, tick=True)
+def test_overdue_list_and_county_alert_once(web):
+    client, tokens, database = web
+    add_webhook(database.engine, name="county", url="http://127.0.0.1:9/hook", secret="s" * 32, region_code="C")
+    add_webhook(database.engine, name="other", url="http://127.0.0.1:9/other", secret="s" * 32, region_code="T2")
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json=OPEN).json()["id"]
+    done = client.post("/api/patients/P2/emergencies", headers=auth(tokens, "doc"), json={**OPEN, "situations": [3]}).json()["id"]
+    client.patch(f"/api/emergencies/{done}", headers=auth(tokens, "doc"),
+                 json={"ended_at": "2026-06-10 08:40", "measures": ["counselling"], "effect": "好转"})
+    assert client.get("/api/emergencies/overdue", headers=auth(tokens, "doc")).json() == []
+    assert queue_overdue_emergency_alerts(database.engine) == 0
+    with time_machine.travel("2026-06-11 08:01 +0800", tick=False):
+        rows = client.get("/api/emergencies/overdue", headers=auth(tokens, "doc")).json()
+        assert [r["id"] for r in rows] == [eid] and "结束时间" in rows[0]["missing"]
+        assert [r["id"] for r in client.get("/api/emergencies/overdue", headers=auth(tokens, "admin")).json()] == [eid]
+        assert client.get("/api/emergencies/overdue", headers=auth(tokens, "doc2")).json() == []
+        client.cookies.set("jf_session", tokens["doc"])
+        assert "超时未完成" in client.get("/emergencies/overdue").text
+        assert queue_overdue_emergency_alerts(database.engine) == 1  # the county's hook; not T2's
+        assert queue_overdue_emergency_alerts(database.engine) == 0  # once per event
+    with database.engine.connect() as conn:
+        payloads = conn.execute(sa.text("SELECT dedupe_key, payload FROM outbox_message ORDER BY id")).all()
+    keys = [k for k, _p in payloads]
+    assert keys == [f"emergency-opened:{eid}", f"emergency-opened:{done}", f"emergency-overdue:{eid}"]
+    overdue = json.loads(payloads[-1][1])
+    assert overdue["event"] == "emergency.overdue" and overdue["township"] == "T1" and overdue["counts"] == {"emergencies": 1}
+    assert overdue["link"].endswith("/emergencies/overdue")
+    for _k, body in payloads:  # identifier-free (rules.md §8, §12)
+        for secret in ("P1", "P2", "陈一", "李二", "440781", "精神分裂症", "东坑村村口"):
+            assert secret not in body
+
+
+# ----------------------------------------------------------------------------- post_emergency task
+
+
+def _tasks(database, kind="post_emergency"):
+    with database.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT patient_id, basis, due_on, roles, joint, status, close_reason FROM visit_task"
+                                    " WHERE kind = :k AND basis NOT LIKE 'test:%' ORDER BY id"), {"k": kind}).all()
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+@time_machine.travel(NOW, tick=False)
+def test_post_emergency_task_due_and_closed_by_a_home_visit(web, incremental):
+    client, tokens, database = web
+    generate(database.engine, as_of=TODAY)  # the basis of the incremental runs
+    # (the seeded test:P2 task supersedes P2's generated one: compare the emergency patient's chain)
+    follow_ups_before = [t for t in _tasks(database, "follow_up") if t.patient_id == "P1"]
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json=OPEN).json()["id"]
+    assert _tasks(database) == []  # no end time yet: nothing owed
+    client.patch(f"/api/emergencies/{eid}", headers=auth(tokens, "doc"), json=COMPLETE)
+    generate(database.engine, as_of=TODAY, incremental=incremental)
+    (task,) = _tasks(database)
+    due = task.due_on if isinstance(task.due_on, date) else date.fromisoformat(task.due_on)
+    assert (task.patient_id, task.basis, task.roles, bool(task.joint), task.status) == (
+        "P1", f"emergency:{eid}", "doctor,police,village", True, "open")
+    assert due >= date(2026, 6, 24) and due <= date(2026, 6, 30)  # end + 14 days, moved to a working day
+    assert [t for t in _tasks(database, "follow_up") if t.patient_id == "P1"] == follow_ups_before  # the §5 chain is neither moved nor closed
+    # a phone call does not close it; a complete home visit on or after the end does
+    with database.engine.begin() as conn:
+        conn.execute(sa.insert(FollowUp.__table__).values(patient_id="P1", visit_on=date(2026, 6, 10), seq=1, mode=3,
+                                                          risk_level=1, updated_at=datetime.now(timezone.utc)))
+    generate(database.engine, as_of=TODAY, incremental=incremental)
+    assert _tasks(database)[0].status == "open"
+    with database.engine.begin() as conn:
+        conn.execute(sa.insert(FollowUp.__table__).values(patient_id="P1", visit_on=date(2026, 6, 10), seq=2, mode=2,
+                                                          risk_level=1, updated_at=datetime.now(timezone.utc)))
+    generate(database.engine, as_of=TODAY, incremental=incremental)
+    (task,) = _tasks(database)
+    assert (task.status, task.close_reason) == ("done", "home_visit")
+
+
+# ----------------------------------------------------------------------------- ledger
+
+
+@time_machine.travel(NOW, tick=False)
+def test_emergency_of_situation_1_or_2_enters_the_ledger(web):
+    client, tokens, database = web
+    client.post("/api/patients/P2/emergencies", headers=auth(tokens, "doc"),
+                json={**OPEN, "situations": [3], "started_at": None, "reported_at": "2026-06-01 10:00"})
+    assert [e.patient_id for e in ledger_entries(database.engine.connect(), TODAY,
+                                                  emergencies=rules.ledger_events_select())] == ["P1"]  # P1 by incident
+    client.post("/api/patients/P2/emergencies", headers=auth(tokens, "doc"),
+                json={**OPEN, "situations": [1, 3], "started_at": "2026-06-02 23:30", "reported_at": "2026-06-03 00:10"})
+    with database.engine.connect() as conn:
+        entries = [e for e in ledger_entries(conn, TODAY, emergencies=rules.ledger_events_select()) if e.patient_id == "P2"]
+    assert [(e.entered_on, e.reason.value, e.left_on) for e in entries] == [(date(2026, 6, 2), "emergency", None)]
+    r = client.get("/api/ledger", headers=auth(tokens, "doc"))
+    assert {(x["patient_id"], x["reason"]) for x in r.json()} >= {("P2", "emergency")}
+
+
+# ----------------------------------------------------------------------------- PDF
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None or shutil.which("pdffonts") is None, reason="poppler-utils")
+@time_machine.travel(NOW, tick=False)
+def test_pdf_of_the_record_in_chinese(web, tmp_path):
+    client, tokens, database = web
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"),
+                      json={**OPEN, "diagnosis": "精神分裂症"}).json()["id"]
+    client.cookies.set("jf_session", tokens["doc"])
+    r = client.get(f"/emergencies/{eid}/pdf")
+    assert r.status_code == 200 and r.content.startswith(b"%PDF")
+    path = tmp_path / "e.pdf"
+    path.write_bytes(r.content)
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    assert "应急处置记录单" in text and "危害公共安全或他人安全的行为或危险" in text and "精神分裂症" in text
+    fonts = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "CJK" in fonts
+    client.cookies.set("jf_session", tokens["police"])
+    police = client.get(f"/emergencies/{eid}/pdf")
+    path.write_bytes(police.content)
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    assert "精神分裂症" not in text and "东坑村村口" in text
+    with database.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM audit_log WHERE action = 'export' AND object_type = 'emergency'")).scalar_one() == 2
+
+
+# ----------------------------------------------------------------------------- 风险预警单
+
+
+@time_machine.travel(NOW, tick=False)
+def test_emergencies_of_the_week_on_the_risk_warning_list(web):
+    from schedules.lists import build_lists
+
+    client, tokens, database = web
+    # P2 is on no list; an emergency in the week before Monday 2026-06-15 puts it on the 风险预警单
+    client.post("/api/patients/P2/emergencies", headers=auth(tokens, "doc"),
+                json={**OPEN, "situations": [3], "started_at": None, "reported_at": "2026-06-09 10:00"})
+    data = build_lists(database.engine, township_code="T1", week=date(2026, 6, 15))
+    risk = next(wl for wl in data["lists"] if wl.slug == "risk")
+    rows = {r["patient_id"]: r for r in risk.rows}
+    assert "上周应急处置" in rows["P2"]["reasons"]
+    later = build_lists(database.engine, township_code="T1", week=date(2026, 6, 22))  # not the week after
+    assert "P2" not in {r["patient_id"] for r in next(wl for wl in later["lists"] if wl.slug == "risk").rows}
+
+
+@time_machine.travel(NOW, tick=False)
+def test_tasks_json_shows_the_post_emergency_kind(web):
+    from typer.testing import CliRunner
+
+    from jingfang.cli import app
+
+    client, tokens, database = web
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json={**OPEN, **COMPLETE}).json()["id"]
+    db = ["--db", database.url]
+    assert CliRunner().invoke(app, ["schedule", "--as-of", "2026-06-10", *db]).exit_code == 0
+    result = CliRunner().invoke(app, ["tasks", "--as-of", "2026-07-31", "--json", *db])
+    assert result.exit_code == 0, result.output
+    tasks = [t for t in json.loads(result.stdout) if t["kind"] == "post_emergency"]
+    assert len(tasks) == 1 and eid
+    assert tasks[0]["patient_id"] == "P1" and tasks[0]["roles"] == ["doctor", "police", "village"] and tasks[0]["joint"] is True
+    assert "§9" in tasks[0]["rule"]
