@@ -40,6 +40,8 @@ class UserRole(CodedStr):
     TOWNSHIP_DOCTOR = "township_doctor", "乡镇精防医生"
     POLICE = "police", "民警"
     CIVIL_AFFAIRS = "civil_affairs", "民政专干"
+    GOVERNANCE = "governance", "综治干部"  # 综治 (rules.md §7 list 2–3) [2026-12]
+    VILLAGE = "village", "村(社区)干部"  # 村(社区)两委/网格员 (rules.md §6, §7 list 2) [2026-12]
 
 
 # 角色与地区层级 the region levels each role may be bound to (docs/web.md "Accounts and roles"; issue 18:
@@ -49,6 +51,8 @@ ROLE_LEVELS: dict[str, tuple[str, ...]] = {
     UserRole.TOWNSHIP_DOCTOR.value: ("township",),
     UserRole.POLICE.value: ("township", "county"),
     UserRole.CIVIL_AFFAIRS.value: ("township", "county"),
+    UserRole.GOVERNANCE.value: ("township", "county"),
+    UserRole.VILLAGE.value: ("village", "township"),
 }
 LEVEL_LABELS = {"county": "县（区）", "township": "乡镇（街道）", "village": "村（居）"}
 
@@ -66,6 +70,11 @@ class User(SQLModel, table=True):
     display_name: str = Field(max_length=100)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # 关联团队成员 the team member this account is (rules.md §6.1 [2026-12]); a linked police or
+    # civil-affairs account works from its own patients (registry.web.scopes)
+    member_id: str | None = Field(default=None, foreign_key="team_member.member_id", max_length=64)
+    # 负责人 派出所/民政办/综治 lead: sees its township's lists (rules.md §6.1)
+    supervisor: bool = Field(default=False)
 
 
 class WebSession(SQLModel, table=True):

@@ -33,7 +33,7 @@ from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
-from registry.care_team import care_team_select
+from registry.care_team import UNASSIGNED_LABEL
 from registry.models import AuditLog, FollowUp, Patient, Region
 from registry.profile import RoleRules, current_profile
 from registry.attempts import rank_sql, usable_sql
@@ -153,7 +153,7 @@ def _township(engine: Engine, code: str) -> tuple[str, str]:
 
 
 def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]:
-    """Patients of the township, their latest (complete) follow-up, and their team (three queries)."""
+    """Patients of the township, their latest (complete) follow-up, the week's incidents (three queries)."""
     p, f, v = Patient.__table__, FollowUp.__table__, Region.__table__.alias("v")
     with engine.connect() as conn:
         patients = {
@@ -188,14 +188,7 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
             )
             if r.n
         }
-        # rules.md §6 care team (one home: registry.care_team)
-        villages = sa.select(v.c.code).where(v.c.parent_code == township)
-        among = sa.select(p.c.patient_id, p.c.village_code).where(p.c.village_code.in_(villages)).subquery("list_patients")
-        team: dict[str, list] = {pid: [] for pid in patients}
-        for row in conn.execute(care_team_select(among)):
-            if row.patient_id in team:
-                team[row.patient_id].append(row)
-    return patients, latest, {"team": team, "incidents": incidents}
+    return patients, latest, {"incidents": incidents}
 
 
 def _guardian(pat) -> str:
@@ -236,7 +229,6 @@ class WeekFacts:
     end: date
     patients: dict
     latest: dict
-    team: dict
     incidents: dict
     tasks: list[dict]
     rules: RoleRules
@@ -282,17 +274,18 @@ def followup_list(w: WeekFacts) -> WorkList:
 
 
 def joint_list(w: WeekFacts) -> WorkList:
-    """2. 联合入户单 (综治, police, civil affairs): joint visits with each role's named members and phones."""
+    """2. 联合入户单 (综治, police, civil affairs): joint visits with each required role's responsible
+    member and phone (rules.md §6.1, §7 list 2; "未指定" where nobody is responsible)."""
     wl = _work_list("joint")
     for t in w.visits_due():
         if not t["joint"]:
             continue
         pat = w.patients[t["patient_id"]]
-        members = w.team.get(t["patient_id"], [])
         people = []
-        for role in t["roles"]:
-            named = [f"{m.name} {m.phone or ''}".strip() for m in members if m.role == role]
-            people.append(f"{ROLE_LABEL[role]}：{'、'.join(named) if named else '（未指定）'}")
+        for role in t["roles"]:  # rules.md §6.1: the responsible member, named, never every officer
+            m = t["people"].get(role)
+            named = f"{m['name']} {m['phone'] or ''}".strip() if m else UNASSIGNED_LABEL
+            people.append(f"{ROLE_LABEL[role]}：{named}")
         wl.rows.append(w.base(t["patient_id"]) | {
             "address": pat.address or "", "task": KIND_LABEL[t["kind"]], "due_on": t["due_on"],
             "overdue": t["days_overdue"] or "", "team": "；".join(people), "roles": list(t["roles"]),
@@ -377,7 +370,7 @@ def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRu
     end = week + timedelta(days=6)
     patients, latest, extra = _facts(engine, code, week)
     tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
-    facts = WeekFacts(week=week, end=end, patients=patients, latest=latest, team=extra["team"],
+    facts = WeekFacts(week=week, end=end, patients=patients, latest=latest,
                       incidents=extra["incidents"], tasks=tasks, rules=rules)
     lists = [build(facts) for build in LIST_BUILDERS]
     return {

@@ -38,8 +38,8 @@ def _enrich(engine) -> None:
         p1.diagnosed_on = date(2019, 3, 4)
         s.add(TeamMember(member_id="M-PSY", name="钱助残", role="disability", phone=None, region_code="C"))
         s.flush()
-        s.add(CareTeamAssignment(patient_id="P2", member_id="M-PSY"))
-        s.add(CareTeamAssignment(patient_id="P2", member_id="M-DOC"))
+        s.add(CareTeamAssignment(patient_id="P2", member_id="M-PSY", role="disability", from_on=date(2025, 1, 1)))
+        s.add(CareTeamAssignment(patient_id="P2", member_id="M-DOC", role="doctor", from_on=date(2025, 1, 1)))
         fu = FollowUp(patient_id="P1", visit_on=date(2026, 1, 5), mode=1, lost_reason=None, risk_level=1, insight=1,
                       symptoms="1,3", symptoms_obvious=True, adherence=1, medication="not json",
                       advised_medication='[{"drug": "氯氮平"}]', lai_drug="x", lai_interval_weeks=2,
