@@ -1,7 +1,8 @@
 """导入 Import of regions, team members, patients, follow-ups and health checks (contract.md).
 
 Files: a directory of ``regions.csv``, ``team_members.csv``, ``patients.csv``,
-``followups.csv``, ``health_checks.csv`` (any subset; UTF-8 with or without BOM), or one
+``followups.csv``, ``health_checks.csv``, ``care_team.csv`` (个案管理团队指派, rules.md §6.1;
+[2026-12]) (any subset; UTF-8 with or without BOM), or one
 ``.xlsx`` workbook with a sheet per file name. Headers are the English names or the Chinese
 labels of contract.md.
 
@@ -33,6 +34,7 @@ from registry.ids import mask
 from registry.errors import ImportRejected, InvalidInput, Issue
 from registry.models import utcnow
 from registry.validation import (
+    CARE_TEAM_FIELDS,
     FOLLOW_UP_FIELDS,
     HEALTH_CHECK_FIELDS,
     PATIENT_FIELDS,
@@ -41,6 +43,7 @@ from registry.validation import (
     Channel,
     FieldSpec,
     PatientFacts,
+    check_assignment,
     check_follow_up,
     check_health_check,
     check_patient,
@@ -58,6 +61,7 @@ FILE_SPECS: dict[str, list[FieldSpec]] = {
     "patients": PATIENT_FIELDS,
     "followups": FOLLOW_UP_FIELDS,
     "health_checks": HEALTH_CHECK_FIELDS,
+    "care_team": CARE_TEAM_FIELDS,  # contract.md [2026-12] (rules.md §6.1)
 }
 # Chinese headers beyond each field's label (contract.md names some fields only in English).
 HEADER_ALIASES = {
@@ -66,7 +70,8 @@ HEADER_ALIASES = {
                   "危险性评估": "risk_level", "社会功能-个人生活料理": "sf_self_care", "社会功能-家务劳动": "sf_housework",
                   "社会功能-生产劳动及工作": "sf_work", "社会功能-学习能力": "sf_study", "社会功能-社会人际交往": "sf_social"},
     "health_checks": {"患者编号": "patient_id"},
-    "team_members": {"编号": "member_id", "地区编码": "region_code", "联系电话": "phone"},
+    "team_members": {"编号": "member_id", "地区编码": "region_code", "联系电话": "phone", "主责": "primary"},
+    "care_team": {"团队成员编号": "member_id"},
 }
 LEVEL_PARENT = {"township": "county", "village": "township"}
 
@@ -99,7 +104,8 @@ class ImportResult:
     changes: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检"}
+        names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检",
+                 "care_team": "团队指派"}
         parts = []
         for stem, res in self.tables.items():
             text = f"{names[stem]} {res.read} 行（新增或更新 {res.written}，未变 {res.unchanged}"
@@ -492,16 +498,37 @@ def _check_health_checks(check_rows: list[_Row], patients: _Patients, today: dat
             seen[key] = row.line
 
 
+def _check_care_team(rows: list[_Row], member_rows: list[_Row], patients: _Patients, conn: Connection) -> None:
+    """团队指派 (rules.md §6.1) ``validation.check_assignment`` per row against the members of this
+    import (valid rows) and the stored ones; the patient exists; one row per key within the file."""
+    if not rows:
+        return
+    tm = models.TeamMember.__table__
+    roles = dict(conn.execute(sa.select(tm.c.member_id, tm.c.role)).all())
+    roles.update({r.values["member_id"]: r.values["role"] for r in member_rows if not r.issues})
+    seen: dict[tuple, int] = {}
+    for row in rows:
+        patients.facts("care_team", row)
+        _tag(row, "care_team", check_assignment(row.values, roles.get(row.values.get("member_id"))))
+        key = tuple(row.values.get(k) for k in ("patient_id", "member_id", "role", "from_on"))
+        if key in seen:
+            _tag(row, "care_team", [Issue("DUPLICATE_ID", f"与第{seen[key]}行重复（同一患者、成员、角色和开始日期）",
+                                          column="from_on")])
+        else:
+            seen[key] = row.line
+
+
 def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
     """Parse every file, then the checks across rows and against the database, parents first."""
     rows, file_issues = _parse_sources(sources)
-    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks") for r in rows.get(s, [])}
+    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks", "care_team") for r in rows.get(s, [])}
     ctx = _Context(conn, {p for p in referenced if p})
     levels = _check_regions(rows.get("regions", []), ctx.regions)
     _check_team_members(rows.get("team_members", []), levels)
     patients = _Patients(_check_patients(rows.get("patients", []), levels, today), ctx.patients)
     _check_followups(rows.get("followups", []), patients, today)
     _check_health_checks(rows.get("health_checks", []), patients, today)
+    _check_care_team(rows.get("care_team", []), rows.get("team_members", []), patients, conn)
     issues = list(file_issues)
     for srows in rows.values():
         for row in srows:
@@ -517,6 +544,7 @@ _TABLES = {
     "patients": (models.Patient.__table__, ["patient_id"]),
     "followups": (models.FollowUp.__table__, ["patient_id", "visit_on", "seq"]),
     "health_checks": (models.HealthCheck.__table__, ["patient_id", "checked_on"]),
+    "care_team": (models.CareTeamAssignment.__table__, ["patient_id", "member_id", "role", "from_on"]),
 }
 
 

@@ -106,7 +106,8 @@ def test_fast_record_equals_generic_record(web):
     assert p1["id_number"] == ID_P1 and p1["tasks"] and len(p1["follow_ups"]) == 3
     assert any(v["participants"] for v in p1["follow_ups"][1:])
     _cur, p2 = fast.patient_page(_request(app, tokens["doc"]), "P2", "x")
-    assert [m["member_id"] for m in p2["team"]] == ["M-DOC", "M-PSY", None]  # explicit team (§6 order), guardian
+    # rules.md §6.1: the assigned doctor and 助残员, the regional members of the other roles (§6 order), guardian
+    assert [m["member_id"] for m in p2["team"]] == ["M-DOC", "M-POL", "M-VIL", "M-CIV", "M-PSY", None]
     _cur, p1_admin = fast.patient_page(_request(app, tokens["admin"]), "P1", "x")
     assert p1_admin["id_number"] != ID_P1 and p1_admin["id_masked"]
     # list roles are left to the generic path (their list membership is its SQL)
