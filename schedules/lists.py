@@ -209,8 +209,9 @@ SLUGS = tuple(row[1] for row in LISTS)
 # doctor's lists carry diagnosis and medication). The doctor takes part in joint visits.
 LIST_READERS = {
     "followup": (UserRole.TOWNSHIP_DOCTOR.value,),
-    "joint": (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value),
-    "risk": (UserRole.POLICE.value,),
+    "joint": (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value,
+              UserRole.GOVERNANCE.value, UserRole.VILLAGE.value),
+    "risk": (UserRole.POLICE.value, UserRole.GOVERNANCE.value),
     "medication": (UserRole.TOWNSHIP_DOCTOR.value,),
     "assistance": (UserRole.CIVIL_AFFAIRS.value,),
 }

@@ -240,7 +240,7 @@ def test_worklist_order_and_joint_members(web):
     assert [(r["patient_id"], r["overdue"], r["days_overdue"]) for r in rows] == [("P1", True, 7), ("P3", False, 0)]
     assert {(m["role"], m["name"]) for m in rows[0]["call"]} == {("police", "刘警官"), ("village", "赵网格员")}
     assert rows[1]["call"] == [{"member_id": "M-CIV", "name": "孙专干", "role": "civil_affairs", "role_label": "民政专干",
-                                "phone": "0750-1300"}]
+                                "phone": "0750-1300", "unassigned": False}]
     every = client.get("/api/worklist", params={"all": "true"}, headers=auth(tokens, "doc")).json()["rows"]
     assert [r["patient_id"] for r in every] == ["P1", "P3", "P2"]
     admin = client.get("/api/worklist", params={"all": "true"}, headers=auth(tokens, "admin")).json()["rows"]

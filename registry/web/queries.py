@@ -195,8 +195,8 @@ def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days:
     """(total, first ``limit`` task dicts in work-list order, their patients) for the scope."""
     t = VisitTask.__table__
     where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause(), *(filters or [])]
-    if not scope.full_record:  # police / civil affairs: only the visits they take part in (rules.md §6)
-        where.append(t.c.roles.contains(scope.role))
+    if not scope.full_record:  # list roles: only the visits they take part in (rules.md §6, §6.1)
+        where.append(scope.task_clause(t))
     if horizon_days is not None:
         where.append(t.c.due_on <= as_of + timedelta(days=horizon_days))
     joined = t.join(Patient, Patient.patient_id == t.c.patient_id)
@@ -422,12 +422,12 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     record = identity_fields(scope, tree, p, as_of=as_of)
     # list roles see only the tasks they take part in
-    record["tasks"] = tasks if scope.full_record else [t for t in tasks if scope.role in t["roles"]]
+    record["tasks"] = [t for t in tasks if scope.takes_part(t)]
     record["team"] = team
-    if scope.role == UserRole.POLICE.value:
-        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of))
-    elif scope.role == UserRole.CIVIL_AFFAIRS.value:
+    if scope.role == UserRole.CIVIL_AFFAIRS.value:
         record.update(civil_affairs_fields(p, views, follow_ups, scope.role, as_of=as_of))
+    elif not scope.full_record:  # police, 综治, 村(社区): the 风险预警单 fields (never diagnosis or medication)
+        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of))
     else:
         record.update(full_record_fields(p, views, follow_ups, checks, as_of=as_of))
     return record
