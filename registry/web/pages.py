@@ -322,7 +322,47 @@ async def new_patient(request: Request):
 async def patient_page(request: Request, patient_id: str):
     """一历 The patient record (full or list fields by role); audited (``reads.patient_read``)."""
     cur, record = await reads.patient_read(request, patient_id)
-    return render(request, "patient.html" if cur.scope.full_record else "patient_limited.html", p=record)
+    if not cur.scope.full_record:
+        return render(request, "patient_limited.html", p=record)
+    return render(request, "patient.html", p=record, assignments=_assignments(request, cur, patient_id))
+
+
+def _assignments(request: Request, cur: Current, patient_id: str) -> dict | None:
+    """团队指派 The doctor's assignment panel (rules.md §6.1); None for other roles."""
+    if cur.user.role != UserRole.TOWNSHIP_DOCTOR.value:
+        return None
+    return writes.assignments_of(request.app.state.ctx.engine, cur.scope, patient_id)
+
+
+@router.post("/patients/{patient_id}/team", response_class=HTMLResponse)
+async def assignment_submit(request: Request, patient_id: str):
+    """指派团队成员 Add a dated assignment from the patient page (rules.md §6.1)."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    try:
+        writes.assign_member(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
+    except InvalidInput as exc:
+        record = _record_read(request, cur, patient_id)
+        return render(request, "patient.html", status_code=422, p=record, assignments=_assignments(request, cur, patient_id),
+                      team_errors=forms.errors_by_field(exc.issues), team_values=data)
+    return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
+
+
+@router.post("/patients/{patient_id}/team/{assignment_id}/end", response_class=HTMLResponse)
+async def assignment_end(request: Request, patient_id: str, assignment_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]):
+    """结束指派 End an assignment (default today) from the patient page (rules.md §6.1)."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    try:
+        writes.end_assignment(ctx.engine, cur.scope, patient_id, assignment_id, data, today=ctx.today(),
+                              source=client_ip(request))
+    except InvalidInput as exc:
+        record = _record_read(request, cur, patient_id)
+        return render(request, "patient.html", status_code=422, p=record, assignments=_assignments(request, cur, patient_id),
+                      team_errors=forms.errors_by_field(exc.issues), team_values=data)
+    return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
 @router.get("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)
@@ -414,6 +454,18 @@ async def _event_submit(request: Request, patient_id: str, write):
         return render(request, "patient.html", status_code=422, p=record, event_errors=forms.errors_by_field(exc.issues),
                       event_values=data)
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
+
+
+@router.get("/gaps", response_class=HTMLResponse)
+def gaps_page(request: Request):
+    """缺位清单 Open tasks with a required role nobody is responsible for (rules.md §6.1); doctors and
+    county admins."""
+    cur = current(request)
+    ctx = request.app.state.ctx
+    data = queries.team_gaps(ctx.engine, cur.scope, ctx.tree, as_of=ctx.today())
+    _audit_read(request, cur, action="read", object_type="list", object_id="gaps", region_code=cur.user.region_code,
+                detail=f"{data['total']} 个任务缺责任人")
+    return render(request, "gaps.html", data=data)
 
 
 @router.post("/follow-ups/{follow_up_id}/attendance")

@@ -607,3 +607,41 @@ def audit_detail_text(detail: str | None) -> str:
 
     titles = {row[1]: row[2] for row in LISTS}
     return "，".join(f"{titles.get(k, k)} {v}" for k, v in counts.items())
+
+
+# ---------------------------------------------------------------- gaps (rules.md §6.1)
+
+GAP_ROWS = 500  # rows shown; the counts cover every gap
+
+
+def team_gaps(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, limit: int = GAP_ROWS) -> dict:
+    """缺位清单 Open tasks whose required role has no responsible member (rules.md §6.1: "未指定",
+    counted on the township's gap list): counts per role and the rows (patient, village, task, due
+    date, missing roles), for doctors and county admins. One set-based query (registry.care_team)."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
+    t = VisitTask.__table__
+    pt = Patient.__table__
+    cols = responsible_columns(roles=t.c.roles, patient_id=t.c.patient_id, village_code=pt.c.village_code, on=t.c.due_on)
+    inner = (sa.select(t.c.id, t.c.patient_id, t.c.kind, t.c.due_on, t.c.roles, pt.c.name, pt.c.village_code, *cols.values())
+             .select_from(t.join(pt, pt.c.patient_id == t.c.patient_id))
+             .where(t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause())
+             .subquery("gap_tasks"))
+    missing = {role: sa.and_(role_required_sql(inner.c.roles, role), inner.c[f"responsible_{role}"].is_(None))
+               for role in cols}
+    with Session(engine) as session:
+        rows = session.execute(sa.select(inner).where(sa.or_(*missing.values()))
+                               .order_by(inner.c.due_on, inner.c.patient_id, inner.c.kind)).all()
+    counts = {role: 0 for role in cols}
+    out = []
+    for r in rows:
+        roles = r.roles.split(",")
+        gone = [role for role in cols if role in roles and getattr(r, f"responsible_{role}") is None]
+        for role in gone:
+            counts[role] += 1
+        if len(out) < limit:
+            out.append({"patient_id": r.patient_id, "name": r.name, "village": tree.name(r.village_code),
+                        "kind": r.kind, "kind_label": label(TaskKind, r.kind), "due_on": r.due_on.isoformat(),
+                        "overdue": as_of > r.due_on, "missing": gone, "missing_labels": [role_label(x) for x in gone]})
+    return {"as_of": as_of.isoformat(), "total": len(rows),
+            "counts": [{"role": role, "role_label": role_label(role), "count": n} for role, n in counts.items()],
+            "rows": out}

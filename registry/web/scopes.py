@@ -95,7 +95,7 @@ class Scope:
     def task_clause(self, tasks):
         """可见任务 The open tasks (``tasks``: the visit_task table) a list account takes part in: those
         requiring its team role (a linked account: those it is responsible for, rules.md §6.1); 综治:
-        every joint visit. Full-record roles: every task."""
+        every joint visit. Full-record roles: every task. The query joins ``patient`` to the tasks."""
         if self.full_record:
             return sa.true()
         role = TASK_ROLE_OF.get(self.role)
@@ -103,8 +103,8 @@ class Scope:
             return tasks.c.joint.is_(True)
         clause = role_required_sql(tasks.c.roles, role)
         if self.linked:
-            village = sa.select(Patient.village_code).where(Patient.patient_id == tasks.c.patient_id).scalar_subquery()
-            clause = sa.and_(clause, responsible_member_sql(role, patient_id=tasks.c.patient_id, village_code=village,
+            clause = sa.and_(clause, responsible_member_sql(role, patient_id=tasks.c.patient_id,
+                                                            village_code=Patient.village_code,
                                                             on=tasks.c.due_on) == self.user.member_id)
         return clause
 
