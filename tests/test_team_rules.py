@@ -328,6 +328,41 @@ def test_responsible_member_python_and_sql_agree(database, seed, extra_members, 
         assert list(got[pid]) == task["roles"].split(",")
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), extra_members=st.integers(1, 8), assigned=st.integers(0, 25),
+       role=st.sampled_from(["police", "civil_affairs", "village"]))
+def test_own_patients_python_and_sql_agree(database, seed, extra_members, assigned, role):
+    """rules.md §6.1: a linked account's own patients — responsible on an open task requiring its role
+    (on the due date), or today — ``audiences.own_patient_ids`` vs ``care_team.responsible_member``."""
+    from types import SimpleNamespace
+
+    from registry.care_team import responsible_member
+    from registry.models import Region, TeamMember
+
+    engine = database.engine
+    rng = random.Random(seed)
+    tm, p, r, t = TeamMember.__table__, Patient.__table__, Region.__table__, VisitTask.__table__
+    _reset_team(engine)
+    populate(engine, patients=20, seed=seed, today=TODAY)
+    rows = _random_team(engine, rng, extra_members, assigned)
+    _random_extras(engine, seed)
+    with engine.connect() as conn:
+        members = [SimpleNamespace(**m._asdict()) for m in conn.execute(sa.select(tm))]
+        parent = dict(conn.execute(sa.select(r.c.code, r.c.parent_code)).all())
+        village = dict(conn.execute(sa.select(p.c.patient_id, p.c.village_code)).all())
+        tasks = conn.execute(sa.select(t.c.patient_id, t.c.roles, t.c.due_on).where(t.c.status == "open")).all()
+        for member in [m.member_id for m in members if m.role == role]:
+            got = set(conn.execute(audiences.own_patient_ids(member, role, TODAY, sa.select(p.c.patient_id))).scalars())
+
+            def mine(pid, on):
+                own = [SimpleNamespace(**a) for a in rows if a["patient_id"] == pid]
+                return responsible_member(role, on, own, members, village[pid], parent.get(village[pid])) == member
+
+            want = {x.patient_id for x in tasks if role in x.roles.split(",") and mine(x.patient_id, x.due_on)}
+            want |= {pid for pid in village if mine(pid, TODAY)}
+            assert got == want, (member, role)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), townships=st.integers(1, 4), villages=st.integers(0, 12))
 def test_region_cascade_python_and_sql_agree(database, seed, townships, villages):
