@@ -60,13 +60,16 @@ ROUTES = [
     ("POST", "/api/patients/P1/health-checks"), ("POST", "/api/patients/P1/injections"),
     ("POST", "/api/me/password"),  # issue 18
     ("GET", "/api/ledger"),  # issue 15
+    ("GET", "/api/patients/P1/team"), ("POST", "/api/patients/P1/team"), ("POST", "/api/patients/P1/team/1/end"),
+    ("GET", "/api/gaps"),  # issue 14
 ]
 
 
 def test_every_route_needs_login(web):
     client, *_ = web
     documented = {(m.upper(), path) for path, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
-    templated = {(m, p.replace("P1", "{patient_id}").replace("/1/", "/{follow_up_id}/")) for m, p in ROUTES}
+    templated = {(m, p.replace("P1", "{patient_id}").replace("/team/1/", "/team/{assignment_id}/")
+                  .replace("/1/", "/{follow_up_id}/")) for m, p in ROUTES}
     assert documented == templated | {("POST", "/api/session")}  # the matrix covers every API route
     for method, path in ROUTES:
         for headers in ({}, {"Authorization": "Bearer forged-token"}):
