@@ -5,7 +5,8 @@
   registration date.
 * ``team_member.primary``: the region's primary member for its role.
 * ``app_user.member_id`` (FK team_member) and ``app_user.supervisor``; roles ``governance`` (综治)
-  and ``village`` (村(社区)).
+  and ``village`` (村(社区)). On SQLite the account table is rebuilt (its CHECK changes), so the web
+  sessions end (everybody logs in again).
 
 Revision ID: 0011_named_teams
 Revises: 0010_incremental_basis
@@ -27,10 +28,11 @@ USER_ROLES_NEW = "role IN ('county_admin', 'township_doctor', 'police', 'civil_a
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('team_member', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('primary', sa.Boolean(), nullable=False, server_default=sa.false()))
-    with op.batch_alter_table('team_member', schema=None) as batch_op:
-        batch_op.alter_column('primary', server_default=None)
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    # a plain ADD COLUMN (SQLite would otherwise rebuild team_member, which other tables reference)
+    op.add_column('team_member', sa.Column('primary', sa.Boolean(), nullable=False, server_default=sa.false()))
+    if not sqlite:
+        op.alter_column('team_member', 'primary', server_default=None)
 
     op.create_table(
         'care_team_assignment_new',
@@ -58,17 +60,23 @@ def upgrade() -> None:
         batch_op.create_index('ix_care_team_assignment_patient_role', ['patient_id', 'role'], unique=False)
         batch_op.create_index('ix_care_team_assignment_member', ['member_id'], unique=False)
 
+    if sqlite:  # SQLite rebuilds app_user (its CHECK changes): the sessions that reference it end, all log in again
+        op.execute("DELETE FROM web_session")
     with op.batch_alter_table('app_user', schema=None) as batch_op:
         batch_op.add_column(sa.Column('member_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
         batch_op.add_column(sa.Column('supervisor', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.create_foreign_key('fk_app_user_member_id', 'team_member', ['member_id'], ['member_id'])
         batch_op.drop_constraint('role_code', type_='check')
         batch_op.create_check_constraint('role_code', USER_ROLES_NEW)
-    with op.batch_alter_table('app_user', schema=None) as batch_op:
-        batch_op.alter_column('supervisor', server_default=None)
+    if not sqlite:
+        op.alter_column('app_user', 'supervisor', server_default=None)
 
 
 def downgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        op.execute("DELETE FROM web_session")
+    op.execute("DELETE FROM app_user WHERE role IN ('governance', 'village')")
     with op.batch_alter_table('app_user', schema=None) as batch_op:
         batch_op.drop_constraint('role_code', type_='check')
         batch_op.create_check_constraint('role_code', USER_ROLES_OLD)
@@ -90,5 +98,4 @@ def downgrade() -> None:
                "SELECT DISTINCT patient_id, member_id FROM care_team_assignment WHERE to_on IS NULL")
     op.drop_table('care_team_assignment')
     op.rename_table('care_team_assignment_old', 'care_team_assignment')
-    with op.batch_alter_table('team_member', schema=None) as batch_op:
-        batch_op.drop_column('primary')
+    op.drop_column('team_member', 'primary')  # SQLite ≥ 3.35: a plain DROP COLUMN
