@@ -48,11 +48,11 @@ def serve(
     uvicorn.run(create_app(engine), host=host, port=port, log_level="warning", access_log=False)
 
 
-@user_app.command("add", help="新建账号：角色为县级管理员、乡镇精防医生、民警或民政专干之一，绑定一个地区。")
+@user_app.command("add", help="新建账号：角色为县级管理员、乡镇精防医生、民警、民政专干、综治干部或村(社区)干部之一，绑定一个地区。")
 @report_errors
 def user_add(
     username: Annotated[str, typer.Argument(help="用户名")],
-    role: Annotated[str, typer.Option("--role", help="角色：县级管理员、乡镇精防医生、民警、民政专干（亦可写英文代码）")],
+    role: Annotated[str, typer.Option("--role", help="角色：县级管理员、乡镇精防医生、民警、民政专干、综治干部、村(社区)干部（亦可写英文代码）")],
     region: Annotated[str, typer.Option("--region", help="绑定的地区编码（其下级地区一并可见）")],
     password: Annotated[Optional[str], typer.Option("--password", help="密码（至少10位，不含用户名，非常见密码；省略时交互输入）")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="从标准输入读取密码（一行）")] = False,
@@ -114,7 +114,7 @@ def user_reset_password(
 @report_errors
 def user_set_role(
     username: Annotated[str, typer.Argument(help="用户名")],
-    role: Annotated[str, typer.Argument(help="county_admin | township_doctor | police | civil_affairs")],
+    role: Annotated[str, typer.Argument(help="county_admin | township_doctor | police | civil_affairs | governance | village")],
     region: Annotated[str, typer.Option("--region", help="绑定的地区编码")],
     db: DbOption = None,
 ) -> None:
@@ -123,6 +123,34 @@ def user_set_role(
 
     user = set_role(engine_for(db), username, role, region, actor=cli_actor())
     typer.echo(f"账号 {user.username} 现为{UserRole(user.role).label}，地区 {user.region_code}")
+
+
+@user_app.command("link", help="关联团队成员：民警、民政专干、村(社区)干部或精防医生账号对应其团队成员；省略成员编号则取消关联。")
+@report_errors
+def user_link(
+    username: Annotated[str, typer.Argument(help="用户名")],
+    member_id: Annotated[Optional[str], typer.Argument(help="团队成员编号（角色须与账号相符）")] = None,
+    db: DbOption = None,
+) -> None:
+    """关联团队成员 Link an account to its team member (rules.md §6.1), or unlink it."""
+    from registry.accounts import link_member
+
+    user = link_member(engine_for(db), username, member_id, actor=cli_actor())
+    typer.echo(f"账号 {user.username} 已关联团队成员 {user.member_id}" if user.member_id else f"账号 {user.username} 已取消关联团队成员")
+
+
+@user_app.command("supervisor", help="设为负责人（派出所、民政办、综治）：可看本乡镇的名单；--off 取消。")
+@report_errors
+def user_supervisor(
+    username: Annotated[str, typer.Argument(help="用户名")],
+    off: Annotated[bool, typer.Option("--off", help="取消负责人")] = False,
+    db: DbOption = None,
+) -> None:
+    """负责人 Flag an account as its township's supervisor (rules.md §6.1), or unflag it."""
+    from registry.accounts import set_supervisor
+
+    user = set_supervisor(engine_for(db), username, not off, actor=cli_actor())
+    typer.echo(f"账号 {user.username} {'已设为负责人' if user.supervisor else '已取消负责人'}")
 
 
 @sessions_app.command("revoke", help="结束该账号的全部登录会话。")

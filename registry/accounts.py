@@ -40,6 +40,8 @@ class UserRole(CodedStr):
     TOWNSHIP_DOCTOR = "township_doctor", "乡镇精防医生"
     POLICE = "police", "民警"
     CIVIL_AFFAIRS = "civil_affairs", "民政专干"
+    GOVERNANCE = "governance", "综治干部"  # 综治 (rules.md §7 list 2–3) [2026-12]
+    VILLAGE = "village", "村(社区)干部"  # 村(社区)两委/网格员 (rules.md §6, §7 list 2) [2026-12]
 
 
 # 角色与地区层级 the region levels each role may be bound to (docs/web.md "Accounts and roles"; issue 18:
@@ -49,6 +51,8 @@ ROLE_LEVELS: dict[str, tuple[str, ...]] = {
     UserRole.TOWNSHIP_DOCTOR.value: ("township",),
     UserRole.POLICE.value: ("township", "county"),
     UserRole.CIVIL_AFFAIRS.value: ("township", "county"),
+    UserRole.GOVERNANCE.value: ("township", "county"),
+    UserRole.VILLAGE.value: ("village", "township"),
 }
 LEVEL_LABELS = {"county": "县（区）", "township": "乡镇（街道）", "village": "村（居）"}
 
@@ -66,6 +70,11 @@ class User(SQLModel, table=True):
     display_name: str = Field(max_length=100)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # 关联团队成员 the team member this account is (rules.md §6.1 [2026-12]); a linked police or
+    # civil-affairs account works from its own patients (registry.web.scopes)
+    member_id: str | None = Field(default=None, foreign_key="team_member.member_id", max_length=64)
+    # 负责人 派出所/民政办/综治 lead: sees its township's lists (rules.md §6.1)
+    supervisor: bool = Field(default=False)
 
 
 class WebSession(SQLModel, table=True):
@@ -235,6 +244,57 @@ def set_role(engine, username: str, role: str, region_code: str, *, actor: str, 
         session.add(user)
         ended = _revoke(session, username)
         _audit_account(session, actor, source, user, f"角色 {before} → {parsed.value}@{region_code}，结束 {ended} 个会话")
+        session.commit()
+        return user
+
+
+# 账号关联成员 the team role a linked account's member must have (rules.md §6.1); other roles link to none
+MEMBER_ROLE_OF_ACCOUNT = {UserRole.POLICE.value: "police", UserRole.CIVIL_AFFAIRS.value: "civil_affairs",
+                          UserRole.VILLAGE.value: "village", UserRole.TOWNSHIP_DOCTOR.value: "doctor"}
+# 负责人 the accounts that may be flagged supervisor: 派出所、民政办、综治 leads (rules.md §6.1)
+SUPERVISOR_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value, UserRole.GOVERNANCE.value)
+
+
+def link_member(engine, username: str, member_id: str | None, *, actor: str, source: str | None = "cli") -> User:
+    """关联团队成员 Link an account to the team member it is (``member_id`` None: unlink), rules.md §6.1.
+    The member must exist and have the account's team role (``MEMBER_ROLE_OF_ACCOUNT``); the account's
+    sessions end, so its new scope applies at the next login (audited)."""
+    from registry.models import TeamMember
+
+    with Session(engine, expire_on_commit=False) as session:
+        user = _user(session, username)
+        if member_id is not None:
+            member = session.get(TeamMember, member_id)
+            if member is None:
+                raise InvalidInput.single("UNKNOWN_MEMBER", f"团队成员编号 {member_id} 不存在", column="member_id",
+                                          value=member_id)
+            wanted = MEMBER_ROLE_OF_ACCOUNT.get(user.role)
+            if wanted is None or member.role != wanted:
+                raise InvalidInput.single(
+                    "ROLE_MISMATCH", f"{UserRole(user.role).label}账号不能关联角色为“{member.role}”的团队成员 {member_id}",
+                    column="member_id", value=member_id)
+        before = user.member_id
+        user.member_id = member_id
+        session.add(user)
+        ended = _revoke(session, username)
+        _audit_account(session, actor, source, user, f"关联成员 {before or '无'} → {member_id or '无'}，结束 {ended} 个会话")
+        session.commit()
+        return user
+
+
+def set_supervisor(engine, username: str, supervisor: bool, *, actor: str, source: str | None = "cli") -> User:
+    """负责人 Flag an account (派出所/民政办/综治 lead) as supervisor: it sees its township's lists
+    (rules.md §6.1); its sessions end (audited)."""
+    with Session(engine, expire_on_commit=False) as session:
+        user = _user(session, username)
+        if supervisor and user.role not in SUPERVISOR_ROLES:
+            labels = "、".join(UserRole(r).label for r in SUPERVISOR_ROLES)
+            raise InvalidInput.single("ROLE_MISMATCH", f"只有{labels}账号可设为负责人，{username} 是{UserRole(user.role).label}",
+                                      column="supervisor")
+        user.supervisor = supervisor
+        session.add(user)
+        ended = _revoke(session, username)
+        _audit_account(session, actor, source, user, f"负责人：{'是' if supervisor else '否'}，结束 {ended} 个会话")
         session.commit()
         return user
 

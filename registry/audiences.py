@@ -22,6 +22,11 @@ order). ``on_police_list`` / ``on_civil_affairs_list`` are the per-patient rules
 reads a patient's attempts); ``police_patient_ids`` / ``civil_affairs_patient_ids`` the SQL twins
 (``registry.web.scopes``). The 风险预警单's own reasons (``risk_warning_reasons``) use the same
 profile threshold. tests/test_team_rules.py checks the twins agree on random rows.
+
+A list account linked to its team member works from its own patients (rules.md §6.1 [2026-12]):
+``own_patient_ids`` — the patients whose open task requiring the member's role names the member as
+responsible (on the task's due date), plus those the member is responsible for today (its
+assignment, or the region's primary; registry.care_team). The scopes intersect it with the lists.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from registry.attempts import rank_sql, usable_sql
+from registry.care_team import responsible_member_sql, role_required_sql
 from registry.codes import Classification, EconomicStatus, TaskStatus, TeamRole
 from registry.models import FollowUp, GuardianYear, Patient, VisitTask
 from registry.periods import add_months
@@ -165,3 +171,18 @@ def civil_affairs_patient_ids(rules: RoleRules, today: date, among) -> sa.Select
                sa.not_(has_guardian_sql(p.c.guardian_name)),
                p.c.patient_id.in_(sa.select(g.c.patient_id).where(g.c.year == today.year))),
     )
+
+
+def own_patient_ids(member_id: str, role: str, today: date, among) -> sa.CompoundSelect:
+    """本人负责的患者 patient_ids (of ``among``) a linked account's member (in team ``role``) is responsible
+    for (rules.md §6.1): on an open task requiring the role, or today."""
+    t = VisitTask.__table__
+    p = Patient.__table__
+    on_task = (sa.select(t.c.patient_id).select_from(t.join(p, p.c.patient_id == t.c.patient_id))
+               .where(t.c.status == TaskStatus.OPEN.value, t.c.patient_id.in_(among), role_required_sql(t.c.roles, role),
+                      responsible_member_sql(role, patient_id=t.c.patient_id, village_code=p.c.village_code,
+                                             on=t.c.due_on) == member_id))
+    today_ = sa.select(p.c.patient_id).where(
+        p.c.patient_id.in_(among),
+        responsible_member_sql(role, patient_id=p.c.patient_id, village_code=p.c.village_code, on=today) == member_id)
+    return sa.union(on_task, today_)

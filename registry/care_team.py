@@ -1,50 +1,152 @@
-"""个案管理团队 The care team of a patient (rules.md §6), in Python and in SQL, side by side.
+"""个案管理团队 The care team of a patient and the responsible member per role (rules.md §6, §6.1), in
+Python and in SQL, side by side.
 
-A patient's team is its explicit assignments (``care_team_assignment``); a patient without any gets
-the members serving its village and its township (the village's parent region). Members come in
-member_id order. ``care_team`` is the per-patient rule; ``care_team_select`` the same rule
-set-based for any set of patients (the web's patient page and work list, the fast PostgreSQL
-path, the 五单). tests/test_team_rules.py checks that both agree on random rows. The guardian
-(监护人) is shown with the team by the pages (``registry.web.queries.team_views``).
+* **The team shown** (``care_team`` / ``care_team_select``), on a date: the patient's assignments
+  valid that day; for every role without one, the members of that role serving the patient's village
+  and its township (the village's parent region). Members come in member_id order.
+* **The responsible member** (责任人, rules.md §6.1 [2026-12]; ``responsible_member`` /
+  ``responsible_member_sql``) for one role on one date (a task's due date): the patient's assignment
+  for that role valid that day (the latest ``from_on``, then the lowest member_id); else the region's
+  primary member for that role, the village's first, then the township's (the lowest member_id if a
+  region marks several); else none (shown as "未指定", ``UNASSIGNED_LABEL``).
+
+An assignment is valid on day ``d`` when ``from_on <= d`` and ``to_on`` is NULL or ``d <= to_on``
+(both ends inclusive). The per-patient rules read rows with the table's attribute names; the SQL
+twins are set-based for any set of patients or tasks (the web pages, the fast PostgreSQL path,
+``jingfang tasks --json``, the 五单). tests/test_team_rules.py checks that both agree on random rows.
+The guardian (监护人) is shown with the team by the pages (``registry.web.queries.team_views``).
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from registry.codes import TASK_ROLE_ORDER
 from registry.models import CareTeamAssignment, Region, TeamMember
 
 MEMBER_COLUMNS = ("member_id", "name", "role", "phone", "region_code")
+TASK_ROLES = tuple(r.value for r in TASK_ROLE_ORDER)  # the roles a task may require (rules.md §6)
+UNASSIGNED_LABEL = "未指定"  # a required role without a responsible member (rules.md §6.1)
 
 
-def care_team(explicit: Iterable[Any], members: Iterable[Any], village_code: str, township_code: str | None) -> list:
-    """个案管理团队 One patient's team: its ``explicit`` assignment rows if any, else the ``members``
-    serving ``village_code`` or ``township_code``; rows with ``MEMBER_COLUMNS`` attributes, by member_id."""
-    own = list(explicit)
-    if not own:
-        own = [m for m in members if m.region_code in (village_code, township_code)]
-    return sorted(own, key=lambda m: m.member_id)
+# ------------------------------------------------------------------------------------ Python
 
 
-def care_team_select(patients) -> sa.Select:
+def valid_on(assignment: Any, on: date) -> bool:
+    """有效指派 The assignment covers ``on`` (``from_on`` ≤ on ≤ ``to_on``, open when ``to_on`` is None)."""
+    return assignment.from_on <= on and (assignment.to_on is None or on <= assignment.to_on)
+
+
+def care_team(assignments: Iterable[Any], members: Iterable[Any], village_code: str, township_code: str | None,
+              on: date) -> list:
+    """个案管理团队 One patient's team on ``on``: its ``assignments`` valid that day (rows with
+    ``MEMBER_COLUMNS`` plus ``from_on``/``to_on``), and for every role without one the ``members``
+    of that role serving ``village_code`` or ``township_code``; by member_id, each member once."""
+    current = [a for a in assignments if valid_on(a, on)]
+    covered = {a.role for a in current}
+    regional = [m for m in members if m.region_code in (village_code, township_code) and m.role not in covered]
+    seen: dict[str, Any] = {}
+    for m in sorted(current + regional, key=lambda m: m.member_id):
+        seen.setdefault(m.member_id, m)
+    return list(seen.values())
+
+
+def responsible_member(role: str, on: date, assignments: Iterable[Any], members: Iterable[Any], village_code: str,
+                       township_code: str | None) -> str | None:
+    """责任人 The member_id responsible for ``role`` on ``on`` (rules.md §6.1): the patient's valid
+    assignment for the role (latest ``from_on``, then lowest member_id), else the village's primary,
+    else the township's primary (lowest member_id), else None (未指定)."""
+    valid = [a for a in assignments if a.role == role and valid_on(a, on)]
+    if valid:
+        latest = max(a.from_on for a in valid)
+        return min(a.member_id for a in valid if a.from_on == latest)
+    for region in (village_code, township_code):
+        primaries = [m.member_id for m in members if m.role == role and m.primary and region is not None
+                     and m.region_code == region]
+        if primaries:
+            return min(primaries)
+    return None
+
+
+def required(roles: str | Iterable[str]) -> tuple[str, ...]:
+    """The task roles (of ``TASK_ROLES``) in a task's ``roles`` text or list."""
+    wanted = set(roles.split(",") if isinstance(roles, str) else roles)
+    return tuple(r for r in TASK_ROLES if r in wanted)
+
+
+def responsible_members(roles: str | Iterable[str], on: date, assignments: Iterable[Any], members: Iterable[Any],
+                        village_code: str, township_code: str | None) -> dict[str, str | None]:
+    """责任人 ``{role: member_id or None}`` for each role a task requires (rules.md §6.1)."""
+    assignments, members = list(assignments), list(members)
+    return {r: responsible_member(r, on, assignments, members, village_code, township_code) for r in required(roles)}
+
+
+# ------------------------------------------------------------------------------------ SQL twin
+
+
+def valid_on_sql(a, on) -> sa.ColumnElement:
+    """``valid_on`` in SQL for the assignment table (or alias) ``a`` and a date expression ``on``."""
+    return sa.and_(a.c.from_on <= on, sa.or_(a.c.to_on.is_(None), a.c.to_on >= on))
+
+
+def care_team_select(patients, on) -> sa.Select:
     """``care_team`` in SQL for every patient of ``patients`` (a FROM with ``patient_id`` and
-    ``village_code`` columns): rows (patient_id, *MEMBER_COLUMNS) ordered by patient, member_id."""
+    ``village_code`` columns) on ``on`` (a date or date expression): rows (patient_id, *MEMBER_COLUMNS)
+    ordered by patient, member_id."""
     m = TeamMember.__table__
     a = CareTeamAssignment.__table__
+    covered = CareTeamAssignment.__table__.alias("ct_covered")
     v = Region.__table__.alias("ct_village")
+    on = sa.cast(on, sa.Date) if not isinstance(on, date) else on
     members = [m.c[c] for c in MEMBER_COLUMNS]
     explicit = (
         sa.select(patients.c.patient_id, *members)
         .select_from(patients.join(a, a.c.patient_id == patients.c.patient_id).join(m, m.c.member_id == a.c.member_id))
+        .where(valid_on_sql(a, on))
     )
-    assigned = sa.select(a.c.patient_id).where(a.c.patient_id == patients.c.patient_id).exists()
+    role_covered = sa.select(covered.c.id).where(covered.c.patient_id == patients.c.patient_id,
+                                                 covered.c.role == m.c.role, valid_on_sql(covered, on)).exists()
     regional = (
         sa.select(patients.c.patient_id, *members)
         .select_from(patients.join(v, v.c.code == patients.c.village_code)
                      .join(m, sa.or_(m.c.region_code == patients.c.village_code, m.c.region_code == v.c.parent_code)))
-        .where(sa.not_(assigned))
+        .where(sa.not_(role_covered))
     )
-    both = sa.union_all(explicit, regional).subquery("care_team")
+    both = sa.union(explicit, regional).subquery("care_team")
     return sa.select(*both.c).order_by(both.c.patient_id, both.c.member_id)
+
+
+def responsible_member_sql(role: str, *, patient_id, village_code, on) -> sa.ColumnElement:
+    """``responsible_member`` in SQL: a scalar expression (member_id or NULL) for column expressions
+    ``patient_id``, ``village_code`` and the date ``on`` (a task's ``due_on``). Correlated, so one
+    query covers any set of tasks."""
+    a = CareTeamAssignment.__table__.alias("rm_assignment")
+    m = TeamMember.__table__.alias("rm_member")
+    r = Region.__table__.alias("rm_village")
+    assigned = (sa.select(a.c.member_id)
+                .where(a.c.patient_id == patient_id, a.c.role == role, valid_on_sql(a, on))
+                .order_by(a.c.from_on.desc(), a.c.member_id).limit(1).scalar_subquery())
+    village_primary = (sa.select(m.c.member_id)
+                       .where(m.c.role == role, m.c.primary.is_(True), m.c.region_code == village_code)
+                       .order_by(m.c.member_id).limit(1).scalar_subquery())
+    township_primary = (sa.select(m.c.member_id).select_from(m.join(r, r.c.parent_code == m.c.region_code))
+                        .where(r.c.code == village_code, m.c.role == role, m.c.primary.is_(True))
+                        .order_by(m.c.member_id).limit(1).scalar_subquery())
+    return sa.func.coalesce(assigned, village_primary, township_primary)
+
+
+def role_required_sql(roles, role: str) -> sa.ColumnElement:
+    """The task's comma-joined ``roles`` text names ``role``."""
+    return ("," + roles + ",").contains("," + role + ",")
+
+
+def responsible_columns(*, roles, patient_id, village_code, on) -> dict[str, sa.ColumnElement]:
+    """``responsible_members`` in SQL: ``{role: member_id expression}`` for each of ``TASK_ROLES``,
+    NULL where the task (its ``roles`` text column) does not require the role."""
+    return {role: sa.case((role_required_sql(roles, role),
+                           responsible_member_sql(role, patient_id=patient_id, village_code=village_code, on=on)),
+                          else_=sa.null()).label(f"responsible_{role}")
+            for role in TASK_ROLES}

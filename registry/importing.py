@@ -1,11 +1,12 @@
 """导入 Import of regions, team members, patients, follow-ups, health checks and injections (contract.md).
 
 Files: a directory of ``regions.csv``, ``team_members.csv``, ``patients.csv``,
-``followups.csv``, ``health_checks.csv``, ``injections.csv`` (any subset; UTF-8 with or without
-BOM, or GB18030/GBK — detected), or one ``.xlsx`` workbook with a sheet per file name. Headers are
-the English names or the Chinese labels of contract.md. ``followups.csv`` takes every field of the
-随访服务记录表 (rules.md §3) and ``patients.csv`` the 个人信息补充表 as optional columns; a column
-of those a file does not carry leaves the stored values alone (``KEPT_WHEN_ABSENT``).
+``followups.csv``, ``health_checks.csv``, ``injections.csv``, ``care_team.csv`` (个案管理团队指派,
+rules.md §6.1; [2026-12]) (any subset; UTF-8 with or without BOM, or GB18030/GBK — detected), or one
+``.xlsx`` workbook with a sheet per file name. Headers are the English names or the Chinese labels of
+contract.md. ``followups.csv`` takes every field of the 随访服务记录表 (rules.md §3) and ``patients.csv``
+the 个人信息补充表 as optional columns; a column of those a file does not carry leaves the stored values
+alone (``KEPT_WHEN_ABSENT``).
 
 All-or-nothing by default: every bad row is reported (file, line, column, reason in
 Chinese, stable code) and nothing is written. With ``skip_invalid`` the valid rows are
@@ -41,6 +42,7 @@ from registry.guardian_years import enrol_for_import
 from registry.models import utcnow
 from registry.validation import (
     FOLLOW_UP_EXTRA_FIELDS,
+    CARE_TEAM_FIELDS,
     FOLLOW_UP_FIELDS,
     HEALTH_CHECK_FIELDS,
     INJECTION_FIELDS,
@@ -51,6 +53,7 @@ from registry.validation import (
     Channel,
     FieldSpec,
     PatientFacts,
+    check_assignment,
     check_follow_up,
     check_health_check,
     check_injection,
@@ -75,6 +78,7 @@ FILE_SPECS: dict[str, list[FieldSpec]] = {
     "followups": FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS,
     "health_checks": HEALTH_CHECK_FIELDS,
     "injections": INJECTION_FIELDS,
+    "care_team": CARE_TEAM_FIELDS,  # contract.md [2026-12] (rules.md §6.1)
 }
 # contract.md [2026-12]: optional columns that a file without them does not overwrite (the web
 # forms record them too; a re-import of an older, shorter file must not blank them).
@@ -94,7 +98,8 @@ HEADER_ALIASES = {
                  "村(居)委会联系人联系电话": "village_contact_phone", "辖区村(居)委会联系人": "village_contact",
                  "既往治疗情况(门诊)": "outpatient_treatment", "曾住院次数": "admissions",
                  "住院次数": "admissions"},
-    "team_members": {"编号": "member_id", "地区编码": "region_code", "联系电话": "phone"},
+    "team_members": {"编号": "member_id", "地区编码": "region_code", "联系电话": "phone", "主责": "primary"},
+    "care_team": {"团队成员编号": "member_id"},
 }
 LEVEL_PARENT = {"township": "county", "village": "township"}
 
@@ -129,7 +134,7 @@ class ImportResult:
 
     def summary(self) -> str:
         names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检",
-                 "injections": "长效针剂注射"}
+                 "injections": "长效针剂注射", "care_team": "团队指派"}
         parts = []
         for stem, res in self.tables.items():
             text = f"{names[stem]} {res.read} 行（新增或更新 {res.written}，未变 {res.unchanged}"
@@ -572,10 +577,31 @@ def _check_injections(injection_rows: list[_Row], patients: _Patients, today: da
             seen[key] = row.line
 
 
+def _check_care_team(rows: list[_Row], member_rows: list[_Row], patients: _Patients, conn: Connection) -> None:
+    """团队指派 (rules.md §6.1) ``validation.check_assignment`` per row against the members of this
+    import (valid rows) and the stored ones; the patient exists; one row per key within the file."""
+    if not rows:
+        return
+    tm = models.TeamMember.__table__
+    roles = dict(conn.execute(sa.select(tm.c.member_id, tm.c.role)).all())
+    roles.update({r.values["member_id"]: r.values["role"] for r in member_rows if not r.issues})
+    seen: dict[tuple, int] = {}
+    for row in rows:
+        patients.facts("care_team", row)
+        _tag(row, "care_team", check_assignment(row.values, roles.get(row.values.get("member_id"))))
+        key = tuple(row.values.get(k) for k in ("patient_id", "member_id", "role", "from_on"))
+        if key in seen:
+            _tag(row, "care_team", [Issue("DUPLICATE_ID", f"与第{seen[key]}行重复（同一患者、成员、角色和开始日期）",
+                                          column="from_on")])
+        else:
+            seen[key] = row.line
+
+
 def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
     """Parse every file, then the checks across rows and against the database, parents first."""
     rows, file_issues = _parse_sources(sources)
-    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks", "injections") for r in rows.get(s, [])}
+    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks", "injections", "care_team")
+                  for r in rows.get(s, [])}
     ctx = _Context(conn, {p for p in referenced if p})
     levels = _check_regions(rows.get("regions", []), ctx.regions)
     _check_team_members(rows.get("team_members", []), levels)
@@ -583,6 +609,7 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
     _check_followups(rows.get("followups", []), patients, today)
     _check_health_checks(rows.get("health_checks", []), patients, today)
     _check_injections(rows.get("injections", []), patients, today)
+    _check_care_team(rows.get("care_team", []), rows.get("team_members", []), patients, conn)
     issues = list(file_issues)
     for srows in rows.values():
         for row in srows:
@@ -599,6 +626,7 @@ _TABLES = {
     "followups": (models.FollowUp.__table__, ["patient_id", "visit_on", "seq"]),
     "health_checks": (models.HealthCheck.__table__, ["patient_id", "checked_on"]),
     "injections": (models.Injection.__table__, ["patient_id", "given_on"]),
+    "care_team": (models.CareTeamAssignment.__table__, ["patient_id", "member_id", "role", "from_on"]),
 }
 
 

@@ -294,16 +294,31 @@ class TeamMember(SQLModel, table=True):
     role: str = Field(max_length=20)
     phone: str | None = Field(default=None, max_length=32)
     region_code: str = Field(foreign_key="region.code", max_length=32)
+    # 主责成员 the region's primary member for this role (rules.md §6.1 [2026-12]; the county marks one
+    # per region and role)
+    primary: bool = Field(default=False)
 
 
 class CareTeamAssignment(SQLModel, table=True):
-    """关爱帮扶小组 An explicit member of one patient's team; without any, the team defaults to the
-    members serving the patient's village and township (rules.md §6)."""
+    """关爱帮扶小组成员指派 A dated assignment of a member to one patient's team in one role (rules.md §6.1
+    [2026-12]): valid from ``from_on`` through ``to_on`` (both inclusive; ``to_on`` NULL = open).
+    ``role`` is the member's role (registry.validation checks it on every write)."""
 
     __tablename__ = "care_team_assignment"
+    __table_args__ = (
+        in_check("role", codes.TeamRole),
+        sa.CheckConstraint("to_on IS NULL OR to_on >= from_on", name="assignment_dates_order"),
+        sa.UniqueConstraint("patient_id", "member_id", "role", "from_on", name="uq_care_team_assignment"),
+        sa.Index("ix_care_team_assignment_patient_role", "patient_id", "role"),
+        sa.Index("ix_care_team_assignment_member", "member_id"),
+    )
 
-    patient_id: str = Field(foreign_key="patient.patient_id", primary_key=True, max_length=64)
-    member_id: str = Field(foreign_key="team_member.member_id", primary_key=True, max_length=64)
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    member_id: str = Field(foreign_key="team_member.member_id", max_length=64)
+    role: str = Field(max_length=20)
+    from_on: date
+    to_on: date | None = None
 
 
 class AuditLog(SQLModel, table=True):

@@ -31,7 +31,7 @@ DIAGNOSES = [("schizophrenia", 0.66), ("bipolar", 0.10), ("intellectual_disabili
 LAI_DRUGS = ["棕榈酸帕利哌酮注射液", "癸氟奋乃静注射液", "哌普嗪棕榈酸酯注射液", "氟哌啶醇癸酸酯注射液"]
 
 REGION_COLUMNS = ["code", "name", "level", "parent_code", "population"]
-TEAM_COLUMNS = ["member_id", "name", "role", "phone", "region_code"]
+TEAM_COLUMNS = ["member_id", "name", "role", "phone", "region_code", "primary"]
 PATIENT_COLUMNS = [s.name for s in PATIENT_FIELDS]
 FOLLOW_UP_COLUMNS = [s.name for s in FOLLOW_UP_FIELDS]
 
@@ -63,18 +63,22 @@ def _pick(rng: random.Random, weighted):
 
 
 def regions_and_team(size: CountySize, rng: random.Random) -> tuple[list[list], list[list], list[str]]:
-    """地区与团队 Regions (county → townships → villages) and a team for every village."""
+    """地区与团队 Regions (county → townships → villages) and a team for every village; the first member
+    of each role in a region is its primary (主责成员, rules.md §6.1)."""
     regions = [[COUNTY_CODE, COUNTY_NAME, "county", "", ""]]
     team: list[list] = []
     villages: list[str] = []
     n_town = min(size.townships, len(TOWNSHIPS))
     per_town = [size.villages // n_town + (1 if i < size.villages % n_town else 0) for i in range(n_town)]
     member = 0
+    primaries: set[tuple[str, str]] = set()
 
     def add_member(role: str, region: str) -> None:
         nonlocal member
         member += 1
-        team.append([f"M{member:05d}", _name(rng), role, _phone(rng), region])
+        primary = (role, region) not in primaries
+        primaries.add((role, region))
+        team.append([f"M{member:05d}", _name(rng), role, _phone(rng), region, 1 if primary else 0])
 
     for t in range(n_town):
         tcode = f"{COUNTY_CODE}{101 + t:03d}"

@@ -395,7 +395,37 @@ TEAM_MEMBER_FIELDS = [
     FieldSpec("role", "角色", coded(codes.TeamRole), required=True),
     FieldSpec("phone", "电话", text(32)),
     FieldSpec("region_code", "服务地区编码", identifier(32), required=True),
+    # contract.md [2026-12]: the region's primary member for the role (rules.md §6.1)
+    FieldSpec("primary", "主责成员", flag, default=False),
 ]
+
+# 个案管理团队 contract.md [2026-12] care_team.csv, the web form and the API: one dated assignment
+# (rules.md §6.1); ``to_on`` blank = open, both ends inclusive.
+CARE_TEAM_FIELDS = [
+    FieldSpec("patient_id", "患者编号", identifier(64), required=True),
+    FieldSpec("member_id", "成员编号", identifier(64), required=True),
+    FieldSpec("role", "角色", coded(codes.TeamRole), required=True),
+    FieldSpec("from_on", "开始日期", iso_date, required=True),
+    FieldSpec("to_on", "结束日期", iso_date),
+]
+
+
+def check_assignment(values: Mapping[str, Any], member_role: str | None) -> list[Issue]:
+    """团队指派 One assignment (rules.md §6.1) on every channel: the member exists (``member_role`` its
+    stored or imported role, None when unknown), the role is the member's own role, and it does not
+    end before it starts."""
+    issues = []
+    member, role = values.get("member_id"), values.get("role")
+    if member and member_role is None:
+        issues.append(Issue("UNKNOWN_MEMBER", f"团队成员编号 {member} 不存在", column="member_id", value=member))
+    elif member and role and role != member_role:
+        issues.append(Issue("ROLE_MISMATCH", f"角色应与成员 {member} 的角色一致（{codes.TeamRole(member_role).label}），"
+                            f"不能指派为{codes.TeamRole(role).label}", column="role", value=role))
+    start, end = values.get("from_on"), values.get("to_on")
+    if start and end and end < start:
+        issues.append(Issue("ASSIGNMENT_ENDS_BEFORE_START", f"结束日期 {end.isoformat()} 早于开始日期 {start.isoformat()}",
+                            column="to_on", value=end.isoformat()))
+    return issues
 
 
 def _shown(cell: str) -> str:

@@ -36,7 +36,7 @@ from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
-from registry.care_team import care_team_select
+from registry.care_team import UNASSIGNED_LABEL
 from registry.emergencies import occurred_on_sql
 from registry.models import AuditLog, Emergency, FollowUp, GuardianYear, Patient, Region
 from registry.profile import RoleRules, current_profile
@@ -158,7 +158,7 @@ def _township(engine: Engine, code: str) -> tuple[str, str]:
 
 
 def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]:
-    """Patients of the township, their latest (complete) follow-up, and their team (three queries)."""
+    """Patients of the township, their latest (complete) follow-up, the week's incidents (three queries)."""
     p, f, v = Patient.__table__, FollowUp.__table__, Region.__table__.alias("v")
     with engine.connect() as conn:
         patients = {
@@ -205,19 +205,13 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
                 .group_by(e.c.patient_id)
             )
         }
-        # rules.md §6 care team (one home: registry.care_team)
         villages = sa.select(v.c.code).where(v.c.parent_code == township)
-        among = sa.select(p.c.patient_id, p.c.village_code).where(p.c.village_code.in_(villages)).subquery("list_patients")
-        team: dict[str, list] = {pid: [] for pid in patients}
-        for row in conn.execute(care_team_select(among)):
-            if row.patient_id in team:
-                team[row.patient_id].append(row)
+        among = sa.select(p.c.patient_id).where(p.c.village_code.in_(villages)).subquery("list_patients")
         g = GuardianYear.__table__  # rules.md §11: the week's year's guardian-years (帮扶救助单)
         guardian_years = {r.patient_id: r.status for r in conn.execute(
             sa.select(g.c.patient_id, g.c.status).where(g.c.year == week.year,
                                                          g.c.patient_id.in_(sa.select(among.c.patient_id))))}
-    return patients, latest, {"team": team, "incidents": incidents, "guardian_years": guardian_years,
-                              "emergencies": emergencies}
+    return patients, latest, {"incidents": incidents, "guardian_years": guardian_years, "emergencies": emergencies}
 
 
 def _guardian(pat) -> str:
@@ -238,8 +232,9 @@ SLUGS = tuple(row[1] for row in LISTS)
 # doctor's lists carry diagnosis and medication). The doctor takes part in joint visits.
 LIST_READERS = {
     "followup": (UserRole.TOWNSHIP_DOCTOR.value,),
-    "joint": (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value),
-    "risk": (UserRole.POLICE.value,),
+    "joint": (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value,
+              UserRole.GOVERNANCE.value, UserRole.VILLAGE.value),
+    "risk": (UserRole.POLICE.value, UserRole.GOVERNANCE.value),
     "medication": (UserRole.TOWNSHIP_DOCTOR.value,),
     "assistance": (UserRole.CIVIL_AFFAIRS.value,),
 }
@@ -258,7 +253,6 @@ class WeekFacts:
     end: date
     patients: dict
     latest: dict
-    team: dict
     incidents: dict
     tasks: list[dict]
     rules: RoleRules
@@ -306,17 +300,18 @@ def followup_list(w: WeekFacts) -> WorkList:
 
 
 def joint_list(w: WeekFacts) -> WorkList:
-    """2. 联合入户单 (综治, police, civil affairs): joint visits with each role's named members and phones."""
+    """2. 联合入户单 (综治, police, civil affairs): joint visits with each required role's responsible
+    member and phone (rules.md §6.1, §7 list 2; "未指定" where nobody is responsible)."""
     wl = _work_list("joint")
     for t in w.visits_due():
         if not t["joint"]:
             continue
         pat = w.patients[t["patient_id"]]
-        members = w.team.get(t["patient_id"], [])
         people = []
-        for role in t["roles"]:
-            named = [f"{m.name} {m.phone or ''}".strip() for m in members if m.role == role]
-            people.append(f"{ROLE_LABEL[role]}：{'、'.join(named) if named else '（未指定）'}")
+        for role in t["roles"]:  # rules.md §6.1: the responsible member, named, never every officer
+            m = t["people"].get(role)
+            named = f"{m['name']} {m['phone'] or ''}".strip() if m else UNASSIGNED_LABEL
+            people.append(f"{ROLE_LABEL[role]}：{named}")
         wl.rows.append(w.base(t["patient_id"]) | {
             "address": pat.address or "", "task": KIND_LABEL[t["kind"]], "due_on": t["due_on"],
             "overdue": t["days_overdue"] or "", "team": "；".join(people), "roles": list(t["roles"]),
@@ -400,7 +395,7 @@ def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRu
     end = week + timedelta(days=6)
     patients, latest, extra = _facts(engine, code, week)
     tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
-    facts = WeekFacts(week=week, end=end, patients=patients, latest=latest, team=extra["team"],
+    facts = WeekFacts(week=week, end=end, patients=patients, latest=latest,
                       incidents=extra["incidents"], tasks=tasks, rules=rules, guardian_years=extra["guardian_years"],
                       emergencies=extra["emergencies"])
     lists = [build(facts) for build in LIST_BUILDERS]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from jingfang.cli import app
 
-TASK_KEYS = ["patient_id", "kind", "due_on", "overdue", "roles", "joint", "rule"]
+TASK_KEYS = ["patient_id", "kind", "due_on", "overdue", "roles", "joint", "rule", "members"]
 
 
 def run(*args: str) -> str:

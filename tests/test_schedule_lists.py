@@ -39,9 +39,11 @@ def prepare(database, small_county):
                                                 "enrolled_to": D("2026-12-31"), "status": "provisional"}])
         conn.execute(sa.update(FollowUp).where(FollowUp.patient_id == "A").values(medication='[{"drug": "利培酮", "dose": "2mg"}]'))
         conn.execute(sa.insert(TeamMember), [
-            {"member_id": "M1", "name": "王医生", "role": "doctor", "phone": "13800000001", "region_code": "T"},
-            {"member_id": "M2", "name": "李警官", "role": "police", "phone": "13800000002", "region_code": "T"},
-            {"member_id": "M3", "name": "张网格", "role": "village", "phone": "13800000003", "region_code": "V"},
+            {"member_id": "M1", "name": "王医生", "role": "doctor", "phone": "13800000001", "region_code": "T", "primary": True},
+            {"member_id": "M2", "name": "李警官", "role": "police", "phone": "13800000002", "region_code": "T", "primary": True},
+            {"member_id": "M3", "name": "张网格", "role": "village", "phone": "13800000003", "region_code": "V", "primary": True},
+            # a second officer of the township: not primary, not on any list (rules.md §6.1, never every officer)
+            {"member_id": "M4", "name": "赵警官", "role": "police", "phone": "13800000004", "region_code": "T", "primary": False},
         ])
     generate(database.engine, as_of=D("2026-06-08"))
 
@@ -56,7 +58,8 @@ def test_lists_as_data(database, small_county):
     joint = {r["patient_id"]: r for r in lists["joint"].rows}
     assert set(joint) == {"C1", "B"}
     assert "民警：李警官 13800000002" in joint["C1"]["team"] and "村(社区)干部/网格员：张网格 13800000003" in joint["C1"]["team"]
-    assert "民政专干：（未指定）" in joint["B"]["team"]
+    assert "民政专干：未指定" in joint["B"]["team"]
+    assert not any("赵警官" in r["team"] for r in joint.values())
     risk = {r["patient_id"]: r for r in lists["risk"].rows}
     assert set(risk) == {"C1"} and risk["C1"]["reasons"] == "最近危险性3级；失访；不稳定且随访逾期"
     assert risk["C1"]["id_number"] == "440781********1234"

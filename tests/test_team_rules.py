@@ -221,43 +221,151 @@ def test_risk_warning_follows_the_police_threshold(risk, reasons):
                                           locate_task=False, overdue_visit=False) == ["最近危险性2级"]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 10_000), extra_members=st.integers(0, 6), assigned=st.integers(0, 15))
-def test_care_team_python_and_sql_agree(database, seed, extra_members, assigned):
-    """rules.md §6: explicit assignments, else the members serving the village and its township."""
-    from registry.care_team import care_team, care_team_select
+def _random_team(engine, rng, extra_members: int, assigned: int) -> list[dict]:
+    """Extra members (some primary) and dated assignments (open, ended, future) on the populated county."""
     from registry.models import CareTeamAssignment, Region, TeamMember
 
-    engine = database.engine
-    rng = random.Random(seed)
     ca, tm, p, r = CareTeamAssignment.__table__, TeamMember.__table__, Patient.__table__, Region.__table__
     with engine.begin() as conn:
-        for table in (ca, VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__, p):
-            conn.execute(sa.delete(table))
-        conn.execute(sa.delete(tm).where(tm.c.member_id.like("X%")))
-    populate(engine, patients=25, seed=seed, today=TODAY)
-    with engine.begin() as conn:
-        regions = list(conn.execute(sa.select(r.c.code)).scalars())
+        regions = list(conn.execute(sa.select(r.c.code).where(r.c.level != "county")).scalars())
         members = [{"member_id": f"X{i}", "name": f"成员{i}", "role": rng.choice(["doctor", "police", "village", "civil_affairs"]),
-                    "phone": None, "region_code": rng.choice(regions)} for i in range(extra_members)]
+                    "phone": None, "region_code": rng.choice(regions), "primary": rng.random() < 0.5}
+                   for i in range(extra_members)]
         if members:
             conn.execute(sa.insert(tm), members)
         pids = list(conn.execute(sa.select(p.c.patient_id)).scalars())
-        all_members = list(conn.execute(sa.select(tm.c.member_id)).scalars())
-        pairs = {(rng.choice(pids), rng.choice(all_members)) for _ in range(assigned)}
-        if pairs:
-            conn.execute(sa.insert(ca), [{"patient_id": a, "member_id": b} for a, b in pairs])
+        all_members = list(conn.execute(sa.select(tm.c.member_id, tm.c.role)).all())
+        rows, seen = [], set()
+        for _ in range(assigned):
+            member = rng.choice(all_members)
+            start = TODAY + timedelta(days=rng.randint(-60, 30))
+            end = rng.choice([None, start + timedelta(days=rng.randint(0, 60))])
+            key = (rng.choice(pids), member.member_id, member.role, start)
+            if key not in seen:
+                seen.add(key)
+                rows.append({"patient_id": key[0], "member_id": key[1], "role": key[2], "from_on": start, "to_on": end})
+        if rows:
+            conn.execute(sa.insert(ca), rows)
+    return rows
+
+
+def _reset_team(engine) -> None:
+    from registry.models import CareTeamAssignment, TeamMember
+
+    tm = TeamMember.__table__
+    with engine.begin() as conn:
+        for table in (CareTeamAssignment.__table__, VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__,
+                      Patient.__table__):
+            conn.execute(sa.delete(table))
+        conn.execute(sa.delete(tm).where(tm.c.member_id.like("X%")))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), extra_members=st.integers(0, 6), assigned=st.integers(0, 15),
+       days=st.integers(-40, 40))
+def test_care_team_python_and_sql_agree(database, seed, extra_members, assigned, days):
+    """rules.md §6, §6.1: the assignments valid on the day, and for every role without one the members
+    serving the village and its township."""
+    from types import SimpleNamespace
+
+    from registry.care_team import care_team, care_team_select
+    from registry.models import Region, TeamMember
+
+    engine = database.engine
+    rng = random.Random(seed)
+    tm, p, r = TeamMember.__table__, Patient.__table__, Region.__table__
+    _reset_team(engine)
+    populate(engine, patients=25, seed=seed, today=TODAY)
+    rows = _random_team(engine, rng, extra_members, assigned)
+    on = TODAY + timedelta(days=days)
     with engine.connect() as conn:
         among = sa.select(p.c.patient_id, p.c.village_code).subquery("among")
         got: dict[str, list] = {}
-        for row in conn.execute(care_team_select(among)):
+        for row in conn.execute(care_team_select(among, on)):
             got.setdefault(row.patient_id, []).append(row.member_id)
         member_rows = {m.member_id: m for m in conn.execute(sa.select(tm))}
         parent = dict(conn.execute(sa.select(r.c.code, r.c.parent_code)).all())
         for pat in conn.execute(sa.select(p.c.patient_id, p.c.village_code)):
-            explicit = [member_rows[b] for a, b in pairs if a == pat.patient_id]
-            want = care_team(explicit, member_rows.values(), pat.village_code, parent.get(pat.village_code))
+            explicit = [SimpleNamespace(**member_rows[a["member_id"]]._asdict(), from_on=a["from_on"], to_on=a["to_on"])
+                        for a in rows if a["patient_id"] == pat.patient_id]
+            want = care_team(explicit, member_rows.values(), pat.village_code, parent.get(pat.village_code), on)
             assert got.get(pat.patient_id, []) == [m.member_id for m in want], pat.patient_id
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), extra_members=st.integers(0, 8), assigned=st.integers(0, 25))
+def test_responsible_member_python_and_sql_agree(database, seed, extra_members, assigned):
+    """rules.md §6.1: per required role on the task's due date — the valid assignment, else the
+    village's primary, else the township's, else none — ``responsible_members`` vs the SQL of
+    ``schedules.worklist.open_tasks`` (the ``members`` of ``jingfang tasks --json``)."""
+    from types import SimpleNamespace
+
+    from registry.care_team import responsible_members
+    from registry.models import Region, TeamMember
+    from schedules.worklist import open_tasks
+
+    engine = database.engine
+    rng = random.Random(seed)
+    tm, p, r, t = TeamMember.__table__, Patient.__table__, Region.__table__, VisitTask.__table__
+    _reset_team(engine)
+    populate(engine, patients=20, seed=seed, today=TODAY)
+    rows = _random_team(engine, rng, extra_members, assigned)
+    with engine.begin() as conn:
+        pids = list(conn.execute(sa.select(p.c.patient_id)).scalars())
+        tasks = []
+        for n, pid in enumerate(pids):
+            roles = rng.choice(["doctor", "doctor,police,village", "doctor,civil_affairs", "doctor,police,village,civil_affairs",
+                                "doctor,village"])
+            due = TODAY + timedelta(days=rng.randint(-40, 40))
+            tasks.append(dict(patient_id=pid, kind="follow_up", basis=f"test:{n}", basis_on=TODAY - timedelta(days=60),
+                              due_on=due, nominal_due_on=due, roles=roles, joint=roles != "doctor", rule="test"))
+        conn.execute(sa.insert(t), tasks)
+    got = {x["patient_id"]: x["members"] for x in open_tasks(engine, as_of=TODAY)}
+    with engine.connect() as conn:
+        members = [SimpleNamespace(**m._asdict()) for m in conn.execute(sa.select(tm))]
+        parent = dict(conn.execute(sa.select(r.c.code, r.c.parent_code)).all())
+        village = dict(conn.execute(sa.select(p.c.patient_id, p.c.village_code)).all())
+    for task in tasks:
+        pid = task["patient_id"]
+        mine = [SimpleNamespace(**a) for a in rows if a["patient_id"] == pid]
+        want = responsible_members(task["roles"], task["due_on"], mine, members, village[pid], parent.get(village[pid]))
+        assert got[pid] == want, (pid, task, mine)
+        assert list(got[pid]) == task["roles"].split(",")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), extra_members=st.integers(1, 8), assigned=st.integers(0, 25),
+       role=st.sampled_from(["police", "civil_affairs", "village"]))
+def test_own_patients_python_and_sql_agree(database, seed, extra_members, assigned, role):
+    """rules.md §6.1: a linked account's own patients — responsible on an open task requiring its role
+    (on the due date), or today — ``audiences.own_patient_ids`` vs ``care_team.responsible_member``."""
+    from types import SimpleNamespace
+
+    from registry.care_team import responsible_member
+    from registry.models import Region, TeamMember
+
+    engine = database.engine
+    rng = random.Random(seed)
+    tm, p, r, t = TeamMember.__table__, Patient.__table__, Region.__table__, VisitTask.__table__
+    _reset_team(engine)
+    populate(engine, patients=20, seed=seed, today=TODAY)
+    rows = _random_team(engine, rng, extra_members, assigned)
+    _random_extras(engine, seed)
+    with engine.connect() as conn:
+        members = [SimpleNamespace(**m._asdict()) for m in conn.execute(sa.select(tm))]
+        parent = dict(conn.execute(sa.select(r.c.code, r.c.parent_code)).all())
+        village = dict(conn.execute(sa.select(p.c.patient_id, p.c.village_code)).all())
+        tasks = conn.execute(sa.select(t.c.patient_id, t.c.roles, t.c.due_on).where(t.c.status == "open")).all()
+        for member in [m.member_id for m in members if m.role == role]:
+            got = set(conn.execute(audiences.own_patient_ids(member, role, TODAY, sa.select(p.c.patient_id))).scalars())
+
+            def mine(pid, on):
+                own = [SimpleNamespace(**a) for a in rows if a["patient_id"] == pid]
+                return responsible_member(role, on, own, members, village[pid], parent.get(village[pid])) == member
+
+            want = {x.patient_id for x in tasks if role in x.roles.split(",") and mine(x.patient_id, x.due_on)}
+            want |= {pid for pid in village if mine(pid, TODAY)}
+            assert got == want, (member, role)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -67,6 +67,8 @@ ROUTES = [
     ("GET", "/api/lists/archive"), ("POST", "/api/lists/rows/7/sign-ins"),  # issue 15: the 五单 archive
     ("POST", "/api/patients/P1/emergencies"), ("PATCH", "/api/emergencies/1"), ("GET", "/api/emergencies/1"),
     ("GET", "/api/emergencies/overdue"),  # issue 15: 应急处置
+    ("GET", "/api/patients/P1/team"), ("POST", "/api/patients/P1/team"), ("POST", "/api/patients/P1/team/1/end"),
+    ("GET", "/api/gaps"),  # issue 14
 ]
 
 
@@ -74,7 +76,7 @@ def test_every_route_needs_login(web):
     client, *_ = web
     documented = {(m.upper(), path) for path, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
     templated = {(m, p.replace("P1", "{patient_id}").replace("/transfers/1/", "/transfers/{transfer_id}/")
-                  .replace("/emergencies/1", "/emergencies/{emergency_id}")
+                  .replace("/team/1/", "/team/{assignment_id}/").replace("/emergencies/1", "/emergencies/{emergency_id}")
                   .replace("/1/", "/{follow_up_id}/").replace("/7/", "/{row_id}/").replace("/2026", "/{year}"))
                  for m, p in ROUTES}
     assert documented == templated | {("POST", "/api/session")}  # the matrix covers every API route
@@ -250,7 +252,7 @@ def test_worklist_order_and_joint_members(web):
     assert [(r["patient_id"], r["overdue"], r["days_overdue"]) for r in rows] == [("P1", True, 7), ("P3", False, 0)]
     assert {(m["role"], m["name"]) for m in rows[0]["call"]} == {("police", "刘警官"), ("village", "赵网格员")}
     assert rows[1]["call"] == [{"member_id": "M-CIV", "name": "孙专干", "role": "civil_affairs", "role_label": "民政专干",
-                                "phone": "0750-1300"}]
+                                "phone": "0750-1300", "unassigned": False}]
     every = client.get("/api/worklist", params={"all": "true"}, headers=auth(tokens, "doc")).json()["rows"]
     assert [r["patient_id"] for r in every] == ["P1", "P3", "P2"]
     admin = client.get("/api/worklist", params={"all": "true"}, headers=auth(tokens, "admin")).json()["rows"]

@@ -38,8 +38,8 @@ def _enrich(engine) -> None:
         p1.diagnosed_on = date(2019, 3, 4)
         s.add(TeamMember(member_id="M-PSY", name="钱助残", role="disability", phone=None, region_code="C"))
         s.flush()
-        s.add(CareTeamAssignment(patient_id="P2", member_id="M-PSY"))
-        s.add(CareTeamAssignment(patient_id="P2", member_id="M-DOC"))
+        s.add(CareTeamAssignment(patient_id="P2", member_id="M-PSY", role="disability", from_on=date(2025, 1, 1)))
+        s.add(CareTeamAssignment(patient_id="P2", member_id="M-DOC", role="doctor", from_on=date(2025, 1, 1)))
         fu = FollowUp(patient_id="P1", visit_on=date(2026, 1, 5), mode=1, lost_reason=None, risk_level=1, insight=1,
                       symptoms="1,3", symptoms_obvious=True, adherence=1, medication="not json",
                       advised_medication='[{"drug": "氯氮平"}]', lai_drug="x", lai_interval_weeks=2,
@@ -106,7 +106,8 @@ def test_fast_record_equals_generic_record(web):
     assert p1["id_number"] == ID_P1 and p1["tasks"] and len(p1["follow_ups"]) == 3
     assert any(v["participants"] for v in p1["follow_ups"][1:])
     _cur, p2 = fast.patient_page(_request(app, tokens["doc"]), "P2", "x")
-    assert [m["member_id"] for m in p2["team"]] == ["M-DOC", "M-PSY", None]  # explicit team (§6 order), guardian
+    # rules.md §6.1: the assigned doctor and 助残员, the regional members of the other roles (§6 order), guardian
+    assert [m["member_id"] for m in p2["team"]] == ["M-DOC", "M-POL", "M-VIL", "M-CIV", "M-PSY", None]
     _cur, p1_admin = fast.patient_page(_request(app, tokens["admin"]), "P1", "x")
     assert p1_admin["id_number"] != ID_P1 and p1_admin["id_masked"]
     # list roles are left to the generic path (their list membership is its SQL)

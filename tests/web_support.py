@@ -53,10 +53,10 @@ def seed(engine) -> dict:
                     status_on=date(2026, 3, 1), **common),
         ])
         s.add_all([
-            TeamMember(member_id="M-DOC", name="王医生", role="doctor", phone="0750-1000", region_code="T1"),
-            TeamMember(member_id="M-POL", name="刘警官", role="police", phone="0750-1100", region_code="T1"),
-            TeamMember(member_id="M-VIL", name="赵网格员", role="village", phone="0750-1200", region_code="V1"),
-            TeamMember(member_id="M-CIV", name="孙专干", role="civil_affairs", phone="0750-1300", region_code="T1"),
+            TeamMember(member_id="M-DOC", name="王医生", role="doctor", phone="0750-1000", region_code="T1", primary=True),
+            TeamMember(member_id="M-POL", name="刘警官", role="police", phone="0750-1100", region_code="T1", primary=True),
+            TeamMember(member_id="M-VIL", name="赵网格员", role="village", phone="0750-1200", region_code="V1", primary=True),
+            TeamMember(member_id="M-CIV", name="孙专干", role="civil_affairs", phone="0750-1300", region_code="T1", primary=True),
         ])
         s.flush()
         f1 = FollowUp(patient_id="P1", visit_on=date(2026, 5, 20), mode=2, risk_level=3, insight=2, classification=1,

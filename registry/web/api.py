@@ -23,7 +23,7 @@ from registry import accounts, audit, codes
 from registry.accounts import UserRole, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated, TooManyRequests
 from registry.rates.compute import compute_rates
-from registry.validation import (FOLLOW_UP_EXTRA_FIELDS, Channel, FOLLOW_UP_FIELDS, HEALTH_CHECK_FIELDS, PATIENT_EXTRA_FIELDS,
+from registry.validation import (CARE_TEAM_FIELDS, FOLLOW_UP_EXTRA_FIELDS, Channel, FOLLOW_UP_FIELDS, HEALTH_CHECK_FIELDS, PATIENT_EXTRA_FIELDS,
                                  PATIENT_FIELDS)
 from registry.web import queries, reads, writes
 from registry.web.auth import token_from
@@ -133,6 +133,10 @@ StatusBody = write_body("StatusBody", "死亡/迁出 status (dead | moved_out), 
                         _specs(PATIENT_FIELDS + PATIENT_EXTRA_FIELDS, {"status", "status_on", "status_detail"}))
 HealthCheckBody = write_body("HealthCheckBody", "健康体检 The check's date.", _specs(HEALTH_CHECK_FIELDS, {"checked_on"}))
 InjectionBody = write_body("InjectionBody", "长效针剂注射 The injection's date.", [("given_on", "注射日期")])
+AssignmentBody = write_body("AssignmentBody", "团队指派 A dated assignment (import contract care_team.csv; role defaults "
+                            "to the member's own, to_on blank = open).", _specs(CARE_TEAM_FIELDS, skip=("patient_id",)))
+EndAssignmentBody = write_body("EndAssignmentBody", "结束指派 The last day the assignment counts (default today).",
+                               [("to_on", "结束日期")])
 
 
 def checked(value: str, field: str) -> str:
@@ -315,6 +319,45 @@ def attendance(cur: CurrentUser, engine: EngineDep, ip: ClientIp,
     """到场登记 Police / civil affairs confirm their attendance."""
     row = writes.record_attendance(engine, cur.scope, follow_up_id, body.attended, source=ip)
     return {"follow_up_id": follow_up_id, "role": row.role, "attended": row.attended}
+
+
+@authed.get("/patients/{patient_id}/team", summary="团队指派（乡镇精防医生）")
+def team(cur: CurrentUser, engine: EngineDep, ip: ClientIp, patient_id: PatientId) -> dict:
+    """团队指派 The patient's dated assignments and the members that may be assigned (rules.md §6.1)."""
+    checked(patient_id, "patient_id")
+    cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    data = writes.assignments_of(engine, cur.scope, patient_id)
+    audit.record(engine, actor=cur.user.username, action="read", object_type="care_team", object_id=patient_id,
+                 region_code=cur.user.region_code, source=ip)
+    return {"patient_id": patient_id, "assignments": data["rows"], "members": data["members"]}
+
+
+@authed.post("/patients/{patient_id}/team", status_code=201, summary="指派团队成员（乡镇精防医生）")
+def assign(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, patient_id: PatientId,
+           body: AssignmentBody) -> dict:
+    """指派团队成员 {"member_id", "role"?, "from_on", "to_on"?} (rules.md §6.1)."""
+    checked(patient_id, "patient_id")
+    new_id = writes.assign_member(engine, cur.scope, patient_id, body_checked(body), today=today, source=ip,
+                                  channel=Channel.API)
+    return {"patient_id": patient_id, "id": new_id}
+
+
+@authed.post("/patients/{patient_id}/team/{assignment_id}/end", summary="结束团队指派（乡镇精防医生）")
+def end_assignment(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, patient_id: PatientId,
+                   assignment_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: EndAssignmentBody) -> dict:
+    """结束指派 {"to_on"?} — the last day it counts (default today)."""
+    checked(patient_id, "patient_id")
+    end = writes.end_assignment(engine, cur.scope, patient_id, assignment_id, body_checked(body), today=today, source=ip)
+    return {"patient_id": patient_id, "id": assignment_id, "to_on": end.isoformat()}
+
+
+@authed.get("/gaps", summary="责任人缺位（乡镇精防医生、县级管理员）")
+def gaps(cur: CurrentUser, ctx: Ctx, today: Today, ip: ClientIp) -> dict:
+    """责任人缺位 Open tasks whose required role has no responsible member (rules.md §6.1)."""
+    data = queries.team_gaps(ctx.engine, cur.scope, ctx.tree, as_of=today)
+    audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="list", object_id="gaps",
+                 region_code=cur.user.region_code, detail=f"{data['total']} 个任务缺责任人", source=ip)
+    return data
 
 
 @authed.get("/rates", summary="月度指标（县级管理员）")

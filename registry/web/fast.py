@@ -35,7 +35,7 @@ from registry import clock
 from registry.accounts import TOUCH_SECONDS, User, WebSession, hash_token, idle_timeout
 from registry.attempts import latest_first_sql
 from registry.audit import audit_row
-from registry.care_team import care_team_select
+from registry.care_team import TASK_ROLES, care_team_select, responsible_member_sql
 from registry.regions import region_cascade_text
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
@@ -45,6 +45,7 @@ from registry.web.auth import Current, token_from
 from registry.web.scopes import FULL_RECORD_ROLES, scope_for
 
 Participant = namedtuple("Participant", "follow_up_id role attended")
+Member = namedtuple("Member", "member_id name phone")
 
 _SESSION_CTE = """
 s AS (
@@ -69,9 +70,12 @@ touch AS (
 _AUDIT_COLUMNS = "at, actor, action, object_type, object_id, region_code, detail, source"
 
 # rules.md §6 care team of the page's patient (CTE ``p``): registry.care_team's SQL, compiled once
-_CARE_TEAM_SQL = str(care_team_select(sa.table("p", sa.column("patient_id"), sa.column("village_code")))
+# on the page's date (the query's ``as_of`` parameter)
+_CARE_TEAM_SQL = str(care_team_select(sa.table("p", sa.column("patient_id"), sa.column("village_code")),
+                                      sa.literal_column("care_team_as_of"))
                      .compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 assert "%" not in _CARE_TEAM_SQL  # psycopg placeholders only
+_CARE_TEAM_SQL = _CARE_TEAM_SQL.replace("care_team_as_of", "%(as_of)s")
 
 # the follow-ups latest first (rules.md §5 order), compiled from its home ``registry.attempts``
 _FOLLOW_UPS_LATEST_FIRST = ", ".join(
@@ -112,10 +116,26 @@ SELECT
   {{tasks}}
 """
 
+def _responsible_json() -> str:
+    """rules.md §6.1: ``{role: [member_id, name, phone] | null}`` of task ``k`` (registry.care_team's SQL)."""
+    parts = []
+    for role in TASK_ROLES:
+        expr = responsible_member_sql(role, patient_id=sa.literal_column("k.patient_id"),
+                                      village_code=sa.literal_column("(SELECT village_code FROM p)"),
+                                      on=sa.literal_column("k.due_on"))
+        sql = str(expr.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+        assert "%" not in sql
+        parts.append(f"'{role}', (SELECT json_build_array(rm.member_id, rm.name, rm.phone) FROM team_member rm "
+                     f"WHERE rm.member_id = {sql})")
+    return "json_build_object(" + ", ".join(parts) + ")"
+
+
 TASKS_SQL = """,
-  (SELECT json_agg(json_build_array(k.kind, k.due_on, k.roles, k.joint, k.rule, k.risk_level) ORDER BY k.due_on, k.kind)
+  (SELECT json_agg(json_build_array(k.kind, k.due_on, k.roles, k.joint, k.rule, k.risk_level, RESPONSIBLE)
+                   ORDER BY k.due_on, k.kind)
     FROM visit_task k
     WHERE k.patient_id = (SELECT patient_id FROM p) AND k.status = 'open' AND k.basis_on <= %(as_of)s) AS tasks"""
+TASKS_SQL = TASKS_SQL.replace("RESPONSIBLE", _responsible_json())
 
 WORKLIST_SQL = f"""
 WITH {_SESSION_CTE},
@@ -244,11 +264,22 @@ def _patient_result(request, patient_id: str, row, via: str, now: datetime):
         parts.setdefault(fu_id, []).append(Participant(fu_id, role, attended))
     checks = list(row[5] or ())
     team = queries.team_views([p], {p.patient_id: row[6] or ()})[p.patient_id]
-    tasks = [queries.task_view(p.patient_id, kind, date.fromisoformat(due), roles, joint, rule, risk, as_of=as_of)
-             for kind, due, roles, joint, rule, risk in (row[8] or ())]
+    tasks = [queries.task_view(p.patient_id, kind, date.fromisoformat(due), roles, joint, rule, risk, as_of=as_of,
+                               people=_people(roles, chosen))
+             for kind, due, roles, joint, rule, risk, chosen in (row[8] or ())]
     injections = [queries.injection_view(date.fromisoformat(on), drug, dose) for on, drug, dose in (row[7] or ())]
     return cur, queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of,
                                      injections=injections)
+
+
+def _people(roles: str, chosen: dict | None) -> list[dict]:
+    """The ``person_view`` per required role from the statement's ``{role: [id, name, phone] | null}``."""
+    chosen = chosen or {}
+    out = []
+    for role in roles.split(","):
+        m = chosen.get(role)
+        out.append(queries.person_view(role, Member(*m) if m else None))
+    return out
 
 
 def patient_page(request, patient_id: str, source: str):

@@ -26,10 +26,10 @@ from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied, To
 from registry.rates.compute import compute_rates
 from registry.rates.indicators import BY_KEY
 from registry.codes import TaskKind
-from registry.models import Region
+from registry.models import Region, TeamMember
 from registry.periods import Period
 from registry.rates.reporting import write_monthly_report
-from registry.web import fast, forms, queries, reads, writes
+from registry.web import fast, forms, queries, reads, scopes, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
 from registry.web.reports import month_arg
 
@@ -40,6 +40,8 @@ HOME = {
     UserRole.COUNTY_ADMIN.value: "/dashboard",
     UserRole.POLICE.value: "/mylist",
     UserRole.CIVIL_AFFAIRS.value: "/mylist",
+    UserRole.GOVERNANCE.value: "/mylist",
+    UserRole.VILLAGE.value: "/mylist",
 }
 
 
@@ -168,11 +170,23 @@ async def logout(request: Request):
     return response
 
 
+def _account(request: Request, cur: Current) -> dict:
+    """我的账号 Role, region, supervisor flag and the linked team member (rules.md §6.1)."""
+    ctx = request.app.state.ctx
+    member = None
+    if cur.user.member_id:
+        with Session(ctx.engine) as session:
+            row = session.get(TeamMember, cur.user.member_id)
+            member = {"member_id": row.member_id, "name": row.name, "phone": row.phone or ""} if row else None
+    return {"role_label": UserRole(cur.user.role).label, "region": ctx.tree.name(cur.user.region_code),
+            "supervisor": cur.user.supervisor, "member": member}
+
+
 @router.get("/account/password", response_class=HTMLResponse)
 def password_page(request: Request, saved: int = 0):
     """修改密码 The logged-in user's password form."""
-    current(request)
-    return render(request, "password.html", error=None, saved=bool(saved))
+    cur = current(request)
+    return render(request, "password.html", error=None, saved=bool(saved), account=_account(request, cur))
 
 
 @router.post("/account/password", response_class=HTMLResponse)
@@ -182,7 +196,8 @@ async def password_submit(request: Request):
     data = await form_data(request, cur)
     new = data.get("new_password", "")
     if new != data.get("new_password2", ""):
-        return render(request, "password.html", status_code=422, error="两次输入的新密码不一致", saved=False)
+        return render(request, "password.html", status_code=422, error="两次输入的新密码不一致", saved=False,
+                      account=_account(request, cur))
     ctx = request.app.state.ctx
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
@@ -190,7 +205,8 @@ async def password_submit(request: Request):
                                      source=client_ip(request))
             session.commit()
     except InvalidInput as exc:
-        return render(request, "password.html", status_code=422, error=exc.message, saved=False)
+        return render(request, "password.html", status_code=422, error=exc.message, saved=False,
+                      account=_account(request, cur))
     return RedirectResponse("/account/password?saved=1", status_code=303)
 
 
@@ -259,7 +275,7 @@ def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int
 def my_list_page(request: Request):
     """民警/民政名单 Only the patients on the user's lists, only the list fields (rules.md §8)."""
     cur = current(request)
-    cur.scope.require_role(UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
+    cur.scope.require_role(*scopes.LIST_ROLES)
     ctx = request.app.state.ctx
     data = ctx.worklist(cur.scope, as_of=ctx.today(), horizon_days=None, limit=300)
     patients = queries.search_patients(ctx.engine, cur.scope, ctx.tree, "", limit=500)
@@ -306,7 +322,47 @@ async def new_patient(request: Request):
 async def patient_page(request: Request, patient_id: str):
     """一历 The patient record (full or list fields by role); audited (``reads.patient_read``)."""
     cur, record = await reads.patient_read(request, patient_id)
-    return render(request, "patient.html" if cur.scope.full_record else "patient_limited.html", p=record)
+    if not cur.scope.full_record:
+        return render(request, "patient_limited.html", p=record)
+    return render(request, "patient.html", p=record, assignments=_assignments(request, cur, patient_id))
+
+
+def _assignments(request: Request, cur: Current, patient_id: str) -> dict | None:
+    """团队指派 The doctor's assignment panel (rules.md §6.1); None for other roles."""
+    if cur.user.role != UserRole.TOWNSHIP_DOCTOR.value:
+        return None
+    return writes.assignments_of(request.app.state.ctx.engine, cur.scope, patient_id)
+
+
+@router.post("/patients/{patient_id}/team", response_class=HTMLResponse)
+async def assignment_submit(request: Request, patient_id: str):
+    """指派团队成员 Add a dated assignment from the patient page (rules.md §6.1)."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    try:
+        writes.assign_member(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
+    except InvalidInput as exc:
+        record = _record_read(request, cur, patient_id)
+        return render(request, "patient.html", status_code=422, p=record, assignments=_assignments(request, cur, patient_id),
+                      team_errors=forms.errors_by_field(exc.issues), team_values=data)
+    return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
+
+
+@router.post("/patients/{patient_id}/team/{assignment_id}/end", response_class=HTMLResponse)
+async def assignment_end(request: Request, patient_id: str, assignment_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]):
+    """结束指派 End an assignment (default today) from the patient page (rules.md §6.1)."""
+    cur = current(request)
+    data = await form_data(request, cur)
+    ctx = request.app.state.ctx
+    try:
+        writes.end_assignment(ctx.engine, cur.scope, patient_id, assignment_id, data, today=ctx.today(),
+                              source=client_ip(request))
+    except InvalidInput as exc:
+        record = _record_read(request, cur, patient_id)
+        return render(request, "patient.html", status_code=422, p=record, assignments=_assignments(request, cur, patient_id),
+                      team_errors=forms.errors_by_field(exc.issues), team_values=data)
+    return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
 @router.get("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)
@@ -400,6 +456,18 @@ async def _event_submit(request: Request, patient_id: str, write):
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
+@router.get("/gaps", response_class=HTMLResponse)
+def gaps_page(request: Request):
+    """缺位清单 Open tasks with a required role nobody is responsible for (rules.md §6.1); doctors and
+    county admins."""
+    cur = current(request)
+    ctx = request.app.state.ctx
+    data = queries.team_gaps(ctx.engine, cur.scope, ctx.tree, as_of=ctx.today())
+    _audit_read(request, cur, action="read", object_type="list", object_id="gaps", region_code=cur.user.region_code,
+                detail=f"{data['total']} 个任务缺责任人")
+    return render(request, "gaps.html", data=data)
+
+
 @router.post("/follow-ups/{follow_up_id}/attendance")
 async def attendance_submit(request: Request, follow_up_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]):
     """到场登记 Police / civil affairs confirm their attendance."""
@@ -440,13 +508,15 @@ def _week_and_township(request: Request, cur: Current, week: str, township: str)
         if not date(2000, 1, 1) <= day <= date(2100, 12, 31):
             raise InvalidInput.single("BAD_DATE", "周次应在 2000-01-01 至 2100-12-31 之间", column="week")
     monday = day - timedelta(days=day.weekday())
+    if cur.scope.linked:  # rules.md §6.1: the township's lists go to its supervisor, a linked member works from its own
+        raise PermissionDenied("本乡镇的名单仅限负责人查看；您的患者见“我的名单”", code="SUPERVISOR_ONLY")
     own = ctx.tree.township_of(cur.user.region_code) or cur.user.region_code
     if township and township != own:
         raise PermissionDenied(f"乡镇 {township[:20]} 不在您的管辖范围内", code="REGION_FORBIDDEN")
     return monday, own
 
 
-LIST_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
+LIST_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, *scopes.LIST_ROLES)
 
 
 @router.get("/lists/week", response_class=HTMLResponse)

@@ -21,7 +21,8 @@ from registry.accounts import UserRole
 from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck, Injection, Patient
 from registry.rules import classification_of, is_complete
 from registry.attempts import latest_first_sql
-from registry.care_team import care_team_select
+from registry.care_team import (UNASSIGNED_LABEL, care_team_select, responsible_columns, responsible_member_sql,
+                                 role_required_sql)
 from registry.codes import TaskKind, TaskStatus
 from registry.models import TeamMember, VisitTask
 from registry.periods import add_months
@@ -84,14 +85,14 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
              member: str | None = None, sort: str = "", health_checks_apart: bool = False) -> dict:
     """今日工作清单 Tasks in the user's scope: this week's first (overdue or due within 7 days), then later.
 
-    Joint visits carry the team members to call for every required role besides the doctor.
+    Joint visits carry the responsible member to call for every required role besides the doctor
+    (rules.md §6.1: named, with phone; "未指定" where nobody is responsible).
     The page needs only the first ``limit`` rows, so the filter, the order and the limit
     run in SQL on the scheduler's ``visit_task`` table (the same rows as
     ``schedules.worklist.open_tasks``: open, basis on or before ``as_of``, in the region).
 
     Filters (issue 16): ``village`` (a village code), ``kind`` (a TaskKind), ``member`` (a team
-    member's id: the joint visits of the patients on that member's team that need the member's
-    role); ``sort`` one of ``WORKLIST_SORTS`` (after the week first). ``health_checks_apart``: the
+    member's id: the tasks that member is responsible for, rules.md §6.1); ``sort`` one of ``WORKLIST_SORTS`` (after the week first). ``health_checks_apart``: the
     health checks owed en masse leave the rows and come as their own section, counted per
     village (``data["health_checks"]``), so the week's visits are not buried under them.
     """
@@ -100,7 +101,7 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
                                     exclude_kind=HEALTH_CHECK if health_checks_apart and not kind else None)
         (total, overdue), tasks, patients = _worklist_rows(session, scope, as_of=as_of, horizon_days=horizon_days, limit=limit,
                                                            offset=offset, filters=filters, sort=sort)
-        teams = teams_for(session, list(patients.values())) if any(t["joint"] for t in tasks) else {}
+        people = responsible_people(session, tasks)
         checks = (_health_check_section(session, scope, tree, as_of=as_of, horizon_days=horizon_days,
                                         more_filters=filters[1:])
                   if health_checks_apart and not kind else None)
@@ -109,7 +110,8 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
     for t in tasks:
         p = patients[t["patient_id"]]
         roles = list(t.get("roles") or [])
-        call = [m for m in teams.get(p.patient_id, []) if m["role"] in roles and m["role"] != "doctor"] if t["joint"] else []
+        # rules.md §6.1: the named responsible person per required role besides the doctor (未指定 without one)
+        call = [people[t["task_id"]][r] for r in roles if r != "doctor"] if t["joint"] else []
         rows.append({
             "patient_id": p.patient_id,
             "name": p.name,
@@ -163,11 +165,10 @@ def _worklist_filters(session: Session, scope: Scope, *, village: str | None, ki
         if role is None:
             out.append(sa.false())
         else:
-            pt = Patient.__table__
-            among = sa.select(pt.c.patient_id, pt.c.village_code).where(scope.patient_clause()).subquery("member_patients")
-            team = care_team_select(among).subquery("member_team")
-            out.append(t.c.patient_id.in_(sa.select(team.c.patient_id).where(team.c.member_id == member)))
-            out.append(t.c.roles.contains(role))
+            # rules.md §6.1: the tasks this member is responsible for (registry.care_team)
+            out.append(role_required_sql(t.c.roles, role))
+            out.append(responsible_member_sql(role, patient_id=t.c.patient_id, village_code=Patient.village_code,
+                                              on=t.c.due_on) == member)
     return out
 
 
@@ -194,8 +195,8 @@ def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days:
     """(total, first ``limit`` task dicts in work-list order, their patients) for the scope."""
     t = VisitTask.__table__
     where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause(), *(filters or [])]
-    if not scope.full_record:  # police / civil affairs: only the visits they take part in (rules.md §6)
-        where.append(t.c.roles.contains(scope.role))
+    if not scope.full_record:  # list roles: only the visits they take part in (rules.md §6, §6.1)
+        where.append(scope.task_clause(t))
     if horizon_days is not None:
         where.append(t.c.due_on <= as_of + timedelta(days=horizon_days))
     joined = t.join(Patient, Patient.patient_id == t.c.patient_id)
@@ -235,34 +236,71 @@ def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days:
 
 
 def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dict]:
-    """患者待办 One patient's open tasks (the rows ``schedules.worklist.open_tasks`` gives for them)."""
+    """患者待办 One patient's open tasks (the rows ``schedules.worklist.open_tasks`` gives for them), each
+    with its responsible person per required role (rules.md §6.1)."""
     t = VisitTask.__table__
-    rows = session.execute(sa.select(t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level).where(
+    rows = session.execute(sa.select(t.c.id, t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level).where(
         t.c.patient_id == patient_id, t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of).order_by(t.c.due_on, t.c.kind)).all()
-    return [task_view(patient_id, r.kind, r.due_on, r.roles, r.joint, r.rule, r.risk_level, as_of=as_of) for r in rows]
+    people = responsible_people(session, [{"task_id": r.id} for r in rows])
+    return [task_view(patient_id, r.kind, r.due_on, r.roles, r.joint, r.rule, r.risk_level, as_of=as_of,
+                      people=list(people.get(r.id, {}).values())) for r in rows]
 
 
-def task_view(patient_id: str, kind: str, due_on: date, roles: str, joint, rule, risk_level, *, as_of: date) -> dict:
-    """待办 One open task shaped for the patient page (the ORM and the PostgreSQL fast path share it)."""
+def task_view(patient_id: str, kind: str, due_on: date, roles: str, joint, rule, risk_level, *, as_of: date,
+              people: list[dict] | None = None) -> dict:
+    """待办 One open task shaped for the patient page (the ORM and the PostgreSQL fast path share it);
+    ``people``: ``person_view`` per required role (rules.md §6.1)."""
     role_list = roles.split(",")
     return {"patient_id": patient_id, "kind": kind, "kind_label": label(TaskKind, kind),
             "due_on": due_on.isoformat(), "overdue": as_of > due_on, "roles": role_list,
             "role_labels": [role_label(x) for x in role_list], "joint": bool(joint), "rule": rule,
-            "risk_level": risk_level}
+            "risk_level": risk_level, "people": people or []}
 
 
 # ---------------------------------------------------------------- team
 
-def teams_for(session: Session, patients: list[Patient]) -> dict[str, list[dict]]:
-    """个案管理团队 Each patient's team (rules.md §6; one home: registry.care_team). One query for
-    any number of patients."""
+def teams_for(session: Session, patients: list[Patient], on: date) -> dict[str, list[dict]]:
+    """个案管理团队 Each patient's team on ``on`` (rules.md §6, §6.1; one home: registry.care_team).
+    One query for any number of patients."""
     pt = Patient.__table__
     among = sa.select(pt.c.patient_id, pt.c.village_code).where(
         pt.c.patient_id.in_([p.patient_id for p in patients])).subquery("team_patients")
     members: dict[str, list] = {}
-    for row in session.execute(care_team_select(among)):
+    for row in session.execute(care_team_select(among, on)):
         members.setdefault(row.patient_id, []).append(row[1:])
     return team_views(patients, members)
+
+
+def person_view(role: str, member) -> dict:
+    """责任人 One required role's responsible person as shown (rules.md §6.1): name and phone, or
+    "未指定" (``member`` None)."""
+    if member is None:
+        return {"role": role, "role_label": role_label(role), "member_id": None, "name": UNASSIGNED_LABEL, "phone": "",
+                "unassigned": True}
+    return {"role": role, "role_label": role_label(role), "member_id": member.member_id, "name": member.name,
+            "phone": member.phone or "", "unassigned": False}
+
+
+def responsible_people(session: Session, tasks: list[dict]) -> dict[int, dict[str, dict]]:
+    """责任人 ``{task_id: {role: person_view}}`` for each required role of ``tasks`` (dicts with
+    ``task_id``), on each task's due date (rules.md §6.1; one home: registry.care_team). Two queries."""
+    ids = [t["task_id"] for t in tasks]
+    if not ids:
+        return {}
+    t = VisitTask.__table__
+    pt = Patient.__table__
+    cols = responsible_columns(roles=t.c.roles, patient_id=t.c.patient_id, village_code=pt.c.village_code, on=t.c.due_on)
+    rows = session.execute(sa.select(t.c.id, t.c.roles, *cols.values())
+                           .select_from(t.join(pt, pt.c.patient_id == t.c.patient_id)).where(t.c.id.in_(ids))).all()
+    wanted = {m for r in rows for m in r[2:] if m is not None}
+    m = TeamMember.__table__
+    members = {r.member_id: r for r in session.execute(
+        sa.select(m.c.member_id, m.c.name, m.c.phone).where(m.c.member_id.in_(sorted(wanted))))} if wanted else {}
+    out: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        chosen = dict(zip(cols, r[2:]))
+        out[r.id] = {role: person_view(role, members.get(chosen[role])) for role in r.roles.split(",") if role in chosen}
+    return out
 
 
 def team_views(patients, members: dict[str, list]) -> dict[str, list[dict]]:
@@ -360,7 +398,7 @@ def patient_record(engine, scope: Scope, tree: LiveRegionTree, patient_id: str, 
         hc = HealthCheck.__table__
         checks = [d.isoformat() for d in session.execute(
             sa.select(hc.c.checked_on).where(hc.c.patient_id == p.patient_id).order_by(hc.c.checked_on.desc())).scalars()]
-        team = teams_for(session, [p])[p.patient_id]
+        team = teams_for(session, [p], as_of)[p.patient_id]
         tasks = patient_tasks(session, p.patient_id, as_of=as_of)
         inj = Injection.__table__
         injections = [injection_view(*r) for r in session.execute(
@@ -392,12 +430,12 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     record = identity_fields(scope, tree, p, as_of=as_of)
     # list roles see only the tasks they take part in
-    record["tasks"] = tasks if scope.full_record else [t for t in tasks if scope.role in t["roles"]]
+    record["tasks"] = [t for t in tasks if scope.takes_part(t)]
     record["team"] = team
-    if scope.role == UserRole.POLICE.value:
-        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of))
-    elif scope.role == UserRole.CIVIL_AFFAIRS.value:
+    if scope.role == UserRole.CIVIL_AFFAIRS.value:
         record.update(civil_affairs_fields(p, views, follow_ups, scope.role, as_of=as_of))
+    elif not scope.full_record:  # police, 综治, 村(社区): the 风险预警单 fields (never diagnosis or medication)
+        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of))
     else:
         record.update(full_record_fields(p, views, follow_ups, checks, as_of=as_of))
         record["injections"] = list(injections)  # the LAI history, newest first (doctors and county admins)
@@ -603,3 +641,41 @@ def audit_detail_text(detail: str | None) -> str:
 
     titles = {row[1]: row[2] for row in LISTS}
     return "，".join(f"{titles.get(k, k)} {v}" for k, v in counts.items())
+
+
+# ---------------------------------------------------------------- gaps (rules.md §6.1)
+
+GAP_ROWS = 500  # rows shown; the counts cover every gap
+
+
+def team_gaps(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, limit: int = GAP_ROWS) -> dict:
+    """缺位清单 Open tasks whose required role has no responsible member (rules.md §6.1: "未指定",
+    counted on the township's gap list): counts per role and the rows (patient, village, task, due
+    date, missing roles), for doctors and county admins. One set-based query (registry.care_team)."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
+    t = VisitTask.__table__
+    pt = Patient.__table__
+    cols = responsible_columns(roles=t.c.roles, patient_id=t.c.patient_id, village_code=pt.c.village_code, on=t.c.due_on)
+    inner = (sa.select(t.c.id, t.c.patient_id, t.c.kind, t.c.due_on, t.c.roles, pt.c.name, pt.c.village_code, *cols.values())
+             .select_from(t.join(pt, pt.c.patient_id == t.c.patient_id))
+             .where(t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause())
+             .subquery("gap_tasks"))
+    missing = {role: sa.and_(role_required_sql(inner.c.roles, role), inner.c[f"responsible_{role}"].is_(None))
+               for role in cols}
+    with Session(engine) as session:
+        rows = session.execute(sa.select(inner).where(sa.or_(*missing.values()))
+                               .order_by(inner.c.due_on, inner.c.patient_id, inner.c.kind)).all()
+    counts = {role: 0 for role in cols}
+    out = []
+    for r in rows:
+        roles = r.roles.split(",")
+        gone = [role for role in cols if role in roles and getattr(r, f"responsible_{role}") is None]
+        for role in gone:
+            counts[role] += 1
+        if len(out) < limit:
+            out.append({"patient_id": r.patient_id, "name": r.name, "village": tree.name(r.village_code),
+                        "kind": r.kind, "kind_label": label(TaskKind, r.kind), "due_on": r.due_on.isoformat(),
+                        "overdue": as_of > r.due_on, "missing": gone, "missing_labels": [role_label(x) for x in gone]})
+    return {"as_of": as_of.isoformat(), "total": len(rows),
+            "counts": [{"role": role, "role_label": role_label(role), "count": n} for role, n in counts.items()],
+            "rows": out}

@@ -8,6 +8,13 @@
   - police (民警): 联合入户单 tasks requiring police and the 风险预警单 (rules.md §6, §7.2–3);
   - civil_affairs (民政): tasks requiring civil affairs and the 帮扶救助单 (rules.md §6, §7.5);
   both by the rule profile's ``roles``, the rule the tasks follow (one home: registry.audiences).
+* governance (综治, [2026-12]) — the police lists and every open joint visit (rules.md §7 lists 2–3);
+  village (村(社区), [2026-12]) — the police lists and the visits requiring the village (§6, §7.2).
+  Both read lists like the police: no diagnosis, no medication.
+* A list account linked to its team member (``user.member_id``, rules.md §6.1) and not flagged
+  ``supervisor`` works from its own patients: those it is responsible for on an open task, plus
+  those of its lists it is responsible for today (registry.audiences.own_patient_ids). A supervisor
+  (派出所/民政办/综治 lead), or an account not linked to a member, sees its region's lists.
 
 A patient outside the caller's scope is a :class:`PermissionDenied` (403), on pages and API.
 Membership is computed set-based in SQL from the stored facts (follow-ups, patient fields)
@@ -22,17 +29,21 @@ from datetime import date
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from registry.codes import PatientStatus
+from registry.care_team import responsible_member_sql, role_required_sql
+from registry.codes import PatientStatus, TaskStatus
 from registry import audiences
 from registry.accounts import User, UserRole
 from registry.errors import PermissionDenied
-from registry.models import Patient
+from registry.models import Patient, VisitTask
 from registry.profile import RoleRules, current_profile
 from registry.regions import LiveRegionTree, villages_under
 from registry.storable_text import bad_text
 
 FULL_RECORD_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value)
-LIST_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value)
+LIST_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value, UserRole.GOVERNANCE.value, UserRole.VILLAGE.value)
+# the team role (rules.md §6) whose tasks a list account takes part in; governance: every joint visit
+TASK_ROLE_OF = {UserRole.POLICE.value: "police", UserRole.CIVIL_AFFAIRS.value: "civil_affairs",
+                UserRole.VILLAGE.value: "village"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,49 @@ class Scope:
         cte = sa.select(Patient.patient_id.label("patient_id")).where(
             Patient.village_code.in_(villages_under(self.user.region_code, self.region_level))).cte("scope_patients")
         region_patients = sa.select(cte.c.patient_id)
-        return sa.and_(in_region, Patient.status == PatientStatus.ACTIVE.value, list_clause(self.role, self.today, region_patients))
+        clause = list_clause(self.role, self.today, region_patients)
+        if self.linked:
+            clause = sa.and_(clause, Patient.patient_id.in_(audiences.own_patient_ids(
+                self.user.member_id, TASK_ROLE_OF[self.role], self.today, region_patients)))
+        return sa.and_(in_region, Patient.status == PatientStatus.ACTIVE.value, clause)
+
+    @property
+    def linked(self) -> bool:
+        """关联成员 A list account linked to its team member and not a supervisor: its own patients only
+        (rules.md §6.1)."""
+        return (self.role in TASK_ROLE_OF and bool(getattr(self.user, "member_id", None))
+                and not getattr(self.user, "supervisor", False))
+
+    def task_clause(self, tasks):
+        """可见任务 The open tasks (``tasks``: the visit_task table) a list account takes part in: those
+        requiring its team role (a linked account: those it is responsible for, rules.md §6.1); 综治:
+        every joint visit. Full-record roles: every task. The query joins ``patient`` to the tasks."""
+        if self.full_record:
+            return sa.true()
+        role = TASK_ROLE_OF.get(self.role)
+        if role is None:
+            return tasks.c.joint.is_(True)
+        clause = role_required_sql(tasks.c.roles, role)
+        if self.linked:
+            clause = sa.and_(clause, responsible_member_sql(role, patient_id=tasks.c.patient_id,
+                                                            village_code=Patient.village_code,
+                                                            on=tasks.c.due_on) == self.user.member_id)
+        return clause
+
+    def takes_part(self, task: dict) -> bool:
+        """The task (a dict with ``roles``, ``joint`` and ``people`` or ``members``) is one of this account's
+        (``task_clause`` in Python)."""
+        if self.full_record:
+            return True
+        role = TASK_ROLE_OF.get(self.role)
+        if role is None:
+            return bool(task.get("joint"))
+        if role not in task["roles"]:
+            return False
+        if self.linked:
+            people = {p["role"]: p.get("member_id") for p in task.get("people", [])}
+            return people.get(role) == self.user.member_id
+        return True
 
     def require_role(self, *roles: str) -> None:
         """角色限制 PermissionDenied unless the user has one of ``roles``."""
@@ -95,7 +148,15 @@ def list_clause(role: str, today: date, among, rules: RoleRules | None = None):
     rules = rules or current_profile().roles
     if role == UserRole.POLICE.value:
         return Patient.patient_id.in_(audiences.police_patient_ids(rules, today, among))
-    return Patient.patient_id.in_(audiences.civil_affairs_patient_ids(rules, today, among))
+    if role == UserRole.CIVIL_AFFAIRS.value:
+        return Patient.patient_id.in_(audiences.civil_affairs_patient_ids(rules, today, among))
+    t = VisitTask.__table__
+    open_tasks = sa.select(t.c.patient_id).where(t.c.status == TaskStatus.OPEN.value, t.c.patient_id.in_(among))
+    if role == UserRole.GOVERNANCE.value:  # 综治: 联合入户单 (every joint visit) and 风险预警单 (rules.md §7.2–3)
+        extra = open_tasks.where(t.c.joint.is_(True))
+    else:  # 村(社区): the visits requiring the village (rules.md §6) and the police lists
+        extra = open_tasks.where(role_required_sql(t.c.roles, TASK_ROLE_OF[role]))
+    return sa.or_(Patient.patient_id.in_(audiences.police_patient_ids(rules, today, among)), Patient.patient_id.in_(extra))
 
 
 def scope_for(user: User, tree: LiveRegionTree, today: date) -> Scope:

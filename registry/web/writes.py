@@ -1,4 +1,5 @@
-"""录入 Writes from forms and the API: follow-ups, new patients, death/move-out, attendance.
+"""录入 Writes from forms and the API: follow-ups, new patients, death/move-out, attendance, care-team
+assignments (rules.md §6.1).
 
 One validation path (``registry.validation``, shared with the importer); each write is ONE
 transaction together with its audit row; afterwards the scheduler refreshes the tasks so
@@ -18,14 +19,19 @@ from sqlmodel import Session, select
 from registry import audit, codes
 from registry.accounts import UserRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
-from registry.models import FollowUp, FollowUpParticipant, Patient, Region, utcnow
 from registry.injections import record_last_injection, sync_last_injection
+from registry.models import CareTeamAssignment, FollowUp, FollowUpParticipant, Patient, Region, TeamMember, utcnow
 from registry.storable_text import bad_text
 from registry.validation import (
+    CARE_TEAM_FIELDS,
     Channel,
+    FieldError,
     PatientFacts,
     applies,
+    check_assignment,
     check_village,
+    iso_date,
+    parse_fields,
     validate_follow_up,
     validate_health_check,
     validate_injection,
@@ -348,3 +354,92 @@ def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         session.commit()
     refresh_schedule(engine, today=today, patient_ids=[patient_id])
     return on
+
+
+# ---------------------------------------------------------------- care-team assignments (rules.md §6.1)
+
+def assignments_of(engine, scope: Scope, patient_id: str) -> dict:
+    """团队指派 The patient's dated assignments (newest first) with the member's name and phone, and the
+    members of the patient's region the doctor may assign (rules.md §6.1)."""
+
+    with Session(engine) as session:
+        patient = scope.check_patient(session, patient_id)
+        a, m = CareTeamAssignment.__table__, TeamMember.__table__
+        rows = session.execute(sa.select(a.c.id, a.c.role, a.c.from_on, a.c.to_on, m.c.member_id, m.c.name, m.c.phone)
+                               .join(m, m.c.member_id == a.c.member_id).where(a.c.patient_id == patient_id)
+                               .order_by(a.c.from_on.desc(), a.c.id.desc())).all()
+        region = session.get(Region, patient.village_code)
+        near = [patient.village_code] + ([region.parent_code] if region and region.parent_code else [])
+        members = session.execute(sa.select(m.c.member_id, m.c.name, m.c.role).where(m.c.region_code.in_(near))
+                                  .order_by(m.c.role, m.c.member_id)).all()
+    return {"rows": [{"id": r.id, "role": r.role, "role_label": codes.TeamRole(r.role).label, "member_id": r.member_id,
+                      "name": r.name, "phone": r.phone or "", "from_on": r.from_on.isoformat(),
+                      "to_on": r.to_on.isoformat() if r.to_on else None} for r in rows],
+            "members": [{"member_id": r.member_id, "label": f"{r.name}（{codes.TeamRole(r.role).label}）", "role": r.role}
+                        for r in members]}
+
+
+def assign_member(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None,
+                  channel: Channel = Channel.FORM) -> int:
+    """指派团队成员 Add a dated assignment to the patient's team (rules.md §6.1): the import's fields
+    (``validation.CARE_TEAM_FIELDS``) and checks (``validation.check_assignment``); the role defaults to
+    the member's own. One transaction with its audit row. Returns the assignment id."""
+
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        raw = _clean(raw_in)
+        issues = _check_types(raw, {"member_id", "role", "from_on", "to_on"})
+        raw["patient_id"] = patient_id
+        member = session.get(TeamMember, raw.get("member_id", "")) if raw.get("member_id") else None
+        if not raw.get("role") and member is not None:
+            raw["role"] = member.role
+        values, more = parse_fields(raw, CARE_TEAM_FIELDS)
+        issues += more + check_assignment(values, member.role if member else None)
+        a = CareTeamAssignment.__table__
+        if not issues and session.execute(sa.select(a.c.id).where(
+                a.c.patient_id == patient_id, a.c.member_id == values["member_id"], a.c.role == values["role"],
+                a.c.from_on == values["from_on"])).first():
+            issues.append(Issue("DUPLICATE", f"成员 {values['member_id']} 自 {values['from_on']} 起已指派", column="from_on"))
+        if issues:
+            raise _reject(issues)
+        row = CareTeamAssignment(patient_id=patient_id, member_id=values["member_id"], role=values["role"],
+                                 from_on=values["from_on"], to_on=values.get("to_on"))
+        session.add(row)
+        session.flush()
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="care_team",
+                     object_id=f"{patient_id}/{row.id}", region_code=patient.village_code,
+                     detail=f"指派{codes.TeamRole(row.role).label} {row.member_id} 自 {row.from_on}"
+                            + (f" 至 {row.to_on}" if row.to_on else ""), source=source)
+        session.commit()
+        new_id = row.id
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])  # the work-list caches learn of the change
+    return new_id
+
+
+def end_assignment(engine, scope: Scope, patient_id: str, assignment_id: int, raw_in: dict[str, Any], *, today: date,
+                   source: str | None) -> date:
+    """结束指派 End an assignment on ``to_on`` (default today; the last day it counts, rules.md §6.1)."""
+
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    with Session(engine, expire_on_commit=False) as session:
+        patient = scope.check_patient(session, patient_id)
+        row = session.get(CareTeamAssignment, assignment_id)
+        if row is None or row.patient_id != patient_id:
+            raise PermissionDenied(f"无权操作团队指派 {assignment_id}", code="PATIENT_FORBIDDEN")
+        raw = _clean(raw_in)
+        try:
+            end = iso_date(raw["to_on"]) if raw.get("to_on") else today
+        except FieldError as exc:
+            raise _reject([Issue(exc.code, f"结束日期：{exc.message}", column="to_on")]) from None
+        issues = check_assignment({"from_on": row.from_on, "to_on": end}, row.role)
+        if issues:
+            raise _reject(issues)
+        row.to_on = end
+        session.add(row)
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="care_team",
+                     object_id=f"{patient_id}/{row.id}", region_code=patient.village_code,
+                     detail=f"结束指派 {row.member_id} 于 {end}", source=source)
+        session.commit()
+    refresh_schedule(engine, today=today, patient_ids=[patient_id])
+    return end

@@ -1,0 +1,248 @@
+"""关爱帮扶小组 Named people on every task (issue 14, rules.md §6.1; contract.md [2026-12] ``primary``,
+``care_team.csv``, ``members`` in the tasks JSON), through the real command line on both databases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import time_machine
+from typer.testing import CliRunner
+
+from jingfang.cli import app
+
+TEAM = """member_id,name,role,phone,region_code,primary
+M1,王医生,doctor,0750-1,T,1
+M2,李警官,police,0750-2,T,1
+M3,赵警官,police,0750-3,T,0
+M4,张网格,village,0750-4,V,1
+M5,钱网格,village,0750-5,V,0
+M6,孙专干,civil_affairs,0750-6,T,0
+"""
+# B's village assignment ended before its first visit's due date (06-03); its civil-affairs one is
+# valid on that day only (both ends inclusive); C1's police assignment is open
+CARE_TEAM = """patient_id,member_id,role,from_on,to_on
+B,M5,village,2026-01-01,2026-06-02
+B,M6,civil_affairs,2026-06-03,2026-06-03
+C1,M3,police,2026-01-01,
+"""
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, f"{args}: {result.output}{result.exception!r}"
+    return result.stdout if code == 0 else result.output
+
+
+def _county(tmp_path: Path, small_county: Path, care_team: str = CARE_TEAM) -> Path:
+    out = tmp_path / "county"
+    shutil.copytree(small_county, out)
+    (out / "team_members.csv").write_text(TEAM, "utf-8")
+    (out / "care_team.csv").write_text(care_team, "utf-8")
+    return out
+
+
+def _members(db: list[str]) -> dict[tuple[str, str], dict]:
+    tasks = json.loads(run("tasks", "--as-of", "2026-06-10", "--json", *db))
+    return {(t["patient_id"], t["kind"]): t["members"] for t in tasks}
+
+
+@time_machine.travel("2026-06-10 09:00 +0800", tick=False)
+def test_members_in_tasks_json_follow_assignments_and_primaries(database, small_county, tmp_path):
+    """Assignment valid on the due date wins; an ended one does not count; else the village's primary,
+    then the township's; else null. A changed assignment shows at the next read, without a new schedule."""
+    db = ["--db", database.url]
+    run("import", str(_county(tmp_path, small_county)), *db)
+    run("schedule", "--as-of", "2026-06-10", *db)
+    members = _members(db)
+    assert members[("A", "follow_up")] == {"doctor": "M1"}  # the township's primary doctor
+    assert members[("B", "first_visit")] == {"doctor": "M1", "village": "M4", "civil_affairs": "M6"}
+    assert members[("C1", "locate")] == {"doctor": "M1", "police": "M3", "village": "M4"}
+    assert list(members[("C1", "locate")]) == ["doctor", "police", "village"]  # the roles' order
+
+    # the police assignment of C1 ends before the locate task's due date (04-22): the primary (M2) again;
+    # importing the same row with an end date updates it (keyed by patient, member, role, start)
+    ended = CARE_TEAM.replace("C1,M3,police,2026-01-01,", "C1,M3,police,2026-01-01,2026-03-31")
+    run("import", str(_county(tmp_path / "2", small_county, ended)), *db)
+    assert database.count("care_team_assignment") == 3
+    assert _members(db)[("C1", "locate")] == {"doctor": "M1", "police": "M2", "village": "M4"}
+
+
+@time_machine.travel("2026-06-10 09:00 +0800", tick=False)
+def test_without_primary_or_assignment_the_member_is_null(database, small_county, tmp_path):
+    """No primary civil-affairs member, no assignment: ``null`` (shown as 未指定)."""
+    db = ["--db", database.url]
+    run("import", str(_county(tmp_path, small_county, "patient_id,member_id,role,from_on,to_on\n")), *db)
+    run("schedule", "--as-of", "2026-06-10", *db)
+    assert _members(db)[("B", "first_visit")] == {"doctor": "M1", "village": "M4", "civil_affairs": None}
+
+
+@time_machine.travel("2026-06-10 09:00 +0800", tick=False)
+def test_bad_assignments_are_refused_and_nothing_is_written(database, small_county, tmp_path):
+    """care_team.csv rows: the role must be the member's, the member and patient must exist, the end
+    not before the start; one bad row and nothing is imported (contract.md)."""
+    bad = ("patient_id,member_id,role,from_on,to_on\n"
+           "B,M2,village,2026-01-01,\n"        # M2 is police
+           "B,M9,police,2026-01-01,\n"         # no such member
+           "ZZ,M2,police,2026-01-01,\n"        # no such patient
+           "C1,M3,police,2026-05-01,2026-04-01\n")  # ends before it starts
+    db = ["--db", database.url]
+    out = run("import", str(_county(tmp_path, small_county, bad)), *db, code=1)
+    assert "care_team.csv" in out
+    assert "角色应与成员 M2" in out and "团队成员编号 M9 不存在" in out and "早于开始日期" in out
+    assert database.count("care_team_assignment") == 0 and database.count("patient") == 0
+
+
+# ---------------------------------------------------------------- web: linked accounts, supervisors, new roles
+
+import pytest  # noqa: E402
+from datetime import date  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+from registry.accounts import User  # noqa: E402
+from registry.models import CareTeamAssignment, FollowUp, Patient, TeamMember, VisitTask  # noqa: E402
+from registry.web.app import create_app  # noqa: E402
+from tests.web_support import TODAY, seed, seed_tasks, session_token  # noqa: E402
+
+# account: (role, region, member, supervisor) — rules.md §6.1
+ACCOUNTS = {
+    "police_linked": ("police", "T1", "M-POL", False),
+    "police_other": ("police", "T1", "M-POL2", False),
+    "police_lead": ("police", "T1", "M-POL", True),
+    "civil_linked": ("civil_affairs", "T1", "M-CIV", False),
+    "civil_other": ("civil_affairs", "T1", "M-CIV2", False),
+    "civil_lead": ("civil_affairs", "T1", None, True),
+    "governance": ("governance", "T1", None, False),
+    "village": ("village", "V1", None, False),
+}
+ALL = {"P1", "P2", "P3", "P4", "P5", "P6"}
+SEES = {
+    "police_linked": {"P1"},          # the primary officer of T1: P1's open police task; P6 is M-POL2's
+    "police_other": {"P6"},           # assigned to P6 (risk 4)
+    "police_lead": {"P1", "P6"},      # the township's police lists
+    "civil_linked": {"P3"},           # the township's primary civil-affairs member
+    "civil_other": set(),
+    "civil_lead": {"P3"},
+    "governance": {"P1", "P3", "P6"},  # police lists and every open joint visit
+    "village": {"P1"},                # V1 only: the police list and the visits needing the village
+}
+DIAGNOSIS = "精神分裂症"
+
+
+@pytest.fixture
+def linked(database):
+    engine = database.engine
+    seed(engine)
+    seed_tasks(engine)
+    with Session(engine) as s:
+        s.add_all([TeamMember(member_id="M-POL2", name="钱警官", role="police", phone="0750-1101", region_code="T1"),
+                   TeamMember(member_id="M-CIV2", name="吴专干", role="civil_affairs", phone="0750-1301", region_code="T1")])
+        s.add(Patient(patient_id="P6", name="吴六", village_code="V2", guardian_name="吴母", economic_status=2, sex=1,
+                      birth_date=date(1980, 1, 1), diagnosis="schizophrenia", registered_on=date(2025, 1, 10)))
+        s.flush()
+        s.add(FollowUp(patient_id="P6", visit_on=date(2026, 5, 25), mode=2, risk_level=4, insight=2, adherence=1))
+        s.add(CareTeamAssignment(patient_id="P6", member_id="M-POL2", role="police", from_on=date(2026, 1, 1)))
+        s.add(VisitTask(patient_id="P6", kind="follow_up", basis="test:P6", basis_on=date(2026, 5, 25), due_on=date(2026, 6, 8),
+                        nominal_due_on=date(2026, 6, 8), roles="doctor,police,village", joint=True, rule="test", risk_level=4))
+        hashed = s.get(User, "police").password_hash
+        for name, (role, region, member, lead) in ACCOUNTS.items():
+            s.add(User(username=name, password_hash=hashed, role=role, region_code=region, display_name=name,
+                       member_id=member, supervisor=lead))
+        s.commit()
+    client = TestClient(create_app(engine, today=lambda: TODAY))
+    tokens = {u: session_token(engine, u) for u in list(ACCOUNTS) + ["doc", "admin", "police"]}
+    return client, tokens, database
+
+
+def _get(client, tokens, user, url):
+    return client.get(url, headers={"Authorization": f"Bearer {tokens[user]}"})
+
+
+@pytest.mark.parametrize("user", list(ACCOUNTS))
+def test_scope_matrix_pages_and_api(linked, user):
+    """rules.md §6.1, §8: every patient page and API record, the list page, the work list and search —
+    no patient outside the account's set, never a diagnosis."""
+    client, tokens, _db = linked
+    for pid in sorted(ALL):
+        page = _get(client, tokens, user, f"/patients/{pid}")
+        api = _get(client, tokens, user, f"/api/patients/{pid}")
+        want = 200 if pid in SEES[user] else 403
+        assert (page.status_code, api.status_code) == (want, want), (user, pid)
+        assert DIAGNOSIS not in page.text and "diagnosis" not in api.text and "medication" not in api.text
+    mylist = _get(client, tokens, user, "/mylist")
+    assert mylist.status_code == 200 and DIAGNOSIS not in mylist.text
+    assert {pid for pid in ALL if f"/patients/{pid}\"" in mylist.text} == SEES[user]
+    work = _get(client, tokens, user, "/api/worklist?all=true").json()
+    assert {r["patient_id"] for r in work["rows"]} <= SEES[user] and "diagnosis" not in json.dumps(work)
+    found = _get(client, tokens, user, "/api/patients?q=").json()
+    assert {p["patient_id"] for p in found["patients"]} <= SEES[user]
+    for url in ("/gaps", "/api/gaps", "/api/patients/P1/team"):
+        assert _get(client, tokens, user, url).status_code == 403
+
+
+def test_linked_work_list_names_only_own_tasks_and_lists_need_a_supervisor(linked):
+    """A linked officer's work list holds the tasks it is responsible for; the township's week lists are
+    the supervisor's (and an unlinked account's, as before)."""
+    client, tokens, _db = linked
+    rows = _get(client, tokens, "police_other", "/api/worklist?all=true").json()["rows"]
+    assert [r["patient_id"] for r in rows] == ["P6"]
+    assert [(m["role"], m["name"]) for m in rows[0]["call"]] == [("police", "钱警官"), ("village", "未指定")]  # V2 has no primary
+    assert _get(client, tokens, "police_linked", "/lists/week").status_code == 403
+    assert _get(client, tokens, "police_lead", "/lists/week").status_code == 200
+    assert _get(client, tokens, "police", "/lists/week").status_code == 200
+    assert _get(client, tokens, "governance", "/lists/week").status_code == 200
+    account = _get(client, tokens, "police_other", "/account/password")
+    assert "钱警官" in account.text and "M-POL2" in account.text
+
+
+def test_doctor_assigns_and_ends_and_the_gap_list_follows(linked):
+    """The patient page and API add and end an assignment (validated like care_team.csv); the gap
+    list counts the roles nobody is responsible for, and follows the change."""
+    client, tokens, database = linked
+    h = {"Authorization": f"Bearer {tokens['doc']}"}
+    with Session(database.engine) as s:  # nobody primary for the village role any more
+        s.get(TeamMember, "M-VIL").primary = False
+        s.commit()
+    gaps = client.get("/api/gaps", headers=h).json()
+    assert {c["role"]: c["count"] for c in gaps["counts"]}["village"] == 2  # P1, P6
+    assert {r["patient_id"] for r in gaps["rows"]} == {"P1", "P6"}
+    page = client.get("/gaps", headers=h)
+    assert page.status_code == 200 and "吴六" in page.text and "陈一" in page.text and "李二" not in page.text
+
+    bad = client.post("/api/patients/P1/team", headers=h, json={"member_id": "M-POL", "role": "village", "from_on": "2026-06-01"})
+    assert bad.status_code == 422 and bad.json()["issues"][0]["code"] == "ROLE_MISMATCH"
+    late = client.post("/api/patients/P1/team", headers=h,
+                       json={"member_id": "M-VIL", "from_on": "2026-06-01", "to_on": "2026-05-01"})
+    assert late.status_code == 422 and late.json()["issues"][0]["code"] == "ASSIGNMENT_ENDS_BEFORE_START"
+    made = client.post("/api/patients/P1/team", headers=h, json={"member_id": "M-VIL", "from_on": "2026-06-01"})
+    assert made.status_code == 201
+    gaps = client.get("/api/gaps", headers=h).json()
+    assert {r["patient_id"] for r in gaps["rows"]} == {"P6"}
+    team = client.get("/api/patients/P1/team", headers=h).json()["assignments"]
+    assert [(a["member_id"], a["role"], a["to_on"]) for a in team] == [("M-VIL", "village", None)]
+    # ended the day before P1's task is due (06-03): the gap is back
+    end = client.post(f"/api/patients/P1/team/{made.json()['id']}/end", headers=h, json={"to_on": "2026-06-02"})
+    assert end.status_code == 200 and end.json()["to_on"] == "2026-06-02"
+    assert {r["patient_id"] for r in client.get("/api/gaps", headers=h).json()["rows"]} == {"P1", "P6"}
+    other = client.post("/api/patients/P4/team", headers=h, json={"member_id": "M-VIL", "from_on": "2026-06-01"})
+    assert other.status_code == 403  # another township's patient
+    record = client.get("/patients/P1", headers=h)
+    assert record.status_code == 200 and "团队指派" in record.text and "结束指派" not in record.text
+
+
+def test_cli_links_an_account_to_its_member(linked):
+    """``jingfang user link`` / ``supervisor``: the member's role must be the account's."""
+    _client, _tokens, database = linked
+    db = ["--db", database.url]
+    assert "M-POL2" in run("user", "link", "police", "M-POL2", *db)
+    assert "不能关联" in run("user", "link", "civil", "M-POL", *db, code=1)
+    with Session(database.engine) as s:
+        assert s.get(User, "police").member_id == "M-POL2" and s.get(User, "civil").member_id is None
+    run("user", "supervisor", "police", *db)
+    run("user", "link", "police", *db)
+    with Session(database.engine) as s:
+        user = s.get(User, "police")
+        assert user.supervisor and user.member_id is None
+    run("user", "supervisor", "doc", *db, code=1)
