@@ -250,12 +250,14 @@ def _random_team(engine, rng, extra_members: int, assigned: int) -> list[dict]:
 
 
 def _reset_team(engine) -> None:
-    from registry.models import CareTeamAssignment, TeamMember
+    from registry.models import (CareTeamAssignment, Emergency, FollowUpParticipant, GuardianYear, Injection, PatientChange,
+                                 PatientTransfer, TeamMember)
 
     tm = TeamMember.__table__
-    with engine.begin() as conn:
-        for table in (CareTeamAssignment.__table__, VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__,
-                      Patient.__table__):
+    with engine.begin() as conn:  # every table that refers to a patient, children first
+        for table in (FollowUpParticipant.__table__, Injection.__table__, GuardianYear.__table__, Emergency.__table__,
+                      PatientChange.__table__, PatientTransfer.__table__, CareTeamAssignment.__table__,
+                      VisitTask.__table__, FollowUp.__table__, HealthCheckRow.__table__, Patient.__table__):
             conn.execute(sa.delete(table))
         conn.execute(sa.delete(tm).where(tm.c.member_id.like("X%")))
 
