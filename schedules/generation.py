@@ -33,6 +33,7 @@ from registry.profile import Profile, load_profile
 from registry.register import cancel_reason_sql, consent_refused_sql, eligible_sql, left_sql
 from registry.rules import classification_sql, complete_sql, reached_sql
 from registry.doctor_date import doctor_date_applies_sql, doctor_due_sql
+from registry.joint_visits import refresh_outcomes
 from registry.teams import has_guardian_sql, incident_cutoff, required_roles_sql
 from schedules.calendar import WorkCalendar, unknown_years
 from registry.codes import VISIT_KINDS, TaskKind, TaskStatus
@@ -542,7 +543,12 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         .exists()
     )
     older = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), t.c.created_at != stamp)  # tasks of earlier runs only
-    counts["closed"] += _close(conn, sa.and_(older, superseded), TaskStatus.DONE.value, "follow_up", stamp)
+    closed_by_follow_up = _close(conn, sa.and_(older, superseded), TaskStatus.DONE.value, "follow_up", stamp)
+    counts["closed"] += closed_by_follow_up
+    if closed_by_follow_up:
+        # rules.md §6.2: which follow-up closed each, and a joint task's 到位 / 联合未到位 (one home:
+        # registry.joint_visits); the same statement on the full and the incremental path
+        refresh_outcomes(conn, sa.and_(only, t.c.closed_at == stamp, t.c.close_reason == "follow_up"), set_closed_by=True)
     # health check done by any check dated in the task's year; past years' open tasks expire
     year_start = date(as_of.year, 1, 1)
     done_check = (
