@@ -92,7 +92,7 @@ def _present_sql(f_id, role: str) -> sa.ColumnElement[bool]:
 def missing_roles_sql(roles_col, mode_col, f_id) -> sa.ColumnElement[str]:
     """``joint_outcome``'s missing roles in SQL: comma-separated in contract order, '' when none
     (``roles_col`` the task's roles text, ``mode_col`` / ``f_id`` the closing follow-up's)."""
-    home = mode_col == FollowUpMode.HOME.value
+    home = sa.func.coalesce(mode_col, 0) == FollowUpMode.HOME.value  # NULL mode: not a home visit
     parts = [sa.case((sa.and_(_role_in(roles_col, r), sa.not_(sa.and_(home, _present_sql(f_id, r)))), r + ","),
                      else_="") for r in NON_DOCTOR_ROLES]
     joined = parts[0]
@@ -127,9 +127,9 @@ def closing_follow_up_sql(t) -> sa.ScalarSelect:
                  else_=0)),
         else_=sa.case((f.c.visit_on >= t.c.basis_on, 1), else_=0),
     ) == 1
-    registered = sa.select(p.c.registered_on).where(p.c.patient_id == t.c.patient_id).scalar_subquery()
     return (sa.select(f.c.id)
-            .where(f.c.patient_id == t.c.patient_id, after, f.c.visit_on >= registered)
+            .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
+            .where(f.c.patient_id == t.c.patient_id, after, f.c.visit_on >= p.c.registered_on)
             .order_by(f.c.visit_on, f.c.id)
             .limit(1)
             .scalar_subquery())
