@@ -234,3 +234,49 @@ def test_latest_joint_incomplete_matches_its_sql_twin(database, rows):
                                          "joint_outcome": outcome}])
         got = conn.execute(sa.select(joint_visits.latest_joint_incomplete_sql(p.c.patient_id))).scalar()
     assert bool(got) == joint_visits.latest_joint_incomplete([(D(on), fid, o) for on, fid, o in rows])
+
+
+# ---------------------------------------------------------------------------- who recorded it (web, API)
+
+
+def test_attendees_own_record_wins_over_the_doctors_through_the_api(database):
+    from fastapi.testclient import TestClient
+
+    from registry.web.app import create_app
+    from web_support import TODAY, seed, session_token
+
+    ids = seed(database.engine)
+    client = TestClient(create_app(database.engine, today=lambda: TODAY))
+    doc = {"Authorization": f"Bearer {session_token(database.engine, 'doc')}"}
+    police = {"Authorization": f"Bearer {session_token(database.engine, 'police')}"}
+    url = f"/api/follow-ups/{ids['f1']}"
+    fp = FollowUpParticipant.__table__
+
+    def row(role):
+        with database.engine.connect() as conn:
+            return conn.execute(sa.select(fp.c.attended, fp.c.source, fp.c.reason, fp.c.recorded_by)
+                                .where(fp.c.follow_up_id == ids["f1"], fp.c.role == role)).one()
+
+    # the doctor first, then the officer: the officer's word replaces it
+    r = client.post(url + "/participants", headers=doc, json={"participants": [
+        {"role": "police", "member_id": "M-POL", "present": False, "reason": "值班"},
+        {"role": "village", "member_id": "M-VIL", "present": True}]})
+    assert r.status_code == 200 and r.json() == {"follow_up_id": ids["f1"], "written": ["police", "village"], "kept": []}
+    assert tuple(row("police")) == (False, "doctor", "值班", "doc")
+    r = client.post(url + "/attendance", headers=police, json={"attended": True})
+    assert r.status_code == 200, r.text
+    assert tuple(row("police")) == (True, "self", None, "police")
+    # the doctor again: the officer's own row is kept, the rest written
+    r = client.post(url + "/participants", headers=doc, json={"participants": [
+        {"role": "police", "present": False}, {"role": "village", "present": False, "reason": "外出"}]})
+    assert r.json() == {"follow_up_id": ids["f1"], "written": ["village"], "kept": ["police"]}
+    assert tuple(row("police")) == (True, "self", None, "police")
+    assert tuple(row("village")) == (False, "doctor", "外出", "doc")
+    # bad rows are refused whole, with the field named
+    r = client.post(url + "/participants", headers=doc, json={"participants": [
+        {"role": "village", "present": True}, {"role": "mayor", "present": True}]})
+    assert r.status_code == 422 and r.json()["issues"][0]["column"] == "role"
+    assert tuple(row("village")) == (False, "doctor", "外出", "doc")
+    r = client.post(url + "/participants", headers=doc, json={"participants": [{"role": "village", "member_id": "NOPE",
+                                                                                "present": True}]})
+    assert r.status_code == 422 and r.json()["issues"][0]["code"] == "UNKNOWN_MEMBER"
