@@ -280,3 +280,54 @@ def test_attendees_own_record_wins_over_the_doctors_through_the_api(database):
     r = client.post(url + "/participants", headers=doc, json={"participants": [{"role": "village", "member_id": "NOPE",
                                                                                 "present": True}]})
     assert r.status_code == 422 and r.json()["issues"][0]["code"] == "UNKNOWN_MEMBER"
+
+
+# ---------------------------------------------------------------------------- participants.csv
+
+
+def test_participants_csv_imports_keeps_own_records_and_reports_bad_rows(database, small_county, tmp_path):
+    import shutil
+
+    from registry.errors import ImportRejected
+    from registry.importing import import_path
+
+    files = tmp_path / "files"
+    shutil.copytree(small_county, files)
+    for extra in files.glob("expected-*"):
+        extra.unlink()
+    (files / "team_members.csv").write_text(
+        "member_id,name,role,phone,region_code\nM-POL,刘,police,1,T\nM-VIL,赵,village,2,V\n", encoding="utf-8")
+    (files / "participants.csv").write_text(
+        "患者编号,随访日期,角色,成员编号,到场,未到场原因\n"
+        "C1,2026-03-01,police,M-POL,1,\n"
+        "C1,2026-03-01,village,M-VIL,0,外出\n", encoding="utf-8")
+    today = D("2026-06-10")
+    first = import_path(database.engine, files, today=today)
+    assert first.tables["participants"].written == 2
+    fp, f = FollowUpParticipant.__table__, FollowUp.__table__
+    query = (sa.select(fp.c.role, fp.c.member_id, fp.c.attended, fp.c.reason, fp.c.source)
+             .select_from(fp.join(f, f.c.id == fp.c.follow_up_id))
+             .where(f.c.patient_id == "C1", f.c.visit_on == D("2026-03-01")).order_by(fp.c.role))
+    with database.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(query)] == [("police", "M-POL", True, None, "doctor"),
+                                                          ("village", "M-VIL", False, "外出", "doctor")]
+    assert import_path(database.engine, files, today=today).tables["participants"].written == 0  # twice: no change
+    # the village member's own record wins over a re-import that says otherwise
+    with database.engine.begin() as conn:
+        conn.execute(sa.update(fp).where(fp.c.role == "village").values(attended=True, reason=None, source="self"))
+    assert import_path(database.engine, files, today=today).tables["participants"].written == 0
+    with database.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(query)][1] == ("village", "M-VIL", True, None, "self")
+    # bad rows: unknown follow-up, unknown member, bad present flag, repeated role — nothing written
+    (files / "participants.csv").write_text(
+        "patient_id,visit_on,role,member_id,present,reason\n"
+        "C1,2026-03-02,police,M-POL,1,\n"
+        "C1,2026-03-01,police,NOPE,1,\n"
+        "C1,2026-03-01,village,,2,\n"
+        "C1,2026-03-01,police,,0,\n", encoding="utf-8")
+    with pytest.raises(ImportRejected) as exc:
+        import_path(database.engine, files, today=today)
+    got = {(i.line, i.column, i.code) for i in exc.value.issues}
+    assert got == {(2, "visit_on", "UNKNOWN_FOLLOW_UP"), (3, "member_id", "UNKNOWN_MEMBER"), (4, "present", "BAD_CODE"),
+                   (5, "role", "DUPLICATE_ID")}
+    assert all(i.file == "participants.csv" for i in exc.value.issues)
