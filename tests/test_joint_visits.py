@@ -331,3 +331,31 @@ def test_participants_csv_imports_keeps_own_records_and_reports_bad_rows(databas
     assert got == {(2, "visit_on", "UNKNOWN_FOLLOW_UP"), (3, "member_id", "UNKNOWN_MEMBER"), (4, "present", "BAD_CODE"),
                    (5, "role", "DUPLICATE_ID")}
     assert all(i.file == "participants.csv" for i in exc.value.issues)
+
+
+# ---------------------------------------------------------------------------- joint_visit_complete_rate
+
+
+def test_joint_visit_complete_rate_on_hand_built_cases(database):
+    """indicators.md: joint tasks closed by a follow-up dated in W; numerator those closed 到位."""
+    from registry.rates.compute import compute_rates
+
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    add_visit(engine, "P-PHONE", "2026-02-10", mode=3)  # 联合未到位
+    add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})  # 到位
+    add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": True})  # 联合未到位 (village)
+    generate(engine, as_of=D("2026-02-11"))
+    jan = compute_rates(engine, month="2026-01", today=D("2026-03-10"))["indicators"]["joint_visit_complete_rate"]
+    assert (jan["numerator"], jan["denominator"], jan["rate"]) == (0, 0, None)  # closed in February, not in W of January
+    feb = compute_rates(engine, month="2026-02", today=D("2026-03-10"))
+    got = feb["indicators"]["joint_visit_complete_rate"]
+    assert (got["numerator"], got["denominator"], got["rate"]) == (1, 3, 0.3333)
+    [town] = feb["children"]
+    assert town["indicators"]["joint_visit_complete_rate"]["denominator"] == 3
+    # a doctor-only task closed by a follow-up is not a joint task: P-HOME's next task (基本稳定) closes
+    add_visit(engine, "P-HOME", "2026-02-20", mode=3)
+    generate(engine, as_of=D("2026-02-21"))
+    got = compute_rates(engine, month="2026-02", today=D("2026-03-10"))["indicators"]["joint_visit_complete_rate"]
+    assert (got["numerator"], got["denominator"]) == (1, 3)
