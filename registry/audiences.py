@@ -79,10 +79,12 @@ def on_civil_affairs_list(rules: RoleRules, *, poor: bool, has_guardian: bool, g
 
 
 def risk_warning_reasons(rules: RoleRules, *, latest_risk: int | None, latest_class: int | None,
-                         new_incident: bool, locate_task: bool, overdue_visit: bool) -> list[str]:
+                         new_incident: bool, locate_task: bool, overdue_visit: bool,
+                         joint_missing: str | None = None) -> list[str]:
     """风险预警单 Why a patient is on the 风险预警单 (rules.md §7.3): risk at or above the profile's
     police threshold at the latest complete follow-up, a new 肇事/肇祸 (the week before), an open
-    locate (失访) task, 不稳定 with a visit overdue. Empty: not on the list."""
+    locate (失访) task, 不稳定 with a visit overdue, the latest joint task closed 联合未到位 (§6.2;
+    ``joint_missing``: its missing roles in Chinese, None when not). Empty: not on the list."""
     reasons = []
     if latest_risk is not None and latest_risk >= rules.police_min_risk:
         reasons.append(f"最近危险性{latest_risk}级")
@@ -92,6 +94,8 @@ def risk_warning_reasons(rules: RoleRules, *, latest_risk: int | None, latest_cl
         reasons.append("失访")
     if latest_class == Classification.UNSTABLE and overdue_visit:
         reasons.append("不稳定且随访逾期")
+    if joint_missing is not None:
+        reasons.append(f"联合未到位（未到：{joint_missing}）" if joint_missing else "联合未到位")
     return reasons
 
 

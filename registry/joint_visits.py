@@ -191,3 +191,20 @@ def latest_joint_incomplete(outcomes: Iterable[tuple[date, int, str]]) -> bool:
     rows = list(outcomes)
     complete = [(d, i) for d, i, o in rows if o == JointOutcome.COMPLETE.value]
     return any(o == JointOutcome.INCOMPLETE.value and not any(c > (d, i) for c in complete) for d, i, o in rows)
+
+
+def joint_incomplete_select(among) -> sa.Select:
+    """联合未到位名单 (patient_id, visit_on, missing_roles) of the patients of ``among`` (a select of
+    patient_ids) whose latest joint task closed 联合未到位 (``latest_joint_incomplete_sql``), one row
+    per such task, oldest closing follow-up first (a reader keeps the last row per patient)."""
+    t, f = VisitTask.__table__, FollowUp.__table__
+    return (sa.select(t.c.patient_id, f.c.visit_on, t.c.missing_roles)
+            .select_from(t.join(f, f.c.id == t.c.closed_by))
+            .where(t.c.patient_id.in_(among), t.c.joint_outcome == JointOutcome.INCOMPLETE.value,
+                   latest_joint_incomplete_sql(t.c.patient_id))
+            .order_by(t.c.patient_id, f.c.visit_on, f.c.id))
+
+
+def missing_roles_text(missing: str | None) -> str:
+    """缺席角色 The missing roles in Chinese: '民警、村(社区)两委成员/网格员'."""
+    return "、".join(TeamRole(r).label for r in (missing or "").split(",") if r)

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from registry.accounts import UserRole
 from registry.audit import audit_row
 from registry.audiences import risk_warning_reasons
+from registry.joint_visits import joint_incomplete_select, missing_roles_text
 from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
@@ -195,7 +196,10 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
         for row in conn.execute(care_team_select(among)):
             if row.patient_id in team:
                 team[row.patient_id].append(row)
-    return patients, latest, {"team": team, "incidents": incidents}
+        # rules.md §6.2: the latest joint task closed 联合未到位 (one home: registry.joint_visits)
+        joint_missing = {r.patient_id: missing_roles_text(r.missing_roles)
+                         for r in conn.execute(joint_incomplete_select(sa.select(among.c.patient_id)))}
+    return patients, latest, {"team": team, "incidents": incidents, "joint_missing": joint_missing}
 
 
 def _guardian(pat) -> str:
@@ -240,6 +244,7 @@ class WeekFacts:
     incidents: dict
     tasks: list[dict]
     rules: RoleRules
+    joint_missing: dict[str, str] = field(default_factory=dict)  # 联合未到位 patients → missing roles (§6.2)
     open_by_patient: dict[str, list[dict]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -311,6 +316,7 @@ def risk_warning_list(w: WeekFacts) -> WorkList:
             latest_class=classification_of(last) if last is not None else None,
             new_incident=bool(w.incidents.get(pid)), locate_task=any(t["kind"] == "locate" for t in own),
             overdue_visit=any(t["overdue"] and t["kind"] in LISTED_KINDS and t["kind"] != TaskKind.HEALTH_CHECK for t in own),
+            joint_missing=w.joint_missing.get(pid),
         )
         if reasons:
             wl.rows.append(w.base(pid) | {
@@ -378,7 +384,7 @@ def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRu
     patients, latest, extra = _facts(engine, code, week)
     tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
     facts = WeekFacts(week=week, end=end, patients=patients, latest=latest, team=extra["team"],
-                      incidents=extra["incidents"], tasks=tasks, rules=rules)
+                      incidents=extra["incidents"], tasks=tasks, rules=rules, joint_missing=extra["joint_missing"])
     lists = [build(facts) for build in LIST_BUILDERS]
     return {
         "township_code": code, "township_name": name, "week": week, "week_end": end,

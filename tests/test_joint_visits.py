@@ -359,3 +359,22 @@ def test_joint_visit_complete_rate_on_hand_built_cases(database):
     generate(engine, as_of=D("2026-02-21"))
     got = compute_rates(engine, month="2026-02", today=D("2026-03-10"))["indicators"]["joint_visit_complete_rate"]
     assert (got["numerator"], got["denominator"]) == (1, 3)
+
+
+# ---------------------------------------------------------------------------- 风险预警单
+
+
+def test_joint_incomplete_patient_is_on_the_risk_warning_list(database):
+    from schedules.lists import build_lists
+
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    add_visit(engine, "P-PHONE", "2026-02-10", mode=3)
+    add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    lists = build_lists(engine, township_code="T", week=D("2026-02-16"))
+    [risk] = [wl for wl in lists["lists"] if wl.slug == "risk"]
+    reasons = {r["patient_id"]: r["reasons"] for r in risk.rows}
+    assert "联合未到位（未到：民警、村(社区)两委成员/网格员）" in reasons["P-PHONE"]
+    assert "联合未到位" not in reasons.get("P-HOME", "")
