@@ -378,3 +378,41 @@ def test_joint_incomplete_patient_is_on_the_risk_warning_list(database):
     reasons = {r["patient_id"]: r["reasons"] for r in risk.rows}
     assert "联合未到位（未到：民警、村(社区)两委成员/网格员）" in reasons["P-PHONE"]
     assert "联合未到位" not in reasons.get("P-HOME", "")
+
+
+# ---------------------------------------------------------------------------- the supervision page
+
+
+def test_supervision_page_lists_joint_incomplete_patients_of_the_region(database):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from registry.web.app import create_app
+    from web_support import PASSWORD, TODAY, seed
+
+    engine = database.engine
+    seed(engine)
+    generate(engine, as_of=D("2026-05-21"))  # P1 (不稳定, risk 3): a joint task doctor, police, village
+    with Session(engine) as s:
+        s.add(FollowUp(patient_id="P1", visit_on=D("2026-06-01"), mode=3, risk_level=1, insight=1, classification=2))
+        s.commit()
+    generate(engine, as_of=D("2026-06-02"))
+
+    def page(username):
+        client = TestClient(create_app(engine, today=lambda: TODAY), follow_redirects=False)
+        form = client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
+        return client.get("/joint-visits/incomplete")
+
+    doc = page("doc")
+    assert doc.status_code == 200 and "P1" in doc.text and "陈一" in doc.text and "民警" in doc.text
+    assert "利培酮" not in doc.text and "精神分裂" not in doc.text  # no medication, no diagnosis
+    admin = page("admin")
+    assert admin.status_code == 200 and "P1" in admin.text
+    other = page("doc2")  # the other township
+    assert other.status_code == 200 and "陈一" not in other.text
+    assert page("police").status_code == 403
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM audit_log WHERE object_type = 'joint_incomplete'")).scalar() == 3

@@ -213,11 +213,11 @@ DESKTOP = {"width": 1280, "height": 900}
 ROLE_PAGES = {
     "doc": ["/worklist", "/worklist?all=1", "/worklist?kind=health_check", "/patients/P1", "/patients/P3",
             "/patients/P1/follow-ups/new", "/patients/new", "/patients/P2/status", "/search?q=陈", "/search?q=无此人",
-            "/patients/P4", "/lists/week", "/ledger", "/account/password"],
+            "/patients/P4", "/lists/week", "/ledger", "/joint-visits/incomplete", "/account/password"],
     "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/account/password"],
     "civil": ["/mylist", "/patients/P3", "/lists/week", "/account/password"],
     "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger",
-              "/account/password"],
+              "/joint-visits/incomplete", "/account/password"],
 }
 REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403}  # another township's patient; not on the police lists
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels
