@@ -416,3 +416,32 @@ def test_supervision_page_lists_joint_incomplete_patients_of_the_region(database
     assert page("police").status_code == 403
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM audit_log WHERE object_type = 'joint_incomplete'")).scalar() == 3
+
+
+def test_monthly_report_ranks_townships_by_joint_visit_complete_rate(database):
+    from registry.rates.indicators import INDICATOR_KEYS
+    from registry.rates.reporting import ChildRow, build_context, cells_for, joint_ranking, render_html
+
+    engine = database.engine
+    county(engine)
+    with Session(engine) as s:  # a second township with no joint task closed
+        s.add(Region(code="T2", name="二镇", level="township", parent_code="C"))
+        s.add(Region(code="V2", name="二村", level="village", parent_code="T2", population=500))
+        s.commit()
+    generate(engine, as_of=D("2026-02-03"))
+    add_visit(engine, "P-PHONE", "2026-02-10", mode=3)
+    add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    ctx = build_context(engine, month="2026-02", today=D("2026-03-10"))
+    assert [(r.rank, r.code) for r in ctx.joint_ranking] == [(1, "T"), (2, "T2")]
+    cell = ctx.joint_ranking[0].cells["joint_visit_complete_rate"]
+    assert (cell.numerator, cell.denominator, cell.rate) == (1, 2, "50.00%")
+    html = render_html(ctx)
+    assert "联合随访到位率排名" in html and "50.00%" in html
+    # the ranking itself: highest rate first, no rate last, ties by the number closed 到位
+    def row(code, num, den):
+        values = {k: {"numerator": 0, "denominator": 0, "rate": None, "target": None, "met": None} for k in INDICATOR_KEYS}
+        values["joint_visit_complete_rate"] = {"numerator": num, "denominator": den, "rate": None, "target": None, "met": None}
+        return ChildRow(0, code, code, 0, cells_for(values))
+    ranked = joint_ranking([row("A", 0, 0), row("B", 1, 2), row("C", 2, 4), row("D", 3, 3)])
+    assert [r.code for r in ranked] == ["D", "C", "B", "A"]
