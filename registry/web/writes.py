@@ -164,7 +164,7 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         attended = {r: raw.pop(f"attended_{r}", None) for r in JOINT_ROLES}
         reasons = {r: (raw.pop(f"reason_{r}", None) or "").strip() or None for r in JOINT_ROLES}
         for role, reason in reasons.items():
-            if reason is not None and (len(reason) > 200 or bad_text(reason)):
+            if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
                 raise _reject([Issue("BAD_VALUE", f"未到场原因(reason_{role}): 过长（超过200个字符）或含不可保存的字符",
                                      column=f"reason_{role}")])
         seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
@@ -301,7 +301,7 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
 
 def _attendance_reason(reason: str | None, column: str) -> str | None:
     reason = (reason or "").strip() or None
-    if reason is not None and (len(reason) > 200 or bad_text(reason)):
+    if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
         raise InvalidInput.single("BAD_VALUE", f"未到场原因({column}): 过长（超过200个字符）或含不可保存的字符", column=column)
     return reason
 
@@ -341,7 +341,8 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
         seen.add(role)
         if not isinstance(present, bool):
             issues.append(Issue("BAD_VALUE", f"第{n}行 到场(present): 应为 true / false", column="present"))
-        if member is not None and not (isinstance(member, str) and 0 < len(member) <= 64):
+        if member is not None and not (isinstance(member, str) and 0 < len(member) <= 64
+                                       and not bad_text(member, multiline=False)):
             issues.append(Issue("BAD_VALUE", f"第{n}行 成员编号(member_id) 无效", column="member_id"))
         try:
             reason = _attendance_reason(raw.get("reason"), "reason")
