@@ -543,12 +543,15 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         .exists()
     )
     older = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), t.c.created_at != stamp)  # tasks of earlier runs only
-    closed_by_follow_up = _close(conn, sa.and_(older, superseded), TaskStatus.DONE.value, "follow_up", stamp)
-    counts["closed"] += closed_by_follow_up
-    if closed_by_follow_up:
-        # rules.md §6.2: which follow-up closed each, and a joint task's 到位 / 联合未到位 (one home:
-        # registry.joint_visits); the same statement on the full and the incremental path
-        refresh_outcomes(conn, sa.and_(only, t.c.closed_at == stamp, t.c.close_reason == "follow_up"), set_closed_by=True)
+    closed_ids = conn.execute(
+        sa.update(t).where(only, t.c.status == TaskStatus.OPEN.value, older, superseded)
+        .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason="follow_up").returning(t.c.id)
+    ).scalars().all()
+    counts["closed"] += len(closed_ids)
+    # rules.md §6.2: which follow-up closed each, and a joint task's 到位 / 联合未到位 (one home:
+    # registry.joint_visits); the same statements on the full and the incremental path
+    for i in range(0, len(closed_ids), 5000):
+        refresh_outcomes(conn, t.c.id.in_(closed_ids[i:i + 5000]), set_closed_by=True)
     # health check done by any check dated in the task's year; past years' open tasks expire
     year_start = date(as_of.year, 1, 1)
     done_check = (
