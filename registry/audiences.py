@@ -98,11 +98,12 @@ def assistance_reasons(*, poor: bool, has_guardian: bool, guardian_year: bool) -
 
 def risk_warning_reasons(rules: RoleRules, *, latest_risk: int | None, latest_class: int | None,
                          new_incident: bool, locate_task: bool, overdue_visit: bool,
-                         emergency: bool = False) -> list[str]:
+                         emergency: bool = False, joint_missing: str | None = None) -> list[str]:
     """风险预警单 Why a patient is on the 风险预警单 (rules.md §7.3): risk at or above the profile's
     police threshold at the latest complete follow-up, a new 肇事/肇祸 (the week before), an open
     locate (失访) task, 不稳定 with a visit overdue, an emergency of the week (rules.md §9, the
-    week before). Empty: not on the list."""
+    week before), the latest joint task closed 联合未到位 (§6.2; ``joint_missing``: its missing roles
+    in Chinese, None when not). Empty: not on the list."""
     reasons = []
     if latest_risk is not None and latest_risk >= rules.police_min_risk:
         reasons.append(f"最近危险性{latest_risk}级")
@@ -114,6 +115,8 @@ def risk_warning_reasons(rules: RoleRules, *, latest_risk: int | None, latest_cl
         reasons.append("不稳定且随访逾期")
     if emergency:
         reasons.append("上周应急处置")
+    if joint_missing is not None:
+        reasons.append(f"联合未到位（未到：{joint_missing}）" if joint_missing else "联合未到位")
     return reasons
 
 

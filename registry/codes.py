@@ -441,3 +441,18 @@ class DiagnosisCertainty(CodedStr):
 
     CONFIRMED = "confirmed", "确诊"
     SUSPECTED = "suspected", "疑似"
+
+
+class JointOutcome(CodedStr):
+    """联合随访结果 How a follow-up closed a joint visit task (rules.md §6.2) [2026-12]."""
+
+    COMPLETE = "complete", "到位"
+    INCOMPLETE = "incomplete", "联合未到位"
+
+
+class AttendanceSource(CodedStr):
+    """到场登记来源 Who recorded a participant's attendance (rules.md §6.2) [2026-12]: the doctor on
+    the follow-up form (and imports), or the attendee from their own account, whose word wins."""
+
+    DOCTOR = "doctor", "医生登记"
+    SELF = "self", "本人登记"

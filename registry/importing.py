@@ -2,7 +2,8 @@
 
 Files: a directory of ``regions.csv``, ``team_members.csv``, ``patients.csv``,
 ``followups.csv``, ``health_checks.csv``, ``injections.csv``, ``care_team.csv`` (个案管理团队指派,
-rules.md §6.1; [2026-12]) (any subset; UTF-8 with or without BOM, or GB18030/GBK — detected), or one
+rules.md §6.1; [2026-12]), ``participants.csv`` (attendance per person on a follow-up, rules.md §6.2)
+(any subset; UTF-8 with or without BOM, or GB18030/GBK — detected), or one
 ``.xlsx`` workbook with a sheet per file name. Headers are the English names or the Chinese labels of
 contract.md. ``followups.csv`` takes every field of the 随访服务记录表 (rules.md §3) and ``patients.csv``
 the 个人信息补充表 as optional columns; a column of those a file does not carry leaves the stored values
@@ -37,6 +38,7 @@ from registry import codes, models
 from registry.audit import audit_row, cli_actor
 from registry.ids import mask
 from registry.injections import record_last_injection, sync_last_injection
+from registry.joint_visits import refresh_for_follow_ups
 from registry.errors import ImportRejected, InvalidInput, Issue
 from registry.guardian_years import enrol_for_import
 from registry.models import utcnow
@@ -46,6 +48,7 @@ from registry.validation import (
     FOLLOW_UP_FIELDS,
     HEALTH_CHECK_FIELDS,
     INJECTION_FIELDS,
+    PARTICIPANT_FIELDS,
     PATIENT_FIELDS,
     PATIENT_SUPPLEMENT_FIELDS,
     REGION_FIELDS,
@@ -79,6 +82,7 @@ FILE_SPECS: dict[str, list[FieldSpec]] = {
     "health_checks": HEALTH_CHECK_FIELDS,
     "injections": INJECTION_FIELDS,
     "care_team": CARE_TEAM_FIELDS,  # contract.md [2026-12] (rules.md §6.1)
+    "participants": PARTICIPANT_FIELDS,  # contract.md [2026-12], rules.md §6.2 (after their follow-ups)
 }
 # contract.md [2026-12]: optional columns that a file without them does not overwrite (the web
 # forms record them too; a re-import of an older, shorter file must not blank them).
@@ -100,6 +104,7 @@ HEADER_ALIASES = {
                  "住院次数": "admissions"},
     "team_members": {"编号": "member_id", "地区编码": "region_code", "联系电话": "phone", "主责": "primary"},
     "care_team": {"团队成员编号": "member_id"},
+    "participants": {"到场情况": "present", "是否到场": "present", "原因": "reason", "序号": "seq"},
 }
 LEVEL_PARENT = {"township": "county", "village": "township"}
 
@@ -134,7 +139,7 @@ class ImportResult:
 
     def summary(self) -> str:
         names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检",
-                 "injections": "长效针剂注射", "care_team": "团队指派"}
+                 "injections": "长效针剂注射", "care_team": "团队指派", "participants": "随访参加人员"}
         parts = []
         for stem, res in self.tables.items():
             text = f"{names[stem]} {res.read} 行（新增或更新 {res.written}，未变 {res.unchanged}"
@@ -597,10 +602,93 @@ def _check_care_team(rows: list[_Row], member_rows: list[_Row], patients: _Patie
             seen[key] = row.line
 
 
+def _check_participants(part_rows: list[_Row], rows: dict[str, list[_Row]], patients: _Patients, ctx: "_Context",
+                        conn: Connection) -> None:
+    """随访参加人员 participants.csv (contract.md [2026-12]): the follow-up (patient, date, ``seq``) is in
+    this import or stored; the member exists; one row per follow-up and role within the file."""
+    if not part_rows:
+        return
+    in_file = {(r.values.get("patient_id"), r.values.get("visit_on"), r.values.get("seq")): r
+               for r in rows.get("followups", [])}
+    pids = sorted({r.values.get("patient_id") for r in part_rows if r.values.get("patient_id")})
+    f = models.FollowUp.__table__
+    stored_keys: set[tuple] = set()
+    for chunk in _chunks(pids, 900):
+        stored_keys |= {tuple(k) for k in conn.execute(sa.select(f.c.patient_id, f.c.visit_on, f.c.seq)
+                                                        .where(f.c.patient_id.in_(chunk)))}
+    members = {r.values.get("member_id") for r in rows.get("team_members", []) if not r.issues}
+    wanted = sorted({r.values.get("member_id") for r in part_rows if r.values.get("member_id")} - members)
+    m = models.TeamMember.__table__
+    for chunk in _chunks(wanted, 900):
+        members |= set(conn.execute(sa.select(m.c.member_id).where(m.c.member_id.in_(chunk))).scalars())
+    seen: dict[tuple, int] = {}
+    for row in part_rows:
+        if row.issues:
+            continue
+        v = row.values
+        if patients.facts("participants", row) is None:
+            continue
+        key = (v["patient_id"], v["visit_on"], v["seq"])
+        frow = in_file.get(key)
+        if frow is not None and frow.issues:
+            _tag(row, "participants", [Issue("FOLLOW_UP_ROW_INVALID", f"该随访在 {frow.file} 第{frow.line}行有错误，本行不能导入",
+                                             column="visit_on", value=str(v["visit_on"]))])
+        elif frow is None and key not in stored_keys:
+            _tag(row, "participants", [Issue("UNKNOWN_FOLLOW_UP", f"患者 {v['patient_id']} 在 {v['visit_on']} 没有第{v['seq']}次随访记录",
+                                             column="visit_on", value=str(v["visit_on"]))])
+        if v.get("member_id") and v["member_id"] not in members:
+            _tag(row, "participants", [Issue("UNKNOWN_MEMBER", f"成员编号 {v['member_id']} 不存在", column="member_id",
+                                             value=v["member_id"])])
+        dup = key + (v["role"],)
+        if dup in seen:
+            _tag(row, "participants", [Issue("DUPLICATE_ID", f"同一次随访的同一角色与第{seen[dup]}行重复", column="role",
+                                             value=v["role"])])
+        else:
+            seen[dup] = row.line
+
+
+def _write_participants(conn: Connection, good: list[dict]) -> int:
+    """Write attendance rows (source ``doctor``, recorded by the import) keyed by (follow-up, role):
+    a row the attendee recorded from their own account keeps their word (rules.md §6.2,
+    ``registry.joint_visits.attendance_replaces``); an unchanged row is left alone. The tasks those
+    follow-ups closed get their 到位 / 联合未到位 again."""
+    if not good:
+        return 0
+    f = models.FollowUp.__table__
+    ids: dict[tuple, int] = {}
+    for chunk in _chunks(sorted({v["patient_id"] for v in good}), 900):
+        for pid, on, seq, fid in conn.execute(sa.select(f.c.patient_id, f.c.visit_on, f.c.seq, f.c.id)
+                                              .where(f.c.patient_id.in_(chunk))):
+            ids[(pid, on, seq)] = fid
+    stamp = utcnow()
+    records = [{"follow_up_id": ids[(v["patient_id"], v["visit_on"], v["seq"])], "role": v["role"],
+                "member_id": v.get("member_id"), "attended": bool(v["present"]), "reason": v.get("reason"),
+                "source": codes.AttendanceSource.DOCTOR.value, "recorded_by": "import", "recorded_at": stamp}
+               for v in good]
+    t = models.FollowUpParticipant.__table__
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    written = 0
+    for chunk in _chunks(records, 1000):  # one multi-row statement per chunk
+        ins = insert(t).values(chunk)
+        changed = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in ("member_id", "attended", "reason")])
+        stmt = ins.on_conflict_do_update(
+            index_elements=["follow_up_id", "role"],
+            set_={c: ins.excluded[c] for c in ("member_id", "attended", "reason", "source", "recorded_by", "recorded_at")},
+            where=sa.and_(t.c.source != codes.AttendanceSource.SELF.value, changed),
+        ).returning(t.c.follow_up_id)  # the rows written (psycopg reports no rowcount for a multi-row VALUES)
+        written += len(conn.execute(stmt).all())
+    for chunk in _chunks(sorted({r["follow_up_id"] for r in records}), 900):
+        refresh_for_follow_ups(conn, chunk)
+    return written
+
+
 def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Connection, today: date) -> tuple[dict[str, list[_Row]], list[Issue]]:
     """Parse every file, then the checks across rows and against the database, parents first."""
     rows, file_issues = _parse_sources(sources)
-    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks", "injections", "care_team")
+    referenced = {r.values.get("patient_id") for s in ("followups", "health_checks", "injections", "care_team", "participants")
                   for r in rows.get(s, [])}
     ctx = _Context(conn, {p for p in referenced if p})
     levels = _check_regions(rows.get("regions", []), ctx.regions)
@@ -610,6 +698,7 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
     _check_health_checks(rows.get("health_checks", []), patients, today)
     _check_injections(rows.get("injections", []), patients, today)
     _check_care_team(rows.get("care_team", []), rows.get("team_members", []), patients, conn)
+    _check_participants(rows.get("participants", []), rows, patients, ctx, conn)
     issues = list(file_issues)
     for srows in rows.values():
         for row in srows:
@@ -627,6 +716,7 @@ _TABLES = {
     "health_checks": (models.HealthCheck.__table__, ["patient_id", "checked_on"]),
     "injections": (models.Injection.__table__, ["patient_id", "given_on"]),
     "care_team": (models.CareTeamAssignment.__table__, ["patient_id", "member_id", "role", "from_on"]),
+    "participants": (models.FollowUpParticipant.__table__, ["follow_up_id", "role"]),
 }
 
 
@@ -795,8 +885,11 @@ def import_path(
             if stem == "regions":  # parents first
                 order = {"county": 0, "township": 1, "village": 2}
                 good.sort(key=lambda v: order[v["level"]])
-            table, keys = _TABLES[stem]
-            written = _upsert(conn, table, keys, good, progress, stem)
+            if stem == "participants":
+                written = _write_participants(conn, good)
+            else:
+                table, keys = _TABLES[stem]
+                written = _upsert(conn, table, keys, good, progress, stem)
             result.tables[stem] = TableResult(read=len(srows), written=written, unchanged=len(good) - written, skipped=len(srows) - len(good))
         if "injections" in rows or "patients" in rows:
             sync_last_injection(conn)

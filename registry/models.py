@@ -238,15 +238,24 @@ class FollowUp(SQLModel, table=True):
 
 
 class FollowUpParticipant(SQLModel, table=True):
-    """联合随访参与者 A joint-visit participant and whether they attended (rules.md §6)."""
+    """联合随访参与者 A joint-visit participant's attendance, one row per role (rules.md §6, §6.2).
+
+    ``attended`` is the person's presence (到场 1 / 未到场 0; the ``present`` column of
+    ``participants.csv``); absent with a ``reason`` is a valid record. ``source`` says who recorded it:
+    the doctor (form, API, import) or the attendee from their own account, whose word wins for the
+    row (``registry.joint_visits.attendance_replaces``)."""
 
     __tablename__ = "follow_up_participant"
-    __table_args__ = (in_check("role", codes.TeamRole),)
+    __table_args__ = (in_check("role", codes.TeamRole), in_check("source", codes.AttendanceSource))
 
     follow_up_id: int = Field(foreign_key="follow_up.id", primary_key=True)
     role: str = Field(primary_key=True, max_length=20)
     member_id: str | None = Field(default=None, foreign_key="team_member.member_id", max_length=64)
     attended: bool = False
+    reason: str | None = Field(default=None, max_length=200)  # 未到场原因 (or a note)
+    source: str = Field(default="doctor", max_length=16)  # AttendanceSource
+    recorded_by: str | None = Field(default=None, max_length=100)  # username, or "import"
+    recorded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class HealthCheck(SQLModel, table=True):
@@ -448,6 +457,8 @@ class VisitTask(SQLModel, table=True):
         sa.Index("ix_visit_task_status_due", "status", "due_on"),
         in_check("kind", codes.TaskKind),
         in_check("status", codes.TaskStatus),
+        in_check("joint_outcome", codes.JointOutcome),
+        sa.Index("ix_visit_task_closed_by", "closed_by"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -471,6 +482,12 @@ class VisitTask(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     close_reason: str | None = Field(default=None, max_length=100)
+    # rules.md §6.2 [2026-12]: the follow-up that closed a visit task, and for a joint task how
+    # (到位 / 联合未到位) with the required roles nobody attended (comma-separated, contract order);
+    # kept current when attendance changes (registry.joint_visits.refresh_outcomes)
+    closed_by: int | None = None  # follow_up.id (no FK: tasks are derived data, see patient_id)
+    joint_outcome: str | None = Field(default=None, max_length=16)
+    missing_roles: str | None = Field(default=None, max_length=64)
 
 
 class GuardianYear(SQLModel, table=True):

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from registry.codes import Classification, FollowUpMode, HospitalStatus, Insight, RiskLevel, SocialFunction
 
-RULES_VERSION = 2  # 2: psych_support counts 居家 only (indicators.md [2026-12])
+RULES_VERSION = 3  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14)
 
 
 def rules_version(profile_tag: str | None = None) -> str:

@@ -389,6 +389,18 @@ STATUS_FIELDS = [
     FieldSpec("status_detail", "死亡原因/迁往地", text(255)),
 ]
 
+# contract.md [2026-12] participants.csv: attendance per person on a follow-up (rules.md §6.2); the
+# follow-up is the patient's row of that date, the n-th of that date with ``seq`` (default 1).
+PARTICIPANT_FIELDS = [
+    FieldSpec("patient_id", "患者编号", identifier(64), required=True),
+    FieldSpec("visit_on", "随访日期", iso_date, required=True),
+    FieldSpec("role", "角色", coded(codes.TeamRole), required=True),
+    FieldSpec("member_id", "成员编号", identifier(64)),
+    FieldSpec("present", "到场", flag, required=True),
+    FieldSpec("reason", "未到场原因", text(200)),
+    FieldSpec("seq", "当日第几次随访", positive_int(1, 99), default=1),
+]
+
 TEAM_MEMBER_FIELDS = [
     FieldSpec("member_id", "成员编号", identifier(64), required=True),
     FieldSpec("name", "姓名", text(100), required=True),

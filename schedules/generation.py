@@ -34,6 +34,7 @@ from registry.profile import Profile, load_profile
 from registry.register import cancel_reason_sql, consent_refused_sql, eligible_sql, left_sql
 from registry.rules import classification_sql, complete_sql, reached_sql
 from registry.doctor_date import doctor_date_applies_sql, doctor_due_sql
+from registry.joint_visits import refresh_outcomes
 from registry.teams import has_guardian_sql, incident_cutoff, required_roles_sql
 from schedules.calendar import WorkCalendar, unknown_years
 from registry.codes import VISIT_KINDS, TaskKind, TaskStatus
@@ -579,7 +580,15 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         .exists()
     )
     older = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), t.c.created_at != stamp)  # tasks of earlier runs only
-    counts["closed"] += _close(conn, sa.and_(older, superseded), TaskStatus.DONE.value, "follow_up", stamp)
+    closed_ids = conn.execute(
+        sa.update(t).where(only, t.c.status == TaskStatus.OPEN.value, older, superseded)
+        .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason="follow_up").returning(t.c.id)
+    ).scalars().all()
+    counts["closed"] += len(closed_ids)
+    # rules.md §6.2: which follow-up closed each, and a joint task's 到位 / 联合未到位 (one home:
+    # registry.joint_visits); the same statements on the full and the incremental path
+    for i in range(0, len(closed_ids), 5000):
+        refresh_outcomes(conn, t.c.id.in_(closed_ids[i:i + 5000]), set_closed_by=True)
     # health check done by any check dated in the task's year; past years' open tasks expire
     year_start = date(as_of.year, 1, 1)
     done_check = (

@@ -31,6 +31,7 @@ from registry.accounts import UserRole
 from registry.audit import audit_row
 from registry.audiences import assistance_reasons, risk_warning_reasons
 from registry.guardian_reward import effective_status
+from registry.joint_visits import joint_incomplete_select, missing_roles_text
 from registry.teams import has_guardian
 from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
@@ -211,7 +212,11 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
         guardian_years = {r.patient_id: r.status for r in conn.execute(
             sa.select(g.c.patient_id, g.c.status).where(g.c.year == week.year,
                                                          g.c.patient_id.in_(sa.select(among.c.patient_id))))}
-    return patients, latest, {"incidents": incidents, "guardian_years": guardian_years, "emergencies": emergencies}
+        # rules.md §6.2: the latest joint task closed 联合未到位 (one home: registry.joint_visits)
+        joint_missing = {r.patient_id: missing_roles_text(r.missing_roles)
+                         for r in conn.execute(joint_incomplete_select(sa.select(among.c.patient_id)))}
+    return patients, latest, {"incidents": incidents, "guardian_years": guardian_years, "emergencies": emergencies,
+                              "joint_missing": joint_missing}
 
 
 def _guardian(pat) -> str:
@@ -256,6 +261,7 @@ class WeekFacts:
     incidents: dict
     tasks: list[dict]
     rules: RoleRules
+    joint_missing: dict[str, str] = field(default_factory=dict)  # 联合未到位 patients → missing roles (§6.2)
     open_by_patient: dict[str, list[dict]] = field(default_factory=dict)
     guardian_years: dict[str, str] = field(default_factory=dict)  # patient_id → stored status, the week's year
     emergencies: dict = field(default_factory=dict)  # patient_id → emergencies of the week (rules.md §9)
@@ -331,6 +337,7 @@ def risk_warning_list(w: WeekFacts) -> WorkList:
             new_incident=bool(w.incidents.get(pid)), locate_task=any(t["kind"] == "locate" for t in own),
             overdue_visit=any(t["overdue"] and t["kind"] in LISTED_KINDS and t["kind"] != TaskKind.HEALTH_CHECK for t in own),
             emergency=bool(w.emergencies.get(pid)),
+            joint_missing=w.joint_missing.get(pid),
         )
         if reasons:
             wl.rows.append(w.base(pid) | {
@@ -397,7 +404,7 @@ def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRu
     tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
     facts = WeekFacts(week=week, end=end, patients=patients, latest=latest,
                       incidents=extra["incidents"], tasks=tasks, rules=rules, guardian_years=extra["guardian_years"],
-                      emergencies=extra["emergencies"])
+                      emergencies=extra["emergencies"], joint_missing=extra["joint_missing"])
     lists = [build(facts) for build in LIST_BUILDERS]
     return {
         "township_code": code, "township_name": name, "week": week, "week_end": end,

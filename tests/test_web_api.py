@@ -57,6 +57,7 @@ ROUTES = [
     ("GET", "/api/me"), ("GET", "/api/worklist"), ("GET", "/api/patients"), ("GET", "/api/patients/P1"),
     ("POST", "/api/patients"), ("POST", "/api/patients/P1/follow-ups"), ("POST", "/api/patients/P1/status"),
     ("POST", "/api/follow-ups/1/attendance"), ("GET", "/api/rates"), ("GET", "/api/audit"), ("DELETE", "/api/session"),
+    ("POST", "/api/follow-ups/1/participants"),  # issue 14 (rules.md §6.2)
     ("POST", "/api/patients/P1/health-checks"), ("POST", "/api/patients/P1/injections"),
     ("POST", "/api/me/password"),  # issue 18
     ("GET", "/api/ledger"),  # issue 15
@@ -177,10 +178,18 @@ def test_scope_matrix_writes(web, username):
     r_status = client.post("/api/patients/P2/status", json={"status": "moved_out", "status_on": "2026-06-05",
                                                            "status_detail": "广州市"}, headers=h)
     r_att = client.post(f"/api/follow-ups/{ids['f1']}/attendance", json={"attended": True}, headers=h)
+    r_parts = client.post(f"/api/follow-ups/{ids['f1']}/participants",
+                          json={"participants": [{"role": "village", "member_id": "M-VIL", "present": False,
+                                                  "reason": "外出开会"}]}, headers=h)
+    if role == "township_doctor":
+        expected = (200, None) if username == "doc" else (403, "PATIENT_FORBIDDEN")
+    else:
+        expected = (403, "ROLE_FORBIDDEN")
+    assert (r_parts.status_code, r_parts.json().get("error")) == expected, r_parts.text
     if username == "doc":
         assert (r_new.status_code, r_fu.status_code, r_status.status_code) == (201, 201, 200), (r_new.text, r_fu.text, r_status.text)
         writes = audit_rows(database, actor="doc", action="write")
-        assert {row.object_type for row in writes} == {"patient", "follow_up"}
+        assert {row.object_type for row in writes} == {"patient", "follow_up", "follow_up_participant"}
         assert all(row.source == "testclient" for row in writes)
     elif username == "doc2":  # a doctor, but P1/P2 and V1 are in the other township
         assert r_fu.status_code == 403 and r_fu.json()["error"] == "PATIENT_FORBIDDEN"

@@ -236,7 +236,7 @@ ROLE_PAGES = {
     "doc": ["/worklist", "/worklist?all=1", "/worklist?kind=health_check", "/patients/P1", "/patients/P3",
             "/patients/P1/follow-ups/new", "/patients/new", "/patients/P2/status", "/search?q=陈", "/search?q=无此人",
             "/patients/P4", "/lists/week", "/ledger", "/gaps", "/reward", "/lists/archive", "/lists/archive/1/joint",
-            "/account/password",
+            "/joint-visits/incomplete", "/account/password",
             "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers",  # issue 13
             "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue"],
     "doc2": ["/transfers", "/patients/P4/edit", "/patients/P4/history"],  # a move waiting for T2 (issue 13)
@@ -244,7 +244,7 @@ ROLE_PAGES = {
                "/patients/P1/history", "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue"],
     "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/account/password"],
     "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger",
-              "/gaps", "/reward", "/lists/archive?township=T1", "/lists/archive/1/followup",
+              "/gaps", "/reward", "/lists/archive?township=T1", "/lists/archive/1/followup", "/joint-visits/incomplete",
               "/account/password", "/patients/P1/edit", "/patients/P1/history", "/transfers", "/emergencies/overdue"],
 }
 REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403, ("police", "/patients/P1/history"): 403}  # another township's patient; not on the police lists

@@ -37,7 +37,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from registry import models
-from registry.codes import Adherence, Diagnosis, HospitalStatus
+from registry.codes import Adherence, Diagnosis, HospitalStatus, JointOutcome
 from registry.errors import InvalidInput
 from registry.periods import Period
 from registry.profile import profile_document
@@ -105,6 +105,9 @@ INDICATORS: tuple[Indicator, ...] = (
               "居家患者数", "percent", "psych_support", "at_home"),
     Indicator("incident_rate", "肇事肇祸率", "当年内随访记录肇事或肇祸次数大于0的在册患者数", "在册患者数",
               "percent", "incident", "registered"),
+    # indicators.md [2026-12], rules.md §6.2: counted over closed joint visit tasks, not patients
+    Indicator("joint_visit_complete_rate", "联合随访到位率", "当年内由随访结束且联合到位（家庭访视、各所需角色均到场）的联合入户任务数",
+              "当年内由随访结束的联合入户任务数", "percent", "joint_complete", "joint_closed"),
 )
 INDICATOR_KEYS = tuple(i.key for i in INDICATORS)
 BY_KEY = {i.key: i for i in INDICATORS}
@@ -113,7 +116,10 @@ BY_KEY = {i.key: i for i in INDICATORS}
 COUNT_COLUMNS = (
     "registered", "managed", "standard", "treated", "regular", "schizophrenia", "schizophrenia_treated",
     "at_home", "stable", "face_to_face", "health_checked", "rehabilitation", "psych_support", "incident",
+    "joint_closed", "joint_complete",  # from ``joint_visit_counts`` (visit tasks, not patients)
 )
+# the counts of the per-patient statement (``village_counts_query``); the joint-visit ones come from tasks
+PATIENT_COUNT_COLUMNS = COUNT_COLUMNS[:-2]
 
 
 # --------------------------------------------------------------------------- periods
@@ -399,7 +405,36 @@ def village_counts(conn: sa.Connection, period: Period, variant: str, villages: 
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
     stmt = village_counts_query(period, variant, villages, plain=plain, per_patient=per_patient)
     rows = conn.execute(stmt).mappings().all()
-    return {row["village_code"]: {c: int(row[c] or 0) for c in COUNT_COLUMNS} for row in rows}
+    out = {row["village_code"]: {**{c: int(row[c] or 0) for c in PATIENT_COUNT_COLUMNS}, "joint_closed": 0,
+                                 "joint_complete": 0} for row in rows}
+    for village, (closed, complete) in joint_visit_counts(conn, period, villages).items():
+        row = out.setdefault(village, dict.fromkeys(COUNT_COLUMNS, 0))
+        row["joint_closed"], row["joint_complete"] = closed, complete
+    return out
+
+
+def joint_visit_counts_query(period: Period, villages: list[str] | None) -> sa.Select:
+    """联合随访到位 Per village (the patient's as of D): joint visit tasks closed by a follow-up dated in
+    W, and those closed 到位 (indicators.md ``joint_visit_complete_rate``; the outcome is stored where
+    tasks close, one home: ``registry.joint_visits``). One grouped statement."""
+    t, f, p = models.VisitTask.__table__, models.FollowUp.__table__, models.Patient.__table__
+    where = [t.c.joint.is_(True), t.c.joint_outcome.is_not(None), f.c.visit_on >= period.start,
+             f.c.visit_on <= period.as_of, on_or_after_registration_sql(f, p)]
+    if villages is not None:
+        where.append(p.c.village_code.in_(villages))
+    return (
+        sa.select(p.c.village_code, sa.func.count().label("closed"),
+                  sa.func.sum(_flag(t.c.joint_outcome == JointOutcome.COMPLETE.value)).label("complete"))
+        .select_from(t.join(f, f.c.id == t.c.closed_by).join(p, p.c.patient_id == t.c.patient_id))
+        .where(*where)
+        .group_by(p.c.village_code)
+    )
+
+
+def joint_visit_counts(conn: sa.Connection, period: Period, villages: list[str] | None) -> dict[str, tuple[int, int]]:
+    """village → (joint tasks closed in W, closed 到位)."""
+    return {r.village_code: (int(r.closed), int(r.complete or 0))
+            for r in conn.execute(joint_visit_counts_query(period, villages))}
 
 
 def roll_up(tree: RegionTree, per_village: dict[str, dict[str, int]], codes: list[str]) -> dict[str, dict[str, int]]:

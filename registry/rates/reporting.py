@@ -114,6 +114,7 @@ class ReportContext:
     children: list[ChildRow]
     child_keys: list[tuple[str, str]]
     child_more_keys: list[tuple[str, str]]
+    joint_ranking: list[ChildRow]  # the child regions by joint_visit_complete_rate (rules.md §6.2, issue 14)
     trend_svg: str
     trend_rows: list[tuple[str, str, str]]
     patients: list[ListedPatient]
@@ -148,6 +149,20 @@ def cells_for(values: dict) -> dict[str, Cell]:
                             str(v["numerator"]) if ind.unit == "count" else format_rate(v["rate"], ind.unit),
                             format_target(v["target"], ind.unit), v["met"])
     return out
+
+
+JOINT_KEY = "joint_visit_complete_rate"
+
+
+def joint_ranking(children: list[ChildRow]) -> list[ChildRow]:
+    """联合随访到位率排名 The child regions by ``joint_visit_complete_rate`` (highest first; no joint task
+    closed — no rate — last; ties by the number closed 到位, then code), ranks renumbered."""
+    def key(row: ChildRow) -> tuple:
+        c = row.cells[JOINT_KEY]
+        rate = c.numerator / c.denominator if c.denominator else None
+        return (rate is None, -(rate or 0), -c.numerator, row.code)
+
+    return [ChildRow(i, r.code, r.name, r.registered, r.cells) for i, r in enumerate(sorted(children, key=key), start=1)]
 
 
 def _rank_key(row: tuple[str, dict[str, Cell], dict]) -> tuple:
@@ -372,6 +387,7 @@ def build_context(engine: Engine, *, month: str, region_code: str | None = None,
         children=children,
         child_keys=[(k, BY_KEY[k].name) for k in CHILD_TABLE_KEYS],
         child_more_keys=[(k, BY_KEY[k].name) for k in CHILD_TABLE_MORE_KEYS],
+        joint_ranking=joint_ranking(children),
         trend_svg="data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii"),
         trend_rows=trend_rows,
         patients=patients,

@@ -59,9 +59,25 @@ class PasswordBody(BaseModel):
 
 
 class AttendanceBody(BaseModel):
-    """到场 Whether the caller attended."""
+    """到场 Whether the caller attended (and, when absent, why)."""
     model_config = ConfigDict(strict=True, extra="forbid")
     attended: bool
+    reason: str | None = Field(default=None, max_length=200, title="未到场原因")
+
+
+class ParticipantRow(BaseModel):
+    """参加人员 One role's attendance on a joint visit (rules.md §6.2)."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    role: str = Field(max_length=20, title="角色")
+    member_id: str | None = Field(default=None, max_length=64, title="成员编号")
+    present: bool = Field(title="到场")
+    reason: str | None = Field(default=None, max_length=200, title="未到场原因")
+
+
+class ParticipantsBody(BaseModel):
+    """联合入户参加人员 The doctor's record of who attended."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    participants: list[ParticipantRow] = Field(max_length=3)
 
 
 class SessionOut(BaseModel):
@@ -317,7 +333,7 @@ def injection(cur: CurrentUser, engine: EngineDep, today: Today, ip: ClientIp, p
 def attendance(cur: CurrentUser, engine: EngineDep, ip: ClientIp,
                follow_up_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: AttendanceBody) -> dict:
     """到场登记 Police / civil affairs confirm their attendance."""
-    row = writes.record_attendance(engine, cur.scope, follow_up_id, body.attended, source=ip)
+    row = writes.record_attendance(engine, cur.scope, follow_up_id, body.attended, source=ip, reason=body.reason)
     return {"follow_up_id": follow_up_id, "role": row.role, "attended": row.attended}
 
 
@@ -358,6 +374,14 @@ def gaps(cur: CurrentUser, ctx: Ctx, today: Today, ip: ClientIp) -> dict:
     audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="list", object_id="gaps",
                  region_code=cur.user.region_code, detail=f"{data['total']} 个任务缺责任人", source=ip)
     return data
+
+
+@authed.post("/follow-ups/{follow_up_id}/participants", summary="联合入户参加人员到场登记（乡镇精防医生）")
+def participants(cur: CurrentUser, engine: EngineDep, ip: ClientIp,
+                 follow_up_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: ParticipantsBody) -> dict:
+    """参加人员到场 The doctor records each role's attendance; an attendee's own record is kept (rules.md §6.2)."""
+    out = writes.record_participants(engine, cur.scope, follow_up_id, [r.model_dump() for r in body.participants], source=ip)
+    return {"follow_up_id": follow_up_id, **out}
 
 
 @authed.get("/rates", summary="月度指标（县级管理员）")

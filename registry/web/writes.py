@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from registry import audit, codes
+from registry import audit, codes, joint_visits
 from registry.accounts import UserRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.injections import record_last_injection, sync_last_injection
@@ -107,7 +107,8 @@ def follow_up_field_names() -> set[str]:
     """随访字段 Field names a follow-up form/body may carry."""
     from registry.validation import FOLLOW_UP_EXTRA_FIELDS, FOLLOW_UP_FIELDS
 
-    return {f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in JOINT_ROLES}
+    return ({f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in JOINT_ROLES}
+            | {f"reason_{r}" for r in JOINT_ROLES})
 
 
 def patient_field_names() -> set[str]:
@@ -168,6 +169,11 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         if issues:
             raise _reject(issues)
         attended = {r: raw.pop(f"attended_{r}", None) for r in JOINT_ROLES}
+        reasons = {r: (raw.pop(f"reason_{r}", None) or "").strip() or None for r in JOINT_ROLES}
+        for role, reason in reasons.items():
+            if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
+                raise _reject([Issue("BAD_VALUE", f"未到场原因(reason_{role}): 过长（超过200个字符）或含不可保存的字符",
+                                     column=f"reason_{role}")])
         seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
                                                                     FollowUp.visit_on == visit_on)).one() or 0) + 1
         columns = set(FollowUp.model_fields)
@@ -184,8 +190,10 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                 raise
             return earlier
         for role, flag in attended.items():
-            if flag is not None:
-                session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, attended=flag in ("1", "on", "true", "是")))
+            if flag is not None:  # rules.md §6.2: recorded by the doctor on the form
+                session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, attended=flag in ("1", "on", "true", "是"),
+                                                reason=reasons[role], source=codes.AttendanceSource.DOCTOR.value,
+                                                recorded_by=scope.user.username, recorded_at=utcnow()))
         if values.get("death_on"):
             patient.status, patient.status_on = "dead", values["death_on"]
             patient.status_detail = values.get("death_cause")
@@ -265,11 +273,18 @@ def record_status(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any],
     return patient
 
 
-def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *, source: str | None) -> FollowUpParticipant:
-    """联合入户到场 Police / civil affairs confirm their own attendance on a joint visit (rules.md §6)."""
+def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *, source: str | None,
+                      reason: str | None = None) -> FollowUpParticipant:
+    """联合入户到场 An attendee records their own attendance on a joint visit (rules.md §6.2).
+
+    Police / civil affairs accounts; the row is their role's (and, for an account linked to a team
+    member — ``user.member_id`` when accounts carry it — that member's). The attendee's own record
+    (source ``self``) wins over the doctor's for that row (``registry.joint_visits.attendance_replaces``);
+    the task the follow-up closed gets its 到位 / 联合未到位 again, same transaction."""
     role = {UserRole.POLICE.value: "police", UserRole.CIVIL_AFFAIRS.value: "civil_affairs"}.get(scope.role)
     if role is None:
         raise PermissionDenied("到场登记仅限民警和民政专干", code="ROLE_FORBIDDEN")
+    reason = _attendance_reason(reason, "reason")
     with Session(engine, expire_on_commit=False) as session:
         fu = session.get(FollowUp, follow_up_id)
         if fu is None:
@@ -281,13 +296,106 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
         row = session.get(FollowUpParticipant, (follow_up_id, role))
         if row is None:
             raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
-        row.attended = attended
+        member_id = getattr(scope.user, "member_id", None)  # accounts linked to members (rules.md §6.1)
+        _apply_attendance(row, attended=attended, reason=reason, source=codes.AttendanceSource.SELF.value,
+                          recorded_by=scope.user.username, member_id=member_id)
         session.add(row)
+        session.flush()
+        joint_visits.refresh_for_follow_ups(session.connection(), [follow_up_id])
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up_participant",
                      object_id=f"{fu.patient_id}/{follow_up_id}/{role}", region_code=patient.village_code,
-                     detail="到场" if attended else "未到场", source=source)
+                     detail="本人登记" + ("到场" if attended else "未到场"), source=source)
         session.commit()
         return row
+
+
+def _attendance_reason(reason: str | None, column: str) -> str | None:
+    reason = (reason or "").strip() or None
+    if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
+        raise InvalidInput.single("BAD_VALUE", f"未到场原因({column}): 过长（超过200个字符）或含不可保存的字符", column=column)
+    return reason
+
+
+def _apply_attendance(row: FollowUpParticipant, *, attended: bool, reason: str | None, source: str, recorded_by: str,
+                      member_id: str | None) -> bool:
+    """Write one attendance record onto ``row`` unless the precedence rule keeps the row's own
+    (rules.md §6.2, ``registry.joint_visits.attendance_replaces``); True when written."""
+    if not joint_visits.attendance_replaces(row.source, source):
+        return False
+    row.attended, row.reason, row.source = attended, reason, source
+    row.recorded_by, row.recorded_at = recorded_by, utcnow()
+    if member_id:
+        row.member_id = member_id
+    return True
+
+
+def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict[str, Any]], *,
+                        source: str | None) -> dict[str, list[str]]:
+    """联合入户参加人员 The doctor records each participant's attendance on a follow-up (rules.md §6.2).
+
+    ``rows``: ``{"role", "member_id"?, "present", "reason"?}``; one per role. A row the attendee
+    recorded from their own account keeps their word (``kept``); the others are written
+    (``written``). The task the follow-up closed gets its 到位 / 联合未到位 again; one transaction."""
+    scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
+    issues: list[Issue] = []
+    clean: list[tuple[str, str | None, bool, str | None]] = []
+    seen: set[str] = set()
+    for n, raw in enumerate(rows, start=1):
+        role, member, present = raw.get("role"), raw.get("member_id"), raw.get("present")
+        if role not in JOINT_ROLES:
+            issues.append(Issue("BAD_CODE", f"第{n}行 角色(role): “{role}”无效，应为 police / village / civil_affairs",
+                                column="role"))
+            continue
+        if role in seen:
+            issues.append(Issue("DUPLICATE", f"第{n}行 角色(role): {role} 重复", column="role"))
+        seen.add(role)
+        if not isinstance(present, bool):
+            issues.append(Issue("BAD_VALUE", f"第{n}行 到场(present): 应为 true / false", column="present"))
+        if member is not None and not (isinstance(member, str) and 0 < len(member) <= 64
+                                       and not bad_text(member, multiline=False)):
+            issues.append(Issue("BAD_VALUE", f"第{n}行 成员编号(member_id) 无效", column="member_id"))
+        try:
+            reason = _attendance_reason(raw.get("reason"), "reason")
+        except InvalidInput as exc:
+            issues += exc.issues
+            continue
+        clean.append((role, member, bool(present), reason))
+    if issues:
+        raise _reject(issues)
+    out: dict[str, list[str]] = {"written": [], "kept": []}
+    with Session(engine, expire_on_commit=False) as session:
+        fu = session.get(FollowUp, follow_up_id)
+        if fu is None:
+            raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN")
+        try:
+            patient = scope.check_patient(session, fu.patient_id)
+        except PermissionDenied:
+            raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN") from None
+        if issues := _unknown_members(session, [m for _, m, _, _ in clean if m]):
+            raise _reject(issues)
+        for role, member, present, reason in clean:
+            row = session.get(FollowUpParticipant, (follow_up_id, role))
+            if row is None:
+                row = FollowUpParticipant(follow_up_id=follow_up_id, role=role, source=codes.AttendanceSource.DOCTOR.value)
+            written = _apply_attendance(row, attended=present, reason=reason, source=codes.AttendanceSource.DOCTOR.value,
+                                        recorded_by=scope.user.username, member_id=member)
+            out["written" if written else "kept"].append(role)
+            session.add(row)
+        session.flush()
+        joint_visits.refresh_for_follow_ups(session.connection(), [follow_up_id])
+        audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up_participant",
+                     object_id=f"{fu.patient_id}/{follow_up_id}", region_code=patient.village_code,
+                     detail="医生登记到场：" + ",".join(out["written"]) + (f"；本人已登记保留：{','.join(out['kept'])}"
+                                                                     if out["kept"] else ""), source=source)
+        session.commit()
+    return out
+
+
+def _unknown_members(session: Session, members: list[str]) -> list[Issue]:
+    from registry.models import TeamMember
+
+    known = set(session.exec(select(TeamMember.member_id).where(TeamMember.member_id.in_(members))).all()) if members else set()
+    return [Issue("UNKNOWN_MEMBER", f"成员编号(member_id) {m} 不存在", column="member_id") for m in members if m not in known]
 
 
 def _event_raw(raw_in: dict[str, Any], field: str, patient_id: str) -> tuple[dict[str, str], list[Issue]]:

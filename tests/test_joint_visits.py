@@ -1,0 +1,447 @@
+"""联合随访到位 rules.md §6.2 on both databases: how a follow-up closes a joint task (到位 / 联合未到位),
+the rule's Python form against its SQL twin, and whose attendance record stands."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlmodel import Session
+
+from registry import joint_visits
+from registry.codes import AttendanceSource, JointOutcome
+from registry.models import FollowUp, FollowUpParticipant, Patient, Region, TeamMember, VisitTask
+from schedules.generation import generate
+from twins import TWIN_SETTINGS, scratch
+
+D = date.fromisoformat
+ROLES = ("police", "village", "civil_affairs")
+
+
+def county(engine) -> None:
+    """C → T → V; members for every joint role; P-PHONE and P-HOME (不稳定 on 2026-02-02: police + village)."""
+    with Session(engine) as s:
+        s.add_all([Region(code="C", name="县", level="county"),
+                   Region(code="T", name="镇", level="township", parent_code="C"),
+                   Region(code="V", name="村", level="village", parent_code="T", population=1000)])
+        s.flush()
+        s.add_all([TeamMember(member_id=f"M-{r}", name=r, role=r, region_code="T") for r in ("doctor",) + ROLES])
+        for pid in ("P-PHONE", "P-HOME", "P-PART"):
+            s.add(Patient(patient_id=pid, name="甲", sex=1, birth_date=D("1980-01-01"), village_code="V",
+                          diagnosis="schizophrenia", registered_on=D("2025-06-01"), guardian_name="乙", economic_status=2))
+        s.flush()
+        for pid in ("P-PHONE", "P-HOME", "P-PART"):
+            s.add(FollowUp(patient_id=pid, visit_on=D("2026-02-02"), mode=2, risk_level=3, insight=2, classification=1))
+        s.commit()
+
+
+def add_visit(engine, pid: str, on: str, mode: int, present: dict[str, bool] = {}) -> int:
+    with Session(engine) as s:
+        fu = FollowUp(patient_id=pid, visit_on=D(on), mode=mode, risk_level=1, insight=1, classification=2)
+        s.add(fu)
+        s.flush()
+        for role, flag in present.items():
+            s.add(FollowUpParticipant(follow_up_id=fu.id, role=role, member_id=f"M-{role}", attended=flag))
+        s.commit()
+        return fu.id
+
+
+def closed_tasks(engine, pid: str) -> list[dict]:
+    t = VisitTask.__table__
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(t).where(t.c.patient_id == pid, t.c.status == "done")
+                                              .order_by(t.c.id)).mappings()]
+
+
+def test_phone_follow_up_closes_joint_task_incomplete_and_home_visit_complete(database):
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    t = VisitTask.__table__
+    with engine.connect() as conn:
+        opened = conn.execute(sa.select(t.c.patient_id, t.c.roles, t.c.joint).where(t.c.kind == "follow_up")).all()
+    assert {(p, r, bool(j)) for p, r, j in opened} == {(p, "doctor,police,village", True)
+                                                      for p in ("P-PHONE", "P-HOME", "P-PART")}
+    phone = add_visit(engine, "P-PHONE", "2026-02-10", mode=3, present={"police": True, "village": True})
+    home = add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})
+    part = add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": True, "village": False})
+    generate(engine, as_of=D("2026-02-11"))
+    [a] = closed_tasks(engine, "P-PHONE")
+    assert (a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (phone, "incomplete", "police,village")
+    [b] = closed_tasks(engine, "P-HOME")
+    assert (b["closed_by"], b["joint_outcome"], b["missing_roles"]) == (home, "complete", "")
+    [c] = closed_tasks(engine, "P-PART")
+    assert (c["closed_by"], c["joint_outcome"], c["missing_roles"]) == (part, "incomplete", "village")
+    # the village member records later that they were there: the stored outcome follows (same rule)
+    with engine.begin() as conn:
+        conn.execute(sa.update(FollowUpParticipant.__table__)
+                     .where(FollowUpParticipant.__table__.c.follow_up_id == part).values(attended=True))
+        assert joint_visits.refresh_for_follow_ups(conn, [part]) == 1
+    [c] = closed_tasks(engine, "P-PART")
+    assert (c["joint_outcome"], c["missing_roles"]) == ("complete", "")
+
+
+def test_incremental_run_stores_the_outcome_too(database):
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    phone = add_visit(engine, "P-PHONE", "2026-02-10", mode=1)
+    generate(engine, as_of=D("2026-02-11"), incremental=True)
+    [a] = closed_tasks(engine, "P-PHONE")
+    assert (a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (phone, "incomplete", "police,village")
+
+
+def test_latest_joint_incomplete_until_a_later_complete(database):
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    add_visit(engine, "P-PHONE", "2026-02-10", mode=3)  # 联合未到位; still 不稳定? no: class 2 → next task not joint
+    generate(engine, as_of=D("2026-02-11"))
+    p = Patient.__table__
+    cond = joint_visits.latest_joint_incomplete_sql(p.c.patient_id)
+    with engine.connect() as conn:
+        flagged = set(conn.execute(sa.select(p.c.patient_id).where(cond)).scalars())
+    assert flagged == {"P-PHONE"}
+    # a later joint task closed 到位 clears the flag
+    with Session(engine) as s:
+        s.add(FollowUp(patient_id="P-PHONE", visit_on=D("2026-02-20"), mode=2, risk_level=3, insight=2, classification=1))
+        s.commit()
+    generate(engine, as_of=D("2026-02-21"))
+    add_visit(engine, "P-PHONE", "2026-02-25", mode=2, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-26"))
+    with engine.connect() as conn:
+        flagged = set(conn.execute(sa.select(p.c.patient_id).where(cond)).scalars())
+    assert flagged == set()
+
+
+# ---------------------------------------------------------------------------- the rule, pure
+
+
+def test_joint_outcome_pure():
+    out = joint_visits.joint_outcome
+    assert out(("doctor",), 3, ()) == (None, ())
+    assert out(("doctor", "police", "village"), 3, ("police", "village")) == (JointOutcome.INCOMPLETE, ("police", "village"))
+    assert out(("doctor", "police", "village"), 1, ("police", "village")) == (JointOutcome.INCOMPLETE, ("police", "village"))
+    assert out(("doctor", "police", "village"), 2, ("police", "village")) == (JointOutcome.COMPLETE, ())
+    assert out(("doctor", "civil_affairs"), 2, ("police",)) == (JointOutcome.INCOMPLETE, ("civil_affairs",))
+    assert out(("doctor", "civil_affairs"), None, ("civil_affairs",)) == (JointOutcome.INCOMPLETE, ("civil_affairs",))
+
+
+def test_attendee_record_beats_the_doctors():
+    wins = joint_visits.attendance_replaces
+    self_, doctor = AttendanceSource.SELF.value, AttendanceSource.DOCTOR.value
+    assert wins(None, doctor) and wins(None, self_)
+    assert wins(doctor, self_)  # the attendee's own word replaces the doctor's
+    assert not wins(self_, doctor)  # the doctor never overwrites it
+    assert wins(self_, self_) and wins(doctor, doctor)
+
+
+def test_latest_joint_incomplete_pure():
+    f = joint_visits.latest_joint_incomplete
+    assert not f([])
+    assert f([(D("2026-01-01"), 1, "incomplete")])
+    assert not f([(D("2026-01-01"), 1, "incomplete"), (D("2026-02-01"), 2, "complete")])
+    assert f([(D("2026-01-01"), 1, "complete"), (D("2026-02-01"), 2, "incomplete")])
+    assert f([(D("2026-02-01"), 3, "incomplete"), (D("2026-02-01"), 2, "complete")])
+
+
+# ---------------------------------------------------------------------------- twins
+
+DAY0 = D("2026-01-01")
+ROLE_SETS = st.sampled_from(["doctor", "doctor,police,village", "doctor,civil_affairs", "doctor,village",
+                             "doctor,police,village,civil_affairs"])
+
+
+@st.composite
+def cases(draw):
+    """One patient (registered on day ``reg``), some follow-ups and participants, some closed tasks."""
+    reg = draw(st.integers(0, 5))
+    n = draw(st.integers(1, 6))
+    fus = [{"id": i + 1, "visit_on": DAY0 + timedelta(days=draw(st.integers(0, 10))), "mode": draw(st.sampled_from([1, 2, 3, None]))}
+           for i in range(n)]
+    parts = [{"follow_up_id": fu["id"], "role": r, "attended": draw(st.booleans())}
+             for fu in fus for r in ROLES if draw(st.booleans())]
+    tasks = []
+    for k in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            basis_fu = draw(st.sampled_from(fus))
+            basis, basis_on = f"follow_up:{basis_fu['id']}", basis_fu["visit_on"]
+        else:
+            basis_on = DAY0 + timedelta(days=reg)
+            basis = f"registration:{basis_on.isoformat()}"
+        if any(x["basis"] == basis for x in tasks):
+            continue
+        tasks.append({"id": k + 1, "basis": basis, "basis_on": basis_on, "roles": draw(ROLE_SETS),
+                      "kind": draw(st.sampled_from(["follow_up", "retry", "first_visit"]))})
+    return reg, fus, parts, tasks
+
+
+def test_closing_rule_matches_its_sql_twin(database):
+    t = VisitTask.__table__
+
+    @TWIN_SETTINGS
+    @given(case=cases())
+    def check(case):
+        reg, fus, parts, tasks = case
+        registered_on = DAY0 + timedelta(days=reg)
+        with scratch(database.engine) as conn:
+            conn.execute(sa.insert(Region.__table__), [{"code": "V", "name": "村", "level": "village"}])
+            conn.execute(sa.insert(Patient.__table__), [{"patient_id": "P", "name": "x", "sex": 1, "birth_date": D("1980-01-01"),
+                                                          "village_code": "V", "diagnosis": "schizophrenia",
+                                                          "registered_on": registered_on}])
+            conn.execute(sa.insert(FollowUp.__table__), [{**f, "patient_id": "P", "seq": f["id"]} for f in fus])
+            if parts:
+                conn.execute(sa.insert(FollowUpParticipant.__table__), [{**p, "source": "doctor"} for p in parts])
+            conn.execute(sa.insert(t), [{**x, "patient_id": "P", "due_on": DAY0, "nominal_due_on": DAY0, "rule": "r",
+                                         "status": "done", "joint": x["roles"] != "doctor"} for x in tasks])
+            joint_visits.refresh_outcomes(conn, sa.true(), set_closed_by=True)
+            got = {r.id: (r.closed_by, r.joint_outcome, r.missing_roles or "")
+                   for r in conn.execute(sa.select(t.c.id, t.c.closed_by, t.c.joint_outcome, t.c.missing_roles))}
+        attempts = [SimpleNamespace(**f) for f in fus]
+        expected = {}
+        for x in tasks:
+            closing = joint_visits.closing_follow_up(x["basis"], x["basis_on"], registered_on, attempts)
+            if closing is None:
+                expected[x["id"]] = (None, None, "")
+                continue
+            present = [p["role"] for p in parts if p["follow_up_id"] == closing.id and p["attended"]]
+            outcome, missing = joint_visits.joint_outcome(x["roles"].split(","), closing.mode, present)
+            expected[x["id"]] = (closing.id, outcome.value if outcome else None, ",".join(missing))
+        assert got == expected, (case, got, expected)
+
+    check()
+
+
+@pytest.mark.parametrize("rows", [
+    [], [("2026-01-01", 1, "incomplete")], [("2026-01-01", 1, "incomplete"), ("2026-01-02", 2, "complete")],
+    [("2026-01-01", 1, "complete"), ("2026-01-01", 2, "incomplete")],
+])
+def test_latest_joint_incomplete_matches_its_sql_twin(database, rows):
+    t, p = VisitTask.__table__, Patient.__table__
+    with scratch(database.engine) as conn:
+        conn.execute(sa.insert(Region.__table__), [{"code": "V", "name": "村", "level": "village"}])
+        conn.execute(sa.insert(p), [{"patient_id": "P", "name": "x", "sex": 1, "birth_date": D("1980-01-01"),
+                                     "village_code": "V", "diagnosis": "schizophrenia", "registered_on": DAY0}])
+        for on, fid, outcome in rows:
+            conn.execute(sa.insert(FollowUp.__table__), [{"id": fid, "patient_id": "P", "visit_on": D(on), "seq": fid}])
+            conn.execute(sa.insert(t), [{"patient_id": "P", "kind": "follow_up", "basis": f"x:{fid}", "basis_on": DAY0,
+                                         "due_on": DAY0, "nominal_due_on": DAY0, "rule": "r", "status": "done",
+                                         "roles": "doctor,police", "joint": True, "closed_by": fid,
+                                         "joint_outcome": outcome}])
+        got = conn.execute(sa.select(joint_visits.latest_joint_incomplete_sql(p.c.patient_id))).scalar()
+    assert bool(got) == joint_visits.latest_joint_incomplete([(D(on), fid, o) for on, fid, o in rows])
+
+
+# ---------------------------------------------------------------------------- who recorded it (web, API)
+
+
+def test_attendees_own_record_wins_over_the_doctors_through_the_api(database):
+    from fastapi.testclient import TestClient
+
+    from registry.web.app import create_app
+    from web_support import TODAY, seed, session_token
+
+    ids = seed(database.engine)
+    client = TestClient(create_app(database.engine, today=lambda: TODAY))
+    doc = {"Authorization": f"Bearer {session_token(database.engine, 'doc')}"}
+    police = {"Authorization": f"Bearer {session_token(database.engine, 'police')}"}
+    url = f"/api/follow-ups/{ids['f1']}"
+    fp = FollowUpParticipant.__table__
+
+    def row(role):
+        with database.engine.connect() as conn:
+            return conn.execute(sa.select(fp.c.attended, fp.c.source, fp.c.reason, fp.c.recorded_by)
+                                .where(fp.c.follow_up_id == ids["f1"], fp.c.role == role)).one()
+
+    # the doctor first, then the officer: the officer's word replaces it
+    r = client.post(url + "/participants", headers=doc, json={"participants": [
+        {"role": "police", "member_id": "M-POL", "present": False, "reason": "值班"},
+        {"role": "village", "member_id": "M-VIL", "present": True}]})
+    assert r.status_code == 200 and r.json() == {"follow_up_id": ids["f1"], "written": ["police", "village"], "kept": []}
+    assert tuple(row("police")) == (False, "doctor", "值班", "doc")
+    r = client.post(url + "/attendance", headers=police, json={"attended": True})
+    assert r.status_code == 200, r.text
+    assert tuple(row("police")) == (True, "self", None, "police")
+    # the doctor again: the officer's own row is kept, the rest written
+    r = client.post(url + "/participants", headers=doc, json={"participants": [
+        {"role": "police", "present": False}, {"role": "village", "present": False, "reason": "外出"}]})
+    assert r.json() == {"follow_up_id": ids["f1"], "written": ["village"], "kept": ["police"]}
+    assert tuple(row("police")) == (True, "self", None, "police")
+    assert tuple(row("village")) == (False, "doctor", "外出", "doc")
+    # bad rows are refused whole, with the field named
+    r = client.post(url + "/participants", headers=doc, json={"participants": [
+        {"role": "village", "present": True}, {"role": "mayor", "present": True}]})
+    assert r.status_code == 422 and r.json()["issues"][0]["column"] == "role"
+    assert tuple(row("village")) == (False, "doctor", "外出", "doc")
+    r = client.post(url + "/participants", headers=doc, json={"participants": [{"role": "village", "member_id": "NOPE",
+                                                                                "present": True}]})
+    assert r.status_code == 422 and r.json()["issues"][0]["code"] == "UNKNOWN_MEMBER"
+
+
+# ---------------------------------------------------------------------------- participants.csv
+
+
+def test_participants_csv_imports_keeps_own_records_and_reports_bad_rows(database, small_county, tmp_path):
+    import shutil
+
+    from registry.errors import ImportRejected
+    from registry.importing import import_path
+
+    files = tmp_path / "files"
+    shutil.copytree(small_county, files)
+    for extra in files.glob("expected-*"):
+        extra.unlink()
+    (files / "team_members.csv").write_text(
+        "member_id,name,role,phone,region_code\nM-POL,刘,police,1,T\nM-VIL,赵,village,2,V\n", encoding="utf-8")
+    (files / "participants.csv").write_text(
+        "患者编号,随访日期,角色,成员编号,到场,未到场原因\n"
+        "C1,2026-03-01,police,M-POL,1,\n"
+        "C1,2026-03-01,village,M-VIL,0,外出\n", encoding="utf-8")
+    today = D("2026-06-10")
+    first = import_path(database.engine, files, today=today)
+    assert first.tables["participants"].written == 2
+    fp, f = FollowUpParticipant.__table__, FollowUp.__table__
+    query = (sa.select(fp.c.role, fp.c.member_id, fp.c.attended, fp.c.reason, fp.c.source)
+             .select_from(fp.join(f, f.c.id == fp.c.follow_up_id))
+             .where(f.c.patient_id == "C1", f.c.visit_on == D("2026-03-01")).order_by(fp.c.role))
+    with database.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(query)] == [("police", "M-POL", True, None, "doctor"),
+                                                          ("village", "M-VIL", False, "外出", "doctor")]
+    assert import_path(database.engine, files, today=today).tables["participants"].written == 0  # twice: no change
+    # the village member's own record wins over a re-import that says otherwise
+    with database.engine.begin() as conn:
+        conn.execute(sa.update(fp).where(fp.c.role == "village").values(attended=True, reason=None, source="self"))
+    assert import_path(database.engine, files, today=today).tables["participants"].written == 0
+    with database.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(query)][1] == ("village", "M-VIL", True, None, "self")
+    # bad rows: unknown follow-up, unknown member, bad present flag, repeated role — nothing written
+    (files / "participants.csv").write_text(
+        "patient_id,visit_on,role,member_id,present,reason\n"
+        "C1,2026-03-02,police,M-POL,1,\n"
+        "C1,2026-03-01,police,NOPE,1,\n"
+        "C1,2026-03-01,village,,2,\n"
+        "C1,2026-03-01,police,,0,\n", encoding="utf-8")
+    with pytest.raises(ImportRejected) as exc:
+        import_path(database.engine, files, today=today)
+    got = {(i.line, i.column, i.code) for i in exc.value.issues}
+    assert got == {(2, "visit_on", "UNKNOWN_FOLLOW_UP"), (3, "member_id", "UNKNOWN_MEMBER"), (4, "present", "BAD_CODE"),
+                   (5, "role", "DUPLICATE_ID")}
+    assert all(i.file == "participants.csv" for i in exc.value.issues)
+
+
+# ---------------------------------------------------------------------------- joint_visit_complete_rate
+
+
+def test_joint_visit_complete_rate_on_hand_built_cases(database):
+    """indicators.md: joint tasks closed by a follow-up dated in W; numerator those closed 到位."""
+    from registry.rates.compute import compute_rates
+
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    add_visit(engine, "P-PHONE", "2026-02-10", mode=3)  # 联合未到位
+    add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})  # 到位
+    add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": True})  # 联合未到位 (village)
+    generate(engine, as_of=D("2026-02-11"))
+    jan = compute_rates(engine, month="2026-01", today=D("2026-03-10"))["indicators"]["joint_visit_complete_rate"]
+    assert (jan["numerator"], jan["denominator"], jan["rate"]) == (0, 0, None)  # closed in February, not in W of January
+    feb = compute_rates(engine, month="2026-02", today=D("2026-03-10"))
+    got = feb["indicators"]["joint_visit_complete_rate"]
+    assert (got["numerator"], got["denominator"], got["rate"]) == (1, 3, 0.3333)
+    [town] = feb["children"]
+    assert town["indicators"]["joint_visit_complete_rate"]["denominator"] == 3
+    # a doctor-only task closed by a follow-up is not a joint task: P-HOME's next task (基本稳定) closes
+    add_visit(engine, "P-HOME", "2026-02-20", mode=3)
+    generate(engine, as_of=D("2026-02-21"))
+    got = compute_rates(engine, month="2026-02", today=D("2026-03-10"))["indicators"]["joint_visit_complete_rate"]
+    assert (got["numerator"], got["denominator"]) == (1, 3)
+
+
+# ---------------------------------------------------------------------------- 风险预警单
+
+
+def test_joint_incomplete_patient_is_on_the_risk_warning_list(database):
+    from schedules.lists import build_lists
+
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    add_visit(engine, "P-PHONE", "2026-02-10", mode=3)
+    add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    lists = build_lists(engine, township_code="T", week=D("2026-02-16"))
+    [risk] = [wl for wl in lists["lists"] if wl.slug == "risk"]
+    reasons = {r["patient_id"]: r["reasons"] for r in risk.rows}
+    assert "联合未到位（未到：民警、村(社区)两委成员/网格员）" in reasons["P-PHONE"]
+    assert "联合未到位" not in reasons.get("P-HOME", "")
+
+
+# ---------------------------------------------------------------------------- the supervision page
+
+
+def test_supervision_page_lists_joint_incomplete_patients_of_the_region(database):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from registry.web.app import create_app
+    from web_support import PASSWORD, TODAY, seed
+
+    engine = database.engine
+    seed(engine)
+    generate(engine, as_of=D("2026-05-21"))  # P1 (不稳定, risk 3): a joint task doctor, police, village
+    with Session(engine) as s:
+        s.add(FollowUp(patient_id="P1", visit_on=D("2026-06-01"), mode=3, risk_level=1, insight=1, classification=2))
+        s.commit()
+    generate(engine, as_of=D("2026-06-02"))
+
+    def page(username):
+        client = TestClient(create_app(engine, today=lambda: TODAY), follow_redirects=False)
+        form = client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
+        return client.get("/joint-visits/incomplete")
+
+    doc = page("doc")
+    assert doc.status_code == 200 and "P1" in doc.text and "陈一" in doc.text and "民警" in doc.text
+    assert "利培酮" not in doc.text and "精神分裂" not in doc.text  # no medication, no diagnosis
+    admin = page("admin")
+    assert admin.status_code == 200 and "P1" in admin.text
+    other = page("doc2")  # the other township
+    assert other.status_code == 200 and "陈一" not in other.text
+    assert page("police").status_code == 403
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM audit_log WHERE object_type = 'joint_incomplete'")).scalar() == 3
+
+
+def test_monthly_report_ranks_townships_by_joint_visit_complete_rate(database):
+    from registry.rates.indicators import INDICATOR_KEYS
+    from registry.rates.reporting import ChildRow, build_context, cells_for, joint_ranking, render_html
+
+    engine = database.engine
+    county(engine)
+    with Session(engine) as s:  # a second township with no joint task closed
+        s.add(Region(code="T2", name="二镇", level="township", parent_code="C"))
+        s.add(Region(code="V2", name="二村", level="village", parent_code="T2", population=500))
+        s.commit()
+    generate(engine, as_of=D("2026-02-03"))
+    add_visit(engine, "P-PHONE", "2026-02-10", mode=3)
+    add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    ctx = build_context(engine, month="2026-02", today=D("2026-03-10"))
+    assert [(r.rank, r.code) for r in ctx.joint_ranking] == [(1, "T"), (2, "T2")]
+    cell = ctx.joint_ranking[0].cells["joint_visit_complete_rate"]
+    assert (cell.numerator, cell.denominator, cell.rate) == (1, 2, "50.00%")
+    html = render_html(ctx)
+    assert "联合随访到位率排名" in html and "50.00%" in html
+    # the ranking itself: highest rate first, no rate last, ties by the number closed 到位
+    def row(code, num, den):
+        values = {k: {"numerator": 0, "denominator": 0, "rate": None, "target": None, "met": None} for k in INDICATOR_KEYS}
+        values["joint_visit_complete_rate"] = {"numerator": num, "denominator": den, "rate": None, "target": None, "met": None}
+        return ChildRow(0, code, code, 0, cells_for(values))
+    ranked = joint_ranking([row("A", 0, 0), row("B", 1, 2), row("C", 2, 4), row("D", 3, 3)])
+    assert [r.code for r in ranked] == ["D", "C", "B", "A"]
