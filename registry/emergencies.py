@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from registry.codes import LEDGER_SITUATIONS, FollowUpMode
+from registry.codes import LEDGER_SITUATIONS, EmergencySituation, FollowUpMode
 from registry.config import LOCAL_TZ
 from registry.models import Emergency
 from registry.rules import complete_sql as follow_up_complete_sql, is_complete as follow_up_is_complete
@@ -142,6 +142,31 @@ def ledger_events_select() -> sa.Select:
     ``emergencies`` input of ``registry.ledger.ledger_select``."""
     e = Emergency.__table__
     return sa.select(e.c.patient_id, occurred_on_sql(e).label("occurred_on")).where(enters_ledger_sql(e))
+
+
+def reward_events_select() -> sa.Select:
+    """以奖代补事件 The emergencies of situation 2 (危害公共安全或他人安全) as ``patient_id, occurred_on`` —
+    the ``emergencies`` input of ``registry.guardian_reward.duties_select`` (rules.md §11 duty 2)."""
+    e = Emergency.__table__
+    return sa.select(e.c.patient_id, occurred_on_sql(e).label("occurred_on")).where(
+        has_situation_sql(e, EmergencySituation.PUBLIC_SAFETY))
+
+
+def reward_event_days(records) -> list[date]:
+    """以奖代补事件 The dates of a patient's emergencies of situation 2 — the ``emergencies`` input of
+    ``registry.guardian_reward.assess`` (rules.md §11 duty 2)."""
+    return sorted({occurred_on(r) for r in records if has_situation(r.situations, EmergencySituation.PUBLIC_SAFETY)})
+
+
+def has_situation(situations: str | None, situation: EmergencySituation) -> bool:
+    """情形 Whether a record's stored situations (comma-separated codes) include ``situation``."""
+    return str(situation.value) in set(split_codes(situations))
+
+
+def has_situation_sql(e, situation: EmergencySituation) -> sa.ColumnElement[bool]:
+    """SQL twin of ``has_situation`` (whole items of the comma-separated list)."""
+    listed = sa.literal(",") + e.c.situations + sa.literal(",")
+    return listed.like(f"%,{situation.value},%")
 
 
 def ledger_event_days(records) -> list[date]:

@@ -26,7 +26,8 @@ from registry import audit
 from registry.codes import GuardianYearStatus
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.guardian_reward import Assessment, assess, check_period, effective_status, is_provisional, year_bounds
-from registry.models import FollowUp, GuardianYear, Patient, utcnow
+from registry.emergencies import reward_event_days
+from registry.models import Emergency, FollowUp, GuardianYear, Patient, utcnow
 from registry.profile import RewardRules
 
 REASON_MAX = 500
@@ -128,9 +129,14 @@ def follow_ups_of(conn: Connection, patient_id: str, year: int) -> list:
 
 
 def assess_one(conn: Connection, *, patient_id: str, year: int, today: date, rules: RewardRules,
-               emergencies: Iterable[date] = ()) -> tuple[object, Assessment]:
-    """One guardian-year and its assessment as of ``today`` (``registry.guardian_reward.assess``)."""
+               emergencies: Iterable[date] | None = None) -> tuple[object, Assessment]:
+    """One guardian-year and its assessment as of ``today`` (``registry.guardian_reward.assess``);
+    ``emergencies`` default: the patient's own emergency records of situation 2 (rules.md §11 duty 2)."""
     pat = _patient(conn, patient_id)
+    if emergencies is None:
+        e = Emergency.__table__
+        emergencies = reward_event_days(conn.execute(sa.select(e.c.situations, e.c.started_at, e.c.reported_at)
+                                                     .where(e.c.patient_id == patient_id)))
     row = _row(conn, patient_id, year)
     result = assess(patient_id=patient_id, year=year, enrolled_from=row.enrolled_from, enrolled_to=row.enrolled_to,
                     registered_on=pat.registered_on, follow_ups=follow_ups_of(conn, patient_id, year), today=today,
@@ -152,7 +158,7 @@ def record_json(row, result: Assessment, today: date, rules: RewardRules) -> dic
 
 
 def decide(engine: Engine, *, patient_id: str, year: int, approve: bool, reason: str | None, actor: str, today: date,
-           rules: RewardRules, source: str | None = None, emergencies: Iterable[date] = ()) -> dict:
+           rules: RewardRules, source: str | None = None, emergencies: Iterable[date] | None = None) -> dict:
     """核准或不予发放 Civil affairs' decision on a final assessment (audited)."""
     reason = (reason or "").strip()
     if len(reason) > REASON_MAX:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from registry import pdf
 from registry.codes import RewardDuty
+from registry.emergencies import reward_events_select
 from registry.guardian_reward import DUTY_COLUMNS, QUARTERS, duties_select, effective_status, is_provisional
 from registry.ids import mask
 from registry.models import Patient, Region
@@ -63,6 +64,8 @@ def payout_rows(engine: Engine, *, year: int, today: date, region_code: str, lev
     rules = rules or current_profile().reward
     p, v = Patient.__table__, Region.__table__.alias("village")
     among = sa.select(p.c.patient_id).where(p.c.village_code.in_(villages_under(region_code, level)))
+    if emergencies is None:  # rules.md §11 duty 2: the record's own emergencies of situation 2
+        emergencies = reward_events_select()
     d = duties_select(year, today, rules, among=among, emergencies=emergencies).subquery("duties")
     stmt = (sa.select(d, p.c.name, p.c.id_number, p.c.guardian_name, p.c.guardian_phone, v.c.name.label("village"))
             .select_from(d.join(p, p.c.patient_id == d.c.patient_id).join(v, v.c.code == p.c.village_code))

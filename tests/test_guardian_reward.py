@@ -245,3 +245,33 @@ def test_withholding_needs_a_reason_and_an_unmet_duty_cannot_be_approved(databas
     with engine.connect() as conn:
         row, result = guardian_years.assess_one(conn, patient_id="P", year=YEAR, today=after, rules=RULES)
     assert (row.status, row.reason, result.eligible) == ("withheld", "2025-02-15 肇祸", False)
+
+
+def test_a_recorded_emergency_of_situation_2_fails_duty_2_in_both_forms(database):
+    """rules.md §11 duty 2 fed by the emergency record itself (rules.md §9): situation 2 counts,
+    situation 1 alone does not; the per-patient assessment and the payout list's SQL agree."""
+    from datetime import datetime
+
+    from registry.emergencies import reward_events_select
+    from registry.models import Emergency
+
+    _enrolled_with(database, quarterly())
+    engine, after = database.engine, date(YEAR + 1, 1, 15)
+    e = Emergency.__table__
+
+    def duty_2() -> tuple[bool, int]:
+        with engine.connect() as conn:
+            _, result = guardian_years.assess_one(conn, patient_id="P", year=YEAR, today=after, rules=RULES)
+            row = conn.execute(duties_select(YEAR, after, RULES, emergencies=reward_events_select())).one()
+        met = {d.duty: d.met for d in result.duties}[RewardDuty.NO_INCIDENT]
+        return met, row.emergencies
+
+    assert duty_2() == (True, 0)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(e), [{"patient_id": "P", "situations": "1", "reported_at": datetime(YEAR, 3, 2, 9, 0),
+                                     "opened_by": "doc"}])
+    assert duty_2() == (True, 0)  # situation 1 (self-harm) is not duty 2's
+    with engine.begin() as conn:
+        conn.execute(sa.insert(e), [{"patient_id": "P", "situations": "1,2", "reported_at": datetime(YEAR, 7, 1, 22, 0),
+                                     "started_at": datetime(YEAR, 7, 1, 21, 30), "opened_by": "doc"}])
+    assert duty_2() == (False, 1)

@@ -289,3 +289,16 @@ def test_a_stored_problem_blocks_only_a_change_of_its_own_field():
     assert issues == [] and edit.changed == {"guardian_name"}
     _edit, issues = patient_edits.plan_edit(legacy, {"id_number": VALID_ID[:-1] + "7", "reason": "更正"}, today=TODAY)
     assert [i.column for i in issues] == ["id_number"]
+
+
+def test_a_new_last_injection_on_the_plan_becomes_a_history_row(web):
+    """contract.md injections.csv: the plan's last injection is the latest injection row, whichever path
+    wrote it — an edit of the LAI plan adds the row (registry.injections.record_last_injection)."""
+    client, tokens, database = web
+    before = database.count("injection")
+    r = client.patch("/api/patients/P2", json={"lai_drug": "棕榈酸帕利哌酮", "lai_interval_weeks": 4,
+                                               "lai_last_on": "2026-05-20"}, headers=h(tokens, "doc"))
+    assert r.status_code == 200, r.text
+    history = rows(database, "SELECT given_on, drug FROM injection WHERE patient_id = 'P2' ORDER BY given_on")
+    assert [(str(x.given_on)[:10], x.drug) for x in history][-1] == ("2026-05-20", "棕榈酸帕利哌酮")
+    assert database.count("injection") == before + 1

@@ -20,6 +20,7 @@ from registry.accounts import UserRole
 from registry.errors import Conflict, Issue, PermissionDenied
 from registry.config import LOCAL_TZ
 from registry.ids import mask
+from registry.injections import record_last_injection
 from registry.models import Patient, PatientChange, PatientTransfer, Region, utcnow
 from registry.validation import FieldSpec, check_village, identifier, parse_fields, text
 from registry.web.scopes import Scope
@@ -94,6 +95,9 @@ def edit_patient(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], 
         patient.updated_at = at
         session.add(patient)
         _history_rows(session, patient_id, scope.user.username, edit.changes, edit.reason, at)
+        if edit.changed & {"lai_last_on", "lai_drug", "lai_dose"}:  # the plan's last injection is a history row
+            session.flush()
+            record_last_injection(session.connection(), [patient_id])
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient",
                      object_id=patient_id, region_code=patient.village_code,
                      detail=f"修改 {len(edit.changes)} 项：{'、'.join(sorted(edit.changed))}"[:1000], source=source)
