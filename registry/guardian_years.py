@@ -72,6 +72,9 @@ def enrol(engine: Engine, *, patient_id: str, year: int, actor: str, source: str
         row = _insert(conn, patient_id=patient_id, year=year, start=start, end=end, actor=actor)
         if row is None:
             raise Conflict(message=f"患者 {patient_id[:64]} 已纳入 {year} 年以奖代补", code="GUARDIAN_YEAR_EXISTS")
+        p = Patient.__table__  # the patient's 以奖代补 flag (pages, import) follows an enrolment from any path
+        conn.execute(sa.update(p).where(p.c.patient_id == patient_id, p.c.guardian_reward.is_not(True))
+                     .values(guardian_reward=True, updated_at=utcnow()))
         audit.record(conn, actor=actor, action="write", object_type="guardian_year", object_id=f"{patient_id}:{year}",
                      detail=f"纳入以奖代补 {start.isoformat()} 至 {end.isoformat()}", source=source)
     return {"patient_id": patient_id, "year": year, "enrolled_from": start.isoformat(), "enrolled_to": end.isoformat(),
