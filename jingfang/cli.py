@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from jingfang import cli_zh, commands_ledger, commands_rates, commands_registry, commands_schedules, commands_web
+from jingfang import cli_zh, commands_export, commands_ledger, commands_rates, commands_registry, commands_schedules, commands_web
 
 cli_zh.install()  # click's and typer's own words (usage, panels, usage errors) in Chinese
 
@@ -29,6 +29,7 @@ app = typer.Typer(
 for module in (commands_registry, commands_schedules, commands_rates, commands_web):
     module.register(app)
 commands_ledger.register(app)  # 易肇事肇祸台账 (issue 15)
+commands_export.register(app)  # 导出 (issue 13)
 
 
 # files the command writes (五单, reports, exports, the SQLite database) are not readable by other users
