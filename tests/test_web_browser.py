@@ -216,7 +216,7 @@ ROLE_PAGES = {
             "/patients/P4", "/lists/week", "/ledger", "/account/password"],
     "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/account/password"],
     "civil": ["/mylist", "/patients/P3", "/lists/week", "/account/password"],
-    "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger",
+    "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger", "/export",
               "/account/password"],
 }
 REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403}  # another township's patient; not on the police lists

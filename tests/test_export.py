@@ -1,0 +1,197 @@
+"""导出 ``jingfang export`` (contract.md [2026-12], issue 13) on SQLite and PostgreSQL: export → import into
+an empty database → export is byte-identical (hypothesis over generated registers), the workbook round
+trip, a formula-looking name exported as a text cell, the ``--region`` subset, the audit rows, and the
+web's ``/export`` (county admin only)."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openpyxl import load_workbook
+from sqlmodel import SQLModel
+from typer.testing import CliRunner
+
+from jingfang.cli import app
+from registry.exporting import EXPORTS, export_columns, export_register
+from registry.importing import FILE_SPECS, import_path
+from registry.synthetic import CountySize, write_county_csv
+from registry.web.app import create_app
+from web_support import PASSWORD, TODAY, seed
+
+runner = CliRunner()
+
+
+def empty(engine: sa.Engine) -> None:
+    """Every table emptied (an empty database, as migrated)."""
+    with engine.begin() as conn:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def export(engine, folder: Path, **kw) -> dict[str, bytes]:
+    export_register(engine, directory=folder, actor="test", **kw)
+    return files(folder)
+
+
+def county(folder: Path, seed_: int, patients: int) -> Path:
+    write_county_csv(folder, patients=patients, seed=seed_, today=TODAY,
+                     size=CountySize(patients=patients, townships=2, villages=4))
+    return folder
+
+
+def test_every_import_file_and_column_exports():
+    assert set(EXPORTS) >= set(FILE_SPECS)
+    for stem, spec in EXPORTS.items():
+        for name in export_columns(stem):
+            assert name in spec.columns or name in spec.table.c, (stem, name)
+
+
+_runs = iter(range(10**6))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(seed_=st.integers(0, 10**6), patients=st.integers(1, 12))
+def test_export_import_export_is_byte_identical(database, tmp_path, seed_, patients):
+    run = tmp_path / f"run{next(_runs)}"
+    empty(database.engine)
+    import_path(database.engine, county(run / "source", seed_, patients), today=TODAY)
+    first = export(database.engine, run / "first")
+    assert set(first) == {f"{stem}.csv" for stem in FILE_SPECS}
+    assert first["patients.csv"].startswith(b"\xef\xbb\xbfpatient_id,") and first["patients.csv"].count(b"\n") == patients + 1
+    empty(database.engine)
+    import_path(database.engine, run / "first", today=TODAY)
+    assert export(database.engine, run / "second") == first
+
+
+def test_the_workbook_round_trips(database, tmp_path):
+    import_path(database.engine, county(tmp_path / "source", 11, 8), today=TODAY)
+    csv_first = export(database.engine, tmp_path / "first")
+    export_register(database.engine, xlsx=tmp_path / "register.xlsx", actor="test")
+    book = load_workbook(tmp_path / "register.xlsx")
+    assert book.sheetnames == list(FILE_SPECS)
+    assert [c.value for c in book["patients"][1]] == export_columns("patients")
+    assert book["patients"].max_row == 9
+    empty(database.engine)
+    import_path(database.engine, tmp_path / "register.xlsx", today=TODAY)
+    assert export(database.engine, tmp_path / "second") == csv_first
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"点我\")", "+86 138", "-1+1", "@SUM(A1)"]
+
+
+def test_a_formula_looking_value_is_exported_as_text(database, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "regions.csv").write_text("code,name,level,parent_code\nC,县,county,\nT,镇,township,C\nV,村,village,T\n", encoding="utf-8")
+    rows = "".join(f'P{i},"{name.replace(chr(34), chr(34) * 2)}",1,1980-01-01,V,F20,2024-01-01\n' for i, name in enumerate(FORMULAS))
+    (folder / "patients.csv").write_text("patient_id,name,sex,birth_date,village_code,diagnosis,registered_on\n" + rows,
+                                         encoding="utf-8")
+    import_path(database.engine, folder, today=TODAY)
+    first = export(database.engine, tmp_path / "first")
+    export_register(database.engine, xlsx=tmp_path / "r.xlsx", actor="test")
+    sheet = load_workbook(tmp_path / "r.xlsx")["patients"]
+    names = [row[1] for row in sheet.iter_rows(min_row=2)]
+    assert [c.value for c in names] == FORMULAS
+    assert all(c.data_type == "s" and c.quotePrefix for c in names)
+    assert all(c.data_type != "f" for row in sheet.iter_rows() for c in row)
+    empty(database.engine)
+    import_path(database.engine, tmp_path / "r.xlsx", today=TODAY)
+    assert export(database.engine, tmp_path / "second") == first
+
+
+def test_a_region_exports_its_subtree_and_imports_alone(database, tmp_path):
+    import_path(database.engine, county(tmp_path / "source", 5, 30), today=TODAY)
+    with database.engine.connect() as conn:
+        township = conn.execute(sa.text("SELECT min(code) FROM region WHERE level = 'township'")).scalar_one()
+        villages = set(conn.execute(sa.text("SELECT code FROM region WHERE parent_code = :t"), {"t": township}).scalars())
+        mine = set(conn.execute(sa.text("SELECT patient_id FROM patient WHERE village_code IN (SELECT code FROM region "
+                                        "WHERE parent_code = :t)"), {"t": township}).scalars())
+    part = export(database.engine, tmp_path / "part", region=township)
+    text = part["patients.csv"].decode("utf-8-sig").splitlines()[1:]
+    assert {line.split(",")[0] for line in text} == mine and mine
+    follow_ids = {line.split(",")[0] for line in part["followups.csv"].decode("utf-8-sig").splitlines()[1:]}
+    assert follow_ids <= mine
+    regions = {line.split(",")[0] for line in part["regions.csv"].decode("utf-8-sig").splitlines()[1:]}
+    assert regions == villages | {township, "449901"}  # the subtree and its ancestors
+    empty(database.engine)
+    import_path(database.engine, tmp_path / "part", today=TODAY)
+    assert export(database.engine, tmp_path / "again") == part
+
+
+def _audits(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT actor, object_id, region_code, detail, source FROM audit_log "
+                                    "WHERE action = 'export' ORDER BY id")).all()
+
+
+def test_the_command_exports_and_is_audited(database, tmp_path):
+    import_path(database.engine, county(tmp_path / "source", 3, 5), today=TODAY)
+    result = runner.invoke(app, ["export", str(tmp_path / "out"), "--xlsx", str(tmp_path / "r.xlsx"), "--db", database.url])
+    assert result.exit_code == 0, result.output
+    assert "患者 5 行" in result.output
+    assert (tmp_path / "out" / "followups.csv").exists() and (tmp_path / "r.xlsx").exists()
+    [row] = _audits(database.engine)
+    assert row.actor.startswith("cli:") and row.object_id == "全部" and row.source == "cli" and "患者 5 行" in row.detail
+    bad = runner.invoke(app, ["export", str(tmp_path / "x"), "--region", "NOPE", "--db", database.url])
+    assert bad.exit_code == 1 and "REGION_NOT_FOUND" in bad.output
+    assert not (tmp_path / "x").exists() and len(_audits(database.engine)) == 1
+    none = runner.invoke(app, ["export", "--db", database.url])
+    assert none.exit_code == 1 and "OUT_REQUIRED" in none.output
+
+
+# ---------------------------------------------------------------- the web: /export
+
+
+@pytest.fixture
+def client(database):
+    seed(database.engine)
+    c = TestClient(create_app(database.engine, today=lambda: TODAY), follow_redirects=False)
+    c.database = database
+    return c
+
+
+def _login(client, username: str) -> None:
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
+
+
+@pytest.mark.parametrize("username", ["doc", "police", "civil"])
+def test_export_is_refused_to_every_role_but_the_county_admin(client, username):
+    _login(client, username)
+    for url in ("/export", "/export/register.zip", "/export/register.xlsx"):
+        assert client.get(url).status_code == 403, url
+    assert _audits(client.database.engine) == []
+
+
+def test_the_county_admin_downloads_the_register(client, tmp_path):
+    _login(client, "admin")
+    page = client.get("/export")
+    assert page.status_code == 200 and "/export/register.zip" in page.text and "数据导出" in page.text
+    assert _audits(client.database.engine) == []  # the page itself reads nothing
+    zipped = client.get("/export/register.zip")
+    assert zipped.status_code == 200 and zipped.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+        names = sorted(archive.namelist())
+        patients = archive.read("patients.csv").decode("utf-8-sig")
+    assert names == sorted(f"{stem}.csv" for stem in FILE_SPECS)
+    assert [line.split(",")[0] for line in patients.splitlines()[1:]] == ["P1", "P2", "P3", "P4", "P5"]
+    book = client.get("/export/register.xlsx")
+    assert book.status_code == 200
+    assert load_workbook(io.BytesIO(book.content)).sheetnames == list(FILE_SPECS)
+    rows = _audits(client.database.engine)
+    assert [(r.actor, r.object_id, r.region_code) for r in rows] == [("admin", "C", "C")] * 2
+    assert all(r.source for r in rows)
