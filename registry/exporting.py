@@ -169,7 +169,8 @@ class ExportResult:
         return sum(self.rows.values())
 
     def summary(self) -> str:
-        names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检"}
+        names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检",
+                 "care_team": "个案管理团队", "participants": "随访参与者", "injections": "注射"}
         parts = [f"{names.get(stem, stem)} {n} 行" for stem, n in self.rows.items()]
         return "导出完成：" + "；".join(parts)
 
