@@ -215,7 +215,13 @@ def _write_csv_rows(conn: Connection, stmt: sa.Select, out) -> int:
     n = 0
     result = conn.execution_options(stream_results=True, yield_per=5000).execute(stmt)
     for part in result.partitions():
-        out.write("".join(_csv_line(writer_lf, lf, writer_crlf, crlf, row) for row in part).encode("utf-8"))
+        lf.seek(0)
+        lf.truncate()
+        writer_lf.writerows(part)
+        text = lf.getvalue()
+        if "\r" in text:  # a value holds a carriage return: line by line (it must be quoted)
+            text = "".join(_csv_line(writer_lf, lf, writer_crlf, crlf, row) for row in part)
+        out.write(text.encode("utf-8"))
         n += len(part)
     return n
 

@@ -195,3 +195,20 @@ def test_the_county_admin_downloads_the_register(client, tmp_path):
     rows = _audits(client.database.engine)
     assert [(r.actor, r.object_id, r.region_code) for r in rows] == [("admin", "C", "C")] * 2
     assert all(r.source for r in rows)
+
+
+def test_line_breaks_commas_and_quotes_are_written_as_copy_writes_them(database):
+    """Both writers (PostgreSQL COPY CSV, the SQLite cursor) give the same bytes, which csv reads back."""
+    from registry.exporting import _write_csv_pg, _write_csv_rows
+
+    values = ["a\rb", "c\nd", "e\r\nf", "g,h", 'i"j', "k\tl", "中文", None]
+    stmt = sa.select(*(sa.type_coerce(sa.literal(v) if v is not None else sa.null(), sa.Text).label(f"c{i}")
+                       for i, v in enumerate(values)))
+    out = io.BytesIO()
+    with database.engine.connect() as conn:
+        (_write_csv_pg if database.backend == "postgresql" else _write_csv_rows)(conn, stmt, out)
+    data = out.getvalue()
+    assert data == '"a\rb","c\nd","e\r\nf","g,h","i""j",k\tl,中文,\n'.encode("utf-8")
+    import csv
+
+    assert next(csv.reader(io.StringIO(data.decode("utf-8"), newline=""))) == [v or "" for v in values]
