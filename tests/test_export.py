@@ -169,6 +169,12 @@ def _login(client, username: str) -> None:
     assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
 
 
+def test_export_needs_a_login(client):
+    for url in ("/export", "/export/register.zip", "/export/register.xlsx"):
+        r = client.get(url)
+        assert r.status_code == 303 and r.headers["location"] == "/login", url
+
+
 @pytest.mark.parametrize("username", ["doc", "police", "civil"])
 def test_export_is_refused_to_every_role_but_the_county_admin(client, username):
     _login(client, username)
