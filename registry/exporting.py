@@ -258,10 +258,12 @@ def export_register(
     region: str | None = None,
     actor: str,
     source: str | None = None,
+    target: str | None = None,
     progress: Callable[[str, int], None] | None = None,
 ) -> ExportResult:
     """导出 Write every import file of the register (or of ``region``'s subtree) as CSV files into
-    ``directory`` and/or as one workbook ``xlsx``; audited (action ``export``) as ``actor``.
+    ``directory`` and/or as one workbook ``xlsx``; audited (action ``export``) as ``actor``, the audit
+    detail naming ``target`` (default: the paths written).
 
     Raises ``NotFound`` (REGION_NOT_FOUND) for an unknown region."""
     if directory is None and xlsx is None:
@@ -298,7 +300,7 @@ def export_register(
             book.save(path)
             result.paths.append(path)
     result.seconds = time.perf_counter() - started
-    where = ", ".join(str(p) for p in result.paths)
+    where = target or "、".join(str(p) for p in result.paths)
     record(engine, actor=actor, action="export", object_type="register", object_id=region or "全部",
            region_code=region, detail=f"{result.summary()}；{where}", source=source)
     return result

@@ -200,7 +200,9 @@ def test_the_county_admin_downloads_the_register(client, tmp_path):
     assert load_workbook(io.BytesIO(book.content)).sheetnames == list(FILE_SPECS)
     rows = _audits(client.database.engine)
     assert [(r.actor, r.object_id, r.region_code) for r in rows] == [("admin", "C", "C")] * 2
-    assert all(r.source for r in rows)
+    assert all(r.source for r in rows) and "网页下载 CSV 压缩包" in rows[0].detail and "患者 5 行" in rows[0].detail
+    audit_page = client.get("/audit")
+    assert audit_page.status_code == 200 and "登记数据" in audit_page.text and "导出" in audit_page.text
 
 
 def test_line_breaks_commas_and_quotes_are_written_as_copy_writes_them(database):

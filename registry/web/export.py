@@ -48,12 +48,13 @@ def _download(request: Request, fmt: str) -> FileResponse:
     try:
         if fmt == "xlsx":
             path = work / f"register-{region}-{stamp}.xlsx"
-            export_register(ctx.engine, xlsx=path, region=region, actor=cur.user.username, source=client_ip(request))
+            export_register(ctx.engine, xlsx=path, region=region, actor=cur.user.username, source=client_ip(request),
+                            target="网页下载 Excel 工作簿")
             media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
         else:
             folder = work / "csv"
             result = export_register(ctx.engine, directory=folder, region=region, actor=cur.user.username,
-                                     source=client_ip(request))
+                                     source=client_ip(request), target="网页下载 CSV 压缩包")
             path = work / f"register-{region}-{stamp}.zip"
             with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for file in result.paths:

@@ -551,6 +551,7 @@ AUDIT_OBJECT_LABELS = {
     "patient": "患者", "follow_up": "随访", "follow_up_participant": "随访参与人", "health_check": "体检",
     "injection": "长效针剂注射", "import": "导入", "list": "清单", "lists": "五单", "five_lists": "五单",
     "monthly_report": "月报", "rates": "指标", "session": "登录会话", "webhook": "通知地址", "worklist": "任务清单",
+    "register": "登记数据",  # jingfang export, /export (issue 13)
 }
 AUDIT_SOURCE_LABELS = {"cli": "命令行", "demo": "演示", "scheduler": "调度服务", "api": "接口", "web": "网页"}
 
