@@ -55,19 +55,24 @@ BOM = "\ufeff"
 LINE_END = "\n"
 
 Scope = Callable[[sa.Table, sa.Select, list[str]], sa.ColumnElement]
+Column = str | sa.ColumnElement  # a column of the file's table by name, or any column of its FROM
 
 
-def by_region(column: str) -> Scope:
+def _column(table: sa.Table, column: Column) -> sa.ColumnElement:
+    return table.c[column] if isinstance(column, str) else column
+
+
+def by_region(column: Column) -> Scope:
     """范围 Rows whose ``column`` is a region of the subtree."""
-    return lambda table, subtree, ancestors: table.c[column].in_(subtree)
+    return lambda table, subtree, ancestors: _column(table, column).in_(subtree)
 
 
-def by_patient(column: str = "patient_id") -> Scope:
+def by_patient(column: Column = "patient_id") -> Scope:
     """范围 Rows of a patient whose village is in the subtree."""
     patient = models.Patient.__table__
 
     def scope(table, subtree, ancestors):
-        return table.c[column].in_(sa.select(patient.c.patient_id).where(patient.c.village_code.in_(subtree)))
+        return _column(table, column).in_(sa.select(patient.c.patient_id).where(patient.c.village_code.in_(subtree)))
 
     return scope
 
@@ -78,12 +83,20 @@ def _regions_scope(table, subtree, ancestors):
 
 @dataclass(frozen=True)
 class ExportFile:
-    """导出文件 One import file as exported: its table, the order of its rows (the table's columns),
-    its region scope, and the columns (spec name → SQL expression) that are not the table's column of
-    the same name. Adding a file to the importer means adding one of these."""
+    """导出文件 One import file as exported: its table, the order of its rows (by ids: the table's
+    columns by name, or columns of ``source``), its region scope, and the columns (spec name → SQL
+    expression) that are not the table's column of the same name. Adding a file to the importer means
+    adding one of these; a file whose columns come from a join names the join as ``source``, e.g. the
+    attendance of a follow-up, keyed by the follow-up's patient, date and n-th of that date::
+
+        fu, p = models.FollowUp.__table__, models.FollowUpParticipant.__table__
+        ExportFile(p, (fu.c.patient_id, fu.c.visit_on, fu.c.seq, "role"), by_patient(fu.c.patient_id),
+                   columns={"patient_id": fu.c.patient_id, "visit_on": fu.c.visit_on, "present": p.c.attended},
+                   source=p.join(fu, fu.c.id == p.c.follow_up_id))
+    """
 
     table: sa.Table
-    order: tuple[str, ...]
+    order: tuple[Column, ...]
     scope: Scope
     columns: dict[str, sa.ColumnElement] = field(default_factory=dict)
     source: sa.FromClause | None = None  # the FROM when columns come from a join
@@ -149,7 +162,7 @@ def export_select(stem: str, dialect: str, region: str | None = None, ancestors:
         stmt = stmt.where(spec.scope(table, sa.select(region_subtree(region).c.code), ancestors or []))
     order = []
     for name in spec.order:
-        col = table.c[name]
+        col = _column(table, name)
         if _kind(col.type) == "text":
             col = col.collate("C") if dialect == "postgresql" else col.collate("BINARY")
         order.append(col)

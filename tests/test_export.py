@@ -53,10 +53,12 @@ def county(folder: Path, seed_: int, patients: int) -> Path:
 
 
 def test_every_import_file_and_column_exports():
-    assert set(EXPORTS) >= set(FILE_SPECS)
+    missing = set(FILE_SPECS) - set(EXPORTS)
+    assert not missing, f"add an ExportFile to registry.exporting.EXPORTS for {sorted(missing)}"
     for stem, spec in EXPORTS.items():
         for name in export_columns(stem):
-            assert name in spec.columns or name in spec.table.c, (stem, name)
+            assert name in spec.columns or name in spec.table.c, f"{stem}.csv column {name}: not a column of " \
+                f"{spec.table.name}; name its expression in the ExportFile's columns"
 
 
 _runs = iter(range(10**6))
@@ -220,3 +222,26 @@ def test_line_breaks_commas_and_quotes_are_written_as_copy_writes_them(database)
     import csv
 
     assert next(csv.reader(io.StringIO(data.decode("utf-8"), newline=""))) == [v or "" for v in values]
+
+
+def test_a_file_from_a_join_exports_by_one_entry(database, tmp_path, monkeypatch):
+    """The way a new import file joins the export (``ExportFile`` docstring): attendance on follow-ups,
+    keyed by the follow-up's patient and date, scoped by its patient's village."""
+    from registry import models
+    from registry.exporting import ExportFile, by_patient
+    from registry.validation import FieldSpec, flag, identifier, iso_date, text
+
+    seed(database.engine)
+    fu, p = models.FollowUp.__table__, models.FollowUpParticipant.__table__
+    monkeypatch.setitem(FILE_SPECS, "participants", [
+        FieldSpec("patient_id", "患者编号", identifier(64)), FieldSpec("visit_on", "随访日期", iso_date),
+        FieldSpec("role", "角色", text(20)), FieldSpec("member_id", "成员编号", identifier(64)),
+        FieldSpec("present", "到场", flag)])
+    monkeypatch.setitem(EXPORTS, "participants", ExportFile(
+        p, (fu.c.patient_id, fu.c.visit_on, fu.c.seq, "role"), by_patient(fu.c.patient_id),
+        columns={"patient_id": fu.c.patient_id, "visit_on": fu.c.visit_on, "present": p.c.attended},
+        source=p.join(fu, fu.c.id == p.c.follow_up_id)))
+    whole = export(database.engine, tmp_path / "all")
+    assert whole["participants.csv"].decode("utf-8-sig") == "patient_id,visit_on,role,member_id,present\nP1,2026-05-20,police,M-POL,0\n"
+    other = export(database.engine, tmp_path / "t2", region="T2")
+    assert other["participants.csv"].decode("utf-8-sig") == "patient_id,visit_on,role,member_id,present\n"
