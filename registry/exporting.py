@@ -87,7 +87,7 @@ class ExportFile:
     columns by name, or columns of ``source``), its region scope, and the columns (spec name → SQL
     expression) that are not the table's column of the same name. Adding a file to the importer means
     adding one of these; a file whose columns come from a join names the join as ``source``, e.g. the
-    attendance of a follow-up, keyed by the follow-up's patient, date and n-th of that date::
+    attendance of a follow-up, ordered by the follow-up's patient, date and n-th of that date::
 
         fu, p = models.FollowUp.__table__, models.FollowUpParticipant.__table__
         ExportFile(p, (fu.c.patient_id, fu.c.visit_on, fu.c.seq, "role"), by_patient(fu.c.patient_id),
