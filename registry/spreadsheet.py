@@ -36,6 +36,17 @@ def text_row(sheet, values: list) -> None:
                 cell.quotePrefix = True
 
 
+def text_cell(cell, value) -> None:
+    """文本单元格 Set one cell of a normal sheet to ``value`` as text whatever it holds (blank for None):
+    never a formula, the quote prefix on a formula-looking value."""
+    text = "" if value is None else str(_storable(str(value)))
+    cell.value = None
+    cell._value = text  # set directly: assigning "=…" would make it a formula
+    cell.data_type = "s"
+    if text.startswith(FORMULA_START):
+        cell.quotePrefix = True
+
+
 def text_cells(sheet, values: list) -> list:
     """文本单元格（流式） The cells of one row of a write-only sheet (``Workbook(write_only=True)``):
     strings as text cells, never formulas, with the quote prefix on a formula-looking value."""
