@@ -160,7 +160,7 @@ def _download_texts(response, folder: Path, name: str, surfaces: dict[str, str])
 PAGES = ["/", "/worklist", "/mylist", "/patients/new", "/patients/P1", "/patients/P2", "/patients/P3", "/patients/P4",
          "/patients/P5", "/patients/P1/follow-ups/new", "/patients/P2/status", "/search?q=陈", "/search?q=P",
          "/dashboard", "/dashboard?month=2026-05", "/audit", "/no/such/page", "/worklist?kind=nonsense",
-         "/dashboard?month=2026-13", "/lists/week?week=bad"]
+         "/dashboard?month=2026-13", "/lists/week?week=bad", "/export"]
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
