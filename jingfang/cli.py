@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from jingfang import (cli_zh, commands_ledger, commands_rates, commands_registry, commands_reward, commands_schedules,
-                      commands_web)
+from jingfang import (cli_zh, commands_export, commands_ledger, commands_rates, commands_registry, commands_reward,
+                      commands_schedules, commands_web)
 
 cli_zh.install()  # click's and typer's own words (usage, panels, usage errors) in Chinese
 
@@ -31,6 +31,7 @@ for module in (commands_registry, commands_schedules, commands_rates, commands_w
     module.register(app)
 commands_ledger.register(app)  # 易肇事肇祸台账 (issue 15)
 commands_reward.register(app)  # 以奖代补发放名单 (issue 14)
+commands_export.register(app)  # 导出 (issue 13)
 
 
 # files the command writes (五单, reports, exports, the SQLite database) are not readable by other users

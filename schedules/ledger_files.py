@@ -20,6 +20,7 @@ from registry.codes import LedgerExit, LedgerReason, RegionLevel, Sex
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.ledger import ledger_select
+from registry.spreadsheet import text_cell  # the one formula-safe cell (also the 五单 and the export)
 from registry.models import Patient, Region
 from registry.regions import villages_under
 from registry.resources import template_dir
@@ -124,12 +125,6 @@ def write_pdf(data: dict, out_dir: Path, generated: str) -> Path:
     path = Path(out_dir) / f"{file_stem(data)}.pdf"
     HTML(string=render_html(data, generated), base_url=str(TEMPLATES)).write_pdf(path)
     return path
-
-
-def text_cell(cell, value) -> None:
-    """A cell written as text whatever it holds (a leading = + - @ never makes a formula)."""
-    cell.value = "" if value is None else str(value)
-    cell.data_type = "s"
 
 
 def write_xlsx(data: dict, out_dir: Path) -> Path:

@@ -41,6 +41,8 @@ from registry.care_team import UNASSIGNED_LABEL
 from registry.emergencies import occurred_on_sql
 from registry.models import AuditLog, Emergency, FollowUp, GuardianYear, Patient, Region
 from registry.profile import RoleRules, current_profile
+# 文本单元格: the formula-safe row lives in the core, shared with the register export
+from registry.spreadsheet import FORMULA_START, text_row  # noqa: F401
 from registry.attempts import rank_sql, usable_sql
 from registry.register import eligible_sql
 from registry.rules import complete_sql
@@ -457,26 +459,6 @@ def write_pdf(data: dict, wl: WorkList, out_dir: Path, generated: str) -> Path:
 
 def write_pdfs(data: dict, out_dir: Path, generated: str) -> list[Path]:
     return [write_pdf(data, wl, out_dir, generated) for wl in data["lists"]]
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def text_row(sheet, values: list) -> None:
-    """文本单元格 Append a row whose text cells are text, never formulas (issue 18: a name
-    ``=HYPERLINK(...)`` must not become a live formula): every string cell is stored as a string
-    (``data_type 's'``), and one that a spreadsheet would read as a formula carries the quote
-    prefix, so editing it keeps it text. The value is unchanged when read back."""
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    # a control character stored before validation refused it (issue 18) is shown as U+FFFD: openpyxl
-    # refuses it, and one bad name must not stop the township's lists
-    sheet.append([ILLEGAL_CHARACTERS_RE.sub("\ufffd", v) if isinstance(v, str) else v for v in values])
-    for cell in sheet[sheet.max_row]:
-        if isinstance(cell.value, str):
-            cell.data_type = "s"
-            if cell.value.startswith(FORMULA_START):
-                cell.quotePrefix = True
 
 
 def _sheet(book, title: str, heading: str, wl: WorkList, groups: list[tuple[str, list[dict]]]) -> None:

@@ -160,7 +160,7 @@ def _download_texts(response, folder: Path, name: str, surfaces: dict[str, str])
 PAGES = ["/", "/worklist", "/mylist", "/patients/new", "/patients/P1", "/patients/P2", "/patients/P3", "/patients/P4",
          "/patients/P5", "/patients/P1/follow-ups/new", "/patients/P2/status", "/search?q=陈", "/search?q=P",
          "/dashboard", "/dashboard?month=2026-05", "/audit", "/no/such/page", "/worklist?kind=nonsense",
-         "/dashboard?month=2026-13", "/lists/week?week=bad",
+         "/dashboard?month=2026-13", "/lists/week?week=bad", "/export",
          "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers",  # issue 13
          "/reward", "/reward?year=2025", "/reward?year=bad",
          "/lists/archive", "/lists/archive/1/joint", "/lists/archive?township=nope"]  # 五单存档 (issue 15)

@@ -243,7 +243,7 @@ ROLE_PAGES = {
     "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/lists/archive", "/account/password",
                "/patients/P1/history", "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue"],
     "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/account/password"],
-    "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger",
+    "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger", "/export",
               "/gaps", "/reward", "/lists/archive?township=T1", "/lists/archive/1/followup", "/joint-visits/incomplete",
               "/account/password", "/patients/P1/edit", "/patients/P1/history", "/transfers", "/emergencies/overdue"],
 }

@@ -623,6 +623,7 @@ AUDIT_OBJECT_LABELS = {
     "patient_history": "变更记录", "patient_transfer": "迁出/迁入",  # issue 13
     "list_archive": "五单存档", "list_row": "五单存档行",
     "emergency": "应急处置",
+    "register": "登记数据",  # jingfang export, /export (issue 13)
 }
 AUDIT_SOURCE_LABELS = {"cli": "命令行", "demo": "演示", "scheduler": "调度服务", "api": "接口", "web": "网页"}
 
