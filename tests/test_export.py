@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from datetime import date
 from pathlib import Path
 
 import pytest
