@@ -102,12 +102,21 @@ class ExportFile:
     source: sa.FromClause | None = None  # the FROM when columns come from a join
 
 
+_FU = models.FollowUp.__table__
 EXPORTS: dict[str, ExportFile] = {
     "regions": ExportFile(models.Region.__table__, ("code",), _regions_scope),
     "team_members": ExportFile(models.TeamMember.__table__, ("member_id",), by_region("region_code")),
     "patients": ExportFile(models.Patient.__table__, ("patient_id",), by_region("village_code")),
     "followups": ExportFile(models.FollowUp.__table__, ("patient_id", "visit_on", "seq"), by_patient()),
     "health_checks": ExportFile(models.HealthCheck.__table__, ("patient_id", "checked_on"), by_patient()),
+    "injections": ExportFile(models.Injection.__table__, ("patient_id", "given_on"), by_patient()),
+    "care_team": ExportFile(models.CareTeamAssignment.__table__, ("patient_id", "member_id", "role", "from_on"), by_patient()),
+    "participants": ExportFile(
+        models.FollowUpParticipant.__table__,
+        (_FU.c.patient_id, _FU.c.visit_on, _FU.c.seq, "role"), by_patient(_FU.c.patient_id),
+        columns={"patient_id": _FU.c.patient_id, "visit_on": _FU.c.visit_on, "seq": _FU.c.seq,
+                 "present": models.FollowUpParticipant.__table__.c.attended},
+        source=models.FollowUpParticipant.__table__.join(_FU, _FU.c.id == models.FollowUpParticipant.__table__.c.follow_up_id)),
 }
 
 

@@ -253,7 +253,8 @@ def write_county_csv(out_dir: Path, *, patients: int = 3000, seed: int = 2026112
             lai_cols = ["", "", ""]
             if lai:
                 interval = rng.choice((2, 4, 4))
-                last = min(today, max(registered, today - timedelta(days=rng.randint(0, interval * 7 + 10))))
+                # never after the death or move (``end``): an injection then would be refused on import
+                last = min(end, max(registered, end - timedelta(days=rng.randint(0, interval * 7 + 10))))
                 lai_cols = [rng.choice(LAI_DRUGS), str(interval), last.isoformat()]
             has_guardian = rng.random() < 0.85
             consent = "0" if rng.random() < 0.03 else "1"
