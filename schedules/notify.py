@@ -253,6 +253,42 @@ def queue_failure_alert(conn: Connection, *, township_code: str, week: date, rea
     return queued
 
 
+ALERT_TITLES = {"risk_rise": "危险性升至3级及以上", "incident": "新发肇事肇祸", "lost": "失访"}  # AlertKind labels
+
+
+def alert_payload(*, township_code: str, township_name: str, counts: dict, base_url: str | None) -> dict:
+    """实时预警消息 The message about a township's new alerts (rules.md §12): counts by kind, the
+    township and a link to ``/alerts`` — a page the township's doctors, police and civil affairs
+    all open (registry/web/alerts.py); never a name, number, ID or diagnosis."""
+    base = (base_url or get_settings().base_url).rstrip("/")
+    link = f"{base}/alerts?township={urllib.parse.quote(township_code)}"
+    return {"event": "alerts.new", "township": township_code, "township_name": township_name,
+            "counts": {k: int(v) for k, v in counts.items()}, "link": link}
+
+
+def queue_alert_notifications(conn: Connection, *, township_code: str, counts: dict, key: str,
+                              base_url: str | None = None) -> int:
+    """Queue one alert message for every active webhook covering the township (caller's
+    transaction); once per (webhook, ``key``)."""
+    hooks, r = Webhook.__table__, Region.__table__
+    scope = _ancestors(conn, township_code)
+    name = conn.execute(sa.select(r.c.name).where(r.c.code == township_code)).scalar() or township_code
+    payload = json.dumps(alert_payload(township_code=township_code, township_name=name, counts=counts, base_url=base_url),
+                         ensure_ascii=False)
+    rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code)
+                        .where(hooks.c.active == sa.true(), hooks.c.removed_at.is_(None))).all()
+    t = OutboxMessage.__table__
+    queued = 0
+    for hook_id, region in rows:
+        if region is not None and region not in scope:
+            continue
+        if conn.execute(sa.select(t.c.id).where(t.c.webhook_id == hook_id, t.c.dedupe_key == key)).first() is None:
+            conn.execute(sa.insert(t).values(webhook_id=hook_id, dedupe_key=key, payload=payload, status="pending",
+                                             attempts=0, next_attempt_at=now_utc(), created_at=now_utc()))
+            queued += 1
+    return queued
+
+
 def truncate_bytes(text: str, limit: int) -> str:
     """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
     return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
@@ -265,6 +301,11 @@ def message_text(payload: dict, limit: int = MARKDOWN_BYTES) -> str:
         return truncate_bytes(f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
                               f" {payload.get('week')} 周五单生成失败（{payload.get('error')}），请管理员查看调度运行记录"
                               "（jingfang runs）。", limit)
+    if payload.get("event") == "alerts.new":
+        parts = "，".join(f"{ALERT_TITLES.get(k, k)} {v} 人次" for k, v in payload.get("counts", {}).items())
+        link = f"\n[查看预警]({payload.get('link')})"
+        head = f"### 精防 实时预警\n{payload.get('township_name', '')}（{payload.get('township')}）新预警：{parts}。"
+        return truncate_bytes(head, max(0, limit - len(link.encode("utf-8")))) + link
     counts = payload.get("counts", {})
     parts = "，".join(f"{LIST_TITLES.get(k, k)} {v}" for k, v in counts.items())
     head = (f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
@@ -290,7 +331,8 @@ def build_request(hook, payload: dict, *, now: datetime, delivery_id: int) -> tu
     if hook.format == "wecom":
         body = {"msgtype": "markdown", "markdown": {"content": text}}
     else:
-        body = {"msgtype": "markdown", "markdown": {"title": "精防 一历五单", "text": text}}
+        body = {"msgtype": "markdown", "markdown": {"title": "精防 实时预警" if payload.get("event") == "alerts.new" else "精防 一历五单",
+                                                 "text": text}}
         if hook.secret:
             ts = str(int(now.timestamp() * 1000))
             sign = base64.b64encode(hmac.new(hook.secret.encode(), f"{ts}\n{hook.secret}".encode(), hashlib.sha256).digest())
