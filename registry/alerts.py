@@ -86,9 +86,10 @@ def flags_lost_sql(f, g, h, after_misses: int) -> sa.ColumnElement[bool]:
     reached_between = (sa.select(h.c.id).where(
         h.c.patient_id == f.c.patient_id, h.c.lost_reason.is_(None),
         sa.or_(h.c.visit_on > g.c.visit_on, sa.and_(h.c.visit_on == g.c.visit_on, h.c.seq > g.c.seq)),
-        sa.or_(h.c.visit_on < f.c.visit_on, sa.and_(h.c.visit_on == f.c.visit_on, h.c.seq < f.c.seq))))
+        sa.or_(h.c.visit_on < f.c.visit_on, sa.and_(h.c.visit_on == f.c.visit_on, h.c.seq < f.c.seq)))
+        .correlate(f, g))  # two levels down: name both outer tables
     streak = (sa.select(sa.func.count()).select_from(g)
-              .where(at_or_before, g.c.lost_reason.is_not(None), ~reached_between.exists()).scalar_subquery())
+              .where(at_or_before, g.c.lost_reason.is_not(None), ~reached_between.exists()).correlate(f).scalar_subquery())
     return sa.and_(f.c.lost_reason.is_not(None),
                    sa.or_(f.c.lost_reason == LostReason.THREE_MISSES.value, streak == after_misses))
 

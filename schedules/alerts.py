@@ -97,8 +97,8 @@ def _insert_ignore(conn: Connection, rows: sa.Select, kind: AlertKind, now: date
     cols = ["kind", "source_id", "patient_id", "township_code", "event_on", "created_at"]
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(Alert.__table__).from_select(cols, select).on_conflict_do_nothing(
-        index_elements=["kind", "source_id"])
-    return conn.execute(stmt).rowcount or 0
+        index_elements=["kind", "source_id"]).returning(Alert.__table__.c.id)
+    return len(conn.execute(stmt).all())  # rowcount is not reliable for INSERT … SELECT on psycopg
 
 
 def detect(engine: Engine, *, today: date | None = None, now: datetime | None = None,

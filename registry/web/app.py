@@ -102,6 +102,7 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(__import__("registry.web.ledger", fromlist=["router"]).router)  # 易肇事肇祸台账 (issue 15)
+    app.include_router(__import__("registry.web.alerts", fromlist=["router"]).router)  # 实时预警 (issue 15, rules.md §12)
     _install_error_handlers(app)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
