@@ -31,6 +31,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _seed_alerts(engine) -> None:
+    """Two real-time alerts of T1 (rules.md §12), so /alerts and the notices areas have rows to lay out."""
+    import sqlalchemy as sa
+
+    from registry.clock import now_utc
+    from schedules.models import Alert
+
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Alert), [
+            {"kind": "incident", "source_id": 900001, "patient_id": "P1", "township_code": "T1", "event_on": TODAY, "created_at": now_utc()},
+            {"kind": "risk_rise", "source_id": 900002, "patient_id": "P2", "township_code": "T1", "event_on": TODAY, "created_at": now_utc()},
+        ])
+
+
 @pytest.fixture(scope="module")
 def server(_sqlite_template, tmp_path_factory):
     from schedules.generation import generate
@@ -40,6 +54,7 @@ def server(_sqlite_template, tmp_path_factory):
     engine = make_engine(f"sqlite:///{path}")
     seed(engine)
     generate(engine, as_of=TODAY)  # the real scheduler makes the tasks
+    _seed_alerts(engine)
     app = create_app(engine, today=lambda: TODAY)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -213,11 +228,12 @@ DESKTOP = {"width": 1280, "height": 900}
 ROLE_PAGES = {
     "doc": ["/worklist", "/worklist?all=1", "/worklist?kind=health_check", "/patients/P1", "/patients/P3",
             "/patients/P1/follow-ups/new", "/patients/new", "/patients/P2/status", "/search?q=陈", "/search?q=无此人",
-            "/patients/P4", "/lists/week", "/ledger", "/account/password"],
-    "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/account/password"],
-    "civil": ["/mylist", "/patients/P3", "/lists/week", "/account/password"],
+            "/patients/P4", "/lists/week", "/ledger", "/alerts", "/account/password"],
+    "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/alerts", "/alerts?township=T1",
+               "/account/password"],
+    "civil": ["/mylist", "/patients/P3", "/lists/week", "/alerts", "/account/password"],
     "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger",
-              "/account/password"],
+              "/alerts", "/account/password"],
 }
 REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403}  # another township's patient; not on the police lists
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels
