@@ -197,3 +197,48 @@ def test_rule_twins_agree(database, attempts):
         if complete:
             previous = risk
     assert is_recent(TODAY, TODAY) and not is_recent(TODAY - timedelta(days=8), TODAY)
+
+
+def test_the_scheduler_process_alerts_within_a_minute_of_an_api_write(database, tmp_path):
+    """The real scheduler service (its 20-second detector) delivers an API write's alert to the
+    township's webhook within one minute; the write itself never waited on it."""
+    import time
+
+    import time_machine
+
+    from registry.clock import local_today
+    from tests.test_schedule_service import start_scheduler, stop, wait_log
+    from tests.waiting import wait_for
+
+    engine = database.engine
+    seed(engine)
+    with Receiver([]) as rx:
+        add_webhook(engine, name="township", url=rx.url + "/hook", fmt="generic", secret="s3cret", region_code="T1")
+        started = time.monotonic()
+        proc = start_scheduler(database.url, tmp_path)
+        try:
+            wait_log(proc, "调度服务已运行", timeout=240)
+            # the child's clock is today 09:00 Asia/Shanghai, ticking: write on the same clock
+            from registry.config import LOCAL_TZ
+            from datetime import datetime, time as dt_time
+            morning = datetime.combine(local_today(), dt_time(9, 0), tzinfo=LOCAL_TZ)
+            with time_machine.travel(morning + timedelta(seconds=time.monotonic() - started), tick=True):
+                today = local_today()
+                client = TestClient(create_app(engine, today=lambda: today))
+                client.headers["Authorization"] = f"Bearer {session_token(engine, 'doc')}"
+                r = client.post("/api/patients/P3/follow-ups", json={"visit_on": (today - timedelta(days=1)).isoformat(),
+                                                                     "mode": 2, "risk_level": 1, "insight": 1,
+                                                                     "incidents_crime": 1})
+                assert r.status_code == 201, r.text
+            written = time.monotonic()
+            alerts = lambda: [q for q in rx.requests if json.loads(q["body"])["event"] == "alerts.new"]  # noqa: E731
+            wait_for(alerts, "the alert message", timeout=60)  # the catch-up's weekly lists come too
+            assert time.monotonic() - written < 60
+        finally:
+            stop(proc)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE IF EXISTS apscheduler_jobs")
+    [message] = alerts()
+    payload = json.loads(message["body"])
+    assert payload["counts"] == {"incident": 1} and payload["township"] == "T1"
+    assert "张三" not in message["body"].decode("utf-8")
