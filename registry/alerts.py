@@ -26,7 +26,7 @@ from typing import Sequence
 import sqlalchemy as sa
 
 from registry.codes import LostReason, RiskLevel
-from registry.rules import complete_sql, is_complete
+from registry.rules import complete_sql
 
 RECENT_DAYS = 7
 RISK_ALERT = RiskLevel.PUBLIC_PROPERTY.value  # 3
@@ -95,4 +95,4 @@ def flags_lost_sql(f, g, h, after_misses: int) -> sa.ColumnElement[bool]:
 
 
 __all__ = ["RECENT_DAYS", "is_recent", "recent_sql", "risk_rose", "risk_rose_sql", "previous_risk_sql",
-           "flags_lost", "flags_lost_sql", "is_complete"]
+           "flags_lost", "flags_lost_sql"]

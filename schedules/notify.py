@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from registry import audit
 from registry.clock import now_utc
+from registry.codes import AlertKind
 from registry.config import get_settings
 from registry.errors import InvalidInput, NotFound
 from registry.models import Region
@@ -253,7 +254,7 @@ def queue_failure_alert(conn: Connection, *, township_code: str, week: date, rea
     return queued
 
 
-ALERT_TITLES = {"risk_rise": "危险性升至3级及以上", "incident": "新发肇事肇祸", "lost": "失访"}  # AlertKind labels
+ALERT_TITLES = {k.value: k.label for k in AlertKind}  # the kinds' Chinese labels (registry.codes)
 
 
 def alert_payload(*, township_code: str, township_name: str, counts: dict, base_url: str | None) -> dict:
