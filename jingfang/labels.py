@@ -10,7 +10,7 @@ from registry.codes import TaskKind, TeamRole
 # The rule profiles a person may meet by name (a county's own profile is shown by its own name).
 PROFILE_TITLES = {"national-2018": "国家规范2018版"}
 
-JOB_LABELS = {"generate": "生成任务", "lists": "一历五单", "reports": "月报", "deliver": "投递通知"}
+JOB_LABELS = {"generate": "生成任务", "lists": "一历五单", "reports": "月报", "deliver": "投递通知", "alerts": "实时预警"}
 RUN_STATUS_LABELS = {"running": "运行中", "ok": "成功", "error": "失败"}
 COUNT_LABELS = {  # the counts a run records, by key
     "created": "新建", "closed": "完成", "cancelled": "取消", "open": "待办", "calendar_estimated": "按估计日历",

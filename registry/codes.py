@@ -376,6 +376,15 @@ class LedgerReason(CodedStr):
     RISK = "risk", "危险性3级及以上"
 
 
+class AlertKind(CodedStr):
+    """预警类型 What a real-time alert is about (rules.md §12). Emergency kinds are added with the
+    emergency record (issue 15): one member here and one source in ``schedules.alerts.SOURCES``."""
+
+    RISK_RISE = "risk_rise", "危险性升至3级及以上"
+    INCIDENT = "incident", "新发肇事肇祸"
+    LOST = "lost", "失访"
+
+
 class LedgerExit(CodedStr):
     """出账原因 Why a patient left the 易肇事肇祸台账 (rules.md §10)."""
 

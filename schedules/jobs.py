@@ -188,6 +188,21 @@ def run_delivery(db_url: str | None = None, source: str = "scheduler") -> dict:
     return recorded(engine, "deliver", None, source, lambda: deliver_due(engine))
 
 
+def run_alerts(db_url: str | None = None, source: str = "scheduler") -> dict:
+    """实时预警 Detect new alert events (rules.md §12, ``schedules.alerts.detect``) and deliver the
+    due outbox at once, so an alert reaches its webhooks within a minute of the write. Recorded
+    only when it found something (it runs every 20 s)."""
+    from schedules.alerts import detect
+
+    engine = get_engine(db_url)
+    counts = detect(engine)
+    if any(counts.values()):
+        recorded(engine, "alerts", None, source, lambda: counts)
+    if counts.get("queued") or due_count(engine):
+        run_delivery(db_url, source=source)
+    return counts
+
+
 def recent_runs(engine: Engine, limit: int = 20) -> list[dict]:
     t = ScheduleRun.__table__
     with engine.connect() as conn:

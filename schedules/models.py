@@ -197,3 +197,44 @@ class ListDownload(SQLModel, table=True):
     channel: str = Field(max_length=10)  # web | cli | job (the scheduler re-writing an issued week)
     source: str | None = Field(default=None, max_length=100)
     downloaded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Alert(SQLModel, table=True):
+    """实时预警 One alert event (rules.md §12), unique on (kind, source row): each event alerts once,
+    across restarts and concurrent detectors (insert-or-ignore). Identifier-free apart from the
+    source row; ``queued_at`` is set in the transaction that queues its webhook messages."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "source_id", name="uq_alert_event"),
+        sa.Index("ix_alert_township_created", "township_code", "created_at"),
+        sa.Index("ix_alert_queued", "queued_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20)  # registry.codes.AlertKind
+    source_id: int  # the follow-up (or emergency) row that caused it
+    patient_id: str = Field(max_length=64)
+    township_code: str = Field(max_length=32)
+    event_on: date  # the follow-up's date
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    queued_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AlertRead(SQLModel, table=True):
+    """预警已读 A user has read (dismissed) an alert in the in-app notices."""
+
+    __tablename__ = "alert_read"
+
+    alert_id: int = Field(foreign_key="alert.id", primary_key=True)
+    username: str = Field(primary_key=True, max_length=64)
+    read_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AlertScan(SQLModel, table=True):
+    """预警扫描水位 The alert detector's watermark (one row, ``id`` 1): when its last scan began."""
+
+    __tablename__ = "alert_scan"
+
+    id: int = Field(primary_key=True)
+    scanned_from: datetime = Field(sa_type=UTCDateTime)

@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from registry import audit
 from registry.clock import now_utc
+from registry.codes import AlertKind
 from registry.config import get_settings
 from registry.errors import InvalidInput, NotFound
 from registry.models import Region
@@ -209,39 +210,34 @@ def list_payload(*, township_code: str, township_name: str, week: date, counts: 
 def queue_list_notifications(conn: Connection, *, township_code: str, township_name: str, week: date, counts: dict,
                              base_url: str | None = None) -> int:
     """Queue the weekly-lists message for every matching webhook (caller's transaction)."""
-    hooks = Webhook.__table__
-    scope = _ancestors(conn, township_code)
-    rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code)
-                        .where(hooks.c.active == sa.true(), hooks.c.removed_at.is_(None))).all()
     payload = json.dumps(list_payload(township_code=township_code, township_name=township_name, week=week,
                                       counts=counts, base_url=base_url), ensure_ascii=False)
-    queued = 0
-    t = OutboxMessage.__table__
-    for hook_id, region in rows:
-        if region is not None and region not in scope:
-            continue
-        key = f"lists:{township_code}:{week.isoformat()}"
-        exists = conn.execute(sa.select(t.c.id).where(t.c.webhook_id == hook_id, t.c.dedupe_key == key)).first()
-        if exists is None:
-            conn.execute(sa.insert(t).values(webhook_id=hook_id, dedupe_key=key, payload=payload, status="pending",
-                                             attempts=0, next_attempt_at=now_utc(), created_at=now_utc()))
-            queued += 1
-    return queued
+    return _queue_for_township(conn, township_code, f"lists:{township_code}:{week.isoformat()}", payload)
 
 
 def queue_failure_alert(conn: Connection, *, township_code: str, week: date, reason: str) -> int:
     """五单失败告警 Queue an alert that one township's weekly lists failed, for every webhook whose region
     covers it (caller's transaction). Identifier-free: the township, the week and the kind of error
     only. Once per township and week (dedupe key), like the lists' own message."""
-    hooks, r = Webhook.__table__, Region.__table__
-    scope = _ancestors(conn, township_code)
-    name = conn.execute(sa.select(r.c.name).where(r.c.code == township_code)).scalar() or township_code
+    name = _township_name(conn, township_code)
     payload = json.dumps({"event": "lists.failed", "township": township_code, "township_name": name,
                           "week": week.isoformat(), "error": reason[:80]}, ensure_ascii=False)
+    return _queue_for_township(conn, township_code, f"lists-failed:{township_code}:{week.isoformat()}", payload)
+
+
+def _township_name(conn: Connection, township_code: str) -> str:
+    r = Region.__table__
+    return conn.execute(sa.select(r.c.name).where(r.c.code == township_code)).scalar() or township_code
+
+
+def _queue_for_township(conn: Connection, township_code: str, key: str, payload: str) -> int:
+    """Queue ``payload`` for every active webhook whose region covers the township (its own, an
+    ancestor's, or none: every region), once per (webhook, ``key``); the caller's transaction."""
+    hooks = Webhook.__table__
+    scope = _ancestors(conn, township_code)
     rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code)
                         .where(hooks.c.active == sa.true(), hooks.c.removed_at.is_(None))).all()
     t = OutboxMessage.__table__
-    key = f"lists-failed:{township_code}:{week.isoformat()}"
     queued = 0
     for hook_id, region in rows:
         if region is not None and region not in scope:
@@ -271,23 +267,33 @@ def queue_emergency_alert(conn: Connection, *, event: str, township_code: str, k
     township — the county's too (caller's transaction). Once per event: ``key`` (e.g.
     ``emergency-overdue:<record id>``, never shown) is the outbox's dedupe key. A small function on
     purpose: the general real-time alert framework (rules.md §12) can re-route it."""
-    hooks, r = Webhook.__table__, Region.__table__
-    scope = _ancestors(conn, township_code)
-    name = conn.execute(sa.select(r.c.name).where(r.c.code == township_code)).scalar() or township_code
+    name = _township_name(conn, township_code)
     payload = json.dumps(emergency_payload(event=event, township_code=township_code, township_name=name, count=count,
                                            base_url=base_url), ensure_ascii=False)
-    rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code)
-                        .where(hooks.c.active == sa.true(), hooks.c.removed_at.is_(None))).all()
-    t = OutboxMessage.__table__
-    queued = 0
-    for hook_id, region in rows:
-        if region is not None and region not in scope:
-            continue
-        if conn.execute(sa.select(t.c.id).where(t.c.webhook_id == hook_id, t.c.dedupe_key == key)).first() is None:
-            conn.execute(sa.insert(t).values(webhook_id=hook_id, dedupe_key=key, payload=payload, status="pending",
-                                             attempts=0, next_attempt_at=now_utc(), created_at=now_utc()))
-            queued += 1
-    return queued
+    return _queue_for_township(conn, township_code, key, payload)
+
+
+ALERT_TITLES = {k.value: k.label for k in AlertKind}  # the kinds' Chinese labels (registry.codes)
+
+
+def alert_payload(*, township_code: str, township_name: str, counts: dict, base_url: str | None) -> dict:
+    """实时预警消息 The message about a township's new alerts (rules.md §12): counts by kind, the
+    township and a link to ``/alerts`` — a page the township's doctors, police and civil affairs
+    all open (registry/web/alerts.py); never a name, number, ID or diagnosis."""
+    base = (base_url or get_settings().base_url).rstrip("/")
+    link = f"{base}/alerts?township={urllib.parse.quote(township_code)}"
+    return {"event": "alerts.new", "township": township_code, "township_name": township_name,
+            "counts": {k: int(v) for k, v in counts.items()}, "link": link}
+
+
+def queue_alert_notifications(conn: Connection, *, township_code: str, counts: dict, key: str,
+                              base_url: str | None = None) -> int:
+    """Queue one alert message for every active webhook covering the township (caller's
+    transaction); once per (webhook, ``key``)."""
+    name = _township_name(conn, township_code)
+    payload = json.dumps(alert_payload(township_code=township_code, township_name=name, counts=counts, base_url=base_url),
+                         ensure_ascii=False)
+    return _queue_for_township(conn, township_code, key, payload)
 
 
 def queue_overdue_emergency_alerts(engine: Engine, now: datetime | None = None) -> int:
@@ -331,6 +337,11 @@ def message_text(payload: dict, limit: int = MARKDOWN_BYTES) -> str:
         return truncate_bytes(f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
                               f" {payload.get('week')} 周五单生成失败（{payload.get('error')}），请管理员查看调度运行记录"
                               "（jingfang runs）。", limit)
+    if payload.get("event") == "alerts.new":
+        parts = "，".join(f"{ALERT_TITLES.get(k, k)} {v} 人次" for k, v in payload.get("counts", {}).items())
+        link = f"\n[查看预警]({payload.get('link')})"
+        head = f"### 精防 实时预警\n{payload.get('township_name', '')}（{payload.get('township')}）新预警：{parts}。"
+        return truncate_bytes(head, max(0, limit - len(link.encode("utf-8")))) + link
     counts = payload.get("counts", {})
     parts = "，".join(f"{LIST_TITLES.get(k, k)} {v}" for k, v in counts.items())
     head = (f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
@@ -356,7 +367,8 @@ def build_request(hook, payload: dict, *, now: datetime, delivery_id: int) -> tu
     if hook.format == "wecom":
         body = {"msgtype": "markdown", "markdown": {"content": text}}
     else:
-        body = {"msgtype": "markdown", "markdown": {"title": "精防 一历五单", "text": text}}
+        body = {"msgtype": "markdown", "markdown": {"title": "精防 实时预警" if payload.get("event") == "alerts.new" else "精防 一历五单",
+                                                 "text": text}}
         if hook.secret:
             ts = str(int(now.timestamp() * 1000))
             sign = base64.b64encode(hmac.new(hook.secret.encode(), f"{ts}\n{hook.secret}".encode(), hashlib.sha256).digest())

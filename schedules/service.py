@@ -3,7 +3,9 @@
 * daily generation at 06:00 Asia/Shanghai (``schedules.jobs:run_generation``);
 * the weekly 五单 on Monday 07:00 (``schedules.jobs:run_weekly_lists``);
 * the monthly rate reports on the 1st at 08:00 (``schedules.jobs:run_monthly_reports``, issue 3);
-* the notification delivery loop every minute (``schedules.jobs:run_delivery``).
+* the notification delivery loop every minute (``schedules.jobs:run_delivery``);
+* the real-time alert detector every 20 s (``schedules.jobs:run_alerts``, rules.md §12), which
+  delivers what it queued at once.
 
 Jobs live in ``apscheduler_jobs`` (SQLAlchemyJobStore on the project database). They are added
 only when absent, so a stored ``next_run_time`` survives a restart and a run missed while the
@@ -28,6 +30,7 @@ from registry.clock import local_today
 from registry.config import LOCAL_TZ
 from registry.db import get_engine
 from schedules import jobs
+from schedules.alerts import DETECT_SECONDS
 from schedules.models import ScheduleRun
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ def job_specs(db_url: str | None, out_dir: str) -> list[dict]:
          "kwargs": {"db_url": db_url, "out_dir": reports_dir(out_dir)}},
         {"id": "deliver_notifications", "func": "schedules.jobs:run_delivery",
          "trigger": IntervalTrigger(seconds=60, timezone=LOCAL_TZ), "kwargs": {"db_url": db_url}},
+        {"id": "detect_alerts", "func": "schedules.jobs:run_alerts",
+         "trigger": IntervalTrigger(seconds=DETECT_SECONDS, timezone=LOCAL_TZ), "kwargs": {"db_url": db_url}},
     ]
 
 
@@ -148,7 +153,7 @@ def run_service(db_url: str | None = None, out_dir: str = "out/lists", *, stop_e
         log.exception("补运行失败")
     scheduler.resume()
     log.info("调度服务已运行（北京时间）：每天 06:00 生成任务，每周一 07:00 写出五单，"
-             "每月1日 08:00 生成月报，每分钟投递通知")
+             "每月1日 08:00 生成月报，每分钟投递通知，每 20 秒检测实时预警")
     try:
         while not stop_event.wait(1.0):
             pass

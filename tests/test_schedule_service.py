@@ -146,7 +146,7 @@ def test_scheduler_catches_up_and_records_runs(database, tmp_path):
         with database.engine.connect() as conn:
             jobs = wait_for(lambda: set(conn.execute(sa.text("SELECT id FROM apscheduler_jobs")).scalars()) or None,
                             "the stored jobs")
-        assert jobs == {"daily_generation", "weekly_lists", "monthly_reports", "deliver_notifications"}
+        assert jobs == {"daily_generation", "weekly_lists", "monthly_reports", "deliver_notifications", "detect_alerts"}
     finally:
         stop(proc)
     assert proc.returncode == 0

@@ -31,6 +31,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _seed_alerts(engine) -> None:
+    """Two real-time alerts of T1 (rules.md §12), so /alerts and the notices areas have rows to lay out."""
+    import sqlalchemy as sa
+
+    from registry.clock import now_utc
+    from schedules.models import Alert
+
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Alert), [
+            {"kind": "incident", "source_id": 900001, "patient_id": "P1", "township_code": "T1", "event_on": TODAY, "created_at": now_utc()},
+            {"kind": "risk_rise", "source_id": 900002, "patient_id": "P2", "township_code": "T1", "event_on": TODAY, "created_at": now_utc()},
+        ])
+
+
 @pytest.fixture(scope="module")
 def server(_sqlite_template, tmp_path_factory):
     from schedules.generation import generate
@@ -41,6 +55,7 @@ def server(_sqlite_template, tmp_path_factory):
     seed(engine)
     generate(engine, as_of=TODAY)  # the real scheduler makes the tasks
     _seed_history(engine)
+    _seed_alerts(engine)
     from schedules.lists import write_township_lists
 
     # the week's 五单 issued (archive id 1), for the archive pages (issue 15)
@@ -236,15 +251,17 @@ ROLE_PAGES = {
     "doc": ["/worklist", "/worklist?all=1", "/worklist?kind=health_check", "/patients/P1", "/patients/P3",
             "/patients/P1/follow-ups/new", "/patients/new", "/patients/P2/status", "/search?q=陈", "/search?q=无此人",
             "/patients/P4", "/lists/week", "/ledger", "/gaps", "/reward", "/lists/archive", "/lists/archive/1/joint",
-            "/joint-visits/incomplete", "/account/password",
+            "/joint-visits/incomplete", "/alerts", "/account/password",
             "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers",  # issue 13
             "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue"],
     "doc2": ["/transfers", "/patients/P4/edit", "/patients/P4/history"],  # a move waiting for T2 (issue 13)
     "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/lists/archive", "/account/password",
+               "/alerts", "/alerts?township=T1",
                "/patients/P1/history", "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue"],
-    "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/account/password"],
+    "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/alerts", "/account/password"],
     "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger", "/export",
               "/gaps", "/reward", "/lists/archive?township=T1", "/lists/archive/1/followup", "/joint-visits/incomplete",
+              "/alerts",
               "/account/password", "/patients/P1/edit", "/patients/P1/history", "/transfers", "/emergencies/overdue"],
 }
 REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403, ("police", "/patients/P1/history"): 403}  # another township's patient; not on the police lists

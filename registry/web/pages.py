@@ -29,7 +29,7 @@ from registry.codes import TaskKind
 from registry.models import Region, TeamMember
 from registry.periods import Period
 from registry.rates.reporting import write_monthly_report
-from registry.web import fast, forms, queries, reads, scopes, writes
+from registry.web import fast, forms, notices, queries, reads, scopes, writes
 from registry.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Current, client_ip, current, new_login_csrf, require_form_csrf
 from registry.web.reports import month_arg
 
@@ -244,7 +244,8 @@ async def worklist_page(request: Request, all: int = 0, page: int = 1, village: 
                                                horizon_days=None if all else 7, filters=filters)
     if fast_read is not None:  # PostgreSQL: one statement (session, version, audit row); see fast.py
         cur, data = fast_read
-        return _worklist_response(request, ctx, cur, data, all, page, filters)
+        notice = await run_in_threadpool(notices.notices, ctx.engine, cur, ctx.tree)  # never block the loop
+        return _worklist_response(request, ctx, cur, data, all, page, filters, notice)
     return await run_in_threadpool(_worklist_generic, request, all, page, filters)
 
 
@@ -259,15 +260,17 @@ def _worklist_generic(request: Request, all: int, page: int, filters: tuple = ()
                             offset=(page - 1) * PAGE_ROWS, **dict(filters))
         audit.record(conn, actor=cur.user.username, action="read", object_type="worklist", object_id=cur.user.region_code,
                      region_code=cur.user.region_code, detail=f"{data['total']} 项", source=client_ip(request))
+        notice = notices.notices(conn, cur, ctx.tree)
         session.commit()
-    return _worklist_response(request, ctx, cur, data, all, page, filters)
+    return _worklist_response(request, ctx, cur, data, all, page, filters, notice)
 
 
-def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int, page: int, filters: tuple = ()) -> HTMLResponse:
+def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int, page: int, filters: tuple = (),
+                       notice: dict | None = None) -> HTMLResponse:
     pages = max(1, -(-data["total"] // PAGE_ROWS))
     chosen = {k: v for k, v in filters if k in ("village", "kind", "member", "sort") and v}
     query = urlencode({**chosen, **({"all": 1} if all else {})})
-    return render(request, "worklist.html", data=data, show_all=bool(all), page=page, pages=pages, chosen=chosen,
+    return render(request, "worklist.html", notices=notice, data=data, show_all=bool(all), page=page, pages=pages, chosen=chosen,
                   query=query, week_query=urlencode(chosen), all_query=urlencode({**chosen, "all": 1}), rows_html=ctx.worklist_rows_html(data, cur.user.role))
 
 
@@ -281,7 +284,7 @@ def my_list_page(request: Request):
     patients = queries.search_patients(ctx.engine, cur.scope, ctx.tree, "", limit=500)
     _audit_read(request, cur, action="read", object_type="list", object_id=cur.user.role, region_code=cur.user.region_code,
                 detail=f"{len(patients)} 名患者")
-    return render(request, "mylist.html", data=data, patients=patients)
+    return render(request, "mylist.html", data=data, patients=patients, notices=notices.notices(ctx.engine, cur, ctx.tree))
 
 
 # ---------------------------------------------------------------- patient record
