@@ -383,6 +383,7 @@ class AlertKind(CodedStr):
     RISK_RISE = "risk_rise", "危险性升至3级及以上"
     INCIDENT = "incident", "新发肇事肇祸"
     LOST = "lost", "失访"
+    EMERGENCY_OPENED = "emergency_opened", "应急处置已登记"
 
 
 class LedgerExit(CodedStr):

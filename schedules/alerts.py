@@ -31,11 +31,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from registry.alerts import flags_lost_sql, recent_sql, risk_rose_sql
+from registry.alerts import RECENT_DAYS, flags_lost_sql, recent_sql, risk_rose_sql
 from registry.clock import local_today, now_utc
 from registry.codes import AlertKind
 from registry.ledger import incident_sql
-from registry.models import FollowUp, Patient, Region
+from registry.emergencies import occurred_on_sql
+from registry.models import Emergency, FollowUp, Patient, Region
 from registry.profile import Profile, load_profile
 from schedules.models import Alert, AlertScan
 from schedules.notify import queue_alert_notifications
@@ -81,10 +82,23 @@ def _lost(f, profile: Profile):
     return flags_lost_sql(f, t.alias("run"), t.alias("between"), profile.lost_after_misses)
 
 
+def _emergencies_opened(since: datetime | None, today: date, profile: Profile) -> sa.Select:
+    """应急处置已登记 (rules.md §9, §12): every emergency record opened since ``since`` whose day is
+    recent (the same window as the follow-ups: a record typed in long after the event alerts nothing)."""
+    e, p, v = Emergency.__table__, Patient.__table__, Region.__table__
+    day = occurred_on_sql(e)
+    changed = [e.c.created_at >= since] if since is not None else []
+    return (sa.select(e.c.id.label("source_id"), e.c.patient_id, v.c.parent_code.label("township_code"),
+                      day.label("event_on"))
+            .select_from(e.join(p, p.c.patient_id == e.c.patient_id).join(v, v.c.code == p.c.village_code))
+            .where(*changed, day >= today - timedelta(days=RECENT_DAYS), day <= today, v.c.parent_code.is_not(None)))
+
+
 SOURCES: tuple[Source, ...] = (
     Source(AlertKind.RISK_RISE, _follow_up_events(_risk_rise)),
     Source(AlertKind.INCIDENT, _follow_up_events(_incident)),
     Source(AlertKind.LOST, _follow_up_events(_lost)),
+    Source(AlertKind.EMERGENCY_OPENED, _emergencies_opened),
 )
 
 

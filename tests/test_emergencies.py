@@ -258,11 +258,23 @@ def test_overdue_list_and_county_alert_once(web):
     with database.engine.connect() as conn:
         payloads = conn.execute(sa.text("SELECT dedupe_key, payload FROM outbox_message ORDER BY id")).all()
     keys = [k for k, _p in payloads]
-    assert keys == [f"emergency-opened:{eid}", f"emergency-opened:{done}", f"emergency-overdue:{eid}"]
+    # the opening is alerted by the real-time detector (schedules.alerts, AlertKind.EMERGENCY_OPENED)
+    assert keys == [f"emergency-overdue:{eid}"]
     overdue = json.loads(payloads[-1][1])
     assert overdue["event"] == "emergency.overdue" and overdue["township"] == "T1" and overdue["counts"] == {"emergencies": 1}
     assert overdue["link"].endswith("/emergencies/overdue")
     for _k, body in payloads:  # identifier-free (rules.md §8, §12)
+        for secret in ("P1", "P2", "陈一", "李二", "440781", "精神分裂症", "东坑村村口"):
+            assert secret not in body
+    # rules.md §12: an emergency opened alerts once, through the real-time detector (in-app + webhook)
+    from schedules.alerts import detect
+
+    assert detect(database.engine)["emergency_opened"] == 2
+    assert detect(database.engine)["emergency_opened"] == 0
+    with database.engine.connect() as conn:
+        bodies = conn.execute(sa.text("SELECT payload FROM outbox_message WHERE dedupe_key NOT LIKE 'emergency-%'")).scalars().all()
+    assert bodies and all(json.loads(b)["counts"].get("emergency_opened") for b in bodies)
+    for body in bodies:
         for secret in ("P1", "P2", "陈一", "李二", "440781", "精神分裂症", "东坑村村口"):
             assert secret not in body
 

@@ -7,9 +7,9 @@
   ``/emergencies/{id}`` or ``PATCH /api/emergencies/{id}`` within 24 hours of the report time;
   ``/emergencies/overdue`` lists the records past that deadline (rules in ``registry.emergencies``).
 * One validation path (``registry.validation.validate_emergency``) for form and API; a refused
-  write writes nothing. Each write is one transaction with its audit row and the alert it queues
-  (``schedules.notify.queue_emergency_alert``: counts, township and a link, no identifier);
-  then the patient's tasks are replanned (the ``post_emergency`` visit, ``schedules.generation``).
+  write writes nothing. Each write is one transaction with its audit row; the opening is alerted
+  by the real-time detector (``schedules.alerts``, rules.md §12), the 24-hour overdue by
+  ``schedules.notify.queue_overdue_emergency_alerts``; then the patient's tasks are replanned (the ``post_emergency`` visit, ``schedules.generation``).
 * Police never write nor read the diagnosis (rules.md §8). Every read is audited.
 """
 
@@ -27,7 +27,7 @@ from registry import audit, codes, emergencies as rules
 from registry.accounts import UserRole
 from registry.clock import now_utc
 from registry.errors import InvalidInput, NotFound, PermissionDenied
-from registry.models import Emergency, Patient, Region, utcnow
+from registry.models import Emergency, Patient, utcnow
 from registry.validation import EMERGENCY_FIELDS, EMERGENCY_MEDICAL_FIELDS, PatientFacts, validate_emergency
 from registry.web import forms
 from registry.web.api import ERRORS, WriteBody, body_checked, write_body
@@ -36,7 +36,6 @@ from registry.web.deps import ClientIp, CurrentUser, EngineDep, api_user
 from registry.web.pages import form_data, render
 from registry.web.scopes import Scope
 from registry.web.writes import _check_types, _clean, _reject, refresh_schedule
-from schedules.notify import queue_emergency_alert
 
 router = APIRouter()
 # authentication before body validation (an anonymous call is 401 whatever it sends), as in registry.web.api
@@ -52,10 +51,6 @@ DATETIME_FIELDS = ("reported_at", "started_at", "ended_at", "police_signed_at")
 def _fields_for(scope: Scope) -> set[str]:
     return FIELD_NAMES - set(EMERGENCY_MEDICAL_FIELDS) if scope.role == UserRole.POLICE.value else FIELD_NAMES
 
-
-def _township(session: Session, village: str) -> str:
-    parent = session.exec(select(Region.parent_code).where(Region.code == village)).first()
-    return parent or village
 
 
 def _stored(record: Emergency) -> dict[str, Any]:
@@ -91,14 +86,10 @@ def _save(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, now:
         record.completed_at = (record.completed_at or now) if complete else None
         session.add(record)
         session.flush()
-        township = _township(session, patient.village_code)
         what = "登记" if opened else ("完成" if complete and not was_complete else "修改")
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="emergency",
                      object_id=f"{patient_id}/{record.id}", region_code=patient.village_code, detail=f"应急处置{what}",
                      source=source)
-        if opened:
-            queue_emergency_alert(session.connection(), event="emergency.opened", township_code=township,
-                                  key=f"emergency-opened:{record.id}")
         session.commit()
     refresh_schedule(engine, today=rules.local_wall_clock(now).date(), patient_ids=[patient_id])
     return record
