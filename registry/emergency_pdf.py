@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 
-from registry.pdf import write_pdf
+from registry.pdf import paper_templates, write_pdf
 from registry.resources import template_dir
 
 TEMPLATES = template_dir("lists")
@@ -16,10 +16,7 @@ TEMPLATES = template_dir("lists")
 
 def emergency_html(record: dict, sections: list[dict]) -> str:
     """The record as HTML (the lists' stylesheet: A4, Noto Sans CJK SC)."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape  # noqa: PLC0415
-
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined)
+    env = paper_templates()
     rows = []
     for section in sections:
         for w in section["fields"]:

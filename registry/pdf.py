@@ -74,3 +74,15 @@ def render(html: str, base_url: str, stylesheets: list[str] = ()):
 def write_pdf(html: str, target, base_url: str, stylesheets: list[str] = ()) -> None:
     """Render ``html`` and write the PDF to ``target`` (a path or a binary file)."""
     render(html, base_url, stylesheets).write_pdf(target)
+
+
+@lru_cache(maxsize=4)
+def paper_templates(folder: str = "lists"):
+    """纸质文件模板 The Jinja2 environment of the printed documents' templates (``templates/<folder>``):
+    the 五单, the ledger, the payout list, the emergency record — one environment per process."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape  # noqa: PLC0415
+
+    from registry.resources import template_dir  # noqa: PLC0415
+
+    return Environment(loader=FileSystemLoader(str(template_dir(folder))), autoescape=select_autoescape(["html"]),
+                       undefined=StrictUndefined)

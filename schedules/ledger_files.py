@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from registry.codes import LedgerExit, LedgerReason, RegionLevel, Sex
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
+from registry.pdf import paper_templates
 from registry.ledger import ledger_select
 from registry.spreadsheet import text_cell  # the one formula-safe cell (also the 五单 and the export)
 from registry.models import Patient, Region
@@ -111,11 +112,7 @@ def file_stem(data: dict) -> str:
 
 
 def render_html(data: dict, generated: str) -> str:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined)
-    return env.get_template("ledger.html").render(data=data, generated=generated)
+    return paper_templates().get_template("ledger.html").render(data=data, generated=generated)
 
 
 def write_pdf(data: dict, out_dir: Path, generated: str) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from registry.teams import has_guardian
 from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
+from registry.pdf import paper_templates
 from registry.rules import classification_of
 from registry.care_team import UNASSIGNED_LABEL
 from registry.emergencies import occurred_on_sql
@@ -427,12 +427,8 @@ def _medication_text(raw: str | None) -> str:
     return str(items)
 
 
-@lru_cache(maxsize=1)
 def _environment():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
-                       undefined=StrictUndefined)
+    return paper_templates()
 
 
 def render_html(data: dict, wl: WorkList, generated: str) -> str:

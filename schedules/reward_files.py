@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from registry import pdf
+from registry.pdf import paper_templates
 from registry.codes import RewardDuty
 from registry.emergencies import reward_events_select
 from registry.guardian_reward import DUTY_COLUMNS, QUARTERS, duties_select, effective_status, is_provisional
@@ -116,11 +117,7 @@ def file_stem(data: dict) -> str:
 
 
 def render_html(data: dict, generated: str) -> str:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined)
-    return env.get_template("reward.html").render(data=data, generated=generated)
+    return paper_templates().get_template("reward.html").render(data=data, generated=generated)
 
 
 def write_pdf(data: dict, out_dir: Path, generated: str) -> Path:
