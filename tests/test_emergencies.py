@@ -6,7 +6,6 @@ the PDF. Every test runs on SQLite and PostgreSQL (``database`` fixture)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -341,7 +340,6 @@ def test_emergency_of_situation_1_or_2_enters_the_ledger(web):
 # ----------------------------------------------------------------------------- PDF
 
 
-@pytest.mark.skipif(shutil.which("pdftotext") is None or shutil.which("pdffonts") is None, reason="poppler-utils")
 @time_machine.travel(NOW, tick=False)
 def test_pdf_of_the_record_in_chinese(web, tmp_path):
     client, tokens, database = web
