@@ -535,7 +535,7 @@ class Appointment(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     task_id: int = Field(foreign_key="visit_task.id")
-    proposed_at: datetime  # local date and time (no zone)
+    proposed_at: datetime = Field(sa_type=sa.DateTime)  # local date and time (no zone)
     place: str | None = Field(default=None, max_length=200)  # 地点说明
     proposed_by: str = Field(max_length=100)  # username
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
