@@ -18,8 +18,8 @@ the township and a link, never a name, patient id, ID number or diagnosis (rules
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -139,7 +139,7 @@ def reply(conn: Connection, *, appointment_id: int, member_id: str | None, answe
     if row.status != TaskStatus.OPEN.value:
         raise InvalidInput.single("APPOINTMENT_TASK_CLOSED", "任务已结束，不能再答复预约", column="appointment_id")
     r = AppointmentReply.__table__
-    values = dict(role=roles[0], answer=answer, reason=reason, answered_by=actor, answered_at=now_utc())
+    values = {"role": roles[0], "answer": answer, "reason": reason, "answered_by": actor, "answered_at": now_utc()}
     done = conn.execute(sa.update(r).where(r.c.appointment_id == appointment_id, r.c.member_id == member_id)
                         .values(**values)).rowcount
     if not done:
