@@ -164,3 +164,47 @@ def test_check_reply_reason_rule(reason):
     with pytest.raises(InvalidInput) as exc:
         appointments.check_reply("declined", "长" * 201)
     assert exc.value.code == "BAD_VALUE"
+
+
+def test_the_web_forms_propose_and_answer(linked):  # noqa: F811
+    """The patient page's form (doctor) and the /mylist form (the named member), with the session's CSRF token."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from registry.web.app import create_app
+    from tests.web_support import PASSWORD, TODAY
+
+    _client, _tokens, db = linked
+    engine = db.engine
+
+    def login(username):
+        client = TestClient(create_app(engine, today=lambda: TODAY), follow_redirects=False)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
+        return client
+
+    def csrf(html):
+        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+    doc = login("doc")
+    page = doc.get("/patients/P1").text
+    tid = task_id(engine, "P1")
+    assert f'action="/tasks/{tid}/appointments"' in page
+    r = doc.post(f"/tasks/{tid}/appointments", data={"proposed_at": WHEN, "place": "村委会", "csrf_token": csrf(page)})
+    assert r.status_code == 303 and r.headers["location"].startswith("/patients/P1")
+    assert "2026-06-11 09:30" in doc.get("/patients/P1").text and "尚无答复" in doc.get("/patients/P1").text
+
+    officer = login("police_linked")
+    mine = officer.get("/mylist").text
+    [appointment_id] = re.findall(r'action="/appointments/(\d+)/reply"', mine)
+    r = officer.post(f"/appointments/{appointment_id}/reply", data={"answer": "declined", "csrf_token": csrf(mine)})
+    assert r.status_code == 422 and count(engine, AppointmentReply) == 0
+    r = officer.post(f"/appointments/{appointment_id}/reply",
+                     data={"answer": "declined", "reason": "外出培训", "csrf_token": csrf(mine)})
+    assert r.status_code == 303
+    assert "外出培训" in doc.get("/patients/P1").text
+    other = login("police_other")
+    r = other.post(f"/appointments/{appointment_id}/reply",
+                   data={"answer": "confirmed", "csrf_token": csrf(other.get("/mylist").text)})
+    assert r.status_code == 403
