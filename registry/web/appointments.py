@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 from registry import appointments, audit, clock
 from registry.accounts import UserRole
-from registry.codes import TeamRole
+from registry.codes import AppointmentAnswer, TeamRole
 from registry.errors import InvalidInput, PermissionDenied
 from registry.models import VisitTask
 from registry.web.api import ERRORS
@@ -94,7 +94,7 @@ def answer(ctx, scope: Scope, appointment_id: int, answer_code: str | None, reas
                                  reason=reason, actor=scope.user.username)
         audit.record(conn, actor=scope.user.username, action="write", object_type="appointment_reply",
                      object_id=f"{out['patient_id']}/{appointment_id}/{member_id}", region_code=scope.user.region_code,
-                     detail=f"{TeamRole(out['role']).label}答复：{out['answer']}", source=source)
+                     detail=f"{TeamRole(out['role']).label}答复：{AppointmentAnswer(out['answer']).label}", source=source)
         session.commit()
     return {k: v for k, v in out.items() if k != "patient_id"}
 
