@@ -460,6 +460,14 @@ class JointOutcome(CodedStr):
     INCOMPLETE = "incomplete", "联合未到位"
 
 
+class AppointmentAnswer(CodedStr):
+    """预约答复 A named member's answer to a joint-visit appointment (rules.md §6.1) [2026-12]:
+    confirmed, or declined with a reason."""
+
+    CONFIRMED = "confirmed", "确认参加"
+    DECLINED = "declined", "不能参加"
+
+
 class AttendanceSource(CodedStr):
     """到场登记来源 Who recorded a participant's attendance (rules.md §6.2) [2026-12]: the doctor on
     the follow-up form (and imports), or the attendee from their own account, whose word wins."""

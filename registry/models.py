@@ -519,3 +519,38 @@ class GuardianYear(SQLModel, table=True):
     enrolled_by: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# ---------------------------------------------------------------- 联合入户预约 (rules.md §6.1, issue 14)
+
+
+class Appointment(SQLModel, table=True):
+    """联合入户预约 The doctor's proposed date and time for an open joint visit task (rules.md §6.1).
+
+    ``proposed_at`` is local time (Asia/Shanghai, no zone), as people agree on it; the named
+    responsible members of the task's required roles answer in ``appointment_reply``."""
+
+    __tablename__ = "appointment"
+    __table_args__ = (sa.Index("ix_appointment_task", "task_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="visit_task.id")
+    proposed_at: datetime = Field(sa_type=sa.DateTime)  # local date and time (no zone)
+    place: str | None = Field(default=None, max_length=200)  # 地点说明
+    proposed_by: str = Field(max_length=100)  # username
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AppointmentReply(SQLModel, table=True):
+    """预约答复 One named member's answer to an appointment: confirmed, or declined with a reason."""
+
+    __tablename__ = "appointment_reply"
+    __table_args__ = (in_check("role", codes.TeamRole), in_check("answer", codes.AppointmentAnswer))
+
+    appointment_id: int = Field(foreign_key="appointment.id", primary_key=True)
+    member_id: str = Field(foreign_key="team_member.member_id", primary_key=True, max_length=64)
+    role: str = Field(max_length=20)
+    answer: str = Field(max_length=16)  # AppointmentAnswer
+    reason: str | None = Field(default=None, max_length=200)  # required when declined
+    answered_by: str = Field(max_length=100)  # username
+    answered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

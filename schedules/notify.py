@@ -296,6 +296,32 @@ def queue_alert_notifications(conn: Connection, *, township_code: str, counts: d
     return _queue_for_township(conn, township_code, key, payload)
 
 
+APPOINTMENT_EVENT = "appointment.proposed"
+
+
+def appointment_payload(*, township_code: str, township_name: str, appointments: int, members: int,
+                        base_url: str | None = None) -> dict:
+    """联合入户预约通知 The message about a proposed joint-visit appointment (rules.md §6.1, §8, §12):
+    counts, the township and a link to ``/mylist`` (the page every recipient role — police, village,
+    civil affairs, each linked to its member — opens to answer) — never a name, patient id, ID
+    number, time or place of the visit, or diagnosis."""
+    base = (base_url or get_settings().base_url).rstrip("/")
+    return {"event": APPOINTMENT_EVENT, "title": "联合入户预约待答复", "township": township_code,
+            "township_name": township_name, "counts": {"appointments": int(appointments), "members": int(members)},
+            "link": f"{base}/mylist"}
+
+
+def queue_appointment_message(conn: Connection, *, township_code: str, key: str, appointments: int = 1, members: int = 0,
+                              base_url: str | None = None) -> int:
+    """联合入户预约通知 Queue the appointment message for every active webhook whose region covers
+    the township (caller's transaction, so a refused proposal queues nothing). Once per ``key``
+    (``appointment:<id>``, never shown)."""
+    name = _township_name(conn, township_code)
+    payload = json.dumps(appointment_payload(township_code=township_code, township_name=name, appointments=appointments,
+                                             members=members, base_url=base_url), ensure_ascii=False)
+    return _queue_for_township(conn, township_code, key, payload)
+
+
 def queue_overdue_emergency_alerts(engine: Engine, now: datetime | None = None) -> int:
     """超时告警 Queue the county alert for every emergency past its 24-hour deadline (rules.md §9),
     once per record (the dedupe key): one set-based query (``registry.emergencies.overdue_sql``),
@@ -333,6 +359,11 @@ def truncate_bytes(text: str, limit: int) -> str:
 def message_text(payload: dict, limit: int = MARKDOWN_BYTES) -> str:
     """The robot message, at most ``limit`` UTF-8 bytes: when too long the counts line is cut,
     never the link to the lists."""
+    if payload.get("event") == APPOINTMENT_EVENT:
+        counts = payload.get("counts", {})
+        return truncate_bytes(f"### 精防 联合入户预约\n{payload.get('township_name', '')}（{payload.get('township')}）"
+                              f" 有 {counts.get('appointments', 0)} 个联合入户预约待 {counts.get('members', 0)} 名成员答复。"
+                              f"\n[查看我的名单]({payload.get('link')})", limit)
     if payload.get("event") == "lists.failed":
         return truncate_bytes(f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
                               f" {payload.get('week')} 周五单生成失败（{payload.get('error')}），请管理员查看调度运行记录"

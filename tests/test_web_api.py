@@ -70,6 +70,7 @@ ROUTES = [
     ("GET", "/api/emergencies/overdue"),  # issue 15: 应急处置
     ("GET", "/api/patients/P1/team"), ("POST", "/api/patients/P1/team"), ("POST", "/api/patients/P1/team/1/end"),
     ("GET", "/api/gaps"),  # issue 14
+    ("POST", "/api/tasks/3/appointments"), ("POST", "/api/appointments/4/reply"),  # issue 14: 联合入户预约
 ]
 
 
@@ -78,6 +79,7 @@ def test_every_route_needs_login(web):
     documented = {(m.upper(), path) for path, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
     templated = {(m, p.replace("P1", "{patient_id}").replace("/transfers/1/", "/transfers/{transfer_id}/")
                   .replace("/team/1/", "/team/{assignment_id}/").replace("/emergencies/1", "/emergencies/{emergency_id}")
+                  .replace("/tasks/3/", "/tasks/{task_id}/").replace("/appointments/4/", "/appointments/{appointment_id}/")
                   .replace("/1/", "/{follow_up_id}/").replace("/7/", "/{row_id}/").replace("/2026", "/{year}"))
                  for m, p in ROUTES}
     assert documented == templated | {("POST", "/api/session")}  # the matrix covers every API route

@@ -114,6 +114,9 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     app.include_router(__import__("registry.web.joint_visits", fromlist=["router"]).router)  # 联合未到位 (issue 14)
     app.include_router(__import__("registry.web.export", fromlist=["router"]).router)  # 数据导出 (issue 13)
     app.include_router(__import__("registry.web.alerts", fromlist=["router"]).router)  # 实时预警 (issue 15, rules.md §12)
+    appointment_routes = __import__("registry.web.appointments", fromlist=["router"])  # 联合入户预约 (issue 14)
+    app.include_router(appointment_routes.router)
+    app.include_router(appointment_routes.api_router)
     _install_error_handlers(app)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -20,12 +20,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from sqlmodel import Session, select
 
-from registry import accounts, audit
+from registry import accounts, appointments, audit
 from registry.accounts import UserRole, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied, TooManyRequests
 from registry.rates.compute import compute_rates
 from registry.rates.indicators import BY_KEY
-from registry.codes import TaskKind
+from registry.codes import AppointmentAnswer, TaskKind
 from registry.models import Region, TeamMember
 from registry.periods import Period
 from registry.rates.reporting import write_monthly_report
@@ -284,7 +284,13 @@ def my_list_page(request: Request):
     patients = queries.search_patients(ctx.engine, cur.scope, ctx.tree, "", limit=500)
     _audit_read(request, cur, action="read", object_type="list", object_id=cur.user.role, region_code=cur.user.region_code,
                 detail=f"{len(patients)} 名患者")
-    return render(request, "mylist.html", data=data, patients=patients, notices=notices.notices(ctx.engine, cur, ctx.tree))
+    booked = []
+    if cur.user.member_id:  # a linked account answers for its own member (rules.md §6.1)
+        with ctx.engine.connect() as conn:
+            booked = appointments.appointments_for_member(conn, cur.user.member_id)
+    return render(request, "mylist.html", data=data, patients=patients, appointments=booked,
+                  answers=[(a.value, a.label) for a in AppointmentAnswer],
+                  notices=notices.notices(ctx.engine, cur, ctx.tree))
 
 
 # ---------------------------------------------------------------- patient record
@@ -327,7 +333,16 @@ async def patient_page(request: Request, patient_id: str):
     cur, record = await reads.patient_read(request, patient_id)
     if not cur.scope.full_record:
         return render(request, "patient_limited.html", p=record)
-    return render(request, "patient.html", p=record, assignments=_assignments(request, cur, patient_id))
+    return render(request, "patient.html", p=record, assignments=_assignments(request, cur, patient_id),
+                  appointment_tasks=_appointment_tasks(request, cur, patient_id))
+
+
+def _appointment_tasks(request: Request, cur: Current, patient_id: str) -> list[dict]:
+    """联合入户预约 The open joint tasks with their appointments and replies (the doctor proposes; rules.md §6.1)."""
+    if cur.user.role != UserRole.TOWNSHIP_DOCTOR.value:
+        return []
+    with request.app.state.ctx.engine.connect() as conn:
+        return appointments.joint_tasks_of_patient(conn, patient_id)
 
 
 def _assignments(request: Request, cur: Current, patient_id: str) -> dict | None:
