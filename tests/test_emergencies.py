@@ -326,8 +326,9 @@ def test_emergency_of_situation_1_or_2_enters_the_ledger(web):
     client, tokens, database = web
     client.post("/api/patients/P2/emergencies", headers=auth(tokens, "doc"),
                 json={**OPEN, "situations": [3], "started_at": None, "reported_at": "2026-06-01 10:00"})
-    assert [e.patient_id for e in ledger_entries(database.engine.connect(), TODAY,
-                                                  emergencies=rules.ledger_events_select())] == ["P1"]  # P1 by incident
+    with database.engine.connect() as conn:
+        first = ledger_entries(conn, TODAY, emergencies=rules.ledger_events_select())
+    assert [e.patient_id for e in first] == ["P1"]  # P1 by incident
     client.post("/api/patients/P2/emergencies", headers=auth(tokens, "doc"),
                 json={**OPEN, "situations": [1, 3], "started_at": "2026-06-02 23:30", "reported_at": "2026-06-03 00:10"})
     with database.engine.connect() as conn:
