@@ -78,6 +78,8 @@ def _truncate_pg(engine: sa.Engine) -> None:
     names = [t for t in sa.inspect(engine).get_table_names() if t != "alembic_version"]
     if names:
         with engine.begin() as conn:
+            # a connection an earlier test left in a transaction would block this forever: fail instead
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '60s'")
             conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE")
 
 
