@@ -197,11 +197,19 @@ def _ancestors(conn: Connection, code: str) -> set[str]:
     return seen
 
 
+def notice_link(base_url: str | None, *, event: str, township_code: str, week: date | None = None) -> str:
+    """通知链接 The link of every outgoing message: ``/notices`` (registry/web/notices.py), the page every
+    role the message goes to may open — doctor, police, civil affairs, 综治, village, county admin —
+    each seeing its own pages (rules.md §8, §12). Township, event and week only: no identifier."""
+    base = (base_url or get_settings().base_url).rstrip("/")
+    query = {"event": event, "township": township_code} | ({"week": week.isoformat()} if week else {})
+    return f"{base}/notices?{urllib.parse.urlencode(query)}"
+
+
 def list_payload(*, township_code: str, township_name: str, week: date, counts: dict, base_url: str | None) -> dict:
     """The message about one township's weekly lists: counts and a link only."""
-    base = (base_url or get_settings().base_url).rstrip("/")
-    # the page of these lists for each reader (registry/web/pages.py, GET /lists/week: each role its own lists)
-    link = f"{base}/lists/week?township={urllib.parse.quote(township_code)}&week={week.isoformat()}"
+    # the landing page for every reader (registry/web/notices.py: each role its own lists), never a page one role lacks
+    link = notice_link(base_url, event="lists.weekly", township_code=township_code, week=week)
     return {"event": "lists.weekly", "township": township_code, "township_name": township_name,
             "week": week.isoformat(), "counts": {k: int(v) for k, v in counts.items()}, "link": link}
 
@@ -237,7 +245,9 @@ def queue_failure_alert(conn: Connection, *, township_code: str, week: date, rea
     scope = _ancestors(conn, township_code)
     name = conn.execute(sa.select(r.c.name).where(r.c.code == township_code)).scalar() or township_code
     payload = json.dumps({"event": "lists.failed", "township": township_code, "township_name": name,
-                          "week": week.isoformat(), "error": reason[:80]}, ensure_ascii=False)
+                          "week": week.isoformat(), "error": reason[:80],
+                          "link": notice_link(None, event="lists.failed", township_code=township_code, week=week)},
+                         ensure_ascii=False)
     rows = conn.execute(sa.select(hooks.c.id, hooks.c.region_code)
                         .where(hooks.c.active == sa.true(), hooks.c.removed_at.is_(None))).all()
     t = OutboxMessage.__table__
@@ -258,11 +268,11 @@ EMERGENCY_EVENTS = {"emergency.opened": "应急处置已登记", "emergency.over
 
 def emergency_payload(*, event: str, township_code: str, township_name: str, count: int, base_url: str | None = None) -> dict:
     """应急处置告警 The message about an emergency (rules.md §9, §12): the event, the township, a count
-    and a link (the overdue list, which doctor, police and county admin may open) — never a name,
-    number or diagnosis."""
-    base = (base_url or get_settings().base_url).rstrip("/")
+    and a link (``/notices``, which every role of the township and the county may open, §12; the
+    doctor, police and county admin find the overdue list there) — never a name, number or diagnosis."""
     return {"event": event, "title": EMERGENCY_EVENTS[event], "township": township_code, "township_name": township_name,
-            "counts": {"emergencies": int(count)}, "link": f"{base}/emergencies/overdue"}
+            "counts": {"emergencies": int(count)},
+            "link": notice_link(base_url, event=event, township_code=township_code)}
 
 
 def queue_emergency_alert(conn: Connection, *, event: str, township_code: str, key: str, count: int = 1,
@@ -327,10 +337,15 @@ def truncate_bytes(text: str, limit: int) -> str:
 def message_text(payload: dict, limit: int = MARKDOWN_BYTES) -> str:
     """The robot message, at most ``limit`` UTF-8 bytes: when too long the counts line is cut,
     never the link to the lists."""
+    link = f"\n[查看]({payload['link']})" if payload.get("link") else ""
     if payload.get("event") == "lists.failed":
-        return truncate_bytes(f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
-                              f" {payload.get('week')} 周五单生成失败（{payload.get('error')}），请管理员查看调度运行记录"
-                              "（jingfang runs）。", limit)
+        head = (f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
+                f" {payload.get('week')} 周五单生成失败（{payload.get('error')}），请管理员查看调度运行记录（jingfang runs）。")
+        return truncate_bytes(head, max(0, limit - len(link.encode("utf-8")))) + link
+    if payload.get("event") in EMERGENCY_EVENTS:
+        head = (f"### 精防 {EMERGENCY_EVENTS[payload['event']]}\n{payload.get('township_name', '')}（{payload.get('township')}）"
+                f" {payload.get('counts', {}).get('emergencies', 0)} 起。")
+        return truncate_bytes(head, max(0, limit - len(link.encode("utf-8")))) + link
     counts = payload.get("counts", {})
     parts = "，".join(f"{LIST_TITLES.get(k, k)} {v}" for k, v in counts.items())
     head = (f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"

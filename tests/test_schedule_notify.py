@@ -103,7 +103,7 @@ def test_generic_webhook_retries_then_delivers_exactly_once(database):
         assert last["headers"]["X-Jingfang-Signature"] == f"sha256={expected}"
         assert last["headers"]["X-Jingfang-Delivery"] == str(msg["id"])
         payload = json.loads(body)
-        assert payload["counts"] == COUNTS and payload["link"] == "http://jingfang.example/lists/week?township=T&week=2026-06-08"
+        assert payload["counts"] == COUNTS and payload["link"] == "http://jingfang.example/notices?event=lists.weekly&township=T&week=2026-06-08"
         assert set(payload) == {"event", "township", "township_name", "week", "counts", "link"}
 
 
