@@ -143,8 +143,11 @@ def test_own_record_from_the_page_wins_over_the_doctor_and_absent_needs_no_invit
 
 def test_nobody_records_on_a_visit_that_is_not_theirs(world):
     client, tokens, ids, engine = world
-    api = lambda user, fid: client.post(f"/api/follow-ups/{fid}/attendance",  # noqa: E731
-                                        headers={"Authorization": f"Bearer {tokens[user]}"}, json={"attended": True})
+
+    def api(user, fid):
+        return client.post(f"/api/follow-ups/{fid}/attendance", headers={"Authorization": f"Bearer {tokens[user]}"},
+                           json={"attended": True})
+
     assert api("police_linked", ids["f6"]).status_code == 403  # M-POL2's visit, not on M-POL's lists
     assert api("police", ids["f4"]).status_code == 403  # another township
     assert api("civil", ids["f6"]).status_code == 403  # no civil-affairs role on that task

@@ -78,8 +78,9 @@ def _seed_history(engine) -> None:
     edits.request_transfer(engine, scope, "P3", {"to_township": "T2", "reason": "随子女迁居大江镇江南村"}, today=TODAY,
                            source="test")
     # issue 14: P1's joint visit of 2026-05-20 closed 联合未到位, the officer absent with a reason (/my/attendance)
-    from registry.models import FollowUp, FollowUpParticipant, VisitTask
     import sqlalchemy as sa
+
+    from registry.models import FollowUp, FollowUpParticipant, VisitTask
 
     with Session(engine) as s:
         fu = s.execute(sa.select(FollowUp).where(FollowUp.patient_id == "P1").order_by(FollowUp.visit_on)).scalars().first()
