@@ -198,11 +198,19 @@ def _ancestors(conn: Connection, code: str) -> set[str]:
     return seen
 
 
+def notice_link(base_url: str | None, *, event: str, township_code: str, week: date | None = None) -> str:
+    """通知链接 The link of every outgoing message: ``/notices`` (registry/web/landing.py), the page every
+    role the message goes to may open — doctor, police, civil affairs, 综治, village, county admin —
+    each seeing its own pages (rules.md §8, §12). Township, event and week only: no identifier."""
+    base = (base_url or get_settings().base_url).rstrip("/")
+    query = {"event": event, "township": township_code} | ({"week": week.isoformat()} if week else {})
+    return f"{base}/notices?{urllib.parse.urlencode(query)}"
+
+
 def list_payload(*, township_code: str, township_name: str, week: date, counts: dict, base_url: str | None) -> dict:
     """The message about one township's weekly lists: counts and a link only."""
-    base = (base_url or get_settings().base_url).rstrip("/")
-    # the page of these lists for each reader (registry/web/pages.py, GET /lists/week: each role its own lists)
-    link = f"{base}/lists/week?township={urllib.parse.quote(township_code)}&week={week.isoformat()}"
+    # the landing page for every reader (registry/web/landing.py: each role its own lists), never a page one role lacks
+    link = notice_link(base_url, event="lists.weekly", township_code=township_code, week=week)
     return {"event": "lists.weekly", "township": township_code, "township_name": township_name,
             "week": week.isoformat(), "counts": {k: int(v) for k, v in counts.items()}, "link": link}
 
@@ -221,7 +229,9 @@ def queue_failure_alert(conn: Connection, *, township_code: str, week: date, rea
     only. Once per township and week (dedupe key), like the lists' own message."""
     name = _township_name(conn, township_code)
     payload = json.dumps({"event": "lists.failed", "township": township_code, "township_name": name,
-                          "week": week.isoformat(), "error": reason[:80]}, ensure_ascii=False)
+                          "week": week.isoformat(), "error": reason[:80],
+                          "link": notice_link(None, event="lists.failed", township_code=township_code, week=week)},
+                         ensure_ascii=False)
     return _queue_for_township(conn, township_code, f"lists-failed:{township_code}:{week.isoformat()}", payload)
 
 
@@ -254,11 +264,11 @@ EMERGENCY_EVENTS = {"emergency.opened": "应急处置已登记", "emergency.over
 
 def emergency_payload(*, event: str, township_code: str, township_name: str, count: int, base_url: str | None = None) -> dict:
     """应急处置告警 The message about an emergency (rules.md §9, §12): the event, the township, a count
-    and a link (the overdue list, which doctor, police and county admin may open) — never a name,
-    number or diagnosis."""
-    base = (base_url or get_settings().base_url).rstrip("/")
+    and a link (``/notices``, which every role of the township and the county may open, §12; the
+    doctor, police and county admin find the overdue list there) — never a name, number or diagnosis."""
     return {"event": event, "title": EMERGENCY_EVENTS[event], "township": township_code, "township_name": township_name,
-            "counts": {"emergencies": int(count)}, "link": f"{base}/emergencies/overdue"}
+            "counts": {"emergencies": int(count)},
+            "link": notice_link(base_url, event=event, township_code=township_code)}
 
 
 def queue_emergency_alert(conn: Connection, *, event: str, township_code: str, key: str, count: int = 1,
@@ -308,7 +318,7 @@ def appointment_payload(*, township_code: str, township_name: str, appointments:
     base = (base_url or get_settings().base_url).rstrip("/")
     return {"event": APPOINTMENT_EVENT, "title": "联合入户预约待答复", "township": township_code,
             "township_name": township_name, "counts": {"appointments": int(appointments), "members": int(members)},
-            "link": f"{base}/mylist"}
+            "link": notice_link(base, event=APPOINTMENT_EVENT, township_code=township_code)}
 
 
 def queue_appointment_message(conn: Connection, *, township_code: str, key: str, appointments: int = 1, members: int = 0,
@@ -363,11 +373,16 @@ def message_text(payload: dict, limit: int = MARKDOWN_BYTES) -> str:
         counts = payload.get("counts", {})
         return truncate_bytes(f"### 精防 联合入户预约\n{payload.get('township_name', '')}（{payload.get('township')}）"
                               f" 有 {counts.get('appointments', 0)} 个联合入户预约待 {counts.get('members', 0)} 名成员答复。"
-                              f"\n[查看我的名单]({payload.get('link')})", limit)
+                              f"\n[查看]({payload.get('link')})", limit)
+    link = f"\n[查看]({payload['link']})" if payload.get("link") else ""
     if payload.get("event") == "lists.failed":
-        return truncate_bytes(f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
-                              f" {payload.get('week')} 周五单生成失败（{payload.get('error')}），请管理员查看调度运行记录"
-                              "（jingfang runs）。", limit)
+        head = (f"### 精防 一历五单\n{payload.get('township_name', '')}（{payload.get('township')}）"
+                f" {payload.get('week')} 周五单生成失败（{payload.get('error')}），请管理员查看调度运行记录（jingfang runs）。")
+        return truncate_bytes(head, max(0, limit - len(link.encode("utf-8")))) + link
+    if payload.get("event") in EMERGENCY_EVENTS:
+        head = (f"### 精防 {EMERGENCY_EVENTS[payload['event']]}\n{payload.get('township_name', '')}（{payload.get('township')}）"
+                f" {payload.get('counts', {}).get('emergencies', 0)} 起。")
+        return truncate_bytes(head, max(0, limit - len(link.encode("utf-8")))) + link
     if payload.get("event") == "alerts.new":
         parts = "，".join(f"{ALERT_TITLES.get(k, k)} {v} 人次" for k, v in payload.get("counts", {}).items())
         link = f"\n[查看预警]({payload.get('link')})"

@@ -56,11 +56,15 @@ def test_propose_see_answer_and_the_doctor_sees_the_replies(linked):  # noqa: F8
     with engine.connect() as conn:
         [payload] = [json.loads(p) for p in conn.execute(sa.select(OutboxMessage.__table__.c.payload)).scalars()]
     assert payload["event"] == "appointment.proposed" and payload["township"] == "T1"
-    assert payload["counts"] == {"appointments": 1, "members": 2} and payload["link"].endswith("/mylist")
+    assert payload["counts"] == {"appointments": 1, "members": 2}
+    assert payload["link"].endswith("/notices?event=appointment.proposed&township=T1")
     text = json.dumps(payload, ensure_ascii=False) + message_text(payload)
     for secret in ("P1", "陈一", ID_P1, "精神分裂症", "schizophrenia", "刘警官", "赵网格员", "M-POL", "患者家中", "09:30"):
         assert secret not in text
-    for user in ("police_linked", "village"):  # the link is a page the recipient roles may open
+    link = payload["link"][payload["link"].index("/notices"):]
+    for user in ("police_linked", "village", "doc"):  # the link is a page every recipient role may open
+        assert client.get(link, headers=h(tokens, user)).status_code == 200
+    for user in ("police_linked", "village"):
         assert client.get("/mylist", headers=h(tokens, user)).status_code == 200
 
     # the named member sees it on /mylist; another officer does not

@@ -163,7 +163,9 @@ PAGES = ["/", "/worklist", "/mylist", "/patients/new", "/patients/P1", "/patient
          "/dashboard?month=2026-13", "/lists/week?week=bad", "/export",
          "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers",  # issue 13
          "/reward", "/reward?year=2025", "/reward?year=bad",
-         "/lists/archive", "/lists/archive/1/joint", "/lists/archive?township=nope"]  # 五单存档 (issue 15)
+         "/lists/archive", "/lists/archive/1/joint", "/lists/archive?township=nope",  # 五单存档 (issue 15)
+         "/my/attendance", "/notices?event=lists.weekly&township=T1&week=2026-06-08", "/notices?event=emergency.overdue",
+         "/notices?event=lists.failed&township=T2", "/notices?week=bad"]  # issue 14
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)

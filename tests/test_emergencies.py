@@ -261,7 +261,7 @@ def test_overdue_list_and_county_alert_once(web):
     assert keys == [f"emergency-overdue:{eid}"]
     overdue = json.loads(payloads[-1][1])
     assert overdue["event"] == "emergency.overdue" and overdue["township"] == "T1" and overdue["counts"] == {"emergencies": 1}
-    assert overdue["link"].endswith("/emergencies/overdue")
+    assert overdue["link"].endswith("/notices?event=emergency.overdue&township=T1")  # every role opens it (§12)
     for _k, body in payloads:  # identifier-free (rules.md §8, §12)
         for secret in ("P1", "P2", "陈一", "李二", "440781", "精神分裂症", "东坑村村口"):
             assert secret not in body

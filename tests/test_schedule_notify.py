@@ -103,7 +103,7 @@ def test_generic_webhook_retries_then_delivers_exactly_once(database):
         assert last["headers"]["X-Jingfang-Signature"] == f"sha256={expected}"
         assert last["headers"]["X-Jingfang-Delivery"] == str(msg["id"])
         payload = json.loads(body)
-        assert payload["counts"] == COUNTS and payload["link"] == "http://jingfang.example/lists/week?township=T&week=2026-06-08"
+        assert payload["counts"] == COUNTS and payload["link"] == "http://jingfang.example/notices?event=lists.weekly&township=T&week=2026-06-08"
         assert set(payload) == {"event", "township", "township_name", "week", "counts", "link"}
 
 
@@ -132,7 +132,7 @@ def test_robot_errcode_is_checked(database, fmt):
         body = json.loads(rx.requests[-1]["body"])
         assert body["msgtype"] == "markdown"
         text = body["markdown"]["content" if fmt == "wecom" else "text"]
-        assert "东镇" in text and "随访任务 12" in text and "http://jingfang.example/lists" in text
+        assert "东镇" in text and "随访任务 12" in text and "http://jingfang.example/notices?event=lists.weekly" in text
         if fmt == "dingtalk":
             assert "timestamp=" in rx.requests[-1]["path"] and "sign=" in rx.requests[-1]["path"]
 

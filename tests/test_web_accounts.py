@@ -217,7 +217,9 @@ def test_the_weekly_message_link_opens_that_weeks_lists(client, database):
     link = list_payload(township_code="T1", township_name="一镇", week=date(2026, 6, 1), counts={"joint": 1},
                         base_url="http://testserver")["link"]
     client.cookies.set("jf_session", session_token(database.engine, "doc"))
-    r = client.get(link)
+    notice = client.get(link)  # /notices (issue 14: a page every recipient role opens), which links the doctor's lists
+    assert notice.status_code == 200 and 'href="/lists/week?township=T1&amp;week=2026-06-01"' in notice.text
+    r = client.get("/lists/week?township=T1&week=2026-06-01")
     assert r.status_code == 200 and "/lists/week/followup.pdf?week=2026-06-01&amp;township=T1" in r.text
     assert client.get("/lists/week/followup.pdf?week=2026-06-01&township=T1").status_code == 200
     other = client.get("/lists/week?township=T2&week=2026-06-01")

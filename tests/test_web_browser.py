@@ -92,6 +92,20 @@ def _seed_history(engine) -> None:
                                              "reason": "确诊日期按市精神卫生中心出院小结更正，经家属电话确认"}, today=TODAY, source="test")
     edits.request_transfer(engine, scope, "P3", {"to_township": "T2", "reason": "随子女迁居大江镇江南村"}, today=TODAY,
                            source="test")
+    # issue 14: P1's joint visit of 2026-05-20 closed 联合未到位, the officer absent with a reason (/my/attendance)
+    import sqlalchemy as sa
+
+    from registry.models import FollowUp, FollowUpParticipant, VisitTask
+
+    with Session(engine) as s:
+        fu = s.execute(sa.select(FollowUp).where(FollowUp.patient_id == "P1").order_by(FollowUp.visit_on)).scalars().first()
+        s.add(VisitTask(patient_id="P1", kind="follow_up", basis="browser:P1", basis_on=fu.visit_on, due_on=fu.visit_on,
+                        nominal_due_on=fu.visit_on, roles="doctor,police,village", joint=True, rule="test", status="done",
+                        closed_by=fu.id, joint_outcome="incomplete", missing_roles="police,village"))
+        row = s.get(FollowUpParticipant, (fu.id, "police"))
+        row.reason, row.source = "在派出所值班处理治安警情，未能到场", "self"
+        s.add(row)
+        s.commit()
 
 
 @pytest.fixture(scope="module")
@@ -253,16 +267,20 @@ ROLE_PAGES = {
             "/patients/P4", "/lists/week", "/ledger", "/gaps", "/reward", "/lists/archive", "/lists/archive/1/joint",
             "/joint-visits/incomplete", "/alerts", "/account/password",
             "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers",  # issue 13
-            "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue"],
+            "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue",
+            "/notices?event=lists.weekly&township=T1&week=2026-06-08"],  # issue 14
     "doc2": ["/transfers", "/patients/P4/edit", "/patients/P4/history"],  # a move waiting for T2 (issue 13)
     "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/lists/archive", "/account/password",
                "/alerts", "/alerts?township=T1",
-               "/patients/P1/history", "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue"],
-    "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/alerts", "/account/password"],
+               "/patients/P1/history", "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue",
+               "/my/attendance", "/notices?event=emergency.overdue&township=T1"],  # issue 14
+    "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/alerts", "/account/password",
+              "/my/attendance", "/notices?event=lists.weekly&township=T1&week=2026-06-08"],
     "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger", "/export",
               "/gaps", "/reward", "/lists/archive?township=T1", "/lists/archive/1/followup", "/joint-visits/incomplete",
               "/alerts",
-              "/account/password", "/patients/P1/edit", "/patients/P1/history", "/transfers", "/emergencies/overdue"],
+              "/account/password", "/patients/P1/edit", "/patients/P1/history", "/transfers", "/emergencies/overdue",
+              "/notices?event=emergency.overdue&township=T1"],
 }
 REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403, ("police", "/patients/P1/history"): 403}  # another township's patient; not on the police lists
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels

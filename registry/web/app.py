@@ -112,6 +112,7 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
     app.include_router(__import__("registry.web.list_archive", fromlist=["router"]).router)  # 五单存档 (issue 15)
     app.include_router(__import__("registry.web.emergencies", fromlist=["router"]).router)  # 应急处置 (issue 15)
     app.include_router(__import__("registry.web.joint_visits", fromlist=["router"]).router)  # 联合未到位 (issue 14)
+    app.include_router(__import__("registry.web.landing", fromlist=["router"]).router)  # 通知落地页 (issue 14)
     app.include_router(__import__("registry.web.export", fromlist=["router"]).router)  # 数据导出 (issue 13)
     app.include_router(__import__("registry.web.alerts", fromlist=["router"]).router)  # 实时预警 (issue 15, rules.md §12)
     appointment_routes = __import__("registry.web.appointments", fromlist=["router"])  # 联合入户预约 (issue 14)

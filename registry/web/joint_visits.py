@@ -53,3 +53,21 @@ def incomplete_page(request: Request):
                  object_id=cur.user.region_code, region_code=cur.user.region_code, detail=f"{len(rows)} 人",
                  source=client_ip(request))
     return render(request, "joint_incomplete.html", rows=rows, region_name=ctx.tree.name(cur.user.region_code))
+
+
+@router.get("/my/attendance", response_class=HTMLResponse, include_in_schema=False)
+def my_attendance_page(request: Request):
+    """我的到场登记 A police / civil-affairs / village account's joint visits of the last 30 days, each
+    with a form to record its own attendance — 到场, or 未到场 with a reason (rules.md §6.2: the
+    attendee's word wins for their row). A linked account (rules.md §6.1) sees the visits it was
+    responsible for. Name and village only: no diagnosis, no medication (rules.md §8). Audited."""
+    from registry.web import queries
+    from registry.web.scopes import TASK_ROLE_OF
+
+    cur = current(request)
+    cur.scope.require_role(*TASK_ROLE_OF)
+    ctx = request.app.state.ctx
+    data = queries.my_attendance(ctx.engine, cur.scope, ctx.tree, as_of=ctx.today())
+    audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="list", object_id="my_attendance",
+                 region_code=cur.user.region_code, detail=f"{data['total']} 次联合入户", source=client_ip(request))
+    return render(request, "my_attendance.html", data=data, saved=bool(request.query_params.get("saved")))

@@ -488,13 +488,16 @@ def gaps_page(request: Request):
 
 @router.post("/follow-ups/{follow_up_id}/attendance")
 async def attendance_submit(request: Request, follow_up_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]):
-    """到场登记 Police / civil affairs confirm their attendance."""
+    """到场登记 Police / civil affairs / village record their own attendance: 到场, or 未到场 with a reason
+    (rules.md §6.2; from ``/my/attendance`` or the patient page)."""
     cur = current(request)
     data = await form_data(request, cur)
     ctx = request.app.state.ctx
-    writes.record_attendance(ctx.engine, cur.scope, follow_up_id, data.get("attended") == "1", source=client_ip(request))
+    writes.record_attendance(ctx.engine, cur.scope, follow_up_id, data.get("attended") == "1", source=client_ip(request),
+                             reason=data.get("reason") if data.get("attended") != "1" else None)
     back = data.get("back", "/mylist")
-    return RedirectResponse(back if back.startswith("/patients/") else "/mylist", status_code=303)
+    ok = back.startswith("/patients/") or back == "/my/attendance"
+    return RedirectResponse((back if ok else "/mylist") + ("?saved=1" if back == "/my/attendance" else ""), status_code=303)
 
 
 # ---------------------------------------------------------------- search, lists, dashboard, audit

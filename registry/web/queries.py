@@ -680,3 +680,46 @@ def team_gaps(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, limit:
     return {"as_of": as_of.isoformat(), "total": len(rows),
             "counts": [{"role": role, "role_label": role_label(role), "count": n} for role, n in counts.items()],
             "rows": out}
+
+
+SELF_ATTENDANCE_DAYS = 30  # the follow-ups of the last 30 days on the attendee's own page [decision]
+
+
+def my_attendance(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, days: int = SELF_ATTENDANCE_DAYS,
+                  limit: int = 200) -> dict:
+    """我的联合入户 The joint visits of the last ``days`` days on which this police / civil-affairs /
+    village account records its own attendance (rules.md §6.2; ``Scope.attendance_clause``): the
+    patient's name and village, the visit's date and mode, the task's outcome and the account's own
+    row (到场 / 未到场 with the reason, who recorded it). Never a diagnosis or medication (rules.md §8).
+    One set-based query."""
+    from registry.web.scopes import TASK_ROLE_OF
+
+    role = TASK_ROLE_OF.get(scope.role)
+    if role is None:
+        from registry.errors import PermissionDenied
+
+        raise PermissionDenied("本人到场登记仅限民警、民政专干和村(社区)人员", code="ROLE_FORBIDDEN")
+    t, pt, f, fp = VisitTask.__table__, Patient.__table__, FollowUp.__table__, FollowUpParticipant.__table__
+    query = (sa.select(t.c.id.label("task_id"), t.c.kind, t.c.due_on, t.c.joint_outcome, t.c.missing_roles,
+                       pt.c.patient_id, pt.c.name, pt.c.village_code, f.c.id.label("follow_up_id"), f.c.visit_on, f.c.mode,
+                       fp.c.attended, fp.c.reason, fp.c.source)
+             .select_from(t.join(pt, pt.c.patient_id == t.c.patient_id).join(f, f.c.id == t.c.closed_by)
+                          .outerjoin(fp, sa.and_(fp.c.follow_up_id == f.c.id, fp.c.role == role)))
+             .where(scope.attendance_clause(t, pt.c.village_code), f.c.visit_on >= as_of - timedelta(days=days),
+                    f.c.visit_on <= as_of)
+             .order_by(f.c.visit_on.desc(), f.c.id.desc(), t.c.id))
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+    out, seen = [], set()
+    for r in rows:
+        if r.follow_up_id in seen:  # one follow-up may close more than one task: one row per follow-up
+            continue
+        seen.add(r.follow_up_id)
+        out.append({"follow_up_id": r.follow_up_id, "patient_id": r.patient_id, "name": r.name,
+                    "village": tree.name(r.village_code), "visit_on": r.visit_on.isoformat(),
+                    "mode_label": label(codes.FollowUpMode, r.mode), "kind_label": label(TaskKind, r.kind),
+                    "outcome_label": label(codes.JointOutcome, r.joint_outcome) if r.joint_outcome else "",
+                    "recorded": r.source is not None, "attended": bool(r.attended), "reason": r.reason or "",
+                    "source": r.source or "", "source_label": label(codes.AttendanceSource, r.source) if r.source else "未登记"})
+    return {"as_of": as_of.isoformat(), "days": days, "role": role, "role_label": role_label(role),
+            "total": len(out), "rows": out[:limit]}

@@ -108,6 +108,22 @@ class Scope:
                                                             on=tasks.c.due_on) == self.user.member_id)
         return clause
 
+    def attendance_clause(self, tasks, village_col):
+        """本人到场登记 The closed joint tasks (``tasks``: the visit_task table; ``village_col``: the
+        patient's village) on whose closing follow-up this account records its own attendance
+        (rules.md §6.2): police, civil affairs and village accounts; tasks requiring the account's
+        team role, in its region; a linked account (rules.md §6.1): only those it was responsible for
+        on the task's due date. Not ``patient_clause``: the patient may have left the lists since."""
+        role = TASK_ROLE_OF.get(self.role)
+        if role is None:
+            return sa.false()
+        clause = sa.and_(tasks.c.closed_by.is_not(None), role_required_sql(tasks.c.roles, role),
+                         village_col.in_(villages_under(self.user.region_code, self.region_level)))
+        if self.linked:
+            clause = sa.and_(clause, responsible_member_sql(role, patient_id=tasks.c.patient_id, village_code=village_col,
+                                                            on=tasks.c.due_on) == self.user.member_id)
+        return clause
+
     def takes_part(self, task: dict) -> bool:
         """The task (a dict with ``roles``, ``joint`` and ``people`` or ``members``) is one of this account's
         (``task_clause`` in Python)."""

@@ -20,7 +20,8 @@ from registry import audit, codes, joint_visits
 from registry.accounts import UserRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.injections import record_last_injection, sync_last_injection
-from registry.models import CareTeamAssignment, FollowUp, FollowUpParticipant, Patient, Region, TeamMember, utcnow
+from registry.models import (CareTeamAssignment, FollowUp, FollowUpParticipant, Patient, Region, TeamMember, VisitTask,
+                             utcnow)
 from registry.storable_text import bad_text
 from registry.validation import (
     CARE_TEAM_FIELDS,
@@ -277,25 +278,40 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
                       reason: str | None = None) -> FollowUpParticipant:
     """联合入户到场 An attendee records their own attendance on a joint visit (rules.md §6.2).
 
-    Police / civil affairs accounts; the row is their role's (and, for an account linked to a team
-    member — ``user.member_id`` when accounts carry it — that member's). The attendee's own record
-    (source ``self``) wins over the doctor's for that row (``registry.joint_visits.attendance_replaces``);
-    the task the follow-up closed gets its 到位 / 联合未到位 again, same transaction."""
-    role = {UserRole.POLICE.value: "police", UserRole.CIVIL_AFFAIRS.value: "civil_affairs"}.get(scope.role)
+    Police / civil-affairs / village accounts; the row is their role's (and, for an account linked to
+    a team member — ``user.member_id``, rules.md §6.1 — that member's). Allowed on a follow-up that
+    closed a joint task requiring the account's role (``Scope.attendance_clause``: a linked account
+    only where it was the responsible member), or on a row the doctor already recorded for a patient
+    in the account's scope; the row is created when the doctor recorded none. Absent with a reason is
+    a valid record. The attendee's own record (source ``self``) wins over the doctor's for that row
+    (``registry.joint_visits.attendance_replaces``); the task the follow-up closed gets its 到位 /
+    联合未到位 again, same transaction."""
+    from registry.web.scopes import TASK_ROLE_OF
+
+    role = TASK_ROLE_OF.get(scope.role)
     if role is None:
-        raise PermissionDenied("到场登记仅限民警和民政专干", code="ROLE_FORBIDDEN")
+        raise PermissionDenied("到场登记仅限民警、民政专干和村(社区)人员", code="ROLE_FORBIDDEN")
     reason = _attendance_reason(reason, "reason")
+    forbidden = PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN")
     with Session(engine, expire_on_commit=False) as session:
         fu = session.get(FollowUp, follow_up_id)
         if fu is None:
-            raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN")
-        try:
-            patient = scope.check_patient(session, fu.patient_id)
-        except PermissionDenied:  # never name the patient of a follow-up the caller cannot see (issue 18)
-            raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN") from None
+            raise forbidden
+        t, pt = VisitTask.__table__, Patient.__table__
+        own_task = session.execute(
+            sa.select(t.c.id).select_from(t.join(pt, pt.c.patient_id == t.c.patient_id))
+            .where(t.c.closed_by == follow_up_id, scope.attendance_clause(t, pt.c.village_code)).limit(1)).first()
         row = session.get(FollowUpParticipant, (follow_up_id, role))
+        if own_task is None:
+            try:  # never name the patient of a follow-up the caller cannot see (issue 18)
+                scope.check_patient(session, fu.patient_id)
+            except PermissionDenied:
+                raise forbidden from None
+            if row is None:
+                raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
+        patient = session.get(Patient, fu.patient_id)
         if row is None:
-            raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
+            row = FollowUpParticipant(follow_up_id=follow_up_id, role=role)
         member_id = getattr(scope.user, "member_id", None)  # accounts linked to members (rules.md §6.1)
         _apply_attendance(row, attended=attended, reason=reason, source=codes.AttendanceSource.SELF.value,
                           recorded_by=scope.user.username, member_id=member_id)
@@ -304,7 +320,8 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
         joint_visits.refresh_for_follow_ups(session.connection(), [follow_up_id])
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up_participant",
                      object_id=f"{fu.patient_id}/{follow_up_id}/{role}", region_code=patient.village_code,
-                     detail="本人登记" + ("到场" if attended else "未到场"), source=source)
+                     detail="本人登记" + ("到场" if attended else "未到场" + (f"（{reason}）" if reason else "")),
+                     source=source)
         session.commit()
         return row
 

@@ -1,0 +1,208 @@
+"""本人到场登记 and 通知落地页 (issue 14): the attendee's own attendance page (rules.md §6.2: their word
+wins for their row) and webhook links every recipient role can open (rules.md §8, §12). Both databases."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from registry.accounts import User
+from registry.models import CareTeamAssignment, FollowUp, FollowUpParticipant, Patient, TeamMember, VisitTask
+from registry.web.app import create_app
+from schedules.models import OutboxMessage
+from schedules.notify import (add_webhook, message_text, queue_emergency_alert, queue_failure_alert,
+                              queue_list_notifications)
+from tests.web_support import TODAY, seed, session_token
+
+# account: (role, region, member) — rules.md §6.1
+ACCOUNTS = {
+    "police_linked": ("police", "T1", "M-POL"),
+    "police_other": ("police", "T1", "M-POL2"),
+    "village": ("village", "V1", None),
+}
+SECRETS = ("精神分裂", "利培酮", "奥氮平", "440781198001010018")  # diagnosis, medication, ID number
+
+
+def _task(pid: str, fu: FollowUp, roles: str) -> VisitTask:
+    return VisitTask(patient_id=pid, kind="follow_up", basis=f"test:{pid}:{fu.id}", basis_on=date(2026, 4, 1),
+                     due_on=fu.visit_on, nominal_due_on=fu.visit_on, roles=roles, joint=True, rule="test",
+                     status="done", closed_by=fu.id, joint_outcome="incomplete", missing_roles=roles.split(",", 1)[1])
+
+
+@pytest.fixture
+def world(database):
+    """web_support's county, plus closed joint tasks: P1 (V1, police + village, 2026-05-20, the seed's
+    follow-up), P3 (V2, civil affairs, 2026-06-01), P6 (V2, police: M-POL2's by assignment, 2026-06-02),
+    P4 (T2, police, 2026-06-03) and P2 (V1, police, 2026-04-01: older than 30 days)."""
+    engine = database.engine
+    ids = seed(engine)
+    with Session(engine) as s:
+        s.add(TeamMember(member_id="M-POL2", name="钱警官", role="police", phone="0750-1101", region_code="T1"))
+        s.add(Patient(patient_id="P6", name="吴六", village_code="V2", guardian_name="吴母", economic_status=2, sex=1,
+                      birth_date=date(1980, 1, 1), diagnosis="schizophrenia", registered_on=date(2025, 1, 10)))
+        s.flush()
+        s.add(CareTeamAssignment(patient_id="P6", member_id="M-POL2", role="police", from_on=date(2026, 1, 1)))
+        f3 = FollowUp(patient_id="P3", visit_on=date(2026, 6, 1), mode=2, risk_level=0, insight=1, adherence=1)
+        f6 = FollowUp(patient_id="P6", visit_on=date(2026, 6, 2), mode=2, risk_level=3, insight=2, adherence=1)
+        f4 = FollowUp(patient_id="P4", visit_on=date(2026, 6, 3), mode=2, risk_level=3, insight=2, adherence=1)
+        s.add_all([f3, f6, f4])
+        s.flush()
+        f1 = s.get(FollowUp, ids["f1"])
+        f2 = s.get(FollowUp, ids["f2"])
+        s.add_all([_task("P1", f1, "doctor,police,village"), _task("P3", f3, "doctor,civil_affairs"),
+                   _task("P6", f6, "doctor,police"), _task("P4", f4, "doctor,police"), _task("P2", f2, "doctor,police")])
+        hashed = s.get(User, "police").password_hash
+        for name, (role, region, member) in ACCOUNTS.items():
+            s.add(User(username=name, password_hash=hashed, role=role, region_code=region, display_name=name,
+                       member_id=member))
+        ids.update(f3=f3.id, f6=f6.id, f4=f4.id)
+        s.commit()
+    client = TestClient(create_app(engine, today=lambda: TODAY), follow_redirects=False)
+    tokens = {u: session_token(engine, u) for u in [*ACCOUNTS, "doc", "doc2", "admin", "police", "civil"]}
+    return client, tokens, ids, engine
+
+
+def _get(client, tokens, user, url):
+    return client.get(url, headers={"Authorization": f"Bearer {tokens[user]}"})
+
+
+def _post_form(client, tokens, user, follow_up_id, **fields):
+    page = _get(client, tokens, user, "/my/attendance")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return client.post(f"/follow-ups/{follow_up_id}/attendance", headers={"Authorization": f"Bearer {tokens[user]}"},
+                       data={"csrf_token": csrf, "back": "/my/attendance", **fields})
+
+
+def _row(engine, follow_up_id, role):
+    fp = FollowUpParticipant.__table__
+    with engine.connect() as conn:
+        return conn.execute(sa.select(fp.c.attended, fp.c.source, fp.c.reason, fp.c.member_id)
+                            .where(fp.c.follow_up_id == follow_up_id, fp.c.role == role)).first()
+
+
+def _outcome(engine, follow_up_id):
+    t = VisitTask.__table__
+    with engine.connect() as conn:
+        return tuple(conn.execute(sa.select(t.c.joint_outcome, t.c.missing_roles).where(t.c.closed_by == follow_up_id)).one())
+
+
+@pytest.mark.parametrize("user,sees", [
+    ("police_linked", {"陈一"}),                # responsible (T1's primary) for P1; P6 is M-POL2's by assignment
+    ("police_other", {"吴六"}),
+    ("police", {"陈一", "吴六"}),               # not linked: its role's joint visits in its township
+    ("civil", {"张三"}),
+    ("village", {"陈一"}),                      # V1 only
+])
+def test_the_attendee_page_shows_own_recent_joint_visits_and_nothing_clinical(world, user, sees):
+    client, tokens, _ids, _engine = world
+    page = _get(client, tokens, user, "/my/attendance")
+    assert page.status_code == 200
+    names = {"陈一", "李二", "张三", "黄四", "吴六"}
+    assert {n for n in names if n in page.text} == sees  # 李二's visit is older than 30 days, 黄四 in T2
+    assert not any(secret in page.text for secret in SECRETS)
+    assert "未到场原因" in page.text and "我已到场" in page.text
+
+
+def test_the_attendee_page_is_for_attendees_only(world):
+    client, tokens, _ids, _engine = world
+    assert _get(client, tokens, "doc", "/my/attendance").status_code == 403
+    assert _get(client, tokens, "admin", "/my/attendance").status_code == 403
+
+
+def test_own_record_from_the_page_wins_over_the_doctor_and_absent_needs_no_invite(world):
+    """rules.md §6.2: absent with a reason is a record; the doctor never overwrites the attendee's row;
+    the task's 到位 / 联合未到位 follows."""
+    client, tokens, ids, engine = world
+    assert _row(engine, ids["f6"], "police") is None  # the doctor recorded nobody
+    r = _post_form(client, tokens, "police_other", ids["f6"], attended="0", reason="值班")
+    assert r.status_code == 303 and r.headers["location"] == "/my/attendance?saved=1"
+    assert tuple(_row(engine, ids["f6"], "police")) == (False, "self", "值班", "M-POL2")
+    assert "值班" in _get(client, tokens, "police_other", "/my/attendance").text
+    doc = {"Authorization": f"Bearer {tokens['doc']}"}
+    r = client.post(f"/api/follow-ups/{ids['f6']}/participants", headers=doc,
+                    json={"participants": [{"role": "police", "present": True}]})
+    assert r.status_code == 200 and r.json()["kept"] == ["police"]
+    assert tuple(_row(engine, ids["f6"], "police")) == (False, "self", "值班", "M-POL2")
+    assert _outcome(engine, ids["f6"]) == ("incomplete", "police")
+    r = _post_form(client, tokens, "police_other", ids["f6"], attended="1", reason="ignored")
+    assert r.status_code == 303
+    assert tuple(_row(engine, ids["f6"], "police")) == (True, "self", None, "M-POL2")
+    assert _outcome(engine, ids["f6"]) == ("complete", "")
+    # the village account on P1 (V1): its own row, created; police still missing
+    assert _post_form(client, tokens, "village", ids["f1"], attended="1").status_code == 303
+    assert tuple(_row(engine, ids["f1"], "village"))[:2] == (True, "self")
+    assert _outcome(engine, ids["f1"]) == ("incomplete", "police")
+
+
+def test_nobody_records_on_a_visit_that_is_not_theirs(world):
+    client, tokens, ids, engine = world
+
+    def api(user, fid):
+        return client.post(f"/api/follow-ups/{fid}/attendance", headers={"Authorization": f"Bearer {tokens[user]}"},
+                           json={"attended": True})
+
+    assert api("police_linked", ids["f6"]).status_code == 403  # M-POL2's visit, not on M-POL's lists
+    assert api("police", ids["f4"]).status_code == 403  # another township
+    assert api("civil", ids["f6"]).status_code == 403  # no civil-affairs role on that task
+    assert _row(engine, ids["f6"], "police") is None and _row(engine, ids["f4"], "police") is None
+    assert _row(engine, ids["f6"], "civil_affairs") is None
+    bad = client.post(f"/api/follow-ups/{ids['f6']}/attendance", headers={"Authorization": f"Bearer {tokens['police_other']}"},
+                      json={"attended": False, "reason": "x" * 201})
+    assert bad.status_code == 422 and _row(engine, ids["f6"], "police") is None  # refused whole
+    assert api("police_other", ids["f6"]).status_code == 200
+
+
+# ---------------------------------------------------------------- webhook links (rules.md §8, §12)
+
+
+def _messages(engine) -> dict[str, dict]:
+    add_webhook(engine, name="T1群", url="http://127.0.0.1:9/hook", secret="s3cret", region_code="T1")
+    with engine.begin() as conn:
+        queue_list_notifications(conn, township_code="T1", township_name="台城街道", week=date(2026, 6, 8),
+                                 counts={"followup": 3, "joint": 1}, base_url="http://testserver")
+        queue_failure_alert(conn, township_code="T1", week=date(2026, 6, 8), reason="磁盘已满")
+        queue_emergency_alert(conn, event="emergency.opened", township_code="T1", key="emergency-opened:1",
+                              base_url="http://testserver")
+        queue_emergency_alert(conn, event="emergency.overdue", township_code="T1", key="emergency-overdue:1",
+                              base_url="http://testserver")
+    with engine.connect() as conn:
+        return {json.loads(p)["event"]: json.loads(p) for (p,) in conn.execute(sa.select(OutboxMessage.payload))}
+
+
+def test_every_message_links_a_page_every_recipient_role_opens(world):
+    client, tokens, _ids, engine = world
+    messages = _messages(engine)
+    assert set(messages) == {"lists.weekly", "lists.failed", "emergency.opened", "emergency.overdue"}
+    with engine.connect() as conn:
+        names = [n for (n,) in conn.execute(sa.select(Patient.name))] + [i for (i,) in conn.execute(sa.select(Patient.patient_id))]
+    for event, payload in messages.items():
+        body = json.dumps(payload, ensure_ascii=False)
+        assert not any(secret in body for secret in [*names, *SECRETS, "东坑村", "陈父"]), event  # identifier-free
+        text = message_text(payload)
+        assert payload["link"] in text, event  # the robot's markdown carries the link
+        parts = urllib.parse.urlsplit(payload["link"])
+        url = f"{parts.path}?{parts.query}"
+        for user in ("doc", "police", "civil", "admin", "police_linked", "village"):
+            page = _get(client, tokens, user, url)
+            assert page.status_code == 200, (event, user)
+            assert not any(name in page.text for name in names if len(name) > 2)  # no patient on the landing page
+            hrefs = re.findall(r'<a class="button[^"]*" href="([^"]+)"', page.text)
+            assert hrefs, (event, user)
+            for href in hrefs:  # and every page it offers this role opens too
+                assert _get(client, tokens, user, href.replace("&amp;", "&")).status_code == 200, (event, user, href)
+        assert _get(client, tokens, "doc2", url).status_code == 403  # another township's message
+    doc = _get(client, tokens, "doc", urllib.parse.urlsplit(messages["lists.weekly"]["link"]).path + "?event=lists.weekly&township=T1&week=2026-06-08").text
+    assert "/lists/week?township=T1&amp;week=2026-06-08" in doc
+    linked = _get(client, tokens, "police_linked", "/notices?event=lists.weekly&township=T1").text
+    assert "/lists/week" not in linked and "/my/attendance" in linked
+    civil = _get(client, tokens, "civil", "/notices?event=emergency.overdue&township=T1").text
+    assert "/emergencies/overdue" not in civil
+    assert "/emergencies/overdue" in _get(client, tokens, "police", "/notices?event=emergency.overdue&township=T1").text
+    assert _get(client, tokens, "doc", "/notices?week=bad").status_code == 422
