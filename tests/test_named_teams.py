@@ -195,6 +195,13 @@ def test_linked_work_list_names_only_own_tasks_and_lists_need_a_supervisor(linke
     assert _get(client, tokens, "governance", "/lists/week").status_code == 200
     account = _get(client, tokens, "police_other", "/account/password")
     assert "钱警官" in account.text and "M-POL2" in account.text
+    # rules.md §6.2: the township supervisor's page of 联合未到位 — 派出所 lead and 综治, not a plain officer
+    # nor civil affairs (who do not read the 风险预警单)
+    for user, want in (("police_lead", 200), ("governance", 200), ("doc", 200), ("police_linked", 403),
+                       ("police_other", 403), ("civil_lead", 403), ("civil_linked", 403), ("village", 403)):
+        page = _get(client, tokens, user, "/joint-visits/incomplete")
+        assert page.status_code == want, user
+        assert DIAGNOSIS not in page.text
 
 
 def test_doctor_assigns_and_ends_and_the_gap_list_follows(linked):

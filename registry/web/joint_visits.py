@@ -3,8 +3,9 @@
 ``/joint-visits/incomplete`` lists the patients of the user's region (township or county, and
 below) whose latest joint task closed 联合未到位, with the closing visit's date and the roles
 nobody attended, until a later joint task closes 到位 (one home: ``registry.joint_visits``). For
-township doctors and the county admin (supervisor accounts, rules.md §6.1, gain it by being added
-to ``SUPERVISION_ROLES``). Name, village and roles only: no diagnosis, no medication, no ID number
+township doctors and the county admin, and for the township's supervisors of the 风险预警单's readers
+(rules.md §6.1, §6.2, §7 list 3): a police account flagged supervisor (派出所 lead) and 综治. Civil
+affairs do not read list 3, so a 民政办 lead does not see it. Name, village and roles only: no diagnosis, no medication, no ID number
 (rules.md §8). Every read is audited. The table collapses to cards on a phone.
 """
 
@@ -23,7 +24,12 @@ from registry.web.auth import client_ip, current
 from registry.web.pages import render
 
 router = APIRouter()
-SUPERVISION_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
+SUPERVISION_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value, UserRole.GOVERNANCE.value)
+
+
+def may_supervise(user) -> bool:
+    """联合未到位名单的读者 Doctors, the county admin, 综治, and a police account flagged supervisor."""
+    return user.role in SUPERVISION_ROLES or (user.role == UserRole.POLICE.value and bool(getattr(user, "supervisor", False)))
 
 
 def incomplete_rows(engine, region_code: str, level: str | None) -> list[dict]:
@@ -46,7 +52,8 @@ def incomplete_rows(engine, region_code: str, level: str | None) -> list[dict]:
 def incomplete_page(request: Request):
     """联合未到位名单 The region's patients whose latest joint visit was not done; audited."""
     cur = current(request)
-    cur.scope.require_role(*SUPERVISION_ROLES)
+    if not may_supervise(cur.user):
+        cur.scope.require_role(*SUPERVISION_ROLES)  # the refusal names the roles
     ctx = request.app.state.ctx
     rows = incomplete_rows(ctx.engine, cur.user.region_code, cur.scope.region_level)
     audit.record(ctx.engine, actor=cur.user.username, action="read", object_type="joint_incomplete",
