@@ -109,7 +109,7 @@ def main(argv=None) -> None:
     url = prepared_database(args.database, args.patients, lambda engine: build(engine, args.patients, as_of), args.rebuild)
     engine = make_engine(url)
     with engine.begin() as conn:  # every run starts from no tasks (and without an earlier day's visits)
-        conn.exec_driver_sql("TRUNCATE visit_task, schedule_run, generation_basis")
+        conn.exec_driver_sql("TRUNCATE visit_task, schedule_run, generation_basis CASCADE")  # appointments refer to tasks
         conn.exec_driver_sql(f"DELETE FROM follow_up WHERE seq = {DAY_SEQ}")
     from schedules.generation import generate
     from schedules.jobs import recorded

@@ -384,6 +384,7 @@ class AlertKind(CodedStr):
     INCIDENT = "incident", "新发肇事肇祸"
     LOST = "lost", "失访"
     EMERGENCY_OPENED = "emergency_opened", "应急处置已登记"
+    EMERGENCY_OVERDUE = "emergency_overdue", "应急处置超过24小时未完成"
 
 
 class LedgerExit(CodedStr):

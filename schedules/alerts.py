@@ -35,7 +35,7 @@ from registry.alerts import RECENT_DAYS, flags_lost_sql, recent_sql, risk_rose_s
 from registry.clock import local_today, now_utc
 from registry.codes import AlertKind
 from registry.ledger import incident_sql
-from registry.emergencies import occurred_on_sql
+from registry.emergencies import occurred_on_sql, overdue_sql
 from registry.models import Emergency, FollowUp, Patient, Region
 from registry.profile import Profile, load_profile
 from schedules.models import Alert, AlertScan
@@ -50,15 +50,16 @@ OVERLAP = timedelta(minutes=15)
 
 @dataclass(frozen=True)
 class Source:
-    """预警来源 One kind of event: ``select(since, today, profile)`` returns its events' rows
-    (source_id, patient_id, township_code, event_on) among the rows changed since ``since``."""
+    """预警来源 One kind of event: ``select(since, today, profile, now)`` returns its events' rows
+    (source_id, patient_id, township_code, event_on) among the rows changed since ``since`` (or, for an
+    event that time alone brings, such as a deadline passing, as of ``now``)."""
 
     kind: AlertKind
-    select: Callable[[datetime | None, date, Profile], sa.Select]
+    select: Callable[[datetime | None, date, Profile, datetime], sa.Select]
 
 
 def _follow_up_events(condition: Callable[[sa.Table, Profile], sa.ColumnElement[bool]]):
-    def select(since: datetime | None, today: date, profile: Profile) -> sa.Select:
+    def select(since: datetime | None, today: date, profile: Profile, now: datetime) -> sa.Select:
         f = FollowUp.__table__
         p, v = Patient.__table__, Region.__table__
         changed = [f.c.updated_at >= since] if since is not None else []
@@ -82,16 +83,30 @@ def _lost(f, profile: Profile):
     return flags_lost_sql(f, t.alias("run"), t.alias("between"), profile.lost_after_misses)
 
 
-def _emergencies_opened(since: datetime | None, today: date, profile: Profile) -> sa.Select:
-    """应急处置已登记 (rules.md §9, §12): every emergency record opened since ``since`` whose day is
-    recent (the same window as the follow-ups: a record typed in long after the event alerts nothing)."""
+def _emergency_rows(condition, today: date) -> sa.Select:
+    """The emergencies meeting ``condition`` whose day is recent (the same window as the follow-ups:
+    a record typed in long after the event alerts nothing), as alert rows."""
     e, p, v = Emergency.__table__, Patient.__table__, Region.__table__
     day = occurred_on_sql(e)
-    changed = [e.c.created_at >= since] if since is not None else []
     return (sa.select(e.c.id.label("source_id"), e.c.patient_id, v.c.parent_code.label("township_code"),
                       day.label("event_on"))
             .select_from(e.join(p, p.c.patient_id == e.c.patient_id).join(v, v.c.code == p.c.village_code))
-            .where(*changed, day >= today - timedelta(days=RECENT_DAYS), day <= today, v.c.parent_code.is_not(None)))
+            .where(*condition, day >= today - timedelta(days=RECENT_DAYS), day <= today, v.c.parent_code.is_not(None)))
+
+
+def _emergencies_overdue(since: datetime | None, today: date, profile: Profile, now: datetime) -> sa.Select:
+    """应急处置超时 (rules.md §9, §12): every recent record past its 24-hour deadline as of ``now``
+    (``registry.emergencies.overdue_sql``) — time alone brings it, so every scan looks at all of them;
+    the unique (kind, record) key alerts each once. The county hears of it through
+    ``schedules.notify.queue_overdue_emergency_alerts`` too."""
+    return _emergency_rows([overdue_sql(now, Emergency.__table__)], today)
+
+
+def _emergencies_opened(since: datetime | None, today: date, profile: Profile, now: datetime) -> sa.Select:
+    """应急处置已登记 (rules.md §9, §12): every emergency record opened since ``since`` whose day is
+    recent (the same window as the follow-ups: a record typed in long after the event alerts nothing)."""
+    e = Emergency.__table__
+    return _emergency_rows([e.c.created_at >= since] if since is not None else [], today)
 
 
 SOURCES: tuple[Source, ...] = (
@@ -99,6 +114,7 @@ SOURCES: tuple[Source, ...] = (
     Source(AlertKind.INCIDENT, _follow_up_events(_incident)),
     Source(AlertKind.LOST, _follow_up_events(_lost)),
     Source(AlertKind.EMERGENCY_OPENED, _emergencies_opened),
+    Source(AlertKind.EMERGENCY_OVERDUE, _emergencies_overdue),
 )
 
 
@@ -128,7 +144,7 @@ def detect(engine: Engine, *, today: date | None = None, now: datetime | None = 
         mark = conn.execute(sa.select(scan.c.scanned_from).where(scan.c.id == 1)).scalar()
         since = mark - OVERLAP if mark is not None else None
         for source in SOURCES:
-            counts[source.kind.value] += _insert_ignore(conn, source.select(since, today, profile), source.kind, now)
+            counts[source.kind.value] += _insert_ignore(conn, source.select(since, today, profile, now), source.kind, now)
         counts["queued"] = queue_pending(conn, now=now, base_url=base_url)
         if mark is None:
             conn.execute(sa.insert(scan).values(id=1, scanned_from=now))

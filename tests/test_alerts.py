@@ -99,7 +99,7 @@ def test_each_kind_alerts_once_from_each_write_path(database, tmp_path, path):
         assert deliver_due(engine)["sent"] == 1
         # a rerun (a restart, the next tick) finds the same events and sends nothing new
         again = detect(engine, today=TODAY, base_url=BASE)
-        assert again == {"risk_rise": 0, "incident": 0, "lost": 0, "emergency_opened": 0, "queued": 0}
+        assert again == {"risk_rise": 0, "incident": 0, "lost": 0, "emergency_opened": 0, "emergency_overdue": 0, "queued": 0}
         assert deliver_due(engine) == {"sent": 0, "failed": 0, "retry": 0, "deferred": 0}
         assert len(rx.requests) == 1 and rx.requests[0]["path"] == "/hook"
         body = rx.requests[0]["body"].decode("utf-8")
@@ -163,7 +163,7 @@ def test_history_import_alerts_nothing(database, tmp_path):
     (folder / "followups.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     import_path(engine, folder, today=TODAY)
     counts = detect(engine, today=TODAY, base_url=BASE)
-    assert counts == {"risk_rise": 0, "incident": 0, "lost": 0, "emergency_opened": 0, "queued": 0}
+    assert counts == {"risk_rise": 0, "incident": 0, "lost": 0, "emergency_opened": 0, "emergency_overdue": 0, "queued": 0}
 
 
 ATTEMPT = st.tuples(st.sampled_from([None, None, 1, 3, 4]), st.sampled_from([None, 0, 2, 3, 5]),

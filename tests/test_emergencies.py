@@ -254,25 +254,29 @@ def test_overdue_list_and_county_alert_once(web):
         assert "超时未完成" in client.get("/emergencies/overdue").text
         assert queue_overdue_emergency_alerts(database.engine) == 1  # the county's hook; not T2's
         assert queue_overdue_emergency_alerts(database.engine) == 0  # once per event
+        # rules.md §12: the real-time detector — both openings and the one overdue record, once each
+        from schedules.alerts import detect
+
+        first = detect(database.engine)
+        assert (first["emergency_opened"], first["emergency_overdue"]) == (2, 1)
+        again = detect(database.engine)
+        assert (again["emergency_opened"], again["emergency_overdue"]) == (0, 0)
     with database.engine.connect() as conn:
         payloads = conn.execute(sa.text("SELECT dedupe_key, payload FROM outbox_message ORDER BY id")).all()
-    keys = [k for k, _p in payloads]
+    direct = [(k, body) for k, body in payloads if k.startswith("emergency-")]
     # the opening is alerted by the real-time detector (schedules.alerts, AlertKind.EMERGENCY_OPENED)
-    assert keys == [f"emergency-overdue:{eid}"]
-    overdue = json.loads(payloads[-1][1])
+    assert [k for k, _p in direct] == [f"emergency-overdue:{eid}"]
+    overdue = json.loads(direct[-1][1])
     assert overdue["event"] == "emergency.overdue" and overdue["township"] == "T1" and overdue["counts"] == {"emergencies": 1}
     assert overdue["link"].endswith("/notices?event=emergency.overdue&township=T1")  # every role opens it (§12)
     for _k, body in payloads:  # identifier-free (rules.md §8, §12)
         for secret in ("P1", "P2", "陈一", "李二", "440781", "精神分裂症", "东坑村村口"):
             assert secret not in body
-    # rules.md §12: an emergency opened alerts once, through the real-time detector (in-app + webhook)
-    from schedules.alerts import detect
-
-    assert detect(database.engine)["emergency_opened"] == 2
-    assert detect(database.engine)["emergency_opened"] == 0
+    # the detector's messages (rules.md §12): counts only
     with database.engine.connect() as conn:
         bodies = conn.execute(sa.text("SELECT payload FROM outbox_message WHERE dedupe_key NOT LIKE 'emergency-%'")).scalars().all()
     assert bodies and all(json.loads(b)["counts"].get("emergency_opened") for b in bodies)
+    assert any(json.loads(b)["counts"].get("emergency_overdue") for b in bodies)
     for body in bodies:
         for secret in ("P1", "P2", "陈一", "李二", "440781", "精神分裂症", "东坑村村口"):
             assert secret not in body
