@@ -60,8 +60,9 @@ BUILD = [
                CASE WHEN g % 97 = 0 THEN 1 ELSE 0 END, 0, CASE WHEN g % 10 = 0 THEN 1 ELSE 0 END, 1 + g % 4,
                g % 3 = 0, g % 7 = 0, g % 5 = 0, now() - interval '1 day', now() - interval '1 day'
         FROM generate_series(1::bigint, {N} * 4) g""",
-    """INSERT INTO health_check (patient_id, checked_on)
-        SELECT 'P' || lpad(i::text, 7, '0'), DATE '2026-01-01' + ((i * 31) % 300)::int FROM generate_series(1::bigint, {N}, 2) i""",
+    """INSERT INTO health_check (patient_id, checked_on, updated_at)
+        SELECT 'P' || lpad(i::text, 7, '0'), DATE '2026-01-01' + ((i * 31) % 300)::int, now()
+        FROM generate_series(1::bigint, {N}, 2) i""",
 ]
 
 
