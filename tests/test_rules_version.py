@@ -41,7 +41,7 @@ def test_a_rule_change_rebuilds_the_month_state(database, monkeypatch):
     march, april = Period.parse("2026-03"), Period.parse("2026-04")
     assert month_state.ensure(engine, march, TODAY).action == "scratch"
     assert month_state.ensure(engine, march, TODAY).action == "fresh"
-    assert _build_versions(engine) == {202603: f"rules-{OLD}"}
+    assert _build_versions(engine) == {202603: f"rules-{OLD}/state-{month_state.STATE_FORMAT}"}
 
     monkeypatch.setattr(rules, "RULES_VERSION", OLD + 1)
     with engine.connect() as conn:
@@ -50,10 +50,24 @@ def test_a_rule_change_rebuilds_the_month_state(database, monkeypatch):
     assert month_state.ensure(engine, april, TODAY).action == "scratch"
     assert month_state.ensure(engine, march, TODAY).action == "scratch"
     assert month_state.ensure(engine, march, TODAY).action == "fresh"
-    assert _build_versions(engine) == {202603: f"rules-{OLD + 1}", 202604: f"rules-{OLD + 1}"}
+    new = f"rules-{OLD + 1}/state-{month_state.STATE_FORMAT}"
+    assert _build_versions(engine) == {202603: new, 202604: new}
     live = region_counts(engine, period=march, variant="quarterly", region_code="C", use_snapshot=False, use_state=False)
     state = region_counts(engine, period=march, variant="quarterly", region_code="C", use_snapshot=False, today=TODAY)
     assert state == live
+
+
+def test_a_new_state_format_rebuilds_the_month_state(database, monkeypatch):
+    """Rows stored in an older format (e.g. before ``flags``) are never counted: the month is rebuilt."""
+    populate(database)
+    engine = database.engine
+    march = Period.parse("2026-03")
+    assert month_state.ensure(engine, march, TODAY).action == "scratch"
+    monkeypatch.setattr(month_state, "STATE_FORMAT", month_state.STATE_FORMAT + 1)
+    with engine.connect() as conn:
+        assert not month_state.is_fresh(conn, march)
+    assert month_state.ensure(engine, march, TODAY).action == "scratch"
+    assert _build_versions(engine) == {202603: f"rules-{OLD}/state-{month_state.STATE_FORMAT}"}
 
 
 def test_a_rule_change_recomputes_frozen_counts(database, monkeypatch):

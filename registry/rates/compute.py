@@ -94,16 +94,18 @@ def region_counts(engine: Engine, *, period: Period, variant: str, region_code: 
                 return frozen
     whole = len(tree.roots()) == 1 and region_code == tree.roots()[0]
     villages = None if whole else codes
-    per_patient, source = None, "live"
+    per_patient, flag_rows, source = None, None, "live"
     if use_state and plain is None:
         if today is None:
             today = local_today()
         source = state_source(engine, period, today)
-        if source != "live":
-            per_patient = month_state.per_patient_from_state(period, villages, merge_month=source == "merged")
+        if source == "state":  # a closed month: its stored flags (month_state.flag_rows)
+            flag_rows = month_state.flag_rows(period, villages)
+        elif source == "merged":
+            per_patient = month_state.per_patient_from_state(period, villages, merge_month=True)
     with engine.connect() as conn:
         per_village = village_counts(conn, period, variant, villages, plain=plain, per_patient=per_patient,
-                                     one_month_of_state=per_patient is not None and source == "state")
+                                     flag_rows=flag_rows)
     return roll_up(tree, per_village, codes)
 
 

@@ -323,31 +323,17 @@ def standard_condition(pp, period: Period, variant: str) -> sa.ColumnElement[boo
     return sa.and_(*parts)
 
 
-def patient_state_query(period: Period, variant: str, villages: list[str] | None, plain: bool | None = None,
-                        per_patient=None):
-    """患者指标标志 One row per 在册 patient with 0/1 flags for every population and numerator.
+def count_flag_columns(pp, period: Period, variant: str, health_checked) -> dict[str, sa.ColumnElement]:
+    """患者指标标志 {count name: 0/1 expression} over a per-patient row ``pp`` (the columns of
+    ``per_patient_query``): whether the patient counts in every population and numerator at D.
 
-    ``per_patient``: a select with the columns of ``per_patient_query`` (e.g. from the
-    patient-month state, ``registry.rates.month_state.per_patient_from_state``); default: live.
-    Returns (from-clause, {count name: 0/1 expression}, the per-patient subquery).
-    """
-    h = models.HealthCheck.__table__
-    from_state = per_patient is not None
-    if per_patient is None:
-        per_patient = per_patient_query(period, villages, with_count=variant == "count", plain=plain)
-    pp = per_patient.subquery("pp")
-    hc = (
-        sa.select(h.c.patient_id)
-        .where(h.c.checked_on >= period.start, h.c.checked_on <= period.as_of)
-        .group_by(h.c.patient_id)
-        .subquery("hc")
-    )
-    health_checked = _has(pp.c.mask, HEALTH_CHECKED) if from_state else hc.c.patient_id.is_not(None)
+    The one home of these definitions: the grouped count (``village_counts_query``) sums them, the
+    patient-month state stores them as bits (``flags_expression``)."""
     managed = _has(pp.c.mask, ANY_COMPLETE)
     at_home = sa.and_(managed, _bit(pp.c.latest_key, BIT_AT_HOME) == 1)
     treated = _bit(pp.c.latest_key, BIT_TREATED)
     schizophrenia = pp.c.diagnosis == Diagnosis.SCHIZOPHRENIA.value
-    columns = {
+    return {
         "registered": sa.literal(1),
         "managed": _flag(managed),
         "standard": _flag(standard_condition(pp, period, variant)),
@@ -363,8 +349,78 @@ def patient_state_query(period: Period, variant: str, villages: list[str] | None
         "psych_support": _flag(sa.and_(at_home, _has(pp.c.mask, ANY_PSYCH))),  # 居家 only [2026-12]
         "incident": _flag(_has(pp.c.mask, ANY_INCIDENT)),
     }
+
+
+def patient_state_query(period: Period, variant: str, villages: list[str] | None, plain: bool | None = None,
+                        per_patient=None):
+    """患者指标标志 One row per 在册 patient with 0/1 flags for every population and numerator.
+
+    ``per_patient``: a select with the columns of ``per_patient_query`` (e.g. the open month
+    merged from the patient-month state, ``registry.rates.month_state.per_patient_from_state``);
+    default: live. Returns (from-clause, {count name: 0/1 expression}, the per-patient subquery).
+    """
+    h = models.HealthCheck.__table__
+    from_state = per_patient is not None
+    if per_patient is None:
+        per_patient = per_patient_query(period, villages, with_count=variant == "count", plain=plain)
+    pp = per_patient.subquery("pp")
+    hc = (
+        sa.select(h.c.patient_id)
+        .where(h.c.checked_on >= period.start, h.c.checked_on <= period.as_of)
+        .group_by(h.c.patient_id)
+        .subquery("hc")
+    )
+    health_checked = _has(pp.c.mask, HEALTH_CHECKED) if from_state else hc.c.patient_id.is_not(None)
+    columns = count_flag_columns(pp, period, variant, health_checked)
     source = pp if from_state else pp.outerjoin(hc, hc.c.patient_id == pp.c.patient_id)
     return source, columns, pp
+
+
+# --------------------------------------------------------------------------- stored flags
+# The patient-month state of a closed month stores, per patient, the bit of every count it is in
+# (``flags_expression``, written with the row): counting the month is then a GROUP BY over
+# (village, flags) — one index-only scan — instead of evaluating every expression per patient.
+
+def _flag_bits() -> dict[tuple[str, str | None], int]:
+    """(count name, variant or None) → its bit in ``flags`` (``registered`` is every row)."""
+    names = [(name, None) for name in PATIENT_COUNT_COLUMNS if name not in ("registered", "standard")]
+    names += [("standard", v) for v in VARIANTS]
+    return {key: 1 << i for i, key in enumerate(names)}
+
+
+FLAG_BITS = _flag_bits()
+
+
+def flag_bit(name: str, variant: str) -> int:
+    """The bit of count ``name`` in ``flags`` under the 规范管理 ``variant``."""
+    return FLAG_BITS[(name, variant if name == "standard" else None)]
+
+
+def flags_expression(pp, period: Period) -> sa.ColumnElement[int]:
+    """指标标志位 The ``flags`` of a state row ``pp`` (columns of ``per_patient_query``, ``mask``
+    carrying ``HEALTH_CHECKED``) as of ``period``: the sum of the bits of the counts it is in,
+    from ``count_flag_columns`` (both variants of ``standard``)."""
+    health_checked = _has(pp.c.mask, HEALTH_CHECKED)
+    by_variant = {v: count_flag_columns(pp, period, v, health_checked) for v in VARIANTS}
+    terms = [by_variant[variant or DEFAULT_VARIANT][name] * bit for (name, variant), bit in FLAG_BITS.items()]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def flag_counts_query(flag_rows, variant: str) -> sa.Select:
+    """每村计数（标志位） Every count per village from state rows (``flag_rows``: a select of
+    ``village_code, flags``): grouped by (village, flags) first, then each count sums the groups
+    that have its bit. Same columns as ``village_counts_query``."""
+    rows = flag_rows.subquery("flag_row")
+    groups = (sa.select(rows.c.village_code, rows.c.flags, sa.func.count().label("n"))
+              .group_by(rows.c.village_code, rows.c.flags).subquery("flag_group"))
+    columns = [sa.func.sum(groups.c.n).label("registered")]
+    for name in PATIENT_COUNT_COLUMNS[1:]:
+        has = groups.c.flags.op("&")(flag_bit(name, variant)) != 0
+        columns.append(sa.func.sum(sa.case((has, groups.c.n), else_=0)).label(name))
+    return sa.select(groups.c.village_code, *columns).group_by(groups.c.village_code)
 
 
 def village_counts_query(period: Period, variant: str, villages: list[str] | None, plain: bool | None = None,
@@ -394,16 +450,15 @@ def tune_for_reporting(conn: sa.Connection) -> None:
 
 
 def village_counts(conn: sa.Connection, period: Period, variant: str, villages: list[str] | None,
-                   plain: bool | None = None, per_patient=None, one_month_of_state: bool = False
-                   ) -> dict[str, dict[str, int]]:
+                   plain: bool | None = None, per_patient=None, flag_rows=None) -> dict[str, dict[str, int]]:
+    """每村计数 village → every count of ``COUNT_COLUMNS``: from the stored flags of a closed month's
+    state when ``flag_rows`` is given (``flag_counts_query``), else from per-patient rows
+    (``village_counts_query``: live, or ``per_patient``); the joint-visit counts from the tasks."""
     tune_for_reporting(conn)
-    if one_month_of_state and conn.dialect.name == "postgresql":
-        # One month's rows of the state table (every closed month lives in it): read them through
-        # the primary key (year_month, …) — a bitmap scan of that month's contiguous pages. The
-        # planner's estimate puts a sequential scan of all months within a few % of it, and that
-        # took 2× as long with 12 months stored (benchmark: 1.37 s against 0.65 s).
-        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-    stmt = village_counts_query(period, variant, villages, plain=plain, per_patient=per_patient)
+    if flag_rows is not None:
+        stmt = flag_counts_query(flag_rows, variant)
+    else:
+        stmt = village_counts_query(period, variant, villages, plain=plain, per_patient=per_patient)
     rows = conn.execute(stmt).mappings().all()
     out = {row["village_code"]: {**{c: int(row[c] or 0) for c in PATIENT_COUNT_COLUMNS}, "joint_closed": 0,
                                  "joint_complete": 0} for row in rows}

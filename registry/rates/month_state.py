@@ -45,7 +45,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from registry import models, rules
-from registry.rates.indicators import HEALTH_CHECKED, MASK_BITS, bit_or_agg, follow_up_aggregates
+from registry.rates.indicators import HEALTH_CHECKED, MASK_BITS, bit_or_agg, flags_expression, follow_up_aggregates
 from registry.models import UTCDateTime, utcnow
 from registry.register import in_register_sql
 
@@ -60,6 +60,7 @@ class PatientMonthState(SQLModel, table=True):
     """患者月状态 One 在册 patient at the end of a closed month: register fields and year-to-date aggregates."""
 
     __tablename__ = "patient_month_state"
+    __table_args__ = (sa.Index("ix_patient_month_state_counts", "year_month", "village_code", "flags"),)
 
     year_month: int = Field(primary_key=True)  # Y·100 + M, e.g. 202610
     patient_id: str = Field(primary_key=True, max_length=64)
@@ -71,6 +72,9 @@ class PatientMonthState(SQLModel, table=True):
     mask: int
     latest_key: int | None = Field(default=None, sa_type=sa.BigInteger)  # MAX key of the complete follow-ups
     n_complete: int = 0  # complete follow-ups in W (规范管理 ``count`` variant)
+    # the bit of every count the patient is in at D (registry.rates.indicators.flags_expression):
+    # the month is counted by one index-only scan of (year_month, village_code, flags)
+    flags: int = 0
 
 
 class PatientMonthStateBuild(SQLModel, table=True):
@@ -108,6 +112,8 @@ def is_closed(period, today: date) -> bool:
 
 STATE_COLUMNS = ["year_month", "patient_id", "village_code", "registered_on", "diagnosis", "mask", "latest_key",
                  "n_complete"]
+# the stored format of a row beyond the rules (``state_version``): 2 = with ``flags``
+STATE_FORMAT = 2
 
 
 def _follow_up_aggregate(period, first: date, patient_ids: list[str] | None = None):
@@ -196,10 +202,14 @@ def merged_query(period, villages: list[str] | None = None):
     )
 
 
-def _insert_from(conn: sa.Connection, ym: int, select) -> int:
+def _insert_from(conn: sa.Connection, period, select) -> int:
+    """Write month ``period``'s rows computed by ``select`` (the columns of ``STATE_COLUMNS[1:]``),
+    with their ``flags`` as of the month's end."""
     sub = select.subquery("src")
     stmt = sa.insert(PatientMonthState.__table__).from_select(
-        STATE_COLUMNS, sa.select(sa.literal(ym, sa.Integer), *[sub.c[c] for c in STATE_COLUMNS[1:]]))
+        [*STATE_COLUMNS, "flags"],
+        sa.select(sa.literal(year_month(period), sa.Integer), *[sub.c[c] for c in STATE_COLUMNS[1:]],
+                  flags_expression(sub, period)))
     return conn.execute(stmt).rowcount
 
 
@@ -237,8 +247,9 @@ def _lock(conn: sa.Connection) -> None:
 def state_version() -> str:
     """规则版本 The rule version the state rows depend on: the rule homes' (registry.rules,
     registry.register, registry.attempts). The rule profile does not enter the rows (its
-    standard-management variant and targets are applied when counting)."""
-    return rules.rules_version()
+    standard-management variant and targets are applied when counting; both variants' bits are in
+    ``flags``), nor does a new stored format (``STATE_FORMAT``) pass for the old one."""
+    return f"{rules.rules_version()}/state-{STATE_FORMAT}"
 
 
 def _build_row(conn: sa.Connection, ym: int):
@@ -277,7 +288,7 @@ def changed_patients(conn: sa.Connection, period, built) -> list[str]:
 def _build_scratch(conn: sa.Connection, period, stamp: datetime, mark: int) -> None:
     ym = year_month(period)
     conn.execute(sa.delete(PatientMonthState.__table__).where(PatientMonthState.__table__.c.year_month == ym))
-    _insert_from(conn, ym, scratch_query(period))
+    _insert_from(conn, period, scratch_query(period))
     _set_build(conn, ym, stamp, mark, analyze=True)
 
 
@@ -291,7 +302,7 @@ def _patch(conn: sa.Connection, period, ids: list[str], stamp: datetime, mark: i
     for i in range(0, len(ids), 5000):
         chunk = ids[i:i + 5000]
         conn.execute(sa.delete(s).where(s.c.year_month == ym, s.c.patient_id.in_(chunk)))
-        _insert_from(conn, ym, scratch_query(period, patient_ids=chunk))
+        _insert_from(conn, period, scratch_query(period, patient_ids=chunk))
     _set_build(conn, ym, stamp, mark)
     return len(ids)
 
@@ -333,7 +344,7 @@ def ensure(engine: Engine, period, today: date, *, incremental: bool = True) -> 
         if ids:
             _patch(conn, previous, ids, stamp, mark)
         conn.execute(sa.delete(PatientMonthState.__table__).where(PatientMonthState.__table__.c.year_month == ym))
-        _insert_from(conn, ym, merged_query(period))
+        _insert_from(conn, period, merged_query(period))
         _set_build(conn, ym, stamp, mark, analyze=True)
         return Refresh(ym, "incremental")
 
@@ -390,6 +401,16 @@ def per_patient_from_state(period, villages: list[str] | None, *, merge_month: b
     return sa.select(*[s.c[c] for c in STATE_COLUMNS[1:]]).where(*where)
 
 
+def flag_rows(period, villages: list[str] | None):
+    """指标标志行 ``village_code, flags`` of the closed month's state rows (of ``villages``, default
+    all), for ``indicators.flag_counts_query``."""
+    s = PatientMonthState.__table__
+    where = [s.c.year_month == year_month(period)]
+    if villages is not None:
+        where.append(s.c.village_code.in_(villages))
+    return sa.select(s.c.village_code, s.c.flags).where(*where)
+
+
 def state_rows_digest(engine: Engine, period) -> tuple[int, int, int, int]:
     """(rows, Σ mask, Σ latest_key mod 10⁹, Σ n_complete) of a month's state: compares two builds cheaply."""
     s = PatientMonthState.__table__
@@ -400,4 +421,4 @@ def state_rows_digest(engine: Engine, period) -> tuple[int, int, int, int]:
 
 
 __all__ = ["PatientMonthState", "PatientMonthStateBuild", "Refresh", "ensure", "invalidate", "prune", "is_fresh",
-           "is_closed", "per_patient_from_state", "changed_patients", "year_month", "scratch_query", "merged_query"]
+           "is_closed", "per_patient_from_state", "flag_rows", "changed_patients", "year_month", "scratch_query", "merged_query"]
