@@ -26,9 +26,9 @@ from sqlalchemy.engine import Connection
 
 from registry.care_team import responsible_member_sql, role_required_sql
 from registry.clock import now_utc
-from registry.codes import AppointmentAnswer, TaskStatus
+from registry.codes import AppointmentAnswer, TaskKind, TaskStatus
 from registry.errors import InvalidInput, NotFound, PermissionDenied
-from registry.joint_visits import NON_DOCTOR_ROLES
+from registry.joint_visits import NON_DOCTOR_ROLES, is_joint_sql
 from registry.models import Appointment, AppointmentReply, Patient, Region, VisitTask
 from registry.storable_text import bad_text
 
@@ -148,21 +148,32 @@ def reply(conn: Connection, *, appointment_id: int, member_id: str | None, answe
             "reason": reason}
 
 
-def replies_of(conn: Connection, appointment_ids: list[int]) -> dict[int, list[dict]]:
-    """The answers to these appointments: ``{appointment_id: [{member_id, name, role, answer, reason}]}``."""
+def replies_select(appointment_ids) -> sa.Select:
+    """The answers to the appointments of ``appointment_ids`` (a list or a select of ids), with the
+    member's name, by appointment and role."""
     from registry.models import TeamMember
 
-    if not appointment_ids:
-        return {}
     r, m = AppointmentReply.__table__, TeamMember.__table__
+    return (sa.select(r.c.appointment_id, r.c.member_id, m.c.name, r.c.role, r.c.answer, r.c.reason)
+            .select_from(r.join(m, m.c.member_id == r.c.member_id))
+            .where(r.c.appointment_id.in_(appointment_ids)).order_by(r.c.appointment_id, r.c.role))
+
+
+def replies_view(rows) -> dict[int, list[dict]]:
+    """``replies_select``'s rows as ``{appointment_id: [{member_id, name, role, answer, reason}]}``."""
     out: dict[int, list[dict]] = {}
-    for row in conn.execute(sa.select(r.c.appointment_id, r.c.member_id, m.c.name, r.c.role, r.c.answer, r.c.reason)
-                            .select_from(r.join(m, m.c.member_id == r.c.member_id))
-                            .where(r.c.appointment_id.in_(appointment_ids)).order_by(r.c.appointment_id, r.c.role)):
+    for row in rows:
         out.setdefault(row.appointment_id, []).append(
             {"member_id": row.member_id, "name": row.name, "role": row.role, "answer": row.answer,
              "answer_label": AppointmentAnswer(row.answer).label, "reason": row.reason or ""})
     return out
+
+
+def replies_of(conn: Connection, appointment_ids: list[int]) -> dict[int, list[dict]]:
+    """The answers to these appointments: ``{appointment_id: [{member_id, name, role, answer, reason}]}``."""
+    if not appointment_ids:
+        return {}
+    return replies_view(conn.execute(replies_select(appointment_ids)))
 
 
 def _view(row, replies: dict[int, list[dict]]) -> dict:
@@ -170,19 +181,29 @@ def _view(row, replies: dict[int, list[dict]]) -> dict:
             "place": row.place or "", "replies": replies.get(row.id, [])}
 
 
-def appointments_of_patient(conn: Connection, patient_id: str) -> dict[int, list[dict]]:
-    """预约 The appointments of the patient's open tasks, with their replies: ``{task_id: [view]}``,
-    newest first."""
+def patient_appointments_select(patient_id) -> sa.Select:
+    """The appointments of the patient's open tasks, newest first; ``patient_id`` a value or an SQL
+    expression (the patient page's one statement, registry.web.fast)."""
     a, t = Appointment.__table__, VisitTask.__table__
-    rows = conn.execute(sa.select(a.c.id, a.c.task_id, a.c.proposed_at, a.c.place)
-                        .select_from(a.join(t, t.c.id == a.c.task_id))
-                        .where(t.c.patient_id == patient_id, t.c.status == TaskStatus.OPEN.value)
-                        .order_by(a.c.id.desc())).all()
-    replies = replies_of(conn, [r.id for r in rows])
+    return (sa.select(a.c.id, a.c.task_id, a.c.proposed_at, a.c.place)
+            .select_from(a.join(t, t.c.id == a.c.task_id))
+            .where(t.c.patient_id == patient_id, t.c.status == TaskStatus.OPEN.value)
+            .order_by(a.c.id.desc()))
+
+
+def appointments_view(rows, replies: dict[int, list[dict]]) -> dict[int, list[dict]]:
+    """``patient_appointments_select``'s rows with their replies (``replies_view``) as ``{task_id: [view]}``."""
     out: dict[int, list[dict]] = {}
     for row in rows:
         out.setdefault(row.task_id, []).append(_view(row, replies))
     return out
+
+
+def appointments_of_patient(conn: Connection, patient_id: str) -> dict[int, list[dict]]:
+    """预约 The appointments of the patient's open tasks, with their replies: ``{task_id: [view]}``,
+    newest first."""
+    rows = conn.execute(patient_appointments_select(patient_id)).all()
+    return appointments_view(rows, replies_of(conn, [r.id for r in rows]))
 
 
 def appointments_for_member(conn: Connection, member_id: str) -> list[dict]:
@@ -212,16 +233,22 @@ def appointments_for_member(conn: Connection, member_id: str) -> list[dict]:
     return out
 
 
-def joint_tasks_of_patient(conn: Connection, patient_id: str) -> list[dict]:
-    """联合入户预约 The patient's open joint tasks (rules.md §6) with their appointments and replies,
-    for the doctor's patient page: ``[{task_id, kind, due_on, appointments: [view]}]`` by due date."""
-    from registry.codes import TaskKind
-    from registry.joint_visits import is_joint_sql
-
+def joint_tasks_select(patient_id) -> sa.Select:
+    """The patient's open joint tasks (rules.md §6) by due date; ``patient_id`` a value or an SQL expression."""
     t = VisitTask.__table__
-    rows = conn.execute(sa.select(t.c.id, t.c.kind, t.c.due_on)
-                        .where(t.c.patient_id == patient_id, t.c.status == TaskStatus.OPEN.value, is_joint_sql(t.c.roles))
-                        .order_by(t.c.due_on, t.c.id)).all()
-    booked = appointments_of_patient(conn, patient_id)
+    return (sa.select(t.c.id, t.c.kind, t.c.due_on)
+            .where(t.c.patient_id == patient_id, t.c.status == TaskStatus.OPEN.value, is_joint_sql(t.c.roles))
+            .order_by(t.c.due_on, t.c.id))
+
+
+def joint_tasks_view(rows, booked: dict[int, list[dict]]) -> list[dict]:
+    """``joint_tasks_select``'s rows with their appointments (``appointments_view``)."""
     return [{"task_id": r.id, "kind_label": TaskKind(r.kind).label, "due_on": r.due_on.isoformat(),
              "appointments": booked.get(r.id, [])} for r in rows]
+
+
+def joint_tasks_of_patient(conn: Connection, patient_id: str) -> list[dict]:
+    """联合入户预约 The patient's open joint tasks (rules.md §6) with their appointments and replies,
+    for the doctor's patient page: ``[{task_id, kind_label, due_on, appointments: [view]}]`` by due date."""
+    rows = conn.execute(joint_tasks_select(patient_id)).all()
+    return joint_tasks_view(rows, appointments_of_patient(conn, patient_id))

@@ -2,8 +2,8 @@
 
 * ``RegionTree`` — a snapshot of every region with its name, level, parent, children and resident
   population (the rates and the report load one per run; ``descendants_and_self`` is the cascade).
-* ``LiveRegionTree`` — the same tree for a long-lived process (the web app): reloaded after
-  ``TTL_SECONDS`` or ``invalidate()``, thread-safe, memoised descendants.
+* ``LiveRegionTree`` — the same tree for a long-lived process (the web app): reloaded in the
+  background after ``TTL_SECONDS``, on next use after ``invalidate()``; thread-safe, memoised descendants.
 * SQL twins of the cascade "this region and everything below it": ``region_subtree`` (recursive CTE,
   any depth), ``villages_under`` (the villages at or below a region, shaped by its level so the
   planner's estimate is right) and ``region_cascade_text`` (the same three-level test as SQL text
@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from sqlalchemy.orm import aliased
 from registry.codes import RegionLevel
 from registry.errors import InvalidInput, NotFound
 from registry.models import Region
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,8 +126,10 @@ class RegionTree:
 
 
 class LiveRegionTree:
-    """行政区划树（缓存） The region tree of a long-lived process, reloaded after ``TTL_SECONDS``
-    (regions change rarely) or ``invalidate()``."""
+    """行政区划树（缓存） The region tree of a long-lived process: loaded on first use (or ``load()``),
+    reloaded in the background once it is older than ``TTL_SECONDS`` (regions change rarely; the
+    current tree answers meanwhile, so no caller — a web request on the event loop — waits for the
+    database), and reloaded on next use after ``invalidate()``."""
 
     TTL_SECONDS = 300.0
 
@@ -134,20 +139,48 @@ class LiveRegionTree:
         self._loaded_at: float | None = None  # never loaded (not 0.0: monotonic time starts near 0 at boot)
         self._tree = RegionTree({}, {}, {}, {})
         self._descendants: dict[str, tuple[RegionTree, frozenset[str]]] = {}
+        self._generation = 0  # bumped by invalidate(): a background reload begun before it is dropped
+        self._reloading = False
 
     def _fresh(self) -> RegionTree:
         with self._lock:
-            if self._loaded_at is None or time.monotonic() - self._loaded_at > self.TTL_SECONDS:
+            if self._loaded_at is None:
                 with self.engine.connect() as conn:
-                    self._tree = RegionTree.load(conn)
-                self._descendants = {}
-                self._loaded_at = time.monotonic()
+                    self._install(RegionTree.load(conn))
+            elif time.monotonic() - self._loaded_at > self.TTL_SECONDS and not self._reloading:
+                self._reloading = True
+                threading.Thread(target=self._reload, args=(self._generation,), name="region-tree-reload",
+                                 daemon=True).start()
             return self._tree
+
+    def _install(self, tree: RegionTree) -> None:  # under the lock
+        self._tree = tree
+        self._descendants = {}
+        self._loaded_at = time.monotonic()
+
+    def _reload(self, generation: int) -> None:
+        """The background reload: the new tree replaces the current one unless invalidate() came
+        meanwhile; on a database error the current tree stays and the next use after the TTL tries again."""
+        try:
+            with self.engine.connect() as conn:
+                tree = RegionTree.load(conn)
+            with self._lock:
+                if generation == self._generation:
+                    self._install(tree)
+        except Exception:  # the database may be away: keep serving the current tree
+            log.warning("region tree reload failed; the current tree stays", exc_info=True)
+        finally:
+            self._reloading = False
+
+    def load(self) -> None:
+        """加载 Load the tree now if it never was (a web worker does at start-up, off the event loop)."""
+        self._fresh()
 
     def invalidate(self) -> None:
         """刷新 Reload the tree on next use."""
         with self._lock:
             self._loaded_at = None
+            self._generation += 1
 
     def descendants(self, code: str) -> frozenset[str]:
         """下级地区 The region itself and everything below it (memoised until the tree reloads)."""

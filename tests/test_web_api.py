@@ -396,6 +396,44 @@ def test_region_tree_loads_right_after_boot(database, monkeypatch):
     assert "V3" in tree.descendants("C")
 
 
+def test_region_tree_reloads_in_the_background(database):
+    """Past its TTL the tree is reloaded on a thread of its own: the caller (a web request on the event
+    loop) gets the current tree at once and never waits for the database; the next calls see the new
+    tree. After invalidate() the next call loads it itself."""
+    import threading
+
+    from registry import regions
+    from registry.models import Region
+    from tests.waiting import wait_for
+
+    seed(database.engine)
+    tree = regions.LiveRegionTree(database.engine)
+    tree.load()
+    assert "V9" not in tree.descendants("T1")
+    with database.engine.begin() as conn:
+        conn.execute(sa.insert(Region.__table__).values(code="V9", name="新村", level="village", parent_code="T1"))
+    caller = threading.current_thread()
+    checkouts: list = []
+
+    def count(*_args) -> None:
+        if threading.current_thread() is caller:
+            checkouts.append(1)
+
+    sa.event.listen(database.engine, "checkout", count)
+    try:
+        tree.TTL_SECONDS = 0.0  # the tree is now too old
+        assert "V9" not in tree.descendants("T1") and checkouts == []  # the current tree, no database
+        wait_for(lambda: "V9" in tree.descendants("T1"), "the background reload", timeout=30)
+        assert checkouts == []
+        tree.TTL_SECONDS = 300.0
+        with database.engine.begin() as conn:
+            conn.execute(sa.delete(Region.__table__).where(Region.__table__.c.code == "V9"))
+        tree.invalidate()
+        assert "V9" not in tree.descendants("T1") and checkouts  # loaded by the caller itself
+    finally:
+        sa.event.remove(database.engine, "checkout", count)
+
+
 def test_labels_come_from_the_enums(web):
     """Issue 12: the pages and the API name a task kind, a role and an indicator with the enum's (or the
     indicator definition's) label, the same words as the 五单 (再次随访, not 重访)."""

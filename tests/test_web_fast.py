@@ -9,6 +9,7 @@ asyncio-pool fast path (with lifespan).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import date, timedelta
 
 import pytest
@@ -352,3 +353,214 @@ def test_the_asyncio_pool_recovers_after_the_server_drops_its_connections(web):
         assert pool.get_stats().get("connections_lost", 0) + pool.get_stats().get("returns_bad", 0) == 1
     reads = [r for r in _audit(database) if r[1] == "read"]
     assert len(reads) == 4  # the failed statement wrote no audit row; every answered read did
+
+
+# ---------------------------------------------------------------- the doctor's panels and the notices
+
+
+def _appointments(engine) -> None:
+    """联合入户预约 on P1's and P3's open joint tasks (two on P1's, with a confirmation and a refusal with
+    its reason; one on P3's without answers), one on a closed task (not shown), and an ended
+    assignment on P1 (团队指派: ended and open rows, newest first)."""
+    from datetime import UTC, datetime
+
+    from registry.models import Appointment, AppointmentReply, VisitTask
+
+    with Session(engine) as s:
+        task = {t.patient_id: t.id for t in s.exec(sa.select(VisitTask)).scalars()}
+        s.add(VisitTask(patient_id="P1", kind="follow_up", basis="test:P1-old", basis_on=date(2026, 3, 1),
+                        due_on=date(2026, 4, 1), nominal_due_on=date(2026, 4, 1), roles="doctor,police", joint=True,
+                        rule="national-2018:test", risk_level=3, status="done"))
+        s.flush()
+        closed = s.exec(sa.select(VisitTask.id).where(VisitTask.basis == "test:P1-old")).scalar_one()
+        first = Appointment(task_id=task["P1"], proposed_at=datetime(2026, 6, 12, 9, 30), place="村委会", proposed_by="doc",
+                            created_at=datetime(2026, 6, 9, 1, 0, tzinfo=UTC))
+        second = Appointment(task_id=task["P1"], proposed_at=datetime(2026, 6, 13, 14, 0), place=None, proposed_by="doc",
+                             created_at=datetime(2026, 6, 9, 2, 0, tzinfo=UTC))
+        other = Appointment(task_id=task["P3"], proposed_at=datetime(2026, 6, 11, 8, 0), place="家中", proposed_by="doc",
+                            created_at=datetime(2026, 6, 9, 3, 0, tzinfo=UTC))
+        old = Appointment(task_id=closed, proposed_at=datetime(2026, 3, 30, 8, 0), place="已结束任务的地点", proposed_by="doc",
+                          created_at=datetime(2026, 3, 20, 3, 0, tzinfo=UTC))
+        s.add_all([first, second, other, old])
+        s.flush()
+        at = datetime(2026, 6, 9, 4, 0, tzinfo=UTC)
+        s.add_all([
+            AppointmentReply(appointment_id=first.id, member_id="M-VIL", role="village", answer="confirmed", reason=None,
+                             answered_by="vil", answered_at=at),
+            AppointmentReply(appointment_id=first.id, member_id="M-POL", role="police", answer="declined", reason="值班",
+                             answered_by="pol", answered_at=at),
+            AppointmentReply(appointment_id=old.id, member_id="M-POL", role="police", answer="confirmed", reason=None,
+                             answered_by="pol", answered_at=at),
+        ])
+        s.add(CareTeamAssignment(patient_id="P1", member_id="M-POL", role="police", from_on=date(2025, 1, 1),
+                                 to_on=date(2025, 12, 31)))
+        s.add(CareTeamAssignment(patient_id="P1", member_id="M-VIL", role="village", from_on=date(2026, 1, 1)))
+        s.commit()
+
+
+@contextmanager
+def _engine_checkouts(engine):
+    """Every connection the engine's pool hands out meanwhile (the synchronous DB calls)."""
+    seen: list = []
+
+    def count(*_args) -> None:
+        seen.append(1)
+
+    sa.event.listen(engine, "checkout", count)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "checkout", count)
+
+
+def test_patient_page_panels_fast_equal_generic(web):
+    """The doctor's panels (团队指派, 联合入户预约; rules.md §6.1) from the page's one statement equal the
+    generic path's (``writes.assignments_of``, ``appointments.joint_tasks_of_patient``); the same
+    HTML whichever path served the page; on the asyncio pool the page touches no synchronous DB
+    connection (nothing blocks the event loop)."""
+    from registry.web import reads
+
+    app, tokens, database = web
+    _appointments(database.engine)
+    ctx = app.state.ctx
+    if database.backend == "postgresql":
+        compared = 0
+        for username in ("doc", "doc2", "admin"):
+            for pid in sorted(VISIBLE[username]):
+                cur, _record, panels = fast.patient_page(_request(app, tokens[username]), pid, "x", panels=True)
+                assert panels == reads.panels_of(ctx, cur, pid), (username, pid)
+                assert (panels["assignments"] is None) == (username == "admin")
+                compared += 1
+        assert compared == 10
+        _cur, _record, p1 = fast.patient_page(_request(app, tokens["doc"]), "P1", "x", panels=True)
+        [task] = p1["appointment_tasks"]
+        assert [a["proposed_at"] for a in task["appointments"]] == ["2026-06-13 14:00", "2026-06-12 09:30"]
+        assert [(r["role"], r["answer"], r["reason"]) for r in task["appointments"][1]["replies"]] == [
+            ("police", "declined", "值班"), ("village", "confirmed", "")]
+        assert [(r["member_id"], r["to_on"]) for r in p1["assignments"]["rows"]] == [("M-VIL", None), ("M-POL", "2025-12-31")]
+        assert [m["member_id"] for m in p1["assignments"]["members"]] == ["M-CIV", "M-DOC", "M-POL", "M-VIL"]
+    pages = {}
+    for mode in ("generic", "fast-threads", "fast-asyncio"):
+        ctx.fast_reads = mode != "generic"
+        with _client(app, mode) as client:
+            for pid in ("P1", "P2", "P3"):
+                _page(client, tokens["doc"], f"/patients/{pid}")  # the asyncio pool's connection is open
+                with _engine_checkouts(database.engine) as checkouts:
+                    r = _page(client, tokens["doc"], f"/patients/{pid}")
+                assert r.status_code == 200
+                if mode == "fast-asyncio" and database.backend == "postgresql":
+                    assert checkouts == [], pid  # one statement on the asyncio pool, nothing else
+                elif mode == "generic":
+                    assert checkouts, pid  # (the probe sees the generic path's connections)
+                pages[mode, pid] = r.text.replace(_csrf(database, tokens["doc"]), "CSRF")
+    for pid in ("P1", "P2", "P3"):
+        assert pages["fast-threads", pid] == pages["generic", pid] == pages["fast-asyncio", pid], pid
+    p1 = pages["generic", "P1"]
+    assert "值班" in p1 and "2026-06-13 14:00" in p1 and "村委会" in p1 and "已结束任务的地点" not in p1
+    assert "M-VIL" in p1 and "2025-12-31" in p1
+
+
+def _alerts(engine) -> None:
+    """实时预警 in T1 (eight unread by ``doc``, one read, one older than the notices' 30 days) and one in T2."""
+    from datetime import UTC, datetime
+
+    from schedules.models import Alert, AlertRead
+
+    at = datetime(2026, 6, 9, 1, 0, tzinfo=UTC)
+    with Session(engine) as s:
+        for i in range(8):
+            s.add(Alert(kind=["risk_rise", "incident", "lost"][i % 3], source_id=100 + i, patient_id=["P1", "P3", "P5"][i % 3],
+                        township_code="T1", event_on=date(2026, 6, 1) + timedelta(days=i), created_at=at))
+        s.add(Alert(kind="risk_rise", source_id=200, patient_id="P2", township_code="T1", event_on=date(2026, 6, 9), created_at=at))
+        s.add(Alert(kind="risk_rise", source_id=201, patient_id="P2", township_code="T1", event_on=date(2026, 4, 1), created_at=at))
+        s.add(Alert(kind="lost", source_id=202, patient_id="P4", township_code="T2", event_on=date(2026, 6, 9), created_at=at))
+        s.flush()
+        read = s.exec(sa.select(Alert.id).where(Alert.source_id == 200)).scalar_one()
+        s.add(AlertRead(alert_id=read, username="doc", read_at=at))
+        s.commit()
+
+
+def _notices_html(page: str) -> str:
+    return page.split('id="notices"')[1].split("</section>")[0]
+
+
+@pytest.mark.parametrize("mode", ["generic", "fast-threads", "fast-asyncio"])
+def test_worklist_notices_in_the_fast_statement(web, mode, monkeypatch):
+    """The work list's notices area (registry.web.notices) on the fast path: in a statement of its own
+    on a session's first page, then inside the work list's one statement; the same page whichever
+    path served it; marking alerts read shows on the very next page."""
+    app, tokens, database = web
+    _alerts(database.engine)
+    app.state.ctx.fast_reads = mode != "generic"
+    alone = _count_calls(monkeypatch, fast, "_notices_alone")
+    with _client(app, mode) as client:
+        pages = [_page(client, tokens[u], "/worklist").text for u in ("doc", "doc", "admin", "admin", "doc")]
+        notes = _notices_html(pages[0])
+        ids = [int(x.split('"')[0]) for x in notes.split('name="alert" value="')[1:]]
+        r = client.post("/alerts/read", data={"csrf_token": _csrf(database, tokens["doc"]), "alert": ids[:3],
+                                              "back": "/worklist"}, follow_redirects=False)
+        assert r.status_code == 303
+        after = _page(client, tokens["doc"], "/worklist").text
+        with _engine_checkouts(database.engine) as checkouts:
+            again = _page(client, tokens["doc"], "/worklist").text
+    uses_fast = mode != "generic" and database.backend == "postgresql"
+    if uses_fast and mode == "fast-asyncio":
+        assert checkouts == []  # the cached page, its notices and audit row: one statement on the asyncio pool
+    # fast path: one notices statement of its own per session (its first page), then inside the work list's
+    assert len(alone) == (2 if uses_fast else 0)
+    assert pages[0] == pages[1] == pages[4] and pages[2] == pages[3] and after == again
+    # the newest five of the eight unread (newest first), "more"; not the read one, not the old one, not T2's
+    assert ids == sorted(ids, reverse=True) and len(ids) == 5 and "还有更多未读预警" in notes
+    assert "李二" not in notes and "黄四" not in notes and "黄四" in _notices_html(pages[2])
+    later = [int(x.split('"')[0]) for x in _notices_html(after).split('name="alert" value="')[1:]]
+    assert later[:2] == ids[3:] and len(later) == 5 and "还有更多未读预警" not in _notices_html(after)
+    csrf = {u: _csrf(database, tokens[u]) for u in ("doc", "admin")}
+    seen = test_worklist_notices_in_the_fast_statement.pages.setdefault(database.backend, {})
+    seen[mode] = [p.replace(csrf["doc"], "CSRF").replace(csrf["admin"], "CSRF") for p in pages + [after]]
+    if len(seen) == 3:
+        assert seen["fast-threads"] == seen["generic"] == seen["fast-asyncio"]
+
+
+test_worklist_notices_in_the_fast_statement.pages = {}
+
+
+def test_worklist_cached_partial_equals_a_fresh_render(web):
+    """The work list below the notices (filter form, rows, pager) is rendered once per cached page,
+    role and filters (``WebContext.cached_partial``): the cached page is byte for byte the fresh
+    render, with the chosen filters ``selected``, whichever filters came first for the same page."""
+    app, tokens, _database = web
+    ctx = app.state.ctx
+    urls = ["/worklist", "/worklist?all=1", "/worklist?village=V1", "/worklist?village=V2&all=1", "/worklist?kind=follow_up",
+            "/worklist?member=M-VIL&all=1", "/worklist?sort=due&all=1", "/worklist?sort=village&village=V1&kind=follow_up",
+            "/worklist?page=2"]
+    with TestClient(app) as client:
+        rendered = {}
+        for cache in (True, True, False):  # the second round comes from the cached partials
+            ctx.cache_partials = cache
+            for url in urls:
+                r = _page(client, tokens["doc"], url)
+                assert r.status_code == 200, url
+                rendered.setdefault(url, []).append(r.text)
+    for url, (first, cached, fresh) in rendered.items():
+        assert first == cached == fresh, url
+    assert '<option value="V2" selected>' in rendered["/worklist?village=V2&all=1"][0]
+    assert '<option value="M-VIL" selected>' in rendered["/worklist?member=M-VIL&all=1"][0]
+    assert '<option value="due" selected>' in rendered["/worklist?sort=due&all=1"][0]
+    # the same cached page under other inputs: each its own partial, never another's selected options
+    ctx.cache_partials = True
+    data = {"rows": [], "total": 0, "overdue": 0, "as_of": "2026-06-10", "health_checks": None,
+            "options": {"villages": [("V1", "东坑村"), ("V2", "西坑村")], "kinds": [], "members": [("M-VIL", "赵网格员")],
+                        "sorts": [("", "优先级"), ("due", "到期日")]}}
+    bodies = {}
+    for chosen in ({"village": "V1"}, {"village": "V2"}, {"village": "V2", "sort": "due"}, {}):
+        for show_all in (False, True):
+            args = {"user_role": "township_doctor", "show_all": show_all, "chosen": chosen, "page": 1, "pages": 1, "query": ""}
+            cached = ctx.cached_partial("_worklist_body.html", data, **args)
+            assert cached is ctx.cached_partial("_worklist_body.html", data, **args)  # rendered once
+            fresh = ctx.templates.get_template("_worklist_body.html").render(data=data, **args)
+            assert str(cached) == fresh
+            bodies[tuple(chosen.items()), show_all] = fresh
+    assert '<option value="V2" selected>' in bodies[(("village", "V2"),), False]
+    assert '<option value="V1" selected>' not in bodies[(("village", "V2"),), False]
+    assert '<input type="hidden" name="all" value="1">' in bodies[(), True]
+    assert len(set(bodies.values())) == len(bodies)

@@ -8,11 +8,13 @@ login page for 401) elsewhere; request-validation errors → 422 ``INVALID_REQUE
 from __future__ import annotations
 
 import gc
+import logging
 from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 from typing import Callable
 
+import jinja2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -34,9 +36,29 @@ _FIELD_NAMES = {"as_of": "日期", "month": "月份", "q": "检索词", "limit":
                 "follow_up_id": "随访编号", "patient_id": "患者编号", "body": "请求体"}
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _PageEnvironment(jinja2.Environment):
+    """The pages' Jinja environment: ``x.name`` on a plain dict (most of the pages' values) looks the
+    key up first. Jinja's own order, the attribute first, costs a raised AttributeError per lookup,
+    a third of a patient page's render; for a plain dict and a name that is not one of dict's own
+    attributes that lookup always fails, so the result is the same."""
+
+    def getattr(self, obj, attribute):
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def _templates() -> Jinja2Templates:
     dirs = [str(d) for d in TEMPLATE_DIRS if d.is_dir()]
-    templates = Jinja2Templates(directory=dirs)
+    # Starlette's own environment for ``directory=dirs``, with the dict lookup above
+    templates = Jinja2Templates(env=_PageEnvironment(loader=jinja2.FileSystemLoader(dirs),
+                                                     autoescape=jinja2.select_autoescape()))
     from registry.web.queries import role_label
 
     from registry.rates.indicators import VARIANT_NAMES
@@ -73,6 +95,11 @@ def create_app(engine, *, today: Callable[[], date] | None = None, secure_cookie
         ctx = app.state.ctx
         if fast.enabled(ctx):
             ctx.fast_pool = await fast.open_pool(engine, size=fast_pool_size)
+        # the region tree before the first request (off the event loop; its reloads run in the background)
+        try:
+            await run_in_threadpool(ctx.tree.load)
+        except Exception:  # the database may be away at start-up: the first request loads it then
+            logging.getLogger(__name__).warning("region tree not loaded at start-up", exc_info=True)
         # everything loaded so far (modules, app, templates) lives as long as the process: keep it out
         # of the cyclic collector, whose full collections otherwise stall the worker ~0.1 s now and then
         gc.collect()

@@ -25,8 +25,9 @@ class WebContext:
     worklists: object = None  # registry.web.cache.WorklistCache
     fast_reads: bool = True  # the PostgreSQL one-statement reads (registry.web.fast); tests switch them off to compare
     fast_pool: object = None  # psycopg_pool.AsyncConnectionPool (registry.web.fast.open_pool), opened in the lifespan
-    _rows_html: dict = field(default_factory=dict)
-    _rows_lock: threading.Lock = field(default_factory=threading.Lock)
+    cache_partials: bool = True  # tests switch it off to compare the cached partials with fresh renders
+    _partials: dict = field(default_factory=dict)
+    _partials_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def worklist(self, scope, conn=None, version=None, **kwargs) -> dict:
         """工作清单 The work list for ``scope`` (cached until the scheduler runs again; see cache.py).
@@ -43,21 +44,32 @@ class WebContext:
         """The work-list cache key: role, region, date and the query's arguments."""
         return (scope.user.role, scope.user.region_code, scope.today, tuple(sorted(kwargs.items())))
 
-    def worklist_rows_html(self, data: dict, role: str) -> Markup:
-        """工作清单行 The table rows of a work-list page, rendered once per cached page.
+    def cached_partial(self, template: str, data: dict, **inputs) -> Markup:
+        """缓存片段 ``template`` rendered with ``data`` and ``inputs``, once per cached ``data``.
 
-        ``data`` is a value of the work-list cache (a new object whenever the cache recomputes
-        it), so the rendered rows are reused exactly as long as the rows themselves; rendering
-        100 rows is most of a work-list request's CPU otherwise.
+        ``data`` is a value of the work-list cache (a new object whenever the cache recomputes it),
+        so a partial that depends only on ``data`` and ``inputs`` (hashable values, or dicts of
+        them) is reused exactly as long as ``data`` itself: the key is the identity of ``data``
+        and the inputs. Rendering a work list's 100 rows and its filter form (hundreds of village
+        and member options) is most of a work-list request's CPU otherwise.
         """
-        key = (id(data), role)
-        with self._rows_lock:
-            hit = self._rows_html.get(key)
-            if hit is not None and hit[0] is data:  # identity: the same cached rows
+        if not self.cache_partials:
+            return Markup(self.templates.get_template(template).render(data=data, **inputs))
+        key = (template, id(data), tuple(sorted((k, _frozen(v)) for k, v in inputs.items())))
+        with self._partials_lock:
+            hit = self._partials.get(key)
+            if hit is not None and hit[0] is data:  # identity: the same cached page
                 return hit[1]
-        html = Markup(self.templates.get_template("_worklist_rows.html").render(data=data, user_role=role))
-        with self._rows_lock:
-            if len(self._rows_html) >= 512:
-                self._rows_html.clear()
-            self._rows_html[key] = (data, html)
+        html = Markup(self.templates.get_template(template).render(data=data, **inputs))
+        with self._partials_lock:
+            if len(self._partials) >= 2 * getattr(self.worklists, "size", 256):  # ~ the cached pages (and stale ones)
+                self._partials.clear()
+            self._partials[key] = (data, html)
         return html
+
+
+def _frozen(value):
+    """A hashable stand-in for a partial's input (dicts as their sorted items)."""
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((k, _frozen(v)) for k, v in value.items())))
+    return value

@@ -8,11 +8,14 @@ executions, autocommit: the statement is its own transaction):
   row with a data-modifying CTE (rules.md §8: in the read's own transaction, and only when the
   read is allowed), and returns the session, the patient, follow-ups, participants, health
   checks, team rows and open tasks as JSON. The record is then shaped by the same code as the
-  generic path (``queries.shape_record``), so both give identical output (tested).
+  generic path (``queries.shape_record``), so both give identical output (tested). For the
+  township doctor's page it also returns the doctor's panels (团队指派, 联合入户预约: ``PANELS``,
+  the generic path's selects, shaped by its view functions).
 * **work list** — the session and the scheduler's version (for the per-worker cache) in one
   statement; when this user's cached page is still current, the audit row is inserted by the
   same statement (``detail`` = the cached page's total); otherwise a second statement inserts
-  it after the page is (re)computed.
+  it after the page is (re)computed. The notices area (``notices.notices_select``) is a column
+  of the same statement once the session's user is known (``_Notices``), else a statement of its own.
 
 Only full-record roles (doctor, county admin) take these paths; police and civil affairs
 (list membership in SQL, rules.md §6–§8), SQLite, odd tokens or patient numbers go through the
@@ -22,6 +25,7 @@ Each function returns ``None`` when the request must take the generic path inste
 
 from __future__ import annotations
 
+import re
 import time
 from collections import namedtuple
 from datetime import date, datetime, timedelta
@@ -31,8 +35,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from psycopg_pool import AsyncConnectionPool
 
-from registry import clock
-from registry.accounts import TOUCH_SECONDS, User, WebSession, hash_token, idle_timeout
+from registry import appointments, clock
+from registry.accounts import TOUCH_SECONDS, User, UserRole, WebSession, hash_token, idle_timeout
 from registry.attempts import latest_first_sql
 from registry.audit import audit_row
 from registry.care_team import TASK_ROLES, care_team_select, responsible_member_sql
@@ -40,7 +44,7 @@ from registry.regions import region_cascade_text
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
 from registry.storable_text import bad_text
-from registry.web import queries
+from registry.web import notices, queries, writes
 from registry.web.auth import Current, token_from
 from registry.web.scopes import FULL_RECORD_ROLES, scope_for
 
@@ -113,7 +117,7 @@ SELECT
     FROM ({_CARE_TEAM_SQL}) ct) AS team,
   (SELECT json_agg(json_build_array(i.given_on, i.drug, i.dose) ORDER BY i.given_on DESC) FROM injection i
     WHERE i.patient_id = (SELECT patient_id FROM p)) AS injections
-  {{tasks}}
+  {{tasks}}{{panels}}
 """
 
 def _responsible_json() -> str:
@@ -137,6 +141,80 @@ TASKS_SQL = """,
     WHERE k.patient_id = (SELECT patient_id FROM p) AND k.status = 'open' AND k.basis_on <= %(as_of)s) AS tasks"""
 TASKS_SQL = TASKS_SQL.replace("RESPONSIBLE", _responsible_json())
 
+
+_PSYCOPG = postgresql.psycopg.dialect()
+_PARAMETER = re.compile(r"(?<!%)%\((\w+)\)s")  # a pyformat parameter (not an escaped %)
+
+
+class _JsonSelect:
+    """A select from its home module (ORDER BY included) as SQL returning its rows as a JSON array of
+    objects (``sql``; its values in the text, or as parameters ``params`` renamed with a prefix), and
+    those objects back as rows with the select's column names and Python date and datetime values
+    (``dicts``, ``rows``: mappings, attributes), for the view functions the generic path uses.
+
+    The rows are aggregated from the sorted subquery, the only thing at its query level: PostgreSQL
+    aggregates them in the subquery's order (the manual, "Aggregate Expressions")."""
+
+    def __init__(self, stmt: sa.Select, params_prefix: str | None = None):
+        if params_prefix is None:  # constants only: the values in the text
+            compiled = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+            self.params = {}
+        else:  # the values as psycopg parameters, renamed ``<prefix><name>`` (apart from the enclosing statement's)
+            c = stmt.compile(dialect=_PSYCOPG, compile_kwargs={"render_postcompile": True})
+            compiled = _PARAMETER.sub(lambda m: f"%({params_prefix}{m.group(1)})s", c.string)
+            self.params = {f"{params_prefix}{k}": v for k, v in c.params.items()}
+        self.sql = f"coalesce((SELECT json_agg(row_to_json(x)) FROM ({compiled}) x), '[]'::json)"
+        self.parsers = {}
+        for c in stmt.selected_columns:
+            kind = c.type.impl_instance if isinstance(c.type, sa.types.TypeDecorator) else c.type
+            if isinstance(kind, sa.DateTime):
+                self.parsers[c.key] = datetime.fromisoformat
+            elif isinstance(kind, sa.Date):
+                self.parsers[c.key] = date.fromisoformat
+
+    def dicts(self, json_rows) -> list[dict]:
+        out = []
+        for row in json_rows or ():
+            for name, parse in self.parsers.items():
+                if row[name] is not None:
+                    row[name] = parse(row[name])
+            out.append(row)
+        return out
+
+    def rows(self, json_rows) -> list[SimpleNamespace]:
+        return [SimpleNamespace(**row) for row in self.dicts(json_rows)]
+
+
+# the doctor's panels of the patient page (团队指派, 联合入户预约): the selects of the generic path
+# (registry.web.writes.assignments_of, registry.appointments.joint_tasks_of_patient) on the page's patient
+_P_ID, _P_VILLAGE = sa.literal_column("(SELECT patient_id FROM p)"), sa.literal_column("(SELECT village_code FROM p)")
+_APPOINTMENTS = appointments.patient_appointments_select(_P_ID)
+PANELS = {
+    "assignment_rows": _JsonSelect(writes.assignment_rows_select(_P_ID)),
+    "members": _JsonSelect(writes.assignable_members_select(_P_VILLAGE)),
+    "joint_tasks": _JsonSelect(appointments.joint_tasks_select(_P_ID)),
+    "appointments": _JsonSelect(_APPOINTMENTS),
+    "replies": _JsonSelect(appointments.replies_select(sa.select(_APPOINTMENTS.subquery().c.id))),
+}
+# filled only for the township doctor (the panels are the doctor's)
+PANELS_SQL = "".join(f""",
+  CASE WHEN (SELECT role FROM ok) = %(panels_role)s THEN {part.sql} END AS {name}""" for name, part in PANELS.items())
+assert "%(" not in PANELS_SQL.replace("%(panels_role)s", "")
+
+
+def panels_view(values: tuple) -> dict:
+    """The doctor's panels from the statement's ``PANELS`` columns, shaped as the generic path shapes them."""
+    parts = {name: PANELS[name].rows(value) for name, value in zip(PANELS, values)}
+    booked = appointments.appointments_view(parts["appointments"], appointments.replies_view(parts["replies"]))
+    return {"assignments": writes.assignments_view(parts["assignment_rows"], parts["members"]),
+            "appointment_tasks": appointments.joint_tasks_view(parts["joint_tasks"], booked)}
+
+
+def no_panels() -> dict:
+    """The panels of every role but the township doctor: none."""
+    return {"assignments": None, "appointment_tasks": []}
+
+
 WORKLIST_SQL = f"""
 WITH {_SESSION_CTE},
 v AS (SELECT max(id) AS run_id, max(finished_at) AS finished_at FROM schedule_run),
@@ -148,7 +226,7 @@ audit AS (
     AND v.run_id IS NOT DISTINCT FROM %(expect_run)s AND v.finished_at IS NOT DISTINCT FROM %(expect_finished)s
   RETURNING id
 )
-SELECT (SELECT row_to_json(s) FROM s) AS s, v.run_id, v.finished_at, (SELECT count(*) FROM audit) AS audited FROM v
+SELECT (SELECT row_to_json(s) FROM s) AS s, v.run_id, v.finished_at, (SELECT count(*) FROM audit) AS audited{{notices}} FROM v
 """
 
 AUDIT_SQL = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES (%(at)s, %(actor)s, %(action)s, %(object_type)s, " \
@@ -207,13 +285,22 @@ def _current(ctx, session_row: dict | None, via: str, now: datetime):
     last_seen = datetime.fromisoformat(session_row["last_seen_at"])
     if expires_at <= now or not session_row["active"] or last_seen <= now - idle_timeout():
         raise NotAuthenticated("登录已过期，请重新登录", code="SESSION_EXPIRED")
-    user = User(username=session_row["username"], password_hash=session_row["password_hash"], role=session_row["role"],
-                region_code=session_row["region_code"], display_name=session_row["display_name"],
-                active=session_row["active"], created_at=datetime.fromisoformat(session_row["created_at"]))
-    web_session = WebSession(token_hash=session_row["token_hash"], username=user.username,
-                             csrf_token=session_row["csrf_token"], expires_at=expires_at,
-                             created_at=datetime.fromisoformat(session_row["session_created_at"]),
-                             source=session_row["source"], last_seen_at=last_seen)
+    # the User and WebSession of this exact session row (read-only values; building the two models is
+    # a fifth of a cached page's CPU): remembered per worker while the row stays the same
+    memo = ctx.__dict__.setdefault("_session_objects", Memo())
+    key = tuple(session_row.values())
+    objects = memo.get(key)
+    if objects is None:
+        user = User(username=session_row["username"], password_hash=session_row["password_hash"], role=session_row["role"],
+                    region_code=session_row["region_code"], display_name=session_row["display_name"],
+                    active=session_row["active"], created_at=datetime.fromisoformat(session_row["created_at"]))
+        web_session = WebSession(token_hash=session_row["token_hash"], username=user.username,
+                                 csrf_token=session_row["csrf_token"], expires_at=expires_at,
+                                 created_at=datetime.fromisoformat(session_row["session_created_at"]),
+                                 source=session_row["source"], last_seen_at=last_seen)
+        objects = (user, web_session)
+        memo.put(key, objects)
+    user, web_session = objects
     return Current(user=user, session=web_session, scope=scope_for(user, ctx.tree, ctx.today()), via=via)
 
 
@@ -229,8 +316,13 @@ def _token(request):
     return hash_token(token), via
 
 
-def _patient_statement(request, patient_id: str, source: str):
-    """(sql, params, via, now) for the patient page, or None for the generic path."""
+_PATIENT_SQL = {panels: PATIENT_SQL.replace("{tasks}", TASKS_SQL).replace("{panels}", PANELS_SQL if panels else "")
+                for panels in (False, True)}
+
+
+def _patient_statement(request, patient_id: str, source: str, panels: bool = False):
+    """(sql, params, via, now) for the patient page (with the doctor's panels when ``panels``), or
+    None for the generic path."""
     ctx = request.app.state.ctx
     if not enabled(ctx) or bad_text(patient_id) or len(patient_id) > 64:
         return None
@@ -238,14 +330,16 @@ def _patient_statement(request, patient_id: str, source: str):
     if token_hash is None:
         return None
     now = clock.now_utc()
-    sql = PATIENT_SQL.replace("{tasks}", TASKS_SQL)
     params = {"token_hash": token_hash, "now": now, "patient_id": patient_id, "at": now, "source": source,
               "as_of": ctx.today(), **_session_times(now)}
-    return sql, params, via, now
+    if panels:
+        params["panels_role"] = UserRole.TOWNSHIP_DOCTOR.value
+    return _PATIENT_SQL[panels], params, via, now
 
 
-def _patient_result(request, patient_id: str, row, via: str, now: datetime):
-    """(Current, record) from the statement's row (the generic path's errors), or None for list roles."""
+def _patient_result(request, patient_id: str, row, via: str, now: datetime, panels: bool = False):
+    """(Current, record) from the statement's row (the generic path's errors), or None for list roles;
+    (Current, record, panels) when ``panels``."""
     ctx = request.app.state.ctx
     session_row, patient_row, audited = row[0], row[1], row[2]
     cur = _current(ctx, session_row, via, now)
@@ -268,8 +362,12 @@ def _patient_result(request, patient_id: str, row, via: str, now: datetime):
                                people=_people(roles, chosen))
              for kind, due, roles, joint, rule, risk, chosen in (row[8] or ())]
     injections = [queries.injection_view(date.fromisoformat(on), drug, dose) for on, drug, dose in (row[7] or ())]
-    return cur, queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of,
-                                     injections=injections)
+    record = queries.shape_record(cur.scope, ctx.tree, p, follow_ups, parts, checks, team, tasks, as_of=as_of,
+                                  injections=injections)
+    if not panels:
+        return cur, record
+    doctor = cur.user.role == UserRole.TOWNSHIP_DOCTOR.value
+    return cur, record, (panels_view(tuple(row[9:9 + len(PANELS)])) if doctor else no_panels())
 
 
 def _people(roles: str, chosen: dict | None) -> list[dict]:
@@ -282,37 +380,43 @@ def _people(roles: str, chosen: dict | None) -> list[dict]:
     return out
 
 
-def patient_page(request, patient_id: str, source: str):
+def patient_page(request, patient_id: str, source: str, panels: bool = False):
     """一历（快速） (Current, record) for a doctor or county admin in one statement, or None for the
-    generic path. Raises the generic path's NotAuthenticated / PermissionDenied."""
-    prepared = _patient_statement(request, patient_id, source)
+    generic path. Raises the generic path's NotAuthenticated / PermissionDenied.
+
+    ``panels``: (Current, record, panels) — the page's panels of the doctor (团队指派, 联合入户预约:
+    ``{"assignments", "appointment_tasks"}`` as ``writes.assignments_of`` and
+    ``appointments.joint_tasks_of_patient`` give them; ``no_panels()`` for the county admin) from
+    the same statement."""
+    prepared = _patient_statement(request, patient_id, source, panels)
     if prepared is None:
         return None
     sql, params, via, now = prepared
     with _Raw(request.app.state.ctx.engine) as conn:
         row = conn.execute(sql, params).fetchone()
-    return _patient_result(request, patient_id, row, via, now)
+    return _patient_result(request, patient_id, row, via, now, panels)
 
 
-async def patient_page_async(request, patient_id: str, source: str):
+async def patient_page_async(request, patient_id: str, source: str, panels: bool = False):
     """一历（快速，异步） As ``patient_page`` on the worker's asyncio connection pool (no thread); in the
     thread pool on the engine's pool when the app runs without its lifespan (tests' TestClient)."""
     from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
 
     pool = request.app.state.ctx.fast_pool
     if pool is None:
-        return await run_in_threadpool(patient_page, request, patient_id, source)
-    prepared = _patient_statement(request, patient_id, source)
+        return await run_in_threadpool(patient_page, request, patient_id, source, panels)
+    prepared = _patient_statement(request, patient_id, source, panels)
     if prepared is None:
         return None
     sql, params, via, now = prepared
     async with pool.connection() as conn:
         row = await (await conn.execute(sql, params)).fetchone()
-    return _patient_result(request, patient_id, row, via, now)
+    return _patient_result(request, patient_id, row, via, now, panels)
 
 
-class WorklistPeek:
-    """Per-worker memory of each session's last work-list page: (username, role, region, version, value, cached at)."""
+class Memo:
+    """A small per-worker memory, emptied when full: each session's last work-list page (username, role,
+    region, version, value, cached at), each session's notices query, each session row's models."""
 
     def __init__(self, size: int = 1024):
         self.size = size
@@ -327,15 +431,49 @@ class WorklistPeek:
         self.items[key] = value
 
 
+# 站内通知 The work list's notices area (registry.web.notices.notices_select: the user's newest unread
+# alerts) as one more column of the work list's statement, with the query's values as parameters
+# ``n_*``: only when this session's user (username, role, region) is known from its previous work
+# list, and only filled when the session still is that user; otherwise a statement of its own.
+_NOTICES_COLUMN = """,
+  CASE WHEN EXISTS (SELECT 1 FROM ok WHERE ok.username = %(n_user)s AND ok.role = %(n_role)s
+                    AND ok.region_code = %(n_region)s)
+  THEN NOTICES END AS notices"""
+_WORKLIST_SQL = WORKLIST_SQL.replace("{notices}", "")
+
+
+class _Notices(namedtuple("_Notices", "username role region today made select sql")):
+    """A session's notices query: its user, the date, when it was compiled (``time.monotonic()``), the
+    ``_JsonSelect`` and the work-list statement that carries it."""
+
+    @classmethod
+    def of(cls, ctx, cur) -> _Notices:
+        select = _JsonSelect(notices.notices_select(cur, ctx.tree), params_prefix="n_")
+        sql = WORKLIST_SQL.replace("{notices}", _NOTICES_COLUMN.replace("NOTICES", select.sql))
+        return cls(cur.user.username, cur.user.role, cur.user.region_code, cur.scope.today, time.monotonic(), select, sql)
+
+    def params(self) -> dict:
+        return {**self.select.params, "n_user": self.username, "n_role": self.role, "n_region": self.region}
+
+    def shaped(self, ctx, json_rows) -> dict:
+        """The notices area, shaped as ``notices.notices`` shapes it."""
+        return notices.notices_of([notices.alert_view(x, ctx.tree) for x in self.select.dicts(json_rows)])
+
+
+def _notices_memo(ctx) -> Memo:
+    return ctx.__dict__.setdefault("_notices_memo", Memo())
+
+
 def _worklist_statement(request, source: str, *, limit: int, offset: int, horizon_days: int | None, filters: tuple = ()):
-    """(params, via, now, peek key, expected page) for the work list, or None for the generic path."""
+    """(sql, params, via, now, peek key, expected page, token hash, the notices query in the statement or
+    None) for the work list, or None for the generic path."""
     ctx = request.app.state.ctx
     if not enabled(ctx):
         return None
     token_hash, via = _token(request)
     if token_hash is None:
         return None
-    peeks = ctx.__dict__.setdefault("_worklist_peek", WorklistPeek())
+    peeks = ctx.__dict__.setdefault("_worklist_peek", Memo())
     peek_key = (token_hash, ctx.today(), limit, offset, horizon_days, filters)
     now = clock.now_utc()
     expect = peeks.get(peek_key)
@@ -347,7 +485,17 @@ def _worklist_statement(request, source: str, *, limit: int, offset: int, horizo
               "expect_region": expect[2] if expect else None,
               "expect_run": expect[3][0] if expect else None, "expect_finished": expect[3][1] if expect else None,
               "detail": f"{expect[4]['total']} 项" if expect else None}
-    return params, via, now, peek_key, expect
+    known = _notices_memo(ctx).get(token_hash)
+    if known is not None and known.today == ctx.today() and time.monotonic() - known.made < ctx.worklists.ttl:
+        return known.sql, {**params, **known.params()}, via, now, peek_key, expect, token_hash, known
+    return _WORKLIST_SQL, params, via, now, peek_key, expect, token_hash, None
+
+
+def _notices_alone(ctx, cur, token_hash) -> tuple[_Notices, str, dict]:
+    """The session's notices query for ``cur`` (remembered for its next work list) as a statement of its own."""
+    known = _Notices.of(ctx, cur)
+    _notices_memo(ctx).put(token_hash, known)
+    return known, f"SELECT {known.select.sql}", known.select.params
 
 
 def _worklist_audit(cur, data: dict, source: str) -> dict:
@@ -362,27 +510,34 @@ def _remember(ctx, cur, kwargs: dict, peek_key, version, data) -> None:
 
 
 def worklist_page(request, source: str, *, limit: int, offset: int, horizon_days: int | None, filters: tuple = ()):
-    """今日工作清单（快速） (Current, data) in one statement when this session's cached page is current
-    (two otherwise), or None for the generic path."""
+    """今日工作清单（快速） (Current, data, notices) in one statement when this session's cached page is
+    current (two otherwise, three on a session's first page), or None for the generic path.
+    ``notices`` is the notices area (``notices.notices``)."""
     ctx = request.app.state.ctx
     prepared = _worklist_statement(request, source, limit=limit, offset=offset, horizon_days=horizon_days, filters=filters)
     if prepared is None:
         return None
-    params, via, now, peek_key, expect = prepared
+    sql, params, via, now, peek_key, expect, token_hash, known = prepared
     with _Raw(ctx.engine) as conn:
-        session_row, run_id, finished_at, audited = conn.execute(WORKLIST_SQL, params).fetchone()
+        row = conn.execute(sql, params).fetchone()
+        session_row, run_id, finished_at, audited = row[:4]
         cur = _current(ctx, session_row, via, now)
         if cur.user.role not in FULL_RECORD_ROLES:
             return None
         request.state.current = cur
+        alerts = row[4] if known is not None else None
+        if alerts is None:  # not in the statement, or the session's user is not the one it was made for
+            known, alone, alone_params = _notices_alone(ctx, cur, token_hash)
+            alerts = conn.execute(alone, alone_params).fetchone()[0]
+        notice = known.shaped(ctx, alerts)
         if audited:  # this session's cached page is current, and its audit row is written
-            return cur, expect[4]
+            return cur, expect[4], notice
         version = (run_id, finished_at)
         kwargs = {"as_of": cur.scope.today, "horizon_days": horizon_days, "limit": limit, "offset": offset, **dict(filters)}
         data = ctx.worklist(cur.scope, version=(version,), **kwargs)
         conn.execute(AUDIT_SQL, _worklist_audit(cur, data, source))
     _remember(ctx, cur, kwargs, peek_key, version, data)
-    return cur, data
+    return cur, data, notice
 
 
 async def worklist_page_async(request, source: str, *, limit: int, offset: int, horizon_days: int | None,
@@ -399,15 +554,21 @@ async def worklist_page_async(request, source: str, *, limit: int, offset: int, 
     prepared = _worklist_statement(request, source, limit=limit, offset=offset, horizon_days=horizon_days, filters=filters)
     if prepared is None:
         return None
-    params, via, now, peek_key, expect = prepared
+    sql, params, via, now, peek_key, expect, token_hash, known = prepared
     async with pool.connection() as conn:
-        session_row, run_id, finished_at, audited = await (await conn.execute(WORKLIST_SQL, params)).fetchone()
+        row = await (await conn.execute(sql, params)).fetchone()
+        session_row, run_id, finished_at, audited = row[:4]
         cur = _current(ctx, session_row, via, now)
         if cur.user.role not in FULL_RECORD_ROLES:
             return None
         request.state.current = cur
+        alerts = row[4] if known is not None else None
+        if alerts is None:
+            known, alone, alone_params = _notices_alone(ctx, cur, token_hash)
+            alerts = (await (await conn.execute(alone, alone_params)).fetchone())[0]
+        notice = known.shaped(ctx, alerts)
         if audited:
-            return cur, expect[4]
+            return cur, expect[4], notice
         version = (run_id, finished_at)
         kwargs = {"as_of": cur.scope.today, "horizon_days": horizon_days, "limit": limit, "offset": offset, **dict(filters)}
         key = ctx.worklist_key(cur.scope, **kwargs)
@@ -416,7 +577,7 @@ async def worklist_page_async(request, source: str, *, limit: int, offset: int, 
             data = await run_in_threadpool(lambda: ctx.worklist(cur.scope, version=(version,), **kwargs))
         await conn.execute(AUDIT_SQL, _worklist_audit(cur, data, source))
     _remember(ctx, cur, kwargs, peek_key, version, data)
-    return cur, data
+    return cur, data, notice
 
 
 async def open_pool(engine, size: int = 8):

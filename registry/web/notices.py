@@ -41,9 +41,14 @@ def townships_of(cur, tree, township: str = "") -> list[str]:
     return allowed
 
 
-def alert_rows(conn: Connection | Engine, cur, tree, townships: list[str], *, unread_only: bool = False,
-               limit: int = 200) -> list[dict]:
-    """The townships' alerts of the last ``SHOWN_DAYS`` days, newest first, with read state."""
+def newest_first(alerts):
+    """The order of the alerts page and the notices area: the newest alert first."""
+    return alerts.c.id.desc()
+
+
+def alert_select(cur, townships: list[str], *, unread_only: bool = False, limit: int = 200) -> sa.Select:
+    """The townships' alerts of the last ``SHOWN_DAYS`` days, newest first, with read state (the query
+    of ``alert_rows``; the work list's one-statement read embeds the notices' one, registry.web.fast)."""
     a, r, v = Alert.__table__, AlertRead.__table__, Region.__table__
     p = Patient.__table__.alias("alert_patient")  # the scope clause below is on the patient table itself
     since = cur.scope.today - timedelta(days=SHOWN_DAYS)
@@ -55,9 +60,26 @@ def alert_rows(conn: Connection | Engine, cur, tree, townships: list[str], *, un
                    read.label("read"))
          .select_from(a.join(p, p.c.patient_id == a.c.patient_id).join(v, v.c.code == p.c.village_code))
          .where(a.c.township_code.in_(townships), a.c.event_on >= since)
-         .order_by(a.c.id.desc()).limit(limit))
+         .order_by(newest_first(a)).limit(limit))
     if unread_only:
         q = q.where(~read)
+    return q
+
+
+def alert_view(x, tree) -> dict:
+    """One alert row (a mapping: ``alert_select``'s columns) as the pages show it."""
+    return {"id": x["id"], "kind": x["kind"], "kind_label": AlertKind(x["kind"]).label, "event_on": x["event_on"].isoformat(),
+            "township": tree.name(x["township_code"]), "village": x["village"], "name": x["name"],
+            "patient_id": x["patient_id"], "read": bool(x["read"])}
+
+
+def alert_rows(conn: Connection | Engine, cur, tree, townships: list[str], *, unread_only: bool = False,
+               limit: int = 200) -> list[dict]:
+    """The townships' alerts of the last ``SHOWN_DAYS`` days, newest first, with read state."""
+    return _shaped(conn, alert_select(cur, townships, unread_only=unread_only, limit=limit), tree)
+
+
+def _shaped(conn: Connection | Engine, q: sa.Select, tree) -> list[dict]:
     own = isinstance(conn, Engine)
     c = conn.connect() if own else conn
     try:
@@ -65,15 +87,23 @@ def alert_rows(conn: Connection | Engine, cur, tree, townships: list[str], *, un
     finally:
         if own:
             c.close()
-    return [{"id": x["id"], "kind": x["kind"], "kind_label": AlertKind(x["kind"]).label, "event_on": x["event_on"].isoformat(),
-             "township": tree.name(x["township_code"]), "village": x["village"], "name": x["name"],
-             "patient_id": x["patient_id"], "read": bool(x["read"])} for x in rows]
+    return [alert_view(x, tree) for x in rows]
+
+
+def notices_select(cur, tree) -> sa.Select:
+    """站内通知 The query of ``notices``: the newest unread alerts of the user's townships, one more
+    than the area shows (so it knows there are more)."""
+    return alert_select(cur, townships_of(cur, tree), unread_only=True, limit=NOTICE_ROWS + 1)
+
+
+def notices_of(rows: list[dict]) -> dict:
+    """The notices area from ``notices_select``'s rows shaped by ``alert_view``."""
+    return {"rows": rows[:NOTICE_ROWS], "more": len(rows) > NOTICE_ROWS}
 
 
 def notices(conn: Connection | Engine, cur, tree) -> dict:
     """站内通知 The newest unread alerts of the user's townships, for a notices area."""
-    rows = alert_rows(conn, cur, tree, townships_of(cur, tree), unread_only=True, limit=NOTICE_ROWS + 1)
-    return {"rows": rows[:NOTICE_ROWS], "more": len(rows) > NOTICE_ROWS}
+    return notices_of(_shaped(conn, notices_select(cur, tree), tree))
 
 
 def mark_read(engine: Engine, cur, tree, alert_ids: list[int]) -> int:

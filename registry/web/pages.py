@@ -242,9 +242,8 @@ async def worklist_page(request: Request, all: int = 0, page: int = 1, village: 
     filters = worklist_filters(village, kind, member, sort)
     fast_read = await fast.worklist_page_async(request, client_ip(request), limit=PAGE_ROWS, offset=(page - 1) * PAGE_ROWS,
                                                horizon_days=None if all else 7, filters=filters)
-    if fast_read is not None:  # PostgreSQL: one statement (session, version, audit row); see fast.py
-        cur, data = fast_read
-        notice = await run_in_threadpool(notices.notices, ctx.engine, cur, ctx.tree)  # never block the loop
+    if fast_read is not None:  # PostgreSQL: one statement (session, version, notices, audit row); see fast.py
+        cur, data, notice = fast_read
         return _worklist_response(request, ctx, cur, data, all, page, filters, notice)
     return await run_in_threadpool(_worklist_generic, request, all, page, filters)
 
@@ -270,8 +269,11 @@ def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int
     pages = max(1, -(-data["total"] // PAGE_ROWS))
     chosen = {k: v for k, v in filters if k in ("village", "kind", "member", "sort") and v}
     query = urlencode({**chosen, **({"all": 1} if all else {})})
-    return render(request, "worklist.html", notices=notice, data=data, show_all=bool(all), page=page, pages=pages, chosen=chosen,
-                  query=query, week_query=urlencode(chosen), all_query=urlencode({**chosen, "all": 1}), rows_html=ctx.worklist_rows_html(data, cur.user.role))
+    # the filter form, the rows and the pager depend only on the cached page and these inputs: rendered once
+    body_html = ctx.cached_partial("_worklist_body.html", data, user_role=cur.user.role, show_all=bool(all), chosen=chosen,
+                                   page=page, pages=pages, query=query)
+    return render(request, "worklist.html", notices=notice, data=data, show_all=bool(all), chosen=chosen,
+                  week_query=urlencode(chosen), all_query=urlencode({**chosen, "all": 1}), body_html=body_html)
 
 
 @router.get("/mylist", response_class=HTMLResponse)
@@ -329,20 +331,13 @@ async def new_patient(request: Request):
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 async def patient_page(request: Request, patient_id: str):
-    """一历 The patient record (full or list fields by role); audited (``reads.patient_read``)."""
-    cur, record = await reads.patient_read(request, patient_id)
+    """一历 The patient record (full or list fields by role); audited (``reads.patient_page_read``)."""
+    cur, record, panels = await reads.patient_page_read(request, patient_id)
     if not cur.scope.full_record:
         return render(request, "patient_limited.html", p=record)
-    return render(request, "patient.html", p=record, assignments=_assignments(request, cur, patient_id),
-                  appointment_tasks=_appointment_tasks(request, cur, patient_id))
-
-
-def _appointment_tasks(request: Request, cur: Current, patient_id: str) -> list[dict]:
-    """联合入户预约 The open joint tasks with their appointments and replies (the doctor proposes; rules.md §6.1)."""
-    if cur.user.role != UserRole.TOWNSHIP_DOCTOR.value:
-        return []
-    with request.app.state.ctx.engine.connect() as conn:
-        return appointments.joint_tasks_of_patient(conn, patient_id)
+    # the doctor's panels (团队指派, 联合入户预约; rules.md §6.1) come with the record (reads.patient_page_read)
+    return render(request, "patient.html", p=record, assignments=panels["assignments"],
+                  appointment_tasks=panels["appointment_tasks"])
 
 
 def _assignments(request: Request, cur: Current, patient_id: str) -> dict | None:

@@ -6,6 +6,8 @@ record shaped for the caller's role and the read's audit row in the read's own t
 Doctors and county admins on PostgreSQL take the one-statement read (``registry.web.fast``);
 list roles, SQLite and odd tokens or patient numbers take the generic ORM path
 (``queries.patient_record``). Both give the same record (tests/test_web_fast.py).
+``patient_page_read`` adds the doctor's panels of the page (团队指派, 联合入户预约), from the same
+statement on the fast path.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from registry import audit
-from registry.web import fast, queries
+from registry import appointments, audit
+from registry.accounts import UserRole
+from registry.web import fast, queries, writes
 from registry.web.auth import Current, client_ip, current
 
 
@@ -24,6 +27,32 @@ async def patient_read(request, patient_id: str) -> tuple[Current, dict]:
     if fast_read is not None:  # PostgreSQL, doctor or admin: one statement with its audit row; see fast.py
         return fast_read
     return await run_in_threadpool(_generic_read, request, patient_id)
+
+
+async def patient_page_read(request, patient_id: str) -> tuple[Current, dict, dict]:
+    """一历页 (Current, record, panels) for the patient page: ``patient_read`` and the doctor's panels
+    (``{"assignments", "appointment_tasks"}``: 团队指派 and 联合入户预约, rules.md §6.1). On the fast path
+    the panels come from the record's one statement; otherwise the generic reads run in the thread
+    pool (never on the event loop)."""
+    fast_read = await fast.patient_page_async(request, patient_id, client_ip(request), panels=True)
+    if fast_read is not None:
+        return fast_read
+    return await run_in_threadpool(_generic_page_read, request, patient_id)
+
+
+def _generic_page_read(request, patient_id: str) -> tuple[Current, dict, dict]:
+    cur, record = _generic_read(request, patient_id)
+    return cur, record, panels_of(request.app.state.ctx, cur, patient_id)
+
+
+def panels_of(ctx, cur: Current, patient_id: str) -> dict:
+    """The doctor's panels of the patient page the generic way (``writes.assignments_of``,
+    ``appointments.joint_tasks_of_patient``); ``fast.no_panels()`` for every other role."""
+    if cur.user.role != UserRole.TOWNSHIP_DOCTOR.value:
+        return fast.no_panels()
+    with ctx.engine.connect() as conn:
+        tasks = appointments.joint_tasks_of_patient(conn, patient_id)
+    return {"assignments": writes.assignments_of(ctx.engine, cur.scope, patient_id), "appointment_tasks": tasks}
 
 
 def _generic_read(request, patient_id: str) -> tuple[Current, dict]:

@@ -483,25 +483,42 @@ def record_injection(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
 
 # ---------------------------------------------------------------- care-team assignments (rules.md §6.1)
 
+def assignment_rows_select(patient_id) -> sa.Select:
+    """The patient's dated assignments with the member's name and phone, newest first (rules.md §6.1);
+    ``patient_id`` a value or an SQL expression (the patient page's one statement, registry.web.fast)."""
+    a, m = CareTeamAssignment.__table__, TeamMember.__table__
+    return (sa.select(a.c.id, a.c.role, a.c.from_on, a.c.to_on, m.c.member_id, m.c.name, m.c.phone)
+            .join(m, m.c.member_id == a.c.member_id).where(a.c.patient_id == patient_id)
+            .order_by(a.c.from_on.desc(), a.c.id.desc()))
+
+
+def assignable_members_select(village_code) -> sa.Select:
+    """The members the doctor may assign to a patient of ``village_code`` (a value or an SQL
+    expression): those of the village and of its township (rules.md §6.1), by role and id."""
+    m, r = TeamMember.__table__, Region.__table__
+    township = sa.select(r.c.parent_code).where(r.c.code == village_code).scalar_subquery()
+    return (sa.select(m.c.member_id, m.c.name, m.c.role).where(m.c.region_code.in_([village_code, township]))
+            .order_by(m.c.role, m.c.member_id))
+
+
+def assignments_view(rows, members) -> dict:
+    """团队指派 The assignment panel from ``assignment_rows_select``'s and ``assignable_members_select``'s rows."""
+    return {"rows": [{"id": r.id, "role": r.role, "role_label": codes.TeamRole(r.role).label, "member_id": r.member_id,
+                      "name": r.name, "phone": r.phone or "", "from_on": r.from_on.isoformat(),
+                      "to_on": r.to_on.isoformat() if r.to_on else None} for r in rows],
+            "members": [{"member_id": r.member_id, "label": f"{r.name}（{codes.TeamRole(r.role).label}）", "role": r.role}
+                        for r in members]}
+
+
 def assignments_of(engine, scope: Scope, patient_id: str) -> dict:
     """团队指派 The patient's dated assignments (newest first) with the member's name and phone, and the
     members of the patient's region the doctor may assign (rules.md §6.1)."""
 
     with Session(engine) as session:
         patient = scope.check_patient(session, patient_id)
-        a, m = CareTeamAssignment.__table__, TeamMember.__table__
-        rows = session.execute(sa.select(a.c.id, a.c.role, a.c.from_on, a.c.to_on, m.c.member_id, m.c.name, m.c.phone)
-                               .join(m, m.c.member_id == a.c.member_id).where(a.c.patient_id == patient_id)
-                               .order_by(a.c.from_on.desc(), a.c.id.desc())).all()
-        region = session.get(Region, patient.village_code)
-        near = [patient.village_code] + ([region.parent_code] if region and region.parent_code else [])
-        members = session.execute(sa.select(m.c.member_id, m.c.name, m.c.role).where(m.c.region_code.in_(near))
-                                  .order_by(m.c.role, m.c.member_id)).all()
-    return {"rows": [{"id": r.id, "role": r.role, "role_label": codes.TeamRole(r.role).label, "member_id": r.member_id,
-                      "name": r.name, "phone": r.phone or "", "from_on": r.from_on.isoformat(),
-                      "to_on": r.to_on.isoformat() if r.to_on else None} for r in rows],
-            "members": [{"member_id": r.member_id, "label": f"{r.name}（{codes.TeamRole(r.role).label}）", "role": r.role}
-                        for r in members]}
+        rows = session.execute(assignment_rows_select(patient_id)).all()
+        members = session.execute(assignable_members_select(patient.village_code)).all()
+    return assignments_view(rows, members)
 
 
 def assign_member(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None,
