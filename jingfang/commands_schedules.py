@@ -92,10 +92,10 @@ def lists_command(
 ) -> None:
     """一历五单：写出一个乡镇一周的五单（PDF 和 XLSX）；已签发的一周按存档原样写出，不重新计算。"""
     from jingfang.options import check_township
-    from schedules.jobs import week_start
+    from schedules.archive import monday_of  # not schedules.jobs: the scheduler's imports cost 0.3 s here
     from schedules.lists import write_township_lists
 
-    monday = week_start(parse_day(week, "--week"))
+    monday = monday_of(parse_day(week, "--week"))
     from registry.audit import cli_actor
 
     if reason is not None and not reissue:

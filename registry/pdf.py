@@ -1,5 +1,6 @@
 """排版 What the PDF writers share (the 五单 and the monthly report): WeasyPrint with a lean
-user-agent stylesheet, one font configuration per process, stylesheets parsed once.
+user-agent stylesheet, one font configuration per process, stylesheets parsed once, fonts
+subset in one pass.
 
 Why (issue 17, profiled with cProfile): WeasyPrint's HTML5 user-agent stylesheet has six rules
 on universal pseudo-elements (``::marker``, ``::footnote-call``, ``::footnote-marker``,
@@ -9,14 +10,35 @@ township's 随访任务单. Our documents have no footnotes, and list markers on
 ``LeanHTML`` uses the same stylesheet with the five footnote/note rules dropped and ``::marker``
 narrowed to ``li::marker`` (the look is unchanged). WeasyPrint is pinned
 (pyproject): ``_ua_stylesheets`` is the hook it overrides.
+
+字体子集 (issue 17, second profile): every PDF embeds a subset of each Noto Sans CJK face it uses
+(regular and bold). WeasyPrint subsets with HarfBuzz twice per face and document: once keeping
+the glyph ids (``RETAIN_GIDS``: the page content names glyphs by their ids in the whole font),
+then the result again "to drop the glyphs after the last one used" and the hinting — 38 ms per
+face, ten faces per township, while the first pass alone (13 ms) already ends at the last glyph
+used. ``_subset_font`` is that first pass with the second's flags (no hinting) and WeasyPrint's
+list of dropped tables: the embedded fonts, hence the PDFs, are the same bytes as before
+(tests/test_lists_rendering.py). Installed over ``Font._harfbuzz_subset`` (pinned WeasyPrint, as
+above) when a PDF is first written; should HarfBuzz fail, WeasyPrint's own method runs. (Each PDF
+stays about 300 KB: with the ids kept, each embedded face carries 59,000 glyph slots, mostly
+empty, whose CFF offsets compress poorly; dropping the ids would change what the page content
+refers to. One subset for several PDFs is not made on purpose: a police list would carry the
+characters of the doctor's list.)
+
+tinyhtml5 (the HTML parser WeasyPrint uses) caches its compiled character-class regexps under the
+wrong key, so it compiles one again for every text run of the document; ``_RegexCache`` keys it
+right (about 2 % of a township's 五单 rendering).
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
 UNUSED_UA_RULES = ("::footnote-", "::note-")
+# tables left out of an embedded font subset (WeasyPrint's own list)
+DROPPED_FONT_TABLES = (b"BASE", b"DSIG", b"EBDT", b"EBLC", b"EBSC", b"GPOS", b"GSUB", b"JSTF", b"LTSH", b"PCLT", b"SVG ")
 
 
 @lru_cache(maxsize=1)
@@ -47,9 +69,71 @@ def stylesheet(path: str):
     return CSS(filename=path, font_config=font_config())
 
 
+def _subset_font(font, to_unicode, hinting) -> None:
+    """字体子集 One HarfBuzz pass over ``font`` (a ``weasyprint.pdf.fonts.Font``): the glyphs used,
+    their ids kept, hinting as asked, ``DROPPED_FONT_TABLES`` left out (see the module docstring)."""
+    from weasyprint.text.ffi import ffi, harfbuzz, harfbuzz_subset  # noqa: PLC0415
+    from weasyprint.text.fonts import get_hb_object_data  # noqa: PLC0415
+
+    subset_input = ffi.gc(harfbuzz_subset.hb_subset_input_create_or_fail(), harfbuzz_subset.hb_subset_input_destroy)
+    glyphs = sorted(to_unicode)
+    harfbuzz.hb_set_add_sorted_array(harfbuzz_subset.hb_subset_input_glyph_set(subset_input),
+                                     ffi.new(f"hb_codepoint_t[{len(glyphs)}]", glyphs), len(glyphs))
+    flags = (harfbuzz_subset.HB_SUBSET_FLAGS_RETAIN_GIDS | harfbuzz_subset.HB_SUBSET_FLAGS_PASSTHROUGH_UNRECOGNIZED
+             | harfbuzz_subset.HB_SUBSET_FLAGS_DESUBROUTINIZE)
+    if not hinting:
+        flags |= harfbuzz_subset.HB_SUBSET_FLAGS_NO_HINTING
+    if font.missing:
+        flags |= harfbuzz_subset.HB_SUBSET_FLAGS_NOTDEF_OUTLINE
+    harfbuzz_subset.hb_subset_input_set_flags(subset_input, flags)
+    tags = sorted(harfbuzz.hb_tag_from_string(name, -1) for name in DROPPED_FONT_TABLES)
+    harfbuzz.hb_set_add_sorted_array(
+        harfbuzz_subset.hb_subset_input_set(subset_input, harfbuzz_subset.HB_SUBSET_SETS_DROP_TABLE_TAG),
+        ffi.new(f"hb_codepoint_t[{len(tags)}]", tags), len(tags))
+    face = harfbuzz_subset.hb_subset_or_fail(font.hb_face, subset_input)
+    content = None
+    if face != ffi.NULL:
+        content = get_hb_object_data(face)
+        harfbuzz.hb_face_destroy(face)
+    if content:
+        font.file_content = content
+    else:  # HarfBuzz could not: WeasyPrint's own way (it warns when that fails too)
+        _weasyprint_subset(font, to_unicode, hinting)
+
+
+_weasyprint_subset = None
+
+
+class _RegexCache(dict):
+    """tinyhtml5's ``characters_until_regex``, keyed by (characters, opposite) as its lookup is."""
+
+    def __missing__(self, key):
+        characters, opposite = key
+        regex = "".join(f"\\x{ord(character):02x}" for character in characters)
+        value = self[key] = re.compile(f"[{regex}]+" if opposite else f"[^{regex}]+")
+        return value
+
+
+@lru_cache(maxsize=1)
+def _install() -> None:
+    """The subsetting pass and the parser's cache (see the module docstring), once per process."""
+    global _weasyprint_subset
+    import tinyhtml5.inputstream  # noqa: PLC0415
+    from weasyprint.pdf.fonts import Font  # noqa: PLC0415
+    from weasyprint.text.ffi import harfbuzz, harfbuzz_subset  # noqa: PLC0415
+
+    if harfbuzz_subset is not None and harfbuzz.hb_version_atleast(4, 1, 0) and hasattr(Font, "_harfbuzz_subset"):
+        _weasyprint_subset = Font._harfbuzz_subset
+        Font._harfbuzz_subset = _subset_font
+    if isinstance(getattr(tinyhtml5.inputstream, "characters_until_regex", None), dict):
+        tinyhtml5.inputstream.characters_until_regex = _RegexCache()
+
+
 @lru_cache(maxsize=1)
 def _lean_class():
     import weasyprint  # noqa: PLC0415
+
+    _install()
 
     class LeanHTML(weasyprint.HTML):
         """weasyprint.HTML with the lean user-agent stylesheet."""
@@ -74,6 +158,23 @@ def render(html: str, base_url: str, stylesheets: list[str] = ()):
 def write_pdf(html: str, target, base_url: str, stylesheets: list[str] = ()) -> None:
     """Render ``html`` and write the PDF to ``target`` (a path or a binary file)."""
     render(html, base_url, stylesheets).write_pdf(target)
+
+
+def preload() -> None:
+    """WeasyPrint imported (and its font subsetting installed), nothing laid out: for a process about
+    to fork its render processes. Not ``warm_up``: Pango starts a thread when it first loads fonts,
+    and a process with threads must not fork."""
+    _lean_class()
+
+
+WARM_UP_HTML = "<h1>精防</h1><table><thead><tr><th>患者</th></tr></thead><tbody><tr><td>一历五单 0</td></tr></tbody></table>"
+
+
+def warm_up(stylesheets: list[str] = ()) -> None:
+    """预热 A render process's start: WeasyPrint imported, fonts configured and loaded (a small
+    Chinese page laid out, regular and bold), the user-agent sheet and ``stylesheets`` parsed — what
+    the first document would otherwise pay, done while the parent is still reading the database."""
+    render(WARM_UP_HTML, str(Path.cwd()), stylesheets)
 
 
 @lru_cache(maxsize=4)

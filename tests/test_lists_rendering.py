@@ -1,0 +1,56 @@
+"""排版 How the 五单 are rendered (issue 17): the font subsetting pass of ``registry.pdf`` gives the
+bytes WeasyPrint's own gives, and the render processes (``schedules.lists.render_pool``, warmed up
+before the data is read) write the same PDFs as rendering here."""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+
+from registry import pdf
+from schedules.lists import TEMPLATES, build_lists, render_files, render_pool
+from tests.test_schedule_lists import pdftext, prepare
+
+PAGE = ("<h1>随访任务单</h1><table><thead><tr><th>姓名</th><th>住址</th></tr></thead><tbody>"
+        "<tr><td>王小明</td><td>幸福路8号 Room 12</td></tr><tr><td>李𠀋</td><td>东风村</td></tr></tbody></table>")
+
+
+def test_one_subsetting_pass_gives_weasyprint_s_bytes():
+    document = pdf.render(PAGE, str(TEMPLATES), [TEMPLATES / "list.css"])
+    document.write_pdf(io.BytesIO())
+    from weasyprint.pdf.fonts import Font
+
+    assert Font._harfbuzz_subset is pdf._subset_font  # installed when the first PDF was written
+    fonts = list(document.fonts.values())
+    assert {font.weight for font in fonts} == {400, 700}  # the table's cells and its bold header row
+    for font in fonts:
+        glyphs = dict(font.to_unicode)
+        pdf._weasyprint_subset(font, glyphs, False)  # WeasyPrint's two passes, on the whole face
+        theirs = font.file_content
+        pdf._subset_font(font, glyphs, False)
+        assert font.file_content == theirs and 0 < len(theirs) < 2_000_000
+
+
+def test_the_parser_compiles_each_character_class_once():
+    import tinyhtml5.inputstream
+
+    pdf.render(PAGE, str(TEMPLATES), [TEMPLATES / "list.css"])
+    cache = tinyhtml5.inputstream.characters_until_regex
+    assert isinstance(cache, pdf._RegexCache) and cache
+    assert all(isinstance(opposite, bool) and not hasattr(characters, "pattern") for characters, opposite in cache)
+    before = dict(cache)
+    pdf.render(PAGE, str(TEMPLATES), [TEMPLATES / "list.css"])
+    assert cache == before  # the second document compiled nothing
+
+
+def test_render_processes_write_the_pdfs_rendered_here(database, small_county, tmp_path):
+    prepare(database, small_county)
+    data = build_lists(database.engine, township_code="T", week=date(2026, 6, 10))
+    here = render_files(data, tmp_path / "here", "2026-06-08 09:00")
+    with render_pool(2) as pool:
+        there = render_files(data, tmp_path / "pool", "2026-06-08 09:00", pool=pool)
+    assert [p.name for p in there] == [p.name for p in here] and len(here) == 10
+    for mine, theirs in zip(here, there):
+        if mine.suffix == ".pdf":
+            assert theirs.read_bytes() == mine.read_bytes(), mine.name
+            assert "随访任务单" in pdftext(theirs) or mine.name.split("_")[2] != "1"
