@@ -44,15 +44,28 @@ So the candidates are released_on(p) and the complete follow-ups' dates, and
 
 (the c with released_on(c) > released_on(p) are exactly those that are in the window of some
 t ≥ released_on(p); a c on Feb 29 right after an event on Feb 28 is in no such window). It
-counts only when exit(p) < p′ (at p′ the window holds p′ again). ``released_on`` is strictly
-increasing except that Feb 28 and Feb 29 of a leap year share one, so that minimum is the first
-complete follow-up after p — or after p + 1 day when p + 1 is that Feb 29. The exit does not
-depend on where the entry began, so every event is computed independently with window functions,
-all over one ordering (latest day first, so each level sorts once): the next event (a running
-``MIN`` over the rows before), the first complete follow-up after p and after p + 1 (running
-``MIN`` over ``RANGE`` frames on the day number); then an entry starts at the first event and
-at every event after one with an exit (``LEAD`` in that order), and an entry's number is the
-count of exits dated on or after the event (a running ``SUM``).
+counts only when exit(p) < p′ (at p′ the window holds p′ again). The exit does not depend on
+where the entry began, so every event is computed independently with window functions.
+
+``released_on`` is strictly increasing except that Feb 28 and Feb 29 of a leap year share one,
+so the SQL orders a patient's rows by released_on (latest first), and "a later released_on" is
+one ``RANGE`` frame: the next event and the first complete c with released_on(c) >
+released_on(p) are running ``MIN`` over it. The two event dates of one released_on are one event
+for the SQL: the Feb 28 event never has an exit (its exit would be at least its released_on,
+after the next event on Feb 29), and the formula gives it the Feb 29 event's value, so the
+earlier date stands for both (its date and reason when it begins an entry, the Feb 29 event's
+exit). All windows of a level share one ordering, so the database sorts once: the order key
+(``place``) is released_on's day number scaled, plus the row's place among the rows of that
+number — events first, the earlier date first, the best reason first — so the first row of a
+number is its event, and the frame of later numbers ends a fixed offset before the row. Then an
+entry starts at the first event and at every event after one with an exit (``LEAD``, latest
+first), and its exit is the first exit on or after its start (exits increase with their events:
+exit(p) < p′ ≤ exit(p′), so a running ``MIN``). The windows look at later dates only, so over
+the whole population a patient's rows before the first entering event (and every row of a
+patient without one) are dropped before the sort; follow-ups that are neither entering events
+nor complete are never read. Inside, the windows partition and sort patient ids byte by byte
+(``bytewise``: ``COLLATE "C"`` on PostgreSQL; the result keeps the database's order), and the
+patient's status travels with the rows (no second join to ``patient``).
 ``tests/test_ledger.py`` compares ``ledger_history`` (the definition, day by day) with
 ``ledger_select`` on random histories on both databases.
 """
@@ -218,6 +231,26 @@ def _released_on_sqlite(element, compiler, **kw):
     return "date(%s, '+1 day', '+1 year')" % compiler.process(element.clauses, **kw)
 
 
+class bytewise(FunctionElement):
+    """字节序 A string compared byte by byte, as a sort or partition key: ``COLLATE "C"`` on
+    PostgreSQL (a libc collation such as C.UTF-8 compares with ``strcoll``, slow on millions of
+    keys; equality is byte equality either way), the string itself on SQLite (binary already)."""
+
+    type = sa.String()
+    inherit_cache = True
+    name = "bytewise"
+
+
+@compiles(bytewise)
+def _bytewise_default(element, compiler, **kw):
+    return '(%s COLLATE "C")' % compiler.process(element.clauses, **kw)
+
+
+@compiles(bytewise, "sqlite")
+def _bytewise_sqlite(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)
+
+
 def incident_sql(f) -> sa.ColumnElement[bool]:
     """肇事肇祸 SQL twin of ``is_incident``."""
     return sa.or_(sa.func.coalesce(f.c.incidents_disturbance, 0) > 0, sa.func.coalesce(f.c.incidents_crime, 0) > 0)
@@ -242,6 +275,60 @@ def _greatest(a, b):
     return sa.case((a >= b, a), else_=b)
 
 
+def _emergency_source(emergencies, name: str):
+    return emergencies.subquery(name) if isinstance(emergencies, (sa.Select, sa.CompoundSelect)) else emergencies
+
+
+def _rows_select(as_of: date, among, emergencies) -> sa.Select | sa.CompoundSelect:
+    """The rows the ledger reads, ``patient_id, on, rank, complete, release, status, status_on``
+    (``release``: ``released_on(on)``; the patient's status carried along): every counting follow-up
+    that is an entering event or complete (the others change nothing) and every counting emergency
+    event."""
+    p, f = Patient.__table__, FollowUp.__table__
+    rank = entering_rank_sql(f)
+    follow_ups = (
+        sa.select(f.c.patient_id, f.c.visit_on.label("on"), rank.label("rank"),
+                  sa.case((complete_sql(f), 1), else_=0).label("complete"),
+                  released_on_sql(f.c.visit_on).label("release"), p.c.status, p.c.status_on)
+        .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
+        .where(usable_sql(f, p, as_of), _counts_sql(f.c.visit_on, p, as_of), sa.or_(rank.is_not(None), complete_sql(f)))
+    )
+    if among is not None:
+        follow_ups = follow_ups.where(f.c.patient_id.in_(among))
+    if emergencies is None:
+        return follow_ups
+    e = _emergency_source(emergencies, "emergency_event")
+    part = (sa.select(e.c.patient_id, e.c.occurred_on.label("on"),
+                      sa.literal(REASON_RANK[LedgerReason.EMERGENCY]).label("rank"), sa.literal(0).label("complete"),
+                      released_on_sql(e.c.occurred_on).label("release"), p.c.status, p.c.status_on)
+            .select_from(e.join(p, p.c.patient_id == e.c.patient_id))
+            .where(_counts_sql(e.c.occurred_on, p, as_of)))
+    if among is not None:
+        part = part.where(e.c.patient_id.in_(among))
+    return sa.union_all(follow_ups, part)
+
+
+def _any_event_select(as_of: date, emergencies) -> sa.Subquery:
+    """``patient_id, on`` of the entering events up to ``as_of``, counting or not (registration
+    and status not looked at: more than the events, never fewer — only to drop rows early)."""
+    f = FollowUp.__table__
+    parts = [sa.select(f.c.patient_id, f.c.visit_on.label("on")).where(entering_rank_sql(f).is_not(None),
+                                                                      f.c.visit_on <= as_of)]
+    if emergencies is not None:
+        e = _emergency_source(emergencies, "emergency_any")
+        parts.append(sa.select(e.c.patient_id, e.c.occurred_on.label("on")).where(e.c.occurred_on <= as_of))
+    return (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("ledger_any_event")
+
+
+# The order key of a row, ``place``: released_on's day number × PLACE_FACTOR + the row's place
+# among the rows of that number (0 … LATER − 1: 8 for an event, 4 for the earlier date of the
+# Feb 28/29 pair, 4 − rank for an event's reason), so that, latest first, a RANGE frame ending
+# LATER PRECEDING holds exactly the rows of later numbers.
+PLACE_FACTOR = 32
+LATER = PLACE_FACTOR // 2
+assert max(REASON_RANK.values()) <= 3  # 4 − rank stays within 1 … 3
+
+
 def ledger_select(as_of: date, *, among=None, emergencies=None) -> sa.Select:
     """易肇事肇祸台账 SQL twin of ``ledger_history`` over the whole population (or the patient ids
     of the subquery ``among``): one row per entry that began on or before ``as_of`` with
@@ -252,87 +339,70 @@ def ledger_select(as_of: date, *, among=None, emergencies=None) -> sa.Select:
     are found."""
     if emergencies is None:
         emergencies = ledger_events_select()
-    p, f = Patient.__table__, FollowUp.__table__
-    follow_ups = (
-        sa.select(f.c.patient_id, f.c.visit_on.label("on"), entering_rank_sql(f).label("rank"),
-                  sa.case((complete_sql(f), 1), else_=0).label("complete"))
-        .select_from(f.join(p, p.c.patient_id == f.c.patient_id))
-        .where(usable_sql(f, p, as_of), _counts_sql(f.c.visit_on, p, as_of))
-    )
-    if among is not None:
-        follow_ups = follow_ups.where(f.c.patient_id.in_(among))
-    parts = [follow_ups]
-    if emergencies is not None:
-        e = emergencies.subquery("emergency_event") if isinstance(emergencies, (sa.Select, sa.CompoundSelect)) else emergencies
-        part = (sa.select(e.c.patient_id, e.c.occurred_on.label("on"),
-                          sa.literal(REASON_RANK[LedgerReason.EMERGENCY]).label("rank"), sa.literal(0).label("complete"))
-                .select_from(e.join(p, p.c.patient_id == e.c.patient_id))
-                .where(_counts_sql(e.c.occurred_on, p, as_of)))
-        if among is not None:
-            part = part.where(e.c.patient_id.in_(among))
-        parts.append(part)
-    rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("ledger_row")
-    days = (
-        sa.select(rows.c.patient_id, rows.c.on, sa.func.min(rows.c.rank).label("rank"),
-                  sa.func.max(rows.c.complete).label("complete"))
-        .group_by(rows.c.patient_id, rows.c.on)
-        .subquery("ledger_day")
-    )
-    # one ordering for every window (latest day first), so the database sorts once per level
-    latest_first = dict(partition_by=days.c.patient_id, order_by=day_number(days.c.on).desc())
-    complete_on = sa.case((days.c.complete == 1, days.c.on), else_=sa.null())
+    rows = _rows_select(as_of, among, emergencies).subquery("ledger_row")
+    if among is None:
+        # the windows look at later dates only: a patient's rows before the first entering event
+        # change nothing (and a patient without one has none), so over the whole population they
+        # are dropped before the sort (for a township's patients the second pass costs more)
+        any_event = _any_event_select(as_of, emergencies)
+        rows = (sa.select(rows)
+                .where(sa.exists().where(any_event.c.patient_id == rows.c.patient_id, any_event.c.on <= rows.c.on))
+                .subquery("ledger_candidate"))
+    key = bytewise(rows.c.patient_id)
+    number, day = day_number(rows.c.release), day_number(rows.c.on)
+    # one ordering for every window of a level (latest first), so the database sorts once; among the
+    # rows of one released_on (one date, or Feb 28 and 29 of a leap year) the first is an event if
+    # there is one, on the earlier date, with the best reason (released_on(d) − d is 366 or 367 days)
+    place = (number * PLACE_FACTOR + (number - day - 366) * 4
+             + sa.case((rows.c.rank.is_not(None), 8 + 4 - rows.c.rank), else_=0))
+    later = dict(partition_by=key, order_by=place.desc(), range_=(None, -LATER))
     w = sa.select(
-        days.c.patient_id, days.c.on, days.c.rank,
-        sa.func.min(sa.case((days.c.rank.is_not(None), days.c.on), else_=sa.null())).over(
-            **latest_first, rows=(None, -1)).label("next_event"),
-        # complete follow-ups dated after p, and dated after p + 1 day (RANGE frames on the day number)
-        sa.func.min(complete_on).over(**latest_first, range_=(None, -1)).label("complete_after"),
-        sa.func.min(complete_on).over(**latest_first, range_=(None, -2)).label("complete_after_next"),
+        rows.c.patient_id, key.label("patient_key"), rows.c.on, place.label("place"), rows.c.rank,
+        rows.c.release, rows.c.status, rows.c.status_on,
+        sa.func.lag(number).over(**later).label("number_before"),  # of the row before (NULL: the first)
+        # the first event, and the first complete follow-up, with a later released_on
+        sa.func.min(sa.case((rows.c.rank.is_not(None), rows.c.on), else_=sa.null())).over(**later).label("next_event"),
+        sa.func.min(sa.case((rows.c.complete == 1, rows.c.on), else_=sa.null())).over(**later).label("first_complete"),
     ).subquery("ledger_window")
-    # the first complete c with released_on(c) > released_on(p): released_on is strictly increasing
-    # but for Feb 28 and Feb 29 of a leap year, so it is the first c > p unless that is p + 1 = Feb 29
-    # (OFFSET 0 keeps each stage a subquery, so its dates are computed once per event, not inlined)
-    released = sa.select(
-        w.c.patient_id, w.c.on, w.c.rank, w.c.next_event, released_on_sql(w.c.on).label("release"),
-        sa.case((released_on_sql(w.c.complete_after) > released_on_sql(w.c.on), w.c.complete_after),
-                else_=w.c.complete_after_next).label("first_complete"),
-    ).where(w.c.rank.is_not(None)).offset(0).subquery("ledger_released")
-    r = released
-    stable_exit = _greatest(r.c.release, r.c.first_complete)
+    # one row per released_on with an event: its first row
+    # (OFFSET 0 keeps each stage a subquery, so its dates are computed once per event, not inlined;
+    # the ORDER BY tells the database the rows come sorted, so the next level does not sort again)
+    first = sa.select(
+        w.c.patient_id, w.c.patient_key, w.c.on, w.c.place, w.c.rank, w.c.status, w.c.status_on, w.c.next_event,
+        w.c.first_complete, _greatest(w.c.release, w.c.first_complete).label("stable_exit"),
+    ).where(w.c.rank.is_not(None), sa.or_(w.c.number_before.is_(None), w.c.number_before != day_number(w.c.release))
+            ).order_by(w.c.patient_key, w.c.place.desc()).offset(0).subquery("ledger_first")
     events = sa.select(
-        r.c.patient_id, r.c.on, r.c.rank,
-        sa.case((sa.and_(r.c.first_complete.is_not(None), sa.or_(r.c.next_event.is_(None), stable_exit < r.c.next_event)),
-                 stable_exit), else_=sa.null()).label("exit"),
-    ).offset(0).subquery("ledger_event")
+        first.c.patient_id, first.c.patient_key, first.c.on, first.c.place, first.c.rank, first.c.status,
+        first.c.status_on,
+        sa.case((sa.and_(first.c.first_complete.is_not(None),
+                         sa.or_(first.c.next_event.is_(None), first.c.stable_exit < first.c.next_event)),
+                 first.c.stable_exit), else_=sa.null()).label("exit"),
+    ).order_by(first.c.patient_key, first.c.place.desc()).offset(0).subquery("ledger_event")
     # an entry starts at the first event and after an event with an exit (the event before it in
-    # time is the next row, latest first); its number: the exits dated on or after the event
-    latest_first = dict(partition_by=events.c.patient_id, order_by=day_number(events.c.on).desc())
-    grouped = sa.select(
-        events.c.patient_id, events.c.on, events.c.rank, events.c.exit,
+    # time is the next row, latest first); its exit is the first exit on or after its start: exits
+    # increase with their events (exit(p) < p′ ≤ exit(p′)), so a running MIN (one window, one pass)
+    latest_first = dict(partition_by=events.c.patient_key, order_by=events.c.place.desc())
+    entries = sa.select(
+        events.c.patient_id, events.c.on, events.c.rank, events.c.status, events.c.status_on,
         sa.case((sa.or_(sa.func.lead(events.c.on).over(**latest_first).is_(None),
                         sa.func.lead(events.c.exit).over(**latest_first).is_not(None)), 1), else_=0).label("starts"),
-        sa.func.sum(sa.case((events.c.exit.is_not(None), 1), else_=0)).over(
-            **latest_first, rows=(None, 0)).label("entry_no"),
-    ).subquery("ledger_grouped")
-    entries = sa.select(
-        grouped.c.patient_id, sa.func.min(grouped.c.on).label("entered_on"),
-        sa.func.min(sa.case((grouped.c.starts == 1, grouped.c.rank), else_=sa.null())).label("rank"),
-        sa.func.max(grouped.c.exit).label("stable_exit"),
-    ).group_by(grouped.c.patient_id, grouped.c.entry_no).subquery("ledger_entry")
+        sa.func.min(events.c.exit).over(**latest_first).label("stable_exit"),
+    ).subquery("ledger_entry")
     n = entries
-    status_exit = sa.and_(p.c.status != PatientStatus.ACTIVE.value, p.c.status_on <= as_of,
-                          sa.or_(n.c.stable_exit.is_(None), p.c.status_on <= n.c.stable_exit))
+    status_exit = sa.and_(n.c.status != PatientStatus.ACTIVE.value, n.c.status_on <= as_of,
+                          sa.or_(n.c.stable_exit.is_(None), n.c.status_on <= n.c.stable_exit))
     stable_known = n.c.stable_exit <= as_of
     return (
         sa.select(
-            n.c.patient_id, n.c.entered_on,
+            n.c.patient_id, n.c.on.label("entered_on"),
             sa.case(*((n.c.rank == rank, reason.value) for rank, reason in _REASON_OF_RANK.items())).label("reason"),
-            sa.case((status_exit, p.c.status_on), (stable_known, n.c.stable_exit), else_=sa.null()).label("left_on"),
-            sa.case((status_exit, p.c.status), (stable_known, LedgerExit.STABLE_12_MONTHS.value),
+            sa.case((status_exit, n.c.status_on), (stable_known, n.c.stable_exit), else_=sa.null()).label("left_on"),
+            sa.case((status_exit, n.c.status), (stable_known, LedgerExit.STABLE_12_MONTHS.value),
                     else_=sa.null()).label("left_reason"),
         )
-        .select_from(n.join(p, p.c.patient_id == n.c.patient_id))
-        .order_by(n.c.patient_id, n.c.entered_on)
+        .where(n.c.starts == 1)
+        .order_by(n.c.patient_id, n.c.on)
     )
 
 

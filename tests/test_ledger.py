@@ -262,3 +262,28 @@ def test_the_emergency_record_feeds_the_ledger_by_default(database):
     python = ledger_history(patient_id="P1", registered_on=date(2025, 1, 1), status="active", status_on=None,
                             follow_ups=[], as_of=date(2026, 6, 30), emergencies=days)
     assert sql == python == [LedgerEntry("P1", date(2026, 3, 5), LedgerReason.EMERGENCY)]
+
+
+def test_events_on_feb_28_and_29_are_one_stay_from_feb_28(database):
+    # Feb 28 and Feb 29 2028 share one released_on (Mar 1 2029): the SQL takes them as one event
+    # day — the entry begins on Feb 28 with Feb 28's reason, and leaves as the Feb 29 event does
+    rows = [fu("2028-02-28", 4), fu("2028-02-29", 0, crime=1), fu("2028-10-01", 0)]
+    assert both_forms(database, rows, "2029-02-28", registered="2027-01-01") == [("2028-02-28", "risk", None, None)]
+    assert both_forms(database, rows, "2029-06-30", registered="2027-01-01") == [
+        ("2028-02-28", "risk", "2029-03-01", "stable_12_months")]
+
+
+def test_a_complete_follow_up_on_the_event_day_is_not_after_it(database):
+    # several rows on one day: the best reason names the entry, and a calm complete follow-up of
+    # that same day does not end the stay a year later
+    rows = [fu("2026-03-05", 0), fu("2026-03-05", 4), fu("2026-03-05", 1)]
+    assert both_forms(database, rows, "2027-12-31", emergencies=["2026-03-05"]) == [
+        ("2026-03-05", "emergency", None, None)]
+
+
+def test_follow_ups_after_an_emergency_count_towards_leaving(database):
+    # the only entering event is an emergency: the follow-ups before it change nothing, the
+    # complete one after it lets the patient leave
+    rows = [fu("2026-01-10", 0), fu("2026-06-01", 0)]
+    assert both_forms(database, rows, "2027-06-30", emergencies=["2026-02-01"]) == [
+        ("2026-02-01", "emergency", "2027-02-02", "stable_12_months")]
