@@ -558,7 +558,7 @@ def test_worklist_cached_partial_equals_a_fresh_render(web):
             cached = ctx.cached_partial("_worklist_body.html", data, **args)
             assert cached is ctx.cached_partial("_worklist_body.html", data, **args)  # rendered once
             fresh = ctx.templates.get_template("_worklist_body.html").render(data=data, **args)
-            assert str(cached) == fresh
+            assert cached.decode() == fresh
             bodies[tuple(chosen.items()), show_all] = fresh
     assert '<option value="V2" selected>' in bodies[(("village", "V2"),), False]
     assert '<option value="V1" selected>' not in bodies[(("village", "V2"),), False]

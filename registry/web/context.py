@@ -8,7 +8,6 @@ from datetime import date
 from typing import Callable
 
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
 
 from registry.regions import LiveRegionTree
 
@@ -44,23 +43,24 @@ class WebContext:
         """The work-list cache key: role, region, date and the query's arguments."""
         return (scope.user.role, scope.user.region_code, scope.today, tuple(sorted(kwargs.items())))
 
-    def cached_partial(self, template: str, data: dict, **inputs) -> Markup:
-        """缓存片段 ``template`` rendered with ``data`` and ``inputs``, once per cached ``data``.
+    def cached_partial(self, template: str, data: dict, **inputs) -> bytes:
+        """缓存片段 ``template`` rendered with ``data`` and ``inputs``, as UTF-8, once per cached ``data``.
 
         ``data`` is a value of the work-list cache (a new object whenever the cache recomputes it),
         so a partial that depends only on ``data`` and ``inputs`` (hashable values, or dicts of
         them) is reused exactly as long as ``data`` itself: the key is the identity of ``data``
         and the inputs. Rendering a work list's 100 rows and its filter form (hundreds of village
-        and member options) is most of a work-list request's CPU otherwise.
+        and member options) is most of a work-list request's CPU otherwise; the page joins the
+        bytes as they are (``pages.render_around``).
         """
         if not self.cache_partials:
-            return Markup(self.templates.get_template(template).render(data=data, **inputs))
+            return self.templates.get_template(template).render(data=data, **inputs).encode()
         key = (template, id(data), tuple(sorted((k, _frozen(v)) for k, v in inputs.items())))
         with self._partials_lock:
             hit = self._partials.get(key)
             if hit is not None and hit[0] is data:  # identity: the same cached page
                 return hit[1]
-        html = Markup(self.templates.get_template(template).render(data=data, **inputs))
+        html = self.templates.get_template(template).render(data=data, **inputs).encode()
         with self._partials_lock:
             if len(self._partials) >= 2 * getattr(self.worklists, "size", 256):  # ~ the cached pages (and stale ones)
                 self._partials.clear()
