@@ -373,6 +373,8 @@ def main() -> None:
     parser.add_argument("--seed", choices=("auto", "sql", "import"), default="auto",
                         help=f"how to seed: import (the synthetic county through the importer), sql (a province, "
                              f"set-based); auto: import below {SQL_SEED_FROM:,} patients, else sql")
+    parser.add_argument("--doctors", type=int, help="only this many township doctors' requests, spread over the townships"
+                                                     " (default: every township's; each uvicorn worker caches 256 work lists)")
     parser.add_argument("--database", help="the database name (default: jf_bench_web for 100,000 patients through the "
                                            "importer, else jf_bench_web_<size>, e.g. jf_bench_web_1m)")
     parser.add_argument("--generator", choices=("wrk", "python"), default="wrk",
@@ -399,6 +401,10 @@ def main() -> None:
         scratch.migrated(url).dispose()
     with tempfile.TemporaryDirectory() as tmp:
         plan = prepare_clients(url, Path(tmp) / "plan.json")
+        if args.doctors and args.doctors < len(plan["doctors"]):
+            step = len(plan["doctors"]) // args.doctors
+            plan["doctors"] = plan["doctors"][::step][:args.doctors]
+            (Path(tmp) / "plan.json").write_text(json.dumps(plan))
         port = free_port()
         env = child_environment(bench_url=url)
         # the server subprocess imports benchmarks.web:app_factory from the repository root
