@@ -243,7 +243,7 @@ def ensure_wrk() -> str | None:
 def wrk_script(plan: dict, path: Path, requests: int | None = None) -> Path:
     """压测脚本 The Lua script: work list and patient page alternately, each township's doctor in turn
     (by default 4,000 requests, or two work lists and two patient pages per doctor when there are
-    more than 1,000 doctors, at most 20,000: a province's 1,920 doctors make 7,680, about 0.8 MB)."""
+    more than 1,000 doctors, at most 20,000: a province's 1,920 doctors make 7,680, about 0.5 MB)."""
     rng = random.Random(4)
     doctors = plan["doctors"]
     if requests is None:
