@@ -25,25 +25,18 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from benchmarks.population import RATES_SHAPE, region_statements, village_of
 from benchmarks.scratch import prepared_database
 from registry.db import make_engine
 
 DB = "jf_bench_rates"
-TOWNSHIPS, VILLAGES_PER_TOWNSHIP = 20, 25
 
 BUILD = [
-    "INSERT INTO region (code, name, level, parent_code, population) VALUES ('B', '基准县', 'county', NULL, NULL)",
-    f"""INSERT INTO region (code, name, level, parent_code, population)
-        SELECT 'B' || lpad(t::text, 2, '0'), '第' || t || '镇', 'township', 'B', NULL
-        FROM generate_series(1, {TOWNSHIPS}) t""",
-    f"""INSERT INTO region (code, name, level, parent_code, population)
-        SELECT 'B' || lpad(t::text, 2, '0') || lpad(v::text, 3, '0'), '第' || t || '镇' || v || '村', 'village',
-               'B' || lpad(t::text, 2, '0'), 20000
-        FROM generate_series(1, {TOWNSHIPS}) t, generate_series(1, {VILLAGES_PER_TOWNSHIP}) v""",
+    *region_statements(RATES_SHAPE),  # B, B01…B20, B01001…B20025
     """INSERT INTO patient (patient_id, name, sex, birth_date, village_code, diagnosis, registered_on,
                             report_type, consent, guardian_reward, status, status_on, created_at, updated_at)
         SELECT 'P' || lpad(i::text, 7, '0'), '患者' || i, 1 + i % 2, DATE '1960-01-01' + ((i * 37) % 15000)::int,
-               'B' || lpad((1 + i % {T})::text, 2, '0') || lpad((1 + (i / {T}) % {V})::text, 3, '0'),
+               {VILLAGE},
                CASE WHEN i % 5 = 0 THEN 'bipolar' WHEN i % 11 = 0 THEN 'epilepsy_psychosis' ELSE 'schizophrenia' END,
                DATE '2016-01-01' + ((i * 7919) % 3950)::int, 2, CASE WHEN i % 40 = 0 THEN 0 ELSE 1 END, false,
                CASE WHEN i % 53 = 0 THEN 'dead' WHEN i % 61 = 0 THEN 'moved_out' ELSE 'active' END,
@@ -70,8 +63,7 @@ def ensure_data(patients: int, rebuild: bool) -> str:
     def build(engine) -> None:
         with engine.begin() as conn:
             for stmt in BUILD:
-                conn.execute(sa.text(stmt.replace("{N}", str(patients)).replace("{T}", str(TOWNSHIPS))
-                                     .replace("{V}", str(VILLAGES_PER_TOWNSHIP))))
+                conn.execute(sa.text(stmt.replace("{N}", str(patients)).replace("{VILLAGE}", village_of(RATES_SHAPE, "i"))))
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
 

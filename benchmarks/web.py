@@ -1,18 +1,25 @@
 """网页基准 Work lists and patient pages under load (issue 4 benchmark, target p99 < 100 ms).
 
 ``python -m benchmarks.web`` (scripts/bench_web):
-1. seeds a PostgreSQL database with a synthetic county (default 100,000 patients, through the
-   importer, registry.importing), runs the scheduler once, and creates one doctor per
-   township with a logged-in session (kept for re-runs: ``--reuse``);
+1. seeds a PostgreSQL database, runs the scheduler's full generation once and ANALYZEs (kept for
+   re-runs: ``--reuse``), and creates one doctor per township with a logged-in session. Below
+   500,000 patients (the default 100,000, comparable with earlier sessions) the synthetic county
+   (registry.synthetic) goes through the importer (registry.importing) into ``jf_bench_web``; from
+   500,000 on (``--patients 1000000``: a province of 120 counties, 1,920 townships, 42,240 villages,
+   ~520 patients per township) the rows are written set-based (benchmarks/population.py, about
+   2–3 minutes at 1,000,000 patients where the importer path did not finish in 15) into
+   ``jf_bench_web_<size>`` (``jf_bench_web_1m``); ``--seed sql|import`` chooses, ``--database`` names;
 2. starts uvicorn serving ``create_app`` in a subprocess on 127.0.0.1 (uvloop + httptools,
    ``--workers`` processes, each with its own SO_REUSEPORT socket as ``jingfang serve`` does,
    no access log);
 3. drives it from a second process: ``--clients`` concurrent keep-alive connections (default 50),
    after an unmeasured ``--warmup`` (default 5 s), for ``--seconds`` (default 30); requests
-   alternate a township's work list and a patient page of that township, each with that
-   township doctor's session cookie. The load generator is ``wrk`` (C; a Lua script rotates the
-   URLs and cookies) — installed with apt-get when missing — else the Python httpx clients
-   (``--generator python``), which need much of the CPU the server would use;
+   alternate a township's work list and a patient page of that township (one of its first 200
+   patients), each with that township doctor's session cookie, the doctors in turn. The load
+   generator is ``wrk`` (C; a Lua script rotates the URLs and cookies) — installed with apt-get
+   when missing — else the Python httpx clients (``--generator python``), which need much of the
+   CPU the server would use. Before the load, the work list and a patient page of up to 40
+   doctors (spread over the townships) are fetched once and must render;
 4. prints requests/s, p50/p99 latency, the number of non-200 answers (counted by the wrk script:
    a redirect to the login page is a failure), CPU per request (web workers, PostgreSQL backends)
    and the load average before and after the run.
@@ -44,18 +51,51 @@ from benchmarks.scratch import TODAY
 from registry.config import child_environment, get_settings
 
 DB_NAME = "jf_bench_web"
+PATIENTS_PER_DOCTOR = 200  # the patient pages a doctor's requests choose from
+CHECKED_DOCTORS = 40  # check_pages: at most this many doctors, spread over the townships
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def seed(patients: int) -> None:
-    """造数 Seed a PostgreSQL database through the importer and run the scheduler once."""
+SQL_SEED_FROM = 500_000  # the set-based seed from this size on; below it the importer (figures comparable with earlier runs)
+
+
+def default_seed(patients: int) -> str:
+    """造数方式 ``import`` below ``SQL_SEED_FROM`` patients, else ``sql``."""
+    return "sql" if patients >= SQL_SEED_FROM else "import"
+
+
+def database_name(patients: int, how: str) -> str:
+    """The database of a size and seed: ``jf_bench_web`` for the default run (100,000 patients through
+    the importer, as earlier sessions), else ``jf_bench_web_<size>`` (``jf_bench_web_1m``), with
+    ``_<seed>`` when the seed is not the size's default; so several can be kept for ``--reuse``."""
+    if patients == 100_000 and how == "import":
+        return DB_NAME
+    size = (f"{patients // 1_000_000}m" if patients % 1_000_000 == 0 else
+            f"{patients // 1000}k" if patients % 1000 == 0 else str(patients))
+    return f"{DB_NAME}_{size}" + ("" if how == default_seed(patients) else f"_{how}")
+
+
+def seed(patients: int, how: str = "import", name: str = DB_NAME) -> None:
+    """造数 Seed PostgreSQL database ``name`` — through the importer (``import``: the synthetic county's CSV
+    files, registry.importing) or set-based (``sql``: a province, benchmarks/population.py) — then run
+    the scheduler's full generation once and ANALYZE."""
     from schedules.generation import generate
 
-    engine = scratch.migrated(scratch.recreate_database(DB_NAME))
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        counts = scratch.load_county(engine, Path(tmp), patients, seed=4, followups_per_patient=4)
-        print(f"seeded {counts['patients']:,} patients, {counts['followups']:,} follow-ups in {time.perf_counter() - t:.1f} s")
+    engine = scratch.migrated(scratch.recreate_database(name))
+    t = time.perf_counter()
+    if how == "import":
+        with tempfile.TemporaryDirectory() as tmp:
+            counts = scratch.load_county(engine, Path(tmp), patients, seed=4, followups_per_patient=4)
+        print(f"seeded {counts['patients']:,} patients, {counts['followups']:,} follow-ups through the importer"
+              f" in {time.perf_counter() - t:.1f} s")
+    else:
+        from benchmarks.population import build_province
+
+        shape = build_province(engine, patients, TODAY)
+        with engine.connect() as conn:
+            followups = conn.execute(sa.text("SELECT count(*) FROM follow_up")).scalar_one()
+        print(f"seeded {patients:,} patients, {followups:,} follow-ups set-based (a province: {shape.counties} counties,"
+              f" {shape.township_count:,} townships, {shape.village_count:,} villages) in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     generate(engine, as_of=TODAY)
     with engine.begin() as conn:
@@ -65,7 +105,8 @@ def seed(patients: int) -> None:
 
 
 def prepare_clients(url: str, out: Path) -> dict:
-    """压测账号 One doctor per township with a session token, and each township's patient ids."""
+    """压测账号 One doctor per township (with patients) with a session token, and up to
+    ``PATIENTS_PER_DOCTOR`` of the township's patient ids."""
     from sqlmodel import Session
 
     from registry.accounts import User, hash_password, start_session
@@ -75,19 +116,25 @@ def prepare_clients(url: str, out: Path) -> dict:
     engine = make_engine(url)
     plan: dict = {"doctors": []}
     password_hash = hash_password("bench-password")
+    # up to PATIENTS_PER_DOCTOR patients of each township, in one statement
+    sample = sa.text("""
+        SELECT township, array_agg(patient_id ORDER BY patient_id) FROM (
+          SELECT v.parent_code AS township, p.patient_id,
+                 row_number() OVER (PARTITION BY v.parent_code ORDER BY p.patient_id) AS n
+          FROM patient p JOIN region v ON v.code = p.village_code
+        ) s WHERE n <= :per GROUP BY township""")
     with Session(engine) as s:
         townships = s.execute(sa.select(Region.code).where(Region.level == "township").order_by(Region.code)).scalars().all()
+        patients = {t: list(ids) for t, ids in s.execute(sample, {"per": PATIENTS_PER_DOCTOR})}
         s.execute(sa.text("DELETE FROM web_session"))
         s.execute(sa.text("DELETE FROM app_user WHERE username LIKE 'bench-%'"))
-        for code in townships:
-            user = User(username=f"bench-{code}", password_hash=password_hash, role="township_doctor", region_code=code,
-                        display_name=f"医生{code}")
-            s.add(user)
-            s.flush()
+        users = [User(username=f"bench-{code}", password_hash=password_hash, role="township_doctor", region_code=code,
+                      display_name=f"医生{code}") for code in townships if patients.get(code)]
+        s.add_all(users)
+        s.flush()
+        for user in users:
             token, _ = start_session(s, user, source="bench")
-            village = sa.select(Region.code).where(Region.parent_code == code)
-            pids = s.execute(sa.select(Patient.patient_id).where(Patient.village_code.in_(village)).limit(2000)).scalars().all()
-            plan["doctors"].append({"township": code, "token": token, "patients": list(pids)})
+            plan["doctors"].append({"township": user.region_code, "token": token, "patients": patients[user.region_code]})
         s.commit()
         plan["patients"] = s.execute(sa.select(sa.func.count()).select_from(Patient)).scalar_one()
     engine.dispose()
@@ -193,10 +240,14 @@ def ensure_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-def wrk_script(plan: dict, path: Path, requests: int = 4000) -> Path:
-    """压测脚本 The Lua script: work list and patient page alternately, each township's doctor in turn."""
+def wrk_script(plan: dict, path: Path, requests: int | None = None) -> Path:
+    """压测脚本 The Lua script: work list and patient page alternately, each township's doctor in turn
+    (by default 4,000 requests, or two work lists and two patient pages per doctor when there are
+    more than 1,000 doctors, at most 20,000: a province's 1,920 doctors make 7,680, about 0.5 MB)."""
     rng = random.Random(4)
     doctors = plan["doctors"]
+    if requests is None:
+        requests = min(max(4000, 4 * len(doctors)), 20_000)
     rows = []
     for i in range(requests):
         doctor = doctors[(i // 2) % len(doctors)]
@@ -234,18 +285,22 @@ def parse_wrk(out: str, seconds: float) -> dict:
             "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"]), "errors": errors}
 
 
-def check_pages(base: str, plan: dict) -> None:
-    """预检 Every doctor's work list and one of their patient pages answer 200 with the page itself
-    (wrk counts a redirect to the login page as a success, so the sessions are checked first)."""
+def check_pages(base: str, plan: dict) -> int:
+    """预检 The work list and one patient page of every doctor — at most ``CHECKED_DOCTORS``, spread over
+    the townships (a province has ~2,000) — answer 200 with the page itself (the sessions are made by
+    the same code for all). Returns the number of doctors checked."""
     import urllib.request
 
-    for doctor in plan["doctors"]:
+    doctors = plan["doctors"]
+    step = max(1, -(-len(doctors) // CHECKED_DOCTORS))
+    for doctor in doctors[::step]:
         for path, marker in (("/worklist", "今日工作清单"), (f"/patients/{doctor['patients'][0]}", doctor["patients"][0])):
             req = urllib.request.Request(base + path, headers={"Cookie": f"jf_session={doctor['token']}"})
             with urllib.request.urlopen(req, timeout=60) as r:
                 body = r.read().decode()
                 if r.status != 200 or r.url != base + path or marker not in body:
                     raise SystemExit(f"bench: {path} for {doctor['township']} did not render (status {r.status})")
+    return len(doctors[::step])
 
 
 def _ticks(pid: int) -> int:
@@ -272,7 +327,8 @@ def cpu_snapshot(server_pid: int, url: str) -> dict[str, dict[int, int]]:
     try:
         engine = sa.create_engine(scratch.database_url("postgres"))
         with engine.connect() as conn:
-            pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": DB_NAME}).scalars().all()
+            pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
+                                {"d": sa.engine.make_url(url).database}).scalars().all()
         engine.dispose()
         pg = {pid: _ticks(pid) for pid in pids}
     except Exception:  # noqa: BLE001 - the figure is informative only
@@ -314,6 +370,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of unmeasured load first")
     parser.add_argument("--reuse", action="store_true", help="keep the seeded database from an earlier run")
+    parser.add_argument("--seed", choices=("auto", "sql", "import"), default="auto",
+                        help=f"how to seed: import (the synthetic county through the importer), sql (a province, "
+                             f"set-based); auto: import below {SQL_SEED_FROM:,} patients, else sql")
+    parser.add_argument("--doctors", type=int, help="only this many township doctors' requests, spread over the townships"
+                                                     " (default: every township's; each uvicorn worker caches 256 work lists)")
+    parser.add_argument("--database", help="the database name (default: jf_bench_web for 100,000 patients through the "
+                                           "importer, else jf_bench_web_<size>, e.g. jf_bench_web_1m)")
     parser.add_argument("--generator", choices=("wrk", "python"), default="wrk",
                         help="load generator: wrk (C, installed with apt-get when missing) or Python httpx clients")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # internal: the load-generator process
@@ -324,13 +387,24 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    url = scratch.database_url(DB_NAME)
+    how = default_seed(args.patients) if args.seed == "auto" else args.seed
+    name = args.database or database_name(args.patients, how)
+    url = scratch.database_url(name)
     if not args.reuse:
-        seed(args.patients)
+        print(f"seed: {'set-based (benchmarks/population.py, a province)' if how == 'sql' else 'through the importer'}"
+              f" into {name}{' (--seed auto)' if args.seed == 'auto' else ''}", flush=True)
+        seed(args.patients, how, name)
     else:  # an earlier seed: bring its schema up to the current migrations
+        if not scratch.database_exists(name):
+            raise SystemExit(f"bench: --reuse: database {name} does not exist (run once without --reuse)")
+        print(f"reusing database {name}", flush=True)
         scratch.migrated(url).dispose()
     with tempfile.TemporaryDirectory() as tmp:
         plan = prepare_clients(url, Path(tmp) / "plan.json")
+        if args.doctors and args.doctors < len(plan["doctors"]):
+            step = len(plan["doctors"]) // args.doctors
+            plan["doctors"] = plan["doctors"][::step][:args.doctors]
+            (Path(tmp) / "plan.json").write_text(json.dumps(plan))
         port = free_port()
         env = child_environment(bench_url=url)
         # the server subprocess imports benchmarks.web:app_factory from the repository root
@@ -361,7 +435,7 @@ def main() -> None:
                 except OSError:
                     time.sleep(0.1)
             time.sleep(1.0)
-            check_pages(base, plan)
+            checked = check_pages(base, plan)
             load_before = os.getloadavg()
             # the load comes from a second process
             if wrk is not None:
@@ -374,7 +448,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print(f"web benchmark: {plan['patients']:,} patients on PostgreSQL, {len(plan['doctors'])} township doctors, "
+    print(f"web benchmark: {plan['patients']:,} patients on PostgreSQL ({name}), {len(plan['doctors']):,} township doctors"
+          f" ({checked} checked first: work list and a patient page render), "
           f"{args.clients} concurrent clients for {args.seconds:.0f} s (after {args.warmup:.0f} s warm-up), "
           f"uvicorn workers={args.workers}{' (uvloop, httptools)' if fast else ''}, load from {result['generator']}")
     print(f"  requests      {result['requests']:,} (work lists and patient pages, half each)")
