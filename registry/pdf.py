@@ -28,11 +28,19 @@ characters of the doctor's list.)
 tinyhtml5 (the HTML parser WeasyPrint uses) caches its compiled character-class regexps under the
 wrong key, so it compiles one again for every text run of the document; ``_RegexCache`` keys it
 right (about 2 % of a township's 五单 rendering).
+
+排版进程 (issue 17): ``render_pool`` starts the processes that lay the PDFs out before the caller
+reads the database, so WeasyPrint's import (≈ 0.6–1 s of CPU) and warm-up overlap the queries on a
+second core. The 五单 (``schedules.lists``: one process per CPU, WeasyPrint imported once before
+forking) and the monthly report (``background_renderer``: one process, which imports WeasyPrint
+itself while the caller reads) use it. The workers run ``write_pdf``: they never touch the database.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -175,6 +183,58 @@ def warm_up(stylesheets: list[str] = ()) -> None:
     Chinese page laid out, regular and bold), the user-agent sheet and ``stylesheets`` parsed — what
     the first document would otherwise pay, done while the parent is still reading the database."""
     render(WARM_UP_HTML, str(Path.cwd()), stylesheets)
+
+
+def single_threaded() -> bool:
+    """Whether this process runs one thread, counting the threads of C libraries (Linux: Pango starts
+    one once it has loaded fonts) as well as Python's."""
+    import threading  # noqa: PLC0415
+
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return threading.active_count() == 1
+
+
+def render_pool(workers: int, initializer=warm_up, initargs: tuple = (), *, preload_here: bool = True):
+    """排版进程 ``workers`` processes for PDFs, started now: each runs ``initializer(*initargs)``
+    (default ``warm_up``: WeasyPrint, fonts, stylesheets) while the caller still reads the database.
+
+    Fork when this process runs no other thread (``single_threaded``), else spawn (the scheduler
+    service runs a thread pool; a spawned child spends about a second on imports, in its warm-up).
+    ``preload_here`` (fork only): WeasyPrint is imported here first (``preload``, about 0.6 s of CPU,
+    once for all children) — worth it for several children; for one (``background_renderer``) the
+    child imports it itself, in parallel with the caller. The caller shuts the pool down
+    (``with render_pool(n) as pool``)."""
+    import multiprocessing  # noqa: PLC0415
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+    method = "fork" if single_threaded() and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "fork" and preload_here:
+        preload()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=initializer, initargs=initargs)
+    for _ in range(workers):  # every process starts now (a spawning pool starts one per task waiting)
+        pool.submit(int)
+    return pool
+
+
+@contextmanager
+def background_renderer(stylesheets: list[str] = ()):
+    """后台排版 One render process (``render_pool``), started now and warming up (``warm_up`` with
+    ``stylesheets``) while the ``with`` block reads the database; ``submit(write_pdf, …)`` to it.
+
+    Leaving the block normally waits for the PDFs submitted; leaving it by an exception (a region
+    refused, a database error) ends the process at once instead of waiting for its warm-up."""
+    pool = render_pool(1, warm_up, ([str(s) for s in stylesheets],), preload_here=False)
+    try:
+        yield pool
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 @lru_cache(maxsize=4)
