@@ -108,21 +108,26 @@ def register(app: typer.Typer) -> None:
                region: RegionOption = None, variant: VariantOption = None, targets: TargetsOption = None,
                db: DbOption = None) -> None:
         """月度指标 PDF 报告。"""
-        from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
-
-        from registry.audit import record_cli  # noqa: PLC0415
+        from registry import pdf  # noqa: PLC0415
         from registry.periods import Period  # noqa: PLC0415
-        from schedules.worklist import check_region  # noqa: PLC0415
 
         month = default_month(month)
         Period.parse(month)  # a bad month or region is refused before anything is said or written
         out_path = output_file(out)
-        engine = engine_for(db)
-        if region:
-            check_region(engine, region)
-        typer.echo(f"正在生成 {month} 月报……", err=True)
-        path = write_monthly_report(engine, month=month, region_code=region, out_path=out_path,
-                                    variant=variant, targets=targets)
+        # the render process starts first (forked before the heavy imports and the database): it
+        # imports WeasyPrint and warms up on the second core while this one reads the month
+        with pdf.background_renderer() as renderer:
+            from registry.rates.reporting import write_monthly_report  # noqa: PLC0415
+
+            from registry.audit import record_cli  # noqa: PLC0415
+            from schedules.worklist import check_region  # noqa: PLC0415
+
+            engine = engine_for(db)
+            if region:
+                check_region(engine, region)
+            typer.echo(f"正在生成 {month} 月报……", err=True)
+            path = write_monthly_report(engine, month=month, region_code=region, out_path=out_path,
+                                        variant=variant, targets=targets, renderer=renderer)
         record_cli(engine, action="export", object_type="monthly_report", object_id=month, region_code=region,
                    detail=str(path)[-200:])
         typer.echo(f"月报已写入 {path}")

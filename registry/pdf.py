@@ -28,11 +28,28 @@ characters of the doctor's list.)
 tinyhtml5 (the HTML parser WeasyPrint uses) caches its compiled character-class regexps under the
 wrong key, so it compiles one again for every text run of the document; ``_RegexCache`` keys it
 right (about 2 % of a township's 五单 rendering).
+
+边框 (issue 17, the monthly report): a border on one side only (the rule under each table cell,
+the heading's underline) takes WeasyPrint's general path — clip to the side's trapezoid, then fill
+the ring between border and padding box — about 150 Python calls per cell: half the CPU of writing
+the report's PDF (its ~1,100 ruled cells). ``_draw_border`` fills the same ring without the clip
+(with one side the clip removes nothing); installed over ``weasyprint.draw.draw_border`` with the
+subsetting pass, everything else (several sides, rounded corners, other styles) still WeasyPrint's.
+Rasterised, the pages are the same within anti-aliasing of the rules' edges
+(tests/test_lists_rendering.py).
+
+排版进程 (issue 17): ``render_pool`` starts the processes that lay the PDFs out before the caller
+reads the database, so WeasyPrint's import (≈ 0.6–1 s of CPU) and warm-up overlap the queries on a
+second core. The 五单 (``schedules.lists``: one process per CPU, WeasyPrint imported once before
+forking) and the monthly report (``background_renderer``: one process, which imports WeasyPrint
+itself while the caller reads) use it. The workers run ``write_pdf``: they never touch the database.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -103,6 +120,37 @@ def _subset_font(font, to_unicode, hinting) -> None:
 
 _weasyprint_subset = None
 
+SIDES = ("top", "right", "bottom", "left")
+
+
+def _draw_border(stream, box) -> None:
+    """边框 WeasyPrint's ``draw_border``, with a fast path for the rule under a table cell: one solid
+    side, square corners: the ring between border box and padding box filled (even-odd), which with
+    one side is that side's strip — what WeasyPrint's general path paints, without clipping to the
+    side's trapezoid first (~150 Python calls per cell; see the module docstring)."""
+    widths = (box.border_top_width, box.border_right_width, box.border_bottom_width, box.border_left_width)
+    drawn = [i for i, width in enumerate(widths) if width]
+    style = box.style
+    if len(drawn) == 1 and style["visibility"] == "visible" and style["border_image_source"][0] == "none" \
+            and style["column_width"] == "auto" and style["column_count"] == "auto":
+        from weasyprint.draw.color import get_color  # noqa: PLC0415
+
+        side = SIDES[drawn[0]]
+        color = get_color(style, f"border_{side}_color")
+        x, y, width, height, *radii = box.rounded_border_box()
+        if style[f"border_{side}_style"] == "solid" and color.alpha and not any(any(r) for r in radii):
+            top, right, bottom, left = widths
+            with stream.artifact(), stream.stacked():
+                stream.set_color(color)
+                stream.rectangle(x + left, y + top, width - left - right, height - top - bottom)  # padding box
+                stream.rectangle(x, y, width, height)
+                stream.fill(even_odd=True)
+            return
+    _weasyprint_draw_border(stream, box)
+
+
+_weasyprint_draw_border = None
+
 
 class _RegexCache(dict):
     """tinyhtml5's ``characters_until_regex``, keyed by (characters, opposite) as its lookup is."""
@@ -116,9 +164,11 @@ class _RegexCache(dict):
 
 @lru_cache(maxsize=1)
 def _install() -> None:
-    """The subsetting pass and the parser's cache (see the module docstring), once per process."""
-    global _weasyprint_subset
+    """The subsetting pass, the parser's cache and the cell-rule fast path (see the module
+    docstring), once per process."""
+    global _weasyprint_subset, _weasyprint_draw_border
     import tinyhtml5.inputstream  # noqa: PLC0415
+    import weasyprint.draw  # noqa: PLC0415
     from weasyprint.pdf.fonts import Font  # noqa: PLC0415
     from weasyprint.text.ffi import harfbuzz, harfbuzz_subset  # noqa: PLC0415
 
@@ -127,6 +177,9 @@ def _install() -> None:
         Font._harfbuzz_subset = _subset_font
     if isinstance(getattr(tinyhtml5.inputstream, "characters_until_regex", None), dict):
         tinyhtml5.inputstream.characters_until_regex = _RegexCache()
+    if callable(getattr(weasyprint.draw, "draw_border", None)):
+        _weasyprint_draw_border = weasyprint.draw.draw_border
+        weasyprint.draw.draw_border = _draw_border
 
 
 @lru_cache(maxsize=1)
@@ -175,6 +228,58 @@ def warm_up(stylesheets: list[str] = ()) -> None:
     Chinese page laid out, regular and bold), the user-agent sheet and ``stylesheets`` parsed — what
     the first document would otherwise pay, done while the parent is still reading the database."""
     render(WARM_UP_HTML, str(Path.cwd()), stylesheets)
+
+
+def single_threaded() -> bool:
+    """Whether this process runs one thread, counting the threads of C libraries (Linux: Pango starts
+    one once it has loaded fonts) as well as Python's."""
+    import threading  # noqa: PLC0415
+
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return threading.active_count() == 1
+
+
+def render_pool(workers: int, initializer=warm_up, initargs: tuple = (), *, preload_here: bool = True):
+    """排版进程 ``workers`` processes for PDFs, started now: each runs ``initializer(*initargs)``
+    (default ``warm_up``: WeasyPrint, fonts, stylesheets) while the caller still reads the database.
+
+    Fork when this process runs no other thread (``single_threaded``), else spawn (the scheduler
+    service runs a thread pool; a spawned child spends about a second on imports, in its warm-up).
+    ``preload_here`` (fork only): WeasyPrint is imported here first (``preload``, about 0.6 s of CPU,
+    once for all children) — worth it for several children; for one (``background_renderer``) the
+    child imports it itself, in parallel with the caller. The caller shuts the pool down
+    (``with render_pool(n) as pool``)."""
+    import multiprocessing  # noqa: PLC0415
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+    method = "fork" if single_threaded() and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "fork" and preload_here:
+        preload()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=initializer, initargs=initargs)
+    for _ in range(workers):  # every process starts now (a spawning pool starts one per task waiting)
+        pool.submit(int)
+    return pool
+
+
+@contextmanager
+def background_renderer(stylesheets: list[str] = ()):
+    """后台排版 One render process (``render_pool``), started now and warming up (``warm_up`` with
+    ``stylesheets``) while the ``with`` block reads the database; ``submit(write_pdf, …)`` to it.
+
+    Leaving the block normally waits for the PDFs submitted; leaving it by an exception (a region
+    refused, a database error) ends the process at once instead of waiting for its warm-up."""
+    pool = render_pool(1, warm_up, ([str(s) for s in stylesheets],), preload_here=False)
+    try:
+        yield pool
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 @lru_cache(maxsize=4)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -530,39 +529,14 @@ def _warm_renderer() -> None:
     _environment().get_template("list.html")
 
 
-def _single_threaded() -> bool:
-    """Whether this process runs one thread, counting the threads of C libraries (Linux: Pango starts
-    one once it has loaded fonts) as well as Python's."""
-    import threading
-
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return threading.active_count() == 1
-
-
 def render_pool(workers: int):
-    """排版进程 ``workers`` processes for the PDFs, started now: they warm up (``_warm_renderer``:
-    fonts, stylesheet, template) while the caller still reads the database.
-
-    Fork when this process runs no other thread (``_single_threaded``): WeasyPrint is imported here
-    first (about 0.4 s of CPU, once for all children; ``registry.pdf.preload``) and the children
-    start with everything imported. Else spawn (the scheduler service runs a thread pool): a spawned
-    child spends about a second on imports, in its warm-up. The caller shuts the pool down
+    """排版进程 ``workers`` processes for the PDFs, started now (``registry.pdf.render_pool``, WeasyPrint
+    imported here once before forking): they warm up (``_warm_renderer``: fonts, stylesheet,
+    template) while the caller still reads the database. The caller shuts the pool down
     (``with render_pool(n) as pool``)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from registry import pdf
 
-    method = "fork" if _single_threaded() and "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    if method == "fork":
-        from registry import pdf
-
-        pdf.preload()  # imported once, here, for every child
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                               initializer=_warm_renderer)
-    for _ in range(workers):  # every process starts now (a spawning pool starts one per task waiting)
-        pool.submit(int)
-    return pool
+    return pdf.render_pool(workers, _warm_renderer)
 
 
 def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1, pool=None) -> list[Path]:

@@ -54,3 +54,36 @@ def test_render_processes_write_the_pdfs_rendered_here(database, small_county, t
         if mine.suffix == ".pdf":
             assert theirs.read_bytes() == mine.read_bytes(), mine.name
             assert "随访任务单" in pdftext(theirs) or mine.name.split("_")[2] != "1"
+
+
+def test_the_cell_rule_fast_path_paints_what_weasyprint_paints(tmp_path):
+    """The rule under a table cell (one solid side, square corners: the report's tables, its headings)
+    is painted by ``registry.pdf._draw_border`` without WeasyPrint's clipping; rasterised (pdftoppm,
+    150 dpi) it is the same picture within anti-aliasing, and it is used."""
+    import subprocess
+
+    import weasyprint.draw
+    from PIL import Image, ImageChops
+
+    page = ('<style>td { border-bottom: 0.5pt solid #d5d5d5; padding: 1mm } h2 { border-bottom: 1.5pt solid #1f5fa8 }'
+            ' th { border-top: 2pt solid #333; border-left: 1pt solid #333 }</style><h2>一、主要指标</h2><table>'
+            '<tr><th>指标</th><th>率</th></tr>' + "<tr><td>在册患者规范管理率</td><td>73.21%</td></tr>" * 8 + "</table>")
+    pdf.render(page, str(tmp_path)).write_pdf(tmp_path / "fast.pdf")
+    assert weasyprint.draw.draw_border is pdf._draw_border
+    weasyprint.draw.draw_border = pdf._weasyprint_draw_border
+    try:
+        pdf.render(page, str(tmp_path)).write_pdf(tmp_path / "general.pdf")
+    finally:
+        weasyprint.draw.draw_border = pdf._draw_border
+    images = []
+    for name in ("fast", "general"):
+        subprocess.run(["pdftoppm", "-png", "-r", "150", "-singlefile", str(tmp_path / f"{name}.pdf"),
+                        str(tmp_path / name)], check=True)
+        with Image.open(tmp_path / f"{name}.png") as image:
+            images.append(image.convert("L"))
+    fast, general = images
+    assert fast.size == general.size
+    difference = ImageChops.difference(fast, general)
+    assert difference.getextrema()[1] <= 64  # edge pixels of the rules, anti-aliased a little differently
+    ink = [sum((255 - v) * n for v, n in enumerate(image.histogram())) for image in images]
+    assert abs(ink[0] - ink[1]) <= 0.01 * ink[1]  # the same rules, as much of them

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from datetime import date
 from pathlib import Path
 
@@ -197,3 +198,49 @@ def test_report_for_an_empty_township_prints_dashes_not_zero_percent(county, tmp
     ctx = build_context(county.engine, month="2026-06", region_code="C", today=date(2026, 7, 1))
     assert [c.code for c in ctx.children] == ["T", "T2"]  # ranked: null rates last
     assert ctx.children[1].cells["standard_management_rate"].rate == "—"
+
+
+def test_the_render_process_writes_the_pdf_written_here(county, tmp_path):
+    """排版进程 (issue 17): ``jingfang report`` lays the PDF out in a process started before the month is
+    read (``registry.pdf.background_renderer``); it writes the same PDF, byte for byte, as rendering
+    in the calling process."""
+    from registry import pdf
+
+    here = write_monthly_report(county.engine, month="2026-06", region_code="C", out_path=tmp_path / "here.pdf",
+                                today=date(2026, 7, 1))
+    with pdf.background_renderer() as renderer:
+        there = write_monthly_report(county.engine, month="2026-06", region_code="C",
+                                     out_path=tmp_path / "there.pdf", today=date(2026, 7, 1), renderer=renderer)
+    assert there.read_bytes() == here.read_bytes()
+    assert "县严重精神障碍患者管理月报" in re.sub(r"\s+", "", text_of(there))
+    assert re.search(r"Noto-Sans-CJK-SC\S*\s+CID Type 0C.*yes\s+yes", fonts_of(there))
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, or a process already reaped, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return re.search(r"^State:\s+Z", status, re.M) is None
+
+
+def test_a_refused_report_ends_its_render_process(county, tmp_path):
+    """A report refused after its render process started (an unknown region) exits 1 with the error
+    and writes nothing; leaving the renderer by an exception ends the process (not waiting for it)."""
+    from registry import pdf
+
+    out = tmp_path / "r.pdf"
+    result = CliRunner().invoke(app, ["report", "--month", "2026-06", "--region", "NOPE", "--out", str(out),
+                                      "--db", county.url])
+    assert result.exit_code == 1 and "REGION_NOT_FOUND" in result.stderr and not out.exists()
+    with pytest.raises(RuntimeError), pdf.background_renderer() as renderer:
+        pids = [process.pid for process in renderer._processes.values()]
+        raise RuntimeError("a query failed")
+    assert pids
+    for pid in pids:
+        for _ in range(100):
+            if not running(pid):
+                break
+            time.sleep(0.1)
+        assert not running(pid)

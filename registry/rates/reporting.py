@@ -43,6 +43,7 @@ from registry.resources import template_dir
 from registry.rates.targets import TargetSet
 
 TEMPLATE_DIR = template_dir("report")
+STYLESHEET = TEMPLATE_DIR / "report.css"  # parsed once per process (registry.pdf.stylesheet)
 FONT_FAMILY = "Noto Sans CJK SC"
 PATIENT_LIST_LIMIT = 100
 # The ranked child table shows the indicators that have a default target first.
@@ -419,17 +420,24 @@ def render_html(context: ReportContext) -> str:
 
 def write_monthly_report(engine: Engine, *, month: str, region_code: str | None, out_path: Path | str,
                          variant: str | None = None, targets: str | None = None, today: date | None = None,
-                         counts: dict[str, dict[str, int]] | None = None) -> Path:
+                         counts: dict[str, dict[str, int]] | None = None, renderer=None) -> Path:
     """写月报 Render the month's PDF for a region (default: the top region) to ``out_path``.
 
-    ``counts``: already computed counts of the month (see ``build_context``)."""
+    ``counts``: already computed counts of the month (see ``build_context``). ``renderer``
+    (``registry.pdf.background_renderer``, started before the database is read): the PDF is laid
+    out and written in that process, which imported WeasyPrint and warmed up meanwhile; default: in
+    this one. Both write the same PDF (tests/test_report.py)."""
     from registry import pdf  # noqa: PLC0415 - WeasyPrint with the lean user-agent sheet, fonts shared
 
     context = build_context(engine, month=month, region_code=region_code, variant=variant, targets=targets, today=today,
                             counts=counts)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pdf.write_pdf(render_html(context), str(out_path), base_url=str(TEMPLATE_DIR))
+    args = (render_html(context), str(out_path), str(TEMPLATE_DIR), [str(STYLESHEET)])
+    if renderer is None:
+        pdf.write_pdf(*args)
+    else:
+        renderer.submit(pdf.write_pdf, *args).result()
     return out_path
 
 
