@@ -40,7 +40,7 @@ from registry import appointments, clock
 from registry.accounts import TOUCH_SECONDS, User, UserRole, WebSession, hash_token, idle_timeout
 from registry.attempts import latest_first_sql
 from registry.audit import audit_row
-from registry.care_team import TASK_ROLES, care_team_select, responsible_member_sql
+from registry.care_team import TASK_ROLES, care_team_select, responsible_member_sql, role_required_sql
 from registry.regions import region_cascade_text
 from registry.errors import NotAuthenticated, PermissionDenied
 from registry.models import FollowUp, Patient
@@ -122,16 +122,19 @@ SELECT
 """
 
 def _responsible_json() -> str:
-    """rules.md §6.1: ``{role: [member_id, name, phone] | null}`` of task ``k`` (registry.care_team's SQL)."""
+    """rules.md §6.1: ``{role: [member_id, name, phone] | null}`` of task ``k``, for the roles the task
+    requires (null for the others, which the page does not show), from registry.care_team's SQL."""
     parts = []
     for role in TASK_ROLES:
+        required = role_required_sql(sa.literal_column("k.roles"), role)
         expr = responsible_member_sql(role, patient_id=sa.literal_column("k.patient_id"),
                                       village_code=sa.literal_column("(SELECT village_code FROM p)"),
                                       on=sa.literal_column("k.due_on"))
-        sql = str(expr.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-        assert "%" not in sql
-        parts.append(f"'{role}', (SELECT json_build_array(rm.member_id, rm.name, rm.phone) FROM team_member rm "
-                     f"WHERE rm.member_id = {sql})")
+        required_sql, sql = (str(e.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+                             for e in (required, expr))
+        assert "%(" not in required_sql + sql  # pyformat text: only the %% of LIKE patterns
+        parts.append(f"'{role}', CASE WHEN {required_sql} THEN (SELECT json_build_array(rm.member_id, rm.name, rm.phone) "
+                     f"FROM team_member rm WHERE rm.member_id = {sql}) END")
     return "json_build_object(" + ", ".join(parts) + ")"
 
 
