@@ -227,9 +227,9 @@ def region_subtree(code: str) -> sa.CTE:
 def villages_under(code: str, level: str | None = None):
     """下级地区 The villages at or below region ``code`` as a subquery (county → township → village,
     RegionLevel). Shaped by the region's level so the planner's row estimate is right (an OR over
-    levels makes PostgreSQL scan every patient)."""
+    levels makes PostgreSQL scan every patient). ``code`` may be an SQL expression (a bind parameter)."""
     if level == RegionLevel.VILLAGE.value:
-        return sa.select(sa.literal(code))
+        return sa.select(code if isinstance(code, sa.ColumnElement) else sa.literal(code))
     if level == RegionLevel.TOWNSHIP.value:
         return sa.select(Region.code).where(Region.parent_code == code)
     child = aliased(Region)

@@ -564,3 +564,87 @@ def test_worklist_cached_partial_equals_a_fresh_render(web):
     assert '<option value="V1" selected>' not in bodies[(("village", "V2"),), False]
     assert '<input type="hidden" name="all" value="1">' in bodies[(), True]
     assert len(set(bodies.values())) == len(bodies)
+
+
+def _more_tasks(engine) -> None:
+    """Tasks for every part of the work list: health checks (overdue, due this week, later), a task after
+    the week, one without a risk level, joint visits whose roles have an assigned member (valid on the due
+    date or not), a village primary, a township primary or nobody (未指定)."""
+    from registry.models import VisitTask
+
+    rows = [
+        ("P1", "health_check", date(2026, 6, 1), "doctor", False, None),
+        ("P2", "health_check", date(2026, 6, 15), "doctor", False, 1),
+        ("P3", "health_check", date(2026, 6, 30), "doctor", False, None),
+        ("P4", "health_check", date(2026, 5, 30), "doctor", False, 2),
+        ("P2", "locate", date(2026, 6, 12), "doctor,police,village,civil_affairs", True, None),
+        ("P3", "discharge_check", date(2026, 6, 9), "doctor,police,village,civil_affairs", True, 4),
+        ("P5", "injection", date(2026, 6, 20), "doctor", False, 1),
+        ("P4", "post_emergency", date(2026, 6, 11), "doctor,police,village", True, 2),
+    ]
+    with Session(engine) as s:
+        for pid, kind, due, roles, joint, risk in rows:
+            s.add(VisitTask(patient_id=pid, kind=kind, basis=f"more:{pid}:{kind}", basis_on=date(2026, 5, 20), due_on=due,
+                            nominal_due_on=due, roles=roles, joint=joint, rule="national-2018:test", risk_level=risk))
+        s.add(TeamMember(member_id="M-POL2", name="周警官", role="police", phone="0750-1111", region_code="T1", primary=False))
+        s.flush()
+        # P3's police: M-POL2 from June (valid on its due date); P2's: M-POL2 until May (not valid on it)
+        s.add(CareTeamAssignment(patient_id="P3", member_id="M-POL2", role="police", from_on=date(2026, 6, 1)))
+        s.add(CareTeamAssignment(patient_id="P2", member_id="M-POL2", role="police", from_on=date(2026, 1, 1),
+                                 to_on=date(2026, 5, 31)))
+        s.commit()
+
+
+def test_worklist_one_statement_equals_the_generic_path(web):
+    """The fresh work list on PostgreSQL (registry.web.fast_worklist: one statement, compiled once per shape)
+    gives the generic path's dict for every filter, sort, page and horizon, for doctors and the county
+    admin; on SQLite the generic path serves (the fast path is PostgreSQL-only)."""
+    from registry.web import fast_worklist
+
+    app, _tokens, database = web
+    _more_tasks(database.engine)
+    ctx = app.state.ctx
+    shapes = [{}, {"horizon_days": None}, {"health_checks_apart": True}, {"health_checks_apart": True, "horizon_days": None},
+              {"health_checks_apart": True, "kind": "health_check"}, {"health_checks_apart": True, "village": "V2"},
+              {"health_checks_apart": True, "member": "M-POL2", "horizon_days": None}, {"member": "M-VIL"},
+              {"health_checks_apart": True, "member": "NOBODY"}, {"sort": "due", "horizon_days": None},
+              {"sort": "village", "health_checks_apart": True}, {"limit": 2, "offset": 2, "horizon_days": None},
+              {"limit": 3, "offset": 50}, {"limit": None, "horizon_days": None, "kind": "follow_up"}]
+    compared = 0
+    for username in ("doc", "admin", "doc2"):
+        with Session(database.engine) as s:
+            from registry.accounts import User
+
+            user = s.get(User, username)
+        scope = scope_for(user, ctx.tree, TODAY)
+        for shape in shapes:
+            kwargs = {"as_of": TODAY, "horizon_days": 7, "limit": 100, "offset": 0, **shape}
+            want = queries.worklist(database.engine, scope, ctx.tree, **kwargs)
+            if database.backend != "postgresql":
+                assert not fast.enabled(ctx)
+                continue
+            got = fast_worklist.worklist(database.engine, scope, ctx.tree, **kwargs)
+            assert got == want, (username, shape)
+            assert list(got) == list(want)  # the same keys in the same order (the API's JSON)
+            compared += 1
+    if database.backend == "postgresql":
+        assert compared == 3 * len(shapes)
+        # the parts are exercised: joint rows with an assigned, a primary and no responsible member; the section
+        scope = scope_for(user_of(database.engine, "admin"), ctx.tree, TODAY)
+        page = fast_worklist.worklist(database.engine, scope, ctx.tree, as_of=TODAY, horizon_days=None, limit=100,
+                                      health_checks_apart=True)
+        calls = {(r["patient_id"], c["role"]): c["member_id"] for r in page["rows"] for c in r["call"]}
+        assert calls[("P3", "police")] == "M-POL2" and calls[("P2", "police")] == "M-POL"
+        assert calls[("P3", "civil_affairs")] == "M-CIV" and calls[("P3", "village")] is None and calls[("P4", "police")] is None
+        assert page["health_checks"]["total"] == 4 and page["health_checks"]["overdue"] == 2
+        assert page["options"]["members"] and page["options"]["villages"]
+        with pytest.raises(ValueError):
+            fast_worklist.worklist(database.engine, scope_for(user_of(database.engine, "police"), ctx.tree, TODAY),
+                                   ctx.tree, as_of=TODAY)
+
+
+def user_of(engine, username: str):
+    from registry.accounts import User
+
+    with Session(engine) as s:
+        return s.get(User, username)

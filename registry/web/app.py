@@ -7,6 +7,7 @@ login page for 401) elsewhere; request-validation errors → 422 ``INVALID_REQUE
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from contextlib import asynccontextmanager
@@ -63,7 +64,7 @@ def _templates() -> Jinja2Templates:
 
     from registry.rates.indicators import VARIANT_NAMES
 
-    templates.env.globals.update(team_role_label=role_label, variant_name=lambda v: VARIANT_NAMES.get(v, v))
+    templates.env.globals.update(team_role_label=functools.lru_cache(maxsize=64)(role_label), variant_name=lambda v: VARIANT_NAMES.get(v, v))
     # templates change only with a deployment: no file-modification check on every render
     templates.env.auto_reload = False
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.1f}%"

@@ -32,11 +32,13 @@ class WebContext:
         """工作清单 The work list for ``scope`` (cached until the scheduler runs again; see cache.py).
         The cache's version check runs on ``conn`` when given, or uses ``version`` (a 1-tuple) when
         the caller has read it already."""
-        from registry.web import queries
+        from registry.web import fast, fast_worklist, queries
 
         key = self.worklist_key(scope, **kwargs)
         extra = {"version": version[0]} if version is not None else {}
-        return self.worklists.get(key, lambda: queries.worklist(self.engine, scope, self.tree, **kwargs), conn=conn, **extra)
+        # PostgreSQL, doctor and county admin: the page in one statement (fast_worklist); else the generic path
+        compute = fast_worklist.worklist if scope.full_record and fast.enabled(self) else queries.worklist
+        return self.worklists.get(key, lambda: compute(self.engine, scope, self.tree, **kwargs), conn=conn, **extra)
 
     @staticmethod
     def worklist_key(scope, **kwargs) -> tuple:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from types import SimpleNamespace
 
 from typing import Callable
 
@@ -96,16 +97,20 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
     health checks owed en masse leave the rows and come as their own section, counted per
     village (``data["health_checks"]``), so the week's visits are not buried under them.
     """
+    week_end = as_of + timedelta(days=WORKLIST_HORIZON_DAYS)
+    horizon_end = as_of + timedelta(days=horizon_days) if horizon_days is not None else None
     with Session(engine) as session:
-        filters = _worklist_filters(session, scope, village=village, kind=kind, member=member,
-                                    exclude_kind=HEALTH_CHECK if health_checks_apart and not kind else None)
-        (total, overdue), tasks, patients = _worklist_rows(session, scope, as_of=as_of, horizon_days=horizon_days, limit=limit,
-                                                           offset=offset, filters=filters, sort=sort)
+        member_role = member_role_of(session, member) if member else None
+        filters = worklist_filters(scope, village=village or None, kind=kind or None, member=member or None,
+                                   member_role=member_role,
+                                   exclude_kind=HEALTH_CHECK if health_checks_apart and not kind else None)
+        (total, overdue), tasks, patients = _worklist_rows(session, scope, as_of=as_of, week_end=week_end,
+                                                           horizon_end=horizon_end, limit=limit, offset=offset,
+                                                           filters=filters, sort=sort)
         people = responsible_people(session, tasks)
-        checks = (_health_check_section(session, scope, tree, as_of=as_of, horizon_days=horizon_days,
+        checks = (_health_check_section(session, scope, tree, as_of=as_of, horizon_end=horizon_end,
                                         more_filters=filters[1:])
                   if health_checks_apart and not kind else None)
-    week_end = (as_of + timedelta(days=WORKLIST_HORIZON_DAYS)).isoformat()
     rows = []
     for t in tasks:
         p = patients[t["patient_id"]]
@@ -122,7 +127,7 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
             "due_on": str(t["due_on"]),
             "overdue": bool(t.get("overdue")),
             "days_overdue": int(t.get("days_overdue") or 0),
-            "this_week": str(t["due_on"]) <= week_end,
+            "this_week": str(t["due_on"]) <= week_end.isoformat(),
             "risk_level": t.get("risk_level"),
             "roles": roles,
             "role_labels": [role_label(r) for r in roles],
@@ -140,80 +145,121 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
 
 def worklist_options(engine, scope: Scope, tree: LiveRegionTree) -> dict:
     """筛选项 The work-list filter choices in the scope: villages, task kinds, team members."""
-    villages = sorted(c for c in scope.region_codes if tree.level(c) == "village")
     m = TeamMember.__table__
     with engine.connect() as conn:
-        members = conn.execute(sa.select(m.c.member_id, m.c.name, m.c.role).where(
-            m.c.region_code.in_(sorted(scope.region_codes))).order_by(m.c.role, m.c.name, m.c.member_id)).all()
+        members = conn.execute(member_options_select(m.c.region_code.in_(sorted(scope.region_codes)))).all()
+    return options_view(scope, tree, members)
+
+
+def member_options_select(in_region) -> sa.Select:
+    """The team members of the scope's regions (``in_region``: a clause on ``team_member.region_code``) for the
+    member filter: (member_id, name, role) by role, name, member_id."""
+    m = TeamMember.__table__
+    return sa.select(m.c.member_id, m.c.name, m.c.role).where(in_region).order_by(m.c.role, m.c.name, m.c.member_id)
+
+
+def options_view(scope: Scope, tree: LiveRegionTree, members) -> dict:
+    """筛选项 The filter choices from the scope's villages (the region tree) and ``members`` (rows of
+    ``member_options_select``: member_id, name, role)."""
+    villages = sorted(c for c in scope.region_codes if tree.level(c) == "village")
     return {"villages": [(c, tree.name(c)) for c in villages],
-            "kinds": [(k.value, k.label) for k in TaskKind],
-            "members": [(r.member_id, f"{r.name}（{role_label(r.role)}）") for r in members if r.role != "doctor"],
+            "kinds": list(KIND_OPTIONS),
+            "members": [(member_id, f"{name}（{role_label(role)}）") for member_id, name, role in members if role != "doctor"],
             "sorts": list(WORKLIST_SORTS.items())}
 
 
-def _worklist_filters(session: Session, scope: Scope, *, village: str | None, kind: str | None, member: str | None,
-                      exclude_kind: str | None) -> list:
-    """The filter clauses on ``visit_task`` (first: the kind clause; the rest apply to every section)."""
+KIND_OPTIONS = tuple((k.value, k.label) for k in TaskKind)
+
+
+def member_role_of(session_or_conn, member: str) -> str | None:
+    """The team role of member ``member`` (None when there is no such member): the member filter's role."""
+    m = TeamMember.__table__
+    return session_or_conn.execute(sa.select(m.c.role).where(m.c.member_id == member)).scalar()
+
+
+def worklist_filters(scope: Scope, *, village, kind, member, member_role: str | None, exclude_kind: str | None,
+                     village_column=None) -> list:
+    """The filter clauses on ``visit_task`` joined to ``patient`` (first: the kind clause; the rest apply to
+    every section). ``village``, ``kind``, ``member``: values or bind parameters (None: no filter);
+    ``member_role``: the member's role (``member_role_of``; None for an unknown member: no rows)."""
     t = VisitTask.__table__
-    kind_clause = [t.c.kind == kind] if kind else ([t.c.kind != exclude_kind] if exclude_kind else [])
+    village_column = Patient.village_code if village_column is None else village_column
+    kind_clause = [t.c.kind == kind] if kind is not None else ([t.c.kind != exclude_kind] if exclude_kind else [])
     out: list = [sa.and_(sa.true(), *kind_clause)]
-    if village:
-        out.append(Patient.village_code == village)
-    if member:
-        m = TeamMember.__table__
-        role = session.execute(sa.select(m.c.role).where(m.c.member_id == member)).scalar()
-        if role is None:
+    if village is not None:
+        out.append(village_column == village)
+    if member is not None:
+        if member_role is None:
             out.append(sa.false())
         else:
             # rules.md §6.1: the tasks this member is responsible for (registry.care_team)
-            out.append(role_required_sql(t.c.roles, role))
-            out.append(responsible_member_sql(role, patient_id=t.c.patient_id, village_code=Patient.village_code,
+            out.append(role_required_sql(t.c.roles, member_role))
+            out.append(responsible_member_sql(member_role, patient_id=t.c.patient_id, village_code=village_column,
                                               on=t.c.due_on) == member)
     return out
 
 
-def _health_check_section(session: Session, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon_days: int | None,
+def open_tasks_where(scope: Scope, *, as_of, horizon_end, region=None) -> list:
+    """The scope's open tasks on ``as_of`` due by ``horizon_end`` (None: any date), as the work list counts
+    them (the rows ``schedules.worklist.open_tasks`` gives): clauses on ``visit_task`` joined to ``patient``.
+    ``region``: see ``Scope.patient_clause``."""
+    t = VisitTask.__table__
+    where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause(region)]
+    if horizon_end is not None:
+        where.append(t.c.due_on <= horizon_end)
+    return where
+
+
+def worklist_order(cols, *, as_of, week_end, sort: str) -> list:
+    """排序 The work-list order (``worklist_sort_key`` in Python) on columns ``cols`` (``due_on``,
+    ``risk_level``, ``patient_id``, ``kind``, ``village_code``): the week first (issue 16, due by
+    ``week_end``); then issue 4: overdue first; then rules.md §5: risk desc (unknown last), days
+    overdue desc, due date (a chosen ``sort`` replaces the last three)."""
+    later = sa.case((cols.due_on < as_of, 0), else_=1)  # 0 = overdue, sorts first
+    after_week = sa.case((cols.due_on <= week_end, 0), else_=1)
+    by = {"due": [cols.due_on], "village": [cols.village_code, cols.due_on]}.get(sort, [])
+    return [after_week, *(by or [later, sa.func.coalesce(cols.risk_level, -1).desc()]), cols.due_on, cols.patient_id,
+            cols.kind]
+
+
+def _health_check_section(session: Session, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon_end: date | None,
                           more_filters: list) -> dict:
     """健康体检（集中） The health checks owed, counted: total, overdue, per village (most first)."""
     t = VisitTask.__table__
-    where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause(), t.c.kind == HEALTH_CHECK,
-             *more_filters]
-    if horizon_days is not None:
-        where.append(t.c.due_on <= as_of + timedelta(days=horizon_days))
+    where = [*open_tasks_where(scope, as_of=as_of, horizon_end=horizon_end), t.c.kind == HEALTH_CHECK, *more_filters]
     overdue = sa.case((t.c.due_on < as_of, 1), else_=0)
     rows = session.execute(
         sa.select(Patient.village_code, sa.func.count(), sa.func.sum(overdue))
         .select_from(t.join(Patient, Patient.patient_id == t.c.patient_id)).where(*where)
         .group_by(Patient.village_code)).all()
+    return health_check_view(tree, rows)
+
+
+def health_check_view(tree: LiveRegionTree, rows) -> dict:
+    """健康体检（集中） The section from (village_code, count, overdue count) rows."""
     villages = sorted(({"village_code": code, "village": tree.name(code), "total": int(n), "overdue": int(late or 0)}
                        for code, n, late in rows), key=lambda v: (-v["total"], v["village_code"]))
     return {"total": sum(v["total"] for v in villages), "overdue": sum(v["overdue"] for v in villages), "villages": villages}
 
 
-def _worklist_rows(session: Session, scope: Scope, *, as_of: date, horizon_days: int | None, limit: int | None,
-                   offset: int = 0, filters: list | None = None, sort: str = ""):
+def _worklist_rows(session: Session, scope: Scope, *, as_of: date, week_end: date, horizon_end: date | None,
+                   limit: int | None, offset: int = 0, filters: list | None = None, sort: str = ""):
     """(total, first ``limit`` task dicts in work-list order, their patients) for the scope."""
     t = VisitTask.__table__
-    where = [t.c.status == TaskStatus.OPEN.value, t.c.basis_on <= as_of, scope.patient_clause(), *(filters or [])]
+    where = [*open_tasks_where(scope, as_of=as_of, horizon_end=horizon_end), *(filters or [])]
     if not scope.full_record:  # list roles: only the visits they take part in (rules.md §6, §6.1)
         where.append(scope.task_clause(t))
-    if horizon_days is not None:
-        where.append(t.c.due_on <= as_of + timedelta(days=horizon_days))
     joined = t.join(Patient, Patient.patient_id == t.c.patient_id)
-    later = sa.case((t.c.due_on < as_of, 0), else_=1)  # 0 = overdue, sorts first
-    # issue 16: this week's visits (overdue or due within 7 days) before the later ones
-    after_week = sa.case((t.c.due_on <= as_of + timedelta(days=WORKLIST_HORIZON_DAYS), 0), else_=1)
-    by = {"due": [t.c.due_on], "village": [Patient.village_code, t.c.due_on]}.get(sort, [])
+    later = sa.case((t.c.due_on < as_of, 0), else_=1)  # 0 = overdue
+    cols = SimpleNamespace(due_on=t.c.due_on, risk_level=t.c.risk_level, patient_id=t.c.patient_id, kind=t.c.kind,
+                           village_code=Patient.village_code)
     # one pass: narrow task rows with the totals as window aggregates; the patients are fetched
     # afterwards for the page's rows only
     stmt = (
         sa.select(t.c.patient_id, t.c.kind, t.c.due_on, t.c.roles, t.c.joint, t.c.rule, t.c.risk_level, t.c.id,
                   sa.func.count().over().label("total"), sa.func.sum(1 - later).over().label("overdue_total"))
         .select_from(joined).where(*where)
-        # the week first; then issue 4: overdue first; then rules.md §5: risk desc (unknown last), days overdue desc,
-        # due date (a chosen sort replaces the last three)
-        .order_by(after_week, *(by or [later, sa.func.coalesce(t.c.risk_level, -1).desc()]), t.c.due_on, t.c.patient_id,
-                  t.c.kind)
+        .order_by(*worklist_order(cols, as_of=as_of, week_end=week_end, sort=sort))
     )
     if limit is not None:
         stmt = stmt.limit(limit)

@@ -70,9 +70,15 @@ class Scope:
         """身份证号 Only the doctor, on their own (township's) patient page (rules.md §8)."""
         return self.role == UserRole.TOWNSHIP_DOCTOR.value
 
-    def patient_clause(self):
-        """可见患者 A WHERE clause on Patient selecting exactly the patients this user may see."""
-        in_region = Patient.village_code.in_(villages_under(self.user.region_code, self.region_level))
+    def patient_clause(self, region=None):
+        """可见患者 A WHERE clause on Patient selecting exactly the patients this user may see.
+
+        ``region``: an SQL expression standing for the user's region code (a bind parameter, so that
+        one compiled statement serves every region of the same level; full-record roles only)."""
+        if region is not None and not self.full_record:
+            raise ValueError("a region parameter is for the full-record roles only")
+        in_region = Patient.village_code.in_(villages_under(self.user.region_code if region is None else region,
+                                                            self.region_level))
         if self.full_record:
             return in_region
         # the region's patients once (a CTE is materialised when used several times)
