@@ -479,23 +479,54 @@ _NOTICES_COLUMN = """,
 _WORKLIST = Statement(WORKLIST_SQL.replace("{notices}", ""))
 
 
-class _Notices(namedtuple("_Notices", "username role region today made select sql alone")):
-    """A session's notices query: its user, the date, when it was compiled (``time.monotonic()``), the
-    ``_JsonSelect``, the work-list statement that carries it and the notices as a statement of their own."""
+# the notices' statement is compiled once per region level, the user's values as parameters
+_NOTICE_VALUES = {"townships": sa.bindparam("notice_townships", type_=postgresql.ARRAY(sa.String)),
+                  "user": sa.bindparam("notice_user", type_=sa.String), "since": sa.bindparam("notice_since", type_=sa.Date),
+                  "region": sa.bindparam("notice_region", type_=sa.String)}
+_NoticeShape = namedtuple("_NoticeShape", "select sql alone")
+_NOTICE_SHAPES: dict[str, _NoticeShape] = {}
+
+
+def _notice_shape(ctx, cur) -> _NoticeShape:
+    """The notices query of ``cur``'s region level: the ``_JsonSelect``, the work-list statement that
+    carries it, and the notices as a statement of their own."""
+    hit = _NOTICE_SHAPES.get(cur.scope.region_level)
+    if hit is None:
+        select = _JsonSelect(notices.notices_select(cur, ctx.tree, **_NOTICE_VALUES), params_prefix="n_")
+        hit = _NoticeShape(select, Statement(WORKLIST_SQL.replace("{notices}", _NOTICES_COLUMN.replace("NOTICES", select.sql))),
+                           Statement(f"SELECT {select.sql}"))
+        _NOTICE_SHAPES[cur.scope.region_level] = hit
+    return hit
+
+
+class _Notices(namedtuple("_Notices", "username role region today made shape values")):
+    """A session's notices query: its user, the date, when it was made (``time.monotonic()``), its region
+    level's ``_NoticeShape`` and the user's values of it."""
 
     @classmethod
     def of(cls, ctx, cur) -> _Notices:
-        select = _JsonSelect(notices.notices_select(cur, ctx.tree), params_prefix="n_")
-        sql = Statement(WORKLIST_SQL.replace("{notices}", _NOTICES_COLUMN.replace("NOTICES", select.sql)))
-        return cls(cur.user.username, cur.user.role, cur.user.region_code, cur.scope.today, time.monotonic(), select, sql,
-                   Statement(f"SELECT {select.sql}"))
+        values = {"n_notice_townships": notices.townships_of(cur, ctx.tree), "n_notice_user": cur.user.username,
+                  "n_notice_since": notices.shown_since(cur.scope.today), "n_notice_region": cur.user.region_code}
+        return cls(cur.user.username, cur.user.role, cur.user.region_code, cur.scope.today, time.monotonic(),
+                   _notice_shape(ctx, cur), values)
+
+    @property
+    def sql(self) -> Statement:
+        return self.shape.sql
+
+    @property
+    def alone(self) -> Statement:
+        return self.shape.alone
+
+    def select_params(self) -> dict:
+        return {**self.shape.select.params, **self.values}
 
     def params(self) -> dict:
-        return {**self.select.params, "n_user": self.username, "n_role": self.role, "n_region": self.region}
+        return {**self.select_params(), "n_user": self.username, "n_role": self.role, "n_region": self.region}
 
     def shaped(self, ctx, json_rows) -> dict:
         """The notices area, shaped as ``notices.notices`` shapes it."""
-        return notices.notices_of([notices.alert_view(x, ctx.tree) for x in self.select.dicts(json_rows)])
+        return notices.notices_of([notices.alert_view(x, ctx.tree) for x in self.shape.select.dicts(json_rows)])
 
 
 def _notices_memo(ctx) -> Memo:
@@ -533,7 +564,7 @@ def _notices_alone(ctx, cur, token_hash) -> tuple[_Notices, Statement, dict]:
     """The session's notices query for ``cur`` (remembered for its next work list) as a statement of its own."""
     known = _Notices.of(ctx, cur)
     _notices_memo(ctx).put(token_hash, known)
-    return known, known.alone, known.select.params
+    return known, known.alone, known.select_params()
 
 
 def _worklist_audit(cur, data: dict, source: str) -> dict:

@@ -46,20 +46,34 @@ def newest_first(alerts):
     return alerts.c.id.desc()
 
 
-def alert_select(cur, townships: list[str], *, unread_only: bool = False, limit: int = 200) -> sa.Select:
+def shown_since(today):
+    """The first day whose alerts are shown (the last ``SHOWN_DAYS`` days)."""
+    return today - timedelta(days=SHOWN_DAYS)
+
+
+def alert_select(cur, townships, *, unread_only: bool = False, limit: int = 200, user=None, since=None,
+                 region=None) -> sa.Select:
     """The townships' alerts of the last ``SHOWN_DAYS`` days, newest first, with read state (the query
-    of ``alert_rows``; the work list's one-statement read embeds the notices' one, registry.web.fast)."""
+    of ``alert_rows``; the work list's one-statement read embeds the notices' one, registry.web.fast).
+
+    ``townships``: a list of codes, or an SQL array; ``user``, ``since``, ``region``: SQL expressions
+    (bind parameters) standing for the user's name, ``shown_since`` and the user's region, so that one
+    compiled statement serves every full-record user of the same region level (registry.web.fast)."""
     a, r, v = Alert.__table__, AlertRead.__table__, Region.__table__
     p = Patient.__table__.alias("alert_patient")  # the scope clause below is on the patient table itself
-    since = cur.scope.today - timedelta(days=SHOWN_DAYS)
-    visible = sa.select(Patient.patient_id).where(cur.scope.patient_clause(), Patient.patient_id == a.c.patient_id).correlate(a)
-    read = sa.select(r.c.alert_id).where(r.c.alert_id == a.c.id, r.c.username == cur.user.username).exists()
+    since = shown_since(cur.scope.today) if since is None else since
+    user = cur.user.username if user is None else user
+    in_townships = (a.c.township_code.in_(townships) if isinstance(townships, (list, tuple))
+                    else a.c.township_code == sa.any_(townships))
+    visible = (sa.select(Patient.patient_id).where(cur.scope.patient_clause(region=region), Patient.patient_id == a.c.patient_id)
+               .correlate(a))
+    read = sa.select(r.c.alert_id).where(r.c.alert_id == a.c.id, r.c.username == user).exists()
     q = (sa.select(a.c.id, a.c.kind, a.c.event_on, a.c.township_code, a.c.created_at, v.c.name.label("village"),
                    sa.case((visible.exists(), p.c.name), else_=sa.null()).label("name"),
                    sa.case((visible.exists(), a.c.patient_id), else_=sa.null()).label("patient_id"),
                    read.label("read"))
          .select_from(a.join(p, p.c.patient_id == a.c.patient_id).join(v, v.c.code == p.c.village_code))
-         .where(a.c.township_code.in_(townships), a.c.event_on >= since)
+         .where(in_townships, a.c.event_on >= since)
          .order_by(newest_first(a)).limit(limit))
     if unread_only:
         q = q.where(~read)
@@ -90,10 +104,12 @@ def _shaped(conn: Connection | Engine, q: sa.Select, tree) -> list[dict]:
     return [alert_view(x, tree) for x in rows]
 
 
-def notices_select(cur, tree) -> sa.Select:
+def notices_select(cur, tree, townships=None, **parameters) -> sa.Select:
     """站内通知 The query of ``notices``: the newest unread alerts of the user's townships, one more
-    than the area shows (so it knows there are more)."""
-    return alert_select(cur, townships_of(cur, tree), unread_only=True, limit=NOTICE_ROWS + 1)
+    than the area shows (so it knows there are more). ``townships`` and ``parameters``: SQL
+    expressions for the user's values (``alert_select``)."""
+    return alert_select(cur, townships_of(cur, tree) if townships is None else townships, unread_only=True,
+                        limit=NOTICE_ROWS + 1, **parameters)
 
 
 def notices_of(rows: list[dict]) -> dict:
