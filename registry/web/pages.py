@@ -665,3 +665,12 @@ def audit_page(request: Request, actor: str = "", action: str = ""):
     actor, action = text_param(actor, "用户"), text_param(action, "操作", 20)
     rows = queries.audit_rows(ctx.engine, cur.scope, actor=actor or None, action=action or None)
     return render(request, "audit.html", rows=rows, actor=actor, action=action)
+
+
+# The hot pages (the work list, the patient page: issue 4's benchmark) are matched first: FastAPI
+# matches a request by trying the routes in order, twice (the app's included routers, then the
+# router's own), with a little bookkeeping per route. The sort is stable, so the registration form
+# (GET /patients/new) stays before /patients/{patient_id}; POST /patients/new only partially matches
+# the hot GET routes and is found further on as before.
+_HOT_PAGES = frozenset({"/worklist", "/patients/new", "/patients/{patient_id}"})
+router.routes.sort(key=lambda route: 0 if getattr(route, "path", None) in _HOT_PAGES and "GET" in (getattr(route, "methods", None) or ()) else 1)
