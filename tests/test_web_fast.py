@@ -570,8 +570,6 @@ def _more_tasks(engine) -> None:
     """Tasks for every part of the work list: health checks (overdue, due this week, later), a task after
     the week, one without a risk level, joint visits whose roles have an assigned member (valid on the due
     date or not), a village primary, a township primary or nobody (未指定)."""
-    from registry.models import VisitTask
-
     rows = [
         ("P1", "health_check", date(2026, 6, 1), "doctor", False, None),
         ("P2", "health_check", date(2026, 6, 15), "doctor", False, 1),
@@ -582,10 +580,8 @@ def _more_tasks(engine) -> None:
         ("P5", "injection", date(2026, 6, 20), "doctor", False, 1),
         ("P4", "post_emergency", date(2026, 6, 11), "doctor,police,village", True, 2),
     ]
+    seed_tasks(engine, rows, basis="more")
     with Session(engine) as s:
-        for pid, kind, due, roles, joint, risk in rows:
-            s.add(VisitTask(patient_id=pid, kind=kind, basis=f"more:{pid}:{kind}", basis_on=date(2026, 5, 20), due_on=due,
-                            nominal_due_on=due, roles=roles, joint=joint, rule="national-2018:test", risk_level=risk))
         s.add(TeamMember(member_id="M-POL2", name="周警官", role="police", phone="0750-1111", region_code="T1", primary=False))
         s.flush()
         # P3's police: M-POL2 from June (valid on its due date); P2's: M-POL2 until May (not valid on it)

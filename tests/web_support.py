@@ -109,18 +109,23 @@ VISIBLE = {
 }
 
 
-def seed_tasks(engine) -> None:
-    """Open visit tasks as the scheduler would store them (real visit_task table)."""
+DEFAULT_TASKS = [
+    ("P1", "follow_up", date(2026, 6, 3), "doctor,police,village", True, 3),
+    ("P2", "follow_up", date(2026, 7, 1), "doctor", False, 0),
+    ("P3", "follow_up", date(2026, 6, 12), "doctor,civil_affairs", True, 0),
+    ("P4", "follow_up", date(2026, 6, 1), "doctor", False, 0),
+]
+
+
+def seed_tasks(engine, rows=None, basis: str = "test") -> None:
+    """Open visit tasks as the scheduler would store them (real visit_task table): ``rows`` of
+    (patient, kind, due, roles, joint, risk level), by default ``DEFAULT_TASKS``; each task's basis is
+    ``<basis>:<patient>`` (and ``:<kind>`` for given rows)."""
     from registry.models import VisitTask
 
-    rows = [
-        ("P1", "follow_up", date(2026, 6, 3), "doctor,police,village", True, 3),
-        ("P2", "follow_up", date(2026, 7, 1), "doctor", False, 0),
-        ("P3", "follow_up", date(2026, 6, 12), "doctor,civil_affairs", True, 0),
-        ("P4", "follow_up", date(2026, 6, 1), "doctor", False, 0),
-    ]
     with Session(engine) as s:
-        for pid, kind, due, roles, joint, risk in rows:
-            s.add(VisitTask(patient_id=pid, kind=kind, basis=f"test:{pid}", basis_on=date(2026, 5, 20), due_on=due,
+        for pid, kind, due, roles, joint, risk in rows or DEFAULT_TASKS:
+            key = f"{basis}:{pid}" if rows is None else f"{basis}:{pid}:{kind}"
+            s.add(VisitTask(patient_id=pid, kind=kind, basis=key, basis_on=date(2026, 5, 20), due_on=due,
                             nominal_due_on=due, roles=roles, joint=joint, rule="national-2018:test", risk_level=risk))
         s.commit()
