@@ -379,6 +379,10 @@ class PatientTransfer(SQLModel, table=True):
         in_check("outcome", codes.TransferOutcome),
         sa.Index("ix_patient_transfer_to", "to_township", "outcome"),
         sa.Index("ix_patient_transfer_patient", "patient_id"),
+        # one pending move per patient, kept by the database on both dialects (the write path's check
+        # alone could let two concurrent requests through on SQLite, which has no row lock)
+        sa.Index("uq_patient_transfer_pending", "patient_id", unique=True,
+                 postgresql_where=sa.text("outcome = 'pending'"), sqlite_where=sa.text("outcome = 'pending'")),
     )
 
     id: int | None = Field(default=None, primary_key=True)

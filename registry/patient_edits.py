@@ -156,6 +156,9 @@ def plan_edit(current: Mapping[str, Any], raw: Mapping[str, str], *, today: date
 
 # ---------------------------------------------------------------- 迁出/迁入
 
+TRANSFER_PENDING_MESSAGE = "该患者已有一条待接收的迁出申请，请等待接收方处理"  # also the database's refusal (web.edits)
+
+
 def check_transfer_request(*, status: str, from_township: str | None, to_township: str | None,
                            to_level: str | None, pending: bool) -> list[Issue]:
     """迁出申请校验 A move needs a 在册 patient, a named receiving township other than the patient's own,
@@ -174,7 +177,7 @@ def check_transfer_request(*, status: str, from_township: str | None, to_townshi
     elif to_township == from_township:
         issues.append(Issue("SAME_TOWNSHIP", "迁入乡镇与患者现所在乡镇相同；同一乡镇内换村请直接修改村编码", column="to_township"))
     if pending:
-        issues.append(Issue("TRANSFER_PENDING", "该患者已有一条待接收的迁出申请，请等待接收方处理", column="to_township"))
+        issues.append(Issue("TRANSFER_PENDING", TRANSFER_PENDING_MESSAGE, column="to_township"))
     return issues
 
 

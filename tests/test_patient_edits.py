@@ -239,6 +239,27 @@ def test_move_out_refused_with_a_reason_returns_the_patient(web):
     assert client.post("/api/patients/P3/transfer", json={"to_township": "T2"}, headers=h(tokens, "doc")).status_code == 201
 
 
+def test_the_database_keeps_one_pending_move_per_patient(web, monkeypatch):
+    client, tokens, database = web
+    assert client.post("/api/patients/P2/transfer", json={"to_township": "T2"}, headers=h(tokens, "doc")).status_code == 201
+    insert = sa.text("INSERT INTO patient_transfer (patient_id, from_township, to_township, from_village, requested_at,"
+                     " requested_by, outcome) VALUES ('P2', 'T1', 'T2', 'V1', :at, 'x', :outcome)")
+    with pytest.raises(sa.exc.IntegrityError):  # uq_patient_transfer_pending, on SQLite as on PostgreSQL
+        with database.engine.begin() as conn:
+            conn.execute(insert, {"at": "2026-11-01 00:00:00+00:00", "outcome": "pending"})
+    with database.engine.begin() as conn:  # decided moves are not limited
+        conn.execute(insert, {"at": "2026-11-01 00:00:00+00:00", "outcome": "refused"})
+    # two requests racing past the check (simulated: the check sees no pending move): the second gets the
+    # same 409 as the check gives, and writes nothing
+    from registry.web import edits
+    monkeypatch.setattr(edits, "_pending", lambda session, patient_id: None)
+    before = snapshot(database)
+    again = client.post("/api/patients/P2/transfer", json={"to_township": "T2"}, headers=h(tokens, "doc"))
+    assert again.status_code == 409 and again.json()["error"] == "TRANSFER_PENDING"
+    assert snapshot(database) == before
+    assert rows(database, "SELECT count(*) FROM patient_transfer WHERE patient_id = 'P2' AND outcome = 'pending'")[0][0] == 1
+
+
 # ---------------------------------------------------------------- the pages
 
 def login(client, username):

@@ -59,6 +59,12 @@ def _pending(session: Session, patient_id: str) -> PatientTransfer | None:
                                                       PatientTransfer.outcome == PENDING)).first()
 
 
+def _pending_index_refused(error: sa.exc.IntegrityError) -> bool:
+    """Whether the database refused a second pending move (the partial unique index; SQLite names the column)."""
+    text = str(error.orig)
+    return "uq_patient_transfer_pending" in text or "patient_transfer.patient_id" in text
+
+
 def township_of(session: Session, village_code: str) -> str | None:
     """The township (parent) of a village."""
     region = session.get(Region, village_code)
@@ -218,6 +224,13 @@ def request_transfer(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                                from_village=patient.village_code, requested_at=at, requested_by=scope.user.username,
                                reason=values.get("reason"))
         session.add(move)
+        try:
+            session.flush()
+        except sa.exc.IntegrityError as error:  # a concurrent request's move came first (uq_patient_transfer_pending)
+            session.rollback()
+            if not _pending_index_refused(error):
+                raise
+            raise Conflict(patient_edits.TRANSFER_PENDING_MESSAGE, code="TRANSFER_PENDING") from None
         _history_rows(session, patient_id, scope.user.username,
                       [patient_edits.FieldChange(patient_edits.TRANSFER_OUT, from_township, to)], values.get("reason"), at)
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="patient_transfer",
