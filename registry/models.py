@@ -78,7 +78,7 @@ class Patient(SQLModel, table=True):
         in_check("past_lockup", codes.PastLockup),
         in_check("outpatient_treatment", codes.OutpatientTreatment),
         sa.CheckConstraint("admissions IS NULL OR admissions >= 0", name="admissions_nonneg"),
-        sa.CheckConstraint("status = 'active' OR status_on IS NOT NULL", name="status_on_required"),
+        sa.CheckConstraint(f"status = '{codes.PatientStatus.ACTIVE.value}' OR status_on IS NOT NULL", name="status_on_required"),
         sa.CheckConstraint("lai_interval_weeks IS NULL OR lai_interval_weeks BETWEEN 1 AND 52", name="lai_interval_range"),
         sa.Index("ix_patient_village_status", "village_code", "status"),
         sa.Index("ix_patient_updated_at", "updated_at"),  # patient-month state freshness (registry.rates.month_state)
@@ -382,7 +382,8 @@ class PatientTransfer(SQLModel, table=True):
         # one pending move per patient, kept by the database on both dialects (the write path's check
         # alone could let two concurrent requests through on SQLite, which has no row lock)
         sa.Index("uq_patient_transfer_pending", "patient_id", unique=True,
-                 postgresql_where=sa.text("outcome = 'pending'"), sqlite_where=sa.text("outcome = 'pending'")),
+                 postgresql_where=sa.text(f"outcome = '{codes.TransferOutcome.PENDING.value}'"),
+                 sqlite_where=sa.text(f"outcome = '{codes.TransferOutcome.PENDING.value}'")),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql
 from psycopg_pool import AsyncConnectionPool
 
 from registry import appointments, clock
+from registry.codes import TaskStatus
 from registry.accounts import TOUCH_SECONDS, User, UserRole, WebSession, hash_token, idle_timeout
 from registry.attempts import latest_first_sql
 from registry.audit import audit_row
@@ -142,8 +143,8 @@ TASKS_SQL = """,
   (SELECT json_agg(json_build_array(k.kind, k.due_on, k.roles, k.joint, k.rule, k.risk_level, RESPONSIBLE)
                    ORDER BY k.due_on, k.kind)
     FROM visit_task k
-    WHERE k.patient_id = (SELECT patient_id FROM p) AND k.status = 'open' AND k.basis_on <= %(as_of)s) AS tasks"""
-TASKS_SQL = TASKS_SQL.replace("RESPONSIBLE", _responsible_json())
+    WHERE k.patient_id = (SELECT patient_id FROM p) AND k.status = 'OPEN_STATUS' AND k.basis_on <= %(as_of)s) AS tasks"""
+TASKS_SQL = TASKS_SQL.replace("RESPONSIBLE", _responsible_json()).replace("OPEN_STATUS", TaskStatus.OPEN.value)
 
 
 _PSYCOPG = postgresql.psycopg.dialect()
