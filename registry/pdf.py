@@ -43,12 +43,28 @@ reads the database, so WeasyPrint's import (≈ 0.6–1 s of CPU) and warm-up ov
 second core. The 五单 (``schedules.lists``: one process per CPU, WeasyPrint imported once before
 forking) and the monthly report (``background_renderer``: one process, which imports WeasyPrint
 itself while the caller reads) use it. The workers run ``write_pdf``: they never touch the database.
+
+导入 (issue 17, third profile): WeasyPrint loads its C libraries (gobject, pango, harfbuzz,
+fontconfig) through cffi, trying Windows and macOS names before the Linux sonames; for each name
+that does not load, cffi asks ``ctypes.util.find_library``, which runs ``ldconfig`` and ``gcc``:
+18 subprocesses, ≈ 0.1 s of wall time of a 0.35 s import. ``_import_weasyprint`` imports it (on
+Linux) with ``find_library`` answering "not found", so the sonames WeasyPrint lists load as they
+would anyway; should a library not load so, the import is done again the usual way.
+
+垃圾回收 (issue 17, third profile): a township's five PDFs allocate about a million objects; each
+full collection walked the whole heap — WeasyPrint, fonts, SQLAlchemy and the models inherited
+from the parent — again: ≈ 20 % of the render processes' CPU. ``render_pool`` freezes the parent's
+heap while forking (``gc.freeze``: the children inherit it frozen; the parent unfreezes at once)
+and each render process freezes what its warm-up added (``_start_renderer``): the collector then
+only looks at the documents' own objects.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import re
+import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -59,8 +75,38 @@ DROPPED_FONT_TABLES = (b"BASE", b"DSIG", b"EBDT", b"EBLC", b"EBSC", b"GPOS", b"G
 
 
 @lru_cache(maxsize=1)
+def _import_weasyprint():
+    """WeasyPrint imported without ``ctypes.util.find_library`` on Linux (see the module docstring,
+    导入): its libraries load by their sonames, as they would anyway; should one not load so, the
+    import runs again the usual way."""
+    if "weasyprint" in sys.modules or not sys.platform.startswith("linux"):
+        import weasyprint  # noqa: PLC0415
+
+        return weasyprint
+    import contextlib  # noqa: PLC0415
+    import ctypes.util  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    find_library = ctypes.util.find_library
+    ctypes.util.find_library = lambda name: None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # WeasyPrint prints its install advice on failure
+            import weasyprint  # noqa: PLC0415
+
+        return weasyprint
+    except OSError:
+        for name in [name for name in sys.modules if name == "weasyprint" or name.startswith("weasyprint.")]:
+            del sys.modules[name]
+    finally:
+        ctypes.util.find_library = find_library
+    import weasyprint  # noqa: PLC0415
+
+    return weasyprint
+
+
+@lru_cache(maxsize=1)
 def _lean_ua():
-    import weasyprint  # noqa: PLC0415 - heavy, loaded when a PDF is written
+    weasyprint = _import_weasyprint()  # heavy, loaded when a PDF is written
     from weasyprint import CSS  # noqa: PLC0415
     from weasyprint.html import UA_COUNTER_STYLE  # noqa: PLC0415
 
@@ -73,6 +119,7 @@ def _lean_ua():
 @lru_cache(maxsize=1)
 def font_config():
     """One font configuration per process (fontconfig set up once, fonts loaded once)."""
+    _import_weasyprint()
     from weasyprint.text.fonts import FontConfiguration  # noqa: PLC0415
 
     return FontConfiguration()
@@ -81,6 +128,7 @@ def font_config():
 @lru_cache(maxsize=16)
 def stylesheet(path: str):
     """A CSS file parsed once per process (with the shared font configuration)."""
+    _import_weasyprint()
     from weasyprint import CSS  # noqa: PLC0415
 
     return CSS(filename=path, font_config=font_config())
@@ -167,6 +215,7 @@ def _install() -> None:
     """The subsetting pass, the parser's cache and the cell-rule fast path (see the module
     docstring), once per process."""
     global _weasyprint_subset, _weasyprint_draw_border
+    _import_weasyprint()
     import tinyhtml5.inputstream  # noqa: PLC0415
     import weasyprint.draw  # noqa: PLC0415
     from weasyprint.pdf.fonts import Font  # noqa: PLC0415
@@ -184,8 +233,7 @@ def _install() -> None:
 
 @lru_cache(maxsize=1)
 def _lean_class():
-    import weasyprint  # noqa: PLC0415
-
+    weasyprint = _import_weasyprint()
     _install()
 
     class LeanHTML(weasyprint.HTML):
@@ -257,11 +305,27 @@ def render_pool(workers: int, initializer=warm_up, initargs: tuple = (), *, prel
     method = "fork" if single_threaded() and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     if method == "fork" and preload_here:
         preload()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                               initializer=initializer, initargs=initargs)
-    for _ in range(workers):  # every process starts now (a spawning pool starts one per task waiting)
-        pool.submit(int)
+    if method == "fork":
+        gc.freeze()  # the children inherit this heap as frozen (see _start_renderer)
+    try:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                                   initializer=_start_renderer, initargs=(initializer, initargs))
+        for _ in range(workers):  # every process starts now (a spawning pool starts one per task waiting)
+            pool.submit(int)
+    finally:
+        if method == "fork":
+            gc.unfreeze()  # this process goes on collecting as before
     return pool
+
+
+def _start_renderer(initializer, initargs: tuple) -> None:
+    """A render process's start: ``initializer(*initargs)`` (the warm-up), then everything the
+    process holds so far — modules, fonts, stylesheets — frozen out of the garbage collector's
+    reach (``gc.freeze``): a document's layout allocates hundreds of thousands of objects, and every
+    full collection would otherwise walk WeasyPrint's and the caller's whole heap again (≈ 20 % of
+    the CPU of a township's five PDFs; see the module docstring, 垃圾回收)."""
+    initializer(*initargs)
+    gc.freeze()
 
 
 @contextmanager
