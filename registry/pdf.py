@@ -31,12 +31,15 @@ right (about 2 % of a township's 五单 rendering).
 
 边框 (issue 17, the monthly report): a border on one side only (the rule under each table cell,
 the heading's underline) takes WeasyPrint's general path — clip to the side's trapezoid, then fill
-the ring between border and padding box — about 150 Python calls per cell: half the CPU of writing
-the report's PDF (its ~1,100 ruled cells). ``_draw_border`` fills the same ring without the clip
-(with one side the clip removes nothing); installed over ``weasyprint.draw.draw_border`` with the
-subsetting pass, everything else (several sides, rounded corners, other styles) still WeasyPrint's.
-Rasterised, the pages are the same within anti-aliasing of the rules' edges
-(tests/test_lists_rendering.py).
+the ring between border and padding box — about 150 Python calls per cell and side: half the CPU
+of writing the report's PDF (its ~1,100 ruled cells). ``_draw_border`` fills the sides' strips
+without the clips (one colour, square corners: the clips remove nothing that another strip does
+not paint); installed over ``weasyprint.draw.draw_border`` with the subsetting pass, everything
+else (four sides, rounded corners, other styles, several colours) still WeasyPrint's. The 五单's
+tables use it too (third profile): their grid is drawn as separate borders (each cell's right and
+bottom rule, the header cells' top rule, the table's left rule) instead of collapsed ones, whose
+painting (one clipped segment per cell edge) took a quarter of a list's CPU. Rasterised, the pages
+are the same within anti-aliasing of the rules' edges (tests/test_lists_rendering.py).
 
 排版进程 (issue 17): ``render_pool`` starts the processes that lay the PDFs out before the caller
 reads the database, so WeasyPrint's import (≈ 0.6–1 s of CPU) and warm-up overlap the queries on a
@@ -172,27 +175,36 @@ SIDES = ("top", "right", "bottom", "left")
 
 
 def _draw_border(stream, box) -> None:
-    """边框 WeasyPrint's ``draw_border``, with a fast path for the rule under a table cell: one solid
-    side, square corners: the ring between border box and padding box filled (even-odd), which with
-    one side is that side's strip — what WeasyPrint's general path paints, without clipping to the
-    side's trapezoid first (~150 Python calls per cell; see the module docstring)."""
+    """边框 WeasyPrint's ``draw_border``, with a fast path for a box ruled on one to three sides (the
+    rule under a report's table cell, the 五单's cell rules on the right and below): solid sides of
+    one colour, square corners — each side's strip filled as one path, which is what WeasyPrint's
+    general path paints (the strips meet at the corners, one colour) without clipping to each
+    side's trapezoid first (~150 Python calls per side; see the module docstring). Four sides are
+    WeasyPrint's own simple case, left to it."""
     widths = (box.border_top_width, box.border_right_width, box.border_bottom_width, box.border_left_width)
-    drawn = [i for i, width in enumerate(widths) if width]
+    drawn = [SIDES[i] for i, width in enumerate(widths) if width]
     style = box.style
-    if len(drawn) == 1 and style["visibility"] == "visible" and style["border_image_source"][0] == "none" \
+    if 0 < len(drawn) < 4 and style["visibility"] == "visible" and style["border_image_source"][0] == "none" \
             and style["column_width"] == "auto" and style["column_count"] == "auto":
         from weasyprint.draw.color import get_color  # noqa: PLC0415
 
-        side = SIDES[drawn[0]]
-        color = get_color(style, f"border_{side}_color")
+        color = get_color(style, f"border_{drawn[0]}_color")
         x, y, width, height, *radii = box.rounded_border_box()
-        if style[f"border_{side}_style"] == "solid" and color.alpha and not any(any(r) for r in radii):
+        if color.alpha and all(style[f"border_{side}_style"] == "solid" for side in drawn) \
+                and all(get_color(style, f"border_{side}_color") == color for side in drawn[1:]) \
+                and not any(any(r) for r in radii):
             top, right, bottom, left = widths
             with stream.artifact(), stream.stacked():
                 stream.set_color(color)
-                stream.rectangle(x + left, y + top, width - left - right, height - top - bottom)  # padding box
-                stream.rectangle(x, y, width, height)
-                stream.fill(even_odd=True)
+                if top:
+                    stream.rectangle(x, y, width, top)
+                if right:
+                    stream.rectangle(x + width - right, y, right, height)
+                if bottom:
+                    stream.rectangle(x, y + height - bottom, width, bottom)
+                if left:
+                    stream.rectangle(x, y, left, height)
+                stream.fill()
             return
     _weasyprint_draw_border(stream, box)
 
@@ -339,11 +351,17 @@ def background_renderer(stylesheets: list[str] = ()):
     try:
         yield pool
     except BaseException:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop(pool)
         raise
     pool.shutdown()
+
+
+def stop(pool) -> None:
+    """End a ``render_pool``'s processes at once, without waiting for their warm-up or their work
+    (the caller failed, or found it has nothing to render)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @lru_cache(maxsize=4)

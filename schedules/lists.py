@@ -47,13 +47,14 @@ from registry.spreadsheet import FORMULA_START, text_row  # noqa: F401
 from registry.attempts import rank_sql, usable_sql
 from registry.register import eligible_sql
 from registry.rules import complete_sql
-from registry.resources import template_dir
 from registry.codes import VISIT_KINDS, TaskKind
+from schedules import list_renderer
+# the render processes' home (light, started by ``jingfang lists`` before its imports); named here too
+from schedules.list_renderer import MAX_RENDER_WORKERS, TEMPLATES, render_pool, render_workers  # noqa: F401
 from schedules.worklist import open_tasks
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = template_dir("lists")
 ROLE_LABEL = {"doctor": "精防医生", "police": "民警", "village": "村(社区)干部/网格员", "civil_affairs": "民政专干"}
 KIND_LABEL = {k.value: k.label for k in TaskKind}
 # the kinds on the 随访任务单 (and, when joint, the 联合入户单): the visit kinds (rules.md §5), the
@@ -433,7 +434,7 @@ def _environment():
 
 
 def render_html(data: dict, wl: WorkList, generated: str) -> str:
-    return _environment().get_template("list.html").render(data=data, wl=wl, generated=generated)
+    return _environment().get_template(list_renderer.TEMPLATE).render(data=data, wl=wl, generated=generated)
 
 
 def _file_stem(data: dict) -> str:
@@ -447,11 +448,7 @@ def list_file_name(data: dict, wl: WorkList, fmt: str) -> str:
 
 def write_pdf(data: dict, wl: WorkList, out_dir: Path, generated: str) -> Path:
     """One list's PDF (WeasyPrint through ``registry.pdf``: lean user-agent sheet, shared fonts and CSS)."""
-    from registry import pdf
-
-    path = Path(out_dir) / list_file_name(data, wl, "pdf")
-    pdf.write_pdf(render_html(data, wl, generated), path, base_url=str(TEMPLATES), stylesheets=[TEMPLATES / "list.css"])
-    return path
+    return list_renderer.write_pdf(render_html(data, wl, generated), Path(out_dir) / list_file_name(data, wl, "pdf"))
 
 
 def write_pdfs(data: dict, out_dir: Path, generated: str) -> list[Path]:
@@ -520,30 +517,12 @@ def render_list(data: dict, slug: str, fmt: str, out_dir: Path, generated: str) 
     return write_pdf(data, wl, out_dir, generated) if fmt == "pdf" else write_list_xlsx(data, wl, out_dir)
 
 
-def _warm_renderer() -> None:
-    """A render process's start: WeasyPrint, fonts, the lists' stylesheet and template, ready
-    (``registry.pdf.warm_up``) before the first list arrives."""
-    from registry import pdf
-
-    pdf.warm_up([TEMPLATES / "list.css"])
-    _environment().get_template("list.html")
-
-
-def render_pool(workers: int):
-    """排版进程 ``workers`` processes for the PDFs, started now (``registry.pdf.render_pool``, WeasyPrint
-    imported here once before forking): they warm up (``_warm_renderer``: fonts, stylesheet,
-    template) while the caller still reads the database. The caller shuts the pool down
-    (``with render_pool(n) as pool``)."""
-    from registry import pdf
-
-    return pdf.render_pool(workers, _warm_renderer)
-
-
 def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1, pool=None) -> list[Path]:
     """The five PDFs and the five XLSX of one township's lists (pure rendering: no database).
 
     ``pool`` (``render_pool``; or ``workers`` > 1, a pool of that many made here): the PDFs are laid
-    out in its processes, longest list first, while this process writes the workbooks.
+    out in its processes, longest list first, while this process writes the workbooks. Each list's
+    HTML is rendered here, so the processes need neither the data nor this module.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -552,9 +531,9 @@ def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1, po
             return render_files(data, out_dir, generated, pool=own)
     if pool is None:
         return write_pdfs(data, out_dir, generated) + write_xlsx(data, out_dir)
-    head = {key: value for key, value in data.items() if key != "lists"}  # each process gets its own list only
     order = sorted(data["lists"], key=lambda wl: -wl.size)
-    futures = {wl.slug: pool.submit(write_pdf, head, wl, out_dir, generated) for wl in order}
+    futures = {wl.slug: pool.submit(list_renderer.write_pdf, render_html(data, wl, generated),
+                                    out_dir / list_file_name(data, wl, "pdf")) for wl in order}
     books = write_xlsx(data, out_dir)
     return [futures[wl.slug].result() for wl in data["lists"]] + books
 
@@ -601,7 +580,7 @@ def _served_data(code: str, name: str, issue) -> dict:
 
 def write_township_lists(engine: Engine, *, township_code: str, week: date, out_dir: Path, actor: str = "scheduler",
                          base_url: str | None = None, reissue: bool = False, reason: str | None = None,
-                         today: date | None = None) -> dict:
+                         today: date | None = None, pool=None) -> dict:
     """写五单 Write the five PDFs and the five XLSX; audit the export and queue notifications in one transaction.
 
     rules.md §7 "kept as issued" (``schedules.archive``): a week already issued is written from the
@@ -610,7 +589,8 @@ def write_township_lists(engine: Engine, *, township_code: str, week: date, out_
     (an operator's explicit ``--reissue``) computes the week again as a new version, the old kept.
     The result's ``archived`` names the version served or issued (None: a preview).
 
-    The render processes (``render_pool``) start before the week's data is read and warm up meanwhile."""
+    The render processes (``render_pool``) start before the week's data is read and warm up meanwhile;
+    ``pool``: the caller's, started earlier still (``jingfang lists``), used and left to the caller."""
     from registry.clock import local_today
     from schedules import archive
 
@@ -626,8 +606,8 @@ def write_township_lists(engine: Engine, *, township_code: str, week: date, out_
             return {"files": files, "counts": json.loads(issue.counts), "queued": queued,
                     "archived": {"version": issue.version, "issued_at": issue.issued_at, "issued_by": issue.issued_by,
                                  "served": True}}
-    workers = render_workers(len(LISTS))
-    with render_pool(workers) if workers > 1 else nullcontext() as pool:
+    workers = render_workers(len(LISTS)) if pool is None else 1
+    with render_pool(workers) if workers > 1 else nullcontext(pool) as pool:
         data = build_lists(engine, township_code=code, week=week)
         files = render_files(data, Path(out_dir), _generated(), pool=pool)
     issue_now = archive.issuable(week, today)
@@ -645,18 +625,6 @@ def write_township_lists(engine: Engine, *, township_code: str, week: date, out_
             issue = archive.latest_issue(conn, code, week)
         archived = {"version": issue.version, "issued_at": issue.issued_at, "issued_by": issue.issued_by, "served": False}
     return {"files": files, "counts": data["counts"], "queued": queued, "archived": archived}
-
-
-MAX_RENDER_WORKERS = 8  # each worker holds WeasyPrint and fonts (~100 MB); more rarely pays
-
-
-def render_workers(townships: int) -> int:
-    """Processes for rendering: one per CPU this process may run on (WeasyPrint is CPU-bound), at
-    most ``MAX_RENDER_WORKERS`` and one per township; ``JINGFANG_RENDER_WORKERS`` overrides the
-    CPU count (1 renders in this process)."""
-    from registry.config import parallelism
-
-    return max(1, min(parallelism("JINGFANG_RENDER_WORKERS", MAX_RENDER_WORKERS), townships))
 
 
 def _failed(engine: Engine, code: str, week: date, exc: BaseException, on_failed) -> None:
