@@ -97,7 +97,7 @@ def lists_command(
     # the render processes first (issue 17): they import WeasyPrint and warm up while this process
     # imports SQLAlchemy and the models, checks the schema and reads the week
     workers = list_renderer.render_workers(5)  # 五单: five documents
-    pool = list_renderer.render_pool(workers, template=False, preload_here=False) if workers > 1 else None
+    pool = list_renderer.render_pool(workers, preload_here=False) if workers > 1 else None
     try:
         result = _write_lists(week, township, out, reissue, reason, db, pool)
     except BaseException:

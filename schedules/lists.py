@@ -36,7 +36,6 @@ from registry.teams import has_guardian
 from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
-from registry.pdf import paper_templates
 from registry.rules import classification_of
 from registry.care_team import UNASSIGNED_LABEL
 from registry.emergencies import occurred_on_sql
@@ -49,7 +48,9 @@ from registry.register import eligible_sql
 from registry.rules import complete_sql
 from registry.codes import VISIT_KINDS, TaskKind
 from schedules import list_renderer
-# the render processes' home (light, started by ``jingfang lists`` before its imports); named here too
+# one list as data and as a page, and the render processes: light modules (a render process started
+# by ``jingfang lists`` before its own imports needs nothing else); named here too
+from schedules.list_pages import Column, WorkList, render_html  # noqa: F401
 from schedules.list_renderer import MAX_RENDER_WORKERS, TEMPLATES, render_pool, render_workers  # noqa: F401
 from schedules.worklist import open_tasks
 
@@ -61,58 +62,6 @@ KIND_LABEL = {k.value: k.label for k in TaskKind}
 # post-emergency visit (§9) and the annual health check
 LISTED_KINDS = tuple(k.value for k in (*VISIT_KINDS, TaskKind.POST_EMERGENCY, TaskKind.HEALTH_CHECK))
 SEX_LABEL = {1: "男", 2: "女"}
-
-
-@dataclass
-class Column:
-    key: str
-    title: str
-    width: int = 12  # XLSX column width (characters)
-
-
-@dataclass
-class WorkList:
-    """一单 One of the five lists: who reads it, its columns, its rows (grouped by village)."""
-
-    number: int
-    slug: str
-    title: str
-    readers: str
-    columns: list[Column]
-    rows: list[dict] = field(default_factory=list)
-    signatures: bool = False  # signature/attendance columns for joint visits
-    # 随访任务单 only: the health checks owed, a section of their own after the week's visits
-    # (rules.md §7: the June 30 wave never pushes this week's visits off the first page)
-    checks: list[dict] = field(default_factory=list)
-    rows_heading: str = "本周随访（7日内到期及逾期）"
-    checks_heading: str = "年度健康体检"
-
-    @staticmethod
-    def _grouped(rows: list[dict]) -> list[tuple[str, list[dict]]]:
-        groups: dict[str, list[dict]] = {}
-        for row in rows:
-            groups.setdefault(row["village"], []).append(row)
-        return sorted(groups.items())
-
-    def by_village(self) -> list[tuple[str, list[dict]]]:
-        """The rows by village (villages in name order, rows in the list's order within each)."""
-        return self._grouped(self.rows)
-
-    def checks_by_village(self) -> list[tuple[str, list[dict]]]:
-        return self._grouped(self.checks)
-
-    def check_counts(self) -> list[tuple[str, int, int]]:
-        """(village, health checks owed, of which overdue) for the section's count table."""
-        return [(village, len(rows), sum(1 for r in rows if r["late"])) for village, rows in self.checks_by_village()]
-
-    @property
-    def checks_overdue(self) -> int:
-        return sum(1 for r in self.checks if r["late"])
-
-    @property
-    def size(self) -> int:
-        """Rows on the list (the week's rows and the health-check section)."""
-        return len(self.rows) + len(self.checks)
 
 
 C = Column
@@ -429,12 +378,6 @@ def _medication_text(raw: str | None) -> str:
     return str(items)
 
 
-def _environment():
-    return paper_templates()
-
-
-def render_html(data: dict, wl: WorkList, generated: str) -> str:
-    return _environment().get_template(list_renderer.TEMPLATE).render(data=data, wl=wl, generated=generated)
 
 
 def _file_stem(data: dict) -> str:
@@ -521,8 +464,8 @@ def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1, po
     """The five PDFs and the five XLSX of one township's lists (pure rendering: no database).
 
     ``pool`` (``render_pool``; or ``workers`` > 1, a pool of that many made here): the PDFs are laid
-    out in its processes, longest list first, while this process writes the workbooks. Each list's
-    HTML is rendered here, so the processes need neither the data nor this module.
+    out in its processes, longest list first, while this process writes the workbooks. A process
+    gets the week's heading and its list (``schedules.list_pages``), never this module's imports.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -531,9 +474,10 @@ def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1, po
             return render_files(data, out_dir, generated, pool=own)
     if pool is None:
         return write_pdfs(data, out_dir, generated) + write_xlsx(data, out_dir)
+    head = {key: value for key, value in data.items() if key != "lists"}  # each process gets its own list only
     order = sorted(data["lists"], key=lambda wl: -wl.size)
-    futures = {wl.slug: pool.submit(list_renderer.write_pdf, render_html(data, wl, generated),
-                                    out_dir / list_file_name(data, wl, "pdf")) for wl in order}
+    futures = {wl.slug: pool.submit(list_renderer.write_list_pdf, head, wl, out_dir / list_file_name(data, wl, "pdf"),
+                                    generated) for wl in order}
     books = write_xlsx(data, out_dir)
     return [futures[wl.slug].result() for wl in data["lists"]] + books
 
