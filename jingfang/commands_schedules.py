@@ -108,7 +108,7 @@ def lists_command(
         if result["archived"] and result["archived"]["served"]:
             pdf.stop(pool)  # served from the archive: nothing was rendered
         else:
-            pool.shutdown()
+            pdf.close(pool)
     for path in result["files"]:
         typer.echo(str(path))
     typer.echo(list_counts_text(result["counts"]), err=True)
