@@ -6,6 +6,7 @@ Registered on the ``jingfang`` app by ``jingfang.cli`` (contract.md "Commands").
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -100,9 +101,13 @@ def lists_command(
     pool = list_renderer.render_pool(workers, preload_here=False) if workers > 1 else None
     try:
         result = _write_lists(week, township, out, reissue, reason, db, pool)
-    except BaseException:
+    except BaseException as exc:
         if pool is not None:
             pdf.stop(pool)
+            pool = None
+            # the failed calls' locals no longer hold the pool: its queues are released (no semaphore
+            # left for multiprocessing's resource tracker to warn about) before the error is reported
+            traceback.clear_frames(exc.__traceback__)
         raise
     if pool is not None:
         if result["archived"] and result["archived"]["served"]:

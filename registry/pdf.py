@@ -74,6 +74,7 @@ only looks at the documents' own objects.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import re
 import sys
@@ -81,6 +82,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 UNUSED_UA_RULES = ("::footnote-", "::note-")
 # tables left out of an embedded font subset (WeasyPrint's own list)
 DROPPED_FONT_TABLES = (b"BASE", b"DSIG", b"EBDT", b"EBLC", b"EBSC", b"GPOS", b"GSUB", b"JSTF", b"LTSH", b"PCLT", b"SVG ")
@@ -338,13 +340,29 @@ def render_pool(workers: int, initializer=warm_up, initargs: tuple = (), *, prel
     try:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
                                    initializer=_start_renderer, initargs=(initializer, initargs))
-        for _ in range(workers):  # every process starts now (a spawning pool starts one per task waiting)
-            pool.submit(int)
+        pool.jingfang_forkserver = method == "forkserver"
+        if pool.jingfang_forkserver:
+            # a fork server's process is launched once the server has imported WeasyPrint: the caller
+            # goes on meanwhile (its pool runs a thread of its own anyway)
+            import threading  # noqa: PLC0415
+
+            threading.Thread(target=_start_processes, args=(pool, workers), name="render-pool-start",
+                             daemon=True).start()
+        else:
+            _start_processes(pool, workers)
     finally:
         if method == "fork":
             gc.unfreeze()  # this process goes on collecting as before
-    pool.jingfang_forkserver = method == "forkserver"
     return pool
+
+
+def _start_processes(pool, workers: int) -> None:
+    """Every process of ``pool`` started now (a spawning pool starts one per task waiting)."""
+    try:
+        for _ in range(workers):
+            pool.submit(int)
+    except Exception:  # the pool was stopped meanwhile (``stop``): nothing to start
+        log.debug("render pool stopped while starting", exc_info=True)
 
 
 def close(pool) -> None:
@@ -355,13 +373,24 @@ def close(pool) -> None:
     _stop_fork_server(pool)
 
 
-def _stop_fork_server(pool) -> None:
+def _stop_fork_server(pool, *, at_once: bool = False) -> None:
+    """The fork server of ``pool`` stopped (CPython's own, private ``_stop``: it closes the server's
+    pipe and waits for it); ``at_once``: killed first, not waited for while it still imports
+    WeasyPrint (it reads its pipe only once its preload is done)."""
     if getattr(pool, "jingfang_forkserver", False):
+        import signal  # noqa: PLC0415
         from multiprocessing import forkserver  # noqa: PLC0415
 
-        stop_server = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)  # CPython's own, private
-        if stop_server is not None:
-            stop_server()
+        server = getattr(forkserver, "_forkserver", None)
+        stop_server = getattr(server, "_stop", None)
+        if stop_server is None:
+            return
+        if at_once and getattr(server, "_forkserver_pid", None):
+            try:
+                os.kill(server._forkserver_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        stop_server()
 
 
 def _start_renderer(initializer, initargs: tuple) -> None:
@@ -393,10 +422,12 @@ def background_renderer(stylesheets: list[str] = ()):
 def stop(pool) -> None:
     """End a ``render_pool``'s processes at once, without waiting for their warm-up or their work
     (the caller failed, or found it has nothing to render)."""
+    _stop_fork_server(pool, at_once=True)  # first: a process launch waiting for the server returns
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    _stop_fork_server(pool)
+    # the processes are ended: waiting is short, and the pool's queues are closed (their semaphores
+    # released) before this process exits
+    pool.shutdown(wait=getattr(pool, "jingfang_forkserver", False), cancel_futures=True)
 
 
 @lru_cache(maxsize=4)
