@@ -6,6 +6,7 @@ Registered on the ``jingfang`` app by ``jingfang.cli`` (contract.md "Commands").
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -91,6 +92,42 @@ def lists_command(
     db: DbOption = None,
 ) -> None:
     """一历五单：写出一个乡镇一周的五单（PDF 和 XLSX）；已签发的一周按存档原样写出，不重新计算。"""
+    from registry import pdf
+    from schedules import list_renderer
+
+    # the render processes first (issue 17): they import WeasyPrint and warm up while this process
+    # imports SQLAlchemy and the models, checks the schema and reads the week
+    workers = list_renderer.render_workers(5)  # 五单: five documents
+    pool = list_renderer.render_pool(workers, preload_here=False) if workers > 1 else None
+    try:
+        result = _write_lists(week, township, out, reissue, reason, db, pool)
+    except BaseException as exc:
+        if pool is not None:
+            pdf.stop(pool)
+            pool = None
+            # the failed calls' locals no longer hold the pool: its queues are released (no semaphore
+            # left for multiprocessing's resource tracker to warn about) before the error is reported
+            traceback.clear_frames(exc.__traceback__)
+        raise
+    if pool is not None:
+        if result["archived"] and result["archived"]["served"]:
+            pdf.stop(pool)  # served from the archive: nothing was rendered
+        else:
+            pdf.close(pool)
+    for path in result["files"]:
+        typer.echo(str(path))
+    typer.echo(list_counts_text(result["counts"]), err=True)
+    archived = result.get("archived")
+    if archived is None:
+        typer.echo("该周尚未开始：本次为预览，未存档。", err=True)
+    elif archived["served"]:
+        typer.echo(f"该周已于 {local_time(archived['issued_at'].isoformat())} 签发（第 {archived['version']} 版，签发人 "
+                   f"{archived['issued_by']}），以上文件按存档原样写出；如需按当前数据重新签发，请用 --reissue。", err=True)
+    else:
+        typer.echo(f"已签发并存档（第 {archived['version']} 版）。", err=True)
+
+
+def _write_lists(week: str, township: str, out: Path, reissue: bool, reason: str | None, db: str | None, pool) -> dict:
     from jingfang.options import check_township
     from schedules.archive import monday_of  # not schedules.jobs: the scheduler's imports cost 0.3 s here
     from schedules.lists import write_township_lists
@@ -105,19 +142,8 @@ def lists_command(
     engine = engine_for(db)
     check_township(engine, township)
     typer.echo(f"正在生成 {township} {monday.isoformat()} 这一周的五单……", err=True)
-    result = write_township_lists(engine, township_code=township, week=monday, out_dir=out, actor=cli_actor(),
-                                  reissue=reissue, reason=reason)
-    for path in result["files"]:
-        typer.echo(str(path))
-    typer.echo(list_counts_text(result["counts"]), err=True)
-    archived = result.get("archived")
-    if archived is None:
-        typer.echo("该周尚未开始：本次为预览，未存档。", err=True)
-    elif archived["served"]:
-        typer.echo(f"该周已于 {local_time(archived['issued_at'].isoformat())} 签发（第 {archived['version']} 版，签发人 "
-                   f"{archived['issued_by']}），以上文件按存档原样写出；如需按当前数据重新签发，请用 --reissue。", err=True)
-    else:
-        typer.echo(f"已签发并存档（第 {archived['version']} 版）。", err=True)
+    return write_township_lists(engine, township_code=township, week=monday, out_dir=out, actor=cli_actor(),
+                                reissue=reissue, reason=reason, pool=pool)
 
 
 def scheduler_command(

@@ -31,36 +31,96 @@ right (about 2 % of a township's 五单 rendering).
 
 边框 (issue 17, the monthly report): a border on one side only (the rule under each table cell,
 the heading's underline) takes WeasyPrint's general path — clip to the side's trapezoid, then fill
-the ring between border and padding box — about 150 Python calls per cell: half the CPU of writing
-the report's PDF (its ~1,100 ruled cells). ``_draw_border`` fills the same ring without the clip
-(with one side the clip removes nothing); installed over ``weasyprint.draw.draw_border`` with the
-subsetting pass, everything else (several sides, rounded corners, other styles) still WeasyPrint's.
-Rasterised, the pages are the same within anti-aliasing of the rules' edges
-(tests/test_lists_rendering.py).
+the ring between border and padding box — about 150 Python calls per cell and side: half the CPU
+of writing the report's PDF (its ~1,100 ruled cells). ``_draw_border`` fills the sides' strips
+without the clips (one colour, square corners: the clips remove nothing that another strip does
+not paint); installed over ``weasyprint.draw.draw_border`` with the subsetting pass, everything
+else (four sides, rounded corners, other styles, several colours) still WeasyPrint's. The 五单's
+tables use it too (third profile): their grid is drawn as separate borders (each cell's right and
+bottom rule, the header cells' top rule, the table's left rule) instead of collapsed ones, whose
+painting (one clipped segment per cell edge) took a quarter of a list's CPU. Rasterised, the pages
+are the same within anti-aliasing of the rules' edges (tests/test_lists_rendering.py).
 
 排版进程 (issue 17): ``render_pool`` starts the processes that lay the PDFs out before the caller
 reads the database, so WeasyPrint's import (≈ 0.6–1 s of CPU) and warm-up overlap the queries on a
 second core. The 五单 (``schedules.lists``: one process per CPU, WeasyPrint imported once before
 forking) and the monthly report (``background_renderer``: one process, which imports WeasyPrint
 itself while the caller reads) use it. The workers run ``write_pdf``: they never touch the database.
+
+导入 (issue 17, third profile): WeasyPrint loads its C libraries (gobject, pango, harfbuzz,
+fontconfig) through cffi, trying Windows and macOS names before the Linux sonames; for each name
+that does not load, cffi asks ``ctypes.util.find_library``, which runs ``ldconfig`` and ``gcc``:
+18 subprocesses, ≈ 0.1 s of wall time of a 0.35 s import. ``_import_weasyprint`` imports it (on
+Linux) with ``find_library`` answering "not found", so the sonames WeasyPrint lists load as they
+would anyway; should a library not load so, the import is done again the usual way.
+
+排版服务进程 (issue 17, third profile): ``jingfang lists`` starts its two render processes before
+its own imports, so WeasyPrint's import overlaps them; two processes importing it side by side cost
+0.3 s of CPU each while the command's own imports want the same two cores. ``render_pool`` with
+``preload_here`` False and several processes uses multiprocessing's fork server instead: one
+process imports WeasyPrint (``registry.pdf_server``) and forks the render processes from itself
+(they import the caller's main module as spawned processes do, not its database layers);
+``close`` stops the server after the pool, so its processes' CPU is counted as the caller's
+children's. One township's lists: 2.62 → 2.38 s (A/B, five rounds).
+
+垃圾回收 (issue 17, third profile): a township's five PDFs allocate about a million objects; each
+full collection walked the whole heap — WeasyPrint, fonts, SQLAlchemy and the models inherited
+from the parent — again: ≈ 20 % of the render processes' CPU. ``render_pool`` freezes the parent's
+heap while forking (``gc.freeze``: the children inherit it frozen; the parent unfreezes at once)
+and each render process freezes what its warm-up added (``_start_renderer``): the collector then
+only looks at the documents' own objects.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import re
+import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 UNUSED_UA_RULES = ("::footnote-", "::note-")
 # tables left out of an embedded font subset (WeasyPrint's own list)
 DROPPED_FONT_TABLES = (b"BASE", b"DSIG", b"EBDT", b"EBLC", b"EBSC", b"GPOS", b"GSUB", b"JSTF", b"LTSH", b"PCLT", b"SVG ")
 
 
 @lru_cache(maxsize=1)
+def _import_weasyprint():
+    """WeasyPrint imported without ``ctypes.util.find_library`` on Linux (see the module docstring,
+    导入): its libraries load by their sonames, as they would anyway; should one not load so, the
+    import runs again the usual way."""
+    if "weasyprint" in sys.modules or not sys.platform.startswith("linux"):
+        import weasyprint  # noqa: PLC0415
+
+        return weasyprint
+    import contextlib  # noqa: PLC0415
+    import ctypes.util  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    find_library = ctypes.util.find_library
+    ctypes.util.find_library = lambda name: None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # WeasyPrint prints its install advice on failure
+            import weasyprint  # noqa: PLC0415
+
+        return weasyprint
+    except OSError:
+        for name in [name for name in sys.modules if name == "weasyprint" or name.startswith("weasyprint.")]:
+            del sys.modules[name]
+    finally:
+        ctypes.util.find_library = find_library
+    import weasyprint  # noqa: PLC0415
+
+    return weasyprint
+
+
+@lru_cache(maxsize=1)
 def _lean_ua():
-    import weasyprint  # noqa: PLC0415 - heavy, loaded when a PDF is written
+    weasyprint = _import_weasyprint()  # heavy, loaded when a PDF is written
     from weasyprint import CSS  # noqa: PLC0415
     from weasyprint.html import UA_COUNTER_STYLE  # noqa: PLC0415
 
@@ -73,6 +133,7 @@ def _lean_ua():
 @lru_cache(maxsize=1)
 def font_config():
     """One font configuration per process (fontconfig set up once, fonts loaded once)."""
+    _import_weasyprint()
     from weasyprint.text.fonts import FontConfiguration  # noqa: PLC0415
 
     return FontConfiguration()
@@ -81,6 +142,7 @@ def font_config():
 @lru_cache(maxsize=16)
 def stylesheet(path: str):
     """A CSS file parsed once per process (with the shared font configuration)."""
+    _import_weasyprint()
     from weasyprint import CSS  # noqa: PLC0415
 
     return CSS(filename=path, font_config=font_config())
@@ -124,27 +186,36 @@ SIDES = ("top", "right", "bottom", "left")
 
 
 def _draw_border(stream, box) -> None:
-    """边框 WeasyPrint's ``draw_border``, with a fast path for the rule under a table cell: one solid
-    side, square corners: the ring between border box and padding box filled (even-odd), which with
-    one side is that side's strip — what WeasyPrint's general path paints, without clipping to the
-    side's trapezoid first (~150 Python calls per cell; see the module docstring)."""
+    """边框 WeasyPrint's ``draw_border``, with a fast path for a box ruled on one to three sides (the
+    rule under a report's table cell, the 五单's cell rules on the right and below): solid sides of
+    one colour, square corners — each side's strip filled as one path, which is what WeasyPrint's
+    general path paints (the strips meet at the corners, one colour) without clipping to each
+    side's trapezoid first (~150 Python calls per side; see the module docstring). Four sides are
+    WeasyPrint's own simple case, left to it."""
     widths = (box.border_top_width, box.border_right_width, box.border_bottom_width, box.border_left_width)
-    drawn = [i for i, width in enumerate(widths) if width]
+    drawn = [SIDES[i] for i, width in enumerate(widths) if width]
     style = box.style
-    if len(drawn) == 1 and style["visibility"] == "visible" and style["border_image_source"][0] == "none" \
+    if 0 < len(drawn) < 4 and style["visibility"] == "visible" and style["border_image_source"][0] == "none" \
             and style["column_width"] == "auto" and style["column_count"] == "auto":
         from weasyprint.draw.color import get_color  # noqa: PLC0415
 
-        side = SIDES[drawn[0]]
-        color = get_color(style, f"border_{side}_color")
+        color = get_color(style, f"border_{drawn[0]}_color")
         x, y, width, height, *radii = box.rounded_border_box()
-        if style[f"border_{side}_style"] == "solid" and color.alpha and not any(any(r) for r in radii):
+        if color.alpha and all(style[f"border_{side}_style"] == "solid" for side in drawn) \
+                and all(get_color(style, f"border_{side}_color") == color for side in drawn[1:]) \
+                and not any(any(r) for r in radii):
             top, right, bottom, left = widths
             with stream.artifact(), stream.stacked():
                 stream.set_color(color)
-                stream.rectangle(x + left, y + top, width - left - right, height - top - bottom)  # padding box
-                stream.rectangle(x, y, width, height)
-                stream.fill(even_odd=True)
+                if top:
+                    stream.rectangle(x, y, width, top)
+                if right:
+                    stream.rectangle(x + width - right, y, right, height)
+                if bottom:
+                    stream.rectangle(x, y + height - bottom, width, bottom)
+                if left:
+                    stream.rectangle(x, y, left, height)
+                stream.fill()
             return
     _weasyprint_draw_border(stream, box)
 
@@ -167,6 +238,7 @@ def _install() -> None:
     """The subsetting pass, the parser's cache and the cell-rule fast path (see the module
     docstring), once per process."""
     global _weasyprint_subset, _weasyprint_draw_border
+    _import_weasyprint()
     import tinyhtml5.inputstream  # noqa: PLC0415
     import weasyprint.draw  # noqa: PLC0415
     from weasyprint.pdf.fonts import Font  # noqa: PLC0415
@@ -184,8 +256,7 @@ def _install() -> None:
 
 @lru_cache(maxsize=1)
 def _lean_class():
-    import weasyprint  # noqa: PLC0415
-
+    weasyprint = _import_weasyprint()
     _install()
 
     class LeanHTML(weasyprint.HTML):
@@ -247,21 +318,89 @@ def render_pool(workers: int, initializer=warm_up, initargs: tuple = (), *, prel
 
     Fork when this process runs no other thread (``single_threaded``), else spawn (the scheduler
     service runs a thread pool; a spawned child spends about a second on imports, in its warm-up).
-    ``preload_here`` (fork only): WeasyPrint is imported here first (``preload``, about 0.6 s of CPU,
-    once for all children) — worth it for several children; for one (``background_renderer``) the
-    child imports it itself, in parallel with the caller. The caller shuts the pool down
-    (``with render_pool(n) as pool``)."""
+    ``preload_here`` (fork only): WeasyPrint is imported here first (``preload``, about 0.3 s of CPU,
+    once for all children) — worth it when this process has its own imports done. Else the import
+    is made beside this process's work: for one child (``background_renderer``) by the child, for
+    several by a fork server (``registry.pdf_server``) that imports it once and forks them, so
+    they do not all import it at once. The caller shuts the pool down (``close``; ``stop`` ends it
+    at once)."""
     import multiprocessing  # noqa: PLC0415
     from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
 
-    method = "fork" if single_threaded() and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    methods = multiprocessing.get_all_start_methods()
+    method = "fork" if single_threaded() and "fork" in methods else "spawn"
     if method == "fork" and preload_here:
         preload()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                               initializer=initializer, initargs=initargs)
-    for _ in range(workers):  # every process starts now (a spawning pool starts one per task waiting)
-        pool.submit(int)
+    elif method == "fork" and workers > 1 and "forkserver" in methods:
+        # one process imports WeasyPrint (registry.pdf_server) and forks the workers (see 排版服务进程)
+        method = "forkserver"
+        multiprocessing.get_context(method).set_forkserver_preload(["registry.pdf_server"])
+    if method == "fork":
+        gc.freeze()  # the children inherit this heap as frozen (see _start_renderer)
+    try:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                                   initializer=_start_renderer, initargs=(initializer, initargs))
+        pool.jingfang_forkserver = method == "forkserver"
+        if pool.jingfang_forkserver:
+            # a fork server's process is launched once the server has imported WeasyPrint: the caller
+            # goes on meanwhile (its pool runs a thread of its own anyway)
+            import threading  # noqa: PLC0415
+
+            threading.Thread(target=_start_processes, args=(pool, workers), name="render-pool-start",
+                             daemon=True).start()
+        else:
+            _start_processes(pool, workers)
+    finally:
+        if method == "fork":
+            gc.unfreeze()  # this process goes on collecting as before
     return pool
+
+
+def _start_processes(pool, workers: int) -> None:
+    """Every process of ``pool`` started now (a spawning pool starts one per task waiting)."""
+    try:
+        for _ in range(workers):
+            pool.submit(int)
+    except Exception:  # the pool was stopped meanwhile (``stop``): nothing to start
+        log.debug("render pool stopped while starting", exc_info=True)
+
+
+def close(pool) -> None:
+    """Shut a ``render_pool`` down: wait for the PDFs submitted, then for the processes' end (and the
+    fork server's, when there is one: its render processes' CPU is then counted as this process's
+    children's, as a forked pool's is)."""
+    pool.shutdown()
+    _stop_fork_server(pool)
+
+
+def _stop_fork_server(pool, *, at_once: bool = False) -> None:
+    """The fork server of ``pool`` stopped (CPython's own, private ``_stop``: it closes the server's
+    pipe and waits for it); ``at_once``: killed first, not waited for while it still imports
+    WeasyPrint (it reads its pipe only once its preload is done)."""
+    if getattr(pool, "jingfang_forkserver", False):
+        import signal  # noqa: PLC0415
+        from multiprocessing import forkserver  # noqa: PLC0415
+
+        server = getattr(forkserver, "_forkserver", None)
+        stop_server = getattr(server, "_stop", None)
+        if stop_server is None:
+            return
+        if at_once and getattr(server, "_forkserver_pid", None):
+            try:
+                os.kill(server._forkserver_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        stop_server()
+
+
+def _start_renderer(initializer, initargs: tuple) -> None:
+    """A render process's start: ``initializer(*initargs)`` (the warm-up), then everything the
+    process holds so far — modules, fonts, stylesheets — frozen out of the garbage collector's
+    reach (``gc.freeze``): a document's layout allocates hundreds of thousands of objects, and every
+    full collection would otherwise walk WeasyPrint's and the caller's whole heap again (≈ 20 % of
+    the CPU of a township's five PDFs; see the module docstring, 垃圾回收)."""
+    initializer(*initargs)
+    gc.freeze()
 
 
 @contextmanager
@@ -275,11 +414,20 @@ def background_renderer(stylesheets: list[str] = ()):
     try:
         yield pool
     except BaseException:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop(pool)
         raise
     pool.shutdown()
+
+
+def stop(pool) -> None:
+    """End a ``render_pool``'s processes at once, without waiting for their warm-up or their work
+    (the caller failed, or found it has nothing to render)."""
+    _stop_fork_server(pool, at_once=True)  # first: a process launch waiting for the server returns
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    # the processes are ended: waiting is short, and the pool's queues are closed (their semaphores
+    # released) before this process exits
+    pool.shutdown(wait=getattr(pool, "jingfang_forkserver", False), cancel_futures=True)
 
 
 @lru_cache(maxsize=4)

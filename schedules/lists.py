@@ -36,7 +36,6 @@ from registry.teams import has_guardian
 from registry.codes import Adherence, Diagnosis, EconomicStatus
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
-from registry.pdf import paper_templates
 from registry.rules import classification_of
 from registry.care_team import UNASSIGNED_LABEL
 from registry.emergencies import occurred_on_sql
@@ -47,71 +46,22 @@ from registry.spreadsheet import FORMULA_START, text_row  # noqa: F401
 from registry.attempts import rank_sql, usable_sql
 from registry.register import eligible_sql
 from registry.rules import complete_sql
-from registry.resources import template_dir
 from registry.codes import VISIT_KINDS, TaskKind
+from schedules import list_renderer
+# one list as data and as a page, and the render processes: light modules (a render process started
+# by ``jingfang lists`` before its own imports needs nothing else); named here too
+from schedules.list_pages import Column, WorkList, render_html  # noqa: F401
+from schedules.list_renderer import MAX_RENDER_WORKERS, TEMPLATES, render_pool, render_workers  # noqa: F401
 from schedules.worklist import open_tasks
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = template_dir("lists")
 ROLE_LABEL = {"doctor": "精防医生", "police": "民警", "village": "村(社区)干部/网格员", "civil_affairs": "民政专干"}
 KIND_LABEL = {k.value: k.label for k in TaskKind}
 # the kinds on the 随访任务单 (and, when joint, the 联合入户单): the visit kinds (rules.md §5), the
 # post-emergency visit (§9) and the annual health check
 LISTED_KINDS = tuple(k.value for k in (*VISIT_KINDS, TaskKind.POST_EMERGENCY, TaskKind.HEALTH_CHECK))
 SEX_LABEL = {1: "男", 2: "女"}
-
-
-@dataclass
-class Column:
-    key: str
-    title: str
-    width: int = 12  # XLSX column width (characters)
-
-
-@dataclass
-class WorkList:
-    """一单 One of the five lists: who reads it, its columns, its rows (grouped by village)."""
-
-    number: int
-    slug: str
-    title: str
-    readers: str
-    columns: list[Column]
-    rows: list[dict] = field(default_factory=list)
-    signatures: bool = False  # signature/attendance columns for joint visits
-    # 随访任务单 only: the health checks owed, a section of their own after the week's visits
-    # (rules.md §7: the June 30 wave never pushes this week's visits off the first page)
-    checks: list[dict] = field(default_factory=list)
-    rows_heading: str = "本周随访（7日内到期及逾期）"
-    checks_heading: str = "年度健康体检"
-
-    @staticmethod
-    def _grouped(rows: list[dict]) -> list[tuple[str, list[dict]]]:
-        groups: dict[str, list[dict]] = {}
-        for row in rows:
-            groups.setdefault(row["village"], []).append(row)
-        return sorted(groups.items())
-
-    def by_village(self) -> list[tuple[str, list[dict]]]:
-        """The rows by village (villages in name order, rows in the list's order within each)."""
-        return self._grouped(self.rows)
-
-    def checks_by_village(self) -> list[tuple[str, list[dict]]]:
-        return self._grouped(self.checks)
-
-    def check_counts(self) -> list[tuple[str, int, int]]:
-        """(village, health checks owed, of which overdue) for the section's count table."""
-        return [(village, len(rows), sum(1 for r in rows if r["late"])) for village, rows in self.checks_by_village()]
-
-    @property
-    def checks_overdue(self) -> int:
-        return sum(1 for r in self.checks if r["late"])
-
-    @property
-    def size(self) -> int:
-        """Rows on the list (the week's rows and the health-check section)."""
-        return len(self.rows) + len(self.checks)
 
 
 C = Column
@@ -428,12 +378,6 @@ def _medication_text(raw: str | None) -> str:
     return str(items)
 
 
-def _environment():
-    return paper_templates()
-
-
-def render_html(data: dict, wl: WorkList, generated: str) -> str:
-    return _environment().get_template("list.html").render(data=data, wl=wl, generated=generated)
 
 
 def _file_stem(data: dict) -> str:
@@ -447,11 +391,7 @@ def list_file_name(data: dict, wl: WorkList, fmt: str) -> str:
 
 def write_pdf(data: dict, wl: WorkList, out_dir: Path, generated: str) -> Path:
     """One list's PDF (WeasyPrint through ``registry.pdf``: lean user-agent sheet, shared fonts and CSS)."""
-    from registry import pdf
-
-    path = Path(out_dir) / list_file_name(data, wl, "pdf")
-    pdf.write_pdf(render_html(data, wl, generated), path, base_url=str(TEMPLATES), stylesheets=[TEMPLATES / "list.css"])
-    return path
+    return list_renderer.write_pdf(render_html(data, wl, generated), Path(out_dir) / list_file_name(data, wl, "pdf"))
 
 
 def write_pdfs(data: dict, out_dir: Path, generated: str) -> list[Path]:
@@ -520,30 +460,12 @@ def render_list(data: dict, slug: str, fmt: str, out_dir: Path, generated: str) 
     return write_pdf(data, wl, out_dir, generated) if fmt == "pdf" else write_list_xlsx(data, wl, out_dir)
 
 
-def _warm_renderer() -> None:
-    """A render process's start: WeasyPrint, fonts, the lists' stylesheet and template, ready
-    (``registry.pdf.warm_up``) before the first list arrives."""
-    from registry import pdf
-
-    pdf.warm_up([TEMPLATES / "list.css"])
-    _environment().get_template("list.html")
-
-
-def render_pool(workers: int):
-    """排版进程 ``workers`` processes for the PDFs, started now (``registry.pdf.render_pool``, WeasyPrint
-    imported here once before forking): they warm up (``_warm_renderer``: fonts, stylesheet,
-    template) while the caller still reads the database. The caller shuts the pool down
-    (``with render_pool(n) as pool``)."""
-    from registry import pdf
-
-    return pdf.render_pool(workers, _warm_renderer)
-
-
 def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1, pool=None) -> list[Path]:
     """The five PDFs and the five XLSX of one township's lists (pure rendering: no database).
 
     ``pool`` (``render_pool``; or ``workers`` > 1, a pool of that many made here): the PDFs are laid
-    out in its processes, longest list first, while this process writes the workbooks.
+    out in its processes, longest list first, while this process writes the workbooks. A process
+    gets the week's heading and its list (``schedules.list_pages``), never this module's imports.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -554,7 +476,8 @@ def render_files(data: dict, out_dir: Path, generated: str, workers: int = 1, po
         return write_pdfs(data, out_dir, generated) + write_xlsx(data, out_dir)
     head = {key: value for key, value in data.items() if key != "lists"}  # each process gets its own list only
     order = sorted(data["lists"], key=lambda wl: -wl.size)
-    futures = {wl.slug: pool.submit(write_pdf, head, wl, out_dir, generated) for wl in order}
+    futures = {wl.slug: pool.submit(list_renderer.write_list_pdf, head, wl, out_dir / list_file_name(data, wl, "pdf"),
+                                    generated) for wl in order}
     books = write_xlsx(data, out_dir)
     return [futures[wl.slug].result() for wl in data["lists"]] + books
 
@@ -601,7 +524,7 @@ def _served_data(code: str, name: str, issue) -> dict:
 
 def write_township_lists(engine: Engine, *, township_code: str, week: date, out_dir: Path, actor: str = "scheduler",
                          base_url: str | None = None, reissue: bool = False, reason: str | None = None,
-                         today: date | None = None) -> dict:
+                         today: date | None = None, pool=None) -> dict:
     """写五单 Write the five PDFs and the five XLSX; audit the export and queue notifications in one transaction.
 
     rules.md §7 "kept as issued" (``schedules.archive``): a week already issued is written from the
@@ -610,7 +533,8 @@ def write_township_lists(engine: Engine, *, township_code: str, week: date, out_
     (an operator's explicit ``--reissue``) computes the week again as a new version, the old kept.
     The result's ``archived`` names the version served or issued (None: a preview).
 
-    The render processes (``render_pool``) start before the week's data is read and warm up meanwhile."""
+    The render processes (``render_pool``) start before the week's data is read and warm up meanwhile;
+    ``pool``: the caller's, started earlier still (``jingfang lists``), used and left to the caller."""
     from registry.clock import local_today
     from schedules import archive
 
@@ -626,8 +550,8 @@ def write_township_lists(engine: Engine, *, township_code: str, week: date, out_
             return {"files": files, "counts": json.loads(issue.counts), "queued": queued,
                     "archived": {"version": issue.version, "issued_at": issue.issued_at, "issued_by": issue.issued_by,
                                  "served": True}}
-    workers = render_workers(len(LISTS))
-    with render_pool(workers) if workers > 1 else nullcontext() as pool:
+    workers = render_workers(len(LISTS)) if pool is None else 1
+    with render_pool(workers) if workers > 1 else nullcontext(pool) as pool:
         data = build_lists(engine, township_code=code, week=week)
         files = render_files(data, Path(out_dir), _generated(), pool=pool)
     issue_now = archive.issuable(week, today)
@@ -645,18 +569,6 @@ def write_township_lists(engine: Engine, *, township_code: str, week: date, out_
             issue = archive.latest_issue(conn, code, week)
         archived = {"version": issue.version, "issued_at": issue.issued_at, "issued_by": issue.issued_by, "served": False}
     return {"files": files, "counts": data["counts"], "queued": queued, "archived": archived}
-
-
-MAX_RENDER_WORKERS = 8  # each worker holds WeasyPrint and fonts (~100 MB); more rarely pays
-
-
-def render_workers(townships: int) -> int:
-    """Processes for rendering: one per CPU this process may run on (WeasyPrint is CPU-bound), at
-    most ``MAX_RENDER_WORKERS`` and one per township; ``JINGFANG_RENDER_WORKERS`` overrides the
-    CPU count (1 renders in this process)."""
-    from registry.config import parallelism
-
-    return max(1, min(parallelism("JINGFANG_RENDER_WORKERS", MAX_RENDER_WORKERS), townships))
 
 
 def _failed(engine: Engine, code: str, week: date, exc: BaseException, on_failed) -> None:

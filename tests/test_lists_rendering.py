@@ -87,3 +87,41 @@ def test_the_cell_rule_fast_path_paints_what_weasyprint_paints(tmp_path):
     assert difference.getextrema()[1] <= 64  # edge pixels of the rules, anti-aliased a little differently
     ink = [sum((255 - v) * n for v, n in enumerate(image.histogram())) for image in images]
     assert abs(ink[0] - ink[1]) <= 0.01 * ink[1]  # the same rules, as much of them
+
+
+def test_weasyprint_is_imported_with_find_library_put_back():
+    """WeasyPrint's libraries load by their Linux sonames without ``ctypes.util.find_library``'s
+    subprocesses (``registry.pdf._import_weasyprint``); the function is put back afterwards."""
+    import ctypes.util
+
+    find_library = ctypes.util.find_library
+    weasyprint = pdf._import_weasyprint()
+    assert ctypes.util.find_library is find_library
+    from weasyprint.text.ffi import harfbuzz, pango
+
+    assert weasyprint.HTML and pango.pango_version() > 0 and harfbuzz.hb_version_atleast(1, 0, 0)
+
+
+def test_the_command_s_render_processes_come_from_one_fork_server(database, small_county, tmp_path):
+    """``jingfang lists`` starts its render processes before its imports (``schedules.list_renderer``,
+    ``preload_here=False``): with several, one fork server imports WeasyPrint and forks them. They
+    get each list as data and write the same PDFs as rendering here; ``close`` stops the server."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    from schedules import list_renderer
+
+    prepare(database, small_county)
+    data = build_lists(database.engine, township_code="T", week=date(2026, 6, 10))
+    here = render_files(data, tmp_path / "here", "2026-06-08 09:00")
+    pool = list_renderer.render_pool(2, preload_here=False)
+    try:
+        there = render_files(data, tmp_path / "pool", "2026-06-08 09:00", pool=pool)
+    finally:
+        pdf.close(pool)
+    if pdf.single_threaded() and "forkserver" in multiprocessing.get_all_start_methods():
+        assert pool.jingfang_forkserver and forkserver._forkserver._forkserver_pid is None  # stopped
+    assert [p.name for p in there] == [p.name for p in here] and len(here) == 10
+    for mine, theirs in zip(here, there):
+        if mine.suffix == ".pdf":
+            assert theirs.read_bytes() == mine.read_bytes(), mine.name
