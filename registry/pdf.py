@@ -54,14 +54,11 @@ that does not load, cffi asks ``ctypes.util.find_library``, which runs ``ldconfi
 Linux) with ``find_library`` answering "not found", so the sonames WeasyPrint lists load as they
 would anyway; should a library not load so, the import is done again the usual way.
 
-排版服务进程 (issue 17, third profile): ``jingfang lists`` starts its two render processes before
-its own imports, so WeasyPrint's import overlaps them; two processes importing it side by side cost
-0.3 s of CPU each while the command's own imports want the same two cores. ``render_pool`` with
-``preload_here`` False and several processes uses multiprocessing's fork server instead: one
-process imports WeasyPrint (``registry.pdf_server``) and forks the render processes from itself
-(they import the caller's main module as spawned processes do, not its database layers);
-``close`` stops the server after the pool, so its processes' CPU is counted as the caller's
-children's. One township's lists: 2.62 → 2.38 s (A/B, five rounds).
+排版进程先行 (issue 17, third profile): ``jingfang lists`` starts its two render processes before
+its own imports (``schedules.list_renderer``, ``preload_here`` False): each imports WeasyPrint
+itself while the command imports SQLAlchemy and reads the week. (A fork server importing
+WeasyPrint once for both was measured, 2.62 → 2.38 s for one township, and taken out again: its
+stop on an early error could hang the caller.)
 
 垃圾回收 (issue 17, third profile): a township's five PDFs allocate about a million objects; each
 full collection walked the whole heap — WeasyPrint, fonts, SQLAlchemy and the models inherited
@@ -74,7 +71,6 @@ only looks at the documents' own objects.
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import re
 import sys
@@ -82,7 +78,6 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-log = logging.getLogger(__name__)
 UNUSED_UA_RULES = ("::footnote-", "::note-")
 # tables left out of an embedded font subset (WeasyPrint's own list)
 DROPPED_FONT_TABLES = (b"BASE", b"DSIG", b"EBDT", b"EBLC", b"EBSC", b"GPOS", b"GSUB", b"JSTF", b"LTSH", b"PCLT", b"SVG ")
@@ -319,78 +314,31 @@ def render_pool(workers: int, initializer=warm_up, initargs: tuple = (), *, prel
     Fork when this process runs no other thread (``single_threaded``), else spawn (the scheduler
     service runs a thread pool; a spawned child spends about a second on imports, in its warm-up).
     ``preload_here`` (fork only): WeasyPrint is imported here first (``preload``, about 0.3 s of CPU,
-    once for all children) — worth it when this process has its own imports done. Else the import
-    is made beside this process's work: for one child (``background_renderer``) by the child, for
-    several by a fork server (``registry.pdf_server``) that imports it once and forks them, so
-    they do not all import it at once. The caller shuts the pool down (``close``; ``stop`` ends it
-    at once)."""
+    once for all children) — worth it when this process has its own imports done; else each child
+    imports it itself, beside this process's work (``background_renderer``, ``jingfang lists``). The
+    caller shuts the pool down (``close``; ``stop`` ends it at once)."""
     import multiprocessing  # noqa: PLC0415
     from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
 
-    methods = multiprocessing.get_all_start_methods()
-    method = "fork" if single_threaded() and "fork" in methods else "spawn"
+    method = "fork" if single_threaded() and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     if method == "fork" and preload_here:
         preload()
-    elif method == "fork" and workers > 1 and "forkserver" in methods:
-        # one process imports WeasyPrint (registry.pdf_server) and forks the workers (see 排版服务进程)
-        method = "forkserver"
-        multiprocessing.get_context(method).set_forkserver_preload(["registry.pdf_server"])
     if method == "fork":
         gc.freeze()  # the children inherit this heap as frozen (see _start_renderer)
     try:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
                                    initializer=_start_renderer, initargs=(initializer, initargs))
-        pool.jingfang_forkserver = method == "forkserver"
-        if pool.jingfang_forkserver:
-            # a fork server's process is launched once the server has imported WeasyPrint: the caller
-            # goes on meanwhile (its pool runs a thread of its own anyway)
-            import threading  # noqa: PLC0415
-
-            threading.Thread(target=_start_processes, args=(pool, workers), name="render-pool-start",
-                             daemon=True).start()
-        else:
-            _start_processes(pool, workers)
+        for _ in range(workers):  # every process starts now (a spawning pool starts one per task waiting)
+            pool.submit(int)
     finally:
         if method == "fork":
             gc.unfreeze()  # this process goes on collecting as before
     return pool
 
 
-def _start_processes(pool, workers: int) -> None:
-    """Every process of ``pool`` started now (a spawning pool starts one per task waiting)."""
-    try:
-        for _ in range(workers):
-            pool.submit(int)
-    except Exception:  # the pool was stopped meanwhile (``stop``): nothing to start
-        log.debug("render pool stopped while starting", exc_info=True)
-
-
 def close(pool) -> None:
-    """Shut a ``render_pool`` down: wait for the PDFs submitted, then for the processes' end (and the
-    fork server's, when there is one: its render processes' CPU is then counted as this process's
-    children's, as a forked pool's is)."""
+    """Shut a ``render_pool`` down: wait for the PDFs submitted, then for the processes' end."""
     pool.shutdown()
-    _stop_fork_server(pool)
-
-
-def _stop_fork_server(pool, *, at_once: bool = False) -> None:
-    """The fork server of ``pool`` stopped (CPython's own, private ``_stop``: it closes the server's
-    pipe and waits for it); ``at_once``: killed first, not waited for while it still imports
-    WeasyPrint (it reads its pipe only once its preload is done)."""
-    if getattr(pool, "jingfang_forkserver", False):
-        import signal  # noqa: PLC0415
-        from multiprocessing import forkserver  # noqa: PLC0415
-
-        server = getattr(forkserver, "_forkserver", None)
-        stop_server = getattr(server, "_stop", None)
-        if stop_server is None:
-            return
-        if at_once and getattr(server, "_forkserver_pid", None):
-            try:
-                os.kill(server._forkserver_pid, signal.SIGKILL)
-            except OSError:
-                pass
-        stop_server()
 
 
 def _start_renderer(initializer, initargs: tuple) -> None:
@@ -422,12 +370,9 @@ def background_renderer(stylesheets: list[str] = ()):
 def stop(pool) -> None:
     """End a ``render_pool``'s processes at once, without waiting for their warm-up or their work
     (the caller failed, or found it has nothing to render)."""
-    _stop_fork_server(pool, at_once=True)  # first: a process launch waiting for the server returns
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         process.terminate()
-    # the processes are ended: waiting is short, and the pool's queues are closed (their semaphores
-    # released) before this process exits
-    pool.shutdown(wait=getattr(pool, "jingfang_forkserver", False), cancel_futures=True)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @lru_cache(maxsize=4)

@@ -102,13 +102,27 @@ def test_weasyprint_is_imported_with_find_library_put_back():
     assert weasyprint.HTML and pango.pango_version() > 0 and harfbuzz.hb_version_atleast(1, 0, 0)
 
 
-def test_the_command_s_render_processes_come_from_one_fork_server(database, small_county, tmp_path):
-    """``jingfang lists`` starts its render processes before its imports (``schedules.list_renderer``,
-    ``preload_here=False``): with several, one fork server imports WeasyPrint and forks them. They
-    get each list as data and write the same PDFs as rendering here; ``close`` stops the server."""
-    import multiprocessing
-    from multiprocessing import forkserver
+def _ends(pid: int, seconds: float = 30.0) -> bool:
+    """Whether process ``pid`` ends (gone, or a zombie not yet reaped) within ``seconds``."""
+    import time
+    from pathlib import Path
 
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_command_s_render_processes_write_the_pdfs_rendered_here(database, small_county, tmp_path):
+    """``jingfang lists`` starts its render processes before its imports (``schedules.list_renderer``,
+    ``preload_here=False``: each imports WeasyPrint itself). They get each list as data and write the
+    same PDFs as rendering here; ``stop`` ends a pool at once, even while its processes warm up."""
     from schedules import list_renderer
 
     prepare(database, small_county)
@@ -119,8 +133,10 @@ def test_the_command_s_render_processes_come_from_one_fork_server(database, smal
         there = render_files(data, tmp_path / "pool", "2026-06-08 09:00", pool=pool)
     finally:
         pdf.close(pool)
-    if pdf.single_threaded() and "forkserver" in multiprocessing.get_all_start_methods():
-        assert pool.jingfang_forkserver and forkserver._forkserver._forkserver_pid is None  # stopped
+    stopped = list_renderer.render_pool(2, preload_here=False)
+    pids = [process.pid for process in stopped._processes.values()]
+    pdf.stop(stopped)  # at once, while the processes still import WeasyPrint (the command's early errors)
+    assert pids and all(_ends(pid) for pid in pids)
     assert [p.name for p in there] == [p.name for p in here] and len(here) == 10
     for mine, theirs in zip(here, there):
         if mine.suffix == ".pdf":
