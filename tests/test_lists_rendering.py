@@ -10,6 +10,7 @@ from datetime import date
 from registry import pdf
 from schedules.lists import TEMPLATES, build_lists, render_files, render_pool
 from tests.test_schedule_lists import pdftext, prepare
+from tests.waiting import wait_until_ended
 
 PAGE = ("<h1>随访任务单</h1><table><thead><tr><th>姓名</th><th>住址</th></tr></thead><tbody>"
         "<tr><td>王小明</td><td>幸福路8号 Room 12</td></tr><tr><td>李𠀋</td><td>东风村</td></tr></tbody></table>")
@@ -102,23 +103,6 @@ def test_weasyprint_is_imported_with_find_library_put_back():
     assert weasyprint.HTML and pango.pango_version() > 0 and harfbuzz.hb_version_atleast(1, 0, 0)
 
 
-def _ends(pid: int, seconds: float = 30.0) -> bool:
-    """Whether process ``pid`` ends (gone, or a zombie not yet reaped) within ``seconds``."""
-    import time
-    from pathlib import Path
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_the_command_s_render_processes_write_the_pdfs_rendered_here(database, small_county, tmp_path):
     """``jingfang lists`` starts its render processes before its imports (``schedules.list_renderer``,
     ``preload_here=False``: each imports WeasyPrint itself). They get each list as data and write the
@@ -136,7 +120,7 @@ def test_the_command_s_render_processes_write_the_pdfs_rendered_here(database, s
     stopped = list_renderer.render_pool(2, preload_here=False)
     pids = [process.pid for process in stopped._processes.values()]
     pdf.stop(stopped)  # at once, while the processes still import WeasyPrint (the command's early errors)
-    assert pids and all(_ends(pid) for pid in pids)
+    assert pids and all(wait_until_ended(pid) for pid in pids)
     assert [p.name for p in there] == [p.name for p in here] and len(here) == 10
     for mine, theirs in zip(here, there):
         if mine.suffix == ".pdf":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from datetime import date
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from registry import models
+from tests.waiting import wait_until_ended
 from registry.rates import month_state
 from registry.rates.indicators import Period
 from jingfang.cli import app
@@ -216,15 +216,6 @@ def test_the_render_process_writes_the_pdf_written_here(county, tmp_path):
     assert re.search(r"Noto-Sans-CJK-SC\S*\s+CID Type 0C.*yes\s+yes", fonts_of(there))
 
 
-def running(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie, or a process already reaped, does not)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return re.search(r"^State:\s+Z", status, re.M) is None
-
-
 def test_a_refused_report_ends_its_render_process(county, tmp_path):
     """A report refused after its render process started (an unknown region) exits 1 with the error
     and writes nothing; leaving the renderer by an exception ends the process (not waiting for it)."""
@@ -239,8 +230,4 @@ def test_a_refused_report_ends_its_render_process(county, tmp_path):
         raise RuntimeError("a query failed")
     assert pids
     for pid in pids:
-        for _ in range(100):
-            if not running(pid):
-                break
-            time.sleep(0.1)
-        assert not running(pid)
+        assert wait_until_ended(pid, timeout=10.0), f"render process {pid} still runs"

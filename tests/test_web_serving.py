@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.waiting import free_port, wait_for
+from tests.waiting import free_port, process_ended, wait_for
 
 JINGFANG = str(Path(sys.executable).with_name("jingfang"))
 
@@ -80,6 +80,6 @@ def test_sigterm_stops_every_process(server):
     assert proc.wait(timeout=60) == 0
     assert listeners(port) == set()
     for pid in workers:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert process_ended(pid)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0

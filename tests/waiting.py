@@ -38,3 +38,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def process_ended(pid: int) -> bool:
+    """进程已结束 Whether process ``pid`` has ended: gone, or a zombie (state Z/X) not yet reaped.
+
+    The process can be reaped between opening and reading its ``/proc`` file, which then raises
+    ``ProcessLookupError`` (ESRCH) instead of ``FileNotFoundError``; both mean it has ended."""
+    from pathlib import Path
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_until_ended(pid: int, timeout: float = 30.0) -> bool:
+    """Whether process ``pid`` ends (see ``process_ended``) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process_ended(pid):
+            return True
+        time.sleep(0.05)
+    return process_ended(pid)
