@@ -103,6 +103,7 @@ class ExportFile:
 
 
 _FU = models.FollowUp.__table__
+_FP = models.FollowUpParticipant.__table__
 EXPORTS: dict[str, ExportFile] = {
     "regions": ExportFile(models.Region.__table__, ("code",), _regions_scope),
     "team_members": ExportFile(models.TeamMember.__table__, ("member_id",), by_region("region_code")),
@@ -111,12 +112,14 @@ EXPORTS: dict[str, ExportFile] = {
     "health_checks": ExportFile(models.HealthCheck.__table__, ("patient_id", "checked_on"), by_patient()),
     "injections": ExportFile(models.Injection.__table__, ("patient_id", "given_on"), by_patient()),
     "care_team": ExportFile(models.CareTeamAssignment.__table__, ("patient_id", "member_id", "role", "from_on"), by_patient()),
+    # one row per person (rules.md §6.2): within a role the unnamed row ('' sorts first on both
+    # databases, unlike NULL), then the members by id
     "participants": ExportFile(
-        models.FollowUpParticipant.__table__,
-        (_FU.c.patient_id, _FU.c.visit_on, _FU.c.seq, "role"), by_patient(_FU.c.patient_id),
-        columns={"patient_id": _FU.c.patient_id, "visit_on": _FU.c.visit_on, "seq": _FU.c.seq,
-                 "present": models.FollowUpParticipant.__table__.c.attended},
-        source=models.FollowUpParticipant.__table__.join(_FU, _FU.c.id == models.FollowUpParticipant.__table__.c.follow_up_id)),
+        _FP,
+        (_FU.c.patient_id, _FU.c.visit_on, _FU.c.seq, "role", sa.func.coalesce(_FP.c.member_id, sa.literal(""))),
+        by_patient(_FU.c.patient_id),
+        columns={"patient_id": _FU.c.patient_id, "visit_on": _FU.c.visit_on, "seq": _FU.c.seq, "present": _FP.c.attended},
+        source=_FP.join(_FU, _FU.c.id == _FP.c.follow_up_id)),
 }
 
 

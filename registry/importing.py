@@ -605,7 +605,9 @@ def _check_care_team(rows: list[_Row], member_rows: list[_Row], patients: _Patie
 def _check_participants(part_rows: list[_Row], rows: dict[str, list[_Row]], patients: _Patients, ctx: "_Context",
                         conn: Connection) -> None:
     """随访参加人员 participants.csv (contract.md [2026-12]): the follow-up (patient, date, ``seq``) is in
-    this import or stored; the member exists; one row per follow-up and role within the file."""
+    this import or stored; the member exists; one row per person within the file — per follow-up,
+    role and member, and one unnamed row (no ``member_id``) per follow-up and role (rules.md §6.2:
+    attendance is recorded per person; two officers of one visit are two rows)."""
     if not part_rows:
         return
     in_file = {(r.values.get("patient_id"), r.values.get("visit_on"), r.values.get("seq")): r
@@ -639,19 +641,22 @@ def _check_participants(part_rows: list[_Row], rows: dict[str, list[_Row]], pati
         if v.get("member_id") and v["member_id"] not in members:
             _tag(row, "participants", [Issue("UNKNOWN_MEMBER", f"成员编号 {v['member_id']} 不存在", column="member_id",
                                              value=v["member_id"])])
-        dup = key + (v["role"],)
+        dup = key + (v["role"], v.get("member_id") or None)
         if dup in seen:
-            _tag(row, "participants", [Issue("DUPLICATE_ID", f"同一次随访的同一角色与第{seen[dup]}行重复", column="role",
-                                             value=v["role"])])
+            who = f"同一成员 {v['member_id']}" if v.get("member_id") else "同一角色的未具名人员"
+            _tag(row, "participants", [Issue("DUPLICATE_ID", f"同一次随访{who}与第{seen[dup]}行重复",
+                                             column="member_id" if v.get("member_id") else "role",
+                                             value=v.get("member_id") or v["role"])])
         else:
             seen[dup] = row.line
 
 
 def _write_participants(conn: Connection, good: list[dict]) -> int:
-    """Write attendance rows (source ``doctor``, recorded by the import) keyed by (follow-up, role):
-    a row the attendee recorded from their own account keeps their word (rules.md §6.2,
-    ``registry.joint_visits.attendance_replaces``); an unchanged row is left alone. The tasks those
-    follow-ups closed get their 到位 / 联合未到位 again."""
+    """Write attendance rows (source ``doctor``, recorded by the import), one per person (rules.md
+    §6.2): keyed by (follow-up, role, member) for a named member, by (follow-up, role) for the role's
+    unnamed row. A row the attendee recorded from their own account keeps their word
+    (``registry.joint_visits.attendance_replaces``); an unchanged row is left alone; the other rows
+    of the follow-up are not touched. The tasks those follow-ups closed get their 到位 / 联合未到位 again."""
     if not good:
         return 0
     f = models.FollowUp.__table__
@@ -671,15 +676,21 @@ def _write_participants(conn: Connection, good: list[dict]) -> int:
     else:
         from sqlalchemy.dialects.sqlite import insert
     written = 0
-    for chunk in _chunks(records, 1000):  # one multi-row statement per chunk
-        ins = insert(t).values(chunk)
-        changed = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in ("member_id", "attended", "reason")])
-        stmt = ins.on_conflict_do_update(
-            index_elements=["follow_up_id", "role"],
-            set_={c: ins.excluded[c] for c in ("member_id", "attended", "reason", "source", "recorded_by", "recorded_at")},
-            where=sa.and_(t.c.source != codes.AttendanceSource.SELF.value, changed),
-        ).returning(t.c.follow_up_id)  # the rows written (psycopg reports no rowcount for a multi-row VALUES)
-        written += len(conn.execute(stmt).all())
+    named = [r for r in records if r["member_id"]]
+    unnamed = [r for r in records if not r["member_id"]]
+    # the two keys of a person's row (models.FollowUpParticipant): the unique constraint for a named
+    # member, the partial unique index for the role's unnamed row
+    for group, target, index_where in ((named, ["follow_up_id", "role", "member_id"], None),
+                                       (unnamed, ["follow_up_id", "role"], t.c.member_id.is_(None))):
+        for chunk in _chunks(group, 1000):  # one multi-row statement per chunk
+            ins = insert(t).values(chunk)
+            changed = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in ("attended", "reason")])
+            stmt = ins.on_conflict_do_update(
+                index_elements=target, index_where=index_where,
+                set_={c: ins.excluded[c] for c in ("attended", "reason", "source", "recorded_by", "recorded_at")},
+                where=sa.and_(t.c.source != codes.AttendanceSource.SELF.value, changed),
+            ).returning(t.c.follow_up_id)  # the rows written (psycopg reports no rowcount for a multi-row VALUES)
+            written += len(conn.execute(stmt).all())
     for chunk in _chunks(sorted({r["follow_up_id"] for r in records}), 900):
         refresh_for_follow_ups(conn, chunk)
     return written
@@ -716,7 +727,7 @@ _TABLES = {
     "health_checks": (models.HealthCheck.__table__, ["patient_id", "checked_on"]),
     "injections": (models.Injection.__table__, ["patient_id", "given_on"]),
     "care_team": (models.CareTeamAssignment.__table__, ["patient_id", "member_id", "role", "from_on"]),
-    "participants": (models.FollowUpParticipant.__table__, ["follow_up_id", "role"]),
+    "participants": (models.FollowUpParticipant.__table__, ["follow_up_id", "role", "member_id"]),  # _write_participants
 }
 
 

@@ -12,7 +12,9 @@ The one home of the rule, Python and its SQL twin side by side (pattern: ``regis
   task's basis in the rules.md §5 order (date, then entry order), dated on or after registration
   for a task based on the registration. ``closing_follow_up`` is its Python twin.
 * ``attendance_replaces`` — the attendee's own record (source ``self``) wins over the doctor's
-  for that row; otherwise the newer record replaces the older.
+  for that row; otherwise the newer record replaces the older. Rows are per person (a member of a
+  role, or the role's one unnamed row): a record only ever meets the same person's row, and a role
+  is present when any of its rows is (``_present_sql``: EXISTS).
 * ``refresh_outcomes`` — the set-based UPDATE storing ``closed_by``, ``joint_outcome`` and
   ``missing_roles`` on closed visit tasks; called where tasks close (``schedules.generation``)
   and where attendance changes (web writes, ``participants.csv`` import).
@@ -68,8 +70,10 @@ def closing_follow_up(basis: str, basis_on: date, registered_on: date, attempts:
 
 def attendance_replaces(existing_source: str | None, incoming_source: str) -> bool:
     """到场记录优先 Whether a new record from ``incoming_source`` replaces the row's record from
-    ``existing_source`` (None: no row yet). The attendee's own record wins for their row (rules.md
-    §6.2): the doctor never overwrites it; the attendee may correct their own."""
+    ``existing_source`` (None: no row yet) on the same person's row — (follow-up, role, member), or
+    the role's unnamed row; other people's rows of the role are never compared (rules.md §6.2
+    [2026-12], per person). The attendee's own record wins for their row: the doctor never
+    overwrites it; the attendee may correct their own."""
     if existing_source is None:
         return True
     return not (existing_source == AttendanceSource.SELF.value and incoming_source != AttendanceSource.SELF.value)

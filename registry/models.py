@@ -238,18 +238,27 @@ class FollowUp(SQLModel, table=True):
 
 
 class FollowUpParticipant(SQLModel, table=True):
-    """联合随访参与者 A joint-visit participant's attendance, one row per role (rules.md §6, §6.2).
+    """联合随访参与者 A joint-visit participant's attendance, one row per person (rules.md §6, §6.2 [2026-12]).
 
-    ``attended`` is the person's presence (到场 1 / 未到场 0; the ``present`` column of
-    ``participants.csv``); absent with a ``reason`` is a valid record. ``source`` says who recorded it:
-    the doctor (form, API, import) or the attendee from their own account, whose word wins for the
-    row (``registry.joint_visits.attendance_replaces``)."""
+    A person is the team member (``member_id``): one row per (follow-up, role, member). A row with no
+    member is the role's unnamed row (the doctor ticked "police present" without naming anyone): at
+    most one per (follow-up, role), kept by a partial unique index on both databases. ``attended`` is
+    the person's presence (到场 1 / 未到场 0; the ``present`` column of ``participants.csv``); absent
+    with a ``reason`` is a valid record. ``source`` says who recorded it: the doctor (form, API,
+    import) or the attendee from their own account, whose word wins for their own row
+    (``registry.joint_visits.attendance_replaces``). A role is present when any of its rows is."""
 
     __tablename__ = "follow_up_participant"
-    __table_args__ = (in_check("role", codes.TeamRole), in_check("source", codes.AttendanceSource))
+    __table_args__ = (
+        in_check("role", codes.TeamRole), in_check("source", codes.AttendanceSource),
+        sa.UniqueConstraint("follow_up_id", "role", "member_id", name="uq_follow_up_participant_person"),
+        sa.Index("uq_follow_up_participant_unnamed", "follow_up_id", "role", unique=True,
+                 postgresql_where=sa.text("member_id IS NULL"), sqlite_where=sa.text("member_id IS NULL")),
+    )
 
-    follow_up_id: int = Field(foreign_key="follow_up.id", primary_key=True)
-    role: str = Field(primary_key=True, max_length=20)
+    id: int | None = Field(default=None, primary_key=True)
+    follow_up_id: int = Field(foreign_key="follow_up.id")
+    role: str = Field(max_length=20)
     member_id: str | None = Field(default=None, foreign_key="team_member.member_id", max_length=64)
     attended: bool = False
     reason: str | None = Field(default=None, max_length=200)  # 未到场原因 (or a note)

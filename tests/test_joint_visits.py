@@ -30,6 +30,7 @@ def county(engine) -> None:
                    Region(code="V", name="村", level="village", parent_code="T", population=1000)])
         s.flush()
         s.add_all([TeamMember(member_id=f"M-{r}", name=r, role=r, region_code="T") for r in ("doctor",) + ROLES])
+        s.add_all([TeamMember(member_id=f"M-{r}-2", name=r + "2", role=r, region_code="T") for r in ROLES])
         for pid in ("P-PHONE", "P-HOME", "P-PART"):
             s.add(Patient(patient_id=pid, name="甲", sex=1, birth_date=D("1980-01-01"), village_code="V",
                           diagnosis="schizophrenia", registered_on=D("2025-06-01"), guardian_name="乙", economic_status=2))
@@ -39,13 +40,18 @@ def county(engine) -> None:
         s.commit()
 
 
-def add_visit(engine, pid: str, on: str, mode: int, present: dict[str, bool] = {}) -> int:
+def add_visit(engine, pid: str, on: str, mode: int, present: dict[str, bool] = {},
+              second: dict[str, bool] = {}) -> int:
+    """A follow-up with one participant per role of ``present`` (member ``M-<role>``) and a second
+    person of the role for each of ``second`` (member ``M-<role>-2``; rules.md §6.2, per person)."""
     with Session(engine) as s:
         fu = FollowUp(patient_id=pid, visit_on=D(on), mode=mode, risk_level=1, insight=1, classification=2)
         s.add(fu)
         s.flush()
         for role, flag in present.items():
             s.add(FollowUpParticipant(follow_up_id=fu.id, role=role, member_id=f"M-{role}", attended=flag))
+        for role, flag in second.items():
+            s.add(FollowUpParticipant(follow_up_id=fu.id, role=role, member_id=f"M-{role}-2", attended=flag))
         s.commit()
         return fu.id
 
@@ -83,6 +89,53 @@ def test_phone_follow_up_closes_joint_task_incomplete_and_home_visit_complete(da
         assert joint_visits.refresh_for_follow_ups(conn, [part]) == 1
     [c] = closed_tasks(engine, "P-PART")
     assert (c["joint_outcome"], c["missing_roles"]) == ("complete", "")
+
+
+def test_two_officers_one_present_one_absent_the_role_is_present(database):
+    """rules.md §6.2 [2026-12]: attendance per person; a role is present when any of its people is.
+    P-HOME: one officer absent, a second present, village present → 到位. P-PART: both officers
+    absent → 联合未到位 (police). P-PHONE: an unnamed village row absent, a named one present → the
+    village is present, police missing."""
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    home = add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": False, "village": True},
+                     second={"police": True})
+    part = add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": False, "village": True},
+                     second={"police": False})
+    with Session(engine) as s:
+        fu = FollowUp(patient_id="P-PHONE", visit_on=D("2026-02-10"), mode=2, risk_level=1, insight=1, classification=2)
+        s.add(fu)
+        s.flush()
+        s.add_all([FollowUpParticipant(follow_up_id=fu.id, role="village", attended=False),
+                   FollowUpParticipant(follow_up_id=fu.id, role="village", member_id="M-village", attended=True)])
+        s.commit()
+        phone = fu.id
+    generate(engine, as_of=D("2026-02-11"))
+    [a] = closed_tasks(engine, "P-HOME")
+    assert (a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (home, "complete", "")
+    [b] = closed_tasks(engine, "P-PART")
+    assert (b["closed_by"], b["joint_outcome"], b["missing_roles"]) == (part, "incomplete", "police")
+    [c] = closed_tasks(engine, "P-PHONE")
+    assert (c["closed_by"], c["joint_outcome"], c["missing_roles"]) == (phone, "incomplete", "police")
+
+
+def test_one_row_per_person_kept_by_the_database(database):
+    """models.FollowUpParticipant's two keys: a member once per (follow-up, role); one unnamed row per
+    (follow-up, role); two members of one role, or a member and the unnamed row, are fine."""
+    engine = database.engine
+    county(engine)
+    fid = add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True}, second={"police": False})
+    fp = FollowUpParticipant.__table__
+    with engine.begin() as conn:
+        conn.execute(sa.insert(fp).values(follow_up_id=fid, role="police", attended=True, source="doctor"))
+    for member in ("M-police", None):
+        with pytest.raises(sa.exc.IntegrityError):
+            with engine.begin() as conn:
+                conn.execute(sa.insert(fp).values(follow_up_id=fid, role="police", member_id=member, attended=False,
+                                                  source="doctor"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(fp).where(fp.c.follow_up_id == fid)).scalar() == 3
 
 
 def test_incremental_run_stores_the_outcome_too(database):
@@ -163,8 +216,9 @@ def cases(draw):
     n = draw(st.integers(1, 6))
     fus = [{"id": i + 1, "visit_on": DAY0 + timedelta(days=draw(st.integers(0, 10))), "mode": draw(st.sampled_from([1, 2, 3, None]))}
            for i in range(n)]
-    parts = [{"follow_up_id": fu["id"], "role": r, "attended": draw(st.booleans())}
-             for fu in fus for r in ROLES if draw(st.booleans())]
+    # per person (rules.md §6.2): per role none, the unnamed row and/or members, each present or not
+    parts = [{"follow_up_id": fu["id"], "role": r, "member_id": m, "attended": draw(st.booleans())}
+             for fu in fus for r in ROLES for m in (None, f"M-{r}", f"M-{r}-2") if draw(st.booleans())]
     tasks = []
     for k in range(draw(st.integers(1, 4))):
         if draw(st.booleans()):
@@ -190,6 +244,8 @@ def test_closing_rule_matches_its_sql_twin(database):
         registered_on = DAY0 + timedelta(days=reg)
         with scratch(database.engine) as conn:
             conn.execute(sa.insert(Region.__table__), [{"code": "V", "name": "村", "level": "village"}])
+            conn.execute(sa.insert(TeamMember.__table__), [{"member_id": m, "name": m, "role": r, "region_code": "V"}
+                                                          for r in ROLES for m in (f"M-{r}", f"M-{r}-2")])
             conn.execute(sa.insert(Patient.__table__), [{"patient_id": "P", "name": "x", "sex": 1, "birth_date": D("1980-01-01"),
                                                           "village_code": "V", "diagnosis": "schizophrenia",
                                                           "registered_on": registered_on}])
@@ -252,31 +308,34 @@ def test_attendees_own_record_wins_over_the_doctors_through_the_api(database):
     url = f"/api/follow-ups/{ids['f1']}"
     fp = FollowUpParticipant.__table__
 
-    def row(role):
+    def row(role, member=None):  # one person's row: a member's, or the role's unnamed row
+        person = fp.c.member_id == member if member else fp.c.member_id.is_(None)
         with database.engine.connect() as conn:
             return conn.execute(sa.select(fp.c.attended, fp.c.source, fp.c.reason, fp.c.recorded_by)
-                                .where(fp.c.follow_up_id == ids["f1"], fp.c.role == role)).one()
+                                .where(fp.c.follow_up_id == ids["f1"], fp.c.role == role, person)).one()
 
-    # the doctor first, then the officer: the officer's word replaces it
+    # the doctor first (the police unnamed: the "police" account is linked to no member), then the
+    # officer: the officer's word replaces that row, and only that row
     r = client.post(url + "/participants", headers=doc, json={"participants": [
-        {"role": "police", "member_id": "M-POL", "present": False, "reason": "值班"},
+        {"role": "police", "present": False, "reason": "值班"},
         {"role": "village", "member_id": "M-VIL", "present": True}]})
-    assert r.status_code == 200 and r.json() == {"follow_up_id": ids["f1"], "written": ["police", "village"], "kept": []}
+    assert r.status_code == 200 and r.json() == {"follow_up_id": ids["f1"], "written": ["police", "village:M-VIL"], "kept": []}
     assert tuple(row("police")) == (False, "doctor", "值班", "doc")
     r = client.post(url + "/attendance", headers=police, json={"attended": True})
     assert r.status_code == 200, r.text
     assert tuple(row("police")) == (True, "self", None, "police")
+    assert tuple(row("police", "M-POL")) == (False, "doctor", None, None)  # the seed's row of a named officer: untouched
     # the doctor again: the officer's own row is kept, the rest written
     r = client.post(url + "/participants", headers=doc, json={"participants": [
-        {"role": "police", "present": False}, {"role": "village", "present": False, "reason": "外出"}]})
-    assert r.json() == {"follow_up_id": ids["f1"], "written": ["village"], "kept": ["police"]}
+        {"role": "police", "present": False}, {"role": "village", "member_id": "M-VIL", "present": False, "reason": "外出"}]})
+    assert r.json() == {"follow_up_id": ids["f1"], "written": ["village:M-VIL"], "kept": ["police"]}
     assert tuple(row("police")) == (True, "self", None, "police")
-    assert tuple(row("village")) == (False, "doctor", "外出", "doc")
+    assert tuple(row("village", "M-VIL")) == (False, "doctor", "外出", "doc")
     # bad rows are refused whole, with the field named
     r = client.post(url + "/participants", headers=doc, json={"participants": [
         {"role": "village", "present": True}, {"role": "mayor", "present": True}]})
     assert r.status_code == 422 and r.json()["issues"][0]["column"] == "role"
-    assert tuple(row("village")) == (False, "doctor", "外出", "doc")
+    assert tuple(row("village", "M-VIL")) == (False, "doctor", "外出", "doc")
     r = client.post(url + "/participants", headers=doc, json={"participants": [{"role": "village", "member_id": "NOPE",
                                                                                 "present": True}]})
     assert r.status_code == 422 and r.json()["issues"][0]["code"] == "UNKNOWN_MEMBER"
@@ -296,7 +355,8 @@ def test_participants_csv_imports_keeps_own_records_and_reports_bad_rows(databas
     for extra in files.glob("expected-*"):
         extra.unlink()
     (files / "team_members.csv").write_text(
-        "member_id,name,role,phone,region_code\nM-POL,刘,police,1,T\nM-VIL,赵,village,2,V\n", encoding="utf-8")
+        "member_id,name,role,phone,region_code\nM-POL,刘,police,1,T\nM-POL2,钱,police,3,T\nM-VIL,赵,village,2,V\n",
+        encoding="utf-8")
     (files / "participants.csv").write_text(
         "患者编号,随访日期,角色,成员编号,到场,未到场原因\n"
         "C1,2026-03-01,police,M-POL,1,\n"
@@ -318,19 +378,38 @@ def test_participants_csv_imports_keeps_own_records_and_reports_bad_rows(databas
     assert import_path(database.engine, files, today=today).tables["participants"].written == 0
     with database.engine.connect() as conn:
         assert [tuple(r) for r in conn.execute(query)][1] == ("village", "M-VIL", True, None, "self")
-    # bad rows: unknown follow-up, unknown member, bad present flag, repeated role — nothing written
+    # per person (rules.md §6.2 [2026-12]): a second officer and the police's unnamed row are rows of
+    # their own; M-POL's row is updated in place
+    (files / "participants.csv").write_text(
+        "patient_id,visit_on,role,member_id,present,reason\n"
+        "C1,2026-03-01,police,M-POL,0,值班\n"
+        "C1,2026-03-01,police,M-POL2,1,\n"
+        "C1,2026-03-01,police,,1,\n", encoding="utf-8")
+    assert import_path(database.engine, files, today=today).tables["participants"].written == 3
+    with database.engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(query) if r.role == "police"]
+    assert len(rows) == 3 and set(rows) == {("police", "M-POL", False, "值班", "doctor"),
+                                            ("police", "M-POL2", True, None, "doctor"), ("police", None, True, None, "doctor")}
+    # bad rows: unknown follow-up, unknown member, bad present flag, a member twice, the unnamed row
+    # twice — nothing written; two officers of one visit are not a duplicate
     (files / "participants.csv").write_text(
         "patient_id,visit_on,role,member_id,present,reason\n"
         "C1,2026-03-02,police,M-POL,1,\n"
         "C1,2026-03-01,police,NOPE,1,\n"
         "C1,2026-03-01,village,,2,\n"
-        "C1,2026-03-01,police,,0,\n", encoding="utf-8")
+        "C1,2026-03-01,police,,0,\n"
+        "C1,2026-03-01,police,M-POL,1,\n"
+        "C1,2026-03-01,police,M-POL2,0,\n"
+        "C1,2026-03-01,police,M-POL,0,\n"
+        "C1,2026-03-01,police,,1,\n", encoding="utf-8")
     with pytest.raises(ImportRejected) as exc:
         import_path(database.engine, files, today=today)
     got = {(i.line, i.column, i.code) for i in exc.value.issues}
     assert got == {(2, "visit_on", "UNKNOWN_FOLLOW_UP"), (3, "member_id", "UNKNOWN_MEMBER"), (4, "present", "BAD_CODE"),
-                   (5, "role", "DUPLICATE_ID")}
+                   (8, "member_id", "DUPLICATE_ID"), (9, "role", "DUPLICATE_ID")}
     assert all(i.file == "participants.csv" for i in exc.value.issues)
+    messages = {i.line: i.message for i in exc.value.issues if i.code == "DUPLICATE_ID"}
+    assert "M-POL" in messages[8] and "第6行" in messages[8] and "第5行" in messages[9]
 
 
 # ---------------------------------------------------------------------------- joint_visit_complete_rate

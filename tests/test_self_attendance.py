@@ -80,11 +80,16 @@ def _post_form(client, tokens, user, follow_up_id, **fields):
                        data={"csrf_token": csrf, "back": "/my/attendance", **fields})
 
 
-def _row(engine, follow_up_id, role):
+def _row(engine, follow_up_id, role, member=...):
+    """The role's row (the only one), or with ``member`` that person's row (None: the unnamed row)."""
     fp = FollowUpParticipant.__table__
+    where = [fp.c.follow_up_id == follow_up_id, fp.c.role == role]
+    if member is not ...:
+        where.append(fp.c.member_id == member if member else fp.c.member_id.is_(None))
     with engine.connect() as conn:
-        return conn.execute(sa.select(fp.c.attended, fp.c.source, fp.c.reason, fp.c.member_id)
-                            .where(fp.c.follow_up_id == follow_up_id, fp.c.role == role)).first()
+        rows = conn.execute(sa.select(fp.c.attended, fp.c.source, fp.c.reason, fp.c.member_id).where(*where)).all()
+    assert len(rows) <= 1, rows
+    return rows[0] if rows else None
 
 
 def _outcome(engine, follow_up_id):
@@ -127,8 +132,8 @@ def test_own_record_from_the_page_wins_over_the_doctor_and_absent_needs_no_invit
     assert "值班" in _get(client, tokens, "police_other", "/my/attendance").text
     doc = {"Authorization": f"Bearer {tokens['doc']}"}
     r = client.post(f"/api/follow-ups/{ids['f6']}/participants", headers=doc,
-                    json={"participants": [{"role": "police", "present": True}]})
-    assert r.status_code == 200 and r.json()["kept"] == ["police"]
+                    json={"participants": [{"role": "police", "member_id": "M-POL2", "present": True}]})
+    assert r.status_code == 200 and r.json()["kept"] == ["police:M-POL2"] and r.json()["written"] == []
     assert tuple(_row(engine, ids["f6"], "police")) == (False, "self", "值班", "M-POL2")
     assert _outcome(engine, ids["f6"]) == ("incomplete", "police")
     r = _post_form(client, tokens, "police_other", ids["f6"], attended="1", reason="ignored")
@@ -206,3 +211,68 @@ def test_every_message_links_a_page_every_recipient_role_opens(world):
     assert "/emergencies/overdue" not in civil
     assert "/emergencies/overdue" in _get(client, tokens, "police", "/notices?event=emergency.overdue&township=T1").text
     assert _get(client, tokens, "doc", "/notices?week=bad").status_code == 422
+
+
+# ---------------------------------------------------------------- per person (rules.md §6.2 [2026-12])
+
+
+def test_two_officers_one_visit_each_row_is_a_person(world):
+    """rules.md §6.2 [2026-12]: attendance is per person. The doctor records two officers on P1's
+    visit (M-POL absent, M-POL2 present) and the village member: police are present (any officer),
+    so 到位. M-POL's own record replaces only M-POL's row; M-POL2's row, the doctor's, stays; the
+    doctor's later record does not overwrite M-POL's own."""
+    client, tokens, ids, engine = world
+    doc = {"Authorization": f"Bearer {tokens['doc']}"}
+    r = client.post(f"/api/follow-ups/{ids['f1']}/participants", headers=doc, json={"participants": [
+        {"role": "police", "member_id": "M-POL", "present": False, "reason": "外出"},
+        {"role": "police", "member_id": "M-POL2", "present": True},
+        {"role": "village", "present": True}]})
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["written"]) == ["police:M-POL", "police:M-POL2", "village"]
+    assert tuple(_row(engine, ids["f1"], "police", "M-POL")) == (False, "doctor", "外出", "M-POL")
+    assert tuple(_row(engine, ids["f1"], "police", "M-POL2")) == (True, "doctor", None, "M-POL2")
+    assert _outcome(engine, ids["f1"]) == ("complete", "")
+    # M-POL (police_linked) says absent with another reason: only M-POL's row changes
+    assert _post_form(client, tokens, "police_linked", ids["f1"], attended="0", reason="值班").status_code == 303
+    assert tuple(_row(engine, ids["f1"], "police", "M-POL")) == (False, "self", "值班", "M-POL")
+    assert tuple(_row(engine, ids["f1"], "police", "M-POL2")) == (True, "doctor", None, "M-POL2")
+    assert _outcome(engine, ids["f1"]) == ("complete", "")
+    # the doctor records both again: M-POL's own word is kept, M-POL2 is now absent → police missing
+    r = client.post(f"/api/follow-ups/{ids['f1']}/participants", headers=doc, json={"participants": [
+        {"role": "police", "member_id": "M-POL", "present": True},
+        {"role": "police", "member_id": "M-POL2", "present": False, "reason": "调休"}]})
+    assert r.json()["kept"] == ["police:M-POL"] and r.json()["written"] == ["police:M-POL2"]
+    assert tuple(_row(engine, ids["f1"], "police", "M-POL")) == (False, "self", "值班", "M-POL")
+    assert _outcome(engine, ids["f1"]) == ("incomplete", "police")
+    # M-POL corrects their own: present → the role is present again
+    assert _post_form(client, tokens, "police_linked", ids["f1"], attended="1").status_code == 303
+    assert tuple(_row(engine, ids["f1"], "police", "M-POL2")) == (False, "doctor", "调休", "M-POL2")
+    assert _outcome(engine, ids["f1"]) == ("complete", "")
+    # the patient page lists each person (the doctor's full record)
+    page = _get(client, tokens, "doc", "/patients/P1").text
+    assert "民警·" in page and page.count("民警·") >= 2
+
+
+def test_an_unlinked_account_records_the_roles_unnamed_row(world):
+    """An account linked to no member records the role's unnamed row; the named rows stay."""
+    client, tokens, ids, engine = world
+    doc = {"Authorization": f"Bearer {tokens['doc']}"}
+    r = client.post(f"/api/follow-ups/{ids['f6']}/participants", headers=doc, json={"participants": [
+        {"role": "police", "member_id": "M-POL2", "present": False}, {"role": "police", "present": False}]})
+    assert r.status_code == 200 and sorted(r.json()["written"]) == ["police", "police:M-POL2"]
+    r = client.post(f"/api/follow-ups/{ids['f6']}/attendance", headers={"Authorization": f"Bearer {tokens['police']}"},
+                    json={"attended": True})
+    assert r.status_code == 200 and r.json()["member_id"] is None
+    assert tuple(_row(engine, ids["f6"], "police", None)) == (True, "self", None, None)
+    assert tuple(_row(engine, ids["f6"], "police", "M-POL2")) == (False, "doctor", None, "M-POL2")
+    assert _outcome(engine, ids["f6"]) == ("complete", "")
+
+
+def test_the_doctor_names_a_person_once_per_submission(world):
+    client, tokens, ids, engine = world
+    doc = {"Authorization": f"Bearer {tokens['doc']}"}
+    for rows in ([{"role": "police", "member_id": "M-POL", "present": True}] * 2,
+                 [{"role": "police", "present": True}, {"role": "police", "present": False}]):
+        r = client.post(f"/api/follow-ups/{ids['f1']}/participants", headers=doc, json={"participants": rows})
+        assert r.status_code == 422 and r.json()["issues"][0]["code"] == "DUPLICATE", r.text
+    assert tuple(_row(engine, ids["f1"], "police")) == (False, "doctor", None, "M-POL")  # the seed's row, untouched

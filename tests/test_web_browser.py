@@ -102,7 +102,8 @@ def _seed_history(engine) -> None:
         s.add(VisitTask(patient_id="P1", kind="follow_up", basis="browser:P1", basis_on=fu.visit_on, due_on=fu.visit_on,
                         nominal_due_on=fu.visit_on, roles="doctor,police,village", joint=True, rule="test", status="done",
                         closed_by=fu.id, joint_outcome="incomplete", missing_roles="police,village"))
-        row = s.get(FollowUpParticipant, (fu.id, "police"))
+        row = s.execute(sa.select(FollowUpParticipant).where(FollowUpParticipant.follow_up_id == fu.id,
+                                                             FollowUpParticipant.role == "police")).scalars().one()
         row.reason, row.source = "在派出所值班处理治安警情，未能到场", "self"
         s.add(row)
         s.commit()

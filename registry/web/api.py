@@ -66,7 +66,8 @@ class AttendanceBody(BaseModel):
 
 
 class ParticipantRow(BaseModel):
-    """参加人员 One role's attendance on a joint visit (rules.md §6.2)."""
+    """参加人员 One person's attendance on a joint visit (rules.md §6.2): a member of the role, or without
+    ``member_id`` the role's unnamed row."""
     model_config = ConfigDict(strict=True, extra="forbid")
     role: str = Field(max_length=20, title="角色")
     member_id: str | None = Field(default=None, max_length=64, title="成员编号")
@@ -77,7 +78,7 @@ class ParticipantRow(BaseModel):
 class ParticipantsBody(BaseModel):
     """联合入户参加人员 The doctor's record of who attended."""
     model_config = ConfigDict(strict=True, extra="forbid")
-    participants: list[ParticipantRow] = Field(max_length=3)
+    participants: list[ParticipantRow] = Field(max_length=30)
 
 
 class SessionOut(BaseModel):
@@ -334,7 +335,7 @@ def attendance(cur: CurrentUser, engine: EngineDep, ip: ClientIp,
                follow_up_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: AttendanceBody) -> dict:
     """到场登记 Police / civil affairs confirm their attendance."""
     row = writes.record_attendance(engine, cur.scope, follow_up_id, body.attended, source=ip, reason=body.reason)
-    return {"follow_up_id": follow_up_id, "role": row.role, "attended": row.attended}
+    return {"follow_up_id": follow_up_id, "role": row.role, "member_id": row.member_id, "attended": row.attended}
 
 
 @authed.get("/patients/{patient_id}/team", summary="团队指派（乡镇精防医生）")
@@ -379,7 +380,7 @@ def gaps(cur: CurrentUser, ctx: Ctx, today: Today, ip: ClientIp) -> dict:
 @authed.post("/follow-ups/{follow_up_id}/participants", summary="联合入户参加人员到场登记（乡镇精防医生）")
 def participants(cur: CurrentUser, engine: EngineDep, ip: ClientIp,
                  follow_up_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: ParticipantsBody) -> dict:
-    """参加人员到场 The doctor records each role's attendance; an attendee's own record is kept (rules.md §6.2)."""
+    """参加人员到场 The doctor records each person's attendance; an attendee's own record is kept (rules.md §6.2)."""
     out = writes.record_participants(engine, cur.scope, follow_up_id, [r.model_dump() for r in body.participants], source=ip)
     return {"follow_up_id": follow_up_id, **out}
 

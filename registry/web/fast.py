@@ -50,7 +50,7 @@ from registry.web import notices, queries, writes
 from registry.web.auth import Current, token_from
 from registry.web.scopes import FULL_RECORD_ROLES, scope_for
 
-Participant = namedtuple("Participant", "follow_up_id role attended")
+Participant = namedtuple("Participant", "follow_up_id role attended member_id member_name")  # one per person
 Member = namedtuple("Member", "member_id name phone")
 
 _SESSION_CTE = """
@@ -110,8 +110,10 @@ SELECT
   (SELECT count(*) FROM audit) AS audited,
   (SELECT json_agg(row_to_json(f) ORDER BY {_FOLLOW_UPS_LATEST_FIRST}) FROM follow_up f
     WHERE f.patient_id = (SELECT patient_id FROM p)) AS follow_ups,
-  (SELECT json_agg(json_build_array(fp.follow_up_id, fp.role, fp.attended) ORDER BY fp.follow_up_id, fp.role)
+  (SELECT json_agg(json_build_array(fp.follow_up_id, fp.role, fp.attended, fp.member_id, tm.name)
+                   ORDER BY fp.follow_up_id, fp.role, coalesce(fp.member_id, ''))
     FROM follow_up_participant fp JOIN follow_up f ON f.id = fp.follow_up_id
+    LEFT JOIN team_member tm ON tm.member_id = fp.member_id
     WHERE f.patient_id = (SELECT patient_id FROM p)) AS participants,
   (SELECT json_agg(hc.checked_on ORDER BY hc.checked_on DESC) FROM health_check hc
     WHERE hc.patient_id = (SELECT patient_id FROM p)) AS checks,
@@ -392,8 +394,8 @@ def _patient_result(request, patient_id: str, row, via: str, now: datetime, pane
     p = _record_object(patient_row, PATIENT_DATES)
     follow_ups = [_record_object(f, FOLLOW_UP_DATES) for f in row[3] or ()]
     parts: dict[int, list] = {}
-    for fu_id, role, attended in row[4] or ():
-        parts.setdefault(fu_id, []).append(Participant(fu_id, role, attended))
+    for fu_id, role, attended, member_id, member_name in row[4] or ():  # queries.participant_order
+        parts.setdefault(fu_id, []).append(Participant(fu_id, role, attended, member_id, member_name))
     checks = list(row[5] or ())
     team = queries.team_views([p], {p.patient_id: row[6] or ()})[p.patient_id]
     tasks = [queries.task_view(p.patient_id, kind, date.fromisoformat(due), roles, joint, rule, risk, as_of=as_of,

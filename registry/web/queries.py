@@ -385,7 +385,8 @@ def _medication(text: str | None) -> list[dict] | str:
 
 
 def follow_up_view(fu: FollowUp, participants: list) -> dict:
-    """随访记录 One follow-up shaped for the 一历 timeline (participants: rows with ``role``, ``attended``)."""
+    """随访记录 One follow-up shaped for the 一历 timeline (participants: one row per person with ``role``,
+    ``member_id``, ``member_name`` and ``attended``, rules.md §6.2)."""
     cls = classification_of(fu)
     return {
         "id": fu.id,
@@ -415,9 +416,15 @@ def follow_up_view(fu: FollowUp, participants: list) -> dict:
         "referral": fu.referral,
         "next_visit_on": fu.next_visit_on.isoformat() if fu.next_visit_on else None,
         "doctor_signature": fu.doctor_signature,
-        "participants": [{"role": p.role, "role_label": role_label(p.role), "attended": p.attended}
-                         for p in participants],
+        "participants": [{"role": p.role, "role_label": role_label(p.role), "member_id": p.member_id,
+                          "name": p.member_name or "", "attended": p.attended} for p in participants],
     }
+
+
+def participant_order(fp) -> tuple:
+    """The order of a follow-up's attendance rows on both databases: by role, the role's unnamed row
+    first, then its members by id (the fast path's SQL says the same)."""
+    return (fp.c.follow_up_id, fp.c.role, sa.func.coalesce(fp.c.member_id, ""))
 
 
 def patient_record(engine, scope: Scope, tree: LiveRegionTree, patient_id: str, *, as_of: date,
@@ -435,11 +442,13 @@ def patient_record(engine, scope: Scope, tree: LiveRegionTree, patient_id: str, 
         follow_ups = list(session.exec(select(FollowUp).where(FollowUp.patient_id == p.patient_id)
                                        .order_by(*latest_first_sql(FollowUp.__table__))))
         fu_ids = [f.id for f in follow_ups]
-        parts: dict[int, list] = {}  # follow_up_id → rows with .role, .attended
+        parts: dict[int, list] = {}  # follow_up_id → one row per person (rules.md §6.2)
         if fu_ids:
-            fp = FollowUpParticipant.__table__  # only the columns the view needs (no ORM objects)
-            for row in session.execute(sa.select(fp.c.follow_up_id, fp.c.role, fp.c.attended)
-                                       .where(fp.c.follow_up_id.in_(fu_ids)).order_by(fp.c.follow_up_id, fp.c.role)):
+            fp, tm = FollowUpParticipant.__table__, TeamMember.__table__  # only the columns the view needs
+            for row in session.execute(
+                    sa.select(fp.c.follow_up_id, fp.c.role, fp.c.attended, fp.c.member_id, tm.c.name.label("member_name"))
+                    .select_from(fp.outerjoin(tm, tm.c.member_id == fp.c.member_id))
+                    .where(fp.c.follow_up_id.in_(fu_ids)).order_by(*participant_order(fp))):
                 parts.setdefault(row.follow_up_id, []).append(row)
         hc = HealthCheck.__table__
         checks = [d.isoformat() for d in session.execute(
@@ -469,7 +478,7 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
 
     ``p`` and ``follow_ups`` are Patient / FollowUp objects or objects with the same attributes
     (the PostgreSQL fast path, ``registry.web.fast``); ``parts`` maps follow-up id → participant
-    rows (``role``, ``attended``); follow-ups newest first. Every role gets the identity block,
+    rows (``role``, ``attended``, ``member_id``, ``member_name``: one per person); follow-ups newest first. Every role gets the identity block,
     its tasks and the team; then police get the 风险预警单 fields, civil affairs the 帮扶救助单
     fields, doctors and county admins the full record.
     """
@@ -479,9 +488,9 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
     record["tasks"] = [t for t in tasks if scope.takes_part(t)]
     record["team"] = team
     if scope.role == UserRole.CIVIL_AFFAIRS.value:
-        record.update(civil_affairs_fields(p, views, follow_ups, scope.role, as_of=as_of))
+        record.update(civil_affairs_fields(p, views, follow_ups, scope.role, as_of=as_of, member=_member_of(scope)))
     elif not scope.full_record:  # police, 综治, 村(社区): the 风险预警单 fields (never diagnosis or medication)
-        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of))
+        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of, member=_member_of(scope)))
     else:
         record.update(full_record_fields(p, views, follow_ups, checks, as_of=as_of))
         record["injections"] = list(injections)  # the LAI history, newest first (doctors and county admins)
@@ -522,7 +531,11 @@ def _rehabilitation_12m(follow_ups: list, as_of: date) -> bool:
     return any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of)
 
 
-def police_fields(views: list[dict], follow_ups: list, role: str, *, as_of: date) -> dict:
+def _member_of(scope: Scope) -> str | None:
+    return getattr(scope.user, "member_id", None) or None
+
+
+def police_fields(views: list[dict], follow_ups: list, role: str, *, as_of: date, member: str | None = None) -> dict:
     """风险预警单 The police's list fields only (rules.md §7.3): no diagnosis, no medication."""
     latest_complete = _latest_complete(views)
     since = add_months(as_of, -12)
@@ -532,17 +545,17 @@ def police_fields(views: list[dict], follow_ups: list, role: str, *, as_of: date
         "lost": bool(views and views[0]["lost_reason"] is not None),
         "incidents_12m": sum((f.incidents_disturbance or 0) + (f.incidents_crime or 0) for f in follow_ups
                              if since <= f.visit_on <= as_of),
-        "joint_visits": _joint_visits(views, role),
+        "joint_visits": _joint_visits(views, role, member),
     }
 
 
-def civil_affairs_fields(p, views: list[dict], follow_ups: list, role: str, *, as_of: date) -> dict:
+def civil_affairs_fields(p, views: list[dict], follow_ups: list, role: str, *, as_of: date, member: str | None = None) -> dict:
     """帮扶救助单 Civil affairs' list fields only (rules.md §7.5)."""
     return {
         "economic_status_label": label(codes.EconomicStatus, p.economic_status),
         "guardian_reward": p.guardian_reward,
         "rehabilitation": _rehabilitation_12m(follow_ups, as_of),
-        "joint_visits": _joint_visits(views, role),
+        "joint_visits": _joint_visits(views, role, member),
     }
 
 
@@ -601,13 +614,17 @@ def full_record_fields(p, views: list[dict], follow_ups: list, checks: list[str]
     }
 
 
-def _joint_visits(views: list[dict], role: str) -> list[dict]:
-    """Follow-ups with a participant row for ``role`` (the joint visits this user takes part in)."""
+def _joint_visits(views: list[dict], role: str, member: str | None = None) -> list[dict]:
+    """Follow-ups with a participant row for ``role`` (the joint visits this user's department takes
+    part in), each with the user's own row (rules.md §6.2, per person): ``member``'s, or for an
+    account linked to no member the role's unnamed row; ``recorded`` False when there is none."""
     out = []
     for v in views:
-        mine = [p for p in v["participants"] if p["role"] == role]
-        if mine:
-            out.append({"follow_up_id": v["id"], "visit_on": v["visit_on"], "attended": mine[0]["attended"]})
+        rows = [p for p in v["participants"] if p["role"] == role]
+        if rows:
+            mine = [p for p in rows if (p.get("member_id") or None) == member]
+            out.append({"follow_up_id": v["id"], "visit_on": v["visit_on"], "recorded": bool(mine),
+                        "attended": bool(mine and mine[0]["attended"])})
     return out
 
 
@@ -746,11 +763,13 @@ def my_attendance(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, da
 
         raise PermissionDenied("本人到场登记仅限民警、民政专干和村(社区)人员", code="ROLE_FORBIDDEN")
     t, pt, f, fp = VisitTask.__table__, Patient.__table__, FollowUp.__table__, FollowUpParticipant.__table__
+    member = _member_of(scope)  # the account's own row (per person): its member's, else the role's unnamed row
+    own = fp.c.member_id == member if member else fp.c.member_id.is_(None)
     query = (sa.select(t.c.id.label("task_id"), t.c.kind, t.c.due_on, t.c.joint_outcome, t.c.missing_roles,
                        pt.c.patient_id, pt.c.name, pt.c.village_code, f.c.id.label("follow_up_id"), f.c.visit_on, f.c.mode,
                        fp.c.attended, fp.c.reason, fp.c.source)
              .select_from(t.join(pt, pt.c.patient_id == t.c.patient_id).join(f, f.c.id == t.c.closed_by)
-                          .outerjoin(fp, sa.and_(fp.c.follow_up_id == f.c.id, fp.c.role == role)))
+                          .outerjoin(fp, sa.and_(fp.c.follow_up_id == f.c.id, fp.c.role == role, own)))
              .where(scope.attendance_clause(t, pt.c.village_code), f.c.visit_on >= as_of - timedelta(days=days),
                     f.c.visit_on <= as_of)
              .order_by(f.c.visit_on.desc(), f.c.id.desc(), t.c.id))

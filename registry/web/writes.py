@@ -278,12 +278,14 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
                       reason: str | None = None) -> FollowUpParticipant:
     """联合入户到场 An attendee records their own attendance on a joint visit (rules.md §6.2).
 
-    Police / civil-affairs / village accounts; the row is their role's (and, for an account linked to
-    a team member — ``user.member_id``, rules.md §6.1 — that member's). Allowed on a follow-up that
-    closed a joint task requiring the account's role (``Scope.attendance_clause``: a linked account
-    only where it was the responsible member), or on a row the doctor already recorded for a patient
-    in the account's scope; the row is created when the doctor recorded none. Absent with a reason is
-    a valid record. The attendee's own record (source ``self``) wins over the doctor's for that row
+    Police / civil-affairs / village accounts. Attendance is per person: the row is the account's
+    own — for an account linked to a team member (``user.member_id``, rules.md §6.1) that member's
+    row of the role, otherwise the role's unnamed row; the rows of colleagues of the same role are
+    never touched. Allowed on a follow-up that closed a joint task requiring the account's role
+    (``Scope.attendance_clause``: a linked account only where it was the responsible member), or on
+    a follow-up where the doctor already recorded a row of the account's role for a patient in the
+    account's scope; the row is created when there is none. Absent with a reason is a valid record.
+    The attendee's own record (source ``self``) wins over the doctor's for that row
     (``registry.joint_visits.attendance_replaces``); the task the follow-up closed gets its 到位 /
     联合未到位 again, same transaction."""
     from registry.web.scopes import TASK_ROLE_OF
@@ -301,25 +303,27 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
         own_task = session.execute(
             sa.select(t.c.id).select_from(t.join(pt, pt.c.patient_id == t.c.patient_id))
             .where(t.c.closed_by == follow_up_id, scope.attendance_clause(t, pt.c.village_code)).limit(1)).first()
-        row = session.get(FollowUpParticipant, (follow_up_id, role))
+        member_id = getattr(scope.user, "member_id", None) or None  # accounts linked to members (rules.md §6.1)
         if own_task is None:
             try:  # never name the patient of a follow-up the caller cannot see (issue 18)
                 scope.check_patient(session, fu.patient_id)
             except PermissionDenied:
                 raise forbidden from None
-            if row is None:
+            invited = session.exec(select(FollowUpParticipant.id).where(FollowUpParticipant.follow_up_id == follow_up_id,
+                                                                        FollowUpParticipant.role == role).limit(1)).first()
+            if invited is None:
                 raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
         patient = session.get(Patient, fu.patient_id)
+        row = _person_row(session, follow_up_id, role, member_id)
         if row is None:
-            row = FollowUpParticipant(follow_up_id=follow_up_id, role=role)
-        member_id = getattr(scope.user, "member_id", None)  # accounts linked to members (rules.md §6.1)
+            row = FollowUpParticipant(follow_up_id=follow_up_id, role=role, member_id=member_id)
         _apply_attendance(row, attended=attended, reason=reason, source=codes.AttendanceSource.SELF.value,
-                          recorded_by=scope.user.username, member_id=member_id)
+                          recorded_by=scope.user.username)
         session.add(row)
         session.flush()
         joint_visits.refresh_for_follow_ups(session.connection(), [follow_up_id])
         audit.record(session.connection(), actor=scope.user.username, action="write", object_type="follow_up_participant",
-                     object_id=f"{fu.patient_id}/{follow_up_id}/{role}", region_code=patient.village_code,
+                     object_id=f"{fu.patient_id}/{follow_up_id}/{_person_label(role, member_id)}", region_code=patient.village_code,
                      detail="本人登记" + ("到场" if attended else "未到场" + (f"（{reason}）" if reason else "")),
                      source=source)
         session.commit()
@@ -333,16 +337,27 @@ def _attendance_reason(reason: str | None, column: str) -> str | None:
     return reason
 
 
-def _apply_attendance(row: FollowUpParticipant, *, attended: bool, reason: str | None, source: str, recorded_by: str,
-                      member_id: str | None) -> bool:
-    """Write one attendance record onto ``row`` unless the precedence rule keeps the row's own
-    (rules.md §6.2, ``registry.joint_visits.attendance_replaces``); True when written."""
+def _person_row(session: Session, follow_up_id: int, role: str, member_id: str | None) -> FollowUpParticipant | None:
+    """One person's attendance row on a follow-up (rules.md §6.2): the member's row of the role, or
+    with no member the role's unnamed row (models.FollowUpParticipant's two keys)."""
+    fp = FollowUpParticipant
+    person = fp.member_id == member_id if member_id else fp.member_id.is_(None)
+    return session.exec(select(fp).where(fp.follow_up_id == follow_up_id, fp.role == role, person)).first()
+
+
+def _person_label(role: str, member_id: str | None) -> str:
+    """A person's row as the API answers and the audit names it: ``police`` (the role's unnamed row)
+    or ``police:M-01`` (a member's)."""
+    return f"{role}:{member_id}" if member_id else role
+
+
+def _apply_attendance(row: FollowUpParticipant, *, attended: bool, reason: str | None, source: str, recorded_by: str) -> bool:
+    """Write one attendance record onto the person's ``row`` unless the precedence rule keeps the
+    row's own (rules.md §6.2, ``registry.joint_visits.attendance_replaces``); True when written."""
     if not joint_visits.attendance_replaces(row.source, source):
         return False
     row.attended, row.reason, row.source = attended, reason, source
     row.recorded_by, row.recorded_at = recorded_by, utcnow()
-    if member_id:
-        row.member_id = member_id
     return True
 
 
@@ -350,22 +365,26 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
                         source: str | None) -> dict[str, list[str]]:
     """联合入户参加人员 The doctor records each participant's attendance on a follow-up (rules.md §6.2).
 
-    ``rows``: ``{"role", "member_id"?, "present", "reason"?}``; one per role. A row the attendee
-    recorded from their own account keeps their word (``kept``); the others are written
-    (``written``). The task the follow-up closed gets its 到位 / 联合未到位 again; one transaction."""
+    ``rows``: ``{"role", "member_id"?, "present", "reason"?}``; one per person — per role and member,
+    and at most one without a member (the role's unnamed row). Rows not named are left alone. A row
+    the attendee recorded from their own account keeps their word (``kept``); the others are written
+    (``written``), each named ``role`` or ``role:member_id``. The task the follow-up closed gets its
+    到位 / 联合未到位 again; one transaction."""
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     issues: list[Issue] = []
     clean: list[tuple[str, str | None, bool, str | None]] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     for n, raw in enumerate(rows, start=1):
         role, member, present = raw.get("role"), raw.get("member_id"), raw.get("present")
         if role not in JOINT_ROLES:
             issues.append(Issue("BAD_CODE", f"第{n}行 角色(role): “{role}”无效，应为 police / village / civil_affairs",
                                 column="role"))
             continue
-        if role in seen:
-            issues.append(Issue("DUPLICATE", f"第{n}行 角色(role): {role} 重复", column="role"))
-        seen.add(role)
+        person = (role, member if isinstance(member, str) else None)
+        if person in seen:
+            who = f"成员编号(member_id): {member}" if person[1] else f"角色(role): {role} 的未具名人员"
+            issues.append(Issue("DUPLICATE", f"第{n}行 {who} 重复", column="member_id" if person[1] else "role"))
+        seen.add(person)
         if not isinstance(present, bool):
             issues.append(Issue("BAD_VALUE", f"第{n}行 到场(present): 应为 true / false", column="present"))
         if member is not None and not (isinstance(member, str) and 0 < len(member) <= 64
@@ -391,12 +410,13 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
         if issues := _unknown_members(session, [m for _, m, _, _ in clean if m]):
             raise _reject(issues)
         for role, member, present, reason in clean:
-            row = session.get(FollowUpParticipant, (follow_up_id, role))
+            row = _person_row(session, follow_up_id, role, member)
             if row is None:
-                row = FollowUpParticipant(follow_up_id=follow_up_id, role=role, source=codes.AttendanceSource.DOCTOR.value)
+                row = FollowUpParticipant(follow_up_id=follow_up_id, role=role, member_id=member,
+                                          source=codes.AttendanceSource.DOCTOR.value)
             written = _apply_attendance(row, attended=present, reason=reason, source=codes.AttendanceSource.DOCTOR.value,
-                                        recorded_by=scope.user.username, member_id=member)
-            out["written" if written else "kept"].append(role)
+                                        recorded_by=scope.user.username)
+            out["written" if written else "kept"].append(_person_label(role, member))
             session.add(row)
         session.flush()
         joint_visits.refresh_for_follow_ups(session.connection(), [follow_up_id])
