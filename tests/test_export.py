@@ -63,15 +63,50 @@ def test_every_import_file_and_column_exports():
 _runs = iter(range(10**6))
 
 
+def add_participants(folder: Path, draw) -> int:
+    """participants.csv for the generated county (rules.md §6.2 [2026-12], attendance per person): on
+    some follow-ups, per joint role several people — members of the role (in a random order) and
+    perhaps the role's unnamed row — each present or absent, some with a reason. Returns the rows."""
+    import csv
+
+    with open(folder / "team_members.csv", encoding="utf-8") as fh:
+        members = {}
+        for m in csv.DictReader(fh):
+            members.setdefault(m["role"], []).append(m["member_id"])
+    with open(folder / "followups.csv", encoding="utf-8") as fh:
+        visits = [(f["patient_id"], f["visit_on"]) for f in csv.DictReader(fh)]
+    lines, seen = [], set()
+    for pid, on in visits:
+        if (pid, on) in seen or (lines and not draw(st.booleans())):
+            continue
+        seen.add((pid, on))  # the first follow-up of that date (seq 1)
+        for role in ("police", "village", "civil_affairs"):
+            pool = members.get(role, [])
+            at_least = 2 if role == "police" and not lines and len(pool) >= 2 else 0  # two officers on one visit, always
+            people = draw(st.lists(st.sampled_from(pool), unique=True, min_size=at_least, max_size=3)) if pool else []
+            if draw(st.booleans()):
+                people.append("")  # the role's unnamed row
+            for member in people:
+                present = draw(st.booleans())
+                reason = "" if present else draw(st.sampled_from(["", "值班", "外出,开会"]))
+                lines.append(f'{pid},{on},{role},{member},{int(present)},"{reason}"\n')
+    (folder / "participants.csv").write_text("patient_id,visit_on,role,member_id,present,reason\n" + "".join(lines),
+                                             encoding="utf-8")
+    return len(lines)
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(seed_=st.integers(0, 10**6), patients=st.integers(1, 12))
-def test_export_import_export_is_byte_identical(database, tmp_path, seed_, patients):
+@given(seed_=st.integers(0, 10**6), patients=st.integers(1, 12), data=st.data())
+def test_export_import_export_is_byte_identical(database, tmp_path, seed_, patients, data):
     run = tmp_path / f"run{next(_runs)}"
     empty(database.engine)
-    import_path(database.engine, county(run / "source", seed_, patients), today=TODAY)
+    source = county(run / "source", seed_, patients)
+    people = add_participants(source, data.draw)
+    import_path(database.engine, source, today=TODAY)
     first = export(database.engine, run / "first")
     assert set(first) == {f"{stem}.csv" for stem in FILE_SPECS}
     assert first["patients.csv"].startswith(b"\xef\xbb\xbfpatient_id,") and first["patients.csv"].count(b"\n") == patients + 1
+    assert first["participants.csv"].count(b"\n") == people + 1  # every person's row
     empty(database.engine)
     import_path(database.engine, run / "first", today=TODAY)
     assert export(database.engine, run / "second") == first
