@@ -276,3 +276,33 @@ def test_the_doctor_names_a_person_once_per_submission(world):
         r = client.post(f"/api/follow-ups/{ids['f1']}/participants", headers=doc, json={"participants": rows})
         assert r.status_code == 422 and r.json()["issues"][0]["code"] == "DUPLICATE", r.text
     assert tuple(_row(engine, ids["f1"], "police")) == (False, "doctor", None, "M-POL")  # the seed's row, untouched
+
+
+def test_the_follow_up_form_records_each_named_member_and_the_unnamed_row(world):
+    """The doctor's form (rules.md §6.2, per person): a row per member of the patient's team in a joint
+    role, and the role's row for anyone else; an unknown member is refused with nothing recorded."""
+    client, tokens, _ids, engine = world
+    auth = {"Authorization": f"Bearer {tokens['doc']}"}
+    form = client.get("/patients/P1/follow-ups/new", headers=auth)
+    assert form.status_code == 200
+    assert 'name="attended@M-POL"' in form.text and "民警·刘警官" in form.text and 'name="attended_police"' in form.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    key = re.search(r'name="idempotency_key" value="([^"]*)"', form.text).group(1)
+    data = {"csrf_token": csrf, "idempotency_key": key, "visit_on": "2026-06-09", "mode": "2", "risk_level": "0",
+            "insight": "1", "attended@M-POL": "0", "reason@M-POL": "值班", "attended_police": "1",
+            "attended@M-VIL": "1", "attended@M-CIV": "", "attended_village": "", "attended_civil_affairs": ""}
+    bad = client.post("/patients/P1/follow-ups/new", headers=auth, data={**data, "attended@NOPE": "1"})
+    assert bad.status_code == 422 and "NOPE" in bad.text
+    r = client.post("/patients/P1/follow-ups/new", headers=auth, data=data)
+    assert r.status_code == 303, r.text
+    fid = int(r.headers["location"].rsplit("fu=", 1)[1])
+    fp = FollowUpParticipant.__table__
+    with engine.connect() as conn:
+        rows = {tuple(x) for x in conn.execute(sa.select(fp.c.role, fp.c.member_id, fp.c.attended, fp.c.reason, fp.c.source)
+                                               .where(fp.c.follow_up_id == fid))}
+        assert conn.execute(sa.select(sa.func.count()).select_from(FollowUp.__table__)
+                            .where(FollowUp.__table__.c.visit_on == date(2026, 6, 9))).scalar() == 1  # the refused one: nothing
+    assert rows == {("police", "M-POL", False, "值班", "doctor"), ("police", None, True, None, "doctor"),
+                    ("village", "M-VIL", True, None, "doctor")}
+    page = client.get("/patients/P1", headers=auth).text
+    assert "民警·刘警官✗" in page and "民警✓" in page and "·赵网格员✓" in page  # each person on the timeline

@@ -202,7 +202,8 @@ def test_scope_matrix_writes(web, username):
         for r in (r_new, r_fu, r_status):
             assert r.status_code == 403 and r.json()["error"] == "ROLE_FORBIDDEN"
     if role == "police":
-        assert r_att.status_code == 200 and r_att.json() == {"follow_up_id": ids["f1"], "role": "police", "attended": True}
+        assert r_att.status_code == 200 and r_att.json() == {"follow_up_id": ids["f1"], "role": "police", "member_id": None,
+                                                      "attended": True}  # the "police" account: the unnamed row
         assert audit_rows(database, actor="police", action="write", object_type="follow_up_participant")
     elif role == "civil_affairs":
         assert r_att.status_code == 403 and r_att.json()["error"] == "PATIENT_FORBIDDEN"

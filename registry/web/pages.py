@@ -430,9 +430,12 @@ def _follow_up_form(request: Request, cur: Current, patient_id: str, values: dic
     record = _record_read(request, cur, patient_id)
     joint_roles = sorted({r for t in record["tasks"] for r in t.get("roles") or [] if r in writes.JOINT_ROLES},
                          key=writes.JOINT_ROLES.index)
+    # attendance per person (rules.md §6.2): a row for each member of the patient's team in a joint
+    # role (attended@<member_id>), and each role's unnamed row (attended_<role>) for anyone else
+    people = {r: [m for m in record.get("team", []) if m["role"] == r and m.get("member_id")] for r in writes.JOINT_ROLES}
     return render(request, "follow_up_form.html", status_code=status_code, p=record, sections=forms.FOLLOW_UP_SECTIONS,
                   values=values, errors=errors, joint_roles=joint_roles or list(writes.JOINT_ROLES),
-                  attendance_choices=forms.ATTENDANCE_CHOICES, suggested=set(joint_roles))
+                  attendance_choices=forms.ATTENDANCE_CHOICES, suggested=set(joint_roles), people=people)
 
 
 @router.post("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)
@@ -440,7 +443,7 @@ async def follow_up_submit(request: Request, patient_id: str):
     """随访录入 Save a follow-up or show the form again with its errors."""
     cur = current(request)
     data = await form_data(request, cur)
-    data = {k: v for k, v in data.items() if not (k.startswith("attended_") and v == "")}
+    data = {k: v for k, v in data.items() if not (k.startswith(("attended_", writes.NAMED_ATTENDED)) and v == "")}
     key = data.pop("idempotency_key", "") or None
     ctx = request.app.state.ctx
     try:

@@ -158,6 +158,7 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         earlier = _earlier_submit(session, patient_id, submit_key)
         if earlier is not None:
             return earlier
+        named = _pop_named_attendance(raw)  # the form's rows for named members (rules.md §6.2, per person)
         issues = _check_types(raw, follow_up_field_names())
         values, more = validate_follow_up(raw, today=today, patient=PatientFacts.of(patient), channel=channel, extra=True)
         issues += more
@@ -175,6 +176,7 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
             if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
                 raise _reject([Issue("BAD_VALUE", f"未到场原因(reason_{role}): 过长（超过200个字符）或含不可保存的字符",
                                      column=f"reason_{role}")])
+        people = _named_attendance(session, named)
         seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
                                                                     FollowUp.visit_on == visit_on)).one() or 0) + 1
         columns = set(FollowUp.model_fields)
@@ -191,10 +193,14 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                 raise
             return earlier
         for role, flag in attended.items():
-            if flag is not None:  # rules.md §6.2: recorded by the doctor on the form
+            if flag is not None:  # rules.md §6.2: recorded by the doctor on the form (the role's unnamed row)
                 session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, attended=flag in ("1", "on", "true", "是"),
                                                 reason=reasons[role], source=codes.AttendanceSource.DOCTOR.value,
                                                 recorded_by=scope.user.username, recorded_at=utcnow()))
+        for member_id, role, present, reason in people:  # one row per named member
+            session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, member_id=member_id, attended=present,
+                                            reason=reason, source=codes.AttendanceSource.DOCTOR.value,
+                                            recorded_by=scope.user.username, recorded_at=utcnow()))
         if values.get("death_on"):
             patient.status, patient.status_on = "dead", values["death_on"]
             patient.status_detail = values.get("death_cause")
@@ -335,6 +341,42 @@ def _attendance_reason(reason: str | None, column: str) -> str | None:
     if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
         raise InvalidInput.single("BAD_VALUE", f"未到场原因({column}): 过长（超过200个字符）或含不可保存的字符", column=column)
     return reason
+
+
+NAMED_ATTENDED, NAMED_REASON = "attended@", "reason@"  # the form's per-member fields: attended@<member_id>
+
+
+def _pop_named_attendance(raw: dict[str, str]) -> dict[str, tuple[str, str | None]]:
+    """The follow-up form's rows for named members, taken out of ``raw``: ``{member_id: (flag,
+    reason)}`` for each ``attended@<member_id>`` given (1 到场 / 0 未到场; blank: not invited)."""
+    flags = {k[len(NAMED_ATTENDED):]: raw.pop(k) for k in [k for k in raw if k.startswith(NAMED_ATTENDED)]}
+    reasons = {k[len(NAMED_REASON):]: raw.pop(k) for k in [k for k in raw if k.startswith(NAMED_REASON)]}
+    return {m: (flag, (reasons.get(m) or "").strip() or None) for m, flag in flags.items() if flag != ""}
+
+
+def _named_attendance(session: Session, named: dict[str, tuple[str, str | None]]
+                      ) -> list[tuple[str, str, bool, str | None]]:
+    """(member_id, role, present, reason) for the form's named rows: the member exists and has a
+    joint role (the role is the member's, rules.md §6.1); the flag is 1 / 0; the reason is storable."""
+    if not named:
+        return []
+    found = dict(session.exec(select(TeamMember.member_id, TeamMember.role)
+                              .where(TeamMember.member_id.in_(list(named)))).all())
+    issues, out = [], []
+    for member_id, (flag, reason) in named.items():
+        column = f"{NAMED_ATTENDED}{member_id[:40]}"
+        if found.get(member_id) not in JOINT_ROLES:
+            issues.append(Issue("UNKNOWN_MEMBER", f"成员编号(member_id) {member_id[:64]} 不存在或不是联合入户的角色", column=column))
+        elif flag not in ("1", "0"):
+            issues.append(Issue("BAD_VALUE", f"{column}: 应为 1 到场 / 0 未到场", column=column))
+        elif reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
+            issues.append(Issue("BAD_VALUE", f"未到场原因({NAMED_REASON}{member_id[:40]}): 过长（超过200个字符）或含不可保存的字符",
+                                column=f"{NAMED_REASON}{member_id[:40]}"))
+        else:
+            out.append((member_id, found[member_id], flag == "1", reason))
+    if issues:
+        raise _reject(issues)
+    return out
 
 
 def _person_row(session: Session, follow_up_id: int, role: str, member_id: str | None) -> FollowUpParticipant | None:
