@@ -145,6 +145,10 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                      channel: Channel = Channel.FORM, idempotency_key: str | None = None) -> FollowUp:
     """随访录入 Validate and store one follow-up (+ joint-visit attendance), one transaction.
 
+    Attendance is per person (rules.md §6.2 [2026-12]): ``attended_<role>`` / ``reason_<role>`` the
+    role's unnamed row, ``attended@<member_id>`` / ``reason@<member_id>`` a named member's row (the
+    member's role; an unknown member or one in no joint role is refused with the rest).
+
     The checks are ``registry.validation.validate_follow_up``, the importer's, on ``channel``.
     ``idempotency_key`` (the web form's, issue 16): a submit whose key is already stored returns
     that follow-up and records nothing — a retried submit never records the visit twice; two
