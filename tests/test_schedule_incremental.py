@@ -121,7 +121,8 @@ def apply(engine, edit: Edit, as_of: date, pids: list[str], seq: int) -> None:
                 {"status": "dead", "status_on": day},
                 {"status": "moved_out", "status_on": day},
                 {"guardian_name": None if edit.offset % 2 else "新监护人", "economic_status": 1},
-                {"consent": 0, "report_type": 2},
+                # refused consent: type 2 (no tasks) or type 1 (visits, no health check; rules.md §5)
+                {"consent": 0, "report_type": 2 if edit.offset % 2 else 1},
                 {"registered_on": day},
                 {"status": "active", "status_on": None, "consent": 1},
             ][edit.choice]
