@@ -9,6 +9,11 @@
 4. 服药与针剂单 (doctor): LAI injections due, 不服药/间断 at the last visit.
 5. 帮扶救助单 (civil affairs, 残联): 贫困, no guardian, 以奖代补 status, rehabilitation — no diagnosis.
 
+The patients: every patient 在册 on the week's Monday (rules.md §1; ``registry.register.in_register_sql``),
+a type-2 patient refusing consent included — on the lists their facts put them on (3, 4's adherence,
+5); only the open tasks of patients owed tasks (``registry.register.eligible_sql``) reach the
+task-based parts (1, 2, 4's injections, 3's 失访 and overdue reasons).
+
 Resident ID numbers are masked everywhere (rules.md §8). Police and civil-affairs lists never
 carry diagnosis or medication: their column sets simply do not include those fields, and the
 tests check the rendered PDFs.
