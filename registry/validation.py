@@ -930,6 +930,9 @@ EMERGENCY_FIELDS = [
 ]
 # the fields police never write nor read (rules.md §8: no diagnosis)
 EMERGENCY_MEDICAL_FIELDS = ("diagnosis", "diagnosis_certainty")
+# the completion of rules.md §9 (end time, measures, effect; the police sign-off): written by the doctor or the
+# police, not by an account that only opens the record (registry.web.emergencies.COMPLETE_ROLES)
+EMERGENCY_COMPLETION_FIELDS = ("ended_at", "measures", "measures_other", "effect", "police_signed_by", "police_signed_at")
 
 
 def check_emergency(values: Mapping[str, Any], patient: PatientFacts, *, now_local: datetime,
