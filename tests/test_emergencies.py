@@ -175,10 +175,10 @@ def _team_accounts(database) -> dict[str, str]:
     """Village, 综治 and linked accounts next to web_support's users (rules.md §6.1): a linked account works
     from its own patients; M-POL2 / M-CIV2 are members responsible for no patient. Returns their tokens."""
     from sqlmodel import Session
+    from web_support import _HASH
 
     from registry.accounts import User
     from registry.models import TeamMember
-    from web_support import _HASH
 
     extra = {"vil": ("village", "V1", None), "vil_t": ("village", "T1", None), "gov": ("governance", "T1", None),
              "pol_m": ("police", "T1", "M-POL"), "pol_x": ("police", "T1", "M-POL2"),

@@ -257,12 +257,12 @@ def test_cli_links_an_account_to_its_member(linked):
 
 # ---------------------------------------------------------------- one primary per region and role (rules.md §6.1)
 
-from datetime import date as _date  # noqa: E402
+from datetime import date as _date
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
-from registry.errors import ImportRejected  # noqa: E402
-from registry.importing import import_path  # noqa: E402
+from registry.errors import ImportRejected
+from registry.importing import import_path
 
 REGIONS = "code,name,level,parent_code,population\nC,县,county,,\nT,镇,township,C,\nV,村,village,T,1000\nW,西村,village,T,800\n"
 HEADER = "member_id,name,role,phone,region_code,primary\n"
