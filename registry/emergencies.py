@@ -12,6 +12,13 @@ One home (ARCHITECTURE §15): the Python form and the SQL form of each rule side
 - **Ledger event** (``enters_ledger`` / ``ledger_events_select``): an emergency of situation 1
   or 2 is an entering event of the 易肇事肇祸台账 (rules.md §10, reason ``emergency``), dated on
   the emergency's day: its start time's date, else its report time's date [decision].
+- **Who** (rules.md §9 "opened by anyone on the patient's team (a police officer may open it)"):
+  ``OPEN_ROLES``, the web account roles standing for a team member (rules.md §6: 精防医生, 民警,
+  村(社区)干部/网格员, 民政专干; 助残员 and 志愿者 have no account role, 综治 and the county admin are not
+  team members), each for a patient in its own scope. ``COMPLETE_ROLES`` complete and correct it: the
+  doctor who fills it in (the record's 填表医生) and the police (the sign-off) [decision: the rule
+  before 2026-12 kept]; an opening-only account writes the event's fields and reads the records it
+  opened (registry.web.emergencies).
 - **Post-emergency visit** (``post_emergency_due``, ``closes_post_emergency`` / ``closes_post_emergency_sql``):
   owed once the end time is known, due on the end date + 14 days [decision, rules.md §9]; closed by
   the first complete home visit (face-to-face, mode 2) dated on or after the end date [decision:
@@ -27,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from registry.accounts import UserRole
 from registry.codes import LEDGER_SITUATIONS, EmergencySituation, FollowUpMode
 from registry.config import LOCAL_TZ
 from registry.models import Emergency
@@ -34,6 +42,10 @@ from registry.rules import complete_sql as follow_up_complete_sql, is_complete a
 
 DEADLINE = timedelta(hours=24)  # rules.md §9: completed within 24 hours of the report time
 POST_EMERGENCY_DAYS = 14  # rules.md §9 [decision]: the post-emergency visit is due end date + 14 days
+# rules.md §9 "opened by anyone on the patient's team": the account roles standing for a team member (§6)
+OPEN_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.VILLAGE.value, UserRole.CIVIL_AFFAIRS.value)
+# completed (end time, measures, effect, police sign-off) and corrected by the doctor who fills it in, or the police
+COMPLETE_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value)
 
 
 def split_codes(text: str | None) -> list[str]:
