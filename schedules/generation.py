@@ -625,8 +625,15 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
     f = FollowUp.__table__.alias("pe_f")
     visited = sa.select(f.c.id).where(f.c.patient_id == t.c.patient_id, f.c.visit_on <= as_of,
                                       closes_post_emergency_sql(f, t.c.basis_on)).exists()
-    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.POST_EMERGENCY.value, visited), TaskStatus.DONE.value,
-                               "home_visit", stamp)
+    closed_ids = conn.execute(
+        sa.update(t).where(only, t.c.status == TaskStatus.OPEN.value, t.c.kind == TaskKind.POST_EMERGENCY.value, visited)
+        .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason="home_visit").returning(t.c.id)
+    ).scalars().all()
+    counts["closed"] += len(closed_ids)
+    # rules.md §6, §6.2: a joint task too: that visit as ``closed_by``, and its 到位 / 联合未到位
+    # (registry.joint_visits; the closing visit by the same rule, registry.emergencies)
+    for i in range(0, len(closed_ids), 5000):
+        refresh_outcomes(conn, t.c.id.in_(closed_ids[i:i + 5000]), set_closed_by=True)
     return counts
 
 

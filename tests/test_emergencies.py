@@ -445,6 +445,13 @@ def test_post_emergency_task_due_and_closed_by_a_home_visit(web, incremental):
     generate(database.engine, as_of=TODAY, incremental=incremental)
     (task,) = _tasks(database)
     assert (task.status, task.close_reason) == ("done", "home_visit")
+    # a joint task (rules.md §6, §6.2): closed by that home visit, nobody else recorded → 联合未到位
+    with database.engine.connect() as conn:
+        home = conn.execute(sa.text("SELECT id FROM follow_up WHERE patient_id = 'P1' AND mode = 2"
+                                    " AND visit_on = :d"), {"d": date(2026, 6, 10)}).scalar_one()
+        closed = conn.execute(sa.text("SELECT closed_by, joint_outcome, missing_roles FROM visit_task"
+                                      " WHERE kind = 'post_emergency'")).one()
+    assert tuple(closed) == (home, "incomplete", "police,village")
 
 
 # ----------------------------------------------------------------------------- ledger
