@@ -7,8 +7,10 @@ Python and in SQL, side by side.
 * **The responsible member** (责任人, rules.md §6.1 [2026-12]; ``responsible_member`` /
   ``responsible_member_sql``) for one role on one date (a task's due date): the patient's assignment
   for that role valid that day (the latest ``from_on``, then the lowest member_id); else the region's
-  primary member for that role, the village's first, then the township's (the lowest member_id if a
-  region marks several); else none (shown as "未指定", ``UNASSIGNED_LABEL``).
+  primary member for that role, the village's first, then the township's; else none (shown as "未指定",
+  ``UNASSIGNED_LABEL``). The import keeps one primary per region and role (``DUPLICATE_PRIMARY``,
+  ``registry.validation.duplicate_primaries``); the lowest member_id is only a deterministic
+  tie-break for rows stored before that check.
 
 An assignment is valid on day ``d`` when ``from_on <= d`` and ``to_on`` is NULL or ``d <= to_on``
 (both ends inclusive). The per-patient rules read rows with the table's attribute names; the SQL

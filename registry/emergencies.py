@@ -12,10 +12,21 @@ One home (ARCHITECTURE §15): the Python form and the SQL form of each rule side
 - **Ledger event** (``enters_ledger`` / ``ledger_events_select``): an emergency of situation 1
   or 2 is an entering event of the 易肇事肇祸台账 (rules.md §10, reason ``emergency``), dated on
   the emergency's day: its start time's date, else its report time's date [decision].
+- **Who** (rules.md §9 "opened by anyone on the patient's team (a police officer may open it)"):
+  ``OPEN_ROLES``, the web account roles standing for a team member (rules.md §6: 精防医生, 民警,
+  村(社区)干部/网格员, 民政专干; 助残员 and 志愿者 have no account role, 综治 and the county admin are not
+  team members), each for a patient in its own scope. ``COMPLETE_ROLES`` complete and correct it: the
+  doctor who fills it in (the record's 填表医生) and the police (the sign-off) [decision: the rule
+  before 2026-12 kept]; an opening-only account writes the event's fields and reads the records it
+  opened (registry.web.emergencies).
 - **Post-emergency visit** (``post_emergency_due``, ``closes_post_emergency`` / ``closes_post_emergency_sql``):
   owed once the end time is known, due on the end date + 14 days [decision, rules.md §9]; closed by
   the first complete home visit (face-to-face, mode 2) dated on or after the end date [decision:
   the end date itself counts]. Separate from the §5 chain (schedules.generation).
+  ``closing_post_emergency`` / ``closing_post_emergency_sql``: the follow-up that closed it, the first
+  such visit by (date, entry order) [decision, as rules.md §5 orders attempts]; a joint task
+  (rules.md §6), so ``registry.joint_visits`` stores it as ``closed_by`` and assesses the visit
+  (到位 / 联合未到位, rules.md §6.2).
 """
 
 from __future__ import annotations
@@ -27,13 +38,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from registry.accounts import UserRole
 from registry.codes import LEDGER_SITUATIONS, EmergencySituation, FollowUpMode
 from registry.config import LOCAL_TZ
-from registry.models import Emergency
+from registry.models import Emergency, FollowUp
 from registry.rules import complete_sql as follow_up_complete_sql, is_complete as follow_up_is_complete
 
 DEADLINE = timedelta(hours=24)  # rules.md §9: completed within 24 hours of the report time
 POST_EMERGENCY_DAYS = 14  # rules.md §9 [decision]: the post-emergency visit is due end date + 14 days
+# rules.md §9 "opened by anyone on the patient's team": the account roles standing for a team member (§6)
+OPEN_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value, UserRole.VILLAGE.value, UserRole.CIVIL_AFFAIRS.value)
+# completed (end time, measures, effect, police sign-off) and corrected by the doctor who fills it in, or the police
+COMPLETE_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value)
 
 
 def split_codes(text: str | None) -> list[str]:
@@ -194,3 +210,23 @@ def closes_post_emergency(fu: Any, ended_on: date) -> bool:
 def closes_post_emergency_sql(f, ended_on) -> sa.ColumnElement[bool]:
     """SQL twin of ``closes_post_emergency`` (``f``: a follow-up table or alias; ``ended_on``: a date expression)."""
     return sa.and_(f.c.mode == FollowUpMode.HOME.value, f.c.visit_on >= ended_on, follow_up_complete_sql(f))
+
+
+def closing_post_emergency(ended_on: date, follow_ups: Any) -> Any | None:
+    """结束应急处置后随访的随访 The follow-up that closes the post-emergency visit of an emergency
+    ended on ``ended_on``: the first of ``follow_ups`` (objects with ``id``, ``visit_on``, ``mode``,
+    ``lost_reason``, ``risk_level``, ``hospital_status``) by (date, entry order) that
+    ``closes_post_emergency``; None when none does (rules.md §9)."""
+    hits = [fu for fu in follow_ups if closes_post_emergency(fu, ended_on)]
+    return min(hits, key=lambda fu: (fu.visit_on, fu.id)) if hits else None
+
+
+def closing_post_emergency_sql(t) -> sa.ScalarSelect:
+    """SQL twin of ``closing_post_emergency``: the id of the follow-up that closes post-emergency
+    task ``t`` (a ``visit_task`` table or alias; its ``basis_on`` is the emergency's end date), NULL: none."""
+    f = FollowUp.__table__.alias("pec")
+    return (sa.select(f.c.id)
+            .where(f.c.patient_id == t.c.patient_id, closes_post_emergency_sql(f, t.c.basis_on))
+            .order_by(f.c.visit_on, f.c.id)
+            .limit(1)
+            .scalar_subquery())

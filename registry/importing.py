@@ -53,6 +53,8 @@ from registry.validation import (
     PATIENT_SUPPLEMENT_FIELDS,
     REGION_FIELDS,
     TEAM_MEMBER_FIELDS,
+    PrimaryMark,
+    duplicate_primaries,
     Channel,
     FieldSpec,
     PatientFacts,
@@ -455,14 +457,25 @@ def _check_regions(region_rows: list[_Row], known: dict[str, str]) -> dict[str, 
     return valid_levels
 
 
-def _check_team_members(member_rows: list[_Row], levels: dict[str, str]) -> None:
-    """团队成员 Unique ids; the region served exists."""
+def _check_team_members(member_rows: list[_Row], levels: dict[str, str], conn: Connection) -> None:
+    """团队成员 Unique ids; the region served exists; one primary per region and role once the file
+    applies, counting the stored members (``validation.duplicate_primaries``, rules.md §6.1)."""
     _first_lines(member_rows, "team_members", lambda r: r.values.get("member_id"),
                  lambda mid, line: Issue("DUPLICATE_ID", f"成员编号 {mid} 与第{line}行重复", column="member_id", value=mid))
     for row in member_rows:
         region = row.values.get("region_code")
         if region and region not in levels:
             _tag(row, "team_members", [Issue("UNKNOWN_REGION", f"服务地区编码 {region} 不存在", column="region_code", value=region)])
+    marks = [PrimaryMark(i, row.file or FILE_NAMES["team_members"], row.line, row.values["member_id"],
+                         row.values["region_code"], row.values["role"], bool(row.values.get("primary")))
+             for i, row in enumerate(member_rows) if not row.issues]
+    if not any(m.primary for m in marks):  # nothing marked: the file adds no primary (a row may only unmark one)
+        return
+    m = models.TeamMember.__table__
+    stored = {member: (region, role) for member, region, role in
+              conn.execute(sa.select(m.c.member_id, m.c.region_code, m.c.role).where(m.c.primary.is_(True)))}
+    for i, issue in duplicate_primaries(marks, stored).items():
+        _tag(member_rows[i], "team_members", [issue])
 
 
 def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: date) -> dict[str, _Row]:
@@ -703,7 +716,7 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
                   for r in rows.get(s, [])}
     ctx = _Context(conn, {p for p in referenced if p})
     levels = _check_regions(rows.get("regions", []), ctx.regions)
-    _check_team_members(rows.get("team_members", []), levels)
+    _check_team_members(rows.get("team_members", []), levels, conn)
     patients = _Patients(_check_patients(rows.get("patients", []), levels, today), ctx.patients)
     _check_followups(rows.get("followups", []), patients, today)
     _check_health_checks(rows.get("health_checks", []), patients, today)

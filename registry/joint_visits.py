@@ -4,20 +4,28 @@ The one home of the rule, Python and its SQL twin side by side (pattern: ``regis
 
 * ``joint_outcome`` — a follow-up closes a joint task (one requiring a role besides the doctor,
   rules.md §6) as 到位 only when it is a home visit (mode 2, 家庭访视) and every required role has
-  a participant marked present; otherwise 联合未到位 with the missing roles (a phone call or clinic
-  visit misses every non-doctor role). The doctor is not missing: the 精防医生 records the
-  follow-up [decision]. ``joint_outcome_sql`` / ``missing_roles_sql`` are the same rule over
-  ``visit_task`` joined to the closing ``follow_up``.
+  a participant marked present; otherwise 联合未到位 with the missing roles in contract order
+  (doctor, police, village, civil_affairs; a phone call or clinic visit misses every non-doctor
+  role). The doctor is required always (rules.md §6) and present by default: the 精防医生 records
+  the follow-up, so no doctor row means the doctor was there [decision]; but when the follow-up's
+  participants record the doctor absent (a doctor-role row marked not present) and no doctor-role
+  row marked present, the doctor is missing too, whatever the mode. ``joint_outcome_sql`` /
+  ``missing_roles_sql`` are the same rule over ``visit_task`` joined to the closing ``follow_up``.
 * ``closing_follow_up_sql`` — which follow-up closed a visit task: the first attempt after the
   task's basis in the rules.md §5 order (date, then entry order), dated on or after registration
-  for a task based on the registration. ``closing_follow_up`` is its Python twin.
+  for a task based on the registration. ``closing_follow_up`` is its Python twin. A
+  ``post_emergency`` task (rules.md §9, doctor + police + village: a joint task like any other,
+  §6) is closed by the first complete home visit on or after the emergency's end, by (date, entry
+  order): ``registry.emergencies.closing_post_emergency`` / ``closing_post_emergency_sql``, the
+  same rule the generation closes it by (``closes_post_emergency``).
 * ``attendance_replaces`` — the attendee's own record (source ``self``) wins over the doctor's
   for that row; otherwise the newer record replaces the older. Rows are per person (a member of a
   role, or the role's one unnamed row): a record only ever meets the same person's row, and a role
   is present when any of its rows is (``_present_sql``: EXISTS).
 * ``refresh_outcomes`` — the set-based UPDATE storing ``closed_by``, ``joint_outcome`` and
-  ``missing_roles`` on closed visit tasks; called where tasks close (``schedules.generation``)
-  and where attendance changes (web writes, ``participants.csv`` import).
+  ``missing_roles`` on closed visit and post-emergency tasks (``ASSESSED_KIND_VALUES``); called
+  where tasks close (``schedules.generation``) and where attendance changes (web writes,
+  ``participants.csv`` import).
 
 ``tests/test_joint_visits.py`` compares the twins on random rows on both databases.
 """
@@ -29,28 +37,38 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from registry.codes import (VISIT_KINDS, AttendanceSource, FollowUpMode, JointOutcome, TaskStatus, TeamRole)
+from registry.codes import (VISIT_KINDS, AttendanceSource, FollowUpMode, JointOutcome, TaskKind, TaskStatus, TeamRole)
+from registry.emergencies import closing_post_emergency_sql
 from registry.models import FollowUp, FollowUpParticipant, Patient, VisitTask
 
+DOCTOR = TeamRole.DOCTOR.value
 NON_DOCTOR_ROLES = (TeamRole.POLICE.value, TeamRole.VILLAGE.value, TeamRole.CIVIL_AFFAIRS.value)  # contract order
 VISIT_KIND_VALUES = [k.value for k in VISIT_KINDS]
+# the kinds whose closing follow-up is recorded and assessed (rules.md §6, §6.2, §9): every visit
+# kind, and the post-emergency visit (doctor + police + village)
+ASSESSED_KIND_VALUES = VISIT_KIND_VALUES + [TaskKind.POST_EMERGENCY.value]
 FOLLOW_UP_BASIS = "follow_up:"
 
 
 # ----------------------------------------------------------------------------- Python
 
 
-def joint_outcome(roles: Iterable[str], mode: int | None, present_roles: Iterable[str]
-                  ) -> tuple[JointOutcome | None, tuple[str, ...]]:
+def joint_outcome(roles: Iterable[str], mode: int | None, present_roles: Iterable[str],
+                  absent_roles: Iterable[str] = ()) -> tuple[JointOutcome | None, tuple[str, ...]]:
     """联合随访结果 (outcome, missing roles) of a task requiring ``roles`` closed by a follow-up of
-    ``mode`` whose participants marked present are ``present_roles`` (rules.md §6.2).
+    ``mode`` whose participant rows mark ``present_roles`` present and ``absent_roles`` not
+    present (rules.md §6.2).
 
-    Not a joint task (doctor only): (None, ()). Missing roles come in contract order."""
+    Not a joint task (doctor only): (None, ()). Missing roles come in contract order, the doctor
+    first: the doctor (required always, rules.md §6) is missing only when recorded absent and
+    not also recorded present [decision: no doctor row, the doctor who records it was there]."""
     required = [r for r in NON_DOCTOR_ROLES if r in set(roles)]
     if not required:
         return None, ()
-    present = set(present_roles) if mode == FollowUpMode.HOME.value else set()
-    missing = tuple(r for r in required if r not in present)
+    recorded = set(present_roles)
+    doctor_missing = DOCTOR in set(absent_roles) and DOCTOR not in recorded
+    present = recorded if mode == FollowUpMode.HOME.value else set()
+    missing = ((DOCTOR,) if doctor_missing else ()) + tuple(r for r in required if r not in present)
     return (JointOutcome.INCOMPLETE if missing else JointOutcome.COMPLETE), missing
 
 
@@ -86,19 +104,23 @@ def _role_in(roles_col, role: str) -> sa.ColumnElement[bool]:
     return (sa.literal(",") + roles_col + sa.literal(",")).like(f"%,{role},%")
 
 
-def _present_sql(f_id, role: str) -> sa.ColumnElement[bool]:
+def _present_sql(f_id, role: str, attended: bool = True) -> sa.ColumnElement[bool]:
+    """A participant row of ``role`` on follow-up ``f_id`` marked present (``attended``) or not."""
     fp = FollowUpParticipant.__table__
     return (sa.select(fp.c.follow_up_id)
-            .where(fp.c.follow_up_id == f_id, fp.c.role == role, fp.c.attended.is_(True))
+            .where(fp.c.follow_up_id == f_id, fp.c.role == role, fp.c.attended.is_(attended))
             .exists())
 
 
 def missing_roles_sql(roles_col, mode_col, f_id) -> sa.ColumnElement[str]:
-    """``joint_outcome``'s missing roles in SQL: comma-separated in contract order, '' when none
-    (``roles_col`` the task's roles text, ``mode_col`` / ``f_id`` the closing follow-up's)."""
+    """``joint_outcome``'s missing roles in SQL: comma-separated in contract order (the doctor
+    first), '' when none (``roles_col`` the task's roles text, ``mode_col`` / ``f_id`` the closing
+    follow-up's). The doctor: missing when recorded absent and not recorded present."""
     home = sa.func.coalesce(mode_col, 0) == FollowUpMode.HOME.value  # NULL mode: not a home visit
-    parts = [sa.case((sa.and_(_role_in(roles_col, r), sa.not_(sa.and_(home, _present_sql(f_id, r)))), r + ","),
-                     else_="") for r in NON_DOCTOR_ROLES]
+    doctor = sa.case((sa.and_(_present_sql(f_id, DOCTOR, attended=False), sa.not_(_present_sql(f_id, DOCTOR))),
+                      DOCTOR + ","), else_="")
+    parts = [doctor] + [sa.case((sa.and_(_role_in(roles_col, r), sa.not_(sa.and_(home, _present_sql(f_id, r)))), r + ","),
+                                else_="") for r in NON_DOCTOR_ROLES]
     joined = parts[0]
     for part in parts[1:]:
         joined = joined + part
@@ -140,16 +162,22 @@ def closing_follow_up_sql(t) -> sa.ScalarSelect:
 
 
 def refresh_outcomes(conn: sa.Connection, where: sa.ColumnElement[bool], *, set_closed_by: bool = False) -> int:
-    """到位判定 Store the outcome (rules.md §6.2) on the closed visit tasks of ``visit_task`` matching
-    ``where``, set-based: with ``set_closed_by``, first record which follow-up closed each (tasks
-    closed just now by a later attempt); then ``joint_outcome`` / ``missing_roles`` from that
-    follow-up's mode and participants (NULL for doctor-only tasks). Returns the rows updated."""
+    """到位判定 Store the outcome (rules.md §6.2) on the closed visit and post-emergency tasks of
+    ``visit_task`` matching ``where``, set-based: with ``set_closed_by``, first record which
+    follow-up closed each (tasks closed just now: a visit task by a later attempt,
+    ``closing_follow_up_sql``; a post-emergency task by the first complete home visit after the
+    emergency, ``registry.emergencies.closing_post_emergency_sql``); then ``joint_outcome`` /
+    ``missing_roles`` from that follow-up's mode and participants (NULL for doctor-only tasks).
+    Returns the rows updated."""
     t = VisitTask.__table__
     f = FollowUp.__table__
-    closed_visit = sa.and_(t.c.status == TaskStatus.DONE.value, t.c.kind.in_(VISIT_KIND_VALUES), where)
+    closed_visit = sa.and_(t.c.status == TaskStatus.DONE.value, t.c.kind.in_(ASSESSED_KIND_VALUES), where)
     if set_closed_by:
-        conn.execute(sa.update(t).where(closed_visit, t.c.closed_by.is_(None))
+        unset = sa.and_(closed_visit, t.c.closed_by.is_(None))
+        conn.execute(sa.update(t).where(unset, t.c.kind.in_(VISIT_KIND_VALUES))
                      .values(closed_by=closing_follow_up_sql(t)))
+        conn.execute(sa.update(t).where(unset, t.c.kind == TaskKind.POST_EMERGENCY.value)
+                     .values(closed_by=closing_post_emergency_sql(t)))
     mode = sa.select(f.c.mode).where(f.c.id == t.c.closed_by).scalar_subquery()
     joint = is_joint_sql(t.c.roles)
     result = conn.execute(

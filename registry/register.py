@@ -9,6 +9,10 @@ SQL twins take a ``patient`` table or alias ``p`` (``*_sql(p, as_of)``) or a ``f
   ``status_on_required`` constraint; a missing date counts as "already left".)
 - eligible for tasks (rules.md §5, last row): 在册, and not a type-2 (六类病种登记) patient who
   refuses community management (知情同意 0): such a patient stays 在册 but gets no tasks.
+- owed the annual health check (rules.md §5 "every 在册 patient with consent"): eligible and with
+  consent (知情同意 1), whatever the report type: a type-1 (发病报告) patient without consent is
+  managed (visits continue, rules.md §1) but gets no health check; an open one is cancelled
+  ``consent_refused`` (``health_check_cancel_reason``).
 - 在管 (indicators.md): 在册 with at least one complete follow-up (``registry.rules.is_complete``)
   in the window W; 居家: 在管 whose latest complete follow-up in W (``registry.attempts``) is
   not 目前正在住院.
@@ -55,19 +59,33 @@ def consent_refused_sql(p) -> sa.ColumnElement[bool]:
     return sa.and_(p.c.report_type == ReportType.REGISTRATION.value, p.c.consent == Consent.REFUSES.value)
 
 
+def consents(consent: int) -> bool:
+    """知情同意 The patient agrees to community management (consent 1), whatever the report type:
+    the annual health check needs it (rules.md §5)."""
+    return consent == Consent.AGREES
+
+
+def consents_sql(p) -> sa.ColumnElement[bool]:
+    """知情同意 SQL twin of ``consents``."""
+    return p.c.consent == Consent.AGREES.value
+
+
+CONSENT_REFUSED = "consent_refused"  # the cancel reason (visit_task.close_reason) of a refused consent
+
+
 def cancel_reason(status: str, status_on: date | None, report_type: int, consent: int, as_of: date) -> str | None:
     """取消原因 Why a registered patient gets no tasks as of ``as_of`` (rules.md §5 last row), or None:
     the status (``dead`` / ``moved_out``) or ``consent_refused``."""
     if has_left(status, status_on, as_of):
         return status
     if consent_refused(report_type, consent):
-        return "consent_refused"
+        return CONSENT_REFUSED
     return None
 
 
 def cancel_reason_sql(p, as_of: date) -> sa.ColumnElement:
     """取消原因 SQL twin of ``cancel_reason`` (NULL when there is none)."""
-    return sa.case((left_sql(p, as_of), p.c.status), (consent_refused_sql(p), "consent_refused"), else_=sa.null())
+    return sa.case((left_sql(p, as_of), p.c.status), (consent_refused_sql(p), CONSENT_REFUSED), else_=sa.null())
 
 
 def eligible(registered_on: date, status: str, status_on: date | None, report_type: int, consent: int,
@@ -83,6 +101,33 @@ def eligible_sql(p, as_of: date) -> sa.ColumnElement[bool]:
         sa.not_(left_sql(p, as_of)),
         sa.not_(consent_refused_sql(p)),
     )
+
+
+def health_check_cancel_reason(status: str, status_on: date | None, report_type: int, consent: int,
+                               as_of: date) -> str | None:
+    """体检取消原因 Why a registered patient gets no annual health check as of ``as_of``, or None
+    (rules.md §5 "every 在册 patient with consent"): ``cancel_reason``, else ``consent_refused`` for a
+    patient without consent of either report type (a type-1 patient keeps their visits)."""
+    reason = cancel_reason(status, status_on, report_type, consent, as_of)
+    if reason is None and not consents(consent):
+        return CONSENT_REFUSED
+    return reason
+
+
+def health_check_cancel_reason_sql(p, as_of: date) -> sa.ColumnElement:
+    """体检取消原因 SQL twin of ``health_check_cancel_reason`` (NULL when there is none)."""
+    return sa.case((left_sql(p, as_of), p.c.status), (sa.not_(consents_sql(p)), CONSENT_REFUSED), else_=sa.null())
+
+
+def health_check_owed(registered_on: date, status: str, status_on: date | None, report_type: int, consent: int,
+                      as_of: date) -> bool:
+    """应体检 Owed the year's health check as of ``as_of``: 在册 with consent (rules.md §5)."""
+    return registered_on <= as_of and health_check_cancel_reason(status, status_on, report_type, consent, as_of) is None
+
+
+def health_check_owed_sql(p, as_of: date) -> sa.ColumnElement[bool]:
+    """应体检 SQL twin of ``health_check_owed`` (``eligible_sql`` and ``consents_sql``)."""
+    return sa.and_(eligible_sql(p, as_of), consents_sql(p))
 
 
 def is_managed(follow_ups_in_window: Iterable[Any]) -> bool:

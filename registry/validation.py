@@ -440,6 +440,67 @@ def check_assignment(values: Mapping[str, Any], member_role: str | None) -> list
     return issues
 
 
+@dataclass(frozen=True)
+class PrimaryMark:
+    """主责标记 One team-member row of an import as it would be stored: its position (``key``), file and
+    line, member, region, role and ``primary`` flag."""
+
+    key: Any
+    file: str
+    line: int
+    member_id: str
+    region_code: str
+    role: str
+    primary: bool
+
+
+def duplicate_primaries(marks: list[PrimaryMark], stored: Mapping[str, tuple[str, str]]) -> dict[Any, Issue]:
+    """一区一角色一主责 rules.md §6.1 "the county marks one primary per region and role": the rows
+    (``marks``, file order, the rows without other issues) refused so that, once the rest applies, each
+    (region, role) has at most one primary member. ``stored``: the stored primaries, member_id →
+    (region, role); a row replaces its member's stored values (importing upserts by member_id).
+
+    The primary that stays is the stored one the file leaves alone, else the stored one the file marks
+    again, else the file's first; every other row marking a primary in that (region, role) is refused
+    (``DUPLICATE_PRIMARY``, naming the other member). Moving the primary in one file (old row 0, new
+    row 1) and re-marking the current primary pass. A refused row leaves its member as stored, which
+    may clash in turn: repeated until nothing changes. Stored duplicates the file does not touch are
+    not the file's fault and refuse nothing."""
+    refused: dict[Any, Issue] = {}
+    while True:
+        rows = [m for m in marks if m.key not in refused]
+        in_file = {m.member_id: m for m in rows}
+        groups: dict[tuple[str, str], list[tuple[str, PrimaryMark | None]]] = {}
+        for member, (region, role) in stored.items():
+            if member not in in_file:
+                groups.setdefault((region, role), []).append((member, None))
+        for m in rows:
+            if m.primary:
+                groups.setdefault((m.region_code, m.role), []).append((m.member_id, m))
+        new = False
+        for (region, role), members in groups.items():
+            marked = [m for _member, m in members if m is not None]
+            if len(members) < 2 or not marked:
+                continue
+            untouched = [member for member, m in members if m is None]
+            again = [m for m in marked if stored.get(m.member_id) == (region, role)]
+            keeper, keeper_row = (untouched[0], None) if untouched else (
+                (again[0].member_id, again[0]) if again else (marked[0].member_id, marked[0]))
+            where = f"第{keeper_row.line}行的成员 {keeper}" if keeper_row is not None else f"已入库的成员 {keeper}"
+            label = codes.TeamRole(role).label if role in {r.value for r in codes.TeamRole} else role
+            for m in marked:
+                if m is keeper_row:
+                    continue
+                refused[m.key] = Issue(
+                    "DUPLICATE_PRIMARY",
+                    f"{m.file} 第{m.line}行：成员 {m.member_id} 与{where}同为地区 {region} 的{label}主责成员；"
+                    f"每个地区每个角色只能有一名主责成员（请把原主责成员标为0，或本行标为0）",
+                    column="primary", value="1")
+                new = True
+        if not new:
+            return refused
+
+
 def _shown(cell: str) -> str:
     """A refused value as an issue may show it: its control characters as U+ codes."""
     return BAD_CHARS_SINGLE_LINE.sub(lambda m: f"<U+{ord(m.group()):04X}>", cell[:80])
@@ -930,6 +991,9 @@ EMERGENCY_FIELDS = [
 ]
 # the fields police never write nor read (rules.md §8: no diagnosis)
 EMERGENCY_MEDICAL_FIELDS = ("diagnosis", "diagnosis_certainty")
+# the completion of rules.md §9 (end time, measures, effect; the police sign-off): written by the doctor or the
+# police, not by an account that only opens the record (registry.web.emergencies.COMPLETE_ROLES)
+EMERGENCY_COMPLETION_FIELDS = ("ended_at", "measures", "measures_other", "effect", "police_signed_by", "police_signed_at")
 
 
 def check_emergency(values: Mapping[str, Any], patient: PatientFacts, *, now_local: datetime,

@@ -31,7 +31,8 @@ from registry.codes import Classification, HospitalStatus, LostReason
 from registry.emergencies import POST_EMERGENCY_DAYS, closes_post_emergency_sql, local_day
 from registry.models import Emergency, FollowUp, HealthCheck, Patient
 from registry.profile import Profile, load_profile
-from registry.register import cancel_reason_sql, consent_refused_sql, eligible_sql, left_sql
+from registry.register import (cancel_reason_sql, consent_refused_sql, consents_sql, eligible_sql,
+                               health_check_cancel_reason_sql, left_sql)
 from registry.rules import classification_sql, complete_sql, reached_sql
 from registry.doctor_date import doctor_date_applies_sql, doctor_due_sql
 from registry.joint_visits import refresh_outcomes
@@ -163,7 +164,7 @@ def plan_select(profile: Profile, as_of: date, stamp: datetime, dialect: str = "
     agg = _latest_per_patient(att, profile, as_of, dialect)
     sit = _situations(agg, p, eligible(as_of), profile, dialect)
     s = sit.c
-    return _new_or_changed(_visit_rows(s, profile), _health_check_rows(s, profile, as_of), _injection_rows(s, profile, as_of),
+    return _new_or_changed(_visit_rows(s, profile), _health_check_rows(sit, profile, as_of), _injection_rows(s, profile, as_of),
                            stamp, dialect, existing=existing, patient_range=patient_range,
                            post_emergency_rows=_post_emergency_rows(s, profile, as_of))
 
@@ -265,6 +266,7 @@ def _situations(agg: sa.CTE, p, eligible: sa.ColumnElement, profile: Profile, di
         sa.select(
             p.c.patient_id,
             p.c.registered_on,
+            p.c.consent,
             p.c.economic_status,
             has_guardian.label("has_guardian"),
             p.c.lai_drug,
@@ -330,8 +332,10 @@ def _visit_rows(s, profile: Profile) -> sa.Select:
     return visit_rows
 
 
-def _health_check_rows(s, profile: Profile, as_of: date) -> sa.Select:
-    """The year's health check of each patient without a check this year (基本公卫3)."""
+def _health_check_rows(sit: sa.CTE, profile: Profile, as_of: date) -> sa.Select:
+    """The year's health check of each patient with consent and without a check this year (基本公卫3;
+    rules.md §5: ``sit`` holds the eligible patients, ``registry.register.consents_sql`` the consent)."""
+    s = sit.c
     year = as_of.year
     hc = HealthCheck.__table__
     check_done = (
@@ -351,7 +355,7 @@ def _health_check_rows(s, profile: Profile, as_of: date) -> sa.Select:
         sa.literal(False),
         sa.literal(profile.rule(profile.health_check_clause)),
         s.lc_risk,
-    ).where(sa.not_(check_done))
+    ).where(consents_sql(sit), sa.not_(check_done))
     return health_rows
 
 
@@ -563,6 +567,14 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         .values(status=TaskStatus.CANCELLED.value, closed_at=stamp, close_reason=reason)
     )
     counts["cancelled"] += result.rowcount or 0
+    # rules.md §5: the health check needs consent whatever the report type: a type-1 patient's open one
+    # is cancelled when consent is 0 (registry.register.health_check_cancel_reason: consent_refused)
+    result = conn.execute(
+        sa.update(t).where(only, t.c.patient_id == p.c.patient_id, t.c.status == TaskStatus.OPEN.value,
+                           t.c.kind == TaskKind.HEALTH_CHECK.value, sa.not_(consents_sql(p)))
+        .values(status=TaskStatus.CANCELLED.value, closed_at=stamp, close_reason=health_check_cancel_reason_sql(p, as_of))
+    )
+    counts["cancelled"] += result.rowcount or 0
     # rules.md §5: a later attempt closes older visit tasks. The patient's newest visit task (by
     # basis date, then id) stands for the latest attempt (or the registration); any other open visit
     # task of an earlier run is closed, whichever run created it — also one that a run for an
@@ -613,8 +625,15 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
     f = FollowUp.__table__.alias("pe_f")
     visited = sa.select(f.c.id).where(f.c.patient_id == t.c.patient_id, f.c.visit_on <= as_of,
                                       closes_post_emergency_sql(f, t.c.basis_on)).exists()
-    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.POST_EMERGENCY.value, visited), TaskStatus.DONE.value,
-                               "home_visit", stamp)
+    closed_ids = conn.execute(
+        sa.update(t).where(only, t.c.status == TaskStatus.OPEN.value, t.c.kind == TaskKind.POST_EMERGENCY.value, visited)
+        .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason="home_visit").returning(t.c.id)
+    ).scalars().all()
+    counts["closed"] += len(closed_ids)
+    # rules.md §6, §6.2: a joint task too: that visit as ``closed_by``, and its 到位 / 联合未到位
+    # (registry.joint_visits; the closing visit by the same rule, registry.emergencies)
+    for i in range(0, len(closed_ids), 5000):
+        refresh_outcomes(conn, t.c.id.in_(closed_ids[i:i + 5000]), set_closed_by=True)
     return counts
 
 

@@ -9,6 +9,11 @@
 4. 服药与针剂单 (doctor): LAI injections due, 不服药/间断 at the last visit.
 5. 帮扶救助单 (civil affairs, 残联): 贫困, no guardian, 以奖代补 status, rehabilitation — no diagnosis.
 
+The patients: every patient 在册 on the week's Monday (rules.md §1; ``registry.register.in_register_sql``),
+a type-2 patient refusing consent included — on the lists their facts put them on (3, 4's adherence,
+5); only the open tasks of patients owed tasks (``registry.register.eligible_sql``) reach the
+task-based parts (1, 2, 4's injections, 3's 失访 and overdue reasons).
+
 Resident ID numbers are masked everywhere (rules.md §8). Police and civil-affairs lists never
 carry diagnosis or medication: their column sets simply do not include those fields, and the
 tests check the rendered PDFs.
@@ -44,7 +49,7 @@ from registry.profile import RoleRules, current_profile
 # 文本单元格: the formula-safe row lives in the core, shared with the register export
 from registry.spreadsheet import FORMULA_START, text_row  # noqa: F401
 from registry.attempts import rank_sql, usable_sql
-from registry.register import eligible_sql
+from registry.register import eligible_sql, in_register_sql
 from registry.rules import complete_sql
 from registry.codes import VISIT_KINDS, TaskKind
 from schedules import list_renderer
@@ -112,15 +117,20 @@ def _township(engine: Engine, code: str) -> tuple[str, str]:
 
 
 def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]:
-    """Patients of the township, their latest (complete) follow-up, the week's incidents (three queries)."""
+    """Patients of the township, their latest (complete) follow-up, the week's incidents (three queries).
+
+    The patients: every patient 在册 on the week's Monday (rules.md §1, ``registry.register.in_register``),
+    a refusing type-2 patient included (they stay 在册: the facts lists keep them, audit gap 1); each
+    row's ``owed`` says whether they are owed tasks that day (``registry.register.eligible``): only
+    their open tasks reach the task-based parts (``build_lists``)."""
     p, f, v = Patient.__table__, FollowUp.__table__, Region.__table__.alias("v")
     with engine.connect() as conn:
         patients = {
             r.patient_id: r
             for r in conn.execute(
-                sa.select(p, v.c.name.label("village_name"))
+                sa.select(p, v.c.name.label("village_name"), eligible_sql(p, week).label("owed"))
                 .select_from(p.join(v, v.c.code == p.c.village_code))
-                .where(v.c.parent_code == township, eligible_sql(p, week))
+                .where(v.c.parent_code == township, in_register_sql(p, week))
             )
         }
         ranked = (
@@ -354,7 +364,11 @@ def build_lists(engine: Engine, *, township_code: str, week: date, rules: RoleRu
     week = week - timedelta(days=week.weekday())
     end = week + timedelta(days=6)
     patients, latest, extra = _facts(engine, code, week)
-    tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in patients]
+    # rules.md §1, §5: a refusing type-2 patient is on the lists their facts put them on (risk, incidents,
+    # adherence, assistance) but has no tasks; an open task not cancelled yet (consent withdrawn since
+    # the scheduler's last run) stays off the task-based parts too
+    owed = {pid for pid, pat in patients.items() if pat.owed}
+    tasks = [t for t in open_tasks(engine, as_of=week, region_code=code) if t["patient_id"] in owed]
     facts = WeekFacts(week=week, end=end, patients=patients, latest=latest,
                       incidents=extra["incidents"], tasks=tasks, rules=rules, guardian_years=extra["guardian_years"],
                       emergencies=extra["emergencies"], joint_missing=extra["joint_missing"])

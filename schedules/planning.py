@@ -178,9 +178,12 @@ def plan_patient(record: PatientRecord, profile: Profile, today: date) -> list[P
         risk_level=latest_complete.risk_level if latest_complete is not None else None,
     ))
     risk = tasks[0].risk_level
-    # 健康体检 (基本公卫3): one per calendar year, done by any check dated in that year [decision: due June 30]
+    # 健康体检 (基本公卫3): one per calendar year for a patient with consent, whatever the report type
+    # (rules.md §5; registry.register.health_check_owed), done by any check dated in that year [decision: due June 30]
     year = today.year
-    if not any(d.year == year and d <= today for d in record.health_checks):
+    owed = register.health_check_owed(record.registered_on, record.status, record.status_on, record.report_type,
+                                      record.consent, today)
+    if owed and not any(d.year == year and d <= today for d in record.health_checks):
         due = date(year, profile.health_check_month, profile.health_check_day)
         tasks.append(PlannedTask(
             patient_id=record.patient_id, kind="health_check", basis=f"year:{year}", basis_on=date(year, 1, 1),

@@ -5,6 +5,7 @@ on both databases."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from html.parser import HTMLParser
 
 import sqlalchemy as sa
 from hypothesis import given
@@ -140,3 +141,59 @@ def test_import_reads_the_doctors_date(database, tmp_path):
         raise AssertionError("a doctor's date before the visit was imported")
     except InvalidInput as err:
         assert [(i.code, i.line, i.column) for i in err.issues] == [("NEXT_VISIT_NOT_AFTER_VISIT", 2, "next_visit_on")]
+
+
+class _Fields(HTMLParser):
+    """The follow-up form's fields: each element's attributes by id, the text of each element with an id,
+    and the field block (``f-<name>``) each id sits in."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.attrs: dict[str, dict] = {}
+        self.text: dict[str, str] = {}
+        self.block: dict[str, str] = {}
+        self._open: list[tuple[str, str | None]] = []  # (tag, id)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        blocks = [i for _t, i in self._open if i and i.startswith("f-")]
+        for key in ("id", "name"):
+            if a.get(key):
+                self.attrs.setdefault(f"{key}:{a[key]}", a)
+                if blocks:
+                    self.block.setdefault(f"{key}:{a[key]}", blocks[-1])
+        if tag not in ("input", "br", "img", "meta", "link", "option"):
+            self._open.append((tag, a.get("id")))
+
+    def handle_endtag(self, tag):
+        while self._open:
+            t, _i = self._open.pop()
+            if t == tag:
+                break
+
+    def handle_data(self, data):
+        for _t, i in self._open:
+            if i:
+                self.text[i] = self.text.get(i, "") + data
+
+
+def test_the_form_says_a_later_date_never_delays_next_to_the_field(web):  # noqa: F811
+    """rules.md §5 [2026-12]: "A later date never delays the table's date, and the form says so next to the
+    field": the rendered follow-up form describes 下次随访日期 with the hint (``forms.NEXT_VISIT_HINT``),
+    in the field's own block and named by the input's aria-describedby."""
+    from registry.web.forms import NEXT_VISIT_HINT
+
+    client, tokens, _ids, _database = web
+    client.cookies.set("jf_session", tokens["doc"])
+    page = client.get("/patients/P1/follow-ups/new")
+    assert page.status_code == 200
+    fields = _Fields()
+    fields.feed(page.text)
+    field = fields.attrs["name:next_visit_on"]
+    assert field["type"] == "date" and fields.block["name:next_visit_on"] == "f-next_visit_on"
+    assert "下次随访日期" in fields.text["f-next_visit_on"]  # its label
+    hint_id = field.get("aria-describedby")
+    assert hint_id, "下次随访日期 has no description"
+    hint = " ".join(fields.text[hint_id].split())
+    assert hint == NEXT_VISIT_HINT and fields.block[f"id:{hint_id}"] == "f-next_visit_on"
+    assert "不会推迟" in hint and "按此日期安排" in hint  # the spec's sentence, in Chinese

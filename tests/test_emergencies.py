@@ -155,8 +155,8 @@ def test_police_open_for_their_own_patient_and_403_otherwise(web):
     # police cannot write the diagnosis
     bad = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "police"), json={**OPEN, "diagnosis": "x"})
     assert bad.status_code == 422 and bad.json()["issues"][0]["code"] == "UNKNOWN_FIELD"
-    # civil affairs may not open one; another township's doctor cannot read it
-    assert client.post("/api/patients/P3/emergencies", headers=auth(tokens, "civil"), json=OPEN).status_code == 403
+    # civil affairs may not open one for a patient outside its lists; another township's doctor cannot read it
+    assert client.post("/api/patients/P1/emergencies", headers=auth(tokens, "civil"), json=OPEN).status_code == 403
     eid = r.json()["id"]
     assert client.get(f"/api/emergencies/{eid}", headers=auth(tokens, "doc2")).status_code == 403
     assert client.get(f"/api/emergencies/{eid}", headers=auth(tokens, "doc")).status_code == 200
@@ -166,6 +166,131 @@ def test_police_open_for_their_own_patient_and_403_otherwise(web):
     assert "精神分裂症" not in client.get(f"/api/emergencies/{eid}", headers=auth(tokens, "police")).text
     client.cookies.set("jf_session", tokens["police"])
     assert "精神分裂症" not in client.get(f"/emergencies/{eid}").text
+
+
+# ----------------------------------------------------------------------------- every team member opens (rules.md §9)
+
+
+def _team_accounts(database) -> dict[str, str]:
+    """Village, 综治 and linked accounts next to web_support's users (rules.md §6.1): a linked account works
+    from its own patients; M-POL2 / M-CIV2 are members responsible for no patient. Returns their tokens."""
+    from sqlmodel import Session
+    from web_support import _HASH
+
+    from registry.accounts import User
+    from registry.models import TeamMember
+
+    extra = {"vil": ("village", "V1", None), "vil_t": ("village", "T1", None), "gov": ("governance", "T1", None),
+             "pol_m": ("police", "T1", "M-POL"), "pol_x": ("police", "T1", "M-POL2"),
+             "civ_m": ("civil_affairs", "T1", "M-CIV"), "civ_x": ("civil_affairs", "T1", "M-CIV2"),
+             "vil_m": ("village", "V1", "M-VIL")}
+    with Session(database.engine) as s:
+        s.add_all([TeamMember(member_id="M-POL2", name="钱警官", role="police", phone="0750-1101", region_code="T1"),
+                   TeamMember(member_id="M-CIV2", name="吴专干", role="civil_affairs", phone="0750-1301", region_code="T1")])
+        s.flush()
+        for name, (role, region, member) in extra.items():
+            s.add(User(username=name, password_hash=_HASH[0], role=role, region_code=region, display_name=name,
+                       member_id=member))
+        s.commit()
+    return {name: session_token(database.engine, name) for name in extra}
+
+
+# (account, the patient it may open one for, patients outside its scope): P1 is on the police lists (V1) and
+# has a task requiring police and village; P3 (V2) is on the civil-affairs list; P4 is another township's
+TEAM_CASES = [
+    ("doc", "P2", ["P4", "NOPE"]),
+    ("police", "P1", ["P2", "P3", "P4"]),
+    ("vil", "P1", ["P2", "P3", "P4"]),
+    ("vil_t", "P1", ["P3", "P4"]),
+    ("civil", "P3", ["P1", "P2", "P4"]),
+    ("pol_m", "P1", ["P3"]),
+    ("civ_m", "P3", ["P1"]),
+    ("vil_m", "P1", ["P3"]),
+    ("pol_x", None, ["P1"]),  # linked to a member responsible for nobody: no patient of its own (§6.1)
+    ("civ_x", None, ["P3"]),
+]
+
+
+@time_machine.travel(NOW, tick=False)
+def test_every_team_role_opens_one_for_its_own_patients_only(web):
+    """rules.md §9: anyone on the patient's team opens the record — doctor, police, village, civil affairs —
+    each within the scope it reads the patient in (a linked account: its own patients, §6.1); audited and
+    alerted (§12); 综治 and the county admin are not team members."""
+    from schedules.alerts import detect
+
+    client, tokens, database = web
+    tokens = {**tokens, **_team_accounts(database)}
+    opened = []
+    for user, allowed, denied in TEAM_CASES:
+        for patient in denied:
+            r = client.post(f"/api/patients/{patient}/emergencies", headers=auth(tokens, user), json=OPEN)
+            assert r.status_code == 403 and r.json()["error"] == "PATIENT_FORBIDDEN", (user, patient, r.text)
+        if allowed is None:
+            continue
+        r = client.post(f"/api/patients/{allowed}/emergencies", headers=auth(tokens, user), json=OPEN)
+        assert r.status_code == 201, (user, r.text)
+        assert r.json()["opened_by"] == user and ("diagnosis" in r.json()) == (user == "doc")  # rules.md §8
+        opened.append((user, allowed, r.json()["id"]))
+    for user in ("gov", "admin"):
+        r = client.post("/api/patients/P1/emergencies", headers=auth(tokens, user), json=OPEN)
+        assert r.status_code == 403 and r.json()["error"] == "ROLE_FORBIDDEN"
+    assert count(database) == len(opened)
+    with database.engine.connect() as conn:
+        written = conn.execute(sa.text("SELECT actor, object_id, detail FROM audit_log WHERE object_type = 'emergency'"
+                                       " AND action = 'write' ORDER BY id")).all()
+    assert [tuple(w) for w in written] == [(u, f"{p}/{eid}", "应急处置登记") for u, p, eid in opened]
+    assert detect(database.engine)["emergency_opened"] == len(opened)  # each opening alerted once (§12)
+    assert detect(database.engine)["emergency_opened"] == 0
+
+
+@time_machine.travel(NOW, tick=False)
+def test_village_and_civil_affairs_open_the_doctor_or_police_complete(web):
+    """An opening-only account writes the event's fields, reads the records it opened and cannot complete
+    them; the doctor (or the police) completes the record [decision, rules.md §9]."""
+    client, tokens, database = web
+    tokens = {**tokens, **_team_accounts(database)}
+    for field, value in (("ended_at", "2026-06-10 08:50"), ("measures", ["counselling"]), ("effect", "好转"),
+                         ("filled_by", "赵网格员"), ("police_signed_by", "刘警官"), ("diagnosis", "x")):
+        r = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "vil"), json={**OPEN, field: value})
+        assert r.status_code == 422 and r.json()["issues"][0]["code"] == "UNKNOWN_FIELD", field
+    assert count(database) == 0
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "vil"),
+                      json={**OPEN, "participant_police": "刘警官"}).json()["id"]
+    other = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json=OPEN).json()["id"]
+    assert client.get(f"/api/emergencies/{eid}", headers=auth(tokens, "vil")).status_code == 200
+    denied = client.get(f"/api/emergencies/{other}", headers=auth(tokens, "vil"))  # not its own record
+    assert denied.status_code == 403 and denied.json()["error"] == "PATIENT_FORBIDDEN"
+    assert client.get(f"/api/emergencies/{eid}", headers=auth(tokens, "vil_m")).status_code == 403
+    r = client.patch(f"/api/emergencies/{eid}", headers=auth(tokens, "vil"), json={"effect": "好转"})
+    assert r.status_code == 403 and r.json()["error"] == "ROLE_FORBIDDEN"
+    done = client.patch(f"/api/emergencies/{eid}", headers=auth(tokens, "doc"), json=COMPLETE)
+    assert done.status_code == 200 and done.json()["complete"] is True
+    assert client.patch(f"/api/emergencies/{eid}", headers=auth(tokens, "police"), json={"effect": "好转，已回家"}).status_code == 200
+    # the page: the button on the patient page, the form without the completion, the record read-only
+    client.cookies.set("jf_session", tokens["vil"])
+    patient = client.get("/patients/P1")
+    assert patient.status_code == 200 and "/patients/P1/emergencies/new" in patient.text
+    form = client.get("/patients/P1/emergencies/new")
+    assert form.status_code == 200 and 'name="situations"' in form.text and 'name="scene"' in form.text
+    for hidden in ("ended_at", "measures", "effect", "filled_by", "police_signed_by", "diagnosis"):
+        assert f'name="{hidden}"' not in form.text
+    assert "由精防医生或民警在24小时内补全" in form.text
+    csrf = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+    r = client.post("/patients/P1/emergencies/new", data={"csrf_token": csrf, "situations": ["3"],
+                                                           "reported_at": "2026-06-10T07:30", "place": "村委会"},
+                    follow_redirects=False)
+    assert r.status_code == 303, r.text
+    mine = client.get(r.headers["location"])
+    assert mine.status_code == 200 and "村委会" in mine.text and "<fieldset disabled>" in mine.text
+    assert "精防医生或民警须在报告时间后24小时内" in mine.text
+    listed = client.get("/patients/P1/emergencies")
+    assert listed.status_code == 200 and f"/emergencies/{other}\"" not in listed.text and f"/emergencies/{eid}\"" in listed.text
+    for user in ("gov", "pol_x"):  # 综治 reads P1 but is no team member; pol_x does not read P1
+        client.cookies.set("jf_session", tokens[user])
+        page = client.get("/patients/P1")
+        assert "/emergencies/new" not in page.text
+    client.cookies.set("jf_session", tokens["gov"])
+    assert client.get("/patients/P1/emergencies/new").status_code == 403
 
 
 # ----------------------------------------------------------------------------- the 24-hour deadline
@@ -320,6 +445,13 @@ def test_post_emergency_task_due_and_closed_by_a_home_visit(web, incremental):
     generate(database.engine, as_of=TODAY, incremental=incremental)
     (task,) = _tasks(database)
     assert (task.status, task.close_reason) == ("done", "home_visit")
+    # a joint task (rules.md §6, §6.2): closed by that home visit, nobody else recorded → 联合未到位
+    with database.engine.connect() as conn:
+        home = conn.execute(sa.text("SELECT id FROM follow_up WHERE patient_id = 'P1' AND mode = 2"
+                                    " AND visit_on = :d"), {"d": date(2026, 6, 10)}).scalar_one()
+        closed = conn.execute(sa.text("SELECT closed_by, joint_outcome, missing_roles FROM visit_task"
+                                      " WHERE kind = 'post_emergency'")).one()
+    assert tuple(closed) == (home, "incomplete", "police,village")
 
 
 # ----------------------------------------------------------------------------- ledger

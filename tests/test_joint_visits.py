@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session
 
-from registry import joint_visits
+from registry import emergencies, joint_visits
 from registry.codes import AttendanceSource, JointOutcome
 from registry.models import FollowUp, FollowUpParticipant, Patient, Region, TeamMember, VisitTask
 from schedules.generation import generate
@@ -182,6 +182,14 @@ def test_joint_outcome_pure():
     assert out(("doctor", "police", "village"), 2, ("police", "village")) == (JointOutcome.COMPLETE, ())
     assert out(("doctor", "civil_affairs"), 2, ("police",)) == (JointOutcome.INCOMPLETE, ("civil_affairs",))
     assert out(("doctor", "civil_affairs"), None, ("civil_affairs",)) == (JointOutcome.INCOMPLETE, ("civil_affairs",))
+    # the doctor: present unless recorded absent (and not also recorded present); first among the missing
+    full = ("doctor", "police", "village")
+    assert out(full, 2, ("police", "village"), ("doctor",)) == (JointOutcome.INCOMPLETE, ("doctor",))
+    assert out(full, 2, ("police",), ("doctor", "village")) == (JointOutcome.INCOMPLETE, ("doctor", "village"))
+    assert out(full, 2, ("doctor", "police", "village"), ("doctor",)) == (JointOutcome.COMPLETE, ())
+    assert out(full, 2, ("police", "village"), ()) == (JointOutcome.COMPLETE, ())  # no doctor row: there
+    assert out(full, 3, (), ("doctor",)) == (JointOutcome.INCOMPLETE, ("doctor", "police", "village"))
+    assert out(("doctor",), 2, (), ("doctor",)) == (None, ())  # doctor only: still not a joint task
 
 
 def test_attendee_record_beats_the_doctors():
@@ -211,17 +219,25 @@ ROLE_SETS = st.sampled_from(["doctor", "doctor,police,village", "doctor,civil_af
 
 @st.composite
 def cases(draw):
-    """One patient (registered on day ``reg``), some follow-ups and participants, some closed tasks."""
+    """One patient (registered on day ``reg``), some follow-ups (complete or not) and participants
+    (the doctor's row too), some closed visit tasks and post-emergency tasks."""
     reg = draw(st.integers(0, 5))
     n = draw(st.integers(1, 6))
-    fus = [{"id": i + 1, "visit_on": DAY0 + timedelta(days=draw(st.integers(0, 10))), "mode": draw(st.sampled_from([1, 2, 3, None]))}
+    fus = [{"id": i + 1, "visit_on": DAY0 + timedelta(days=draw(st.integers(0, 10))), "mode": draw(st.sampled_from([1, 2, 2, 3, None])),
+            "risk_level": draw(st.sampled_from([None, 0, 3])), "lost_reason": draw(st.sampled_from([None, None, 1])),
+            "hospital_status": draw(st.sampled_from([None, 0, 1]))}
            for i in range(n)]
-    # per person (rules.md §6.2): per role none, the unnamed row and/or members, each present or not
+    # per person (rules.md §6.2): per role (the doctor too) none, the unnamed row and/or members,
+    # each present or not
     parts = [{"follow_up_id": fu["id"], "role": r, "member_id": m, "attended": draw(st.booleans())}
-             for fu in fus for r in ROLES for m in (None, f"M-{r}", f"M-{r}-2") if draw(st.booleans())]
+             for fu in fus for r in ("doctor",) + ROLES for m in (None, f"M-{r}", f"M-{r}-2") if draw(st.booleans())]
     tasks = []
     for k in range(draw(st.integers(1, 4))):
-        if draw(st.booleans()):
+        kind = draw(st.sampled_from(["follow_up", "retry", "first_visit", "post_emergency", "post_emergency"]))
+        if kind == "post_emergency":  # basis_on: the emergency's end date (rules.md §9)
+            basis_on = DAY0 + timedelta(days=draw(st.integers(0, 10)))
+            basis = f"emergency:{k}"
+        elif draw(st.booleans()):
             basis_fu = draw(st.sampled_from(fus))
             basis, basis_on = f"follow_up:{basis_fu['id']}", basis_fu["visit_on"]
         else:
@@ -229,15 +245,15 @@ def cases(draw):
             basis = f"registration:{basis_on.isoformat()}"
         if any(x["basis"] == basis for x in tasks):
             continue
-        tasks.append({"id": k + 1, "basis": basis, "basis_on": basis_on, "roles": draw(ROLE_SETS),
-                      "kind": draw(st.sampled_from(["follow_up", "retry", "first_visit"]))})
+        roles = "doctor,police,village" if kind == "post_emergency" else draw(ROLE_SETS)
+        tasks.append({"id": k + 1, "basis": basis, "basis_on": basis_on, "roles": roles, "kind": kind})
     return reg, fus, parts, tasks
 
 
 def test_closing_rule_matches_its_sql_twin(database):
     t = VisitTask.__table__
 
-    @TWIN_SETTINGS
+    @settings(TWIN_SETTINGS, max_examples=50)
     @given(case=cases())
     def check(case):
         reg, fus, parts, tasks = case
@@ -245,7 +261,7 @@ def test_closing_rule_matches_its_sql_twin(database):
         with scratch(database.engine) as conn:
             conn.execute(sa.insert(Region.__table__), [{"code": "V", "name": "村", "level": "village"}])
             conn.execute(sa.insert(TeamMember.__table__), [{"member_id": m, "name": m, "role": r, "region_code": "V"}
-                                                          for r in ROLES for m in (f"M-{r}", f"M-{r}-2")])
+                                                          for r in ("doctor",) + ROLES for m in (f"M-{r}", f"M-{r}-2")])
             conn.execute(sa.insert(Patient.__table__), [{"patient_id": "P", "name": "x", "sex": 1, "birth_date": D("1980-01-01"),
                                                           "village_code": "V", "diagnosis": "schizophrenia",
                                                           "registered_on": registered_on}])
@@ -260,12 +276,16 @@ def test_closing_rule_matches_its_sql_twin(database):
         attempts = [SimpleNamespace(**f) for f in fus]
         expected = {}
         for x in tasks:
-            closing = joint_visits.closing_follow_up(x["basis"], x["basis_on"], registered_on, attempts)
+            if x["kind"] == "post_emergency":
+                closing = emergencies.closing_post_emergency(x["basis_on"], attempts)
+            else:
+                closing = joint_visits.closing_follow_up(x["basis"], x["basis_on"], registered_on, attempts)
             if closing is None:
                 expected[x["id"]] = (None, None, "")
                 continue
             present = [p["role"] for p in parts if p["follow_up_id"] == closing.id and p["attended"]]
-            outcome, missing = joint_visits.joint_outcome(x["roles"].split(","), closing.mode, present)
+            absent = [p["role"] for p in parts if p["follow_up_id"] == closing.id and not p["attended"]]
+            outcome, missing = joint_visits.joint_outcome(x["roles"].split(","), closing.mode, present, absent)
             expected[x["id"]] = (closing.id, outcome.value if outcome else None, ",".join(missing))
         assert got == expected, (case, got, expected)
 
@@ -524,3 +544,130 @@ def test_monthly_report_ranks_townships_by_joint_visit_complete_rate(database):
         return ChildRow(0, code, code, 0, cells_for(values))
     ranked = joint_ranking([row("A", 0, 0), row("B", 1, 2), row("C", 2, 4), row("D", 3, 3)])
     assert [r.code for r in ranked] == ["D", "C", "B", "A"]
+
+
+# ---------------------------------------------------------------------------- the doctor (rules.md §6: always required)
+
+
+def test_doctor_recorded_absent_is_missing_first_no_doctor_row_is_there(database):
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    absent = add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"doctor": False, "police": True, "village": True})
+    part = add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"doctor": False, "village": True})
+    plain = add_visit(engine, "P-PHONE", "2026-02-10", mode=2, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    [a] = closed_tasks(engine, "P-HOME")
+    assert (a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (absent, "incomplete", "doctor")
+    [b] = closed_tasks(engine, "P-PART")
+    assert (b["closed_by"], b["joint_outcome"], b["missing_roles"]) == (part, "incomplete", "doctor,police")
+    [c] = closed_tasks(engine, "P-PHONE")  # no doctor row: the doctor who records it was there
+    assert (c["closed_by"], c["joint_outcome"], c["missing_roles"]) == (plain, "complete", "")
+    # the doctor's row corrected to present: 到位 (the same rule, on an attendance change)
+    fp = FollowUpParticipant.__table__
+    with engine.begin() as conn:
+        conn.execute(sa.update(fp).where(fp.c.follow_up_id == absent, fp.c.role == "doctor").values(attended=True))
+        joint_visits.refresh_for_follow_ups(conn, [absent])
+    [a] = closed_tasks(engine, "P-HOME")
+    assert (a["joint_outcome"], a["missing_roles"]) == ("complete", "")
+    # the 风险预警单 names the doctor among the missing
+    from schedules.lists import build_lists
+
+    [risk] = [wl for wl in build_lists(engine, township_code="T", week=D("2026-02-16"))["lists"] if wl.slug == "risk"]
+    reasons = {r["patient_id"]: r["reasons"] for r in risk.rows}
+    assert "联合未到位（未到：精防医生、民警）" in reasons["P-PART"]
+
+
+def test_doctor_only_task_stays_no_joint_task_when_the_doctor_is_recorded_absent(database):
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})  # next task: doctor only
+    generate(engine, as_of=D("2026-02-11"))
+    later = add_visit(engine, "P-HOME", "2026-02-20", mode=2, present={"doctor": False})
+    generate(engine, as_of=D("2026-02-21"))
+    tasks = closed_tasks(engine, "P-HOME")
+    [doctor_only] = [x for x in tasks if x["closed_by"] == later]
+    assert (doctor_only["roles"], doctor_only["joint_outcome"], doctor_only["missing_roles"]) == ("doctor", None, None)
+
+
+# ---------------------------------------------------------------------------- post-emergency visits (rules.md §9)
+
+
+def add_emergency(engine, pid: str, ended: str) -> int:
+    from datetime import datetime
+
+    from registry.models import Emergency
+
+    with Session(engine) as s:
+        e = Emergency(patient_id=pid, situations="3", reported_at=datetime.fromisoformat(ended + " 08:00"),
+                      started_at=datetime.fromisoformat(ended + " 08:10"), ended_at=datetime.fromisoformat(ended + " 09:00"),
+                      measures="counselling", effect="已控制", opened_by="doc")
+        s.add(e)
+        s.commit()
+        return e.id
+
+
+def post_emergency_task(engine, pid: str) -> dict:
+    t = VisitTask.__table__
+    with engine.connect() as conn:
+        [row] = conn.execute(sa.select(t).where(t.c.patient_id == pid, t.c.kind == "post_emergency")).mappings().all()
+        return dict(row)
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_post_emergency_visit_is_a_joint_task_assessed_counted_and_listed(database, incremental):
+    from registry.rates.compute import compute_rates
+    from registry.web.joint_visits import incomplete_rows
+    from schedules.lists import build_lists
+
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    for pid in ("P-HOME", "P-PART", "P-PHONE"):
+        add_emergency(engine, pid, "2026-02-05")
+    generate(engine, as_of=D("2026-02-06"), incremental=incremental)
+    assert {post_emergency_task(engine, pid)["roles"] for pid in ("P-HOME", "P-PART", "P-PHONE")} == {"doctor,police,village"}
+    home = add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})
+    part = add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": False, "village": True})
+    add_visit(engine, "P-PHONE", "2026-02-10", mode=3, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-11"), incremental=incremental)
+    a = post_emergency_task(engine, "P-HOME")
+    assert (a["status"], a["closed_by"], a["joint_outcome"], a["missing_roles"]) == ("done", home, "complete", "")
+    b = post_emergency_task(engine, "P-PART")
+    assert (b["status"], b["closed_by"], b["joint_outcome"], b["missing_roles"]) == ("done", part, "incomplete", "police")
+    # a phone call does not close it (rules.md §9: a complete home visit does): open, not yet assessed
+    c = post_emergency_task(engine, "P-PHONE")
+    assert (c["status"], c["closed_by"], c["joint_outcome"]) == ("open", None, None)
+    # joint_visit_complete_rate counts it: P-HOME's two tasks 到位; P-PART's two and P-PHONE's follow-up task not
+    got = compute_rates(engine, month="2026-02", today=D("2026-03-10"))["indicators"]["joint_visit_complete_rate"]
+    assert (got["numerator"], got["denominator"]) == (2, 5)
+    # 风险预警单 and the supervisor's page
+    [risk] = [wl for wl in build_lists(engine, township_code="T", week=D("2026-02-16"))["lists"] if wl.slug == "risk"]
+    reasons = {r["patient_id"]: r["reasons"] for r in risk.rows}
+    assert "联合未到位（未到：民警）" in reasons["P-PART"]
+    assert "联合未到位" not in reasons.get("P-HOME", "")
+    rows = {r["patient_id"]: r["missing"] for r in incomplete_rows(engine, "T", "township")}
+    assert rows["P-PART"] == "民警" and "P-HOME" not in rows
+    # the officer records later that they were there: the post-emergency task follows (same rule)
+    fp = FollowUpParticipant.__table__
+    with engine.begin() as conn:
+        conn.execute(sa.update(fp).where(fp.c.follow_up_id == part, fp.c.role == "police").values(attended=True))
+        joint_visits.refresh_for_follow_ups(conn, [part])
+    b = post_emergency_task(engine, "P-PART")
+    assert (b["joint_outcome"], b["missing_roles"]) == ("complete", "")
+
+
+def test_post_emergency_closed_by_the_first_home_visit_a_phone_call_after_it_changes_nothing(database):
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    add_emergency(engine, "P-HOME", "2026-02-05")
+    generate(engine, as_of=D("2026-02-06"))
+    before = add_visit(engine, "P-HOME", "2026-02-04", mode=2, present={"police": True, "village": True})  # before the end
+    first = add_visit(engine, "P-HOME", "2026-02-09", mode=2, present={"village": True})
+    add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    a = post_emergency_task(engine, "P-HOME")
+    assert before != first
+    assert (a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (first, "incomplete", "police")

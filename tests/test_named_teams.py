@@ -253,3 +253,97 @@ def test_cli_links_an_account_to_its_member(linked):
         user = s.get(User, "police")
         assert user.supervisor and user.member_id is None
     run("user", "supervisor", "doc", *db, code=1)
+
+
+# ---------------------------------------------------------------- one primary per region and role (rules.md §6.1)
+
+from datetime import date as _date
+
+import sqlalchemy as sa
+
+from registry.errors import ImportRejected
+from registry.importing import import_path
+
+REGIONS = "code,name,level,parent_code,population\nC,县,county,,\nT,镇,township,C,\nV,村,village,T,1000\nW,西村,village,T,800\n"
+HEADER = "member_id,name,role,phone,region_code,primary\n"
+
+
+def _team_file(tmp_path: Path, name: str, rows: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "regions.csv").write_text(REGIONS, "utf-8")
+    (folder / "team_members.csv").write_text(HEADER + rows, "utf-8")
+    return folder
+
+
+def _primaries(database) -> set[tuple[str, str, str]]:
+    with database.engine.connect() as conn:
+        return {tuple(r) for r in conn.execute(sa.text(
+            'SELECT member_id, region_code, role FROM team_member WHERE "primary" = :t'), {"t": True})}
+
+
+def _import(database, folder: Path, **kw):
+    return import_path(database.engine, folder, today=_date(2026, 6, 10), **kw)
+
+
+def _refused(database, folder: Path) -> list:
+    with pytest.raises(ImportRejected) as info:
+        _import(database, folder)
+    return info.value.issues
+
+
+def test_two_primaries_for_one_region_and_role_are_refused(database, tmp_path):
+    """Two rows marking a primary for (T, 民警): the second is refused with DUPLICATE_PRIMARY naming the file,
+    the row, the region, the role and the other member; nothing written (all-or-nothing); with
+    ``skip_invalid`` the first stays the primary and the responsible member."""
+    rows = "M1,王医生,doctor,0750-1,T,1\nM2,李警官,police,0750-2,T,1\nM3,赵警官,police,0750-3,T,1\nM4,张网格,village,0750-4,V,1\n"
+    folder = _team_file(tmp_path, "two", rows)
+    issues = _refused(database, folder)
+    assert [(i.code, i.file, i.line, i.column) for i in issues] == [("DUPLICATE_PRIMARY", "team_members.csv", 4, "primary")]
+    message = issues[0].message
+    for part in ("team_members.csv", "第4行", "M3", "第3行的成员 M2", "地区 T", "民警主责成员"):
+        assert part in message, (part, message)
+    assert database.count("team_member") == 0
+    result = _import(database, folder, skip_invalid=True)
+    assert [i.code for i in result.issues] == ["DUPLICATE_PRIMARY"]
+    assert _primaries(database) == {("M1", "T", "doctor"), ("M2", "T", "police"), ("M4", "V", "village")}
+    assert database.count("team_member") == 3  # M3's row skipped
+
+
+def test_a_stored_primary_counts_and_moving_or_re_marking_it_works(database, tmp_path):
+    """Rows already stored count: a new primary beside the stored one is refused (naming it); moving the
+    primary in one file (old row 0, new row 1) and re-marking the current primary are accepted."""
+    _import(database, _team_file(tmp_path, "first", "M2,李警官,police,0750-2,T,1\nM3,赵警官,police,0750-3,T,0\n"
+                                                    "M4,张网格,village,0750-4,V,1\n"))
+    issues = _refused(database, _team_file(tmp_path, "beside", "M5,孙警官,police,0750-5,T,1\n"))
+    assert [i.code for i in issues] == ["DUPLICATE_PRIMARY"] and "已入库的成员 M2" in issues[0].message
+    another_region = _team_file(tmp_path, "west", "M5,孙警官,police,0750-5,W,1\nM6,周网格,village,0750-6,W,1\n")
+    _import(database, another_region)  # another region, or another role: no clash
+    _import(database, _team_file(tmp_path, "move", "M2,李警官,police,0750-2,T,0\nM3,赵警官,police,0750-3,T,1\n"))
+    assert ("M3", "T", "police") in _primaries(database) and ("M2", "T", "police") not in _primaries(database)
+    _import(database, _team_file(tmp_path, "again", "M3,赵警官,police,0750-3,T,1\n"))  # only the current primary
+    _import(database, _team_file(tmp_path, "swap", "M2,李警官,police,0750-2,T,1\nM3,赵警官,police,0750-3,T,1\n"),
+            skip_invalid=True)  # the current primary marked again wins over the file's order
+    assert {p for p in _primaries(database) if p[1:] == ("T", "police")} == {("M3", "T", "police")}
+
+
+def test_a_skipped_row_keeps_its_member_as_stored_and_may_refuse_another(database, tmp_path):
+    """With ``skip_invalid`` a row refused for any reason leaves its member as stored: the demotion of the
+    stored primary in a bad row does not happen, so the new primary is refused too; a member moving away
+    whose move is refused stays the primary where it was (checked until nothing changes)."""
+    _import(database, _team_file(tmp_path, "first", "M2,李警官,police,0750-2,T,1\nM4,张网格,village,0750-4,V,1\n"
+                                                    "M7,吴网格,village,0750-7,W,1\n"))
+    folder = _team_file(tmp_path, "bad", "M2,李警官,police,0750-2,NOPE,0\nM3,赵警官,police,0750-3,T,1\n"
+                                         "M4,张网格,village,0750-4,W,1\nM8,郑网格,village,0750-8,V,1\n")
+    result = _import(database, folder, skip_invalid=True)
+    assert sorted((i.code, i.line) for i in result.issues) == [
+        ("DUPLICATE_PRIMARY", 3), ("DUPLICATE_PRIMARY", 4), ("DUPLICATE_PRIMARY", 5), ("UNKNOWN_REGION", 2)]
+    assert _primaries(database) == {("M2", "T", "police"), ("M4", "V", "village"), ("M7", "W", "village")}
+
+
+def test_duplicate_primary_through_the_command_line(database, tmp_path):
+    """The CLI prints the Chinese message with the file and the row; exit 1, nothing written."""
+    folder = _team_file(tmp_path, "cli", "M2,李警官,police,0750-2,T,1\nM3,赵警官,police,0750-3,T,1\n")
+    out = run("import", str(folder), "--db", database.url, code=1)
+    assert "DUPLICATE_PRIMARY" in out or "主责成员" in out
+    assert "第3行" in out and "M2" in out and database.count("team_member") == 0

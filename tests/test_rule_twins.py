@@ -1,7 +1,7 @@
 """规则孪生 Each rule's Python form and its SQL twin agree on random rows, on both databases.
 
 The rule homes: ``registry.rules`` (complete, face-to-face, classification, stable),
-``registry.register`` (在册, 应管, cancel reason, 居家) and ``registry.attempts`` (the order:
+``registry.register`` (在册, 应管, cancel reason, consent and the health check's, 居家) and ``registry.attempts`` (the order:
 latest attempt, latest and previous complete, the MAX key). Harness: ``tests/twins.py``.
 """
 
@@ -67,7 +67,16 @@ REGISTER_RULES = {
                  lambda p, d: truth(register.eligible_sql(p, d))),
     "cancel_reason": (lambda r, d: register.cancel_reason(r.status, r.status_on, r.report_type, r.consent, d),
                       register.cancel_reason_sql),
+    # rules.md §5: the health check needs consent whatever the report type (audit gap 7)
+    "consents": (lambda r, d: register.consents(r.consent), lambda p, d: truth(register.consents_sql(p))),
+    "health_check_owed": (
+        lambda r, d: register.health_check_owed(r.registered_on, r.status, r.status_on, r.report_type, r.consent, d),
+        lambda p, d: truth(register.health_check_owed_sql(p, d))),
+    "health_check_cancel_reason": (
+        lambda r, d: register.health_check_cancel_reason(r.status, r.status_on, r.report_type, r.consent, d),
+        register.health_check_cancel_reason_sql),
 }
+REASON_RULES = ("cancel_reason", "health_check_cancel_reason")  # compared as values, the others as truth
 
 
 @pytest.mark.parametrize("rule", sorted(REGISTER_RULES))
@@ -83,7 +92,7 @@ def test_register_rule_matches_its_sql_twin(database, rule):
             stored = {r.patient_id: r for r in conn.execute(sa.select(p))}
             got = sql_values(conn, p.c.patient_id, sql_rule(p, as_of))
         expected = {k: python_rule(r, as_of) for k, r in stored.items()}
-        if rule != "cancel_reason":
+        if rule not in REASON_RULES:
             got, expected = as_bool(got), {k: bool(v) for k, v in expected.items()}
         assert got == expected
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from jingfang.cli import app
+from registry.clock import now_utc
 from registry.db import make_engine
 from registry.models import FollowUp, HealthCheck, Patient
 from registry.rules import classification_of
@@ -208,6 +209,31 @@ def test_death_move_and_refusal_cancel_with_reason(database, sharding, small_cou
         ("C1", "health_check", "cancelled", "consent_refused"),
         ("C1", "locate", "cancelled", "consent_refused"),
     ]
+
+
+def test_type1_patient_without_consent_loses_only_the_health_check(database, sharding, small_county):
+    """rules.md §1: a type-1 (发病报告) patient is managed without consent; §5: the annual health check
+    is for patients with consent (audit gap 7). B's consent is withdrawn after a run: the incremental
+    run cancels the open health check (``consent_refused``) and keeps the first visit; a full run
+    from scratch agrees with the planner, and plans no health check for B."""
+    cli("import", small_county, "--db", database.url)
+    generate(database.engine, as_of=D("2026-06-10"))
+    with database.engine.begin() as conn:
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "B").values(report_type=1, consent=0,
+                                                                                       updated_at=now_utc()))
+    counts = generate(database.engine, as_of=D("2026-06-15"), incremental=True)
+    assert counts["mode"] == "incremental" and counts["cancelled"] == 1
+    t = VisitTask.__table__
+    with database.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.kind, t.c.status, t.c.close_reason).where(t.c.patient_id == "B")
+                            .order_by(t.c.kind)).all()
+    assert [tuple(r) for r in rows] == [("first_visit", "open", None), ("health_check", "cancelled", "consent_refused")]
+    with database.engine.begin() as conn:
+        conn.execute(sa.delete(VisitTask))
+    generate(database.engine, as_of=D("2026-06-15"), incremental=False)
+    assert stored(database.engine) == planned(database.engine, D("2026-06-15"))
+    assert ("B", "health_check", "year:2026") not in stored(database.engine)
+    assert ("C1", "health_check", "year:2026") in stored(database.engine)
 
 
 def test_health_check_and_injection_close_on_their_own_events(database, sharding, small_county):

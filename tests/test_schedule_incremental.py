@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.clock import now_utc
-from registry.models import FollowUp, HealthCheck, Patient, VisitTask
+from registry.models import Emergency, FollowUp, FollowUpParticipant, HealthCheck, Patient, VisitTask
 from registry.profile import load_profile
 from registry.teams import incident_cutoff
 from schedules.calendar import load_calendar
@@ -66,7 +66,7 @@ def reset(engine) -> None:
     """An empty register (regions and team members stay): each hypothesis example starts afresh."""
     with engine.begin() as conn:
         for table in ("visit_task", "generation_basis", "calendar_day", "health_check", "follow_up_participant",
-                      "follow_up", "care_team_assignment", "patient"):
+                      "follow_up", "emergency", "care_team_assignment", "patient"):
             conn.exec_driver_sql(f"DELETE FROM {table}")
 
 
@@ -96,7 +96,8 @@ class Edit:
 
 edits = st.builds(
     Edit,
-    kind=st.sampled_from(["follow_up", "incident_back", "patient", "health_check", "injection", "calendar"]),
+    kind=st.sampled_from(["follow_up", "incident_back", "patient", "health_check", "injection", "calendar",
+                          "emergency", "home_visit"]),
     who=st.integers(0, 10_000),
     offset=st.integers(-12, 25),  # mostly ahead: rows that take effect when a later step's date reaches them
     choice=st.integers(0, 5),
@@ -113,6 +114,23 @@ def apply(engine, edit: Edit, as_of: date, pids: list[str], seq: int) -> None:
             row = (complete_visit(pid, day, seq, lost=1) if edit.choice == 5 else
                    complete_visit(pid, day, seq, risk=edit.choice % 5, incident=edit.choice == 4))
             conn.execute(sa.insert(FollowUp), [row])
+        elif edit.kind == "home_visit":  # a home visit with attendance (rules.md §6.2): may close a post-emergency visit
+            latest = conn.execute(sa.select(Emergency.patient_id, Emergency.ended_at)
+                                  .order_by(Emergency.id.desc()).limit(1)).first()
+            if latest is not None and edit.choice < 4:  # mostly the patient of the latest emergency, after its end
+                pid, day = latest.patient_id, (max(day, latest.ended_at.date()) if edit.offset % 3 else latest.ended_at.date())
+            row = {**complete_visit(pid, day, seq, risk=edit.choice % 4), "mode": 2}
+            if edit.choice == 5:
+                row["risk_level"] = None  # not complete: closes no post-emergency visit
+            fid = conn.execute(sa.insert(FollowUp).returning(FollowUp.id), [row]).scalar_one()
+            present = {"police": edit.choice % 2 == 0, "village": True, "doctor": edit.choice != 3}
+            conn.execute(sa.insert(FollowUpParticipant), [{"follow_up_id": fid, "role": r, "attended": v, "source": "doctor"}
+                                                         for r, v in present.items() if r != "doctor" or not v])
+        elif edit.kind == "emergency":  # an emergency ended on ``day`` (rules.md §9): a post-emergency visit owed
+            end = datetime.combine(day, datetime.min.time()) + timedelta(hours=9 + edit.choice)
+            conn.execute(sa.insert(Emergency), [{"patient_id": pid, "situations": "3", "reported_at": end - timedelta(hours=1),
+                                                 "ended_at": end, "measures": "counselling", "effect": "已控制",
+                                                 "opened_by": "t", "updated_at": now}])
         elif edit.kind == "incident_back":  # an incident that leaves the 12-month window in a few days
             back = incident_cutoff(PROFILE.roles, as_of + timedelta(days=abs(edit.offset) % 12 + 1)) - timedelta(days=1)
             conn.execute(sa.insert(FollowUp), [complete_visit(pid, back, seq, risk=edit.choice % 3, incident=True)])
@@ -121,7 +139,8 @@ def apply(engine, edit: Edit, as_of: date, pids: list[str], seq: int) -> None:
                 {"status": "dead", "status_on": day},
                 {"status": "moved_out", "status_on": day},
                 {"guardian_name": None if edit.offset % 2 else "新监护人", "economic_status": 1},
-                {"consent": 0, "report_type": 2},
+                # refused consent: type 2 (no tasks) or type 1 (visits, no health check; rules.md §5)
+                {"consent": 0, "report_type": 2 if edit.offset % 2 else 1},
                 {"registered_on": day},
                 {"status": "active", "status_on": None, "consent": 1},
             ][edit.choice]
@@ -146,7 +165,8 @@ SETTINGS = settings(suppress_health_check=[HypothesisHealthCheck.function_scoped
 @SETTINGS
 @given(seed=st.integers(0, 999), plan=steps, start=st.sampled_from([D("2025-11-20"), D("2026-03-03"), D("2026-12-10")]))
 def test_incremental_run_equals_full_run_after_random_edits(database, seed, plan, start):
-    """Each step: random edits, the date moves on (across the 12-month incident boundary of the
+    """Each step: random edits (emergencies and home visits with attendance among them: the
+    post-emergency visit, its closing visit and 到位 / 联合未到位 too), the date moves on (across the 12-month incident boundary of the
     edits, sometimes across New Year), then a full run and — on the same state restored — an
     incremental run: every stored task (open ones with every column, closed and cancelled ones
     with status, reason and stamps) is the same."""

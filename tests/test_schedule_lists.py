@@ -188,3 +188,91 @@ def test_the_weeks_visits_come_first_when_the_june_wave_is_owed(database, small_
     book = load_workbook(out / "2026-06-29_T_1_随访任务单.xlsx")
     assert book.sheetnames == ["1随访任务单", "年度健康体检"]
     assert sum(1 for row in book["年度健康体检"].iter_rows(min_row=3) if str(row[1].value).startswith("H")) == 120
+
+
+def _county_with(small_county, folder, patients_extra: list[dict], followups_extra: list[dict]):
+    """The worked example copied to ``folder`` with extra patients and follow-ups (CSV rows over
+    patient A's and A's first follow-up's columns)."""
+    import csv
+    import shutil
+
+    shutil.copytree(small_county, folder)
+    with open(folder / "patients.csv", newline="", encoding="utf-8") as f:
+        patients = list(csv.DictReader(f))
+    with open(folder / "followups.csv", newline="", encoding="utf-8") as f:
+        followups = list(csv.DictReader(f))
+    template, visit = patients[0], followups[0]
+    patients += [template | row for row in patients_extra]
+    followups += [visit | row for row in followups_extra]
+    for name, rows in (("patients.csv", patients), ("followups.csv", followups)):
+        with open(folder / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder
+
+
+def test_a_refusing_patient_stays_on_the_lists_of_facts(database, small_county, tmp_path):
+    """rules.md §1, §7 (audit gap 1): a refusing type-2 patient stays 在册 and on every list their
+    facts put them on; they have no tasks (rules.md §5), so no task-based row. R2: type 2, consent 0,
+    贫困, no guardian, risk 4 with one 肇事 and 不服药 on 2026-11-25 → 风险预警单, 帮扶救助单 and the
+    服药与针剂单's 依从性差, never the 随访任务单 or the 联合入户单. OK (consenting, the same visit) for
+    comparison. The issued week (the archive the web serves) carries the same rows."""
+    from schedules import archive
+    from schedules.models import ListIssueRow
+
+    folder = _county_with(small_county, tmp_path / "county", [
+        {"patient_id": "R2", "name": "拒管", "registered_on": "2026-01-10", "report_type": "2", "consent": "0",
+         "guardian_name": "", "guardian_phone": "", "economic_status": "1"},
+        {"patient_id": "OK", "name": "同意", "registered_on": "2026-01-10", "report_type": "2", "consent": "1"},
+    ], [
+        {"patient_id": pid, "visit_on": "2026-11-25", "risk_level": "4", "incidents_disturbance": "1", "adherence": "3"}
+        for pid in ("R2", "OK")
+    ])
+    result = runner.invoke(app, ["import", str(folder), "--db", database.url])
+    assert result.exit_code == 0, result.output
+    generate(database.engine, as_of=D("2026-11-30"))
+    data = build_lists(database.engine, township_code="T", week=D("2026-11-30"))
+    lists = {wl.slug: wl for wl in data["lists"]}
+
+    def on(slug):
+        return {r["patient_id"]: r for r in lists[slug].rows + lists[slug].checks}
+
+    risk, help_ = on("risk"), on("assistance")
+    assert risk["R2"]["reasons"] == "最近危险性4级；上周新发肇事/肇祸" and risk["R2"]["risk"] == 4
+    assert risk["OK"]["reasons"] == risk["R2"]["reasons"]
+    assert help_["R2"]["reasons"] == "贫困、无监护人" and help_["R2"]["guardian"] == "无监护人"
+    assert [r["item"] for r in lists["medication"].rows if r["patient_id"] == "R2"] == ["服药依从性差"]
+    # no tasks, so no task-based row (OK owes this year's health check; its visit is due 12-09)
+    assert "R2" not in on("followup") and "R2" not in on("joint")
+    assert on("followup")["OK"]["task"] == "健康体检"
+    # D (type 2, consent 0, no follow-up, guardian, not poor) is on no list: nothing puts them there
+    assert not any("D" in on(slug) for slug in ("followup", "joint", "risk", "medication", "assistance"))
+
+    # the issued week: the CLI issues it (its Monday has come) and the archive keeps R2's rows
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["lists", "--week", "2026-11-30", "--township", "T", "--out", str(out), "--db", database.url])
+    assert result.exit_code == 0, result.output
+    with database.engine.connect() as conn:
+        issue = archive.latest_issue(conn, "T", D("2026-11-30"))
+        assert issue is not None
+        rows = conn.execute(sa.select(ListIssueRow.__table__.c.slug, ListIssueRow.__table__.c.patient_id)
+                            .where(ListIssueRow.__table__.c.issue_id == issue.id)).all()
+    assert {slug for slug, pid in rows if pid == "R2"} == {"risk", "medication", "assistance"}
+
+
+def test_a_patient_refusing_after_their_tasks_were_made_keeps_only_the_facts(database, small_county):
+    """A patient whose consent was withdrawn since the last scheduler run: their still-open tasks
+    stay off the task-based lists (the scheduler cancels them; rules.md §5), their facts stay on
+    (rules.md §1: still 在册). C1: 失访 with a locate task, risk 3 → on the 风险预警单 for risk only."""
+    prepare(database, small_county)
+    with database.engine.begin() as conn:
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "C1").values(consent=0))
+    data = build_lists(database.engine, township_code="T", week=D("2026-06-10"))
+    lists = {wl.slug: wl for wl in data["lists"]}
+    assert "C1" not in {r["patient_id"] for r in lists["followup"].rows + lists["joint"].rows}
+    risk = {r["patient_id"]: r for r in lists["risk"].rows}
+    assert risk["C1"]["reasons"] == "最近危险性3级"
+    med = sorted((r["patient_id"], r["item"]) for r in lists["medication"].rows)
+    assert med == [("A", "服药依从性差"), ("C1", "服药依从性差")]  # the LAI task: cancelled by the next run
+    assert {r["patient_id"] for r in lists["assistance"].rows} == {"B", "C1"}

@@ -118,9 +118,18 @@ def test_section5_no_tasks_for_dead_moved_refusing(kw, reason):
     assert cancel_reason(record, D("2026-03-10")) == reason
 
 
-def test_type1_report_without_consent_is_still_managed():
-    record = rec(att(1, "2026-01-20", risk=0), consent=0, report_type=1)
-    assert [t.kind for t in plan_patient(record, PROFILE, D("2026-03-10"))] == ["follow_up", "health_check"]
+def test_type1_report_without_consent_is_still_managed_without_a_health_check():
+    """rules.md §1: a type-1 (发病报告) patient is managed without consent (visits and injections
+    continue); §5: the annual health check is for patients with consent only (audit gap 7)."""
+    from registry import register
+
+    record = rec(att(1, "2026-01-20", risk=0), consent=0, report_type=1,
+                 lai_drug="x", lai_interval_weeks=4, lai_last_on=D("2026-02-01"))
+    assert [t.kind for t in plan_patient(record, PROFILE, D("2026-03-10"))] == ["follow_up", "injection"]
+    assert register.cancel_reason(record.status, record.status_on, 1, 0, D("2026-03-10")) is None
+    assert register.health_check_cancel_reason(record.status, record.status_on, 1, 0, D("2026-03-10")) == "consent_refused"
+    agreeing = rec(att(1, "2026-01-20", risk=0), consent=1, report_type=1)
+    assert [t.kind for t in plan_patient(agreeing, PROFILE, D("2026-03-10"))] == ["follow_up", "health_check"]
 
 
 def test_dead_after_today_still_planned():

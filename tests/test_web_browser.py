@@ -276,7 +276,8 @@ ROLE_PAGES = {
                "/patients/P1/history", "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue",
                "/my/attendance", "/notices?event=emergency.overdue&township=T1"],  # issue 14
     "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/alerts", "/account/password",
-              "/my/attendance", "/notices?event=lists.weekly&township=T1&week=2026-06-08"],
+              "/my/attendance", "/notices?event=lists.weekly&township=T1&week=2026-06-08",
+              "/patients/P3/emergencies/new"],  # rules.md §9: every team member opens one
     "admin": ["/dashboard", "/worklist", "/worklist?all=1", "/search?q=黄", "/audit", "/patients/P1", "/ledger", "/export",
               "/gaps", "/reward", "/lists/archive?township=T1", "/lists/archive/1/followup", "/joint-visits/incomplete",
               "/alerts",

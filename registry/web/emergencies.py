@@ -1,16 +1,25 @@
 """应急处置 The 应急处置记录单 on the web and the API (rules.md §9) [2026-12].
 
-* Opened from the patient page (``/patients/{id}/emergencies/new``), the API
-  (``POST /api/patients/{id}/emergencies``) or by a police account for a patient on its lists
-  (police scope: ``registry.web.scopes``; any other patient is a 403, as everywhere).
+* Opened (rules.md §9: "by anyone on the patient's team") from the patient page
+  (``/patients/{id}/emergencies/new``) or the API (``POST /api/patients/{id}/emergencies``) by every
+  account role standing for a team member (rules.md §6; ``OPEN_ROLES``): the township doctor, the
+  police, the village (村(社区)干部/网格员) and civil affairs (民政专干), each for a patient in its own
+  scope (``registry.web.scopes``: a list account for the patients on its lists, a linked one for its own
+  patients, rules.md §6.1; any other patient is a 403, as everywhere). 助残员 and 志愿者 have no web
+  account role; 综治 and the county admin are not team members and do not open one.
 * Completed (end time, measures, effect; the police sign-off when police took part) on
-  ``/emergencies/{id}`` or ``PATCH /api/emergencies/{id}`` within 24 hours of the report time;
+  ``/emergencies/{id}`` or ``PATCH /api/emergencies/{id}`` within 24 hours of the report time, by the
+  doctor who fills in the record or the police (``COMPLETE_ROLES`` [decision]: the record holds "the
+  doctor who filled it in" and the police sign-off). A village or civil-affairs account opens with the
+  event's fields only (``OPENING_ONLY_FIELDS`` are refused as ``UNKNOWN_FIELD``) and reads only the
+  records it opened itself (rules.md §8: only what its list needs); the doctor, the police and the
+  county admin read every record of their patients (``READ_ROLES``).
   ``/emergencies/overdue`` lists the records past that deadline (rules in ``registry.emergencies``).
 * One validation path (``registry.validation.validate_emergency``) for form and API; a refused
   write writes nothing. Each write is one transaction with its audit row; the opening is alerted
   by the real-time detector (``schedules.alerts``, rules.md §12), the 24-hour overdue by
   ``schedules.notify.queue_overdue_emergency_alerts``; then the patient's tasks are replanned (the ``post_emergency`` visit, ``schedules.generation``).
-* Police never write nor read the diagnosis (rules.md §8). Every read is audited.
+* Police, village and civil affairs never write nor read the diagnosis (rules.md §8). Every read is audited.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ from registry.accounts import UserRole
 from registry.clock import now_utc
 from registry.errors import InvalidInput, NotFound, PermissionDenied
 from registry.models import Emergency, Patient, utcnow
-from registry.validation import EMERGENCY_FIELDS, EMERGENCY_MEDICAL_FIELDS, PatientFacts, validate_emergency
+from registry.validation import (EMERGENCY_COMPLETION_FIELDS, EMERGENCY_FIELDS, EMERGENCY_MEDICAL_FIELDS, PatientFacts,
+                                 validate_emergency)
 from registry.web import forms
 from registry.web.api import ERRORS, WriteBody, body_checked, write_body
 from registry.web.auth import Current, client_ip, current
@@ -40,16 +50,35 @@ from registry.web.writes import _check_types, _clean, _reject, refresh_schedule
 router = APIRouter()
 # authentication before body validation (an anonymous call is 401 whatever it sends), as in registry.web.api
 api = APIRouter(prefix="/api", responses=ERRORS, dependencies=[Depends(api_user)])
-WRITE_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value)  # rules.md §9: anyone on the team; police may open
-READ_ROLES = WRITE_ROLES + (UserRole.COUNTY_ADMIN.value,)
+OPEN_ROLES, COMPLETE_ROLES = rules.OPEN_ROLES, rules.COMPLETE_ROLES  # who opens, who completes (rules.md §9)
+# read every record of a patient in scope; the other OPEN_ROLES read the records they opened themselves
+READ_ROLES = COMPLETE_ROLES + (UserRole.COUNTY_ADMIN.value,)
+ANY_READ_ROLES = READ_ROLES + tuple(r for r in OPEN_ROLES if r not in READ_ROLES)
 FIELD_NAMES = {spec.name for spec in EMERGENCY_FIELDS}
 LABELS = {spec.name: spec.label for spec in EMERGENCY_FIELDS}
 MULTI = {"situations": codes.EmergencySituation, "measures": codes.EmergencyMeasure}
 DATETIME_FIELDS = ("reported_at", "started_at", "ended_at", "police_signed_at")
 
 
+# the fields an opening-only account (village, civil affairs) does not write: the completion (end time, measures,
+# effect, police sign-off) and the doctor's signature (填表医生, 填表日期)
+OPENING_ONLY_FIELDS = frozenset(EMERGENCY_COMPLETION_FIELDS) | {"filled_by", "filled_on"}
+
+
 def _fields_for(scope: Scope) -> set[str]:
-    return FIELD_NAMES - set(EMERGENCY_MEDICAL_FIELDS) if scope.role == UserRole.POLICE.value else FIELD_NAMES
+    """The fields the caller reads: no diagnosis for a list account (rules.md §8)."""
+    return FIELD_NAMES if scope.full_record else FIELD_NAMES - set(EMERGENCY_MEDICAL_FIELDS)
+
+
+def _writable(scope: Scope) -> set[str]:
+    """The fields the caller writes: an opening-only account the event's fields alone."""
+    fields = _fields_for(scope)
+    return fields if scope.role in COMPLETE_ROLES else fields - OPENING_ONLY_FIELDS
+
+
+def _own_only(scope: Scope) -> bool:
+    """An opening-only account (village, civil affairs) reads only the records it opened."""
+    return scope.role not in READ_ROLES
 
 
 
@@ -59,9 +88,9 @@ def _stored(record: Emergency) -> dict[str, Any]:
 
 def _save(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, now: datetime, source: str | None,
           emergency_id: int | None) -> Emergency:
-    scope.require_role(*WRITE_ROLES)
+    scope.require_role(*(OPEN_ROLES if emergency_id is None else COMPLETE_ROLES))
     raw = _clean(raw_in)
-    issues = _check_types(raw, _fields_for(scope))
+    issues = _check_types(raw, _writable(scope))
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
         record = None
@@ -97,24 +126,23 @@ def _save(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, now:
 
 def open_emergency(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, now: datetime,
                    source: str | None) -> Emergency:
-    """登记应急处置 Open a record for a patient in the caller's scope (doctor, or police for its patients)."""
+    """登记应急处置 Open a record for a patient in the caller's scope, by any team member's account
+    (``OPEN_ROLES``, rules.md §9)."""
     return _save(engine, scope, patient_id, raw_in, now=now, source=source, emergency_id=None)
 
 
-def _patient_of(engine, emergency_id: int) -> str:
+def _checked(engine, scope: Scope, emergency_id: int) -> str:
+    """The record's patient, or PermissionDenied without naming it when outside the caller's scope
+    (an opening-only account: also when another user opened it)."""
     with Session(engine) as session:
         record = session.get(Emergency, emergency_id)
         if record is None:
             raise NotFound(f"应急处置记录 {emergency_id} 不存在", code="EMERGENCY_NOT_FOUND")
-        return record.patient_id
-
-
-def _checked(engine, scope: Scope, emergency_id: int) -> str:
-    """The record's patient, or PermissionDenied without naming it when outside the caller's scope."""
-    patient_id = _patient_of(engine, emergency_id)
-    with Session(engine) as session:
+        patient_id, opened_by = record.patient_id, record.opened_by
         try:
             scope.check_patient(session, patient_id)
+            if _own_only(scope) and opened_by != scope.user.username:
+                raise PermissionDenied("not the opener")
         except PermissionDenied:
             raise PermissionDenied(f"无权查看应急处置记录 {emergency_id}", code="PATIENT_FORBIDDEN") from None
     return patient_id
@@ -122,8 +150,9 @@ def _checked(engine, scope: Scope, emergency_id: int) -> str:
 
 def update_emergency(engine, scope: Scope, emergency_id: int, raw_in: dict[str, Any], *, now: datetime,
                      source: str | None) -> Emergency:
-    """补全应急处置 Fill in or complete a record (fields not sent keep their values)."""
-    scope.require_role(*WRITE_ROLES)
+    """补全应急处置 Fill in or complete a record (fields not sent keep their values): the doctor or the
+    police (``COMPLETE_ROLES``)."""
+    scope.require_role(*COMPLETE_ROLES)
     patient_id = _checked(engine, scope, emergency_id)
     return _save(engine, scope, patient_id, raw_in, now=now, source=source, emergency_id=emergency_id)
 
@@ -146,7 +175,7 @@ def _labels(enum_cls, stored: str | None) -> str:
 
 
 def view(record: Emergency, scope: Scope, now: datetime) -> dict[str, Any]:
-    """记录视图 The record as the caller may see it: police without the diagnosis (rules.md §8)."""
+    """记录视图 The record as the caller may see it: list accounts without the diagnosis (rules.md §8)."""
     out = {name: _fmt(getattr(record, name)) for name in _fields_for(scope)}
     out["situations_label"] = _labels(codes.EmergencySituation, record.situations)
     out["measures_label"] = _labels(codes.EmergencyMeasure, record.measures)
@@ -160,7 +189,7 @@ def view(record: Emergency, scope: Scope, now: datetime) -> dict[str, Any]:
 
 def read_emergency(engine, scope: Scope, emergency_id: int, *, now: datetime, source: str | None) -> tuple[dict, Emergency]:
     """读取应急处置 One record, checked against the caller's scope and audited."""
-    scope.require_role(*READ_ROLES)
+    scope.require_role(*ANY_READ_ROLES)
     patient_id = _checked(engine, scope, emergency_id)
     with Session(engine, expire_on_commit=False) as session:
         record = session.get(Emergency, emergency_id)
@@ -171,22 +200,27 @@ def read_emergency(engine, scope: Scope, emergency_id: int, *, now: datetime, so
 
 
 def patient_emergencies(engine, scope: Scope, patient_id: str, *, now: datetime) -> list[dict]:
-    """患者的应急处置 A patient's records, latest first (the caller has been checked for the patient)."""
+    """患者的应急处置 A patient's records, latest first (the caller has been checked for the patient;
+    an opening-only account: the records it opened)."""
+    stmt = select(Emergency).where(Emergency.patient_id == patient_id)
+    if _own_only(scope):
+        stmt = stmt.where(Emergency.opened_by == scope.user.username)
     with Session(engine) as session:
-        rows = session.exec(select(Emergency).where(Emergency.patient_id == patient_id)
-                            .order_by(Emergency.reported_at.desc(), Emergency.id.desc())).all()
+        rows = session.exec(stmt.order_by(Emergency.reported_at.desc(), Emergency.id.desc())).all()
     return [view(r, scope, now) for r in rows]
 
 
 def overdue_rows(engine, scope: Scope, *, now: datetime) -> list[dict]:
     """超时未完成 The caller's records not complete 24 hours after the report time (one set-based
-    query, ``registry.emergencies.overdue_sql``), oldest first; no diagnosis."""
-    scope.require_role(*READ_ROLES)
+    query, ``registry.emergencies.overdue_sql``), oldest first; no diagnosis. An opening-only account:
+    the records it opened."""
+    scope.require_role(*ANY_READ_ROLES)
     e, p = Emergency.__table__, Patient.__table__
     stmt = (sa.select(e.c.id, e.c.patient_id, p.c.name, p.c.village_code, e.c.reported_at, e.c.situations,
                       e.c.ended_at, e.c.measures, e.c.effect, e.c.participant_police, e.c.police_signed_by)
             .select_from(e.join(p, p.c.patient_id == e.c.patient_id))
-            .where(rules.overdue_sql(now, e), scope.patient_clause())
+            .where(rules.overdue_sql(now, e), scope.patient_clause(),
+                   e.c.opened_by == scope.user.username if _own_only(scope) else sa.true())
             .order_by(e.c.reported_at, e.c.id))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
@@ -232,8 +266,8 @@ def _choices(name: str) -> list[tuple[str, str]]:
     return [(str(m.value), m.label) for m in enum_cls] if enum_cls else []
 
 
-def _sections(scope: Scope) -> list[dict]:
-    allowed = _fields_for(scope)
+def _sections(scope: Scope, *, writing: bool = False) -> list[dict]:
+    allowed = _writable(scope) if writing else _fields_for(scope)
     required = {spec.name for spec in EMERGENCY_FIELDS if spec.required}
     return [{"title": title, "fields": [{"name": n, "label": LABELS[n], "widget": _widget(n), "choices": _choices(n),
                                          "required": n in required} for n in names if n in allowed]}
@@ -251,7 +285,8 @@ def _form(request: Request, cur: Current, patient_id: str, values: dict, errors:
           status_code: int = 200, record: dict | None = None):
     action = f"/emergencies/{emergency_id}" if emergency_id else f"/patients/{patient_id}/emergencies/new"
     return render(request, "emergency_form.html", status_code=status_code, patient_id=patient_id, action=action,
-                  sections=_sections(cur.scope), values=_form_values(values), errors=errors, record=record)
+                  sections=_sections(cur.scope, writing=True), values=_form_values(values), errors=errors, record=record,
+                  can_complete=cur.scope.role in COMPLETE_ROLES)
 
 
 async def _posted(request: Request, cur: Current) -> dict[str, str]:
@@ -268,9 +303,9 @@ async def _posted(request: Request, cur: Current) -> dict[str, str]:
 
 @router.get("/patients/{patient_id}/emergencies/new", response_class=HTMLResponse, include_in_schema=False)
 def new_emergency_page(request: Request, patient_id: Annotated[str, PathParam(max_length=64)]):
-    """登记应急处置 The empty record for a patient in the caller's scope."""
+    """登记应急处置 The empty record for a patient in the caller's scope (any team member's account)."""
     cur = current(request)
-    cur.scope.require_role(*WRITE_ROLES)
+    cur.scope.require_role(*OPEN_ROLES)
     with Session(request.app.state.ctx.engine) as session:
         cur.scope.check_patient(session, patient_id)
     now_local = rules.local_wall_clock(now_utc())
@@ -295,9 +330,10 @@ async def new_emergency_submit(request: Request, patient_id: Annotated[str, Path
 
 @router.get("/patients/{patient_id}/emergencies", response_class=HTMLResponse, include_in_schema=False)
 def patient_emergencies_page(request: Request, patient_id: Annotated[str, PathParam(max_length=64)]):
-    """患者的应急处置 A patient's records (doctor, police for its patients, county admin); audited."""
+    """患者的应急处置 A patient's records (doctor, police for its patients, county admin; village and civil
+    affairs: the records they opened); audited."""
     cur = current(request)
-    cur.scope.require_role(*READ_ROLES)
+    cur.scope.require_role(*ANY_READ_ROLES)
     engine = request.app.state.ctx.engine
     with Session(engine) as session:
         patient = cur.scope.check_patient(session, patient_id)
@@ -305,7 +341,7 @@ def patient_emergencies_page(request: Request, patient_id: Annotated[str, PathPa
     audit.record(engine, actor=cur.user.username, action="read", object_type="emergency", object_id=patient_id,
                  region_code=patient.village_code, detail=f"应急处置 {len(rows)} 条", source=client_ip(request))
     return render(request, "patient_emergencies.html", patient_id=patient_id, name=patient.name, rows=rows,
-                  can_write=cur.scope.role in WRITE_ROLES and patient.status == codes.PatientStatus.ACTIVE.value)
+                  can_write=cur.scope.role in OPEN_ROLES and patient.status == codes.PatientStatus.ACTIVE.value)
 
 
 EmergencyId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
@@ -327,11 +363,12 @@ def emergency_page(request: Request, emergency_id: EmergencyId, saved: int = 0):
     """应急处置记录单 The record, with the form to complete it for the roles that write."""
     cur = current(request)
     record, _row = read_emergency(request.app.state.ctx.engine, cur.scope, emergency_id, now=now_utc(), source=client_ip(request))
-    if cur.scope.role not in WRITE_ROLES:
+    if cur.scope.role not in COMPLETE_ROLES:
         return render(request, "emergency_form.html", patient_id=record["patient_id"], action=None, sections=_sections(cur.scope),
-                      values=_form_values(record), errors={}, record=record, saved=saved)
+                      values=_form_values(record), errors={}, record=record, saved=saved, can_complete=False)
     return render(request, "emergency_form.html", patient_id=record["patient_id"], action=f"/emergencies/{emergency_id}",
-                  sections=_sections(cur.scope), values=_form_values(record), errors={}, record=record, saved=saved)
+                  sections=_sections(cur.scope), values=_form_values(record), errors={}, record=record, saved=saved,
+                  can_complete=True)
 
 
 @router.post("/emergencies/{emergency_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -377,12 +414,13 @@ def _api_body(body: WriteBody) -> dict[str, Any]:
 
 
 @api.post("/patients/{patient_id}/emergencies", status_code=201,
-             summary="登记应急处置（乡镇精防医生；民警限本人名单内患者）")
+             summary="登记应急处置（患者团队成员：乡镇精防医生、民警、村(社区)干部、民政专干；限本人范围内患者）")
 def api_open(cur: CurrentUser, engine: EngineDep, ip: ClientIp, patient_id: Annotated[str, PathParam(min_length=1, max_length=64)],
              body: EmergencyBody) -> dict:
     """登记应急处置 Open a record: the 应急处置记录单 fields (``situations`` a list or "1,2";
     times "YYYY-MM-DD HH:MM", Asia/Shanghai). Bad input: 422 with the codes of
-    ``registry.validation.check_emergency``; nothing written."""
+    ``registry.validation.check_emergency``; nothing written. Village and civil-affairs accounts send
+    the event's fields only (the completion and the doctor's signature are ``UNKNOWN_FIELD``)."""
     record = open_emergency(engine, cur.scope, patient_id, _api_body(body), now=now_utc(), source=ip)
     return view(record, cur.scope, now_utc())
 

@@ -21,7 +21,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from sqlmodel import Session, select
 
-from registry import accounts, appointments, audit
+from registry import accounts, appointments, audit, emergencies
 from registry.accounts import UserRole, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied, TooManyRequests
 from registry.rates.compute import compute_rates
@@ -370,8 +370,9 @@ async def new_patient(request: Request):
 async def patient_page(request: Request, patient_id: str):
     """一历 The patient record (full or list fields by role); audited (``reads.patient_page_read``)."""
     cur, record, panels = await reads.patient_page_read(request, patient_id)
-    if not cur.scope.full_record:
-        return render(request, "patient_limited.html", p=record)
+    if not cur.scope.full_record:  # a team member's account opens an emergency record (rules.md §9)
+        return render(request, "patient_limited.html", p=record,
+                      can_open_emergency=cur.scope.role in emergencies.OPEN_ROLES)
     # the doctor's panels (团队指派, 联合入户预约; rules.md §6.1) come with the record (reads.patient_page_read)
     return render(request, "patient.html", p=record, assignments=panels["assignments"],
                   appointment_tasks=panels["appointment_tasks"])
