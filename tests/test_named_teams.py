@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -202,6 +203,37 @@ def test_linked_work_list_names_only_own_tasks_and_lists_need_a_supervisor(linke
         page = _get(client, tokens, user, "/joint-visits/incomplete")
         assert page.status_code == want, user
         assert DIAGNOSIS not in page.text
+
+
+# whose alerts each account's alerts page lists (rules.md §12: the notices of the responsible members)
+ALERTS_SEEN = {
+    "police": {"P1", "P3", "P6"},     # an unlinked account stands for the township's police: every alert
+    "police_linked": {"P1"},          # linked: only its own patients' alerts (Scope.linked)
+    "police_other": {"P6"},
+    "police_lead": {"P1", "P3", "P6"},  # a supervisor reads the township's
+    "civil_linked": {"P3"},
+    "civil_other": set(),
+}
+
+
+@pytest.mark.parametrize("user", list(ALERTS_SEEN))
+def test_a_linked_account_s_notices_are_its_own_patients_alerts(linked, user):
+    """rules.md §12, §6.1: an alert reaches the in-app notices of the responsible members. A linked
+    account that is not a supervisor sees only its own patients' alerts (the others are not listed at
+    all); an unlinked or supervisor account sees the township's, names only inside its scope."""
+    from schedules.models import Alert
+
+    client, tokens, database = linked
+    with Session(database.engine) as s:
+        for i, pid in enumerate(("P1", "P3", "P6"), start=1):
+            s.add(Alert(kind="risk_rise", source_id=1000 + i, patient_id=pid, township_code="T1", event_on=TODAY))
+        s.commit()
+    page = _get(client, tokens, user, "/alerts?township=T1")
+    assert page.status_code == 200
+    rows = re.findall(r'name="alert" value="(\d+)"', page.text)
+    assert len(rows) == len(ALERTS_SEEN[user]), (user, rows)
+    notices = _get(client, tokens, user, "/mylist").text
+    assert ('id="notices"' in notices) == bool(ALERTS_SEEN[user])
 
 
 def test_doctor_assigns_and_ends_and_the_gap_list_follows(linked):

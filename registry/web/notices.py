@@ -3,7 +3,10 @@
 affairs list (``registry.web.pages``).
 
 A user sees the alerts of the townships of their region (a township user: their township; the
-county admin: every township below). The patient's name and a link to the record are shown only
+county admin: every township below). An account linked to its team member and not a supervisor
+(``Scope.linked``, rules.md §6.1) is a responsible member: it sees only the alerts of its own
+patients (rules.md §12 "the in-app notices of the responsible members"); an unlinked account stands
+for its role in the region and a supervisor reads its township's, as for the lists. The patient's name and a link to the record are shown only
 for patients inside the user's scope (``Scope.patient_clause``: police and civil affairs only the
 patients on their lists, rules.md §8); for the others the kind, date and village only. Never a
 diagnosis. ``read`` is per user (``alert_read``).
@@ -75,6 +78,8 @@ def alert_select(cur, townships, *, unread_only: bool = False, limit: int = 200,
          .select_from(a.join(p, p.c.patient_id == a.c.patient_id).join(v, v.c.code == p.c.village_code))
          .where(in_townships, a.c.event_on >= since)
          .order_by(newest_first(a)).limit(limit))
+    if cur.scope.linked:  # rules.md §12: the notices of the responsible members — its own patients' alerts only
+        q = q.where(visible.exists())
     if unread_only:
         q = q.where(~read)
     return q
