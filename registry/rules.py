@@ -9,7 +9,9 @@ compares each pair on random rows on both databases.
 
 ``RULES_VERSION`` names the version of the rules in this module, ``registry.register`` and
 ``registry.attempts``: derived data (the patient-month state, frozen indicator snapshots) records
-it and is rebuilt when it changes. Bump it whenever the meaning of any of these rules changes.
+it and is rebuilt when it changes; the scheduler's next whole-register run after a change is a full
+run that also restates the stored outcomes of closed joint tasks (``schedules.generation``). Bump it
+whenever the meaning of any of these rules, or of ``registry.joint_visits``, changes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import sqlalchemy as sa
 
 from registry.codes import Classification, FollowUpMode, HospitalStatus, Insight, RiskLevel, SocialFunction
 
-RULES_VERSION = 3  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14)
+RULES_VERSION = 4  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14);
+# 4: the health check needs consent, post-emergency visits and a doctor recorded absent are judged 到位 (session 11)
 
 
 def rules_version(profile_tag: str | None = None) -> str:

@@ -33,7 +33,7 @@ from registry.models import Emergency, FollowUp, HealthCheck, Patient
 from registry.profile import Profile, load_profile
 from registry.register import (cancel_reason_sql, consent_refused_sql, consents_sql, eligible_sql,
                                health_check_cancel_reason_sql, left_sql)
-from registry.rules import classification_sql, complete_sql, reached_sql
+from registry.rules import classification_sql, complete_sql, reached_sql, rules_version
 from registry.doctor_date import doctor_date_applies_sql, doctor_due_sql
 from registry.joint_visits import refresh_outcomes
 from registry.teams import has_guardian_sql, incident_cutoff, required_roles_sql
@@ -661,7 +661,19 @@ def fingerprint(conn: Connection, as_of: date, profile: Profile) -> str | None:
 
 
 def _profile_hash(profile: Profile) -> str:
-    return hashlib.sha256(repr(profile).encode()).hexdigest()[:16]
+    """The profile's content and the rules' version (``registry.rules.rules_version``): either changed
+    makes the next whole-register run a full one, never skipped."""
+    return hashlib.sha256(f"{rules_version()}|{profile!r}".encode()).hexdigest()[:16]
+
+
+def _rules_changed(conn: Connection, profile: Profile) -> bool:
+    """Whether the last whole-register run went under other rules or another profile (its basis
+    key differs): the run then restates the stored outcomes of every closed joint task."""
+    from schedules.models import GenerationBasis
+
+    b = GenerationBasis.__table__
+    stored = conn.execute(sa.select(b.c.profile).where(b.c.id == BASIS_ID)).scalar()
+    return stored is not None and stored != _profile_key(profile)
 
 
 _MARK = "count(*) || ':' || coalesce(sum((xmin::text)::bigint), 0)"
@@ -728,6 +740,7 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
         # the instant up to which this run reads every change: taken before anything it reads
         mark = _change_mark(conn) if whole else None
         mode, full_reason, scoped = ("full" if whole else "partial"), None, patient_ids
+        restate = whole and _rules_changed(conn, profile)
         calendar = None
         if whole and incremental:
             calendar = WorkCalendar.load(conn)
@@ -778,6 +791,9 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
                                       earlier_open=earlier_open)
             work_day.drop(conn)
             clock.lap("closing steps")
+        if restate:  # rules or profile changed: every closed joint task's 到位 by today's rule (rules.md §6.2)
+            refresh_outcomes(conn, sa.true(), set_closed_by=True)
+            clock.lap("restated outcomes")
         if conn.dialect.name == "postgresql" and created > 10_000:
             conn.exec_driver_sql("ANALYZE visit_task")  # fresh statistics for the next run's plan
         clock.lap("analyze")

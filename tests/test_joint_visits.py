@@ -671,3 +671,29 @@ def test_post_emergency_closed_by_the_first_home_visit_a_phone_call_after_it_cha
     a = post_emergency_task(engine, "P-HOME")
     assert before != first
     assert (a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (first, "incomplete", "police")
+
+
+def test_a_rules_change_restates_the_stored_outcomes_of_closed_joint_tasks(database):
+    """registry.rules.RULES_VERSION: the first whole-register run under new rules (or a new profile)
+    is a full run that restates every closed joint task's ``closed_by`` and 到位 by today's rule —
+    e.g. a post-emergency task closed before it was assessed (rules.md §6.2, §9)."""
+    from schedules.models import GenerationBasis
+
+    engine = database.engine
+    county(engine)
+    generate(engine, as_of=D("2026-02-03"))
+    add_emergency(engine, "P-PART", "2026-02-05")
+    generate(engine, as_of=D("2026-02-06"), incremental=True)
+    part = add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": False, "village": True})
+    generate(engine, as_of=D("2026-02-11"), incremental=True)
+    t, b = VisitTask.__table__, GenerationBasis.__table__
+    with engine.begin() as conn:  # as stored before the post-emergency visit was judged, under older rules
+        conn.execute(sa.update(t).where(t.c.kind == "post_emergency").values(closed_by=None, joint_outcome=None,
+                                                                             missing_roles=None))
+        conn.execute(sa.update(b).values(profile="rules-3|" + conn.execute(sa.select(b.c.profile)).scalar()))
+    same_rules = generate(engine, as_of=D("2026-02-11"), incremental=True)
+    assert (same_rules["mode"], same_rules["full_reason"]) == ("full", "profile_changed")
+    a = post_emergency_task(engine, "P-PART")
+    assert (a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (part, "incomplete", "police")
+    # the next run under the same rules is incremental again and restates nothing it need not
+    assert generate(engine, as_of=D("2026-02-12"), incremental=True)["mode"] == "incremental"
