@@ -53,6 +53,17 @@ FOLLOW_UPS = [
     ({"patient_id": "P1", "visit_on": "2026-06-01", "risk_level": "0\x0b"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
     ({"patient_id": "P1", "visit_on": "2026-06-01\u200f", "risk_level": "0"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
     ({"patient_id": "P1", "visit_on": "2026-W23-1", "risk_level": "0"}, {"BAD_DATE"}, {"BAD_DATE"}),
+    # dates the form records about the past (input audit): a death or a discharge after the visit, a death
+    # before registration (the form makes it the status date) — refused on every path; on the visit day taken
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2026-06-02"},
+     {"DEATH_AFTER_VISIT"}, {"DEATH_AFTER_VISIT"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2024-12-31"},
+     {"STATUS_BEFORE_REGISTRATION"}, {"STATUS_BEFORE_REGISTRATION"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2026-06-01"}, set(), set()),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "2", "risk_level": "0", "hospital_status": "2",
+      "last_discharge_on": "2026-06-05"}, {"DISCHARGE_AFTER_VISIT"}, {"DISCHARGE_AFTER_VISIT"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "2", "risk_level": "0", "hospital_status": "2",
+      "last_discharge_on": "2026-06-01"}, set(), set()),
 ]
 
 HEALTH_CHECKS = [
