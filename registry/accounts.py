@@ -22,6 +22,7 @@ from registry.codes import CodedStr
 from registry.config import get_settings
 from registry.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from registry.models import Region, UTCDateTime, in_check, utcnow
+from registry.storable_text import bad_text_message
 
 SESSION_HOURS = 12
 # a session's last request is remembered at most this often (one write per minute, not per request)
@@ -143,6 +144,26 @@ def check_password(password: str, username: str) -> None:
         raise InvalidInput.single("PASSWORD_TOO_COMMON", "密码过于常见，请换一个不易被猜中的密码", column="password")
 
 
+DISPLAY_NAME_MAX = 100  # the column's length (User.display_name)
+
+
+def check_display_name(name: str | None) -> str | None:
+    """显示姓名 The account's display name as stored: trimmed, at most ``DISPLAY_NAME_MAX`` characters,
+    one line without control or bidirectional characters (``registry.storable_text``, the check of every
+    input path). It is signed on forms (随访医生签名, 填表医生): a too long one failed on PostgreSQL with
+    a traceback and was stored whole on SQLite (input audit). None or blank: the user name."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    if len(name) > DISPLAY_NAME_MAX:
+        raise InvalidInput.single("NAME_INVALID", f"显示姓名(--name)长度 {len(name)} 超过上限 {DISPLAY_NAME_MAX} 个字符",
+                                  column="display_name")
+    bad = bad_text_message(name, multiline=False)
+    if bad:
+        raise InvalidInput.single("NAME_INVALID", f"显示姓名(--name)：{bad}", column="display_name")
+    return name
+
+
 def _check_new_user(username: str, password: str, role: str) -> UserRole:
     if not username or len(username) > 64 or not all(c.isalnum() or c in "._-" for c in username):
         raise InvalidInput.single("USERNAME_INVALID", "用户名应为1–64位字母、数字或 . _ -", column="username", value=username)
@@ -188,6 +209,7 @@ def add_user(engine, *, username: str, password: str, role: str, region_code: st
              actor: str | None = None, source: str | None = None) -> User:
     """新建账号 Create an account (one transaction, audited); the region must exist and suit the role."""
     parsed = _check_new_user(username, password, role)
+    display_name = check_display_name(display_name)
     with Session(engine, expire_on_commit=False) as session:
         _checked_region(session, parsed, region_code)
         if session.get(User, username) is not None:

@@ -60,6 +60,7 @@ from registry.validation import (
     PatientFacts,
     check_assignment,
     check_follow_up,
+    check_participant,
     check_health_check,
     check_injection,
     check_patient,
@@ -434,27 +435,77 @@ def _first_lines(rows: list[_Row], stem: str, key: Callable[[_Row], Any], issue:
     return first
 
 
-def _check_regions(region_rows: list[_Row], known: dict[str, str]) -> dict[str, str]:
-    """地区 Unique codes; a parent known and one level up (rules.md §1). Returns the level of every
-    valid region, stored or in the file."""
-    _first_lines(region_rows, "regions", lambda r: r.values.get("code"),
-                 lambda code, line: Issue("DUPLICATE_ID", f"编码 {code} 与第{line}行重复", column="code", value=code))
-    levels = dict(known)
-    levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
-    for row in region_rows:
-        if row.issues:
-            continue
-        level, parent = row.values["level"], row.values.get("parent_code")
-        if parent:
-            if parent not in levels:
-                _tag(row, "regions", [Issue("UNKNOWN_PARENT", f"上级编码 {parent} 不存在", column="parent_code", value=parent)])
-            elif level in LEVEL_PARENT and levels[parent] != LEVEL_PARENT[level]:
-                _tag(row, "regions", [Issue("BAD_PARENT_LEVEL", f"{row.values['code']} 为{_level_label(level)}，其上级编码 {parent} 应为{_level_label(LEVEL_PARENT[level])}，实为{_level_label(levels[parent])}", column="parent_code", value=parent)])
-        elif level in LEVEL_PARENT:
-            _tag(row, "regions", [Issue("REQUIRED", f"{_level_label(level)}必须填写上级编码", column="parent_code")])
-    valid_levels = dict(known)
-    valid_levels.update({r.values["code"]: r.values["level"] for r in region_rows if not r.issues})
-    return valid_levels
+def _check_regions(region_rows: list[_Row], known: dict[str, str], conn: Connection) -> dict[str, str]:
+    """地区 Unique codes; a county has no parent, a township's parent is a county and a village's a
+    township (rules.md §1), judged on the levels as they will be once the import applies — so the
+    region tree has no cycle (a county under itself hung ``--region`` and crashed the rates). A row
+    whose parent's row in the file is refused is refused too (``PARENT_ROW_INVALID``; with
+    ``--skip-invalid`` it would name a region never written). A stored region keeps its level while
+    stored regions or patients lie under it (``REGION_LEVEL_CHANGE``: they would hang under a region
+    of the wrong level). Returns the level of every valid region, stored or in the file."""
+    first = _first_lines(region_rows, "regions", lambda r: r.values.get("code"),
+                         lambda code, line: Issue("DUPLICATE_ID", f"编码 {code} 与第{line}行重复", column="code", value=code))
+    by_code = {r.values["code"]: r for r in region_rows if r.values.get("code") and first.get(r.values["code"]) == r.line}
+    under = _under_changed([r for r in by_code.values() if not r.issues], known, conn)
+    while True:  # a refused row may refuse its children in turn
+        valid = {r.values["code"]: r for r in region_rows if not r.issues}
+        levels = dict(known)
+        levels.update({code: r.values["level"] for code, r in valid.items()})
+        refused = False
+        for row in region_rows:
+            if row.issues:
+                continue
+            code, level, parent = row.values["code"], row.values["level"], row.values.get("parent_code")
+            issue = None
+            if code in under:  # a stored child re-imported under another parent no longer lies under it
+                children, patients = under[code]
+                staying = [c for c in children if c not in valid or valid[c].issues or valid[c].values.get("parent_code") == code]
+                what = [f"{n} 个下级地区" for n in [len(staying)] if n] + [f"{n} 名患者" for n in [patients] if n]
+                if what:
+                    issue = Issue("REGION_LEVEL_CHANGE", f"地区 {code} 已入库为{_level_label(known[code])}，其下有 {'、'.join(what)}，"
+                                  f"不能改为{_level_label(level)}（请先迁移其下级地区和患者）", column="level", value=level)
+            issue = issue or _parent_issue(row, levels, by_code)
+            if issue is not None:
+                _tag(row, "regions", [issue])
+                refused = True
+        if not refused:
+            return levels
+
+
+def _parent_issue(row: _Row, levels: dict[str, str], by_code: dict[str, _Row]) -> Issue | None:
+    """A region row's parent against the levels once the import applies (rules.md §1), or None."""
+    code, level, parent = row.values["code"], row.values["level"], row.values.get("parent_code")
+    if parent and level == codes.RegionLevel.COUNTY.value:
+        return Issue("BAD_PARENT_LEVEL", f"{code} 为县(市、区)，是最上级地区，上级编码应为空，实为 {parent}",
+                     column="parent_code", value=parent)
+    if parent and parent not in levels:
+        prow = by_code.get(parent)
+        if prow is not None and prow is not row:
+            return Issue("PARENT_ROW_INVALID", f"上级编码 {parent} 在 {prow.file} 第{prow.line}行有错误，本行不能导入",
+                         column="parent_code", value=parent)
+        return Issue("UNKNOWN_PARENT", f"上级编码 {parent} 不存在", column="parent_code", value=parent)
+    if parent and level in LEVEL_PARENT and levels[parent] != LEVEL_PARENT[level]:
+        return Issue("BAD_PARENT_LEVEL", f"{code} 为{_level_label(level)}，其上级编码 {parent} 应为"
+                     f"{_level_label(LEVEL_PARENT[level])}，实为{_level_label(levels[parent])}", column="parent_code", value=parent)
+    if not parent and level in LEVEL_PARENT:
+        return Issue("REQUIRED", f"{_level_label(level)}必须填写上级编码", column="parent_code")
+    return None
+
+
+def _under_changed(rows: list[_Row], known: dict[str, str], conn: Connection) -> dict[str, tuple[list[str], int]]:
+    """级别变更 For each row changing a stored region's level: its stored child regions and its stored
+    patient count (one grouped query each); ``_check_regions`` refuses the change while any of them
+    stays under it (``REGION_LEVEL_CHANGE``)."""
+    changed = sorted(r.values["code"] for r in rows if r.values["code"] in known and known[r.values["code"]] != r.values["level"])
+    out: dict[str, tuple[list[str], int]] = {code: ([], 0) for code in changed}
+    region, patient = models.Region.__table__, models.Patient.__table__
+    for chunk in _chunks(changed, 900):
+        for parent, code in conn.execute(sa.select(region.c.parent_code, region.c.code).where(region.c.parent_code.in_(chunk))):
+            out[parent][0].append(code)
+        for village, n in conn.execute(sa.select(patient.c.village_code, sa.func.count())
+                                       .where(patient.c.village_code.in_(chunk)).group_by(patient.c.village_code)):
+            out[village] = (out[village][0], n)
+    return out
 
 
 def _check_team_members(member_rows: list[_Row], levels: dict[str, str], conn: Connection) -> None:
@@ -618,7 +669,8 @@ def _check_care_team(rows: list[_Row], member_rows: list[_Row], patients: _Patie
 def _check_participants(part_rows: list[_Row], rows: dict[str, list[_Row]], patients: _Patients, ctx: "_Context",
                         conn: Connection) -> None:
     """随访参加人员 participants.csv (contract.md [2026-12]): the follow-up (patient, date, ``seq``) is in
-    this import or stored; the member exists; one row per person within the file — per follow-up,
+    this import or stored; the member exists and the role is the member's (``validation.check_participant``,
+    ``ROLE_MISMATCH``); one row per person within the file — per follow-up,
     role and member, and one unnamed row (no ``member_id``) per follow-up and role (rules.md §6.2:
     attendance is recorded per person; two officers of one visit are two rows)."""
     if not part_rows:
@@ -631,11 +683,11 @@ def _check_participants(part_rows: list[_Row], rows: dict[str, list[_Row]], pati
     for chunk in _chunks(pids, 900):
         stored_keys |= {tuple(k) for k in conn.execute(sa.select(f.c.patient_id, f.c.visit_on, f.c.seq)
                                                         .where(f.c.patient_id.in_(chunk)))}
-    members = {r.values.get("member_id") for r in rows.get("team_members", []) if not r.issues}
-    wanted = sorted({r.values.get("member_id") for r in part_rows if r.values.get("member_id")} - members)
+    roles = {r.values.get("member_id"): r.values.get("role") for r in rows.get("team_members", []) if not r.issues}
+    wanted = sorted({r.values.get("member_id") for r in part_rows if r.values.get("member_id")} - set(roles))
     m = models.TeamMember.__table__
     for chunk in _chunks(wanted, 900):
-        members |= set(conn.execute(sa.select(m.c.member_id).where(m.c.member_id.in_(chunk))).scalars())
+        roles.update(conn.execute(sa.select(m.c.member_id, m.c.role).where(m.c.member_id.in_(chunk))).all())
     seen: dict[tuple, int] = {}
     for row in part_rows:
         if row.issues:
@@ -651,9 +703,7 @@ def _check_participants(part_rows: list[_Row], rows: dict[str, list[_Row]], pati
         elif frow is None and key not in stored_keys:
             _tag(row, "participants", [Issue("UNKNOWN_FOLLOW_UP", f"患者 {v['patient_id']} 在 {v['visit_on']} 没有第{v['seq']}次随访记录",
                                              column="visit_on", value=str(v["visit_on"]))])
-        if v.get("member_id") and v["member_id"] not in members:
-            _tag(row, "participants", [Issue("UNKNOWN_MEMBER", f"成员编号 {v['member_id']} 不存在", column="member_id",
-                                             value=v["member_id"])])
+        _tag(row, "participants", check_participant(v, roles.get(v.get("member_id"))))
         dup = key + (v["role"], v.get("member_id") or None)
         if dup in seen:
             who = f"同一成员 {v['member_id']}" if v.get("member_id") else "同一角色的未具名人员"
@@ -715,7 +765,7 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
     referenced = {r.values.get("patient_id") for s in ("followups", "health_checks", "injections", "care_team", "participants")
                   for r in rows.get(s, [])}
     ctx = _Context(conn, {p for p in referenced if p})
-    levels = _check_regions(rows.get("regions", []), ctx.regions)
+    levels = _check_regions(rows.get("regions", []), ctx.regions, conn)
     _check_team_members(rows.get("team_members", []), levels, conn)
     patients = _Patients(_check_patients(rows.get("patients", []), levels, today), ctx.patients)
     _check_followups(rows.get("followups", []), patients, today)

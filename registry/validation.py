@@ -80,11 +80,11 @@ def normalise_id(raw: str) -> str:
 def identifier(max_len: int) -> Callable[[str], str]:
     """编号 An id (patient, village, region, team member): normalised (``normalise_id``), then bounded."""
 
-    def parse(raw: str) -> str:
+    def parse(raw: str) -> str | None:
         value = normalise_id(raw)
         if len(value) > max_len:
             raise FieldError("TOO_LONG", f"长度 {len(value)} 超过上限 {max_len} 个字符")
-        return value
+        return value or None  # nothing but zero-width characters: blank (parse_fields, ``_invisible_only``)
 
     def column(cells: list[str], default, required: bool) -> list:
         if not "".join(cells).isascii():
@@ -426,18 +426,32 @@ def check_assignment(values: Mapping[str, Any], member_role: str | None) -> list
     """团队指派 One assignment (rules.md §6.1) on every channel: the member exists (``member_role`` its
     stored or imported role, None when unknown), the role is the member's own role, and it does not
     end before it starts."""
-    issues = []
-    member, role = values.get("member_id"), values.get("role")
-    if member and member_role is None:
-        issues.append(Issue("UNKNOWN_MEMBER", f"团队成员编号 {member} 不存在", column="member_id", value=member))
-    elif member and role and role != member_role:
-        issues.append(Issue("ROLE_MISMATCH", f"角色应与成员 {member} 的角色一致（{codes.TeamRole(member_role).label}），"
-                            f"不能指派为{codes.TeamRole(role).label}", column="role", value=role))
+    issues = _member_role_issues(values, member_role, "指派")
     start, end = values.get("from_on"), values.get("to_on")
     if start and end and end < start:
         issues.append(Issue("ASSIGNMENT_ENDS_BEFORE_START", f"结束日期 {end.isoformat()} 早于开始日期 {start.isoformat()}",
                             column="to_on", value=end.isoformat()))
     return issues
+
+
+def _member_role_issues(values: Mapping[str, Any], member_role: str | None, verb: str) -> list[Issue]:
+    """A named member exists (``member_role`` its stored or imported role, None when unknown) and the
+    row's role is the member's own (rules.md §6.1: members are people with a role)."""
+    member, role = values.get("member_id"), values.get("role")
+    if member and member_role is None:
+        return [Issue("UNKNOWN_MEMBER", f"团队成员编号 {member} 不存在", column="member_id", value=member)]
+    if member and role and role != member_role:
+        return [Issue("ROLE_MISMATCH", f"角色应与成员 {member} 的角色一致（{codes.TeamRole(member_role).label}），"
+                      f"不能{verb}为{codes.TeamRole(role).label}", column="role", value=role)]
+    return []
+
+
+def check_participant(values: Mapping[str, Any], member_role: str | None) -> list[Issue]:
+    """参加人员 One person's attendance row (rules.md §6.2) on every channel (``participants.csv``, the
+    API): a named member exists and the row's role is the member's own — else a village cadre's row
+    could mark the police present (§6.2: every required role has a participant marked present).
+    A row without ``member_id`` is the role's unnamed row."""
+    return _member_role_issues(values, member_role, "登记")
 
 
 @dataclass(frozen=True)
@@ -536,7 +550,19 @@ def parse_fields(raw: dict[str, str], specs: list[FieldSpec]) -> tuple[dict[str,
             values[spec.name] = spec.parse(cell)
         except FieldError as err:
             issues.append(Issue(err.code, f"{spec.label}：{err.message}", column=spec.name, value=cell))
+            continue
+        if values[spec.name] is None:  # an id of only invisible characters is blank (``_invisible_only``)
+            if spec.required:
+                issues.append(_invisible_only(spec, cell))
+            values[spec.name] = spec.default
     return values, issues
+
+
+def _invisible_only(spec: FieldSpec, cell: str) -> Issue:
+    """A parser returns None for a cell that is blank once normalised (an id of nothing but zero-width
+    characters, ``normalise_id``): blank as an empty cell is, so REQUIRED for a required field — never
+    an empty key naming no row (the import wrote one and failed on the foreign key, input audit)."""
+    return Issue("REQUIRED", f"{spec.label}不能为空（只含不可见字符）", column=spec.name, value=_shown(cell))
 
 
 def parse_columns(columns: dict[str, list[str]], n: int, specs: list[FieldSpec]) -> tuple[dict[str, list], dict[int, list[Issue]]]:
@@ -581,10 +607,16 @@ def parse_columns(columns: dict[str, list[str]], n: int, specs: list[FieldSpec])
                 out.append(spec.default)
                 continue
             try:
-                out.append(spec.parse(cell))
+                value = spec.parse(cell)
             except FieldError as err:
                 issues.setdefault(i, []).append(Issue(err.code, f"{spec.label}：{err.message}", column=spec.name, value=cell))
                 out.append(None)
+                continue
+            if value is None:  # blank once normalised, as in parse_fields
+                if spec.required:
+                    issues.setdefault(i, []).append(_invisible_only(spec, cell))
+                value = spec.default
+            out.append(value)
         values[spec.name] = out
     return values, issues
 
@@ -845,6 +877,8 @@ def check_follow_up(
             issue = _after_status("visit_on", "随访日期", visit_on, patient, "随访")
             if issue:
                 issues.append(issue)
+    if visit_on is not None and (values.get("death_on") is not None or values.get("last_discharge_on") is not None):
+        issues += _after_visit(values, visit_on, patient)
     next_on = values.get("next_visit_on")
     if visit_on is not None and next_on is not None and next_on <= visit_on:
         # rules.md §5 [2026-12]: the doctor's own date is a date after the visit
@@ -854,6 +888,24 @@ def check_follow_up(
             and values.get("hospital_status") != 1 and "risk_level" not in failed and applies("RISK_REQUIRED", channel)):
         issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性评估；未访到请填写失访原因",
                             column="risk_level"))
+    return issues
+
+
+def _after_visit(values: Mapping[str, Any], visit_on: date, patient: PatientFacts | None) -> list[Issue]:
+    """随访所记日期 Dates a follow-up records about the past (rules.md §3): the death date and the last
+    discharge are on or before the visit (``DEATH_AFTER_VISIT``, ``DISCHARGE_AFTER_VISIT``), and a
+    death is not before registration (``STATUS_BEFORE_REGISTRATION``, as the patient row's and the
+    status form's status date: the form makes the death date the patient's status date, rules.md §1)."""
+    issues: list[Issue] = []
+    death, discharge = values.get("death_on"), values.get("last_discharge_on")
+    if death is not None and death > visit_on:
+        issues.append(Issue("DEATH_AFTER_VISIT", f"死亡日期 {death} 晚于随访日期 {visit_on}", column="death_on", value=str(death)))
+    elif death is not None and patient is not None and patient.registered_on and death < patient.registered_on:
+        issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"死亡日期 {death} 早于建档日期 {patient.registered_on}",
+                            column="death_on", value=str(death)))
+    if discharge is not None and discharge > visit_on:
+        issues.append(Issue("DISCHARGE_AFTER_VISIT", f"末次出院日期 {discharge} 晚于随访日期 {visit_on}",
+                            column="last_discharge_on", value=str(discharge)))
     return issues
 
 

@@ -33,7 +33,7 @@ FOLLOW_UP_CELLS = {
     "self_harm": "1", "suicide_attempt": "0", "hospital_status": "2", "adherence": "2",
     "adverse_reaction_serious": "1", "physical_illness_serious": "0", "classification": "1",
     "psych_support_patient": "1", "psych_support_family": "0", "rehabilitation": "1", "next_visit_on": "2026-05-20",
-    "met_with": "家属", "death_on": "2026-05-02", "death_cause": "意外", "symptoms": "5、1", "symptoms_other": "失眠",
+    "met_with": "家属", "death_on": "2026-04-30", "death_cause": "意外", "symptoms": "5、1", "symptoms_other": "失眠",
     "sleep": "3", "diet": "1", "incidents_other": "3", "lock_status": "3", "last_discharge_on": "2026-03-01",
     "lab_tests": "血常规 正常", "adverse_reaction": "2", "treatment_effect": "2", "referral": "1",
     "referral_reason": "病情波动", "referral_to": "市精神病院 精神科", "specialist_contacted": "1",

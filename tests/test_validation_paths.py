@@ -53,6 +53,17 @@ FOLLOW_UPS = [
     ({"patient_id": "P1", "visit_on": "2026-06-01", "risk_level": "0\x0b"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
     ({"patient_id": "P1", "visit_on": "2026-06-01\u200f", "risk_level": "0"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
     ({"patient_id": "P1", "visit_on": "2026-W23-1", "risk_level": "0"}, {"BAD_DATE"}, {"BAD_DATE"}),
+    # dates the form records about the past (input audit): a death or a discharge after the visit, a death
+    # before registration (the form makes it the status date) — refused on every path; on the visit day taken
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2026-06-02"},
+     {"DEATH_AFTER_VISIT"}, {"DEATH_AFTER_VISIT"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2024-12-31"},
+     {"STATUS_BEFORE_REGISTRATION"}, {"STATUS_BEFORE_REGISTRATION"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2026-06-01"}, set(), set()),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "2", "risk_level": "0", "hospital_status": "2",
+      "last_discharge_on": "2026-06-05"}, {"DISCHARGE_AFTER_VISIT"}, {"DISCHARGE_AFTER_VISIT"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "2", "risk_level": "0", "hospital_status": "2",
+      "last_discharge_on": "2026-06-01"}, set(), set()),
 ]
 
 HEALTH_CHECKS = [
@@ -268,14 +279,17 @@ def test_a_patient_and_its_follow_ups_in_one_import_are_checked_against_each_oth
 def test_every_import_code_is_in_the_error_table():
     """docs/import.md "Error codes" names every code the importer tags a row or a file with: the codes
     written in ``registry.importing`` and those of the validation helpers only the importer calls
-    (``check_assignment``, ``duplicate_primaries``, rules.md §6.1)."""
+    (``check_assignment``, ``check_participant``, ``duplicate_primaries``, rules.md §6.1, §6.2) or that
+    the error table lists for every path (a follow-up's own dates, ``_after_visit``)."""
     import inspect
 
     from registry import importing, validation
 
-    source = "".join(inspect.getsource(x) for x in (importing, validation.check_assignment, validation.duplicate_primaries))
+    source = "".join(inspect.getsource(x) for x in (importing, validation.check_assignment, validation.duplicate_primaries,
+                                                    validation._member_role_issues, validation._after_visit))
     codes = set(re.findall(r'Issue\(\s*"([A-Z][A-Z0-9_]+)"', source))
-    assert {"DUPLICATE_PRIMARY", "DUPLICATE_ID", "UNKNOWN_MEMBER"} <= codes
+    assert {"DUPLICATE_PRIMARY", "DUPLICATE_ID", "UNKNOWN_MEMBER", "ROLE_MISMATCH", "PARENT_ROW_INVALID",
+            "REGION_LEVEL_CHANGE", "DEATH_AFTER_VISIT"} <= codes
     text = (Path(__file__).parent.parent / "docs" / "import.md").read_text(encoding="utf-8")
     table = text.split("## Error codes", 1)[1].split("\n## ", 1)[0]
     assert sorted(c for c in codes if f"`{c}`" not in table) == []

@@ -35,6 +35,30 @@ TEMPLATE_DIRS = [template_dir("web"), Path(__file__).with_name("templates")]
 
 _FIELD_NAMES = {"as_of": "日期", "month": "月份", "q": "检索词", "limit": "条数",
                 "follow_up_id": "随访编号", "patient_id": "患者编号", "body": "请求体"}
+# 参数错误原因 The reason of a request-shape error in Chinese, by pydantic's error type (prefix), so the
+# message names the field and the reason (input audit: it said only "的值无效"); ``{…}`` from the error's ctx.
+_REASONS = (
+    ("missing", "必须填写"), ("extra_forbidden", "不是可用的字段"), ("bool", "应为 true 或 false"),
+    ("int", "应为整数"), ("float", "应为数值"), ("string_too_long", "过长（最多 {max_length} 个字符）"),
+    ("string_too_short", "过短（至少 {min_length} 个字符）"), ("string", "应为文本"),
+    ("too_long", "条数过多（最多 {max_length} 条）"), ("too_short", "条数过少（至少 {min_length} 条）"),
+    ("greater_than_equal", "不能小于 {ge}"), ("greater_than", "应大于 {gt}"), ("less_than_equal", "不能大于 {le}"),
+    ("less_than", "应小于 {lt}"), ("date", "应为 YYYY-MM-DD 格式的真实日期"), ("datetime", "应为 YYYY-MM-DD HH:MM 格式的时间"),
+    ("list", "应为列表"), ("dict", "应为 JSON 对象"), ("model", "应为 JSON 对象"), ("json_invalid", "不是有效的 JSON"),
+    ("literal", "不是可选的值"), ("enum", "不是可选的值"),
+)
+
+
+def request_error_reason(error: dict) -> str:
+    """参数错误原因 The Chinese reason of one pydantic/FastAPI request error (``_REASONS``), or 的值无效."""
+    kind = str(error.get("type", ""))
+    for prefix, reason in _REASONS:
+        if kind.startswith(prefix):
+            try:
+                return reason.format(**(error.get("ctx") or {}))
+            except (KeyError, IndexError, ValueError):
+                return reason.split("（")[0]
+    return "的值无效"
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
@@ -308,8 +332,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body")]
             name = loc[0] if loc else "body"
-            issues.append({"code": "INVALID_REQUEST", "column": ".".join(loc) or "body",
-                           "message": f"{_FIELD_NAMES.get(name, name)} 的值无效"})
+            where = ".".join(loc) or "body"
+            shown = _FIELD_NAMES.get(where) or _FIELD_NAMES.get(name) or where
+            reason = request_error_reason(err)
+            issues.append({"code": "INVALID_REQUEST", "column": where,
+                           "message": f"{shown} 的值无效" if reason == "的值无效" else f"{shown}：{reason}"})
         message = issues[0]["message"] if issues else "请求无效"
         body = {"error": "INVALID_REQUEST", "message": message, "issues": issues}
         if _is_api(request):

@@ -25,11 +25,14 @@ from registry.models import (CareTeamAssignment, FollowUp, FollowUpParticipant, 
 from registry.storable_text import bad_text
 from registry.validation import (
     CARE_TEAM_FIELDS,
+    PARTICIPANT_FIELDS,
     Channel,
     FieldError,
+    FieldSpec,
     PatientFacts,
     applies,
     check_assignment,
+    check_participant,
     check_village,
     iso_date,
     parse_fields,
@@ -164,6 +167,8 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
             return earlier
         named = _pop_named_attendance(raw)  # the form's rows for named members (rules.md §6.2, per person)
         issues = _check_types(raw, follow_up_field_names())
+        attended, more = _role_attendance(raw)
+        issues += more
         values, more = validate_follow_up(raw, today=today, patient=PatientFacts.of(patient), channel=channel, extra=True)
         issues += more
         visit_on = values.get("visit_on")
@@ -174,7 +179,6 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                     issues.append(Issue("TOO_LONG", f"{label}({key}): 用药记录过长（超过1000个字符）", column=key))
         if issues:
             raise _reject(issues)
-        attended = {r: raw.pop(f"attended_{r}", None) for r in JOINT_ROLES}
         reasons = {r: (raw.pop(f"reason_{r}", None) or "").strip() or None for r in JOINT_ROLES}
         for role, reason in reasons.items():
             if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
@@ -196,11 +200,10 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
             if earlier is None:
                 raise
             return earlier
-        for role, flag in attended.items():
-            if flag is not None:  # rules.md §6.2: recorded by the doctor on the form (the role's unnamed row)
-                session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, attended=flag in ("1", "on", "true", "是"),
-                                                reason=reasons[role], source=codes.AttendanceSource.DOCTOR.value,
-                                                recorded_by=scope.user.username, recorded_at=utcnow()))
+        for role, present in attended.items():  # rules.md §6.2: recorded by the doctor on the form (the role's unnamed row)
+            session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, attended=present,
+                                            reason=reasons[role], source=codes.AttendanceSource.DOCTOR.value,
+                                            recorded_by=scope.user.username, recorded_at=utcnow()))
         for member_id, role, present, reason in people:  # one row per named member
             session.add(FollowUpParticipant(follow_up_id=fu.id, role=role, member_id=member_id, attended=present,
                                             reason=reason, source=codes.AttendanceSource.DOCTOR.value,
@@ -215,6 +218,26 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         session.commit()
     refresh_schedule(engine, today=today, patient_ids=[patient_id])
     return fu
+
+
+def _role_attendance(raw: dict[str, str]) -> tuple[dict[str, bool], list[Issue]]:
+    """联合入户到场 The form's and the API's ``attended_<role>`` (the role's unnamed row, rules.md §6.2),
+    taken out of ``raw``: {role: present} for each one given. Parsed as ``participants.csv``'s
+    ``present`` is (``validation.PARTICIPANT_FIELDS``: 1 到场 / 0 未到场, or 是/否); blank = not invited.
+    Any other value is ``BAD_CODE`` naming the field — it was stored as 未到场 before (input audit)."""
+    present_spec = next(s for s in PARTICIPANT_FIELDS if s.name == "present")
+    out: dict[str, bool] = {}
+    issues: list[Issue] = []
+    for role in JOINT_ROLES:
+        field = f"attended_{role}"
+        cell = raw.pop(field, None)
+        if cell is None or cell == "\x00invalid":  # absent; or a non-scalar, refused by _check_types
+            continue
+        values, more = parse_fields({field: cell}, [FieldSpec(field, f"到场({codes.TeamRole(role).label})", present_spec.parse)])
+        issues += more
+        if values.get(field) is not None:
+            out[role] = values[field]
+    return out, issues
 
 
 def register_patient(engine, scope: Scope, raw_in: dict[str, Any], *, today: date, source: str | None,
@@ -360,8 +383,9 @@ def _pop_named_attendance(raw: dict[str, str]) -> dict[str, tuple[str, str | Non
 
 def _named_attendance(session: Session, named: dict[str, tuple[str, str | None]]
                       ) -> list[tuple[str, str, bool, str | None]]:
-    """(member_id, role, present, reason) for the form's named rows: the member exists and has a
-    joint role (the role is the member's, rules.md §6.1); the flag is 1 / 0; the reason is storable."""
+    """(member_id, role, present, reason) for the form's named rows: the member exists (the role is the
+    member's, rules.md §6.1; any team role, as participants.csv and the API take); the flag is 1 / 0;
+    the reason is storable."""
     if not named:
         return []
     found = dict(session.exec(select(TeamMember.member_id, TeamMember.role)
@@ -369,8 +393,8 @@ def _named_attendance(session: Session, named: dict[str, tuple[str, str | None]]
     issues, out = [], []
     for member_id, (flag, reason) in named.items():
         column = f"{NAMED_ATTENDED}{member_id[:40]}"
-        if found.get(member_id) not in JOINT_ROLES:
-            issues.append(Issue("UNKNOWN_MEMBER", f"成员编号(member_id) {member_id[:64]} 不存在或不是联合入户的角色", column=column))
+        if member_id not in found:  # any team role, as participants.csv and the API take (validation.check_participant)
+            issues.append(Issue("UNKNOWN_MEMBER", f"团队成员编号 {member_id[:64]} 不存在", column=column))
         elif flag not in ("1", "0"):
             issues.append(Issue("BAD_VALUE", f"{column}: 应为 1 到场 / 0 未到场", column=column))
         elif reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
@@ -420,11 +444,15 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
     issues: list[Issue] = []
     clean: list[tuple[str, str | None, bool, str | None]] = []
     seen: set[tuple[str, str | None]] = set()
+    role_spec = next(s for s in PARTICIPANT_FIELDS if s.name == "role")
     for n, raw in enumerate(rows, start=1):
-        role, member, present = raw.get("role"), raw.get("member_id"), raw.get("present")
-        if role not in JOINT_ROLES:
-            issues.append(Issue("BAD_CODE", f"第{n}行 角色(role): “{role}”无效，应为 police / village / civil_affairs",
-                                column="role"))
+        member, present = raw.get("member_id"), raw.get("present")
+        # the role as participants.csv reads it (any team role, code or label: rules.md §6.2 counts the
+        # doctor recorded absent), the one validation path
+        parsed, more = parse_fields({"role": str(raw.get("role") or "")}, [role_spec])
+        role = parsed.get("role")
+        if more:
+            issues += [_row_issue(n, i) for i in more]
             continue
         person = (role, member if isinstance(member, str) else None)
         if person in seen:
@@ -453,7 +481,7 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
             patient = scope.check_patient(session, fu.patient_id)
         except PermissionDenied:
             raise PermissionDenied(f"无权操作随访记录 {follow_up_id}", code="PATIENT_FORBIDDEN") from None
-        if issues := _unknown_members(session, [m for _, m, _, _ in clean if m]):
+        if issues := _member_issues(session, clean):
             raise _reject(issues)
         for role, member, present, reason in clean:
             row = _person_row(session, follow_up_id, role, member)
@@ -474,11 +502,19 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
     return out
 
 
-def _unknown_members(session: Session, members: list[str]) -> list[Issue]:
-    from registry.models import TeamMember
+def _row_issue(n: int, issue: Issue) -> Issue:
+    """An issue of the n-th row of a list body, its message naming the row."""
+    return Issue(issue.code, f"第{n}行 {issue.message}", column=issue.column, value=issue.value)
 
-    known = set(session.exec(select(TeamMember.member_id).where(TeamMember.member_id.in_(members))).all()) if members else set()
-    return [Issue("UNKNOWN_MEMBER", f"成员编号(member_id) {m} 不存在", column="member_id") for m in members if m not in known]
+
+def _member_issues(session: Session, clean: list[tuple[str, str | None, bool, str | None]]) -> list[Issue]:
+    """``validation.check_participant`` per row against the stored members (the import's check):
+    a named member exists and the row's role is the member's own (``UNKNOWN_MEMBER``, ``ROLE_MISMATCH``)."""
+    members = sorted({m for _, m, _, _ in clean if m})
+    roles = dict(session.exec(select(TeamMember.member_id, TeamMember.role).where(TeamMember.member_id.in_(members))).all()) \
+        if members else {}
+    return [_row_issue(n, i) for n, (role, member, _, _) in enumerate(clean, start=1)
+            for i in check_participant({"role": role, "member_id": member}, roles.get(member))]
 
 
 def _event_raw(raw_in: dict[str, Any], field: str, patient_id: str) -> tuple[dict[str, str], list[Issue]]:
