@@ -746,3 +746,34 @@ def test_post_emergency_visit_dated_after_the_run_date_leaves_the_task_open_unti
     generate(engine, as_of=D("2026-02-12"), incremental=True)
     a = post_emergency_task(engine, "P-HOME")
     assert (a["status"], a["closed_by"], a["joint_outcome"]) == ("done", visit, "complete")
+
+
+def test_unnamed_row_and_a_named_attendee_pure():
+    """rules.md §6.2 (session 12): a named attendee with no row takes over the doctor's unnamed row,
+    never another attendee's own; no unnamed row is created once a person of the role spoke for
+    themselves, an existing one is the doctor's to write."""
+    assert joint_visits.takes_over_unnamed(AttendanceSource.DOCTOR.value)
+    assert not joint_visits.takes_over_unnamed(AttendanceSource.SELF.value)
+    assert joint_visits.unnamed_kept_out(person_recorded_own=True, unnamed_exists=False)
+    assert not joint_visits.unnamed_kept_out(person_recorded_own=True, unnamed_exists=True)
+    assert not joint_visits.unnamed_kept_out(person_recorded_own=False, unnamed_exists=False)
+
+
+def test_a_rules_change_creates_the_post_emergency_tasks_earlier_runs_left_out(database):
+    """RULES_VERSION 5 (session 12): a register whose runs left out the post-emergency task of an
+    emergency whose visit came first (as stored before session 12) gets it, closed and judged, from
+    the first daily run under the new rules — a full run (``profile_changed``)."""
+    from schedules.models import GenerationBasis
+
+    engine = database.engine
+    county(engine)
+    add_emergency(engine, "P-PART", "2026-02-05")
+    part = add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": False, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    t, b = VisitTask.__table__, GenerationBasis.__table__
+    with engine.begin() as conn:  # as the older rules left it: no task, the basis of the older rules
+        conn.execute(sa.delete(t).where(t.c.kind == "post_emergency"))
+        conn.execute(sa.update(b).values(profile="rules-4|" + conn.execute(sa.select(b.c.profile)).scalar()))
+    assert generate(engine, as_of=D("2026-02-12"), incremental=True)["full_reason"] == "profile_changed"
+    a = post_emergency_task(engine, "P-PART")
+    assert (a["status"], a["closed_by"], a["joint_outcome"], a["missing_roles"]) == ("done", part, "incomplete", "police")

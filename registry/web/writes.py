@@ -325,6 +325,13 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
                 raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
         patient = session.get(Patient, fu.patient_id)
         row = _person_row(session, follow_up_id, role, member_id)
+        if row is None and member_id is not None:
+            # rules.md §6.2 (session 12): with no row of their own, a named attendee's record takes
+            # over the role's unnamed row the doctor recorded — the doctor's "someone of the role" is
+            # taken to be them, and their word wins (joint_visits.takes_over_unnamed)
+            unnamed = _person_row(session, follow_up_id, role, None)
+            if unnamed is not None and joint_visits.takes_over_unnamed(unnamed.source):
+                row, row.member_id = unnamed, member_id
         if row is None:
             row = FollowUpParticipant(follow_up_id=follow_up_id, role=role, member_id=member_id)
         _apply_attendance(row, attended=attended, reason=reason, source=codes.AttendanceSource.SELF.value,
@@ -389,6 +396,15 @@ def _person_row(session: Session, follow_up_id: int, role: str, member_id: str |
     fp = FollowUpParticipant
     person = fp.member_id == member_id if member_id else fp.member_id.is_(None)
     return session.exec(select(fp).where(fp.follow_up_id == follow_up_id, fp.role == role, person)).first()
+
+
+def _spoken_for(session: Session, follow_up_id: int, role: str) -> bool:
+    """Whether a named person of ``role`` recorded their own attendance (source ``self``) on the
+    follow-up (``registry.joint_visits.unnamed_kept_out``)."""
+    fp = FollowUpParticipant
+    return session.exec(select(fp.id).where(fp.follow_up_id == follow_up_id, fp.role == role,
+                                            fp.member_id.is_not(None),
+                                            fp.source == codes.AttendanceSource.SELF.value).limit(1)).first() is not None
 
 
 def _person_label(role: str, member_id: str | None) -> str:
@@ -457,6 +473,11 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
             raise _reject(issues)
         for role, member, present, reason in clean:
             row = _person_row(session, follow_up_id, role, member)
+            if member is None and joint_visits.unnamed_kept_out(_spoken_for(session, follow_up_id, role), row is not None):
+                # rules.md §6.2 (session 12): an unnamed row is not created where a person of the
+                # role recorded their own attendance (joint_visits.unnamed_kept_out): name whom you mean
+                out["kept"].append(_person_label(role, member))
+                continue
             if row is None:
                 row = FollowUpParticipant(follow_up_id=follow_up_id, role=role, member_id=member,
                                           source=codes.AttendanceSource.DOCTOR.value)
