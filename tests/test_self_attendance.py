@@ -416,3 +416,49 @@ def test_participants_csv_a_named_row_after_an_unnamed_one(world, tmp_path):
     assert _police_rows(engine, ids["f6"]) == [("M-POL2", False, "self", "值班")]
     assert _outcome(engine, ids["f6"]) == ("incomplete", "police")
     assert _exported_police(engine, ids["f6"]) == [("M-POL2", "0")]
+
+
+def test_the_follow_up_form_records_the_doctor_absent(world):
+    """rules.md §6 ("doctor: always"), §6.2: a joint visit the doctor did not attend (led by the police
+    and the village) — the doctor records it on the form as 未到场 with a reason, as participants.csv
+    can: the doctor's row, absent; the joint task it closes is 联合未到位 with the doctor missing first.
+    The flag is checked as the import checks ``present``; a bad value is refused with nothing recorded."""
+    from schedules.generation import generate
+
+    client, tokens, _ids, engine = world
+    generate(engine, as_of=TODAY, patient_ids=["P1"])  # P1's joint follow-up task (不稳定: police + village)
+    auth = {"Authorization": f"Bearer {tokens['doc']}"}
+    form = client.get("/patients/P1/follow-ups/new", headers=auth)
+    assert 'name="attended_doctor"' in form.text and 'name="reason_doctor"' in form.text
+    assert 'aria-describedby="h-attended_doctor"' in form.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    key = re.search(r'name="idempotency_key" value="([^"]*)"', form.text).group(1)
+    data = {"csrf_token": csrf, "idempotency_key": key, "visit_on": "2026-06-09", "mode": "2", "risk_level": "0",
+            "insight": "1", "attended@M-POL": "1", "attended@M-VIL": "1", "attended_doctor": "0",
+            "reason_doctor": "由派出所和村委带领入户"}
+    bad = client.post("/patients/P1/follow-ups/new", headers=auth, data={**data, "attended_doctor": "7"})
+    assert bad.status_code == 422 and "attended_doctor" in bad.text
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(FollowUp.__table__)
+                            .where(FollowUp.__table__.c.visit_on == date(2026, 6, 9))).scalar() == 0
+    r = client.post("/patients/P1/follow-ups/new", headers=auth, data=data)
+    assert r.status_code == 303, r.text
+    fid = int(r.headers["location"].rsplit("fu=", 1)[1])
+    fp = FollowUpParticipant.__table__
+    with engine.connect() as conn:
+        rows = {tuple(x) for x in conn.execute(sa.select(fp.c.role, fp.c.member_id, fp.c.attended, fp.c.reason, fp.c.source)
+                                               .where(fp.c.follow_up_id == fid))}
+    assert rows == {("doctor", None, False, "由派出所和村委带领入户", "doctor"), ("police", "M-POL", True, None, "doctor"),
+                    ("village", "M-VIL", True, None, "doctor")}
+    t = VisitTask.__table__
+    with engine.connect() as conn:  # the write's own run closed P1's joint follow-up task with this visit
+        closed = conn.execute(sa.select(t.c.joint_outcome, t.c.missing_roles)
+                              .where(t.c.closed_by == fid, t.c.joint.is_(True))).all()
+    assert closed and all(tuple(c) == ("incomplete", "doctor") for c in closed)
+    # blank: no doctor row (the doctor who records the visit was there); the API takes the field too
+    r = client.post("/api/patients/P1/follow-ups", headers=auth, json={
+        "visit_on": "2026-06-10", "mode": 2, "risk_level": 0, "insight": 1, "attended_doctor": 0, "reason_doctor": "外出培训"})
+    assert r.status_code == 201, r.text
+    with engine.connect() as conn:
+        assert tuple(conn.execute(sa.select(fp.c.role, fp.c.attended, fp.c.reason)
+                                  .where(fp.c.follow_up_id == r.json()["id"])).one()) == ("doctor", False, "外出培训")

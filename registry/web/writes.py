@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from registry import audit, codes, joint_visits
 from registry.accounts import UserRole
+from registry.codes import TeamRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.injections import record_last_injection, sync_last_injection
 from registry.models import (CareTeamAssignment, FollowUp, FollowUpParticipant, Patient, Region, TeamMember, VisitTask,
@@ -28,6 +29,7 @@ from registry.validation import (
     Channel,
     FieldError,
     PatientFacts,
+    flag as parse_flag,
     applies,
     check_assignment,
     check_village,
@@ -44,6 +46,10 @@ from schedules import generation
 from schedules.jobs import recorded
 
 JOINT_ROLES = ("police", "village", "civil_affairs")
+# the roles with an unnamed row on the follow-up form: the joint roles and the doctor (rules.md §6
+# "doctor: always", §6.2: recorded absent on a visit the doctor did not attend — e.g. one led by the
+# police or the village — the doctor is a missing role, as participants.csv can record; session 12)
+FORM_ROLES = (TeamRole.DOCTOR.value, *JOINT_ROLES)
 
 
 def _reject(issues: list[Issue]) -> InvalidInput:
@@ -108,8 +114,8 @@ def follow_up_field_names() -> set[str]:
     """随访字段 Field names a follow-up form/body may carry."""
     from registry.validation import FOLLOW_UP_EXTRA_FIELDS, FOLLOW_UP_FIELDS
 
-    return ({f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in JOINT_ROLES}
-            | {f"reason_{r}" for r in JOINT_ROLES})
+    return ({f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in FORM_ROLES}
+            | {f"reason_{r}" for r in FORM_ROLES})
 
 
 def patient_field_names() -> set[str]:
@@ -174,12 +180,19 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                     issues.append(Issue("TOO_LONG", f"{label}({key}): 用药记录过长（超过1000个字符）", column=key))
         if issues:
             raise _reject(issues)
-        attended = {r: raw.pop(f"attended_{r}", None) for r in JOINT_ROLES}
-        reasons = {r: (raw.pop(f"reason_{r}", None) or "").strip() or None for r in JOINT_ROLES}
+        attended = {r: raw.pop(f"attended_{r}", None) for r in FORM_ROLES}
+        reasons = {r: (raw.pop(f"reason_{r}", None) or "").strip() or None for r in FORM_ROLES}
         for role, reason in reasons.items():
             if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
                 raise _reject([Issue("BAD_VALUE", f"未到场原因(reason_{role}): 过长（超过200个字符）或含不可保存的字符",
                                      column=f"reason_{role}")])
+        doctor_flag = attended[TeamRole.DOCTOR.value]
+        if doctor_flag is not None:  # the import's check of ``present`` (validation.flag: 1 到场 / 0 未到场)
+            try:
+                attended[TeamRole.DOCTOR.value] = "1" if parse_flag(doctor_flag) else "0"
+            except FieldError as exc:
+                raise _reject([Issue(exc.code, f"到场(精防医生)(attended_doctor): {exc.message}",
+                                     column="attended_doctor")]) from None
         people = _named_attendance(session, named)
         seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
                                                                     FollowUp.visit_on == visit_on)).one() or 0) + 1
