@@ -38,7 +38,7 @@ from registry import codes, models
 from registry.audit import audit_row, cli_actor
 from registry.ids import mask
 from registry.injections import record_last_injection, sync_last_injection
-from registry.joint_visits import refresh_for_follow_ups
+from registry.joint_visits import refresh_for_follow_ups, unnamed_kept_out
 from registry.errors import ImportRejected, InvalidInput, Issue
 from registry.guardian_years import enrol_for_import
 from registry.models import utcnow
@@ -741,6 +741,19 @@ def _write_participants(conn: Connection, good: list[dict]) -> int:
     written = 0
     named = [r for r in records if r["member_id"]]
     unnamed = [r for r in records if not r["member_id"]]
+    # rules.md §6.2 (session 12, registry.joint_visits.unnamed_kept_out): no unnamed row is created
+    # where a named person of the role recorded their own attendance (their record took it over)
+    if unnamed:
+        own, have = set(), set()
+        for chunk in _chunks(sorted({r["follow_up_id"] for r in unnamed}), 900):
+            for fid, role, member, source in conn.execute(sa.select(t.c.follow_up_id, t.c.role, t.c.member_id, t.c.source)
+                                                          .where(t.c.follow_up_id.in_(chunk))):
+                if member is None:
+                    have.add((fid, role))
+                elif source == codes.AttendanceSource.SELF.value:
+                    own.add((fid, role))
+        unnamed = [r for r in unnamed if not unnamed_kept_out((r["follow_up_id"], r["role"]) in own,
+                                                              (r["follow_up_id"], r["role"]) in have)]
     # the two keys of a person's row (models.FollowUpParticipant): the unique constraint for a named
     # member, the partial unique index for the role's unnamed row
     for group, target, index_where in ((named, ["follow_up_id", "role", "member_id"], None),

@@ -22,6 +22,17 @@ The one home of the rule, Python and its SQL twin side by side (pattern: ``regis
   for that row; otherwise the newer record replaces the older. Rows are per person (a member of a
   role, or the role's one unnamed row): a record only ever meets the same person's row, and a role
   is present when any of its rows is (``_present_sql``: EXISTS).
+* ``takes_over_unnamed`` / ``unnamed_kept_out`` — the role's unnamed row and a named attendee's
+  own record (rules.md §6.2, session 12 [decision]). The unnamed row is the doctor's "someone of
+  the role", without a name. A named person who records their own attendance on a follow-up where
+  they have no row takes that row over (it becomes their row, with their record): the doctor's
+  anonymous "police present" and the officer's "I was absent" are one person's two records, and
+  the attendee's word wins — the role is no longer present on the strength of an anonymous tick
+  (before session 12 both rows stood and the role stayed present). Where the doctor named the
+  person *and* kept an unnamed row (the form's 其他人员, the import's two rows), they are two
+  people and both stay. Once a person of the role has recorded their own attendance, no unnamed
+  row of the role is created on that follow-up (the API answers ``kept``, the import skips it):
+  whoever else came is named. Either order ends in the same rows.
 * ``refresh_outcomes`` — the set-based UPDATE storing ``closed_by``, ``joint_outcome`` and
   ``missing_roles`` on closed visit and post-emergency tasks (``ASSESSED_KIND_VALUES``); called
   where tasks close (``schedules.generation``) and where attendance changes (web writes,
@@ -95,6 +106,23 @@ def attendance_replaces(existing_source: str | None, incoming_source: str) -> bo
     if existing_source is None:
         return True
     return not (existing_source == AttendanceSource.SELF.value and incoming_source != AttendanceSource.SELF.value)
+
+
+def takes_over_unnamed(unnamed_source: str) -> bool:
+    """接管未具名记录 Whether a named attendee's own record, on a follow-up where they have no row,
+    takes over the role's unnamed row recorded by ``unnamed_source`` (rules.md §6.2): the doctor's
+    yes — it was "someone of the role", now named by their own word; another attendee's own
+    record (an account linked to no member) no — it is that person's row."""
+    return unnamed_source != AttendanceSource.SELF.value
+
+
+def unnamed_kept_out(person_recorded_own: bool, unnamed_exists: bool) -> bool:
+    """不再新建未具名记录 Whether a doctor's (or an import's) record for the role's unnamed row is left
+    out (rules.md §6.2): when there is no unnamed row yet and a named person of the role recorded
+    their own attendance on the follow-up (``person_recorded_own``) — the record would otherwise
+    bring back what that person's record took over. An existing unnamed row is the doctor's own
+    and is written as usual (``attendance_replaces``)."""
+    return person_recorded_own and not unnamed_exists
 
 
 # ----------------------------------------------------------------------------- SQL twins

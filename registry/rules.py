@@ -22,8 +22,10 @@ import sqlalchemy as sa
 
 from registry.codes import Classification, FollowUpMode, HospitalStatus, Insight, RiskLevel, SocialFunction
 
-RULES_VERSION = 4  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14);
-# 4: the health check needs consent, post-emergency visits and a doctor recorded absent are judged 到位 (session 11)
+RULES_VERSION = 5  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14);
+# 4: the health check needs consent, post-emergency visits and a doctor recorded absent are judged 到位 (session 11);
+# 5: a post-emergency task is owed whether or not its closing visit came before a run (session 12): the
+#    next whole-register run is full and creates, closed and judged, the tasks earlier runs left out
 
 
 def rules_version(profile_tag: str | None = None) -> str:

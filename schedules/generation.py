@@ -387,14 +387,16 @@ POST_EMERGENCY_CLAUSE = f"§9 应急处置后面访 结束+{POST_EMERGENCY_DAYS}
 
 def _post_emergency_rows(s, profile: Profile, as_of: date) -> sa.Select:
     """The post-emergency visit of each emergency with a known end (rules.md §9, ``registry.emergencies``):
-    due on the end date + 14 days, joint (doctor, police, village), until a complete home visit dated
-    on or after the end date. Separate from the §5 chain: its own key (``emergency:<id>``), and it
-    neither closes nor moves the visit task."""
+    due on the end date + 14 days, joint (doctor, police, village). Separate from the §5 chain: its
+    own key (``emergency:<id>``), and it neither closes nor moves the visit task.
+
+    Owed for every such emergency, whether or not its closing home visit is already recorded: the
+    task's existence does not depend on when the scheduler runs (rules.md §9 "after an emergency the
+    patient owes"). A task planned here whose visit came first is closed in the same run by
+    ``close_and_cancel`` (``home_visit``, its closing visit and 到位 judged, rules.md §6.2); a task
+    stored closed is never planned again (``_new_or_changed``)."""
     e = Emergency.__table__
-    f = FollowUp.__table__.alias("pe_f")
     ended_on = local_day(e.c.ended_at)
-    visited = sa.select(f.c.id).where(f.c.patient_id == e.c.patient_id, f.c.visit_on <= as_of,
-                                      closes_post_emergency_sql(f, ended_on)).exists()
     return (
         sa.select(
             s.patient_id,
@@ -410,7 +412,7 @@ def _post_emergency_rows(s, profile: Profile, as_of: date) -> sa.Select:
             s.lc_risk,
         )
         .select_from(s.patient_id.table.join(e, e.c.patient_id == s.patient_id))
-        .where(e.c.ended_at.is_not(None), ended_on <= as_of, sa.not_(visited))
+        .where(e.c.ended_at.is_not(None), ended_on <= as_of)
     )
 
 
@@ -549,7 +551,8 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
 
     hc = HealthCheck.__table__
     counts = {"cancelled": 0, "closed": 0}
-    # Every step below can only match a task of an earlier run: a task this run created is owed
+    # Every step below (but the post-emergency one, ``_close_post_emergencies``) can only match a
+    # task of an earlier run: a task this run created is owed
     # by the same conditions each step negates (eligible patient; no check dated this year; this
     # year's check; the current injection plan; and "older" excludes it explicitly). With no open
     # task of an earlier run (a first run) there is nothing to close: skip the six scans.
@@ -558,6 +561,10 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         earlier = sa.select(t.c.id).where(only, t.c.status == TaskStatus.OPEN.value, t.c.created_at != stamp).limit(1)
         earlier_open = conn.execute(earlier).first() is not None
     if not earlier_open:
+        # the one exception: a post-emergency task this run created for an emergency whose closing
+        # home visit was recorded first is closed at once (rules.md §9; probed on the emergencies)
+        if _any_ended_emergency(conn, patient_ids, patient_range):
+            counts["closed"] += _close_post_emergencies(conn, as_of, stamp, only)
         return counts
     # dead / moved out / refused consent: cancelled with the reason
     left, refused = left_sql(p, as_of), consent_refused_sql(p)  # rules.md §5 last row (registry.register)
@@ -621,7 +628,25 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         sa.or_(p.c.lai_drug.is_(None), p.c.lai_drug == "", p.c.lai_interval_weeks.is_(None), p.c.lai_last_on.is_(None)),
     ).exists()
     counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, stopped), TaskStatus.CANCELLED.value, "lai_stopped", stamp)
-    # rules.md §9: the first complete home visit on or after the emergency's end closes its post-emergency visit
+    counts["closed"] += _close_post_emergencies(conn, as_of, stamp, only)
+    return counts
+
+
+def _any_ended_emergency(conn: Connection, patient_ids: list[str] | None,
+                         patient_range: tuple[str | None, str | None] | None) -> bool:
+    """Whether any emergency of the run's patients has an end time (a post-emergency task can exist)."""
+    e = Emergency.__table__
+    scope = in_range(e.c.patient_id, patient_range)
+    if patient_ids is not None:
+        scope = sa.and_(scope, e.c.patient_id.in_(patient_ids))
+    return conn.execute(sa.select(e.c.id).where(scope, e.c.ended_at.is_not(None)).limit(1)).first() is not None
+
+
+def _close_post_emergencies(conn: Connection, as_of: date, stamp: datetime, only: sa.ColumnElement) -> int:
+    """rules.md §9: the first complete home visit on or after the emergency's end closes its
+    post-emergency visit (``home_visit``) — also one this run has just created, when the visit was
+    recorded before any run planned the task. Returns the number closed."""
+    t = VisitTask.__table__
     f = FollowUp.__table__.alias("pe_f")
     visited = sa.select(f.c.id).where(f.c.patient_id == t.c.patient_id, f.c.visit_on <= as_of,
                                       closes_post_emergency_sql(f, t.c.basis_on)).exists()
@@ -629,12 +654,11 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         sa.update(t).where(only, t.c.status == TaskStatus.OPEN.value, t.c.kind == TaskKind.POST_EMERGENCY.value, visited)
         .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason="home_visit").returning(t.c.id)
     ).scalars().all()
-    counts["closed"] += len(closed_ids)
     # rules.md §6, §6.2: a joint task too: that visit as ``closed_by``, and its 到位 / 联合未到位
     # (registry.joint_visits; the closing visit by the same rule, registry.emergencies)
     for i in range(0, len(closed_ids), 5000):
         refresh_outcomes(conn, t.c.id.in_(closed_ids[i:i + 5000]), set_closed_by=True)
-    return counts
+    return len(closed_ids)
 
 
 FINGERPRINT_TABLES = ("follow_up", "patient", "health_check", "emergency", "calendar_day", "visit_task")

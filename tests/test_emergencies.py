@@ -454,6 +454,33 @@ def test_post_emergency_task_due_and_closed_by_a_home_visit(web, incremental):
     assert tuple(closed) == (home, "incomplete", "police,village")
 
 
+@time_machine.travel(NOW, tick=False)
+def test_post_emergency_task_exists_when_the_home_visit_is_recorded_before_the_end(web):
+    """rules.md §9 through the web: the emergency opened without its end, the home visit recorded
+    (API), only then the record completed with an end before that visit — the post-emergency task
+    exists, already closed by that visit and judged (rules.md §6.2), after the write's own run and
+    after the scheduler's."""
+    client, tokens, database = web
+    generate(database.engine, as_of=TODAY)
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json=OPEN).json()["id"]
+    r = client.post("/api/patients/P1/follow-ups", headers=auth(tokens, "doc"),
+                    json={"visit_on": "2026-06-10", "mode": 2, "risk_level": 1, "insight": 1, "attended_police": 1,
+                          "attended_village": 0, "reason_village": "外出"})
+    assert r.status_code == 201, r.text
+    fid = r.json()["id"]
+    assert _tasks(database) == []  # no end time yet: nothing owed
+    assert client.patch(f"/api/emergencies/{eid}", headers=auth(tokens, "doc"), json=COMPLETE).status_code == 200
+    for incremental in (None, True, False):  # the write's run, then the daily run, then a full one
+        if incremental is not None:
+            generate(database.engine, as_of=TODAY, incremental=incremental)
+        (task,) = _tasks(database)
+        assert (task.basis, task.status, task.close_reason) == (f"emergency:{eid}", "done", "home_visit")
+        with database.engine.connect() as conn:
+            closed = conn.execute(sa.text("SELECT closed_by, joint_outcome, missing_roles FROM visit_task"
+                                          " WHERE kind = 'post_emergency'")).one()
+        assert tuple(closed) == (fid, "incomplete", "village")
+
+
 # ----------------------------------------------------------------------------- ledger
 
 

@@ -697,3 +697,83 @@ def test_a_rules_change_restates_the_stored_outcomes_of_closed_joint_tasks(datab
     assert (a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (part, "incomplete", "police")
     # the next run under the same rules is incremental again and restates nothing it need not
     assert generate(engine, as_of=D("2026-02-12"), incremental=True)["mode"] == "incremental"
+
+
+@pytest.mark.parametrize("first_run", [False, True])
+@pytest.mark.parametrize("incremental", [False, True])
+def test_post_emergency_task_exists_when_its_home_visit_was_recorded_before_any_run(database, incremental, first_run):
+    """rules.md §9: after an emergency the patient owes a post-emergency visit — whenever the
+    scheduler runs. The emergency and the home visit that closes it are both recorded before a run
+    plans the task: the run creates it already closed by that visit (``home_visit``), judged 到位 /
+    联合未到位 (rules.md §6.2) and counted in joint_visit_complete_rate; a later run changes nothing.
+    ``first_run``: no run before at all (the closing steps' first-run shortcut)."""
+    from registry.rates.compute import compute_rates
+
+    engine = database.engine
+    county(engine)
+    if not first_run:
+        generate(engine, as_of=D("2026-02-03"))
+    add_emergency(engine, "P-PART", "2026-02-05")
+    add_emergency(engine, "P-HOME", "2026-02-05")
+    part = add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": False, "village": True})
+    home = add_visit(engine, "P-HOME", "2026-02-10", mode=2, present={"police": True, "village": True})
+    counts = generate(engine, as_of=D("2026-02-11"), incremental=incremental)
+    a = post_emergency_task(engine, "P-PART")
+    assert (a["status"], a["close_reason"], a["closed_by"], a["joint_outcome"], a["missing_roles"]) == (
+        "done", "home_visit", part, "incomplete", "police")
+    assert a["roles"] == "doctor,police,village" and a["basis_on"] == D("2026-02-05")
+    b = post_emergency_task(engine, "P-HOME")
+    assert (b["status"], b["closed_by"], b["joint_outcome"]) == ("done", home, "complete")
+    assert counts["closed"] >= 2
+    got = compute_rates(engine, month="2026-02", today=D("2026-03-10"))["indicators"]["joint_visit_complete_rate"]
+    # P-HOME's post-emergency task 到位; P-PART's 联合未到位; with an earlier run, each patient's
+    # §5 follow-up task (police + village) closed by the same visit too
+    assert (got["numerator"], got["denominator"]) == ((1, 2) if first_run else (2, 4))
+    again = generate(engine, as_of=D("2026-02-12"), incremental=incremental)
+    assert again["created"] == 0
+    assert post_emergency_task(engine, "P-PART") == a
+
+
+def test_post_emergency_visit_dated_after_the_run_date_leaves_the_task_open_until_then(database):
+    """A home visit entered ahead of its date closes nothing yet (rules.md §5: attempts count from
+    their date): the task planned before it is open, then closed by the run on or after that date."""
+    engine = database.engine
+    county(engine)
+    add_emergency(engine, "P-HOME", "2026-02-05")
+    visit = add_visit(engine, "P-HOME", "2026-02-12", mode=2, present={"police": True, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    assert post_emergency_task(engine, "P-HOME")["status"] == "open"
+    generate(engine, as_of=D("2026-02-12"), incremental=True)
+    a = post_emergency_task(engine, "P-HOME")
+    assert (a["status"], a["closed_by"], a["joint_outcome"]) == ("done", visit, "complete")
+
+
+def test_unnamed_row_and_a_named_attendee_pure():
+    """rules.md §6.2 (session 12): a named attendee with no row takes over the doctor's unnamed row,
+    never another attendee's own; no unnamed row is created once a person of the role spoke for
+    themselves, an existing one is the doctor's to write."""
+    assert joint_visits.takes_over_unnamed(AttendanceSource.DOCTOR.value)
+    assert not joint_visits.takes_over_unnamed(AttendanceSource.SELF.value)
+    assert joint_visits.unnamed_kept_out(person_recorded_own=True, unnamed_exists=False)
+    assert not joint_visits.unnamed_kept_out(person_recorded_own=True, unnamed_exists=True)
+    assert not joint_visits.unnamed_kept_out(person_recorded_own=False, unnamed_exists=False)
+
+
+def test_a_rules_change_creates_the_post_emergency_tasks_earlier_runs_left_out(database):
+    """RULES_VERSION 5 (session 12): a register whose runs left out the post-emergency task of an
+    emergency whose visit came first (as stored before session 12) gets it, closed and judged, from
+    the first daily run under the new rules — a full run (``profile_changed``)."""
+    from schedules.models import GenerationBasis
+
+    engine = database.engine
+    county(engine)
+    add_emergency(engine, "P-PART", "2026-02-05")
+    part = add_visit(engine, "P-PART", "2026-02-10", mode=2, present={"police": False, "village": True})
+    generate(engine, as_of=D("2026-02-11"))
+    t, b = VisitTask.__table__, GenerationBasis.__table__
+    with engine.begin() as conn:  # as the older rules left it: no task, the basis of the older rules
+        conn.execute(sa.delete(t).where(t.c.kind == "post_emergency"))
+        conn.execute(sa.update(b).values(profile="rules-4|" + conn.execute(sa.select(b.c.profile)).scalar()))
+    assert generate(engine, as_of=D("2026-02-12"), incremental=True)["full_reason"] == "profile_changed"
+    a = post_emergency_task(engine, "P-PART")
+    assert (a["status"], a["closed_by"], a["joint_outcome"], a["missing_roles"]) == ("done", part, "incomplete", "police")

@@ -306,3 +306,159 @@ def test_the_follow_up_form_records_each_named_member_and_the_unnamed_row(world)
                     ("village", "M-VIL", True, None, "doctor")}
     page = client.get("/patients/P1", headers=auth).text
     assert "民警·刘警官✗" in page and "民警✓" in page and "·赵网格员✓" in page  # each person on the timeline
+
+
+# ---------------------------------------------------------------- the role's unnamed row and a named attendee (session 12)
+
+
+def _police_rows(engine, follow_up_id):
+    fp = FollowUpParticipant.__table__
+    with engine.connect() as conn:
+        return sorted((tuple(r) for r in conn.execute(sa.select(fp.c.member_id, fp.c.attended, fp.c.source, fp.c.reason)
+                                                      .where(fp.c.follow_up_id == follow_up_id, fp.c.role == "police"))),
+                      key=lambda r: r[0] or "")
+
+
+def _exported_police(engine, follow_up_id):
+    """participants.csv as exported (registry.exporting): the police rows of that visit."""
+    from registry.exporting import export_select
+
+    with engine.connect() as conn:
+        visit = conn.execute(sa.select(FollowUp.visit_on, FollowUp.patient_id).where(FollowUp.id == follow_up_id)).one()
+        rows = conn.execute(export_select("participants", conn.dialect.name)).mappings().all()
+    return sorted((r["member_id"] or "", r["present"]) for r in rows
+                  if r["patient_id"] == visit.patient_id and r["visit_on"] == visit.visit_on.isoformat() and r["role"] == "police")
+
+
+def test_a_named_officers_own_absence_takes_over_the_doctors_unnamed_police_row(world):
+    """rules.md §6.2: the doctor records "police present" without naming anyone on P6's visit; then
+    M-POL2 (responsible, their own account) records themselves absent. The doctor's anonymous row
+    was them: one police row remains, M-POL2 absent in their own word — police missing (联合未到位),
+    and the patient page and the participants.csv export say the same."""
+    client, tokens, ids, engine = world
+    doc = {"Authorization": f"Bearer {tokens['doc']}"}
+    r = client.post(f"/api/follow-ups/{ids['f6']}/participants", headers=doc,
+                    json={"participants": [{"role": "police", "present": True}]})
+    assert r.status_code == 200 and r.json()["written"] == ["police"]
+    assert _outcome(engine, ids["f6"]) == ("complete", "")
+    assert _post_form(client, tokens, "police_other", ids["f6"], attended="0", reason="值班").status_code == 303
+    assert _police_rows(engine, ids["f6"]) == [("M-POL2", False, "self", "值班")]
+    assert _outcome(engine, ids["f6"]) == ("incomplete", "police")
+    page = _get(client, tokens, "doc", "/patients/P6").text
+    assert "民警·钱警官✗" in page and "民警✓" not in page
+    assert _exported_police(engine, ids["f6"]) == [("M-POL2", "0")]
+    # the doctor records the unnamed row again: left out (M-POL2 spoke for themselves); naming works
+    r = client.post(f"/api/follow-ups/{ids['f6']}/participants", headers=doc,
+                    json={"participants": [{"role": "police", "present": True}]})
+    assert r.json()["kept"] == ["police"] and r.json()["written"] == []
+    assert _outcome(engine, ids["f6"]) == ("incomplete", "police")
+    r = client.post(f"/api/follow-ups/{ids['f6']}/participants", headers=doc,
+                    json={"participants": [{"role": "police", "member_id": "M-POL", "present": True}]})
+    assert r.json()["written"] == ["police:M-POL"]
+    assert _outcome(engine, ids["f6"]) == ("complete", "")
+
+
+def test_the_opposite_order_ends_in_the_same_rows(world):
+    """M-POL2 records their absence first, then the doctor records "police present" unnamed: the
+    unnamed row is not created (reported kept) — the same rows and outcome as the other order."""
+    client, tokens, ids, engine = world
+    assert _post_form(client, tokens, "police_other", ids["f6"], attended="0", reason="值班").status_code == 303
+    r = client.post(f"/api/follow-ups/{ids['f6']}/participants", headers={"Authorization": f"Bearer {tokens['doc']}"},
+                    json={"participants": [{"role": "police", "present": True}]})
+    assert r.status_code == 200 and r.json() == {"follow_up_id": ids["f6"], "written": [], "kept": ["police"]}
+    assert _police_rows(engine, ids["f6"]) == [("M-POL2", False, "self", "值班")]
+    assert _outcome(engine, ids["f6"]) == ("incomplete", "police")
+    assert _exported_police(engine, ids["f6"]) == [("M-POL2", "0")]
+
+
+def test_a_named_absent_officer_beside_the_doctors_other_officers_row_are_two_people(world):
+    """The doctor names M-POL2 absent and keeps the role's row for someone else present (the form's
+    其他人员): two people. M-POL2 confirming their absence changes their own row only — police stay
+    present (到位)."""
+    client, tokens, ids, engine = world
+    r = client.post(f"/api/follow-ups/{ids['f6']}/participants", headers={"Authorization": f"Bearer {tokens['doc']}"},
+                    json={"participants": [{"role": "police", "member_id": "M-POL2", "present": False},
+                                           {"role": "police", "present": True}]})
+    assert r.status_code == 200
+    assert _post_form(client, tokens, "police_other", ids["f6"], attended="0", reason="值班").status_code == 303
+    assert _police_rows(engine, ids["f6"]) == [(None, True, "doctor", None), ("M-POL2", False, "self", "值班")]
+    assert _outcome(engine, ids["f6"]) == ("complete", "")
+    assert _exported_police(engine, ids["f6"]) == [("", "1"), ("M-POL2", "0")]
+
+
+def test_participants_csv_a_named_row_after_an_unnamed_one(world, tmp_path):
+    """The import (contract.md participants.csv, source doctor): an unnamed police row present and a
+    named officer absent on P1's visit are two people (police present) and a re-import changes
+    nothing; on P6's visit an unnamed row alone is taken over by M-POL2's own record (the doctor's
+    anonymous row was them), and a re-import of the file brings no unnamed row back."""
+    from registry.importing import import_path
+
+    client, tokens, ids, engine = world
+    (tmp_path / "participants.csv").write_text(
+        "patient_id,visit_on,role,member_id,present,reason\n"
+        "P1,2026-05-20,police,,1,\n"
+        "P1,2026-05-20,police,M-POL,0,值班\n", encoding="utf-8")
+    assert import_path(engine, tmp_path, today=TODAY).tables["participants"].written == 2
+    assert _police_rows(engine, ids["f1"]) == [(None, True, "doctor", None), ("M-POL", False, "doctor", "值班")]
+    assert _outcome(engine, ids["f1"]) == ("incomplete", "village")  # police present; nobody of the village recorded
+    assert import_path(engine, tmp_path, today=TODAY).tables["participants"].written == 0
+    assert _exported_police(engine, ids["f1"]) == [("", "1"), ("M-POL", "0")]
+    (tmp_path / "participants.csv").write_text(
+        "patient_id,visit_on,role,member_id,present,reason\n"
+        "P6,2026-06-02,police,,1,\n", encoding="utf-8")
+    assert import_path(engine, tmp_path, today=TODAY).tables["participants"].written == 1
+    assert _outcome(engine, ids["f6"]) == ("complete", "")
+    r = client.post(f"/api/follow-ups/{ids['f6']}/attendance", headers={"Authorization": f"Bearer {tokens['police_other']}"},
+                    json={"attended": False, "reason": "值班"})
+    assert r.status_code == 200, r.text
+    assert _police_rows(engine, ids["f6"]) == [("M-POL2", False, "self", "值班")]
+    assert import_path(engine, tmp_path, today=TODAY).tables["participants"].written == 0
+    assert _police_rows(engine, ids["f6"]) == [("M-POL2", False, "self", "值班")]
+    assert _outcome(engine, ids["f6"]) == ("incomplete", "police")
+    assert _exported_police(engine, ids["f6"]) == [("M-POL2", "0")]
+
+
+def test_the_follow_up_form_records_the_doctor_absent(world):
+    """rules.md §6 ("doctor: always"), §6.2: a joint visit the doctor did not attend (led by the police
+    and the village) — the doctor records it on the form as 未到场 with a reason, as participants.csv
+    can: the doctor's row, absent; the joint task it closes is 联合未到位 with the doctor missing first.
+    The flag is checked as the import checks ``present``; a bad value is refused with nothing recorded."""
+    from schedules.generation import generate
+
+    client, tokens, _ids, engine = world
+    generate(engine, as_of=TODAY, patient_ids=["P1"])  # P1's joint follow-up task (不稳定: police + village)
+    auth = {"Authorization": f"Bearer {tokens['doc']}"}
+    form = client.get("/patients/P1/follow-ups/new", headers=auth)
+    assert 'name="attended_doctor"' in form.text and 'name="reason_doctor"' in form.text
+    assert 'aria-describedby="h-attended_doctor"' in form.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    key = re.search(r'name="idempotency_key" value="([^"]*)"', form.text).group(1)
+    data = {"csrf_token": csrf, "idempotency_key": key, "visit_on": "2026-06-09", "mode": "2", "risk_level": "0",
+            "insight": "1", "attended@M-POL": "1", "attended@M-VIL": "1", "attended_doctor": "0",
+            "reason_doctor": "由派出所和村委带领入户"}
+    bad = client.post("/patients/P1/follow-ups/new", headers=auth, data={**data, "attended_doctor": "7"})
+    assert bad.status_code == 422 and "attended_doctor" in bad.text
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(FollowUp.__table__)
+                            .where(FollowUp.__table__.c.visit_on == date(2026, 6, 9))).scalar() == 0
+    r = client.post("/patients/P1/follow-ups/new", headers=auth, data=data)
+    assert r.status_code == 303, r.text
+    fid = int(r.headers["location"].rsplit("fu=", 1)[1])
+    fp = FollowUpParticipant.__table__
+    with engine.connect() as conn:
+        rows = {tuple(x) for x in conn.execute(sa.select(fp.c.role, fp.c.member_id, fp.c.attended, fp.c.reason, fp.c.source)
+                                               .where(fp.c.follow_up_id == fid))}
+    assert rows == {("doctor", None, False, "由派出所和村委带领入户", "doctor"), ("police", "M-POL", True, None, "doctor"),
+                    ("village", "M-VIL", True, None, "doctor")}
+    t = VisitTask.__table__
+    with engine.connect() as conn:  # the write's own run closed P1's joint follow-up task with this visit
+        closed = conn.execute(sa.select(t.c.joint_outcome, t.c.missing_roles)
+                              .where(t.c.closed_by == fid, t.c.joint.is_(True))).all()
+    assert closed and all(tuple(c) == ("incomplete", "doctor") for c in closed)
+    # blank: no doctor row (the doctor who records the visit was there); the API takes the field too
+    r = client.post("/api/patients/P1/follow-ups", headers=auth, json={
+        "visit_on": "2026-06-10", "mode": 2, "risk_level": 0, "insight": 1, "attended_doctor": 0, "reason_doctor": "外出培训"})
+    assert r.status_code == 201, r.text
+    with engine.connect() as conn:
+        assert tuple(conn.execute(sa.select(fp.c.role, fp.c.attended, fp.c.reason)
+                                  .where(fp.c.follow_up_id == r.json()["id"])).one()) == ("doctor", False, "外出培训")

@@ -143,9 +143,9 @@ PatientBody = write_body("PatientBody", "新患者建档 The 个人信息补充�
                          _specs(PATIENT_FIELDS + PATIENT_EXTRA_FIELDS, writes.patient_field_names()))
 FollowUpBody = write_body(
     "FollowUpBody", "随访 The 2018 随访服务记录表 fields (import contract followups.csv) and joint-visit attendance "
-    "(attended_<role>: 1 到场 / 0 未到场; absent = 未邀请).",
+    "(attended_<role>: 1 到场 / 0 未到场; absent = 未邀请; attended_doctor 0: the doctor did not attend, rules.md §6.2).",
     _specs(FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS, writes.follow_up_field_names(), skip=("patient_id",))
-    + [(f"attended_{role}", f"到场({codes.TeamRole(role).label})") for role in writes.JOINT_ROLES])
+    + [(f"attended_{role}", f"到场({codes.TeamRole(role).label})") for role in writes.FORM_ROLES])
 StatusBody = write_body("StatusBody", "死亡/迁出 status (dead | moved_out), its date and detail.",
                         _specs(PATIENT_FIELDS + PATIENT_EXTRA_FIELDS, {"status", "status_on", "status_detail"}))
 HealthCheckBody = write_body("HealthCheckBody", "健康体检 The check's date.", _specs(HEALTH_CHECK_FIELDS, {"checked_on"}))

@@ -125,6 +125,8 @@ FOLLOW_UP_SECTIONS: list[tuple[str, list[Widget]]] = [
 ]
 
 ATTENDANCE_CHOICES = [("", "未邀请"), ("1", "到场"), ("0", "未到场")]
+# the doctor's own row (rules.md §6, §6.2): blank = no row, the doctor who records the visit was there
+DOCTOR_ATTENDANCE_CHOICES = [("", "到场"), ("0", "未到场")]
 
 PATIENT_SECTIONS: list[tuple[str, list[Widget]]] = [
     ("基本信息", [

@@ -436,7 +436,8 @@ def _follow_up_form(request: Request, cur: Current, patient_id: str, values: dic
     people = {r: [m for m in record.get("team", []) if m["role"] == r and m.get("member_id")] for r in writes.JOINT_ROLES}
     return render(request, "follow_up_form.html", status_code=status_code, p=record, sections=forms.FOLLOW_UP_SECTIONS,
                   values=values, errors=errors, joint_roles=joint_roles or list(writes.JOINT_ROLES),
-                  attendance_choices=forms.ATTENDANCE_CHOICES, suggested=set(joint_roles), people=people)
+                  attendance_choices=forms.ATTENDANCE_CHOICES, doctor_choices=forms.DOCTOR_ATTENDANCE_CHOICES,
+                  suggested=set(joint_roles), people=people)
 
 
 @router.post("/patients/{patient_id}/follow-ups/new", response_class=HTMLResponse)

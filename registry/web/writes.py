@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from registry import audit, codes, joint_visits
 from registry.accounts import UserRole
+from registry.codes import TeamRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.injections import record_last_injection, sync_last_injection
 from registry.models import (CareTeamAssignment, FollowUp, FollowUpParticipant, Patient, Region, TeamMember, VisitTask,
@@ -47,6 +48,10 @@ from schedules import generation
 from schedules.jobs import recorded
 
 JOINT_ROLES = ("police", "village", "civil_affairs")
+# the roles with an unnamed row on the follow-up form: the joint roles and the doctor (rules.md §6
+# "doctor: always", §6.2: recorded absent on a visit the doctor did not attend — e.g. one led by the
+# police or the village — the doctor is a missing role, as participants.csv can record; session 12)
+FORM_ROLES = (TeamRole.DOCTOR.value, *JOINT_ROLES)
 
 
 def _reject(issues: list[Issue]) -> InvalidInput:
@@ -111,8 +116,8 @@ def follow_up_field_names() -> set[str]:
     """随访字段 Field names a follow-up form/body may carry."""
     from registry.validation import FOLLOW_UP_EXTRA_FIELDS, FOLLOW_UP_FIELDS
 
-    return ({f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in JOINT_ROLES}
-            | {f"reason_{r}" for r in JOINT_ROLES})
+    return ({f.name for f in FOLLOW_UP_FIELDS + FOLLOW_UP_EXTRA_FIELDS} | {f"attended_{r}" for r in FORM_ROLES}
+            | {f"reason_{r}" for r in FORM_ROLES})
 
 
 def patient_field_names() -> set[str]:
@@ -179,7 +184,7 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                     issues.append(Issue("TOO_LONG", f"{label}({key}): 用药记录过长（超过1000个字符）", column=key))
         if issues:
             raise _reject(issues)
-        reasons = {r: (raw.pop(f"reason_{r}", None) or "").strip() or None for r in JOINT_ROLES}
+        reasons = {r: (raw.pop(f"reason_{r}", None) or "").strip() or None for r in FORM_ROLES}
         for role, reason in reasons.items():
             if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
                 raise _reject([Issue("BAD_VALUE", f"未到场原因(reason_{role}): 过长（超过200个字符）或含不可保存的字符",
@@ -228,7 +233,7 @@ def _role_attendance(raw: dict[str, str]) -> tuple[dict[str, bool], list[Issue]]
     present_spec = next(s for s in PARTICIPANT_FIELDS if s.name == "present")
     out: dict[str, bool] = {}
     issues: list[Issue] = []
-    for role in JOINT_ROLES:
+    for role in FORM_ROLES:  # the joint roles' unnamed rows and the doctor's own (session 12)
         field = f"attended_{role}"
         cell = raw.pop(field, None)
         if cell is None or cell == "\x00invalid":  # absent; or a non-scalar, refused by _check_types
@@ -348,6 +353,13 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
                 raise PermissionDenied("这次随访没有邀请您的部门参加联合入户", code="NOT_A_PARTICIPANT")
         patient = session.get(Patient, fu.patient_id)
         row = _person_row(session, follow_up_id, role, member_id)
+        if row is None and member_id is not None:
+            # rules.md §6.2 (session 12): with no row of their own, a named attendee's record takes
+            # over the role's unnamed row the doctor recorded — the doctor's "someone of the role" is
+            # taken to be them, and their word wins (joint_visits.takes_over_unnamed)
+            unnamed = _person_row(session, follow_up_id, role, None)
+            if unnamed is not None and joint_visits.takes_over_unnamed(unnamed.source):
+                row, row.member_id = unnamed, member_id
         if row is None:
             row = FollowUpParticipant(follow_up_id=follow_up_id, role=role, member_id=member_id)
         _apply_attendance(row, attended=attended, reason=reason, source=codes.AttendanceSource.SELF.value,
@@ -413,6 +425,15 @@ def _person_row(session: Session, follow_up_id: int, role: str, member_id: str |
     fp = FollowUpParticipant
     person = fp.member_id == member_id if member_id else fp.member_id.is_(None)
     return session.exec(select(fp).where(fp.follow_up_id == follow_up_id, fp.role == role, person)).first()
+
+
+def _spoken_for(session: Session, follow_up_id: int, role: str) -> bool:
+    """Whether a named person of ``role`` recorded their own attendance (source ``self``) on the
+    follow-up (``registry.joint_visits.unnamed_kept_out``)."""
+    fp = FollowUpParticipant
+    return session.exec(select(fp.id).where(fp.follow_up_id == follow_up_id, fp.role == role,
+                                            fp.member_id.is_not(None),
+                                            fp.source == codes.AttendanceSource.SELF.value).limit(1)).first() is not None
 
 
 def _person_label(role: str, member_id: str | None) -> str:
@@ -485,6 +506,11 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
             raise _reject(issues)
         for role, member, present, reason in clean:
             row = _person_row(session, follow_up_id, role, member)
+            if member is None and joint_visits.unnamed_kept_out(_spoken_for(session, follow_up_id, role), row is not None):
+                # rules.md §6.2 (session 12): an unnamed row is not created where a person of the
+                # role recorded their own attendance (joint_visits.unnamed_kept_out): name whom you mean
+                out["kept"].append(_person_label(role, member))
+                continue
             if row is None:
                 row = FollowUpParticipant(follow_up_id=follow_up_id, role=role, member_id=member,
                                           source=codes.AttendanceSource.DOCTOR.value)
