@@ -455,7 +455,7 @@ def _check_regions(region_rows: list[_Row], known: dict[str, str], conn: Connect
         for row in region_rows:
             if row.issues:
                 continue
-            code, level, parent = row.values["code"], row.values["level"], row.values.get("parent_code")
+            code, level = row.values["code"], row.values["level"]
             issue = None
             if code in under:  # a stored child re-imported under another parent no longer lies under it
                 children, patients = under[code]
