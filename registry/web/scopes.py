@@ -92,6 +92,14 @@ class Scope:
         return sa.and_(in_region, Patient.status == PatientStatus.ACTIVE.value, clause)
 
     @property
+    def cache_key(self) -> tuple:
+        """缓存键 Everything the scope's clauses depend on (``patient_clause``, ``task_clause``): role,
+        region, date and, for a linked account, its member (rules.md §6.1, §8). A page computed for one
+        scope may be served from a cache only to a scope with the same key: two police accounts of one
+        township, one linked to its member and one not (or a supervisor), see different patients."""
+        return (self.role, self.user.region_code, self.today, getattr(self.user, "member_id", None) if self.linked else None)
+
+    @property
     def linked(self) -> bool:
         """关联成员 A list account linked to its team member and not a supervisor: its own patients only
         (rules.md §6.1)."""
