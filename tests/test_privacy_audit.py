@@ -53,3 +53,42 @@ def test_a_cached_work_list_is_never_served_to_another_scope(linked):  # noqa: F
     # a linked account first, then the unlinked one: still the township's list
     assert {r["patient_id"] for r in _get(client, tokens, "civil_other", "/api/worklist?all=true").json()["rows"]} == set()
     assert {r["patient_id"] for r in _get(client, tokens, "civil_lead", "/api/worklist?all=true").json()["rows"]} == {"P3"}
+
+
+# ---------------------------------------------------------------- the township's lists, from the archive too
+
+def _issue_week(engine) -> dict[str, int]:
+    """T1's week of 2026-06-08 as issued: a stored file per list (bytes stand in for the rendered lists)."""
+    with Session(engine) as s:
+        issue = ListIssue(township_code="T1", week=date(2026, 6, 8), version=1, issued_by="scheduler", counts="{}")
+        s.add(issue)
+        s.flush()
+        files = {slug: ListIssueFile(issue_id=issue.id, slug=slug, fmt="pdf", file_name=f"2026-06-08_T1_{slug}.pdf",
+                                     sha256="0" * 64, size=4, content=f"{slug}".encode())
+                 for slug in ("followup", "joint", "risk", "medication", "assistance")}
+        s.add_all(files.values())
+        s.commit()
+        return {slug: f.id for slug, f in files.items()}
+
+
+def test_a_linked_account_cannot_take_the_township_s_lists_from_the_archive(linked):  # noqa: F811
+    """rules.md §6.1: a linked, non-supervisor officer cannot download the township's week lists
+    (SUPERVISOR_ONLY) — nor the same lists as issued, from the 五单存档 page, its API or a file link."""
+    client, tokens, database = linked
+    files = _issue_week(database.engine)
+    for user in ("police_linked", "police_other", "civil_linked", "civil_other"):
+        for url in ("/lists/week", "/lists/archive", "/api/lists/archive", f"/lists/archive/files/{files['joint']}",
+                    f"/lists/archive/files/{files['risk']}", f"/lists/archive/files/{files['assistance']}"):
+            r = _get(client, tokens, user, url)
+            assert r.status_code == 403 and "SUPERVISOR_ONLY" in r.text, (user, url)
+    # the supervisor and an unlinked account still read their own lists' files (and only those)
+    for user, readable in (("police_lead", {"joint", "risk"}), ("police", {"joint", "risk"}),
+                           ("civil_lead", {"joint", "assistance"})):
+        for slug, file_id in files.items():
+            r = _get(client, tokens, user, f"/lists/archive/files/{file_id}")
+            assert r.status_code == (200 if slug in readable else 404), (user, slug)
+        assert _get(client, tokens, user, "/lists/archive").status_code == 200
+    with database.engine.connect() as conn:
+        refused = conn.execute(sa.select(sa.func.count()).select_from(AuditLog).where(
+            AuditLog.action == "refused", AuditLog.actor == "police_linked")).scalar()
+    assert refused == 6  # every refusal audited (rules.md §8)

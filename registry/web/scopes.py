@@ -106,6 +106,13 @@ class Scope:
         return (self.role in TASK_ROLE_OF and bool(getattr(self.user, "member_id", None))
                 and not getattr(self.user, "supervisor", False))
 
+    def require_township_lists(self) -> None:
+        """乡镇名单 The township's lists (the week's 五单, their issued archive) go to its supervisor; a
+        linked, non-supervisor account works from its own patients (rules.md §6.1): PermissionDenied
+        ``SUPERVISOR_ONLY``. Every route serving a township list calls this."""
+        if self.linked:
+            raise PermissionDenied("本乡镇的名单仅限负责人查看；您的患者见“我的名单”", code="SUPERVISOR_ONLY")
+
     def task_clause(self, tasks):
         """可见任务 The open tasks (``tasks``: the visit_task table) a list account takes part in: those
         requiring its team role (a linked account: those it is responsible for, rules.md §6.1); 综治:
