@@ -17,6 +17,7 @@ seeded database, tests/web_support.py and the linked accounts of tests/test_name
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timezone
 
 import pytest
@@ -92,3 +93,39 @@ def test_a_linked_account_cannot_take_the_township_s_lists_from_the_archive(link
         refused = conn.execute(sa.select(sa.func.count()).select_from(AuditLog).where(
             AuditLog.action == "refused", AuditLog.actor == "police_linked")).scalar()
     assert refused == 6  # every refusal audited (rules.md §8)
+
+
+# ---------------------------------------------------------------- emergency record numbers
+
+def _message(r) -> str:
+    """An error answer's message: the JSON's, or the page's alert."""
+    if r.headers["content-type"].startswith("application/json"):
+        return r.json()["message"]
+    return re.search(r'<p class="alert" role="alert">(.*?)</p>', r.text, re.S).group(1)
+
+
+@time_machine.travel("2026-06-10 09:00 +0800", tick=False)
+def test_an_emergency_elsewhere_answers_as_one_that_does_not_exist(database):
+    """rules.md §8: another township's doctor (and a list account off the patient's lists) probing record
+    numbers gets the same 403 for a record of a patient outside its scope as for a number no record
+    has — on the page, the PDF, the API read and the API completion — so no probe learns which exist."""
+    seed(database.engine)
+    client = TestClient(create_app(database.engine, today=lambda: TODAY))
+    doc = {"Authorization": f"Bearer {session_token(database.engine, 'doc')}"}
+    opened = client.post("/api/patients/P1/emergencies", headers=doc, json={
+        "situations": [2], "reported_at": "2026-06-10 08:00", "place": "东坑村村口", "reporter": "陈父", "scene": "持棍追打邻居"})
+    assert opened.status_code == 201, opened.text
+    real, missing = opened.json()["id"], opened.json()["id"] + 1000
+    for user in ("doc2", "civil"):
+        h = {"Authorization": f"Bearer {session_token(database.engine, user)}"}
+        seen = []
+        for n in (real, missing):
+            answers = [client.get(f"/emergencies/{n}", headers=h), client.get(f"/emergencies/{n}/pdf", headers=h),
+                       client.get(f"/api/emergencies/{n}", headers=h),
+                       client.patch(f"/api/emergencies/{n}", headers=h, json={"effect": "x"})]
+            for r in answers:
+                assert r.status_code == 403, (user, n, r.request.url, r.status_code)
+                assert "陈一" not in r.text and "P1" not in r.text
+            assert answers[2].json() == {"error": "PATIENT_FORBIDDEN", "message": f"无权查看应急处置记录 {n}"}
+            seen.append([re.sub(rf"记录 {n}\b", "记录 N", _message(r)) for r in answers])
+        assert seen[0] == seen[1], user  # the record and the number nobody has: the same answers
