@@ -17,6 +17,7 @@ seeded database, tests/web_support.py and the linked accounts of tests/test_name
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime, timezone
 
@@ -129,3 +130,30 @@ def test_an_emergency_elsewhere_answers_as_one_that_does_not_exist(database):
             assert answers[2].json() == {"error": "PATIENT_FORBIDDEN", "message": f"无权查看应急处置记录 {n}"}
             seen.append([re.sub(rf"记录 {n}\b", "记录 N", _message(r)) for r in answers])
         assert seen[0] == seen[1], user  # the record and the number nobody has: the same answers
+
+
+# ---------------------------------------------------------------- minimum necessary: a task's fields
+
+def test_list_accounts_tasks_carry_only_their_lists_fields(linked):  # noqa: F811
+    """rules.md §7–§8: a task's ``rule`` names the clause that set its date (不稳定, 住院, …): on no list of
+    police, 综治, village or civil affairs, so their work list and patient record leave it out; civil
+    affairs' lists carry no risk level either. The doctor keeps both."""
+    client, tokens, database = linked
+    with database.engine.begin() as conn:  # the scheduler's rule texts name the classification
+        conn.execute(sa.text("UPDATE visit_task SET rule = 'national-2018:§5 不稳定+14d'"))
+    for user, hidden in (("police", {"rule"}), ("police_linked", {"rule"}), ("governance", {"rule"}),
+                         ("village", {"rule"}), ("civil_lead", {"rule", "risk_level"}), ("civil_linked", {"rule", "risk_level"})):
+        work = _get(client, tokens, user, "/api/worklist?all=true").json()["rows"]
+        assert work, user
+        assert all(not hidden & row.keys() for row in work), user
+        pid = work[0]["patient_id"]
+        record = _get(client, tokens, user, f"/api/patients/{pid}").json()
+        assert record["tasks"] and all(not hidden & task.keys() for task in record["tasks"]), user
+        for text in (json.dumps(work, ensure_ascii=False), json.dumps(record, ensure_ascii=False),
+                     _get(client, tokens, user, "/mylist").text, _get(client, tokens, user, f"/patients/{pid}").text):
+            assert "不稳定" not in text, user
+        if user.startswith("police"):
+            assert work[0]["risk_level"] is not None  # the 风险预警单's own field stays
+    doctor = _get(client, tokens, "doc", "/api/worklist?all=true").json()["rows"]
+    assert all(row["rule"] == "national-2018:§5 不稳定+14d" and "risk_level" in row for row in doctor)
+    assert _get(client, tokens, "doc", "/api/patients/P3").json()["tasks"][0]["rule"] == "national-2018:§5 不稳定+14d"
