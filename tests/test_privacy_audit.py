@@ -157,3 +157,34 @@ def test_list_accounts_tasks_carry_only_their_lists_fields(linked):  # noqa: F81
     doctor = _get(client, tokens, "doc", "/api/worklist?all=true").json()["rows"]
     assert all(row["rule"] == "national-2018:§5 不稳定+14d" and "risk_level" in row for row in doctor)
     assert _get(client, tokens, "doc", "/api/patients/P3").json()["tasks"][0]["rule"] == "national-2018:§5 不稳定+14d"
+
+
+# ---------------------------------------------------------------- each list role its own fields and pages
+
+def test_each_list_role_s_patient_page_shows_its_own_list_fields(linked):  # noqa: F811
+    """rules.md §7–§8: police, 综治 and village read the 风险预警单's fields (risk, last visit, 失访,
+    肇事/肇祸); civil affairs the 帮扶救助单's (economic status, 以奖代补, rehabilitation). The village and
+    综治 pages showed civil affairs' headings with blanks (经济状况 —, 以奖代补 未纳入) instead of theirs."""
+    client, tokens, _db = linked
+    for user, pid in (("police", "P1"), ("governance", "P1"), ("village", "P1"), ("civil_lead", "P3")):
+        page = _get(client, tokens, user, f"/patients/{pid}")
+        assert page.status_code == 200, user
+        police_view = user != "civil_lead"
+        assert ("最近危险性评估" in page.text) == police_view and ("近12个月肇事/肇祸" in page.text) == police_view, user
+        assert ("经济状况" in page.text) != police_view and ("以奖代补" in page.text) != police_view, user
+
+
+def test_governance_reads_its_township_s_ledger(linked):  # noqa: F811
+    """rules.md §10: "Police and 综治 see their township's ledger (no diagnosis)" — 综治 too, page and API,
+    audited; civil affairs and the village do not."""
+    client, tokens, database = linked
+    page = _get(client, tokens, "governance", "/ledger")
+    assert page.status_code == 200 and "陈一" in page.text and "精神分裂症" not in page.text
+    assert 'href="/ledger"' in page.text  # in its menu
+    api = _get(client, tokens, "governance", "/api/ledger")
+    assert api.status_code == 200 and {r["patient_id"] for r in api.json()} == {"P1", "P6"}
+    for user in ("civil_lead", "village"):
+        assert _get(client, tokens, user, "/ledger").status_code == 403, user
+    with database.engine.connect() as conn:
+        reads = conn.execute(sa.select(AuditLog.actor).where(AuditLog.action == "read", AuditLog.object_type == "ledger")).scalars().all()
+    assert reads == ["governance", "governance"]
