@@ -188,3 +188,31 @@ def test_governance_reads_its_township_s_ledger(linked):  # noqa: F811
     with database.engine.connect() as conn:
         reads = conn.execute(sa.select(AuditLog.actor).where(AuditLog.action == "read", AuditLog.object_type == "ledger")).scalars().all()
     assert reads == ["governance", "governance"]
+
+
+# ---------------------------------------------------------------- refusals answered by a page are audited too
+
+def test_refused_reward_forms_are_audited(database):
+    """issue 18, rules.md §8: every refused request is an audit row. The 以奖代补 forms answer a refusal with
+    their own page (the reason shown) instead of the error page, and wrote no row: a probe of patient
+    numbers through them went unrecorded. Once per request, the patient's name never shown."""
+    seed(database.engine)
+    client = TestClient(create_app(database.engine, today=lambda: TODAY))
+    client.cookies.set("jf_session", session_token(database.engine, "civil"))
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/reward?year=2025").text).group(1)
+    probes = [("/reward/enrol", {"patient_id": "P4", "year": "2025"}),           # another township's patient
+              ("/reward/P4/2025/decision", {"decision": "approve"}),
+              ("/reward/P4/2025/payment", {"paid_on": "2026-01-05"}),
+              ("/reward/NOBODY/2025/decision", {"decision": "approve"})]       # a number nobody has: the same
+    for url, data in probes:
+        r = client.post(url, data={"csrf_token": token, **data})
+        assert r.status_code == 403 and "黄四" not in r.text, url
+    police = TestClient(create_app(database.engine, today=lambda: TODAY))
+    police.cookies.set("jf_session", session_token(database.engine, "police"))
+    police_token = re.search(r'name="csrf_token" value="([^"]+)"', police.get("/account/password").text).group(1)
+    assert police.post("/reward/P1/2025/decision", data={"csrf_token": police_token, "decision": "approve"}).status_code == 403
+    with database.engine.connect() as conn:
+        rows = conn.execute(sa.select(AuditLog.actor, AuditLog.object_id, AuditLog.detail)
+                            .where(AuditLog.action == "refused").order_by(AuditLog.id)).all()
+    assert [tuple(r) for r in rows] == [("civil", url, "POST PATIENT_FORBIDDEN") for url, _ in probes] + [
+        ("police", "/reward/P1/2025/decision", "POST ROLE_FORBIDDEN")]  # not a reader of the page: once
