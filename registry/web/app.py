@@ -29,6 +29,7 @@ from registry.errors import JingfangError, NotAuthenticated, PermissionDenied, T
 from registry.resources import template_dir
 from registry.regions import LiveRegionTree
 from registry.web.context import WebContext
+from registry.web.auth import audit_refused
 
 STATIC_DIR = Path(__file__).with_name("static")
 TEMPLATE_DIRS = [template_dir("web"), Path(__file__).with_name("templates")]
@@ -291,19 +292,6 @@ def error_page(request: Request, status: int, code: str, message: str, issues=()
     cur = getattr(request.state, "current", None)
     return ctx.templates.TemplateResponse(request, "error.html", {"status": status, "code": code, "message": message,
                                                                  "issues": list(issues), "cur": cur}, status_code=status)
-
-
-def audit_refused(request: Request, exc: PermissionDenied) -> None:
-    """拒绝访问审计 A refused request (403) is audited too (issue 18): who, what path, which code.
-    The actor is the logged-in user when known, else the token's absence ("?")."""
-    from registry import audit
-    from registry.web.auth import client_ip
-
-    cur = getattr(request.state, "current", None)
-    path = request.url.path[:200]
-    audit.record(request.app.state.ctx.engine, actor=cur.user.username if cur else "?", action="refused",
-                 object_type="request", object_id=path, region_code=cur.user.region_code if cur else None,
-                 detail=f"{request.method} {exc.code}", source=client_ip(request))
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -94,3 +94,17 @@ def require_form_csrf(cur: Current, form_token: str | None) -> None:
 def new_login_csrf() -> str:
     """CSRF 令牌 A random token for the login form."""
     return secrets.token_urlsafe(24)
+
+
+def audit_refused(request: Request, exc: PermissionDenied) -> None:
+    """拒绝访问审计 A refused request (403) is audited too (issue 18): who, what path, which code.
+    The actor is the logged-in user when known, else the token's absence ("?"). The app's error
+    handler calls it for every PermissionDenied; a page that answers a refused form itself (the
+    以奖代补 forms re-render their page with the reason) calls it too."""
+    from registry import audit
+
+    cur = getattr(request.state, "current", None)
+    path = request.url.path[:200]
+    audit.record(request.app.state.ctx.engine, actor=cur.user.username if cur else "?", action="refused",
+                 object_type="request", object_id=path, region_code=cur.user.region_code if cur else None,
+                 detail=f"{request.method} {exc.code}", source=client_ip(request))

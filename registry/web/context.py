@@ -42,8 +42,9 @@ class WebContext:
 
     @staticmethod
     def worklist_key(scope, **kwargs) -> tuple:
-        """The work-list cache key: role, region, date and the query's arguments."""
-        return (scope.user.role, scope.user.region_code, scope.today, tuple(sorted(kwargs.items())))
+        """The work-list cache key: the scope's (``Scope.cache_key``: role, region, date, a linked account's
+        member) and the query's arguments."""
+        return (*scope.cache_key, tuple(sorted(kwargs.items())))
 
     def cached_partial(self, template: str, data: dict, **inputs) -> bytes:
         """缓存片段 ``template`` rendered with ``data`` and ``inputs``, as UTF-8, once per cached ``data``.

@@ -133,13 +133,15 @@ def open_emergency(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any]
 
 def _checked(engine, scope: Scope, emergency_id: int) -> str:
     """The record's patient, or PermissionDenied without naming it when outside the caller's scope
-    (an opening-only account: also when another user opened it)."""
+    (an opening-only account: also when another user opened it) — and the same answer when there is
+    no such record, so a probe of record numbers cannot learn which exist elsewhere (rules.md §8, as
+    ``Scope.check_patient`` for patient numbers)."""
     with Session(engine) as session:
         record = session.get(Emergency, emergency_id)
-        if record is None:
-            raise NotFound(f"应急处置记录 {emergency_id} 不存在", code="EMERGENCY_NOT_FOUND")
-        patient_id, opened_by = record.patient_id, record.opened_by
         try:
+            if record is None:
+                raise PermissionDenied("no such record")
+            patient_id, opened_by = record.patient_id, record.opened_by
             scope.check_patient(session, patient_id)
             if _own_only(scope) and opened_by != scope.user.username:
                 raise PermissionDenied("not the opener")

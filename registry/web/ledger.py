@@ -4,8 +4,9 @@
 county, and below) as of a date (default today): entries and exits from the one rule
 (``registry.ledger`` via ``schedules.ledger_files.ledger_rows``), with name, masked ID (first 6
 and last 4, rules.md §8), village, address and guardian — never diagnosis or medication. Police
-(民警) see their township's ledger (rules.md §10 "Police and 综治"; 综治 has no account role yet:
-the role gains this page by being added to ``LEDGER_ROLES``); civil affairs (民政) does not. Every
+(民警) and 综治 see their township's ledger (rules.md §10 "Police and 综治 see their township's
+ledger"; 综治 was left out when its account role came, issue 14, and gained the page in the privacy
+audit); civil affairs (民政) and the village do not. Every
 read is audited. The table collapses to cards on a phone (``table.list`` + ``data-label``).
 """
 
@@ -26,7 +27,8 @@ from registry.web.pages import render
 from schedules.ledger_files import ledger_rows
 
 router = APIRouter()
-LEDGER_ROLES = (UserRole.POLICE.value, UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
+LEDGER_ROLES = (UserRole.POLICE.value, UserRole.GOVERNANCE.value, UserRole.TOWNSHIP_DOCTOR.value,
+                UserRole.COUNTY_ADMIN.value)
 JSON_KEYS = ("patient_id", "entered_on", "reason", "left_on", "left_reason")
 
 
@@ -64,7 +66,7 @@ def ledger_page(request: Request, as_of: str = ""):
                   on_ledger=sum(1 for r in rows if r["on_ledger"]))
 
 
-@router.get("/api/ledger", summary="易肇事肇祸台账（民警、乡镇精防医生、县级管理员）")
+@router.get("/api/ledger", summary="易肇事肇祸台账（民警、综治干部、乡镇精防医生、县级管理员）")
 def ledger_api(request: Request, cur: CurrentUser, as_of: Annotated[str, Query(max_length=10)] = "") -> list[dict]:
     """易肇事肇祸台账 The contract.md ``ledger --json`` elements of the user's region as of ``as_of``
     (default today), by patient then date; ``left_on``/``left_reason`` null while on the ledger."""

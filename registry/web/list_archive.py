@@ -6,7 +6,8 @@ against the archived rows"; issue 15; ``schedules.archive``).
   SHA-256, size and download count, the sign-ins recorded per list, and the latest downloads.
   Readers: the county admin (any township of the county) and the township doctor (own township);
   police and civil affairs (own township) see only the files of their own lists (``LIST_READERS``)
-  and no download log or rows. Every view is audited.
+  and no download log or rows; an account linked to its member and not a supervisor none at all
+  (``Scope.require_township_lists``, rules.md §6.1: as the week's lists). Every view is audited.
 * ``/lists/archive/files/<id>`` — an archived file, byte for byte as issued; a download
   (``list_download``) and an export audit row.
 * ``/lists/archive/<issue>/<list>`` — the list's rows as issued, each with its sign-ins and a form
@@ -68,6 +69,7 @@ def readable_slugs(role: str) -> tuple[str, ...]:
 
 def _township(request: Request, cur: Current, township: str) -> tuple[str, list[str]]:
     cur.scope.require_role(*ARCHIVE_ROLES)
+    cur.scope.require_township_lists()  # as the week's lists (rules.md §6.1): a linked member works from its own
     towns = allowed_townships(request, cur)
     if len(township) > 32:
         raise InvalidInput.single("BAD_TEXT", "乡镇编码过长", column="township")
@@ -104,6 +106,7 @@ def archived_file(request: Request, file_id: Annotated[int, PathParam(ge=1, le=2
     """存档文件 An archived file as issued, for a reader of its list in its township; a recorded download."""
     cur = current(request)
     cur.scope.require_role(*ARCHIVE_ROLES)
+    cur.scope.require_township_lists()
     ctx = request.app.state.ctx
     with ctx.engine.begin() as conn:
         hit = conn.execute(sa.select(archive.FILE, archive.ISSUE.c.township_code, archive.ISSUE.c.week,

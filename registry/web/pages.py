@@ -566,8 +566,7 @@ def _week_and_township(request: Request, cur: Current, week: str, township: str)
         if not date(2000, 1, 1) <= day <= date(2100, 12, 31):
             raise InvalidInput.single("BAD_DATE", "周次应在 2000-01-01 至 2100-12-31 之间", column="week")
     monday = day - timedelta(days=day.weekday())
-    if cur.scope.linked:  # rules.md §6.1: the township's lists go to its supervisor, a linked member works from its own
-        raise PermissionDenied("本乡镇的名单仅限负责人查看；您的患者见“我的名单”", code="SUPERVISOR_ONLY")
+    cur.scope.require_township_lists()  # rules.md §6.1: the supervisor's; a linked member works from its own
     own = ctx.tree.township_of(cur.user.region_code) or cur.user.region_code
     if township and township != own:
         raise PermissionDenied(f"乡镇 {township[:20]} 不在您的管辖范围内", code="REGION_FORBIDDEN")

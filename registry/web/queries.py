@@ -135,7 +135,8 @@ def worklist(engine, scope: Scope, tree: LiveRegionTree, *, as_of: date, horizon
             "call": call,
             "rule": t.get("rule"),
         })
-    out = {"as_of": as_of.isoformat(), "total": total, "overdue": overdue, "offset": offset, "rows": rows}
+    out = {"as_of": as_of.isoformat(), "total": total, "overdue": overdue, "offset": offset,
+           "rows": [task_fields(scope, r) for r in rows]}
     if checks is not None:
         out["health_checks"] = checks
     if health_checks_apart:  # the page's filter choices, cached with the page
@@ -290,6 +291,23 @@ def patient_tasks(session: Session, patient_id: str, *, as_of: date) -> list[dic
     people = responsible_people(session, [{"task_id": r.id} for r in rows])
     return [task_view(patient_id, r.kind, r.due_on, r.roles, r.joint, r.rule, r.risk_level, as_of=as_of,
                       people=list(people.get(r.id, {}).values())) for r in rows]
+
+
+# A task's fields a list account does not read (rules.md §7–§8, minimum necessary): ``rule`` names the clause
+# that set the due date — the patient's classification (不稳定, 基本稳定), a hospital stay (住院) or the doctor's
+# own date — which is on none of their lists; civil affairs' lists (联合入户单, 帮扶救助单) carry no risk level.
+LIST_TASK_HIDDEN = {"rule"}
+CIVIL_AFFAIRS_TASK_HIDDEN = LIST_TASK_HIDDEN | {"risk_level"}
+
+
+def task_fields(scope: Scope, task: dict) -> dict:
+    """任务字段 A task (work-list row or patient-page task) with only the fields the caller's lists need:
+    everything for doctors and county admins; no ``rule`` for list accounts, and no ``risk_level`` for
+    civil affairs (rules.md §7.2, §7.5, §8)."""
+    if scope.full_record:
+        return task
+    hidden = CIVIL_AFFAIRS_TASK_HIDDEN if scope.role == UserRole.CIVIL_AFFAIRS.value else LIST_TASK_HIDDEN
+    return {k: v for k, v in task.items() if k not in hidden}
 
 
 def task_view(patient_id: str, kind: str, due_on: date, roles: str, joint, rule, risk_level, *, as_of: date,
@@ -484,8 +502,8 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
     """
     views = [follow_up_view(f, parts.get(f.id, [])) for f in follow_ups]
     record = identity_fields(scope, tree, p, as_of=as_of)
-    # list roles see only the tasks they take part in
-    record["tasks"] = [t for t in tasks if scope.takes_part(t)]
+    # list roles see only the tasks they take part in, with only their lists' fields
+    record["tasks"] = [task_fields(scope, t) for t in tasks if scope.takes_part(t)]
     record["team"] = team
     if scope.role == UserRole.CIVIL_AFFAIRS.value:
         record.update(civil_affairs_fields(p, views, follow_ups, scope.role, as_of=as_of, member=_member_of(scope)))

@@ -38,7 +38,7 @@ from registry.models import GuardianYear, Patient
 from registry.profile import current_profile
 from registry.regions import villages_under
 from registry.storable_text import bad_text, bad_text_message
-from registry.web.auth import Current, client_ip, current
+from registry.web.auth import Current, audit_refused, client_ip, current
 from registry.web.deps import CurrentUser
 from registry.web.pages import form_data, render
 from schedules.ledger_files import region_row
@@ -204,7 +204,12 @@ def _back(year: int, township: str) -> RedirectResponse:
 
 
 def _refused(request: Request, cur: Current, year: int, township: str, exc: JingfangError) -> HTMLResponse:
-    """A refused form write (nothing was written): the page again with the reason, the error's status."""
+    """A refused form write (nothing was written): the page again with the reason, the error's status; a
+    403 (a patient or year outside the caller's scope) audited as every refusal is (issue 18, rules.md §8)."""
+    if isinstance(exc, PermissionDenied):
+        if cur.user.role not in READ_ROLES:
+            raise exc  # no page to show: the error page (audited by the app's handler)
+        audit_refused(request, exc)
     return _page(request, cur, year, township[:32], error=exc.message, status_code=exc.http_status)
 
 

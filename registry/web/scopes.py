@@ -92,11 +92,26 @@ class Scope:
         return sa.and_(in_region, Patient.status == PatientStatus.ACTIVE.value, clause)
 
     @property
+    def cache_key(self) -> tuple:
+        """缓存键 Everything the scope's clauses depend on (``patient_clause``, ``task_clause``): role,
+        region, date and, for a linked account, its member (rules.md §6.1, §8). A page computed for one
+        scope may be served from a cache only to a scope with the same key: two police accounts of one
+        township, one linked to its member and one not (or a supervisor), see different patients."""
+        return (self.role, self.user.region_code, self.today, getattr(self.user, "member_id", None) if self.linked else None)
+
+    @property
     def linked(self) -> bool:
         """关联成员 A list account linked to its team member and not a supervisor: its own patients only
         (rules.md §6.1)."""
         return (self.role in TASK_ROLE_OF and bool(getattr(self.user, "member_id", None))
                 and not getattr(self.user, "supervisor", False))
+
+    def require_township_lists(self) -> None:
+        """乡镇名单 The township's lists (the week's 五单, their issued archive) go to its supervisor; a
+        linked, non-supervisor account works from its own patients (rules.md §6.1): PermissionDenied
+        ``SUPERVISOR_ONLY``. Every route serving a township list calls this."""
+        if self.linked:
+            raise PermissionDenied("本乡镇的名单仅限负责人查看；您的患者见“我的名单”", code="SUPERVISOR_ONLY")
 
     def task_clause(self, tasks):
         """可见任务 The open tasks (``tasks``: the visit_task table) a list account takes part in: those
