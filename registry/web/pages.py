@@ -316,7 +316,14 @@ def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int
 @router.get("/mylist", response_class=HTMLResponse)
 def my_list_page(request: Request):
     """民警/民政名单 Only the patients on the user's lists, only the list fields (rules.md §8)."""
-    cur = current(request)
+    return my_list(request, current(request))
+
+
+def my_list(request: Request, cur: Current, *, status_code: int = 200, reply_errors: dict | None = None,
+            reply_values: dict | None = None) -> HTMLResponse:
+    """我的名单 The page, or its 422 re-render after a refused appointment answer: ``reply_errors`` and
+    ``reply_values`` keyed by appointment id, shown next to that appointment's form (the answer and
+    the reason typed are kept)."""
     cur.scope.require_role(*scopes.LIST_ROLES)
     ctx = request.app.state.ctx
     data = ctx.worklist(cur.scope, as_of=ctx.today(), horizon_days=None, limit=300)
@@ -327,9 +334,10 @@ def my_list_page(request: Request):
     if cur.user.member_id:  # a linked account answers for its own member (rules.md §6.1)
         with ctx.engine.connect() as conn:
             booked = appointments.appointments_for_member(conn, cur.user.member_id)
-    return render(request, "mylist.html", data=data, patients=patients, appointments=booked,
+    return render(request, "mylist.html", status_code=status_code, data=data, patients=patients, appointments=booked,
                   answers=[(a.value, a.label) for a in AppointmentAnswer],
-                  notices=notices.notices(ctx.engine, cur, ctx.tree))
+                  notices=notices.notices(ctx.engine, cur, ctx.tree), reply_errors=reply_errors or {},
+                  reply_values=reply_values or {})
 
 
 # ---------------------------------------------------------------- patient record
@@ -378,11 +386,14 @@ async def patient_page(request: Request, patient_id: str):
                   appointment_tasks=panels["appointment_tasks"])
 
 
-def _assignments(request: Request, cur: Current, patient_id: str) -> dict | None:
-    """团队指派 The doctor's assignment panel (rules.md §6.1); None for other roles."""
-    if cur.user.role != UserRole.TOWNSHIP_DOCTOR.value:
-        return None
-    return writes.assignments_of(request.app.state.ctx.engine, cur.scope, patient_id)
+def patient_page_again(request: Request, cur: Current, patient_id: str, **errors) -> HTMLResponse:
+    """一历（422） The patient page again after a refused form on it (health check, injection, team
+    assignment, appointment), with the doctor's panels as the page has them and ``errors`` (the
+    template's ``*_errors`` / ``*_values``) next to the form that was sent."""
+    record = _record_read(request, cur, patient_id)
+    panels = reads.panels_of(request.app.state.ctx, cur, patient_id)
+    return render(request, "patient.html", status_code=422, p=record, assignments=panels["assignments"],
+                  appointment_tasks=panels["appointment_tasks"], **errors)
 
 
 @router.post("/patients/{patient_id}/team", response_class=HTMLResponse)
@@ -394,9 +405,7 @@ async def assignment_submit(request: Request, patient_id: str):
     try:
         writes.assign_member(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
     except InvalidInput as exc:
-        record = _record_read(request, cur, patient_id)
-        return render(request, "patient.html", status_code=422, p=record, assignments=_assignments(request, cur, patient_id),
-                      team_errors=forms.errors_by_field(exc.issues), team_values=data)
+        return patient_page_again(request, cur, patient_id, team_errors=forms.errors_by_field(exc.issues), team_values=data)
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
@@ -410,9 +419,7 @@ async def assignment_end(request: Request, patient_id: str, assignment_id: Annot
         writes.end_assignment(ctx.engine, cur.scope, patient_id, assignment_id, data, today=ctx.today(),
                               source=client_ip(request))
     except InvalidInput as exc:
-        record = _record_read(request, cur, patient_id)
-        return render(request, "patient.html", status_code=422, p=record, assignments=_assignments(request, cur, patient_id),
-                      team_errors=forms.errors_by_field(exc.issues), team_values=data)
+        return patient_page_again(request, cur, patient_id, team_errors=forms.errors_by_field(exc.issues), team_values=data)
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
@@ -504,9 +511,7 @@ async def _event_submit(request: Request, patient_id: str, write):
     try:
         write(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
     except InvalidInput as exc:
-        record = _record_read(request, cur, patient_id)
-        return render(request, "patient.html", status_code=422, p=record, event_errors=forms.errors_by_field(exc.issues),
-                      event_values=data)
+        return patient_page_again(request, cur, patient_id, event_errors=forms.errors_by_field(exc.issues), event_values=data)
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
