@@ -594,9 +594,14 @@ def week_lists(request: Request, week: str = "", township: str = ""):
     monday, own = _week_and_township(request, cur, week, township)
     with request.app.state.ctx.engine.connect() as conn:
         issue = latest_issue(conn, own, monday)
+    from registry.web.list_archive import ARCHIVE_ROLES
+
+    this_monday = request.app.state.ctx.today() - timedelta(days=request.app.state.ctx.today().weekday())
+    # the archive link only for a role that may open it (综治 reads the week's lists, not the archive)
     return render(request, "lists_week.html", monday=monday, sunday=monday + timedelta(days=6), township=own,
                   township_name=request.app.state.ctx.tree.name(own), lists=lists_for_role(cur.user.role),
-                  one_week=timedelta(days=7), issue=issue)
+                  one_week=timedelta(days=7), issue=issue, archive=cur.user.role in ARCHIVE_ROLES,
+                  this_monday=this_monday)
 
 
 @router.get("/lists/week/{slug}.{fmt}")
