@@ -678,7 +678,7 @@ def audit_page(request: Request, actor: str = "", action: str = ""):
     ctx = request.app.state.ctx
     actor, action = text_param(actor, "用户"), text_param(action, "操作", 20)
     rows = queries.audit_rows(ctx.engine, cur.scope, actor=actor or None, action=action or None)
-    return render(request, "audit.html", rows=rows, actor=actor, action=action)
+    return render(request, "audit.html", rows=rows, actor=actor, action=action, action_labels=queries.AUDIT_ACTION_LABELS)
 
 
 # The hot pages (the work list, the patient page: issue 4's benchmark) are matched first: FastAPI
