@@ -53,6 +53,8 @@ def _page_context(request: Request, context: dict) -> dict:
     context.setdefault("role_label", UserRole(cur.user.role).label if cur else "")
     context.setdefault("region_name", ctx.tree.name(cur.user.region_code) if cur else "")
     context.setdefault("today", ctx.today().isoformat())
+    # an emergency alert links its record for the roles that read every record (rules.md §9)
+    context.setdefault("reads_emergencies", bool(cur) and cur.user.role in emergencies.COMPLETE_ROLES + (UserRole.COUNTY_ADMIN.value,))
     return context
 
 
