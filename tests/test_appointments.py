@@ -212,3 +212,59 @@ def test_the_web_forms_propose_and_answer(linked):  # noqa: F811
     r = other.post(f"/appointments/{appointment_id}/reply",
                    data={"answer": "confirmed", "csrf_token": csrf(other.get("/mylist").text)})
     assert r.status_code == 403
+
+
+def test_a_refused_answer_or_proposal_stays_on_its_page_with_the_message_by_the_form(linked):  # noqa: F811
+    """rules.md §6.1: 不能参加 needs a reason; a proposal cannot be in the past. The phone user who gets it
+    wrong sees the same page again (422), the message under the form it sent and what was typed kept —
+    not an error page with “返回首页” and the field's code (the walk of the front line's day)."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from registry.web.app import create_app
+    from tests.web_support import PASSWORD, TODAY
+
+    _client, _tokens, db = linked
+    engine = db.engine
+
+    def login(username):
+        client = TestClient(create_app(engine, today=lambda: TODAY), follow_redirects=False)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+        assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
+        return client
+
+    def csrf(html):
+        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+    def form_of(html, form_id):
+        return re.search(rf'<form[^>]*id="{form_id}".*?</form>', html, re.S).group(0)
+
+    doc = login("doc")
+    page = doc.get("/patients/P1").text
+    tid = task_id(engine, "P1")
+    r = doc.post(f"/tasks/{tid}/appointments", data={"proposed_at": "2026-06-09T09:00", "place": "村委会门口",
+                                                     "csrf_token": csrf(page)})
+    assert r.status_code == 422 and count(engine, Appointment) == 0
+    form = form_of(r.text, f"propose-{tid}")
+    assert "不能早于当前时间" in form and "(proposed_at)" not in r.text and "返回首页" not in r.text
+    assert 'value="2026-06-09T09:00"' in form and 'value="村委会门口"' in form
+    assert "陈一" in r.text and "团队指派" in r.text  # the whole patient page, its panels too
+    r = doc.post(f"/tasks/{tid}/appointments", data={"proposed_at": WHEN, "place": "村委会", "csrf_token": csrf(page)})
+    assert r.status_code == 303
+
+    officer = login("police_linked")
+    mine = officer.get("/mylist").text
+    [appointment_id] = re.findall(r'action="/appointments/(\d+)/reply"', mine)
+    r = officer.post(f"/appointments/{appointment_id}/reply", data={"answer": "declined", "reason": " ",
+                                                                     "csrf_token": csrf(mine)})
+    assert r.status_code == 422 and count(engine, AppointmentReply) == 0
+    assert "我的名单" in r.text and "返回首页" not in r.text and "(reason)" not in r.text
+    form = form_of(r.text, f"reply-{appointment_id}")
+    assert "不能参加时必须填写原因" in form and '<option value="declined" selected>' in form
+    # every control of the form has its label (a screen reader, a phone's autofill)
+    assert form.count("<label>") == 2 and "<select" in form.split("</label>")[0]
+    # another township's task: still 403, the patient never named
+    other_tid = task_id(engine, "P4")
+    r = doc.post(f"/tasks/{other_tid}/appointments", data={"proposed_at": "bad", "csrf_token": csrf(page)})
+    assert r.status_code == 403 and "黄四" not in r.text

@@ -562,3 +562,25 @@ def test_tasks_json_shows_the_post_emergency_kind(web):
     assert len(tasks) == 1 and eid
     assert tasks[0]["patient_id"] == "P1" and tasks[0]["roles"] == ["doctor", "police", "village"] and tasks[0]["joint"] is True
     assert "§9" in tasks[0]["rule"]
+
+
+@time_machine.travel(NOW, tick=True)
+def test_an_emergency_alert_links_the_police_to_the_record_itself(web):
+    """rules.md §9, §12 ("emergencies that reach the police at once"): the alert of an opened record
+    names it — on the police officer's /mylist notices, the doctor's work list and /alerts a link
+    opens the record to complete it, not only the patient page two taps away. A role that does not
+    read every record (civil affairs) gets no such link; the date column is the event's, not a visit's."""
+    from schedules.alerts import detect
+
+    client, tokens, database = web
+    eid = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json=OPEN).json()["id"]
+    assert detect(database.engine)["emergency_opened"] == 1
+    link = f'href="/emergencies/{eid}"'
+    for user, page in (("police", "/mylist"), ("police", "/alerts"), ("doc", "/worklist"), ("doc", "/alerts")):
+        html = client.get(page, headers=auth(tokens, user)).text
+        assert link in html and "打开记录单" in html, (user, page)
+        assert client.get(f"/emergencies/{eid}", headers=auth(tokens, user)).status_code == 200  # the link opens
+    alerts = client.get("/alerts", headers=auth(tokens, "police")).text
+    assert "应急处置登记" in alerts and "随访日期" not in alerts
+    for page in ("/mylist", "/alerts"):
+        assert "/emergencies/" not in client.get(page, headers=auth(tokens, "civil")).text

@@ -287,7 +287,12 @@ ROLE_PAGES = {
 REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403, ("police", "/patients/P1/history"): 403}  # another township's patient; not on the police lists
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels
 TAP_TARGETS = ("button, a.button, input:not([type=hidden]):not([type=radio]):not([type=checkbox]), select, textarea, "
-               "a.tel, .choice, header nav a, .menu-button, .pager a")
+               "a.tel, .choice, header nav a, .menu-button, .pager a, "
+               ".actions a, .notices a, .who a")  # a form's 取消, 全部预警 and the alerts' names, 我的账号 (the walk)
+# every control a person fills has a name a screen reader (and a phone's autofill) reads: a <label>, or aria-label
+UNLABELLED_JS = """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea')).filter(e =>
+  !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby')
+).map(e => e.outerHTML.slice(0, 120))"""
 SMALL_TARGETS_JS = """(sel) => Array.from(document.querySelectorAll(sel)).filter(e => {
   const r = e.getBoundingClientRect(); const s = getComputedStyle(e);
   return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && r.height < 43.5;
@@ -331,6 +336,7 @@ def test_every_page_fits_the_phone_and_the_desktop(server, browser):
                 want = REFUSED.get((username, path), 200)  # a refusal page must fit the screen too
                 assert response is not None and response.status == want, (username, path, response and response.status)
                 no_sideways_scroll(page)
+                assert page.evaluate(UNLABELLED_JS) == [], (username, path)
                 if viewport is PHONE:
                     assert not page.is_visible("header nav")  # the menu is folded on a phone
                     assert page.evaluate(SMALL_TARGETS_JS, TAP_TARGETS) == [], path
@@ -338,6 +344,8 @@ def test_every_page_fits_the_phone_and_the_desktop(server, browser):
                     page.screenshot(path=str(ARTIFACTS / f"phone-{username}-{name}.png"), full_page=True)
                 else:
                     assert page.is_visible("header nav") and not page.is_visible(".menu-button")  # desktop as it was
+                    if path == "/dashboard":  # the desktop keeps the fraction on hover: the matrix stays narrow
+                        assert not page.is_visible("#rates .frac") and page.get_attribute("#rates .rate", "title")
             if viewport is PHONE:
                 open_menu(page)
                 assert page.evaluate(SMALL_TARGETS_JS, TAP_TARGETS) == []
@@ -514,6 +522,7 @@ def test_forms_are_reachable_and_submittable_on_a_phone(server, browser):
     context.close()
 
     context, page = phone_login(browser, base, "admin")
+    assert page.is_visible("#rates .rate + .frac")  # the fraction shows beside the rate: no mouse to hover on a phone
     page.fill("input[name=month]", "2026-05")
     page.click(".page-head .searchbar button")
     page.wait_for_url("**/dashboard?month=2026-05")

@@ -31,7 +31,8 @@ from registry.models import VisitTask
 from registry.web.api import ERRORS
 from registry.web.auth import client_ip, current
 from registry.web.deps import ClientIp, Ctx, CurrentUser, api_user
-from registry.web.pages import form_data
+from registry.web import forms
+from registry.web.pages import form_data, my_list, patient_page_again
 from registry.web.scopes import Scope
 from schedules.notify import queue_appointment_message
 
@@ -102,23 +103,50 @@ def answer(ctx, scope: Scope, appointment_id: int, answer_code: str | None, reas
 # ------------------------------------------------------------------------------------ pages
 
 
+def _task_patient(ctx, scope: Scope, task_id: int) -> str:
+    """The patient of a task the doctor may plan (``TASK_FORBIDDEN`` otherwise, never naming it)."""
+    with Session(ctx.engine) as session:
+        task = session.get(VisitTask, task_id)
+        try:
+            if task is None:
+                raise PermissionDenied("")
+            scope.check_patient(session, task.patient_id)
+        except PermissionDenied:
+            raise PermissionDenied(f"无权操作任务 {task_id}", code="TASK_FORBIDDEN") from None
+        return task.patient_id
+
+
 @router.post("/tasks/{task_id}/appointments")
 async def propose_submit(request: Request, task_id: TaskId):
-    """提出预约 The form on the patient page's task."""
+    """提出预约 The form on the patient page's task. A refused proposal (a time in the past, a closed
+    task, …) shows the patient page again with the message under that task's form and the time and
+    place typed kept (422), not an error page."""
     cur = current(request)
     data = await form_data(request, cur)
     ctx = request.app.state.ctx
-    out = propose(ctx, cur.scope, task_id, data.get("proposed_at"), data.get("place"), source=client_ip(request))
+    try:
+        out = propose(ctx, cur.scope, task_id, data.get("proposed_at"), data.get("place"), source=client_ip(request))
+    except InvalidInput as exc:
+        patient_id = _task_patient(ctx, cur.scope, task_id)
+        return patient_page_again(request, cur, patient_id,
+                                  appointment_errors={task_id: [forms.form_message(i.message) for i in exc.issues]},
+                                  appointment_values={task_id: data})
     return RedirectResponse(f"/patients/{out['patient_id']}#task-{task_id}", status_code=303)
 
 
 @router.post("/appointments/{appointment_id}/reply")
 async def reply_submit(request: Request, appointment_id: AppointmentId):
-    """答复预约 The form on ``/mylist``."""
+    """答复预约 The form on ``/mylist``. A refused answer (不能参加 without a reason) shows the list
+    again with the message next to that appointment's form and the answer and reason kept (422)."""
     cur = current(request)
     data = await form_data(request, cur)
     ctx = request.app.state.ctx
-    answer(ctx, cur.scope, appointment_id, data.get("answer"), data.get("reason"), source=client_ip(request))
+    try:
+        answer(ctx, cur.scope, appointment_id, data.get("answer"), data.get("reason"), source=client_ip(request))
+    except InvalidInput as exc:
+        return my_list(request, cur, status_code=422,
+                       reply_errors={appointment_id: [forms.form_message(i.message) for i in exc.issues]},
+                       reply_values={appointment_id: data})
     return RedirectResponse("/mylist#appointments", status_code=303)
 
 

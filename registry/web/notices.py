@@ -54,6 +54,9 @@ def shown_since(today):
     return today - timedelta(days=SHOWN_DAYS)
 
 
+EMERGENCY_KINDS = (AlertKind.EMERGENCY_OPENED.value, AlertKind.EMERGENCY_OVERDUE.value)
+
+
 def alert_select(cur, townships, *, unread_only: bool = False, limit: int = 200, user=None, since=None,
                  region=None) -> sa.Select:
     """The townships' alerts of the last ``SHOWN_DAYS`` days, newest first, with read state (the query
@@ -74,6 +77,10 @@ def alert_select(cur, townships, *, unread_only: bool = False, limit: int = 200,
     q = (sa.select(a.c.id, a.c.kind, a.c.event_on, a.c.township_code, a.c.created_at, v.c.name.label("village"),
                    sa.case((visible.exists(), p.c.name), else_=sa.null()).label("name"),
                    sa.case((visible.exists(), a.c.patient_id), else_=sa.null()).label("patient_id"),
+                   # an emergency's alert names its record (rules.md §9, §12: reach the police at once);
+                   # no IN (…): the work list's one statement compiles this with its values as parameters
+                   sa.case((sa.and_(sa.or_(*(a.c.kind == k for k in EMERGENCY_KINDS)), visible.exists()), a.c.source_id),
+                           else_=sa.null()).label("record_id"),
                    read.label("read"))
          .select_from(a.join(p, p.c.patient_id == a.c.patient_id).join(v, v.c.code == p.c.village_code))
          .where(in_townships, a.c.event_on >= since)
@@ -89,7 +96,7 @@ def alert_view(x, tree) -> dict:
     """One alert row (a mapping: ``alert_select``'s columns) as the pages show it."""
     return {"id": x["id"], "kind": x["kind"], "kind_label": AlertKind(x["kind"]).label, "event_on": x["event_on"].isoformat(),
             "township": tree.name(x["township_code"]), "village": x["village"], "name": x["name"],
-            "patient_id": x["patient_id"], "read": bool(x["read"])}
+            "patient_id": x["patient_id"], "record_id": x["record_id"], "read": bool(x["read"])}
 
 
 def alert_rows(conn: Connection | Engine, cur, tree, townships: list[str], *, unread_only: bool = False,

@@ -53,6 +53,8 @@ def _page_context(request: Request, context: dict) -> dict:
     context.setdefault("role_label", UserRole(cur.user.role).label if cur else "")
     context.setdefault("region_name", ctx.tree.name(cur.user.region_code) if cur else "")
     context.setdefault("today", ctx.today().isoformat())
+    # an emergency alert links its record for the roles that read every record (rules.md §9)
+    context.setdefault("reads_emergencies", bool(cur) and cur.user.role in emergencies.COMPLETE_ROLES + (UserRole.COUNTY_ADMIN.value,))
     return context
 
 
@@ -316,7 +318,14 @@ def _worklist_response(request: Request, ctx, cur: Current, data: dict, all: int
 @router.get("/mylist", response_class=HTMLResponse)
 def my_list_page(request: Request):
     """民警/民政名单 Only the patients on the user's lists, only the list fields (rules.md §8)."""
-    cur = current(request)
+    return my_list(request, current(request))
+
+
+def my_list(request: Request, cur: Current, *, status_code: int = 200, reply_errors: dict | None = None,
+            reply_values: dict | None = None) -> HTMLResponse:
+    """我的名单 The page, or its 422 re-render after a refused appointment answer: ``reply_errors`` and
+    ``reply_values`` keyed by appointment id, shown next to that appointment's form (the answer and
+    the reason typed are kept)."""
     cur.scope.require_role(*scopes.LIST_ROLES)
     ctx = request.app.state.ctx
     data = ctx.worklist(cur.scope, as_of=ctx.today(), horizon_days=None, limit=300)
@@ -327,9 +336,10 @@ def my_list_page(request: Request):
     if cur.user.member_id:  # a linked account answers for its own member (rules.md §6.1)
         with ctx.engine.connect() as conn:
             booked = appointments.appointments_for_member(conn, cur.user.member_id)
-    return render(request, "mylist.html", data=data, patients=patients, appointments=booked,
+    return render(request, "mylist.html", status_code=status_code, data=data, patients=patients, appointments=booked,
                   answers=[(a.value, a.label) for a in AppointmentAnswer],
-                  notices=notices.notices(ctx.engine, cur, ctx.tree))
+                  notices=notices.notices(ctx.engine, cur, ctx.tree), reply_errors=reply_errors or {},
+                  reply_values=reply_values or {})
 
 
 # ---------------------------------------------------------------- patient record
@@ -378,11 +388,14 @@ async def patient_page(request: Request, patient_id: str):
                   appointment_tasks=panels["appointment_tasks"])
 
 
-def _assignments(request: Request, cur: Current, patient_id: str) -> dict | None:
-    """团队指派 The doctor's assignment panel (rules.md §6.1); None for other roles."""
-    if cur.user.role != UserRole.TOWNSHIP_DOCTOR.value:
-        return None
-    return writes.assignments_of(request.app.state.ctx.engine, cur.scope, patient_id)
+def patient_page_again(request: Request, cur: Current, patient_id: str, **errors) -> HTMLResponse:
+    """一历（422） The patient page again after a refused form on it (health check, injection, team
+    assignment, appointment), with the doctor's panels as the page has them and ``errors`` (the
+    template's ``*_errors`` / ``*_values``) next to the form that was sent."""
+    record = _record_read(request, cur, patient_id)
+    panels = reads.panels_of(request.app.state.ctx, cur, patient_id)
+    return render(request, "patient.html", status_code=422, p=record, assignments=panels["assignments"],
+                  appointment_tasks=panels["appointment_tasks"], **errors)
 
 
 @router.post("/patients/{patient_id}/team", response_class=HTMLResponse)
@@ -394,9 +407,7 @@ async def assignment_submit(request: Request, patient_id: str):
     try:
         writes.assign_member(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
     except InvalidInput as exc:
-        record = _record_read(request, cur, patient_id)
-        return render(request, "patient.html", status_code=422, p=record, assignments=_assignments(request, cur, patient_id),
-                      team_errors=forms.errors_by_field(exc.issues), team_values=data)
+        return patient_page_again(request, cur, patient_id, team_errors=forms.errors_by_field(exc.issues), team_values=data)
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
@@ -410,9 +421,7 @@ async def assignment_end(request: Request, patient_id: str, assignment_id: Annot
         writes.end_assignment(ctx.engine, cur.scope, patient_id, assignment_id, data, today=ctx.today(),
                               source=client_ip(request))
     except InvalidInput as exc:
-        record = _record_read(request, cur, patient_id)
-        return render(request, "patient.html", status_code=422, p=record, assignments=_assignments(request, cur, patient_id),
-                      team_errors=forms.errors_by_field(exc.issues), team_values=data)
+        return patient_page_again(request, cur, patient_id, team_errors=forms.errors_by_field(exc.issues), team_values=data)
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
@@ -505,9 +514,7 @@ async def _event_submit(request: Request, patient_id: str, write):
     try:
         write(ctx.engine, cur.scope, patient_id, data, today=ctx.today(), source=client_ip(request))
     except InvalidInput as exc:
-        record = _record_read(request, cur, patient_id)
-        return render(request, "patient.html", status_code=422, p=record, event_errors=forms.errors_by_field(exc.issues),
-                      event_values=data)
+        return patient_page_again(request, cur, patient_id, event_errors=forms.errors_by_field(exc.issues), event_values=data)
     return RedirectResponse(f"/patients/{patient_id}?saved=1", status_code=303)
 
 
@@ -589,9 +596,14 @@ def week_lists(request: Request, week: str = "", township: str = ""):
     monday, own = _week_and_township(request, cur, week, township)
     with request.app.state.ctx.engine.connect() as conn:
         issue = latest_issue(conn, own, monday)
+    from registry.web.list_archive import ARCHIVE_ROLES
+
+    this_monday = request.app.state.ctx.today() - timedelta(days=request.app.state.ctx.today().weekday())
+    # the archive link only for a role that may open it (综治 reads the week's lists, not the archive)
     return render(request, "lists_week.html", monday=monday, sunday=monday + timedelta(days=6), township=own,
                   township_name=request.app.state.ctx.tree.name(own), lists=lists_for_role(cur.user.role),
-                  one_week=timedelta(days=7), issue=issue)
+                  one_week=timedelta(days=7), issue=issue, archive=cur.user.role in ARCHIVE_ROLES,
+                  this_monday=this_monday)
 
 
 @router.get("/lists/week/{slug}.{fmt}")
@@ -668,7 +680,7 @@ def audit_page(request: Request, actor: str = "", action: str = ""):
     ctx = request.app.state.ctx
     actor, action = text_param(actor, "用户"), text_param(action, "操作", 20)
     rows = queries.audit_rows(ctx.engine, cur.scope, actor=actor or None, action=action or None)
-    return render(request, "audit.html", rows=rows, actor=actor, action=action)
+    return render(request, "audit.html", rows=rows, actor=actor, action=action, action_labels=queries.AUDIT_ACTION_LABELS)
 
 
 # The hot pages (the work list, the patient page: issue 4's benchmark) are matched first: FastAPI

@@ -696,7 +696,8 @@ def audit_rows(engine, scope: Scope, *, limit: int = 200, actor: str | None = No
 # 审计日志 What the audit page prints for the stored codes (issue 16: Chinese on the page; the
 # codes stay in the table).
 AUDIT_ACTION_LABELS = {"read": "查看", "search": "检索", "export": "导出", "write": "录入", "login": "登录",
-                       "logout": "退出", "import": "导入", "sign_in": "签到回录"}
+                       "logout": "退出", "import": "导入", "sign_in": "签到回录",
+                       "import_change": "导入改动身份信息", "account": "账号管理", "refused": "拒绝访问"}
 AUDIT_OBJECT_LABELS = {
     "patient": "患者", "follow_up": "随访", "follow_up_participant": "随访参与人", "health_check": "体检",
     "injection": "长效针剂注射", "import": "导入", "list": "清单", "lists": "五单", "five_lists": "五单",
@@ -705,6 +706,10 @@ AUDIT_OBJECT_LABELS = {
     "list_archive": "五单存档", "list_row": "五单存档行",
     "emergency": "应急处置",
     "register": "登记数据",  # jingfang export, /export (issue 13)
+    # the rest the code writes (the walk found them in English on the page; test_web_links checks all are here)
+    "alerts": "实时预警", "appointment": "联合入户预约", "appointment_reply": "预约答复", "care_team": "团队指派",
+    "guardian_reward": "以奖代补", "guardian_year": "以奖代补年度", "joint_incomplete": "联合未到位名单",
+    "ledger": "肇事肇祸台账", "request": "页面请求", "tasks": "任务", "user": "账号",
 }
 AUDIT_SOURCE_LABELS = {"cli": "命令行", "demo": "演示", "scheduler": "调度服务", "api": "接口", "web": "网页"}
 
