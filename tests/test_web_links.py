@@ -65,6 +65,9 @@ def test_every_link_opens_for_the_account_that_sees_it(linked, user):  # noqa: F
     assert len(pages) >= 3, pages
     dead = {path: status for path, status in pages.items() if status != 200}
     assert dead == {}, f"{user}: links to pages it cannot open: {dead}"
+    # every role's menu leads to its alerts (rules.md §9, §12: an emergency reaches the police at once;
+    # the alert links its record): one tap from any page, not only from the notices area
+    assert pages.get("/alerts") == 200, f"{user}: no menu link to /alerts"
 
 
 def test_the_audit_page_names_every_action_and_object_in_chinese():
