@@ -795,7 +795,7 @@ def latest_reached_visit(follow_ups: Iterable[Any]) -> date | None:
     """最近访到日期 The date of a patient's latest follow-up that reached them (``is_reached_visit``,
     rules.md §3), None when there is none. ``follow_ups``: one patient's rows (attributes
     ``visit_on``, ``lost_reason``, ``risk_level``, ``hospital_status``). SQL twin:
-    ``latest_reached_visits_sql`` (tests/test_status_dates.py keeps them equal)."""
+    ``latest_reached_visits_sql`` (tests/test_rule_twins.py and tests/test_status_dates.py keep them equal)."""
     return max((f.visit_on for f in follow_ups
                 if is_complete(f.lost_reason, f.risk_level, f.hospital_status)), default=None)
 
