@@ -64,8 +64,11 @@ from registry.validation import (
     check_health_check,
     check_injection,
     check_patient,
+    check_member_region,
     check_village,
     flag,
+    is_reached_visit,
+    latest_reached_visits_sql,
     parse_columns,
     unknown_patient,
 )
@@ -509,14 +512,15 @@ def _under_changed(rows: list[_Row], known: dict[str, str], conn: Connection) ->
 
 
 def _check_team_members(member_rows: list[_Row], levels: dict[str, str], conn: Connection) -> None:
-    """团队成员 Unique ids; the region served exists; one primary per region and role once the file
+    """团队成员 Unique ids; the region served exists and is a township or a village
+    (``validation.check_member_region``, contract.md); one primary per region and role once the file
     applies, counting the stored members (``validation.duplicate_primaries``, rules.md §6.1)."""
     _first_lines(member_rows, "team_members", lambda r: r.values.get("member_id"),
                  lambda mid, line: Issue("DUPLICATE_ID", f"成员编号 {mid} 与第{line}行重复", column="member_id", value=mid))
     for row in member_rows:
-        region = row.values.get("region_code")
-        if region and region not in levels:
-            _tag(row, "team_members", [Issue("UNKNOWN_REGION", f"服务地区编码 {region} 不存在", column="region_code", value=region)])
+        issues = check_member_region(row.values.get("region_code"), levels)
+        if issues:
+            _tag(row, "team_members", issues)
     marks = [PrimaryMark(i, row.file or FILE_NAMES["team_members"], row.line, row.values["member_id"],
                          row.values["region_code"], row.values["role"], bool(row.values.get("primary")))
              for i, row in enumerate(member_rows) if not row.issues]
@@ -529,11 +533,27 @@ def _check_team_members(member_rows: list[_Row], levels: dict[str, str], conn: C
         _tag(member_rows[i], "team_members", [issue])
 
 
-def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: date) -> dict[str, _Row]:
+def _latest_reached(conn: Connection, patient_rows: list[_Row]) -> dict[str, date]:
+    """最近访到日期 The latest stored follow-up that reached each patient whose row records a death or a
+    move-out (``validation.latest_reached_visits_sql``, one grouped query per chunk)."""
+    active = codes.PatientStatus.ACTIVE.value
+    pids = sorted({r.values["patient_id"] for r in patient_rows
+                   if r.values.get("patient_id") and (r.values.get("status") or active) != active})
+    f = models.FollowUp.__table__
+    out: dict[str, date] = {}
+    for chunk in _chunks(pids, 900):
+        out.update(conn.execute(latest_reached_visits_sql(f).where(f.c.patient_id.in_(chunk))).all())
+    return out
+
+
+def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: date, conn: Connection) -> dict[str, _Row]:
     """患者 Unique ids, a village (``validation.check_village``), the row checks
-    (``validation.check_patient``). Returns the first row of each patient id."""
+    (``validation.check_patient``; a death or move-out not before the patient's latest stored
+    follow-up that reached them, ``STATUS_BEFORE_VISIT`` — the follow-ups of the same import are
+    checked against the row, ``PATIENT_NOT_ACTIVE``). Returns the first row of each patient id."""
     first = _first_lines(patient_rows, "patients", lambda r: r.values.get("patient_id"),
                          lambda pid, line: Issue("DUPLICATE_ID", f"患者编号 {pid} 与第{line}行重复", column="patient_id", value=pid))
+    reached = _latest_reached(conn, patient_rows)
     file_patients: dict[str, _Row] = {}
     for row in patient_rows:
         v = row.values
@@ -542,7 +562,7 @@ def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: dat
             file_patients[pid] = row
         _tag(row, "patients", check_village(v.get("village_code"), levels))
         if not any(i.code in ("BAD_DATE", "REQUIRED") and i.column == "birth_date" for i in row.issues):
-            _tag(row, "patients", check_patient(v, today=today))
+            _tag(row, "patients", check_patient(v, today=today, latest_reached=reached.get(pid) if reached else None))
     return file_patients
 
 
@@ -596,14 +616,37 @@ def _exact_duplicates(rows: list[_Row], names: list[str]) -> dict[int, _Row]:
     return repeats
 
 
-def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date) -> None:
+def _reached_before_deaths(followup_rows: list[_Row], conn: Connection) -> dict[str, date]:
+    """For the patients of the rows that record a death (死亡日期): their latest follow-up that reached
+    them, stored (``validation.latest_reached_visits_sql``) or in the file (``is_reached_visit``) —
+    a death is not dated before it (``STATUS_BEFORE_VISIT``, as on the form)."""
+    dying = sorted({r.values["patient_id"] for r in followup_rows
+                    if r.values.get("death_on") is not None and r.values.get("patient_id")})
+    if not dying:
+        return {}
+    f = models.FollowUp.__table__
+    latest: dict[str, date] = {}
+    for chunk in _chunks(dying, 900):
+        latest.update(conn.execute(latest_reached_visits_sql(f).where(f.c.patient_id.in_(chunk))).all())
+    wanted = set(dying)
+    for r in followup_rows:
+        v = r.values
+        pid, on = v.get("patient_id"), v.get("visit_on")
+        if pid in wanted and on is not None and is_reached_visit(v) and (pid not in latest or on > latest[pid]):
+            latest[pid] = on
+    return latest
+
+
+def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date, conn: Connection) -> None:
     """随访 ``validation.check_follow_up`` per row; key (patient, date, n-th of the date in file order)."""
     ordinal: dict[tuple[str, date], int] = {}
     repeats = _exact_duplicates(followup_rows, [s.name for s in FILE_SPECS["followups"]])
     facts_of, channel = patients.facts, Channel.IMPORT
+    reached = _reached_before_deaths(followup_rows, conn)
     for i, row in enumerate(followup_rows):
         values = row.values
-        issues = check_follow_up(values, today=today, patient=facts_of("followups", row), channel=channel)
+        issues = check_follow_up(values, today=today, patient=facts_of("followups", row), channel=channel,
+                                 latest_reached=reached.get(values.get("patient_id")) if reached else None)
         if issues:
             _tag(row, "followups", issues)
         earlier = repeats.get(i) if repeats else None
@@ -780,8 +823,8 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
     ctx = _Context(conn, {p for p in referenced if p})
     levels = _check_regions(rows.get("regions", []), ctx.regions, conn)
     _check_team_members(rows.get("team_members", []), levels, conn)
-    patients = _Patients(_check_patients(rows.get("patients", []), levels, today), ctx.patients)
-    _check_followups(rows.get("followups", []), patients, today)
+    patients = _Patients(_check_patients(rows.get("patients", []), levels, today, conn), ctx.patients)
+    _check_followups(rows.get("followups", []), patients, today, conn)
     _check_health_checks(rows.get("health_checks", []), patients, today)
     _check_injections(rows.get("injections", []), patients, today)
     _check_care_team(rows.get("care_team", []), rows.get("team_members", []), patients, conn)

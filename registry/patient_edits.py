@@ -126,13 +126,16 @@ class Edit:
         return bool(self.changed & SCHEDULE_FIELDS)
 
 
-def plan_edit(current: Mapping[str, Any], raw: Mapping[str, str], *, today: date) -> tuple[Edit, list[Issue]]:
+def plan_edit(current: Mapping[str, Any], raw: Mapping[str, str], *, today: date,
+              latest_reached: date | None = None) -> tuple[Edit, list[Issue]]:
     """修改校验 Parse the given fields (only those in ``raw``), merge them into ``current`` (the stored
     row as typed values) and check the whole row as the import and registration do
     (``validation.check_patient``: dates against today and birth, the ID number's check digit, the
     status date, the LAI plan's three fields); a problem the stored row already had is reported
     only when its own field changes, so a legacy value never blocks another edit (the web form
-    posts every field). Returns the edit and the issues; a reason is
+    posts every field). ``latest_reached``: the patient's latest follow-up that reached them
+    (``validation.latest_reached_visit``): a death or move-out is not dated before it
+    (``STATUS_BEFORE_VISIT``, rules.md §1, §3). Returns the edit and the issues; a reason is
     required when an identity field, the status or consent changes (``REASON_REQUIRED``)."""
     specs = [s for s in editable_specs() if s.name in raw]
     values, issues = parse_fields(dict(raw), specs + [REASON_FIELD])
@@ -140,9 +143,9 @@ def plan_edit(current: Mapping[str, Any], raw: Mapping[str, str], *, today: date
     merged = {**current, **values}
     if not any(i.column == "birth_date" for i in issues):
         # a problem the stored row already has (e.g. an imported ID number) blocks only a change of that field
-        stored = {(i.code, i.column) for i in check_patient(dict(current), today=today)}
+        stored = {(i.code, i.column) for i in check_patient(dict(current), today=today, latest_reached=latest_reached)}
         touched = {k for k in values if as_text(values[k]) != as_text(current.get(k))}
-        issues += [i for i in check_patient(merged, today=today)
+        issues += [i for i in check_patient(merged, today=today, latest_reached=latest_reached)
                    if ((i.code, i.column) not in stored or i.column in touched) and not any(j.column == i.column for j in issues)]
     changes = tuple(
         FieldChange(s.name, as_text(current.get(s.name)), as_text(merged.get(s.name)))

@@ -21,12 +21,14 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
+
+import sqlalchemy as sa
 
 from registry import codes
 from registry.errors import Issue
 from registry.ids import id_problem
-from registry.rules import classification_conflict
+from registry.rules import classification_conflict, complete_sql, is_complete
 from registry.storable_text import BAD_CHARS, BAD_CHARS_SINGLE_LINE, bad_text_message
 
 
@@ -782,11 +784,74 @@ def check_village(village: str | None, levels: Mapping[str, str]) -> list[Issue]
     return []
 
 
-def check_status(values: dict[str, Any], *, today: date, birth: date | None, date_checked: bool = False) -> list[Issue]:
-    """状态校验 A death or move-out needs its date, not in the future, not before registration (rules.md §1).
+def is_reached_visit(values: Mapping[str, Any]) -> bool:
+    """访到患者的随访 A follow-up that reached the patient: complete per rules.md §3 (no lost reason and a
+    risk level, or hospital status 1). A follow-up that records the death (死亡日期 on the form, the
+    patient not reached) is not one."""
+    return is_complete(values.get("lost_reason"), values.get("risk_level"), values.get("hospital_status"))
 
-    Shared by the patient row (import, registration) and the status form (``date_checked``: the
-    caller has already checked ``status_on`` against today and the birth date)."""
+
+def latest_reached_visit(follow_ups: Iterable[Any]) -> date | None:
+    """最近访到日期 The date of a patient's latest follow-up that reached them (``is_reached_visit``,
+    rules.md §3), None when there is none. ``follow_ups``: one patient's rows (attributes
+    ``visit_on``, ``lost_reason``, ``risk_level``, ``hospital_status``). SQL twin:
+    ``latest_reached_visits_sql`` (tests/test_rule_twins.py and tests/test_status_dates.py keep them equal)."""
+    return max((f.visit_on for f in follow_ups
+                if is_complete(f.lost_reason, f.risk_level, f.hospital_status)), default=None)
+
+
+def latest_reached_visits_sql(f) -> sa.Select:
+    """最近访到日期 SQL twin of ``latest_reached_visit``: (patient_id, latest reached visit_on) per
+    patient with one; ``f`` the follow_up table. Callers add a ``where`` on the patient ids."""
+    return sa.select(f.c.patient_id, sa.func.max(f.c.visit_on)).where(complete_sql(f)).group_by(f.c.patient_id)
+
+
+def status_before_visit(status: str | None, status_on: date | None, latest_reached: date | None, *,
+                        field: str = "status_on", label: str = "状态日期") -> Issue | None:
+    """状态日期早于访到日期 A death or move-out is not dated before the patient's latest follow-up that
+    reached them (rules.md §1 status, §3 complete follow-up): nobody is reached after they died, and
+    the township they left does not visit them any more (a move within the county is the transfer,
+    迁出 → 待接收 → 接收, registry.patient_edits, and keeps them 在册). The same rule, read the other
+    way, refuses a reached follow-up dated after the status date (``check_follow_up``,
+    ``PATIENT_NOT_ACTIVE``). ``STATUS_BEFORE_VISIT`` on every path: the status form and API, the
+    patient edit, ``patients.csv``, and the death date of a follow-up (the form makes it the status
+    date, ``field`` ``death_on``)."""
+    if (status or ACTIVE) == ACTIVE or status_on is None or latest_reached is None or status_on >= latest_reached:
+        return None
+    what = codes.PatientStatus(status).label if status in codes.values(codes.PatientStatus) else status
+    return Issue("STATUS_BEFORE_VISIT",
+                 f"{label} {status_on} 早于最近一次访到患者的随访日期 {latest_reached}（{what}后不可能访到患者；"
+                 f"请核对{label}或该次随访）", column=field, value=str(status_on))
+
+
+MEMBER_REGION_LEVELS = (codes.RegionLevel.TOWNSHIP.value, codes.RegionLevel.VILLAGE.value)
+
+
+def check_member_region(region: str | None, levels: Mapping[str, str]) -> list[Issue]:
+    """服务地区校验 A team member serves a township or a village (contract.md ``team_members.csv``:
+    ``region_code``, the township or village served; rules.md §6): an unknown code is
+    ``UNKNOWN_REGION``, a county (or any other level) ``NOT_TOWNSHIP_OR_VILLAGE``. ``levels`` maps
+    the known region codes to their levels (once the import applies)."""
+    if not region:
+        return []
+    level = levels.get(region)
+    if level is None:
+        return [Issue("UNKNOWN_REGION", f"服务地区编码 {region} 不存在", column="region_code", value=region)]
+    if level not in MEMBER_REGION_LEVELS:
+        shown = codes.RegionLevel(level).label if level in codes.values(codes.RegionLevel) else level
+        return [Issue("NOT_TOWNSHIP_OR_VILLAGE", f"服务地区编码 {region} 是{shown}级；团队成员服务的地区须为乡镇(街道)或村(社区)",
+                      column="region_code", value=region)]
+    return []
+
+
+def check_status(values: dict[str, Any], *, today: date, birth: date | None, date_checked: bool = False,
+                 latest_reached: date | None = None) -> list[Issue]:
+    """状态校验 A death or move-out needs its date, not in the future, not before registration and not
+    before the patient's latest reached follow-up (rules.md §1, §3: ``status_before_visit``).
+
+    Shared by the patient row (import, registration, edit) and the status form (``date_checked``: the
+    caller has already checked ``status_on`` against today and the birth date). ``latest_reached``:
+    the stored patient's ``latest_reached_visit`` (None for a new patient)."""
     issues: list[Issue] = []
     status = values.get("status") or ACTIVE
     status_on = values.get("status_on")
@@ -800,11 +865,15 @@ def check_status(values: dict[str, Any], *, today: date, birth: date | None, dat
     reg = values.get("registered_on")
     if status != ACTIVE and reg and status_on and status_on < reg:
         issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"状态日期 {status_on} 早于建档日期 {reg}", column="status_on"))
+    issue = status_before_visit(status, status_on, latest_reached)
+    if issue:
+        issues.append(issue)
     return issues
 
 
-def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
-    """患者校验 Cross-field rules of a patient row (rules.md §1, contract.md)."""
+def check_patient(values: dict[str, Any], *, today: date, latest_reached: date | None = None) -> list[Issue]:
+    """患者校验 Cross-field rules of a patient row (rules.md §1, contract.md). ``latest_reached``: the
+    stored patient's latest reached follow-up (``check_status``)."""
     issues: list[Issue] = []
     birth = values.get("birth_date")
     if birth is not None and birth > today:
@@ -822,7 +891,7 @@ def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
             issues.append(Issue(problem[0], f"身份证号: {problem[1]}", column="id_number", value=number))
         else:
             values["id_number"] = number.upper()
-    issues += check_status(values, today=today, birth=birth, date_checked=True)
+    issues += check_status(values, today=today, birth=birth, date_checked=True, latest_reached=latest_reached)
     if (values.get("status") or ACTIVE) == ACTIVE and values.get("status_on") is not None:
         values["status_on"] = None  # a date without a status change carries no meaning
     lai = [values.get("lai_drug"), values.get("lai_interval_weeks"), values.get("lai_last_on")]
@@ -834,7 +903,9 @@ def check_patient(values: dict[str, Any], *, today: date) -> list[Issue]:
 
 
 def _after_status(field: str, label: str, on: date | None, patient: PatientFacts, what: str) -> Issue | None:
-    """An event dated after the patient's death or move-out (rules.md §1: no longer 在册)."""
+    """An event dated after the patient's death or move-out (rules.md §1: no longer 在册): a health
+    check or an injection, or a follow-up that reached the patient (``status_before_visit`` read the
+    other way)."""
     if on is None or patient.status == ACTIVE:
         return None
     if patient.status_on is not None and on <= patient.status_on:
@@ -851,11 +922,14 @@ def check_follow_up(
     patient: PatientFacts | None,
     channel: Channel,
     failed: Collection[str] = (),
+    latest_reached: date | None = None,
 ) -> list[Issue]:
     """随访校验 Cross-field rules of a follow-up (rules.md §2–§5), and those against its patient row.
 
     ``patient`` None: the patient is unknown (the caller reports that). ``failed``: fields whose
-    value did not parse (no second issue for them)."""
+    value did not parse (no second issue for them). ``latest_reached``: the patient's latest other
+    follow-up that reached them (``latest_reached_visit``; the caller passes it when the row records
+    a death): the death date is not before it (``STATUS_BEFORE_VISIT``)."""
     issues: list[Issue] = []
     birth = patient.birth_date if patient else None
     for field, label in (("visit_on", "随访日期"), ("death_on", "死亡日期"), ("last_discharge_on", "末次出院日期")):
@@ -873,12 +947,14 @@ def check_follow_up(
         if patient.registered_on and visit_on < patient.registered_on and applies("VISIT_BEFORE_REGISTRATION", channel):
             issues.append(Issue("VISIT_BEFORE_REGISTRATION", f"随访日期 {visit_on} 早于建档日期 {patient.registered_on}",
                                 column="visit_on", value=str(visit_on)))
-        if patient.status != ACTIVE:
-            issue = _after_status("visit_on", "随访日期", visit_on, patient, "随访")
+        if patient.status != ACTIVE and is_reached_visit(values):
+            # only a visit that reached the patient: an attempt that found them dead or gone (the
+            # 随访服务记录表 recording the death, 失访原因 迁居他处) is a true record (rules.md §1, §3)
+            issue = _after_status("visit_on", "随访日期", visit_on, patient, "访到患者的随访")
             if issue:
                 issues.append(issue)
     if visit_on is not None and (values.get("death_on") is not None or values.get("last_discharge_on") is not None):
-        issues += _after_visit(values, visit_on, patient)
+        issues += _after_visit(values, visit_on, patient, latest_reached)
     next_on = values.get("next_visit_on")
     if visit_on is not None and next_on is not None and next_on <= visit_on:
         # rules.md §5 [2026-12]: the doctor's own date is a date after the visit
@@ -891,11 +967,14 @@ def check_follow_up(
     return issues
 
 
-def _after_visit(values: Mapping[str, Any], visit_on: date, patient: PatientFacts | None) -> list[Issue]:
+def _after_visit(values: Mapping[str, Any], visit_on: date, patient: PatientFacts | None,
+                 latest_reached: date | None = None) -> list[Issue]:
     """随访所记日期 Dates a follow-up records about the past (rules.md §3): the death date and the last
     discharge are on or before the visit (``DEATH_AFTER_VISIT``, ``DISCHARGE_AFTER_VISIT``), and a
-    death is not before registration (``STATUS_BEFORE_REGISTRATION``, as the patient row's and the
-    status form's status date: the form makes the death date the patient's status date, rules.md §1)."""
+    death is not before registration (``STATUS_BEFORE_REGISTRATION``) nor before a visit that reached
+    the patient, this one or ``latest_reached`` (``STATUS_BEFORE_VISIT``) — as the patient row's and
+    the status form's status date: the form makes the death date the patient's status date (rules.md
+    §1). A follow-up recording the death with the patient not reached, dated after it, is a true record."""
     issues: list[Issue] = []
     death, discharge = values.get("death_on"), values.get("last_discharge_on")
     if death is not None and death > visit_on:
@@ -903,6 +982,12 @@ def _after_visit(values: Mapping[str, Any], visit_on: date, patient: PatientFact
     elif death is not None and patient is not None and patient.registered_on and death < patient.registered_on:
         issues.append(Issue("STATUS_BEFORE_REGISTRATION", f"死亡日期 {death} 早于建档日期 {patient.registered_on}",
                             column="death_on", value=str(death)))
+    elif death is not None:
+        reached = max([on for on in (latest_reached, visit_on if is_reached_visit(values) else None) if on is not None],
+                      default=None)
+        issue = status_before_visit(codes.PatientStatus.DEAD.value, death, reached, field="death_on", label="死亡日期")
+        if issue:
+            issues.append(issue)
     if discharge is not None and discharge > visit_on:
         issues.append(Issue("DISCHARGE_AFTER_VISIT", f"末次出院日期 {discharge} 晚于随访日期 {visit_on}",
                             column="last_discharge_on", value=str(discharge)))
@@ -951,11 +1036,13 @@ def validate_patient(raw: dict[str, str], *, today: date, extra: bool = False) -
 
 
 def validate_follow_up(
-    raw: dict[str, str], *, today: date, patient: PatientFacts | None, channel: Channel, extra: bool = False
+    raw: dict[str, str], *, today: date, patient: PatientFacts | None, channel: Channel, extra: bool = False,
+    latest_reached: date | None = None,
 ) -> tuple[dict[str, Any], list[Issue]]:
     """随访录入 Parse and check a follow-up (import row, form or API body)."""
     values, issues = parse_fields(raw, FOLLOW_UP_FIELDS + (FOLLOW_UP_EXTRA_FIELDS if extra else []))
-    issues += check_follow_up(values, today=today, patient=patient, channel=channel, failed={i.column for i in issues})
+    issues += check_follow_up(values, today=today, patient=patient, channel=channel, failed={i.column for i in issues},
+                              latest_reached=latest_reached)
     return values, issues
 
 
@@ -972,15 +1059,18 @@ def validate_injection(raw: dict[str, str], patient: PatientFacts, *, today: dat
 
 
 def validate_status_change(
-    raw: dict[str, str], patient: PatientFacts, *, today: date, channel: Channel = Channel.FORM
+    raw: dict[str, str], patient: PatientFacts, *, today: date, channel: Channel = Channel.FORM,
+    latest_reached: date | None = None,
 ) -> tuple[dict[str, Any], list[Issue]]:
-    """死亡/迁出 Parse and check a status change of a stored patient (rules.md §1, §5 cancellation)."""
+    """死亡/迁出 Parse and check a status change of a stored patient (rules.md §1, §5 cancellation);
+    ``latest_reached``: the patient's ``latest_reached_visit`` (``STATUS_BEFORE_VISIT``)."""
     values, issues = parse_fields(raw, STATUS_FIELDS)
     status = values.get("status")
     if status is None and not any(i.column == "status" for i in issues):
         issues.append(Issue("BAD_STATUS", "状态应为 死亡 或 迁出", column="status"))
     if status is not None:
-        issues += check_status({**values, "registered_on": patient.registered_on}, today=today, birth=patient.birth_date)
+        issues += check_status({**values, "registered_on": patient.registered_on}, today=today, birth=patient.birth_date,
+                               latest_reached=latest_reached)
     if patient.status != ACTIVE and applies("ALREADY_INACTIVE", channel):
         issues.append(Issue("ALREADY_INACTIVE", f"状态: 患者已为“{codes.PatientStatus(patient.status).label}”状态", column="status"))
     return values, issues

@@ -41,6 +41,9 @@ def test_province_rows_pass_the_importer_and_the_pages_render(database, tmp_path
     counts = _counts(engine)
     assert counts["patient"] == 2000 and counts["region"] == 1 + shape.township_count + shape.village_count
     assert counts["follow_up"] > 3 * 2000 and counts["health_check"] > 0 and counts["injection"] > 0
+    with engine.connect() as conn:  # contract.md: a member serves a township or a village, never the county
+        served = set(conn.execute(sa.text("SELECT DISTINCT r.level FROM team_member m JOIN region r ON r.code = m.region_code")).scalars())
+    assert served == {"township", "village"}
 
     export_register(engine, directory=tmp_path / "export", actor="test")
     check = make_engine(f"sqlite:///{tmp_path / 'check.db'}")

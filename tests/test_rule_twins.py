@@ -1,8 +1,8 @@
 """规则孪生 Each rule's Python form and its SQL twin agree on random rows, on both databases.
 
 The rule homes: ``registry.rules`` (complete, face-to-face, classification, stable),
-``registry.register`` (在册, 应管, cancel reason, consent and the health check's, 居家) and ``registry.attempts`` (the order:
-latest attempt, latest and previous complete, the MAX key). Harness: ``tests/twins.py``.
+``registry.register`` (在册, 应管, cancel reason, consent and the health check's, 居家), ``registry.attempts`` (the order:
+latest attempt, latest and previous complete, the MAX key) and ``registry.validation`` (the latest reached visit). Harness: ``tests/twins.py``.
 """
 
 from __future__ import annotations
@@ -141,6 +141,31 @@ def test_attempt_order_matches_its_sql_twins(database):
                          for pid, rows_ in by_patient.items()
                          if (a := attempts.latest_complete(rows_, registered[pid], as_of)) is not None}
         assert {k: int(v) for k, v in keys.items()} == expected_keys
+
+    check()
+
+
+def test_latest_reached_visit_matches_its_sql_twin(database):
+    """最近访到日期 ``validation.latest_reached_visit`` (the bound of a death or move-out date, rules.md
+    §1, §3) and ``latest_reached_visits_sql`` agree per patient on random histories."""
+    from registry.validation import latest_reached_visit, latest_reached_visits_sql
+
+    f, p = FollowUp.__table__, Patient.__table__
+
+    @TWIN_SETTINGS
+    @given(history=attempt_histories())
+    def check(history):
+        people, rows = history
+        with scratch(database.engine) as conn:
+            seed(conn, people, rows)
+            stored = conn.execute(sa.select(f)).all()
+            got = dict(conn.execute(latest_reached_visits_sql(f)).all())
+        expected = {}
+        for pid in {r["patient_id"] for r in people}:
+            on = latest_reached_visit([r for r in stored if r.patient_id == pid])
+            if on is not None:
+                expected[pid] = on
+        assert got == expected
 
     check()
 

@@ -48,6 +48,10 @@ FOLLOW_UPS = [
     # after death: refused on every path; on or before the death date: accepted on every path
     ({"patient_id": "P5", "visit_on": "2026-04-01", "risk_level": "0"}, {"PATIENT_NOT_ACTIVE"}, {"PATIENT_NOT_ACTIVE"}),
     ({"patient_id": "P5", "visit_on": "2026-03-01", "risk_level": "0"}, set(), set()),
+    # after death but not reached (rules.md §3): the 随访服务记录表 recording the death, an attempt — true records
+    ({"patient_id": "P5", "visit_on": "2026-04-01", "mode": "3", "lost_reason": "5", "death_on": "2026-03-01"}, set(), set()),
+    ({"patient_id": "P5", "visit_on": "2026-04-01", "mode": "2", "lost_reason": "2"}, set(), set()),
+    ({"patient_id": "P5", "visit_on": "2026-04-01", "hospital_status": "1"}, {"PATIENT_NOT_ACTIVE"}, {"PATIENT_NOT_ACTIVE"}),
     # an unknown patient: an issue on the import, 403 on the web (it never tells whether it exists)
     ({"patient_id": "NOPE", "visit_on": "2026-06-01", "risk_level": "0"}, {"UNKNOWN_PATIENT"}, {"PATIENT_FORBIDDEN"}),
     ({"patient_id": "P1", "visit_on": "2026-06-01", "risk_level": "0\x0b"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
@@ -60,6 +64,12 @@ FOLLOW_UPS = [
     ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2024-12-31"},
      {"STATUS_BEFORE_REGISTRATION"}, {"STATUS_BEFORE_REGISTRATION"}),
     ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2026-06-01"}, set(), set()),
+    # the death date is not before a visit that reached the patient: P1's of 2026-05-20, or this one (rules.md §1, §3)
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2026-05-19"},
+     {"STATUS_BEFORE_VISIT"}, {"STATUS_BEFORE_VISIT"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "2", "risk_level": "0", "death_on": "2026-05-25"},
+     {"STATUS_BEFORE_VISIT"}, {"STATUS_BEFORE_VISIT"}),
+    ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "death_on": "2026-05-20"}, set(), set()),
     ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "2", "risk_level": "0", "hospital_status": "2",
       "last_discharge_on": "2026-06-05"}, {"DISCHARGE_AFTER_VISIT"}, {"DISCHARGE_AFTER_VISIT"}),
     ({"patient_id": "P1", "visit_on": "2026-06-01", "mode": "2", "risk_level": "0", "hospital_status": "2",
@@ -279,17 +289,20 @@ def test_a_patient_and_its_follow_ups_in_one_import_are_checked_against_each_oth
 def test_every_import_code_is_in_the_error_table():
     """docs/import.md "Error codes" names every code the importer tags a row or a file with: the codes
     written in ``registry.importing`` and those of the validation helpers only the importer calls
-    (``check_assignment``, ``check_participant``, ``duplicate_primaries``, rules.md §6.1, §6.2) or that
-    the error table lists for every path (a follow-up's own dates, ``_after_visit``)."""
+    (``check_assignment``, ``check_participant``, ``duplicate_primaries``, ``check_member_region``,
+    rules.md §6.1, §6.2) or that the error table lists for every path (a follow-up's own dates,
+    ``_after_visit``; a status date before a reached visit, ``status_before_visit``)."""
     import inspect
 
     from registry import importing, validation
 
     source = "".join(inspect.getsource(x) for x in (importing, validation.check_assignment, validation.duplicate_primaries,
-                                                    validation._member_role_issues, validation._after_visit))
+                                                    validation._member_role_issues, validation._after_visit,
+                                                    validation.check_member_region, validation.status_before_visit))
     codes = set(re.findall(r'Issue\(\s*"([A-Z][A-Z0-9_]+)"', source))
     assert {"DUPLICATE_PRIMARY", "DUPLICATE_ID", "UNKNOWN_MEMBER", "ROLE_MISMATCH", "PARENT_ROW_INVALID",
-            "REGION_LEVEL_CHANGE", "DEATH_AFTER_VISIT"} <= codes
+            "REGION_LEVEL_CHANGE", "DEATH_AFTER_VISIT", "UNKNOWN_REGION", "NOT_TOWNSHIP_OR_VILLAGE",
+            "STATUS_BEFORE_VISIT"} <= codes
     text = (Path(__file__).parent.parent / "docs" / "import.md").read_text(encoding="utf-8")
     table = text.split("## Error codes", 1)[1].split("\n## ", 1)[0]
     assert sorted(c for c in codes if f"`{c}`" not in table) == []

@@ -25,7 +25,7 @@ from registry.models import Patient, PatientChange, PatientTransfer, Region, utc
 from registry.validation import FieldSpec, check_village, identifier, parse_fields, text
 from registry.web.scopes import Scope
 from registry.errors import InvalidInput
-from registry.web.writes import _check_types, _clean, refresh_schedule
+from registry.web.writes import _check_types, _clean, latest_reached_on, refresh_schedule
 
 EDIT_ROLES = (UserRole.TOWNSHIP_DOCTOR.value, UserRole.COUNTY_ADMIN.value)
 PENDING = codes.TransferOutcome.PENDING.value
@@ -87,7 +87,8 @@ def edit_patient(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], 
         patient = _locked_patient(session, scope, patient_id)
         issues = _check_types(raw, patient_edits.editable_names())
         edit, more = patient_edits.plan_edit(current_values(patient), {k: v for k, v in raw.items()
-                                                                        if k in patient_edits.editable_names()}, today=today)
+                                                                        if k in patient_edits.editable_names()}, today=today,
+                                                      latest_reached=latest_reached_on(session, patient_id))
         issues += more
         if "village_code" in edit.changed and not any(i.column == "village_code" for i in issues):
             issues += _village_issues(session, scope, patient, edit.values["village_code"])

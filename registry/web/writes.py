@@ -36,6 +36,7 @@ from registry.validation import (
     check_participant,
     check_village,
     iso_date,
+    latest_reached_visits_sql,
     parse_fields,
     validate_follow_up,
     validate_health_check,
@@ -149,6 +150,14 @@ def _earlier_submit(session: Session, patient_id: str, key: str | None) -> Follo
     return earlier
 
 
+def latest_reached_on(session: Session, patient_id: str) -> date | None:
+    """最近访到日期 The stored patient's latest follow-up that reached them
+    (``validation.latest_reached_visits_sql``, rules.md §3), for ``STATUS_BEFORE_VISIT``."""
+    f = FollowUp.__table__
+    row = session.connection().execute(latest_reached_visits_sql(f).where(f.c.patient_id == patient_id)).first()
+    return row[1] if row is not None else None
+
+
 def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None,
                      channel: Channel = Channel.FORM, idempotency_key: str | None = None) -> FollowUp:
     """随访录入 Validate and store one follow-up (+ joint-visit attendance), one transaction.
@@ -174,7 +183,11 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
         issues = _check_types(raw, follow_up_field_names())
         attended, more = _role_attendance(raw)
         issues += more
-        values, more = validate_follow_up(raw, today=today, patient=PatientFacts.of(patient), channel=channel, extra=True)
+        # a death date recorded on the form becomes the status date (below): not before a visit that reached
+        # the patient (validation.status_before_visit, via check_follow_up)
+        latest = latest_reached_on(session, patient_id) if raw.get("death_on") else None
+        values, more = validate_follow_up(raw, today=today, patient=PatientFacts.of(patient), channel=channel, extra=True,
+                                          latest_reached=latest)
         issues += more
         visit_on = values.get("visit_on")
         for key, label in (("medication", "用药情况"), ("advised_medication", "用药指导")):
@@ -291,13 +304,15 @@ def record_status(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any],
                   channel: Channel = Channel.FORM) -> Patient:
     """死亡/迁出 Record a death or a move-out; the scheduler cancels the open tasks (rules.md §5).
 
-    The checks are ``registry.validation.validate_status_change`` (the patient row's status rules)."""
+    The checks are ``registry.validation.validate_status_change`` (the patient row's status rules),
+    including the date not before the latest visit that reached the patient (``STATUS_BEFORE_VISIT``)."""
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     raw = _clean(raw_in)
     issues = _check_types(raw, {"status", "status_on", "status_detail"})
     with Session(engine, expire_on_commit=False) as session:
         patient = scope.check_patient(session, patient_id)
-        values, more = validate_status_change(raw, PatientFacts.of(patient), today=today, channel=channel)
+        values, more = validate_status_change(raw, PatientFacts.of(patient), today=today, channel=channel,
+                                              latest_reached=latest_reached_on(session, patient_id))
         issues += more
         if issues:
             raise _reject(issues)

@@ -1,0 +1,235 @@
+"""状态日期与随访 A death or move-out is not dated before a visit that reached the patient, and a team
+member serves a township or a village (rules.md §1 status, §3 complete follow-up, §6; contract.md
+``team_members.csv``).
+
+One rule (``validation.status_before_visit`` on ``latest_reached_visit`` / its SQL twin
+``latest_reached_visits_sql``) on every path: the status form and API, the patient edit (form and
+PATCH), ``patients.csv`` re-imports and the death date a follow-up records; read the other way, a
+follow-up that reached the patient after the status date is refused (``PATIENT_NOT_ACTIVE``) while
+one that records the death (patient not reached) is a true record and is taken. Every database test
+runs on SQLite and PostgreSQL, through the real app and importer.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import re
+from datetime import date
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from registry.errors import ImportRejected
+from registry.importing import import_path
+from registry.models import FollowUp, Patient
+from registry.synthetic import CountySize, regions_and_team
+from registry.validation import latest_reached_visit, latest_reached_visits_sql, status_before_visit
+from registry.web.app import create_app
+from web_support import TODAY, USERS, seed, session_token
+
+# P1 (web_support.seed): registered 2025-01-10, latest follow-up 2026-05-20 risk 3 (reached); P5 died 2026-03-01.
+P1_ROW = {"patient_id": "P1", "name": "陈一", "sex": "1", "birth_date": "1980-01-01",
+          "village_code": "V1", "diagnosis": "F20", "registered_on": "2025-01-10"}
+
+
+@pytest.fixture
+def web(database):
+    seed(database.engine)
+    client = TestClient(create_app(database.engine, today=lambda: TODAY), follow_redirects=False)
+    tokens = {u: session_token(database.engine, u) for u in USERS}
+    return client, tokens, database
+
+
+def auth(tokens, user="doc"):
+    return {"Authorization": f"Bearer {tokens[user]}"}
+
+
+def csrf(client, url: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(url).text).group(1)
+
+
+def patient_status(database, pid: str) -> tuple:
+    with Session(database.engine) as s:
+        p = s.get(Patient, pid)
+        return p.status, p.status_on
+
+
+def write_files(folder: Path, files: dict[str, list[dict]]) -> Path:
+    folder.mkdir()
+    for stem, rows in files.items():
+        with (folder / f"{stem}.csv").open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder
+
+
+def refused(engine, folder: Path) -> list[tuple]:
+    with pytest.raises(ImportRejected) as rejected:
+        import_path(engine, folder, today=TODAY)
+    return [(i.file, i.line, i.column, i.code) for i in rejected.value.issues], [i.message for i in rejected.value.issues]
+
+
+# ---------------------------------------------------------------- the rule and its twin
+
+def test_the_rule_names_the_field_and_the_latest_visit():
+    """rules.md §1, §3: on or after the latest reached visit is fine, before it refused; 在册 has no date."""
+    latest = date(2026, 5, 20)
+    assert status_before_visit("dead", date(2026, 5, 20), latest) is None
+    assert status_before_visit("moved_out", date(2026, 5, 21), latest) is None
+    assert status_before_visit("dead", date(2026, 5, 1), None) is None
+    assert status_before_visit("active", None, latest) is None
+    issue = status_before_visit("moved_out", date(2026, 5, 19), latest)
+    assert (issue.code, issue.column) == ("STATUS_BEFORE_VISIT", "status_on")
+    assert "状态日期 2026-05-19" in issue.message and "2026-05-20" in issue.message and "迁出" in issue.message
+    death = status_before_visit("dead", date(2026, 5, 1), latest, field="death_on", label="死亡日期")
+    assert death.column == "death_on" and death.message.startswith("死亡日期 2026-05-01 早于最近一次访到患者的随访日期 2026-05-20")
+
+
+def test_latest_reached_visit_and_its_sql_twin_agree(database):
+    """``latest_reached_visit`` (Python) and ``latest_reached_visits_sql`` give the same date per patient:
+    complete per rules.md §3 — no lost reason and a risk level, or hospital status 1."""
+    seed(database.engine)
+    kinds = [  # (lost_reason, risk_level, hospital_status)
+        (None, 0, None), (None, None, None), (1, 3, None), (5, None, 1), (None, 4, 2), (2, None, None), (None, None, 1),
+    ]
+    with Session(database.engine) as s:
+        for n, pid in enumerate(("P2", "P3", "P4", "P5")):
+            for k, (lost, risk, hospital) in enumerate(kinds):
+                if (k + n) % 3 == 0:
+                    continue
+                s.add(FollowUp(patient_id=pid, visit_on=date(2025, 1 + k, 1 + n), mode=2, lost_reason=lost,
+                               risk_level=risk, hospital_status=hospital))
+        s.add(FollowUp(patient_id="P5", visit_on=date(2026, 1, 3), mode=3, lost_reason=5))  # latest, not reached
+        s.commit()
+        rows = s.exec(select(FollowUp)).all()
+    python = {}
+    for pid in {r.patient_id for r in rows}:
+        on = latest_reached_visit([r for r in rows if r.patient_id == pid])
+        if on is not None:
+            python[pid] = on
+    f = FollowUp.__table__
+    with database.engine.connect() as conn:
+        sql = dict(conn.execute(latest_reached_visits_sql(f)).all())
+        one = conn.execute(latest_reached_visits_sql(f).where(f.c.patient_id == "P1")).all()
+    assert sql == python and len(python) == 5
+    assert one == [("P1", date(2026, 5, 20))]
+    # not reached (lost reason) with a risk level, or only a risk level missing: not counted
+    assert python["P5"] != date(2026, 1, 3)
+
+
+# ---------------------------------------------------------------- the status form and the API
+
+def test_the_status_form_and_api_refuse_a_date_before_a_reached_visit(web):
+    client, tokens, database = web
+    for status, on in (("dead", "2026-05-01"), ("moved_out", "2026-05-19")):
+        r = client.post("/api/patients/P1/status", headers=auth(tokens), json={"status": status, "status_on": on})
+        assert r.status_code == 422, r.text
+        issue = r.json()["issues"][0]
+        assert (issue["code"], issue["column"]) == ("STATUS_BEFORE_VISIT", "status_on")
+        assert f"状态日期 {on}" in issue["message"] and "2026-05-20" in issue["message"]
+    client.cookies.set("jf_session", tokens["doc"])
+    page = client.post("/patients/P1/status", data={"csrf_token": csrf(client, "/patients/P1/status"), "status": "dead",
+                                                   "status_on": "2026-05-01"})
+    assert page.status_code == 422 and "状态日期 2026-05-01 早于最近一次访到患者的随访日期 2026-05-20" in html.unescape(page.text)
+    assert patient_status(database, "P1") == ("active", None)
+    # an attempt that did not reach the patient (失访原因 迁居他处) is no bound: the move-out may precede it
+    r = client.post("/api/patients/P1/follow-ups", headers=auth(tokens), json={"visit_on": "2026-06-01", "mode": 2, "lost_reason": 2})
+    assert r.status_code == 201, r.text
+    r = client.post("/api/patients/P1/status", headers=auth(tokens), json={"status": "moved_out", "status_on": "2026-05-20"})
+    assert r.status_code == 200, r.text
+    assert patient_status(database, "P1") == ("moved_out", date(2026, 5, 20))
+
+
+def test_the_patient_edit_refuses_a_date_before_a_reached_visit(web):
+    client, tokens, database = web
+    body = {"status": "dead", "status_on": "2026-05-01", "reason": "家属告知"}
+    r = client.patch("/api/patients/P1", headers=auth(tokens), json=body)
+    assert r.status_code == 422 and r.json()["error"] == "STATUS_BEFORE_VISIT", r.text
+    assert "2026-05-20" in r.json()["message"]
+    r = client.patch("/api/patients/P1", headers=auth(tokens, "admin"), json={**body, "status": "moved_out"})
+    assert r.status_code == 422 and r.json()["error"] == "STATUS_BEFORE_VISIT"
+    client.cookies.set("jf_session", tokens["doc"])
+    page = client.get("/patients/P1/edit")
+    form = dict(re.findall(r'<input id="i-([a-z_]+)" name="\1" type="(?:text|date)"[^>]*value="([^"]*)"', page.text))
+    form.update({"csrf_token": csrf(client, "/patients/P1/edit"), "status": "dead", "status_on": "2026-05-01",
+                 "reason": "家属告知"})
+    bad = client.post("/patients/P1/edit", data=form)
+    assert bad.status_code == 422 and "早于最近一次访到患者的随访日期 2026-05-20" in html.unescape(bad.text)
+    assert patient_status(database, "P1") == ("active", None)
+    r = client.patch("/api/patients/P1", headers=auth(tokens), json={**body, "status_on": "2026-05-21"})
+    assert r.status_code == 200, r.text
+    assert patient_status(database, "P1") == ("dead", date(2026, 5, 21))
+
+
+# ---------------------------------------------------------------- the import
+
+def test_a_patients_csv_reimport_refuses_a_date_before_a_stored_reached_visit(web, tmp_path):
+    _client, _tokens, database = web
+    for n, (status, on) in enumerate((("dead", "2026-05-01"), ("moved_out", "2026-05-19"))):
+        folder = write_files(tmp_path / f"bad{n}", {"patients": [{**P1_ROW, "status": status, "status_on": on}]})
+        issues, messages = refused(database.engine, folder)
+        assert issues == [("patients.csv", 2, "status_on", "STATUS_BEFORE_VISIT")]
+        assert "2026-05-20" in messages[0]
+    assert patient_status(database, "P1") == ("active", None)
+    import_path(database.engine, write_files(tmp_path / "good", {"patients": [{**P1_ROW, "status": "dead",
+                                                                               "status_on": "2026-05-20"}]}), today=TODAY)
+    assert patient_status(database, "P1") == ("dead", date(2026, 5, 20))
+
+
+def test_a_follow_up_recording_the_death_is_taken_with_its_patient_in_one_import(web, tmp_path):
+    """The 随访服务记录表 that records the death (visit after it, patient not reached) re-imports with
+    the dead patient's row; a visit that reached the patient after the death does not."""
+    _client, _tokens, database = web
+    patient = {**P1_ROW, "patient_id": "N7", "status": "dead", "status_on": "2026-03-01"}
+    death = {"patient_id": "N7", "visit_on": "2026-03-05", "mode": "3", "lost_reason": "5", "risk_level": "",
+             "death_on": "2026-03-01"}
+    reached = {**death, "visit_on": "2026-03-06", "lost_reason": "", "risk_level": "0", "death_on": ""}
+    issues, _ = refused(database.engine, write_files(tmp_path / "bad", {"patients": [patient], "followups": [death, reached]}))
+    # the reached visit after the death: refused, and so is the death date the other row records before it
+    assert issues == [("followups.csv", 2, "death_on", "STATUS_BEFORE_VISIT"), ("followups.csv", 3, "visit_on", "PATIENT_NOT_ACTIVE")]
+    import_path(database.engine, write_files(tmp_path / "good", {"patients": [patient], "followups": [death]}), today=TODAY)
+    assert patient_status(database, "N7") == ("dead", date(2026, 3, 1))
+
+
+def test_a_follow_up_death_date_before_a_reached_visit_is_refused_on_import(web, tmp_path):
+    """The death date a follow-up records is not before a visit that reached the patient: stored (P1
+    2026-05-20), or in the same file."""
+    _client, _tokens, database = web
+    row = {"patient_id": "P2", "visit_on": "2026-06-01", "mode": "3", "lost_reason": "5", "risk_level": "", "death_on": "2026-05-01"}
+    issues, messages = refused(database.engine, write_files(tmp_path / "stored", {"followups": [{**row, "patient_id": "P1"}]}))
+    assert issues == [("followups.csv", 2, "death_on", "STATUS_BEFORE_VISIT")] and "2026-05-20" in messages[0]
+    in_file = {**row, "visit_on": "2026-05-10", "lost_reason": "", "risk_level": "0", "death_on": ""}
+    issues, messages = refused(database.engine, write_files(tmp_path / "file", {"followups": [row, in_file]}))
+    assert issues == [("followups.csv", 2, "death_on", "STATUS_BEFORE_VISIT")] and "2026-05-10" in messages[0]
+
+
+# ---------------------------------------------------------------- team members serve a township or a village
+
+def test_a_county_is_not_a_region_a_member_serves(database, tmp_path):
+    """contract.md team_members.csv: region_code is the township or village served."""
+    seed(database.engine)
+    member = {"member_id": "M-X", "name": "县级人员", "role": "police", "phone": "", "region_code": "C", "primary": "0"}
+    issues, messages = refused(database.engine, write_files(tmp_path / "county", {"team_members": [member]}))
+    assert issues == [("team_members.csv", 2, "region_code", "NOT_TOWNSHIP_OR_VILLAGE")]
+    assert "服务地区编码 C 是县(市、区)级" in messages[0] and "乡镇(街道)或村(社区)" in messages[0]
+    # a county of the same import, too
+    files = {"regions": [{"code": "C2", "name": "邻县", "level": "county", "parent_code": "", "population": ""}],
+             "team_members": [{**member, "region_code": "C2"}]}
+    issues, _ = refused(database.engine, write_files(tmp_path / "new-county", files))
+    assert issues == [("team_members.csv", 2, "region_code", "NOT_TOWNSHIP_OR_VILLAGE")]
+    assert database.count("team_member") == 4
+    ok = [{**member, "member_id": "M-T", "region_code": "T2"}, {**member, "member_id": "M-V", "role": "village", "region_code": "V3"}]
+    import_path(database.engine, write_files(tmp_path / "ok", {"team_members": ok}), today=TODAY)
+    assert database.count("team_member") == 6
+
+
+def test_the_synthetic_county_has_no_county_members():
+    import random
+
+    regions, team, _villages = regions_and_team(CountySize(patients=100), random.Random(7))
+    levels = {code: level for code, _name, level, _parent, _pop in regions}
+    assert team and {levels[row[4]] for row in team} == {"township", "village"}
