@@ -38,6 +38,7 @@ from registry.ledger import incident_sql
 from registry.emergencies import occurred_on_sql, overdue_sql
 from registry.models import Emergency, FollowUp, Patient, Region
 from registry.profile import Profile, load_profile
+from registry.register import in_register_sql
 from schedules.models import Alert, AlertScan
 from schedules.notify import queue_alert_notifications
 
@@ -79,8 +80,12 @@ def _incident(f, profile: Profile):
 
 
 def _lost(f, profile: Profile):
+    """失访 (rules.md §12) of a patient 在册 on the attempt's date (rules.md §1): an attempt that found a
+    patient already dead or moved out (accepted since session 12: only a visit that *reached* the patient
+    is refused after the status date) flags nobody lost."""
     t = FollowUp.__table__
-    return flags_lost_sql(f, t.alias("run"), t.alias("between"), profile.lost_after_misses)
+    return sa.and_(flags_lost_sql(f, t.alias("run"), t.alias("between"), profile.lost_after_misses),
+                   in_register_sql(Patient.__table__, f.c.visit_on))
 
 
 def _emergency_rows(condition, today: date) -> sa.Select:

@@ -126,6 +126,29 @@ def test_each_kind_alerts_once_from_each_write_path(database, tmp_path, path):
     assert "张三" in civil_page and "陈一" not in civil_page and "李二" not in civil_page and "不在您的名单内" in civil_page
 
 
+def test_an_attempt_after_a_death_flags_nobody_lost(database, tmp_path):
+    """An unreached attempt dated after the patient's death (the visit that found them dead is accepted,
+    rules.md §1, §3) raises no 失访 alert (§12 alerts concern a patient 在册); the same attempt on a living
+    patient does."""
+    engine = database.engine
+    seed(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Patient.__table__).where(Patient.__table__.c.patient_id == "P1")
+                     .values(status="dead", status_on=date(2026, 6, 5)))
+    folder = tmp_path / "imp"
+    folder.mkdir()
+    (folder / "followups.csv").write_text("patient_id,visit_on,mode,lost_reason\nP1,2026-06-09,2,4\nP2,2026-06-09,2,4\n",
+                                          encoding="utf-8")
+    import_path(engine, folder, today=TODAY)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(FollowUp.__table__)
+                              .where(FollowUp.__table__.c.visit_on == date(2026, 6, 9))).scalar_one()
+    assert stored == 2  # both attempts were accepted
+    counts = detect(engine, today=TODAY, base_url=BASE)
+    assert counts["lost"] == 1
+    assert [a for a in _alerts(engine) if a[0] == "lost"] == [("lost", "P2", "T1")]
+
+
 def test_notices_on_the_members_pages_and_mark_read(database):
     engine = database.engine
     seed(engine)
