@@ -6,6 +6,7 @@ the PDF. Every test runs on SQLite and PostgreSQL (``database`` fixture)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -407,6 +408,42 @@ def test_overdue_list_and_county_alert_once(web):
             assert secret not in body
 
 
+@time_machine.travel(NOW, tick=False)
+def test_the_open_list_shows_what_is_still_to_complete(web):
+    """待完成的应急处置 (rules.md §9: complete within 24 hours): every record of the caller's not yet
+    complete, the overdue ones marked; a complete record and another township's are not on it; the
+    opening-only village account sees the records it opened. Page, API, menu and the opening's notice."""
+    client, tokens, database = web
+    tokens = {**tokens, **_team_accounts(database)}
+    early = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"),
+                        json={**OPEN, "reported_at": "2026-06-09 07:00", "started_at": "2026-06-09 07:10"}).json()["id"]
+    fresh = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "police"), json=OPEN).json()["id"]
+    done = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "doc"), json={**OPEN, "situations": [3]}).json()["id"]
+    assert client.patch(f"/api/emergencies/{done}", headers=auth(tokens, "doc"),
+                        json={"ended_at": "2026-06-10 08:40", "measures": ["counselling"], "effect": "好转"}).status_code == 200
+    village = client.post("/api/patients/P1/emergencies", headers=auth(tokens, "vil"), json=OPEN).json()["id"]
+    for user in ("doc", "police", "admin"):
+        rows = client.get("/api/emergencies/open", headers=auth(tokens, user)).json()
+        assert [(r["id"], r["overdue"]) for r in rows] == [(early, True), (fresh, False), (village, False)], user
+        assert "diagnosis" not in rows[0] and "结束时间" in rows[0]["missing"]
+    assert [r["id"] for r in client.get("/api/emergencies/overdue", headers=auth(tokens, "doc")).json()] == [early]
+    assert client.get("/api/emergencies/open", headers=auth(tokens, "doc2")).json() == []
+    assert [r["id"] for r in client.get("/api/emergencies/open", headers=auth(tokens, "vil")).json()] == [village]
+    client.cookies.set("jf_session", tokens["police"])
+    page = client.get("/emergencies/open")
+    assert page.status_code == 200 and "待完成的应急处置" in page.text and 'href="/emergencies/open">应急处置</a>' in page.text
+    assert f'href="/emergencies/{early}"' in page.text and f'href="/emergencies/{fresh}"' in page.text
+    assert f'href="/emergencies/{done}"' not in page.text and "已超时" in page.text and "精神分裂症" not in page.text
+    notice = client.get("/notices?event=emergency.opened&township=T1")
+    assert notice.status_code == 200 and 'href="/emergencies/open"' in notice.text
+    with database.engine.connect() as conn:
+        audited = conn.execute(sa.text("SELECT count(*) FROM audit_log WHERE object_type = 'emergency' AND object_id = 'open'"
+                                       " AND action = 'read'")).scalar_one()
+    assert audited == 6  # three API reads, doc2's, the village's and the page: every read audited
+    client.cookies.set("jf_session", tokens["gov"])
+    assert 'href="/emergencies/open"' not in client.get("/mylist").text  # 综治 reads no record (§9)
+
+
 # ----------------------------------------------------------------------------- post_emergency task
 
 
@@ -583,4 +620,4 @@ def test_an_emergency_alert_links_the_police_to_the_record_itself(web):
     alerts = client.get("/alerts", headers=auth(tokens, "police")).text
     assert "应急处置登记" in alerts and "随访日期" not in alerts
     for page in ("/mylist", "/alerts"):
-        assert "/emergencies/" not in client.get(page, headers=auth(tokens, "civil")).text
+        assert not re.search(r"/emergencies/\d", client.get(page, headers=auth(tokens, "civil")).text)  # no record link

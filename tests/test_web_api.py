@@ -67,7 +67,7 @@ ROUTES = [
     ("POST", "/api/guardian-years/P1/2026/decision"), ("POST", "/api/guardian-years/P1/2026/payment"),
     ("GET", "/api/lists/archive"), ("POST", "/api/lists/rows/7/sign-ins"),  # issue 15: the 五单 archive
     ("POST", "/api/patients/P1/emergencies"), ("PATCH", "/api/emergencies/1"), ("GET", "/api/emergencies/1"),
-    ("GET", "/api/emergencies/overdue"),  # issue 15: 应急处置
+    ("GET", "/api/emergencies/overdue"), ("GET", "/api/emergencies/open"),  # issue 15: 应急处置
     ("GET", "/api/patients/P1/team"), ("POST", "/api/patients/P1/team"), ("POST", "/api/patients/P1/team/1/end"),
     ("GET", "/api/gaps"),  # issue 14
     ("POST", "/api/tasks/3/appointments"), ("POST", "/api/appointments/4/reply"),  # issue 14: 联合入户预约

@@ -268,13 +268,13 @@ ROLE_PAGES = {
             "/patients/P4", "/lists/week", "/ledger", "/gaps", "/reward", "/lists/archive", "/lists/archive/1/joint",
             "/joint-visits/incomplete", "/alerts", "/account/password",
             "/patients/P1/edit", "/patients/P1/history", "/patients/P2/transfer", "/transfers",  # issue 13
-            "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue",
+            "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue", "/emergencies/open",
             "/notices?event=lists.weekly&township=T1&week=2026-06-08"],  # issue 14
     "doc2": ["/transfers", "/patients/P4/edit", "/patients/P4/history"],  # a move waiting for T2 (issue 13)
     "police": ["/mylist", "/patients/P1", "/patients/P2", "/lists/week", "/ledger", "/lists/archive", "/account/password",
                "/alerts", "/alerts?township=T1",
                "/patients/P1/history", "/patients/P1/emergencies/new", "/patients/P1/emergencies", "/emergencies/overdue",
-               "/my/attendance", "/notices?event=emergency.overdue&township=T1"],  # issue 14
+               "/emergencies/open", "/my/attendance", "/notices?event=emergency.overdue&township=T1"],  # issue 14
     "civil": ["/mylist", "/patients/P3", "/lists/week", "/reward", "/lists/archive", "/alerts", "/account/password",
               "/my/attendance", "/notices?event=lists.weekly&township=T1&week=2026-06-08",
               "/patients/P3/emergencies/new"],  # rules.md §9: every team member opens one

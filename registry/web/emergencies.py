@@ -216,12 +216,24 @@ def overdue_rows(engine, scope: Scope, *, now: datetime) -> list[dict]:
     """超时未完成 The caller's records not complete 24 hours after the report time (one set-based
     query, ``registry.emergencies.overdue_sql``), oldest first; no diagnosis. An opening-only account:
     the records it opened."""
+    return _incomplete_rows(engine, scope, now=now, condition=rules.overdue_sql(now, Emergency.__table__))
+
+
+def open_rows(engine, scope: Scope, *, now: datetime) -> list[dict]:
+    """待完成 Every record of the caller's not yet complete (``registry.emergencies.complete_sql``), the
+    overdue ones included and marked: what the doctor and the police still owe within the 24 hours
+    (rules.md §9), oldest report first; no diagnosis. An opening-only account: the records it opened."""
+    return _incomplete_rows(engine, scope, now=now, condition=sa.not_(rules.complete_sql(Emergency.__table__)))
+
+
+def _incomplete_rows(engine, scope: Scope, *, now: datetime, condition) -> list[dict]:
     scope.require_role(*ANY_READ_ROLES)
     e, p = Emergency.__table__, Patient.__table__
     stmt = (sa.select(e.c.id, e.c.patient_id, p.c.name, p.c.village_code, e.c.reported_at, e.c.situations,
-                      e.c.ended_at, e.c.measures, e.c.effect, e.c.participant_police, e.c.police_signed_by)
+                      e.c.ended_at, e.c.measures, e.c.effect, e.c.participant_police, e.c.police_signed_by,
+                      rules.overdue_sql(now, e).label("overdue"))
             .select_from(e.join(p, p.c.patient_id == e.c.patient_id))
-            .where(rules.overdue_sql(now, e), scope.patient_clause(),
+            .where(condition, scope.patient_clause(),
                    e.c.opened_by == scope.user.username if _own_only(scope) else sa.true())
             .order_by(e.c.reported_at, e.c.id))
     with engine.connect() as conn:
@@ -234,7 +246,8 @@ def overdue_rows(engine, scope: Scope, *, now: datetime) -> list[dict]:
                    if not ok]
         out.append({"id": r.id, "patient_id": r.patient_id, "name": r.name, "village_code": r.village_code,
                     "reported_at": _fmt(r.reported_at), "deadline": _fmt(r.reported_at + rules.DEADLINE),
-                    "situations": _labels(codes.EmergencySituation, r.situations), "missing": "、".join(missing)})
+                    "situations": _labels(codes.EmergencySituation, r.situations), "missing": "、".join(missing),
+                    "overdue": bool(r.overdue)})
     return out
 
 
@@ -360,6 +373,17 @@ def overdue_page(request: Request):
     return render(request, "emergencies_overdue.html", rows=rows)
 
 
+@router.get("/emergencies/open", response_class=HTMLResponse, include_in_schema=False)
+def open_page(request: Request):
+    """待完成的应急处置 The caller's records not yet complete, overdue ones marked; audited."""
+    cur = current(request)
+    rows = open_rows(request.app.state.ctx.engine, cur.scope, now=now_utc())
+    audit.record(request.app.state.ctx.engine, actor=cur.user.username, action="read", object_type="emergency",
+                 object_id="open", region_code=cur.user.region_code,
+                 detail=f"待完成 {len(rows)} 条（超时 {sum(r['overdue'] for r in rows)} 条）", source=client_ip(request))
+    return render(request, "emergencies_overdue.html", rows=rows, open_list=True)
+
+
 @router.get("/emergencies/{emergency_id}", response_class=HTMLResponse, include_in_schema=False)
 def emergency_page(request: Request, emergency_id: EmergencyId, saved: int = 0):
     """应急处置记录单 The record, with the form to complete it for the roles that write."""
@@ -440,6 +464,15 @@ def api_overdue(cur: CurrentUser, engine: EngineDep, ip: ClientIp) -> list[dict]
     rows = overdue_rows(engine, cur.scope, now=now_utc())
     audit.record(engine, actor=cur.user.username, action="read", object_type="emergency", object_id="overdue",
                  region_code=cur.user.region_code, detail=f"超时未完成 {len(rows)} 条", source=ip)
+    return rows
+
+
+@api.get("/emergencies/open", summary="待完成的应急处置（含超时，按角色与地区）")
+def api_open(cur: CurrentUser, engine: EngineDep, ip: ClientIp) -> list[dict]:
+    """待完成 The caller's records not yet complete (``overdue`` marks those past the 24 hours)."""
+    rows = open_rows(engine, cur.scope, now=now_utc())
+    audit.record(engine, actor=cur.user.username, action="read", object_type="emergency", object_id="open",
+                 region_code=cur.user.region_code, detail=f"待完成 {len(rows)} 条", source=ip)
     return rows
 
 

@@ -41,8 +41,10 @@ def _links(cur, event: str, township: str, week: str) -> list[tuple[str, str]]:
     role, linked = cur.user.role, cur.scope.linked
     query = f"township={township}" + (f"&week={week}" if week else "")
     links: list[tuple[str, str]] = []
-    if event.startswith("emergency.") and role in EMERGENCY_ROLES:
+    if event == "emergency.overdue" and role in EMERGENCY_ROLES:
         links.append(("超时未完成的应急处置", "/emergencies/overdue"))
+    elif event.startswith("emergency.") and role in EMERGENCY_ROLES:  # an opening: every record still to complete
+        links.append(("待完成的应急处置", "/emergencies/open"))
     if role in WEEK_ROLES and not linked:
         links.append(("本周五单", f"/lists/week?{query}"))
     if role in ARCHIVE_ROLES and not linked:
