@@ -362,14 +362,22 @@ def patient_emergencies_page(request: Request, patient_id: Annotated[str, PathPa
 EmergencyId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 
 
+def read_incomplete(engine, scope: Scope, which: str, *, source: str | None) -> list[dict]:
+    """待完成 / 超时未完成 The caller's ``open`` records (not yet complete) or ``overdue`` ones (past the
+    24 hours), read and audited once for the page and the API alike (rules.md §8, §9)."""
+    rows = (open_rows if which == "open" else overdue_rows)(engine, scope, now=now_utc())
+    late = sum(r["overdue"] for r in rows)
+    detail = f"待完成 {len(rows)} 条（超时 {late} 条）" if which == "open" else f"超时未完成 {len(rows)} 条"
+    audit.record(engine, actor=scope.user.username, action="read", object_type="emergency", object_id=which,
+                 region_code=scope.user.region_code, detail=detail, source=source)
+    return rows
+
+
 @router.get("/emergencies/overdue", response_class=HTMLResponse, include_in_schema=False)
 def overdue_page(request: Request):
     """超时未完成的应急处置 The caller's records past the 24-hour deadline; audited."""
     cur = current(request)
-    rows = overdue_rows(request.app.state.ctx.engine, cur.scope, now=now_utc())
-    audit.record(request.app.state.ctx.engine, actor=cur.user.username, action="read", object_type="emergency",
-                 object_id="overdue", region_code=cur.user.region_code, detail=f"超时未完成 {len(rows)} 条",
-                 source=client_ip(request))
+    rows = read_incomplete(request.app.state.ctx.engine, cur.scope, "overdue", source=client_ip(request))
     return render(request, "emergencies_overdue.html", rows=rows)
 
 
@@ -377,10 +385,7 @@ def overdue_page(request: Request):
 def open_page(request: Request):
     """待完成的应急处置 The caller's records not yet complete, overdue ones marked; audited."""
     cur = current(request)
-    rows = open_rows(request.app.state.ctx.engine, cur.scope, now=now_utc())
-    audit.record(request.app.state.ctx.engine, actor=cur.user.username, action="read", object_type="emergency",
-                 object_id="open", region_code=cur.user.region_code,
-                 detail=f"待完成 {len(rows)} 条（超时 {sum(r['overdue'] for r in rows)} 条）", source=client_ip(request))
+    rows = read_incomplete(request.app.state.ctx.engine, cur.scope, "open", source=client_ip(request))
     return render(request, "emergencies_overdue.html", rows=rows, open_list=True)
 
 
@@ -461,19 +466,13 @@ def api_update(cur: CurrentUser, engine: EngineDep, ip: ClientIp, emergency_id: 
 @api.get("/emergencies/overdue", summary="超时未完成的应急处置（乡镇精防医生、民警、县级管理员）")
 def api_overdue(cur: CurrentUser, engine: EngineDep, ip: ClientIp) -> list[dict]:
     """超时未完成 The caller's records not complete 24 hours after the report time."""
-    rows = overdue_rows(engine, cur.scope, now=now_utc())
-    audit.record(engine, actor=cur.user.username, action="read", object_type="emergency", object_id="overdue",
-                 region_code=cur.user.region_code, detail=f"超时未完成 {len(rows)} 条", source=ip)
-    return rows
+    return read_incomplete(engine, cur.scope, "overdue", source=ip)
 
 
 @api.get("/emergencies/open", summary="待完成的应急处置（含超时，按角色与地区）")
-def api_open(cur: CurrentUser, engine: EngineDep, ip: ClientIp) -> list[dict]:
+def api_open_list(cur: CurrentUser, engine: EngineDep, ip: ClientIp) -> list[dict]:
     """待完成 The caller's records not yet complete (``overdue`` marks those past the 24 hours)."""
-    rows = open_rows(engine, cur.scope, now=now_utc())
-    audit.record(engine, actor=cur.user.username, action="read", object_type="emergency", object_id="open",
-                 region_code=cur.user.region_code, detail=f"待完成 {len(rows)} 条", source=ip)
-    return rows
+    return read_incomplete(engine, cur.scope, "open", source=ip)
 
 
 @api.get("/emergencies/{emergency_id}", summary="应急处置记录单（按角色裁剪字段）")

@@ -34,7 +34,7 @@ EVENT_TITLES = {"lists.weekly": "本周五单已生成", "lists.failed": "本周
 def _links(cur, event: str, township: str, week: str) -> list[tuple[str, str]]:
     """(title, href) of the pages this user's role opens for the event."""
     from registry.web.emergencies import READ_ROLES as EMERGENCY_ROLES
-    from registry.web.list_archive import ARCHIVE_ROLES
+    from registry.web.scopes import ARCHIVE_ROLES
     from registry.web.pages import LIST_ROLES as WEEK_ROLES
     from registry.web.scopes import TASK_ROLE_OF
 

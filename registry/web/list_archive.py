@@ -31,12 +31,11 @@ from registry.errors import InvalidInput, NotFound, PermissionDenied
 from registry.web.auth import Current, client_ip, current
 from registry.web.deps import CurrentUser
 from registry.web.pages import form_data, render
+from registry.web.scopes import ARCHIVE_ROLES
 from schedules import archive
 from schedules.lists import LIST_READERS, LISTS
 
 router = APIRouter()
-ARCHIVE_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value,
-                 UserRole.CIVIL_AFFAIRS.value)
 SIGN_IN_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value)
 TITLES = {slug: (number, title) for number, slug, title, _readers in LISTS}
 MEDIA = {"pdf": "application/pdf", "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}

@@ -436,7 +436,6 @@ def follow_up_page(request: Request, patient_id: str):
 
 
 def _follow_up_form(request: Request, cur: Current, patient_id: str, values: dict, errors: dict, status_code: int = 200):
-    ctx = request.app.state.ctx
     record = _record_read(request, cur, patient_id)
     joint_roles = sorted({r for t in record["tasks"] for r in t.get("roles") or [] if r in writes.JOINT_ROLES},
                          key=writes.JOINT_ROLES.index)
@@ -477,7 +476,6 @@ def status_page(request: Request, patient_id: str):
 
 
 def _status_form(request, cur, patient_id, values, errors, status_code=200):
-    ctx = request.app.state.ctx
     record = _record_read(request, cur, patient_id)
     return render(request, "status_form.html", status_code=status_code, p=record, values=values, errors=errors)
 
@@ -596,7 +594,7 @@ def week_lists(request: Request, week: str = "", township: str = ""):
     monday, own = _week_and_township(request, cur, week, township)
     with request.app.state.ctx.engine.connect() as conn:
         issue = latest_issue(conn, own, monday)
-    from registry.web.list_archive import ARCHIVE_ROLES
+    from registry.web.scopes import ARCHIVE_ROLES
 
     this_monday = request.app.state.ctx.today() - timedelta(days=request.app.state.ctx.today().weekday())
     # the archive link only for a role that may open it (综治 reads the week's lists, not the archive)

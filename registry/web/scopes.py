@@ -42,6 +42,10 @@ from registry.storable_text import bad_text
 FULL_RECORD_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value)
 LIST_ROLES = (UserRole.POLICE.value, UserRole.CIVIL_AFFAIRS.value, UserRole.GOVERNANCE.value, UserRole.VILLAGE.value)
 # the team role (rules.md §6) whose tasks a list account takes part in; governance: every joint visit
+# 五单存档 readers (registry.web.list_archive): here, beside the other role sets, so the week page and the
+# notices can link the archive without importing the archive's routes (no import cycle)
+ARCHIVE_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value, UserRole.POLICE.value,
+                 UserRole.CIVIL_AFFAIRS.value)
 TASK_ROLE_OF = {UserRole.POLICE.value: "police", UserRole.CIVIL_AFFAIRS.value: "civil_affairs",
                 UserRole.VILLAGE.value: "village"}
 
