@@ -155,6 +155,27 @@ def test_check_proposal_pure(minutes, roles):
     assert exc.value.code == "APPOINTMENT_TASK_CLOSED"
 
 
+def _logged_in(engine):
+    """``login(username)``: a browser-like client logged in through the form (cookies, CSRF)."""
+    from fastapi.testclient import TestClient
+
+    from registry.web.app import create_app
+    from tests.web_support import PASSWORD, TODAY
+
+    def login(username):
+        client = TestClient(create_app(engine, today=lambda: TODAY), follow_redirects=False)
+        token = csrf(client.get("/login").text)
+        assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
+        return client
+    return login
+
+
+def csrf(html):
+    import re
+
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
 @given(reason=st.one_of(st.none(), st.text(alphabet=" 当天值班ab", max_size=5)))
 def test_check_reply_reason_rule(reason):
     cleaned = (reason or "").strip() or None
@@ -174,22 +195,10 @@ def test_the_web_forms_propose_and_answer(linked):  # noqa: F811
     """The patient page's form (doctor) and the /mylist form (the named member), with the session's CSRF token."""
     import re
 
-    from fastapi.testclient import TestClient
-
-    from registry.web.app import create_app
-    from tests.web_support import PASSWORD, TODAY
-
     _client, _tokens, db = linked
     engine = db.engine
 
-    def login(username):
-        client = TestClient(create_app(engine, today=lambda: TODAY), follow_redirects=False)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
-        assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
-        return client
-
-    def csrf(html):
-        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    login = _logged_in(engine)
 
     doc = login("doc")
     page = doc.get("/patients/P1").text
@@ -220,22 +229,10 @@ def test_a_refused_answer_or_proposal_stays_on_its_page_with_the_message_by_the_
     not an error page with “返回首页” and the field's code (the walk of the front line's day)."""
     import re
 
-    from fastapi.testclient import TestClient
-
-    from registry.web.app import create_app
-    from tests.web_support import PASSWORD, TODAY
-
     _client, _tokens, db = linked
     engine = db.engine
 
-    def login(username):
-        client = TestClient(create_app(engine, today=lambda: TODAY), follow_redirects=False)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
-        assert client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}).status_code == 303
-        return client
-
-    def csrf(html):
-        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    login = _logged_in(engine)
 
     def form_of(html, form_id):
         return re.search(rf'<form[^>]*id="{form_id}".*?</form>', html, re.S).group(0)

@@ -12,7 +12,6 @@ runs on SQLite and PostgreSQL, through the real app and importer.
 
 from __future__ import annotations
 
-import csv
 import html
 import re
 from datetime import date
@@ -28,6 +27,7 @@ from registry.models import FollowUp, Patient
 from registry.synthetic import CountySize, regions_and_team
 from registry.validation import latest_reached_visit, latest_reached_visits_sql, status_before_visit
 from registry.web.app import create_app
+from test_input_audit import write_files  # the import folder of CSV files, one helper
 from web_support import TODAY, USERS, seed, session_token
 
 # P1 (web_support.seed): registered 2025-01-10, latest follow-up 2026-05-20 risk 3 (reached); P5 died 2026-03-01.
@@ -55,16 +55,6 @@ def patient_status(database, pid: str) -> tuple:
     with Session(database.engine) as s:
         p = s.get(Patient, pid)
         return p.status, p.status_on
-
-
-def write_files(folder: Path, files: dict[str, list[dict]]) -> Path:
-    folder.mkdir()
-    for stem, rows in files.items():
-        with (folder / f"{stem}.csv").open("w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return folder
 
 
 def refused(engine, folder: Path) -> list[tuple]:
