@@ -20,23 +20,24 @@ from jingfang import demo_accounts, demo_rates, demo_schedules
 from jingfang.tables import table_lines
 from registry import models
 from registry.accounts import User
-from registry.codes import Diagnosis
+from registry.codes import Diagnosis, PatientStatus
 from registry.errors import InvalidInput
 from registry.importing import import_path
+from registry.register import in_register_sql
 from registry.synthetic import write_county_csv
 
 
 def register_summary(engine: Engine, today: date) -> list[tuple]:
     """登记汇总 Patients per township and status, in one grouped query."""
     p, village, town = models.Patient.__table__, models.Region.__table__.alias("v"), models.Region.__table__.alias("t")
-    active = sa.and_(p.c.status == "active", p.c.registered_on <= today)
+    active = in_register_sql(p, today)  # 在册 (rules.md §1)
     stmt = (
         sa.select(
             town.c.code, town.c.name,
             sa.func.count().label("all"),
             sa.func.sum(sa.case((active, 1), else_=0)).label("active"),
-            sa.func.sum(sa.case((p.c.status == "dead", 1), else_=0)).label("dead"),
-            sa.func.sum(sa.case((p.c.status == "moved_out", 1), else_=0)).label("moved_out"),
+            sa.func.sum(sa.case((p.c.status == PatientStatus.DEAD.value, 1), else_=0)).label("dead"),
+            sa.func.sum(sa.case((p.c.status == PatientStatus.MOVED_OUT.value, 1), else_=0)).label("moved_out"),
             sa.func.sum(sa.case((sa.and_(active, p.c.diagnosis == Diagnosis.SCHIZOPHRENIA.value), 1), else_=0)).label("schizophrenia"),
             sa.func.sum(sa.case((sa.and_(active, p.c.lai_drug.is_not(None)), 1), else_=0)).label("lai"),
         )

@@ -7,7 +7,7 @@ twins agree with the Python forms.
 - **危险性升至3级及以上** (``risk_rise``): a complete follow-up (``registry.rules.is_complete``) with
   risk ≥ 3 whose patient's previous complete follow-up (by date, then sequence) had risk < 3, no
   risk (in hospital), or does not exist [decision: a first assessment at ≥ 3 is a rise].
-- **新发肇事肇祸** (``incident``): a follow-up counting any 肇事 or 肇祸 (``registry.ledger.is_incident``).
+- **新发肇事肇祸** (``incident``): a follow-up counting any 肇事 or 肇祸 (``registry.rules.is_incident``).
 - **失访** (``lost``): the attempt that flags the patient 失访 (rules.md §5): an unreached attempt
   with lost reason 4 (连续3次未访到), or the one that makes the run of unreached attempts since the
   last reached one reach the profile's ``lost_after_misses`` (3) — the later attempts of the same run
@@ -37,9 +37,14 @@ def is_recent(visit_on: date, today: date) -> bool:
     return today - timedelta(days=RECENT_DAYS) <= visit_on <= today
 
 
+def recent_day_sql(day, today: date) -> sa.ColumnElement[bool]:
+    """SQL twin of ``is_recent`` over a date expression ``day`` (an emergency's day: ``schedules.alerts``)."""
+    return sa.and_(day >= today - timedelta(days=RECENT_DAYS), day <= today)
+
+
 def recent_sql(f, today: date) -> sa.ColumnElement[bool]:
-    """SQL twin of ``is_recent``."""
-    return sa.and_(f.c.visit_on >= today - timedelta(days=RECENT_DAYS), f.c.visit_on <= today)
+    """SQL twin of ``is_recent`` over a follow-up ``f``."""
+    return recent_day_sql(f.c.visit_on, today)
 
 
 def risk_rose(risk_level: int | None, complete: bool, previous_risk: int | None) -> bool:

@@ -36,13 +36,13 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from registry.attempts import rank_sql, usable_sql
+from registry.attempts import latest_complete, latest_first, rank_sql, usable_sql
 from registry.care_team import responsible_member_sql, role_required_sql
 from registry.codes import Classification, EconomicStatus, TaskStatus, TeamRole
 from registry.models import FollowUp, GuardianYear, Patient, VisitTask
 from registry.periods import add_months
 from registry.profile import RoleRules
-from registry.rules import classification_of, classification_sql, complete_sql, is_complete
+from registry.rules import classification_of, classification_sql, complete_sql, incident_sql, is_incident
 from registry.teams import has_guardian_sql, incident_cutoff, police_required, police_sql
 
 REHABILITATION_LOOKBACK_MONTHS = 12  # 社区康复 in the last 12 months puts a patient on the 帮扶救助单 audience
@@ -55,17 +55,14 @@ def patient_facts(attempts: Iterable[Any], registered_on: date, today: date, rul
     """一历事实 What the audience rules read of one patient's follow-ups (objects with FollowUp's
     attribute names): latest complete risk and classification, a recent 肇事/肇祸, 失访 at the
     latest attempt, rehabilitation in the last ``REHABILITATION_LOOKBACK_MONTHS``."""
-    usable = sorted((a for a in attempts if registered_on <= a.visit_on <= today),
-                    key=lambda a: (a.visit_on, a.id), reverse=True)
-    complete = [a for a in usable if is_complete(a.lost_reason, a.risk_level, a.hospital_status)]
-    latest = complete[0] if complete else None
+    usable = latest_first(attempts, registered_on, today)
+    latest = latest_complete(usable, registered_on, today)
     cutoff = incident_cutoff(rules, today)
     rehab_since = add_months(today, -REHABILITATION_LOOKBACK_MONTHS)
     return {
         "latest_risk": latest.risk_level if latest is not None else None,
         "latest_class": classification_of(latest) if latest is not None else None,
-        "incident": any(a.visit_on >= cutoff and ((a.incidents_disturbance or 0) + (a.incidents_crime or 0)) > 0
-                        for a in usable),
+        "incident": any(a.visit_on >= cutoff and is_incident(a.incidents_disturbance, a.incidents_crime) for a in usable),
         "lost": bool(usable) and usable[0].lost_reason is not None,
         "rehabilitation": any(a.visit_on >= rehab_since and a.rehabilitation for a in usable),
     }
@@ -141,22 +138,21 @@ def _open_tasks_with_role(role: str, among):
 def police_patient_ids(rules: RoleRules, today: date, among) -> sa.CompoundSelect:
     """民警名单 patient_ids (of ``among``) on a police list: ``on_police_list`` in SQL."""
     f, (joined, where) = _usable(among, today)
-    latest_complete = (
+    complete_ranked = (
         sa.select(f.c.patient_id, f.c.risk_level, classification_sql(f).label("cls"),
                   rank_sql(f).label("rn"))
         .select_from(joined).where(where, complete_sql(f)).subquery("latest_complete")
     )
-    latest_attempt = (
+    attempt_ranked = (
         sa.select(f.c.patient_id, f.c.lost_reason,
                   rank_sql(f).label("rn"))
         .select_from(joined).where(where).subquery("latest_attempt")
     )
-    lc, la = latest_complete.c, latest_attempt.c
-    incident = (sa.func.coalesce(f.c.incidents_disturbance, 0) + sa.func.coalesce(f.c.incidents_crime, 0)) > 0
+    lc, la = complete_ranked.c, attempt_ranked.c
     parts = [
         sa.select(lc.patient_id).where(lc.rn == 1, police_sql(rules, latest_risk=lc.risk_level, latest_class=lc.cls,
                                                               incident=sa.false(), locate=sa.false())),
-        sa.select(f.c.patient_id).select_from(joined).where(where, f.c.visit_on >= incident_cutoff(rules, today), incident),
+        sa.select(f.c.patient_id).select_from(joined).where(where, f.c.visit_on >= incident_cutoff(rules, today), incident_sql(f)),
         _open_tasks_with_role(TeamRole.POLICE.value, among),
     ]
     if rules.police_on_locate:

@@ -11,7 +11,7 @@ met or not, **with the evidence** (a Chinese sentence naming the quarter, the da
 1. ``quarterly_visits``: every quarter of the enrolled part of the year (each quarter clipped to the
    enrolled part) holds at least ``RewardRules.visits_per_quarter`` complete follow-ups
    (``registry.rules.is_complete``);
-2. ``no_incident``: no follow-up in the year counts 肇事 or 肇祸 (``registry.ledger.is_incident``,
+2. ``no_incident``: no follow-up in the year counts 肇事 or 肇祸 (``registry.rules.is_incident``,
    complete or not), and no emergency of situation 2 (危害公共安全或他人安全);
 3. ``no_lock_up``: no follow-up in the year records 关锁 (``LockStatus.LOCKED``);
 4. ``adherence``: at least ``min_adherence_share`` (75 %) of the year's complete follow-ups record an
@@ -44,12 +44,12 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
+from registry.attempts import is_usable, usable_sql
 from registry.codes import GuardianYearStatus, LockStatus, RewardDuty
 from registry.errors import InvalidInput
-from registry.ledger import incident_sql, is_incident
 from registry.models import FollowUp, GuardianYear, Patient
 from registry.profile import RewardRules
-from registry.rules import complete_sql, is_complete
+from registry.rules import complete_sql, incident_sql, is_complete, is_incident
 
 QUARTERS = (1, 2, 3, 4)
 SHARE_SCALE = 10000
@@ -176,7 +176,7 @@ def assess(*, patient_id: str, year: int, enrolled_from: date, enrolled_to: date
     situation 2 (the seam for the emergency record; none exist yet: ``()``)."""
     first, last = year_bounds(year)
     known_to = min(last, today)
-    rows = [f for f in follow_ups if registered_on <= f.visit_on <= known_to and f.visit_on >= first]
+    rows = [f for f in follow_ups if is_usable(f.visit_on, registered_on, known_to) and f.visit_on >= first]
     complete = [f for f in rows if is_complete(f.lost_reason, f.risk_level, f.hospital_status)]
     complete_days = [f.visit_on for f in complete]
 
@@ -240,8 +240,7 @@ def duties_select(year: int, today: date, rules: RewardRules, *, among=None, eme
     first, last = year_bounds(year)
     known_to = min(last, today)
     joined = g.join(p, p.c.patient_id == g.c.patient_id).outerjoin(
-        f, sa.and_(f.c.patient_id == g.c.patient_id, f.c.visit_on >= first, f.c.visit_on <= known_to,
-                   f.c.visit_on >= p.c.registered_on))
+        f, sa.and_(f.c.patient_id == g.c.patient_id, f.c.visit_on >= first, usable_sql(f, p, known_to)))
     complete = sa.and_(f.c.id.is_not(None), complete_sql(f))
     quarter_cols = []
     for q in QUARTERS:

@@ -3,10 +3,11 @@
 The one home of the rule, its Python form and its SQL twin side by side (ARCHITECTURE §15).
 The ledger is derived from the record, never a flag someone sets:
 
-- Only follow-ups dated on or after registration count (``registry.attempts.is_usable``), and
-  nothing dated after ``as_of`` is known.
+- Only events dated while the patient is 在册 count (``registry.register.in_register`` on the
+  event's day: on or after registration, before a death/move-out status date), and nothing dated
+  after ``as_of`` is known.
 - An **entering event** is a complete follow-up (``registry.rules.is_complete``) with risk ≥ 3
-  (reason ``risk``), a follow-up counting any 肇事 or 肇祸 (``incident``; complete or not — it wins
+  (reason ``risk``), a follow-up counting any 肇事 or 肇祸 (``incident``, ``registry.rules.is_incident``; complete or not — it wins
   when one follow-up is both), or an emergency of situation 1 or 2 (``emergency``, rules.md §9).
   Both forms take the emergency events as an input: ``ledger_history`` the dates
   (``registry.emergencies.ledger_event_days``), ``ledger_select`` a selectable, by default the
@@ -81,12 +82,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from registry.attempts import day_number, is_usable, usable_sql
+from registry.attempts import day_number, usable_sql
 from registry.codes import LedgerExit, LedgerReason, PatientStatus, RiskLevel
 from registry.emergencies import ledger_events_select
 from registry.models import FollowUp, Patient
 from registry.periods import add_months
-from registry.rules import complete_sql, is_complete
+from registry.register import in_register, in_register_sql, left_sql
+from registry.rules import complete_sql, incident_sql, is_complete, is_incident
 
 WINDOW_MONTHS = 12  # rules.md §10: [t − 12 months, t]
 REASON_RANK = {reason: rank for rank, reason in enumerate(LedgerReason, start=1)}  # 1 = wins
@@ -112,11 +114,6 @@ class LedgerEntry:
 
 
 # ----------------------------------------------------------------------------- Python form
-
-
-def is_incident(incidents_disturbance: int | None, incidents_crime: int | None) -> bool:
-    """肇事肇祸 The follow-up counts any 肇事 or 肇祸 since the last visit (rules.md §3, §10)."""
-    return (incidents_disturbance or 0) > 0 or (incidents_crime or 0) > 0
 
 
 def entering_reason(fu: Any) -> LedgerReason | None:
@@ -152,8 +149,8 @@ def ledger_history(*, patient_id: str, registered_on: date, status: str, status_
     while on the ledger as of ``as_of``."""
     cutoff = _status_cutoff(status, status_on)
 
-    def counts(day: date) -> bool:
-        return is_usable(day, registered_on, as_of) and (cutoff is None or day < cutoff)
+    def counts(day: date) -> bool:  # dated while 在册 (registry.register), not after as_of
+        return day <= as_of and in_register(registered_on, status, status_on, day)
 
     events: dict[date, LedgerReason] = {}
     complete: set[date] = set()
@@ -251,11 +248,6 @@ def _bytewise_sqlite(element, compiler, **kw):
     return compiler.process(element.clauses, **kw)
 
 
-def incident_sql(f) -> sa.ColumnElement[bool]:
-    """肇事肇祸 SQL twin of ``is_incident``."""
-    return sa.or_(sa.func.coalesce(f.c.incidents_disturbance, 0) > 0, sa.func.coalesce(f.c.incidents_crime, 0) > 0)
-
-
 def entering_rank_sql(f) -> sa.ColumnElement:
     """SQL twin of ``entering_reason`` as its ``REASON_RANK`` (NULL: not an entering event)."""
     return sa.case(
@@ -266,9 +258,9 @@ def entering_rank_sql(f) -> sa.ColumnElement:
 
 
 def _counts_sql(day, p, as_of: date) -> sa.ColumnElement[bool]:
-    """Dated on or after registration, not after ``as_of``, before a death/move-out status date."""
-    return sa.and_(day >= p.c.registered_on, day <= as_of,
-                   sa.or_(p.c.status == PatientStatus.ACTIVE.value, p.c.status_on.is_(None), day < p.c.status_on))
+    """Dated while 在册 (``registry.register.in_register_sql`` on the event's day: on or after
+    registration, before a death/move-out status date), not after ``as_of``."""
+    return sa.and_(in_register_sql(p, day), day <= as_of)
 
 
 def _greatest(a, b):
@@ -390,7 +382,7 @@ def ledger_select(as_of: date, *, among=None, emergencies=None) -> sa.Select:
         sa.func.min(events.c.exit).over(**latest_first).label("stable_exit"),
     ).subquery("ledger_entry")
     n = entries
-    status_exit = sa.and_(n.c.status != PatientStatus.ACTIVE.value, n.c.status_on <= as_of,
+    status_exit = sa.and_(left_sql(n, as_of),  # dead or moved out by as_of (registry.register)
                           sa.or_(n.c.stable_exit.is_(None), n.c.status_on <= n.c.stable_exit))
     stable_known = n.c.stable_exit <= as_of
     return (

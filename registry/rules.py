@@ -1,4 +1,4 @@
-"""分类干预规则 The follow-up rules: completeness, face-to-face (rules.md §3) and classification (rules.md §4).
+"""分类干预规则 The follow-up rules: completeness, face-to-face, 肇事肇祸 (rules.md §3) and classification (rules.md §4).
 
 The one home of each rule, in two forms side by side: the Python rule (pure: no clock and no
 database; it takes plain values or any object with the follow-up's attribute names) and its SQL
@@ -94,6 +94,17 @@ def is_face_to_face(mode: int | None) -> bool:
 def face_to_face_sql(f) -> sa.ColumnElement[bool]:
     """面访 SQL twin of ``is_face_to_face`` (rules.md §3); NULL mode is not face-to-face."""
     return f.c.mode.in_([m.value for m in FACE_TO_FACE_MODES])
+
+
+def is_incident(incidents_disturbance: int | None, incidents_crime: int | None) -> bool:
+    """肇事肇祸 The follow-up counts any 肇事 or 肇祸 since the last visit (rules.md §3; read by the
+    police rule §6, the 风险预警单 §7.3, the ledger §10, 以奖代补 §11 and the alerts §12)."""
+    return (incidents_disturbance or 0) > 0 or (incidents_crime or 0) > 0
+
+
+def incident_sql(f) -> sa.ColumnElement[bool]:
+    """肇事肇祸 SQL twin of ``is_incident``."""
+    return sa.or_(sa.func.coalesce(f.c.incidents_disturbance, 0) > 0, sa.func.coalesce(f.c.incidents_crime, 0) > 0)
 
 
 def compute_classification(

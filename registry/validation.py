@@ -376,11 +376,15 @@ INJECTION_FIELDS = [
     FieldSpec("dose", "剂量", text(50)),
 ]
 
+LEAVING_STATUSES = (codes.PatientStatus.DEAD, codes.PatientStatus.MOVED_OUT)
+
+
 def leaving_status(raw: str) -> str:
-    """离册状态 Death or move-out, by code or label (the status form cannot set 在册)."""
-    value = {"dead": "dead", "moved_out": "moved_out", "死亡": "dead", "迁出": "moved_out"}.get(raw)
+    """离册状态 Death or move-out, by code or label (``codes.PatientStatus``; the status form cannot set 在册)."""
+    value = next((s.value for s in LEAVING_STATUSES if raw in (s.value, s.label)), None)
     if value is None:
-        raise FieldError("BAD_STATUS", f"值“{raw[:40]}”无效，应为 dead 死亡 / moved_out 迁出")
+        choices = " / ".join(f"{s.value} {s.label}" for s in LEAVING_STATUSES)
+        raise FieldError("BAD_STATUS", f"值“{raw[:40]}”无效，应为 {choices}")
     return value
 
 
@@ -961,7 +965,7 @@ def check_follow_up(
         issues.append(Issue("NEXT_VISIT_NOT_AFTER_VISIT",
                             f"下次随访日期 {next_on} 必须晚于随访日期 {visit_on}", column="next_visit_on", value=str(next_on)))
     if (visit_on is not None and values.get("risk_level") is None and values.get("lost_reason") is None
-            and values.get("hospital_status") != 1 and "risk_level" not in failed and applies("RISK_REQUIRED", channel)):
+            and values.get("hospital_status") != codes.HospitalStatus.IN_HOSPITAL and "risk_level" not in failed and applies("RISK_REQUIRED", channel)):
         issues.append(Issue("RISK_REQUIRED", "访到患者时必须填写危险性评估；未访到请填写失访原因",
                             column="risk_level"))
     return issues

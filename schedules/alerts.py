@@ -31,10 +31,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from registry.alerts import RECENT_DAYS, flags_lost_sql, recent_sql, risk_rose_sql
+from registry.alerts import flags_lost_sql, recent_day_sql, recent_sql, risk_rose_sql
 from registry.clock import local_today, now_utc
 from registry.codes import AlertKind
-from registry.ledger import incident_sql
+from registry.rules import incident_sql
 from registry.emergencies import occurred_on_sql, overdue_sql
 from registry.models import Emergency, FollowUp, Patient, Region
 from registry.profile import Profile, load_profile
@@ -96,7 +96,7 @@ def _emergency_rows(condition, today: date) -> sa.Select:
     return (sa.select(e.c.id.label("source_id"), e.c.patient_id, v.c.parent_code.label("township_code"),
                       day.label("event_on"))
             .select_from(e.join(p, p.c.patient_id == e.c.patient_id).join(v, v.c.code == p.c.village_code))
-            .where(*condition, day >= today - timedelta(days=RECENT_DAYS), day <= today, v.c.parent_code.is_not(None)))
+            .where(*condition, recent_day_sql(day, today), v.c.parent_code.is_not(None)))
 
 
 def _emergencies_overdue(since: datetime | None, today: date, profile: Profile, now: datetime) -> sa.Select:

@@ -33,7 +33,7 @@ from registry.models import Emergency, FollowUp, HealthCheck, Patient
 from registry.profile import Profile, load_profile
 from registry.register import (cancel_reason_sql, consent_refused_sql, consents_sql, eligible_sql,
                                health_check_cancel_reason_sql, left_sql)
-from registry.rules import classification_sql, complete_sql, reached_sql, rules_version
+from registry.rules import classification_sql, complete_sql, incident_sql, reached_sql, rules_version
 from registry.doctor_date import doctor_date_applies_sql, doctor_due_sql
 from registry.joint_visits import refresh_outcomes
 from registry.teams import has_guardian_sql, incident_cutoff, required_roles_sql
@@ -186,6 +186,8 @@ def _ranked_attempts(p, eligible: sa.ColumnElement, as_of: date, dialect: str,
             f.c.risk_level,
             f.c.hospital_status,
             f.c.next_visit_on,
+            # 肇事肇祸 (registry.rules.incident_sql) as a count, tested ``> 0`` in ``agg``: the same rows for
+            # counts ≥ 0 (the table's check); kept as written so the pinned generation SQL stays put
             (sa.func.coalesce(f.c.incidents_disturbance, 0) + sa.func.coalesce(f.c.incidents_crime, 0)).label("incidents"),
             complete_i.label("complete"),
             classification_sql(f).label("cls"),
@@ -957,8 +959,7 @@ def changed_patients(conn: Connection, *, since: datetime, previous: date, as_of
         lo, hi = incident_cutoff(profile.roles, previous), incident_cutoff(profile.roles, as_of)
         if hi > lo:  # the same incidents as the plan's ``incident`` (registry.teams)
             parts.append(sa.select(f.c.patient_id).where(
-                f.c.visit_on >= lo, f.c.visit_on < hi,
-                sa.or_(f.c.incidents_disturbance > 0, f.c.incidents_crime > 0)))
+                f.c.visit_on >= lo, f.c.visit_on < hi, incident_sql(f)))
     for year in calendar_years:
         parts.append(sa.select(t.c.patient_id).where(
             t.c.status == TaskStatus.OPEN.value, t.c.nominal_due_on.between(date(year, 1, 1), date(year + 1, 3, 1))))

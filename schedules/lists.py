@@ -38,7 +38,7 @@ from registry.audiences import assistance_reasons, risk_warning_reasons
 from registry.guardian_reward import effective_status
 from registry.joint_visits import joint_incomplete_select, missing_roles_text
 from registry.teams import has_guardian
-from registry.codes import Adherence, Diagnosis, EconomicStatus
+from registry.codes import Adherence, Diagnosis, EconomicStatus, Sex, TeamRole
 from registry.errors import InvalidInput, NotFound
 from registry.ids import mask
 from registry.rules import classification_of
@@ -50,7 +50,7 @@ from registry.profile import RoleRules, current_profile
 from registry.spreadsheet import FORMULA_START, text_row  # noqa: F401
 from registry.attempts import rank_sql, usable_sql
 from registry.register import eligible_sql, in_register_sql
-from registry.rules import complete_sql
+from registry.rules import complete_sql, incident_sql
 from registry.codes import VISIT_KINDS, TaskKind
 from schedules import list_renderer
 # one list as data and as a page, and the render processes: light modules (a render process started
@@ -61,12 +61,12 @@ from schedules.worklist import open_tasks
 
 log = logging.getLogger(__name__)
 
-ROLE_LABEL = {"doctor": "精防医生", "police": "民警", "village": "村(社区)干部/网格员", "civil_affairs": "民政专干"}
+ROLE_LABEL = {r.value: r.label for r in TeamRole}  # the labels are the enums' (registry.codes)
 KIND_LABEL = {k.value: k.label for k in TaskKind}
 # the kinds on the 随访任务单 (and, when joint, the 联合入户单): the visit kinds (rules.md §5), the
 # post-emergency visit (§9) and the annual health check
 LISTED_KINDS = tuple(k.value for k in (*VISIT_KINDS, TaskKind.POST_EMERGENCY, TaskKind.HEALTH_CHECK))
-SEX_LABEL = {1: "男", 2: "女"}
+SEX_LABEL = {s.value: s.label for s in Sex}
 
 
 C = Column
@@ -149,13 +149,12 @@ def _facts(engine: Engine, township: str, week: date) -> tuple[dict, dict, dict]
         incidents = {
             r.patient_id: r.n
             for r in conn.execute(
-                sa.select(f.c.patient_id, sa.func.sum(sa.func.coalesce(f.c.incidents_disturbance, 0)
-                                                     + sa.func.coalesce(f.c.incidents_crime, 0)).label("n"))
+                sa.select(f.c.patient_id, sa.func.count().label("n"))  # follow-ups counting 肇事/肇祸 (registry.rules)
                 .select_from(f.join(p, p.c.patient_id == f.c.patient_id).join(v, v.c.code == p.c.village_code))
-                .where(v.c.parent_code == township, f.c.visit_on >= week - timedelta(days=7), f.c.visit_on < week)
+                .where(v.c.parent_code == township, f.c.visit_on >= week - timedelta(days=7), f.c.visit_on < week,
+                       incident_sql(f))
                 .group_by(f.c.patient_id)
             )
-            if r.n
         }
         # rules.md §7.3, §9: emergencies of the week (the same 7 days as the incidents), one query
         e = Emergency.__table__

@@ -259,7 +259,7 @@ def _queue_for_township(conn: Connection, township_code: str, key: str, payload:
     return queued
 
 
-EMERGENCY_EVENTS = {"emergency.opened": "应急处置已登记", "emergency.overdue": "应急处置超过24小时未完成"}
+EMERGENCY_EVENTS = {"emergency.opened": AlertKind.EMERGENCY_OPENED.label, "emergency.overdue": AlertKind.EMERGENCY_OVERDUE.label}
 
 
 def emergency_payload(*, event: str, township_code: str, township_name: str, count: int, base_url: str | None = None) -> dict:

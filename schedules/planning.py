@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from registry.codes import Classification, HospitalStatus, LostReason
 from registry.periods import add_months
 from registry.teams import DOCTOR_ONLY, incident_cutoff, is_joint, required_roles
-from registry.rules import classification_of, is_complete
+from registry.rules import classification_of, is_complete, is_incident
 from registry import register
 from registry.attempts import latest_first
 from registry.rules import is_reached
@@ -149,7 +149,7 @@ def visit_roles(record: PatientRecord, profile: Profile, today: date, kind: str,
     rules = profile.roles
     cutoff = incident_cutoff(rules, today)
     incident = any(
-        cutoff <= a.visit_on and ((a.incidents_disturbance or 0) + (a.incidents_crime or 0)) > 0
+        cutoff <= a.visit_on and is_incident(a.incidents_disturbance, a.incidents_crime)
         for a in _order(record.attempts, record.registered_on, today)
     )
     return required_roles(
@@ -162,7 +162,8 @@ def visit_roles(record: PatientRecord, profile: Profile, today: date, kind: str,
 
 def plan_patient(record: PatientRecord, profile: Profile, today: date) -> list[PlannedTask]:
     """计划 Every open task a patient should have as of ``today`` (nominal dates, no calendar shift)."""
-    if record.registered_on > today or cancel_reason(record, today):
+    if not register.eligible(record.registered_on, record.status, record.status_on, record.report_type, record.consent,
+                             today):  # 应管 (rules.md §1, §5)
         return []
     tasks = []
     kind, basis, basis_on, interval, latest_complete = visit_task(record, profile, today)

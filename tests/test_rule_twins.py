@@ -1,6 +1,6 @@
 """规则孪生 Each rule's Python form and its SQL twin agree on random rows, on both databases.
 
-The rule homes: ``registry.rules`` (complete, face-to-face, classification, stable),
+The rule homes: ``registry.rules`` (complete, face-to-face, 肇事肇祸, classification, stable),
 ``registry.register`` (在册, 应管, cancel reason, consent and the health check's, 居家), ``registry.attempts`` (the order:
 latest attempt, latest and previous complete, the MAX key) and ``registry.validation`` (the latest reached visit). Harness: ``tests/twins.py``.
 """
@@ -24,6 +24,8 @@ FOLLOW_UP_RULES = {
     "complete": (lambda r: rules.is_complete(r.lost_reason, r.risk_level, r.hospital_status),
                  lambda f: truth(rules.complete_sql(f))),
     "face_to_face": (lambda r: rules.is_face_to_face(r.mode), lambda f: truth(rules.face_to_face_sql(f))),
+    "incident": (lambda r: rules.is_incident(r.incidents_disturbance, r.incidents_crime),
+                 lambda f: truth(rules.incident_sql(f))),
     "classification": (lambda r: None if rules.classification_of(r) is None else int(rules.classification_of(r)),
                        rules.classification_sql),
     "computed_classification": (
@@ -150,7 +152,7 @@ def test_latest_reached_visit_matches_its_sql_twin(database):
     §1, §3) and ``latest_reached_visits_sql`` agree per patient on random histories."""
     from registry.validation import latest_reached_visit, latest_reached_visits_sql
 
-    f, p = FollowUp.__table__, Patient.__table__
+    f = FollowUp.__table__
 
     @TWIN_SETTINGS
     @given(history=attempt_histories())

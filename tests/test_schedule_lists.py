@@ -57,7 +57,7 @@ def test_lists_as_data(database, small_county):
         ("C1", "失访查找"), ("A", "随访"), ("B", "首次面访")]
     joint = {r["patient_id"]: r for r in lists["joint"].rows}
     assert set(joint) == {"C1", "B"}
-    assert "民警：李警官 13800000002" in joint["C1"]["team"] and "村(社区)干部/网格员：张网格 13800000003" in joint["C1"]["team"]
+    assert "民警：李警官 13800000002" in joint["C1"]["team"] and "村(社区)两委成员/网格员：张网格 13800000003" in joint["C1"]["team"]
     assert "民政专干：未指定" in joint["B"]["team"]
     assert not any("赵警官" in r["team"] for r in joint.values())
     risk = {r["patient_id"]: r for r in lists["risk"].rows}

@@ -100,6 +100,8 @@ def follow_up_fields(draw) -> dict:
     risk, cls = row["risk_level"], row["classification"]
     if cls is not None and risk is not None and ((cls == 3 and risk >= 1) or (risk >= 3 and cls != 1)):
         row["classification"] = None  # classification_matches_risk
+    row["incidents_disturbance"] = draw(_maybe([0, 1, 2]))  # 肇事 / 肇祸 counts (registry.rules.is_incident)
+    row["incidents_crime"] = draw(_maybe([0, 1]))
     return row
 
 

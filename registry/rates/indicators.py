@@ -44,7 +44,7 @@ from registry.profile import profile_document
 from registry.regions import RegionTree
 from registry.attempts import ID_FACTOR, on_or_after_registration_sql, order_key_sql
 from registry.register import at_home_sql, in_register_sql
-from registry.rules import complete_sql, face_to_face_sql, stable_sql
+from registry.rules import complete_sql, face_to_face_sql, incident_sql, stable_sql
 
 VARIANTS = ("quarterly", "count")
 DEFAULT_VARIANT = "quarterly"
@@ -216,7 +216,7 @@ def follow_up_aggregates(period: Period, all_quarters: bool = False):
                  + quarter_bit), else_=0)
         + _flag(sa.or_(f.c.psych_support_patient.is_(True), f.c.psych_support_family.is_(True)), ANY_PSYCH)
         + _flag(f.c.rehabilitation.is_(True), ANY_REHAB)
-        + _flag(sa.or_(f.c.incidents_disturbance > 0, f.c.incidents_crime > 0), ANY_INCIDENT)
+        + _flag(incident_sql(f), ANY_INCIDENT)
     )
     latest = sa.case((complete, key), else_=None)
     return f, mask, latest

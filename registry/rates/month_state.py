@@ -47,6 +47,7 @@ from sqlmodel import Field, SQLModel
 from registry import models, rules
 from registry.rates.indicators import HEALTH_CHECKED, MASK_BITS, bit_or_agg, flags_expression, follow_up_aggregates
 from registry.models import UTCDateTime, utcnow
+from registry.attempts import on_or_after_registration_sql
 from registry.register import in_register_sql
 
 # Clock granularity / skew between the writers' clock (Python) and the database's.
@@ -120,7 +121,7 @@ def _follow_up_aggregate(period, first: date, patient_ids: list[str] | None = No
     """Per patient: the aggregates of their follow-ups dated in [first, D] and on/after their registration."""
     p = models.Patient.__table__
     f, mask, latest = follow_up_aggregates(period, all_quarters=True)
-    where = [f.c.visit_on >= first, f.c.visit_on <= period.as_of, f.c.visit_on >= p.c.registered_on]
+    where = [f.c.visit_on >= first, f.c.visit_on <= period.as_of, on_or_after_registration_sql(f, p)]  # registry.attempts
     if patient_ids is not None:
         where.append(f.c.patient_id.in_(patient_ids))
     return (

@@ -64,7 +64,7 @@ s AS (
 ok AS (
   SELECT username, role, region_code FROM s
   WHERE s.expires_at > %(now)s AND s.active AND s.last_seen_at > %(idle_before)s
-    AND s.role IN ('county_admin', 'township_doctor')
+    AND s.role IN (FULL_RECORD_ROLES_SQL)
 ),
 touch AS (
   UPDATE web_session SET last_seen_at = %(now)s
@@ -72,6 +72,8 @@ touch AS (
     AND coalesce(last_seen_at, created_at) <= %(touch_before)s
   RETURNING 1
 )"""
+# the fast path serves the full-record roles only (registry.web.scopes), the codes in the text
+_SESSION_CTE = _SESSION_CTE.replace("FULL_RECORD_ROLES_SQL", ", ".join(f"'{role}'" for role in FULL_RECORD_ROLES))
 
 _AUDIT_COLUMNS = "at, actor, action, object_type, object_id, region_code, detail, source"
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from registry.accounts import UserRole
+from registry.codes import AlertKind
 from registry.errors import InvalidInput, PermissionDenied
 from registry.web.auth import current
 from registry.web.pages import render
@@ -27,7 +28,7 @@ from registry.web.pages import render
 router = APIRouter()
 
 EVENT_TITLES = {"lists.weekly": "本周五单已生成", "lists.failed": "本周五单生成失败",
-                "emergency.opened": "应急处置已登记", "emergency.overdue": "应急处置超过24小时未完成",
+                "emergency.opened": AlertKind.EMERGENCY_OPENED.label, "emergency.overdue": AlertKind.EMERGENCY_OVERDUE.label,
                 "appointment.proposed": "联合入户预约待答复"}
 
 

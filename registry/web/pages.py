@@ -26,7 +26,7 @@ from registry.accounts import UserRole, end_session, start_session
 from registry.errors import InvalidInput, NotAuthenticated, PermissionDenied, TooManyRequests
 from registry.rates.compute import compute_rates
 from registry.rates.indicators import BY_KEY
-from registry.codes import AppointmentAnswer, TaskKind
+from registry.codes import AppointmentAnswer, PatientStatus, TaskKind
 from registry.models import Region, TeamMember
 from registry.periods import Period
 from registry.rates.reporting import write_monthly_report
@@ -472,7 +472,7 @@ def status_page(request: Request, patient_id: str):
     """死亡/迁出 The status form."""
     cur = current(request)
     cur.scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
-    return _status_form(request, cur, patient_id, {"status": "dead", "status_on": request.app.state.ctx.today().isoformat()}, {})
+    return _status_form(request, cur, patient_id, {"status": PatientStatus.DEAD.value, "status_on": request.app.state.ctx.today().isoformat()}, {})
 
 
 def _status_form(request, cur, patient_id, values, errors, status_code=200):

@@ -22,6 +22,7 @@ from registry.accounts import UserRole
 from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck, Injection, Patient
 from registry.rules import classification_of, is_complete
 from registry.attempts import latest_first_sql
+from registry.audiences import REHABILITATION_LOOKBACK_MONTHS
 from registry.care_team import (UNASSIGNED_LABEL, care_team_select, responsible_columns, responsible_member_sql,
                                  role_required_sql)
 from registry.codes import TaskKind, TaskStatus
@@ -544,8 +545,9 @@ def _latest_complete(views: list[dict]) -> dict | None:
 
 
 def _rehabilitation_12m(follow_ups: list, as_of: date) -> bool:
-    """社区康复 Community rehabilitation recorded on a follow-up in the 12 months up to ``as_of``."""
-    since = add_months(as_of, -12)
+    """社区康复 Community rehabilitation recorded on a follow-up in the 12 months up to ``as_of``
+    (``registry.audiences.REHABILITATION_LOOKBACK_MONTHS``)."""
+    since = add_months(as_of, -REHABILITATION_LOOKBACK_MONTHS)
     return any(f.rehabilitation for f in follow_ups if since <= f.visit_on <= as_of)
 
 

@@ -30,13 +30,14 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from registry.care_team import responsible_member_sql, role_required_sql
-from registry.codes import PatientStatus, TaskStatus
+from registry.codes import TaskStatus
 from registry import audiences
 from registry.accounts import User, UserRole
 from registry.errors import PermissionDenied
 from registry.models import Patient, VisitTask
 from registry.profile import RoleRules, current_profile
 from registry.regions import LiveRegionTree, villages_under
+from registry.register import in_register_sql
 from registry.storable_text import bad_text
 
 FULL_RECORD_ROLES = (UserRole.COUNTY_ADMIN.value, UserRole.TOWNSHIP_DOCTOR.value)
@@ -93,7 +94,7 @@ class Scope:
         if self.linked:
             clause = sa.and_(clause, Patient.patient_id.in_(audiences.own_patient_ids(
                 self.user.member_id, TASK_ROLE_OF[self.role], self.today, region_patients)))
-        return sa.and_(in_region, Patient.status == PatientStatus.ACTIVE.value, clause)
+        return sa.and_(in_region, in_register_sql(Patient.__table__, self.today), clause)  # 在册 today (rules.md §1)
 
     @property
     def cache_key(self) -> tuple:

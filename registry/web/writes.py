@@ -227,7 +227,7 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
                                             reason=reason, source=codes.AttendanceSource.DOCTOR.value,
                                             recorded_by=scope.user.username, recorded_at=utcnow()))
         if values.get("death_on"):
-            patient.status, patient.status_on = "dead", values["death_on"]
+            patient.status, patient.status_on = codes.PatientStatus.DEAD.value, values["death_on"]
             patient.status_detail = values.get("death_cause")
             patient.updated_at = utcnow()
             session.add(patient)
