@@ -165,7 +165,7 @@ def province_statements(shape: Shape, patients: int, today: date) -> list[str]:
     team = ", ".join(f"('{role}', '{tag}', {n})" for role, tag, n in TOWNSHIP_TEAM)
     diagnoses = [(f"'{code}'", weight) for code, weight in DIAGNOSES]
     drugs = "ARRAY[" + ", ".join(f"'{d}'" for d in LAI_DRUGS) + "]"
-    first17 = f"left(vcode, 6) || to_char(birth, 'YYYYMMDD') || lpad((i % 1000)::text, 3, '0')"
+    first17 = "left(vcode, 6) || to_char(birth, 'YYYYMMDD') || lpad((i % 1000)::text, 3, '0')"
     return [
         "SELECT setseed(0.17)",
         *region_statements(shape),

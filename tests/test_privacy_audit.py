@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, timezone
+from datetime import date
 
-import pytest
 import sqlalchemy as sa
 import time_machine
 from fastapi.testclient import TestClient
