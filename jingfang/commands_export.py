@@ -23,11 +23,12 @@ def export_command(
 ) -> None:
     """导出：按导入格式写出登记数据（每个文件、每一列），可再导入；或写一个 Excel 工作簿。"""
     from registry.audit import cli_actor
-    from registry.errors import InvalidInput
+    from registry.errors import InvalidInput, Issue, UsageError
     from registry.exporting import export_register
 
-    if directory is None and xlsx is None:
-        raise InvalidInput.single("OUT_REQUIRED", "请指定输出目录 DIR 或 --xlsx 文件", column="DIR")
+    if directory is None and xlsx is None:  # contract.md: a command called without its arguments is exit 2
+        raise UsageError(message="请指定输出目录 DIR 或 --xlsx 文件", code="OUT_REQUIRED",
+                         issues=[Issue("OUT_REQUIRED", "请指定输出目录 DIR 或 --xlsx 文件", column="DIR")])
     if xlsx is not None:
         xlsx = output_file(xlsx, "--xlsx")
         if xlsx.suffix.lower() != ".xlsx":

@@ -29,10 +29,10 @@ Decisions where §11 is silent **[decision]**:
   quarter.
 - Duties 2–4 read the whole calendar year as §11 writes ("in the year"), not only the enrolled part.
 - A year with no complete follow-up fails duty 4 (no share to compute).
-- **Emergencies of situation 2 do not exist yet** (another part of issue 15 adds the record): both
-  forms take them as an input — ``emergencies`` (the dates of the patient's situation-2 emergencies)
-  in ``assess`` and a selectable with ``patient_id, occurred_on`` in ``duties_select`` — ``()`` /
-  ``None`` today, so the emergency record only has to feed them.
+- **Emergencies of situation 2** are an input of both forms — ``emergencies`` (the dates of the
+  patient's situation-2 emergencies) in ``assess`` and a selectable with ``patient_id, occurred_on``
+  in ``duties_select`` — fed from the emergency record by ``registry.emergencies.reward_event_days``
+  / ``reward_events_select`` (``registry.guardian_years.assess_one``, ``schedules.reward_files``).
 - The share is compared exactly in integers: adherent × 10000 ≥ round(share × 10000) × complete.
 """
 

@@ -22,10 +22,13 @@ import sqlalchemy as sa
 
 from registry.codes import Classification, FollowUpMode, HospitalStatus, Insight, RiskLevel, SocialFunction
 
-RULES_VERSION = 5  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14);
+RULES_VERSION = 6  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14);
 # 4: the health check needs consent, post-emergency visits and a doctor recorded absent are judged 到位 (session 11);
 # 5: a post-emergency task is owed whether or not its closing visit came before a run (session 12): the
 #    next whole-register run is full and creates, closed and judged, the tasks earlier runs left out
+# 6: a task cancelled because the patient was not owed it (dead, moved out, refused consent; an LAI plan
+#    stopped) is reopened when the rules owe it again (session 13, rules.md §5): the next whole-register
+#    run is full and reopens the tasks earlier runs left cancelled
 
 
 def rules_version(profile_tag: str | None = None) -> str:

@@ -27,11 +27,11 @@ from sqlalchemy.engine import Connection, Engine
 from registry.clock import now_utc
 from registry.config import get_settings, parallelism
 from registry.attempts import latest_first_sql, rank_sql, usable_sql
-from registry.codes import Classification, HospitalStatus, LostReason
+from registry.codes import Classification, HospitalStatus, LostReason, PatientStatus
 from registry.emergencies import POST_EMERGENCY_DAYS, closes_post_emergency_sql, local_day
 from registry.models import Emergency, FollowUp, HealthCheck, Patient
 from registry.profile import Profile, load_profile
-from registry.register import (cancel_reason_sql, consent_refused_sql, consents_sql, eligible_sql,
+from registry.register import (CONSENT_REFUSED, cancel_reason_sql, consent_refused_sql, consents_sql, eligible_sql,
                                health_check_cancel_reason_sql, left_sql)
 from registry.rules import classification_sql, complete_sql, incident_sql, reached_sql, rules_version
 from registry.doctor_date import doctor_date_applies_sql, doctor_due_sql
@@ -47,6 +47,13 @@ SHARD_LOCK_KEY = ADVISORY_LOCK_KEY + 1  # held shared by each shard's transactio
 MAX_SHARDS = 8
 SHARD_MIN_PATIENTS = 100_000  # below 2× this a run is one transaction (a county: a few thousand)
 VISIT_KIND_VALUES = [k.value for k in VISIT_KINDS]
+LAI_STOPPED = "lai_stopped"  # the cancel reason of an injection task whose plan was stopped
+# rules.md §5: the cancel reasons that only say the patient was not owed the task then (dead, moved
+# out, refused consent — §5 last row, ``registry.register.cancel_reason`` — or the LAI plan stopped).
+# A task cancelled for one of them that the rules owe again (a status or consent corrected, consent
+# given, the plan resumed) is reopened: its key (patient, kind, basis) is the task (§5 idempotency),
+# so a new row cannot stand for it. A task done, or cancelled because its year ended, stays closed.
+REOPENED_REASONS = (PatientStatus.DEAD.value, PatientStatus.MOVED_OUT.value, CONSENT_REFUSED, LAI_STOPPED)
 # the situations in which the latest attempt is complete (a follow-up or a discharge check is owed)
 COMPLETE_SITUATIONS = ["in_hospital", "unstable", "fairly_stable_new", "fairly_stable_continuing", "stable"]
 
@@ -431,10 +438,12 @@ def _new_or_changed(visit_rows: sa.Select, health_rows: sa.Select, lai_rows: sa.
     u = sa.union_all(*parts).subquery("u")
     t = VisitTask.__table__
     same_key = sa.and_(t.c.patient_id == u.c.patient_id, t.c.kind == u.c.kind, t.c.basis == u.c.basis)
-    # skip rows already stored unchanged (or closed): a no-change run writes and locks nothing
+    # skip rows already stored unchanged (or closed, but for a cancelled task owed again: reopened,
+    # ``reopenable``): a no-change run writes and locks nothing
     kept = sa.or_(
-        t.c.status != TaskStatus.OPEN.value,
+        sa.and_(t.c.status != TaskStatus.OPEN.value, sa.not_(reopenable(t))),
         sa.and_(
+            t.c.status == TaskStatus.OPEN.value,
             t.c.due_on == work_day.c.shifted,
             t.c.nominal_due_on == u.c.nominal_due_on,
             t.c.calendar_estimated == work_day.c.estimated,
@@ -482,6 +491,15 @@ def _new_or_changed(visit_rows: sa.Select, health_rows: sa.Select, lai_rows: sa.
 
 KEY = ("patient_id", "kind", "basis")
 UPDATABLE = ("due_on", "nominal_due_on", "window_start", "window_end", "roles", "joint", "rule", "risk_level", "calendar_estimated")
+# a reopened task (``reopenable``) is open again, with no trace of its closing
+REOPEN_VALUES = {"status": TaskStatus.OPEN.value, "closed_at": None, "close_reason": None, "closed_by": None,
+                 "joint_outcome": None, "missing_roles": None}
+
+
+def reopenable(t) -> sa.ColumnElement[bool]:
+    """A stored task (``t``: ``visit_task`` or an alias) cancelled for one of ``REOPENED_REASONS``:
+    when the plan owes its key again it is reopened, not left cancelled (rules.md §5)."""
+    return sa.and_(t.c.status == TaskStatus.CANCELLED.value, t.c.close_reason.in_(REOPENED_REASONS))
 
 
 def _write_plan(conn: Connection, select: sa.Select) -> int:
@@ -498,9 +516,10 @@ def _write_plan(conn: Connection, select: sa.Select) -> int:
     plan = select.cte("plan").prefix_with("MATERIALIZED")
     updated = (
         sa.update(t)
-        # status re-checked on the row's latest version: a task closed meanwhile (web) stays as it is
-        .where(t.c.id == plan.c.existing_id, t.c.status == TaskStatus.OPEN.value)
-        .values({c: plan.c[c] for c in UPDATABLE})
+        # status re-checked on the row's latest version: a task closed meanwhile (web) stays as it is;
+        # a task cancelled for a reason that no longer holds is reopened (rules.md §5, ``reopenable``)
+        .where(t.c.id == plan.c.existing_id, sa.or_(t.c.status == TaskStatus.OPEN.value, reopenable(t)))
+        .values({**{c: plan.c[c] for c in UPDATABLE}, **REOPEN_VALUES})
         .returning(t.c.id)
         .cte("updated")
     )
@@ -522,8 +541,9 @@ def _write(conn: Connection, select: sa.Select, stamp: datetime, only: sa.Column
     differs = sa.or_(*[t.c[c].is_distinct_from(ins.excluded[c]) for c in UPDATABLE])
     stmt = ins.on_conflict_do_update(
         index_elements=list(KEY),
-        set_={c: ins.excluded[c] for c in UPDATABLE},
-        where=sa.and_(t.c.status == TaskStatus.OPEN.value, differs),
+        set_={**{c: ins.excluded[c] for c in UPDATABLE}, **REOPEN_VALUES},
+        # an open task that changed, or a cancelled one owed again: reopened (rules.md §5, ``reopenable``)
+        where=sa.or_(sa.and_(t.c.status == TaskStatus.OPEN.value, differs), reopenable(t)),
     )
     conn.execute(stmt)
     return conn.execute(sa.select(sa.func.count()).select_from(t).where(only, t.c.created_at == stamp)).scalar_one()
@@ -629,7 +649,7 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         p.c.patient_id == t.c.patient_id,
         sa.or_(p.c.lai_drug.is_(None), p.c.lai_drug == "", p.c.lai_interval_weeks.is_(None), p.c.lai_last_on.is_(None)),
     ).exists()
-    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, stopped), TaskStatus.CANCELLED.value, "lai_stopped", stamp)
+    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, stopped), TaskStatus.CANCELLED.value, LAI_STOPPED, stamp)
     counts["closed"] += _close_post_emergencies(conn, as_of, stamp, only)
     return counts
 

@@ -184,8 +184,8 @@ def test_the_command_exports_and_is_audited(database, tmp_path):
     bad = runner.invoke(app, ["export", str(tmp_path / "x"), "--region", "NOPE", "--db", database.url])
     assert bad.exit_code == 1 and "REGION_NOT_FOUND" in bad.output
     assert not (tmp_path / "x").exists() and len(_audits(database.engine)) == 1
-    none = runner.invoke(app, ["export", "--db", database.url])
-    assert none.exit_code == 1 and "OUT_REQUIRED" in none.output
+    none = runner.invoke(app, ["export", "--db", database.url])  # contract.md: exit 2, usage error
+    assert none.exit_code == 2 and "OUT_REQUIRED" in none.output
 
 
 # ---------------------------------------------------------------- the web: /export

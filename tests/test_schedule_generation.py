@@ -211,6 +211,72 @@ def test_death_move_and_refusal_cancel_with_reason(database, sharding, small_cou
     ]
 
 
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "full"])
+def test_a_task_cancelled_while_not_owed_is_reopened_when_owed_again(database, sharding, small_county, incremental):
+    """rules.md §5: the last row (dead, moved out, refusing consent) cancels open tasks with the reason,
+    and a task is unique on (patient, kind, basis). When the reason no longer holds — a status
+    corrected back to active, consent given after a refusal, a type-1 patient's consent for the
+    health check, an LAI plan resumed — the rules owe the same keys again: the cancelled rows are
+    reopened (before: they stayed cancelled and the patient had no visit task at all)."""
+    cli("import", small_county, "--db", database.url)
+    engine, t = database.engine, VisitTask.__table__
+
+    def patient(pid, **values):
+        with engine.begin() as conn:
+            conn.execute(sa.update(Patient).where(Patient.patient_id == pid).values(**values, updated_at=now_utc()))
+
+    def rows():
+        with engine.connect() as conn:
+            return {(r.patient_id, r.kind): (r.id, r.status, r.close_reason, r.closed_at) for r in conn.execute(
+                sa.select(t.c.id, t.c.patient_id, t.c.kind, t.c.status, t.c.close_reason, t.c.closed_at))}
+
+    patient("A", lai_drug="帕利哌酮", lai_interval_weeks=4, lai_last_on=D("2026-05-20"))
+    generate(engine, as_of=D("2026-06-10"))
+    first = rows()
+    patient("A", status="dead", status_on=D("2026-06-11"))
+    patient("B", report_type=1, consent=0)
+    patient("C1", consent=0)
+    generate(engine, as_of=D("2026-06-15"), incremental=True)
+    assert {k: v[1:3] for k, v in rows().items() if k[0] != "D"} == {
+        ("A", "follow_up"): ("cancelled", "dead"), ("A", "injection"): ("cancelled", "dead"),
+        ("B", "first_visit"): ("open", None), ("B", "health_check"): ("cancelled", "consent_refused"),
+        ("C1", "health_check"): ("cancelled", "consent_refused"), ("C1", "locate"): ("cancelled", "consent_refused"),
+    }
+    patient("A", status="active", status_on=None)  # the death was entered in error
+    patient("B", report_type=2, consent=1)
+    patient("C1", consent=1)
+    generate(engine, as_of=D("2026-06-15"), incremental=incremental)
+    assert stored(engine) == planned(engine, D("2026-06-15"))
+    again = rows()
+    assert again == {k: (v[0], "open", None, None) for k, v in first.items()}  # the same rows, open again
+    # an LAI plan stopped and resumed from the same last injection: its task comes back too
+    patient("A", lai_drug=None, lai_interval_weeks=None, lai_last_on=None)
+    generate(engine, as_of=D("2026-06-16"), incremental=incremental)
+    assert rows()[("A", "injection")][1:3] == ("cancelled", "lai_stopped")
+    patient("A", lai_drug="帕利哌酮", lai_interval_weeks=4, lai_last_on=D("2026-05-20"))
+    generate(engine, as_of=D("2026-06-16"), incremental=incremental)
+    assert rows()[("A", "injection")] == (first[("A", "injection")][0], "open", None, None)
+    assert stored(engine) == planned(engine, D("2026-06-16"))
+
+
+def test_a_done_or_year_ended_task_is_never_reopened(database, small_county):
+    """rules.md §5: only the cancel reasons of the last row (and a stopped LAI plan) are lifted when the
+    task is owed again; a task done, or a health check cancelled because its year ended, stays closed."""
+    cli("import", small_county, "--db", database.url)
+    engine, t = database.engine, VisitTask.__table__
+    generate(engine, as_of=D("2026-06-10"))
+    with engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.patient_id == "A", t.c.kind == "follow_up")
+                     .values(status="done", close_reason="follow_up"))
+        conn.execute(sa.update(t).where(t.c.patient_id == "B", t.c.kind == "health_check")
+                     .values(status="cancelled", close_reason="year_ended"))
+    generate(engine, as_of=D("2026-06-10"))
+    with engine.connect() as conn:
+        closed = conn.execute(sa.select(t.c.patient_id, t.c.status, t.c.close_reason)
+                              .where(t.c.status != "open").order_by(t.c.patient_id)).all()
+    assert [tuple(r) for r in closed] == [("A", "done", "follow_up"), ("B", "cancelled", "year_ended")]
+
+
 def test_type1_patient_without_consent_loses_only_the_health_check(database, sharding, small_county):
     """rules.md §1: a type-1 (发病报告) patient is managed without consent; §5: the annual health check
     is for patients with consent (audit gap 7). B's consent is withdrawn after a run: the incremental
