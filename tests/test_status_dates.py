@@ -179,8 +179,10 @@ def test_a_follow_up_recording_the_death_is_taken_with_its_patient_in_one_import
              "death_on": "2026-03-01"}
     reached = {**death, "visit_on": "2026-03-06", "lost_reason": "", "risk_level": "0", "death_on": ""}
     issues, _ = refused(database.engine, write_files(tmp_path / "bad", {"patients": [patient], "followups": [death, reached]}))
-    # the reached visit after the death: refused, and so is the death date the other row records before it
-    assert issues == [("followups.csv", 2, "death_on", "STATUS_BEFORE_VISIT"), ("followups.csv", 3, "visit_on", "PATIENT_NOT_ACTIVE")]
+    # the reached visit after the death (the follow-ups as they will stand): the patient row's status date is
+    # refused, so are its follow-up rows, and the death date the other row records before that visit
+    assert issues == [("patients.csv", 2, "status_on", "STATUS_BEFORE_VISIT"), ("followups.csv", 2, "patient_id", "PATIENT_ROW_INVALID"),
+                      ("followups.csv", 2, "death_on", "STATUS_BEFORE_VISIT"), ("followups.csv", 3, "patient_id", "PATIENT_ROW_INVALID")]
     import_path(database.engine, write_files(tmp_path / "good", {"patients": [patient], "followups": [death]}), today=TODAY)
     assert patient_status(database, "N7") == ("dead", date(2026, 3, 1))
 
@@ -195,6 +197,64 @@ def test_a_follow_up_death_date_before_a_reached_visit_is_refused_on_import(web,
     in_file = {**row, "visit_on": "2026-05-10", "lost_reason": "", "risk_level": "0", "death_on": ""}
     issues, messages = refused(database.engine, write_files(tmp_path / "file", {"followups": [row, in_file]}))
     assert issues == [("followups.csv", 2, "death_on", "STATUS_BEFORE_VISIT")] and "2026-05-10" in messages[0]
+
+
+def stored_follow_ups(database, pid: str) -> list[tuple]:
+    with Session(database.engine) as s:
+        rows = s.exec(select(FollowUp).where(FollowUp.patient_id == pid).order_by(FollowUp.visit_on, FollowUp.seq)).all()
+        return [(r.visit_on, r.seq, r.lost_reason, r.risk_level) for r in rows]
+
+
+# P1's stored 2026-05-20 visit (seq 1, reached) corrected to 未访到 (失访原因 其他, the death recorded)
+CORRECTION = {"patient_id": "P1", "visit_on": "2026-05-20", "mode": "3", "lost_reason": "5", "risk_level": "",
+              "death_on": "2026-05-01", "next_visit_on": ""}
+
+
+def test_a_reimport_checks_the_status_date_against_the_follow_ups_as_they_will_stand(web, tmp_path):
+    """rules.md §1, §3: ``patients.csv`` is checked against the follow-ups once the import applies — the
+    file's row replaces the stored row of its key (patient, date, n-th of that date) and its new rows
+    count. A correction of the stored reached visit to 未访到 lets the earlier death date in; a reached
+    visit the file brings after the status date refuses the status row (and the visit with it)."""
+    _client, _tokens, database = web
+    dead = {**P1_ROW, "status": "dead", "status_on": "2026-05-01"}
+    # a second row on the same date is a new visit (seq 2): reached, it keeps the bound
+    issues, messages = refused(database.engine, write_files(tmp_path / "second", {
+        "patients": [dead], "followups": [CORRECTION, {**CORRECTION, "lost_reason": "", "risk_level": "1", "death_on": ""}]}))
+    assert ("patients.csv", 2, "status_on", "STATUS_BEFORE_VISIT") in issues
+    assert "2026-05-20" in messages[issues.index(("patients.csv", 2, "status_on", "STATUS_BEFORE_VISIT"))]
+    # the correction alone: the death date now stands before no reached visit
+    result = import_path(database.engine, write_files(tmp_path / "corrected", {"patients": [dead], "followups": [CORRECTION]}),
+                         today=TODAY)
+    assert not result.issues
+    assert patient_status(database, "P1") == ("dead", date(2026, 5, 1))
+    assert stored_follow_ups(database, "P1") == [(date(2026, 5, 20), 1, 5, None)]
+    # P2: stored reached visit 2026-04-01; the file brings a reached one on 2026-05-10, after the death date
+    p2 = {**P1_ROW, "patient_id": "P2", "name": "李二", "status": "dead", "status_on": "2026-05-01"}
+    visit = {"patient_id": "P2", "visit_on": "2026-05-10", "mode": "2", "lost_reason": "", "risk_level": "0",
+             "death_on": "", "next_visit_on": ""}
+    issues, messages = refused(database.engine, write_files(tmp_path / "newer", {"patients": [p2], "followups": [visit]}))
+    assert issues == [("patients.csv", 2, "status_on", "STATUS_BEFORE_VISIT"), ("followups.csv", 2, "patient_id", "PATIENT_ROW_INVALID")]
+    assert "状态日期 2026-05-01 早于最近一次访到患者的随访日期 2026-05-10" in messages[0]
+    assert patient_status(database, "P2") == ("active", None)
+
+
+def test_a_refused_correction_refuses_the_status_date_that_relies_on_it(web, tmp_path):
+    """With ``--skip-invalid`` a refused correction is not written, so the stored reached visit stays:
+    the status row relying on it is refused too (``FOLLOW_UP_ROW_INVALID``), and so are the patient's
+    other follow-up rows (``PATIENT_ROW_INVALID``) — nothing contradicts rules.md §1, §3 afterwards."""
+    _client, _tokens, database = web
+    dead = {**P1_ROW, "status": "dead", "status_on": "2026-05-01"}
+    bad = {**CORRECTION, "next_visit_on": "2026-05-19"}  # NEXT_VISIT_NOT_AFTER_VISIT
+    other = {**CORRECTION, "visit_on": "2026-06-01", "death_on": ""}
+    result = import_path(database.engine, write_files(tmp_path / "skip", {"patients": [dead], "followups": [bad, other]}),
+                         today=TODAY, skip_invalid=True)
+    got = [(i.file, i.line, i.column, i.code) for i in result.issues]
+    assert got == [("patients.csv", 2, "status_on", "FOLLOW_UP_ROW_INVALID"),
+                   ("followups.csv", 2, "next_visit_on", "NEXT_VISIT_NOT_AFTER_VISIT"),
+                   ("followups.csv", 3, "patient_id", "PATIENT_ROW_INVALID")]
+    assert "followups.csv 第2行" in result.issues[0].message and "2026-05-20" in result.issues[0].message
+    assert patient_status(database, "P1") == ("active", None)
+    assert stored_follow_ups(database, "P1") == [(date(2026, 5, 20), 1, None, 3)]
 
 
 # ---------------------------------------------------------------- team members serve a township or a village
