@@ -155,6 +155,36 @@ def test_the_patient_edit_refuses_a_date_before_a_reached_visit(web):
     assert patient_status(database, "P1") == ("dead", date(2026, 5, 21))
 
 
+def test_a_status_change_keeping_the_stored_date_is_checked(web):
+    """rules.md §1, §3: a status and its date are one fact. A row stored before the rule (P1 迁出 on
+    2026-05-01, reached on 2026-05-20) keeps its date through unrelated edits, but a new status with
+    that date is checked as a new date (``STATUS_BEFORE_VISIT``) on the API and the form."""
+    client, tokens, database = web
+    with Session(database.engine) as s:  # stored before the rule existed
+        p = s.get(Patient, "P1")
+        p.status, p.status_on = "moved_out", date(2026, 5, 1)
+        s.add(p)
+        s.commit()
+    r = client.patch("/api/patients/P1", headers=auth(tokens), json={"phone": "13900000009"})
+    assert r.status_code == 200, r.text  # the stored problem does not block an unrelated edit
+    r = client.patch("/api/patients/P1", headers=auth(tokens), json={"status": "dead", "reason": "家属告知"})
+    assert r.status_code == 422 and r.json()["error"] == "STATUS_BEFORE_VISIT", r.text
+    assert "状态日期 2026-05-01 早于最近一次访到患者的随访日期 2026-05-20" in r.json()["message"]
+    client.cookies.set("jf_session", tokens["doc"])
+    page = client.get("/patients/P1/edit")
+    form = dict(re.findall(r'<input id="i-([a-z_]+)" name="\1" type="(?:text|date)"[^>]*value="([^"]*)"', page.text))
+    assert form["status_on"] == "2026-05-01"
+    form.update({"csrf_token": csrf(client, "/patients/P1/edit"), "status": "moved_out", "phone": "13900000008"})
+    assert client.post("/patients/P1/edit", data=form).status_code == 303  # every field posted, status unchanged
+    bad = client.post("/patients/P1/edit", data={**form, "status": "dead", "reason": "家属告知"})
+    assert bad.status_code == 422 and "早于最近一次访到患者的随访日期 2026-05-20" in html.unescape(bad.text)
+    assert patient_status(database, "P1") == ("moved_out", date(2026, 5, 1))
+    r = client.patch("/api/patients/P1", headers=auth(tokens), json={"status": "dead", "status_on": "2026-05-20",
+                                                                     "reason": "家属告知"})
+    assert r.status_code == 200, r.text
+    assert patient_status(database, "P1") == ("dead", date(2026, 5, 20))
+
+
 # ---------------------------------------------------------------- the import
 
 def test_a_patients_csv_reimport_refuses_a_date_before_a_stored_reached_visit(web, tmp_path):
