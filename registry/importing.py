@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from registry import codes, models
 from registry.audit import audit_row, cli_actor
+from registry.care_team import members_outside_townships_select
 from registry.ids import mask
 from registry.injections import record_last_injection, sync_last_injection
 from registry.joint_visits import refresh_for_follow_ups, unnamed_kept_out
@@ -143,6 +144,8 @@ class ImportResult:
     # 身份信息变更 (patient_id, field, old, new) of stored patients this import changed (ID numbers masked)
     changes: list[tuple[str, str, str, str]] = field(default_factory=list)
     guardian_years: int = 0  # 以奖代补 guardian-years this import created (rules.md §11)
+    # 注意 things stored that the import does not refuse but the county should fix (``_member_warnings``)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检",
@@ -157,6 +160,8 @@ class ImportResult:
             lines = [f"  患者 {pid} {_IDENTITY_LABELS[f]}：{old or '（空）'} → {new or '（空）'}" for pid, f, old, new in self.changes[:200]]
             more = f"\n  ……另有 {len(self.changes) - 200} 处" if len(self.changes) > 200 else ""
             text += f"\n已有患者的身份信息被更改 {len(self.changes)} 处（请核对）：\n" + "\n".join(lines) + more
+        if self.warnings:
+            text += "\n注意：\n" + "\n".join(self.warnings)
         return text
 
 
@@ -1118,9 +1123,36 @@ def import_path(
                 for chunk in _chunks(ids, 5000):
                     conn.execute(sa.update(p).where(p.c.patient_id.in_(chunk), p.c.guardian_reward.is_not(flag_value))
                                  .values(guardian_reward=flag_value, updated_at=utcnow()))
+        result.warnings = _member_warnings(conn, today)
     if sum(t.written for t in result.tables.values()) >= analyze_rows:
         analyze(engine, [_TABLES[stem][0].name for stem, t in result.tables.items() if t.written])
     return result
+
+
+def _member_warnings(conn: Connection, today: date, shown: int = 50) -> list[str]:
+    """不属乡镇或村的成员 Every import reports the stored team members whose region served is not a
+    township or a village (stored before ``NOT_TOWNSHIP_OR_VILLAGE``; ``care_team.members_outside_townships_select``),
+    until a ``team_members.csv`` row moves them: they count in no township's team nor as its primary
+    member, and an assignment naming one still makes them a patient's responsible member (rules.md §6.1)."""
+    rows = conn.execute(members_outside_townships_select(today)).all()
+    if not rows:
+        return []
+    lines = [f"已入库的团队成员中有 {len(rows)} 名的服务地区不是乡镇(街道)或村(社区)（该规则之前导入）：不计入任何乡镇的团队和主责成员；"
+             "请在 team_members.csv 中改为其服务的乡镇或村后重新导入"]
+    for member_id, name, role, region, level, assigned in rows[:shown]:
+        what = f"为{_level_label(level)}级" if level else "不存在"
+        held = f"；仍是 {assigned} 条当前有效指派的责任人" if assigned else ""
+        lines.append(f"  团队成员 {member_id} {name}（{_role_label(role)}）：服务地区 {region} {what}{held}")
+    if len(rows) > shown:
+        lines.append(f"  ……另有 {len(rows) - shown} 名")
+    return lines
+
+
+def _role_label(role: str) -> str:
+    try:
+        return codes.TeamRole(role).label
+    except ValueError:
+        return role
 
 
 def _latest_injections_first(conn: Connection, rows: dict[str, list[_Row]]) -> None:

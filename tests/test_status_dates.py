@@ -307,6 +307,42 @@ def test_a_county_is_not_a_region_a_member_serves(database, tmp_path):
     assert database.count("team_member") == 6
 
 
+def test_members_stored_at_county_level_are_no_townships_team_and_are_reported(database, tmp_path):
+    """Members stored at county level before ``NOT_TOWNSHIP_OR_VILLAGE`` (contract.md): never in a
+    patient's default team nor a township's primary (rules.md §6, §6.1: the village and its township),
+    and every import reports them — with the assignments that still make one a responsible member —
+    until ``team_members.csv`` moves them to a township or a village (docs/import.md)."""
+    import sqlalchemy as sa
+
+    from registry.care_team import care_team_select, responsible_member_sql
+    from registry.models import CareTeamAssignment, TeamMember
+
+    seed(database.engine)
+    with Session(database.engine) as s:
+        s.add_all([TeamMember(member_id="M-X", name="县级民警", role="police", region_code="C", primary=True),
+                   TeamMember(member_id="M-Y", name="县级专干", role="civil_affairs", region_code="C", primary=True)])
+        s.flush()
+        s.add(CareTeamAssignment(patient_id="P2", member_id="M-X", role="police", from_on=date(2026, 1, 1)))
+        s.commit()
+    p = Patient.__table__
+    with database.engine.connect() as conn:
+        team = conn.execute(care_team_select(p, TODAY)).all()
+        responsible = dict(conn.execute(sa.select(p.c.patient_id, responsible_member_sql(
+            "police", patient_id=p.c.patient_id, village_code=p.c.village_code, on=TODAY))).all())
+    assert {(r.patient_id, r.member_id) for r in team if r.member_id in ("M-X", "M-Y")} == {("P2", "M-X")}  # the assignment only
+    assert responsible["P1"] == "M-POL" and responsible["P4"] is None and responsible["P2"] == "M-X"
+    member = {"member_id": "M-T", "name": "新民警", "role": "police", "phone": "", "region_code": "T2", "primary": "0"}
+    result = import_path(database.engine, write_files(tmp_path / "any", {"team_members": [member]}), today=TODAY)
+    assert len(result.warnings) == 3 and "2 名的服务地区不是乡镇(街道)或村(社区)" in result.warnings[0]
+    assert result.warnings[1] == "  团队成员 M-X 县级民警（民警）：服务地区 C 为县(市、区)级；仍是 1 条当前有效指派的责任人"
+    assert result.warnings[2].startswith("  团队成员 M-Y 县级专干（民政专干）：服务地区 C") and "指派" not in result.warnings[2]
+    assert "注意：" in result.summary() and "M-Y" in result.summary()
+    moved = [{**member, "member_id": "M-X", "name": "县级民警", "region_code": "T1"},
+             {**member, "member_id": "M-Y", "name": "县级专干", "role": "civil_affairs", "region_code": "V1"}]
+    result = import_path(database.engine, write_files(tmp_path / "moved", {"team_members": moved}), today=TODAY)
+    assert result.warnings == [] and "注意" not in result.summary()
+
+
 def test_the_synthetic_county_has_no_county_members():
     import random
 
