@@ -151,7 +151,7 @@ def test_latest_reached_visit_matches_its_sql_twin(database):
     ``is_reached_visit`` and ``reached_visits_sql`` (the keys of the reached rows, read by the import)."""
     from registry.validation import is_reached_visit, latest_reached_visit, latest_reached_visits_sql, reached_visits_sql
 
-    f, p = FollowUp.__table__, Patient.__table__
+    f = FollowUp.__table__
 
     @TWIN_SETTINGS
     @given(history=attempt_histories())
