@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from registry.codes import TASK_ROLE_ORDER
 from registry.models import CareTeamAssignment, Region, TeamMember
+from registry.validation import MEMBER_REGION_LEVELS
 
 MEMBER_COLUMNS = ("member_id", "name", "role", "phone", "region_code")
 TASK_ROLES = tuple(r.value for r in TASK_ROLE_ORDER)  # the roles a task may require (rules.md §6)
@@ -152,3 +153,25 @@ def responsible_columns(*, roles, patient_id, village_code, on) -> dict[str, sa.
                            responsible_member_sql(role, patient_id=patient_id, village_code=village_code, on=on)),
                           else_=sa.null()).label(f"responsible_{role}")
             for role in TASK_ROLES}
+
+
+# ------------------------------------------------------------------------------------ members of no township
+
+
+def members_outside_townships_select(on) -> sa.Select:
+    """不属乡镇或村的成员 The stored members whose region served is neither a township nor a village —
+    stored before the import refused it (contract.md ``team_members.csv``: the township or village
+    served; ``validation.check_member_region``, ``NOT_TOWNSHIP_OR_VILLAGE``): rows (member_id, name,
+    role, region_code, level, the count of their assignments valid on ``on``) by member_id.
+
+    The rules above never make such a member (say one stored at county level) a township's team
+    member or primary: they match the patient's village and its township only. A dated assignment
+    naming one still makes them that patient's responsible member — it is someone's explicit
+    choice, so it is reported (the import summary, ``ImportResult.warnings``), not dropped."""
+    m, r, a = TeamMember.__table__, Region.__table__, CareTeamAssignment.__table__
+    assigned = (sa.select(sa.func.count()).where(a.c.member_id == m.c.member_id, valid_on_sql(a, on))
+                .scalar_subquery())
+    return (sa.select(m.c.member_id, m.c.name, m.c.role, m.c.region_code, r.c.level, assigned.label("assigned"))
+            .select_from(m.outerjoin(r, r.c.code == m.c.region_code))
+            .where(sa.or_(r.c.level.is_(None), r.c.level.not_in(MEMBER_REGION_LEVELS)))
+            .order_by(m.c.member_id))

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from registry import codes, models
 from registry.audit import audit_row, cli_actor
+from registry.care_team import members_outside_townships_select
 from registry.ids import mask
 from registry.injections import record_last_injection, sync_last_injection
 from registry.joint_visits import refresh_for_follow_ups, unnamed_kept_out
@@ -70,6 +71,7 @@ from registry.validation import (
     is_reached_visit,
     latest_reached_visits_sql,
     parse_columns,
+    reached_visits_sql,
     unknown_patient,
 )
 
@@ -142,6 +144,8 @@ class ImportResult:
     # 身份信息变更 (patient_id, field, old, new) of stored patients this import changed (ID numbers masked)
     changes: list[tuple[str, str, str, str]] = field(default_factory=list)
     guardian_years: int = 0  # 以奖代补 guardian-years this import created (rules.md §11)
+    # 注意 things stored that the import does not refuse but the county should fix (``_member_warnings``)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         names = {"regions": "地区", "team_members": "团队成员", "patients": "患者", "followups": "随访", "health_checks": "体检",
@@ -156,6 +160,8 @@ class ImportResult:
             lines = [f"  患者 {pid} {_IDENTITY_LABELS[f]}：{old or '（空）'} → {new or '（空）'}" for pid, f, old, new in self.changes[:200]]
             more = f"\n  ……另有 {len(self.changes) - 200} 处" if len(self.changes) > 200 else ""
             text += f"\n已有患者的身份信息被更改 {len(self.changes)} 处（请核对）：\n" + "\n".join(lines) + more
+        if self.warnings:
+            text += "\n注意：\n" + "\n".join(self.warnings)
         return text
 
 
@@ -533,27 +539,129 @@ def _check_team_members(member_rows: list[_Row], levels: dict[str, str], conn: C
         _tag(member_rows[i], "team_members", [issue])
 
 
-def _latest_reached(conn: Connection, patient_rows: list[_Row]) -> dict[str, date]:
-    """最近访到日期 The latest stored follow-up that reached each patient whose row records a death or a
-    move-out (``validation.latest_reached_visits_sql``, one grouped query per chunk)."""
+class _Reached:
+    """最近访到日期（导入后） The latest follow-up that reached each patient whose status or death date
+    this import checks, as the follow-ups will stand once the import applies (``_reached_once_applied``),
+    and the rows of the file that replace a stored reached follow-up dated after that date (a
+    correction the date relies on)."""
+
+    __slots__ = ("latest", "replaced")
+
+    def __init__(self, latest: dict[str, date], replaced: dict[str, list[tuple[date, _Row]]]):
+        self.latest = latest
+        self.replaced = replaced
+
+    def relied_on(self, pid: str, on: date) -> list[tuple[date, _Row]]:
+        """The stored reached visits after ``on`` that the file replaces, with the replacing row."""
+        return [(stored, row) for stored, row in self.replaced.get(pid, ()) if stored > on]
+
+
+def _dates_to_check(rows: dict[str, list[_Row]]) -> dict[str, date]:
+    """The earliest status date (``patients.csv``, a death or move-out) or death date (``followups.csv``
+    死亡日期) per patient of this import: the dates ``STATUS_BEFORE_VISIT`` checks."""
     active = codes.PatientStatus.ACTIVE.value
-    pids = sorted({r.values["patient_id"] for r in patient_rows
-                   if r.values.get("patient_id") and (r.values.get("status") or active) != active})
-    f = models.FollowUp.__table__
     out: dict[str, date] = {}
-    for chunk in _chunks(pids, 900):
-        out.update(conn.execute(latest_reached_visits_sql(f).where(f.c.patient_id.in_(chunk))).all())
+    for stem, name in (("patients", "status_on"), ("followups", "death_on")):
+        for r in rows.get(stem, ()):
+            v = r.values
+            pid, on = v.get("patient_id"), v.get(name)
+            if pid and on is not None and (stem == "followups" or (v.get("status") or active) != active):
+                if pid not in out or on < out[pid]:
+                    out[pid] = on
     return out
 
 
-def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: date, conn: Connection) -> dict[str, _Row]:
+def _reached_once_applied(conn: Connection, dates: dict[str, date], followup_rows: list[_Row]) -> _Reached:
+    """最近访到日期（导入后） For each patient of ``dates`` (patient → the earliest status or death date
+    to check), the latest follow-up that reached them once the import applies (rules.md §1, §3,
+    ``STATUS_BEFORE_VISIT``): the stored follow-ups with each row of the file replacing the stored row
+    of its key (patient, date, n-th of that date) — a correction to 未访到 lifts the bound, a newer
+    reached visit in the file sets it — plus the file's new rows (``is_reached_visit``). Set-based:
+    one grouped query per 900 patients (``validation.latest_reached_visits_sql``); then, only for the
+    patients whose stored latest reached visit lies after their date while the file carries a row of
+    theirs dated after it too, one query per 900 of them for those stored reached rows
+    (``validation.reached_visits_sql``). Past the date the latest is exact; a patient with no reached
+    visit after the date gets None or an earlier one (no bound either way)."""
+    f = models.FollowUp.__table__
+    stored: dict[str, date] = {}
+    for chunk in _chunks(sorted(dates), 900):
+        stored.update(conn.execute(latest_reached_visits_sql(f).where(f.c.patient_id.in_(chunk))).all())
+    in_file: dict[tuple, _Row] = {}
+    latest: dict[str, date] = {}
+    for r in followup_rows:
+        v = r.values
+        pid, on = v.get("patient_id"), v.get("visit_on")
+        if pid in dates and on is not None:
+            in_file[(pid, on, v["seq"])] = r
+            if is_reached_visit(v) and (pid not in latest or on > latest[pid]):
+                latest[pid] = on
+    later_in_file = {pid for pid, on, _seq in in_file if on > dates[pid]}
+    recheck = sorted(pid for pid, on in stored.items() if on > dates[pid] and pid in later_in_file)
+    for pid, on in stored.items():
+        if pid not in later_in_file or on <= dates[pid]:  # no row of the file can replace a reached visit after the date
+            if pid not in latest or on > latest[pid]:
+                latest[pid] = on
+    replaced: dict[str, list[tuple[date, _Row]]] = {}
+    for chunk in _chunks(recheck, 900):
+        after = min(dates[pid] for pid in chunk)
+        for pid, on, seq in conn.execute(reached_visits_sql(f).where(f.c.patient_id.in_(chunk), f.c.visit_on > after)):
+            row = in_file.get((pid, on, seq))
+            if row is not None:  # the file's row stands instead (its own reach counted above)
+                replaced.setdefault(pid, []).append((on, row))
+            elif pid not in latest or on > latest[pid]:
+                latest[pid] = on
+    return _Reached(latest, replaced)
+
+
+def _refuse_unheld_corrections(rows: dict[str, list[_Row]], reached: _Reached) -> None:
+    """更正未生效 A status date (``patients.csv``) or death date (``followups.csv``) that passes
+    ``STATUS_BEFORE_VISIT`` only because a row of the file corrects a stored reached follow-up after
+    it is refused when that row is refused (``FOLLOW_UP_ROW_INVALID``): with ``--skip-invalid`` the
+    stored visit would stay. A refused patient row refuses the patient's other follow-up rows
+    (``PATIENT_ROW_INVALID``, as when it is refused for its own fields)."""
+    if not reached.replaced:
+        return
+    refused_patients: dict[str, _Row] = {}
+    for stem, name, label in (("patients", "status_on", "状态日期"), ("followups", "death_on", "死亡日期")):
+        for row in rows.get(stem, ()):
+            v = row.values
+            pid, on = v.get("patient_id"), v.get(name)
+            if row.issues or on is None or pid not in reached.replaced:
+                continue
+            bad = next(((stored, r) for stored, r in reached.relied_on(pid, on) if r.issues and r is not row), None)
+            if bad is None:
+                continue
+            stored, r = bad
+            _tag(row, stem, [Issue("FOLLOW_UP_ROW_INVALID",
+                                   f"{label} {on} 早于已入库的 {stored} 访到患者的随访，须以 {r.file} 第{r.line}行对该次随访的"
+                                   "更正为准；该行有错误，本行不能导入", column=name, value=str(on))])
+            if stem == "patients":
+                refused_patients.setdefault(pid, row)
+    for row in rows.get("followups", ()) if refused_patients else ():
+        pid = row.values.get("patient_id")
+        prow = refused_patients.get(pid)
+        if prow is not None and not row.issues:
+            _tag(row, "followups", [Issue("PATIENT_ROW_INVALID", f"患者编号 {pid} 在 {prow.file} 第{prow.line}行有错误，本行不能导入",
+                                          column="patient_id", value=pid)])
+
+
+def _number_follow_ups(followup_rows: list[_Row]) -> None:
+    """随访序号 The key of each follow-up row: (patient, date, n-th of that date in file order) — ``seq``."""
+    ordinal: dict[tuple, int] = {}
+    for row in followup_rows:
+        values = row.values
+        key = (values.get("patient_id"), values.get("visit_on"))
+        values["seq"] = ordinal[key] = ordinal.get(key, 0) + 1
+
+
+def _check_patients(patient_rows: list[_Row], levels: dict[str, str], today: date, reached: dict[str, date]) -> dict[str, _Row]:
     """患者 Unique ids, a village (``validation.check_village``), the row checks
-    (``validation.check_patient``; a death or move-out not before the patient's latest stored
-    follow-up that reached them, ``STATUS_BEFORE_VISIT`` — the follow-ups of the same import are
-    checked against the row, ``PATIENT_NOT_ACTIVE``). Returns the first row of each patient id."""
+    (``validation.check_patient``; a death or move-out not before the patient's latest follow-up
+    that reached them once the import applies, ``reached`` — ``_reached_once_applied``,
+    ``STATUS_BEFORE_VISIT``; the follow-ups of the same import are checked against the row,
+    ``PATIENT_NOT_ACTIVE``). Returns the first row of each patient id."""
     first = _first_lines(patient_rows, "patients", lambda r: r.values.get("patient_id"),
                          lambda pid, line: Issue("DUPLICATE_ID", f"患者编号 {pid} 与第{line}行重复", column="patient_id", value=pid))
-    reached = _latest_reached(conn, patient_rows)
     file_patients: dict[str, _Row] = {}
     for row in patient_rows:
         v = row.values
@@ -616,33 +724,12 @@ def _exact_duplicates(rows: list[_Row], names: list[str]) -> dict[int, _Row]:
     return repeats
 
 
-def _reached_before_deaths(followup_rows: list[_Row], conn: Connection) -> dict[str, date]:
-    """For the patients of the rows that record a death (死亡日期): their latest follow-up that reached
-    them, stored (``validation.latest_reached_visits_sql``) or in the file (``is_reached_visit``) —
-    a death is not dated before it (``STATUS_BEFORE_VISIT``, as on the form)."""
-    dying = sorted({r.values["patient_id"] for r in followup_rows
-                    if r.values.get("death_on") is not None and r.values.get("patient_id")})
-    if not dying:
-        return {}
-    f = models.FollowUp.__table__
-    latest: dict[str, date] = {}
-    for chunk in _chunks(dying, 900):
-        latest.update(conn.execute(latest_reached_visits_sql(f).where(f.c.patient_id.in_(chunk))).all())
-    wanted = set(dying)
-    for r in followup_rows:
-        v = r.values
-        pid, on = v.get("patient_id"), v.get("visit_on")
-        if pid in wanted and on is not None and is_reached_visit(v) and (pid not in latest or on > latest[pid]):
-            latest[pid] = on
-    return latest
-
-
-def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date, conn: Connection) -> None:
-    """随访 ``validation.check_follow_up`` per row; key (patient, date, n-th of the date in file order)."""
-    ordinal: dict[tuple[str, date], int] = {}
+def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date, reached: dict[str, date]) -> None:
+    """随访 ``validation.check_follow_up`` per row (a death date against ``reached``, the patient's
+    latest reached follow-up once the import applies, this row's file included:
+    ``_reached_once_applied``); keyed by ``_number_follow_ups``."""
     repeats = _exact_duplicates(followup_rows, [s.name for s in FILE_SPECS["followups"]])
     facts_of, channel = patients.facts, Channel.IMPORT
-    reached = _reached_before_deaths(followup_rows, conn)
     for i, row in enumerate(followup_rows):
         values = row.values
         issues = check_follow_up(values, today=today, patient=facts_of("followups", row), channel=channel,
@@ -655,8 +742,6 @@ def _check_followups(followup_rows: list[_Row], patients: _Patients, today: date
             _tag(row, "followups", [Issue("DUPLICATE_ROW", f"第{row.line}行与第{first}行完全相同（同一次随访重复录入）；"
                                           "同一天确有两次随访时请至少区分一项内容", column="patient_id",
                                           value=str(values.get("patient_id")))])
-        key = (values.get("patient_id"), values.get("visit_on"))
-        values["seq"] = ordinal[key] = ordinal.get(key, 0) + 1
 
 
 _NO_FACTS = PatientFacts(None, None)
@@ -823,8 +908,12 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
     ctx = _Context(conn, {p for p in referenced if p})
     levels = _check_regions(rows.get("regions", []), ctx.regions, conn)
     _check_team_members(rows.get("team_members", []), levels, conn)
-    patients = _Patients(_check_patients(rows.get("patients", []), levels, today, conn), ctx.patients)
-    _check_followups(rows.get("followups", []), patients, today, conn)
+    _number_follow_ups(rows.get("followups", []))
+    # STATUS_BEFORE_VISIT against the follow-ups as they will stand once the import applies (rules.md §1, §3)
+    reached = _reached_once_applied(conn, _dates_to_check(rows), rows.get("followups", []))
+    patients = _Patients(_check_patients(rows.get("patients", []), levels, today, reached.latest), ctx.patients)
+    _check_followups(rows.get("followups", []), patients, today, reached.latest)
+    _refuse_unheld_corrections(rows, reached)
     _check_health_checks(rows.get("health_checks", []), patients, today)
     _check_injections(rows.get("injections", []), patients, today)
     _check_care_team(rows.get("care_team", []), rows.get("team_members", []), patients, conn)
@@ -1034,9 +1123,36 @@ def import_path(
                 for chunk in _chunks(ids, 5000):
                     conn.execute(sa.update(p).where(p.c.patient_id.in_(chunk), p.c.guardian_reward.is_not(flag_value))
                                  .values(guardian_reward=flag_value, updated_at=utcnow()))
+        result.warnings = _member_warnings(conn, today)
     if sum(t.written for t in result.tables.values()) >= analyze_rows:
         analyze(engine, [_TABLES[stem][0].name for stem, t in result.tables.items() if t.written])
     return result
+
+
+def _member_warnings(conn: Connection, today: date, shown: int = 50) -> list[str]:
+    """不属乡镇或村的成员 Every import reports the stored team members whose region served is not a
+    township or a village (stored before ``NOT_TOWNSHIP_OR_VILLAGE``; ``care_team.members_outside_townships_select``),
+    until a ``team_members.csv`` row moves them: they count in no township's team nor as its primary
+    member, and an assignment naming one still makes them a patient's responsible member (rules.md §6.1)."""
+    rows = conn.execute(members_outside_townships_select(today)).all()
+    if not rows:
+        return []
+    lines = [f"已入库的团队成员中有 {len(rows)} 名的服务地区不是乡镇(街道)或村(社区)（该规则之前导入）：不计入任何乡镇的团队和主责成员；"
+             "请在 team_members.csv 中改为其服务的乡镇或村后重新导入"]
+    for member_id, name, role, region, level, assigned in rows[:shown]:
+        what = f"为{_level_label(level)}级" if level else "不存在"
+        held = f"；仍是 {assigned} 条当前有效指派的责任人" if assigned else ""
+        lines.append(f"  团队成员 {member_id} {name}（{_role_label(role)}）：服务地区 {region} {what}{held}")
+    if len(rows) > shown:
+        lines.append(f"  ……另有 {len(rows) - shown} 名")
+    return lines
+
+
+def _role_label(role: str) -> str:
+    try:
+        return codes.TeamRole(role).label
+    except ValueError:
+        return role
 
 
 def _latest_injections_first(conn: Connection, rows: dict[str, list[_Row]]) -> None:

@@ -37,6 +37,8 @@ REASON_FIELD = FieldSpec("reason", "变更原因", text(255))
 # rules.md §1 (identity, status, consent) — issue 13: "reason required for identity fields, status and consent"
 REASON_ORDER = ("name", "sex", "birth_date", "id_number", "status", "status_on", "consent")
 REASON_FIELDS = frozenset(REASON_ORDER)
+# rules.md §1: a status and its date are checked together (``plan_edit``: a change of either is a change of both)
+STATUS_PAIR = frozenset({"status", "status_on"})
 # The fields the schedule reads (rules.md §1 在册 and consent, §5 registration and LAI plan, §6 guardian,
 # economic status and the village's team): a change of one replans the patient at once.
 SCHEDULE_FIELDS = frozenset({"village_code", "registered_on", "report_type", "consent", "status", "status_on",
@@ -133,9 +135,10 @@ def plan_edit(current: Mapping[str, Any], raw: Mapping[str, str], *, today: date
     (``validation.check_patient``: dates against today and birth, the ID number's check digit, the
     status date, the LAI plan's three fields); a problem the stored row already had is reported
     only when its own field changes, so a legacy value never blocks another edit (the web form
-    posts every field). ``latest_reached``: the patient's latest follow-up that reached them
-    (``validation.latest_reached_visit``): a death or move-out is not dated before it
-    (``STATUS_BEFORE_VISIT``, rules.md §1, §3). Returns the edit and the issues; a reason is
+    posts every field) — the status and its date count as one field (``STATUS_PAIR``: a new
+    status with the stored date is checked as a new date). ``latest_reached``: the patient's
+    latest follow-up that reached them (``validation.latest_reached_visit``): a death or move-out
+    is not dated before it (``STATUS_BEFORE_VISIT``, rules.md §1, §3). Returns the edit and the issues; a reason is
     required when an identity field, the status or consent changes (``REASON_REQUIRED``)."""
     specs = [s for s in editable_specs() if s.name in raw]
     values, issues = parse_fields(dict(raw), specs + [REASON_FIELD])
@@ -145,6 +148,10 @@ def plan_edit(current: Mapping[str, Any], raw: Mapping[str, str], *, today: date
         # a problem the stored row already has (e.g. an imported ID number) blocks only a change of that field
         stored = {(i.code, i.column) for i in check_patient(dict(current), today=today, latest_reached=latest_reached)}
         touched = {k for k in values if as_text(values[k]) != as_text(current.get(k))}
+        if touched & STATUS_PAIR:
+            # 状态 and 状态日期 are one fact: a new status re-asserts the kept date, so the date's checks
+            # (STATUS_BEFORE_VISIT, STATUS_BEFORE_REGISTRATION, STATUS_DATE_REQUIRED …) apply to it
+            touched |= STATUS_PAIR
         issues += [i for i in check_patient(merged, today=today, latest_reached=latest_reached)
                    if ((i.code, i.column) not in stored or i.column in touched) and not any(j.column == i.column for j in issues)]
     changes = tuple(

@@ -810,6 +810,14 @@ def latest_reached_visits_sql(f) -> sa.Select:
     return sa.select(f.c.patient_id, sa.func.max(f.c.visit_on)).where(complete_sql(f)).group_by(f.c.patient_id)
 
 
+def reached_visits_sql(f) -> sa.Select:
+    """访到患者的随访 SQL twin of ``is_reached_visit`` as rows: (patient_id, visit_on, seq) — the key of
+    each follow-up that reached its patient; ``f`` the follow_up table. Callers add a ``where``. The
+    import reads it where a row of the file may replace a stored one (``STATUS_BEFORE_VISIT`` once
+    the import applies)."""
+    return sa.select(f.c.patient_id, f.c.visit_on, f.c.seq).where(complete_sql(f))
+
+
 def status_before_visit(status: str | None, status_on: date | None, latest_reached: date | None, *,
                         field: str = "status_on", label: str = "状态日期") -> Issue | None:
     """状态日期早于访到日期 A death or move-out is not dated before the patient's latest follow-up that

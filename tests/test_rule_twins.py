@@ -149,8 +149,9 @@ def test_attempt_order_matches_its_sql_twins(database):
 
 def test_latest_reached_visit_matches_its_sql_twin(database):
     """最近访到日期 ``validation.latest_reached_visit`` (the bound of a death or move-out date, rules.md
-    §1, §3) and ``latest_reached_visits_sql`` agree per patient on random histories."""
-    from registry.validation import latest_reached_visit, latest_reached_visits_sql
+    §1, §3) and ``latest_reached_visits_sql`` agree per patient on random histories; so do
+    ``is_reached_visit`` and ``reached_visits_sql`` (the keys of the reached rows, read by the import)."""
+    from registry.validation import is_reached_visit, latest_reached_visit, latest_reached_visits_sql, reached_visits_sql
 
     f = FollowUp.__table__
 
@@ -162,12 +163,14 @@ def test_latest_reached_visit_matches_its_sql_twin(database):
             seed(conn, people, rows)
             stored = conn.execute(sa.select(f)).all()
             got = dict(conn.execute(latest_reached_visits_sql(f)).all())
+            keys = {tuple(r) for r in conn.execute(reached_visits_sql(f))}
         expected = {}
         for pid in {r["patient_id"] for r in people}:
             on = latest_reached_visit([r for r in stored if r.patient_id == pid])
             if on is not None:
                 expected[pid] = on
         assert got == expected
+        assert keys == {(r.patient_id, r.visit_on, r.seq) for r in stored if is_reached_visit(r._mapping)}
 
     check()
 

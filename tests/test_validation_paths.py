@@ -263,27 +263,35 @@ def test_the_table_of_deliberate_differences_is_the_one_in_the_docs():
 
 
 def test_a_patient_and_its_follow_ups_in_one_import_are_checked_against_each_other(paths):
-    """The patient's facts come from its row in the same import: a visit or a health check after
-    the death it records is refused, one on the death date is taken (rules.md §1)."""
-    folder = paths.tmp / "together"
-    folder.mkdir()
-    files = {
-        "patients": [{"patient_id": "N7", **GOOD_PATIENT, "registered_on": "2025-01-10", "status": "dead",
-                      "status_on": "2026-03-01"}],
-        "followups": [{"patient_id": "N7", "visit_on": "2026-03-01", "risk_level": "0"},
-                      {"patient_id": "N7", "visit_on": "2026-03-02", "risk_level": "0"}],
-        "health_checks": [{"patient_id": "N7", "checked_on": "2026-04-01"}],
-    }
-    for stem, rows in files.items():
-        with (folder / f"{stem}.csv").open("w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    with pytest.raises(ImportRejected) as rejected:
-        import_path(paths.database.engine, folder, today=TODAY)
-    assert [(i.file, i.line, i.code) for i in rejected.value.issues] == [
-        ("followups.csv", 3, "PATIENT_NOT_ACTIVE"), ("health_checks.csv", 2, "PATIENT_NOT_ACTIVE")]
-    assert "随访日期 2026-03-02" in rejected.value.issues[0].message
+    """The patient's facts come from its row in the same import: a health check after the death it
+    records is refused, a visit on the death date is taken (rules.md §1). A visit of the file that
+    reached the patient after the death refuses the patient row itself (the status date is checked
+    against the follow-ups as they will stand, ``STATUS_BEFORE_VISIT``) and so its other rows."""
+    patient = {"patient_id": "N7", **GOOD_PATIENT, "registered_on": "2025-01-10", "status": "dead", "status_on": "2026-03-01"}
+    on_the_day = {"patient_id": "N7", "visit_on": "2026-03-01", "risk_level": "0"}
+    after = {"patient_id": "N7", "visit_on": "2026-03-02", "risk_level": "0"}
+    check = {"patient_id": "N7", "checked_on": "2026-04-01"}
+
+    def refused(name: str, files: dict) -> list:
+        folder = paths.tmp / name
+        folder.mkdir()
+        for stem, rows in files.items():
+            with (folder / f"{stem}.csv").open("w", encoding="utf-8", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        with pytest.raises(ImportRejected) as rejected:
+            import_path(paths.database.engine, folder, today=TODAY)
+        return rejected.value.issues
+
+    issues = refused("together", {"patients": [patient], "followups": [on_the_day], "health_checks": [check]})
+    assert [(i.file, i.line, i.code) for i in issues] == [("health_checks.csv", 2, "PATIENT_NOT_ACTIVE")]
+    assert "体检日期 2026-04-01" in issues[0].message
+    issues = refused("after", {"patients": [patient], "followups": [on_the_day, after], "health_checks": [check]})
+    assert [(i.file, i.line, i.code) for i in issues] == [
+        ("patients.csv", 2, "STATUS_BEFORE_VISIT"), ("followups.csv", 2, "PATIENT_ROW_INVALID"),
+        ("followups.csv", 3, "PATIENT_ROW_INVALID"), ("health_checks.csv", 2, "PATIENT_ROW_INVALID")]
+    assert "随访日期 2026-03-02" in issues[0].message
 
 
 def test_every_import_code_is_in_the_error_table():
