@@ -24,6 +24,14 @@ class _Labelled:
         raise ValueError(text)
 
     @classmethod
+    def label_of(cls, value) -> str:
+        """The Chinese label of a stored ``value``; the value itself (as text) when it is no member."""
+        for member in cls:  # type: ignore[attr-defined]
+            if member.value == value:
+                return member.label
+        return "" if value is None else str(value)
+
+    @classmethod
     def choices(cls) -> str:
         """'1 男 / 2 女' — used in error messages."""
         return " / ".join(f"{m.value} {m.label}" for m in cls)  # type: ignore[attr-defined]
