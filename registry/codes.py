@@ -395,6 +395,19 @@ class AlertKind(CodedStr):
     EMERGENCY_OVERDUE = "emergency_overdue", "应急处置超过24小时未完成"
 
 
+class OutboxStatus(CodedStr):
+    """发件状态 Where an outbox message (``schedules.models.OutboxMessage``, issue 5) stands: waiting,
+    claimed by a delivery loop, delivered, given up after the last retry, or cancelled with its
+    webhook (disabled or removed, issue 18). The stored strings (no CHECK: issue 12 added the enum
+    without a migration)."""
+
+    PENDING = "pending", "待发送"
+    SENDING = "sending", "发送中"
+    SENT = "sent", "已发送"
+    FAILED = "failed", "失败"
+    CANCELLED = "cancelled", "已取消"
+
+
 class LedgerExit(CodedStr):
     """出账原因 Why a patient left the 易肇事肇祸台账 (rules.md §10)."""
 
