@@ -259,10 +259,11 @@ def webhook_list(db: DbOption = None) -> None:
 
 def notify_command(db: DbOption = None) -> None:
     """投递通知：立即发送到期的待发消息（调度服务每分钟自动投递）。"""
-    from schedules.notify import deliver_due
+    from jingfang.labels import COUNT_LABELS
+    from schedules.notify import FAILED, SENT, deliver_due
 
     counts = deliver_due(engine_for(db))
-    typer.echo(f"已发送 {counts['sent']}，失败 {counts['failed']}，待重试 {counts['retry']}")
+    typer.echo("，".join(f"{COUNT_LABELS[k]} {counts[k]}" for k in (SENT, FAILED, "retry")))
 
 
 def register(app: typer.Typer) -> None:

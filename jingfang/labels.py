@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from registry.codes import TaskKind, TeamRole
+from registry.codes import OutboxStatus, TaskKind, TeamRole
 
 # The rule profiles a person may meet by name (a county's own profile is shown by its own name).
 PROFILE_TITLES = {"national-2018": "国家规范2018版"}
@@ -14,8 +14,10 @@ JOB_LABELS = {"generate": "生成任务", "lists": "一历五单", "reports": "�
 RUN_STATUS_LABELS = {"running": "运行中", "ok": "成功", "error": "失败"}
 COUNT_LABELS = {  # the counts a run records, by key
     "created": "新建", "closed": "完成", "cancelled": "取消", "open": "待办", "calendar_estimated": "按估计日历",
-    "townships": "乡镇", "files": "文件", "reports": "份月报", "sent": "已发送", "failed": "失败", "retry": "待重试",
-    "queued": "待发通知",
+    "townships": "乡镇", "files": "文件", "reports": "份月报",
+    # the delivery's messages by the status they ended in (the lists' failed townships share the word)
+    OutboxStatus.SENT.value: OutboxStatus.SENT.label, OutboxStatus.FAILED.value: OutboxStatus.FAILED.label,
+    "retry": "待重试", "queued": "待发通知",
 }
 
 

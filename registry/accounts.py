@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Field, Session, SQLModel, select
 
 from registry import audit, clock
-from registry.codes import CodedStr
+from registry.codes import CodedStr, RegionLevel
 from registry.config import get_settings
 from registry.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from registry.models import Region, UTCDateTime, in_check, utcnow
@@ -47,15 +47,15 @@ class UserRole(CodedStr):
 
 # 角色与地区层级 the region levels each role may be bound to (docs/web.md "Accounts and roles"; issue 18:
 # a township doctor bound to the county would read every township)
+_COUNTY, _TOWNSHIP, _VILLAGE = RegionLevel.COUNTY.value, RegionLevel.TOWNSHIP.value, RegionLevel.VILLAGE.value
 ROLE_LEVELS: dict[str, tuple[str, ...]] = {
-    UserRole.COUNTY_ADMIN.value: ("county",),
-    UserRole.TOWNSHIP_DOCTOR.value: ("township",),
-    UserRole.POLICE.value: ("township", "county"),
-    UserRole.CIVIL_AFFAIRS.value: ("township", "county"),
-    UserRole.GOVERNANCE.value: ("township", "county"),
-    UserRole.VILLAGE.value: ("village", "township"),
+    UserRole.COUNTY_ADMIN.value: (_COUNTY,),
+    UserRole.TOWNSHIP_DOCTOR.value: (_TOWNSHIP,),
+    UserRole.POLICE.value: (_TOWNSHIP, _COUNTY),
+    UserRole.CIVIL_AFFAIRS.value: (_TOWNSHIP, _COUNTY),
+    UserRole.GOVERNANCE.value: (_TOWNSHIP, _COUNTY),
+    UserRole.VILLAGE.value: (_VILLAGE, _TOWNSHIP),
 }
-LEVEL_LABELS = {"county": "县（区）", "township": "乡镇（街道）", "village": "村（居）"}
 
 
 class User(SQLModel, table=True):
@@ -185,10 +185,10 @@ def _checked_region(session: Session, role: UserRole, region_code: str) -> Regio
         raise InvalidInput.single("REGION_NOT_FOUND", f"地区编码“{region_code}”不存在", column="region_code", value=region_code)
     allowed = ROLE_LEVELS[role.value]
     if region.level not in allowed:
-        wanted = "或".join(LEVEL_LABELS[level] for level in allowed)
+        wanted = "或".join(RegionLevel.label_of(level) for level in allowed)
         raise InvalidInput.single(
             "REGION_LEVEL_MISMATCH",
-            f"{role.label}只能绑定到{wanted}，地区 {region_code}（{region.name}）是{LEVEL_LABELS.get(region.level, region.level)}",
+            f"{role.label}只能绑定到{wanted}，地区 {region_code}（{region.name}）是{RegionLevel.label_of(region.level)}",
             column="region_code", value=region_code)
     return region
 

@@ -6,10 +6,13 @@ The one home of the order, Python and its SQL twins side by side (see ``registry
   indicators.md: only follow-ups on or after registration count);
 - latest first: by date, and on the same date the one entered last (highest id) first;
 - latest complete: the first complete one (``registry.rules.is_complete``) in that order;
-  previous complete: the complete one just before it, by the same order.
+  previous complete: the complete one just before it, by the same order;
+- before an attempt: ``precedes`` (earlier in that order) and ``up_to`` (the usable attempts up to a
+  given one, latest first): what an event of one attempt reads of the attempts before it
+  (the alerts, ``registry.alerts``).
 
 The SQL forms: ``latest_first_sql`` (the ORDER BY of a window), ``rank_sql`` (``row_number``
-per patient: 1 = latest), ``usable_sql`` (the filter) and ``order_key_sql`` (one sortable
+per patient: 1 = latest), ``usable_sql`` (the filter), ``precedes_sql`` (one attempt before another) and ``order_key_sql`` (one sortable
 integer per row: ``MAX`` of it over a patient's rows is the latest, as the indicators use it).
 ``tests/test_rule_twins.py`` compares them with the Python order on random rows on both databases.
 """
@@ -35,6 +38,18 @@ def latest_first(attempts: Iterable[Any], registered_on: date, as_of: date) -> l
     """随访尝试 The usable attempts, latest first (same day: entered last, i.e. highest ``id``, first)."""
     usable = [a for a in attempts if is_usable(a.visit_on, registered_on, as_of)]
     return sorted(usable, key=lambda a: (a.visit_on, a.id), reverse=True)
+
+
+def precedes(a, b) -> bool:
+    """``a`` comes before ``b`` in the attempt order (earlier date; same date: entered first, lower ``id``)."""
+    return (a.visit_on, a.id) < (b.visit_on, b.id)
+
+
+def up_to(attempts: Iterable[Any], attempt: Any, registered_on: date) -> list[Any]:
+    """到此为止 The usable attempts up to ``attempt`` (itself included when usable), latest first: what
+    the rules saw as the patient's history when ``attempt`` was the latest (``[0]`` is ``attempt``
+    unless it is dated before registration)."""
+    return [a for a in latest_first(attempts, registered_on, attempt.visit_on) if not precedes(attempt, a)]
 
 
 def _complete(a) -> bool:
@@ -80,6 +95,12 @@ def usable_sql(f, p, as_of: date) -> sa.ColumnElement[bool]:
 def latest_first_sql(f) -> tuple:
     """SQL twin of the ``latest_first`` order: ``visit_on DESC, id DESC``."""
     return (f.c.visit_on.desc(), f.c.id.desc())
+
+
+def precedes_sql(g, f) -> sa.ColumnElement[bool]:
+    """SQL twin of ``precedes``: the attempt ``g`` comes before ``f`` (aliases of follow_up; the
+    caller matches their patients)."""
+    return sa.or_(g.c.visit_on < f.c.visit_on, sa.and_(g.c.visit_on == f.c.visit_on, g.c.id < f.c.id))
 
 
 def rank_sql(f, partition_by=None, **over) -> sa.ColumnElement[int]:

@@ -68,6 +68,21 @@ def patient_facts(attempts: Iterable[Any], registered_on: date, today: date, rul
     }
 
 
+def incident_count(attempts: Iterable[Any], registered_on: date, today: date, rules: RoleRules) -> int:
+    """肇事肇祸次数 The 肇事 and 肇祸 counted on the follow-ups the police rule reads (``patient_facts``'
+    ``incident``: usable attempts dated on or after ``teams.incident_cutoff``, the profile's
+    ``police_incident_lookback_months`` up to today; rules.md §6, §7.3): the patient page's
+    风险预警单 field. Positive exactly when ``patient_facts`` finds an ``incident``."""
+    cutoff = incident_cutoff(rules, today)
+    return sum((a.incidents_disturbance or 0) + (a.incidents_crime or 0)
+               for a in latest_first(attempts, registered_on, today) if a.visit_on >= cutoff)
+
+
+def incident_label(rules: RoleRules) -> str:
+    """The Chinese name of ``incident_count``: 近N个月肇事/肇祸, N the profile's lookback."""
+    return f"近{rules.police_incident_lookback_months}个月肇事/肇祸"
+
+
 def on_police_list(rules: RoleRules, *, latest_risk: int | None, latest_class: int | None, incident: bool,
                    lost: bool, police_task: bool) -> bool:
     """民警名单 The patient is on a police list (rules.md §6, §7.2–3, §8)."""

@@ -24,6 +24,14 @@ class _Labelled:
         raise ValueError(text)
 
     @classmethod
+    def label_of(cls, value) -> str:
+        """The Chinese label of a stored ``value``; the value itself (as text) when it is no member."""
+        for member in cls:  # type: ignore[attr-defined]
+            if member.value == value:
+                return member.label
+        return "" if value is None else str(value)
+
+    @classmethod
     def choices(cls) -> str:
         """'1 男 / 2 女' — used in error messages."""
         return " / ".join(f"{m.value} {m.label}" for m in cls)  # type: ignore[attr-defined]
@@ -385,6 +393,19 @@ class AlertKind(CodedStr):
     LOST = "lost", "失访"
     EMERGENCY_OPENED = "emergency_opened", "应急处置已登记"
     EMERGENCY_OVERDUE = "emergency_overdue", "应急处置超过24小时未完成"
+
+
+class OutboxStatus(CodedStr):
+    """发件状态 Where an outbox message (``schedules.models.OutboxMessage``, issue 5) stands: waiting,
+    claimed by a delivery loop, delivered, given up after the last retry, or cancelled with its
+    webhook (disabled or removed, issue 18). The stored strings (no CHECK: issue 12 added the enum
+    without a migration)."""
+
+    PENDING = "pending", "待发送"
+    SENDING = "sending", "发送中"
+    SENT = "sent", "已发送"
+    FAILED = "failed", "失败"
+    CANCELLED = "cancelled", "已取消"
 
 
 class LedgerExit(CodedStr):

@@ -117,14 +117,6 @@ HEADER_ALIASES = {
 LEVEL_PARENT = {"township": "county", "village": "township"}
 
 
-def _level_label(level: str) -> str:
-    """级别 The Chinese label of a region level, for messages."""
-    try:
-        return codes.RegionLevel(level).label
-    except ValueError:
-        return level
-
-
 @dataclass
 class TableResult:
     """One table's outcome: rows read, rows written (new or changed), rows unchanged."""
@@ -471,8 +463,8 @@ def _check_regions(region_rows: list[_Row], known: dict[str, str], conn: Connect
                 staying = [c for c in children if c not in valid or valid[c].issues or valid[c].values.get("parent_code") == code]
                 what = [f"{n} 个下级地区" for n in [len(staying)] if n] + [f"{n} 名患者" for n in [patients] if n]
                 if what:
-                    issue = Issue("REGION_LEVEL_CHANGE", f"地区 {code} 已入库为{_level_label(known[code])}，其下有 {'、'.join(what)}，"
-                                  f"不能改为{_level_label(level)}（请先迁移其下级地区和患者）", column="level", value=level)
+                    issue = Issue("REGION_LEVEL_CHANGE", f"地区 {code} 已入库为{codes.RegionLevel.label_of(known[code])}，其下有 {'、'.join(what)}，"
+                                  f"不能改为{codes.RegionLevel.label_of(level)}（请先迁移其下级地区和患者）", column="level", value=level)
             issue = issue or _parent_issue(row, levels, by_code)
             if issue is not None:
                 _tag(row, "regions", [issue])
@@ -494,10 +486,10 @@ def _parent_issue(row: _Row, levels: dict[str, str], by_code: dict[str, _Row]) -
                          column="parent_code", value=parent)
         return Issue("UNKNOWN_PARENT", f"上级编码 {parent} 不存在", column="parent_code", value=parent)
     if parent and level in LEVEL_PARENT and levels[parent] != LEVEL_PARENT[level]:
-        return Issue("BAD_PARENT_LEVEL", f"{code} 为{_level_label(level)}，其上级编码 {parent} 应为"
-                     f"{_level_label(LEVEL_PARENT[level])}，实为{_level_label(levels[parent])}", column="parent_code", value=parent)
+        return Issue("BAD_PARENT_LEVEL", f"{code} 为{codes.RegionLevel.label_of(level)}，其上级编码 {parent} 应为"
+                     f"{codes.RegionLevel.label_of(LEVEL_PARENT[level])}，实为{codes.RegionLevel.label_of(levels[parent])}", column="parent_code", value=parent)
     if not parent and level in LEVEL_PARENT:
-        return Issue("REQUIRED", f"{_level_label(level)}必须填写上级编码", column="parent_code")
+        return Issue("REQUIRED", f"{codes.RegionLevel.label_of(level)}必须填写上级编码", column="parent_code")
     return None
 
 

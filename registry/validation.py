@@ -784,7 +784,7 @@ def check_village(village: str | None, levels: Mapping[str, str]) -> list[Issue]
     if level is None:
         return [Issue("UNKNOWN_VILLAGE", f"村编码 {village} 不存在（请先导入 regions.csv）", column="village_code", value=village)]
     if level != codes.RegionLevel.VILLAGE.value:
-        return [Issue("NOT_A_VILLAGE", f"村编码 {village} 是{codes.RegionLevel(level).label if level in codes.values(codes.RegionLevel) else level}级，患者必须属于村(社区)", column="village_code", value=village)]
+        return [Issue("NOT_A_VILLAGE", f"村编码 {village} 是{codes.RegionLevel.label_of(level)}级，患者必须属于村(社区)", column="village_code", value=village)]
     return []
 
 
@@ -850,7 +850,7 @@ def check_member_region(region: str | None, levels: Mapping[str, str]) -> list[I
     if level is None:
         return [Issue("UNKNOWN_REGION", f"服务地区编码 {region} 不存在", column="region_code", value=region)]
     if level not in MEMBER_REGION_LEVELS:
-        shown = codes.RegionLevel(level).label if level in codes.values(codes.RegionLevel) else level
+        shown = codes.RegionLevel.label_of(level)
         return [Issue("NOT_TOWNSHIP_OR_VILLAGE", f"服务地区编码 {region} 是{shown}级；团队成员服务的地区须为乡镇(街道)或村(社区)",
                       column="region_code", value=region)]
     return []

@@ -72,7 +72,7 @@ def _follow_up_events(condition: Callable[[sa.Table, Profile], sa.ColumnElement[
 
 
 def _risk_rise(f, profile: Profile):
-    return risk_rose_sql(f, FollowUp.__table__.alias("prev"))
+    return risk_rose_sql(f, FollowUp.__table__.alias("prev"), Patient.__table__)
 
 
 def _incident(f, profile: Profile):
@@ -84,7 +84,7 @@ def _lost(f, profile: Profile):
     patient already dead or moved out (accepted since session 12: only a visit that *reached* the patient
     is refused after the status date) flags nobody lost."""
     t = FollowUp.__table__
-    return sa.and_(flags_lost_sql(f, t.alias("run"), t.alias("between"), profile.lost_after_misses),
+    return sa.and_(flags_lost_sql(f, t.alias("run"), t.alias("between"), Patient.__table__, profile.lost_after_misses),
                    in_register_sql(Patient.__table__, f.c.visit_on))
 
 

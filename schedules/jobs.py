@@ -26,7 +26,7 @@ from registry.rates.reporting import publish_month
 from schedules.generation import generate
 from schedules.lists import write_all_townships
 from schedules.models import ScheduleRun
-from schedules.notify import deliver_due, due_count, queue_overdue_emergency_alerts
+from schedules.notify import FAILED, SENT, deliver_due, due_count, queue_overdue_emergency_alerts
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def run_delivery(db_url: str | None = None, source: str = "scheduler") -> dict:
     engine = get_engine(db_url)
     queue_overdue_emergency_alerts(engine)  # rules.md §9: the county hears of an overdue record within a minute
     if not due_count(engine):
-        return {"sent": 0, "failed": 0, "retry": 0}
+        return {SENT: 0, FAILED: 0, "retry": 0}
     return recorded(engine, "deliver", None, source, lambda: deliver_due(engine))
 
 

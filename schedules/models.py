@@ -11,6 +11,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from registry.codes import OutboxStatus
 from registry.models import UTCDateTime, utcnow
 
 
@@ -98,7 +99,7 @@ class OutboxMessage(SQLModel, table=True):
     webhook_id: int = Field(foreign_key="webhook.id")
     dedupe_key: str = Field(max_length=120)  # e.g. "lists:440781101:2026-06-08"
     payload: str = Field(max_length=8000)  # JSON: counts and link, never a patient identifier
-    status: str = Field(default="pending", max_length=16)  # pending | sending | sent | failed | cancelled
+    status: str = Field(default=OutboxStatus.PENDING.value, max_length=16)  # registry.codes.OutboxStatus
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, max_length=1000)

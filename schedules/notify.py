@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from registry import audit
 from registry.clock import now_utc
-from registry.codes import AlertKind
+from registry.codes import AlertKind, OutboxStatus
 from registry.config import get_settings
 from registry.errors import InvalidInput, NotFound
 from registry.models import Region
@@ -52,6 +52,9 @@ ROBOT_PER_MINUTE = 20
 MARKDOWN_BYTES = 4096
 MAX_ATTEMPTS = 12
 BACKOFF_BASE = 30  # seconds; doubled per attempt, capped at one hour
+# an outbox message's stored status (registry.codes.OutboxStatus), as bound in the SQL below
+PENDING, SENDING, SENT = OutboxStatus.PENDING.value, OutboxStatus.SENDING.value, OutboxStatus.SENT.value
+FAILED, CANCELLED = OutboxStatus.FAILED.value, OutboxStatus.CANCELLED.value
 # A message 'sending' for this long is taken to be lost with its process and is posted again.
 SENDING_STALE = timedelta(minutes=10)
 # One post must end well inside that window, or a second delivery loop would post the message again
@@ -135,8 +138,8 @@ def add_webhook(engine: Engine, *, name: str, url: str, fmt: str = "generic", se
 
 def _cancel_pending(conn: Connection, hook_id: int, reason: str) -> int:
     t = OutboxMessage.__table__
-    return conn.execute(sa.update(t).where(t.c.webhook_id == hook_id, t.c.status == "pending")
-                        .values(status="cancelled", last_error=reason)).rowcount or 0
+    return conn.execute(sa.update(t).where(t.c.webhook_id == hook_id, t.c.status == PENDING)
+                        .values(status=CANCELLED, last_error=reason)).rowcount or 0
 
 
 def _live_hook(conn: Connection, name: str):
@@ -253,7 +256,7 @@ def _queue_for_township(conn: Connection, township_code: str, key: str, payload:
         if region is not None and region not in scope:
             continue
         if conn.execute(sa.select(t.c.id).where(t.c.webhook_id == hook_id, t.c.dedupe_key == key)).first() is None:
-            conn.execute(sa.insert(t).values(webhook_id=hook_id, dedupe_key=key, payload=payload, status="pending",
+            conn.execute(sa.insert(t).values(webhook_id=hook_id, dedupe_key=key, payload=payload, status=PENDING,
                                              attempts=0, next_attempt_at=now_utc(), created_at=now_utc()))
             queued += 1
     return queued
@@ -441,8 +444,8 @@ def due_count(engine: Engine, now: datetime | None = None) -> int:
     now = now or now_utc()
     with engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(t).where(
-            sa.or_(sa.and_(t.c.status == "pending", t.c.next_attempt_at <= now),
-                   sa.and_(t.c.status == "sending", t.c.next_attempt_at <= now - SENDING_STALE)))).scalar_one()
+            sa.or_(sa.and_(t.c.status == PENDING, t.c.next_attempt_at <= now),
+                   sa.and_(t.c.status == SENDING, t.c.next_attempt_at <= now - SENDING_STALE)))).scalar_one()
 
 
 def _post(client: httpx.Client, hook, url: str, body: bytes, headers: dict) -> str | None:
@@ -471,16 +474,16 @@ def deliver_due(engine: Engine, *, client: httpx.Client | None = None, now: date
     t, hooks = OutboxMessage.__table__, Webhook.__table__
     now = now or now_utc()
     started = time.monotonic()
-    counts = {"sent": 0, "failed": 0, "retry": 0, "deferred": 0}
+    counts = {SENT: 0, FAILED: 0, "retry": 0, "deferred": 0}  # messages by the status they ended in; retry: back to pending
     own_client = client is None
     client = client or httpx.Client(timeout=delivery_timeout())
     try:
         with engine.begin() as conn:  # a 'sending' message whose process died is retried
-            conn.execute(sa.update(t).where(t.c.status == "sending", t.c.next_attempt_at <= now - SENDING_STALE)
-                         .values(status="pending"))
+            conn.execute(sa.update(t).where(t.c.status == SENDING, t.c.next_attempt_at <= now - SENDING_STALE)
+                         .values(status=PENDING))
             due = conn.execute(
                 sa.select(t.c.id, t.c.webhook_id, t.c.payload, t.c.attempts)
-                .where(t.c.status == "pending", t.c.next_attempt_at <= now).order_by(t.c.id).limit(limit)
+                .where(t.c.status == PENDING, t.c.next_attempt_at <= now).order_by(t.c.id).limit(limit)
             ).all()
         for msg in due:
             claim_at = now + timedelta(seconds=time.monotonic() - started)
@@ -488,8 +491,8 @@ def deliver_due(engine: Engine, *, client: httpx.Client | None = None, now: date
                 hook = conn.execute(sa.select(hooks).where(hooks.c.id == msg.webhook_id)).first()
                 if hook is None or not hook.active or hook.removed_at is not None:
                     # queued before the webhook was disabled or removed: it gets nothing more
-                    conn.execute(sa.update(t).where(t.c.id == msg.id, t.c.status == "pending").values(
-                        status="cancelled", last_error="通知地址已删除" if hook is None or hook.removed_at else "通知地址已停用"))
+                    conn.execute(sa.update(t).where(t.c.id == msg.id, t.c.status == PENDING).values(
+                        status=CANCELLED, last_error="通知地址已删除" if hook is None or hook.removed_at else "通知地址已停用"))
                     continue
                 robot = hook.format in ("wecom", "dingtalk")
                 if robot:
@@ -504,8 +507,8 @@ def deliver_due(engine: Engine, *, client: httpx.Client | None = None, now: date
                         counts["deferred"] += 1
                         continue
                 unsigned = hook.format == "generic" and not hook.secret
-                claimed = conn.execute(sa.update(t).where(t.c.id == msg.id, t.c.status == "pending").values(
-                    status="sending", next_attempt_at=claim_at, **({} if unsigned else {"posted_at": claim_at}))).rowcount
+                claimed = conn.execute(sa.update(t).where(t.c.id == msg.id, t.c.status == PENDING).values(
+                    status=SENDING, next_attempt_at=claim_at, **({} if unsigned else {"posted_at": claim_at}))).rowcount
             if claimed != 1:
                 continue  # another delivery loop took it
             if unsigned:  # a row stored before secrets were required: never sent unsigned
@@ -514,21 +517,21 @@ def deliver_due(engine: Engine, *, client: httpx.Client | None = None, now: date
                 url, body, headers = build_request(hook, json.loads(msg.payload), now=now, delivery_id=msg.id)
                 error = _post(client, hook, url, body, headers)
             attempts = msg.attempts + 1
-            mine = sa.and_(t.c.id == msg.id, t.c.status == "sending")  # unless reclaimed as stuck meanwhile
+            mine = sa.and_(t.c.id == msg.id, t.c.status == SENDING)  # unless reclaimed as stuck meanwhile
             with engine.begin() as conn:
                 if error is None:
-                    conn.execute(sa.update(t).where(t.c.id == msg.id).values(status="sent", sent_at=now_utc(), attempts=attempts,
+                    conn.execute(sa.update(t).where(t.c.id == msg.id).values(status=SENT, sent_at=now_utc(), attempts=attempts,
                                                                             last_error=None))
-                    counts["sent"] += 1
+                    counts[SENT] += 1
                 elif attempts >= MAX_ATTEMPTS:
-                    conn.execute(sa.update(t).where(mine).values(status="failed", attempts=attempts, last_error=error))
-                    counts["failed"] += 1
+                    conn.execute(sa.update(t).where(mine).values(status=FAILED, attempts=attempts, last_error=error))
+                    counts[FAILED] += 1
                 else:
                     delay = timedelta(seconds=min(BACKOFF_BASE * 2 ** (attempts - 1), 3600))
                     if robot:
                         delay = max(delay, ROBOT_RETRY_MIN)
                     conn.execute(sa.update(t).where(mine).values(
-                        status="pending", attempts=attempts, last_error=error, next_attempt_at=claim_at + delay))
+                        status=PENDING, attempts=attempts, last_error=error, next_attempt_at=claim_at + delay))
                     counts["retry"] += 1
     finally:
         if own_client:

@@ -11,17 +11,17 @@ from datetime import date, timedelta
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
-from registry.alerts import flags_lost, flags_lost_sql, is_recent, risk_rose, risk_rose_sql
+from registry.alerts import flags_lost_at, flags_lost_sql, is_recent, risk_rose_at, risk_rose_sql
 from registry.importing import import_path
 from registry.models import FollowUp, Patient
-from registry.rules import is_complete
 from registry.web.app import create_app
 from schedules.alerts import detect
 from schedules.models import Alert
 from schedules.notify import add_webhook, deliver_due, message_text
 from test_schedule_notify import Receiver
+from twins import TWIN_SETTINGS, attempt_histories, scratch, seed as seed_twins, truth
 from web_support import ID_P1, TODAY, seed, session_token
 
 BASE = "http://jingfang.example"
@@ -189,37 +189,104 @@ def test_history_import_alerts_nothing(database, tmp_path):
     assert counts == {"risk_rise": 0, "incident": 0, "lost": 0, "emergency_opened": 0, "emergency_overdue": 0, "queued": 0}
 
 
-ATTEMPT = st.tuples(st.sampled_from([None, None, 1, 3, 4]), st.sampled_from([None, 0, 2, 3, 5]),
-                    st.sampled_from([None, 0, 1]))  # (lost_reason, risk_level, incidents_disturbance)
+def _twins(conn, after_misses: int = 3) -> tuple[dict, dict]:
+    """Per stored follow-up id: (SQL, Python) of (``risk_rose``, ``flags_lost``) — the SQL twins as
+    the detector reads them, the Python rules over each patient's attempts."""
+    f, p = FollowUp.__table__, Patient.__table__
+    prev, g, h = f.alias("prev"), f.alias("g"), f.alias("h")
+    got = {r.id: (bool(r.rise), bool(r.lost)) for r in conn.execute(
+        sa.select(f.c.id, truth(risk_rose_sql(f, prev, p)).label("rise"), truth(flags_lost_sql(f, g, h, p, after_misses)).label("lost"))
+        .select_from(f.join(p, p.c.patient_id == f.c.patient_id)))}
+    registered = dict(conn.execute(sa.select(p.c.patient_id, p.c.registered_on)).all())
+    rows = conn.execute(sa.select(f)).all()
+    expected = {}
+    for r in rows:
+        mine = [a for a in rows if a.patient_id == r.patient_id]
+        expected[r.id] = (risk_rose_at(mine, r, registered[r.patient_id]),
+                          flags_lost_at(mine, r, registered[r.patient_id], after_misses))
+    return got, expected
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(attempts=st.lists(ATTEMPT, min_size=1, max_size=7))
-def test_rule_twins_agree(database, attempts):
-    """``risk_rose`` / ``flags_lost`` and their SQL twins on random histories of one patient."""
-    engine = database.engine
-    f = FollowUp.__table__
-    with engine.connect() as conn:
-        empty = conn.execute(sa.select(Patient.__table__.c.patient_id)).first() is None
-    if empty:
-        seed(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.delete(f).where(f.c.patient_id == "P2"))
-        for i, (lost, risk, inc) in enumerate(attempts):
-            conn.execute(sa.insert(f).values(patient_id="P2", visit_on=date(2026, 1, 1) + timedelta(days=i // 2), seq=1 + i % 2,
-                                             lost_reason=lost, risk_level=None if lost else risk, incidents_disturbance=inc))
-        prev, g, h = f.alias("prev"), f.alias("g"), f.alias("h")
-        got = conn.execute(sa.select(f.c.id, risk_rose_sql(f, prev), flags_lost_sql(f, g, h, 3))
-                           .where(f.c.patient_id == "P2").order_by(f.c.visit_on, f.c.seq)).all()
-    previous = None
-    for i, (lost, risk, _inc) in enumerate(attempts):
-        risk = None if lost else risk
-        complete = is_complete(lost, risk, None)
-        assert bool(got[i][1]) == risk_rose(risk, complete, previous), (attempts, i)
-        assert bool(got[i][2]) == flags_lost([a[0] for a in attempts[:i + 1]], 3), (attempts, i)
-        if complete:
-            previous = risk
+def test_rule_twins_agree(database):
+    """``risk_rose_at`` / ``flags_lost_at`` and their SQL twins on random histories: several attempts on
+    one day entered in any order (``id`` independent of ``seq``), attempts dated before registration."""
+
+    @TWIN_SETTINGS
+    @given(history=attempt_histories(), after_misses=st.sampled_from([1, 2, 3]))
+    def check(history, after_misses):
+        people, rows = history
+        with scratch(database.engine) as conn:
+            seed_twins(conn, people, rows)
+            got, expected = _twins(conn, after_misses)
+        assert got == expected
+
+    check()
     assert is_recent(TODAY, TODAY) and not is_recent(TODAY - timedelta(days=8), TODAY)
+
+
+def _add_patient(engine, patient_id: str, registered_on: date) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Patient.__table__).values(patient_id=patient_id, name="测试", sex=1, birth_date=date(1980, 1, 1),
+                                                         diagnosis="schizophrenia", village_code="V1", registered_on=registered_on))
+
+
+def _add_follow_ups(engine, rows: list[dict]) -> list[int]:
+    """Insert ``rows`` one by one (their ids in this order: the entry order) and return the ids."""
+    f = FollowUp.__table__
+    with engine.begin() as conn:
+        return [conn.execute(sa.insert(f).values(mode=2, **r).returning(f.c.id)).scalar_one() for r in rows]
+
+
+def _alert_sources(engine, kind: str) -> list[tuple]:
+    a = Alert.__table__
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(a.c.patient_id, a.c.source_id).where(a.c.kind == kind)
+                                               .order_by(a.c.patient_id))]
+
+
+def test_risk_rise_follows_the_attempt_order_and_registration(database):
+    """The previous complete follow-up is ``registry.attempts``' (rules.md §5): on one date the one
+    entered last is the later, whatever its sequence number; a follow-up dated before registration is
+    no one's previous and raises no alert itself (rules.md §12)."""
+    engine = database.engine
+    seed(engine)  # P1's latest: 2026-05-20, risk 3
+    # P1 on 2026-06-08: seq 2 (risk 1) entered first, then seq 1 (risk 4): the risk-4 visit follows the risk-1 one
+    _x, y = _add_follow_ups(engine, [{"patient_id": "P1", "visit_on": date(2026, 6, 8), "seq": 2, "risk_level": 1},
+                                     {"patient_id": "P1", "visit_on": date(2026, 6, 8), "seq": 1, "risk_level": 4}])
+    # P6 registered 2026-06-01: a risk-4 visit of 2026-05-25 is history before registration, not the previous one
+    _add_patient(engine, "P6", date(2026, 6, 1))
+    _pre, first = _add_follow_ups(engine, [{"patient_id": "P6", "visit_on": date(2026, 5, 25), "risk_level": 4},
+                                           {"patient_id": "P6", "visit_on": date(2026, 6, 8), "risk_level": 3}])
+    # P7 registered 2026-06-09: a recent risk-4 visit of 2026-06-05 predates registration: no event
+    _add_patient(engine, "P7", date(2026, 6, 9))
+    _add_follow_ups(engine, [{"patient_id": "P7", "visit_on": date(2026, 6, 5), "risk_level": 4}])
+    counts = detect(engine, today=TODAY, base_url=BASE)
+    assert counts["risk_rise"] == 2
+    assert _alert_sources(engine, "risk_rise") == [("P1", y), ("P6", first)]
+    with engine.connect() as conn:
+        got, expected = _twins(conn)
+    assert got == expected
+
+
+def test_lost_follows_the_attempt_order_and_registration(database):
+    """The run of unreached attempts is counted in ``registry.attempts``' order over the attempts dated
+    on or after registration (rules.md §5, §12), as the scheduler counts it for the locate task."""
+    engine = database.engine
+    seed(engine)  # P2's latest: 2026-04-01, reached
+    # P2 on 2026-06-06: seq 2 unreached entered first, then seq 1 reached: the run restarts after the reached one
+    _add_follow_ups(engine, [{"patient_id": "P2", "visit_on": date(2026, 6, 6), "seq": 2, "lost_reason": 1},
+                             {"patient_id": "P2", "visit_on": date(2026, 6, 6), "seq": 1, "risk_level": 0},
+                             {"patient_id": "P2", "visit_on": date(2026, 6, 7), "lost_reason": 1},
+                             {"patient_id": "P2", "visit_on": date(2026, 6, 8), "lost_reason": 1}])
+    # P6 registered 2026-06-04: the unreached attempt of 2026-06-03 is not part of the run; the third after registration flags
+    _add_patient(engine, "P6", date(2026, 6, 4))
+    *_, third = _add_follow_ups(engine, [{"patient_id": "P6", "visit_on": date(2026, 6, d), "lost_reason": 2} for d in (3, 5, 7, 9)])
+    counts = detect(engine, today=TODAY, base_url=BASE)
+    assert counts["lost"] == 1
+    assert _alert_sources(engine, "lost") == [("P6", third)]
+    with engine.connect() as conn:
+        got, expected = _twins(conn)
+    assert got == expected
 
 
 def test_the_scheduler_process_alerts_within_a_minute_of_an_api_write(database, tmp_path):

@@ -2,7 +2,7 @@
 
 The rule homes: ``registry.rules`` (complete, face-to-face, 肇事肇祸, classification, stable),
 ``registry.register`` (在册, 应管, cancel reason, consent and the health check's, 居家), ``registry.attempts`` (the order:
-latest attempt, latest and previous complete, the MAX key) and ``registry.validation`` (the latest reached visit). Harness: ``tests/twins.py``.
+latest attempt, latest and previous complete, the MAX key, one before another) and ``registry.validation`` (the latest reached visit). Harness: ``tests/twins.py``.
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def test_attempt_order_matches_its_sql_twins(database):
             keys = dict(conn.execute(
                 sa.select(f.c.patient_id, sa.func.max(attempts.order_key_sql(f))).select_from(joined)
                 .where(attempts.usable_sql(f, p, as_of), rules.complete_sql(f)).group_by(f.c.patient_id)).all())
+            a1, a2 = f.alias("a1"), f.alias("a2")
+            before = set(conn.execute(sa.select(a1.c.id, a2.c.id).where(a1.c.patient_id == a2.c.patient_id,
+                                                                        attempts.precedes_sql(a1, a2))).all())
         by_patient = {pid: [r for r in stored if r.patient_id == pid] for pid in registered}
 
         def ids(pick):
@@ -143,6 +146,8 @@ def test_attempt_order_matches_its_sql_twins(database):
                          for pid, rows_ in by_patient.items()
                          if (a := attempts.latest_complete(rows_, registered[pid], as_of)) is not None}
         assert {k: int(v) for k, v in keys.items()} == expected_keys
+        assert before == {(a.id, b.id) for a in stored for b in stored
+                          if a.patient_id == b.patient_id and attempts.precedes(a, b)}
 
     check()
 

@@ -196,3 +196,38 @@ def test_bad_webhook_rejected(database):
         add_webhook(database.engine, name="x", url="ftp://example", fmt="generic", secret="s")
     with pytest.raises(InvalidInput):
         add_webhook(database.engine, name="x", url="http://127.0.0.1/", fmt="slack")
+
+
+def test_outbox_statuses_are_the_enum(database):
+    """发件状态 (issue 12: one home for labels): every status the delivery stores is a member of
+    ``registry.codes.OutboxStatus`` — the stored strings, unchanged (no migration) — with its Chinese
+    label; ``jingfang notify`` prints the delivery's counts by those labels."""
+    from typer.testing import CliRunner
+
+    from jingfang.cli import app as cli_app
+    from registry.codes import OutboxStatus, values
+    from schedules.models import Webhook
+    from schedules.notify import MAX_ATTEMPTS, set_webhook_enabled
+
+    assert values(OutboxStatus) == ["pending", "sending", "sent", "failed", "cancelled"]
+    assert [s.label for s in OutboxStatus] == ["待发送", "发送中", "已发送", "失败", "已取消"]
+    engine = database.engine
+    seed_regions(engine)
+    with Receiver([]) as ok, Receiver([(500, {})]) as bad:
+        for name, url in (("ok", ok.url), ("bad", bad.url), ("off", ok.url), ("later", ok.url)):
+            add_webhook(engine, name=name, url=url + "/hook", fmt="generic", secret="s")
+        assert queue(engine) == 4
+        t, w = OutboxMessage.__table__, Webhook.__table__
+        with engine.connect() as conn:
+            hook = {name: i for i, name in conn.execute(sa.select(w.c.id, w.c.name))}
+        with engine.begin() as conn:
+            conn.execute(sa.update(t).where(t.c.webhook_id == hook["bad"]).values(attempts=MAX_ATTEMPTS - 1))  # its last try
+            conn.execute(sa.update(t).where(t.c.webhook_id == hook["later"]).values(next_attempt_at=now_utc() + timedelta(days=1)))
+        set_webhook_enabled(engine, "off", False)
+        counts = deliver_due(engine)
+        assert (counts[OutboxStatus.SENT.value], counts[OutboxStatus.FAILED.value]) == (1, 1)
+    by_hook = {m["webhook_id"]: m["status"] for m in outbox(engine)}
+    assert {name: OutboxStatus(by_hook[i]).label for name, i in hook.items()} == {
+        "ok": "已发送", "bad": "失败", "off": "已取消", "later": "待发送"}
+    r = CliRunner().invoke(cli_app, ["notify", "--db", database.url])
+    assert r.exit_code == 0 and r.output.strip() == "已发送 0，失败 0，待重试 0", r.output

@@ -403,3 +403,62 @@ def test_region_cascade_python_and_sql_agree(database, seed, townships, villages
             assert set(conn.execute(cascade, {"code": code}).scalars()) == want
             if level == "village":
                 assert tree.township_of(code) == row["parent_code"]
+
+
+def test_police_page_counts_incidents_over_the_profile_lookback(database, tmp_path, monkeypatch):
+    """The police's patient page counts 肇事/肇祸 over the profile's police lookback and says so
+    (rules.md §6, §7.3: the audience rule's ``police_incident_lookback_months``): 12 months under the
+    national profile, 3 under a county profile of 3."""
+    from fastapi.testclient import TestClient
+
+    from registry.web.app import create_app
+    from tests.web_support import seed, session_token
+
+    engine = database.engine
+    seed(engine)  # P1: a 肇事 on 2026-05-20
+    with engine.begin() as conn:  # a 肇祸 five months back: within 12 months, not within 3
+        conn.execute(sa.insert(FollowUp.__table__).values(patient_id="P1", visit_on=date(2026, 1, 15), mode=2, risk_level=1,
+                                                          insight=1, incidents_crime=1))
+
+    def page() -> str:
+        client = TestClient(create_app(engine, today=lambda: TODAY))
+        client.cookies.set("jf_session", session_token(engine, "police"))
+        r = client.get("/patients/P1")
+        assert r.status_code == 200, r.text[:300]
+        return r.text
+
+    monkeypatch.delenv("JINGFANG_PROFILE", raising=False)
+    monkeypatch.delenv("JINGFANG_PROFILE_DIR", raising=False)
+    get_settings.cache_clear()
+    assert "<dt>近12个月肇事/肇祸</dt><dd>2 次</dd>" in page()
+
+    data = json.loads((PROFILE_DIR / "national-2018.json").read_text("utf-8"))
+    data["name"], data["roles"]["police_incident_lookback_months"] = "county-test", 3
+    (tmp_path / "county-test.json").write_text(json.dumps(data, ensure_ascii=False), "utf-8")
+    monkeypatch.setenv("JINGFANG_PROFILE_DIR", str(tmp_path))
+    monkeypatch.setenv("JINGFANG_PROFILE", "county-test")
+    get_settings.cache_clear()
+    text = page()
+    assert "<dt>近3个月肇事/肇祸</dt><dd>1 次</dd>" in text and "近12个月" not in text
+
+
+def test_incident_count_reads_the_police_rule():
+    """``incident_count`` counts what ``patient_facts``' ``incident`` reads: usable follow-ups (on or
+    after registration, not after today) from the lookback's first day."""
+    from types import SimpleNamespace
+
+    def fu(i, on, disturbance=0, crime=0):
+        return SimpleNamespace(id=i, visit_on=on, incidents_disturbance=disturbance, incidents_crime=crime, lost_reason=None,
+                               risk_level=1, hospital_status=None, rehabilitation=None, classification=2)
+
+    rows = [fu(1, date(2025, 12, 1), crime=1),  # before registration
+            fu(2, date(2026, 2, 1), disturbance=2), fu(3, date(2026, 3, 10), crime=1),  # 3 months back: the first day counts
+            fu(4, date(2026, 6, 11), crime=1)]  # after today
+    three = replace(DEFAULT, police_incident_lookback_months=3)
+    registered = date(2026, 1, 1)
+    assert audiences.incident_count(rows, registered, TODAY, DEFAULT) == 3
+    assert audiences.incident_count(rows, registered, TODAY, three) == 1
+    assert audiences.incident_label(three) == "近3个月肇事/肇祸"
+    for rules in (DEFAULT, three, replace(DEFAULT, police_incident_lookback_months=1)):
+        count = audiences.incident_count(rows, registered, TODAY, rules)
+        assert (count > 0) == audiences.patient_facts(rows, registered, TODAY, rules)["incident"]

@@ -202,17 +202,22 @@ def test_account_lifecycle_commands_are_audited(web):
     assert rows[3].detail.startswith("角色 township_doctor@T2 → police@C")
 
 
-@pytest.mark.parametrize("role, region", [
-    ("township_doctor", "C"), ("township_doctor", "V1"), ("county_admin", "T1"), ("police", "V1"), ("civil_affairs", "V2"),
+@pytest.mark.parametrize("role, region, message", [
+    ("township_doctor", "C", "乡镇精防医生只能绑定到乡镇(街道)，地区 C（台山市）是县(市、区)"),
+    ("township_doctor", "V1", "乡镇精防医生只能绑定到乡镇(街道)，地区 V1（东坑村）是村(社区)"),
+    ("county_admin", "T1", "县级管理员只能绑定到县(市、区)，地区 T1（台城街道）是乡镇(街道)"),
+    ("police", "V1", "民警只能绑定到乡镇(街道)或县(市、区)，地区 V1（东坑村）是村(社区)"),
+    ("civil_affairs", "V2", "民政专干只能绑定到乡镇(街道)或县(市、区)，地区 V2（西坑村）是村(社区)"),
 ])
-def test_role_level_must_match_region_level(database, role, region):
+def test_role_level_must_match_region_level(database, role, region, message):
+    """The message names the levels by ``registry.codes.RegionLevel``'s labels (one home for labels)."""
     seed(database.engine)
     runner = CliRunner()
     r = runner.invoke(cli_app, ["user", "add", "li", "--role", role, "--region", region, "--password", "a-long-secret-1",
                                 "--db", database.url])
-    assert r.exit_code == 1 and "错误 [REGION_LEVEL_MISMATCH]" in r.output, r.output
+    assert r.exit_code == 1 and "错误 [REGION_LEVEL_MISMATCH]" in r.output and message in r.output, r.output
     r = runner.invoke(cli_app, ["user", "set-role", "doc", role, "--region", region, "--db", database.url])
-    assert r.exit_code == 1 and "错误 [REGION_LEVEL_MISMATCH]" in r.output
+    assert r.exit_code == 1 and "错误 [REGION_LEVEL_MISMATCH]" in r.output and message in r.output, r.output
     with Session(database.engine) as s:
         assert s.get(User, "li") is None
         assert (s.get(User, "doc").role, s.get(User, "doc").region_code) == ("township_doctor", "T1")

@@ -22,12 +22,13 @@ from registry.accounts import UserRole
 from registry.models import AuditLog, FollowUp, FollowUpParticipant, HealthCheck, Injection, Patient
 from registry.rules import classification_of, is_complete
 from registry.attempts import latest_first_sql
-from registry.audiences import REHABILITATION_LOOKBACK_MONTHS
+from registry.audiences import REHABILITATION_LOOKBACK_MONTHS, incident_count, incident_label
 from registry.care_team import (UNASSIGNED_LABEL, care_team_select, responsible_columns, responsible_member_sql,
                                  role_required_sql)
 from registry.codes import TaskKind, TaskStatus
 from registry.models import TeamMember, VisitTask
 from registry.periods import add_months
+from registry.profile import RoleRules, current_profile
 from registry.regions import LiveRegionTree
 from registry.web.scopes import Scope
 
@@ -509,7 +510,8 @@ def shape_record(scope: Scope, tree: LiveRegionTree, p, follow_ups: list, parts:
     if scope.role == UserRole.CIVIL_AFFAIRS.value:
         record.update(civil_affairs_fields(p, views, follow_ups, scope.role, as_of=as_of, member=_member_of(scope)))
     elif not scope.full_record:  # police, 综治, 村(社区): the 风险预警单 fields (never diagnosis or medication)
-        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of, member=_member_of(scope)))
+        record.update(police_fields(views, follow_ups, scope.role, as_of=as_of, registered_on=p.registered_on,
+                                    member=_member_of(scope)))
     else:
         record.update(full_record_fields(p, views, follow_ups, checks, as_of=as_of))
         record["injections"] = list(injections)  # the LAI history, newest first (doctors and county admins)
@@ -555,16 +557,19 @@ def _member_of(scope: Scope) -> str | None:
     return getattr(scope.user, "member_id", None) or None
 
 
-def police_fields(views: list[dict], follow_ups: list, role: str, *, as_of: date, member: str | None = None) -> dict:
-    """风险预警单 The police's list fields only (rules.md §7.3): no diagnosis, no medication."""
+def police_fields(views: list[dict], follow_ups: list, role: str, *, as_of: date, registered_on: date,
+                  member: str | None = None, rules: RoleRules | None = None) -> dict:
+    """风险预警单 The police's list fields only (rules.md §7.3): no diagnosis, no medication. The
+    肇事/肇祸 count and its label follow the profile's police lookback (``registry.audiences``;
+    ``rules``: the selected profile's by default)."""
+    rules = rules or current_profile().roles
     latest_complete = _latest_complete(views)
-    since = add_months(as_of, -12)
     return {
         "risk_level": latest_complete["risk_level"] if latest_complete else None,
         "last_visit_on": views[0]["visit_on"] if views else None,
         "lost": bool(views and views[0]["lost_reason"] is not None),
-        "incidents_12m": sum((f.incidents_disturbance or 0) + (f.incidents_crime or 0) for f in follow_ups
-                             if since <= f.visit_on <= as_of),
+        "incidents": incident_count(follow_ups, registered_on, as_of, rules),
+        "incidents_label": incident_label(rules),
         "joint_visits": _joint_visits(views, role, member),
     }
 
