@@ -1132,7 +1132,7 @@ def _member_warnings(conn: Connection, today: date, shown: int = 50) -> list[str
     lines = [f"已入库的团队成员中有 {len(rows)} 名的服务地区不是乡镇(街道)或村(社区)（该规则之前导入）：不计入任何乡镇的团队和主责成员；"
              "请在 team_members.csv 中改为其服务的乡镇或村后重新导入"]
     for member_id, name, role, region, level, assigned in rows[:shown]:
-        what = f"为{_level_label(level)}级" if level else "不存在"
+        what = f"为{codes.RegionLevel.label_of(level)}级" if level else "不存在"
         held = f"；仍是 {assigned} 条当前有效指派的责任人" if assigned else ""
         lines.append(f"  团队成员 {member_id} {name}（{_role_label(role)}）：服务地区 {region} {what}{held}")
     if len(rows) > shown:
