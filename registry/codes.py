@@ -375,6 +375,26 @@ class TaskStatus(CodedStr):
     CANCELLED = "cancelled", "已取消"
 
 
+class CloseReason(CodedStr):
+    """结束原因 Why a task is no longer open (``visit_task.close_reason``): done by its event, or
+    cancelled. The one list of the reasons the scheduler writes (``schedules.generation``,
+    ``registry.register.cancel_reason``), each with its Chinese label."""
+
+    FOLLOW_UP = "follow_up", "已随访"  # done: a later follow-up attempt (rules.md §5 Idempotency)
+    HOME_VISIT = "home_visit", "已入户面访"  # done: the post-emergency visit (rules.md §9)
+    HEALTH_CHECK = "health_check", "已体检"  # done: a health check dated in the task's year
+    INJECTION = "injection", "已注射"  # done: a newer long-acting injection
+    DEAD = "dead", "死亡"  # cancelled (rules.md §5 last row)
+    MOVED_OUT = "moved_out", "迁出"  # cancelled (rules.md §5 last row)
+    CONSENT_REFUSED = "consent_refused", "拒绝管理"  # cancelled (rules.md §5 last row; the health check)
+    LAI_STOPPED = "lai_stopped", "长效针剂已停用"  # cancelled: the injection plan was stopped
+    YEAR_ENDED = "year_ended", "年度已结束"  # cancelled: a past year's health check
+    # cancelled: the task's basis no longer belongs to the patient's registration — a transfer in or a
+    # re-registration set a later registration date (rules.md §5 "newly registered or transferred in"
+    # owes a first visit instead), or the date was corrected (session 13)
+    RE_REGISTERED = "re_registered", "重新登记或迁入，原任务作废"
+
+
 class LedgerReason(CodedStr):
     """入账原因 Why a patient entered the 易肇事肇祸台账 (rules.md §10). Declared in precedence
     order: on one date, the first kind present names the entry (incident wins over risk, §10)."""

@@ -13,6 +13,11 @@ SQL twins take a ``patient`` table or alias ``p`` (``*_sql(p, as_of)``) or a ``f
   consent (知情同意 1), whatever the report type: a type-1 (发病报告) patient without consent is
   managed (visits continue, rules.md §1) but gets no health check; an open one is cancelled
   ``consent_refused`` (``health_check_cancel_reason``).
+- a visit task's basis stands (rules.md §5, session 13): a first visit is owed for the patient's
+  registration date, any other visit task for a follow-up attempt dated on or after it (the
+  attempts that count, ``registry.attempts``). A task whose basis no longer stands — a transfer in
+  or re-registration set a later date, or the date was corrected — is cancelled ``re_registered``
+  (``codes.CloseReason``), not closed as done: no follow-up closed it (``basis_stands``).
 - 在管 (indicators.md): 在册 with at least one complete follow-up (``registry.rules.is_complete``)
   in the window W; 居家: 在管 whose latest complete follow-up in W (``registry.attempts``) is
   not 目前正在住院.
@@ -25,7 +30,7 @@ from typing import Any, Iterable
 
 import sqlalchemy as sa
 
-from registry.codes import Consent, HospitalStatus, PatientStatus, ReportType
+from registry.codes import CloseReason, Consent, HospitalStatus, PatientStatus, ReportType, TaskKind
 from registry.rules import is_complete
 
 
@@ -70,7 +75,8 @@ def consents_sql(p) -> sa.ColumnElement[bool]:
     return p.c.consent == Consent.AGREES.value
 
 
-CONSENT_REFUSED = "consent_refused"  # the cancel reason (visit_task.close_reason) of a refused consent
+CONSENT_REFUSED = CloseReason.CONSENT_REFUSED.value  # the cancel reason (visit_task.close_reason) of a refused consent
+RE_REGISTERED = CloseReason.RE_REGISTERED.value  # the cancel reason of a visit task whose basis no longer stands
 
 
 def cancel_reason(status: str, status_on: date | None, report_type: int, consent: int, as_of: date) -> str | None:
@@ -86,6 +92,24 @@ def cancel_reason(status: str, status_on: date | None, report_type: int, consent
 def cancel_reason_sql(p, as_of: date) -> sa.ColumnElement:
     """取消原因 SQL twin of ``cancel_reason`` (NULL when there is none)."""
     return sa.case((left_sql(p, as_of), p.c.status), (consent_refused_sql(p), CONSENT_REFUSED), else_=sa.null())
+
+
+def basis_stands(kind: str, basis_on: date, registered_on: date) -> bool:
+    """任务依据有效 Whether a visit task (``kind`` one of ``codes.VISIT_KINDS``) with basis date
+    ``basis_on`` belongs to the registration of ``registered_on`` (rules.md §5): a first visit to that
+    very date ("newly registered or transferred in … registered + 14 days"), any other visit task to
+    a follow-up dated on or after it (attempts before registration do not count)."""
+    if kind == TaskKind.FIRST_VISIT:
+        return basis_on == registered_on
+    return basis_on >= registered_on
+
+
+def basis_stands_sql(t, p) -> sa.ColumnElement[bool]:
+    """任务依据有效 SQL twin of ``basis_stands`` (``t``: a ``visit_task`` table or alias of a visit
+    kind, ``p``: its patient)."""
+    first = t.c.kind == TaskKind.FIRST_VISIT.value
+    return sa.or_(sa.and_(first, t.c.basis_on == p.c.registered_on),
+                  sa.and_(sa.not_(first), t.c.basis_on >= p.c.registered_on))
 
 
 def eligible(registered_on: date, status: str, status_on: date | None, report_type: int, consent: int,

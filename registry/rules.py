@@ -22,13 +22,18 @@ import sqlalchemy as sa
 
 from registry.codes import Classification, FollowUpMode, HospitalStatus, Insight, RiskLevel, SocialFunction
 
-RULES_VERSION = 6  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14);
+RULES_VERSION = 7  # 2: psych_support counts 居家 only (indicators.md [2026-12]); 3: joint_visit_complete_rate counts (issue 14);
 # 4: the health check needs consent, post-emergency visits and a doctor recorded absent are judged 到位 (session 11);
 # 5: a post-emergency task is owed whether or not its closing visit came before a run (session 12): the
 #    next whole-register run is full and creates, closed and judged, the tasks earlier runs left out
 # 6: a task cancelled because the patient was not owed it (dead, moved out, refused consent; an LAI plan
 #    stopped) is reopened when the rules owe it again (session 13, rules.md §5): the next whole-register
 #    run is full and reopens the tasks earlier runs left cancelled
+# 7: (session 13, edges) the working-day table covers every basis date, so a post-emergency visit of an
+#    emergency that ended before the registration year is planned, not dropped (rules.md §9); a visit
+#    task whose basis no longer belongs to the registration (transfer in, re-registration, a corrected
+#    date) is cancelled ``re_registered``, not done ``follow_up`` (registry.register.basis_stands): the next
+#    whole-register run is full, creates the dropped tasks and restates the tasks closed done that way
 
 
 def rules_version(profile_tag: str | None = None) -> str:

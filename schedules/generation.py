@@ -31,14 +31,14 @@ from registry.codes import Classification, HospitalStatus, LostReason, PatientSt
 from registry.emergencies import POST_EMERGENCY_DAYS, closes_post_emergency_sql, local_day
 from registry.models import Emergency, FollowUp, HealthCheck, Patient
 from registry.profile import Profile, load_profile
-from registry.register import (CONSENT_REFUSED, cancel_reason_sql, consent_refused_sql, consents_sql, eligible_sql,
-                               health_check_cancel_reason_sql, left_sql)
+from registry.register import (CONSENT_REFUSED, RE_REGISTERED, basis_stands_sql, cancel_reason_sql, consent_refused_sql,
+                               consents_sql, eligible_sql, health_check_cancel_reason_sql, left_sql)
 from registry.rules import classification_sql, complete_sql, incident_sql, reached_sql, rules_version
 from registry.doctor_date import doctor_date_applies_sql, doctor_due_sql
 from registry.joint_visits import refresh_outcomes
 from registry.teams import has_guardian_sql, incident_cutoff, required_roles_sql
 from schedules.calendar import WorkCalendar, unknown_years
-from registry.codes import VISIT_KINDS, TaskKind, TaskStatus
+from registry.codes import VISIT_KINDS, CloseReason, TaskKind, TaskStatus
 from registry.models import VisitTask
 from schedules.sqldates import add_days, add_period
 
@@ -47,13 +47,14 @@ SHARD_LOCK_KEY = ADVISORY_LOCK_KEY + 1  # held shared by each shard's transactio
 MAX_SHARDS = 8
 SHARD_MIN_PATIENTS = 100_000  # below 2× this a run is one transaction (a county: a few thousand)
 VISIT_KIND_VALUES = [k.value for k in VISIT_KINDS]
-LAI_STOPPED = "lai_stopped"  # the cancel reason of an injection task whose plan was stopped
+LAI_STOPPED = CloseReason.LAI_STOPPED.value  # the cancel reason of an injection task whose plan was stopped
 # rules.md §5: the cancel reasons that only say the patient was not owed the task then (dead, moved
-# out, refused consent — §5 last row, ``registry.register.cancel_reason`` — or the LAI plan stopped).
+# out, refused consent — §5 last row, ``registry.register.cancel_reason`` —, the LAI plan stopped, or
+# the task's basis no longer belonging to the registration, ``re_registered``: a date corrected back).
 # A task cancelled for one of them that the rules owe again (a status or consent corrected, consent
 # given, the plan resumed) is reopened: its key (patient, kind, basis) is the task (§5 idempotency),
 # so a new row cannot stand for it. A task done, or cancelled because its year ended, stays closed.
-REOPENED_REASONS = (PatientStatus.DEAD.value, PatientStatus.MOVED_OUT.value, CONSENT_REFUSED, LAI_STOPPED)
+REOPENED_REASONS = (PatientStatus.DEAD.value, PatientStatus.MOVED_OUT.value, CONSENT_REFUSED, LAI_STOPPED, RE_REGISTERED)
 # the situations in which the latest attempt is complete (a follow-up or a discharge check is owed)
 COMPLETE_SITUATIONS = ["in_hospital", "unstable", "fairly_stable_new", "fairly_stable_continuing", "stable"]
 
@@ -68,16 +69,34 @@ work_day = sa.Table(
 )
 
 
-def _calendar_range(conn: Connection, as_of: date, patient_ids: list[str] | None = None) -> tuple[date, date]:
-    """The days a due date can fall on: from the earliest registration or injection (of
-    ``patient_ids`` when given) to 400 days past the latest injection or ``as_of``."""
-    p = Patient.__table__
+CALENDAR_HORIZON_DAYS = 400  # at least this far past the as-of date (an LAI interval is at most 52 weeks)
+
+
+def _calendar_range(conn: Connection, as_of: date, profile: Profile,
+                    patient_ids: list[str] | None = None) -> tuple[date, date]:
+    """The days a due date can fall on (of ``patient_ids`` when given): every task's nominal due
+    date lies between its basis date and that date plus its interval, so the range runs from the
+    earliest basis date to the latest basis date plus the longest interval. Basis dates: the
+    registration (a first visit; a follow-up counts only on or after it, ``registry.attempts``),
+    the last injection, an emergency's end (the post-emergency visit, rules.md §9 — it may precede
+    the registration: a patient transferred in, docs/scheduler.md) and January 1 of the as-of year
+    (the health check); none is later than ``as_of`` but an injection's. The longest interval is
+    the profile's longest visit interval or ``CALENDAR_HORIZON_DAYS``. A due date outside the range
+    would have no row in the working-day table, and the plan's inner join would drop its task
+    silently (until session 13, an emergency that ended before the registration year)."""
+    p, e = Patient.__table__, Emergency.__table__
+    ended = sa.select(sa.func.min(e.c.ended_at))
     stmt = sa.select(sa.func.min(p.c.registered_on), sa.func.min(p.c.lai_last_on), sa.func.max(p.c.lai_last_on))
     if patient_ids is not None:
         stmt = stmt.where(p.c.patient_id.in_(patient_ids))
-    lo, lai_lo, lai_hi = conn.execute(stmt).one()
-    start = min(d for d in (lo, lai_lo, date(as_of.year, 1, 1)) if d is not None)
-    end = max(d for d in (as_of, lai_hi) if d is not None) + timedelta(days=400)
+        ended = ended.where(e.c.patient_id.in_(patient_ids))
+    lo, lai_lo, lai_hi, ended_lo = conn.execute(stmt.add_columns(ended.scalar_subquery())).one()
+    if isinstance(ended_lo, str):  # SQLite: a scalar subquery's DATETIME comes back as text
+        ended_lo = datetime.fromisoformat(ended_lo)
+    ended_day = ended_lo.date() if ended_lo is not None else None  # the wall clock's day (``local_day``)
+    start = min(d for d in (lo, lai_lo, ended_day, date(as_of.year, 1, 1)) if d is not None)
+    longest = max([CALENDAR_HORIZON_DAYS] + [iv.months * 31 + iv.days + 1 for iv in profile.visit.values()])
+    end = max(d for d in (as_of, lai_hi) if d is not None) + timedelta(days=longest)
     # whole years: the same range for most runs, so the shift map is computed once per process
     return date(start.year, 1, 1), date(end.year, 12, 31)
 
@@ -87,7 +106,7 @@ def work_day_rows(conn: Connection, as_of: date, profile: Profile, calendar: Wor
     """工作日表 Every day a due date of this run (of ``patient_ids`` when given) can fall on, with
     the working day it moves to (rules.md §5) and whether that year's holidays are only
     estimated; computed once per run (every shard fills its own temporary table from the same rows)."""
-    start, end = _calendar_range(conn, as_of, patient_ids)
+    start, end = _calendar_range(conn, as_of, profile, patient_ids)
     if profile.holiday_policy == "none":
         return [{"day": start + timedelta(days=i), "shifted": start + timedelta(days=i), "estimated": False}
                 for i in range((end - start).days + 1)]
@@ -588,11 +607,17 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
         if _any_ended_emergency(conn, patient_ids, patient_range):
             counts["closed"] += _close_post_emergencies(conn, as_of, stamp, only)
         return counts
-    # dead / moved out / refused consent: cancelled with the reason
-    left, refused = left_sql(p, as_of), consent_refused_sql(p)  # rules.md §5 last row (registry.register)
-    reason = cancel_reason_sql(p, as_of)
+    # dead / moved out / refused consent: cancelled with the reason (rules.md §5 last row, registry.register);
+    # in the same statement (one scan), a visit task whose basis no longer belongs to the patient's
+    # registration — a transfer in or re-registration set a later date, or the date was corrected —
+    # is cancelled ``re_registered``: no follow-up closed it (``register.basis_stands_sql``; until
+    # session 13 the newer first visit closed it as done ``follow_up``)
+    left, refused = left_sql(p, as_of), consent_refused_sql(p)
+    stale = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), sa.not_(basis_stands_sql(t, p)))
+    reason = sa.func.coalesce(cancel_reason_sql(p, as_of), RE_REGISTERED)
     result = conn.execute(
-        sa.update(t).where(only, t.c.patient_id == p.c.patient_id, t.c.status == TaskStatus.OPEN.value, sa.or_(left, refused))
+        sa.update(t).where(only, t.c.patient_id == p.c.patient_id, t.c.status == TaskStatus.OPEN.value,
+                           sa.or_(left, refused, stale))
         .values(status=TaskStatus.CANCELLED.value, closed_at=stamp, close_reason=reason)
     )
     counts["cancelled"] += result.rowcount or 0
@@ -607,7 +632,8 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
     # rules.md §5: a later attempt closes older visit tasks. The patient's newest visit task (by
     # basis date, then id) stands for the latest attempt (or the registration); any other open visit
     # task of an earlier run is closed, whichever run created it — also one that a run for an
-    # earlier as-of date created after the later attempts were known.
+    # earlier as-of date created after the later attempts were known. A cancelled task stands for
+    # nothing (one cancelled ``re_registered`` may carry a later basis date than the task owed now).
     newer = t.alias("newer")
     superseded = (
         sa.select(newer.c.id)
@@ -616,6 +642,7 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
             in_range(newer.c.patient_id, patient_range),  # the same patients: a shard hashes its own range only
             newer.c.kind.in_(VISIT_KIND_VALUES),
             newer.c.id != t.c.id,
+            newer.c.status != TaskStatus.CANCELLED.value,
             sa.or_(newer.c.basis_on > t.c.basis_on, sa.and_(newer.c.basis_on == t.c.basis_on, newer.c.id > t.c.id)),
         )
         .exists()
@@ -623,7 +650,7 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
     older = sa.and_(t.c.kind.in_(VISIT_KIND_VALUES), t.c.created_at != stamp)  # tasks of earlier runs only
     closed_ids = conn.execute(
         sa.update(t).where(only, t.c.status == TaskStatus.OPEN.value, older, superseded)
-        .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason="follow_up").returning(t.c.id)
+        .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason=CloseReason.FOLLOW_UP.value).returning(t.c.id)
     ).scalars().all()
     counts["closed"] += len(closed_ids)
     # rules.md §6.2: which follow-up closed each, and a joint task's 到位 / 联合未到位 (one home:
@@ -638,13 +665,13 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
                hc.c.checked_on < add_period(t.c.basis_on, 12, 0), hc.c.checked_on <= as_of)
         .exists()
     )
-    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.HEALTH_CHECK.value, done_check), TaskStatus.DONE.value, "health_check", stamp)
-    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.HEALTH_CHECK.value, t.c.basis_on < year_start), TaskStatus.CANCELLED.value, "year_ended", stamp)
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.HEALTH_CHECK.value, done_check), TaskStatus.DONE.value, CloseReason.HEALTH_CHECK.value, stamp)
+    counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.HEALTH_CHECK.value, t.c.basis_on < year_start), TaskStatus.CANCELLED.value, CloseReason.YEAR_ENDED.value, stamp)
     # LAI: a newer injection closes the older task; a stopped plan cancels it
     newer_lai = sa.select(p.c.patient_id).where(
         p.c.patient_id == t.c.patient_id, p.c.lai_last_on > t.c.basis_on, p.c.lai_last_on <= as_of
     ).exists()
-    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, newer_lai), TaskStatus.DONE.value, "injection", stamp)
+    counts["closed"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, newer_lai), TaskStatus.DONE.value, CloseReason.INJECTION.value, stamp)
     stopped = sa.select(p.c.patient_id).where(
         p.c.patient_id == t.c.patient_id,
         sa.or_(p.c.lai_drug.is_(None), p.c.lai_drug == "", p.c.lai_interval_weeks.is_(None), p.c.lai_last_on.is_(None)),
@@ -652,6 +679,24 @@ def close_and_cancel(conn: Connection, as_of: date, stamp: datetime, *,
     counts["cancelled"] += _close(conn, sa.and_(t.c.kind == TaskKind.INJECTION.value, stopped), TaskStatus.CANCELLED.value, LAI_STOPPED, stamp)
     counts["closed"] += _close_post_emergencies(conn, as_of, stamp, only)
     return counts
+
+
+def restate_re_registered(conn: Connection) -> int:
+    """The reason of today's rules for the visit tasks runs before session 13 closed done
+    ``follow_up`` when a transfer in or re-registration replaced them: closed by no follow-up
+    (``closed_by`` NULL) and with a basis that no longer belongs to the registration
+    (``register.basis_stands_sql``) — cancelled ``re_registered``, ``closed_at`` kept. Run by the first
+    whole-register run under new rules before it restates the closed joint tasks (``refresh_outcomes``
+    would otherwise give each the first follow-up after the transfer as closing visit, counted a
+    second time in joint_visit_complete_rate). Returns the number of tasks changed."""
+    t, p = VisitTask.__table__, Patient.__table__
+    result = conn.execute(
+        sa.update(t).where(t.c.patient_id == p.c.patient_id, t.c.status == TaskStatus.DONE.value,
+                           t.c.close_reason == CloseReason.FOLLOW_UP.value, t.c.kind.in_(VISIT_KIND_VALUES),
+                           t.c.closed_by.is_(None), sa.not_(basis_stands_sql(t, p)))
+        .values(status=TaskStatus.CANCELLED.value, close_reason=RE_REGISTERED)
+    )
+    return result.rowcount or 0
 
 
 def _any_ended_emergency(conn: Connection, patient_ids: list[str] | None,
@@ -674,7 +719,7 @@ def _close_post_emergencies(conn: Connection, as_of: date, stamp: datetime, only
                                       closes_post_emergency_sql(f, t.c.basis_on)).exists()
     closed_ids = conn.execute(
         sa.update(t).where(only, t.c.status == TaskStatus.OPEN.value, t.c.kind == TaskKind.POST_EMERGENCY.value, visited)
-        .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason="home_visit").returning(t.c.id)
+        .values(status=TaskStatus.DONE.value, closed_at=stamp, close_reason=CloseReason.HOME_VISIT.value).returning(t.c.id)
     ).scalars().all()
     # rules.md §6, §6.2: a joint task too: that visit as ``closed_by``, and its 到位 / 联合未到位
     # (registry.joint_visits; the closing visit by the same rule, registry.emergencies)
@@ -838,6 +883,7 @@ def generate(engine: Engine, *, as_of: date, profile: Profile | None = None,
             work_day.drop(conn)
             clock.lap("closing steps")
         if restate:  # rules or profile changed: every closed joint task's 到位 by today's rule (rules.md §6.2)
+            restate_re_registered(conn)
             refresh_outcomes(conn, sa.true(), set_closed_by=True)
             clock.lap("restated outcomes")
         if conn.dialect.name == "postgresql" and created > 10_000:

@@ -26,7 +26,8 @@ def forbidden_codes() -> set[str]:
 
     words: set[str] = set()
     for enum in (codes.TaskKind, codes.TaskStatus, codes.TeamRole, codes.FamilyRole, codes.PatientStatus,
-                 codes.RegionLevel, codes.Diagnosis, UserRole, codes.GuardianYearStatus, codes.RewardDuty, codes.OutboxStatus):
+                 codes.RegionLevel, codes.Diagnosis, UserRole, codes.GuardianYearStatus, codes.RewardDuty,
+                 codes.OutboxStatus, codes.CloseReason):
         words.update(m.value for m in enum)
     words.update(VISIT_SITUATIONS)
     words.update(VARIANTS)

@@ -211,6 +211,9 @@ def test_move_out_and_accept_gives_a_first_visit_within_14_days(web):
     tasks = [t for t in open_tasks(database, "P2") if t.kind != "health_check"]
     assert [(t.kind, str(t.nominal_due_on), t.basis) for t in tasks] == [
         ("first_visit", (TODAY + timedelta(days=14)).isoformat(), f"registration:{TODAY.isoformat()}")]
+    # the old chain's task was closed by no follow-up: cancelled as replaced by the transfer in, not done
+    assert rows(database, "SELECT kind, status, close_reason, closed_by FROM visit_task WHERE patient_id = 'P2'"
+                          " AND status <> 'open' ORDER BY id") == [("follow_up", "cancelled", "re_registered", None)]
     # the patient now belongs to the receiving township
     assert client.get("/api/patients/P2", headers=h(tokens, "doc2")).status_code == 200
     assert client.get("/api/patients/P2", headers=h(tokens, "doc")).status_code == 403

@@ -101,6 +101,38 @@ def test_register_rule_matches_its_sql_twin(database, rule):
     check()
 
 
+def test_basis_stands_matches_its_sql_twin(database):
+    """A visit task's basis belongs to the registration (``register.basis_stands``, session 13):
+    stored visit tasks of every visit kind with basis dates around the registration."""
+    from datetime import timedelta
+
+    from registry.codes import VISIT_KINDS
+    from registry.models import VisitTask
+
+    p, t = Patient.__table__, VisitTask.__table__
+
+    @TWIN_SETTINGS
+    @given(people=st.lists(patient_fields(), min_size=1, max_size=6),
+           tasks=st.lists(st.tuples(st.integers(0, 5), st.sampled_from([k.value for k in VISIT_KINDS]),
+                                    st.integers(-2, 2)), min_size=1, max_size=20))
+    def check(people, tasks):
+        with scratch(database.engine) as conn:
+            seed(conn, [{"patient_id": f"P{i}", **row} for i, row in enumerate(people)])
+            rows = [{"patient_id": f"P{n % len(people)}", "kind": kind, "basis": f"test:{i}",
+                     "basis_on": people[n % len(people)]["registered_on"] + timedelta(days=10 * shift),
+                     "due_on": people[0]["registered_on"],
+                     "nominal_due_on": people[0]["registered_on"], "rule": "test"}
+                    for i, (n, kind, shift) in enumerate(tasks)]
+            conn.execute(sa.insert(t), rows)
+            stored = {r.id: r for r in conn.execute(sa.select(t.c.id, t.c.kind, t.c.basis_on, p.c.registered_on)
+                                                     .select_from(t.join(p, p.c.patient_id == t.c.patient_id)))}
+            got = sql_values(conn, t.c.id, truth(register.basis_stands_sql(t, p)),
+                             source=t.join(p, p.c.patient_id == t.c.patient_id))
+        assert as_bool(got) == {k: register.basis_stands(r.kind, r.basis_on, r.registered_on) for k, r in stored.items()}
+
+    check()
+
+
 def test_attempt_order_matches_its_sql_twins(database):
     """Latest attempt, latest complete and previous complete (rank_sql over usable_sql), and the
     latest complete by ``MAX(order_key_sql)``, against ``registry.attempts`` in Python."""

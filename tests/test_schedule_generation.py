@@ -560,3 +560,169 @@ def test_a_failing_shard_leaves_the_others_and_the_next_run_completes(database, 
     assert got == {k: v for k, v in expected.items() if k[0] not in failed} and got  # the others are complete
     again = generate(engine, as_of=today)
     assert stored(engine) == expected and again["created"] == len([k for k in expected if k[0] in failed])
+
+
+# --------------------------------------------------------------------------- edges (session 13 audit)
+
+
+def _emergency(engine, pid, ended: str) -> int:
+    """An emergency of ``pid`` reported, started and ended on ``ended`` 10:00 (local wall clock)."""
+    from datetime import datetime
+
+    from registry.models import Emergency
+
+    at = datetime.fromisoformat(f"{ended} 10:00")
+    with engine.begin() as conn:
+        return conn.execute(sa.insert(Emergency.__table__).values(
+            patient_id=pid, situations="3", reported_at=at, started_at=at, ended_at=at, measures="counselling",
+            effect="已缓解", opened_by="doc", updated_at=now_utc()).returning(Emergency.__table__.c.id)).scalar_one()
+
+
+def _task_rows(engine, pid, kind=None):
+    t = VisitTask.__table__
+    with engine.connect() as conn:
+        return {r.basis: r for r in conn.execute(
+            sa.select(t).where(t.c.patient_id == pid, sa.true() if kind is None else t.c.kind == kind))}
+
+
+@pytest.mark.parametrize("run", ["full", "incremental", "partial"])
+def test_a_post_emergency_task_is_owed_however_early_the_emergency_ended(database, small_county, run):
+    """rules.md §9: "after an emergency the patient owes a post-emergency visit … due end time + 14
+    days". The working-day table covers every date a due date is computed from: an emergency that
+    ended before any registration year (2024) or before the run's patients' registration year and the
+    as-of year (a web write's or incremental run, 2025) still has its task — before, the inner join on
+    the calendar dropped it silently. An emergency before the patient's registration (B registered
+    2026-05-20; a patient transferred in, docs/scheduler.md) is owed too: the task is overdue at once."""
+    cli("import", small_county, "--db", database.url)
+    engine = database.engine
+    generate(engine, as_of=D("2026-06-10"))  # the basis of the incremental run
+    old, late = _emergency(engine, "B", "2024-11-20"), _emergency(engine, "B", "2025-12-10")
+    if run == "partial":
+        generate(engine, as_of=D("2026-06-10"), patient_ids=["B"])
+    else:
+        generate(engine, as_of=D("2026-06-10"), incremental=run == "incremental")
+    got = {basis: (r.status, r.nominal_due_on, r.due_on, r.roles, bool(r.calendar_estimated))
+           for basis, r in _task_rows(engine, "B", "post_emergency").items()}
+    assert got == {
+        f"emergency:{old}": ("open", D("2024-12-04"), D("2024-12-04"), "doctor,police,village", False),
+        f"emergency:{late}": ("open", D("2025-12-24"), D("2025-12-24"), "doctor,police,village", False),
+    }
+    # the first complete home visit after the emergency closes both (B's first visit of its registration)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(FollowUp).values(patient_id="B", visit_on=D("2026-06-12"), seq=1, mode=2, risk_level=0,
+                                                updated_at=now_utc()))
+    generate(engine, as_of=D("2026-06-12"), incremental=run == "incremental",
+             patient_ids=["B"] if run == "partial" else None)
+    assert {r.status for r in _task_rows(engine, "B", "post_emergency").values()} == {"done"}
+
+
+def test_the_working_day_table_covers_the_longest_interval_of_the_profile(database, small_county):
+    """A county profile may set a visit interval longer than the 400 days the table used to reach
+    past the as-of date: the task is planned with its due date, not dropped."""
+    import dataclasses
+
+    from registry.profile import Interval
+
+    cli("import", small_county, "--db", database.url)
+    long = dataclasses.replace(PROFILE, visit={**PROFILE.visit, "first_visit": Interval(20, 0, "§5 首次面访 测试")})
+    generate(database.engine, as_of=D("2026-06-10"), profile=long)
+    (task,) = _task_rows(database.engine, "B", "first_visit").values()
+    assert (task.status, task.nominal_due_on) == ("open", D("2028-01-20"))
+
+
+@pytest.mark.parametrize("run", ["full", "incremental", "partial"])
+def test_tasks_replaced_by_a_later_registration_are_cancelled_not_done(database, small_county, run):
+    """A transfer in (docs/web.md 迁出/迁入) sets registered_on to the acceptance date and rules.md §5
+    owes a first visit ("newly registered or transferred in"). The old chain's open visit task was
+    closed by no follow-up: it is cancelled ``re_registered`` (before: done ``follow_up``), with no
+    closing follow-up and no 到位 judgement (joint_visit_complete_rate counts it nowhere). The first
+    follow-up after the transfer closes the first visit as usual. Undoing the date reopens the old task
+    (a cancel reason that only says the task was not owed then, ``REOPENED_REASONS``)."""
+    cli("import", small_county, "--db", database.url)
+    engine = database.engine
+    generate(engine, as_of=D("2026-06-10"))
+    (old_basis,) = [b for b in _task_rows(engine, "A") if b.startswith("follow_up:")]
+
+    def step(as_of, **patient):
+        if patient:
+            with engine.begin() as conn:
+                conn.execute(sa.update(Patient).where(Patient.patient_id == "A").values(**patient, updated_at=now_utc()))
+        generate(engine, as_of=D(as_of), incremental=run == "incremental", patient_ids=["A"] if run == "partial" else None)
+        return {b: (r.status, r.close_reason, r.closed_by, r.joint_outcome)
+                for b, r in _task_rows(engine, "A").items() if r.kind != "health_check"}
+
+    assert step("2026-06-12", registered_on=D("2026-06-12")) == {
+        old_basis: ("cancelled", "re_registered", None, None),
+        "registration:2026-06-12": ("open", None, None, None),
+    }
+    from registry.codes import CloseReason
+
+    assert CloseReason("re_registered").label == "重新登记或迁入，原任务作废"
+    with engine.begin() as conn:
+        fid = conn.execute(sa.insert(FollowUp).values(patient_id="A", visit_on=D("2026-06-20"), seq=1, mode=2, risk_level=0,
+                                                      updated_at=now_utc()).returning(FollowUp.id)).scalar_one()
+    after = step("2026-06-20")
+    assert after[old_basis] == ("cancelled", "re_registered", None, None)
+    assert after["registration:2026-06-12"][:3] == ("done", "follow_up", fid)
+    assert after[f"follow_up:{fid}"][0] == "open"
+
+
+@pytest.mark.parametrize("run", ["full", "incremental", "partial"])
+def test_a_registration_date_moved_and_moved_back(database, small_county, run):
+    """registered_on corrected later then back (修改信息): the old chain is cancelled ``re_registered``
+    and reopened, the first visit of the mistaken date is cancelled; corrected earlier than a first
+    visit's date, the stale first visit is cancelled — never the task that stands (before, the newest
+    basis date won: the stale first visit stayed open and the task owed was closed done)."""
+    cli("import", small_county, "--db", database.url)
+    engine = database.engine
+    generate(engine, as_of=D("2026-06-10"))
+    (old_basis,) = [b for b in _task_rows(engine, "A") if b.startswith("follow_up:")]
+
+    def step(as_of, pid, **patient):
+        with engine.begin() as conn:
+            conn.execute(sa.update(Patient).where(Patient.patient_id == pid).values(**patient, updated_at=now_utc()))
+        generate(engine, as_of=D(as_of), incremental=run == "incremental", patient_ids=[pid] if run == "partial" else None)
+        return {b: (r.status, r.close_reason) for b, r in _task_rows(engine, pid).items() if r.kind != "health_check"}
+
+    assert step("2026-06-12", "A", registered_on=D("2026-06-11")) == {
+        old_basis: ("cancelled", "re_registered"), "registration:2026-06-11": ("open", None)}
+    assert step("2026-06-13", "A", registered_on=D("2026-01-10")) == {
+        old_basis: ("open", None), "registration:2026-06-11": ("cancelled", "re_registered")}
+    assert step("2026-06-14", "A", registered_on=D("2026-01-10")) == {  # and it stays so
+        old_basis: ("open", None), "registration:2026-06-11": ("cancelled", "re_registered")}
+    # B (no follow-up, registered 2026-05-20) corrected to an earlier date: one open first visit, the new one
+    assert step("2026-06-15", "B", registered_on=D("2026-05-02")) == {
+        "registration:2026-05-20": ("cancelled", "re_registered"), "registration:2026-05-02": ("open", None)}
+    assert step("2026-06-16", "B", registered_on=D("2026-05-02")) == {
+        "registration:2026-05-20": ("cancelled", "re_registered"), "registration:2026-05-02": ("open", None)}
+    assert stored(engine) == planned(engine, D("2026-06-16"))
+
+
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "full"])
+def test_the_first_run_under_new_rules_restates_tasks_closed_done_by_a_re_registration(database, small_county,
+                                                                                        monkeypatch, incremental):
+    """Tasks earlier runs closed done ``follow_up`` on a transfer in (no closing follow-up: ``closed_by``
+    NULL, a basis before the registration) are cancelled ``re_registered`` by the first whole-register
+    run under new rules, before it restates every closed joint task: otherwise the restatement would
+    give them the first follow-up after the transfer as closing visit and count that visit twice in
+    joint_visit_complete_rate (indicators.md)."""
+    from registry import rules
+
+    cli("import", small_county, "--db", database.url)
+    engine, t = database.engine, VisitTask.__table__
+    generate(engine, as_of=D("2026-06-10"))
+    (old_basis,) = [b for b in _task_rows(engine, "C1") if b.startswith("follow_up:")]
+    with engine.begin() as conn:  # C1 transferred in on 06-12; what the runs before session 13 stored
+        conn.execute(sa.update(Patient).where(Patient.patient_id == "C1").values(registered_on=D("2026-06-12"),
+                                                                                  updated_at=now_utc()))
+    generate(engine, as_of=D("2026-06-12"))
+    with engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.basis == old_basis).values(status="done", close_reason="follow_up"))
+        conn.execute(sa.insert(FollowUp).values(patient_id="C1", visit_on=D("2026-06-20"), seq=1, mode=2, risk_level=0,
+                                                updated_at=now_utc()))
+    monkeypatch.setattr(rules, "RULES_VERSION", rules.RULES_VERSION + 1)
+    generate(engine, as_of=D("2026-06-20"), incremental=incremental)
+    old = _task_rows(engine, "C1")[old_basis]
+    assert (old.status, old.close_reason, old.closed_by, old.joint_outcome) == ("cancelled", "re_registered", None, None)
+    first = _task_rows(engine, "C1")["registration:2026-06-12"]
+    assert (first.status, first.close_reason) == ("done", "follow_up") and first.closed_by is not None
