@@ -11,6 +11,10 @@ Python and in SQL, side by side.
   ``UNASSIGNED_LABEL``). The import keeps one primary per region and role (``DUPLICATE_PRIMARY``,
   ``registry.validation.duplicate_primaries``); the lowest member_id is only a deterministic
   tie-break for rows stored before that check.
+* **Who may be assigned** (``serves_patient`` / ``serves_patient_sql``, ``check_member_serves``): a
+  member serving the patient's village or its township — the members the team defaults to, the
+  patient page's option list (``registry.web.writes.assignable_members_select``) and the only members
+  ``care_team.csv``, the form and the API accept (``MEMBER_OUT_OF_SCOPE``).
 
 An assignment is valid on day ``d`` when ``from_on <= d`` and ``to_on`` is NULL or ``d <= to_on``
 (both ends inclusive). The per-patient rules read rows with the table's attribute names; the SQL
@@ -27,6 +31,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 
 from registry.codes import TASK_ROLE_ORDER
+from registry.errors import Issue
 from registry.models import CareTeamAssignment, Region, TeamMember
 from registry.validation import MEMBER_REGION_LEVELS
 
@@ -36,6 +41,30 @@ UNASSIGNED_LABEL = "未指定"  # a required role without a responsible member (
 
 
 # ------------------------------------------------------------------------------------ Python
+
+
+def serves_patient(member_region: str | None, village_code: str | None, township_code: str | None) -> bool:
+    """本村或本乡镇成员 The member (serving ``member_region``) serves the patient's village
+    ``village_code`` or its township ``township_code`` (rules.md §6: the team defaults to the members
+    serving the patient's village and township; §6.1: the team is named from them). A member stored at
+    county level (before ``NOT_TOWNSHIP_OR_VILLAGE``), of another township or of the township's other
+    villages does not."""
+    return member_region is not None and member_region in (village_code, township_code)
+
+
+def check_member_serves(member_id: str | None, member_region: str | None, village_code: str | None,
+                        township_code: str | None, patient_id: str | None = None) -> list[Issue]:
+    """指派范围校验 A care-team assignment (rules.md §6.1) names a member of the patient's village or
+    township (``serves_patient``) on every channel — ``care_team.csv``, the patient page, the API —
+    else ``MEMBER_OUT_OF_SCOPE`` on ``member_id``. A member of another township would be made
+    responsible for (and, linked to an account, would see) a patient outside their own area (rules.md
+    §8). Unknown members (``member_region`` None for lack of a row) are ``UNKNOWN_MEMBER``'s, not this."""
+    if not member_id or serves_patient(member_region, village_code, township_code):
+        return []
+    who = f"患者 {patient_id} " if patient_id else "患者"
+    where = f"村(社区) {village_code}" + (f" 或其乡镇(街道) {township_code}" if township_code else "")
+    return [Issue("MEMBER_OUT_OF_SCOPE", f"团队成员 {member_id} 服务的地区是 {member_region or '（空）'}，不是{who}所在的"
+                  f"{where}；只能指派服务本村或本乡镇的成员", column="member_id", value=member_id)]
 
 
 def valid_on(assignment: Any, on: date) -> bool:
@@ -50,7 +79,7 @@ def care_team(assignments: Iterable[Any], members: Iterable[Any], village_code: 
     of that role serving ``village_code`` or ``township_code``; by member_id, each member once."""
     current = [a for a in assignments if valid_on(a, on)]
     covered = {a.role for a in current}
-    regional = [m for m in members if m.region_code in (village_code, township_code) and m.role not in covered]
+    regional = [m for m in members if serves_patient(m.region_code, village_code, township_code) and m.role not in covered]
     seen: dict[str, Any] = {}
     for m in sorted(current + regional, key=lambda m: m.member_id):
         seen.setdefault(m.member_id, m)
@@ -90,6 +119,11 @@ def responsible_members(roles: str | Iterable[str], on: date, assignments: Itera
 # ------------------------------------------------------------------------------------ SQL twin
 
 
+def serves_patient_sql(member_region, village_code, township_code) -> sa.ColumnElement:
+    """``serves_patient`` in SQL for column expressions (a NULL township matches nothing)."""
+    return sa.or_(member_region == village_code, member_region == township_code)
+
+
 def valid_on_sql(a, on) -> sa.ColumnElement:
     """``valid_on`` in SQL for the assignment table (or alias) ``a`` and a date expression ``on``."""
     return sa.and_(a.c.from_on <= on, sa.or_(a.c.to_on.is_(None), a.c.to_on >= on))
@@ -115,7 +149,7 @@ def care_team_select(patients, on) -> sa.Select:
     regional = (
         sa.select(patients.c.patient_id, *members)
         .select_from(patients.join(v, v.c.code == patients.c.village_code)
-                     .join(m, sa.or_(m.c.region_code == patients.c.village_code, m.c.region_code == v.c.parent_code)))
+                     .join(m, serves_patient_sql(m.c.region_code, patients.c.village_code, v.c.parent_code)))
         .where(sa.not_(role_covered))
     )
     both = sa.union(explicit, regional).subquery("care_team")
@@ -166,8 +200,9 @@ def members_outside_townships_select(on) -> sa.Select:
 
     The rules above never make such a member (say one stored at county level) a township's team
     member or primary: they match the patient's village and its township only. A dated assignment
-    naming one still makes them that patient's responsible member — it is someone's explicit
-    choice, so it is reported (the import summary, ``ImportResult.warnings``), not dropped."""
+    made before (every path now refuses a new one, ``check_member_serves``) still makes them that
+    patient's responsible member — it was someone's explicit choice, so it is reported (the import
+    summary, ``ImportResult.warnings``), not dropped."""
     m, r, a = TeamMember.__table__, Region.__table__, CareTeamAssignment.__table__
     assigned = (sa.select(sa.func.count()).where(a.c.member_id == m.c.member_id, valid_on_sql(a, on))
                 .scalar_subquery())

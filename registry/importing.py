@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from registry import codes, models
 from registry.audit import audit_row, cli_actor
-from registry.care_team import members_outside_townships_select
+from registry.care_team import check_member_serves, members_outside_townships_select
 from registry.ids import mask
 from registry.injections import record_last_injection, sync_last_injection
 from registry.joint_visits import refresh_for_follow_ups, unnamed_kept_out
@@ -363,14 +363,19 @@ def read_sources(path: Path) -> dict[str, tuple[_Table | None, list[Issue]]]:
 
 class _Context:
     """What the database already holds, fetched set-based once per import: the region levels and
-    the facts (``PatientFacts``) of the patients the follow-ups and health checks reference."""
+    parents, and the facts (``PatientFacts``) and village of the patients the follow-ups, health
+    checks, assignments and attendance rows reference."""
 
     def __init__(self, conn: Connection, patient_ids: set[str]):
-        self.regions = {r.code: r.level for r in conn.execute(sa.select(models.Region.code, models.Region.level))}
+        self.regions: dict[str, str] = {}
+        self.parents: dict[str, str | None] = {}
+        for code, level, parent in conn.execute(sa.select(models.Region.code, models.Region.level, models.Region.parent_code)):
+            self.regions[code], self.parents[code] = level, parent
         self.patients: dict[str, PatientFacts] = {}
+        self.villages: dict[str, str] = {}
         if patient_ids:
             t = models.Patient.__table__
-            cols = sa.select(t.c.patient_id, t.c.birth_date, t.c.registered_on, t.c.status, t.c.status_on)
+            cols = sa.select(t.c.patient_id, t.c.birth_date, t.c.registered_on, t.c.status, t.c.status_on, t.c.village_code)
             if conn.dialect.name == "postgresql":
                 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -378,8 +383,9 @@ class _Context:
             else:
                 batches = [cols.where(t.c.patient_id.in_(chunk)) for chunk in _chunks(sorted(patient_ids), 900)]
             for stmt in batches:
-                for pid, birth, reg, status, status_on in conn.execute(stmt).all():
+                for pid, birth, reg, status, status_on, village in conn.execute(stmt).all():
                     self.patients[pid] = PatientFacts(birth, reg, status, status_on)
+                    self.villages[pid] = village
 
 
 def _chunks(items: list, size: int):
@@ -693,6 +699,11 @@ class _Patients:
             _tag(row, stem, [unknown_patient(pid)])
         return facts
 
+    def village(self, pid: str, stored: dict[str, str]) -> str | None:
+        """The patient's village as the import leaves it: its row in this import, else the stored one."""
+        prow = self.file_patients.get(pid)
+        return prow.values.get("village_code") if prow is not None else stored.get(pid)
+
 
 def _exact_duplicates(rows: list[_Row], names: list[str]) -> dict[int, _Row]:
     """完全重复行 The rows (by index) equal in every column to an earlier row, each with that row.
@@ -766,19 +777,37 @@ def _check_injections(injection_rows: list[_Row], patients: _Patients, today: da
             seen[key] = row.line
 
 
-def _check_care_team(rows: list[_Row], member_rows: list[_Row], patients: _Patients, conn: Connection) -> None:
+def _check_care_team(rows: list[_Row], member_rows: list[_Row], region_rows: list[_Row], patients: _Patients,
+                     ctx: "_Context", conn: Connection) -> None:
     """团队指派 (rules.md §6.1) ``validation.check_assignment`` per row against the members of this
-    import (valid rows) and the stored ones; the patient exists; one row per key within the file."""
+    import (valid rows) and the stored ones; the patient exists; the member serves the patient's
+    village or its township (``care_team.check_member_serves``, ``MEMBER_OUT_OF_SCOPE``: the member's
+    region, the patient's village and the village's township as the import leaves them — a valid row
+    of this import, else the stored one; not for a row re-stating a stored assignment, keyed by
+    patient, member, role and start: it may end one made before the rule, or one the patient's move
+    left outside, as the patient page may, and an export re-imports); one row per key within the file."""
     if not rows:
         return
+    a = models.CareTeamAssignment.__table__
+    stored: set[tuple] = set()
+    for chunk in _chunks(sorted({r.values.get("patient_id") for r in rows if r.values.get("patient_id")}), 900):
+        stored |= {tuple(k) for k in conn.execute(sa.select(a.c.patient_id, a.c.member_id, a.c.role, a.c.from_on)
+                                                   .where(a.c.patient_id.in_(chunk)))}
     tm = models.TeamMember.__table__
-    roles = dict(conn.execute(sa.select(tm.c.member_id, tm.c.role)).all())
-    roles.update({r.values["member_id"]: r.values["role"] for r in member_rows if not r.issues})
+    members = {mid: (role, region) for mid, role, region in conn.execute(sa.select(tm.c.member_id, tm.c.role, tm.c.region_code))}
+    members.update({r.values["member_id"]: (r.values["role"], r.values["region_code"]) for r in member_rows if not r.issues})
+    parents = dict(ctx.parents)
+    parents.update({r.values["code"]: r.values.get("parent_code") for r in region_rows if not r.issues})
     seen: dict[tuple, int] = {}
     for row in rows:
-        patients.facts("care_team", row)
-        _tag(row, "care_team", check_assignment(row.values, roles.get(row.values.get("member_id"))))
-        key = tuple(row.values.get(k) for k in ("patient_id", "member_id", "role", "from_on"))
+        facts = patients.facts("care_team", row)
+        v = row.values
+        role, region = members.get(v.get("member_id"), (None, None))
+        _tag(row, "care_team", check_assignment(v, role))
+        key = tuple(v.get(k) for k in ("patient_id", "member_id", "role", "from_on"))
+        if facts is not None and role is not None and key not in stored:
+            village = patients.village(v["patient_id"], ctx.villages)
+            _tag(row, "care_team", check_member_serves(v["member_id"], region, village, parents.get(village), v["patient_id"]))
         if key in seen:
             _tag(row, "care_team", [Issue("DUPLICATE_ID", f"与第{seen[key]}行重复（同一患者、成员、角色和开始日期）",
                                           column="from_on")])
@@ -908,7 +937,7 @@ def _validate(sources: dict[str, tuple[_Table | None, list[Issue]]], conn: Conne
     _refuse_unheld_corrections(rows, reached)
     _check_health_checks(rows.get("health_checks", []), patients, today)
     _check_injections(rows.get("injections", []), patients, today)
-    _check_care_team(rows.get("care_team", []), rows.get("team_members", []), patients, conn)
+    _check_care_team(rows.get("care_team", []), rows.get("team_members", []), rows.get("regions", []), patients, ctx, conn)
     _check_participants(rows.get("participants", []), rows, patients, ctx, conn)
     issues = list(file_issues)
     for srows in rows.values():

@@ -379,3 +379,91 @@ def test_duplicate_primary_through_the_command_line(database, tmp_path):
     out = run("import", str(folder), "--db", database.url, code=1)
     assert "DUPLICATE_PRIMARY" in out or "主责成员" in out
     assert "第3行" in out and "M2" in out and database.count("team_member") == 0
+
+
+# ---------------------------------------------------------------- members of the patient's village or township (rules.md §6, §6.1)
+
+SCOPE_REGIONS = REGIONS + "T2,江镇,township,C,\nV2,江村,village,T2,600\n"
+SCOPE_TEAM = (HEADER + "M1,王医生,doctor,0750-1,T,1\nM2,李警官,police,0750-2,T,1\nM4,张网格,village,0750-4,V,1\n"
+              "M7,江警官,police,0750-7,T2,1\nM8,西网格,village,0750-8,W,1\n")
+
+
+def _scope_county(tmp_path: Path, small_county: Path, name: str, care_team: str, **files: str) -> Path:
+    out = tmp_path / name
+    shutil.copytree(small_county, out)
+    (out / "regions.csv").write_text(SCOPE_REGIONS, "utf-8")
+    (out / "team_members.csv").write_text(SCOPE_TEAM, "utf-8")
+    (out / "care_team.csv").write_text("patient_id,member_id,role,from_on,to_on\n" + care_team, "utf-8")
+    for stem, text in files.items():
+        (out / f"{stem}.csv").write_text(text, "utf-8")
+    return out
+
+
+def _county_member(database) -> None:
+    """A member stored at county level before NOT_TOWNSHIP_OR_VILLAGE (the import refuses a new one)."""
+    with database.engine.begin() as conn:
+        conn.execute(sa.text('INSERT INTO team_member (member_id, name, role, phone, region_code, "primary") '
+                             "VALUES ('M9', '县警官', 'police', '0750-9', 'C', :f)"), {"f": False})
+
+
+def test_care_team_rows_name_members_of_the_patient_s_village_or_township(database, small_county, tmp_path):
+    """care_team.csv: a member of another township, of the township's other village or stored at county
+    level is refused (MEMBER_OUT_OF_SCOPE, file, line, column ``member_id``), all-or-nothing; the
+    patient's village and township as the import leaves them — a patient of the same file moved to V2
+    may take T2's officer; a member the same file moves to T2 no longer serves V's patients."""
+    _import(database, _scope_county(tmp_path, small_county, "first", ""))
+    _county_member(database)
+    rows = ("A,M2,police,2026-01-01,\n"     # T: the patient's township
+            "A,M4,village,2026-01-01,\n"    # V: the patient's village
+            "A,M7,police,2026-01-01,\n"     # T2: another township
+            "A,M8,village,2026-01-01,\n"    # W: T's other village
+            "A,M9,police,2026-01-01,\n"     # C: county level
+            "B,M7,police,2026-01-01,\n")    # T2 again
+    issues = _refused(database, _scope_county(tmp_path, small_county, "bad", rows))
+    assert [(i.code, i.file, i.line, i.column, i.value) for i in issues] == [
+        ("MEMBER_OUT_OF_SCOPE", "care_team.csv", n, "member_id", m) for n, m in ((4, "M7"), (5, "M8"), (6, "M9"), (7, "M7"))]
+    assert "T2" in issues[0].message and "V" in issues[0].message and "A" in issues[0].message
+    assert database.count("care_team_assignment") == 0
+
+    moved_patient = (small_county / "patients.csv").read_text("utf-8").replace("\nB,乙,2,1980-01-01,,V,", "\nB,乙,2,1980-01-01,,V2,")
+    assert moved_patient != (small_county / "patients.csv").read_text("utf-8")
+    moved_member = SCOPE_TEAM.replace("M2,李警官,police,0750-2,T,1", "M2,李警官,police,0750-2,T2,0")
+    issues = _refused(database, _scope_county(tmp_path, small_county, "moved", "B,M7,police,2026-01-01,\nA,M2,police,2026-01-01,\n",
+                                              patients=moved_patient, team_members=moved_member))
+    assert [(i.code, i.line, i.value) for i in issues] == [("MEMBER_OUT_OF_SCOPE", 3, "M2")]
+    result = _import(database, _scope_county(tmp_path, small_county, "good", "A,M2,police,2026-01-01,\nA,M4,village,2026-01-01,\n"
+                                                                            "B,M7,police,2026-01-01,\n", patients=moved_patient))
+    assert not result.issues and database.count("care_team_assignment") == 3
+
+    # an assignment made before the rule (here: of the county-level member) is kept; a row re-stating it
+    # (same patient, member, role and start) may end it, as the patient page may — a new one is refused
+    with database.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO care_team_assignment (patient_id, member_id, role, from_on) "
+                             "VALUES ('A', 'M9', 'police', '2026-01-01')"))
+    _import(database, _scope_county(tmp_path, small_county, "end", "A,M9,police,2026-01-01,2026-06-01\n", patients=moved_patient))
+    with database.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_on FROM care_team_assignment WHERE member_id = 'M9'")).scalar() is not None
+    issues = _refused(database, _scope_county(tmp_path, small_county, "again", "A,M9,police,2026-06-02,\n", patients=moved_patient))
+    assert [(i.code, i.line) for i in issues] == [("MEMBER_OUT_OF_SCOPE", 2)]
+
+
+def test_care_team_out_of_scope_through_the_command_line(database, small_county, tmp_path):
+    """The CLI prints the Chinese message with the file and the row; exit 1, nothing written."""
+    out = run("import", str(_scope_county(tmp_path, small_county, "cli", "A,M7,police,2026-01-01,\n")), "--db", database.url, code=1)
+    assert "care_team.csv" in out and "M7" in out and "本村或本乡镇" in out
+    assert database.count("care_team_assignment") == 0
+
+
+def test_participants_may_name_a_member_of_another_township(database, small_county, tmp_path):
+    """participants.csv records who attended (rules.md §6.2, attendance per person); the spec sets no
+    region on attendance — an officer of a neighbouring township, or one stored at county level, may
+    have been there (docs/import.md, decision). The member must exist with that role, as before."""
+    _import(database, _scope_county(tmp_path, small_county, "first", ""))
+    _county_member(database)
+    part = ("patient_id,visit_on,role,member_id,present,reason\n"
+            "A,2026-04-29,police,M7,1,\nA,2026-04-29,police,M9,1,\nA,2026-04-29,village,M8,0,另有公务\n")
+    folder = tmp_path / "part"
+    folder.mkdir()
+    (folder / "participants.csv").write_text(part, "utf-8")
+    assert not _import(database, folder).issues
+    assert database.count("follow_up_participant") == 3

@@ -370,6 +370,41 @@ def test_own_patients_python_and_sql_agree(database, seed, extra_members, assign
             assert got == want, (member, role)
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), extra_members=st.integers(0, 8))
+def test_who_may_be_assigned_python_and_sql_agree(database, seed, extra_members):
+    """rules.md §6, §6.1: the members a patient may be assigned — ``care_team.serves_patient`` (the
+    check of care_team.csv, the form and the API, ``check_member_serves``) vs the patient page's option
+    list (``writes.assignable_members_select`` on ``serves_patient_sql``), members of any region
+    (a county-level one stored before NOT_TOWNSHIP_OR_VILLAGE included)."""
+    from registry.care_team import check_member_serves, serves_patient
+    from registry.models import Region, TeamMember
+    from registry.web.writes import assignable_members_select
+
+    engine = database.engine
+    rng = random.Random(seed)
+    tm, p, r = TeamMember.__table__, Patient.__table__, Region.__table__
+    _reset_team(engine)
+    populate(engine, patients=15, seed=seed, today=TODAY)
+    _random_team(engine, rng, extra_members, 0)
+    with engine.begin() as conn:
+        county = conn.execute(sa.select(r.c.code).where(r.c.level == "county")).scalars().first()
+        conn.execute(sa.insert(tm), [{"member_id": "X-C", "name": "县级", "role": "police", "phone": None,
+                                      "region_code": county, "primary": True}])
+    with engine.connect() as conn:
+        members = conn.execute(sa.select(tm.c.member_id, tm.c.region_code)).all()
+        parent = dict(conn.execute(sa.select(r.c.code, r.c.parent_code)).all())
+        villages = set(conn.execute(sa.select(p.c.village_code)).scalars())
+        for village in villages:
+            got = set(conn.execute(assignable_members_select(village)).scalars())
+            want = {m.member_id for m in members if serves_patient(m.region_code, village, parent.get(village))}
+            assert got == want and "X-C" not in got, village
+            for m in members:
+                refused = check_member_serves(m.member_id, m.region_code, village, parent.get(village))
+                assert (not refused) == (m.member_id in got)
+                assert [i.code for i in refused] in ([], ["MEMBER_OUT_OF_SCOPE"])
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), townships=st.integers(1, 4), villages=st.integers(0, 12))
 def test_region_cascade_python_and_sql_agree(database, seed, townships, villages):

@@ -298,19 +298,73 @@ def test_every_import_code_is_in_the_error_table():
     """docs/import.md "Error codes" names every code the importer tags a row or a file with: the codes
     written in ``registry.importing`` and those of the validation helpers only the importer calls
     (``check_assignment``, ``check_participant``, ``duplicate_primaries``, ``check_member_region``,
-    rules.md §6.1, §6.2) or that the error table lists for every path (a follow-up's own dates,
+    ``care_team.check_member_serves``, rules.md §6.1, §6.2) or that the error table lists for every path (a follow-up's own dates,
     ``_after_visit``; a status date before a reached visit, ``status_before_visit``)."""
     import inspect
 
-    from registry import importing, validation
+    from registry import care_team, importing, validation
 
     source = "".join(inspect.getsource(x) for x in (importing, validation.check_assignment, validation.duplicate_primaries,
                                                     validation._member_role_issues, validation._after_visit,
-                                                    validation.check_member_region, validation.status_before_visit))
+                                                    validation.check_member_region, validation.status_before_visit,
+                                                    care_team.check_member_serves))
     codes = set(re.findall(r'Issue\(\s*"([A-Z][A-Z0-9_]+)"', source))
     assert {"DUPLICATE_PRIMARY", "DUPLICATE_ID", "UNKNOWN_MEMBER", "ROLE_MISMATCH", "PARENT_ROW_INVALID",
             "REGION_LEVEL_CHANGE", "DEATH_AFTER_VISIT", "UNKNOWN_REGION", "NOT_TOWNSHIP_OR_VILLAGE",
-            "STATUS_BEFORE_VISIT"} <= codes
+            "STATUS_BEFORE_VISIT", "MEMBER_OUT_OF_SCOPE"} <= codes
     text = (Path(__file__).parent.parent / "docs" / "import.md").read_text(encoding="utf-8")
     table = text.split("## Error codes", 1)[1].split("\n## ", 1)[0]
     assert sorted(c for c in codes if f"`{c}`" not in table) == []
+
+
+# 团队指派 (rules.md §6, §6.1): only a member serving the patient's village or its township — the
+# form's option list (``writes.assignable_members_select``), on the import, the form and the API alike.
+# P1 lives in V1 (township T1), P3 in V2 (T1). Extra members: another village of T1, another township,
+# and one stored at county level before NOT_TOWNSHIP_OR_VILLAGE (the import refuses a new one).
+OUT_OF_SCOPE = {"MEMBER_OUT_OF_SCOPE"}
+ASSIGNMENTS = [
+    ({"patient_id": "P1", "member_id": "M-POL", "role": "police"}, set(), set()),       # T1: the township
+    ({"patient_id": "P1", "member_id": "M-VIL", "role": "village"}, set(), set()),      # V1: the village
+    ({"patient_id": "P1", "member_id": "M-V2", "role": "village"}, OUT_OF_SCOPE, OUT_OF_SCOPE),  # T1's other village
+    ({"patient_id": "P1", "member_id": "M-T2", "role": "police"}, OUT_OF_SCOPE, OUT_OF_SCOPE),   # another township
+    ({"patient_id": "P1", "member_id": "M-CTY", "role": "police"}, OUT_OF_SCOPE, OUT_OF_SCOPE),  # county level
+    ({"patient_id": "P3", "member_id": "M-VIL", "role": "village"}, OUT_OF_SCOPE, OUT_OF_SCOPE),
+    ({"patient_id": "P3", "member_id": "M-V2", "role": "village"}, set(), set()),
+    # the role check still comes first in the list; both are reported
+    ({"patient_id": "P1", "member_id": "M-T2", "role": "village"}, {"ROLE_MISMATCH", "MEMBER_OUT_OF_SCOPE"},
+     {"ROLE_MISMATCH", "MEMBER_OUT_OF_SCOPE"}),
+]
+
+
+def _more_members(database) -> None:
+    rows = [("M-V2", "钱网格员", "village", "V2"), ("M-T2", "江警官", "police", "T2"), ("M-CTY", "县警官", "police", "C")]
+    with database.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO team_member (member_id, name, role, phone, region_code, \"primary\") "
+                             "VALUES (:m, :n, :r, '0750-9', :g, :f)"),
+                     [{"m": m, "n": n, "r": r, "g": g, "f": False} for m, n, r, g in rows])
+
+
+@pytest.mark.parametrize("row,want_import,want_entry", ASSIGNMENTS)
+def test_a_care_team_assignment_is_judged_alike_on_every_path(paths, row, want_import, want_entry):
+    """care_team.csv, the patient page's 团队指派 form and ``POST /api/patients/{id}/team``: a member of
+    another village, another township or the county is refused with MEMBER_OUT_OF_SCOPE naming the
+    member, its region and the patient's; the form shows the message (422) and offers only the members
+    it accepts."""
+    _more_members(paths.database)
+    row = {**row, "from_on": "2026-06-01"}
+    pid = row["patient_id"]
+
+    def forget() -> None:
+        with paths.database.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM care_team_assignment"))
+
+    _same(paths, "care_team", row, want_import, want_entry, f"/api/patients/{pid}/team", f"/patients/{pid}/team", row,
+          after_accept=forget)
+    if "MEMBER_OUT_OF_SCOPE" in want_entry:
+        _, _, messages = paths.via_api(f"/api/patients/{pid}/team", _entry_body(row))
+        message = next(m for m in messages if row["member_id"] in m and "服务" in m)
+        assert "团队成员" in message and "本村或本乡镇" in message
+    options = paths.client.get(f"/api/patients/{pid}/team", headers={"Authorization": f"Bearer {paths.token}"}).json()
+    offered = {m["member_id"] for m in options["members"]}
+    accepted = not ({"MEMBER_OUT_OF_SCOPE"} & want_entry)
+    assert (row["member_id"] in offered) == accepted, offered

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from registry import audit, codes, joint_visits
 from registry.accounts import UserRole
+from registry.care_team import check_member_serves, serves_patient_sql
 from registry.codes import TeamRole
 from registry.errors import Conflict, InvalidInput, Issue, PermissionDenied
 from registry.injections import record_last_injection, sync_last_injection
@@ -637,10 +638,11 @@ def assignment_rows_select(patient_id) -> sa.Select:
 
 def assignable_members_select(village_code) -> sa.Select:
     """The members the doctor may assign to a patient of ``village_code`` (a value or an SQL
-    expression): those of the village and of its township (rules.md §6.1), by role and id."""
+    expression): those of the village and of its township (rules.md §6.1,
+    ``care_team.serves_patient_sql`` — the rule ``assign_member`` checks), by role and id."""
     m, r = TeamMember.__table__, Region.__table__
     township = sa.select(r.c.parent_code).where(r.c.code == village_code).scalar_subquery()
-    return (sa.select(m.c.member_id, m.c.name, m.c.role).where(m.c.region_code.in_([village_code, township]))
+    return (sa.select(m.c.member_id, m.c.name, m.c.role).where(serves_patient_sql(m.c.region_code, village_code, township))
             .order_by(m.c.role, m.c.member_id))
 
 
@@ -667,8 +669,8 @@ def assignments_of(engine, scope: Scope, patient_id: str) -> dict:
 def assign_member(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any], *, today: date, source: str | None,
                   channel: Channel = Channel.FORM) -> int:
     """指派团队成员 Add a dated assignment to the patient's team (rules.md §6.1): the import's fields
-    (``validation.CARE_TEAM_FIELDS``) and checks (``validation.check_assignment``); the role defaults to
-    the member's own. One transaction with its audit row. Returns the assignment id."""
+    (``validation.CARE_TEAM_FIELDS``) and checks (``validation.check_assignment``; a member of the
+    patient's village or township, ``care_team.check_member_serves``); the role defaults to the member's own. One transaction with its audit row. Returns the assignment id."""
 
     scope.require_role(UserRole.TOWNSHIP_DOCTOR.value)
     with Session(engine, expire_on_commit=False) as session:
@@ -681,6 +683,9 @@ def assign_member(engine, scope: Scope, patient_id: str, raw_in: dict[str, Any],
             raw["role"] = member.role
         values, more = parse_fields(raw, CARE_TEAM_FIELDS)
         issues += more + check_assignment(values, member.role if member else None)
+        if member is not None:  # a member of the patient's village or township (the form's options)
+            township = session.execute(sa.select(Region.parent_code).where(Region.code == patient.village_code)).scalar()
+            issues += check_member_serves(member.member_id, member.region_code, patient.village_code, township, patient_id)
         a = CareTeamAssignment.__table__
         if not issues and session.execute(sa.select(a.c.id).where(
                 a.c.patient_id == patient_id, a.c.member_id == values["member_id"], a.c.role == values["role"],
