@@ -182,16 +182,6 @@ def errors_by_field(issues) -> dict[str, list[str]]:
     return out
 
 
-_FIELD_CODE = re.compile(r"(?<=[^\x00-\x7f])\([A-Za-z_][A-Za-z0-9_@.-]*\)(?=\s*[:：])")
-
-
-def form_message(message: str) -> str:
-    """表单提示 A message as the form shows it next to its field: the API's field identifier after
-    the Chinese label dropped ("预约时间(proposed_at): 不能早于当前时间" → "预约时间: 不能早于当前时间");
-    the field is beside it, and a page a person reads shows no internal code (issue 16)."""
-    return _FIELD_CODE.sub("", message)
-
-
 DATE_FIELDS = frozenset({w.name for _t, ws in FOLLOW_UP_SECTIONS + PATIENT_SECTIONS for w in ws if w.kind == "date"}
                         | {"status_on", "checked_on", "given_on"})
 _COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
