@@ -45,6 +45,19 @@ def _seed_alerts(engine) -> None:
         ])
 
 
+# a township address as a doctor writes it (session 13: cut off in a 280 px box on the edit form)
+LONG_ADDRESS = "台城街道东坑村委会东坑村新屋巷三十二号之一（村委会往北约二百米，旧粮所宿舍楼后第二排，门前有一棵大榕树）"
+LONG_HOSPITAL = "江门市第三人民医院（江门市精神卫生中心）精神科二病区（老年精神科）"
+
+
+def _seed_long_text(engine) -> None:
+    """P1's address, guardian's address and diagnosing hospital at their real length: every page that
+    shows them (record, lists, the edit form) must show them whole, at 360 px and at 1280 px."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE patient SET address = :a, guardian_address = :g, diagnosing_hospital = :h "
+                             "WHERE patient_id = 'P1'"), {"a": LONG_ADDRESS, "g": "同上：" + LONG_ADDRESS, "h": LONG_HOSPITAL})
+
+
 @pytest.fixture(scope="module")
 def server(_sqlite_template, tmp_path_factory):
     from schedules.generation import generate
@@ -56,6 +69,7 @@ def server(_sqlite_template, tmp_path_factory):
     generate(engine, as_of=TODAY)  # the real scheduler makes the tasks
     _seed_history(engine)
     _seed_alerts(engine)
+    _seed_long_text(engine)
     from schedules.lists import write_township_lists
 
     # the week's 五单 issued (archive id 1), for the archive pages (issue 15)
@@ -536,4 +550,65 @@ def test_forms_are_reachable_and_submittable_on_a_phone(server, browser):
     page.click(".searchbar button")
     page.wait_for_url("**/audit?*action=export*")
     assert "导出" in page.inner_text("#audit")
+    context.close()
+
+
+# what a box shows of its value: all of it, neither cut off sideways nor scrolled inside
+SHOWS_WHOLE_JS = """(sel) => { const e = document.querySelector(sel);
+  return {value: e.value, sideways: e.scrollWidth - e.clientWidth, down: e.scrollHeight - e.clientHeight, width: e.clientWidth}; }"""
+
+
+def shows_whole(page, selector: str) -> dict:
+    box = page.evaluate(SHOWS_WHOLE_JS, selector)
+    assert box["sideways"] <= 0 and box["down"] <= 0, (page.url, selector, box)
+    return box
+
+
+def test_long_text_fields_show_their_whole_value(server, browser):
+    """修改信息 (session 13): a long 现住址 was cut off inside a 280 px input on the desktop. The stored
+    value and one typed or pasted in show whole on the edit, registration, status, move and follow-up
+    forms, at 1280 × 900 and at 360 × 780, and no page grows wider than the screen; a line break
+    pasted into a one-line field is saved as a space."""
+    base, engine = server
+    for viewport in (DESKTOP, PHONE):
+        context, page = phone_login(browser, base, "doc", viewport)
+        page.goto(base + "/patients/P1/edit")
+        for selector, value in (("#i-address", LONG_ADDRESS), ("#i-guardian_address", "同上：" + LONG_ADDRESS),
+                                ("#i-diagnosing_hospital", LONG_HOSPITAL)):
+            box = shows_whole(page, selector)
+            assert box["value"] == value
+        assert shows_whole(page, "#i-address")["width"] > viewport["width"] / 2  # across the form, not a 280 px box
+        page.fill("#i-reason", "按村委会出具的居住证明更正，核对门牌号和路线说明，经患者家属电话确认无误")
+        shows_whole(page, "#i-reason")
+        page.fill("#i-status_detail", "迁往" + LONG_ADDRESS)
+        shows_whole(page, "#i-status_detail")
+        no_sideways_scroll(page)
+        page.screenshot(path=str(ARTIFACTS / f"long-text-edit-{viewport['width']}.png"), full_page=True)
+        for path, selectors in (("/patients/new", ("#i-address", "#i-guardian_address", "#i-diagnosing_hospital")),
+                                ("/patients/P1/follow-ups/new", ("#i-lab_tests", "#i-referral_to", "#i-referral_reason",
+                                                                 "#i-symptoms_other", "#i-rehabilitation_measures")),
+                                ("/patients/P1/status", ("#i-status_detail",)), ("/patients/P1/transfer", ("#i-reason",))):
+            page.goto(base + path)
+            for selector in selectors:
+                page.fill(selector, LONG_ADDRESS + LONG_HOSPITAL)
+                shows_whole(page, selector)
+            no_sideways_scroll(page)
+        page.goto(base + "/patients/P1")
+        assert LONG_ADDRESS in page.inner_text("main")
+        no_sideways_scroll(page)
+        context.close()
+
+    # a line break pasted into a one-line field is saved as a space, never refused as a control character
+    context, page = phone_login(browser, base, "doc", DESKTOP)
+    page.goto(base + "/patients/P1/edit")
+    page.fill("#i-address", "")
+    page.locator("#i-address").press_sequentially("幸福路")
+    page.keyboard.press("Enter")  # does not break the line
+    page.evaluate("""() => { const e = document.querySelector('#i-address'); e.value += '\\n8号';
+      e.dispatchEvent(new Event('input', {bubbles: true})); }""")
+    assert page.input_value("#i-address") == "幸福路 8号"
+    page.click("button[type=submit]")
+    page.wait_for_url("**/patients/P1/history?saved=1")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT address FROM patient WHERE patient_id = 'P1'")).scalar_one() == "幸福路 8号"
     context.close()

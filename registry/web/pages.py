@@ -90,6 +90,8 @@ async def form_data(request: Request, cur: Current) -> dict[str, str]:
         data[key] = ",".join(values) if key == "symptoms" else (values[-1] if values else "")
         if key in forms.DATE_FIELDS:
             data[key] = forms.typed_date(data[key])
+        elif key in forms.ONE_LINE_FIELDS:
+            data[key] = forms.one_line(data[key])
     return data
 
 
