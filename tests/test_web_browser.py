@@ -302,11 +302,17 @@ REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403, ("poli
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels
 TAP_TARGETS = ("button, a.button, input:not([type=hidden]):not([type=radio]):not([type=checkbox]), select, textarea, "
                "a.tel, .choice, header nav a, .menu-button, .pager a, "
-               ".actions a, .notices a, .who a")  # a form's 取消, 全部预警 and the alerts' names, 我的账号 (the walk)
+               ".actions a, .notices a, .who a, "  # a form's 取消, 全部预警 and the alerts' names, 我的账号 (the walk)
+               "label:has(> input[type=checkbox]), label:has(> input[type=radio])")  # /alerts' 未读 box (session 13)
 # every control a person fills has a name a screen reader (and a phone's autofill) reads: a <label>, or aria-label
 UNLABELLED_JS = """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea')).filter(e =>
   !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby')
 ).map(e => e.outerHTML.slice(0, 120))"""
+# a menu entry broken over two lines ("今日工" / "作": the desktop's menu bar squeezed its entries, session 13)
+BROKEN_MENU_JS = """() => Array.from(document.querySelectorAll('header nav a, .who a, .who span, .who button')).filter(e => {
+  const text = document.createRange(); text.selectNodeContents(e);
+  return new Set(Array.from(text.getClientRects()).map(r => Math.round(r.top))).size > 1;
+}).map(e => e.textContent.trim())"""
 SMALL_TARGETS_JS = """(sel) => Array.from(document.querySelectorAll(sel)).filter(e => {
   const r = e.getBoundingClientRect(); const s = getComputedStyle(e);
   return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && r.height < 43.5;
@@ -358,6 +364,7 @@ def test_every_page_fits_the_phone_and_the_desktop(server, browser):
                     page.screenshot(path=str(ARTIFACTS / f"phone-{username}-{name}.png"), full_page=True)
                 else:
                     assert page.is_visible("header nav") and not page.is_visible(".menu-button")  # desktop as it was
+                    assert page.evaluate(BROKEN_MENU_JS) == [], (username, path)
                     if path == "/dashboard":  # the desktop keeps the fraction on hover: the matrix stays narrow
                         assert not page.is_visible("#rates .frac") and page.get_attribute("#rates .rate", "title")
             if viewport is PHONE:
@@ -378,24 +385,28 @@ def test_the_menu_opens_without_javascript(server, browser):
     context.close()
 
 
+BARE_PHONES_JS = """() => { const out = []; const w = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
+  while (w.nextNode()) { const n = w.currentNode; if (/\\d{4}-\\d{4}|1\\d{10}/.test(n.textContent) && !n.parentElement.closest("a[href^='tel:']")
+    && !n.parentElement.closest('.mono, footer')) out.push(n.textContent.trim()); } return out; }"""
+
+
 def test_phone_numbers_are_tap_to_call(server, browser):
     base, _engine = server
     context, page = phone_login(browser, base, "doc")
     page.goto(base + "/patients/P1")
     hrefs = page.eval_on_selector_all("a[href^='tel:']", "as => as.map(a => a.getAttribute('href'))")
     assert {"tel:13800000001", "tel:0750-1100", "tel:0750-1200"} <= set(hrefs)  # guardian, police, village
-    for path in ("/worklist?all=1", "/patients/P3"):
+    for path in ("/worklist?all=1", "/patients/P3", "/ledger"):
         page.goto(base + path)
-        # every phone number shown is inside a tel: link
-        bare = page.evaluate("""() => { const out = []; const w = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
-          while (w.nextNode()) { const n = w.currentNode; if (/\\d{4}-\\d{4}|1\\d{10}/.test(n.textContent) && !n.parentElement.closest("a[href^='tel:']")
-            && !n.parentElement.closest('.mono, footer')) out.push(n.textContent.trim()); } return out; }""")
-        assert bare == [], path
+        assert page.evaluate(BARE_PHONES_JS) == [], path  # every phone number shown is inside a tel: link
     context.close()
     context, page = phone_login(browser, base, "police")
     page.goto(base + "/patients/P1")
     hrefs = page.eval_on_selector_all("a[href^='tel:']", "as => as.map(a => a.getAttribute('href'))")
     assert {"tel:13800000001", "tel:0750-1100"} <= set(hrefs)
+    page.goto(base + "/ledger")  # session 13: the guardian's number on the officer's ledger was plain text
+    assert "tel:13800000001" in page.eval_on_selector_all("#ledger a[href^='tel:']", "as => as.map(a => a.getAttribute('href'))")
+    assert page.evaluate(BARE_PHONES_JS) == []
     context.close()
 
 
