@@ -46,11 +46,11 @@ def check_proposal(*, status: str, roles: str | Iterable[str], proposed_at: date
     (``APPOINTMENT_IN_PAST``). Raises InvalidInput; returns None when all hold."""
     wanted = set(roles.split(",") if isinstance(roles, str) else roles)
     if status != TaskStatus.OPEN.value:
-        raise InvalidInput.single("APPOINTMENT_TASK_CLOSED", "任务(task_id): 任务已结束，不能预约", column="task_id")
+        raise InvalidInput.single("APPOINTMENT_TASK_CLOSED", "任务已结束，不能预约", column="task_id")
     if not any(r in wanted for r in NON_DOCTOR_ROLES):
-        raise InvalidInput.single("APPOINTMENT_NOT_JOINT", "任务(task_id): 不是联合入户任务，无需预约", column="task_id")
+        raise InvalidInput.single("APPOINTMENT_NOT_JOINT", "不是联合入户任务，无需预约", column="task_id")
     if proposed_at < now_local:
-        raise InvalidInput.single("APPOINTMENT_IN_PAST", "预约时间(proposed_at): 不能早于当前时间", column="proposed_at",
+        raise InvalidInput.single("APPOINTMENT_IN_PAST", "预约时间：不能早于当前时间", column="proposed_at",
                                   value=proposed_at.isoformat(timespec="minutes"))
 
 
@@ -59,13 +59,13 @@ def check_reply(answer: str | None, reason: str | None) -> tuple[str, str | None
     declining needs a reason (``APPOINTMENT_REASON_REQUIRED``); a reason is ≤ 200 storable
     characters (``BAD_VALUE``). A confirmation keeps an optional note."""
     if answer not in {a.value for a in AppointmentAnswer}:
-        raise InvalidInput.single("BAD_CODE", f"答复(answer): “{str(answer)[:20]}”无效，应为 confirmed / declined",
+        raise InvalidInput.single("BAD_CODE", f"答复“{str(answer)[:20]}”无效，应为 confirmed（能参加）/ declined（不能参加）",
                                   column="answer")
     reason = (reason or "").strip() or None
     if reason is not None and (len(reason) > REASON_MAX or bad_text(reason, multiline=False)):
-        raise InvalidInput.single("BAD_VALUE", "原因(reason): 过长（超过200个字符）或含不可保存的字符", column="reason")
+        raise InvalidInput.single("BAD_VALUE", "原因：过长（超过200个字符）或含不可保存的字符", column="reason")
     if answer == AppointmentAnswer.DECLINED.value and reason is None:
-        raise InvalidInput.single("APPOINTMENT_REASON_REQUIRED", "原因(reason): 不能参加时必须填写原因", column="reason")
+        raise InvalidInput.single("APPOINTMENT_REASON_REQUIRED", "原因：不能参加时必须填写原因", column="reason")
     return answer, reason
 
 
@@ -73,7 +73,7 @@ def check_place(place: str | None) -> str | None:
     """地点说明 An optional place note, ≤ 200 storable characters (``BAD_VALUE``)."""
     place = (place or "").strip() or None
     if place is not None and (len(place) > PLACE_MAX or bad_text(place, multiline=False)):
-        raise InvalidInput.single("BAD_VALUE", "地点(place): 过长（超过200个字符）或含不可保存的字符", column="place")
+        raise InvalidInput.single("BAD_VALUE", "地点：过长（超过200个字符）或含不可保存的字符", column="place")
     return place
 
 

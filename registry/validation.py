@@ -543,7 +543,7 @@ def parse_fields(raw: dict[str, str], specs: list[FieldSpec]) -> tuple[dict[str,
         cell = cell.strip(" \t\r\n") if cell is not None else ""
         bad = bad_text_message(cell, multiline=spec.multiline)
         if bad:
-            issues.append(Issue("BAD_TEXT", f"{spec.label}({spec.name}): {bad}", column=spec.name, value=_shown(cell)))
+            issues.append(Issue("BAD_TEXT", f"{spec.label}：{bad}", column=spec.name, value=_shown(cell)))
             values[spec.name] = None
             continue
         cell = cell.strip()
@@ -591,7 +591,7 @@ def parse_columns(columns: dict[str, list[str]], n: int, specs: list[FieldSpec])
             bad_rows = _bad_text_rows(cells, spec)
         if bad_rows:
             for i in bad_rows:
-                issues.setdefault(i, []).append(Issue("BAD_TEXT", f"{spec.label}({spec.name}): {bad_text_message(cells[i], multiline=spec.multiline)}",
+                issues.setdefault(i, []).append(Issue("BAD_TEXT", f"{spec.label}：{bad_text_message(cells[i], multiline=spec.multiline)}",
                                                       column=spec.name, value=_shown(cells[i])))
                 cells[i] = ""
         cells = list(map(str.strip, cells))

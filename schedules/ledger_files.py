@@ -89,6 +89,7 @@ def ledger_rows(engine: Engine, *, as_of: date, region_code: str | None = None, 
             "id_masked": mask(r.id_number), "village": r.village, "village_code": r.village_code,
             "address": r.address or "",
             "guardian": " ".join(x for x in (r.guardian_name, r.guardian_phone) if x),
+            "guardian_name": r.guardian_name or "", "guardian_phone": r.guardian_phone or "",  # the page: tap to call
             "entered_on": r.entered_on.isoformat(), "reason_code": r.reason, "reason": LedgerReason(r.reason).label,
             "left_on": r.left_on.isoformat() if r.left_on else "",
             "left_reason_code": r.left_reason,

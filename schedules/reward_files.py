@@ -80,6 +80,7 @@ def payout_rows(engine: Engine, *, year: int, today: date, region_code: str, lev
         out.append({
             "patient_id": r.patient_id, "name": r.name, "id_masked": mask(r.id_number), "village": r.village,
             "guardian": " ".join(x for x in (r.guardian_name, r.guardian_phone) if x) or "无监护人",
+            "guardian_name": r.guardian_name or "", "guardian_phone": r.guardian_phone or "",  # the page: tap to call
             "period": f"{r.enrolled_from.isoformat()}至{r.enrolled_to.isoformat()}",
             "quarterly_visits": _quarter_text(r, rules),
             "no_incident": "是" if r.no_incident else f"否（{r.first_incident_on or '应急处置'}）",

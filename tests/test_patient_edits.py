@@ -326,3 +326,23 @@ def test_a_new_last_injection_on_the_plan_becomes_a_history_row(web):
     history = rows(database, "SELECT given_on, drug FROM injection WHERE patient_id = 'P2' ORDER BY given_on")
     assert [(str(x.given_on)[:10], x.drug) for x in history][-1] == ("2026-05-20", "棕榈酸帕利哌酮")
     assert database.count("injection") == before + 1
+
+
+def test_one_line_fields_are_wrapping_boxes_and_a_line_break_is_a_space(web):
+    """修改信息 (session 13): a long 现住址 was cut off in a 280 px input. Long one-line fields are boxes
+    across the form that wrap (forms.py "longtext"); a line break typed or pasted into one is saved as a
+    space (even without the page's script), while the API refuses it as every path does (BAD_TEXT)."""
+    client, tokens, database = web
+    login(client, "doc")
+    page = client.get("/patients/P2/edit")
+    for name in ("address", "guardian_address", "diagnosing_hospital", "status_detail", "reason"):
+        assert re.search(rf'<div class="field[^"]* wide[^"]*" id="f-{name}">\s*<label[^>]*>[^<]*</label>\s*'
+                         rf'<textarea id="i-{name}" name="{name}" rows="1" class="oneline"', page.text), name
+    r = client.post("/patients/P2/edit", data={"csrf_token": csrf(page.text), "address": "幸福路\r\n8号（村委会\n后面）",
+                                               "guardian_address": "同上\n", "reason": "门牌\r核对"})
+    assert r.status_code == 303, r.text
+    assert rows(database, "SELECT address, guardian_address FROM patient WHERE patient_id = 'P2'")[0] == \
+        ("幸福路 8号（村委会 后面）", "同上")
+    api = client.patch("/api/patients/P2", headers=h(tokens, "doc"), json={"address": "幸福路\n9号"})
+    assert api.status_code == 422 and api.json()["issues"][0]["code"] == "BAD_TEXT"
+    assert "现住址" in api.json()["issues"][0]["message"]

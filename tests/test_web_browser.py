@@ -45,6 +45,19 @@ def _seed_alerts(engine) -> None:
         ])
 
 
+# a township address as a doctor writes it (session 13: cut off in a 280 px box on the edit form)
+LONG_ADDRESS = "台城街道东坑村委会东坑村新屋巷三十二号之一（村委会往北约二百米，旧粮所宿舍楼后第二排，门前有一棵大榕树）"
+LONG_HOSPITAL = "江门市第三人民医院（江门市精神卫生中心）精神科二病区（老年精神科）"
+
+
+def _seed_long_text(engine) -> None:
+    """P1's address, guardian's address and diagnosing hospital at their real length: every page that
+    shows them (record, lists, the edit form) must show them whole, at 360 px and at 1280 px."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE patient SET address = :a, guardian_address = :g, diagnosing_hospital = :h "
+                             "WHERE patient_id = 'P1'"), {"a": LONG_ADDRESS, "g": "同上：" + LONG_ADDRESS, "h": LONG_HOSPITAL})
+
+
 @pytest.fixture(scope="module")
 def server(_sqlite_template, tmp_path_factory):
     from schedules.generation import generate
@@ -56,6 +69,7 @@ def server(_sqlite_template, tmp_path_factory):
     generate(engine, as_of=TODAY)  # the real scheduler makes the tasks
     _seed_history(engine)
     _seed_alerts(engine)
+    _seed_long_text(engine)
     from schedules.lists import write_township_lists
 
     # the week's 五单 issued (archive id 1), for the archive pages (issue 15)
@@ -288,11 +302,17 @@ REFUSED = {("doc", "/patients/P4"): 403, ("police", "/patients/P2"): 403, ("poli
 # what a thumb taps: buttons, fields, menu entries, phone numbers, choice labels
 TAP_TARGETS = ("button, a.button, input:not([type=hidden]):not([type=radio]):not([type=checkbox]), select, textarea, "
                "a.tel, .choice, header nav a, .menu-button, .pager a, "
-               ".actions a, .notices a, .who a")  # a form's 取消, 全部预警 and the alerts' names, 我的账号 (the walk)
+               ".actions a, .notices a, .who a, "  # a form's 取消, 全部预警 and the alerts' names, 我的账号 (the walk)
+               "label:has(> input[type=checkbox]), label:has(> input[type=radio])")  # /alerts' 未读 box (session 13)
 # every control a person fills has a name a screen reader (and a phone's autofill) reads: a <label>, or aria-label
 UNLABELLED_JS = """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea')).filter(e =>
   !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby')
 ).map(e => e.outerHTML.slice(0, 120))"""
+# a menu entry broken over two lines ("今日工" / "作": the desktop's menu bar squeezed its entries, session 13)
+BROKEN_MENU_JS = """() => Array.from(document.querySelectorAll('header nav a, .who a, .who span, .who button')).filter(e => {
+  const text = document.createRange(); text.selectNodeContents(e);
+  return new Set(Array.from(text.getClientRects()).map(r => Math.round(r.top))).size > 1;
+}).map(e => e.textContent.trim())"""
 SMALL_TARGETS_JS = """(sel) => Array.from(document.querySelectorAll(sel)).filter(e => {
   const r = e.getBoundingClientRect(); const s = getComputedStyle(e);
   return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && r.height < 43.5;
@@ -344,6 +364,7 @@ def test_every_page_fits_the_phone_and_the_desktop(server, browser):
                     page.screenshot(path=str(ARTIFACTS / f"phone-{username}-{name}.png"), full_page=True)
                 else:
                     assert page.is_visible("header nav") and not page.is_visible(".menu-button")  # desktop as it was
+                    assert page.evaluate(BROKEN_MENU_JS) == [], (username, path)
                     if path == "/dashboard":  # the desktop keeps the fraction on hover: the matrix stays narrow
                         assert not page.is_visible("#rates .frac") and page.get_attribute("#rates .rate", "title")
             if viewport is PHONE:
@@ -364,24 +385,28 @@ def test_the_menu_opens_without_javascript(server, browser):
     context.close()
 
 
+BARE_PHONES_JS = """() => { const out = []; const w = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
+  while (w.nextNode()) { const n = w.currentNode; if (/\\d{4}-\\d{4}|1\\d{10}/.test(n.textContent) && !n.parentElement.closest("a[href^='tel:']")
+    && !n.parentElement.closest('.mono, footer')) out.push(n.textContent.trim()); } return out; }"""
+
+
 def test_phone_numbers_are_tap_to_call(server, browser):
     base, _engine = server
     context, page = phone_login(browser, base, "doc")
     page.goto(base + "/patients/P1")
     hrefs = page.eval_on_selector_all("a[href^='tel:']", "as => as.map(a => a.getAttribute('href'))")
     assert {"tel:13800000001", "tel:0750-1100", "tel:0750-1200"} <= set(hrefs)  # guardian, police, village
-    for path in ("/worklist?all=1", "/patients/P3"):
+    for path in ("/worklist?all=1", "/patients/P3", "/ledger"):
         page.goto(base + path)
-        # every phone number shown is inside a tel: link
-        bare = page.evaluate("""() => { const out = []; const w = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
-          while (w.nextNode()) { const n = w.currentNode; if (/\\d{4}-\\d{4}|1\\d{10}/.test(n.textContent) && !n.parentElement.closest("a[href^='tel:']")
-            && !n.parentElement.closest('.mono, footer')) out.push(n.textContent.trim()); } return out; }""")
-        assert bare == [], path
+        assert page.evaluate(BARE_PHONES_JS) == [], path  # every phone number shown is inside a tel: link
     context.close()
     context, page = phone_login(browser, base, "police")
     page.goto(base + "/patients/P1")
     hrefs = page.eval_on_selector_all("a[href^='tel:']", "as => as.map(a => a.getAttribute('href'))")
     assert {"tel:13800000001", "tel:0750-1100"} <= set(hrefs)
+    page.goto(base + "/ledger")  # session 13: the guardian's number on the officer's ledger was plain text
+    assert "tel:13800000001" in page.eval_on_selector_all("#ledger a[href^='tel:']", "as => as.map(a => a.getAttribute('href'))")
+    assert page.evaluate(BARE_PHONES_JS) == []
     context.close()
 
 
@@ -536,4 +561,65 @@ def test_forms_are_reachable_and_submittable_on_a_phone(server, browser):
     page.click(".searchbar button")
     page.wait_for_url("**/audit?*action=export*")
     assert "导出" in page.inner_text("#audit")
+    context.close()
+
+
+# what a box shows of its value: all of it, neither cut off sideways nor scrolled inside
+SHOWS_WHOLE_JS = """(sel) => { const e = document.querySelector(sel);
+  return {value: e.value, sideways: e.scrollWidth - e.clientWidth, down: e.scrollHeight - e.clientHeight, width: e.clientWidth}; }"""
+
+
+def shows_whole(page, selector: str) -> dict:
+    box = page.evaluate(SHOWS_WHOLE_JS, selector)
+    assert box["sideways"] <= 0 and box["down"] <= 0, (page.url, selector, box)
+    return box
+
+
+def test_long_text_fields_show_their_whole_value(server, browser):
+    """修改信息 (session 13): a long 现住址 was cut off inside a 280 px input on the desktop. The stored
+    value and one typed or pasted in show whole on the edit, registration, status, move and follow-up
+    forms, at 1280 × 900 and at 360 × 780, and no page grows wider than the screen; a line break
+    pasted into a one-line field is saved as a space."""
+    base, engine = server
+    for viewport in (DESKTOP, PHONE):
+        context, page = phone_login(browser, base, "doc", viewport)
+        page.goto(base + "/patients/P1/edit")
+        for selector, value in (("#i-address", LONG_ADDRESS), ("#i-guardian_address", "同上：" + LONG_ADDRESS),
+                                ("#i-diagnosing_hospital", LONG_HOSPITAL)):
+            box = shows_whole(page, selector)
+            assert box["value"] == value
+        assert shows_whole(page, "#i-address")["width"] > viewport["width"] / 2  # across the form, not a 280 px box
+        page.fill("#i-reason", "按村委会出具的居住证明更正，核对门牌号和路线说明，经患者家属电话确认无误")
+        shows_whole(page, "#i-reason")
+        page.fill("#i-status_detail", "迁往" + LONG_ADDRESS)
+        shows_whole(page, "#i-status_detail")
+        no_sideways_scroll(page)
+        page.screenshot(path=str(ARTIFACTS / f"long-text-edit-{viewport['width']}.png"), full_page=True)
+        for path, selectors in (("/patients/new", ("#i-address", "#i-guardian_address", "#i-diagnosing_hospital")),
+                                ("/patients/P1/follow-ups/new", ("#i-lab_tests", "#i-referral_to", "#i-referral_reason",
+                                                                 "#i-symptoms_other", "#i-rehabilitation_measures")),
+                                ("/patients/P1/status", ("#i-status_detail",)), ("/patients/P1/transfer", ("#i-reason",))):
+            page.goto(base + path)
+            for selector in selectors:
+                page.fill(selector, LONG_ADDRESS + LONG_HOSPITAL)
+                shows_whole(page, selector)
+            no_sideways_scroll(page)
+        page.goto(base + "/patients/P1")
+        assert LONG_ADDRESS in page.inner_text("main")
+        no_sideways_scroll(page)
+        context.close()
+
+    # a line break pasted into a one-line field is saved as a space, never refused as a control character
+    context, page = phone_login(browser, base, "doc", DESKTOP)
+    page.goto(base + "/patients/P1/edit")
+    page.fill("#i-address", "")
+    page.locator("#i-address").press_sequentially("幸福路")
+    page.keyboard.press("Enter")  # does not break the line
+    page.evaluate("""() => { const e = document.querySelector('#i-address'); e.value += '\\n8号';
+      e.dispatchEvent(new Event('input', {bubbles: true})); }""")
+    assert page.input_value("#i-address") == "幸福路 8号"
+    page.click("button[type=submit]")
+    page.wait_for_url("**/patients/P1/history?saved=1")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT address FROM patient WHERE patient_id = 'P1'")).scalar_one() == "幸福路 8号"
     context.close()

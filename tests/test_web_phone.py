@@ -199,3 +199,15 @@ def test_the_api_takes_an_idempotency_key_header(client):
     bad = client.post("/api/patients/P2/follow-ups", json=body, headers={**headers, "Idempotency-Key": "no"})
     assert bad.status_code == 422 and bad.json()["issues"][0]["column"] == "idempotency_key"
     assert len(_follow_ups(engine, "P2")) == before + 1
+
+
+def test_a_refusal_page_keeps_the_header_and_footer(client):
+    """Session 13's walk: a 403 (a police officer opening a patient not on their list) showed the header
+    as "police ·  · " and the footer's date blank — the error page lacked the pages' frame."""
+    _login(client, "police")
+    r = client.get("/patients/P2")
+    assert r.status_code == 403 and "无权" in r.text
+    who = re.search(r'<div class="who">\s*<span>([^<]*)</span>', r.text).group(1)
+    assert who.split(" · ")[1:] == ["民警", "台城街道"], who
+    assert f"今天 {TODAY.isoformat()}" in r.text
+    assert 'href="/mylist"' in r.text  # the menu, to go on from the refusal

@@ -287,11 +287,13 @@ def _is_api(request: Request) -> bool:
 
 
 def error_page(request: Request, status: int, code: str, message: str, issues=()):
-    """错误页 The error template with the status, code and Chinese message."""
+    """错误页 The error template with the status, code and Chinese message, in the page's usual frame
+    (the header's role and region, the footer's date: they were blank on a refusal, session 13)."""
+    from registry.web.pages import page_context
+
     ctx = request.app.state.ctx
-    cur = getattr(request.state, "current", None)
-    return ctx.templates.TemplateResponse(request, "error.html", {"status": status, "code": code, "message": message,
-                                                                 "issues": list(issues), "cur": cur}, status_code=status)
+    context = page_context(request, {"status": status, "code": code, "message": message, "issues": list(issues)})
+    return ctx.templates.TemplateResponse(request, "error.html", context, status_code=status)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -31,7 +31,6 @@ from registry.models import VisitTask
 from registry.web.api import ERRORS
 from registry.web.auth import client_ip, current
 from registry.web.deps import ClientIp, Ctx, CurrentUser, api_user
-from registry.web import forms
 from registry.web.pages import form_data, my_list, patient_page_again
 from registry.web.scopes import Scope
 from schedules.notify import queue_appointment_message
@@ -50,7 +49,7 @@ def parse_when(raw: str | None) -> datetime:
             raise ValueError
         return datetime.fromisoformat(text).replace(second=0, microsecond=0, tzinfo=None)
     except ValueError:
-        raise InvalidInput.single("BAD_DATETIME", "预约时间(proposed_at): 应为 YYYY-MM-DD HH:MM", column="proposed_at",
+        raise InvalidInput.single("BAD_DATETIME", "预约时间：应为 YYYY-MM-DD HH:MM", column="proposed_at",
                                   value=text[:30]) from None
 
 
@@ -129,7 +128,7 @@ async def propose_submit(request: Request, task_id: TaskId):
     except InvalidInput as exc:
         patient_id = _task_patient(ctx, cur.scope, task_id)
         return patient_page_again(request, cur, patient_id,
-                                  appointment_errors={task_id: [forms.form_message(i.message) for i in exc.issues]},
+                                  appointment_errors={task_id: [i.message for i in exc.issues]},
                                   appointment_values={task_id: data})
     return RedirectResponse(f"/patients/{out['patient_id']}#task-{task_id}", status_code=303)
 
@@ -145,7 +144,7 @@ async def reply_submit(request: Request, appointment_id: AppointmentId):
         answer(ctx, cur.scope, appointment_id, data.get("answer"), data.get("reason"), source=client_ip(request))
     except InvalidInput as exc:
         return my_list(request, cur, status_code=422,
-                       reply_errors={appointment_id: [forms.form_message(i.message) for i in exc.issues]},
+                       reply_errors={appointment_id: [i.message for i in exc.issues]},
                        reply_values={appointment_id: data})
     return RedirectResponse("/mylist#appointments", status_code=303)
 

@@ -44,7 +44,7 @@ def edit_sections(id_hint: str = "") -> list[tuple[str, list[forms.Widget]]]:
     sections.append(("状态", [
         forms.pt("status", "radio", [(m.value, m.label) for m in codes.PatientStatus]),
         forms.pt("status_on", "date", hint="死亡或迁出（离开本县）时填写"),
-        forms.pt("status_detail", "text"),
+        forms.pt("status_detail", "longtext"),
     ]))
     placed = {w.name for _t, ws in sections for w in ws}
     rest = [forms.pt(s.name, "date" if s.parse is iso_date else "text") for s in patient_edits.editable_specs()

@@ -22,7 +22,7 @@ class Widget:
 
     name: str
     label: str
-    kind: str  # date | select | radio | number | text | textarea | symptoms
+    kind: str  # date | select | radio | number | text | longtext | textarea | symptoms
     choices: list[tuple[str, str]] = field(default_factory=list)
     hint: str = ""
     required: bool = False
@@ -62,7 +62,7 @@ FOLLOW_UP_SECTIONS: list[tuple[str, list[Widget]]] = [
         Widget("risk_level", _LABELS["risk_level"], "select", [(str(m.value), m.label) for m in codes.RiskLevel],
                hint="访到患者时必填"),
         fu("symptoms", "symptoms", [(str(m.value), m.label) for m in codes.Symptom]),
-        fu("symptoms_other", "text"),
+        fu("symptoms_other", "textarea"),
         fu("symptoms_obvious", "select", FLAG_CHOICES),
         fu("insight", "radio", _choices(codes.Insight)),
         fu("sleep", "radio", COND),
@@ -87,7 +87,7 @@ FOLLOW_UP_SECTIONS: list[tuple[str, list[Widget]]] = [
         fu("lock_status", "radio", _choices(codes.LockStatus)),
         fu("hospital_status", "radio", _choices(codes.HospitalStatus)),
         fu("last_discharge_on", "date"),
-        fu("lab_tests", "text"),
+        fu("lab_tests", "textarea"),
         fu("physical_illness_serious", "select", FLAG_CHOICES),
     ]),
     ("用药情况", [
@@ -103,15 +103,15 @@ FOLLOW_UP_SECTIONS: list[tuple[str, list[Widget]]] = [
     ]),
     ("转诊与联系", [
         fu("referral", "select", FLAG_CHOICES),
-        fu("referral_reason", "text"),
-        fu("referral_to", "text"),
+        fu("referral_reason", "textarea"),
+        fu("referral_to", "longtext"),
         fu("specialist_contacted", "select", FLAG_CHOICES),
         fu("joint_notified", "select", FLAG_CHOICES),
         fu("notified_police", "text"),
         fu("notified_community", "text"),
     ]),
     ("康复与心理支持", [
-        fu("rehabilitation_measures", "text", hint="生活劳动能力、职业训练、学习能力、社会交往等"),
+        fu("rehabilitation_measures", "textarea", hint="生活劳动能力、职业训练、学习能力、社会交往等"),
         fu("rehabilitation", "select", FLAG_CHOICES),
         fu("psych_support_patient", "select", FLAG_CHOICES),
         fu("psych_support_family", "select", FLAG_CHOICES),
@@ -136,7 +136,7 @@ PATIENT_SECTIONS: list[tuple[str, list[Widget]]] = [
         pt("birth_date", "date", required=True),
         pt("id_number", "text", hint="18位，末位可为X"),
         pt("village_code", "select", required=True),
-        pt("address", "text"),
+        pt("address", "longtext"),
         pt("phone", "text"),
     ]),
     ("诊断与建档", [
@@ -154,7 +154,7 @@ PATIENT_SECTIONS: list[tuple[str, list[Widget]]] = [
     ]),
     ("个人信息补充表", [
         pt("guardian_relation", "text", hint="如 父亲、配偶"),
-        pt("guardian_address", "text"),
+        pt("guardian_address", "longtext"),
         pt("village_contact", "text"),
         pt("village_contact_phone", "text"),
         pt("household_type", "radio", _choices(codes.HouseholdType)),
@@ -163,7 +163,7 @@ PATIENT_SECTIONS: list[tuple[str, list[Widget]]] = [
         pt("past_lockup", "radio", _choices(codes.PastLockup)),
         pt("outpatient_treatment", "radio", _choices(codes.OutpatientTreatment)),
         pt("admissions", "number", hint="曾住精神专科医院/综合医院精神科的次数"),
-        pt("diagnosing_hospital", "text"),
+        pt("diagnosing_hospital", "longtext"),
     ]),
     ("长效针剂计划", [
         pt("lai_drug", "text"),
@@ -174,22 +174,28 @@ PATIENT_SECTIONS: list[tuple[str, list[Widget]]] = [
 ]
 
 
+# 长文本 Kinds of control (Widget.kind) for free text a township doctor writes long — an address, a
+# hospital, a lab result: "textarea" for a field that may hold line breaks (FieldSpec.multiline),
+# "longtext" for one line of text shown whole: a box across the form's width that wraps and grows
+# with its value (session 13: a long 现住址 was cut off in a 280 px input). The patient edit form's
+# status detail and the reason fields are written the same way (templates).
+ONE_LINE_FIELDS = frozenset({w.name for _t, ws in FOLLOW_UP_SECTIONS + PATIENT_SECTIONS for w in ws if w.kind == "longtext"}
+                            | {"status_detail", "reason"})
+
+
+def one_line(value: str) -> str:
+    """单行文本 A one-line field as a wrapping box posts it: a line break (typed, or pasted from a
+    document) becomes a space — the box only wraps the line; other characters are judged by
+    ``registry.validation`` as on every path."""
+    return value.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+
+
 def errors_by_field(issues) -> dict[str, list[str]]:
     """字段错误 Issues grouped by field for the form template."""
     out: dict[str, list[str]] = {}
     for issue in issues:
         out.setdefault(issue.column or "_", []).append(issue.message)
     return out
-
-
-_FIELD_CODE = re.compile(r"(?<=[^\x00-\x7f])\([A-Za-z_][A-Za-z0-9_@.-]*\)(?=\s*[:：])")
-
-
-def form_message(message: str) -> str:
-    """表单提示 A message as the form shows it next to its field: the API's field identifier after
-    the Chinese label dropped ("预约时间(proposed_at): 不能早于当前时间" → "预约时间: 不能早于当前时间");
-    the field is beside it, and a page a person reads shows no internal code (issue 16)."""
-    return _FIELD_CODE.sub("", message)
 
 
 DATE_FIELDS = frozenset({w.name for _t, ws in FOLLOW_UP_SECTIONS + PATIENT_SECTIONS for w in ws if w.kind == "date"}

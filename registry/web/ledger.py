@@ -41,7 +41,7 @@ def as_of_arg(text: str, today: date) -> date:
     except ValueError:
         day = None
     if day is None or not date(2000, 1, 1) <= day <= date(2100, 12, 31):
-        raise InvalidInput.single("BAD_DATE", f"截至日期(as_of)“{text[:20]}”无效，应为 YYYY-MM-DD（2000-01-01 至 2100-12-31）",
+        raise InvalidInput.single("BAD_DATE", f"截至日期“{text[:20]}”无效，应为 YYYY-MM-DD（2000-01-01 至 2100-12-31）",
                                   column="as_of", value=text[:20])
     return day
 

@@ -46,7 +46,9 @@ HOME = {
 }
 
 
-def _page_context(request: Request, context: dict) -> dict:
+def page_context(request: Request, context: dict) -> dict:
+    """页面上下文 What every page's frame shows: the user, role and region in the header, today in the
+    footer (the error page's too)."""
     ctx = request.app.state.ctx
     cur = getattr(request.state, "current", None)
     context.setdefault("cur", cur)
@@ -60,7 +62,7 @@ def _page_context(request: Request, context: dict) -> dict:
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     """渲染页面 Render a template with the user, role and region in the context."""
-    return request.app.state.ctx.templates.TemplateResponse(request, template, _page_context(request, context),
+    return request.app.state.ctx.templates.TemplateResponse(request, template, page_context(request, context),
                                                             status_code=status_code)
 
 
@@ -73,7 +75,7 @@ def render_around(request: Request, template: str, inner: bytes, **context) -> H
     already (a cached partial): only the page around it is rendered, and the bytes are joined, not
     decoded and encoded again (the work list's body is ~150 KB)."""
     page = request.app.state.ctx.templates.get_template(template).render(
-        request=request, inner_html=Markup(_SLOT), **_page_context(request, context))
+        request=request, inner_html=Markup(_SLOT), **page_context(request, context))
     head, tail = page.split(_SLOT)  # the template puts it exactly once (ValueError otherwise)
     return HTMLResponse(b"".join((head.encode(), inner, tail.encode())))
 
@@ -90,6 +92,8 @@ async def form_data(request: Request, cur: Current) -> dict[str, str]:
         data[key] = ",".join(values) if key == "symptoms" else (values[-1] if values else "")
         if key in forms.DATE_FIELDS:
             data[key] = forms.typed_date(data[key])
+        elif key in forms.ONE_LINE_FIELDS:
+            data[key] = forms.one_line(data[key])
     return data
 
 

@@ -137,7 +137,7 @@ def check_idempotency_key(key: str | None) -> str | None:
     if not key:
         return None
     if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise InvalidInput.single("BAD_VALUE", "提交编号(idempotency_key)无效，请重新打开随访表", column="idempotency_key")
+        raise InvalidInput.single("BAD_VALUE", "提交编号无效，请重新打开随访表", column="idempotency_key")
     return key
 
 
@@ -195,13 +195,13 @@ def record_follow_up(engine, scope: Scope, patient_id: str, raw_in: dict[str, An
             if values.get(key):
                 values[key] = _medication_json(values[key])
                 if len(values[key]) > 1000:
-                    issues.append(Issue("TOO_LONG", f"{label}({key}): 用药记录过长（超过1000个字符）", column=key))
+                    issues.append(Issue("TOO_LONG", f"{label}：用药记录过长（超过1000个字符）", column=key))
         if issues:
             raise _reject(issues)
         reasons = {r: (raw.pop(f"reason_{r}", None) or "").strip() or None for r in FORM_ROLES}
         for role, reason in reasons.items():
             if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
-                raise _reject([Issue("BAD_VALUE", f"未到场原因(reason_{role}): 过长（超过200个字符）或含不可保存的字符",
+                raise _reject([Issue("BAD_VALUE", f"未到场原因（{codes.TeamRole(role).label}）：过长（超过200个字符）或含不可保存的字符",
                                      column=f"reason_{role}")])
         people = _named_attendance(session, named)
         seq = (session.exec(select(sa.func.max(FollowUp.seq)).where(FollowUp.patient_id == patient_id,
@@ -394,7 +394,7 @@ def record_attendance(engine, scope: Scope, follow_up_id: int, attended: bool, *
 def _attendance_reason(reason: str | None, column: str) -> str | None:
     reason = (reason or "").strip() or None
     if reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
-        raise InvalidInput.single("BAD_VALUE", f"未到场原因({column}): 过长（超过200个字符）或含不可保存的字符", column=column)
+        raise InvalidInput.single("BAD_VALUE", "未到场原因：过长（超过200个字符）或含不可保存的字符", column=column)
     return reason
 
 
@@ -416,20 +416,22 @@ def _named_attendance(session: Session, named: dict[str, tuple[str, str | None]]
     the reason is storable."""
     if not named:
         return []
-    found = dict(session.exec(select(TeamMember.member_id, TeamMember.role)
-                              .where(TeamMember.member_id.in_(list(named)))).all())
+    found = {m: (role, name) for m, role, name in session.exec(
+        select(TeamMember.member_id, TeamMember.role, TeamMember.name).where(TeamMember.member_id.in_(list(named)))).all()}
     issues, out = [], []
     for member_id, (flag, reason) in named.items():
         column = f"{NAMED_ATTENDED}{member_id[:40]}"
         if member_id not in found:  # any team role, as participants.csv and the API take (validation.check_participant)
             issues.append(Issue("UNKNOWN_MEMBER", f"团队成员编号 {member_id[:64]} 不存在", column=column))
-        elif flag not in ("1", "0"):
-            issues.append(Issue("BAD_VALUE", f"{column}: 应为 1 到场 / 0 未到场", column=column))
+            continue
+        role, name = found[member_id]  # the message names the person, never the form's field (issue 16)
+        if flag not in ("1", "0"):
+            issues.append(Issue("BAD_VALUE", f"到场（{name}）：应为 1 到场 / 0 未到场", column=column))
         elif reason is not None and (len(reason) > 200 or bad_text(reason, multiline=False)):
-            issues.append(Issue("BAD_VALUE", f"未到场原因({NAMED_REASON}{member_id[:40]}): 过长（超过200个字符）或含不可保存的字符",
+            issues.append(Issue("BAD_VALUE", f"未到场原因（{name}）：过长（超过200个字符）或含不可保存的字符",
                                 column=f"{NAMED_REASON}{member_id[:40]}"))
         else:
-            out.append((member_id, found[member_id], flag == "1", reason))
+            out.append((member_id, role, flag == "1", reason))
     if issues:
         raise _reject(issues)
     return out
@@ -493,14 +495,14 @@ def record_participants(engine, scope: Scope, follow_up_id: int, rows: list[dict
             continue
         person = (role, member if isinstance(member, str) else None)
         if person in seen:
-            who = f"成员编号(member_id): {member}" if person[1] else f"角色(role): {role} 的未具名人员"
+            who = f"成员 {member}" if person[1] else f"{codes.TeamRole(role).label}的未具名人员"
             issues.append(Issue("DUPLICATE", f"第{n}行 {who} 重复", column="member_id" if person[1] else "role"))
         seen.add(person)
         if not isinstance(present, bool):
-            issues.append(Issue("BAD_VALUE", f"第{n}行 到场(present): 应为 true / false", column="present"))
+            issues.append(Issue("BAD_VALUE", f"第{n}行 到场：应为 true / false", column="present"))
         if member is not None and not (isinstance(member, str) and 0 < len(member) <= 64
                                        and not bad_text(member, multiline=False)):
-            issues.append(Issue("BAD_VALUE", f"第{n}行 成员编号(member_id) 无效", column="member_id"))
+            issues.append(Issue("BAD_VALUE", f"第{n}行 成员编号无效", column="member_id"))
         try:
             reason = _attendance_reason(raw.get("reason"), "reason")
         except InvalidInput as exc:

@@ -4,7 +4,9 @@
  *    restored on load with a visible note, cleared after a successful save and on logout;
  *  - a follow-up submit that survives a lost signal: it is sent with fetch, a network failure is
  *    shown and the draft kept; the form's idempotency key makes a retry record the visit once;
- *  - progress for slow downloads (the 五单 zip, the monthly PDF): "正在生成…" until the file arrives.
+ *  - progress for slow downloads (the 五单 zip, the monthly PDF): "正在生成…" until the file arrives;
+ *  - text boxes grown to their text where CSS field-sizing is missing; one-line boxes that wrap
+ *    (textarea.oneline) take no line break.
  * No inline scripts: the pages' Content-Security-Policy may forbid them.
  */
 (function () {
@@ -157,7 +159,29 @@
     });
   }
 
+  // a form's text shown whole: where the browser lacks CSS field-sizing a box is grown to its text
+  // here; a one-line box (textarea.oneline, forms.py "longtext") takes no line break — Enter does
+  // nothing, a pasted break becomes a space (the server does the same)
+  function setupTextBoxes() {
+    var sizes = window.CSS && CSS.supports && CSS.supports("field-sizing", "content");
+    Array.prototype.forEach.call(document.querySelectorAll(".field textarea, textarea.oneline"), function (box) {
+      var oneLine = box.classList.contains("oneline");
+      function fit() {
+        if (sizes) return;
+        box.style.height = "auto";
+        box.style.height = (box.scrollHeight + box.offsetHeight - box.clientHeight) + "px";
+      }
+      if (oneLine) box.addEventListener("keydown", function (ev) { if (ev.key === "Enter" && !ev.isComposing) ev.preventDefault(); });
+      box.addEventListener("input", function () {
+        if (oneLine && /[\r\n]/.test(box.value)) box.value = box.value.replace(/\r\n?|\n/g, " ");
+        fit();
+      });
+      fit();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    setupTextBoxes();
     var form = document.getElementById("follow-up-form");
     if (form) setupDraft(form);
     var saved = document.querySelector("[data-saved-follow-up]");
