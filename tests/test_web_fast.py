@@ -644,3 +644,31 @@ def user_of(engine, username: str):
 
     with Session(engine) as s:
         return s.get(User, username)
+
+
+def test_fast_record_responsible_people_equal_generic(web):
+    """rules.md §6.1 on the patient page: the fast statement's responsible person per required role (one
+    copy of ``responsible_member_sql`` with the role as a column) equals the generic path's for joint
+    tasks whose roles have an assigned member valid on the due date, one not valid then (the region's
+    primary instead), a primary only, or nobody (未指定); roles a task does not require are not shown."""
+    app, tokens, database = web
+    if database.backend != "postgresql":
+        return
+    _more_tasks(database.engine)
+    ctx = app.state.ctx
+    people = {}
+    for username in ("doc", "admin"):
+        for pid in ("P2", "P3", "P4"):
+            if pid not in VISIBLE[username]:
+                continue
+            cur, record = fast.patient_page(_request(app, tokens[username]), pid, "x")
+            want = queries.patient_record(database.engine, scope_for(cur.user, ctx.tree, TODAY), ctx.tree, pid, as_of=TODAY)
+            assert record == want, (username, pid)
+            for task in record["tasks"]:
+                for person in task["people"]:
+                    people[(pid, task["kind"], person["role"])] = person["member_id"]
+    assert people[("P3", "discharge_check", "police")] == "M-POL2"  # assigned, valid on the due date
+    assert people[("P2", "locate", "police")] == "M-POL"  # assigned until May: the township's primary
+    assert people[("P3", "discharge_check", "civil_affairs")] == "M-CIV"
+    assert people[("P3", "discharge_check", "village")] is None and people[("P4", "post_emergency", "police")] is None
+    assert ("P4", "post_emergency", "civil_affairs") not in people  # not required by the task
