@@ -278,6 +278,19 @@ def test_the_doctor_names_a_person_once_per_submission(world):
     assert tuple(_row(engine, ids["f1"], "police")) == (False, "doctor", None, "M-POL")  # the seed's row, untouched
 
 
+def _record_follow_up(client, auth, engine, data):
+    """The doctor's follow-up form posted and recorded: its id and its attendance rows
+    (role, member, attended, reason, source)."""
+    r = client.post("/patients/P1/follow-ups/new", headers=auth, data=data)
+    assert r.status_code == 303, r.text
+    fid = int(r.headers["location"].rsplit("fu=", 1)[1])
+    fp = FollowUpParticipant.__table__
+    with engine.connect() as conn:
+        rows = {tuple(x) for x in conn.execute(sa.select(fp.c.role, fp.c.member_id, fp.c.attended, fp.c.reason, fp.c.source)
+                                               .where(fp.c.follow_up_id == fid))}
+    return fid, rows
+
+
 def test_the_follow_up_form_records_each_named_member_and_the_unnamed_row(world):
     """The doctor's form (rules.md §6.2, per person): a row per member of the patient's team in a joint
     role, and the role's row for anyone else; an unknown member is refused with nothing recorded."""
@@ -293,13 +306,8 @@ def test_the_follow_up_form_records_each_named_member_and_the_unnamed_row(world)
             "attended@M-VIL": "1", "attended@M-CIV": "", "attended_village": "", "attended_civil_affairs": ""}
     bad = client.post("/patients/P1/follow-ups/new", headers=auth, data={**data, "attended@NOPE": "1"})
     assert bad.status_code == 422 and "NOPE" in bad.text
-    r = client.post("/patients/P1/follow-ups/new", headers=auth, data=data)
-    assert r.status_code == 303, r.text
-    fid = int(r.headers["location"].rsplit("fu=", 1)[1])
-    fp = FollowUpParticipant.__table__
+    fid, rows = _record_follow_up(client, auth, engine, data)
     with engine.connect() as conn:
-        rows = {tuple(x) for x in conn.execute(sa.select(fp.c.role, fp.c.member_id, fp.c.attended, fp.c.reason, fp.c.source)
-                                               .where(fp.c.follow_up_id == fid))}
         assert conn.execute(sa.select(sa.func.count()).select_from(FollowUp.__table__)
                             .where(FollowUp.__table__.c.visit_on == date(2026, 6, 9))).scalar() == 1  # the refused one: nothing
     assert rows == {("police", "M-POL", False, "值班", "doctor"), ("police", None, True, None, "doctor"),
@@ -441,13 +449,8 @@ def test_the_follow_up_form_records_the_doctor_absent(world):
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(FollowUp.__table__)
                             .where(FollowUp.__table__.c.visit_on == date(2026, 6, 9))).scalar() == 0
-    r = client.post("/patients/P1/follow-ups/new", headers=auth, data=data)
-    assert r.status_code == 303, r.text
-    fid = int(r.headers["location"].rsplit("fu=", 1)[1])
+    fid, rows = _record_follow_up(client, auth, engine, data)
     fp = FollowUpParticipant.__table__
-    with engine.connect() as conn:
-        rows = {tuple(x) for x in conn.execute(sa.select(fp.c.role, fp.c.member_id, fp.c.attended, fp.c.reason, fp.c.source)
-                                               .where(fp.c.follow_up_id == fid))}
     assert rows == {("doctor", None, False, "由派出所和村委带领入户", "doctor"), ("police", "M-POL", True, None, "doctor"),
                     ("village", "M-VIL", True, None, "doctor")}
     t = VisitTask.__table__
