@@ -100,7 +100,7 @@ CASES = {
     "follow_up_after_death": (csv_case({
         "patients.csv": "patient_id,name,sex,birth_date,village_code,diagnosis,registered_on,status,status_on\n"
                         "Z,赵,1,1970-02-02,V,F20,2026-02-01,dead,2026-03-01\n",
-        "followups.csv": f"{FOLLOW_UP_HEADER}\nZ,2026-04-01,2,0\n"}), 1, {"PATIENT_NOT_ACTIVE"}),
+        "followups.csv": f"{FOLLOW_UP_HEADER}\nZ,2026-04-01,2,0\n"}), 1, {"STATUS_BEFORE_VISIT", "PATIENT_ROW_INVALID"}),
     "formula_cell": (xlsx_case({"patients": XLSX_PATIENTS[:1] + [XLSX_PATIENTS[1][:1] + ['=HYPERLINK("http://x","y")'] + XLSX_PATIENTS[1][2:]]}),
                      1, {"FORMULA_CELL"}),
     "two_sheets_one_table": (xlsx_case({"patients": XLSX_PATIENTS, "patients.csv": XLSX_PATIENTS}), 1, {"DUPLICATE_SHEET"}),

@@ -113,7 +113,9 @@ PATIENTS = [
     ({"address": "幸福路\x1b[31m8号"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
     ({"guardian_name": "\u2066某\u2069"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
     ({"phone": "138\x7f0000"}, {"BAD_TEXT"}, {"BAD_TEXT"}),
-    ({"address": "幸福路\n8号"}, {"BAD_TEXT"}, {"BAD_TEXT"}),  # one line
+    ({"name": "吴\n六"}, {"BAD_TEXT"}, {"BAD_TEXT"}),  # one line (a wrapping box — address, hospital — turns
+    # a typed line break into a space before these checks, as it reads YYYYMMDD dates: forms.one_line, tested in
+    # test_patient_edits; the import and the API refuse it)
     # dates are YYYY-MM-DD only (contract.md), ids compared after NFKC and without zero-width characters
     ({"registered_on": "2026-W23-1"}, {"BAD_DATE"}, {"BAD_DATE"}),
 ]
